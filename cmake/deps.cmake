@@ -1,0 +1,27 @@
+# Finds every library vigil links with through pkg-config. A missing one stops the configuration
+# with the Debian package that provides it (scripts/install-deps.sh installs them all).
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+  message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config (or run scripts/install-deps.sh)")
+endif()
+
+function(vg_require target module debpkg)
+  pkg_check_modules(${target} QUIET IMPORTED_TARGET ${module})
+  if(NOT ${target}_FOUND)
+    message(FATAL_ERROR "Missing dependency '${module}': apt-get install ${debpkg} "
+                        "(or run scripts/install-deps.sh, which installs everything)")
+  endif()
+endfunction()
+
+vg_require(AVFORMAT libavformat libavformat-dev)
+vg_require(AVCODEC libavcodec libavcodec-dev)
+vg_require(SWSCALE libswscale libswscale-dev)
+vg_require(AVUTIL libavutil libavutil-dev)
+vg_require(UV libuv libuv1-dev)
+vg_require(NANOMSG nanomsg libnanomsg-dev)
+vg_require(OPENBLAS openblas libopenblas-dev)
+vg_require(CJSON libcjson libcjson-dev)
+vg_require(PCRE2 libpcre2-8 libpcre2-dev)
+vg_require(CMOCKA cmocka libcmocka-dev)
+
+find_package(Threads REQUIRED)

@@ -1,0 +1,99 @@
+/*
+ * internal.h: model/'s private interfaces between its files (never included outside model/).
+ *
+ *  - safetensors.c: mapping and validating safetensors files (single or sharded), tensor lookup,
+ *    dtype conversion, and writing checkpoints;
+ *  - config.c: config.json / generation_config.json / video_preprocessor_config.json into a
+ *    vg_model_info and vg_gen_params, with every value range-checked;
+ *  - random.c: vg_model_write_random() (presets and random weights);
+ *  - tokenizer.c: the tokenizer (public API in model.h);
+ *  - model.c, vision.c, text.c, rope.c, sampling.c, generate.c: the engine.
+ */
+#ifndef VG_MODEL_INTERNAL_H
+#define VG_MODEL_INTERNAL_H
+
+#include "model.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------------------------------
+ * safetensors (safetensors.c)
+ */
+typedef enum vg_dtype { VG_DT_F32 = 0, VG_DT_BF16 = 1, VG_DT_F16 = 2 } vg_dtype;
+
+#define VG_MAX_DIMS 8
+
+typedef struct vg_tensor {
+    const char *name; /* owned by the vg_st */
+    vg_dtype dtype;
+    int ndim;
+    int64_t shape[VG_MAX_DIMS];
+    size_t numel;
+    const void *data; /* inside the read-only mapping; validated to lie within the file */
+    size_t nbytes;
+    const char *file; /* the shard's path, for error messages */
+} vg_tensor;
+
+typedef struct vg_st vg_st;
+
+/* Opens dir/model.safetensors, or every shard named by dir/model.safetensors.index.json. Each file
+ * is mapped read-only and its header validated: header length within the file, JSON well formed,
+ * known dtypes, shapes non-negative with numel*size == data_offsets span, offsets within the data
+ * section, no two tensors overlapping, no duplicate names, and (for an index) every listed tensor
+ * present in its shard. Errors name the file and the tensor. Caller frees with vg_st_close(). */
+int vg_st_open_dir(const char *dir, vg_st **out, char *err, size_t errlen);
+/* Opens one safetensors file (same checks). */
+int vg_st_open_file(const char *path, vg_st **out, char *err, size_t errlen);
+void vg_st_close(vg_st *st);
+/* The tensor named name, or NULL. */
+const vg_tensor *vg_st_find(const vg_st *st, const char *name);
+size_t vg_st_count(const vg_st *st);
+const vg_tensor *vg_st_at(const vg_st *st, size_t i);
+/* Total bytes of tensor data mapped. */
+size_t vg_st_bytes(const vg_st *st);
+
+/* Finds name and checks it has exactly ndim dims with the given shape; VG_EMODEL with a sentence
+ * ("model.safetensors: tensor 'x': shape [3,4], expected [4,4]") otherwise, VG_EMODEL if missing.
+ */
+int vg_st_expect(const vg_st *st, const char *name, int ndim, const int64_t *shape,
+                 const vg_tensor **out, char *err, size_t errlen);
+/* Converts a tensor's elements to float32 into dst[numel]. */
+void vg_tensor_to_f32(const vg_tensor *t, float *dst);
+/* vg_st_expect + a malloc'd float32 copy (caller free()s). */
+int vg_st_get_f32(const vg_st *st, const char *name, int ndim, const int64_t *shape, float **out,
+                  char *err, size_t errlen);
+
+/* Scalar conversions. */
+float vg_bf16_to_f32(uint16_t v);
+uint16_t vg_f32_to_bf16(float v); /* round to nearest even */
+float vg_f16_to_f32(uint16_t v);
+
+/* Writing: tensors given by name, dtype, shape and data (in that dtype); the file is written to
+ * path.tmp and renamed. Metadata {"format":"pt"}. */
+typedef struct vg_st_write_tensor {
+    const char *name;
+    vg_dtype dtype;
+    int ndim;
+    int64_t shape[VG_MAX_DIMS];
+    const void *data;
+} vg_st_write_tensor;
+int vg_st_write(const char *path, const vg_st_write_tensor *tensors, size_t n, char *err,
+                size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------------
+ * config (config.c)
+ */
+/* Reads dir/config.json (must be a Qwen3VLForConditionalGeneration / model_type "qwen3_vl"; a clear
+ * error otherwise), dir/generation_config.json and dir/video_preprocessor_config.json when present.
+ * Fills info (name, n_params and weight_bytes excepted) and gen (Qwen3-VL Instruct defaults
+ * overlaid with generation_config.json). Every value is range-checked (positive sizes, heads
+ * dividing hidden, head_dim even, mrope sections summing to head_dim/2, deepstack indexes < depth,
+ * limits that keep the arithmetic in size_t, ...). */
+int vg_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
+                   size_t errlen);
+
+/* Reads a config.json text (already loaded) the same way; used by vg_config_load and by tests. */
+int vg_config_parse(const char *json, size_t len, vg_model_info *info, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,197 @@
+/*
+ * pipeline.h: from a video file or a live stream to Qwen3-VL's video input, and from the model's
+ * text back to events (the only public header of pipeline/). No FFmpeg type appears here.
+ *
+ * Stages, following the official Qwen3-VL path (qwen-vl-utils "Path A"):
+ *   open (libavformat, protocol whitelist, timeouts, interrupt callback) -> plan (frame count,
+ * frame indices with torch's float32 linspace, smart_resize) -> decode only the sampled frames,
+ * timestamps from their presentation times -> RGB at full size -> antialiased bicubic resize ->
+ * normalize and patchify -> prompt with "<t.t seconds>" before each temporal pair, MRoPE positions
+ * and rope delta.
+ *
+ * Threading: every function may be called from any thread; one vg_media belongs to one thread at a
+ * time, except its stop flag, which any thread may set. Decoding never runs on the libuv loop
+ * thread. Ownership: *_free(NULL) is a no-op; out-pointers are set only on success.
+ */
+#ifndef VG_PIPELINE_H
+#define VG_PIPELINE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Routes FFmpeg's log callback into vg_log (module "ffmpeg"). Call once at start-up. */
+void vg_pipe_log_init(void);
+
+/* ===================================================================================================
+ * Sampling plan (pure arithmetic, §1.1-§1.4, §1.7).
+ */
+typedef struct vg_sample_params {
+    double fps;          /* target sampling rate; default 2.0 */
+    int nframes;         /* explicit frame count (rounded to even, half-to-even); 0 = from fps */
+    int min_frames;      /* default 4 */
+    int max_frames;      /* default 768 */
+    long min_pixels;     /* per frame; default 128*32*32 */
+    long max_pixels;     /* per frame cap; 0 = default 768*32*32 */
+    double total_pixels; /* whole-video budget; 0 = default 128000*32*32*0.9 */
+    int resized_height;  /* both set: resize to these (rounded to the factor) instead of budgets */
+    int resized_width;
+    double video_start; /* seconds; < 0 = unset */
+    double video_end;   /* seconds; < 0 = unset */
+    int factor;         /* patch * merge; default 32 */
+    int temporal_patch; /* default 2 */
+} vg_sample_params;
+
+/* The Qwen3-VL defaults above. */
+vg_sample_params vg_sample_default_params(void);
+
+typedef struct vg_plan {
+    int nframes;            /* sampled frames (even) */
+    int64_t *frame_indices; /* [nframes] absolute indices into the decoded stream */
+    double *frame_times;    /* [nframes] seconds of each sampled frame (index/fps, or real PTS once
+                               vg_media_read_video has decoded them) */
+    int n_pairs;            /* temporal pairs = grid_t */
+    double *pair_times;     /* [n_pairs] mean of the pair's two frame times */
+    char (*pair_strings)[40]; /* [n_pairs] "<%.1f seconds>" */
+    int resized_height, resized_width;
+    int grid_t, grid_h, grid_w; /* in patches */
+    long video_tokens;          /* grid_t * grid_h * grid_w / merge^2 */
+    long tokens_per_pair;
+    double sample_fps;
+} vg_plan;
+
+/* Computes the plan for a video of total_frames at native fps and width x height. Errors (VG_EINVAL
+ * / VG_ERANGE) for impossible inputs: fewer than 2 frames to sample, aspect ratio over 200, zero
+ * sizes. Caller frees with vg_plan_free(). */
+int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
+                    const vg_sample_params *p, vg_plan **out, char *err, size_t errlen);
+void vg_plan_free(vg_plan *plan);
+
+/* qwen-vl-utils smart_resize with Python's half-to-even rounding (double precision). */
+int vg_smart_resize(int height, int width, int factor, long min_pixels, long max_pixels, int *out_h,
+                    int *out_w, char *err, size_t errlen);
+
+/* torch.linspace(start, end, n) in float32 as the reference CPU kernel computes it, then rint(). */
+void vg_linspace_round_f32(double start, double end, int n, int64_t *out);
+
+/* ===================================================================================================
+ * Image operations.
+ */
+/* Antialiased bicubic (a = -0.5, Pillow-style support) resize of interleaved RGB uint8, equal to
+ * the reference's torchvision resize(antialias=True) then round-half-even and clamp. */
+int vg_resize_rgb(const uint8_t *src, int sw, int sh, size_t src_stride, uint8_t *dst, int dw,
+                  int dh);
+
+/* Normalizes and patchifies T frames (interleaved RGB uint8, [T][H][W][3], H and W multiples of
+ * factor) into pixel_values_videos rows [grid_t*grid_h*grid_w][3*tp*p*p] in the §1.6 order. An odd
+ * T repeats the last frame. *out is malloc'd; the caller free()s it. */
+int vg_patchify(const uint8_t *frames, int T, int H, int W, int patch, int temporal_patch,
+                int merge, const float mean[3], const float std[3], float **out, size_t *rows,
+                size_t *cols);
+
+/* ===================================================================================================
+ * Media: files and network streams.
+ */
+typedef struct vg_media vg_media;
+
+typedef struct vg_media_params {
+    int open_timeout_ms; /* default 10000 */
+    int read_timeout_ms; /* a read that stalls longer fails with VG_ETIMEDOUT; default 10000 */
+    const char
+        *protocol_whitelist; /* default "file,http,https,tcp,tls,rtsp,rtp,udp,hls,crypto,data" */
+    int decode_threads;      /* 0 = auto */
+    const atomic_int *stop;  /* optional: non-zero aborts any blocking call with VG_ECANCELED */
+} vg_media_params;
+
+vg_media_params vg_media_default_params(void);
+
+typedef struct vg_media_info {
+    int width, height;
+    int64_t total_frames; /* counted or estimated for files; 0 for live streams */
+    double fps;           /* average frame rate */
+    double duration;      /* seconds; 0 if unknown */
+    double start_time;    /* seconds of the first frame's presentation time */
+    int is_live;
+    char codec[32];
+    char format[64];
+} vg_media_info;
+
+/* Opens url (a path or a whitelisted URL). Caller closes with vg_media_close(). */
+int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, char *err,
+                  size_t errlen);
+void vg_media_close(vg_media *m);
+const vg_media_info *vg_media_get_info(const vg_media *m);
+
+/* Progress: stage ("decode"), fraction 0..1. Return non-zero to cancel. */
+typedef int (*vg_progress_fn)(const char *stage, double fraction, void *opaque);
+
+typedef struct vg_video {
+    vg_plan *plan; /* owned; frame_times/pair_times filled from real presentation times */
+    int T, H, W;   /* sampled frames, resized height and width */
+    uint8_t *rgb;  /* [T][H][W][3] resized frames */
+} vg_video;
+
+/* Plans, decodes only the sampled frames of a file, converts and resizes them. Caller frees with
+ * vg_video_free(). */
+int vg_media_read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress,
+                        void *opaque, vg_video **out, char *err, size_t errlen);
+void vg_video_free(vg_video *v);
+
+/* Live reading: the next decoded frame as RGB at width x height (resized), with its presentation
+ * time in stream seconds. Returns 0, VG_EPIPE at end of stream, VG_ETIMEDOUT on a stall. *rgb is
+ * written into a caller buffer of width*height*3 bytes. */
+int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double *pts_seconds,
+                        char *err, size_t errlen);
+
+/* ===================================================================================================
+ * Prompt: the Qwen3-VL Instruct chat layout with per-pair timestamps, tokens and MRoPE positions.
+ */
+typedef int (*vg_tokenize_fn)(void *opaque, const char *text, size_t len, int32_t **ids,
+                              size_t *n_ids); /* ids malloc'd, caller free()s; no special parsing */
+
+typedef struct vg_prompt_ids {
+    int32_t im_start, im_end, vision_start, vision_end, video_pad;
+} vg_prompt_ids;
+
+typedef struct vg_chat {
+    const char *system;      /* NULL = no system turn (the Qwen3-VL default) */
+    const char *text_before; /* user text before the video, or NULL */
+    const char *text_after;  /* user text after the video (the question), or NULL */
+} vg_chat;
+
+typedef struct vg_prompt {
+    int32_t *ids; /* [n] */
+    size_t n;
+    int32_t *pos; /* [3][n] */
+    int32_t rope_delta;
+    size_t n_video_tokens;
+    char *text; /* the expanded prompt as text, for display and checks */
+} vg_prompt;
+
+/* Builds the prompt for one video given by its pair strings and per-slice merged grid
+ * (grid_h/merge x grid_w/merge tokens per pair). Caller frees with vg_prompt_free(). */
+int vg_prompt_build(const vg_chat *chat, const vg_plan *plan, int merge, const vg_prompt_ids *ids,
+                    vg_tokenize_fn tokenize, void *opaque, vg_prompt **out, char *err,
+                    size_t errlen);
+void vg_prompt_free(vg_prompt *p);
+
+/* ===================================================================================================
+ * Answer parsing: model text to events in seconds.
+ */
+typedef struct vg_event {
+    double start, end; /* seconds; start == end for an instant */
+    char label[256];
+} vg_event;
+
+/* Parses the time ranges the text states. A negative answer or text without times gives 0 events.
+ * *events is malloc'd (free()); NULL when n is 0. */
+int vg_answer_parse(const char *text, vg_event **events, size_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
