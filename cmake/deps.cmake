@@ -23,5 +23,6 @@ vg_require(OPENBLAS openblas libopenblas-dev)
 vg_require(CJSON libcjson libcjson-dev)
 vg_require(PCRE2 libpcre2-8 libpcre2-dev)
 vg_require(CMOCKA cmocka libcmocka-dev)
+vg_require(UTF8PROC libutf8proc libutf8proc-dev)
 
 find_package(Threads REQUIRED)
