@@ -1,0 +1,31 @@
+#!/bin/sh
+# The whole test suite, as a new user or CI runs it (README command 2):
+#  1. installs the Debian packages it needs;
+#  2. checks the formatting of every C file;
+#  3. builds RelWithDebInfo with warnings as errors and runs every test;
+#  4. builds with AddressSanitizer + UndefinedBehaviorSanitizer (warnings as errors) and runs every test
+#     not labelled `slow`.
+# Environment: VG_JOBS (build parallelism, default: number of CPUs), VG_SKIP_ASAN=1 to skip step 4.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/install-deps.sh
+sh scripts/check-format.sh
+
+jobs=${VG_JOBS:-$(nproc)}
+export CTEST_OUTPUT_ON_FAILURE=1
+
+echo "== RelWithDebInfo build =="
+cmake -S . -B build/rel -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_WERROR=ON >/dev/null
+cmake --build build/rel -j "$jobs"
+echo "== RelWithDebInfo tests (all) =="
+(cd build/rel && ctest --timeout 900)
+
+if [ "${VG_SKIP_ASAN:-0}" != "1" ]; then
+    echo "== ASan+UBSan build =="
+    cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_SANITIZE=ON -DVG_WERROR=ON >/dev/null
+    cmake --build build/asan -j "$jobs"
+    echo "== ASan+UBSan tests (all but slow) =="
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    (cd build/asan && ctest --timeout 900 -LE slow)
+fi
