@@ -71,6 +71,12 @@ int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
                     const vg_sample_params *p, vg_plan **out, char *err, size_t errlen);
 void vg_plan_free(vg_plan *plan);
 
+/* Replaces plan->frame_times with times[nframes] (e.g. the decoded frames' real presentation times
+ * in seconds) and recomputes pair_times (mean of each pair's first and last frame) and
+ * pair_strings ("<%.1f seconds>"). Borrows times. Returns 0 or VG_EINVAL. The caller owns plan;
+ * one thread at a time per plan. */
+int vg_plan_set_frame_times(vg_plan *plan, const double *times);
+
 /* qwen-vl-utils smart_resize with Python's half-to-even rounding (double precision). */
 int vg_smart_resize(int height, int width, int factor, long min_pixels, long max_pixels, int *out_h,
                     int *out_w, char *err, size_t errlen);
@@ -178,6 +184,13 @@ int vg_prompt_build(const vg_chat *chat, const vg_plan *plan, int merge, const v
                     vg_tokenize_fn tokenize, void *opaque, vg_prompt **out, char *err,
                     size_t errlen);
 void vg_prompt_free(vg_prompt *p);
+
+/* MRoPE position ids (spec §5.1) of a token sequence: every maximal run of video_pad tokens is one
+ * temporal slice of merged_h x merged_w tokens (a run of another length is VG_EINVAL). Writes
+ * pos[3][n] (t, h, w rows) into the caller's buffer and *rope_delta (max position + 1 - n). Pure;
+ * any thread. */
+int vg_prompt_positions(const int32_t *ids, size_t n, int32_t video_pad, int merged_h,
+                        int merged_w, int32_t *pos, int32_t *rope_delta, char *err, size_t errlen);
 
 /* ===================================================================================================
  * Answer parsing: model text to events in seconds.
