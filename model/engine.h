@@ -1,0 +1,129 @@
+/*
+ * engine.h: private declarations shared by the engine's files (model.c, vision.c, text.c, rope.c,
+ * sampling.c, generate.c, ops.c). Never included outside model/.
+ *
+ * Layout of the weights: every matrix is float32, row-major [out][in] as in the checkpoint (a
+ * PyTorch Linear), so y = x W^T + b is one cblas_sgemm with the second operand transposed. Weights
+ * either live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs
+ * conversion) or point into the read-only safetensors mapping (use_mmap = 1 and F32 data).
+ */
+#ifndef VG_MODEL_ENGINE_H
+#define VG_MODEL_ENGINE_H
+
+#include "common.h"
+#include "internal.h"
+#include "model.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VG_MAX_DEEPSTACK 16
+
+typedef struct vg_vis_block {
+    const float *n1_w, *n1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    const float *n2_w, *n2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} vg_vis_block;
+
+typedef struct vg_merger {
+    const float *n_w, *n_b; /* LayerNorm over D (main merger) or 4D (DeepStack, post-shuffle) */
+    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    int postshuffle;
+} vg_merger;
+
+typedef struct vg_text_layer {
+    const float *in_norm, *post_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm;
+    const float *w_gate, *w_up, *w_down;
+} vg_text_layer;
+
+struct vg_model {
+    vg_model_info info;
+    vg_gen_params gen;
+    vg_tokenizer *tok;
+    vg_st *st; /* kept open only while some weight points into it */
+    int n_threads;
+    int use_mmap;
+
+    /* vision */
+    const float *patch_w, *patch_b, *pos_embed;
+    vg_vis_block *blocks;
+    vg_merger merger;
+    vg_merger ds[VG_MAX_DEEPSTACK];
+
+    /* text */
+    const float *embed, *lm_head, *final_norm;
+    vg_text_layer *layers;
+    float *text_inv_freq;      /* [head_dim/2] */
+    unsigned char *mrope_axis; /* [head_dim/2]: 0 = T, 1 = H, 2 = W */
+
+    /* allocations owned by the model */
+    void **owned;
+    size_t n_owned, cap_owned;
+
+    vg_trace_fn trace;
+    void *trace_opaque;
+};
+
+/* ---- ops.c: dense kernels (float32). Any thread. ---- */
+/* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */
+void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
+               float *y);
+/* LayerNorm over d with weight and bias, rows in place or out of place. */
+void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,
+                  float eps);
+/* RMSNorm (Qwen3: y = w * (x / sqrt(mean(x^2) + eps))). */
+void vg_rmsnorm(const float *x, float *y, size_t n, size_t d, const float *w, float eps);
+void vg_gelu_tanh(float *x, size_t n);
+void vg_gelu_erf(float *x, size_t n);
+/* In-place softmax of one row. */
+void vg_softmax(float *x, size_t n);
+
+/* ---- rope.c: rotary tables. Pure functions. ---- */
+/* Text inv_freq[j] = 1 / theta^(2j/head_dim), j < head_dim/2, float32 as torch computes it. */
+void vg_rope_text_inv_freq(float theta, int head_dim, float *inv_freq);
+/* Axis (0 T, 1 H, 2 W) of each of the head_dim/2 frequency slots for interleaved MRoPE with
+ * section [t, h, w]: start all T, then slot 3k+1 (k < h) is H and 3k+2 (k < w) is W. Returns
+ * VG_EINVAL when the sections do not fit. */
+int vg_mrope_axes(const int section[3], int half, unsigned char *axis);
+/* cos/sin [n][head_dim] for tokens with positions pos[3][n] (row stride pos_stride). */
+void vg_rope_text_table(const float *inv_freq, const unsigned char *axis, int head_dim,
+                        const int32_t *pos, size_t pos_stride, size_t n, float *cos_out,
+                        float *sin_out);
+/* Rotate-half RoPE applied to n rows of n_heads heads of head_dim (row stride ld floats) with
+ * per-row cos/sin [n][head_dim]. */
+void vg_rope_apply(float *x, size_t n, int n_heads, int head_dim, size_t ld, const float *cos_t,
+                   const float *sin_t);
+/* Vision: inv_freq[j] = 1/10000^(2j/(head_dim/2)), j < head_dim/4. */
+void vg_rope_vision_inv_freq(int head_dim, float *inv_freq);
+/* Row/column of each patch of a gh x gw slice in merge-window order (§1.6). */
+void vg_vision_rowcol(int gh, int gw, int merge, int *row, int *col);
+/* Angles [n][head_dim/2] = (row * inv_freq | col * inv_freq). */
+void vg_rope_vision_freqs(const float *inv_freq, int head_dim, const int *row, const int *col,
+                          size_t n, float *freqs);
+/* float32 torch.linspace(start, end, n) (the §1.3 rule; exact for small n). */
+void vg_linspace_f32(float start, float end, int n, float *out);
+/* Bilinear corner indices [4] and float32 weights [4] for every patch of the slice in merge-window
+ * order, from a side x side grid. */
+void vg_pos_interp(int side, int gh, int gw, int merge, int *idx, float *wt);
+
+/* ---- vision.c ---- */
+int vg_vision_load(vg_model *m, char *err, size_t errlen);
+
+/* ---- text.c ---- */
+int vg_text_load(vg_model *m, char *err, size_t errlen);
+
+/* The model a sequence was created on. */
+vg_model *vg_seq_model(const vg_seq *s);
+
+/* ---- model.c: loader helpers ---- */
+/* A float32 view of tensor name with the given shape, owned by the model (copied/converted, or in
+ * the mapping). */
+int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shape,
+                    const float **out, char *err, size_t errlen);
+/* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
+int vg_model_own(vg_model *m, void *p);
+
+/* ---- sampling.c ---- */
+/* Argmax (first of equal maxima). */
+int32_t vg_argmax(const float *x, size_t n);
+
+#endif

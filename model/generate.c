@@ -1,0 +1,93 @@
+/*
+ * generate.c: the token loop after a prefill. Each step samples from the current logits (the
+ * penalties see the ids generated so far), reports the id and its newly completed UTF-8 text
+ * through the callback (special tokens and stop ids give no text), then decodes the id at MRoPE
+ * position (cache position + rope_delta) on all three axes to get the next logits. Runs on the
+ * calling thread, which owns the sequence for the duration.
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
+                vg_token_cb cb, void *opaque, const atomic_int *cancel, int32_t **out_ids,
+                size_t *n_out, char *err, size_t errlen)
+{
+    if (!s || !params || !first_logits)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_generate: NULL argument");
+    if (params->max_new_tokens < 0 || params->n_stop_ids < 0 ||
+        params->n_stop_ids > VG_MAX_STOP_IDS)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_generate: bad max_new_tokens or stop ids");
+    vg_model *m = vg_seq_model(s);
+    const vg_model_info *in = &m->info;
+    const size_t V = (size_t)in->vocab_size;
+    const size_t cap = (size_t)params->max_new_tokens;
+    vg_sampler *smp = NULL;
+    vg_detok *dt = NULL;
+    int32_t *ids = malloc((cap ? cap : 1) * sizeof(*ids));
+    float *logits = malloc(V * sizeof(float));
+    int rc = vg_sampler_create(params, V, &smp);
+    if (rc < 0) {
+        rc = vg_fail(err, errlen, rc, "bad sampling parameters");
+        goto done;
+    }
+    if (!ids || !logits) {
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (cb && (rc = vg_detok_create(m->tok, 1, &dt)) < 0) {
+        rc = vg_fail(err, errlen, rc, "cannot create a detokenizer");
+        goto done;
+    }
+    size_t n = 0;
+    float *work = first_logits;
+    while (n < cap) {
+        if (cancel && atomic_load(cancel)) {
+            rc = vg_fail(err, errlen, VG_ECANCELED, "generation canceled");
+            goto done;
+        }
+        int32_t id = vg_sampler_sample(smp, work, ids, n);
+        ids[n++] = id;
+        int stop = 0;
+        for (int i = 0; i < params->n_stop_ids; i++)
+            if (params->stop_ids[i] == id)
+                stop = 1;
+        if (cb) {
+            char text[512];
+            size_t len = 0;
+            if (!stop && (rc = vg_detok_push(dt, id, text, sizeof(text), &len)) < 0) {
+                rc = vg_fail(err, errlen, rc, "cannot detokenize id %d", (int)id);
+                goto done;
+            }
+            if (stop)
+                text[0] = '\0';
+            if (cb(id, text, len, opaque))
+                break;
+        }
+        if (stop || n == cap)
+            break;
+        int64_t pos = (int64_t)vg_seq_len(s) + rope_delta;
+        if (pos < INT32_MIN || pos > INT32_MAX) {
+            rc = vg_fail(err, errlen, VG_ERANGE, "decode position out of range");
+            goto done;
+        }
+        rc = vg_seq_decode(s, id, (int32_t)pos, logits, err, errlen);
+        if (rc < 0)
+            goto done;
+        work = logits;
+    }
+    rc = 0;
+    if (out_ids) {
+        *out_ids = ids;
+        ids = NULL;
+    }
+    if (n_out)
+        *n_out = n;
+done:
+    vg_detok_free(dt);
+    vg_sampler_free(smp);
+    free(ids);
+    free(logits);
+    return rc;
+}

@@ -1,0 +1,174 @@
+/*
+ * model.c: loading and freeing a vg_model. Reads config.json (config.c), opens the safetensors
+ * (safetensors.c), loads the tokenizer, and builds float32 views of every weight: with use_mmap = 0
+ * each tensor is converted into malloc'd memory and the mapping is closed after loading; with
+ * use_mmap = 1, F32 tensors (4-byte aligned) are used in place from the read-only mapping, which
+ * then stays open for the model's lifetime, and other dtypes are still converted. Every tensor's
+ * shape is checked against the config (vg_st_expect names the tensor on mismatch).
+ *
+ * Threads: vg_model_load runs on one thread; the loaded model is read-only afterwards (the trace
+ * hook excepted). OpenBLAS's thread count is process-wide: vg_model_load sets it to
+ * params.n_threads, so the last model loaded decides it.
+ */
+#include "engine.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int vg_model_own(vg_model *m, void *p)
+{
+    if (m->n_owned == m->cap_owned) {
+        size_t nc = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **no = realloc(m->owned, nc * sizeof(*no));
+        if (!no) {
+            free(p);
+            return VG_ENOMEM;
+        }
+        m->owned = no;
+        m->cap_owned = nc;
+    }
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
+int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shape,
+                    const float **out, char *err, size_t errlen)
+{
+    const vg_tensor *t = NULL;
+    int rc = vg_st_expect(m->st, name, ndim, shape, &t, err, errlen);
+    if (rc < 0)
+        return rc;
+    m->info.n_params += t->numel;
+    if (m->use_mmap && t->dtype == VG_DT_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = (const float *)t->data;
+        return 0;
+    }
+    size_t bytes;
+    if (vg_mul_size(t->numel, sizeof(float), &bytes) < 0)
+        return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
+    float *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s' (%zu bytes)",
+                       name, bytes);
+    vg_tensor_to_f32(t, p);
+    if (vg_model_own(m, p) < 0)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s'", name);
+    m->info.weight_bytes += bytes;
+    *out = p;
+    return 0;
+}
+
+void vg_model_free(vg_model *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->blocks);
+    free(m->layers);
+    free(m->text_inv_freq);
+    free(m->mrope_axis);
+    vg_tokenizer_free(m->tok);
+    vg_st_close(m->st);
+    free(m);
+}
+
+int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out, char *err,
+                  size_t errlen)
+{
+    if (!dir || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_model_load: NULL argument");
+    vg_model_params p = params ? *params : vg_model_default_params();
+    vg_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    int rc = vg_config_load(dir, &m->info, &m->gen, err, errlen);
+    if (rc < 0)
+        goto fail;
+    m->info.n_params = 0;
+    m->info.weight_bytes = 0;
+    {
+        char tmp[sizeof(m->info.name)];
+        snprintf(tmp, sizeof(tmp), "%s", dir);
+        size_t l = strlen(tmp);
+        while (l > 1 && tmp[l - 1] == '/')
+            tmp[--l] = '\0';
+        const char *b = strrchr(tmp, '/');
+        snprintf(m->info.name, sizeof(m->info.name), "%s", b && b[1] ? b + 1 : tmp);
+    }
+    if (p.n_threads <= 0)
+        p.n_threads = vg_model_default_params().n_threads;
+    m->n_threads = p.n_threads;
+    openblas_set_num_threads(p.n_threads);
+
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/tokenizer.json", dir) >= (int)sizeof(path)) {
+        rc = vg_fail(err, errlen, VG_EINVAL, "model directory path too long");
+        goto fail;
+    }
+    rc = vg_tokenizer_load(path, &m->tok, err, errlen);
+    if (rc < 0)
+        goto fail;
+    {
+        int32_t id;
+        if ((id = vg_tokenizer_token_id(m->tok, "<|im_start|>")) >= 0)
+            m->info.im_start_id = id;
+        if ((id = vg_tokenizer_token_id(m->tok, "<|im_end|>")) >= 0)
+            m->info.im_end_id = id;
+        if ((id = vg_tokenizer_token_id(m->tok, "<|endoftext|>")) >= 0)
+            m->info.endoftext_id = id;
+    }
+
+    rc = vg_st_open_dir(dir, &m->st, err, errlen);
+    if (rc < 0)
+        goto fail;
+    m->use_mmap = p.use_mmap ? 1 : 0;
+    rc = vg_text_load(m, err, errlen);
+    if (rc < 0)
+        goto fail;
+    if (p.load_vision && m->info.has_vision) {
+        rc = vg_vision_load(m, err, errlen);
+        if (rc < 0)
+            goto fail;
+    } else {
+        m->info.has_vision = 0;
+    }
+    if (!p.use_mmap) {
+        vg_st_close(m->st);
+        m->st = NULL;
+    }
+    vg_log(VG_LOG_INFO, "model", "loaded %s: %zu parameters, %.1f MiB float32 in memory%s",
+           m->info.name, m->info.n_params, (double)m->info.weight_bytes / 1048576.0,
+           p.use_mmap ? " (F32 tensors mapped)" : "");
+    *out = m;
+    return 0;
+fail:
+    vg_model_free(m);
+    return rc;
+}
+
+const vg_model_info *vg_model_get_info(const vg_model *m)
+{
+    return m ? &m->info : NULL;
+}
+
+const vg_tokenizer *vg_model_tokenizer(const vg_model *m)
+{
+    return m ? m->tok : NULL;
+}
+
+vg_gen_params vg_model_default_gen_params(const vg_model *m)
+{
+    return m->gen;
+}
+
+void vg_model_set_trace(vg_model *m, vg_trace_fn fn, void *opaque)
+{
+    if (!m)
+        return;
+    m->trace = fn;
+    m->trace_opaque = opaque;
+}

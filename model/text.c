@@ -1,0 +1,443 @@
+/*
+ * text.c: the Qwen3 language model of Qwen3-VL (§4-§5) over a per-sequence KV cache.
+ *
+ * A vg_seq owns its float32 KV cache ([layer][position][n_kv_heads*head_dim] for K and for V,
+ * allocated once at creation) and its scratch buffers, which grow to the largest chunk seen and are
+ * then reused (never returned between calls: glibc handing big temporaries back to the kernel made
+ * other engines 2-5x slower here).
+ *
+ * Prefill runs the new tokens in chunks of up to VG_CHUNK rows: every projection is one sgemm over
+ * the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's rows and the cached
+ * context (query rows split into blocks so the score matrix stays within VG_SCORE_BUDGET floats),
+ * causal mask, float32 softmax. Decode (one token) uses sgemv throughout. DeepStack features are
+ * added after layers 0..n_deepstack-1 at the rows whose id is a vision pad token, in order.
+ *
+ * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
+ * call. A vg_seq is used by one thread at a time; the model it reads is shared read-only.
+ */
+#include "engine.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VG_CHUNK        512
+#define VG_SCORE_BUDGET ((size_t)8 << 20) /* floats of the attention score block */
+
+struct vg_seq {
+    vg_model *m;
+    size_t max_tokens, len;
+    float *kc, *vc; /* [n_layers][max_tokens][kvd] */
+    size_t rows;    /* scratch capacity in rows */
+    float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t;
+    float *sc;
+    size_t sc_cap;
+};
+
+int vg_text_load(vg_model *m, char *err, size_t errlen)
+{
+    vg_model_info *in = &m->info;
+    int64_t D = in->hidden_size, V = in->vocab_size, FF = in->intermediate_size;
+    int64_t hd = in->head_dim, QD = (int64_t)in->n_heads * hd, KD = (int64_t)in->n_kv_heads * hd;
+    int rc;
+    if (in->n_heads <= 0 || in->n_kv_heads <= 0 || in->n_heads % in->n_kv_heads != 0 || hd <= 0 ||
+        hd % 2 != 0 || hd > 1024)
+        return vg_fail(err, errlen, VG_EMODEL,
+                       "config.json: %d attention heads, %d kv heads and head_dim %lld are not "
+                       "usable",
+                       in->n_heads, in->n_kv_heads, (long long)hd);
+    m->text_inv_freq = malloc((size_t)hd / 2 * sizeof(float));
+    m->mrope_axis = malloc((size_t)hd / 2);
+    if (!m->text_inv_freq || !m->mrope_axis)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    vg_rope_text_inv_freq(in->rope_theta, (int)hd, m->text_inv_freq);
+    if (vg_mrope_axes(in->mrope_section, (int)hd / 2, m->mrope_axis) < 0)
+        return vg_fail(err, errlen, VG_EMODEL,
+                       "config.json: mrope_section [%d,%d,%d] does not fit head_dim %lld",
+                       in->mrope_section[0], in->mrope_section[1], in->mrope_section[2],
+                       (long long)hd);
+    int64_t s_emb[] = {V, D}, s_d[] = {D}, s_hd[] = {hd};
+    if ((rc = vg_model_weight(m, "model.language_model.embed_tokens.weight", 2, s_emb, &m->embed,
+                              err, errlen)) < 0)
+        return rc;
+    if ((rc = vg_model_weight(m, "model.language_model.norm.weight", 1, s_d, &m->final_norm, err,
+                              errlen)) < 0)
+        return rc;
+    if (in->tie_word_embeddings) {
+        m->lm_head = m->embed;
+    } else if ((rc = vg_model_weight(m, "lm_head.weight", 2, s_emb, &m->lm_head, err, errlen)) <
+               0) {
+        return rc;
+    }
+    m->layers = calloc((size_t)in->n_layers, sizeof(*m->layers));
+    if (!m->layers)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    char name[256];
+    for (int i = 0; i < in->n_layers; i++) {
+        vg_text_layer *L = &m->layers[i];
+#define W(field, suffix, nd_, shp)                                                                 \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "model.language_model.layers.%d.%s", i, suffix);              \
+        if ((rc = vg_model_weight(m, name, nd_, shp, &L->field, err, errlen)) < 0)                 \
+            return rc;                                                                             \
+    } while (0)
+        int64_t s_q[] = {QD, D}, s_k[] = {KD, D}, s_o[] = {D, QD}, s_up[] = {FF, D}, s_dn[] = {D, FF};
+        W(in_norm, "input_layernorm.weight", 1, s_d);
+        W(post_norm, "post_attention_layernorm.weight", 1, s_d);
+        W(wq, "self_attn.q_proj.weight", 2, s_q);
+        W(wk, "self_attn.k_proj.weight", 2, s_k);
+        W(wv, "self_attn.v_proj.weight", 2, s_k);
+        W(wo, "self_attn.o_proj.weight", 2, s_o);
+        W(q_norm, "self_attn.q_norm.weight", 1, s_hd);
+        W(k_norm, "self_attn.k_norm.weight", 1, s_hd);
+        W(w_gate, "mlp.gate_proj.weight", 2, s_up);
+        W(w_up, "mlp.up_proj.weight", 2, s_up);
+        W(w_down, "mlp.down_proj.weight", 2, s_dn);
+#undef W
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ */
+
+int vg_seq_create(vg_model *m, size_t max_tokens, vg_seq **out, char *err, size_t errlen)
+{
+    if (!m || !out || max_tokens == 0)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_seq_create: bad argument");
+    const vg_model_info *in = &m->info;
+    if (max_tokens > (size_t)in->max_position_embeddings)
+        return vg_fail(err, errlen, VG_ELIMIT,
+                       "a sequence of %zu tokens exceeds max_position_embeddings %d", max_tokens,
+                       in->max_position_embeddings);
+    size_t kvd = (size_t)in->n_kv_heads * (size_t)in->head_dim, n;
+    if (vg_mul_size(kvd, max_tokens, &n) < 0 || vg_mul_size(n, (size_t)in->n_layers, &n) < 0 ||
+        vg_mul_size(n, sizeof(float), &n) < 0)
+        return vg_fail(err, errlen, VG_ELIMIT, "KV cache for %zu tokens is too large", max_tokens);
+    vg_seq *s = calloc(1, sizeof(*s));
+    if (!s)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    s->m = m;
+    s->max_tokens = max_tokens;
+    s->kc = malloc(n ? n : 1);
+    s->vc = malloc(n ? n : 1);
+    if (!s->kc || !s->vc) {
+        vg_seq_free(s);
+        return vg_fail(err, errlen, VG_ENOMEM,
+                       "out of memory for a KV cache of %zu tokens (%zu MiB)", max_tokens,
+                       2 * n / 1048576);
+    }
+    *out = s;
+    return 0;
+}
+
+void vg_seq_free(vg_seq *s)
+{
+    if (!s)
+        return;
+    free(s->kc);
+    free(s->vc);
+    free(s->x);
+    free(s->a);
+    free(s->q);
+    free(s->o);
+    free(s->g);
+    free(s->u);
+    free(s->cos_t);
+    free(s->sin_t);
+    free(s->sc);
+    free(s);
+}
+
+vg_model *vg_seq_model(const vg_seq *s)
+{
+    return s->m;
+}
+
+size_t vg_seq_len(const vg_seq *s)
+{
+    return s ? s->len : 0;
+}
+
+int vg_seq_truncate(vg_seq *s, size_t n_keep)
+{
+    if (!s || n_keep > s->len)
+        return VG_EINVAL;
+    s->len = n_keep;
+    return 0;
+}
+
+static int ensure_rows(vg_seq *s, size_t rows)
+{
+    if (rows <= s->rows)
+        return 0;
+    const vg_model_info *in = &s->m->info;
+    size_t D = (size_t)in->hidden_size, QD = (size_t)in->n_heads * (size_t)in->head_dim;
+    size_t FF = (size_t)in->intermediate_size, hd = (size_t)in->head_dim;
+    float *p[8];
+    size_t sz[8] = {
+        rows * D, rows * VG_MAX(D, QD), rows * QD, rows * QD, rows * FF, rows * FF, rows * hd,
+        rows * hd};
+    float **dst[8] = {&s->x, &s->a, &s->q, &s->o, &s->g, &s->u, &s->cos_t, &s->sin_t};
+    for (int i = 0; i < 8; i++) {
+        p[i] = malloc(sz[i] * sizeof(float));
+        if (!p[i]) {
+            for (int j = 0; j < i; j++)
+                free(p[j]);
+            return VG_ENOMEM;
+        }
+    }
+    for (int i = 0; i < 8; i++) {
+        free(*dst[i]);
+        *dst[i] = p[i];
+    }
+    s->rows = rows;
+    return 0;
+}
+
+static int ensure_scores(vg_seq *s, size_t n)
+{
+    if (n <= s->sc_cap)
+        return 0;
+    float *p = malloc(n * sizeof(float));
+    if (!p)
+        return VG_ENOMEM;
+    free(s->sc);
+    s->sc = p;
+    s->sc_cap = n;
+    return 0;
+}
+
+static void trace(const vg_model *m, const char *name, int index, const float *d, size_t rows,
+                  size_t cols)
+{
+    if (m->trace)
+        m->trace(name, index, d, rows, cols, m->trace_opaque);
+}
+
+static int is_vis(const vg_model_info *in, int32_t id)
+{
+    return id == in->video_token_id || id == in->image_token_id;
+}
+
+/* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. */
+static int attention(vg_seq *s, int l, size_t p0, size_t n)
+{
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
+    const size_t kvd = (size_t)in->n_kv_heads * hd, QD = Hq * hd, grp = Hq / (size_t)in->n_kv_heads;
+    const float *K = s->kc + (size_t)l * s->max_tokens * kvd;
+    const float *Vc = s->vc + (size_t)l * s->max_tokens * kvd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    size_t ctx_max = p0 + n;
+    size_t rb = VG_SCORE_BUDGET / ctx_max;
+    if (rb < 1)
+        rb = 1;
+    if (rb > n)
+        rb = n;
+    if (ensure_scores(s, rb * ctx_max) < 0)
+        return VG_ENOMEM;
+    for (size_t h = 0; h < Hq; h++) {
+        const float *Kh = K + (h / grp) * hd, *Vh = Vc + (h / grp) * hd;
+        for (size_t i0 = 0; i0 < n; i0 += rb) {
+            size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
+            const float *qh = s->q + i0 * QD + h * hd;
+            float *oh = s->o + i0 * QD + h * hd;
+            if (r == 1) {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)ctx, (int)hd, scale, Kh, (int)kvd, qh,
+                            1, 0.0f, s->sc, 1);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)ctx, (int)hd,
+                            scale, qh, (int)QD, Kh, (int)kvd, 0.0f, s->sc, (int)ctx);
+            }
+            for (size_t i = 0; i < r; i++) {
+                float *row = s->sc + i * ctx;
+                size_t vis = p0 + i0 + i + 1; /* causal: positions 0..p0+i0+i */
+                vg_softmax(row, vis);
+                memset(row + vis, 0, (ctx - vis) * sizeof(float));
+            }
+            if (r == 1) {
+                cblas_sgemv(CblasRowMajor, CblasTrans, (int)ctx, (int)hd, 1.0f, Vh, (int)kvd, s->sc,
+                            1, 0.0f, oh, 1);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)hd, (int)ctx,
+                            1.0f, s->sc, (int)ctx, Vh, (int)kvd, 0.0f, oh, (int)QD);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Runs n rows (embedding already in s->x) at cache positions s->len.. with MRoPE positions pos
+ * (row stride pos_stride). vis: per-row visual index or -1 (n entries) when deepstack applies.
+ * Writes the final-normed rows needed and their logits. */
+static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, const int32_t *ids,
+                   const float *ds, size_t n_vis, size_t vis_base, float *logits, int all_logits,
+                   int last_chunk, const atomic_int *cancel, char *err, size_t errlen)
+{
+    vg_model *m = s->m;
+    const vg_model_info *in = &m->info;
+    const size_t D = (size_t)in->hidden_size, hd = (size_t)in->head_dim;
+    const size_t Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
+    const size_t QD = Hq * hd, kvd = Hkv * hd, FF = (size_t)in->intermediate_size;
+    const size_t V = (size_t)in->vocab_size;
+    const float eps = in->rms_norm_eps;
+    const size_t p0 = s->len;
+
+    vg_rope_text_table(m->text_inv_freq, m->mrope_axis, (int)hd, pos, pos_stride, n, s->cos_t,
+                       s->sin_t);
+    trace(m, "text.rope_cos", 0, s->cos_t, n, hd);
+    trace(m, "text.rope_sin", 0, s->sin_t, n, hd);
+
+    for (int l = 0; l < in->n_layers; l++) {
+        if (cancel && atomic_load(cancel))
+            return vg_fail(err, errlen, VG_ECANCELED, "prefill canceled");
+        const vg_text_layer *L = &m->layers[l];
+        float *Kl = s->kc + ((size_t)l * s->max_tokens + p0) * kvd;
+        float *Vl = s->vc + ((size_t)l * s->max_tokens + p0) * kvd;
+        trace(m, "text.hidden_in", l, s->x, n, D);
+        vg_rmsnorm(s->x, s->a, n, D, L->in_norm, eps);
+        vg_linear(s->a, n, D, L->wq, NULL, QD, s->q);
+        vg_linear(s->a, n, D, L->wk, NULL, kvd, Kl);
+        vg_linear(s->a, n, D, L->wv, NULL, kvd, Vl);
+        vg_rmsnorm(s->q, s->q, n * Hq, hd, L->q_norm, eps);
+        vg_rmsnorm(Kl, Kl, n * Hkv, hd, L->k_norm, eps);
+        vg_rope_apply(s->q, n, (int)Hq, (int)hd, QD, s->cos_t, s->sin_t);
+        vg_rope_apply(Kl, n, (int)Hkv, (int)hd, kvd, s->cos_t, s->sin_t);
+        if (attention(s, l, p0, n) < 0)
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory for attention scores");
+        vg_linear(s->o, n, QD, L->wo, NULL, D, s->a);
+        for (size_t i = 0; i < n * D; i++)
+            s->x[i] += s->a[i];
+        vg_rmsnorm(s->x, s->a, n, D, L->post_norm, eps);
+        vg_linear(s->a, n, D, L->w_gate, NULL, FF, s->g);
+        vg_linear(s->a, n, D, L->w_up, NULL, FF, s->u);
+        for (size_t i = 0; i < n * FF; i++) {
+            float gv = s->g[i];
+            s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
+        }
+        vg_linear(s->g, n, FF, L->w_down, NULL, D, s->a);
+        for (size_t i = 0; i < n * D; i++)
+            s->x[i] += s->a[i];
+        trace(m, "text.layer_out", l, s->x, n, D);
+        if (ds && l < in->n_deepstack) {
+            size_t vi = vis_base;
+            for (size_t i = 0; i < n; i++) {
+                if (!is_vis(in, ids[i]))
+                    continue;
+                const float *f = ds + ((size_t)l * n_vis + vi) * D;
+                float *xr = s->x + i * D;
+                for (size_t j = 0; j < D; j++)
+                    xr[j] += f[j];
+                vi++;
+            }
+        }
+    }
+    trace(m, "text.hidden_in", in->n_layers, s->x, n, D);
+    /* final norm: every row when all logits or a trace want them, else the last */
+    size_t r0 = (all_logits || m->trace) ? 0 : n - 1;
+    vg_rmsnorm(s->x + r0 * D, s->a + r0 * D, n - r0, D, m->final_norm, eps);
+    if (m->trace)
+        trace(m, "text.final_hidden", 0, s->a, n, D);
+    if (logits) {
+        if (all_logits)
+            vg_linear(s->a, n, D, m->lm_head, NULL, V, logits);
+        else if (last_chunk)
+            vg_linear(s->a + (n - 1) * D, 1, D, m->lm_head, NULL, V, logits);
+    }
+    return 0;
+}
+
+int vg_seq_prefill(vg_seq *s, const vg_prefill_input *inp, float *logits, int all_logits,
+                   const atomic_int *cancel, char *err, size_t errlen)
+{
+    if (!s || !inp || !inp->ids || !inp->pos || inp->n == 0)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_seq_prefill: empty or NULL input");
+    vg_model *m = s->m;
+    const vg_model_info *in = &m->info;
+    const size_t D = (size_t)in->hidden_size, V = (size_t)in->vocab_size, n = inp->n;
+    if (n > s->max_tokens - s->len)
+        return vg_fail(err, errlen, VG_ELIMIT,
+                       "%zu new tokens do not fit: the sequence holds %zu of %zu", n, s->len,
+                       s->max_tokens);
+    size_t n_vis = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (inp->ids[i] < 0 || inp->ids[i] >= in->vocab_size)
+            return vg_fail(err, errlen, VG_EINVAL, "token %zu: id %d outside the vocabulary (%d)",
+                           i, (int)inp->ids[i], in->vocab_size);
+        n_vis += is_vis(in, inp->ids[i]) ? 1 : 0;
+    }
+    if (n_vis != inp->n_vis)
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "the prompt has %zu vision pad tokens but %zu visual rows were given", n_vis,
+                       inp->n_vis);
+    if (n_vis > 0) {
+        if (!inp->vis_embeds)
+            return vg_fail(err, errlen, VG_EINVAL, "vision pad tokens without visual features");
+        if (in->out_hidden_size != in->hidden_size)
+            return vg_fail(err, errlen, VG_EMODEL,
+                           "vision out_hidden_size %d differs from the text hidden_size %d",
+                           in->out_hidden_size, in->hidden_size);
+        if (in->n_deepstack > 0 && !inp->vis_deepstack)
+            return vg_fail(err, errlen, VG_EINVAL,
+                           "the model has %d DeepStack taps but no DeepStack features were given",
+                           in->n_deepstack);
+    }
+    size_t chunk = VG_MIN(n, (size_t)VG_CHUNK);
+    if (ensure_rows(s, chunk) < 0)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory for prefill scratch");
+    const size_t start = s->len;
+    size_t vis_base = 0;
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+        size_t r = VG_MIN(chunk, n - c0);
+        const int32_t *ids = inp->ids + c0;
+        size_t vb = vis_base;
+        for (size_t i = 0; i < r; i++) {
+            float *xr = s->x + i * D;
+            if (is_vis(in, ids[i])) {
+                memcpy(xr, inp->vis_embeds + vb * D, D * sizeof(float));
+                vb++;
+            } else {
+                memcpy(xr, m->embed + (size_t)ids[i] * D, D * sizeof(float));
+            }
+        }
+        float *lg = NULL;
+        if (logits)
+            lg = all_logits ? logits + c0 * V : logits;
+        int rc = forward(s, r, inp->pos + c0, n, ids, n_vis ? inp->vis_deepstack : NULL, n_vis,
+                         vis_base, lg, all_logits, c0 + r == n, cancel, err, errlen);
+        if (rc < 0) {
+            s->len = start;
+            return rc;
+        }
+        s->len += r;
+        vis_base = vb;
+    }
+    return 0;
+}
+
+int vg_seq_decode(vg_seq *s, int32_t id, int32_t pos, float *logits, char *err, size_t errlen)
+{
+    if (!s)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_seq_decode: NULL sequence");
+    const vg_model_info *in = &s->m->info;
+    if (id < 0 || id >= in->vocab_size)
+        return vg_fail(err, errlen, VG_EINVAL, "id %d outside the vocabulary (%d)", (int)id,
+                       in->vocab_size);
+    if (is_vis(in, id))
+        return vg_fail(err, errlen, VG_EINVAL, "a vision pad token cannot be decoded alone");
+    if (s->len >= s->max_tokens)
+        return vg_fail(err, errlen, VG_ELIMIT, "the sequence is full (%zu tokens)", s->max_tokens);
+    if (ensure_rows(s, 1) < 0)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory for decode scratch");
+    const size_t D = (size_t)in->hidden_size;
+    memcpy(s->x, s->m->embed + (size_t)id * D, D * sizeof(float));
+    int32_t p3[3] = {pos, pos, pos};
+    int rc = forward(s, 1, p3, 1, &id, NULL, 0, 0, logits, 0, 1, NULL, err, errlen);
+    if (rc < 0)
+        return rc;
+    s->len++;
+    return 0;
+}

@@ -1,0 +1,318 @@
+/*
+ * vision.c: the Qwen3-VL vision tower (§3) for one temporal slice at a time.
+ *
+ * Per slice of N = grid_h*grid_w patches: patch embedding (Conv3d as one GEMM [N,C*tp*p*p] x W^T +
+ * b), plus the bilinearly interpolated learned position embedding, then `depth` pre-norm blocks
+ * (LayerNorm, qkv, 2-D rotary, bidirectional attention over the slice, proj; LayerNorm, fc1,
+ * tanh-GELU, fc2), the final merger (LayerNorm over D, 2x2 shuffle, fc1, erf-GELU, fc2) and one
+ * DeepStack merger per tap (shuffle, LayerNorm over 4D, fc1, erf-GELU, fc2), run on the tapped
+ * block's output right after that block.
+ *
+ * Every sgemm runs over the whole slice; attention is one sgemm pair per head. All scratch of a
+ * call comes from one allocation made at the start of the call, so concurrent calls on a shared
+ * model never share memory (the model is read-only here; the trace hook is the exception and is
+ * documented as single-threaded).
+ */
+#include "engine.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VIS_EPS 1e-6f
+
+static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merger *mg, char *err,
+                       size_t errlen)
+{
+    const vg_model_info *in = &m->info;
+    int64_t D = in->vision_hidden, MD = D * in->spatial_merge_size * in->spatial_merge_size;
+    int64_t O = in->out_hidden_size;
+    int64_t nd = postshuffle ? MD : D;
+    char name[256];
+    int rc;
+    mg->postshuffle = postshuffle;
+#define W(field, suffix, nd_, ...)                                                                 \
+    do {                                                                                           \
+        int64_t shp[] = {__VA_ARGS__};                                                             \
+        snprintf(name, sizeof(name), "%s.%s", prefix, suffix);                                     \
+        if ((rc = vg_model_weight(m, name, nd_, shp, &mg->field, err, errlen)) < 0)                \
+            return rc;                                                                             \
+    } while (0)
+    W(n_w, "norm.weight", 1, nd);
+    W(n_b, "norm.bias", 1, nd);
+    W(fc1_w, "linear_fc1.weight", 2, MD, MD);
+    W(fc1_b, "linear_fc1.bias", 1, MD);
+    W(fc2_w, "linear_fc2.weight", 2, O, MD);
+    W(fc2_b, "linear_fc2.bias", 1, O);
+#undef W
+    return 0;
+}
+
+int vg_vision_load(vg_model *m, char *err, size_t errlen)
+{
+    const vg_model_info *in = &m->info;
+    int64_t D = in->vision_hidden, FF = in->vision_intermediate;
+    int64_t C = in->in_channels, tp = in->temporal_patch_size, p = in->patch_size;
+    int rc;
+    if (in->vision_heads <= 0 || D % in->vision_heads != 0 || (D / in->vision_heads) % 4 != 0)
+        return vg_fail(err, errlen, VG_EMODEL,
+                       "config.json: vision hidden_size %lld / num_heads %d must give a head size "
+                       "divisible by 4",
+                       (long long)D, in->vision_heads);
+    if (in->n_deepstack < 0 || in->n_deepstack > VG_MAX_DEEPSTACK)
+        return vg_fail(err, errlen, VG_EMODEL, "config.json: %d deepstack taps (at most %d)",
+                       in->n_deepstack, VG_MAX_DEEPSTACK);
+    int side = 0;
+    while ((side + 1) * (side + 1) <= in->num_position_embeddings)
+        side++;
+    if (side < 1 || side * side != in->num_position_embeddings)
+        return vg_fail(err, errlen, VG_EMODEL,
+                       "config.json: num_position_embeddings %d is not a square grid",
+                       in->num_position_embeddings);
+    {
+        int64_t s[] = {D, C, tp, p, p};
+        if ((rc = vg_model_weight(m, "model.visual.patch_embed.proj.weight", 5, s, &m->patch_w, err,
+                                  errlen)) < 0)
+            return rc;
+        int64_t sb[] = {D};
+        if ((rc = vg_model_weight(m, "model.visual.patch_embed.proj.bias", 1, sb, &m->patch_b, err,
+                                  errlen)) < 0)
+            return rc;
+        int64_t sp[] = {in->num_position_embeddings, D};
+        if ((rc = vg_model_weight(m, "model.visual.pos_embed.weight", 2, sp, &m->pos_embed, err,
+                                  errlen)) < 0)
+            return rc;
+    }
+    m->blocks = calloc((size_t)in->vision_depth, sizeof(*m->blocks));
+    if (!m->blocks)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    char name[256];
+    for (int i = 0; i < in->vision_depth; i++) {
+        vg_vis_block *b = &m->blocks[i];
+#define W(field, suffix, nd_, ...)                                                                 \
+    do {                                                                                           \
+        int64_t shp[] = {__VA_ARGS__};                                                             \
+        snprintf(name, sizeof(name), "model.visual.blocks.%d.%s", i, suffix);                      \
+        if ((rc = vg_model_weight(m, name, nd_, shp, &b->field, err, errlen)) < 0)                 \
+            return rc;                                                                             \
+    } while (0)
+        W(n1_w, "norm1.weight", 1, D);
+        W(n1_b, "norm1.bias", 1, D);
+        W(n2_w, "norm2.weight", 1, D);
+        W(n2_b, "norm2.bias", 1, D);
+        W(qkv_w, "attn.qkv.weight", 2, 3 * D, D);
+        W(qkv_b, "attn.qkv.bias", 1, 3 * D);
+        W(proj_w, "attn.proj.weight", 2, D, D);
+        W(proj_b, "attn.proj.bias", 1, D);
+        W(fc1_w, "mlp.linear_fc1.weight", 2, FF, D);
+        W(fc1_b, "mlp.linear_fc1.bias", 1, FF);
+        W(fc2_w, "mlp.linear_fc2.weight", 2, D, FF);
+        W(fc2_b, "mlp.linear_fc2.bias", 1, D);
+#undef W
+    }
+    if ((rc = load_merger(m, "model.visual.merger", 0, &m->merger, err, errlen)) < 0)
+        return rc;
+    for (int k = 0; k < in->n_deepstack; k++) {
+        char prefix[128];
+        snprintf(prefix, sizeof(prefix), "model.visual.deepstack_merger_list.%d", k);
+        if ((rc = load_merger(m, prefix, 1, &m->ds[k], err, errlen)) < 0)
+            return rc;
+        if (in->deepstack_indexes[k] < 0 || in->deepstack_indexes[k] >= in->vision_depth)
+            return vg_fail(err, errlen, VG_EMODEL,
+                           "config.json: deepstack_visual_indexes[%d] = %d outside 0..%d", k,
+                           in->deepstack_indexes[k], in->vision_depth - 1);
+    }
+    return 0;
+}
+
+void vg_vision_out_free(vg_vision_out *v)
+{
+    if (!v)
+        return;
+    free(v->embeds);
+    free(v->deepstack);
+    free(v);
+}
+
+static void trace(const vg_model *m, const char *name, int index, const float *d, size_t rows,
+                  size_t cols)
+{
+    if (m->trace)
+        m->trace(name, index, d, rows, cols, m->trace_opaque);
+}
+
+/* x: [nm][MD] (already LayerNorm'ed when the merger normalizes before the shuffle). */
+static void merger_run(const vg_merger *mg, const float *x, size_t nm, size_t MD, size_t O,
+                       float *ln, float *t1, float *out)
+{
+    const float *in = x;
+    if (mg->postshuffle) {
+        vg_layernorm(x, ln, nm, MD, mg->n_w, mg->n_b, VIS_EPS);
+        in = ln;
+    }
+    vg_linear(in, nm, MD, mg->fc1_w, mg->fc1_b, MD, t1);
+    vg_gelu_erf(t1, nm * MD);
+    vg_linear(t1, nm, MD, mg->fc2_w, mg->fc2_b, O, out);
+}
+
+static int cancelled(const atomic_int *c)
+{
+    return c && atomic_load(c) != 0;
+}
+
+int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int grid_w,
+                          const atomic_int *cancel, vg_vision_out **out, char *err, size_t errlen)
+{
+    if (!m || !patches || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_model_encode_slice: NULL argument");
+    const vg_model_info *in = &m->info;
+    if (!in->has_vision || !m->blocks)
+        return vg_fail(err, errlen, VG_EINVAL, "the vision tower is not loaded");
+    int merge = in->spatial_merge_size;
+    if (grid_h <= 0 || grid_w <= 0 || grid_h % merge || grid_w % merge || grid_h > 1024 ||
+        grid_w > 1024)
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "slice grid %dx%d: both sides must be positive multiples of %d, at most "
+                       "1024",
+                       grid_h, grid_w, merge);
+    const size_t N = (size_t)grid_h * (size_t)grid_w;
+    const size_t D = (size_t)in->vision_hidden, FF = (size_t)in->vision_intermediate;
+    const size_t H = (size_t)in->vision_heads, dh = D / H;
+    const size_t K = (size_t)in->in_channels * (size_t)in->temporal_patch_size *
+                     (size_t)in->patch_size * (size_t)in->patch_size;
+    const size_t mm = (size_t)merge * (size_t)merge, nm = N / mm, MD = D * mm;
+    const size_t O = (size_t)in->out_hidden_size;
+    const int nds = in->n_deepstack;
+    int side = 0;
+    while ((side + 1) * (side + 1) <= in->num_position_embeddings)
+        side++;
+
+    /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [N*N]; mlp [N*max(FF, D)];
+     * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; ints: row, col [N], idx [4N];
+     * wt [4N] */
+    size_t nf = 0, parts[12];
+    parts[0] = N * D;     /* x */
+    parts[1] = N * D;     /* h */
+    parts[2] = N * D;     /* o */
+    parts[3] = N * 3 * D; /* qkv */
+    parts[4] = N * N;     /* scores */
+    parts[5] = N * VG_MAX(FF, D);
+    parts[6] = N * dh;     /* cos */
+    parts[7] = N * dh;     /* sin */
+    parts[8] = N * dh / 2; /* freqs */
+    parts[9] = nm * MD;    /* t1 */
+    parts[10] = nm * MD;   /* ln */
+    parts[11] = 4 * N;     /* wt */
+    for (int i = 0; i < 12; i++)
+        nf += parts[i];
+    float *buf = malloc(nf * sizeof(float));
+    int *ibuf = malloc(6 * N * sizeof(int));
+    vg_vision_out *vo = calloc(1, sizeof(*vo));
+    if (vo) {
+        vo->embeds = malloc(nm * O * sizeof(float));
+        vo->deepstack = malloc((size_t)(nds > 0 ? nds : 1) * nm * O * sizeof(float));
+    }
+    if (!buf || !ibuf || !vo || !vo->embeds || !vo->deepstack) {
+        free(buf);
+        free(ibuf);
+        vg_vision_out_free(vo);
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory encoding a %dx%d slice", grid_h,
+                       grid_w);
+    }
+    vo->n_tokens = (int)nm;
+    vo->dim = (int)O;
+    vo->n_deepstack = nds;
+    float *x = buf, *h = x + parts[0], *o = h + parts[1], *qkv = o + parts[2];
+    float *sc = qkv + parts[3], *mlp = sc + parts[4], *cs = mlp + parts[5], *sn = cs + parts[6];
+    float *fr = sn + parts[7], *t1 = fr + parts[8], *ln = t1 + parts[9], *wt = ln + parts[10];
+    int *row = ibuf, *col = row + N, *idx = col + N;
+    int rc = 0;
+
+    /* patch embedding */
+    vg_linear(patches, N, K, m->patch_w, m->patch_b, D, x);
+    trace(m, "vision.patch_embed", 0, x, N, D);
+
+    /* learned position embedding, bilinear from the side x side grid */
+    vg_pos_interp(side, grid_h, grid_w, merge, idx, wt);
+    for (size_t r = 0; r < N; r++) {
+        float *pe = h + r * D;
+        const float *e0 = m->pos_embed + (size_t)idx[4 * r + 0] * D;
+        const float *e1 = m->pos_embed + (size_t)idx[4 * r + 1] * D;
+        const float *e2 = m->pos_embed + (size_t)idx[4 * r + 2] * D;
+        const float *e3 = m->pos_embed + (size_t)idx[4 * r + 3] * D;
+        float w0 = wt[4 * r + 0], w1 = wt[4 * r + 1], w2 = wt[4 * r + 2], w3 = wt[4 * r + 3];
+        for (size_t j = 0; j < D; j++)
+            pe[j] = e0[j] * w0 + e1[j] * w1 + e2[j] * w2 + e3[j] * w3;
+    }
+    trace(m, "vision.pos_embed", 0, h, N, D);
+    for (size_t i = 0; i < N * D; i++)
+        x[i] += h[i];
+
+    /* 2-D rotary table */
+    {
+        float inv[256];
+        vg_rope_vision_inv_freq((int)dh, inv);
+        vg_vision_rowcol(grid_h, grid_w, merge, row, col);
+        vg_rope_vision_freqs(inv, (int)dh, row, col, N, fr);
+        trace(m, "vision.rope_freqs", 0, fr, N, dh / 2);
+        for (size_t r = 0; r < N; r++)
+            for (size_t j = 0; j < dh / 2; j++) {
+                float a = fr[r * (dh / 2) + j];
+                cs[r * dh + j] = cs[r * dh + j + dh / 2] = cosf(a);
+                sn[r * dh + j] = sn[r * dh + j + dh / 2] = sinf(a);
+            }
+    }
+
+    const float scale = 1.0f / sqrtf((float)dh);
+    for (int bi = 0; bi < in->vision_depth; bi++) {
+        if (cancelled(cancel)) {
+            rc = vg_fail(err, errlen, VG_ECANCELED, "vision encoding canceled");
+            goto done;
+        }
+        const vg_vis_block *b = &m->blocks[bi];
+        vg_layernorm(x, h, N, D, b->n1_w, b->n1_b, VIS_EPS);
+        vg_linear(h, N, D, b->qkv_w, b->qkv_b, 3 * D, qkv);
+        vg_rope_apply(qkv, N, (int)H, (int)dh, 3 * D, cs, sn);
+        vg_rope_apply(qkv + D, N, (int)H, (int)dh, 3 * D, cs, sn);
+        for (size_t hd = 0; hd < H; hd++) {
+            const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)N, (int)dh, scale, q,
+                        (int)(3 * D), k, (int)(3 * D), 0.0f, sc, (int)N);
+            for (size_t r = 0; r < N; r++)
+                vg_softmax(sc + r * N, N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)dh, (int)N, 1.0f,
+                        sc, (int)N, v, (int)(3 * D), 0.0f, o + hd * dh, (int)D);
+        }
+        vg_linear(o, N, D, b->proj_w, b->proj_b, D, h);
+        for (size_t i = 0; i < N * D; i++)
+            x[i] += h[i];
+        vg_layernorm(x, h, N, D, b->n2_w, b->n2_b, VIS_EPS);
+        vg_linear(h, N, D, b->fc1_w, b->fc1_b, FF, mlp);
+        vg_gelu_tanh(mlp, N * FF);
+        vg_linear(mlp, N, FF, b->fc2_w, b->fc2_b, D, h);
+        for (size_t i = 0; i < N * D; i++)
+            x[i] += h[i];
+        trace(m, "vision.block_out", bi, x, N, D);
+        for (int k = 0; k < nds; k++) {
+            if (in->deepstack_indexes[k] != bi)
+                continue;
+            float *dst = vo->deepstack + (size_t)k * nm * O;
+            merger_run(&m->ds[k], x, nm, MD, O, ln, t1, dst);
+            trace(m, "vision.deepstack", k, dst, nm, O);
+        }
+    }
+    vg_layernorm(x, h, N, D, m->merger.n_w, m->merger.n_b, VIS_EPS);
+    merger_run(&m->merger, h, nm, MD, O, ln, t1, vo->embeds);
+    trace(m, "vision.embeds", 0, vo->embeds, nm, O);
+done:
+    free(buf);
+    free(ibuf);
+    if (rc < 0) {
+        vg_vision_out_free(vo);
+        return rc;
+    }
+    *out = vo;
+    return 0;
+}
