@@ -1,10 +1,11 @@
 /*
  * patchify.c: resized RGB uint8 frames -> normalized pixel_values_videos rows (spec §1.6).
  *
- * value = (x/255 - mean[c]) / std[c] in float32, written in the reference's flatten order: rows are
- * (t, bh, bw, mh, mw) with 2x2 merge windows consecutive, columns (c, tp, py, px). An odd frame
- * count repeats the last frame. The 256-entry per-channel lookup table keeps the inner loop to
- * copies. Pure function: any thread may call it.
+ * value = (x/255 - mean[c]) / std[c], computed as the reference does, (x - 255 mean) / (255 std) in
+ * float32, written in the reference's flatten order: rows are (t, bh, bw, mh, mw) with 2x2 merge
+ * windows consecutive, columns (c, tp, py, px). An odd frame count repeats the last frame. The
+ * 256-entry per-channel lookup table keeps the inner loop to copies. Pure function: any thread may
+ * call it.
  */
 #include "pipeline.h"
 
@@ -37,10 +38,15 @@ int vg_patchify(const uint8_t *frames, int T, int H, int W, int patch, int tempo
     if (!o)
         return VG_ENOMEM;
 
+    /* Hugging Face's fast processors fuse rescale and normalize: (x - 255*mean) / (255*std), in
+     * float32 with the fused constants made in double. This reproduces its values bit for bit
+     * (x/255 then normalize differs by up to 1 ulp). */
     float lut[3][256];
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < 3; c++) {
+        float m = (float)((double)mean[c] * 255.0), sd = (float)((double)std[c] * 255.0);
         for (int v = 0; v < 256; v++)
-            lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
+            lut[c][v] = ((float)v - m) / sd;
+    }
 
     size_t bh_n = gh / merge, bw_n = gw / merge;
     size_t frame_bytes = (size_t)H * W * 3;
