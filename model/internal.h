@@ -81,6 +81,22 @@ typedef struct vg_st_write_tensor {
 int vg_st_write(const char *path, const vg_st_write_tensor *tensors, size_t n, char *err,
                 size_t errlen);
 
+/* Streaming writer (used by vg_st_write and random.c, for checkpoints too large to hold in memory):
+ * the header is computed from the names, dtypes and shapes of tensors[n] (data ignored), and the
+ * data of every tensor must then be supplied with vg_st_writer_write(), in the order given, in
+ * chunks of any size. vg_st_writer_finish() checks the byte count, fsyncs and renames path.tmp to
+ * path, and frees the writer in every case; vg_st_writer_abort() removes path.tmp and frees it. */
+typedef struct vg_st_writer vg_st_writer;
+int vg_st_writer_open(const char *path, const vg_st_write_tensor *tensors, size_t n,
+                      vg_st_writer **out, char *err, size_t errlen);
+int vg_st_writer_write(vg_st_writer *w, const void *data, size_t nbytes, char *err,
+                       size_t errlen);
+int vg_st_writer_finish(vg_st_writer *w, char *err, size_t errlen);
+void vg_st_writer_abort(vg_st_writer *w);
+/* Bytes per element (4 or 2) and the safetensors name ("F32", "BF16", "F16") of a dtype. */
+size_t vg_dtype_size(vg_dtype dt);
+const char *vg_dtype_name(vg_dtype dt);
+
 /* ---------------------------------------------------------------------------------------------------
  * config (config.c)
  */
@@ -95,5 +111,14 @@ int vg_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, cha
 
 /* Reads a config.json text (already loaded) the same way; used by vg_config_load and by tests. */
 int vg_config_parse(const char *json, size_t len, vg_model_info *info, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------------
+ * random checkpoints (random.c), beside vg_model_write_random() of model.h
+ */
+/* The sizes of a preset ("2b", "4b", "8b", "tiny"); token ids are left 0 (the tokenizer that
+ * vg_model_write_random() writes decides them). VG_EINVAL for an unknown name. */
+int vg_random_preset(const char *name, vg_model_info *info, char *err, size_t errlen);
+/* The config.json text (Hugging Face layout) describing info; malloc'd, NULL on OOM. */
+char *vg_random_config_json(const vg_model_info *info);
 
 #endif
