@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "model.h"
+#include "pipeline.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -527,6 +528,160 @@ static void cmp_logit_stats(gcase *c, const char *prefix, const float *lg, size_
     }
 }
 
+/* ---- the pipeline's half: pixels from frames, prompt ids and positions from the messages ---- */
+
+static int tokenize_cb(void *opaque, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+    return vg_tokenizer_encode(opaque, text, len, 0, ids, n);
+}
+
+/* Appends the text items of a message content (a string or a list of {type, text}); with
+ * split_at_video, items after the first video go to *after instead. Returns 1 when a video item
+ * was seen. */
+static int content_text(const cJSON *content, char *before, char *after, size_t cap)
+{
+    int seen = 0;
+    if (cJSON_IsString(content)) {
+        strncat(before, content->valuestring, cap - strlen(before) - 1);
+        return 0;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, content)
+    {
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(it, "type");
+        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(it, "text");
+        if (cJSON_IsString(ty) && strcmp(ty->valuestring, "video") == 0) {
+            seen++;
+        } else if (cJSON_IsString(tx)) {
+            char *dst = seen ? after : before;
+            strncat(dst, tx->valuestring, cap - strlen(dst) - 1);
+        }
+    }
+    return seen;
+}
+
+static void check_pipeline(gcase *c, vg_model *m, const int64_t *grid, size_t n_grid)
+{
+    const vg_model_info *in = vg_model_get_info(m);
+    /* pixels */
+    int64_t *fr = NULL;
+    const gfile *ff = NULL;
+    if (load_bin(c, "frames_u8", 0, (void **)&fr, &ff) == 1 && ff->ndim == 4 && ff->shape[3] == 3) {
+        size_t n = ff->numel;
+        uint8_t *u8 = malloc(n ? n : 1);
+        float *pv = NULL;
+        size_t rows = 0, cols = 0;
+        for (size_t i = 0; u8 && i < n; i++)
+            u8[i] = (uint8_t)fr[i];
+        int rc = u8 ? vg_patchify(u8, (int)ff->shape[0], (int)ff->shape[1], (int)ff->shape[2],
+                                  in->patch_size, in->temporal_patch_size, in->spatial_merge_size,
+                                  in->image_mean, in->image_std, &pv, &rows, &cols)
+                    : VG_ENOMEM;
+        if (rc < 0) {
+            printf("%-24s FAIL  vg_patchify: %s\n", "pipeline_pixels", vg_strerror(rc));
+            c->failures++;
+        } else {
+            printf("pipeline: vg_patchify(frames_u8) -> pixel_values_videos\n");
+            cmp_f32(c, "pixel_values_videos", pv, rows * cols, c->tol_pixels);
+        }
+        free(pv);
+        free(u8);
+    }
+    free(fr);
+
+    /* prompt: one video, optional system turn, user text before/after it */
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(c->man, "messages");
+    const cJSON *video = cJSON_GetObjectItemCaseSensitive(c->man, "video");
+    const cJSON *tss = cJSON_GetObjectItemCaseSensitive(video, "timestamps");
+    if (!cJSON_IsArray(msgs) || n_grid != 1 || !cJSON_IsArray(tss) ||
+        cJSON_GetArraySize(tss) != (int)grid[0]) {
+        printf("pipeline: prompt check skipped (needs messages, one video and its timestamps)\n");
+        return;
+    }
+    enum { CAP = 65536 };
+    char *tb = calloc(4, CAP);
+    if (!tb)
+        return;
+    char *sys = tb, *before = tb + CAP, *after = tb + 2 * CAP, *junk = tb + 3 * CAP;
+    int has_sys = 0, users = 0, videos = 0, other = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (!cJSON_IsString(role))
+            other++;
+        else if (strcmp(role->valuestring, "system") == 0) {
+            has_sys = 1;
+            junk[0] = '\0';
+            content_text(content, sys, junk, CAP);
+        } else if (strcmp(role->valuestring, "user") == 0) {
+            users++;
+            videos += content_text(content, before, after, CAP);
+        } else {
+            other++;
+        }
+    }
+    if (users != 1 || videos != 1 || other) {
+        printf("pipeline: prompt check skipped (only one user turn with one video is handled)\n");
+        free(tb);
+        return;
+    }
+    vg_plan plan;
+    memset(&plan, 0, sizeof(plan));
+    plan.n_pairs = (int)grid[0];
+    plan.grid_t = (int)grid[0];
+    plan.grid_h = (int)grid[1];
+    plan.grid_w = (int)grid[2];
+    plan.pair_strings = calloc((size_t)plan.n_pairs, sizeof(*plan.pair_strings));
+    if (!plan.pair_strings) {
+        free(tb);
+        return;
+    }
+    int k = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tss)
+    {
+        snprintf(plan.pair_strings[k], sizeof(plan.pair_strings[k]), "<%.1f seconds>",
+                 cJSON_IsNumber(t) ? t->valuedouble : 0.0);
+        k++;
+    }
+    vg_prompt_ids pid = {.im_start = in->im_start_id,
+                         .im_end = in->im_end_id,
+                         .vision_start = in->vision_start_token_id,
+                         .vision_end = in->vision_end_token_id,
+                         .video_pad = in->video_token_id};
+    vg_chat chat = {.system = has_sys ? sys : NULL,
+                    .text_before = before[0] ? before : NULL,
+                    .text_after = after[0] ? after : NULL};
+    vg_prompt *pr = NULL;
+    char err[256];
+    if (vg_prompt_build(&chat, &plan, in->spatial_merge_size, &pid, tokenize_cb,
+                        (void *)vg_model_tokenizer(m), &pr, err, sizeof(err)) < 0) {
+        printf("%-24s FAIL  vg_prompt_build: %s\n", "pipeline_prompt", err);
+        c->failures++;
+        free(plan.pair_strings);
+        free(tb);
+        return;
+    }
+    printf("pipeline: vg_prompt_build(messages, timestamps) -> input_ids, position_ids\n");
+    int64_t *v = malloc((3 * pr->n + 1) * sizeof(int64_t));
+    if (v) {
+        for (size_t i = 0; i < pr->n; i++)
+            v[i] = pr->ids[i];
+        cmp_exact(c, "input_ids", v, pr->n);
+        for (size_t i = 0; i < 3 * pr->n; i++)
+            v[i] = pr->pos[i];
+        cmp_exact(c, "position_ids", v, 3 * pr->n);
+        v[0] = pr->rope_delta;
+        cmp_exact(c, "rope_deltas", v, 1);
+    }
+    free(v);
+    vg_prompt_free(pr);
+    free(plan.pair_strings);
+    free(tb);
+}
+
 /* ---- the run ---- */
 
 typedef struct gen_cb_state {
@@ -711,6 +866,9 @@ int vg_cmd_golden(int argc, char **argv)
         if (nds > 0)
             cmp_f32(&c, "deepstack_embeds", ds, (size_t)nds * n_vis * O, c.tol_hidden);
     }
+
+    if (n_vis > 0)
+        check_pipeline(&c, m, grid, f_grid->numel / 3);
 
     /* ---- text prefill ---- */
     size_t n_gen = 0;
