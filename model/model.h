@@ -52,8 +52,11 @@ int32_t vg_tokenizer_token_id(const vg_tokenizer *tok, const char *token);
 /* Number of ids (vocabulary plus added tokens; the largest id + 1). */
 size_t vg_tokenizer_vocab_size(const vg_tokenizer *tok);
 /* Raw bytes of one token (byte-level map reversed; specials give their literal text). Returns the
- * byte count written (at most cap) or a negative error for an unknown id. Thread-safe. */
+ * byte count written (at most cap), VG_EINVAL for an unknown id, or VG_ERANGE when the token is
+ * longer than cap (vg_tokenizer_max_token_bytes() is always enough). Thread-safe. */
 int vg_tokenizer_token_bytes(const vg_tokenizer *tok, int32_t id, char *buf, size_t cap);
+/* Length in bytes of the longest token (128 for Qwen3). */
+size_t vg_tokenizer_max_token_bytes(const vg_tokenizer *tok);
 /* 1 if id is a special (added, special=true) token. */
 int vg_tokenizer_is_special(const vg_tokenizer *tok, int32_t id);
 
@@ -63,10 +66,15 @@ typedef struct vg_detok vg_detok;
 /* skip_special: special tokens produce no text. The tokenizer must outlive the detok. */
 int vg_detok_create(const vg_tokenizer *tok, int skip_special, vg_detok **out);
 void vg_detok_free(vg_detok *d);
-/* Appends the text that became complete after id into out (NUL-terminated, at most cap-1 bytes;
- * cap >= 64 is always enough for one token) and stores its length in *len. */
+/* Writes the text that became complete after id into out (NUL-terminated, at most cap-1 bytes) and
+ * stores its length in *len. Invalid bytes that can never complete a character become U+FFFD at
+ * once; an incomplete character waits for the next token. Text that does not fit in cap stays
+ * pending and comes out with the next push or flush (nothing is lost); cap >= 3 *
+ * vg_tokenizer_max_token_bytes() + 16 always holds one push (64 holds most tokens). Returns 0, or
+ * VG_EINVAL for an unknown id or a zero cap. */
 int vg_detok_push(vg_detok *d, int32_t id, char *out, size_t cap, size_t *len);
-/* Emits whatever is pending at the end of a stream, invalid bytes replaced by U+FFFD. */
+/* Emits whatever is pending at the end of a stream, an incomplete character replaced by U+FFFD.
+ * Returns 0 when all was written, VG_EMSGSIZE when cap was too small (call again for the rest). */
 int vg_detok_flush(vg_detok *d, char *out, size_t cap, size_t *len);
 
 /* ===================================================================================================
