@@ -215,6 +215,49 @@ int vg_random_preset(const char *name, vg_model_info *info, char *err, size_t er
 /* ---------------------------------------------------------------------------------------------------
  * config.json, generation_config.json, video_preprocessor_config.json.
  */
+/* The shortest decimal that reads back as f, as a double, so that 1e-6f prints as 1e-06. */
+static double short_double(float f)
+{
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        if (strtof(buf, NULL) == f)
+            return strtod(buf, NULL);
+    }
+    return (double)f;
+}
+
+/* cJSON_Print with the 2-space indentation and ": " separators of the HF writers (cJSON escapes
+ * tabs inside strings, so every raw tab is formatting). */
+static char *print_pretty(const cJSON *root)
+{
+    char *s = cJSON_Print(root);
+    if (!s)
+        return NULL;
+    size_t tabs = 0;
+    for (const char *c = s; *c; c++)
+        tabs += *c == '\t';
+    char *out = malloc(strlen(s) + tabs + 1);
+    if (!out) {
+        free(s);
+        return NULL;
+    }
+    char *o = out;
+    for (const char *c = s; *c; c++) {
+        if (*c != '\t') {
+            *o++ = *c;
+        } else if (c > s && c[-1] == ':') {
+            *o++ = ' ';
+        } else {
+            *o++ = ' ';
+            *o++ = ' ';
+        }
+    }
+    *o = '\0';
+    free(s);
+    return out;
+}
+
 static cJSON *int_array(const int *v, int n)
 {
     cJSON *a = cJSON_CreateArray();
@@ -249,12 +292,12 @@ char *vg_random_config_json(const vg_model_info *m)
     cJSON_AddNumberToObject(t, "num_attention_heads", m->n_heads);
     cJSON_AddNumberToObject(t, "num_hidden_layers", m->n_layers);
     cJSON_AddNumberToObject(t, "num_key_value_heads", m->n_kv_heads);
-    cJSON_AddNumberToObject(t, "rms_norm_eps", (double)m->rms_norm_eps);
+    cJSON_AddNumberToObject(t, "rms_norm_eps", short_double(m->rms_norm_eps));
     cJSON *rs = cJSON_AddObjectToObject(t, "rope_scaling");
     cJSON_AddBoolToObject(rs, "mrope_interleaved", m->mrope_interleaved != 0);
     cJSON_AddItemToObject(rs, "mrope_section", int_array(m->mrope_section, 3));
     cJSON_AddStringToObject(rs, "rope_type", "default");
-    cJSON_AddNumberToObject(t, "rope_theta", (double)m->rope_theta);
+    cJSON_AddNumberToObject(t, "rope_theta", short_double(m->rope_theta));
     cJSON_AddBoolToObject(t, "tie_word_embeddings", m->tie_word_embeddings != 0);
     cJSON_AddBoolToObject(t, "use_cache", 1);
     cJSON_AddNumberToObject(t, "vocab_size", m->vocab_size);
@@ -282,7 +325,7 @@ char *vg_random_config_json(const vg_model_info *m)
     }
     cJSON_AddNumberToObject(root, "vision_end_token_id", m->vision_end_token_id);
     cJSON_AddNumberToObject(root, "vision_start_token_id", m->vision_start_token_id);
-    char *s = cJSON_Print(root);
+    char *s = print_pretty(root);
     cJSON_Delete(root);
     return s;
 }
@@ -302,7 +345,7 @@ static char *gen_config_json(const vg_model_info *m)
     cJSON_AddNumberToObject(root, "top_k", 20);
     cJSON_AddNumberToObject(root, "top_p", 0.8);
     cJSON_AddStringToObject(root, "transformers_version", "4.57.0.dev0");
-    char *s = cJSON_Print(root);
+    char *s = print_pretty(root);
     cJSON_Delete(root);
     return s;
 }
@@ -327,7 +370,7 @@ static char *preproc_json(const vg_model_info *m)
     cJSON_AddItemToObject(root, "image_std", cJSON_CreateDoubleArray(half, 3));
     cJSON_AddStringToObject(root, "processor_class", "Qwen3VLProcessor");
     cJSON_AddStringToObject(root, "video_processor_type", "Qwen3VLVideoProcessor");
-    char *s = cJSON_Print(root);
+    char *s = print_pretty(root);
     cJSON_Delete(root);
     return s;
 }
