@@ -1,0 +1,620 @@
+/*
+ * test_engine.c: unit tests of the engine's compute files.
+ *  - rope.c against ../shared/vectors (MRoPE axis per frequency slot and inv_freq; vision linspace,
+ *    bilinear corners and weights, patch row/col, vision inv_freq);
+ *  - the sampler on hand-made logits (greedy, top-k = 1, top-p, both penalties, seeded
+ *    determinism, the distribution of a draw);
+ *  - on the tiny1 golden checkpoint (skipped when ../shared is absent): KV-cache consistency
+ *    (prefill all == prefill + decode, chunked prefill, truncate), cancellation and callback stop,
+ *    stop ids, and input errors.
+ */
+#include "engine.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+static const char *shared_path(const char *rel, char *buf, size_t cap)
+{
+    const char *env = getenv("VG_SHARED_DIR");
+    const char *cand[2] = {env, VG_SHARED_DIR};
+    for (int i = 0; i < 2; i++) {
+        if (!cand[i] || !cand[i][0])
+            continue;
+        snprintf(buf, cap, "%s/%s", cand[i], rel);
+        struct stat st;
+        if (stat(buf, &st) == 0)
+            return buf;
+    }
+    return NULL;
+}
+
+static cJSON *load_json(const char *rel)
+{
+    char path[4096];
+    if (!shared_path(rel, path, sizeof(path)))
+        return NULL;
+    char *txt = NULL;
+    size_t len = 0;
+    if (vg_read_file(path, 64 << 20, &txt, &len, NULL, 0) < 0)
+        return NULL;
+    cJSON *j = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    return j;
+}
+
+static const cJSON *get(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
+/* ---- rope ---- */
+
+static void test_mrope_axes(void **state)
+{
+    (void)state;
+    /* the rule on the golden shape: [6,5,5] over 16 slots */
+    int sec[3] = {6, 5, 5};
+    unsigned char ax[64];
+    assert_int_equal(vg_mrope_axes(sec, 16, ax), 0);
+    for (int j = 0; j < 16; j++) {
+        int want = (j % 3 == 1 && j < 15) ? 1 : (j % 3 == 2 && j < 15) ? 2 : 0;
+        assert_int_equal(ax[j], want);
+    }
+    int bad[3] = {6, 5, 6};
+    assert_int_equal(vg_mrope_axes(bad, 16, ax), VG_EINVAL);
+    int bad2[3] = {0, 16, 0};
+    assert_int_equal(vg_mrope_axes(bad2, 16, ax), VG_EINVAL);
+
+    cJSON *j = load_json("vectors/mrope_positions.json");
+    if (!j)
+        skip();
+    const cJSON *s = get(j, "mrope_section"), *names = get(j, "freq_axis_for_index_0_to_63");
+    int hd = get(j, "head_dim")->valueint;
+    for (int i = 0; i < 3; i++)
+        sec[i] = cJSON_GetArrayItem(s, i)->valueint;
+    assert_int_equal(vg_mrope_axes(sec, hd / 2, ax), 0);
+    assert_int_equal(cJSON_GetArraySize(names), hd / 2);
+    for (int i = 0; i < hd / 2; i++) {
+        const char *n = cJSON_GetArrayItem(names, i)->valuestring;
+        int want = n[0] == 'H' ? 1 : n[0] == 'W' ? 2 : 0;
+        assert_int_equal(ax[i], want);
+    }
+    float inv[64];
+    vg_rope_text_inv_freq(5e6f, hd, inv);
+    const cJSON *ref = get(j, "text_inv_freq_theta_5e6_head_dim_128");
+    for (int i = 0; i < hd / 2; i++) {
+        double r = cJSON_GetArrayItem(ref, i)->valuedouble;
+        assert_true(fabs(inv[i] - r) <= 1.2e-7 * fabs(r));
+    }
+    /* a token's angle for slot k uses the position of its axis */
+    int32_t pos[3] = {7, 3, 5};
+    float c[128], sn[128];
+    vg_rope_text_table(inv, ax, hd, pos, 1, 1, c, sn);
+    for (int i = 0; i < hd / 2; i++) {
+        float a = (float)pos[ax[i]] * inv[i];
+        assert_true(c[i] == cosf(a) && c[i + hd / 2] == c[i] && sn[i] == sinf(a));
+    }
+    cJSON_Delete(j);
+}
+
+static void test_vision_positions(void **state)
+{
+    (void)state;
+    cJSON *j = load_json("vectors/vision_positions.json");
+    if (!j)
+        skip();
+    int side = get(j, "num_grid_per_side")->valueint;
+    int merge = get(j, "spatial_merge_size")->valueint;
+    const cJSON *g;
+    int n_grids = 0;
+    cJSON_ArrayForEach(g, get(j, "grids"))
+    {
+        const cJSON *thw = get(g, "grid_thw");
+        int gh = cJSON_GetArrayItem(thw, 1)->valueint, gw = cJSON_GetArrayItem(thw, 2)->valueint;
+        size_t N = (size_t)gh * (size_t)gw;
+        float *hs = malloc(sizeof(float) * (size_t)gh), *ws = malloc(sizeof(float) * (size_t)gw);
+        vg_linspace_f32(0.0f, (float)(side - 1), gh, hs);
+        vg_linspace_f32(0.0f, (float)(side - 1), gw, ws);
+        for (int i = 0; i < gh; i++)
+            assert_true(hs[i] ==
+                        (float)cJSON_GetArrayItem(get(g, "h_linspace_f32"), i)->valuedouble);
+        for (int i = 0; i < gw; i++)
+            assert_true(ws[i] ==
+                        (float)cJSON_GetArrayItem(get(g, "w_linspace_f32"), i)->valuedouble);
+        int *idx = malloc(sizeof(int) * 4 * N), *row = malloc(sizeof(int) * N),
+            *col = malloc(sizeof(int) * N);
+        float *wt = malloc(sizeof(float) * 4 * N);
+        vg_pos_interp(side, gh, gw, merge, idx, wt);
+        vg_vision_rowcol(gh, gw, merge, row, col);
+        const cJSON *rows = get(g, "rows");
+        const cJSON *ti = get(rows, "token_index");
+        const cJSON *ci = get(rows, "corner_indices_[floor_floor,floor_ceil,ceil_floor,ceil_ceil]");
+        const cJSON *cw = get(rows, "corner_weights_f32");
+        const cJSON *rc = get(rows, "rope_row_col");
+        for (int k = 0; k < cJSON_GetArraySize(ti); k++) {
+            size_t r = (size_t)cJSON_GetArrayItem(ti, k)->valueint % N;
+            for (int q = 0; q < 4; q++) {
+                assert_int_equal(idx[4 * r + (size_t)q],
+                                 cJSON_GetArrayItem(cJSON_GetArrayItem(ci, k), q)->valueint);
+                assert_true(wt[4 * r + (size_t)q] ==
+                            (float)cJSON_GetArrayItem(cJSON_GetArrayItem(cw, k), q)->valuedouble);
+            }
+            assert_int_equal(row[r], cJSON_GetArrayItem(cJSON_GetArrayItem(rc, k), 0)->valueint);
+            assert_int_equal(col[r], cJSON_GetArrayItem(cJSON_GetArrayItem(rc, k), 1)->valueint);
+        }
+        free(hs);
+        free(ws);
+        free(idx);
+        free(row);
+        free(col);
+        free(wt);
+        n_grids++;
+    }
+    assert_true(n_grids >= 1);
+    const int dims[2] = {64, 72};
+    const char *keys[2] = {"vision_inv_freq_head_dim_64", "vision_inv_freq_head_dim_72"};
+    for (int d = 0; d < 2; d++) {
+        float inv[64];
+        vg_rope_vision_inv_freq(dims[d], inv);
+        const cJSON *ref = get(j, keys[d]);
+        assert_int_equal(cJSON_GetArraySize(ref), dims[d] / 4);
+        for (int i = 0; i < dims[d] / 4; i++) {
+            double r = cJSON_GetArrayItem(ref, i)->valuedouble;
+            assert_true(fabs(inv[i] - r) <= 1.2e-7 * fabs(r));
+        }
+    }
+    cJSON_Delete(j);
+}
+
+static void test_linspace_long(void **state)
+{
+    (void)state;
+    /* past one block of 16 the lane rule applies; endpoints stay exact and values increase */
+    float v[100];
+    vg_linspace_f32(0.0f, 47.0f, 100, v);
+    assert_true(v[0] == 0.0f && v[99] == 47.0f);
+    for (int i = 1; i < 100; i++)
+        assert_true(v[i] > v[i - 1] && fabsf(v[i] - 47.0f * i / 99.0f) < 1e-5f);
+}
+
+/* ---- sampler ---- */
+
+static vg_gen_params sample_params(void)
+{
+    vg_gen_params p;
+    memset(&p, 0, sizeof(p));
+    p.do_sample = 1;
+    p.temperature = 1.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.repetition_penalty = 1.0f;
+    p.presence_penalty = 0.0f;
+    p.seed = 42;
+    p.max_new_tokens = 16;
+    return p;
+}
+
+static void test_sampler_greedy(void **state)
+{
+    (void)state;
+    vg_gen_params p = sample_params();
+    p.do_sample = 0;
+    vg_sampler *s = NULL;
+    assert_int_equal(vg_sampler_create(&p, 6, &s), 0);
+    float lg[6] = {0.1f, 3.0f, -1.0f, 3.0f, 2.9f, 0.0f};
+    assert_int_equal(vg_sampler_sample(s, lg, NULL, 0), 1); /* first of equal maxima */
+    vg_sampler_free(s);
+
+    /* top-k = 1 under sampling is greedy, whatever the seed */
+    p = sample_params();
+    p.top_k = 1;
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        p.seed = seed;
+        assert_int_equal(vg_sampler_create(&p, 6, &s), 0);
+        float l2[6] = {0.1f, 2.0f, -1.0f, 2.5f, 2.4f, 0.0f};
+        assert_int_equal(vg_sampler_sample(s, l2, NULL, 0), 3);
+        vg_sampler_free(s);
+    }
+    vg_sampler_free(NULL);
+}
+
+static void test_sampler_top_p(void **state)
+{
+    (void)state;
+    vg_gen_params p = sample_params();
+    vg_sampler *s = NULL;
+    /* probabilities ~ 0.665, 0.245, 0.09: top_p 0.5 keeps only the first */
+    p.top_p = 0.5f;
+    assert_int_equal(vg_sampler_create(&p, 3, &s), 0);
+    for (int i = 0; i < 200; i++) {
+        float lg[3] = {2.0f, 1.0f, 0.0f};
+        assert_int_equal(vg_sampler_sample(s, lg, NULL, 0), 0);
+    }
+    vg_sampler_free(s);
+    /* top_p 0.8 keeps two (cumulative ascending 0.09 <= 0.2 removes the third) */
+    p.top_p = 0.8f;
+    assert_int_equal(vg_sampler_create(&p, 3, &s), 0);
+    int seen[3] = {0};
+    for (int i = 0; i < 400; i++) {
+        float lg[3] = {2.0f, 1.0f, 0.0f};
+        seen[vg_sampler_sample(s, lg, NULL, 0)]++;
+    }
+    assert_true(seen[0] > 0 && seen[1] > 0 && seen[2] == 0);
+    vg_sampler_free(s);
+}
+
+static void test_sampler_penalties(void **state)
+{
+    (void)state;
+    vg_gen_params p = sample_params();
+    vg_sampler *s = NULL;
+    p.top_k = 1;
+    p.repetition_penalty = 2.0f;
+    assert_int_equal(vg_sampler_create(&p, 4, &s), 0);
+    int32_t prev[3] = {0, 2, 0};
+    float a[4] = {2.0f, 1.5f, -1.0f, -3.0f}; /* 2 -> 1 (divided), -1 -> -2 (multiplied) */
+    assert_int_equal(vg_sampler_sample(s, a, prev, 3), 1);
+    assert_true(a[0] == 1.0f && a[2] == -2.0f && a[1] == 1.5f && a[3] == -3.0f);
+    vg_sampler_free(s);
+
+    p.repetition_penalty = 1.0f;
+    p.presence_penalty = 1.0f;
+    assert_int_equal(vg_sampler_create(&p, 4, &s), 0);
+    float b[4] = {2.0f, 1.2f, 0.0f, 0.0f};
+    int32_t prev2[3] = {0, 0, 0}; /* subtracted once, not three times */
+    assert_int_equal(vg_sampler_sample(s, b, prev2, 3), 1);
+    assert_true(b[0] == 1.0f);
+    vg_sampler_free(s);
+
+    /* invalid parameters */
+    p = sample_params();
+    p.temperature = 0.0f;
+    assert_int_equal(vg_sampler_create(&p, 4, &s), VG_EINVAL);
+    p = sample_params();
+    p.top_p = 1.5f;
+    assert_int_equal(vg_sampler_create(&p, 4, &s), VG_EINVAL);
+    p = sample_params();
+    assert_int_equal(vg_sampler_create(&p, 0, &s), VG_EINVAL);
+}
+
+static void test_sampler_seeded(void **state)
+{
+    (void)state;
+    enum { V = 1000, N = 64 };
+    vg_gen_params p = sample_params();
+    vg_sampler *a = NULL, *b = NULL, *c = NULL;
+    p.seed = 3407;
+    assert_int_equal(vg_sampler_create(&p, V, &a), 0);
+    assert_int_equal(vg_sampler_create(&p, V, &b), 0);
+    p.seed = 3408;
+    assert_int_equal(vg_sampler_create(&p, V, &c), 0);
+    float *lg = malloc(V * sizeof(float));
+    int differ = 0;
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < V; k++)
+            lg[k] = 0.0f;
+        int32_t x = vg_sampler_sample(a, lg, NULL, 0);
+        for (int k = 0; k < V; k++)
+            lg[k] = 0.0f;
+        int32_t y = vg_sampler_sample(b, lg, NULL, 0);
+        for (int k = 0; k < V; k++)
+            lg[k] = 0.0f;
+        int32_t z = vg_sampler_sample(c, lg, NULL, 0);
+        assert_int_equal(x, y);
+        assert_true(x >= 0 && x < V);
+        differ += x != z;
+    }
+    assert_true(differ > N / 2);
+    vg_sampler_free(a);
+    vg_sampler_free(b);
+    vg_sampler_free(c);
+
+    /* the draw follows the softmax: p(1) = 0.75 with logits {0, ln 3}; temperature 2 flattens */
+    p.seed = 1;
+    assert_int_equal(vg_sampler_create(&p, 2, &a), 0);
+    int ones = 0;
+    for (int i = 0; i < 4000; i++) {
+        float l2[2] = {0.0f, logf(3.0f)};
+        ones += vg_sampler_sample(a, l2, NULL, 0);
+    }
+    assert_true(fabs(ones / 4000.0 - 0.75) < 0.03);
+    vg_sampler_free(a);
+    p.temperature = 2.0f;
+    assert_int_equal(vg_sampler_create(&p, 2, &a), 0);
+    ones = 0;
+    for (int i = 0; i < 4000; i++) {
+        float l2[2] = {0.0f, logf(3.0f)};
+        ones += vg_sampler_sample(a, l2, NULL, 0);
+    }
+    /* sqrt(3)/(1+sqrt(3)) = 0.634 */
+    assert_true(fabs(ones / 4000.0 - 0.634) < 0.03);
+    vg_sampler_free(a);
+    free(lg);
+}
+
+/* ---- model-level tests on tiny1 ---- */
+
+static vg_model *tiny_model(int load_vision)
+{
+    char dir[4096];
+    if (!shared_path("golden/tiny1/config.json", dir, sizeof(dir)))
+        return NULL;
+    *strrchr(dir, '/') = '\0';
+    vg_model_params mp = vg_model_default_params();
+    mp.n_threads = 1;
+    mp.load_vision = load_vision;
+    vg_model *m = NULL;
+    char err[256];
+    int rc = vg_model_load(dir, &mp, &m, err, sizeof(err));
+    if (rc < 0)
+        fail_msg("load: %s", err);
+    return m;
+}
+
+static void text_input(size_t n, int32_t *ids, int32_t *pos, size_t pos0)
+{
+    uint64_t x = 12345;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)(100 + (x >> 33) % 50000);
+        pos[i] = pos[n + i] = pos[2 * n + i] = (int32_t)(pos0 + i);
+    }
+}
+
+static double maxdiff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+static void test_kv_consistency(void **state)
+{
+    (void)state;
+    vg_model *m = tiny_model(0);
+    if (!m)
+        skip();
+    const vg_model_info *in = vg_model_get_info(m);
+    assert_int_equal(in->has_vision, 0);
+    const size_t V = (size_t)in->vocab_size, n = 40, split = 25;
+    int32_t ids[40], pos[120];
+    text_input(n, ids, pos, 0);
+    float *all = malloc(n * V * sizeof(float)), *one = malloc(V * sizeof(float));
+    vg_seq *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(vg_seq_create(m, 64, &a, err, sizeof(err)), 0);
+    vg_prefill_input pa = {.ids = ids, .n = n, .pos = pos};
+    assert_int_equal(vg_seq_prefill(a, &pa, all, 1, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_len(a), n);
+
+    assert_int_equal(vg_seq_create(m, 64, &b, err, sizeof(err)), 0);
+    int32_t pb_pos[75];
+    for (size_t r = 0; r < 3; r++)
+        memcpy(pb_pos + r * split, pos + r * n, split * sizeof(int32_t));
+    vg_prefill_input pb = {.ids = ids, .n = split, .pos = pb_pos};
+    assert_int_equal(vg_seq_prefill(b, &pb, one, 0, NULL, err, sizeof(err)), 0);
+    assert_true(maxdiff(one, all + (split - 1) * V, V) < 1e-4);
+    for (size_t i = split; i < n; i++) {
+        assert_int_equal(vg_seq_decode(b, ids[i], (int32_t)i, one, err, sizeof(err)), 0);
+        assert_true(maxdiff(one, all + i * V, V) < 1e-4);
+    }
+    /* truncate and decode the same token again: same logits */
+    assert_int_equal(vg_seq_truncate(b, n - 1), 0);
+    assert_int_equal(vg_seq_decode(b, ids[n - 1], (int32_t)(n - 1), one, err, sizeof(err)), 0);
+    assert_true(maxdiff(one, all + (n - 1) * V, V) < 1e-4);
+    assert_int_equal(vg_seq_truncate(b, n + 1), VG_EINVAL);
+
+    /* errors leave the sequence as it was */
+    int32_t badid = in->vocab_size;
+    assert_int_equal(vg_seq_decode(b, badid, 0, one, err, sizeof(err)), VG_EINVAL);
+    assert_int_equal(vg_seq_decode(b, in->video_token_id, 0, one, err, sizeof(err)), VG_EINVAL);
+    int32_t vid[1] = {in->video_token_id}, vpos[3] = {0, 0, 0};
+    vg_prefill_input pv = {.ids = vid, .n = 1, .pos = vpos};
+    assert_int_equal(vg_seq_prefill(b, &pv, NULL, 0, NULL, err, sizeof(err)), VG_EINVAL);
+    assert_int_equal(vg_seq_len(b), n);
+    vg_seq_free(b);
+    b = NULL;
+    assert_int_equal(vg_seq_create(m, 8, &b, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_prefill(b, &pa, NULL, 0, NULL, err, sizeof(err)), VG_ELIMIT);
+    assert_int_equal(vg_seq_len(b), 0);
+    vg_seq_free(b);
+    vg_seq_free(a);
+    vg_seq_free(NULL);
+    free(all);
+    free(one);
+    vg_model_free(m);
+}
+
+/* More than one prefill chunk (512 rows): one call == two calls == the rows' logits. */
+static void test_chunked_prefill(void **state)
+{
+    (void)state;
+    vg_model *m = tiny_model(0);
+    if (!m)
+        skip();
+    const size_t V = (size_t)vg_model_get_info(m)->vocab_size, n = 700, h = 333;
+    int32_t *ids = malloc(n * sizeof(int32_t)), *pos = malloc(3 * n * sizeof(int32_t));
+    int32_t *p1 = malloc(3 * h * sizeof(int32_t)), *p2 = malloc(3 * (n - h) * sizeof(int32_t));
+    text_input(n, ids, pos, 0);
+    for (size_t r = 0; r < 3; r++) {
+        memcpy(p1 + r * h, pos + r * n, h * sizeof(int32_t));
+        memcpy(p2 + r * (n - h), pos + r * n + h, (n - h) * sizeof(int32_t));
+    }
+    float *la = malloc(V * sizeof(float)), *lb = malloc(V * sizeof(float));
+    vg_seq *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(vg_seq_create(m, n, &a, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_create(m, n, &b, err, sizeof(err)), 0);
+    vg_prefill_input pa = {.ids = ids, .n = n, .pos = pos};
+    assert_int_equal(vg_seq_prefill(a, &pa, la, 0, NULL, err, sizeof(err)), 0);
+    vg_prefill_input pb1 = {.ids = ids, .n = h, .pos = p1};
+    vg_prefill_input pb2 = {.ids = ids + h, .n = n - h, .pos = p2};
+    assert_int_equal(vg_seq_prefill(b, &pb1, NULL, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_prefill(b, &pb2, lb, 0, NULL, err, sizeof(err)), 0);
+    assert_true(maxdiff(la, lb, V) < 1e-4);
+    assert_int_equal(vg_seq_len(a), n);
+    assert_int_equal(vg_seq_len(b), n);
+    vg_seq_free(a);
+    vg_seq_free(b);
+    free(ids);
+    free(pos);
+    free(p1);
+    free(p2);
+    free(la);
+    free(lb);
+    vg_model_free(m);
+}
+
+typedef struct cb_state {
+    int calls, stop_after;
+    atomic_int *cancel;
+} cb_state;
+
+static int count_cb(int32_t id, const char *text, size_t len, void *opaque)
+{
+    cb_state *s = opaque;
+    (void)id;
+    assert_int_equal(strlen(text), len);
+    s->calls++;
+    if (s->cancel && s->calls == 2)
+        atomic_store(s->cancel, 1);
+    return s->stop_after && s->calls >= s->stop_after;
+}
+
+static void test_generate_and_cancel(void **state)
+{
+    (void)state;
+    vg_model *m = tiny_model(0);
+    if (!m)
+        skip();
+    const size_t V = (size_t)vg_model_get_info(m)->vocab_size, n = 12;
+    int32_t ids[12], pos[36];
+    text_input(n, ids, pos, 0);
+    float *lg = malloc(V * sizeof(float)), *l0 = malloc(V * sizeof(float));
+    vg_seq *s = NULL;
+    char err[256];
+    assert_int_equal(vg_seq_create(m, 64, &s, err, sizeof(err)), 0);
+    vg_prefill_input pin = {.ids = ids, .n = n, .pos = pos};
+
+    atomic_int cancel = 1;
+    assert_int_equal(vg_seq_prefill(s, &pin, lg, 0, &cancel, err, sizeof(err)), VG_ECANCELED);
+    assert_int_equal(vg_seq_len(s), 0);
+    atomic_store(&cancel, 0);
+    assert_int_equal(vg_seq_prefill(s, &pin, l0, 0, &cancel, err, sizeof(err)), 0);
+
+    vg_gen_params gp = vg_model_default_gen_params(m);
+    gp.do_sample = 0;
+    gp.n_stop_ids = 0;
+    gp.max_new_tokens = 5;
+    int32_t *out = NULL;
+    size_t n_out = 0;
+    /* max_new_tokens */
+    memcpy(lg, l0, V * sizeof(float));
+    cb_state cs = {0};
+    assert_int_equal(
+        vg_generate(s, &gp, lg, 0, count_cb, &cs, NULL, &out, &n_out, err, sizeof(err)), 0);
+    assert_int_equal(n_out, 5);
+    assert_int_equal(cs.calls, 5);
+    assert_int_equal(vg_seq_len(s), n + 4);
+    int32_t first = out[0];
+    free(out);
+    out = NULL;
+
+    /* a stop id ends generation at once (included in the ids) */
+    assert_int_equal(vg_seq_truncate(s, n), 0);
+    memcpy(lg, l0, V * sizeof(float));
+    gp.stop_ids[0] = first;
+    gp.n_stop_ids = 1;
+    assert_int_equal(vg_generate(s, &gp, lg, 0, NULL, NULL, NULL, &out, &n_out, err, sizeof(err)),
+                     0);
+    assert_int_equal(n_out, 1);
+    assert_int_equal(out[0], first);
+    assert_int_equal(vg_seq_len(s), n);
+    free(out);
+    out = NULL;
+    gp.n_stop_ids = 0;
+
+    /* the callback stops it */
+    memcpy(lg, l0, V * sizeof(float));
+    cs = (cb_state){.stop_after = 2};
+    assert_int_equal(
+        vg_generate(s, &gp, lg, 0, count_cb, &cs, NULL, NULL, &n_out, err, sizeof(err)), 0);
+    assert_int_equal(n_out, 2);
+
+    /* cancellation from inside (as another thread would) */
+    assert_int_equal(vg_seq_truncate(s, n), 0);
+    memcpy(lg, l0, V * sizeof(float));
+    cs = (cb_state){.cancel = &cancel};
+    assert_int_equal(
+        vg_generate(s, &gp, lg, 0, count_cb, &cs, &cancel, &out, &n_out, err, sizeof(err)),
+        VG_ECANCELED);
+    assert_null(out);
+    assert_int_equal(cs.calls, 2);
+    vg_seq_free(s);
+    free(lg);
+    free(l0);
+    vg_model_free(m);
+}
+
+static void test_model_errors(void **state)
+{
+    (void)state;
+    vg_model *m = NULL;
+    char err[256] = "";
+    assert_true(vg_model_load("/nonexistent/model", NULL, &m, err, sizeof(err)) < 0);
+    assert_null(m);
+    assert_true(err[0] != '\0');
+    vg_model_free(NULL);
+    m = tiny_model(0);
+    if (!m)
+        skip();
+    float patches[16];
+    vg_vision_out *vo = NULL;
+    assert_int_equal(vg_model_encode_slice(m, patches, 2, 2, NULL, &vo, err, sizeof(err)),
+                     VG_EINVAL);
+    vg_model_free(m);
+    m = tiny_model(1);
+    const vg_model_info *in = vg_model_get_info(m);
+    assert_int_equal(in->has_vision, 1);
+    assert_true(in->im_end_id == 151645 && in->im_start_id == 151644);
+    assert_int_equal(vg_model_encode_slice(m, patches, 3, 2, NULL, &vo, err, sizeof(err)),
+                     VG_EINVAL);
+    assert_null(vo);
+    /* a canceled slice */
+    size_t K = (size_t)in->in_channels * in->temporal_patch_size * in->patch_size * in->patch_size;
+    float *px = calloc(4 * K, sizeof(float));
+    atomic_int c = 1;
+    assert_int_equal(vg_model_encode_slice(m, px, 2, 2, &c, &vo, err, sizeof(err)), VG_ECANCELED);
+    atomic_store(&c, 0);
+    assert_int_equal(vg_model_encode_slice(m, px, 2, 2, &c, &vo, err, sizeof(err)), 0);
+    assert_int_equal(vo->n_tokens, 1);
+    assert_int_equal(vo->dim, in->out_hidden_size);
+    assert_int_equal(vo->n_deepstack, in->n_deepstack);
+    vg_vision_out_free(vo);
+    free(px);
+    vg_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mrope_axes),      cmocka_unit_test(test_vision_positions),
+        cmocka_unit_test(test_linspace_long),   cmocka_unit_test(test_sampler_greedy),
+        cmocka_unit_test(test_sampler_top_p),   cmocka_unit_test(test_sampler_penalties),
+        cmocka_unit_test(test_sampler_seeded),  cmocka_unit_test(test_kv_consistency),
+        cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_generate_and_cancel),
+        cmocka_unit_test(test_model_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
