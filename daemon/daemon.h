@@ -1,0 +1,220 @@
+/*
+ * daemon.h: the testable parts of vigild (library vg_daemon_core): configuration, the request
+ * protocol, the result journal and the systemd notification helper. main.c and jobs.c build the
+ * daemon from these.
+ *
+ * Threads: the config and protocol functions are pure (any thread; each object belongs to one
+ * thread at a time). A vg_journal's append runs on the loop thread and never blocks; its writes and
+ * fsyncs happen on the journal's own thread. Errors are negative VG_E* codes with a sentence in
+ * err[errlen].
+ */
+#ifndef VG_DAEMON_H
+#define VG_DAEMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ===================================================================================================
+ * Configuration: `key = value` lines, '#' comments, blank lines. Every key is documented in
+ * systemd/vigild.conf and docs/design.md.
+ */
+#define VG_CFG_MAX_ROOTS 16
+#define VG_CFG_STR       1024
+
+typedef struct vg_config {
+    char model_dir[VG_CFG_STR];
+    char runtime_dir[VG_CFG_STR]; /* default /run/vigil */
+    char state_dir[VG_CFG_STR];   /* default /var/lib/vigil */
+    char cmd_url[VG_CFG_STR];     /* default ipc://<runtime_dir>/vigil.cmd */
+    char events_url[VG_CFG_STR];  /* default ipc://<runtime_dir>/vigil.events */
+    char tcp_cmd_url[VG_CFG_STR]; /* optional tcp://HOST:PORT */
+    char tcp_events_url[VG_CFG_STR];
+    int allow_remote; /* tcp on non-loopback addresses */
+    int socket_mode;  /* default 0660 */
+    int log_level;    /* VG_LOG_* */
+    size_t max_message_size;
+    int max_queued_jobs;        /* queued + running jobs before `busy` */
+    int max_concurrent_decodes; /* decode threads (restart to change) */
+    int inference_threads;      /* BLAS threads of the inference thread; 0 = all CPUs */
+    int max_new_tokens_limit;   /* per-job token budget ceiling */
+    int default_max_new_tokens; /* when the request gives none */
+    double job_deadline_s;      /* ceiling and default of a job's wall-clock deadline */
+    double result_ttl_s;        /* how long finished results stay retrievable */
+    int max_frames_limit;       /* ceiling for a request's nframes / max_frames */
+    long max_pixels_limit;      /* ceiling for a request's per-frame max_pixels */
+    char media_roots[VG_CFG_MAX_ROOTS][VG_CFG_STR]; /* realpath()'d */
+    int n_media_roots;
+    char allowed_protocols[256]; /* URL schemes accepted for media, comma-separated */
+} vg_config;
+
+/* Built-in defaults (runtime /run/vigil, state /var/lib/vigil, model models/demo). */
+void vg_config_defaults(vg_config *c);
+
+/* Applies one `key = value` setting. Returns 0, VG_ENOENT for an unknown key or VG_EINVAL for a
+ * bad value, with the key named in err. */
+int vg_config_set(vg_config *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* Parses text[len] (a config file's content) into c (on top of what c already holds). Errors name
+ * the line. */
+int vg_config_parse(vg_config *c, const char *text, size_t len, char *err, size_t errlen);
+
+/* Reads and parses a file. A missing file is VG_ENOENT (callers decide whether that matters). */
+int vg_config_load(vg_config *c, const char *path, char *err, size_t errlen);
+
+/* Fills the derived defaults (socket URLs from runtime_dir) and checks the whole config. */
+int vg_config_finish(vg_config *c, char *err, size_t errlen);
+
+/* Keys that SIGHUP applies live; the others need a restart. Returns 1 for live keys. */
+int vg_config_key_is_live(const char *key);
+
+/* ===================================================================================================
+ * Protocol (docs/protocol.md): one JSON object per request, {"v":1,"op":...,"id":...}.
+ */
+enum vg_op { VG_OP_ASK = 1, VG_OP_INFO, VG_OP_JOB, VG_OP_JOBS, VG_OP_CANCEL, VG_OP_SYNC };
+
+#define VG_PROTO_VERSION 1
+#define VG_ID_MAX        64   /* job ids and request ids (strings) */
+#define VG_TEXT_MAX      8192 /* question / system */
+#define VG_VIDEO_MAX     4096 /* path or URL */
+
+/* Error codes on the wire ("code" of an error reply). */
+#define VG_WIRE_BAD_JSON    "bad_json"
+#define VG_WIRE_BAD_REQUEST "bad_request"
+#define VG_WIRE_BAD_VERSION "bad_version"
+#define VG_WIRE_UNKNOWN_OP  "unknown_op"
+#define VG_WIRE_TOO_LARGE   "too_large"
+#define VG_WIRE_BUSY        "busy"
+#define VG_WIRE_NOT_FOUND   "not_found"
+#define VG_WIRE_FORBIDDEN   "forbidden"
+#define VG_WIRE_LIMIT       "limit"
+#define VG_WIRE_CONFLICT    "conflict"
+#define VG_WIRE_SHUTTING    "shutting_down"
+#define VG_WIRE_INTERNAL    "internal"
+
+/* Sampling knobs; negative or zero means "not given" unless noted. */
+typedef struct vg_req_sampling {
+    double fps;
+    int nframes, min_frames, max_frames;
+    long min_pixels, max_pixels;
+    double total_pixels;
+    int resized_height, resized_width;
+    double start, end; /* < 0 = not given */
+} vg_req_sampling;
+
+/* Generation knobs; has_* says whether the request gave it. */
+typedef struct vg_req_generation {
+    int has_max_new_tokens, max_new_tokens;
+    int has_temperature;
+    double temperature;
+    int has_top_k, top_k;
+    int has_top_p;
+    double top_p;
+    int has_seed;
+    uint64_t seed;
+    int has_greedy, greedy;
+    int has_repetition_penalty;
+    double repetition_penalty;
+    int has_presence_penalty;
+    double presence_penalty;
+} vg_req_generation;
+
+typedef struct vg_request {
+    enum vg_op op;
+    char id[VG_ID_MAX + 1]; /* request id as text ("" when absent); numbers are printed */
+    int has_id;
+    char id_json[VG_ID_MAX + 24]; /* the id exactly as it should be echoed (JSON) */
+    /* ask */
+    char job[VG_ID_MAX + 1]; /* client-chosen job id, or "" (also: job/cancel target) */
+    char *video;             /* malloc'd; NULL unless ask */
+    char *question;          /* malloc'd */
+    char *system;            /* malloc'd or NULL */
+    vg_req_sampling sampling;
+    vg_req_generation gen;
+    double deadline_s; /* 0 = default */
+    /* jobs */
+    int limit;
+} vg_request;
+
+typedef struct vg_proto_limits {
+    size_t max_message_size;
+    int max_new_tokens; /* ceiling */
+    double deadline_s;  /* ceiling */
+    int max_frames;     /* ceiling for nframes / max_frames */
+    long max_pixels;    /* ceiling for max_pixels / min_pixels / resized area */
+} vg_proto_limits;
+
+/* Parses and validates data[len]. On success fills *out (free with vg_request_clear) and returns 0.
+ * On failure returns a negative code, sets *wire_code to one of VG_WIRE_*, writes a sentence
+ * into err and, when the request id could be read, fills out->id_json so the error reply can echo
+ * it (out needs no clearing then). */
+int vg_proto_parse(const char *data, size_t len, const vg_proto_limits *lim, vg_request *out,
+                   const char **wire_code, char *err, size_t errlen);
+void vg_request_clear(vg_request *r);
+
+/* Checks a job id: 1..VG_ID_MAX bytes of [A-Za-z0-9._-], not starting with '.'. */
+int vg_proto_valid_job_id(const char *id);
+
+/* Builds {"v":1,"id":<id_json>,"ok":false,"error":{"code":..,"message":..}} into a malloc'd
+ * string (NULL on OOM). id_json may be NULL or "" (then "id":null). */
+char *vg_proto_error_reply(const char *id_json, const char *code, const char *message, size_t *len);
+
+/* ===================================================================================================
+ * Media access policy.
+ */
+/* Decides whether video (a path or URL from a request) may be opened. A path (or file: URL) must
+ * resolve with realpath() to a file under one of roots; the resolved path goes into resolved. A
+ * URL's scheme must be in allowed (comma-separated). *is_url tells which. Returns 0, VG_EPATH,
+ * VG_EPROTOCOL, VG_ENOENT or VG_EINVAL with a sentence. Does a few stat() calls. */
+int vg_media_policy_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                          const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                          char *err, size_t errlen);
+
+/* ===================================================================================================
+ * Journal: append-only JSON lines in the state directory, each "XXXXXXXX <json>\n" with the
+ * CRC-32 of <json> in hex. A line without its newline (a torn write) or with a wrong checksum is
+ * skipped on load, so a crash at any moment leaves a readable journal.
+ */
+typedef struct vg_journal vg_journal;
+
+typedef struct vg_journal_stats {
+    size_t good, torn, bad_crc;
+} vg_journal_stats;
+
+/* Calls cb for each intact line's JSON (NUL-terminated, borrowed for the call) in file order. A
+ * missing file is not an error (no records). */
+int vg_journal_load(const char *path, void (*cb)(const char *json, size_t len, void *opaque),
+                    void *opaque, vg_journal_stats *stats, char *err, size_t errlen);
+
+/* Writes lines[n] (JSON texts) as a new journal at path: a temporary file, fsync, rename, fsync of
+ * the directory. Either the old or the new journal survives a crash. */
+int vg_journal_rewrite(const char *path, char *const *lines, size_t n, char *err, size_t errlen);
+
+/* Opens path for appending and starts the writer thread. */
+int vg_journal_open(const char *path, vg_journal **out, char *err, size_t errlen);
+/* Queues json[len] (copied) for appending; the writer thread writes and fsyncs it (batching what
+ * is queued). Never blocks. Returns 0, VG_EAGAIN (queue full: the record is lost and logged),
+ * VG_ENOMEM or VG_EINVAL (a newline in json). */
+int vg_journal_append(vg_journal *j, const char *json, size_t len);
+/* Writes everything queued, fsyncs, stops the thread and closes. NULL is a no-op. */
+void vg_journal_close(vg_journal *j);
+
+/* CRC-32 (IEEE, as zlib's crc32). */
+uint32_t vg_crc32(const void *data, size_t len);
+
+/* ===================================================================================================
+ * systemd notification (sd_notify without libsystemd): NOTIFY_SOCKET may be a path or an abstract
+ * socket ("@name"). Returns 0 when sent, 0 as well when NOTIFY_SOCKET is unset, or a negative
+ * error. Never blocks (MSG_DONTWAIT).
+ */
+int vg_sd_notify(const char *state);
+/* The watchdog interval in microseconds from WATCHDOG_USEC (checking WATCHDOG_PID), or 0. */
+uint64_t vg_sd_watchdog_usec(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

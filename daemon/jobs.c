@@ -1,0 +1,1232 @@
+/*
+ * jobs.c: vigild's jobs: the table of jobs, the workers that run them and their results.
+ *
+ * Threads and ownership:
+ *  - The loop thread owns the job table and every loop-side field of a job (state, streamed text,
+ *    result). It creates a job from an `ask`, journals it and pushes it onto the decode queue.
+ *  - Decode threads (max_concurrent_decodes of them) pop a job, open the media, decode and resize
+ *    the sampled frames, patchify them, and push the job onto the inference queue.
+ *  - The inference thread (one; the engine spreads its BLAS work over its own threads) encodes each
+ *    temporal slice, builds the prompt, prefills and generates, and parses the answer.
+ *  - Workers read only the job's immutable request fields and write only its w_* scratch fields;
+ *    everything they report (progress, tokens, the result) travels as a jmsg through a bounded
+ *    queue and a uv_async whose callback drains the queue completely. The loop never frees a job
+ *    while `in_worker` is set (set when queued for a worker, cleared by the worker's DONE message).
+ *  - Cancellation: job->cancel (atomic) is read by FFmpeg's interrupt callback and by the engine
+ *    between layers and tokens; the loop sets it for `cancel`, the deadline and shutdown.
+ */
+#include "jobs.h"
+
+#include "common.h"
+#include "pipeline.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD           "jobs"
+#define MSG_QUEUE_CAP 65536
+#define MAX_RETAINED  10000
+
+enum job_state { ST_QUEUED, ST_RUNNING, ST_COMPLETED, ST_FAILED, ST_CANCELLED };
+static const char *const state_names[] = {"queued", "running", "completed", "failed", "cancelled"};
+
+enum cancel_reason { CANCEL_NONE, CANCEL_USER, CANCEL_DEADLINE, CANCEL_SHUTDOWN };
+
+typedef struct job_timings {
+    double decode_ms, encode_ms, prefill_ms, generate_ms;
+    int frames, video_tokens, prompt_tokens;
+} job_timings;
+
+typedef struct job {
+    /* Immutable once queued (read by workers). */
+    char id[VG_ID_MAX + 1];
+    char req_id[VG_ID_MAX + 1];
+    char *video, *resolved, *question, *system;
+    int is_url;
+    vg_req_sampling sampling;
+    vg_req_generation gen;
+    int max_new_tokens;
+    double deadline_s;
+    atomic_int cancel; /* enum cancel_reason */
+
+    /* Loop-owned. */
+    enum job_state state;
+    double created, started, finished; /* unix seconds */
+    double deadline_mono_ms;
+    int in_worker;
+    char stage[16];
+    int percent;
+    char *text;
+    size_t text_len, text_cap;
+    int n_tokens;
+    cJSON *events;
+    char err_code[32];
+    char *err_msg;
+    job_timings timings;
+    struct job *next;
+
+    /* Worker-owned scratch. */
+    vg_video *w_video;
+    float *w_patches;
+    size_t w_rows, w_cols;
+    char *w_text;
+    size_t w_len, w_cap;
+    int w_seq;
+    double w_t0;
+    job_timings w_timings;
+} job;
+
+enum msg_type { MSG_STARTED, MSG_PROGRESS, MSG_TOKEN, MSG_DONE };
+
+typedef struct jmsg {
+    enum msg_type type;
+    job *j;
+    int seq, percent;
+    char stage[16];
+    char *text; /* TOKEN: the piece; DONE: the full text (owned by the message) */
+    size_t len;
+    /* DONE */
+    int status; /* 0 or a VG_E* code */
+    char code[32];
+    char *errmsg;
+    cJSON *events;
+    job_timings timings;
+} jmsg;
+
+struct vg_jobs {
+    uv_loop_t *loop;
+    vg_model *model;
+    const vg_model_info *mi;
+    const vg_config *cfg;
+    vg_journal *journal;
+    vg_ipc_server *ipc;
+    uv_async_t async;
+    uv_timer_t timer;
+    vg_queue *msgs, *decode_q, *infer_q;
+    pthread_t *decoders;
+    int n_decoders;
+    pthread_t infer;
+    int infer_started;
+    job *head;
+    int n_jobs, n_active, n_queued, n_running;
+    unsigned counter;
+    int stopping;
+    void (*on_idle)(void *);
+    void *on_idle_opaque;
+    int handles_closed;
+};
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    free(j->video);
+    free(j->resolved);
+    free(j->question);
+    free(j->system);
+    free(j->text);
+    cJSON_Delete(j->events);
+    free(j->err_msg);
+    vg_video_free(j->w_video);
+    free(j->w_patches);
+    free(j->w_text);
+    free(j);
+}
+
+static void msg_free(jmsg *m)
+{
+    if (!m)
+        return;
+    free(m->text);
+    free(m->errmsg);
+    cJSON_Delete(m->events);
+    free(m);
+}
+
+static job *find_job(vg_jobs *js, const char *id)
+{
+    for (job *j = js->head; j; j = j->next)
+        if (!strcmp(j->id, id))
+            return j;
+    return NULL;
+}
+
+static int is_final(enum job_state s)
+{
+    return s >= ST_COMPLETED;
+}
+
+/* ===================================================================================================
+ * JSON views of a job (replies, journal, events).
+ */
+static cJSON *timings_json(const job_timings *t)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "decode_ms", t->decode_ms);
+    cJSON_AddNumberToObject(o, "encode_ms", t->encode_ms);
+    cJSON_AddNumberToObject(o, "prefill_ms", t->prefill_ms);
+    cJSON_AddNumberToObject(o, "generate_ms", t->generate_ms);
+    cJSON_AddNumberToObject(o, "frames", t->frames);
+    cJSON_AddNumberToObject(o, "video_tokens", t->video_tokens);
+    cJSON_AddNumberToObject(o, "prompt_tokens", t->prompt_tokens);
+    return o;
+}
+
+static double num_of(const cJSON *o, const char *k)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(it) ? it->valuedouble : 0;
+}
+
+static const char *str_of(const cJSON *o, const char *k)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+static void add_error(cJSON *o, const job *j)
+{
+    if (!j->err_code[0]) {
+        cJSON_AddNullToObject(o, "error");
+        return;
+    }
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "code", j->err_code);
+    cJSON_AddStringToObject(e, "message", j->err_msg ? j->err_msg : "");
+}
+
+/* full: everything (job reply, journal); else a summary for `jobs`. */
+static cJSON *job_json(const job *j, int full)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job", j->id);
+    cJSON_AddStringToObject(o, "state", state_names[j->state]);
+    cJSON_AddNumberToObject(o, "created", j->created);
+    if (j->started > 0)
+        cJSON_AddNumberToObject(o, "started", j->started);
+    if (j->finished > 0)
+        cJSON_AddNumberToObject(o, "finished", j->finished);
+    cJSON_AddStringToObject(o, "video", j->video ? j->video : "");
+    cJSON_AddStringToObject(o, "question", j->question ? j->question : "");
+    cJSON_AddNumberToObject(o, "n_tokens", j->n_tokens);
+    if (!is_final(j->state)) {
+        cJSON_AddStringToObject(o, "stage", j->stage[0] ? j->stage : "queued");
+        cJSON_AddNumberToObject(o, "percent", j->percent);
+    }
+    add_error(o, j);
+    if (!full)
+        return o;
+    if (j->req_id[0])
+        cJSON_AddStringToObject(o, "request", j->req_id);
+    cJSON_AddStringToObject(o, "text", j->text ? j->text : "");
+    cJSON_AddItemToObject(o, "events",
+                          j->events ? cJSON_Duplicate(j->events, 1) : cJSON_CreateArray());
+    cJSON_AddItemToObject(o, "timings", timings_json(&j->timings));
+    return o;
+}
+
+static void journal_job(vg_jobs *js, const job *j)
+{
+    if (!js->journal)
+        return;
+    cJSON *o = job_json(j, 1);
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!s) {
+        vg_log(VG_LOG_ERR, MOD, "job %s: out of memory writing the journal", j->id);
+        return;
+    }
+    vg_journal_append(js->journal, s, strlen(s));
+    free(s);
+}
+
+static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
+{
+    if (!js->ipc) {
+        cJSON_Delete(payload);
+        return;
+    }
+    char topic[VG_IPC_TOPIC_MAX];
+    snprintf(topic, sizeof topic, "job/%s/%s", j->id, kind);
+    char *s = cJSON_PrintUnformatted(payload);
+    cJSON_Delete(payload);
+    if (s) {
+        vg_ipc_publish(js->ipc, topic, s, strlen(s));
+        free(s);
+    }
+}
+
+/* ===================================================================================================
+ * Workers.
+ */
+static void post(vg_jobs *js, jmsg *m)
+{
+    /* Blocks only while the loop is behind by MSG_QUEUE_CAP messages: back-pressure on the model.
+     */
+    if (vg_queue_push(js->msgs, m, -1) < 0) {
+        msg_free(m);
+        return;
+    }
+    uv_async_send(&js->async);
+}
+
+static void post_simple(vg_jobs *js, job *j, enum msg_type t, const char *stage, int percent)
+{
+    jmsg *m = calloc(1, sizeof *m);
+    if (!m)
+        return;
+    m->type = t;
+    m->j = j;
+    m->percent = percent;
+    if (stage)
+        snprintf(m->stage, sizeof m->stage, "%s", stage);
+    post(js, m);
+}
+
+static void post_done(vg_jobs *js, job *j, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void post_done(vg_jobs *js, job *j, int status, const char *code, const char *fmt, ...)
+{
+    jmsg *m = calloc(1, sizeof *m);
+    if (!m) {
+        /* Without the DONE message the job would stay in a worker forever: wait for memory. */
+        while (!(m = calloc(1, sizeof *m)))
+            uv_sleep(10);
+    }
+    m->type = MSG_DONE;
+    m->j = j;
+    m->status = status;
+    if (code)
+        snprintf(m->code, sizeof m->code, "%s", code);
+    if (fmt) {
+        char buf[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        m->errmsg = strdup(buf);
+    }
+    m->text = j->w_text;
+    m->len = j->w_len;
+    j->w_text = NULL;
+    j->w_len = j->w_cap = 0;
+    m->timings = j->w_timings;
+    if (status == 0 && m->text) {
+        vg_event *ev = NULL;
+        size_t n = 0;
+        if (vg_answer_parse(m->text, &ev, &n) == 0) {
+            m->events = cJSON_CreateArray();
+            for (size_t i = 0; i < n; i++) {
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddNumberToObject(e, "start", ev[i].start);
+                cJSON_AddNumberToObject(e, "end", ev[i].end);
+                cJSON_AddStringToObject(e, "label", ev[i].label);
+                cJSON_AddItemToArray(m->events, e);
+            }
+            free(ev);
+        }
+    }
+    vg_video_free(j->w_video);
+    j->w_video = NULL;
+    free(j->w_patches);
+    j->w_patches = NULL;
+    post(js, m);
+}
+
+static const char *cancel_code(const job *j)
+{
+    int c = atomic_load(&j->cancel);
+    return c == CANCEL_DEADLINE ? "deadline" : c == CANCEL_SHUTDOWN ? "shutdown" : "cancelled";
+}
+
+/* Finishes a job that failed in a stage with rc; a cancellation becomes a cancelled job. */
+static void fail_job(vg_jobs *js, job *j, int rc, const char *stage, const char *err)
+{
+    if (rc == VG_ECANCELED || atomic_load(&j->cancel)) {
+        post_done(js, j, VG_ECANCELED, cancel_code(j), "cancelled during %s", stage);
+        return;
+    }
+    const char *code = rc == VG_EPATH                        ? "forbidden"
+                       : rc == VG_EPROTOCOL                  ? "forbidden"
+                       : rc == VG_ELIMIT                     ? "limit"
+                       : rc == VG_ENOENT                     ? "not_found"
+                       : rc == VG_EMEDIA || rc == VG_EDECODE ? "media"
+                       : rc == VG_ETIMEDOUT                  ? "timeout"
+                                                             : "failed";
+    post_done(js, j, rc, code, "%s: %s", stage, err && *err ? err : vg_strerror(rc));
+}
+
+typedef struct progress_ctx {
+    vg_jobs *js;
+    job *j;
+    int last;
+} progress_ctx;
+
+static int on_decode_progress(const char *stage, double fraction, void *opaque)
+{
+    progress_ctx *pc = opaque;
+    int pct = (int)(fraction * 100.0);
+    if (pct > pc->last) {
+        pc->last = pct;
+        post_simple(pc->js, pc->j, MSG_PROGRESS, "decode", pct);
+    }
+    return atomic_load(&pc->j->cancel) != 0;
+}
+
+static vg_sample_params sample_params(const vg_jobs *js, const job *j)
+{
+    const vg_model_info *mi = js->mi;
+    vg_sample_params p = vg_sample_default_params();
+    if (mi->video_fps > 0)
+        p.fps = mi->video_fps;
+    if (mi->video_min_frames > 0)
+        p.min_frames = mi->video_min_frames;
+    if (mi->video_max_frames > 0)
+        p.max_frames = mi->video_max_frames;
+    if (mi->video_min_pixels > 0)
+        p.min_pixels = mi->video_min_pixels;
+    if (mi->video_max_pixels > 0)
+        p.max_pixels = mi->video_max_pixels;
+    if (mi->patch_size > 0 && mi->spatial_merge_size > 0)
+        p.factor = mi->patch_size * mi->spatial_merge_size;
+    if (mi->temporal_patch_size > 0)
+        p.temporal_patch = mi->temporal_patch_size;
+    const vg_req_sampling *s = &j->sampling;
+    if (s->fps > 0)
+        p.fps = s->fps;
+    if (s->nframes > 0)
+        p.nframes = s->nframes;
+    if (s->min_frames > 0)
+        p.min_frames = s->min_frames;
+    if (s->max_frames > 0)
+        p.max_frames = s->max_frames;
+    if (s->min_pixels > 0)
+        p.min_pixels = s->min_pixels;
+    if (s->max_pixels > 0)
+        p.max_pixels = s->max_pixels;
+    if (s->total_pixels > 0)
+        p.total_pixels = s->total_pixels;
+    if (s->resized_height > 0) {
+        p.resized_height = s->resized_height;
+        p.resized_width = s->resized_width;
+    }
+    if (s->start >= 0)
+        p.video_start = s->start;
+    if (s->end >= 0)
+        p.video_end = s->end;
+    /* The daemon's ceilings apply to the model's defaults as well as to requests. */
+    if (p.max_frames > js->cfg->max_frames_limit)
+        p.max_frames = js->cfg->max_frames_limit;
+    if (p.min_frames > p.max_frames)
+        p.min_frames = p.max_frames;
+    if (p.max_pixels <= 0 || p.max_pixels > js->cfg->max_pixels_limit)
+        p.max_pixels = js->cfg->max_pixels_limit;
+    if (p.min_pixels > p.max_pixels)
+        p.min_pixels = p.max_pixels;
+    return p;
+}
+
+static void decode_job(vg_jobs *js, job *j)
+{
+    char err[512] = "";
+    post_simple(js, j, MSG_STARTED, "decode", 0);
+    double t0 = vg_now_ms();
+    vg_media_params mp = vg_media_default_params();
+    char whitelist[300];
+    if (j->is_url)
+        snprintf(whitelist, sizeof whitelist, "%s,tcp,tls,crypto", js->cfg->allowed_protocols);
+    else
+        snprintf(whitelist, sizeof whitelist, "file");
+    mp.protocol_whitelist = whitelist;
+    mp.stop = &j->cancel;
+    vg_media *m = NULL;
+    int rc = vg_media_open(j->resolved, &mp, &m, err, sizeof err);
+    if (rc < 0) {
+        fail_job(js, j, rc, "open", err);
+        return;
+    }
+    vg_sample_params sp = sample_params(js, j);
+    progress_ctx pc = {js, j, -1};
+    rc = vg_media_read_video(m, &sp, on_decode_progress, &pc, &j->w_video, err, sizeof err);
+    vg_media_close(m);
+    if (rc < 0) {
+        fail_job(js, j, rc, "decode", err);
+        return;
+    }
+    const vg_model_info *mi = js->mi;
+    vg_video *v = j->w_video;
+    rc = vg_patchify(v->rgb, v->T, v->H, v->W, mi->patch_size, mi->temporal_patch_size,
+                     mi->spatial_merge_size, mi->image_mean, mi->image_std, &j->w_patches,
+                     &j->w_rows, &j->w_cols);
+    if (rc < 0) {
+        fail_job(js, j, rc, "patchify", "");
+        return;
+    }
+    free(v->rgb); /* the patches are all the model needs; the plan stays for the prompt */
+    v->rgb = NULL;
+    j->w_timings.decode_ms = vg_now_ms() - t0;
+    j->w_timings.frames = v->T;
+    if (atomic_load(&j->cancel)) {
+        fail_job(js, j, VG_ECANCELED, "decode", "");
+        return;
+    }
+    if (vg_queue_push(js->infer_q, j, -1) < 0)
+        fail_job(js, j, VG_ECANCELED, "decode", "");
+}
+
+static void *decoder_main(void *arg)
+{
+    vg_jobs *js = arg;
+    void *item;
+    while (vg_queue_pop(js->decode_q, &item, -1) == 0) {
+        job *j = item;
+        if (atomic_load(&j->cancel))
+            post_done(js, j, VG_ECANCELED, cancel_code(j), "cancelled before it started");
+        else
+            decode_job(js, j);
+    }
+    return NULL;
+}
+
+static int tokenize(void *opaque, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+    return vg_tokenizer_encode(opaque, text, len, 0, ids, n);
+}
+
+typedef struct gen_ctx {
+    vg_jobs *js;
+    job *j;
+} gen_ctx;
+
+static int on_token(int32_t id, const char *text, size_t len, void *opaque)
+{
+    gen_ctx *g = opaque;
+    job *j = g->j;
+    if (len) {
+        size_t need = j->w_len + len + 1;
+        if (need > j->w_cap) {
+            size_t cap = VG_MAX(need, j->w_cap * 2 + 256);
+            char *p = realloc(j->w_text, cap);
+            if (!p)
+                return 1;
+            j->w_text = p;
+            j->w_cap = cap;
+        }
+        memcpy(j->w_text + j->w_len, text, len);
+        j->w_len += len;
+        j->w_text[j->w_len] = 0;
+    }
+    jmsg *m = calloc(1, sizeof *m);
+    if (m) {
+        m->type = MSG_TOKEN;
+        m->j = j;
+        m->seq = j->w_seq++;
+        m->text = malloc(len + 1);
+        if (m->text) {
+            memcpy(m->text, text, len);
+            m->text[len] = 0;
+            m->len = len;
+        }
+        post(g->js, m);
+    }
+    return atomic_load(&j->cancel) != 0;
+}
+
+static void infer_job(vg_jobs *js, job *j)
+{
+    char err[512] = "";
+    const vg_model_info *mi = js->mi;
+    const vg_plan *plan = j->w_video->plan;
+    int gt = plan->grid_t, gh = plan->grid_h, gw = plan->grid_w;
+    int merge = mi->spatial_merge_size;
+    size_t slice_rows = (size_t)gh * gw;
+    vg_vision_out **vo = calloc((size_t)gt, sizeof *vo);
+    vg_prompt *prompt = NULL;
+    vg_seq *seq = NULL;
+    float *embeds = NULL, *deep = NULL, *logits = NULL;
+    int rc = 0;
+    const char *stage = "encode";
+    if (!vo) {
+        rc = VG_ENOMEM;
+        goto out;
+    }
+    if ((size_t)gt * slice_rows != j->w_rows) {
+        rc = vg_fail(err, sizeof err, VG_EINVAL, "patch rows %zu do not match the grid %dx%dx%d",
+                     j->w_rows, gt, gh, gw);
+        goto out;
+    }
+    post_simple(js, j, MSG_PROGRESS, "encode", 0);
+    double t0 = vg_now_ms();
+    size_t n_vis = 0;
+    for (int t = 0; t < gt; t++) {
+        rc = vg_model_encode_slice(js->model, j->w_patches + (size_t)t * slice_rows * j->w_cols, gh,
+                                   gw, &j->cancel, &vo[t], err, sizeof err);
+        if (rc < 0)
+            goto out;
+        n_vis += (size_t)vo[t]->n_tokens;
+        post_simple(js, j, MSG_PROGRESS, "encode", (t + 1) * 100 / gt);
+    }
+    free(j->w_patches);
+    j->w_patches = NULL;
+    j->w_timings.encode_ms = vg_now_ms() - t0;
+
+    stage = "prompt";
+    vg_chat chat = {j->system, NULL, j->question};
+    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
+                         mi->vision_end_token_id, mi->video_token_id};
+    rc = vg_prompt_build(&chat, plan, merge, &ids, tokenize, (void *)vg_model_tokenizer(js->model),
+                         &prompt, err, sizeof err);
+    if (rc < 0)
+        goto out;
+    if (prompt->n_video_tokens != n_vis) {
+        rc = vg_fail(err, sizeof err, VG_EINVAL, "the prompt has %zu video tokens, the encoder %zu",
+                     prompt->n_video_tokens, n_vis);
+        goto out;
+    }
+    j->w_timings.video_tokens = (int)n_vis;
+    j->w_timings.prompt_tokens = (int)prompt->n;
+
+    /* Concatenate the slices: embeds [n_vis][dim], deepstack [n_ds][n_vis][dim]. */
+    int dim = vo[0]->dim, n_ds = vo[0]->n_deepstack;
+    size_t bytes;
+    if (vg_mul_size(n_vis * (size_t)dim, sizeof(float), &bytes) < 0) {
+        rc = VG_ERANGE;
+        goto out;
+    }
+    embeds = malloc(bytes ? bytes : 1);
+    deep = n_ds > 0 ? malloc(bytes * (size_t)n_ds) : NULL;
+    if (!embeds || (n_ds > 0 && !deep)) {
+        rc = VG_ENOMEM;
+        goto out;
+    }
+    size_t off = 0;
+    for (int t = 0; t < gt; t++) {
+        size_t rows = (size_t)vo[t]->n_tokens * (size_t)dim;
+        memcpy(embeds + off, vo[t]->embeds, rows * sizeof(float));
+        for (int k = 0; k < n_ds; k++)
+            memcpy(deep + (size_t)k * n_vis * dim + off, vo[t]->deepstack + (size_t)k * rows,
+                   rows * sizeof(float));
+        off += rows;
+        vg_vision_out_free(vo[t]);
+        vo[t] = NULL;
+    }
+
+    stage = "prefill";
+    post_simple(js, j, MSG_PROGRESS, "prefill", 0);
+    t0 = vg_now_ms();
+    vg_gen_params gp = vg_model_default_gen_params(js->model);
+    const vg_req_generation *g = &j->gen;
+    gp.max_new_tokens = j->max_new_tokens;
+    if (g->has_temperature)
+        gp.temperature = (float)g->temperature;
+    if (g->has_top_k)
+        gp.top_k = g->top_k;
+    if (g->has_top_p)
+        gp.top_p = (float)g->top_p;
+    if (g->has_seed)
+        gp.seed = g->seed;
+    if (g->has_greedy)
+        gp.do_sample = !g->greedy;
+    if (g->has_repetition_penalty)
+        gp.repetition_penalty = (float)g->repetition_penalty;
+    if (g->has_presence_penalty)
+        gp.presence_penalty = (float)g->presence_penalty;
+    rc = vg_seq_create(js->model, prompt->n + (size_t)gp.max_new_tokens + 1, &seq, err, sizeof err);
+    if (rc < 0)
+        goto out;
+    logits = malloc((size_t)mi->vocab_size * sizeof(float));
+    if (!logits) {
+        rc = VG_ENOMEM;
+        goto out;
+    }
+    vg_prefill_input in = {prompt->ids, prompt->n, prompt->pos, embeds, deep, n_vis};
+    rc = vg_seq_prefill(seq, &in, logits, 0, &j->cancel, err, sizeof err);
+    if (rc < 0)
+        goto out;
+    j->w_timings.prefill_ms = vg_now_ms() - t0;
+    free(embeds);
+    free(deep);
+    embeds = deep = NULL;
+    post_simple(js, j, MSG_PROGRESS, "prefill", 100);
+
+    stage = "generate";
+    post_simple(js, j, MSG_PROGRESS, "generate", 0);
+    t0 = vg_now_ms();
+    gen_ctx gc = {js, j};
+    rc = vg_generate(seq, &gp, logits, prompt->rope_delta, on_token, &gc, &j->cancel, NULL, NULL,
+                     err, sizeof err);
+    j->w_timings.generate_ms = vg_now_ms() - t0;
+    if (rc == 0 && atomic_load(&j->cancel))
+        rc = VG_ECANCELED; /* the callback stopped it */
+out:
+    if (vo)
+        for (int t = 0; t < gt; t++)
+            vg_vision_out_free(vo[t]);
+    free(vo);
+    free(embeds);
+    free(deep);
+    free(logits);
+    vg_seq_free(seq);
+    vg_prompt_free(prompt);
+    if (rc < 0)
+        fail_job(js, j, rc, stage, err);
+    else
+        post_done(js, j, 0, NULL, NULL);
+}
+
+static void *infer_main(void *arg)
+{
+    vg_jobs *js = arg;
+    void *item;
+    while (vg_queue_pop(js->infer_q, &item, -1) == 0) {
+        job *j = item;
+        if (atomic_load(&j->cancel))
+            fail_job(js, j, VG_ECANCELED, "encode", "");
+        else
+            infer_job(js, j);
+    }
+    return NULL;
+}
+
+/* ===================================================================================================
+ * Loop side.
+ */
+static void text_append(job *j, const char *s, size_t n)
+{
+    size_t need = j->text_len + n + 1;
+    if (need > j->text_cap) {
+        size_t cap = VG_MAX(need, j->text_cap * 2 + 256);
+        char *p = realloc(j->text, cap);
+        if (!p)
+            return;
+        j->text = p;
+        j->text_cap = cap;
+    }
+    memcpy(j->text + j->text_len, s, n);
+    j->text_len += n;
+    j->text[j->text_len] = 0;
+}
+
+static void check_idle(vg_jobs *js);
+
+static void handle_msg(vg_jobs *js, jmsg *m)
+{
+    job *j = m->j;
+    cJSON *p;
+    switch (m->type) {
+    case MSG_STARTED:
+        if (j->state == ST_QUEUED) {
+            j->state = ST_RUNNING;
+            j->started = unix_now();
+            js->n_queued--;
+            js->n_running++;
+        }
+        snprintf(j->stage, sizeof j->stage, "%s", m->stage);
+        j->percent = 0;
+        p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "job", j->id);
+        cJSON_AddStringToObject(p, "state", "running");
+        publish(js, j, "state", p);
+        break;
+    case MSG_PROGRESS:
+        snprintf(j->stage, sizeof j->stage, "%s", m->stage);
+        j->percent = m->percent;
+        p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "job", j->id);
+        cJSON_AddStringToObject(p, "stage", m->stage);
+        cJSON_AddNumberToObject(p, "percent", m->percent);
+        publish(js, j, "progress", p);
+        break;
+    case MSG_TOKEN:
+        if (m->text)
+            text_append(j, m->text, m->len);
+        j->n_tokens = m->seq + 1;
+        p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "job", j->id);
+        cJSON_AddNumberToObject(p, "seq", m->seq);
+        cJSON_AddStringToObject(p, "text", m->text ? m->text : "");
+        publish(js, j, "token", p);
+        break;
+    case MSG_DONE:
+        if (j->state == ST_QUEUED)
+            js->n_queued--;
+        else if (j->state == ST_RUNNING)
+            js->n_running--;
+        js->n_active--;
+        j->in_worker = 0;
+        j->finished = unix_now();
+        j->timings = m->timings;
+        if (m->text) {
+            free(j->text);
+            j->text = m->text;
+            j->text_len = j->text_cap = m->len;
+            m->text = NULL;
+        }
+        if (m->status == 0)
+            j->state = ST_COMPLETED;
+        else if (m->status == VG_ECANCELED && strcmp(m->code, "deadline") != 0)
+            j->state = ST_CANCELLED;
+        else
+            j->state = ST_FAILED;
+        if (m->code[0]) {
+            snprintf(j->err_code, sizeof j->err_code, "%s", m->code);
+            free(j->err_msg);
+            j->err_msg = m->errmsg;
+            m->errmsg = NULL;
+        }
+        cJSON_Delete(j->events);
+        j->events = m->events ? m->events : cJSON_CreateArray();
+        m->events = NULL;
+        j->stage[0] = 0;
+        journal_job(js, j);
+        p = job_json(j, 1);
+        publish(js, j, "done", p);
+        vg_log(VG_LOG_INFO, MOD, "job %s %s (%d tokens)", j->id, state_names[j->state],
+               j->n_tokens);
+        break;
+    }
+    msg_free(m);
+}
+
+static void on_async(uv_async_t *a)
+{
+    vg_jobs *js = a->data;
+    void *item;
+    while (vg_queue_pop(js->msgs, &item, 0) == 0)
+        handle_msg(js, item);
+    check_idle(js);
+}
+
+static void prune(vg_jobs *js)
+{
+    double now = unix_now();
+    double ttl = js->cfg->result_ttl_s;
+    job **pp = &js->head;
+    int i = 0;
+    while (*pp) {
+        job *j = *pp;
+        /* Newest first: beyond MAX_RETAINED the oldest finished results go first. */
+        int expired =
+            is_final(j->state) && !j->in_worker && (now - j->finished > ttl || i++ >= MAX_RETAINED);
+        if (expired) {
+            *pp = j->next;
+            js->n_jobs--;
+            job_free(j);
+        } else {
+            pp = &j->next;
+        }
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    vg_jobs *js = t->data;
+    double now = vg_now_ms();
+    for (job *j = js->head; j; j = j->next)
+        if (j->in_worker && now > j->deadline_mono_ms && !atomic_load(&j->cancel)) {
+            atomic_store(&j->cancel, CANCEL_DEADLINE);
+            vg_log(VG_LOG_NOTICE, MOD, "job %s passed its deadline", j->id);
+        }
+    prune(js);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    vg_jobs *js = h->data;
+    if (++js->handles_closed == 2 && js->on_idle)
+        js->on_idle(js->on_idle_opaque);
+}
+
+static void check_idle(vg_jobs *js)
+{
+    if (!js->stopping || js->n_active > 0 || js->handles_closed ||
+        uv_is_closing((uv_handle_t *)&js->timer))
+        return;
+    uv_close((uv_handle_t *)&js->async, on_closed);
+    uv_close((uv_handle_t *)&js->timer, on_closed);
+}
+
+void vg_jobs_shutdown(vg_jobs *js, void (*done)(void *opaque), void *opaque)
+{
+    js->stopping = 1;
+    js->on_idle = done;
+    js->on_idle_opaque = opaque;
+    for (job *j = js->head; j; j = j->next)
+        if (j->in_worker)
+            atomic_store(&j->cancel, CANCEL_SHUTDOWN);
+    check_idle(js);
+}
+
+/* ===================================================================================================
+ * Requests.
+ */
+static int same_request(const job *j, const vg_request *r)
+{
+    return j->video && j->question && !strcmp(j->video, r->video) &&
+           !strcmp(j->question, r->question);
+}
+
+static void reply_job_accepted(cJSON *reply, const job *j, int existing)
+{
+    cJSON_AddStringToObject(reply, "job", j->id);
+    cJSON_AddStringToObject(reply, "state", state_names[j->state]);
+    cJSON_AddBoolToObject(reply, "existing", existing);
+    char topic[VG_ID_MAX + 8];
+    snprintf(topic, sizeof topic, "job/%s/", j->id);
+    cJSON_AddStringToObject(reply, "topic", topic);
+}
+
+static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char **wire, char *err,
+                      size_t errlen)
+{
+    /* A repeated request (the REQ socket's automatic resend, or a client retrying) returns the job
+     * it already started. */
+    job *dup = NULL;
+    if (r->job[0])
+        dup = find_job(js, r->job);
+    else if (r->has_id)
+        for (job *j = js->head; j && !dup; j = j->next)
+            if (!strcmp(j->req_id, r->id) && same_request(j, r))
+                dup = j;
+    if (dup) {
+        if (!same_request(dup, r)) {
+            *wire = VG_WIRE_CONFLICT;
+            return vg_fail(err, errlen, VG_EEXIST,
+                           "job '%s' already exists for a different video or question", r->job);
+        }
+        reply_job_accepted(reply, dup, 1);
+        return 0;
+    }
+    if (js->stopping) {
+        *wire = VG_WIRE_SHUTTING;
+        return vg_fail(err, errlen, VG_EAGAIN, "the daemon is shutting down");
+    }
+    if (js->n_active >= js->cfg->max_queued_jobs) {
+        *wire = VG_WIRE_BUSY;
+        return vg_fail(err, errlen, VG_EBUSY,
+                       "%d jobs are queued or running (max_queued_jobs); "
+                       "try again later",
+                       js->n_active);
+    }
+    char resolved[4200];
+    int is_url = 0;
+    char perr[512];
+    int rc = vg_media_policy_check(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
+                                   js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
+                                   sizeof resolved, &is_url, perr, sizeof perr);
+    if (rc < 0) {
+        *wire = rc == VG_ENOENT   ? VG_WIRE_NOT_FOUND
+                : rc == VG_EINVAL ? VG_WIRE_BAD_REQUEST
+                                  : VG_WIRE_FORBIDDEN;
+        return vg_fail(err, errlen, rc, "%s", perr);
+    }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        *wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    if (r->job[0])
+        snprintf(j->id, sizeof j->id, "%s", r->job);
+    else
+        do {
+            snprintf(j->id, sizeof j->id, "%llx-%x", (unsigned long long)(unix_now() * 1000),
+                     ++js->counter);
+        } while (find_job(js, j->id));
+    snprintf(j->req_id, sizeof j->req_id, "%s", r->id);
+    j->video = strdup(r->video);
+    j->resolved = strdup(resolved);
+    j->question = strdup(r->question);
+    j->system = r->system ? strdup(r->system) : NULL;
+    j->is_url = is_url;
+    j->sampling = r->sampling;
+    j->gen = r->gen;
+    j->max_new_tokens =
+        r->gen.has_max_new_tokens ? r->gen.max_new_tokens : js->cfg->default_max_new_tokens;
+    j->deadline_s = r->deadline_s > 0 ? r->deadline_s : js->cfg->job_deadline_s;
+    j->deadline_mono_ms = vg_now_ms() + j->deadline_s * 1000.0;
+    j->created = unix_now();
+    j->state = ST_QUEUED;
+    atomic_init(&j->cancel, CANCEL_NONE);
+    if (!j->video || !j->resolved || !j->question || (r->system && !j->system)) {
+        job_free(j);
+        *wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    if (vg_queue_push(js->decode_q, j, 0) < 0) {
+        job_free(j);
+        *wire = VG_WIRE_BUSY;
+        return vg_fail(err, errlen, VG_EBUSY, "the decode queue is full; try again later");
+    }
+    j->in_worker = 1;
+    j->next = js->head;
+    js->head = j;
+    js->n_jobs++;
+    js->n_active++;
+    js->n_queued++;
+    journal_job(js, j);
+    vg_log(VG_LOG_INFO, MOD, "job %s queued: %s", j->id, j->video);
+    reply_job_accepted(reply, j, 0);
+    return 0;
+}
+
+int vg_jobs_handle(vg_jobs *js, const vg_request *r, cJSON *reply, const char **wire, char *err,
+                   size_t errlen)
+{
+    job *j;
+    switch (r->op) {
+    case VG_OP_ASK:
+        return handle_ask(js, r, reply, wire, err, errlen);
+    case VG_OP_JOB:
+    case VG_OP_CANCEL:
+        j = find_job(js, r->job);
+        if (!j) {
+            *wire = VG_WIRE_NOT_FOUND;
+            return vg_fail(err, errlen, VG_ENOENT,
+                           "no job '%s' (finished results are kept for "
+                           "result_ttl_s)",
+                           r->job);
+        }
+        if (r->op == VG_OP_CANCEL) {
+            if (!is_final(j->state) && !atomic_load(&j->cancel))
+                atomic_store(&j->cancel, CANCEL_USER);
+            cJSON_AddStringToObject(reply, "job", j->id);
+            cJSON_AddStringToObject(reply, "state",
+                                    is_final(j->state) ? state_names[j->state] : "cancelling");
+            return 0;
+        }
+        cJSON_AddItemToObject(reply, "job", job_json(j, 1));
+        return 0;
+    case VG_OP_JOBS: {
+        cJSON *arr = cJSON_AddArrayToObject(reply, "jobs");
+        int n = 0;
+        for (j = js->head; j && n < r->limit; j = j->next, n++)
+            cJSON_AddItemToArray(arr, job_json(j, 0));
+        cJSON_AddNumberToObject(reply, "total", js->n_jobs);
+        return 0;
+    }
+    case VG_OP_SYNC: {
+        /* Lets a subscriber learn that its subscription is live before it asks. */
+        job tmp;
+        memset(&tmp, 0, sizeof tmp);
+        snprintf(tmp.id, sizeof tmp.id, "%s", r->job);
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "job", r->job);
+        publish(js, &tmp, "sync", p);
+        cJSON_AddStringToObject(reply, "job", r->job);
+        return 0;
+    }
+    case VG_OP_INFO:
+        break;
+    }
+    *wire = VG_WIRE_INTERNAL;
+    return vg_fail(err, errlen, VG_EINVAL, "op not handled by the job manager");
+}
+
+void vg_jobs_counts(const vg_jobs *js, int *queued, int *running, int *retained)
+{
+    *queued = js->n_queued;
+    *running = js->n_running;
+    *retained = js->n_jobs;
+}
+
+/* ===================================================================================================
+ * Journal restore and snapshot (start-up, before the loop runs).
+ */
+static enum job_state parse_state(const char *s)
+{
+    for (int i = 0; i < (int)VG_ARRAY_LEN(state_names); i++)
+        if (s && !strcmp(s, state_names[i]))
+            return (enum job_state)i;
+    return ST_FAILED;
+}
+
+void vg_jobs_restore(vg_jobs *js, const char *json, size_t len)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const char *id = o ? str_of(o, "job") : NULL;
+    if (!id || !vg_proto_valid_job_id(id)) {
+        vg_log(VG_LOG_WARNING, MOD, "journal: skipping a record without a valid job id");
+        cJSON_Delete(o);
+        return;
+    }
+    job *j = find_job(js, id);
+    if (!j) {
+        j = calloc(1, sizeof *j);
+        if (!j) {
+            cJSON_Delete(o);
+            return;
+        }
+        snprintf(j->id, sizeof j->id, "%s", id);
+        j->next = js->head;
+        js->head = j;
+        js->n_jobs++;
+    }
+    const char *s;
+    if ((s = str_of(o, "request")) && strlen(s) <= VG_ID_MAX)
+        snprintf(j->req_id, sizeof j->req_id, "%s", s);
+    free(j->video);
+    free(j->question);
+    j->video = strdup((s = str_of(o, "video")) ? s : "");
+    j->question = strdup((s = str_of(o, "question")) ? s : "");
+    j->state = parse_state(str_of(o, "state"));
+    j->created = num_of(o, "created");
+    j->started = num_of(o, "started");
+    j->finished = num_of(o, "finished");
+    j->n_tokens = (int)num_of(o, "n_tokens");
+    free(j->text);
+    j->text = strdup((s = str_of(o, "text")) ? s : "");
+    j->text_len = j->text_cap = j->text ? strlen(j->text) : 0;
+    cJSON_Delete(j->events);
+    cJSON *ev = cJSON_DetachItemFromObjectCaseSensitive(o, "events");
+    j->events = cJSON_IsArray(ev) ? ev : (cJSON_Delete(ev), cJSON_CreateArray());
+    j->err_code[0] = 0;
+    free(j->err_msg);
+    j->err_msg = NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    if (cJSON_IsObject(e)) {
+        snprintf(j->err_code, sizeof j->err_code, "%s", (s = str_of(e, "code")) ? s : "failed");
+        j->err_msg = strdup((s = str_of(e, "message")) ? s : "");
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "timings");
+    if (cJSON_IsObject(t)) {
+        j->timings.decode_ms = num_of(t, "decode_ms");
+        j->timings.encode_ms = num_of(t, "encode_ms");
+        j->timings.prefill_ms = num_of(t, "prefill_ms");
+        j->timings.generate_ms = num_of(t, "generate_ms");
+        j->timings.frames = (int)num_of(t, "frames");
+        j->timings.video_tokens = (int)num_of(t, "video_tokens");
+        j->timings.prompt_tokens = (int)num_of(t, "prompt_tokens");
+    }
+    cJSON_Delete(o);
+}
+
+int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n)
+{
+    double now = unix_now();
+    for (job *j = js->head; j; j = j->next)
+        if (!is_final(j->state)) {
+            j->state = ST_FAILED;
+            j->finished = now;
+            snprintf(j->err_code, sizeof j->err_code, "interrupted");
+            free(j->err_msg);
+            j->err_msg = strdup("the daemon stopped before the job finished");
+        }
+    prune(js);
+    char **out = calloc((size_t)js->n_jobs + 1, sizeof *out);
+    if (!out)
+        return VG_ENOMEM;
+    /* The table is newest first; the journal is oldest first. */
+    size_t k = (size_t)js->n_jobs;
+    for (job *j = js->head; j; j = j->next) {
+        cJSON *o = job_json(j, 1);
+        out[--k] = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        if (!out[k]) {
+            for (size_t i = 0; i < (size_t)js->n_jobs; i++)
+                free(out[i]);
+            free(out);
+            return VG_ENOMEM;
+        }
+    }
+    *lines = out;
+    *n = (size_t)js->n_jobs;
+    return 0;
+}
+
+/* ===================================================================================================
+ * Life cycle.
+ */
+void vg_jobs_set_journal(vg_jobs *js, vg_journal *j)
+{
+    js->journal = j;
+}
+
+void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc)
+{
+    js->ipc = ipc;
+}
+
+int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t errlen)
+{
+    vg_jobs *js = calloc(1, sizeof *js);
+    if (!js)
+        return VG_ENOMEM;
+    js->loop = p->loop;
+    js->model = p->model;
+    js->mi = vg_model_get_info(p->model);
+    js->cfg = p->cfg;
+    js->journal = p->journal;
+    int rc;
+    size_t qcap = (size_t)VG_MAX(p->cfg->max_queued_jobs, 1024);
+    if ((rc = vg_queue_create(MSG_QUEUE_CAP, &js->msgs)) < 0 ||
+        (rc = vg_queue_create(qcap, &js->decode_q)) < 0 ||
+        (rc = vg_queue_create(qcap, &js->infer_q)) < 0) {
+        vg_jobs_destroy(js);
+        return vg_fail(err, errlen, rc, "cannot create the job queues");
+    }
+    uv_async_init(p->loop, &js->async, on_async);
+    js->async.data = js;
+    uv_timer_init(p->loop, &js->timer);
+    js->timer.data = js;
+    uv_timer_start(&js->timer, on_timer, 100, 100);
+    js->decoders = calloc((size_t)p->cfg->max_concurrent_decodes, sizeof *js->decoders);
+    if (!js->decoders) {
+        vg_jobs_destroy(js);
+        return VG_ENOMEM;
+    }
+    for (int i = 0; i < p->cfg->max_concurrent_decodes; i++) {
+        if ((rc = pthread_create(&js->decoders[i], NULL, decoder_main, js)) != 0) {
+            vg_jobs_destroy(js);
+            return vg_fail(err, errlen, -rc, "cannot start a decode thread");
+        }
+        js->n_decoders++;
+    }
+    if ((rc = pthread_create(&js->infer, NULL, infer_main, js)) != 0) {
+        vg_jobs_destroy(js);
+        return vg_fail(err, errlen, -rc, "cannot start the inference thread");
+    }
+    js->infer_started = 1;
+    *out = js;
+    return 0;
+}
+
+void vg_jobs_destroy(vg_jobs *js)
+{
+    if (!js)
+        return;
+    if (js->decode_q)
+        vg_queue_close(js->decode_q);
+    if (js->infer_q)
+        vg_queue_close(js->infer_q);
+    for (int i = 0; i < js->n_decoders; i++)
+        pthread_join(js->decoders[i], NULL);
+    if (js->infer_started)
+        pthread_join(js->infer, NULL);
+    free(js->decoders);
+    void *item;
+    if (js->msgs) {
+        while (vg_queue_pop(js->msgs, &item, 0) == 0)
+            msg_free(item);
+        vg_queue_destroy(js->msgs);
+    }
+    vg_queue_destroy(js->decode_q);
+    vg_queue_destroy(js->infer_q);
+    while (js->head) {
+        job *j = js->head;
+        js->head = j->next;
+        job_free(j);
+    }
+    free(js);
+}

@@ -1,0 +1,56 @@
+/*
+ * jobs.h: vigild's job manager (private to daemon/). Owns the job table, the decode thread pool,
+ * the inference thread and the uv_async that brings their results back to the loop.
+ *
+ * Threads: every function here runs on the loop thread. The workers never touch loop-owned state;
+ * they report through messages that the async callback drains.
+ */
+#ifndef VG_DAEMON_JOBS_H
+#define VG_DAEMON_JOBS_H
+
+#include "daemon.h"
+#include "ipc.h"
+#include "model.h"
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+typedef struct vg_jobs vg_jobs;
+
+typedef struct vg_jobs_params {
+    uv_loop_t *loop;
+    vg_model *model;      /* borrowed; outlives the manager */
+    const vg_config *cfg; /* borrowed; the loop may replace its live fields on SIGHUP */
+    vg_journal *journal;  /* borrowed; may be NULL before it is opened */
+} vg_jobs_params;
+
+/* Creates the manager and starts max_concurrent_decodes decode threads and the inference thread.
+ */
+int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t errlen);
+
+/* Start-up, before the loop runs: feeds one journal record (newest last). */
+void vg_jobs_restore(vg_jobs *js, const char *json, size_t len);
+/* Start-up: the JSON lines a compacted journal keeps (each a malloc'd string), newest state of
+ * every job still within result_ttl; jobs that were queued or running when the daemon stopped
+ * become failed with code "interrupted". The caller frees the strings and the array. */
+int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n);
+void vg_jobs_set_journal(vg_jobs *js, vg_journal *j);
+void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc);
+
+/* Handles ask, job, jobs, cancel and sync. Adds the reply's fields to reply (an object that
+ * already holds v and id) and returns 0, or returns a negative code with *wire_code and a sentence
+ * in err for an error reply. */
+int vg_jobs_handle(vg_jobs *js, const vg_request *req, cJSON *reply, const char **wire_code,
+                   char *err, size_t errlen);
+
+/* Counts for `info`. */
+void vg_jobs_counts(const vg_jobs *js, int *queued, int *running, int *retained);
+
+/* Graceful stop: refuses new jobs, cancels every queued and running job, and calls done(opaque)
+ * on the loop once no worker holds a job any more (at once if none does). */
+void vg_jobs_shutdown(vg_jobs *js, void (*done)(void *opaque), void *opaque);
+
+/* After the loop has stopped: stops and joins the threads, frees everything. NULL is a no-op. */
+void vg_jobs_destroy(vg_jobs *js);
+
+#endif

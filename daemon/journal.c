@@ -1,0 +1,297 @@
+/*
+ * journal.c: the durable record of jobs, so results survive a restart.
+ *
+ * Format: one record per line, "XXXXXXXX <json>\n", XXXXXXXX the CRC-32 of <json> in lower-case
+ * hex. Appends only ever add whole lines after a newline, so a crash can leave at most one torn
+ * line at the end; load skips it (no trailing newline) and any line whose checksum does not match.
+ * The daemon rewrites the journal on start (compaction: the newest record of each live job),
+ * through a temporary file, fsync, rename and a directory fsync, so either the old or the new file
+ * survives.
+ *
+ * Threads: vg_journal_append runs on the loop thread and only pushes onto a bounded queue; the
+ * writer thread pops everything queued, writes it and fsyncs once per batch (group commit).
+ * vg_journal_load / vg_journal_rewrite run at start-up, before the loop.
+ */
+#include "daemon.h"
+
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MOD       "journal"
+#define QUEUE_CAP 8192
+
+struct vg_journal {
+    int fd;
+    vg_queue *q;
+    pthread_t thread;
+    char path[4096];
+};
+
+typedef struct rec {
+    size_t len;
+    char line[]; /* "XXXXXXXX json\n" */
+} rec;
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+uint32_t vg_crc32(const void *data, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+    const unsigned char *p = data;
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+int vg_journal_load(const char *path, void (*cb)(const char *json, size_t len, void *opaque),
+                    void *opaque, vg_journal_stats *stats, char *err, size_t errlen)
+{
+    vg_journal_stats st = {0};
+    char *data = NULL;
+    size_t len = 0;
+    char e2[256];
+    int rc = vg_read_file(path, (size_t)1 << 31, &data, &len, e2, sizeof e2);
+    if (rc == VG_ENOENT) {
+        if (stats)
+            *stats = st;
+        return 0;
+    }
+    if (rc < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
+    size_t pos = 0;
+    while (pos < len) {
+        char *line = data + pos;
+        char *nl = memchr(line, '\n', len - pos);
+        if (!nl) {
+            st.torn++; /* the last write did not finish */
+            break;
+        }
+        size_t n = (size_t)(nl - line);
+        pos += n + 1;
+        if (n == 0)
+            continue;
+        uint32_t want = 0;
+        int ok = n >= 10 && line[8] == ' ';
+        for (int i = 0; ok && i < 8; i++) {
+            int h = hexval(line[i]);
+            ok = h >= 0;
+            want = want << 4 | (uint32_t)(h < 0 ? 0 : h);
+        }
+        if (!ok || vg_crc32(line + 9, n - 9) != want) {
+            st.bad_crc++;
+            continue;
+        }
+        *nl = 0;
+        st.good++;
+        cb(line + 9, n - 9, opaque);
+    }
+    free(data);
+    if (stats)
+        *stats = st;
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static rec *make_rec(const char *json, size_t len)
+{
+    rec *r = malloc(sizeof *r + len + 11);
+    if (!r)
+        return NULL;
+    snprintf(r->line, 10, "%08x", vg_crc32(json, len));
+    r->line[8] = ' ';
+    memcpy(r->line + 9, json, len);
+    r->line[9 + len] = '\n';
+    r->len = len + 10;
+    return r;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    int dfd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -errno;
+    int rc = fsync(dfd) ? -errno : 0;
+    close(dfd);
+    return rc;
+}
+
+int vg_journal_rewrite(const char *path, char *const *lines, size_t n, char *err, size_t errlen)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return vg_fail(err, errlen, VG_EINVAL, "journal path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vg_fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t len = strlen(lines[i]);
+        if (memchr(lines[i], '\n', len)) {
+            rc = VG_EINVAL;
+            break;
+        }
+        rec *r = make_rec(lines[i], len);
+        if (!r) {
+            rc = VG_ENOMEM;
+            break;
+        }
+        rc = write_all(fd, r->line, r->len);
+        free(r);
+    }
+    if (!rc && fsync(fd))
+        rc = -errno;
+    close(fd);
+    if (!rc && rename(tmp, path))
+        rc = -errno;
+    if (!rc)
+        rc = fsync_dir_of(path);
+    if (rc) {
+        unlink(tmp);
+        return vg_fail(err, errlen, rc, "cannot rewrite %s: %s", path, vg_strerror(rc));
+    }
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    vg_journal *j = arg;
+    for (;;) {
+        void *item;
+        int rc = vg_queue_pop(j->q, &item, -1);
+        if (rc == VG_EPIPE)
+            break;
+        if (rc < 0)
+            continue;
+        /* Group commit: write what is queued now, then one fsync. */
+        int n = 0;
+        do {
+            rec *r = item;
+            int w = write_all(j->fd, r->line, r->len);
+            if (w < 0)
+                vg_log(VG_LOG_ERR, MOD, "write to %s failed: %s", j->path, strerror(-w));
+            free(r);
+            n++;
+        } while (n < 1024 && vg_queue_pop(j->q, &item, 0) == 0);
+        if (fdatasync(j->fd))
+            vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
+    }
+    return NULL;
+}
+
+int vg_journal_open(const char *path, vg_journal **out, char *err, size_t errlen)
+{
+    vg_journal *j = calloc(1, sizeof *j);
+    if (!j)
+        return VG_ENOMEM;
+    snprintf(j->path, sizeof j->path, "%s", path);
+    j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (j->fd < 0) {
+        int e = errno;
+        free(j);
+        return vg_fail(err, errlen, -e, "cannot open %s: %s", path, strerror(e));
+    }
+    /* If the file ends in a torn line, start on a fresh line so the next record stays intact. */
+    struct stat st;
+    if (fstat(j->fd, &st) == 0 && st.st_size > 0) {
+        int rfd = open(path, O_RDONLY | O_CLOEXEC);
+        char last = '\n';
+        if (rfd >= 0) {
+            if (pread(rfd, &last, 1, st.st_size - 1) != 1)
+                last = '\n';
+            close(rfd);
+        }
+        if (last != '\n')
+            write_all(j->fd, "\n", 1);
+    }
+    int rc = vg_queue_create(QUEUE_CAP, &j->q);
+    if (rc < 0) {
+        close(j->fd);
+        free(j);
+        return vg_fail(err, errlen, rc, "cannot create the journal queue");
+    }
+    if ((rc = pthread_create(&j->thread, NULL, writer_main, j)) != 0) {
+        vg_queue_destroy(j->q);
+        close(j->fd);
+        free(j);
+        return vg_fail(err, errlen, -rc, "cannot start the journal thread");
+    }
+    *out = j;
+    return 0;
+}
+
+int vg_journal_append(vg_journal *j, const char *json, size_t len)
+{
+    if (!j || !json || memchr(json, '\n', len))
+        return VG_EINVAL;
+    rec *r = make_rec(json, len);
+    if (!r)
+        return VG_ENOMEM;
+    int rc = vg_queue_push(j->q, r, 0);
+    if (rc < 0) {
+        vg_log(VG_LOG_ERR, MOD, "journal queue full; a record is lost");
+        free(r);
+    }
+    return rc;
+}
+
+void vg_journal_close(vg_journal *j)
+{
+    if (!j)
+        return;
+    vg_queue_close(j->q);
+    pthread_join(j->thread, NULL);
+    void *item;
+    while (vg_queue_pop(j->q, &item, 0) == 0)
+        free(item);
+    if (fsync(j->fd))
+        vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
+    close(j->fd);
+    vg_queue_destroy(j->q);
+    free(j);
+}

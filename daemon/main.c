@@ -1,0 +1,557 @@
+/*
+ * main.c: vigild, the vigil daemon.
+ *
+ * Start-up (main thread, before the loop): options and config file, runtime and state
+ * directories, a lock file so only one daemon owns the sockets, the journal (load, compact, open),
+ * the model (loaded once), the job manager's threads, the sockets, signals and the systemd
+ * watchdog. Then the libuv loop runs on this thread: it answers requests (never blocking: job work
+ * happens on the job manager's threads, journal writes on the journal's thread) and publishes
+ * events. SIGHUP re-reads the config and applies the keys that can change live; SIGTERM/SIGINT
+ * cancel the running jobs, wait for their results to be journaled, close everything and exit 0.
+ */
+#include "daemon.h"
+#include "ipc.h"
+#include "jobs.h"
+#include "model.h"
+#include "pipeline.h"
+
+#include "common.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define MOD            "vigild"
+#define DEFAULT_CONFIG "/etc/vigil/vigild.conf"
+#define MAX_OVERRIDES  64
+
+typedef struct daemon_ctx {
+    uv_loop_t *loop;
+    vg_config cfg;
+    const char *config_path;
+    int config_explicit;
+    const char *overrides[MAX_OVERRIDES][2]; /* key, value from the command line */
+    int n_overrides;
+    vg_model *model;
+    vg_jobs *jobs;
+    vg_ipc_server *ipc;
+    vg_journal *journal;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t watchdog;
+    int watchdog_on;
+    int stopping;
+    double started_ms;
+    int exit_code;
+} daemon_ctx;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vigild [OPTIONS]\n"
+            "\n"
+            "The vigil daemon: answers questions about videos with a Qwen3-VL model. It loads the\n"
+            "model once, listens on a command socket (REQ/REP) and an event socket (PUB) and runs\n"
+            "jobs on worker threads. It stays in the foreground and logs to stderr (journald).\n"
+            "\n"
+            "options:\n"
+            "  --config FILE       configuration file (default " DEFAULT_CONFIG
+            "; a missing default\n"
+            "                      file is not an error)\n"
+            "  --model DIR         model directory (config key model_dir)\n"
+            "  --runtime-dir DIR   sockets and lock file (default /run/vigil)\n"
+            "  --state-dir DIR     the job journal (default /var/lib/vigil)\n"
+            "  --log-level LEVEL   err, warning, notice, info or debug\n"
+            "  --set KEY=VALUE     any config key (repeatable); see vigild.conf(5) in\n"
+            "                      systemd/vigild.conf\n"
+            "  --foreground        accepted for compatibility; vigild never forks\n"
+            "  --check-config      print the effective configuration and exit\n"
+            "  --help              this text\n"
+            "  --version           the version\n"
+            "\n"
+            "signals: SIGHUP reloads the config (log_level, limits, media roots, protocols);\n"
+            "SIGTERM and SIGINT stop gracefully (running jobs end as cancelled).\n"
+            "Command-line settings override the file, also after a reload.\n");
+}
+
+static int add_override(daemon_ctx *d, const char *key, const char *value)
+{
+    if (d->n_overrides >= MAX_OVERRIDES) {
+        fprintf(stderr, "vigild: too many overrides\n");
+        return -1;
+    }
+    d->overrides[d->n_overrides][0] = key;
+    d->overrides[d->n_overrides][1] = value;
+    d->n_overrides++;
+    return 0;
+}
+
+/* Builds a config from defaults, the file and the overrides. */
+static int build_config(daemon_ctx *d, vg_config *c, char *err, size_t errlen)
+{
+    vg_config_defaults(c);
+    char e2[600];
+    int rc = vg_config_load(c, d->config_path, e2, sizeof e2);
+    if (rc == VG_ENOENT && !d->config_explicit)
+        rc = 0;
+    if (rc < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
+    for (int i = 0; i < d->n_overrides; i++) {
+        rc = vg_config_set(c, d->overrides[i][0], d->overrides[i][1], e2, sizeof e2);
+        if (rc < 0)
+            return vg_fail(err, errlen, rc, "command line: %s", e2);
+    }
+    if ((rc = vg_config_finish(c, e2, sizeof e2)) < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
+    if ((rc = vg_ipc_check_url(c->cmd_url, c->allow_remote, e2, sizeof e2)) < 0 ||
+        (rc = vg_ipc_check_url(c->events_url, c->allow_remote, e2, sizeof e2)) < 0 ||
+        (c->tcp_cmd_url[0] &&
+         (rc = vg_ipc_check_url(c->tcp_cmd_url, c->allow_remote, e2, sizeof e2)) < 0) ||
+        (c->tcp_events_url[0] &&
+         (rc = vg_ipc_check_url(c->tcp_events_url, c->allow_remote, e2, sizeof e2)) < 0))
+        return vg_fail(err, errlen, rc, "%s", e2);
+    return 0;
+}
+
+static void print_config(const vg_config *c)
+{
+    printf("model_dir = %s\nruntime_dir = %s\nstate_dir = %s\ncmd_url = %s\nevents_url = %s\n"
+           "tcp_cmd_url = %s\ntcp_events_url = %s\nallow_remote = %s\nsocket_mode = %04o\n"
+           "log_level = %d\nmax_message_size = %zu\nmax_queued_jobs = %d\n"
+           "max_concurrent_decodes = %d\ninference_threads = %d\nmax_new_tokens_limit = %d\n"
+           "default_max_new_tokens = %d\njob_deadline_s = %g\nresult_ttl_s = %g\n"
+           "max_frames_limit = %d\nmax_pixels_limit = %ld\nallowed_protocols = %s\n"
+           "media_roots = ",
+           c->model_dir, c->runtime_dir, c->state_dir, c->cmd_url, c->events_url, c->tcp_cmd_url,
+           c->tcp_events_url, c->allow_remote ? "yes" : "no", c->socket_mode, c->log_level,
+           c->max_message_size, c->max_queued_jobs, c->max_concurrent_decodes, c->inference_threads,
+           c->max_new_tokens_limit, c->default_max_new_tokens, c->job_deadline_s, c->result_ttl_s,
+           c->max_frames_limit, c->max_pixels_limit, c->allowed_protocols);
+    for (int i = 0; i < c->n_media_roots; i++)
+        printf("%s%s", i ? "," : "", c->media_roots[i]);
+    printf("\n");
+}
+
+/* ===================================================================================================
+ * Requests (loop thread).
+ */
+static void send_reply(vg_ipc_req *req, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) {
+        vg_ipc_req_drop(req);
+        return;
+    }
+    vg_ipc_reply(req, s, strlen(s));
+    free(s);
+}
+
+static void send_error(vg_ipc_req *req, const char *id_json, const char *code, const char *msg)
+{
+    size_t len;
+    char *s = vg_proto_error_reply(id_json, code, msg, &len);
+    if (!s) {
+        vg_ipc_req_drop(req);
+        return;
+    }
+    vg_ipc_reply(req, s, len);
+    free(s);
+}
+
+static void add_info(daemon_ctx *d, cJSON *o)
+{
+    const vg_model_info *mi = vg_model_get_info(d->model);
+    cJSON_AddStringToObject(o, "version", VG_VERSION);
+    cJSON_AddNumberToObject(o, "protocol", VG_PROTO_VERSION);
+    cJSON *m = cJSON_AddObjectToObject(o, "model");
+    cJSON_AddStringToObject(m, "name", mi->name);
+    cJSON_AddNumberToObject(m, "params", (double)mi->n_params);
+    cJSON_AddNumberToObject(m, "hidden_size", mi->hidden_size);
+    cJSON_AddNumberToObject(m, "layers", mi->n_layers);
+    cJSON_AddNumberToObject(m, "heads", mi->n_heads);
+    cJSON_AddNumberToObject(m, "kv_heads", mi->n_kv_heads);
+    cJSON_AddNumberToObject(m, "vocab_size", mi->vocab_size);
+    cJSON_AddNumberToObject(m, "vision_depth", mi->vision_depth);
+    cJSON_AddNumberToObject(m, "vision_hidden", mi->vision_hidden);
+    cJSON_AddNumberToObject(m, "max_position_embeddings", mi->max_position_embeddings);
+    cJSON *cap = cJSON_AddObjectToObject(o, "capabilities");
+    cJSON_AddBoolToObject(cap, "video", mi->has_vision);
+    cJSON_AddBoolToObject(cap, "streams", 0);
+    int q, r, n;
+    vg_jobs_counts(d->jobs, &q, &r, &n);
+    cJSON_AddNumberToObject(o, "queue_depth", q);
+    cJSON_AddNumberToObject(o, "jobs_running", r);
+    cJSON_AddNumberToObject(o, "jobs_retained", n);
+    cJSON *lim = cJSON_AddObjectToObject(o, "limits");
+    cJSON_AddNumberToObject(lim, "max_queued_jobs", d->cfg.max_queued_jobs);
+    cJSON_AddNumberToObject(lim, "max_message_size", (double)d->cfg.max_message_size);
+    cJSON_AddNumberToObject(lim, "max_new_tokens", d->cfg.max_new_tokens_limit);
+    cJSON_AddNumberToObject(lim, "job_deadline_s", d->cfg.job_deadline_s);
+    cJSON_AddNumberToObject(lim, "result_ttl_s", d->cfg.result_ttl_s);
+    cJSON_AddNumberToObject(lim, "max_concurrent_decodes", d->cfg.max_concurrent_decodes);
+    cJSON_AddNumberToObject(o, "uptime_s", (vg_now_ms() - d->started_ms) / 1000.0);
+}
+
+static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
+                       void *opaque)
+{
+    daemon_ctx *d = opaque;
+    vg_proto_limits lim = {d->cfg.max_message_size, d->cfg.max_new_tokens_limit,
+                           d->cfg.job_deadline_s, d->cfg.max_frames_limit, d->cfg.max_pixels_limit};
+    vg_request r;
+    const char *wire = NULL;
+    char err[768];
+    int rc = vg_proto_parse(data, len, &lim, &r, &wire, err, sizeof err);
+    if (rc < 0) {
+        vg_log(VG_LOG_DEBUG, MOD, "bad request: %s", err);
+        send_error(req, r.id_json, wire, err);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o) {
+        vg_request_clear(&r);
+        vg_ipc_req_drop(req);
+        return;
+    }
+    cJSON_AddNumberToObject(o, "v", VG_PROTO_VERSION);
+    cJSON *id = r.id_json[0] ? cJSON_Parse(r.id_json) : cJSON_CreateNull();
+    cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
+    cJSON_AddTrueToObject(o, "ok");
+    if (r.op == VG_OP_INFO) {
+        add_info(d, o);
+    } else if ((rc = vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
+        cJSON_Delete(o);
+        send_error(req, r.id_json, wire ? wire : VG_WIRE_INTERNAL, err);
+        vg_request_clear(&r);
+        return;
+    }
+    vg_request_clear(&r);
+    send_reply(req, o);
+}
+
+/* ===================================================================================================
+ * Signals, watchdog, shutdown.
+ */
+static void on_closed_noop(uv_handle_t *h) {}
+
+static void on_jobs_idle(void *opaque)
+{
+    daemon_ctx *d = opaque;
+    /* Every job has its final record queued for the journal; close the loop's handles. */
+    vg_ipc_server_stop(d->ipc);
+    d->ipc = NULL;
+    uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
+    uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
+    uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, on_closed_noop);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    daemon_ctx *d = h->data;
+    if (d->stopping) {
+        vg_log(VG_LOG_NOTICE, MOD, "signal %d again; still waiting for jobs to stop", signum);
+        return;
+    }
+    d->stopping = 1;
+    vg_log(VG_LOG_NOTICE, MOD, "signal %d: stopping (cancelling running jobs)", signum);
+    vg_sd_notify("STOPPING=1\nSTATUS=Stopping");
+    vg_jobs_shutdown(d->jobs, on_jobs_idle, d);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    daemon_ctx *d = h->data;
+    vg_config c;
+    char err[768];
+    vg_sd_notify("RELOADING=1");
+    int rc = build_config(d, &c, err, sizeof err);
+    if (rc < 0) {
+        vg_log(VG_LOG_ERR, MOD, "reload failed, keeping the old configuration: %s", err);
+        vg_sd_notify("READY=1");
+        return;
+    }
+    vg_config *o = &d->cfg;
+    if (strcmp(c.model_dir, o->model_dir) || strcmp(c.runtime_dir, o->runtime_dir) ||
+        strcmp(c.state_dir, o->state_dir) || strcmp(c.cmd_url, o->cmd_url) ||
+        strcmp(c.events_url, o->events_url) || strcmp(c.tcp_cmd_url, o->tcp_cmd_url) ||
+        strcmp(c.tcp_events_url, o->tcp_events_url) ||
+        c.max_concurrent_decodes != o->max_concurrent_decodes ||
+        c.inference_threads != o->inference_threads || c.socket_mode != o->socket_mode ||
+        c.allow_remote != o->allow_remote)
+        vg_log(VG_LOG_WARNING, MOD,
+               "reload: model, directories, sockets, threads and socket_mode change only on "
+               "restart");
+    o->log_level = c.log_level;
+    vg_log_set_level(c.log_level);
+    if (c.max_message_size != o->max_message_size &&
+        vg_ipc_server_set_max_message(d->ipc, c.max_message_size) == 0)
+        o->max_message_size = c.max_message_size;
+    o->max_queued_jobs = c.max_queued_jobs;
+    o->max_new_tokens_limit = c.max_new_tokens_limit;
+    o->default_max_new_tokens = c.default_max_new_tokens;
+    o->job_deadline_s = c.job_deadline_s;
+    o->result_ttl_s = c.result_ttl_s;
+    o->max_frames_limit = c.max_frames_limit;
+    o->max_pixels_limit = c.max_pixels_limit;
+    memcpy(o->media_roots, c.media_roots, sizeof o->media_roots);
+    o->n_media_roots = c.n_media_roots;
+    memcpy(o->allowed_protocols, c.allowed_protocols, sizeof o->allowed_protocols);
+    vg_log(VG_LOG_NOTICE, MOD, "configuration reloaded");
+    vg_sd_notify("READY=1\nSTATUS=Serving (configuration reloaded)");
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    vg_sd_notify("WATCHDOG=1");
+}
+
+/* ===================================================================================================
+ * Start-up.
+ */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[VG_CFG_STR];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static void on_journal_record(const char *json, size_t len, void *opaque)
+{
+    vg_jobs_restore(opaque, json, len);
+}
+
+static int open_journal(daemon_ctx *d, char *err, size_t errlen)
+{
+    char path[VG_CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/jobs.journal", d->cfg.state_dir);
+    vg_journal_stats st;
+    int rc = vg_journal_load(path, on_journal_record, d->jobs, &st, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (st.torn || st.bad_crc)
+        vg_log(VG_LOG_WARNING, MOD, "journal %s: skipped %zu torn and %zu damaged lines", path,
+               st.torn, st.bad_crc);
+    char **lines = NULL;
+    size_t n = 0;
+    if ((rc = vg_jobs_snapshot(d->jobs, &lines, &n)) < 0)
+        return vg_fail(err, errlen, rc, "cannot compact the journal");
+    rc = vg_journal_rewrite(path, lines, n, err, errlen);
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
+    if (rc < 0)
+        return rc;
+    vg_log(VG_LOG_INFO, MOD, "journal %s: %zu records read, %zu jobs kept", path, st.good, n);
+    if ((rc = vg_journal_open(path, &d->journal, err, errlen)) < 0)
+        return rc;
+    vg_jobs_set_journal(d->jobs, d->journal);
+    return 0;
+}
+
+static int take_lock(const vg_config *c, int *fd_out, char *err, size_t errlen)
+{
+    char path[VG_CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/vigild.lock", c->runtime_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return vg_fail(err, errlen, -errno, "cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return vg_fail(err, errlen, VG_EBUSY, "another vigild is running (lock %s is held)", path);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && write(fd, pid, (size_t)n) < 0)
+        vg_log(VG_LOG_WARNING, MOD, "cannot write the pid into %s", path);
+    *fd_out = fd;
+    return 0;
+}
+
+static int load_model(daemon_ctx *d, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(d->cfg.model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return vg_fail(err, errlen, VG_ENOENT,
+                       "model directory '%s' does not exist; set model_dir in the config or pass "
+                       "--model DIR (a small test model: vigil-model random --preset tiny --out "
+                       "DIR)",
+                       d->cfg.model_dir);
+    vg_model_params mp = vg_model_default_params();
+    mp.n_threads = d->cfg.inference_threads;
+    char e2[600];
+    double t0 = vg_now_ms();
+    int rc = vg_model_load(d->cfg.model_dir, &mp, &d->model, e2, sizeof e2);
+    if (rc < 0)
+        return vg_fail(err, errlen, rc, "cannot load the model from '%s': %s", d->cfg.model_dir,
+                       e2);
+    const vg_model_info *mi = vg_model_get_info(d->model);
+    vg_log(VG_LOG_INFO, MOD, "model %s loaded in %.0f ms (%zu parameters, %d layers)", mi->name,
+           vg_now_ms() - t0, mi->n_params, mi->n_layers);
+    if (!mi->has_vision)
+        return vg_fail(err, errlen, VG_EMODEL, "the model in '%s' has no vision tower",
+                       d->cfg.model_dir);
+    return 0;
+}
+
+static int parse_args(daemon_ctx *d, int argc, char **argv, int *check_only)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--version")) {
+            printf("vigild %s (protocol %d)\n", VG_VERSION, VG_PROTO_VERSION);
+            exit(0);
+        } else if (!strcmp(a, "--foreground") || !strcmp(a, "-f")) {
+            continue;
+        } else if (!strcmp(a, "--check-config")) {
+            *check_only = 1;
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, "vigild: unknown option or missing value: %s\n", a);
+            return -1;
+        }
+        i++;
+        int rc = 0;
+        if (!strcmp(a, "--config")) {
+            d->config_path = val;
+            d->config_explicit = 1;
+        } else if (!strcmp(a, "--model")) {
+            rc = add_override(d, "model_dir", val);
+        } else if (!strcmp(a, "--runtime-dir")) {
+            rc = add_override(d, "runtime_dir", val);
+        } else if (!strcmp(a, "--state-dir")) {
+            rc = add_override(d, "state_dir", val);
+        } else if (!strcmp(a, "--log-level")) {
+            rc = add_override(d, "log_level", val);
+        } else if (!strcmp(a, "--set")) {
+            char *eq = strchr(val, '=');
+            if (!eq) {
+                fprintf(stderr, "vigild: --set needs KEY=VALUE\n");
+                return -1;
+            }
+            *eq = 0;
+            rc = add_override(d, val, eq + 1);
+        } else {
+            fprintf(stderr, "vigild: unknown option %s (see vigild --help)\n", a);
+            return -1;
+        }
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static daemon_ctx d;
+    d.config_path = DEFAULT_CONFIG;
+    int check_only = 0;
+    if (parse_args(&d, argc, argv, &check_only) < 0)
+        return 2;
+    char err[1024];
+    if (build_config(&d, &d.cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "vigild: %s\n", err);
+        return 2;
+    }
+    if (check_only) {
+        print_config(&d.cfg);
+        return 0;
+    }
+    vg_log_set_level(d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    d.started_ms = vg_now_ms();
+    int rc, lock_fd = -1;
+    if ((rc = mkdir_p(d.cfg.runtime_dir, 0755)) < 0 || (rc = mkdir_p(d.cfg.state_dir, 0700)) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "cannot create %s or %s: %s", d.cfg.runtime_dir, d.cfg.state_dir,
+               vg_strerror(rc));
+        return 1;
+    }
+    if (take_lock(&d.cfg, &lock_fd, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "%s", err);
+        return 1;
+    }
+    vg_pipe_log_init();
+    vg_sd_notify("STATUS=Loading the model");
+    if (load_model(&d, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "%s", err);
+        return 1;
+    }
+    d.loop = uv_default_loop();
+    vg_jobs_params jp = {d.loop, d.model, &d.cfg, NULL};
+    if (vg_jobs_create(&jp, &d.jobs, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "%s", err);
+        return 1;
+    }
+    if (open_journal(&d, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "journal: %s", err);
+        return 1;
+    }
+    vg_ipc_server_params ip;
+    memset(&ip, 0, sizeof ip);
+    int nc = 0, ne = 0;
+    ip.cmd_urls[nc++] = d.cfg.cmd_url;
+    ip.event_urls[ne++] = d.cfg.events_url;
+    if (d.cfg.tcp_cmd_url[0])
+        ip.cmd_urls[nc++] = d.cfg.tcp_cmd_url;
+    if (d.cfg.tcp_events_url[0])
+        ip.event_urls[ne++] = d.cfg.tcp_events_url;
+    ip.socket_mode = d.cfg.socket_mode;
+    ip.max_message_size = d.cfg.max_message_size;
+    ip.on_request = on_request;
+    ip.opaque = &d;
+    if (vg_ipc_server_start(d.loop, &ip, &d.ipc, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "%s", err);
+        return 1;
+    }
+    vg_jobs_set_ipc(d.jobs, d.ipc);
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sighup);
+    d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+    uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+    uv_signal_start(&d.sighup, on_hup, SIGHUP);
+    uint64_t wd = vg_sd_watchdog_usec();
+    if (wd > 0) {
+        uv_timer_init(d.loop, &d.watchdog);
+        uint64_t ms = VG_MAX(wd / 2000, 1);
+        uv_timer_start(&d.watchdog, on_watchdog, ms, ms);
+        d.watchdog_on = 1;
+    }
+    vg_log(VG_LOG_NOTICE, MOD, "vigild %s ready: commands on %s, events on %s", VG_VERSION,
+           d.cfg.cmd_url, d.cfg.events_url);
+    vg_sd_notify("READY=1\nSTATUS=Serving");
+    uv_run(d.loop, UV_RUN_DEFAULT);
+
+    vg_jobs_destroy(d.jobs);
+    vg_journal_close(d.journal);
+    vg_model_free(d.model);
+    uv_loop_close(d.loop);
+    vg_log(VG_LOG_NOTICE, MOD, "stopped");
+    close(lock_fd);
+    return d.exit_code;
+}

@@ -1,0 +1,543 @@
+/*
+ * proto.c: the wire protocol's request parser and validator, error replies, and the media access
+ * policy (which paths and URLs a request may name).
+ *
+ * Thread: the loop thread (pure functions plus a few stat() calls in the policy check). Every
+ * field of a request is checked for presence, type, range and length before use; anything else is
+ * an error with a sentence that names the field. Unknown fields are errors too, so a typo in a
+ * knob is reported instead of silently ignored.
+ */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include "daemon.h"
+
+#include "common.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+static int id_char(char c, int allow_colon)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || (allow_colon && c == ':');
+}
+
+static int valid_id(const char *id, int allow_colon)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > VG_ID_MAX || id[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!id_char(id[i], allow_colon))
+            return 0;
+    return 1;
+}
+
+int vg_proto_valid_job_id(const char *id)
+{
+    return id && valid_id(id, 0);
+}
+
+void vg_request_clear(vg_request *r)
+{
+    if (!r)
+        return;
+    free(r->video);
+    free(r->question);
+    free(r->system);
+    r->video = r->question = r->system = NULL;
+}
+
+struct ctx {
+    const char **wire;
+    char *err;
+    size_t errlen;
+};
+
+static int bad(struct ctx *c, const char *wire, const char *fmt, const char *field)
+{
+    *c->wire = wire;
+    return vg_fail(c->err, c->errlen, VG_EINVAL, fmt, field);
+}
+
+static int get_int(struct ctx *c, const cJSON *it, const char *name, long lo, long hi, long *out)
+{
+    if (!cJSON_IsNumber(it))
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be a number", name);
+    double d = it->valuedouble;
+    if (!(d == floor(d)) || d < (double)lo || d > (double)hi) {
+        *c->wire = VG_WIRE_BAD_REQUEST;
+        return vg_fail(c->err, c->errlen, VG_EINVAL, "'%s' must be an integer in [%ld, %ld]", name,
+                       lo, hi);
+    }
+    *out = (long)d;
+    return 0;
+}
+
+static int get_num(struct ctx *c, const cJSON *it, const char *name, double lo, double hi,
+                   double *out)
+{
+    if (!cJSON_IsNumber(it))
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be a number", name);
+    double d = it->valuedouble;
+    if (!isfinite(d) || d < lo || d > hi) {
+        *c->wire = VG_WIRE_BAD_REQUEST;
+        return vg_fail(c->err, c->errlen, VG_EINVAL, "'%s' must be in [%g, %g]", name, lo, hi);
+    }
+    *out = d;
+    return 0;
+}
+
+static int get_str(struct ctx *c, const cJSON *it, const char *name, size_t maxlen, char **out)
+{
+    if (!cJSON_IsString(it) || !it->valuestring)
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be a string", name);
+    size_t n = strlen(it->valuestring);
+    if (n == 0)
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must not be empty", name);
+    if (n > maxlen) {
+        *c->wire = VG_WIRE_TOO_LARGE;
+        return vg_fail(c->err, c->errlen, VG_EMSGSIZE, "'%s' is longer than %zu bytes", name,
+                       maxlen);
+    }
+    *out = strdup(it->valuestring);
+    if (!*out) {
+        *c->wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    return 0;
+}
+
+static int get_job_id(struct ctx *c, const cJSON *it, char *out)
+{
+    if (!cJSON_IsString(it) || !vg_proto_valid_job_id(it->valuestring))
+        return bad(c, VG_WIRE_BAD_REQUEST,
+                   "'%s' must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with '.')",
+                   "job");
+    snprintf(out, VG_ID_MAX + 1, "%s", it->valuestring);
+    return 0;
+}
+
+static int parse_sampling(struct ctx *c, const cJSON *o, const vg_proto_limits *lim,
+                          vg_req_sampling *s)
+{
+    if (!cJSON_IsObject(o))
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be an object", "sampling");
+    long l;
+    double d;
+    int rc;
+    for (const cJSON *it = o->child; it; it = it->next) {
+        const char *k = it->string;
+        if (!strcmp(k, "fps")) {
+            if ((rc = get_num(c, it, "sampling.fps", 0.01, 240, &d)) < 0)
+                return rc;
+            s->fps = d;
+        } else if (!strcmp(k, "nframes") || !strcmp(k, "min_frames") || !strcmp(k, "max_frames")) {
+            if ((rc = get_int(c, it, k, 2, lim->max_frames, &l)) < 0)
+                return rc;
+            if (!strcmp(k, "nframes"))
+                s->nframes = (int)l;
+            else if (!strcmp(k, "min_frames"))
+                s->min_frames = (int)l;
+            else
+                s->max_frames = (int)l;
+        } else if (!strcmp(k, "min_pixels") || !strcmp(k, "max_pixels")) {
+            if ((rc = get_int(c, it, k, 1024, lim->max_pixels, &l)) < 0)
+                return rc;
+            if (!strcmp(k, "min_pixels"))
+                s->min_pixels = l;
+            else
+                s->max_pixels = l;
+        } else if (!strcmp(k, "total_pixels")) {
+            if ((rc = get_num(c, it, k, 1024, (double)lim->max_pixels * lim->max_frames, &d)) < 0)
+                return rc;
+            s->total_pixels = d;
+        } else if (!strcmp(k, "resized_height") || !strcmp(k, "resized_width")) {
+            if ((rc = get_int(c, it, k, 32, 16384, &l)) < 0)
+                return rc;
+            if (!strcmp(k, "resized_height"))
+                s->resized_height = (int)l;
+            else
+                s->resized_width = (int)l;
+        } else if (!strcmp(k, "start") || !strcmp(k, "end")) {
+            if ((rc = get_num(c, it, k, 0, 1e7, &d)) < 0)
+                return rc;
+            if (!strcmp(k, "start"))
+                s->start = d;
+            else
+                s->end = d;
+        } else {
+            *c->wire = VG_WIRE_BAD_REQUEST;
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown sampling field '%.64s'", k);
+        }
+    }
+    if ((s->resized_height > 0) != (s->resized_width > 0))
+        return bad(c, VG_WIRE_BAD_REQUEST, "%s: give both resized_height and resized_width",
+                   "sampling");
+    if (s->resized_height > 0 && (long)s->resized_height * s->resized_width > lim->max_pixels)
+        return bad(c, VG_WIRE_LIMIT, "%s: resized size over max_pixels_limit", "sampling");
+    if (s->min_frames && s->max_frames && s->min_frames > s->max_frames)
+        return bad(c, VG_WIRE_BAD_REQUEST, "%s: min_frames > max_frames", "sampling");
+    if (s->min_pixels && s->max_pixels && s->min_pixels > s->max_pixels)
+        return bad(c, VG_WIRE_BAD_REQUEST, "%s: min_pixels > max_pixels", "sampling");
+    if (s->start >= 0 && s->end >= 0 && s->end <= s->start)
+        return bad(c, VG_WIRE_BAD_REQUEST, "%s: end must be after start", "sampling");
+    return 0;
+}
+
+static int parse_generation(struct ctx *c, const cJSON *o, const vg_proto_limits *lim,
+                            vg_req_generation *g)
+{
+    if (!cJSON_IsObject(o))
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be an object", "generation");
+    long l;
+    double d;
+    int rc;
+    for (const cJSON *it = o->child; it; it = it->next) {
+        const char *k = it->string;
+        if (!strcmp(k, "max_new_tokens")) {
+            if ((rc = get_int(c, it, k, 1, 1L << 30, &l)) < 0)
+                return rc;
+            if (l > lim->max_new_tokens) {
+                *c->wire = VG_WIRE_LIMIT;
+                return vg_fail(c->err, c->errlen, VG_ELIMIT,
+                               "max_new_tokens %ld is over this daemon's limit of %d", l,
+                               lim->max_new_tokens);
+            }
+            g->has_max_new_tokens = 1, g->max_new_tokens = (int)l;
+        } else if (!strcmp(k, "temperature")) {
+            if ((rc = get_num(c, it, k, 1e-4, 100, &d)) < 0)
+                return rc;
+            g->has_temperature = 1, g->temperature = d;
+        } else if (!strcmp(k, "top_k")) {
+            if ((rc = get_int(c, it, k, 0, 1 << 24, &l)) < 0)
+                return rc;
+            g->has_top_k = 1, g->top_k = (int)l;
+        } else if (!strcmp(k, "top_p")) {
+            if ((rc = get_num(c, it, k, 1e-6, 1, &d)) < 0)
+                return rc;
+            g->has_top_p = 1, g->top_p = d;
+        } else if (!strcmp(k, "seed")) {
+            if ((rc = get_int(c, it, k, 0, 9007199254740991L, &l)) < 0)
+                return rc;
+            g->has_seed = 1, g->seed = (uint64_t)l;
+        } else if (!strcmp(k, "greedy")) {
+            if (!cJSON_IsBool(it))
+                return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be true or false", k);
+            g->has_greedy = 1, g->greedy = cJSON_IsTrue(it);
+        } else if (!strcmp(k, "repetition_penalty")) {
+            if ((rc = get_num(c, it, k, 0.01, 100, &d)) < 0)
+                return rc;
+            g->has_repetition_penalty = 1, g->repetition_penalty = d;
+        } else if (!strcmp(k, "presence_penalty")) {
+            if ((rc = get_num(c, it, k, -100, 100, &d)) < 0)
+                return rc;
+            g->has_presence_penalty = 1, g->presence_penalty = d;
+        } else {
+            *c->wire = VG_WIRE_BAD_REQUEST;
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown generation field '%.64s'", k);
+        }
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    enum vg_op op;
+    const char *fields; /* allowed top-level fields besides v, op, id */
+} ops[] = {
+    {"ask", VG_OP_ASK, ",video,question,system,job,sampling,generation,deadline_s,"},
+    {"info", VG_OP_INFO, ","},
+    {"job", VG_OP_JOB, ",job,"},
+    {"jobs", VG_OP_JOBS, ",limit,"},
+    {"cancel", VG_OP_CANCEL, ",job,"},
+    {"sync", VG_OP_SYNC, ",job,"},
+};
+
+static int field_allowed(const char *list, const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > 32)
+        return 0;
+    char pat[40];
+    snprintf(pat, sizeof pat, ",%s,", k);
+    return strstr(list, pat) != NULL;
+}
+
+static int parse_tree(struct ctx *c, const cJSON *root, const vg_proto_limits *lim, vg_request *r)
+{
+    if (!cJSON_IsObject(root))
+        return bad(c, VG_WIRE_BAD_REQUEST, "the request must be a JSON %s", "object");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    if (id && !cJSON_IsNull(id)) {
+        if (cJSON_IsString(id) && valid_id(id->valuestring, 1)) {
+            snprintf(r->id, sizeof r->id, "%s", id->valuestring);
+            snprintf(r->id_json, sizeof r->id_json, "\"%s\"", id->valuestring);
+        } else if (cJSON_IsNumber(id) && id->valuedouble == floor(id->valuedouble) &&
+                   fabs(id->valuedouble) <= 9007199254740991.0) {
+            snprintf(r->id, sizeof r->id, "%.0f", id->valuedouble);
+            snprintf(r->id_json, sizeof r->id_json, "%.0f", id->valuedouble);
+        } else {
+            return bad(c, VG_WIRE_BAD_REQUEST,
+                       "'%s' must be an integer or 1-64 characters of A-Z a-z 0-9 . _ - :", "id");
+        }
+        r->has_id = 1;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "v");
+    if (!v)
+        return bad(c, VG_WIRE_BAD_VERSION, "missing '%s' (the protocol version, 1)", "v");
+    if (!cJSON_IsNumber(v) || v->valuedouble != VG_PROTO_VERSION)
+        return bad(c, VG_WIRE_BAD_VERSION, "unsupported protocol version ('%s' must be 1)", "v");
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(root, "op");
+    if (!cJSON_IsString(op))
+        return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be a string", "op");
+    int which = -1;
+    for (size_t i = 0; i < VG_ARRAY_LEN(ops); i++)
+        if (!strcmp(op->valuestring, ops[i].name))
+            which = (int)i;
+    if (which < 0) {
+        *c->wire = VG_WIRE_UNKNOWN_OP;
+        return vg_fail(c->err, c->errlen, VG_EINVAL,
+                       "unknown op '%.64s' (ask, info, job, jobs, cancel, sync)", op->valuestring);
+    }
+    r->op = ops[which].op;
+    for (const cJSON *it = root->child; it; it = it->next) {
+        const char *k = it->string ? it->string : "";
+        if (!strcmp(k, "v") || !strcmp(k, "op") || !strcmp(k, "id"))
+            continue;
+        if (!field_allowed(ops[which].fields, k)) {
+            *c->wire = VG_WIRE_BAD_REQUEST;
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown field '%.64s' for op '%s'", k,
+                           ops[which].name);
+        }
+    }
+    int rc;
+    const cJSON *job = cJSON_GetObjectItemCaseSensitive(root, "job");
+    if (job && (rc = get_job_id(c, job, r->job)) < 0)
+        return rc;
+    switch (r->op) {
+    case VG_OP_JOB:
+    case VG_OP_CANCEL:
+    case VG_OP_SYNC:
+        if (!job)
+            return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s'", "job");
+        return 0;
+    case VG_OP_JOBS: {
+        const cJSON *lm = cJSON_GetObjectItemCaseSensitive(root, "limit");
+        long l = 100;
+        if (lm && (rc = get_int(c, lm, "limit", 1, 1000, &l)) < 0)
+            return rc;
+        r->limit = (int)l;
+        return 0;
+    }
+    case VG_OP_INFO:
+        return 0;
+    case VG_OP_ASK:
+        break;
+    }
+    r->sampling.start = r->sampling.end = -1;
+    const cJSON *video = cJSON_GetObjectItemCaseSensitive(root, "video");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "question");
+    if (!video)
+        return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s' (a path or URL)", "video");
+    if (!q)
+        return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s'", "question");
+    if ((rc = get_str(c, video, "video", VG_VIDEO_MAX, &r->video)) < 0)
+        return rc;
+    if ((rc = get_str(c, q, "question", VG_TEXT_MAX, &r->question)) < 0)
+        return rc;
+    const cJSON *sys = cJSON_GetObjectItemCaseSensitive(root, "system");
+    if (sys && !cJSON_IsNull(sys) && (rc = get_str(c, sys, "system", VG_TEXT_MAX, &r->system)) < 0)
+        return rc;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(root, "sampling");
+    if (s && (rc = parse_sampling(c, s, lim, &r->sampling)) < 0)
+        return rc;
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "generation");
+    if (g && (rc = parse_generation(c, g, lim, &r->gen)) < 0)
+        return rc;
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(root, "deadline_s");
+    if (dl) {
+        double d;
+        if ((rc = get_num(c, dl, "deadline_s", 0.001, 1e9, &d)) < 0)
+            return rc;
+        if (d > lim->deadline_s) {
+            *c->wire = VG_WIRE_LIMIT;
+            return vg_fail(c->err, c->errlen, VG_ELIMIT,
+                           "deadline_s %g is over this daemon's limit of %g s", d, lim->deadline_s);
+        }
+        r->deadline_s = d;
+    }
+    return 0;
+}
+
+int vg_proto_parse(const char *data, size_t len, const vg_proto_limits *lim, vg_request *out,
+                   const char **wire_code, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    const char *dummy;
+    if (!wire_code)
+        wire_code = &dummy;
+    *wire_code = NULL;
+    if (lim->max_message_size && len > lim->max_message_size) {
+        *wire_code = VG_WIRE_TOO_LARGE;
+        return vg_fail(err, errlen, VG_EMSGSIZE, "the request is %zu bytes; the limit is %zu", len,
+                       lim->max_message_size);
+    }
+    if (len == 0 || !data) {
+        *wire_code = VG_WIRE_BAD_JSON;
+        return vg_fail(err, errlen, VG_EFORMAT, "empty request");
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root) {
+        *wire_code = VG_WIRE_BAD_JSON;
+        size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
+        return vg_fail(err, errlen, VG_EFORMAT, "invalid JSON near byte %zu", at);
+    }
+    /* Only whitespace (or a terminating NUL) may follow the object. */
+    for (const char *p = end; p && p < data + len; p++) {
+        if (*p == 0 && p == data + len - 1)
+            break;
+        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+            cJSON_Delete(root);
+            *wire_code = VG_WIRE_BAD_JSON;
+            return vg_fail(err, errlen, VG_EFORMAT,
+                           "trailing data after the JSON object at byte %zu", (size_t)(p - data));
+        }
+    }
+    struct ctx c = {wire_code, err, errlen};
+    int rc = parse_tree(&c, root, lim, out);
+    cJSON_Delete(root);
+    if (rc < 0) {
+        char keep[sizeof out->id_json];
+        memcpy(keep, out->id_json, sizeof keep);
+        vg_request_clear(out);
+        memset(out, 0, sizeof *out);
+        memcpy(out->id_json, keep, sizeof keep);
+        if (!*wire_code)
+            *wire_code = VG_WIRE_BAD_REQUEST;
+        return rc;
+    }
+    return 0;
+}
+
+char *vg_proto_error_reply(const char *id_json, const char *code, const char *message, size_t *len)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_CreateObject();
+    if (!o || !e) {
+        cJSON_Delete(o);
+        cJSON_Delete(e);
+        return NULL;
+    }
+    cJSON_AddNumberToObject(o, "v", VG_PROTO_VERSION);
+    cJSON *id = id_json && *id_json ? cJSON_Parse(id_json) : cJSON_CreateNull();
+    cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
+    cJSON_AddFalseToObject(o, "ok");
+    cJSON_AddStringToObject(e, "code", code);
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddItemToObject(o, "error", e);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+static int under_root(const char *path, const char *root)
+{
+    size_t n = strlen(root);
+    if (n == 1 && root[0] == '/')
+        return path[0] == '/';
+    return strncmp(path, root, n) == 0 && (path[n] == '/' || path[n] == 0);
+}
+
+static int in_list(const char *list, const char *word, size_t n)
+{
+    const char *p = list;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, word, n) == 0)
+            return 1;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+int vg_media_policy_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                          const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                          char *err, size_t errlen)
+{
+    if (!video || !*video)
+        return vg_fail(err, errlen, VG_EINVAL, "empty video");
+    for (const char *p = video; *p; p++)
+        if ((unsigned char)*p < 0x20)
+            return vg_fail(err, errlen, VG_EINVAL, "control character in the video name");
+    /* A scheme is letters, digits, + - . before "://" or before ':' (file:, data:, concat:, ...).
+     */
+    const char *colon = strchr(video, ':');
+    const char *slash = strchr(video, '/');
+    const char *path = video;
+    if (colon && (!slash || colon < slash) && colon > video) {
+        size_t n = (size_t)(colon - video);
+        for (size_t i = 0; i < n; i++) {
+            char ch = video[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '+' || ch == '-' || ch == '.'))
+                return vg_fail(err, errlen, VG_EPROTOCOL, "'%.*s' is not a URL scheme", (int)n,
+                               video);
+        }
+        if (n == 4 && strncasecmp(video, "file", 4) == 0) {
+            path = colon + 1;
+            if (strncmp(path, "//", 2) == 0) {
+                path += 2; /* file:///abs/path */
+                if (*path != '/')
+                    return vg_fail(err, errlen, VG_EPATH, "file: URLs must name a local path");
+            }
+        } else {
+            if (!in_list(allowed, video, n))
+                return vg_fail(err, errlen, VG_EPROTOCOL,
+                               "the protocol '%.*s' is not allowed (allowed: %s)", (int)n, video,
+                               *allowed ? allowed : "none");
+            if (strncmp(colon, "://", 3) != 0)
+                return vg_fail(err, errlen, VG_EPROTOCOL, "'%.*s' URLs need '://'", (int)n, video);
+            if (strlen(video) >= resolved_len)
+                return vg_fail(err, errlen, VG_EINVAL, "the URL is too long");
+            snprintf(resolved, resolved_len, "%s", video);
+            *is_url = 1;
+            return 0;
+        }
+    }
+    if (path[0] != '/')
+        return vg_fail(err, errlen, VG_EPATH, "video paths must be absolute");
+    if (n_roots == 0)
+        return vg_fail(err, errlen, VG_EPATH,
+                       "local files are disabled: no media_roots are configured");
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EPATH, "'%s': %s", path,
+                       strerror(errno));
+    int ok = 0;
+    for (int i = 0; i < n_roots && !ok; i++)
+        ok = under_root(real, roots[i]);
+    if (!ok)
+        return vg_fail(err, errlen, VG_EPATH, "'%s' is outside the configured media roots", path);
+    struct stat st;
+    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+        return vg_fail(err, errlen, VG_EINVAL, "'%s' is not a regular file", path);
+    if (strlen(real) >= resolved_len)
+        return vg_fail(err, errlen, VG_EINVAL, "the path is too long");
+    snprintf(resolved, resolved_len, "%s", real);
+    *is_url = 0;
+    return 0;
+}

@@ -1,0 +1,512 @@
+/*
+ * server.c: the daemon's nanomsg sockets on the libuv loop.
+ *
+ * Thread: everything here runs on the loop thread.
+ *
+ * Command socket: REP in raw mode (AF_SP_RAW). nn_recvmsg() with an NN_MSG control buffer hands us
+ * each request's backtrace header (which pipe, which request id); we keep that buffer in the
+ * vg_ipc_req and give it back to nn_sendmsg() with the reply, so nanomsg routes the reply to the
+ * right client whatever the order of replies. A cooked REP would hold one request at a time and
+ * silently drop the others.
+ *
+ * Readiness: nanomsg signals both NN_RCVFD and NN_SNDFD as *readable* descriptors; they sit under
+ * uv_poll handles (level-triggered). The receive callback drains at most VG_IPC_DRAIN_CAP messages
+ * with NN_DONTWAIT; if more are waiting the descriptor stays readable and the next loop iteration
+ * continues. A reply the socket cannot take (EAGAIN) waits in a small list that the NN_SNDFD poll
+ * flushes; a raw REP normally drops replies for a vanished or full pipe itself (the REQ client
+ * resends), so the list is a safety net with a cap.
+ */
+#include "ipc.h"
+
+#include "common.h"
+
+#include <nanomsg/nn.h>
+#include <nanomsg/pubsub.h>
+#include <nanomsg/reqrep.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MOD                "ipc"
+#define PENDING_CAP        1024
+#define PENDING_TIMEOUT_MS 5000.0
+
+struct vg_ipc_req {
+    vg_ipc_server *srv;
+    void *control; /* nn_allocmsg'd header chunk from nn_recvmsg */
+    char *data;    /* pending reply (only while waiting in the pending list) */
+    size_t len;
+    double queued_ms;
+    vg_ipc_req *next;
+};
+
+struct vg_ipc_server {
+    uv_loop_t *loop;
+    int cmd, ev;
+    uv_poll_t rpoll, wpoll;
+    uv_timer_t retry;
+    int wpoll_active;
+    int n_handles_open;
+    char *paths[2 * VG_IPC_MAX_URLS];
+    int n_paths;
+    size_t max_message_size;
+    vg_ipc_request_cb on_request;
+    void *opaque;
+    vg_ipc_req *pend_head, *pend_tail;
+    size_t n_pending;
+    vg_ipc_stats stats;
+};
+
+static int nn_err_to_vg(int e)
+{
+    switch (e) {
+    case EADDRINUSE:
+        return VG_EEXIST;
+    case EACCES:
+    case EPERM:
+        return VG_EACCES;
+    case EINVAL:
+    case ENAMETOOLONG:
+    case EPROTONOSUPPORT:
+        return VG_EINVAL;
+    case ENOMEM:
+        return VG_ENOMEM;
+    case EAGAIN:
+        return VG_EAGAIN;
+    case ETIMEDOUT:
+        return VG_ETIMEDOUT;
+    default:
+        return VG_EIO;
+    }
+}
+
+static int is_loopback_host(const char *h, size_t n)
+{
+    if (n == 9 && memcmp(h, "localhost", 9) == 0)
+        return 1;
+    if (n == 5 && memcmp(h, "[::1]", 5) == 0)
+        return 1;
+    if (n >= 4 && memcmp(h, "127.", 4) == 0) {
+        for (size_t i = 4; i < n; i++)
+            if (!(h[i] == '.' || (h[i] >= '0' && h[i] <= '9')))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+int vg_ipc_check_url(const char *url, int allow_remote, char *err, size_t errlen)
+{
+    if (!url || !*url)
+        return vg_fail(err, errlen, VG_EINVAL, "empty socket URL");
+    if (strncmp(url, "ipc://", 6) == 0) {
+        if (!url[6])
+            return vg_fail(err, errlen, VG_EINVAL, "'%s' has no path", url);
+        if (strlen(url + 6) >= 100)
+            return vg_fail(err, errlen, VG_EINVAL, "'%s': the socket path is too long", url);
+        return 0;
+    }
+    if (strncmp(url, "tcp://", 6) == 0) {
+        const char *h = url + 6;
+        const char *colon = strrchr(h, ':');
+        if (!colon || colon == h || !colon[1])
+            return vg_fail(err, errlen, VG_EINVAL, "'%s' needs tcp://HOST:PORT", url);
+        for (const char *c = colon + 1; *c; c++)
+            if (*c < '0' || *c > '9')
+                return vg_fail(err, errlen, VG_EINVAL, "'%s': the port is not a number", url);
+        if (!allow_remote && !is_loopback_host(h, (size_t)(colon - h)))
+            return vg_fail(err, errlen, VG_EINVAL,
+                           "'%s' is not a loopback address; set allow_remote = yes to listen on "
+                           "other interfaces",
+                           url);
+        return 0;
+    }
+    return vg_fail(err, errlen, VG_EINVAL, "'%s': only ipc:// and tcp:// URLs are supported", url);
+}
+
+static int bind_all(vg_ipc_server *s, int sock, const char *const *urls, int mode, char *err,
+                    size_t errlen)
+{
+    int n = 0;
+    for (int i = 0; i < VG_IPC_MAX_URLS && urls[i]; i++, n++) {
+        const char *url = urls[i];
+        int rc = vg_ipc_check_url(url, 1, err, errlen);
+        if (rc < 0)
+            return rc;
+        const char *path = NULL;
+        if (strncmp(url, "ipc://", 6) == 0) {
+            path = url + 6;
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path); /* left by a dead daemon; the caller holds the lock */
+        }
+        if (strchr(url, '[')) {
+            int v4only = 0;
+            nn_setsockopt(sock, NN_SOL_SOCKET, NN_IPV4ONLY, &v4only, sizeof v4only);
+        }
+        if (nn_bind(sock, url) < 0) {
+            int e = nn_errno();
+            return vg_fail(err, errlen, nn_err_to_vg(e), "cannot listen on '%s': %s", url,
+                           nn_strerror(e));
+        }
+        if (path) {
+            if (chmod(path, (mode_t)mode) != 0)
+                return vg_fail(err, errlen, VG_EIO, "cannot chmod %04o '%s': %s", mode, path,
+                               strerror(errno));
+            s->paths[s->n_paths] = strdup(path);
+            if (!s->paths[s->n_paths])
+                return VG_ENOMEM;
+            s->n_paths++;
+        }
+    }
+    if (n == 0)
+        return vg_fail(err, errlen, VG_EINVAL, "no socket URL given");
+    return 0;
+}
+
+static void req_free(vg_ipc_req *r)
+{
+    if (!r)
+        return;
+    if (r->control)
+        nn_freemsg(r->control);
+    free(r->data);
+    free(r);
+}
+
+void vg_ipc_req_drop(vg_ipc_req *req)
+{
+    req_free(req);
+}
+
+/* Returns 0 when sent (control consumed), VG_EAGAIN when the socket cannot take it now, else an
+ * error (control still ours). */
+static int try_send(vg_ipc_server *s, vg_ipc_req *r, const char *data, size_t len)
+{
+    struct nn_iovec iov = {(void *)data, len};
+    struct nn_msghdr h;
+    memset(&h, 0, sizeof h);
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    h.msg_control = &r->control;
+    h.msg_controllen = NN_MSG;
+    for (;;) {
+        int rc = nn_sendmsg(s->cmd, &h, NN_DONTWAIT);
+        if (rc >= 0) {
+            r->control = NULL;
+            s->stats.replied++;
+            return 0;
+        }
+        int e = nn_errno();
+        if (e == EINTR)
+            continue;
+        return e == EAGAIN ? VG_EAGAIN : nn_err_to_vg(e);
+    }
+}
+
+static void start_wpoll(vg_ipc_server *s);
+static void on_retry(uv_timer_t *t);
+
+static void flush_pending(vg_ipc_server *s)
+{
+    vg_ipc_req **pp = &s->pend_head;
+    vg_ipc_req *last = NULL;
+    int progressed = 0;
+    double now = vg_now_ms();
+    while (*pp) {
+        vg_ipc_req *r = *pp;
+        int rc = try_send(s, r, r->data, r->len);
+        if (rc == VG_EAGAIN && now - r->queued_ms < PENDING_TIMEOUT_MS) {
+            last = r;
+            pp = &r->next;
+            continue;
+        }
+        if (rc < 0)
+            s->stats.dropped_replies++;
+        else
+            progressed = 1;
+        *pp = r->next;
+        s->n_pending--;
+        req_free(r);
+    }
+    s->pend_tail = last;
+    if (!s->pend_head) {
+        if (s->wpoll_active) {
+            uv_poll_stop(&s->wpoll);
+            s->wpoll_active = 0;
+        }
+        return;
+    }
+    if (!progressed && s->wpoll_active) {
+        /* Writable for some pipe, not for ours: back off instead of spinning. */
+        uv_poll_stop(&s->wpoll);
+        s->wpoll_active = 0;
+        uv_timer_start(&s->retry, on_retry, 10, 0);
+    } else if (!s->wpoll_active) {
+        start_wpoll(s);
+    }
+}
+
+static void on_writable(uv_poll_t *h, int status, int events)
+{
+    flush_pending(h->data);
+}
+
+static void start_wpoll(vg_ipc_server *s)
+{
+    if (s->wpoll_active || !s->pend_head)
+        return;
+    if (uv_poll_start(&s->wpoll, UV_READABLE, on_writable) == 0)
+        s->wpoll_active = 1;
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    start_wpoll(t->data);
+}
+
+int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len)
+{
+    if (!req)
+        return VG_EINVAL;
+    vg_ipc_server *s = req->srv;
+    if (len > VG_IPC_MAX_REPLY) {
+        req_free(req);
+        return VG_EMSGSIZE;
+    }
+    int rc = s->pend_head ? VG_EAGAIN : try_send(s, req, data, len);
+    if (rc == 0) {
+        req_free(req);
+        return 0;
+    }
+    if (rc != VG_EAGAIN || s->n_pending >= PENDING_CAP) {
+        s->stats.dropped_replies++;
+        vg_log(VG_LOG_WARNING, MOD, "reply dropped: %s", vg_strerror(rc));
+        req_free(req);
+        return rc == VG_EAGAIN ? VG_EIO : rc;
+    }
+    req->data = malloc(len ? len : 1);
+    if (!req->data) {
+        req_free(req);
+        return VG_ENOMEM;
+    }
+    memcpy(req->data, data, len);
+    req->len = len;
+    req->queued_ms = vg_now_ms();
+    req->next = NULL;
+    if (s->pend_tail)
+        s->pend_tail->next = req;
+    else
+        s->pend_head = req;
+    s->pend_tail = req;
+    s->n_pending++;
+    start_wpoll(s);
+    return 0;
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    vg_ipc_server *s = h->data;
+    for (int i = 0; i < VG_IPC_DRAIN_CAP; i++) {
+        void *body = NULL, *control = NULL;
+        struct nn_iovec iov = {&body, NN_MSG};
+        struct nn_msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = &control;
+        mh.msg_controllen = NN_MSG;
+        int n = nn_recvmsg(s->cmd, &mh, NN_DONTWAIT);
+        if (n < 0) {
+            int e = nn_errno();
+            if (e == EINTR)
+                continue;
+            if (e != EAGAIN)
+                vg_log(VG_LOG_WARNING, MOD, "receive failed: %s", nn_strerror(e));
+            return;
+        }
+        s->stats.received++;
+        vg_ipc_req *r = calloc(1, sizeof *r);
+        char *copy = malloc((size_t)n + 1);
+        if (!r || !copy) {
+            free(r);
+            free(copy);
+            nn_freemsg(body);
+            if (control)
+                nn_freemsg(control);
+            vg_log(VG_LOG_ERR, MOD, "out of memory; request dropped");
+            continue;
+        }
+        memcpy(copy, body, (size_t)n);
+        copy[n] = 0;
+        nn_freemsg(body);
+        r->srv = s;
+        r->control = control;
+        s->on_request(s, r, copy, (size_t)n, s->opaque);
+        free(copy);
+    }
+}
+
+static int get_fd(int sock, int opt, int *fd)
+{
+    size_t sz = sizeof *fd;
+    if (nn_getsockopt(sock, NN_SOL_SOCKET, opt, fd, &sz) < 0)
+        return nn_err_to_vg(nn_errno());
+    return 0;
+}
+
+static void server_free(vg_ipc_server *s)
+{
+    for (int i = 0; i < s->n_paths; i++) {
+        unlink(s->paths[i]);
+        free(s->paths[i]);
+    }
+    free(s);
+}
+
+int vg_ipc_server_set_max_message(vg_ipc_server *s, size_t max)
+{
+    if (!s || max == 0 || max > (size_t)1 << 30)
+        return VG_EINVAL;
+    int v = (int)max;
+    if (nn_setsockopt(s->cmd, NN_SOL_SOCKET, NN_RCVMAXSIZE, &v, sizeof v) < 0)
+        return nn_err_to_vg(nn_errno());
+    s->max_message_size = max;
+    return 0;
+}
+
+int vg_ipc_server_start(uv_loop_t *loop, const vg_ipc_server_params *p, vg_ipc_server **out,
+                        char *err, size_t errlen)
+{
+    if (!loop || !p || !p->on_request || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "missing server parameters");
+    vg_ipc_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return VG_ENOMEM;
+    s->loop = loop;
+    s->on_request = p->on_request;
+    s->opaque = p->opaque;
+    s->cmd = nn_socket(AF_SP_RAW, NN_REP);
+    s->ev = nn_socket(AF_SP, NN_PUB);
+    int rc = 0;
+    if (s->cmd < 0 || s->ev < 0) {
+        rc = vg_fail(err, errlen, VG_EIO, "cannot create sockets: %s", nn_strerror(nn_errno()));
+        goto fail;
+    }
+    rc = vg_ipc_server_set_max_message(s, p->max_message_size ? p->max_message_size : 1 << 20);
+    if (rc < 0) {
+        vg_fail(err, errlen, rc, "bad max_message_size %zu", p->max_message_size);
+        goto fail;
+    }
+    int mode = p->socket_mode ? p->socket_mode : 0660;
+    if ((rc = bind_all(s, s->cmd, p->cmd_urls, mode, err, errlen)) < 0)
+        goto fail;
+    if ((rc = bind_all(s, s->ev, p->event_urls, mode, err, errlen)) < 0)
+        goto fail;
+    int rfd, wfd;
+    if ((rc = get_fd(s->cmd, NN_RCVFD, &rfd)) < 0 || (rc = get_fd(s->cmd, NN_SNDFD, &wfd)) < 0) {
+        vg_fail(err, errlen, rc, "cannot get the socket's descriptors");
+        goto fail;
+    }
+    if ((rc = uv_poll_init(loop, &s->rpoll, rfd)) < 0) {
+        vg_fail(err, errlen, rc, "uv_poll_init: %s", uv_strerror(rc));
+        goto fail;
+    }
+    s->rpoll.data = s;
+    s->n_handles_open = 1;
+    if ((rc = uv_poll_init(loop, &s->wpoll, wfd)) < 0) {
+        vg_fail(err, errlen, rc, "uv_poll_init: %s", uv_strerror(rc));
+        goto fail_handles;
+    }
+    s->wpoll.data = s;
+    s->n_handles_open = 2;
+    uv_timer_init(loop, &s->retry);
+    s->retry.data = s;
+    s->n_handles_open = 3;
+    if ((rc = uv_poll_start(&s->rpoll, UV_READABLE, on_readable)) < 0) {
+        vg_fail(err, errlen, rc, "uv_poll_start: %s", uv_strerror(rc));
+        goto fail_handles;
+    }
+    *out = s;
+    return 0;
+fail_handles:
+    /* The handles are closed by stop(), which frees s once they are. */
+    vg_ipc_server_stop(s);
+    return rc;
+fail:
+    if (s->cmd >= 0)
+        nn_close(s->cmd);
+    if (s->ev >= 0)
+        nn_close(s->ev);
+    server_free(s);
+    return rc;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    vg_ipc_server *s = h->data;
+    if (--s->n_handles_open == 0)
+        server_free(s);
+}
+
+void vg_ipc_server_stop(vg_ipc_server *s)
+{
+    if (!s)
+        return;
+    while (s->pend_head) {
+        vg_ipc_req *r = s->pend_head;
+        s->pend_head = r->next;
+        req_free(r);
+    }
+    s->pend_tail = NULL;
+    s->n_pending = 0;
+    /* Close the uv handles before the sockets: the descriptors belong to the sockets. */
+    uv_handle_t *hs[3] = {(uv_handle_t *)&s->rpoll, (uv_handle_t *)&s->wpoll,
+                          (uv_handle_t *)&s->retry};
+    int n = s->n_handles_open;
+    for (int i = 0; i < n; i++) {
+        if (i < 2)
+            uv_poll_stop((uv_poll_t *)hs[i]);
+        uv_close(hs[i], on_handle_closed);
+    }
+    nn_close(s->cmd);
+    nn_close(s->ev);
+    s->cmd = s->ev = -1;
+    if (n == 0)
+        server_free(s);
+}
+
+int vg_ipc_publish(vg_ipc_server *s, const char *topic, const char *payload, size_t len)
+{
+    if (!s || !topic || strchr(topic, ' '))
+        return VG_EINVAL;
+    size_t tl = strlen(topic);
+    if (tl == 0 || tl > VG_IPC_TOPIC_MAX)
+        return VG_EINVAL;
+    size_t total;
+    if (vg_add_size(tl + 1, len, &total) < 0)
+        return VG_EINVAL;
+    char stackbuf[1024];
+    char *buf = total <= sizeof stackbuf ? stackbuf : malloc(total);
+    if (!buf)
+        return VG_ENOMEM;
+    memcpy(buf, topic, tl);
+    buf[tl] = ' ';
+    if (len)
+        memcpy(buf + tl + 1, payload, len);
+    int rc = nn_send(s->ev, buf, total, NN_DONTWAIT);
+    if (buf != stackbuf)
+        free(buf);
+    if (rc < 0)
+        return nn_err_to_vg(nn_errno()) == VG_EAGAIN ? 0 : VG_EIO;
+    s->stats.published++;
+    return 0;
+}
+
+void vg_ipc_server_get_stats(const vg_ipc_server *s, vg_ipc_stats *out)
+{
+    *out = s->stats;
+}
