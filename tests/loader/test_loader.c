@@ -530,6 +530,97 @@ static void test_hostile_files(void **state)
     assert_non_null(strstr(err, d));
 }
 
+/* ---- mutation sweep: every truncation and many random byte flips never crash ---- */
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_mutations(void **state)
+{
+    (void)state;
+    char path[512], mut[512];
+    path_in(path, sizeof path, "good.safetensors");
+    path_in(mut, sizeof mut, "mut.safetensors");
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t b[5] = {1, 2, 3, 4, 5};
+    vg_st_write_tensor ts[2] = {
+        {.name = "a", .dtype = VG_DT_F32, .ndim = 2, .shape = {2, 3}, .data = a},
+        {.name = "b", .dtype = VG_DT_BF16, .ndim = 1, .shape = {5}, .data = b},
+    };
+    assert_int_equal(vg_st_write(path, ts, 2, err, sizeof err), 0);
+    char *good;
+    size_t len;
+    assert_int_equal(vg_read_file(path, 1 << 20, &good, &len, err, sizeof err), 0);
+    vg_st *st = NULL;
+    /* Every proper prefix is refused (the tensors' bytes run to the end of the file). */
+    for (size_t n = 0; n < len; n++) {
+        write_bytes(mut, good, n);
+        int rc = vg_st_open_file(mut, &st, err, sizeof err);
+        if (rc == 0)
+            fail_msg("prefix of %zu bytes opened", n);
+        assert_true(rc < 0 && strstr(err, mut));
+    }
+    /* Random flips: either a clean error or tensors that lie inside the file. */
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int opened = 0;
+    char *buf = malloc(len);
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, good, len);
+        int flips = 1 + (int)(rng_next(&seed) % 3);
+        for (int k = 0; k < flips; k++) {
+            size_t at = rng_next(&seed) % VG_MIN(len, (size_t)120);
+            buf[at] = (char)rng_next(&seed);
+        }
+        write_bytes(mut, buf, len);
+        err[0] = '\0';
+        int rc = vg_st_open_file(mut, &st, err, sizeof err);
+        if (rc == 0) {
+            opened++;
+            for (size_t i = 0; i < vg_st_count(st); i++) {
+                const vg_tensor *t = vg_st_at(st, i);
+                float *v = NULL;
+                assert_int_equal(vg_st_get_f32(st, t->name, t->ndim, t->shape, &v, err, sizeof err),
+                                 0);
+                free(v);
+            }
+            vg_st_close(st);
+        } else {
+            assert_true(rc < 0);
+            assert_non_null(strstr(err, mut));
+        }
+    }
+    assert_true(opened > 0); /* flips in numbers' digits or the padding can keep it valid */
+    free(buf);
+    free(good);
+
+    /* The same for config.json text. */
+    vg_model_info p, q;
+    assert_int_equal(vg_random_preset("tiny", &p, err, sizeof err), 0);
+    p.video_token_id = p.image_token_id = p.vision_start_token_id = p.vision_end_token_id = 300;
+    char *cfg = vg_random_config_json(&p);
+    size_t cl = strlen(cfg);
+    char *c2 = malloc(cl + 1);
+    for (int it = 0; it < 3000; it++) {
+        memcpy(c2, cfg, cl + 1);
+        size_t at = rng_next(&seed) % cl;
+        c2[at] = (char)("0123456789-.e[]{}\",: x"[rng_next(&seed) % 22]);
+        size_t n = it % 7 == 0 ? rng_next(&seed) % cl : cl;
+        int rc = vg_config_parse(c2, n, &q, err, sizeof err);
+        if (rc != 0) {
+            assert_true(rc == VG_EMODEL || rc == VG_EFORMAT);
+            assert_non_null(strstr(err, "config.json"));
+        } else {
+            assert_true(q.hidden_size > 0 && q.n_layers > 0 && q.head_dim % 2 == 0);
+        }
+    }
+    free(c2);
+    free(cfg);
+}
+
 /* ---- sharded checkpoints ---- */
 static void test_sharded(void **state)
 {
@@ -1106,6 +1197,7 @@ int main(void)
         cmocka_unit_test(test_golden_config),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mutations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sharded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_tiny, setup, teardown),
         cmocka_unit_test(test_presets_config),
