@@ -1169,7 +1169,8 @@ static int detok_emit(vg_detok *d, char *out, size_t cap, size_t *len, int final
         o += w;
         i += in;
     }
-    memmove(d->pend, d->pend + i, n - i);
+    if (i > 0 && i < n)
+        memmove(d->pend, d->pend + i, n - i);
     d->n = n - i;
     out[o] = 0;
     *len = o;

@@ -383,7 +383,11 @@ static void test_detok_streaming(void **state)
     vg_detok *d;
     assert_int_equal(vg_detok_create(tok, 1, &d), 0);
     char out[64];
-    size_t len;
+    size_t len = 99;
+    /* Flushing an empty stream gives nothing. */
+    assert_int_equal(vg_detok_flush(d, out, sizeof out, &len), 0);
+    assert_int_equal(len, 0);
+    assert_string_equal(out, "");
     /* 😀 = F0 9F 98 80 split as [F0 9F][98][80]: nothing until the last byte. */
     assert_int_equal(vg_detok_push(d, 'a', out, sizeof out, &len), 0);
     assert_string_equal(out, "a");
