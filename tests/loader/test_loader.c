@@ -504,20 +504,35 @@ static void test_hostile_files(void **state)
 
     /* Misaligned data (header length not a multiple of 4) still reads correctly via memcpy. */
     path_in(p, sizeof p, "misaligned.safetensors");
-    const char *h = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9]}}";
+    /* Header of 168 bytes: F32 at data offset 1, BF16 and F16 at offset 9 (all misaligned). */
+    const char *h = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9]},"
+                    "\"v\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[9,13]},"
+                    "\"u\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[13,15]}}    ";
     size_t hl = strlen(h);
-    unsigned char buf[256] = {0};
+    assert_int_equal(hl % 8, 0);
+    unsigned char buf[512] = {0};
     buf[0] = (unsigned char)hl;
     memcpy(buf + 8, h, hl);
     float vals[2] = {3.5f, -7.0f};
     memcpy(buf + 8 + hl + 1, vals, 8);
-    write_bytes(p, buf, 8 + hl + 9);
+    uint16_t bv[2] = {0x3f80, 0xc000}, hv = 0x3c00;
+    memcpy(buf + 8 + hl + 9, bv, 4);
+    memcpy(buf + 8 + hl + 13, &hv, 2);
+    write_bytes(p, buf, 8 + hl + 15);
     assert_int_equal(vg_st_open_file(p, &st, err, sizeof err), 0);
     const vg_tensor *t = vg_st_find(st, "w");
-    assert_true(((uintptr_t)t->data & 3) != 0 || hl % 4 == 3);
+    assert_true(((uintptr_t)t->data & 3) != 0);
     float out[2];
     vg_tensor_to_f32(t, out);
     assert_true(out[0] == 3.5f && out[1] == -7.0f);
+    t = vg_st_find(st, "v");
+    assert_true(((uintptr_t)t->data & 1) != 0);
+    vg_tensor_to_f32(t, out);
+    assert_true(out[0] == 1.0f && out[1] == -2.0f);
+    t = vg_st_find(st, "u");
+    assert_true(((uintptr_t)t->data & 1) != 0);
+    vg_tensor_to_f32(t, out);
+    assert_true(out[0] == 1.0f);
     vg_st_close(st);
 
     /* Missing file and missing checkpoint. */
