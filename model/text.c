@@ -83,7 +83,8 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
         if ((rc = vg_model_weight(m, name, nd_, shp, &L->field, err, errlen)) < 0)                 \
             return rc;                                                                             \
     } while (0)
-        int64_t s_q[] = {QD, D}, s_k[] = {KD, D}, s_o[] = {D, QD}, s_up[] = {FF, D}, s_dn[] = {D, FF};
+        int64_t s_q[] = {QD, D}, s_k[] = {KD, D}, s_o[] = {D, QD}, s_up[] = {FF, D},
+                s_dn[] = {D, FF};
         W(in_norm, "input_layernorm.weight", 1, s_d);
         W(post_norm, "post_attention_layernorm.weight", 1, s_d);
         W(wq, "self_attn.q_proj.weight", 2, s_q);
@@ -154,6 +155,28 @@ void vg_seq_free(vg_seq *s)
 vg_model *vg_seq_model(const vg_seq *s)
 {
     return s->m;
+}
+
+int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
+{
+    if (!s || n > s->max_tokens)
+        return VG_ELIMIT;
+    const vg_model_info *in = &s->m->info;
+    const size_t kvd = (size_t)in->n_kv_heads * (size_t)in->head_dim;
+    uint64_t x = seed | 1;
+    for (int l = 0; l < in->n_layers; l++) {
+        float *k = s->kc + (size_t)l * s->max_tokens * kvd;
+        float *v = s->vc + (size_t)l * s->max_tokens * kvd;
+        for (size_t i = 0; i < n * kvd; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            k[i] = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
+            v[i] = (float)((int64_t)(x & 0xffffff) - (1 << 23)) / (float)(1 << 23);
+        }
+    }
+    s->len = n;
+    return 0;
 }
 
 size_t vg_seq_len(const vg_seq *s)

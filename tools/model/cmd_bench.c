@@ -1,0 +1,504 @@
+/*
+ * cmd_bench.c: `vigil-model bench MODEL_DIR`, the engine's speed against this machine's ceilings.
+ *
+ * In one run it measures
+ *  - the ceilings: OpenBLAS sgemm GFLOP/s at the shapes the engine uses (the vision MLP's fc1 and
+ *    the text MLP's gate projection) and memory bandwidth (sgemv over a 512 MiB matrix and a plain
+ *    streaming read);
+ *  - vision: one 448x448 frame pair (28x28 = 784 patches) through vg_model_encode_slice;
+ *  - prefill: 1k and 4k text tokens through vg_seq_prefill (tok/s and GFLOP/s of useful work);
+ *  - decode: tokens per second after 1k and 8k cached tokens (the cache is filled with
+ *    pseudo-random K/V by a private hook; decode cost does not depend on the values), with the
+ *    weights read into memory and, when --mmap-dir is given, from the mapping of an F32 copy of
+ *    the checkpoint (written there first when absent);
+ *  - the peak resident set size;
+ * and prints one table: each row's achieved rate, the matching ceiling, achieved/ceiling, and the
+ * peers' numbers from ../shared/notes/cpu-performance.md (1 thread, measured on this machine).
+ * Single-threaded front end; --threads sets the BLAS threads (default 1, like the peers' table).
+ */
+#include "cmds.h"
+
+#include "common.h"
+#include "engine.h"
+#include "model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+typedef struct bench_opts {
+    const char *dir, *mmap_dir;
+    int threads, quick, skip_vision, skip_prefill, skip_decode;
+} bench_opts;
+
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    uint64_t s = seed * 2862933555777941757ull + 3037000493ull;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 40) / (double)(1 << 24) - 0.5);
+    }
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* best-of-reps sgemm GFLOP/s for C[m,n] = A[m,k] B[n,k]^T */
+static double sgemm_gflops(int m, int n, int k, int reps)
+{
+    float *a = malloc((size_t)m * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
+    float *c = malloc((size_t)m * n * sizeof(float));
+    if (!a || !b || !c) {
+        free(a);
+        free(b);
+        free(c);
+        return 0;
+    }
+    fill(a, (size_t)m * k, 1);
+    fill(b, (size_t)n * k, 2);
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = vg_now_ms();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+        double t = vg_now_ms() - t0;
+        if (r > 0 && t < best) /* the first run warms up */
+            best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * m * n * (double)k / (best * 1e6);
+}
+
+/* GB/s streaming a 512 MiB matrix through sgemv, and through a plain summing loop */
+static void bandwidth(int reps, double *gemv_gbs, double *read_gbs)
+{
+    const int rows = 8192, cols = 16384; /* 512 MiB */
+    size_t n = (size_t)rows * cols;
+    float *a = malloc(n * sizeof(float)), *x = malloc(cols * sizeof(float)),
+          *y = malloc(rows * sizeof(float));
+    *gemv_gbs = *read_gbs = 0;
+    if (!a || !x || !y) {
+        free(a);
+        free(x);
+        free(y);
+        return;
+    }
+    fill(a, n, 3);
+    fill(x, cols, 4);
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = vg_now_ms();
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, a, cols, x, 1, 0.0f, y, 1);
+        double t = vg_now_ms() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    *gemv_gbs = (double)n * sizeof(float) / (best * 1e6);
+    best = 1e30;
+    volatile float sink = 0;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = vg_now_ms();
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            s0 += a[i];
+            s1 += a[i + 1];
+            s2 += a[i + 2];
+            s3 += a[i + 3];
+            s4 += a[i + 4];
+            s5 += a[i + 5];
+            s6 += a[i + 6];
+            s7 += a[i + 7];
+        }
+        sink = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+        double t = vg_now_ms() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    (void)sink;
+    *read_gbs = (double)n * sizeof(float) / (best * 1e6);
+    free(a);
+    free(x);
+    free(y);
+}
+
+/* FLOPs of one vision slice of N patches */
+static double vision_flops(const vg_model_info *in, double N)
+{
+    double D = in->vision_hidden, FF = in->vision_intermediate, O = in->out_hidden_size;
+    double K = (double)in->in_channels * in->temporal_patch_size * in->patch_size * in->patch_size;
+    double mm = (double)in->spatial_merge_size * in->spatial_merge_size, MD = D * mm;
+    double f = 2 * N * K * D;
+    f += in->vision_depth * (2 * N * D * 3 * D + 4 * N * N * D + 2 * N * D * D + 4 * N * D * FF);
+    f += (1 + in->n_deepstack) * 2 * (N / mm) * (MD * MD + MD * O);
+    return f;
+}
+
+/* useful FLOPs of prefilling n tokens after p0 cached ones (last-token logits only) */
+static double prefill_flops(const vg_model_info *in, double p0, double n)
+{
+    double D = in->hidden_size, hd = in->head_dim, QD = in->n_heads * hd, KD = in->n_kv_heads * hd,
+           FF = in->intermediate_size;
+    double lin = 2 * (D * QD + 2 * D * KD + QD * D + 3 * D * FF);
+    double att = 4 * QD * (n * p0 + n * (n + 1) / 2);
+    return in->n_layers * (n * lin + att) + 2 * D * in->vocab_size;
+}
+
+/* bytes one decode step reads: every text weight (f32) plus the KV cache of ctx tokens */
+static double decode_bytes(const vg_model_info *in, double ctx)
+{
+    double D = in->hidden_size, hd = in->head_dim, QD = in->n_heads * hd, KD = in->n_kv_heads * hd,
+           FF = in->intermediate_size;
+    double per_layer = D * QD + 2 * D * KD + QD * D + 3 * D * FF + 2 * D + 2 * hd;
+    double w = in->n_layers * per_layer + D * in->vocab_size + D;
+    double kv = in->n_layers * 2 * ctx * KD;
+    return 4 * (w + kv);
+}
+
+typedef struct row {
+    char what[48];
+    double value;
+    char unit[12];
+    double ceiling; /* same unit; 0 = none */
+    char ceil_name[24];
+    char peers[64];
+} row;
+
+typedef struct table {
+    row rows[32];
+    int n_rows;
+} table;
+
+static void add_row(table *tb, const char *what, double value, const char *unit, double ceiling,
+                    const char *ceil_name, const char *peers)
+{
+    if (tb->n_rows >= (int)VG_ARRAY_LEN(tb->rows))
+        return;
+    row *r = &tb->rows[tb->n_rows++];
+    snprintf(r->what, sizeof(r->what), "%s", what);
+    r->value = value;
+    snprintf(r->unit, sizeof(r->unit), "%s", unit);
+    r->ceiling = ceiling;
+    snprintf(r->ceil_name, sizeof(r->ceil_name), "%s", ceil_name);
+    snprintf(r->peers, sizeof(r->peers), "%s", peers);
+    printf("  %-34s %10.2f %-7s", what, value, unit);
+    if (ceiling > 0)
+        printf("  (ceiling %.2f, %.0f%%)", ceiling, 100.0 * value / ceiling);
+    printf("\n");
+    fflush(stdout);
+}
+
+static int bench_decode(vg_model *m, size_t ctx, int steps, double *tok_s, char *err, size_t errlen)
+{
+    const vg_model_info *in = vg_model_get_info(m);
+    vg_seq *s = NULL;
+    int rc = vg_seq_create(m, ctx + (size_t)steps + 1, &s, err, errlen);
+    if (rc < 0)
+        return rc;
+    float *lg = malloc((size_t)in->vocab_size * sizeof(float));
+    if (!lg) {
+        vg_seq_free(s);
+        return VG_ENOMEM;
+    }
+    vg_seq_fill_random(s, ctx, 7);
+    /* one warm-up step, then the timed ones */
+    int32_t id = 1000;
+    double t0 = 0;
+    for (int i = 0; i <= steps && rc == 0; i++) {
+        if (i == 1)
+            t0 = vg_now_ms();
+        rc = vg_seq_decode(s, id, (int32_t)vg_seq_len(s), lg, err, errlen);
+        id = vg_argmax(lg, (size_t)in->vocab_size);
+        if (id == in->video_token_id || id == in->image_token_id)
+            id = 1000;
+    }
+    double t = vg_now_ms() - t0;
+    *tok_s = steps / (t / 1000.0);
+    free(lg);
+    vg_seq_free(s);
+    return rc;
+}
+
+static int bench_prefill(vg_model *m, size_t n, double *secs, char *err, size_t errlen)
+{
+    const vg_model_info *in = vg_model_get_info(m);
+    vg_seq *s = NULL;
+    int rc = vg_seq_create(m, n, &s, err, errlen);
+    if (rc < 0)
+        return rc;
+    int32_t *ids = malloc(n * sizeof(int32_t)), *pos = malloc(3 * n * sizeof(int32_t));
+    float *lg = malloc((size_t)in->vocab_size * sizeof(float));
+    if (!ids || !pos || !lg) {
+        rc = VG_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = (int32_t)(1000 + (i * 7919) % 100000);
+        pos[i] = pos[n + i] = pos[2 * n + i] = (int32_t)i;
+    }
+    vg_prefill_input pin = {.ids = ids, .n = n, .pos = pos};
+    double t0 = vg_now_ms();
+    rc = vg_seq_prefill(s, &pin, lg, 0, NULL, err, errlen);
+    *secs = (vg_now_ms() - t0) / 1000.0;
+out:
+    free(ids);
+    free(pos);
+    free(lg);
+    vg_seq_free(s);
+    return rc;
+}
+
+/* Writes dir/model.safetensors as F32 (plus the JSON files) from src's checkpoint. */
+static int write_f32_copy(const char *src, const char *dst, char *err, size_t errlen)
+{
+    vg_st *st = NULL;
+    int rc = vg_st_open_dir(src, &st, err, errlen);
+    if (rc < 0)
+        return rc;
+    mkdir(dst, 0755);
+    const char *copy[] = {"config.json", "generation_config.json", "tokenizer.json",
+                          "tokenizer_config.json", "video_preprocessor_config.json"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(copy); i++) {
+        char a[4096], b[4096], *data = NULL;
+        size_t len = 0;
+        snprintf(a, sizeof(a), "%s/%s", src, copy[i]);
+        snprintf(b, sizeof(b), "%s/%s", dst, copy[i]);
+        if (vg_read_file(a, (size_t)1 << 30, &data, &len, NULL, 0) < 0)
+            continue;
+        FILE *f = fopen(b, "wb");
+        if (f) {
+            fwrite(data, 1, len, f);
+            fclose(f);
+        }
+        free(data);
+    }
+    size_t n = vg_st_count(st);
+    vg_st_write_tensor *t = calloc(n, sizeof(*t));
+    if (!t) {
+        vg_st_close(st);
+        return VG_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const vg_tensor *x = vg_st_at(st, i);
+        t[i].name = x->name;
+        t[i].dtype = VG_DT_F32;
+        t[i].ndim = x->ndim;
+        memcpy(t[i].shape, x->shape, sizeof(t[i].shape));
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/model.safetensors", dst);
+    vg_st_writer *w = NULL;
+    rc = vg_st_writer_open(path, t, n, &w, err, errlen);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const vg_tensor *x = vg_st_at(st, i);
+        float *buf = malloc(x->numel * sizeof(float) + 1);
+        if (!buf) {
+            rc = VG_ENOMEM;
+            break;
+        }
+        vg_tensor_to_f32(x, buf);
+        rc = vg_st_writer_write(w, buf, x->numel * sizeof(float), err, errlen);
+        free(buf);
+    }
+    if (w)
+        rc = rc == 0 ? vg_st_writer_finish(w, err, errlen) : (vg_st_writer_abort(w), rc);
+    free(t);
+    vg_st_close(st);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vigil-model bench MODEL_DIR [options]\n\n"
+               "  --threads N      BLAS threads (default 1, as in the peers' table)\n"
+               "  --quick          fewer repetitions, no 4k prefill, decode at 1k only\n"
+               "  --mmap-dir DIR   also decode with the weights mapped from an F32 copy in DIR\n"
+               "                   (written there first when DIR/model.safetensors is absent)\n"
+               "  --no-vision, --no-prefill, --no-decode   skip a part\n");
+}
+
+int vg_cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {.threads = 1};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
+            o.threads = atoi(argv[++i]);
+        } else if (strcmp(a, "--mmap-dir") == 0 && i + 1 < argc) {
+            o.mmap_dir = argv[++i];
+        } else if (strcmp(a, "--quick") == 0) {
+            o.quick = 1;
+        } else if (strcmp(a, "--no-vision") == 0) {
+            o.skip_vision = 1;
+        } else if (strcmp(a, "--no-prefill") == 0) {
+            o.skip_prefill = 1;
+        } else if (strcmp(a, "--no-decode") == 0) {
+            o.skip_decode = 1;
+        } else if (a[0] == '-' || o.dir) {
+            usage(stderr);
+            return 2;
+        } else {
+            o.dir = a;
+        }
+    }
+    if (!o.dir || o.threads <= 0) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    table tb;
+    memset(&tb, 0, sizeof(tb));
+    const int reps = o.quick ? 1 : 3;
+    openblas_set_num_threads(o.threads);
+    printf("vigil-model bench %s, %d BLAS thread%s%s\n", o.dir, o.threads,
+           o.threads == 1 ? "" : "s", o.quick ? ", quick" : "");
+
+    vg_model_params mp = vg_model_default_params();
+    mp.n_threads = o.threads;
+    mp.load_vision = !o.skip_vision;
+    vg_model *m = NULL;
+    double t0 = vg_now_ms();
+    if (vg_model_load(o.dir, &mp, &m, err, sizeof(err)) < 0) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
+    }
+    const vg_model_info *in = vg_model_get_info(m);
+    printf("model %s: %zu parameters, %.2f GiB float32, loaded in %.1f s\n", in->name, in->n_params,
+           (double)in->weight_bytes / (1 << 30), (vg_now_ms() - t0) / 1000.0);
+
+    /* ceilings at the engine's shapes */
+    printf("ceilings:\n");
+    double g_vis = 0, g_txt = 0, bw_gemv = 0, bw_read = 0;
+    if (in->has_vision)
+        g_vis = sgemm_gflops(784, in->vision_intermediate, in->vision_hidden, reps);
+    g_txt = sgemm_gflops(1024, in->intermediate_size, in->hidden_size, reps);
+    bandwidth(reps, &bw_gemv, &bw_read);
+    char nm[64];
+    if (g_vis > 0) {
+        snprintf(nm, sizeof(nm), "sgemm 784x%dx%d", in->vision_intermediate, in->vision_hidden);
+        add_row(&tb, nm, g_vis, "GFLOP/s", 0, "", "notes: ~103 (1 thread, Haswell kernels)");
+    }
+    snprintf(nm, sizeof(nm), "sgemm 1024x%dx%d", in->intermediate_size, in->hidden_size);
+    add_row(&tb, nm, g_txt, "GFLOP/s", 0, "", "notes: ~103 (1 thread)");
+    add_row(&tb, "memory: sgemv over 512 MiB", bw_gemv, "GB/s", 0, "", "notes: ~26 (1 thread)");
+    add_row(&tb, "memory: streaming read 512 MiB", bw_read, "GB/s", 0, "", "");
+
+    printf("engine:\n");
+    if (!o.skip_vision && in->has_vision) {
+        const int gh = 28, gw = 28;
+        size_t K =
+            (size_t)in->in_channels * in->temporal_patch_size * in->patch_size * in->patch_size;
+        float *px = malloc((size_t)gh * gw * K * sizeof(float));
+        if (px) {
+            fill(px, (size_t)gh * gw * K, 5);
+            double best = 1e30;
+            for (int r = 0; r < (o.quick ? 1 : 2); r++) {
+                vg_vision_out *vo = NULL;
+                double ts = vg_now_ms();
+                if (vg_model_encode_slice(m, px, gh, gw, NULL, &vo, err, sizeof(err)) < 0) {
+                    fprintf(stderr, "bench: %s\n", err);
+                    break;
+                }
+                best = fmin(best, (vg_now_ms() - ts) / 1000.0);
+                vg_vision_out_free(vo);
+            }
+            double gf = vision_flops(in, gh * gw) / best / 1e9;
+            add_row(&tb, "vision 448x448 pair (784 patches) s", best, "s", 0, "",
+                    "tf32 7.8-24.1, bf16 3.2-15.5, llama.cpp f16 5.45");
+            add_row(&tb, "  vision GFLOP/s", gf, "GFLOP/s", g_vis, "sgemm", "");
+            free(px);
+        }
+    }
+    if (!o.skip_prefill) {
+        size_t lens[2] = {1024, 4096};
+        for (int k = 0; k < (o.quick ? 1 : 2); k++) {
+            double secs = 0;
+            if (bench_prefill(m, lens[k], &secs, err, sizeof(err)) < 0) {
+                fprintf(stderr, "bench: prefill: %s\n", err);
+                break;
+            }
+            char w[64];
+            snprintf(w, sizeof(w), "prefill %zu tokens, tok/s", lens[k]);
+            add_row(&tb, w, lens[k] / secs, "tok/s", 0, "",
+                    k == 0 ? "tf32 14-28, bf16 20-88, llama.cpp f16 39-44, q8_0 31-35" : "");
+            add_row(&tb, "  prefill GFLOP/s", prefill_flops(in, 0, (double)lens[k]) / secs / 1e9,
+                    "GFLOP/s", g_txt, "sgemm", "");
+        }
+    }
+    if (!o.skip_decode) {
+        size_t ctxs[2] = {1024, 8192};
+        for (int k = 0; k < (o.quick ? 1 : 2); k++) {
+            double ts = 0;
+            if (bench_decode(m, ctxs[k], o.quick ? 4 : 8, &ts, err, sizeof(err)) < 0) {
+                fprintf(stderr, "bench: decode: %s\n", err);
+                break;
+            }
+            char w[64];
+            snprintf(w, sizeof(w), "decode after %zu, tok/s (in memory)", ctxs[k]);
+            double roof = bw_gemv * 1e9 / decode_bytes(in, (double)ctxs[k]);
+            add_row(&tb, w, ts, "tok/s", roof, "bandwidth",
+                    k == 0 ? "tf32 0.9, bf16 3.0, llama.cpp f16 6.4-7.5, q8_0 9.8-11.4" : "");
+        }
+    }
+    double rss = peak_rss_mib();
+    add_row(&tb, "peak RSS", rss, "MiB", 0, "", "");
+    vg_model_free(m);
+    m = NULL;
+
+    if (o.mmap_dir && !o.skip_decode) {
+        char p[4096];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/model.safetensors", o.mmap_dir);
+        if (stat(p, &st) != 0) {
+            printf("writing an F32 copy of the checkpoint to %s ...\n", o.mmap_dir);
+            fflush(stdout);
+            if (write_f32_copy(o.dir, o.mmap_dir, err, sizeof(err)) < 0) {
+                fprintf(stderr, "bench: %s\n", err);
+                return 1;
+            }
+        }
+        mp.use_mmap = 1;
+        mp.load_vision = 0;
+        t0 = vg_now_ms();
+        if (vg_model_load(o.mmap_dir, &mp, &m, err, sizeof(err)) < 0) {
+            fprintf(stderr, "bench: %s\n", err);
+            return 1;
+        }
+        in = vg_model_get_info(m);
+        printf("mapped F32 model loaded in %.1f s (%.2f GiB copied)\n", (vg_now_ms() - t0) / 1000.0,
+               (double)in->weight_bytes / (1 << 30));
+        double ts = 0;
+        /* one untimed pass pages the weights in */
+        if (bench_decode(m, 1024, 1, &ts, err, sizeof(err)) == 0 &&
+            bench_decode(m, 1024, o.quick ? 4 : 8, &ts, err, sizeof(err)) == 0)
+            add_row(&tb, "decode after 1024, tok/s (mapped)", ts, "tok/s",
+                    bw_gemv * 1e9 / decode_bytes(in, 1024), "bandwidth",
+                    "llama.cpp: mmap 2-4x slower here");
+        else
+            fprintf(stderr, "bench: decode (mapped): %s\n", err);
+        vg_model_free(m);
+    }
+
+    printf("\n| measurement | vigil | unit | ceiling | achieved/ceiling | peers (1 thread) |\n");
+    printf("|---|---:|---|---:|---:|---|\n");
+    for (int i = 0; i < tb.n_rows; i++) {
+        const row *r = &tb.rows[i];
+        if (r->ceiling > 0)
+            printf("| %s | %.2f | %s | %.2f (%s) | %.0f%% | %s |\n", r->what, r->value, r->unit,
+                   r->ceiling, r->ceil_name, 100.0 * r->value / r->ceiling, r->peers);
+        else
+            printf("| %s | %.2f | %s | | | %s |\n", r->what, r->value, r->unit, r->peers);
+    }
+    return 0;
+}
