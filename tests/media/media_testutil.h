@@ -21,14 +21,14 @@
 static char mt_dir[256];
 
 /* Creates the temporary directory; returns 0 or -1. */
-static int mt_make_dir(const char *tag)
+static inline int mt_make_dir(const char *tag)
 {
     const char *base = getenv("TMPDIR");
     snprintf(mt_dir, sizeof mt_dir, "%s/vg-%s-XXXXXX", base && *base ? base : "/tmp", tag);
     return mkdtemp(mt_dir) ? 0 : -1;
 }
 
-static void mt_remove_dir(void)
+static inline void mt_remove_dir(void)
 {
     if (!mt_dir[0])
         return;
@@ -39,20 +39,20 @@ static void mt_remove_dir(void)
     mt_dir[0] = '\0';
 }
 
-static const char *mt_path(char *buf, size_t len, const char *name)
+static inline const char *mt_path(char *buf, size_t len, const char *name)
 {
     snprintf(buf, len, "%s/%s", mt_dir, name);
     return buf;
 }
 
-static int mt_have_ffmpeg(void)
+static inline int mt_have_ffmpeg(void)
 {
     return system("ffmpeg -version >/dev/null 2>&1") == 0 &&
            system("ffprobe -version >/dev/null 2>&1") == 0;
 }
 
 /* Runs "ffmpeg -nostdin -v error -y <args>" in the temporary directory. */
-static int mt_ffmpeg(const char *args)
+static inline int mt_ffmpeg(const char *args)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "cd '%s' && ffmpeg -nostdin -v error -y %s", mt_dir, args);
@@ -63,7 +63,7 @@ static int mt_ffmpeg(const char *args)
 }
 
 /* Reads a whole file into a malloc'd buffer. */
-static unsigned char *mt_read(const char *path, size_t *len)
+static inline unsigned char *mt_read(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -82,7 +82,7 @@ static unsigned char *mt_read(const char *path, size_t *len)
     return buf;
 }
 
-static int mt_write(const char *path, const void *data, size_t len)
+static inline int mt_write(const char *path, const void *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -93,7 +93,7 @@ static int mt_write(const char *path, const void *data, size_t len)
 }
 
 /* Copies the first keep bytes of src into dst. */
-static int mt_truncate_copy(const char *src, const char *dst, double fraction)
+static inline int mt_truncate_copy(const char *src, const char *dst, double fraction)
 {
     size_t n = 0;
     unsigned char *b = mt_read(src, &n);
@@ -114,7 +114,7 @@ typedef struct mt_server {
     pthread_t thread;
 } mt_server;
 
-static void *mt_server_main(void *arg)
+static inline void *mt_server_main(void *arg)
 {
     mt_server *s = arg;
     int conns[8];
@@ -149,7 +149,7 @@ static void *mt_server_main(void *arg)
     return NULL;
 }
 
-static int mt_server_start(mt_server *s, const unsigned char *prefix, size_t prefix_len)
+static inline int mt_server_start(mt_server *s, const unsigned char *prefix, size_t prefix_len)
 {
     memset(s, 0, sizeof *s);
     s->prefix = prefix;
@@ -176,7 +176,7 @@ static int mt_server_start(mt_server *s, const unsigned char *prefix, size_t pre
     return 0;
 }
 
-static void mt_server_stop(mt_server *s)
+static inline void mt_server_stop(mt_server *s)
 {
     atomic_store(&s->done, 1);
     pthread_join(s->thread, NULL);
