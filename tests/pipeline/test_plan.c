@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static const char *plan_cmd(void)
 {
@@ -470,4 +471,60 @@ void test_plan_cmd_usage(void **state)
     assert_int_equal(cJSON_GetArrayItem(fi, 5)->valueint, 150);
     cJSON_Delete(j);
     free(out);
+}
+
+/* `vigil plan VIDEO` reads the frame count, fps and size from the file and then plans exactly as
+ * the numbers-only form does. The clip is made with ffmpeg -f lavfi at test time. */
+void test_plan_cmd_file(void **state)
+{
+    (void)state;
+    if (system("ffmpeg -version >/dev/null 2>&1") != 0) {
+        printf("skipped: ffmpeg is not installed\n");
+        skip();
+    }
+    char dir[] = "/tmp/vg-plan-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[512], path[256];
+    snprintf(path, sizeof path, "%s/clip.mp4", dir);
+    snprintf(cmd, sizeof cmd,
+             "ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=320x180:rate=25:duration=4.4 "
+             "-pix_fmt yuv420p '%s'",
+             path);
+    assert_int_equal(system(cmd), 0);
+    char args[512], *a = NULL, *b = NULL;
+    snprintf(args, sizeof args, "'%s' --start 1 --end 3 --json", path);
+    assert_int_equal(run_plan(args, &a), 0);
+    assert_int_equal(
+        run_plan("--frames 110 --fps 25 --width 320 --height 180 --start 1 --end 3 --json", &b), 0);
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    assert_non_null(ja);
+    assert_non_null(jb);
+    cJSON *src = cJSON_GetObjectItem(ja, "source");
+    assert_string_equal(cJSON_GetObjectItem(src, "file")->valuestring, path);
+    cJSON_DeleteItemFromObject(src, "file");
+    assert_true(cJSON_Compare(ja, jb, 1));
+    assert_int_equal(num(ja, "nframes"), 4);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(ja, "frame_indices"), 0)->valueint, 25);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    free(a);
+    free(b);
+    /* A file that does not exist, and one that is not a video. */
+    snprintf(args, sizeof args, "'%s/missing.mp4'", dir);
+    assert_int_equal(run_plan(args, &a), 1);
+    free(a);
+    snprintf(path, sizeof path, "%s/text.mp4", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not a video\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "'%s'", path);
+    assert_int_equal(run_plan(args, &a), 1);
+    free(a);
+    /* VIDEO and numbers together is a usage error. */
+    snprintf(args, sizeof args, "'%s' --frames 10", path);
+    assert_int_equal(run_plan(args, &a), 2);
+    free(a);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }

@@ -22,6 +22,7 @@ void test_plan_smart_resize(void **state);
 void test_plan_errors(void **state);
 void test_plan_clip(void **state);
 void test_plan_cmd_usage(void **state);
+void test_plan_cmd_file(void **state);
 void test_resize_fixture(void **state);
 void test_resize_basic(void **state);
 void test_patchify_golden(void **state);

@@ -101,6 +101,18 @@ static long prompt_tokens_estimate(const vg_plan *plan)
     return n;
 }
 
+/* Prints the shortest decimal that reads back as the same double (like Python's repr). */
+static void print_double(double v)
+{
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, stdout);
+}
+
 static void print_json(const vg_plan *plan, int64_t frames, double fps, int width, int height,
                        const char *file)
 {
@@ -108,21 +120,28 @@ static void print_json(const vg_plan *plan, int64_t frames, double fps, int widt
     for (int i = 0; i < plan->nframes; i++)
         printf("%s%lld", i ? ", " : "", (long long)plan->frame_indices[i]);
     printf("], \"frame_times\": [");
-    for (int i = 0; i < plan->nframes; i++)
-        printf("%s%.17g", i ? ", " : "", plan->frame_times[i]);
+    for (int i = 0; i < plan->nframes; i++) {
+        fputs(i ? ", " : "", stdout);
+        print_double(plan->frame_times[i]);
+    }
     printf("], \"timestamps\": [");
-    for (int k = 0; k < plan->n_pairs; k++)
-        printf("%s%.17g", k ? ", " : "", plan->pair_times[k]);
+    for (int k = 0; k < plan->n_pairs; k++) {
+        fputs(k ? ", " : "", stdout);
+        print_double(plan->pair_times[k]);
+    }
     printf("], \"timestamp_strings\": [");
     for (int k = 0; k < plan->n_pairs; k++)
         printf("%s\"%s\"", k ? ", " : "", plan->pair_strings[k]);
     printf("], \"resized_height\": %d, \"resized_width\": %d, \"grid_thw\": [%d, %d, %d], "
-           "\"video_tokens\": %ld, \"tokens_per_pair\": %ld, \"sample_fps\": %.17g, "
-           "\"total_prompt_tokens_estimate\": %ld, \"source\": {\"total_frames\": %lld, "
-           "\"fps\": %.17g, \"width\": %d, \"height\": %d",
+           "\"video_tokens\": %ld, \"tokens_per_pair\": %ld, \"sample_fps\": ",
            plan->resized_height, plan->resized_width, plan->grid_t, plan->grid_h, plan->grid_w,
-           plan->video_tokens, plan->tokens_per_pair, plan->sample_fps,
-           prompt_tokens_estimate(plan), (long long)frames, fps, width, height);
+           plan->video_tokens, plan->tokens_per_pair);
+    print_double(plan->sample_fps);
+    printf(", \"total_prompt_tokens_estimate\": %ld, \"source\": {\"total_frames\": %lld, "
+           "\"fps\": ",
+           prompt_tokens_estimate(plan), (long long)frames);
+    print_double(fps);
+    printf(", \"width\": %d, \"height\": %d", width, height);
     if (file) {
         printf(", \"file\": \"");
         for (const unsigned char *c = (const unsigned char *)file; *c; c++) {
@@ -267,11 +286,32 @@ int vg_cmd_plan(int argc, char **argv)
                             "not both.\n");
             return 2;
         }
-        fprintf(stderr, "vigil plan: reading a video file is not available in this build; give "
-                        "--frames, --fps, --width and --height.\n");
-        return 1;
+        /* The decoder's numbers: frame count (counted for files), average fps, frame size. */
+        vg_media_params mp = vg_media_default_params();
+        vg_media *m = NULL;
+        char merr[512] = "";
+        int mrc = vg_media_open(file, &mp, &m, merr, sizeof merr);
+        if (mrc) {
+            fprintf(stderr, "vigil plan: cannot open %s: %s\n", file,
+                    merr[0] ? merr : vg_strerror(mrc));
+            return 1;
+        }
+        const vg_media_info *info = vg_media_get_info(m);
+        frames = (long)info->total_frames;
+        fps = info->fps;
+        width = info->width;
+        height = info->height;
+        int live = info->is_live;
+        vg_media_close(m);
+        if (live || frames <= 0) {
+            fprintf(stderr,
+                    "vigil plan: %s is a live stream or has no frame count; a plan needs a file "
+                    "(or give --frames, --fps, --width and --height).\n",
+                    file);
+            return 1;
+        }
     }
-    if (frames < 0 || fps < 0 || width < 0 || height < 0) {
+    if (!file && (frames < 0 || fps < 0 || width < 0 || height < 0)) {
         fprintf(stderr, "vigil plan: give a VIDEO or all of --frames, --fps, --width and "
                         "--height (see --help).\n");
         return 2;
