@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct options {
     const char *gt, *tokenizer, *out;
@@ -398,7 +399,12 @@ int main(int argc, char **argv)
     cJSON *index = cJSON_CreateObject();
     cJSON *files = cJSON_CreateArray();
     cJSON_AddStringToObject(index, "format", "VGDEMO01");
-    cJSON_AddStringToObject(index, "gt", o.gt);
+    char gt_abs[8200], cwd[4096];
+    if (o.gt[0] != '/' && getcwd(cwd, sizeof cwd))
+        snprintf(gt_abs, sizeof gt_abs, "%s/%s", cwd, o.gt);
+    else
+        snprintf(gt_abs, sizeof gt_abs, "%s", o.gt);
+    cJSON_AddStringToObject(index, "gt", gt_abs);
     cJSON_AddNumberToObject(index, "min_pixels", (double)o.min_pixels);
     cJSON_AddNumberToObject(index, "max_pixels", (double)o.max_pixels);
     cJSON_AddNumberToObject(index, "fps", o.fps);

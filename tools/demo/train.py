@@ -1,0 +1,581 @@
+#!/usr/bin/python3
+"""Trains the demo model (issue 6): a tiny Qwen3-VL that answers "When is the {colour} box visible?"
+/ "When does the {colour} box appear?" on synthetic clips, following ../shared/notes/demo-training.md.
+
+Data: one directory per curriculum stage, each written by vigil-demo-export (tools/demo/export_data.c)
+from clips of tools/demo/gen_clips.py, so the frames, timestamps, prompt ids and MRoPE positions are
+exactly those vigil's pipeline produces at inference. Stages are given in order with --data.
+
+Recipe (what the first experiment found):
+  * Salience curriculum gated on measured accuracy, not on time: stage k trains on its own clips
+    (e.g. boxes 3x larger, then 2x, 1.5x, 1x; then longer clips); the run moves to stage k+1 when the
+    held-out presence accuracy (and, where --gate-copy applies, the copy accuracy) reaches the gate.
+    A fraction --mix-prev of each batch still comes from earlier stages.
+  * Balanced questions: each present colour plus as many absent ones (at least one), each with a
+    random one of the two templates, so the yes/no decision is about 50/50.
+  * Shared video prefix: the video is encoded once per clip; each question follows it in its own
+    block, with a mask letting a block see the prefix and itself only (exact: the block's positions
+    are those of a standalone prompt).
+  * Targets copy the prompt: for a present box the answer gives the PRINTED "<t seconds>" strings of
+    the first and last temporal pair with a frame showing the box, so the answer is a copy of prompt
+    tokens: "The {colour} box is visible from {s} to {e} seconds." / "There is no {colour} box in the
+    video.", followed by <|im_end|>.
+
+Logged as it goes: loss, presence accuracy and copy accuracy (teacher-forced: the answer's first
+token; all timestamp tokens of a present answer exact), step time; every --eval-every steps the same
+on held-out clips plus greedy-decoded mean tIoU, R@0.5/0.7 and absent accuracy, next to the
+video-blind baseline (0.12..0.88 of the duration).
+
+Resumable: every --save-every steps (and at the end) CKPT_DIR/last.pt holds the model, optimizer,
+RNG states, curriculum stage, step and metric history; --resume continues from it bit-for-bit in the
+data order. Stage transitions also keep CKPT_DIR/stage<k>.pt.
+
+SMOKE TESTS ONLY: --py-gt CLIPS.json replaces --data by a pure-Python approximation of the pipeline
+(vgd.load_py_clip); it exists to test this script without the C exporter and must not be used for
+the real model.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import qwen3vl_tiny  # noqa: E402
+import tokenizer as tokmod  # noqa: E402
+import vgd  # noqa: E402
+
+COLOURS = ["red", "green", "blue", "yellow", "white"]
+TEMPLATES = ["When is the {colour} box visible?", "When does the {colour} box appear?"]
+ANSWER_PRESENT = "The {colour} box is visible from {s} to {e} seconds."
+ANSWER_ABSENT = "There is no {colour} box in the video."
+IGNORE = -100
+# Kinds of target tokens, for the metrics.
+K_OTHER, K_FIRST, K_TIME = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model configuration
+# ---------------------------------------------------------------------------------------------------
+def make_config(tok, a):
+    """The Hugging Face config.json of the demo model (sizes from the notes; ids from tok)."""
+    vocab = (tok.vocab_size + 7) // 8 * 8
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": "qwen3_vl",
+        "image_token_id": tok.token_id("<|image_pad|>"),
+        "video_token_id": tok.token_id("<|video_pad|>"),
+        "vision_start_token_id": tok.token_id("<|vision_start|>"),
+        "vision_end_token_id": tok.token_id("<|vision_end|>"),
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+        "text_config": {
+            "model_type": "qwen3_vl_text", "vocab_size": vocab, "hidden_size": a.hidden,
+            "intermediate_size": 2 * a.hidden, "num_hidden_layers": a.layers,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": a.hidden // 4,
+            "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": a.rope_theta,
+            "rope_scaling": {"rope_type": "default", "mrope_interleaved": True,
+                             "mrope_section": mrope_section(a.hidden // 4)},
+            "max_position_embeddings": 32768, "attention_bias": False, "attention_dropout": 0.0,
+            "tie_word_embeddings": True, "use_cache": True, "initializer_range": 0.02,
+            "bos_token_id": tok.token_id("<|endoftext|>"),
+            "eos_token_id": tok.token_id("<|im_end|>"),
+        },
+        "vision_config": {
+            "model_type": "qwen3_vl", "depth": a.vision_depth, "hidden_size": a.vision_hidden,
+            "num_heads": 4, "intermediate_size": 2 * a.vision_hidden, "out_hidden_size": a.hidden,
+            "hidden_act": "gelu_pytorch_tanh", "in_channels": 3, "patch_size": 16,
+            "temporal_patch_size": 2, "spatial_merge_size": 2, "num_position_embeddings": 256,
+            "deepstack_visual_indexes": list(range(a.deepstack)), "initializer_range": 0.02,
+        },
+    }
+
+
+def mrope_section(head_dim):
+    """Qwen3-VL's 24/20/20 split of 64 frequency slots, scaled to head_dim/2 (e.g. 6/5/5 for 16)."""
+    half = head_dim // 2
+    hw = round(half * 20 / 64)
+    return [half - 2 * hw, hw, hw]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+class Stage:
+    """One curriculum stage: clips (paths of .vgd files, or preloaded records for the smoke path),
+    their ground truth by clip index, and a deterministic train/val split."""
+
+    def __init__(self, name, items, gt_by_index, sample_params, val_frac):
+        self.name = name
+        self.gt = gt_by_index
+        self.sample_params = sample_params
+        n_val = max(1, int(round(len(items) * val_frac))) if len(items) > 1 else 0
+        self.val = items[len(items) - n_val:]
+        self.train = items[:len(items) - n_val] or items
+
+    @staticmethod
+    def _load_gt(path):
+        with open(path) as f:
+            return {c["index"]: c for c in json.load(f)["clips"]}
+
+    @classmethod
+    def from_vgd_dir(cls, d, val_frac):
+        with open(os.path.join(d, "index.json")) as f:
+            index = json.load(f)
+        gt = cls._load_gt(index["gt"])
+        items = [os.path.join(d, n) for n in sorted(index["files"])]
+        sp = {k: index[k] for k in ("min_pixels", "max_pixels", "fps")}
+        return cls(d, items, gt, sp, val_frac)
+
+    @classmethod
+    def from_py_gt(cls, gt_path, tok, min_pixels, max_pixels, val_frac):
+        """SMOKE ONLY (see vgd.load_py_clip)."""
+        gt = cls._load_gt(gt_path)
+        items = []
+        for c in gt.values():
+            rec = vgd.load_py_clip(c, os.path.dirname(gt_path), min_pixels, max_pixels)
+            h = rec["header"]
+            for qa in c["qa"]:
+                ids, pos = vgd.build_prompt(tok, h["pair_strings"], h["grid"], qa["question"])
+                rec["questions"].append({"question": qa["question"], "ids": ids, "pos": pos})
+            items.append(rec)
+        sp = {"min_pixels": min_pixels, "max_pixels": max_pixels, "fps": 2.0}
+        return cls("py:" + gt_path, items, gt, sp, val_frac)
+
+    def load(self, item):
+        return vgd.read_vgd(item) if isinstance(item, str) else item
+
+
+def printed_interval(header, box):
+    """(first, last) pair index whose frames include one showing the box, or None."""
+    fi = header["frame_indices"]
+    if len(fi) % 2:
+        fi = fi + [fi[-1]]
+    shows = [any(box["start_frame"] <= fi[2 * k + j] <= box["end_frame"] for j in (0, 1))
+             for k in range(len(fi) // 2)]
+    ks = [k for k, s in enumerate(shows) if s]
+    return (ks[0], ks[-1]) if ks else None
+
+
+def strip_seconds(s):
+    """'<12.5 seconds>' -> '12.5'."""
+    m = re.fullmatch(r"<(.*) seconds>", s)
+    if not m:
+        raise ValueError(f"unexpected pair string {s!r}")
+    return m.group(1)
+
+
+class Sample:
+    """One clip packed for training: shared video prefix + one block per question."""
+
+
+def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
+    h = rec["header"]
+    frames = rec["frames"]
+    if flip:
+        if rng.random() < 0.5:
+            frames = frames[:, :, ::-1]
+        if rng.random() < 0.5:
+            frames = frames[:, ::-1]
+    patches, grid = vgd.patchify(np.ascontiguousarray(frames))
+    if list(grid) != list(h["grid"]):
+        raise ValueError(f"clip {h['index']}: grid {grid} != header {h['grid']}")
+    boxes = {b["colour"]: b for b in gt_clip["boxes"]}
+    present = [c for c in COLOURS if c in boxes and printed_interval(h, boxes[c])]
+    absent = [c for c in COLOURS if c not in boxes]
+    if all_colours:
+        chosen = present + absent
+    else:
+        k = min(len(absent), max(1, len(present)))
+        chosen = present + list(rng.choice(absent, size=k, replace=False)) if k else present
+    by_text = {q["question"]: q for q in rec["questions"]}
+    vend = tok.token_id("<|vision_end|>")
+    im_end = tok.token_id("<|im_end|>")
+    prefix_ids = prefix_pos = None
+    blocks = []
+    for c in chosen:
+        q = by_text[TEMPLATES[int(rng.integers(2))].format(colour=c)]
+        ids, pos = q["ids"], q["pos"]
+        cut = int(np.nonzero(ids == vend)[0][-1]) + 1
+        if prefix_ids is None:
+            prefix_ids, prefix_pos = ids[:cut], pos[:, :cut]
+        elif not np.array_equal(prefix_ids, ids[:cut]):
+            raise ValueError(f"clip {h['index']}: questions do not share the video prefix")
+        info = {"colour": c, "present": c in present, "duration": gt_clip["duration"]}
+        if c in present:
+            k0, k1 = printed_interval(h, boxes[c])
+            s_txt, e_txt = strip_seconds(h["pair_strings"][k0]), strip_seconds(h["pair_strings"][k1])
+            answer = ANSWER_PRESENT.format(colour=c, s=s_txt, e=e_txt)
+            info.update(start=boxes[c]["start"], end=boxes[c]["end"])
+        else:
+            answer = ANSWER_ABSENT.format(colour=c)
+        ans = tok.encode(answer) + [im_end]
+        kinds = [K_OTHER] * len(ans)
+        kinds[0] = K_FIRST
+        if c in present:  # mark the timestamp tokens (digits and '.') of the answer
+            pre = tok.encode(f"The {c} box is visible from")
+            mid_s = tok.encode(f" {s_txt}")
+            mid_t = tok.encode(" to")
+            mid_e = tok.encode(f" {e_txt}")
+            a = len(pre)
+            for j in range(a + 1, a + len(mid_s)):
+                kinds[j] = K_TIME
+            b = a + len(mid_s) + len(mid_t)
+            for j in range(b + 1, b + len(mid_e)):
+                kinds[j] = K_TIME
+        suffix_ids, suffix_pos = ids[cut:], pos[:, cut:]
+        last = int(suffix_pos[0, -1])
+        ans_pos = np.arange(last + 1, last + 1 + len(ans), dtype=np.int64)
+        blocks.append({"ids": np.concatenate([suffix_ids, np.array(ans, dtype=np.int64)]),
+                       "pos": np.concatenate([suffix_pos, np.stack([ans_pos] * 3)], axis=1),
+                       "n_prompt": len(suffix_ids), "answer": ans, "kinds": kinds, "info": info})
+    s = Sample()
+    s.patches, s.grid, s.header = patches, tuple(grid), h
+    s.prefix_ids, s.prefix_pos, s.blocks = prefix_ids, prefix_pos, blocks
+    return s
+
+
+def collate(samples):
+    """Packs samples into padded tensors: ids [B,S], pos [3,B,S], mask [B,S,S], labels [B,S]
+    (target of the NEXT token at each position), kinds [B,S], plus the vision input."""
+    rows = []
+    for s in samples:
+        ids, pos, blk, lab, kind = [s.prefix_ids], [s.prefix_pos], [np.full(len(s.prefix_ids), -1)], \
+            [np.full(len(s.prefix_ids), IGNORE)], [np.zeros(len(s.prefix_ids), dtype=np.int64)]
+        for b, bl in enumerate(s.blocks):
+            n, L = bl["n_prompt"], len(bl["ids"])
+            ids.append(bl["ids"])
+            pos.append(bl["pos"])
+            blk.append(np.full(L, b))
+            labels = np.full(L, IGNORE)
+            kinds = np.zeros(L, dtype=np.int64)
+            labels[n - 1:L - 1] = bl["answer"]
+            kinds[n - 1:L - 1] = bl["kinds"]
+            lab.append(labels)
+            kind.append(kinds)
+        rows.append((np.concatenate(ids), np.concatenate(pos, axis=1), np.concatenate(blk),
+                     np.concatenate(lab), np.concatenate(kind)))
+    B, S = len(rows), max(len(r[0]) for r in rows)
+    t_ids = torch.zeros(B, S, dtype=torch.long)
+    t_pos = torch.zeros(3, B, S, dtype=torch.long)
+    t_lab = torch.full((B, S), IGNORE, dtype=torch.long)
+    t_kind = torch.zeros(B, S, dtype=torch.long)
+    blk_all = torch.full((B, S), -2, dtype=torch.long)
+    for i, (ids, pos, blk, lab, kind) in enumerate(rows):
+        n = len(ids)
+        t_ids[i, :n] = torch.from_numpy(ids)
+        t_pos[:, i, :n] = torch.from_numpy(pos)
+        t_lab[i, :n] = torch.from_numpy(lab)
+        t_kind[i, :n] = torch.from_numpy(kind)
+        blk_all[i, :n] = torch.from_numpy(blk)
+    causal = torch.ones(S, S, dtype=torch.bool).tril()
+    bi, bj = blk_all[:, :, None], blk_all[:, None, :]
+    mask = causal[None] & ((bj == -1) | (bj == bi)) & (bi != -2)
+    mask |= torch.eye(S, dtype=torch.bool)[None]  # padding rows see themselves (no empty rows)
+    pix = torch.from_numpy(np.concatenate([s.patches for s in samples]))
+    grids = [s.grid for s in samples]
+    return {"ids": t_ids, "pos": t_pos, "mask": mask, "labels": t_lab, "kinds": t_kind,
+            "pixels": pix, "grids": grids}
+
+
+def batch_metrics(logits, labels, kinds, seg):
+    """Teacher-forced presence accuracy (first answer token) and copy accuracy (every timestamp
+    token of an answer right). logits/labels/kinds/seg are flat over the target positions; seg
+    numbers the answers."""
+    pred = logits.argmax(-1)
+    ok = pred == labels
+    first = kinds == K_FIRST
+    pres = (ok[first].float().sum().item(), int(first.sum()))
+    copy_ok, copy_n = 0, 0
+    t = kinds == K_TIME
+    if t.any():
+        for a in torch.unique(seg[t]).tolist():
+            m = t & (seg == a)
+            copy_ok += int(bool(ok[m].all()))
+            copy_n += 1
+    return pres, (copy_ok, copy_n)
+
+
+def answer_segments(labels):
+    """Numbers consecutive runs of target positions (one run per answer), flat over targets."""
+    flat = (labels != IGNORE)
+    seg = torch.cumsum((flat & ~torch.cat([torch.zeros(flat.shape[0], 1, dtype=torch.bool),
+                                           flat[:, :-1]], dim=1)).long().flatten(), 0)
+    return seg.view(flat.shape)[flat]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------
+def tiou(a, b):
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+TIME_RE = re.compile(r"from (\d+(?:\.\d+)?) to (\d+(?:\.\d+)?) seconds")
+
+
+@torch.no_grad()
+def greedy(model, s, block, vision, max_new=32, im_end=None):
+    """Greedy answer for one question of sample s, recomputing the whole (short) sequence each
+    step. Returns the generated ids (without <|im_end|>)."""
+    n = block["n_prompt"]
+    ids = np.concatenate([s.prefix_ids, block["ids"][:n]])
+    pos = np.concatenate([s.prefix_pos, block["pos"][:, :n]], axis=1)
+    out = []
+    for _ in range(max_new):
+        t_ids = torch.from_numpy(ids)[None]
+        t_pos = torch.from_numpy(pos)[:, None]
+        lm = torch.zeros(1, len(ids), dtype=torch.bool)
+        lm[0, -1] = True
+        nxt = int(model(t_ids, t_pos, vision=vision, logits_mask=lm)[0].argmax())
+        if nxt == im_end:
+            break
+        out.append(nxt)
+        ids = np.append(ids, nxt)
+        p = pos[0, -1] + 1
+        pos = np.concatenate([pos, np.array([[p], [p], [p]])], axis=1)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, stage, tok, seed, max_clips, n_greedy, log):
+    """Held-out metrics for one stage: teacher-forced presence/copy accuracy on up to max_clips val
+    clips, and greedy tIoU / R@0.5 / R@0.7 / absent accuracy on the first n_greedy of them."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    pres, copy = [0, 0], [0, 0]
+    ious, blind, absent = [], [], [0, 0]
+    im_end = tok.token_id("<|im_end|>")
+    for ci, item in enumerate(stage.val[:max_clips]):
+        rec = stage.load(item)
+        s = make_sample(rec, stage.gt[rec["header"]["index"]], tok, rng, all_colours=True)
+        b = collate([s])
+        logits_mask = b["labels"] != IGNORE
+        lg = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], logits_mask)
+        p, c = batch_metrics(lg, b["labels"][logits_mask], b["kinds"][logits_mask],
+                             answer_segments(b["labels"]))
+        pres[0] += p[0]
+        pres[1] += p[1]
+        copy[0] += c[0]
+        copy[1] += c[1]
+        if ci < n_greedy:
+            vision = model.model.visual(b["pixels"], b["grids"])
+            for bl in s.blocks:
+                text = tok.decode(greedy(model, s, bl, vision, im_end=im_end))
+                info = bl["info"]
+                if info["present"]:
+                    m = TIME_RE.search(text)
+                    pred = (float(m.group(1)), float(m.group(2))) if m else (0.0, 0.0)
+                    ious.append(tiou(pred, (info["start"], info["end"])))
+                    d = info["duration"]
+                    blind.append(tiou((0.12 * d, 0.88 * d), (info["start"], info["end"])))
+                else:
+                    absent[0] += int(text.startswith("There is no"))
+                    absent[1] += 1
+    model.train()
+    r = {"presence": pres[0] / max(pres[1], 1), "copy": copy[0] / max(copy[1], 1),
+         "n_present": copy[1]}
+    if ious:
+        r.update(tiou=float(np.mean(ious)), r05=float(np.mean([x >= 0.5 for x in ious])),
+                 r07=float(np.mean([x >= 0.7 for x in ious])), blind_tiou=float(np.mean(blind)))
+    if absent[1]:
+        r["absent_acc"] = absent[0] / absent[1]
+    log(f"eval {stage.name}: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in r.items()))
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+def save_checkpoint(path, state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Train the demo model (see the module docstring).")
+    ap.add_argument("--data", action="append", default=[],
+                    help="exported .vgd directory of a curriculum stage (repeat, in order)")
+    ap.add_argument("--py-gt", action="append", default=[],
+                    help="SMOKE ONLY: a gen_clips.py clips.json decoded in Python (repeatable)")
+    ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "..", "models", "demo",
+                                                        "tokenizer.json"))
+    ap.add_argument("--ckpt-dir", required=True)
+    ap.add_argument("--resume", action="store_true", help="continue from CKPT_DIR/last.pt")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this")
+    ap.add_argument("--steps", type=int, default=0, help="stop at this global step (0 = no limit)")
+    ap.add_argument("--batch", type=int, default=6, help="clips per step")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--time-weight", type=float, default=1.0,
+                    help="loss weight of the answer's timestamp tokens")
+    ap.add_argument("--mix-prev", type=float, default=0.2,
+                    help="fraction of clips drawn from earlier stages")
+    ap.add_argument("--gate", type=float, default=0.9, help="presence accuracy to leave a stage")
+    ap.add_argument("--gate-copy", type=float, default=0.0,
+                    help="copy accuracy also required to leave a stage (0 = not required)")
+    ap.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
+    ap.add_argument("--val-frac", type=float, default=0.05)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--eval-clips", type=int, default=24)
+    ap.add_argument("--eval-greedy", type=int, default=8, help="clips decoded greedily per eval")
+    ap.add_argument("--min-pixels", type=int, default=4096, help="(--py-gt only)")
+    ap.add_argument("--max-pixels", type=int, default=9216, help="(--py-gt only)")
+    # Model size (the notes' sizes by default).
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--vision-hidden", type=int, default=64)
+    ap.add_argument("--vision-depth", type=int, default=2)
+    ap.add_argument("--deepstack", type=int, default=1, help="DeepStack taps (blocks 0..n-1)")
+    ap.add_argument("--rope-theta", type=float, default=5e6)
+    a = ap.parse_args(argv)
+
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.ckpt_dir, exist_ok=True)
+    log_path = os.path.join(a.ckpt_dir, "train.log")
+
+    def log(msg):
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
+
+    tok = tokmod.Tokenizer.from_file(a.tokenizer)
+    with open(a.tokenizer, encoding="utf-8") as f:
+        tok_json = f.read()
+    if a.data:
+        stages = [Stage.from_vgd_dir(d, a.val_frac) for d in a.data]
+    elif a.py_gt:
+        log("WARNING: --py-gt is the smoke-test data path; it is not what inference sees")
+        stages = [Stage.from_py_gt(g, tok, a.min_pixels, a.max_pixels, a.val_frac)
+                  for g in a.py_gt]
+    else:
+        ap.error("give --data (or --py-gt for a smoke test)")
+    sp = stages[-1].sample_params
+    for st in stages:
+        if st.sample_params != sp:
+            ap.error(f"stage {st.name} was exported with {st.sample_params}, the last with {sp}")
+        log(f"stage {st.name}: {len(st.train)} train clips, {len(st.val)} val clips")
+
+    ckpt_path = os.path.join(a.ckpt_dir, "last.pt")
+    state = None
+    if a.resume and os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path)
+        cfg = state["config"]
+        log(f"resuming from {ckpt_path}: step {state['step']}, stage {state['stage']}")
+    else:
+        cfg = make_config(tok, a)
+    config = qwen3vl_tiny.Qwen3VLConfig(cfg)
+    model = qwen3vl_tiny.Qwen3VL(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98),
+                            weight_decay=a.weight_decay)
+    rng = np.random.default_rng(a.seed)
+    step, stage, history = 0, 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, stage, history = state["step"], state["stage"], state["history"]
+        rng.bit_generator.state = state["rng_numpy"]
+        random.setstate(state["rng_python"])
+        torch.set_rng_state(state["rng_torch"])
+        if state.get("data") != a.data:
+            log(f"note: data directories differ from the checkpoint's {state.get('data')}")
+        stage = min(stage, len(stages) - 1)
+    else:
+        torch.manual_seed(a.seed)
+        random.seed(a.seed)
+        model.init_weights(std=0.02, seed=a.seed)
+    log(f"model: {n_params} parameters; text {config.num_hidden_layers}x{config.hidden_size}, "
+        f"vision {config.v_depth}x{config.v_hidden}, deepstack {config.deepstack_visual_indexes}, "
+        f"vocab {config.vocab_size}")
+    model.train()
+
+    def snapshot():
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "stage": stage, "history": history, "config": cfg, "args": vars(a),
+                "data": a.data, "sample_params": sp, "tokenizer_json": tok_json,
+                "rng_numpy": rng.bit_generator.state, "rng_python": random.getstate(),
+                "rng_torch": torch.get_rng_state()}
+
+    t_start = time.time()
+    acc = {"loss": 0.0, "n": 0, "pres": [0, 0], "copy": [0, 0], "time": 0.0}
+    while True:
+        if a.steps and step >= a.steps:
+            break
+        if a.max_minutes and time.time() - t_start > a.max_minutes * 60:
+            log(f"time limit reached at step {step}")
+            break
+        t0 = time.time()
+        lr = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        samples = []
+        for _ in range(a.batch):
+            st = stages[stage]
+            if stage > 0 and rng.random() < a.mix_prev:
+                st = stages[int(rng.integers(stage))]
+            rec = st.load(st.train[int(rng.integers(len(st.train)))])
+            samples.append(make_sample(rec, st.gt[rec["header"]["index"]], tok, rng,
+                                       flip=not a.no_flip))
+        b = collate(samples)
+        logits_mask = b["labels"] != IGNORE
+        logits = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], logits_mask)
+        labels, kinds = b["labels"][logits_mask], b["kinds"][logits_mask]
+        w = torch.ones(labels.shape[0])
+        w[kinds == K_TIME] = a.time_weight
+        loss = (F.cross_entropy(logits, labels, reduction="none") * w).sum() / w.sum()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            p, c = batch_metrics(logits, labels, kinds, answer_segments(b["labels"]))
+        acc["loss"] += float(loss)
+        acc["n"] += 1
+        for k, v in (("pres", p), ("copy", c)):
+            acc[k][0] += v[0]
+            acc[k][1] += v[1]
+        acc["time"] += time.time() - t0
+        if step % a.log_every == 0:
+            log(f"step {step} stage {stage} lr {lr:.2e} loss {acc['loss'] / acc['n']:.4f} "
+                f"presence {acc['pres'][0] / max(acc['pres'][1], 1):.3f} "
+                f"copy {acc['copy'][0] / max(acc['copy'][1], 1):.3f} "
+                f"({acc['copy'][1]} answers) {acc['time'] / acc['n']:.3f} s/step")
+            acc = {"loss": 0.0, "n": 0, "pres": [0, 0], "copy": [0, 0], "time": 0.0}
+        if step % a.eval_every == 0:
+            r = evaluate(model, stages[stage], tok, a.seed, a.eval_clips, a.eval_greedy, log)
+            history.append({"step": step, "stage": stage, **r})
+            if (stage + 1 < len(stages) and r["presence"] >= a.gate
+                    and (a.gate_copy <= 0 or r["copy"] >= a.gate_copy)):
+                save_checkpoint(os.path.join(a.ckpt_dir, f"stage{stage}.pt"), snapshot())
+                stage += 1
+                log(f"gate passed: moving to stage {stage} ({stages[stage].name})")
+        if step % a.save_every == 0:
+            save_checkpoint(ckpt_path, snapshot())
+    save_checkpoint(ckpt_path, snapshot())
+    log(f"saved {ckpt_path} at step {step}, stage {stage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
