@@ -105,6 +105,10 @@ static long prompt_tokens_estimate(const vg_plan *plan)
 static void print_double(double v)
 {
     char buf[40];
+    if (v == floor(v) && fabs(v) < 1e15) {
+        printf("%.0f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
         if (strtod(buf, NULL) == v)
