@@ -814,6 +814,19 @@ typedef struct heap_ent {
     int32_t id; /* the merged id this entry would produce */
 } heap_ent;
 
+/* A long text repeats its words: one encode call keeps the ids of the pre-tokens it has seen (up to
+ * CACHE_MAX_KEY bytes, CACHE_SLOTS / 2 of them) when the text is at least CACHE_MIN_TEXT bytes.
+ * The cache is per call, so encode stays thread-safe without locks. */
+#define CACHE_SLOTS    8192
+#define CACHE_MAX_KEY  32
+#define CACHE_MIN_TEXT 2048
+
+typedef struct cache_ent {
+    uint64_t hash;
+    uint32_t key_off, ids_off;
+    uint16_t key_len, n_ids; /* n_ids <= key_len <= CACHE_MAX_KEY; key_len 0: empty */
+} cache_ent;
+
 typedef struct enc {
     const vg_tokenizer *t;
     int32_t *ids; /* output */
@@ -824,6 +837,13 @@ typedef struct enc {
     heap_ent *heap;
     size_t heap_n, heap_cap;
     pcre2_match_data *md;
+    /* Pre-token cache of this call (long inputs only): key bytes and ids live in kbuf/cbuf. */
+    cache_ent *cache; /* [CACHE_SLOTS] */
+    size_t cache_n;
+    unsigned char *kbuf;
+    size_t kbuf_n;
+    int32_t *cbuf;
+    size_t cbuf_n;
 } enc;
 
 static int push_id(enc *e, int32_t id)
@@ -898,7 +918,7 @@ static int try_pair(enc *e, int32_t pos)
 }
 
 /* BPE over one pre-token's bytes. */
-static int bpe(enc *e, const unsigned char *s, size_t n)
+static int bpe_merge(enc *e, const unsigned char *s, size_t n)
 {
     const vg_tokenizer *t = e->t;
     if (n == 1) {
@@ -970,6 +990,45 @@ static int bpe(enc *e, const unsigned char *s, size_t n)
     return 0;
 }
 
+/* BPE through the call's cache. */
+static int bpe(enc *e, const unsigned char *s, size_t n)
+{
+    if (!e->cache || n < 2 || n > CACHE_MAX_KEY)
+        return bpe_merge(e, s, n);
+    uint64_t h = hash_bytes((const char *)s, n);
+    size_t mask = CACHE_SLOTS - 1, i = h & mask;
+    for (; e->cache[i].key_len; i = (i + 1) & mask) {
+        const cache_ent *c = &e->cache[i];
+        if (c->hash == h && c->key_len == n && memcmp(e->kbuf + c->key_off, s, n) == 0) {
+            for (size_t k = 0; k < c->n_ids; k++) {
+                int rc = push_id(e, e->cbuf[c->ids_off + k]);
+                if (rc)
+                    return rc;
+            }
+            return 0;
+        }
+    }
+    size_t first = e->n;
+    int rc = bpe_merge(e, s, n);
+    if (rc || e->cache_n >= CACHE_SLOTS / 2)
+        return rc;
+    /* Key and ids buffers hold at most CACHE_SLOTS / 2 entries of CACHE_MAX_KEY each. */
+    size_t m = e->n - first;
+    cache_ent *c = &e->cache[i];
+    c->hash = h;
+    c->key_off = (uint32_t)e->kbuf_n;
+    c->key_len = (uint16_t)n;
+    c->ids_off = (uint32_t)e->cbuf_n;
+    c->n_ids = (uint16_t)m;
+    memcpy(e->kbuf + e->kbuf_n, s, n);
+    e->kbuf_n += n;
+    if (m)
+        memcpy(e->cbuf + e->cbuf_n, e->ids + first, m * sizeof *e->cbuf);
+    e->cbuf_n += m;
+    e->cache_n++;
+    return 0;
+}
+
 /* Pre-tokenizes an already normalized span and runs BPE on each piece. */
 static int encode_normalized(enc *e, const char *s, size_t n)
 {
@@ -1006,23 +1065,89 @@ static int encode_normalized(enc *e, const char *s, size_t n)
     return 0;
 }
 
-static int encode_span(enc *e, const char *s, size_t n)
+static int buf_append(char **buf, size_t *n, size_t *cap, const void *src, size_t len)
 {
-    if (n == 0)
+    if (len == 0)
         return 0;
-    bool ascii = true;
-    for (size_t i = 0; i < n && ascii; i++)
-        ascii = (unsigned char)s[i] < 0x80;
-    if (!e->t->nfc || ascii)
-        return encode_normalized(e, s, n);
+    if (*n + len > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *n + len)
+            c *= 2;
+        char *p = realloc(*buf, c);
+        if (!p)
+            return VG_ENOMEM;
+        *buf = p;
+        *cap = c;
+    }
+    memcpy(*buf + *n, src, len);
+    *n += len;
+    return 0;
+}
+
+static int normalize_into(const unsigned char *s, size_t n, int nfkc, char **buf, size_t *bn,
+                          size_t *bcap)
+{
     utf8proc_uint8_t *norm = NULL;
-    int opts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | (e->t->nfc == 2 ? UTF8PROC_COMPAT : 0);
-    utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &norm,
-                                      (utf8proc_option_t)opts);
+    int opts = UTF8PROC_STABLE | UTF8PROC_COMPOSE | (nfkc ? UTF8PROC_COMPAT : 0);
+    utf8proc_ssize_t m = utf8proc_map(s, (utf8proc_ssize_t)n, &norm, (utf8proc_option_t)opts);
     if (m < 0)
         return m == UTF8PROC_ERROR_NOMEM ? VG_ENOMEM : VG_EINVAL;
-    int rc = encode_normalized(e, (const char *)norm, (size_t)m);
+    int rc = buf_append(buf, bn, bcap, norm, (size_t)m);
     free(norm);
+    return rc;
+}
+
+/* Normalizes one span (no added tokens inside) and encodes it.
+ *
+ * NFC leaves text below U+0300 alone: nothing there decomposes or has a non-zero combining class,
+ * and nothing there composes with the character before it (every second character of a canonical
+ * composition is U+0300 or above; U+0300 is CC 80 in UTF-8). So only the runs of characters from
+ * U+0300 up, each with the character before it (a starter they may compose with), go through
+ * utf8proc; the rest is copied. NFKC changes some of that range (U+00A0, U+00BD, ...), so there
+ * only pure ASCII is skipped. */
+static int encode_span(enc *e, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    int mode = e->t->nfc;
+    unsigned char limit = mode == 1 ? 0xCC : 0x80;
+    size_t i = 0;
+    while (i < n && u[i] < limit)
+        i++;
+    if (n == 0 || mode == 0 || i == n)
+        return encode_normalized(e, s, n);
+    char *buf = NULL;
+    size_t bn = 0, bcap = 0, copied = 0;
+    int rc = 0;
+    if (mode == 2) {
+        rc = normalize_into(u, n, 1, &buf, &bn, &bcap);
+        copied = n;
+    }
+    while (rc == 0 && i < n) {
+        if (u[i] < 0xCC) {
+            i++;
+            continue;
+        }
+        size_t rs = i, re = i;
+        if (rs > copied) {
+            rs--;
+            while (rs > copied && (u[rs] & 0xC0) == 0x80)
+                rs--;
+        }
+        while (re < n && u[re] >= 0xCC) {
+            re++;
+            while (re < n && (u[re] & 0xC0) == 0x80)
+                re++;
+        }
+        rc = buf_append(&buf, &bn, &bcap, s + copied, rs - copied);
+        if (rc == 0)
+            rc = normalize_into(u + rs, re - rs, 0, &buf, &bn, &bcap);
+        copied = i = re;
+    }
+    if (rc == 0 && copied < n)
+        rc = buf_append(&buf, &bn, &bcap, s + copied, n - copied);
+    if (rc == 0)
+        rc = encode_normalized(e, buf, bn);
+    free(buf);
     return rc;
 }
 
@@ -1042,6 +1167,16 @@ int vg_tokenizer_encode(const vg_tokenizer *t, const char *text, size_t len, int
     e.md = pcre2_match_data_create_from_pattern(t->re, NULL);
     if (!e.md)
         return VG_ENOMEM;
+    if (len >= CACHE_MIN_TEXT) {
+        /* Without memory for it the call just runs uncached. */
+        e.cache = calloc(CACHE_SLOTS, sizeof *e.cache);
+        e.kbuf = malloc(CACHE_SLOTS / 2 * CACHE_MAX_KEY);
+        e.cbuf = malloc(CACHE_SLOTS / 2 * CACHE_MAX_KEY * sizeof *e.cbuf);
+        if (!e.cache || !e.kbuf || !e.cbuf) {
+            free(e.cache);
+            e.cache = NULL;
+        }
+    }
     int rc = 0;
     size_t seg = 0, pos = 0;
     while (pos < len && rc == 0) {
@@ -1075,6 +1210,9 @@ int vg_tokenizer_encode(const vg_tokenizer *t, const char *text, size_t len, int
     if (rc == 0)
         rc = encode_span(&e, text + seg, len - seg);
     pcre2_match_data_free(e.md);
+    free(e.cache);
+    free(e.kbuf);
+    free(e.cbuf);
     free(e.sym);
     free(e.prev);
     free(e.next);
@@ -1194,7 +1332,8 @@ int vg_detok_push(vg_detok *d, int32_t id, char *out, size_t cap, size_t *len)
             d->pend = p;
             d->cap = nc;
         }
-        memcpy(d->pend + d->n, t->pool + t->raw_off[id], m);
+        if (m)
+            memcpy(d->pend + d->n, t->pool + t->raw_off[id], m);
         d->n += m;
     }
     detok_emit(d, out, cap, len, 0);

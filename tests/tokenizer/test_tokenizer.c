@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <utf8proc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,72 @@ static void test_nfc(void **state)
     tiny_opts dflt = {m, 1, 1, NULL, NULL};
     tok = load_tiny(&dflt);
     expect_ids(tok, "e\xCC\x81", 1, 256, END);
+    vg_tokenizer_free(tok);
+}
+
+/* Without merges, ids are the bytes of the normalized text: compare them with utf8proc's NFC of
+ * the whole string, over random mixes of starters, combining marks (in and out of canonical
+ * order), Hangul jamo and syllables, singletons (U+212B) and text below U+0300. */
+static void test_nfc_runs(void **state)
+{
+    (void)state;
+    static const char *const atoms[] = {
+        "a",
+        "e",
+        " ",
+        "\n",
+        "\xC3\xA9",
+        "\xC3\x85",
+        "\xCC\x81",
+        "\xCC\x8A",
+        "\xCC\xA3",
+        "\xCD\x85",
+        "\xE2\x84\xAB",
+        "\xE1\x84\x80",
+        "\xE1\x85\xA1",
+        "\xE1\x86\xA8",
+        "\xEA\xB0\x80",
+        "\xE4\xB8\xAD",
+        "\xF0\x9F\x98\x80",
+        "\xE2\x80\x8D",
+        "\xC2\xA0",
+        "\xCB\x86",
+        "\xCD\x80",
+        "\xE0\xA4\x95\xE0\xA4\xBC",
+        "\xE0\xA5\x98",
+        "1",
+    };
+    tiny_opts o = {NULL, 0, 0, "{\"type\":\"NFC\"}", NULL};
+    vg_tokenizer *tok = load_tiny(&o);
+    uint64_t x = 88172645463325252ull;
+    char *buf = malloc(8192);
+    assert_non_null(buf);
+    for (int round = 0; round < 400; round++) {
+        size_t n = 0, pieces = 1 + (round % 40 == 0 ? 1500 : (size_t)(x % 30));
+        for (size_t k = 0; k < pieces; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            const char *a = atoms[x % VG_ARRAY_LEN(atoms)];
+            memcpy(buf + n, a, strlen(a));
+            n += strlen(a);
+        }
+        utf8proc_uint8_t *nfc = NULL;
+        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)buf, (utf8proc_ssize_t)n, &nfc,
+                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        assert_true(m >= 0);
+        int32_t *ids;
+        size_t ni;
+        assert_int_equal(vg_tokenizer_encode(tok, buf, n, 1, &ids, &ni), 0);
+        int same = ni == (size_t)m;
+        for (size_t k = 0; same && k < ni; k++)
+            same = ids[k] == nfc[k];
+        if (!same)
+            fail_msg("round %d: NFC differs from utf8proc's (%zu ids, %zd bytes)", round, ni, m);
+        free(ids);
+        free(nfc);
+    }
+    free(buf);
     vg_tokenizer_free(tok);
 }
 
@@ -759,13 +826,21 @@ static void test_cli(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_byte_map),      cmocka_unit_test(test_merge_ranks),
-        cmocka_unit_test(test_added_tokens),  cmocka_unit_test(test_nfc),
-        cmocka_unit_test(test_pre_tokenizer), cmocka_unit_test(test_long_and_empty),
-        cmocka_unit_test(test_invalid_utf8),  cmocka_unit_test(test_detok_streaming),
-        cmocka_unit_test(test_detok_invalid), cmocka_unit_test(test_detok_small_buffer),
-        cmocka_unit_test(test_hostile_json),  cmocka_unit_test(test_hostile_truncations),
-        cmocka_unit_test(test_threads),       cmocka_unit_test(test_real_qwen3),
+        cmocka_unit_test(test_byte_map),
+        cmocka_unit_test(test_merge_ranks),
+        cmocka_unit_test(test_added_tokens),
+        cmocka_unit_test(test_nfc),
+        cmocka_unit_test(test_nfc_runs),
+        cmocka_unit_test(test_pre_tokenizer),
+        cmocka_unit_test(test_long_and_empty),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_detok_streaming),
+        cmocka_unit_test(test_detok_invalid),
+        cmocka_unit_test(test_detok_small_buffer),
+        cmocka_unit_test(test_hostile_json),
+        cmocka_unit_test(test_hostile_truncations),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_real_qwen3),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

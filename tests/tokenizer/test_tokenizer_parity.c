@@ -468,6 +468,38 @@ static void check_file(const char *path)
         free(dec);
         free(ids);
     }
+    /* All lines as one long text joined by <|endoftext|>: the special splits the text into the
+     * same independent spans, so the ids are the reference lines joined by its id. This runs the
+     * long-text path (the per-call pre-token cache). */
+    size_t big_len = 0, want_n = 0;
+    for (size_t i = 0; i < n_lines; i++) {
+        big_len += lines[i].len + 13;
+        want_n += lines[i].n_ref + 1;
+    }
+    char *big = malloc(big_len + 1);
+    int32_t *want = malloc(want_n * sizeof *want);
+    assert_true(big && want);
+    size_t bo = 0, wo = 0;
+    for (size_t i = 0; i < n_lines; i++) {
+        memcpy(big + bo, lines[i].text, lines[i].len);
+        bo += lines[i].len;
+        memcpy(big + bo, "<|endoftext|>", 13);
+        bo += 13;
+        if (lines[i].n_ref)
+            memcpy(want + wo, lines[i].ref, lines[i].n_ref * sizeof *want);
+        wo += lines[i].n_ref;
+        want[wo++] = 151643;
+    }
+    int32_t *got;
+    size_t n_got;
+    assert_int_equal(vg_tokenizer_encode(tok, big, bo, 1, &got, &n_got), 0);
+    int joined_ok = same_ids(got, n_got, want, wo);
+    printf("  all lines joined by <|endoftext|> (%zu bytes, %zu tokens): %s\n", bo, n_got,
+           joined_ok ? "match" : "MISMATCH");
+    free(got);
+    free(want);
+    free(big);
+
     /* Speed: all lines 5 times over. */
     size_t bench_tokens = 0;
     t0 = vg_now_ms();
@@ -489,6 +521,7 @@ static void check_file(const char *path)
     vg_tokenizer_free(tok);
     assert_int_equal(matched, n_lines);
     assert_int_equal(roundtrip, n_lines);
+    assert_true(joined_ok);
 }
 
 static void test_parity_npm_json(void **state)
