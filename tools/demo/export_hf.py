@@ -14,7 +14,12 @@
 After writing, the directory is reloaded with qwen3vl_tiny.load_pretrained and its logits on a
 random input compared with the checkpoint's (a lossless round trip for F32).
 
+With --random SEED instead of a checkpoint it writes an untrained model of the demo's shape
+(train.py's default sizes, the tokenizer from tokenizer.py, frame budget --min-pixels/--max-pixels):
+useful for engine and daemon tests before a trained model exists.
+
 Usage: export_hf.py CKPT.pt [--out models/demo] [--bf16]
+       export_hf.py --random SEED [--out DIR] [--min-pixels 4096] [--max-pixels 9216]
 """
 import argparse
 import json
@@ -39,13 +44,30 @@ def write_json(path, obj):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoint", nargs="?")
+    ap.add_argument("--random", type=int, metavar="SEED", help="untrained model, no checkpoint")
+    ap.add_argument("--min-pixels", type=int, default=4096, help="(--random only)")
+    ap.add_argument("--max-pixels", type=int, default=9216, help="(--random only)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "..", "models", "demo"))
     ap.add_argument("--bf16", action="store_true", help="store the weights as bfloat16")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    state = torch.load(a.checkpoint)
+    if a.random is not None:
+        import train
+        tj = tokmod.build()
+        model = qwen3vl_tiny.Qwen3VL(qwen3vl_tiny.Qwen3VLConfig(
+            train.make_config(tokmod.Tokenizer(tj))))
+        model.init_weights(std=0.02, seed=a.random)
+        state = {"config": model.config.raw, "model": model.state_dict(), "step": 0,
+                 "stage": -1,
+                 "tokenizer_json": json.dumps(tj, ensure_ascii=False, indent=1) + "\n",
+                 "sample_params": {"min_pixels": a.min_pixels, "max_pixels": a.max_pixels,
+                                   "fps": 2.0}}
+    elif a.checkpoint:
+        state = torch.load(a.checkpoint)
+    else:
+        ap.error("give a checkpoint or --random SEED")
     cfg = dict(state["config"])
     cfg["dtype"] = "bfloat16" if a.bf16 else "float32"
     cfg["transformers_version"] = "4.57.0"

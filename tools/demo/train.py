@@ -66,8 +66,16 @@ K_OTHER, K_FIRST, K_TIME = 0, 1, 2
 # ---------------------------------------------------------------------------------------------------
 # Model configuration
 # ---------------------------------------------------------------------------------------------------
-def make_config(tok, a):
-    """The Hugging Face config.json of the demo model (sizes from the notes; ids from tok)."""
+# Model sizes (the notes' 745k-parameter model); train.py's size options default to these.
+MODEL_DEFAULTS = {"hidden": 128, "layers": 2, "vision_hidden": 64, "vision_depth": 2,
+                  "deepstack": 1, "rope_theta": 5e6}
+
+
+def make_config(tok, a=None):
+    """The Hugging Face config.json of the demo model (sizes from `a`, an object with the
+    MODEL_DEFAULTS attributes, or the defaults; token ids from tok)."""
+    if a is None:
+        a = argparse.Namespace(**MODEL_DEFAULTS)
     vocab = (tok.vocab_size + 7) // 8 * 8
     return {
         "architectures": ["Qwen3VLForConditionalGeneration"],
@@ -440,12 +448,14 @@ def main(argv=None):
     ap.add_argument("--min-pixels", type=int, default=4096, help="(--py-gt only)")
     ap.add_argument("--max-pixels", type=int, default=9216, help="(--py-gt only)")
     # Model size (the notes' sizes by default).
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--vision-hidden", type=int, default=64)
-    ap.add_argument("--vision-depth", type=int, default=2)
-    ap.add_argument("--deepstack", type=int, default=1, help="DeepStack taps (blocks 0..n-1)")
-    ap.add_argument("--rope-theta", type=float, default=5e6)
+    d = MODEL_DEFAULTS
+    ap.add_argument("--hidden", type=int, default=d["hidden"])
+    ap.add_argument("--layers", type=int, default=d["layers"])
+    ap.add_argument("--vision-hidden", type=int, default=d["vision_hidden"])
+    ap.add_argument("--vision-depth", type=int, default=d["vision_depth"])
+    ap.add_argument("--deepstack", type=int, default=d["deepstack"],
+                    help="DeepStack taps (blocks 0..n-1)")
+    ap.add_argument("--rope-theta", type=float, default=d["rope_theta"])
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
