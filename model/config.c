@@ -122,7 +122,7 @@ static int parse_text(const cJSON *root, const cJSON *tc, vg_model_info *info, c
                       char *err, size_t errlen)
 {
     const char *S = "text_config";
-    long v, hidden, heads, kv, hd, layers, inter, vocab, maxpos;
+    long hidden, heads, kv, hd, layers, inter, vocab, maxpos;
     CK(get_int(tc, S, "hidden_size", 1, 0, 1, VG_CFG_MAX_HIDDEN, &hidden, F, err, errlen));
     CK(get_int(tc, S, "num_hidden_layers", 1, 0, 1, VG_CFG_MAX_LAYERS, &layers, F, err, errlen));
     CK(get_int(tc, S, "num_attention_heads", 1, 0, 1, VG_CFG_MAX_HEADS, &heads, F, err, errlen));
@@ -208,7 +208,6 @@ static int parse_text(const cJSON *root, const cJSON *tc, vg_model_info *info, c
     memcpy(info->mrope_section, sec, sizeof sec);
     info->mrope_interleaved = inter_flag;
     info->tie_word_embeddings = tie;
-    (void)v;
     return 0;
 }
 
@@ -439,14 +438,13 @@ static int parse_gen(const char *text, size_t len, const vg_model_info *info, vg
     if (eos && !cJSON_IsNull(eos)) {
         int32_t ids[VG_MAX_STOP_IDS];
         int n = 0;
-        const cJSON *single[1] = {eos};
         int count = cJSON_IsArray(eos) ? cJSON_GetArraySize(eos) : 1;
         if (count < 1 || count > VG_MAX_STOP_IDS) {
             rc = vg_fail(err, errlen, VG_EMODEL, "%s: eos_token_id must list 1 to %d ids", F,
                          VG_MAX_STOP_IDS);
             goto out;
         }
-        const cJSON *e = cJSON_IsArray(eos) ? eos->child : single[0];
+        const cJSON *e = cJSON_IsArray(eos) ? eos->child : eos;
         for (; e && n < count; e = cJSON_IsArray(eos) ? e->next : NULL) {
             double x = cJSON_IsNumber(e) ? e->valuedouble : NAN;
             if (!(x == floor(x)) || x < 0 || x >= (double)info->vocab_size) {

@@ -83,6 +83,7 @@ static int teardown(void **state)
 
 static void write_bytes(const char *path, const void *data, size_t n)
 {
+    unlink(path); /* a fresh file: truncating one with data makes ext4 flush it on close */
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     if (n)
@@ -914,6 +915,35 @@ static void test_random_tiny(void **state)
         assert_int_equal(m.video_token_id, 151656);
         assert_int_equal(m.vision_start_token_id, 151652);
         assert_true(m.vocab_size >= 151669);
+        /* --config with the golden config: exactly the golden checkpoint's names and shapes. */
+        char gc[700], rg[512];
+        snprintf(gc, sizeof gc, "%s/config.json", gd);
+        path_in(rg, sizeof rg, "golden_layout");
+        vg_random_spec s5 = {.config_path = gc, .tokenizer_src = tok, .seed = 2};
+        assert_int_equal(vg_model_write_random(&s5, rg, err, sizeof err), 0);
+        vg_st *gs = NULL, *rs = NULL;
+        assert_int_equal(vg_st_open_dir(gd, &gs, err, sizeof err), 0);
+        assert_int_equal(vg_st_open_dir(rg, &rs, err, sizeof err), 0);
+        assert_int_equal(vg_st_count(gs), vg_st_count(rs));
+        for (size_t i = 0; i < vg_st_count(gs); i++) {
+            const vg_tensor *ga = vg_st_at(gs, i), *ra = vg_st_at(rs, i);
+            assert_string_equal(ga->name, ra->name);
+            assert_int_equal(ga->dtype, ra->dtype);
+            assert_int_equal(ga->ndim, ra->ndim);
+            assert_memory_equal(ga->shape, ra->shape, sizeof ga->shape);
+        }
+        vg_st_close(gs);
+        vg_st_close(rs);
+        vg_model_info gi, ri;
+        assert_int_equal(vg_config_load(gd, &gi, NULL, err, sizeof err), 0);
+        assert_int_equal(vg_config_load(rg, &ri, NULL, err, sizeof err), 0);
+        char *gj = vg_random_config_json(&gi), *rj = vg_random_config_json(&ri);
+        assert_string_equal(gj, rj); /* every config.json field the engine reads */
+        free(gj);
+        free(rj);
+        assert_int_equal(gi.im_start_id, ri.im_start_id);
+        assert_int_equal(gi.endoftext_id, ri.endoftext_id);
+
         /* With --config the vocabulary cannot grow: a clear error. */
         vg_random_spec s4 = {.config_path = cp, .tokenizer_src = tok};
         assert_int_equal(vg_model_write_random(&s4, r, err, sizeof err), VG_EMODEL);

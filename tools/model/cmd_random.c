@@ -60,7 +60,7 @@ int vg_cmd_random(int argc, char **argv)
         } else if (strcmp(a, "--seed") == 0) {
             char *end;
             errno = 0;
-            unsigned long long s = strtoull(v, &end, 0);
+            unsigned long long s = strtoull(v, &end, 10);
             if (errno || end == v || *end || v[0] == '-') {
                 fprintf(stderr, "vigil-model random: bad --seed '%s'\n", v);
                 return 2;
