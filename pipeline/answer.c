@@ -285,6 +285,18 @@ static int is_negation(const tok *t)
     return 0;
 }
 
+/* Seconds per unit for a unit word, 0 for any other token. */
+static double unit_scale(const tok *t)
+{
+    if (word_is(t, k_sec_units))
+        return 1;
+    if (word_is(t, k_min_units))
+        return 60;
+    if (word_is(t, k_hour_units))
+        return 3600;
+    return 0;
+}
+
 typedef struct tval {
     double v;
     double scale; /* 0 = no unit */
@@ -308,15 +320,29 @@ static int read_time(const toks *t, size_t i, tval *out)
     out->v = n->val;
     out->evidence = n->clock;
     if (j < t->n) {
-        if (word_is(&t->v[j], k_sec_units)) {
+        double u = unit_scale(&t->v[j]);
+        if (u == 1 || (u > 1 && !n->clock)) {
+            out->scale = u;
+            j++;
+        }
+        /* "1 minute 30 seconds", "1 hour and 2 minutes": one time, in seconds. */
+        while (out->scale > 1) {
+            size_t k = j;
+            if (k < t->n && t->v[k].kind == T_WORD && !strcmp(t->v[k].w, "and"))
+                k++;
+            double u2 =
+                k + 1 < t->n && t->v[k].kind == T_NUM && !t->v[k].clock && !isnan(t->v[k].val)
+                    ? unit_scale(&t->v[k + 1])
+                    : 0;
+            if (!(u2 > 0 && u2 < out->scale))
+                break;
+            out->v = out->v * out->scale + t->v[k].val * u2;
             out->scale = 1;
-            j++;
-        } else if (!n->clock && word_is(&t->v[j], k_min_units)) {
-            out->scale = 60;
-            j++;
-        } else if (!n->clock && word_is(&t->v[j], k_hour_units)) {
-            out->scale = 3600;
-            j++;
+            if (u2 > 1) { /* hours then minutes: seconds may follow */
+                out->v /= u2;
+                out->scale = u2;
+            }
+            j = k + 2;
         }
     }
     if (out->scale > 0)
@@ -335,12 +361,16 @@ static int read_time(const toks *t, size_t i, tval *out)
     return 1;
 }
 
-static int is_sep(const toks *t, size_t j, int between)
+/* between: "between" came before the first time ("and" separates); bracket: an opening [ or (
+ * did ("[1.0, 3.0] seconds": the comma separates). */
+static int is_sep(const toks *t, size_t j, int between, int bracket)
 {
     if (j >= t->n)
         return 0;
     const tok *s = &t->v[j];
     if (s->kind == T_SYM && (s->sym == '-' || s->sym == '~'))
+        return 1;
+    if (bracket && s->kind == T_SYM && s->sym == ',')
         return 1;
     if (word_is(s, k_to))
         return 1;
@@ -356,7 +386,8 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
         l->oom = 1;
         return;
     }
-    int negated = 0;
+    int negated = 0, n_ranges = 0, n_inst = 0;
+    size_t inst_tok[2] = {0, 0}, inst_ev = 0;
     size_t i = 0;
     /* Index of the first token that is not a bullet or list marker. */
     size_t first = 0;
@@ -375,8 +406,19 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
         int is_range = 0;
         tval b;
         size_t j = a.end;
-        if (is_sep(t, j, between) && read_time(t, j + 1, &b))
+        int bracket = i > 0 && t->v[i - 1].kind == T_SYM &&
+                      (t->v[i - 1].sym == '[' || t->v[i - 1].sym == '(');
+        if (is_sep(t, j, between, bracket) && read_time(t, j + 1, &b)) {
             is_range = 1;
+            /* "[1.0, 3.0] seconds": the unit follows the closing bracket. */
+            if (bracket && b.scale == 0 && b.end + 1 < t->n && t->v[b.end].kind == T_SYM &&
+                (t->v[b.end].sym == ']' || t->v[b.end].sym == ')') &&
+                unit_scale(&t->v[b.end + 1]) > 0) {
+                b.scale = unit_scale(&t->v[b.end + 1]);
+                b.evidence = 1;
+                b.end += 2;
+            }
+        }
         const tok *prev = i > 0 ? &t->v[i - 1] : NULL;
         int after_duration_word = prev && word_is(prev, k_duration);
         if (is_range) {
@@ -404,6 +446,7 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
                         lb = sb;
                 }
                 add_event(l, va, vb, s + lb, le - lb);
+                n_ranges++;
             }
             i = end;
             continue;
@@ -429,9 +472,37 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
                 if (lb >= le)
                     lb = sb;
             }
+            size_t before = l->n;
             add_event(l, v, v, s + lb, le - lb);
+            if (l->n > before) {
+                if (n_inst == 0)
+                    inst_ev = before;
+                if (n_inst < 2)
+                    inst_tok[n_inst] = start_tok;
+                n_inst++;
+            }
         }
         i = a.end > i ? a.end : i + 1;
+    }
+    /* "appears at 0:07 and disappears at 0:12" states one interval. */
+    if (n_ranges == 0 && n_inst == 2 && inst_ev + 2 == l->n &&
+        l->v[inst_ev].start <= l->v[inst_ev + 1].start) {
+        static const char *const on[] = {"appears", "appear", "starts", "start",   "begins",
+                                         "begin",   "enters", "enter",  "emerges", "arrives",
+                                         "shows",   "comes",  NULL};
+        static const char *const off[] = {"disappears", "disappear", "ends", "end",      "leaves",
+                                          "leave",      "exits",     "exit", "stops",    "stop",
+                                          "vanishes",   "goes",      "gone", "finishes", NULL};
+        int has_on = 0, has_off = 0;
+        for (size_t k = 0; k < inst_tok[0]; k++)
+            has_on |= word_is(&t->v[k], on);
+        for (size_t k = inst_tok[0]; k < inst_tok[1]; k++)
+            has_off |= word_is(&t->v[k], off);
+        if (has_on && has_off) {
+            l->v[inst_ev].end = l->v[inst_ev + 1].start;
+            memcpy(l->v[inst_ev].label, l->v[inst_ev + 1].label, sizeof l->v[inst_ev].label);
+            l->n--;
+        }
     }
 }
 
@@ -791,7 +862,7 @@ static int parse_time_string(const char *s, size_t len, int strict, double *a, d
         if (read_time(&t, i, &x)) {
             size_t j = x.end;
             int between = i > 0 && t.v[i - 1].kind == T_WORD && !strcmp(t.v[i - 1].w, "between");
-            if (is_sep(&t, j, between) && read_time(&t, j + 1, &y)) {
+            if (is_sep(&t, j, between, 0) && read_time(&t, j + 1, &y)) {
                 if (x.scale == 0)
                     x.scale = y.scale > 0 ? y.scale : 1;
                 if (y.scale == 0)
