@@ -4,7 +4,8 @@
  * What it does (the order of Hugging Face tokenizers' own pipeline):
  *  1. added tokens (special or not) are found first in the raw text by leftmost-longest match; they
  *     are never normalized or split (lstrip/rstrip are honoured, single_word is not supported);
- *  2. every other span is NFC-normalized (utf8proc) when the file's normalizer says so;
+ *  2. every other span is NFC-normalized (utf8proc) when the file's normalizer says so (only the
+ *     runs of characters from U+0300 up, with the character before each: see encode_span);
  *  3. the span is cut into pre-tokens by the Split regex of the file's pre_tokenizer (the Qwen2
  *     pattern when the file has none; GPT-2's for a lone ByteLevel with use_regex), run by PCRE2 in
  *     UTF+UCP mode, JIT-compiled when the platform allows; text between matches is a piece too
@@ -12,7 +13,8 @@
  *  4. each pre-token's bytes become initial symbols through the GPT-2 byte-to-unicode table (a
  *     byte's symbol is the vocabulary id of its one-character string, looked up once at load);
  *  5. BPE merges the adjacent pair of lowest rank first (leftmost among equals) with a binary heap
- *     over a linked list of symbols, exactly like tokenizers' `Word::merge_all`: O(n log n).
+ *     over a linked list of symbols, exactly like tokenizers' `Word::merge_all`: O(n log n). A long
+ *     text keeps a per-call cache of pre-token -> ids (no shared mutable state, no locks).
  * Decoding reverses the byte map per token (precomputed at load); vg_detok streams whole UTF-8
  * characters only and replaces each maximal invalid subpart by U+FFFD (like from_utf8_lossy).
  *
