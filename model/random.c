@@ -979,6 +979,11 @@ int vg_model_write_random(const vg_random_spec *spec, const char *out_dir, char 
         free(tok_text);
         return rc;
     }
+    /* A stale shard index would make loaders ignore the new model.safetensors. */
+    char index_path[4096];
+    if ((size_t)snprintf(index_path, sizeof index_path, "%s/model.safetensors.index.json",
+                         out_dir) < sizeof index_path)
+        unlink(index_path);
     rc = write_text(out_dir, "tokenizer.json", tok_text, tok_len, err, errlen);
     free(tok_text);
     if (rc == 0)

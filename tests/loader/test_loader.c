@@ -739,6 +739,13 @@ static void test_sharded(void **state)
     write_str(p, "{\"weight_map\": ");
     assert_int_equal(vg_st_open_dir(dir, &sh, err, sizeof err), VG_EFORMAT);
     assert_non_null(strstr(err, "model.safetensors.index.json"));
+    /* Writing a random checkpoint over the directory drops the stale index. */
+    assert_int_equal(vg_model_write_random(&spec, dir, err, sizeof err), 0);
+    assert_int_not_equal(access(p, F_OK), 0);
+    assert_int_equal(vg_st_open_dir(dir, &sh, err, sizeof err), 0);
+    assert_int_equal(vg_st_count(sh), n);
+    assert_null(strstr(vg_st_at(sh, 0)->file, "-of-"));
+    vg_st_close(sh);
     cJSON_Delete(idx);
     free(w);
     vg_st_close(st);
