@@ -132,7 +132,8 @@ static int parse_text(const cJSON *root, const cJSON *tc, vg_model_info *info, c
                        "%s: text_config.num_key_value_heads (%ld) does not divide "
                        "num_attention_heads (%ld)",
                        F, kv, heads);
-    if (!field(tc, "head_dim") && hidden % heads != 0)
+    const cJSON *jhd = field(tc, "head_dim");
+    if ((!jhd || cJSON_IsNull(jhd)) && hidden % heads != 0)
         return vg_fail(err, errlen, VG_EMODEL,
                        "%s: text_config.num_attention_heads (%ld) does not divide hidden_size "
                        "(%ld) and head_dim is not given",
@@ -158,7 +159,8 @@ static int parse_text(const cJSON *root, const cJSON *tc, vg_model_info *info, c
     const cJSON *rs = field(tc, "rope_scaling");
     if (!cJSON_IsObject(rs))
         rs = rp;
-    if (field(tc, "rope_theta"))
+    const cJSON *jth = field(tc, "rope_theta");
+    if (jth && !cJSON_IsNull(jth))
         CK(get_num(tc, S, "rope_theta", 500000.0, 0.0, 1e12, 1, &theta, F, err, errlen));
     else
         CK(get_num(rp, "text_config.rope_parameters", "rope_theta", 500000.0, 0.0, 1e12, 1, &theta,
