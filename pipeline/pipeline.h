@@ -35,8 +35,10 @@ typedef struct vg_sample_params {
     int nframes;         /* explicit frame count (rounded to even, half-to-even); 0 = from fps */
     int min_frames;      /* default 4 */
     int max_frames;      /* default 768 */
-    long min_pixels;     /* per frame; default 128*32*32 */
-    long max_pixels;     /* per frame cap; 0 = default 768*32*32 */
+    long min_pixels;     /* per frame; default 128*32*32; 0 = the default */
+    long max_pixels;     /* qwen-vl-utils' per-video max_pixels: the per-frame budget is
+                            min(this, max(min(768*32*32, total_pixels/nframes*2), min_pixels*1.05));
+                            0 = no extra limit; default 768*32*32 (same effect) */
     double total_pixels; /* whole-video budget; 0 = default 128000*32*32*0.9 */
     int resized_height;  /* both set: resize to these (rounded to the factor) instead of budgets */
     int resized_width;
@@ -65,8 +67,11 @@ typedef struct vg_plan {
 } vg_plan;
 
 /* Computes the plan for a video of total_frames at native fps and width x height. Errors (VG_EINVAL
- * / VG_ERANGE) for impossible inputs: fewer than 2 frames to sample, aspect ratio over 200, zero
- * sizes. Caller frees with vg_plan_free(). */
+ * / VG_ERANGE / VG_ELIMIT, with a sentence in err) for impossible inputs: fewer than 2 frames to
+ * sample, an empty or reversed start/end range, aspect ratio over 200, zero or negative sizes, a
+ * budget that would shrink a side to 0, max_pixels below min_pixels, non-finite fps. p NULL = the
+ * defaults. With video_start/video_end the indices stay absolute (so do the times). Caller frees
+ * with vg_plan_free(). Pure; any thread. */
 int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
                     const vg_sample_params *p, vg_plan **out, char *err, size_t errlen);
 void vg_plan_free(vg_plan *plan);
@@ -77,7 +82,9 @@ void vg_plan_free(vg_plan *plan);
  * one thread at a time per plan. */
 int vg_plan_set_frame_times(vg_plan *plan, const double *times);
 
-/* qwen-vl-utils smart_resize with Python's half-to-even rounding (double precision). */
+/* qwen-vl-utils smart_resize with Python's half-to-even rounding (double precision). A result
+ * with a 0 side (the downscale branch has no clamp), an aspect ratio over 200, a size <= 0 or
+ * max_pixels < min_pixels is an error (VG_EINVAL / VG_ERANGE) with a sentence in err. */
 int vg_smart_resize(int height, int width, int factor, long min_pixels, long max_pixels, int *out_h,
                     int *out_w, char *err, size_t errlen);
 
@@ -88,7 +95,9 @@ void vg_linspace_round_f32(double start, double end, int n, int64_t *out);
  * Image operations.
  */
 /* Antialiased bicubic (a = -0.5, Pillow-style support) resize of interleaved RGB uint8, equal to
- * the reference's torchvision resize(antialias=True) then round-half-even and clamp. */
+ * the reference's torchvision resize(antialias=True) then round-half-even and clamp. src_stride 0
+ * = sw*3. dst is dh rows of dw*3 bytes. Returns 0, VG_EINVAL (bad sizes or pointers), VG_ERANGE
+ * (a side over 65536) or VG_ENOMEM. Allocates its own scratch; any thread. */
 int vg_resize_rgb(const uint8_t *src, int sw, int sh, size_t src_stride, uint8_t *dst, int dw,
                   int dh);
 
@@ -179,7 +188,11 @@ typedef struct vg_prompt {
 } vg_prompt;
 
 /* Builds the prompt for one video given by its pair strings and per-slice merged grid
- * (grid_h/merge x grid_w/merge tokens per pair). Caller frees with vg_prompt_free(). */
+ * (grid_h/merge x grid_w/merge tokens per pair). Each maximal run of plain text between special
+ * tokens (e.g. "user\n<0.3 seconds>") goes to tokenize() as one string, so user text is never
+ * parsed for special tokens. chat NULL = no system turn and no text. Errors: VG_EINVAL (bad plan or
+ * merge, a tokenizer error, a tokenizer that emits the video pad id), VG_ELIMIT, VG_ENOMEM; err
+ * gets a sentence. Caller frees with vg_prompt_free(). Any thread (the callback runs on it). */
 int vg_prompt_build(const vg_chat *chat, const vg_plan *plan, int merge, const vg_prompt_ids *ids,
                     vg_tokenize_fn tokenize, void *opaque, vg_prompt **out, char *err,
                     size_t errlen);
