@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cmds.h"
 #include "common.h"
 #include "internal.h"
 
@@ -1241,6 +1242,61 @@ static void test_config_files(void **state)
     }
 }
 
+/* ---- vigil-model random (exact flag names) ---- */
+static void test_cmd_random(void **state)
+{
+    (void)state;
+    char out[512], p[600];
+    path_in(out, sizeof out, "cli");
+    char *ok[] = {"random", "--preset", "tiny", "--out", out, "--seed", "11", "--std", "0.05"};
+    assert_int_equal(vg_cmd_random((int)VG_ARRAY_LEN(ok), ok), 0);
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json",
+                           "generation_config.json", "video_preprocessor_config.json"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof p, "%s/%s", out, files[i]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+    /* Same as the library with the same seed and std. */
+    char lib[512];
+    path_in(lib, sizeof lib, "lib");
+    vg_random_spec spec = {.preset = "tiny", .seed = 11, .std = 0.05f};
+    assert_int_equal(vg_model_write_random(&spec, lib, err, sizeof err), 0);
+    char *a, *b;
+    size_t la, lb;
+    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    assert_int_equal(vg_read_file(p, 1 << 26, &a, &la, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s/model.safetensors", lib);
+    assert_int_equal(vg_read_file(p, 1 << 26, &b, &lb, err, sizeof err), 0);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    free(a);
+    free(b);
+
+    char cfg[600];
+    snprintf(cfg, sizeof cfg, "%s/config.json", out);
+    char out2[512];
+    path_in(out2, sizeof out2, "cli2");
+    char *from_cfg[] = {"random", "--config", cfg, "--out", out2};
+    assert_int_equal(vg_cmd_random((int)VG_ARRAY_LEN(from_cfg), from_cfg), 0);
+    char *help[] = {"random", "--help"};
+    assert_int_equal(vg_cmd_random(2, help), 0);
+
+    char *usage1[] = {"random", "--preset", "tiny"};
+    char *usage2[] = {"random", "--preset", "tiny", "--config", cfg, "--out", out2};
+    char *usage3[] = {"random", "--preset", "tiny", "--out", out2, "--seed", "x"};
+    char *usage4[] = {"random", "--preset", "tiny", "--out", out2, "--std", "-1"};
+    char *usage5[] = {"random", "--preset", "tiny", "--out", out2, "--colour", "red"};
+    char *usage6[] = {"random", "--preset", "tiny", "--out"};
+    assert_int_equal(vg_cmd_random(3, usage1), 2);
+    assert_int_equal(vg_cmd_random(7, usage2), 2);
+    assert_int_equal(vg_cmd_random(7, usage3), 2);
+    assert_int_equal(vg_cmd_random(7, usage4), 2);
+    assert_int_equal(vg_cmd_random(7, usage5), 2);
+    assert_int_equal(vg_cmd_random(4, usage6), 2);
+    char *fail1[] = {"random", "--preset", "huge", "--out", out2};
+    assert_int_equal(vg_cmd_random(5, fail1), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1256,6 +1312,7 @@ int main(void)
         cmocka_unit_test(test_hostile_config),
         cmocka_unit_test(test_rope_parameters),
         cmocka_unit_test_setup_teardown(test_config_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cmd_random, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
