@@ -1,10 +1,11 @@
 /*
  * config.c: vigild's configuration: defaults, the `key = value` file format, command-line
- * overrides (`--set key=value` goes through vg_config_set), and the final checks.
+ * overrides (`--set key=value` goes through vg_daemon_config_set), and the final checks.
  *
  * Thread: the loop thread at start-up and on SIGHUP (the file is small; reading it is the one piece
  * of file I/O the loop thread does, and only on an operator's signal). Pure except for
- * vg_config_load (reads the file) and vg_config_finish (realpath() of the media roots).
+ * vg_daemon_config_load (reads the file) and vg_daemon_config_finish (realpath() of the media
+ * roots).
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "daemon.h"
@@ -22,7 +23,7 @@
 #define VG_DEFAULT_MODEL_DIR "models/demo"
 #endif
 
-void vg_config_defaults(vg_config *c)
+void vg_daemon_config_defaults(vg_daemon_config *c)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->model_dir, sizeof c->model_dir, "%s", VG_DEFAULT_MODEL_DIR);
@@ -94,7 +95,7 @@ static int set_str(char *dst, size_t cap, const char *v)
     return 0;
 }
 
-static int set_roots(vg_config *c, const char *v)
+static int set_roots(vg_daemon_config *c, const char *v)
 {
     int n = 0;
     const char *p = v;
@@ -134,7 +135,7 @@ static const char *const live_keys[] = {
     "allowed_protocols",
 };
 
-int vg_config_key_is_live(const char *key)
+int vg_daemon_config_key_is_live(const char *key)
 {
     for (size_t i = 0; i < VG_ARRAY_LEN(live_keys); i++)
         if (!strcmp(key, live_keys[i]))
@@ -142,7 +143,8 @@ int vg_config_key_is_live(const char *key)
     return 0;
 }
 
-int vg_config_set(vg_config *c, const char *key, const char *v, char *err, size_t errlen)
+int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *v, char *err,
+                         size_t errlen)
 {
     long l;
     double d;
@@ -228,7 +230,8 @@ done:
     return 0;
 }
 
-int vg_config_parse(vg_config *c, const char *text, size_t len, char *err, size_t errlen)
+int vg_daemon_config_parse(vg_daemon_config *c, const char *text, size_t len, char *err,
+                           size_t errlen)
 {
     size_t pos = 0;
     int lineno = 0;
@@ -270,14 +273,14 @@ int vg_config_parse(vg_config *c, const char *text, size_t len, char *err, size_
             vend[-1] = 0;
         }
         char e2[512];
-        int rc = vg_config_set(c, p, v, e2, sizeof e2);
+        int rc = vg_daemon_config_set(c, p, v, e2, sizeof e2);
         if (rc < 0)
             return vg_fail(err, errlen, rc, "line %d: %s", lineno, e2);
     }
     return 0;
 }
 
-int vg_config_load(vg_config *c, const char *path, char *err, size_t errlen)
+int vg_daemon_config_load(vg_daemon_config *c, const char *path, char *err, size_t errlen)
 {
     char *data;
     size_t len;
@@ -285,14 +288,14 @@ int vg_config_load(vg_config *c, const char *path, char *err, size_t errlen)
     int rc = vg_read_file(path, 1 << 20, &data, &len, e2, sizeof e2);
     if (rc < 0)
         return vg_fail(err, errlen, rc, "%s: %s", path, e2);
-    rc = vg_config_parse(c, data, len, e2, sizeof e2);
+    rc = vg_daemon_config_parse(c, data, len, e2, sizeof e2);
     free(data);
     if (rc < 0)
         return vg_fail(err, errlen, rc, "%s: %s", path, e2);
     return 0;
 }
 
-int vg_config_finish(vg_config *c, char *err, size_t errlen)
+int vg_daemon_config_finish(vg_daemon_config *c, char *err, size_t errlen)
 {
     if (!c->runtime_dir[0] || !c->state_dir[0])
         return vg_fail(err, errlen, VG_EINVAL, "runtime_dir and state_dir must be set");

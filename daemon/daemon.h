@@ -25,7 +25,7 @@ extern "C" {
 #define VG_CFG_MAX_ROOTS 16
 #define VG_CFG_STR       1024
 
-typedef struct vg_config {
+typedef struct vg_daemon_config {
     char model_dir[VG_CFG_STR];
     char runtime_dir[VG_CFG_STR]; /* default /run/vigil */
     char state_dir[VG_CFG_STR];   /* default /var/lib/vigil */
@@ -49,27 +49,29 @@ typedef struct vg_config {
     char media_roots[VG_CFG_MAX_ROOTS][VG_CFG_STR]; /* realpath()'d */
     int n_media_roots;
     char allowed_protocols[256]; /* URL schemes accepted for media, comma-separated */
-} vg_config;
+} vg_daemon_config;
 
 /* Built-in defaults (runtime /run/vigil, state /var/lib/vigil, model models/demo). */
-void vg_config_defaults(vg_config *c);
+void vg_daemon_config_defaults(vg_daemon_config *c);
 
 /* Applies one `key = value` setting. Returns 0, VG_ENOENT for an unknown key or VG_EINVAL for a
  * bad value, with the key named in err. */
-int vg_config_set(vg_config *c, const char *key, const char *value, char *err, size_t errlen);
+int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *value, char *err,
+                         size_t errlen);
 
 /* Parses text[len] (a config file's content) into c (on top of what c already holds). Errors name
  * the line. */
-int vg_config_parse(vg_config *c, const char *text, size_t len, char *err, size_t errlen);
+int vg_daemon_config_parse(vg_daemon_config *c, const char *text, size_t len, char *err,
+                           size_t errlen);
 
 /* Reads and parses a file. A missing file is VG_ENOENT (callers decide whether that matters). */
-int vg_config_load(vg_config *c, const char *path, char *err, size_t errlen);
+int vg_daemon_config_load(vg_daemon_config *c, const char *path, char *err, size_t errlen);
 
 /* Fills the derived defaults (socket URLs from runtime_dir) and checks the whole config. */
-int vg_config_finish(vg_config *c, char *err, size_t errlen);
+int vg_daemon_config_finish(vg_daemon_config *c, char *err, size_t errlen);
 
 /* Keys that SIGHUP applies live; the others need a restart. Returns 1 for live keys. */
-int vg_config_key_is_live(const char *key);
+int vg_daemon_config_key_is_live(const char *key);
 
 /* ===================================================================================================
  * Protocol (docs/protocol.md): one JSON object per request, {"v":1,"op":...,"id":...}.
@@ -169,7 +171,7 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
  * resolve with realpath() to a file under one of roots; the resolved path goes into resolved. A
  * URL's scheme must be in allowed (comma-separated). *is_url tells which. Returns 0, VG_EPATH,
  * VG_EPROTOCOL, VG_ENOENT or VG_EINVAL with a sentence. Does a few stat() calls. */
-int vg_media_policy_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
                           const char *allowed, char *resolved, size_t resolved_len, int *is_url,
                           char *err, size_t errlen);
 

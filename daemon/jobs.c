@@ -101,7 +101,7 @@ struct vg_jobs {
     uv_loop_t *loop;
     vg_model *model;
     const vg_model_info *mi;
-    const vg_config *cfg;
+    const vg_daemon_config *cfg;
     vg_journal *journal;
     vg_ipc_server *ipc;
     uv_async_t async;
@@ -923,7 +923,7 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     char resolved[4200];
     int is_url = 0;
     char perr[512];
-    int rc = vg_media_policy_check(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
+    int rc = vg_daemon_media_check(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
                                    js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
                                    sizeof resolved, &is_url, perr, sizeof perr);
     if (rc < 0) {

@@ -19,9 +19,9 @@ typedef struct vg_jobs vg_jobs;
 
 typedef struct vg_jobs_params {
     uv_loop_t *loop;
-    vg_model *model;      /* borrowed; outlives the manager */
-    const vg_config *cfg; /* borrowed; the loop may replace its live fields on SIGHUP */
-    vg_journal *journal;  /* borrowed; may be NULL before it is opened */
+    vg_model *model;             /* borrowed; outlives the manager */
+    const vg_daemon_config *cfg; /* borrowed; the loop may replace its live fields on SIGHUP */
+    vg_journal *journal;         /* borrowed; may be NULL before it is opened */
 } vg_jobs_params;
 
 /* Creates the manager and starts max_concurrent_decodes decode threads and the inference thread.

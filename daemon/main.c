@@ -35,7 +35,7 @@
 
 typedef struct daemon_ctx {
     uv_loop_t *loop;
-    vg_config cfg;
+    vg_daemon_config cfg;
     const char *config_path;
     int config_explicit;
     const char *overrides[MAX_OVERRIDES][2]; /* key, value from the command line */
@@ -94,21 +94,21 @@ static int add_override(daemon_ctx *d, const char *key, const char *value)
 }
 
 /* Builds a config from defaults, the file and the overrides. */
-static int build_config(daemon_ctx *d, vg_config *c, char *err, size_t errlen)
+static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t errlen)
 {
-    vg_config_defaults(c);
+    vg_daemon_config_defaults(c);
     char e2[600];
-    int rc = vg_config_load(c, d->config_path, e2, sizeof e2);
+    int rc = vg_daemon_config_load(c, d->config_path, e2, sizeof e2);
     if (rc == VG_ENOENT && !d->config_explicit)
         rc = 0;
     if (rc < 0)
         return vg_fail(err, errlen, rc, "%s", e2);
     for (int i = 0; i < d->n_overrides; i++) {
-        rc = vg_config_set(c, d->overrides[i][0], d->overrides[i][1], e2, sizeof e2);
+        rc = vg_daemon_config_set(c, d->overrides[i][0], d->overrides[i][1], e2, sizeof e2);
         if (rc < 0)
             return vg_fail(err, errlen, rc, "command line: %s", e2);
     }
-    if ((rc = vg_config_finish(c, e2, sizeof e2)) < 0)
+    if ((rc = vg_daemon_config_finish(c, e2, sizeof e2)) < 0)
         return vg_fail(err, errlen, rc, "%s", e2);
     if ((rc = vg_ipc_check_url(c->cmd_url, c->allow_remote, e2, sizeof e2)) < 0 ||
         (rc = vg_ipc_check_url(c->events_url, c->allow_remote, e2, sizeof e2)) < 0 ||
@@ -120,7 +120,7 @@ static int build_config(daemon_ctx *d, vg_config *c, char *err, size_t errlen)
     return 0;
 }
 
-static void print_config(const vg_config *c)
+static void print_config(const vg_daemon_config *c)
 {
     printf("model_dir = %s\nruntime_dir = %s\nstate_dir = %s\ncmd_url = %s\nevents_url = %s\n"
            "tcp_cmd_url = %s\ntcp_events_url = %s\nallow_remote = %s\nsocket_mode = %04o\n"
@@ -271,7 +271,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 static void on_hup(uv_signal_t *h, int signum)
 {
     daemon_ctx *d = h->data;
-    vg_config c;
+    vg_daemon_config c;
     char err[768];
     vg_sd_notify("RELOADING=1");
     int rc = build_config(d, &c, err, sizeof err);
@@ -280,7 +280,7 @@ static void on_hup(uv_signal_t *h, int signum)
         vg_sd_notify("READY=1");
         return;
     }
-    vg_config *o = &d->cfg;
+    vg_daemon_config *o = &d->cfg;
     if (strcmp(c.model_dir, o->model_dir) || strcmp(c.runtime_dir, o->runtime_dir) ||
         strcmp(c.state_dir, o->state_dir) || strcmp(c.cmd_url, o->cmd_url) ||
         strcmp(c.events_url, o->events_url) || strcmp(c.tcp_cmd_url, o->tcp_cmd_url) ||
@@ -368,7 +368,7 @@ static int open_journal(daemon_ctx *d, char *err, size_t errlen)
     return 0;
 }
 
-static int take_lock(const vg_config *c, int *fd_out, char *err, size_t errlen)
+static int take_lock(const vg_daemon_config *c, int *fd_out, char *err, size_t errlen)
 {
     char path[VG_CFG_STR + 32];
     snprintf(path, sizeof path, "%s/vigild.lock", c->runtime_dir);
@@ -398,12 +398,12 @@ static int load_model(daemon_ctx *d, char *err, size_t errlen)
                        d->cfg.model_dir);
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = d->cfg.inference_threads;
-    char e2[600];
+    char e2[600] = "";
     double t0 = vg_now_ms();
     int rc = vg_model_load(d->cfg.model_dir, &mp, &d->model, e2, sizeof e2);
     if (rc < 0)
         return vg_fail(err, errlen, rc, "cannot load the model from '%s': %s", d->cfg.model_dir,
-                       e2);
+                       e2[0] ? e2 : vg_strerror(rc));
     const vg_model_info *mi = vg_model_get_info(d->model);
     vg_log(VG_LOG_INFO, MOD, "model %s loaded in %.0f ms (%zu parameters, %d layers)", mi->name,
            vg_now_ms() - t0, mi->n_params, mi->n_layers);

@@ -474,7 +474,7 @@ static int in_list(const char *list, const char *word, size_t n)
     return 0;
 }
 
-int vg_media_policy_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
                           const char *allowed, char *resolved, size_t resolved_len, int *is_url,
                           char *err, size_t errlen)
 {

@@ -48,8 +48,8 @@ static void write_file(const char *path, const char *data, size_t len)
 
 static void test_config_parse(void **state)
 {
-    vg_config c;
-    vg_config_defaults(&c);
+    vg_daemon_config c;
+    vg_daemon_config_defaults(&c);
     assert_string_equal(c.runtime_dir, "/run/vigil");
     assert_string_equal(c.state_dir, "/var/lib/vigil");
     char err[256];
@@ -64,7 +64,7 @@ static void test_config_parse(void **state)
                        "socket_mode = 0600\n"
                        "log_level = debug\n"
                        "allowed_protocols = https\n";
-    assert_int_equal(vg_config_parse(&c, text, strlen(text), err, sizeof err), 0);
+    assert_int_equal(vg_daemon_config_parse(&c, text, strlen(text), err, sizeof err), 0);
     assert_string_equal(c.model_dir, "/models/x");
     assert_string_equal(c.runtime_dir, "/tmp/rt");
     assert_int_equal(c.max_queued_jobs, 3);
@@ -73,15 +73,15 @@ static void test_config_parse(void **state)
     assert_int_equal(c.allow_remote, 1);
     assert_int_equal(c.socket_mode, 0600);
     assert_int_equal(c.log_level, VG_LOG_DEBUG);
-    assert_int_equal(vg_config_finish(&c, err, sizeof err), 0);
+    assert_int_equal(vg_daemon_config_finish(&c, err, sizeof err), 0);
     assert_string_equal(c.cmd_url, "ipc:///tmp/rt/vigil.cmd");
     assert_string_equal(c.events_url, "ipc:///tmp/rt/vigil.events");
 }
 
 static void test_config_errors(void **state)
 {
-    vg_config c;
-    vg_config_defaults(&c);
+    vg_daemon_config c;
+    vg_daemon_config_defaults(&c);
     char err[256];
     const char *bad[] = {
         "nokey\n",
@@ -98,39 +98,41 @@ static void test_config_errors(void **state)
     };
     for (size_t i = 0; i < VG_ARRAY_LEN(bad); i++) {
         err[0] = 0;
-        int rc = vg_config_parse(&c, bad[i], strlen(bad[i]), err, sizeof err);
+        int rc = vg_daemon_config_parse(&c, bad[i], strlen(bad[i]), err, sizeof err);
         assert_true(rc < 0);
         assert_non_null(strstr(err, "line 1"));
     }
     /* The error names the line. */
     const char *two = "max_queued_jobs = 4\nbogus = 1\n";
-    assert_true(vg_config_parse(&c, two, strlen(two), err, sizeof err) < 0);
+    assert_true(vg_daemon_config_parse(&c, two, strlen(two), err, sizeof err) < 0);
     assert_non_null(strstr(err, "line 2"));
     assert_non_null(strstr(err, "bogus"));
     /* A line too long, a NUL byte. */
     char longline[5000];
     memset(longline, 'a', sizeof longline);
-    assert_true(vg_config_parse(&c, longline, sizeof longline, err, sizeof err) < 0);
-    assert_true(vg_config_parse(&c, "a\0= b\n", 6, err, sizeof err) < 0);
-    assert_int_equal(vg_config_key_is_live("log_level"), 1);
-    assert_int_equal(vg_config_key_is_live("model_dir"), 0);
+    assert_true(vg_daemon_config_parse(&c, longline, sizeof longline, err, sizeof err) < 0);
+    assert_true(vg_daemon_config_parse(&c, "a\0= b\n", 6, err, sizeof err) < 0);
+    assert_int_equal(vg_daemon_config_key_is_live("log_level"), 1);
+    assert_int_equal(vg_daemon_config_key_is_live("model_dir"), 0);
 }
 
 static void test_config_roots(void **state)
 {
-    vg_config c;
-    vg_config_defaults(&c);
+    vg_daemon_config c;
+    vg_daemon_config_defaults(&c);
     char err[256], v[600];
     snprintf(v, sizeof v, "%s, /", tmpdir);
-    assert_int_equal(vg_config_set(&c, "media_roots", v, err, sizeof err), 0);
+    assert_int_equal(vg_daemon_config_set(&c, "media_roots", v, err, sizeof err), 0);
     assert_int_equal(c.n_media_roots, 2);
-    assert_int_equal(vg_config_finish(&c, err, sizeof err), 0);
+    assert_int_equal(vg_daemon_config_finish(&c, err, sizeof err), 0);
     assert_string_equal(c.media_roots[1], "/");
-    assert_int_equal(vg_config_set(&c, "media_roots", "/nonexistent/vigil/x", err, sizeof err), 0);
-    assert_int_equal(vg_config_finish(&c, err, sizeof err), VG_ENOENT);
+    assert_int_equal(
+        vg_daemon_config_set(&c, "media_roots", "/nonexistent/vigil/x", err, sizeof err), 0);
+    assert_int_equal(vg_daemon_config_finish(&c, err, sizeof err), VG_ENOENT);
     /* A missing config file is VG_ENOENT; the daemon decides. */
-    vg_config_defaults(&c);
-    assert_int_equal(vg_config_load(&c, "/nonexistent/vigild.conf", err, sizeof err), VG_ENOENT);
+    vg_daemon_config_defaults(&c);
+    assert_int_equal(vg_daemon_config_load(&c, "/nonexistent/vigild.conf", err, sizeof err),
+                     VG_ENOENT);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -320,30 +322,30 @@ static void test_media_policy(void **state)
     int is_url = -1;
     const char(*r)[VG_CFG_STR] = (const char(*)[VG_CFG_STR])roots;
     assert_int_equal(
-        vg_media_policy_check(path, r, 1, "https", res, sizeof res, &is_url, err, sizeof err), 0);
+        vg_daemon_media_check(path, r, 1, "https", res, sizeof res, &is_url, err, sizeof err), 0);
     assert_string_equal(res, path);
     assert_int_equal(is_url, 0);
     /* file: URLs are paths. */
     char furl[700];
     snprintf(furl, sizeof furl, "file://%s", path);
     assert_int_equal(
-        vg_media_policy_check(furl, r, 1, "https", res, sizeof res, &is_url, err, sizeof err), 0);
+        vg_daemon_media_check(furl, r, 1, "https", res, sizeof res, &is_url, err, sizeof err), 0);
     snprintf(furl, sizeof furl, "file:%s", outside);
     assert_int_equal(
-        vg_media_policy_check(furl, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(furl, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     /* Traversal and symlinks out of the root. */
     char trav[700];
     snprintf(trav, sizeof trav, "%s/../secret.mp4", roots[0]);
     assert_int_equal(
-        vg_media_policy_check(trav, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(trav, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     assert_non_null(strstr(err, "outside"));
     assert_int_equal(
-        vg_media_policy_check(link, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(link, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     assert_int_equal(
-        vg_media_policy_check(outside, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(outside, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     /* A root that is a prefix of another directory's name does not cover it. */
     char sib[600];
@@ -352,33 +354,33 @@ static void test_media_policy(void **state)
     snprintf(sib, sizeof sib, "%s/media2/b.mp4", real);
     write_file(sib, "x", 1);
     assert_int_equal(
-        vg_media_policy_check(sib, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(sib, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     /* Relative paths, missing files, no roots. */
     assert_int_equal(
-        vg_media_policy_check("a.mp4", r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check("a.mp4", r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     char missing[700];
     snprintf(missing, sizeof missing, "%s/none.mp4", roots[0]);
     assert_int_equal(
-        vg_media_policy_check(missing, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(missing, r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_ENOENT);
     assert_int_equal(
-        vg_media_policy_check(path, r, 0, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check(path, r, 0, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EPATH);
     /* URLs: only whitelisted protocols. */
-    assert_int_equal(vg_media_policy_check("https://example.com/v.mp4", r, 1, "http,https", res,
+    assert_int_equal(vg_daemon_media_check("https://example.com/v.mp4", r, 1, "http,https", res,
                                            sizeof res, &is_url, err, sizeof err),
                      0);
     assert_int_equal(is_url, 1);
     const char *bad[] = {"rtsp://cam/1",      "concat:/a|/b", "subfile:/etc/passwd",
                          "data:text/plain,x", "ftp://x/y",    "https:/x"};
     for (size_t i = 0; i < VG_ARRAY_LEN(bad); i++)
-        assert_int_equal(vg_media_policy_check(bad[i], r, 1, "http,https", res, sizeof res, &is_url,
+        assert_int_equal(vg_daemon_media_check(bad[i], r, 1, "http,https", res, sizeof res, &is_url,
                                                err, sizeof err),
                          VG_EPROTOCOL);
     assert_int_equal(
-        vg_media_policy_check("/a\n", r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
+        vg_daemon_media_check("/a\n", r, 1, "https", res, sizeof res, &is_url, err, sizeof err),
         VG_EINVAL);
 }
 
