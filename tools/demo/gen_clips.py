@@ -174,9 +174,12 @@ def render(clip, bg, path):
         venc = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-threads", "1"]
     else:
         venc = ["-c:v", "mpeg4", "-q:v", "3", "-threads", "1"]
+    tmp = path + ".part"  # renamed when complete, so an interrupted run leaves no bad clip
+    fmt = "mp4" if clip["container"] == "mp4" else "matroska"
     cmd = (["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
             f"{w}x{h}", "-r", clip["fps_str"], "-i", "-"] + venc
-           + ["-pix_fmt", "yuv420p", "-an", path])
+           + ["-pix_fmt", "yuv420p", "-an", "-map_metadata", "-1", "-fflags", "+bitexact",
+              "-flags:v", "+bitexact", "-f", fmt, tmp])
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     try:
         for f in range(clip["total_frames"]):
@@ -191,6 +194,7 @@ def render(clip, bg, path):
         pass
     if proc.wait() != 0:
         raise RuntimeError(f"ffmpeg failed for {path}")
+    os.replace(tmp, path)
 
 
 def make_one(job):

@@ -357,15 +357,17 @@ def greedy(model, s, block, vision, max_new=32, im_end=None):
 
 
 @torch.no_grad()
-def evaluate(model, stage, tok, seed, max_clips, n_greedy, log):
+def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
     """Held-out metrics for one stage: teacher-forced presence/copy accuracy on up to max_clips val
-    clips, and greedy tIoU / R@0.5 / R@0.7 / absent accuracy on the first n_greedy of them."""
+    clips (or `items`), and greedy tIoU / R@0.5 / R@0.7 / absent accuracy on the first n_greedy of
+    them. Every colour is asked once per clip (present and absent), with a seeded template."""
     model.eval()
+    items = stage.val if items is None else items
     rng = np.random.default_rng(seed)
     pres, copy = [0, 0], [0, 0]
     ious, blind, absent = [], [], [0, 0]
     im_end = tok.token_id("<|im_end|>")
-    for ci, item in enumerate(stage.val[:max_clips]):
+    for ci, item in enumerate(items[:max_clips]):
         rec = stage.load(item)
         s = make_sample(rec, stage.gt[rec["header"]["index"]], tok, rng, all_colours=True)
         b = collate([s])
@@ -419,8 +421,8 @@ def main(argv=None):
                     help="exported .vgd directory of a curriculum stage (repeat, in order)")
     ap.add_argument("--py-gt", action="append", default=[],
                     help="SMOKE ONLY: a gen_clips.py clips.json decoded in Python (repeatable)")
-    ap.add_argument("--tokenizer", default=os.path.join(HERE, "..", "..", "models", "demo",
-                                                        "tokenizer.json"))
+    ap.add_argument("--tokenizer", required=True,
+                    help="the tokenizer.json the data were exported with (tokenizer.py build)")
     ap.add_argument("--ckpt-dir", required=True)
     ap.add_argument("--resume", action="store_true", help="continue from CKPT_DIR/last.pt")
     ap.add_argument("--seed", type=int, default=1)
@@ -445,6 +447,8 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--eval-greedy", type=int, default=8, help="clips decoded greedily per eval")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="evaluate CKPT_DIR/last.pt greedily on every clip of each --data and exit")
     ap.add_argument("--min-pixels", type=int, default=4096, help="(--py-gt only)")
     ap.add_argument("--max-pixels", type=int, default=9216, help="(--py-gt only)")
     # Model size (the notes' sizes by default).
@@ -517,6 +521,13 @@ def main(argv=None):
     log(f"model: {n_params} parameters; text {config.num_hidden_layers}x{config.hidden_size}, "
         f"vision {config.v_depth}x{config.v_hidden}, deepstack {config.deepstack_visual_indexes}, "
         f"vocab {config.vocab_size}")
+    if a.eval_only:
+        if state is None:
+            ap.error(f"--eval-only needs {ckpt_path}")
+        for st in stages:
+            items = st.train + st.val if st.val is not st.train else st.train
+            evaluate(model, st, tok, a.seed, len(items), len(items), log, items=items)
+        return 0
     model.train()
 
     def snapshot():
