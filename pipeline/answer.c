@@ -262,6 +262,7 @@ static const char *const k_sec_units[] = {"s",       "sec",      "secs", "second
                                           "seconds", "seconds'", "segs", NULL};
 static const char *const k_min_units[] = {"m", "min", "mins", "minute", "minutes", NULL};
 static const char *const k_hour_units[] = {"h", "hr", "hrs", "hour", "hours", NULL};
+static const char *const k_adj_units[] = {"second", "minute", "hour", NULL};
 static const char *const k_to[] = {"to", "until", "till", "til", "through", "thru", NULL};
 static const char *const k_instant[] = {
     "at", "around", "about", "approximately", "approx", "near", "roughly", "circa", "by", NULL};
@@ -324,6 +325,11 @@ static int read_time(const toks *t, size_t i, tval *out)
         if (u == 1 || (u > 1 && !n->clock)) {
             out->scale = u;
             j++;
+        } else if (j + 1 < t->n && t->v[j].kind == T_SYM && t->v[j].sym == '-' &&
+                   word_is(&t->v[j + 1], k_adj_units)) {
+            /* "the 5-second mark" */
+            out->scale = unit_scale(&t->v[j + 1]);
+            j += 2;
         }
         /* "1 minute 30 seconds", "1 hour and 2 minutes": one time, in seconds. */
         while (out->scale > 1) {
@@ -345,8 +351,12 @@ static int read_time(const toks *t, size_t i, tval *out)
             j = k + 2;
         }
     }
-    if (out->scale > 0)
+    if (out->scale > 0) {
         out->evidence = 1;
+        static const char *const mark[] = {"mark", "point", "timestamp", NULL};
+        if (j < t->n && word_is(&t->v[j], mark))
+            j++;
+    }
     if (out->tagged) {
         if (j < t->n && t->v[j].kind == T_SYM && t->v[j].sym == '>')
             j++;
@@ -396,6 +406,10 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
     while (i < t->n) {
         if (is_negation(&t->v[i]))
             negated = 1;
+        /* A negation holds for its clause: "The box, with no border, is visible from 1 to 3 s"
+         * states an interval. */
+        if (t->v[i].kind == T_SYM && strchr(",;:()", t->v[i].sym))
+            negated = 0;
         tval a;
         if (!read_time(t, i, &a)) {
             i++;
@@ -408,7 +422,10 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
         size_t j = a.end;
         int bracket = i > 0 && t->v[i - 1].kind == T_SYM &&
                       (t->v[i - 1].sym == '[' || t->v[i - 1].sym == '(');
-        if (is_sep(t, j, between, bracket) && read_time(t, j + 1, &b)) {
+        size_t j2 = j + 1; /* "from the 1 second mark to the 3 second mark" */
+        if (j2 < t->n && t->v[j2].kind == T_WORD && !strcmp(t->v[j2].w, "the"))
+            j2++;
+        if (is_sep(t, j, between, bracket) && read_time(t, j2, &b)) {
             is_range = 1;
             /* "[1.0, 3.0] seconds": the unit follows the closing bracket. */
             if (bracket && b.scale == 0 && b.end + 1 < t->n && t->v[b.end].kind == T_SYM &&
