@@ -121,6 +121,37 @@ static int set_roots(vg_daemon_config *c, const char *v)
     return 0;
 }
 
+static const char *const all_keys[] = {
+    "model_dir",
+    "runtime_dir",
+    "state_dir",
+    "cmd_url",
+    "events_url",
+    "tcp_cmd_url",
+    "tcp_events_url",
+    "allow_remote",
+    "socket_mode",
+    "log_level",
+    "max_message_size",
+    "max_queued_jobs",
+    "max_concurrent_decodes",
+    "inference_threads",
+    "max_new_tokens_limit",
+    "default_max_new_tokens",
+    "job_deadline_s",
+    "result_ttl_s",
+    "max_frames_limit",
+    "max_pixels_limit",
+    "media_roots",
+    "allowed_protocols",
+    NULL,
+};
+
+const char *const *vg_daemon_config_keys(void)
+{
+    return all_keys;
+}
+
 static const char *const live_keys[] = {
     "log_level",
     "max_message_size",

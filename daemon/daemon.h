@@ -70,6 +70,9 @@ int vg_daemon_config_load(vg_daemon_config *c, const char *path, char *err, size
 /* Fills the derived defaults (socket URLs from runtime_dir) and checks the whole config. */
 int vg_daemon_config_finish(vg_daemon_config *c, char *err, size_t errlen);
 
+/* Every key vg_daemon_config_set accepts, NULL-terminated. */
+const char *const *vg_daemon_config_keys(void);
+
 /* Keys that SIGHUP applies live; the others need a restart. Returns 1 for live keys. */
 int vg_daemon_config_key_is_live(const char *key);
 

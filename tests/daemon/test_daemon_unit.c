@@ -135,6 +135,46 @@ static void test_config_roots(void **state)
                      VG_ENOENT);
 }
 
+/* Every key is documented in systemd/vigild.conf, and the documented values all parse. */
+static void test_config_example(void **state)
+{
+    char *data;
+    size_t len;
+    char err[256];
+    assert_int_equal(
+        vg_read_file(VG_SOURCE_DIR "/systemd/vigild.conf", 1 << 20, &data, &len, err, sizeof err),
+        0);
+    for (const char *const *k = vg_daemon_config_keys(); *k; k++) {
+        char pat[80];
+        snprintf(pat, sizeof pat, "\n#%s = ", *k);
+        if (!strstr(data, pat + 1) || !strstr(data, pat))
+            fail_msg("key %s is not documented in vigild.conf", *k);
+    }
+    /* Uncomment every "#key = value" line and parse the result. */
+    char *text = malloc(len + 1);
+    size_t n = 0;
+    int settings = 0;
+    for (char *line = data; line && *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line) : strlen(line);
+        if (l > 1 && line[0] == '#' && line[1] != ' ' && line[1] != '-' && memchr(line, '=', l)) {
+            memcpy(text + n, line + 1, l - 1);
+            n += l - 1;
+            text[n++] = '\n';
+            settings++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    text[n] = 0;
+    vg_daemon_config c;
+    vg_daemon_config_defaults(&c);
+    if (vg_daemon_config_parse(&c, text, n, err, sizeof err) < 0)
+        fail_msg("the example config does not parse: %s", err);
+    assert_true(settings >= 22);
+    free(text);
+    free(data);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 
 static const vg_proto_limits lim = {4096, 512, 60, 64, 1 << 20};
@@ -544,10 +584,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_parse), cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_config_roots), cmocka_unit_test(test_proto_valid),
-        cmocka_unit_test(test_proto_errors), cmocka_unit_test(test_proto_fuzz),
-        cmocka_unit_test(test_media_policy), cmocka_unit_test(test_journal),
-        cmocka_unit_test(test_journal_many), cmocka_unit_test(test_sd_notify),
+        cmocka_unit_test(test_config_roots), cmocka_unit_test(test_config_example),
+        cmocka_unit_test(test_proto_valid),  cmocka_unit_test(test_proto_errors),
+        cmocka_unit_test(test_proto_fuzz),   cmocka_unit_test(test_media_policy),
+        cmocka_unit_test(test_journal),      cmocka_unit_test(test_journal_many),
+        cmocka_unit_test(test_sd_notify),
     };
     return cmocka_run_group_tests(tests, make_tmp, rm_tmp);
 }
