@@ -1,0 +1,32 @@
+#!/bin/sh
+# End-to-end smoke test of the demo training loop at tiny size: gen_clips.py -> vigil-demo-export ->
+# vgd.py check (Python patchify/tokenizer/prompt == the C pipeline's) -> train.py (a few steps, a
+# checkpoint) -> train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
+# usage: train_smoke.sh SOURCE_DIR PYTHON VIGIL_DEMO_EXPORT
+# Exit 77 (skipped) without torch or ffmpeg.
+set -eu
+src=$1 py=$2 exporter=$3
+demo=$src/tools/demo
+"$py" -c 'import torch, numpy' 2>/dev/null || { echo "SKIP: $py has no torch/numpy"; exit 77; }
+command -v ffmpeg >/dev/null 2>&1 || { echo "SKIP: no ffmpeg"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+export OMP_NUM_THREADS=1
+
+"$py" "$demo/tokenizer.py" build "$tmp/tok.json"
+"$py" "$demo/gen_clips.py" --out "$tmp/clips" --count 4 --seed 3 --max-duration 6 --max-size 320 \
+    --box-scale 3
+"$exporter" --gt "$tmp/clips/clips.json" --tokenizer "$tmp/tok.json" --out "$tmp/data" --patches
+"$py" "$demo/vgd.py" check "$tmp/data" "$tmp/tok.json"
+common="--data $tmp/data --tokenizer $tmp/tok.json --ckpt-dir $tmp/ck --val-frac 0.25 --batch 2
+        --log-every 2 --save-every 2 --eval-every 4 --eval-clips 1 --eval-greedy 1 --warmup 2"
+# shellcheck disable=SC2086
+"$py" "$demo/train.py" $common --steps 4
+# shellcheck disable=SC2086
+"$py" "$demo/train.py" $common --steps 6 --resume
+"$py" "$demo/export_hf.py" "$tmp/ck/last.pt" --out "$tmp/model"
+for f in config.json model.safetensors tokenizer.json generation_config.json \
+    video_preprocessor_config.json; do
+    [ -s "$tmp/model/$f" ] || { echo "missing $f"; exit 1; }
+done
+echo "PASS"
