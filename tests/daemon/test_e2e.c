@@ -36,7 +36,7 @@
 
 #define BIN VG_BINARY_DIR
 
-static char dir[256], model[320], media[320], video[400], rt[320], st[320], cmd_url[400],
+static char dir[256], conf[320], model[320], media[320], video[400], rt[320], st[320], cmd_url[400],
     ev_url[400], notify_name[64];
 static pid_t daemon_pid = -1;
 static int notify_fd = -1;
@@ -187,6 +187,15 @@ static cJSON *ask(const char *job, const char *extra)
 
 #define BUSY "\"generation\":{\"greedy\":true,\"max_new_tokens\":16000}"
 
+static void write_conf(const char *text)
+{
+    FILE *f = fopen(conf, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
 static int start_daemon(void)
 {
     char log[400];
@@ -203,10 +212,9 @@ static int start_daemon(void)
         setenv("NOTIFY_SOCKET", notify_name, 1);
         char roots[400];
         snprintf(roots, sizeof roots, "media_roots=%s", media);
-        execl(BIN "/daemon/vigild", "vigild", "--model", model, "--runtime-dir", rt, "--state-dir",
-              st, "--set", roots, "--set", "max_new_tokens_limit=16000", "--set",
-              "max_message_size=65536", "--set", "max_queued_jobs=12", "--log-level", "notice",
-              (char *)NULL);
+        execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
+              rt, "--state-dir", st, "--set", roots, "--set", "max_new_tokens_limit=16000", "--set",
+              "max_message_size=65536", "--log-level", "notice", (char *)NULL);
         _exit(127);
     }
     daemon_pid = pid;
@@ -311,6 +319,8 @@ static int group_setup(void **state)
     if (!mkdtemp(dir))
         return -1;
     snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
+    write_conf("max_queued_jobs = 12\n");
     snprintf(media, sizeof media, "%s/media", dir);
     snprintf(video, sizeof video, "%s/t.mp4", media);
     snprintf(rt, sizeof rt, "%s/run", dir);
@@ -350,13 +360,22 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    if (daemon_pid > 0)
-        stop_daemon();
+    int rc = 0;
+    if (daemon_pid > 0 && stop_daemon() != 0) {
+        fprintf(stderr, "vigild did not exit cleanly\n");
+        rc = -1;
+    }
+    /* Sanitizer reports of the daemon land in its log. */
+    if (sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
+        fprintf(stderr, "sanitizer errors in the daemon log:\n");
+        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        rc = -1;
+    }
     if (notify_fd >= 0)
         close(notify_fd);
     if (dir[0] && !getenv("VG_KEEP_TMP"))
         sh(NULL, 0, "rm -rf '%s'", dir);
-    return 0;
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -857,6 +876,33 @@ static void test_fuzz(void **state)
     assert_int_equal(kill(daemon_pid, 0), 0);
 }
 
+/* SIGHUP re-reads the file and applies live keys; command-line settings still win. */
+static void test_sighup_reload(void **state)
+{
+    write_conf("max_queued_jobs = 5\nmax_new_tokens_limit = 10\nlog_level = debug\n");
+    assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+    int applied = 0;
+    for (int i = 0; i < 200 && !applied; i++) {
+        cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
+        const cJSON *lim = cJSON_GetObjectItemCaseSensitive(r, "limits");
+        applied = jnum(lim, "max_queued_jobs") == 5;
+        if (applied)
+            assert_true(jnum(lim, "max_new_tokens") == 16000); /* --set overrides the file */
+        cJSON_Delete(r);
+        sleep_ms(10);
+    }
+    assert_true(applied);
+    /* A broken file keeps the old configuration. */
+    write_conf("max_queued_jobs = lots\n");
+    assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+    sleep_ms(200);
+    cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
+    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(r, "limits"), "max_queued_jobs") == 5);
+    cJSON_Delete(r);
+    write_conf("max_queued_jobs = 12\n");
+    assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+}
+
 static void test_sigterm_and_restart(void **state)
 {
     cJSON *r = ask("term-job", BUSY);
@@ -897,17 +943,12 @@ static void test_sigterm_and_restart(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_info_and_cli),
-        cmocka_unit_test(test_ask_streaming),
-        cmocka_unit_test(test_cli_ask),
-        cmocka_unit_test(test_missed_stream),
-        cmocka_unit_test(test_resend_dedupe),
-        cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_eight_clients),
-        cmocka_unit_test(test_info_latency_while_busy),
-        cmocka_unit_test(test_media_security),
-        cmocka_unit_test(test_fuzz),
-        cmocka_unit_test(test_sigterm_and_restart),
+        cmocka_unit_test(test_info_and_cli),   cmocka_unit_test(test_ask_streaming),
+        cmocka_unit_test(test_cli_ask),        cmocka_unit_test(test_missed_stream),
+        cmocka_unit_test(test_resend_dedupe),  cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_eight_clients),  cmocka_unit_test(test_info_latency_while_busy),
+        cmocka_unit_test(test_media_security), cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_sighup_reload),  cmocka_unit_test(test_sigterm_and_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
