@@ -58,13 +58,24 @@ static float lin_base(float start, float end, float step, int64_t n, int64_t hal
     return fmaf(-step, (float)(n - 1 - i), end);
 }
 
+/* rint() of a float as an int64, saturating instead of overflowing (inputs are the caller's). */
+static int64_t rint_i64(float v)
+{
+    float r = rintf(v);
+    if (!(r > -9.2e18f))
+        return r != r ? 0 : INT64_MIN;
+    if (r >= 9.2e18f)
+        return INT64_MAX;
+    return (int64_t)r;
+}
+
 void vg_linspace_round_f32(double start, double end, int n, int64_t *out)
 {
     if (n <= 0 || !out)
         return;
     float fs = (float)start, fe = (float)end;
     if (n == 1) {
-        out[0] = (int64_t)rintf(fs);
+        out[0] = rint_i64(fs);
         return;
     }
     float step = (fe - fs) / (float)(n - 1);
@@ -77,12 +88,12 @@ void vg_linspace_round_f32(double start, double end, int n, int64_t *out)
             for (int k = 0; k < 8; k++) {
                 volatile float ks = (float)k * step;
                 float val = b + ks;
-                out[c + k] = (int64_t)rintf(val);
+                out[c + k] = rint_i64(val);
             }
         }
     }
     for (; i < n; i++)
-        out[i] = (int64_t)rintf(lin_base(fs, fe, step, n, half, i));
+        out[i] = rint_i64(lin_base(fs, fe, step, n, half, i));
 }
 
 /* Python round_by_factor / ceil_by_factor / floor_by_factor on doubles. */
@@ -274,6 +285,8 @@ int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
                        height);
     if (p.min_pixels < 0 || !(p.total_pixels >= 0) || p.max_pixels < 0)
         return vg_fail(err, errlen, VG_EINVAL, "pixel budgets must not be negative.");
+    if (p.min_pixels > 1e15 || p.max_pixels > 1e15 || !(p.total_pixels <= 1e18))
+        return vg_fail(err, errlen, VG_ERANGE, "a pixel budget is implausibly large.");
 
     int64_t start = 0, end = 0;
     int rc = frame_range(total_frames, fps, &p, &start, &end, err, errlen);

@@ -379,6 +379,27 @@ void test_plan_errors(void **state)
     p.max_pixels = 1000;
     assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
     assert_null(plan);
+    /* Implausible budgets and knobs fail instead of overflowing. */
+    p = vg_sample_default_params();
+    p.min_pixels = 1L << 60;
+    assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
+    p = vg_sample_default_params();
+    p.total_pixels = INFINITY;
+    assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
+    p = vg_sample_default_params();
+    p.fps = NAN;
+    assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
+    p = vg_sample_default_params();
+    p.nframes = 2147483647;
+    assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
+    p = vg_sample_default_params();
+    p.video_start = 1e300;
+    assert_true(vg_plan_compute(100, 30, 640, 360, &p, &plan, err, sizeof err) < 0);
+    assert_null(plan);
+    int64_t big[3];
+    vg_linspace_round_f32(0, 1e30, 3, big);
+    assert_int_equal(big[2], INT64_MAX);
+    vg_linspace_round_f32(NAN, 5, 3, big);
     vg_plan_free(NULL);
 }
 
