@@ -49,14 +49,15 @@ char *shared_read(const char *rel, size_t *len)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plan_linspace),  cmocka_unit_test(test_plan_smart_resize),
-        cmocka_unit_test(test_plan_errors),    cmocka_unit_test(test_plan_clip),
-        cmocka_unit_test(test_plan_cmd_usage), cmocka_unit_test(test_plan_cmd_file),
-        cmocka_unit_test(test_plan_vectors),   cmocka_unit_test(test_resize_basic),
-        cmocka_unit_test(test_resize_fixture), cmocka_unit_test(test_patchify_golden),
-        cmocka_unit_test(test_patchify_odd),   cmocka_unit_test(test_prompt_mrope_vector),
-        cmocka_unit_test(test_prompt_layout),  cmocka_unit_test(test_prompt_golden),
-        cmocka_unit_test(test_answer_table),   cmocka_unit_test(test_answer_fuzz),
+        cmocka_unit_test(test_plan_linspace),       cmocka_unit_test(test_plan_linspace_torch),
+        cmocka_unit_test(test_plan_smart_resize),   cmocka_unit_test(test_plan_errors),
+        cmocka_unit_test(test_plan_clip),           cmocka_unit_test(test_plan_cmd_usage),
+        cmocka_unit_test(test_plan_cmd_file),       cmocka_unit_test(test_plan_vectors),
+        cmocka_unit_test(test_resize_basic),        cmocka_unit_test(test_resize_fixture),
+        cmocka_unit_test(test_patchify_golden),     cmocka_unit_test(test_patchify_odd),
+        cmocka_unit_test(test_prompt_mrope_vector), cmocka_unit_test(test_prompt_layout),
+        cmocka_unit_test(test_prompt_golden),       cmocka_unit_test(test_answer_table),
+        cmocka_unit_test(test_answer_fuzz),
     };
     /* VG_TEST_FILTER="test_plan_*" runs a subset (ctest runs the plan tests again through the
      * real `vigil` executable that way). */

@@ -323,6 +323,46 @@ void test_plan_linspace(void **state)
     assert_int_equal(one, 7);
 }
 
+/* 600 random frame ranges (up to 2 million frames) whose float32 torch.linspace indices were
+ * recorded by make_linspace_fixture.py; the emulation must give the same index lists. */
+void test_plan_linspace_torch(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/linspace_fixture.txt", VG_TEST_DIR);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256];
+    int cases = 0, ok = 0;
+    int64_t *idx = malloc(768 * sizeof *idx);
+    assert_non_null(idx);
+    while (fgets(line, sizeof line, f)) {
+        long long s, e, first, last;
+        unsigned long long h;
+        int n;
+        if (line[0] == '#' ||
+            sscanf(line, "%lld %lld %d %llu %lld %lld", &s, &e, &n, &h, &first, &last) != 6)
+            continue;
+        assert_true(n >= 2 && n <= 768);
+        vg_linspace_round_f32((double)s, (double)e, n, idx);
+        unsigned long long g = 1469598103934665603ULL;
+        for (int i = 0; i < n; i++) {
+            g ^= (unsigned long long)idx[i];
+            g *= 1099511628211ULL;
+        }
+        cases++;
+        if (g == h && idx[0] == first && idx[n - 1] == last)
+            ok++;
+        else
+            printf("linspace(%lld, %lld, %d) differs from torch's\n", s, e, n);
+    }
+    fclose(f);
+    free(idx);
+    printf("float32 linspace emulation: %d/%d torch cases\n", ok, cases);
+    assert_true(cases >= 500);
+    assert_int_equal(ok, cases);
+}
+
 void test_plan_smart_resize(void **state)
 {
     (void)state;

@@ -18,6 +18,7 @@ char *shared_read(const char *rel, size_t *len);
 
 void test_plan_vectors(void **state);
 void test_plan_linspace(void **state);
+void test_plan_linspace_torch(void **state);
 void test_plan_smart_resize(void **state);
 void test_plan_errors(void **state);
 void test_plan_clip(void **state);
