@@ -51,11 +51,14 @@
 #include <libswscale/swscale.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define VG_MEDIA_MAX_DIM    16384
 #define VG_MEDIA_MAX_PIXELS (8192L * 8192L)
@@ -72,6 +75,15 @@
     "wav,mp3,aac,flac,ac3,eac3"
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
+
+/* A frame -> RGB24 converter: a swscale context for one input format and an aligned full-size
+ * RGB buffer. One per thread that converts. */
+typedef struct converter {
+    struct SwsContext *sws;
+    int w, h, fmt, space, range;
+    uint8_t *full;
+    size_t full_size;
+} converter;
 
 struct vg_media {
     char *url;
@@ -100,17 +112,19 @@ struct vg_media {
     double last_pts_s; /* for next_frame when a frame has no timestamp */
     int have_last_pts;
 
-    /* Conversion state. */
-    struct SwsContext *sws;
-    int sws_w, sws_h, sws_fmt, sws_space, sws_range;
-    uint8_t *full; /* full-size RGB24 of the current frame */
-    int full_stride;
-    size_t full_size;
+    converter conv; /* for vg_media_next_frame */
 };
 
 /* ------------------------------------------------------------------------------------------------
  * Helpers.
  */
+static void converter_free(converter *cv)
+{
+    sws_freeContext(cv->sws);
+    av_free(cv->full);
+    memset(cv, 0, sizeof *cv);
+}
+
 static const char *averr(int e, char *buf, size_t len)
 {
     if (av_strerror(e, buf, len) < 0)
@@ -607,8 +621,7 @@ void vg_media_close(vg_media *m)
     close_input(m);
     av_packet_free(&m->pkt);
     av_frame_free(&m->frame);
-    sws_freeContext(m->sws);
-    av_free(m->full);
+    converter_free(&m->conv);
     free(m->url);
     free(m->whitelist);
     free(m);
@@ -691,65 +704,197 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
     }
 }
 
-/* Converts m->frame to RGB24 at its own size (m->full, aligned stride) with the frame's colour
- * matrix and range, then copies or resizes it into dst (dw x dh, tightly packed). */
-static int convert_frame(vg_media *m, uint8_t *dst, int dw, int dh, char *err, size_t errlen)
+/* Converts f to RGB24 at its own size (cv->full, 64-byte aligned rows, as the ffmpeg CLI's frames
+ * have them, so that swscale takes the same code path) with the frame's colour matrix and range,
+ * then copies or resizes it into dst (dw x dh, tightly packed). */
+static int convert_frame(converter *cv, const AVFrame *f, uint8_t *dst, int dw, int dh, char *err,
+                         size_t errlen)
 {
-    AVFrame *f = m->frame;
     int r = check_dims(f->width, f->height, "a decoded frame", err, errlen);
     if (r < 0)
         return r;
     if (f->format < 0 || !f->data[0])
         return vg_fail(err, errlen, VG_EDECODE, "the decoder returned a frame without pixels.");
     int space = f->colorspace, range = f->color_range;
-    if (!m->sws || m->sws_w != f->width || m->sws_h != f->height || m->sws_fmt != f->format ||
-        m->sws_space != space || m->sws_range != range) {
-        m->sws = sws_getCachedContext(m->sws, f->width, f->height, f->format, f->width, f->height,
-                                      AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL, NULL, NULL);
-        if (!m->sws)
+    if (!cv->sws || cv->w != f->width || cv->h != f->height || cv->fmt != f->format ||
+        cv->space != space || cv->range != range) {
+        cv->sws = sws_getCachedContext(cv->sws, f->width, f->height, f->format, f->width, f->height,
+                                       AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL, NULL, NULL);
+        if (!cv->sws) {
+            const char *name = av_get_pix_fmt_name(f->format);
             return vg_fail(err, errlen, VG_EDECODE, "cannot convert %s frames to RGB.",
-                           av_get_pix_fmt_name(f->format) ? av_get_pix_fmt_name(f->format) : "?");
+                           name ? name : "?");
+        }
         /* As the ffmpeg CLI's scale filter does: the frame's matrix, and its range when set. */
         int *inv, *tab, src_full, dst_full, bri, con, sat;
-        if (sws_getColorspaceDetails(m->sws, &inv, &src_full, &tab, &dst_full, &bri, &con, &sat) >=
+        if (sws_getColorspaceDetails(cv->sws, &inv, &src_full, &tab, &dst_full, &bri, &con, &sat) >=
             0) {
             const int *coefs = sws_getCoefficients(space);
             if (range != AVCOL_RANGE_UNSPECIFIED)
                 src_full = range == AVCOL_RANGE_JPEG;
-            sws_setColorspaceDetails(m->sws, coefs, src_full, coefs, dst_full, bri, con, sat);
+            sws_setColorspaceDetails(cv->sws, coefs, src_full, coefs, dst_full, bri, con, sat);
         }
-        m->sws_w = f->width;
-        m->sws_h = f->height;
-        m->sws_fmt = f->format;
-        m->sws_space = space;
-        m->sws_range = range;
+        cv->w = f->width;
+        cv->h = f->height;
+        cv->fmt = f->format;
+        cv->space = space;
+        cv->range = range;
     }
     int stride = FFALIGN(f->width * 3, 64);
     size_t need = (size_t)stride * (size_t)f->height + 64;
-    if (need > m->full_size) {
-        av_free(m->full);
-        m->full = av_malloc(need);
-        m->full_size = m->full ? need : 0;
-        if (!m->full)
+    if (need > cv->full_size) {
+        av_free(cv->full);
+        cv->full = av_malloc(need);
+        cv->full_size = cv->full ? need : 0;
+        if (!cv->full)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for a %dx%d frame.", f->width,
                            f->height);
     }
-    m->full_stride = stride;
-    uint8_t *dp[4] = {m->full, NULL, NULL, NULL};
+    uint8_t *dp[4] = {cv->full, NULL, NULL, NULL};
     int dl[4] = {stride, 0, 0, 0};
-    int h = sws_scale(m->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dp, dl);
+    int h = sws_scale(cv->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dp, dl);
     if (h != f->height)
         return vg_fail(err, errlen, VG_EDECODE, "RGB conversion of a %dx%d frame failed.", f->width,
                        f->height);
     if (dw == f->width && dh == f->height) {
         for (int y = 0; y < dh; y++)
-            memcpy(dst + (size_t)y * dw * 3, m->full + (size_t)y * stride, (size_t)dw * 3);
+            memcpy(dst + (size_t)y * dw * 3, cv->full + (size_t)y * stride, (size_t)dw * 3);
         return 0;
     }
-    r = vg_resize_rgb(m->full, f->width, f->height, (size_t)stride, dst, dw, dh);
+    r = vg_resize_rgb(cv->full, f->width, f->height, (size_t)stride, dst, dw, dh);
     if (r < 0)
         return vg_fail(err, errlen, r, "resizing a %dx%d frame to %dx%d failed.", f->width,
                        f->height, dw, dh);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Conversion workers: the decoding thread hands each sampled frame (a new reference, no copy) to a
+ * bounded queue; workers convert and resize it into its slot of the output, each with its own
+ * converter, so resizing overlaps decoding. The first error wins and makes the workers skip the
+ * remaining frames; closing the queue drains it and ends them.
+ */
+#define MAX_WORKERS 8
+
+typedef struct conv_job {
+    AVFrame *frame;
+    uint8_t *dst;
+} conv_job;
+
+typedef struct conv_pool {
+    vg_queue *q;
+    pthread_t th[MAX_WORKERS];
+    int n;
+    int dw, dh;
+    atomic_int failed;
+    pthread_mutex_t mu;
+    int code;
+    char err[256];
+} conv_pool;
+
+static void *conv_worker(void *arg)
+{
+    conv_pool *pool = arg;
+    converter cv;
+    memset(&cv, 0, sizeof cv);
+    void *item;
+    while (vg_queue_pop(pool->q, &item, -1) == 0) {
+        conv_job *j = item;
+        if (!atomic_load(&pool->failed)) {
+            char e[256];
+            int r = convert_frame(&cv, j->frame, j->dst, pool->dw, pool->dh, e, sizeof e);
+            if (r < 0) {
+                pthread_mutex_lock(&pool->mu);
+                if (!pool->code) {
+                    pool->code = r;
+                    snprintf(pool->err, sizeof pool->err, "%s", e);
+                }
+                pthread_mutex_unlock(&pool->mu);
+                atomic_store(&pool->failed, 1);
+            }
+        }
+        av_frame_free(&j->frame);
+        free(j);
+    }
+    converter_free(&cv);
+    return NULL;
+}
+
+static int workers_for(int nframes)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cpus >= 4 ? (int)(cpus / 2) : 1;
+    if (n > MAX_WORKERS)
+        n = MAX_WORKERS;
+    return VG_MAX(1, VG_MIN(n, nframes));
+}
+
+static int pool_start(conv_pool *pool, int workers, int dw, int dh, char *err, size_t errlen)
+{
+    memset(pool, 0, sizeof *pool);
+    pool->dw = dw;
+    pool->dh = dh;
+    atomic_init(&pool->failed, 0);
+    if (pthread_mutex_init(&pool->mu, NULL) != 0)
+        return vg_fail(err, errlen, VG_ENOMEM, "cannot create a mutex.");
+    int r = vg_queue_create((size_t)workers * 2, &pool->q);
+    if (r < 0) {
+        pthread_mutex_destroy(&pool->mu);
+        return vg_fail(err, errlen, r, "cannot create the conversion queue.");
+    }
+    for (int i = 0; i < workers; i++) {
+        if (pthread_create(&pool->th[i], NULL, conv_worker, pool) != 0)
+            break;
+        pool->n++;
+    }
+    if (pool->n == 0) {
+        vg_queue_destroy(pool->q);
+        pthread_mutex_destroy(&pool->mu);
+        return vg_fail(err, errlen, VG_ENOMEM, "cannot start a conversion thread.");
+    }
+    return 0;
+}
+
+/* Hands a reference to m->frame to the workers. */
+static int pool_submit(conv_pool *pool, vg_media *m, uint8_t *dst, char *err, size_t errlen)
+{
+    conv_job *j = malloc(sizeof *j);
+    if (!j)
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+    j->dst = dst;
+    j->frame = av_frame_clone(m->frame);
+    if (!j->frame) {
+        free(j);
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+    }
+    for (;;) {
+        int r = vg_queue_push(pool->q, j, 100);
+        if (r == 0)
+            return 0;
+        if (r != VG_ETIMEDOUT || stop_requested(m) || atomic_load(&pool->failed)) {
+            av_frame_free(&j->frame);
+            free(j);
+            if (stop_requested(m))
+                return vg_fail(err, errlen, VG_ECANCELED, "decoding '%.200s' was cancelled.",
+                               m->url);
+            return 0; /* the workers' error is reported by pool_finish */
+        }
+    }
+}
+
+/* Ends the workers after they converted (or, after an error, skipped) every frame; returns their
+ * first error. */
+static int pool_finish(conv_pool *pool, int abandon, char *err, size_t errlen)
+{
+    if (abandon)
+        atomic_store(&pool->failed, 1);
+    vg_queue_close(pool->q);
+    for (int i = 0; i < pool->n; i++)
+        pthread_join(pool->th[i], NULL);
+    vg_queue_destroy(pool->q);
+    pthread_mutex_destroy(&pool->mu);
+    if (!abandon && pool->code)
+        return vg_fail(err, errlen, pool->code, "%s", pool->err);
     return 0;
 }
 
@@ -820,6 +965,11 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     if (rc < 0)
         goto out;
 
+    conv_pool pool;
+    rc = pool_start(&pool, workers_for(n), W, H, err, errlen);
+    if (rc < 0)
+        goto out;
+
     int64_t last = order[n - 1].index;
     double fps = m->info.fps;
     double tol = 2.0 * av_q2d(m->tb) + 1e-9;
@@ -836,24 +986,21 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
                              m->url, m->last_dec_error);
             else
                 rc = SHORT_STREAM;
-            goto out;
+            goto out_pool;
         }
         if (rc < 0)
-            goto out;
+            goto out_pool;
         double t = frame_time(m);
         if (isnan(t) || fabs(t - (double)i / fps) > tol)
             cfr = 0;
         int first_pos = -1;
         while (next < n && order[next].index == i) {
             int pos = order[next].pos;
-            uint8_t *dst = rgb + (size_t)pos * fsz;
-            if (first_pos < 0) {
-                rc = convert_frame(m, dst, W, H, err, errlen);
+            if (first_pos < 0) { /* repeated indices are copied once all frames are converted */
+                rc = pool_submit(&pool, m, rgb + (size_t)pos * fsz, err, errlen);
                 if (rc < 0)
-                    goto out;
+                    goto out_pool;
                 first_pos = pos;
-            } else {
-                memcpy(dst, rgb + (size_t)first_pos * fsz, fsz);
             }
             times[pos] = isnan(t) ? (double)i / fps : t;
             next++;
@@ -865,7 +1012,7 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
                 last_progress = now;
                 if (progress("decode", (double)(i + 1) / (double)(last + 1), opaque) != 0) {
                     rc = vg_fail(err, errlen, VG_ECANCELED, "decoding was cancelled.");
-                    goto out;
+                    goto out_pool;
                 }
             }
         }
@@ -873,6 +1020,12 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
             break;
     }
     *decoded = i + 1;
+    rc = pool_finish(&pool, 0, err, errlen);
+    if (rc < 0)
+        goto out;
+    for (int k = 1; k < n; k++)
+        if (order[k].index == order[k - 1].index)
+            memcpy(rgb + (size_t)order[k].pos * fsz, rgb + (size_t)order[k - 1].pos * fsz, fsz);
     if (cfr) {
         for (int k = 0; k < n; k++)
             times[k] = (double)plan->frame_indices[k] / fps;
@@ -882,6 +1035,9 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     rc = vg_plan_set_frame_times(plan, times);
     if (rc < 0)
         rc = vg_fail(err, errlen, rc, "cannot set the frame times of the plan.");
+    goto out;
+out_pool:
+    pool_finish(&pool, 1, NULL, 0);
 out:
     av_frame_unref(m->frame);
     free(order);
@@ -986,7 +1142,7 @@ int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double
         t = m->last_pts_s + (m->info.fps > 0 ? 1.0 / m->info.fps : 0.0);
     else
         t = 0.0;
-    r = convert_frame(m, rgb, width, height, err, errlen);
+    r = convert_frame(&m->conv, m->frame, rgb, width, height, err, errlen);
     av_frame_unref(m->frame);
     if (r < 0)
         return r;
