@@ -10,7 +10,9 @@ Recipe (what the first experiment found):
   * Salience curriculum gated on measured accuracy, not on time: stage k trains on its own clips
     (e.g. boxes 3x larger, then 2x, 1.5x, 1x; then longer clips); the run moves to stage k+1 when the
     held-out presence accuracy (and, where --gate-copy applies, the copy accuracy) reaches the gate.
-    A fraction --mix-prev of each batch still comes from earlier stages.
+    From --gate-copy-from on, leaving a stage also needs copy accuracy >= --gate-copy (copying is
+    learned on short clips before they get longer). A fraction --mix-prev of the batches still
+    comes from earlier stages. Each batch holds clips of similar length (--bucket).
   * Balanced questions: each present colour plus as many absent ones (at least one), each with a
     random one of the two templates, so the yes/no decision is about 50/50.
   * Shared video prefix: the video is encoded once per clip; each question follows it in its own
@@ -24,7 +26,8 @@ Recipe (what the first experiment found):
 Logged as it goes: loss, presence accuracy and copy accuracy (teacher-forced: the answer's first
 token; all timestamp tokens of a present answer exact), step time; every --eval-every steps the same
 on held-out clips plus greedy-decoded mean tIoU, R@0.5/0.7 and absent accuracy, next to the
-video-blind baseline (0.12..0.88 of the duration).
+video-blind baseline (0.12..0.88 of the duration, blind_tiou) and the ceiling of the copy targets
+themselves (target_tiou: printed pair times vs the true times).
 
 Resumable: every --save-every steps (and at the end) CKPT_DIR/last.pt holds the model, optimizer,
 RNG states, curriculum stage, step and metric history; --resume continues from it bit-for-bit in the
@@ -162,6 +165,27 @@ class Stage:
     def load(self, item):
         return vgd.read_vgd(item) if isinstance(item, str) else item
 
+    def _by_length(self):
+        """Training items sorted by prompt length (first question's token count), computed once
+        from the headers."""
+        if not hasattr(self, "_sorted"):
+            def length(item):
+                h = vgd.read_vgd_header(item) if isinstance(item, str) else item["header"]
+                return h["questions"][0]["n"] if h.get("questions") else h["T"]
+            self._sorted = sorted(self.train, key=length)
+        return self._sorted
+
+    def draw(self, rng, n, window):
+        """n training items of similar length (less padding): a random anchor and n-1 others
+        drawn from the `window` items nearest to it in length. window <= n gives plain uniform
+        sampling."""
+        if window <= n or len(self.train) <= window:
+            return [self.train[int(rng.integers(len(self.train)))] for _ in range(n)]
+        order = self._by_length()
+        k = int(rng.integers(len(order)))
+        lo = min(max(0, k - window // 2), len(order) - window)
+        return [order[k]] + [order[lo + int(rng.integers(window))] for _ in range(n - 1)]
+
 
 def printed_interval(header, box):
     """(first, last) pair index whose frames include one showing the box, or None."""
@@ -223,7 +247,7 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
             k0, k1 = printed_interval(h, boxes[c])
             s_txt, e_txt = strip_seconds(h["pair_strings"][k0]), strip_seconds(h["pair_strings"][k1])
             answer = ANSWER_PRESENT.format(colour=c, s=s_txt, e=e_txt)
-            info.update(start=boxes[c]["start"], end=boxes[c]["end"])
+            info.update(start=boxes[c]["start"], end=boxes[c]["end"], target=answer)
         else:
             answer = ANSWER_ABSENT.format(colour=c)
         ans = tok.encode(answer) + [im_end]
@@ -365,7 +389,7 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
     items = stage.val if items is None else items
     rng = np.random.default_rng(seed)
     pres, copy = [0, 0], [0, 0]
-    ious, blind, absent = [], [], [0, 0]
+    ious, blind, oracle, absent = [], [], [], [0, 0]
     im_end = tok.token_id("<|im_end|>")
     for ci, item in enumerate(items[:max_clips]):
         rec = stage.load(item)
@@ -388,6 +412,9 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
                     m = TIME_RE.search(text)
                     pred = (float(m.group(1)), float(m.group(2))) if m else (0.0, 0.0)
                     ious.append(tiou(pred, (info["start"], info["end"])))
+                    m = TIME_RE.search(info["target"])
+                    oracle.append(tiou((float(m.group(1)), float(m.group(2))),
+                                       (info["start"], info["end"])))
                     d = info["duration"]
                     blind.append(tiou((0.12 * d, 0.88 * d), (info["start"], info["end"])))
                 else:
@@ -398,7 +425,8 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
          "n_present": copy[1]}
     if ious:
         r.update(tiou=float(np.mean(ious)), r05=float(np.mean([x >= 0.5 for x in ious])),
-                 r07=float(np.mean([x >= 0.7 for x in ious])), blind_tiou=float(np.mean(blind)))
+                 r07=float(np.mean([x >= 0.7 for x in ious])), blind_tiou=float(np.mean(blind)),
+                 target_tiou=float(np.mean(oracle)))
     if absent[1]:
         r["absent_acc"] = absent[0] / absent[1]
     log(f"eval {stage.name}: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
@@ -436,10 +464,18 @@ def main(argv=None):
     ap.add_argument("--time-weight", type=float, default=1.0,
                     help="loss weight of the answer's timestamp tokens")
     ap.add_argument("--mix-prev", type=float, default=0.2,
-                    help="fraction of clips drawn from earlier stages")
+                    help="fraction of batches drawn from earlier stages")
+    ap.add_argument("--bucket", type=int, default=4,
+                    help="draw each batch among the bucket*batch clips nearest in length to a "
+                         "random one (less padding); 1 = uniform")
     ap.add_argument("--gate", type=float, default=0.9, help="presence accuracy to leave a stage")
-    ap.add_argument("--gate-copy", type=float, default=0.0,
-                    help="copy accuracy also required to leave a stage (0 = not required)")
+    ap.add_argument("--gate-copy", type=float, default=0.5,
+                    help="copy accuracy also required to leave stages >= --gate-copy-from")
+    ap.add_argument("--gate-copy-from", type=int, default=3,
+                    help="first stage whose exit needs --gate-copy (3 = the first 1x-box stage "
+                         "of make_data.sh: learn to copy on short clips before lengthening)")
+    ap.add_argument("--force-stage", type=int, default=-1,
+                    help="jump to this curriculum stage now (manual override of the gates)")
     ap.add_argument("--no-flip", action="store_true", help="disable flip augmentation")
     ap.add_argument("--val-frac", type=float, default=0.05)
     ap.add_argument("--save-every", type=int, default=200)
@@ -514,6 +550,9 @@ def main(argv=None):
         if state.get("data") != a.data:
             log(f"note: data directories differ from the checkpoint's {state.get('data')}")
         stage = min(stage, len(stages) - 1)
+    if a.force_stage >= 0:
+        stage = min(a.force_stage, len(stages) - 1)
+        log(f"stage forced to {stage}")
     else:
         torch.manual_seed(a.seed)
         random.seed(a.seed)
@@ -549,12 +588,12 @@ def main(argv=None):
         lr = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
         for g in opt.param_groups:
             g["lr"] = lr
+        st = stages[stage]
+        if stage > 0 and rng.random() < a.mix_prev:  # a whole batch from an earlier stage
+            st = stages[int(rng.integers(stage))]
         samples = []
-        for _ in range(a.batch):
-            st = stages[stage]
-            if stage > 0 and rng.random() < a.mix_prev:
-                st = stages[int(rng.integers(stage))]
-            rec = st.load(st.train[int(rng.integers(len(st.train)))])
+        for item in st.draw(rng, a.batch, a.bucket * a.batch):
+            rec = st.load(item)
             samples.append(make_sample(rec, st.gt[rec["header"]["index"]], tok, rng,
                                        flip=not a.no_flip))
         b = collate(samples)
@@ -586,8 +625,8 @@ def main(argv=None):
         if step % a.eval_every == 0:
             r = evaluate(model, stages[stage], tok, a.seed, a.eval_clips, a.eval_greedy, log)
             history.append({"step": step, "stage": stage, **r})
-            if (stage + 1 < len(stages) and r["presence"] >= a.gate
-                    and (a.gate_copy <= 0 or r["copy"] >= a.gate_copy)):
+            copy_ok = stage < a.gate_copy_from or a.gate_copy <= 0 or r["copy"] >= a.gate_copy
+            if stage + 1 < len(stages) and r["presence"] >= a.gate and copy_ok:
                 save_checkpoint(os.path.join(a.ckpt_dir, f"stage{stage}.pt"), snapshot())
                 stage += 1
                 log(f"gate passed: moving to stage {stage} ({stages[stage].name})")

@@ -24,6 +24,16 @@ import numpy as np
 MAGIC = b"VGDEMO01"
 
 
+def read_vgd_header(path):
+    """Only the JSON header of a .vgd file (cheap: no frames are read)."""
+    with open(path, "rb") as f:
+        fixed = f.read(16)
+        if len(fixed) != 16 or fixed[:8] != MAGIC:
+            raise ValueError(f"{path}: not a VGDEMO01 file")
+        (jlen, _) = struct.unpack("<II", fixed[8:16])
+        return json.loads(f.read(jlen).decode("utf-8"))
+
+
 def read_vgd(path, with_frames=True):
     """Returns {"header": dict, "frames": uint8 [T,H,W,3] or None, "questions": [{"question",
     "ids": int32 [n], "pos": int32 [3,n], "rope_delta"}], "patches": float32 or None}."""
