@@ -1,7 +1,7 @@
 #!/bin/sh
 # End-to-end smoke test of the demo training loop at tiny size: gen_clips.py -> vigil-demo-export ->
-# vgd.py check (Python patchify/tokenizer/prompt == the C pipeline's) -> train.py (a few steps, a
-# checkpoint) -> train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
+# vgd.py check (Python patchify/tokenizer/prompt == the C pipeline's) -> train.py --self-test (the
+# shared-prefix packing equals standalone prompts) -> train.py (a few steps, a checkpoint) -> train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
 # usage: train_smoke.sh SOURCE_DIR PYTHON VIGIL_DEMO_EXPORT
 # Exit 77 (skipped) without torch or ffmpeg.
 set -eu
@@ -20,6 +20,8 @@ export OMP_NUM_THREADS=1
 "$py" "$demo/vgd.py" check "$tmp/data" "$tmp/tok.json"
 common="--data $tmp/data --tokenizer $tmp/tok.json --ckpt-dir $tmp/ck --val-frac 0.25 --batch 2
         --log-every 2 --save-every 2 --eval-every 4 --eval-clips 1 --eval-greedy 1 --warmup 2"
+# shellcheck disable=SC2086
+"$py" "$demo/train.py" $common --self-test
 # shellcheck disable=SC2086
 "$py" "$demo/train.py" $common --steps 4
 # shellcheck disable=SC2086

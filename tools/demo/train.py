@@ -345,6 +345,25 @@ def answer_segments(labels):
     return seg.view(flat.shape)[flat]
 
 
+@torch.no_grad()
+def check_packing(model, s):
+    """Max |difference| between the answer logits of the packed sequence (shared prefix, block
+    mask) and those of each question's standalone causal prompt. Exactness of the trick."""
+    b = collate([s])
+    lm = b["labels"] != IGNORE
+    packed = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], lm)
+    vision = model.model.visual(b["pixels"], b["grids"])
+    alone = []
+    for bl in s.blocks:
+        ids = torch.from_numpy(np.concatenate([s.prefix_ids, bl["ids"]]))[None]
+        pos = torch.from_numpy(np.concatenate([s.prefix_pos, bl["pos"]], axis=1))[:, None]
+        m = torch.zeros_like(ids, dtype=torch.bool)
+        n0 = len(s.prefix_ids) + bl["n_prompt"] - 1
+        m[0, n0:n0 + len(bl["answer"])] = True
+        alone.append(model(ids, pos, vision=vision, logits_mask=m))
+    return float((packed - torch.cat(alone)).abs().max())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------
@@ -483,6 +502,8 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--eval-greedy", type=int, default=8, help="clips decoded greedily per eval")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check that the shared-prefix packing equals standalone prompts, exit")
     ap.add_argument("--eval-only", action="store_true",
                     help="evaluate CKPT_DIR/last.pt greedily on every clip of each --data and exit")
     ap.add_argument("--min-pixels", type=int, default=4096, help="(--py-gt only)")
@@ -560,6 +581,15 @@ def main(argv=None):
     log(f"model: {n_params} parameters; text {config.num_hidden_layers}x{config.hidden_size}, "
         f"vision {config.v_depth}x{config.v_hidden}, deepstack {config.deepstack_visual_indexes}, "
         f"vocab {config.vocab_size}")
+    if a.self_test:
+        st = stages[0]
+        rec = st.load(st.train[0])
+        smp = make_sample(rec, st.gt[rec["header"]["index"]], tok, np.random.default_rng(0),
+                          all_colours=True)
+        d = check_packing(model, smp)
+        log(f"self-test: packed vs standalone answer logits differ by {d:.2e} "
+            f"({len(smp.blocks)} questions)")
+        return 0 if d < 1e-4 else 1
     if a.eval_only:
         if state is None:
             ap.error(f"--eval-only needs {ckpt_path}")
