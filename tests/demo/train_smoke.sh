@@ -1,7 +1,8 @@
 #!/bin/sh
 # End-to-end smoke test of the demo training loop at tiny size: gen_clips.py -> vigil-demo-export ->
 # vgd.py check (Python patchify/tokenizer/prompt == the C pipeline's) -> train.py --self-test (the
-# shared-prefix packing equals standalone prompts) -> train.py (a few steps, a checkpoint) -> train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
+# shared-prefix packing equals standalone prompts) -> train.py (a few steps, a checkpoint) ->
+# train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
 # usage: train_smoke.sh SOURCE_DIR PYTHON VIGIL_DEMO_EXPORT
 # Exit 77 (skipped) without torch or ffmpeg.
 set -eu
