@@ -210,6 +210,8 @@ static int start_daemon(void)
             dup2(fd, 1);
         }
         setenv("NOTIFY_SOCKET", notify_name, 1);
+        setenv("WATCHDOG_USEC", "200000", 1); /* pings every 100 ms */
+        unsetenv("WATCHDOG_PID");
         char roots[400];
         snprintf(roots, sizeof roots, "media_roots=%s", media);
         execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
@@ -673,6 +675,49 @@ static void test_eight_clients(void **state)
     }
 }
 
+/* A job past its deadline is stopped and fails with code "deadline". */
+static void test_deadline(void **state)
+{
+    cJSON *r = ask("late", "\"deadline_s\":0.3," BUSY);
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    cJSON *j = wait_job("late", 30);
+    assert_non_null(j);
+    assert_string_equal(jstr(j, "state"), "failed");
+    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"), "deadline");
+    assert_true(jnum(j, "n_tokens") < 16000);
+    cJSON_Delete(j);
+}
+
+/* More asks than max_queued_jobs: the excess gets `busy`, the others run. */
+static void test_busy(void **state)
+{
+    int ok = 0, busy = 0;
+    char ids[20][32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(ids[i], sizeof ids[i], "flood-%d", i);
+        cJSON *r = ask(ids[i], BUSY);
+        if (is_ok(r))
+            ok++;
+        else if (!strcmp(jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"), "busy"))
+            busy++;
+        cJSON_Delete(r);
+    }
+    assert_int_equal(ok, 12); /* max_queued_jobs in the test config */
+    assert_int_equal(busy, 8);
+    for (int i = 0; i < 20; i++) {
+        char req[128];
+        snprintf(req, sizeof req, "{\"v\":1,\"op\":\"cancel\",\"job\":\"%s\"}", ids[i]);
+        cJSON_Delete(call(req));
+    }
+    for (int i = 0; i < 12; i++) {
+        cJSON *j = wait_job(ids[i], 30);
+        assert_non_null(j);
+        assert_string_equal(jstr(j, "state"), "cancelled");
+        cJSON_Delete(j);
+    }
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -909,11 +954,20 @@ static void test_sigterm_and_restart(void **state)
     assert_true(is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_tokens("term-job", 3, 30));
-    assert_int_equal(stop_daemon(), 0); /* graceful: exit status 0 */
-    /* STOPPING=1 reached the notify socket. */
+    /* Watchdog pings arrive every 100 ms (WATCHDOG_USEC 200 ms). The socket's queue is short (a
+     * datagram socket holds about ten), so drain it first, as systemd would. */
     char buf[256];
-    int stopping = 0;
     ssize_t n;
+    while (recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT) > 0)
+        ;
+    sleep_ms(450);
+    int stopping = 0, pings = 0;
+    while ((n = recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
+        buf[n] = 0;
+        pings += strstr(buf, "WATCHDOG=1") != NULL;
+    }
+    assert_true(pings >= 2);
+    assert_int_equal(stop_daemon(), 0); /* graceful: exit status 0 */
     while ((n = recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
         buf[n] = 0;
         stopping |= strstr(buf, "STOPPING=1") != NULL;
@@ -947,6 +1001,7 @@ int main(void)
         cmocka_unit_test(test_cli_ask),        cmocka_unit_test(test_missed_stream),
         cmocka_unit_test(test_resend_dedupe),  cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_eight_clients),  cmocka_unit_test(test_info_latency_while_busy),
+        cmocka_unit_test(test_deadline),       cmocka_unit_test(test_busy),
         cmocka_unit_test(test_media_security), cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_sighup_reload),  cmocka_unit_test(test_sigterm_and_restart),
     };
