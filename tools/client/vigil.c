@@ -416,6 +416,7 @@ static int cmd_ask(client *c, int argc, char **argv)
     size_t printed_len = 0;
     cJSON *final = NULL;
     double last_poll = vg_now_ms();
+    int failed_polls = 0;
     while (!final) {
         if (interrupted && !cancel_sent) {
             cJSON *cr = new_req("cancel");
@@ -471,6 +472,12 @@ static int cmd_ask(client *c, int argc, char **argv)
             if (vg_now_ms() - last_poll > 1000) {
                 last_poll = vg_now_ms();
                 cJSON *j = fetch_job(c, jid, 1);
+                if (!j && ++failed_polls >= 3) {
+                    fprintf(stderr, "\nvigil: lost contact with vigild; the job is %s\n", jid);
+                    break;
+                }
+                if (j)
+                    failed_polls = 0;
                 if (j && is_final_state(jstr(j, "state", "")))
                     final = j;
                 else
@@ -481,7 +488,7 @@ static int cmd_ask(client *c, int argc, char **argv)
     if (progress_shown && tty)
         fprintf(stderr, "\r\033[K");
     vg_ipc_sub_close(sub);
-    rc = finish(c, final, printed);
+    rc = final ? finish(c, final, printed) : 1;
     cJSON_Delete(final);
     free(printed);
 out:
