@@ -318,7 +318,7 @@ int vg_daemon_config_load(vg_daemon_config *c, const char *path, char *err, size
     char e2[512];
     int rc = vg_read_file(path, 1 << 20, &data, &len, e2, sizeof e2);
     if (rc < 0)
-        return vg_fail(err, errlen, rc, "%s: %s", path, e2);
+        return vg_fail(err, errlen, rc, "%s", e2); /* names the file */
     rc = vg_daemon_config_parse(c, data, len, e2, sizeof e2);
     free(data);
     if (rc < 0)
