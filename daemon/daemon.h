@@ -198,8 +198,28 @@ int vg_journal_load(const char *path, void (*cb)(const char *json, size_t len, v
  * the directory. Either the old or the new journal survives a crash. */
 int vg_journal_rewrite(const char *path, char *const *lines, size_t n, char *err, size_t errlen);
 
-/* Opens path for appending and starts the writer thread. */
-int vg_journal_open(const char *path, vg_journal **out, char *err, size_t errlen);
+/* How a journal is compacted: records are grouped by the string field `key` (records without it
+ * are kept); of each group only the newest record stays, and it goes when its number field `time`
+ * (Unix seconds; absent or 0 = still live) is more than ttl_s in the past. */
+typedef struct vg_journal_compaction {
+    const char *key;  /* e.g. "job" */
+    const char *time; /* e.g. "finished" */
+    double ttl_s;
+    size_t every; /* the writer thread compacts after this many appends beyond the records kept by
+                     the last compaction; 0 = never */
+} vg_journal_compaction;
+
+/* Compacts the journal at path now (load, reduce, vg_journal_rewrite). *kept (optional) receives
+ * the number of records left. */
+int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t *kept, char *err,
+                       size_t errlen);
+
+/* Opens path for appending and starts the writer thread. cp (copied; its strings must outlive the
+ * journal) turns on compaction by the writer thread; NULL = never. */
+int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journal **out, char *err,
+                    size_t errlen);
+/* Changes the compaction's ttl_s for later compactions (SIGHUP). Any thread. */
+void vg_journal_set_ttl(vg_journal *j, double ttl_s);
 /* Queues json[len] (copied) for appending; the writer thread writes and fsyncs it (batching what
  * is queued). Never blocks. Returns 0, VG_EAGAIN (queue full: the record is lost and logged),
  * VG_ENOMEM or VG_EINVAL (a newline in json). */

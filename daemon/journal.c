@@ -9,21 +9,27 @@
  * survives.
  *
  * Threads: vg_journal_append runs on the loop thread and only pushes onto a bounded queue; the
- * writer thread pops everything queued, writes it and fsyncs once per batch (group commit).
+ * writer thread pops everything queued, writes it and fsyncs once per batch (group commit). When
+ * enough records have been appended since the last compaction, the writer thread also compacts the
+ * file (newest record per job, expired results dropped) and reopens it, so a long-running daemon's
+ * journal stays proportional to the results it keeps.
  * vg_journal_load / vg_journal_rewrite run at start-up, before the loop.
  */
 #include "daemon.h"
 
 #include "common.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MOD       "journal"
@@ -34,6 +40,9 @@ struct vg_journal {
     vg_queue *q;
     pthread_t thread;
     char path[4096];
+    vg_journal_compaction cp;
+    _Atomic long long ttl_ms;
+    size_t appended, kept; /* writer thread */
 };
 
 typedef struct rec {
@@ -198,6 +207,160 @@ int vg_journal_rewrite(const char *path, char *const *lines, size_t n, char *err
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Compaction.
+ */
+typedef struct cline {
+    char *json;
+    char *key; /* NULL = no key: always kept */
+    double time;
+    size_t order;
+} cline;
+
+typedef struct cset {
+    cline *v;
+    size_t n, cap;
+    const vg_journal_compaction *cp;
+    int oom;
+} cset;
+
+static void collect_line(const char *json, size_t len, void *opaque)
+{
+    cset *c = opaque;
+    if (c->oom)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        cline *v = realloc(c->v, cap * sizeof *v);
+        if (!v) {
+            c->oom = 1;
+            return;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    cline *l = &c->v[c->n];
+    memset(l, 0, sizeof *l);
+    l->json = strndup(json, len);
+    l->order = c->n;
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, c->cp->key);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, c->cp->time);
+    if (cJSON_IsString(k))
+        l->key = strdup(k->valuestring);
+    if (cJSON_IsNumber(t))
+        l->time = t->valuedouble;
+    cJSON_Delete(o);
+    if (!l->json || (cJSON_IsString(k) && !l->key)) {
+        free(l->json);
+        free(l->key);
+        c->oom = 1;
+        return;
+    }
+    c->n++;
+}
+
+static int by_key_then_order(const void *a, const void *b)
+{
+    const cline *x = a, *y = b;
+    if (!x->key || !y->key)
+        return x->key ? 1 : y->key ? -1 : (x->order > y->order) - (x->order < y->order);
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+static int by_order(const void *a, const void *b)
+{
+    const cline *x = a, *y = b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t *kept, char *err,
+                       size_t errlen)
+{
+    if (!cp || !cp->key || !cp->time)
+        return vg_fail(err, errlen, VG_EINVAL, "no compaction rule");
+    cset c = {NULL, 0, 0, cp, 0};
+    int rc = vg_journal_load(path, collect_line, &c, NULL, err, errlen);
+    if (rc == 0 && c.oom)
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory compacting %s", path);
+    char **lines = NULL;
+    size_t n = 0;
+    if (rc == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+        /* Group by key (file order within a group), keep each group's last line if it is live. */
+        qsort(c.v, c.n, sizeof *c.v, by_key_then_order);
+        size_t w = 0;
+        for (size_t i = 0; i < c.n; i++) {
+            cline *l = &c.v[i];
+            int newest =
+                !l->key || i + 1 == c.n || !c.v[i + 1].key || strcmp(l->key, c.v[i + 1].key) != 0;
+            int expired = l->key && l->time > 0 && now - l->time > cp->ttl_s;
+            if (newest && !expired) {
+                c.v[w++] = *l;
+            } else {
+                free(l->json);
+                free(l->key);
+            }
+        }
+        c.n = w;
+        qsort(c.v, c.n, sizeof *c.v, by_order);
+        lines = malloc((c.n ? c.n : 1) * sizeof *lines);
+        if (!lines) {
+            rc = VG_ENOMEM;
+        } else {
+            for (size_t i = 0; i < c.n; i++)
+                lines[n++] = c.v[i].json;
+            rc = vg_journal_rewrite(path, lines, n, err, errlen);
+        }
+    }
+    for (size_t i = 0; i < c.n; i++) {
+        free(c.v[i].json);
+        free(c.v[i].key);
+    }
+    free(c.v);
+    free(lines);
+    if (rc == 0 && kept)
+        *kept = n;
+    return rc;
+}
+
+void vg_journal_set_ttl(vg_journal *j, double ttl_s)
+{
+    if (j)
+        atomic_store(&j->ttl_ms, (long long)(ttl_s * 1000.0));
+}
+
+/* Writer thread: compacts the file and reopens it for appending. */
+static void compact_now(vg_journal *j)
+{
+    vg_journal_compaction cp = j->cp;
+    cp.ttl_s = (double)atomic_load(&j->ttl_ms) / 1000.0;
+    char err[512];
+    size_t kept = 0;
+    double t0 = vg_now_ms();
+    int rc = vg_journal_compact(j->path, &cp, &kept, err, sizeof err);
+    if (rc < 0) {
+        vg_log(VG_LOG_ERR, MOD, "compaction failed (the journal keeps growing): %s", err);
+        j->kept = j->appended; /* try again after as many appends */
+        j->appended = 0;
+        return;
+    }
+    int fd = open(j->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        vg_log(VG_LOG_ERR, MOD, "cannot reopen %s: %s", j->path, strerror(errno));
+        return; /* keep appending to the old file's descriptor: nothing is lost until restart */
+    }
+    close(j->fd);
+    j->fd = fd;
+    vg_log(VG_LOG_INFO, MOD, "compacted %s: %zu records after %zu appends (%.1f ms)", j->path, kept,
+           j->appended, vg_now_ms() - t0);
+    j->kept = kept;
+    j->appended = 0;
+}
+
 static void *writer_main(void *arg)
 {
     vg_journal *j = arg;
@@ -220,16 +383,26 @@ static void *writer_main(void *arg)
         } while (n < 1024 && vg_queue_pop(j->q, &item, 0) == 0);
         if (fdatasync(j->fd))
             vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
+        j->appended += (size_t)n;
+        if (j->cp.every && j->appended >= j->cp.every + j->kept)
+            compact_now(j);
     }
     return NULL;
 }
 
-int vg_journal_open(const char *path, vg_journal **out, char *err, size_t errlen)
+int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journal **out, char *err,
+                    size_t errlen)
 {
+    if (cp && cp->every && (!cp->key || !cp->time))
+        return vg_fail(err, errlen, VG_EINVAL, "compaction needs key and time fields");
     vg_journal *j = calloc(1, sizeof *j);
     if (!j)
         return VG_ENOMEM;
     snprintf(j->path, sizeof j->path, "%s", path);
+    if (cp) {
+        j->cp = *cp;
+        atomic_init(&j->ttl_ms, (long long)(cp->ttl_s * 1000.0));
+    }
     j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (j->fd < 0) {
         int e = errno;

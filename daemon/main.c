@@ -301,6 +301,7 @@ static void on_hup(uv_signal_t *h, int signum)
     o->default_max_new_tokens = c.default_max_new_tokens;
     o->job_deadline_s = c.job_deadline_s;
     o->result_ttl_s = c.result_ttl_s;
+    vg_journal_set_ttl(d->journal, c.result_ttl_s);
     o->max_frames_limit = c.max_frames_limit;
     o->max_pixels_limit = c.max_pixels_limit;
     memcpy(o->media_roots, c.media_roots, sizeof o->media_roots);
@@ -362,7 +363,9 @@ static int open_journal(daemon_ctx *d, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     vg_log(VG_LOG_INFO, MOD, "journal %s: %zu records read, %zu jobs kept", path, st.good, n);
-    if ((rc = vg_journal_open(path, &d->journal, err, errlen)) < 0)
+    /* Compact while running too: after as many appends as 2000 plus the records kept. */
+    vg_journal_compaction cp = {"job", "finished", d->cfg.result_ttl_s, 2000};
+    if ((rc = vg_journal_open(path, &cp, &d->journal, err, errlen)) < 0)
         return rc;
     vg_jobs_set_journal(d->jobs, d->journal);
     return 0;

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -456,7 +457,7 @@ static void test_journal(void **state)
     assert_int_equal(vg_journal_load(path, collect, &c, &st, err, sizeof err), 0);
     assert_int_equal(c.n, 0);
     vg_journal *j;
-    assert_int_equal(vg_journal_open(path, &j, err, sizeof err), 0);
+    assert_int_equal(vg_journal_open(path, NULL, &j, err, sizeof err), 0);
     assert_int_equal(vg_journal_append(j, "{\"a\":1}", 7), 0);
     assert_int_equal(vg_journal_append(j, "{\"a\":2}", 7), 0);
     assert_int_equal(vg_journal_append(j, "bad\nline", 8), VG_EINVAL);
@@ -478,7 +479,7 @@ static void test_journal(void **state)
     assert_int_equal(st.torn, 1);
     free_collected(&c);
     /* Appending after a torn line starts a fresh line, so the new record is intact. */
-    assert_int_equal(vg_journal_open(path, &j, err, sizeof err), 0);
+    assert_int_equal(vg_journal_open(path, NULL, &j, err, sizeof err), 0);
     assert_int_equal(vg_journal_append(j, "{\"a\":4}", 7), 0);
     vg_journal_close(j);
     assert_int_equal(vg_journal_load(path, collect, &c, &st, err, sizeof err), 0);
@@ -517,7 +518,7 @@ static void test_journal_many(void **state)
     char path[400], err[256];
     snprintf(path, sizeof path, "%s/many.journal", tmpdir);
     vg_journal *j;
-    assert_int_equal(vg_journal_open(path, &j, err, sizeof err), 0);
+    assert_int_equal(vg_journal_open(path, NULL, &j, err, sizeof err), 0);
     for (int i = 0; i < 3000; i++) {
         char rec[64];
         int n = snprintf(rec, sizeof rec, "{\"i\":%d}", i);
@@ -528,6 +529,67 @@ static void test_journal_many(void **state)
     collected c = {{0}, 0};
     assert_int_equal(vg_journal_load(path, collect, &c, &st, err, sizeof err), 0);
     assert_int_equal(st.good, 3000);
+    free_collected(&c);
+}
+
+static void test_journal_compaction(void **state)
+{
+    char path[400], err[256];
+    snprintf(path, sizeof path, "%s/c.journal", tmpdir);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec;
+    vg_journal_compaction cp = {"job", "finished", 100.0, 0};
+    char *lines[] = {
+        "{\"job\":\"a\",\"state\":\"queued\"}",
+        "{\"job\":\"b\",\"state\":\"queued\"}",
+        "{\"note\":\"no key\"}",
+        NULL, /* a finished long ago: expired */
+        "{\"job\":\"c\",\"state\":\"queued\"}",
+        NULL, /* b finished now: kept */
+    };
+    char old_a[128], new_b[128];
+    snprintf(old_a, sizeof old_a, "{\"job\":\"a\",\"state\":\"completed\",\"finished\":%.0f}",
+             now - 1000);
+    snprintf(new_b, sizeof new_b, "{\"job\":\"b\",\"state\":\"completed\",\"finished\":%.0f}", now);
+    lines[3] = old_a;
+    lines[5] = new_b;
+    assert_int_equal(vg_journal_rewrite(path, lines, 6, err, sizeof err), 0);
+    size_t kept = 0;
+    assert_int_equal(vg_journal_compact(path, &cp, &kept, err, sizeof err), 0);
+    assert_int_equal(kept, 3);
+    collected c = {{0}, 0};
+    vg_journal_stats st;
+    assert_int_equal(vg_journal_load(path, collect, &c, &st, err, sizeof err), 0);
+    assert_int_equal(c.n, 3);
+    /* File order of the survivors: the keyless note, c's record, b's newest record. */
+    assert_string_equal(c.items[0], lines[2]);
+    assert_string_equal(c.items[1], lines[4]);
+    assert_string_equal(c.items[2], new_b);
+    free_collected(&c);
+
+    /* The writer thread compacts on its own after `every` appends. */
+    snprintf(path, sizeof path, "%s/auto.journal", tmpdir);
+    cp.every = 10;
+    vg_journal *j;
+    assert_int_equal(vg_journal_open(path, &cp, &j, err, sizeof err), 0);
+    for (int i = 0; i < 200; i++) {
+        char rec[96];
+        int n = snprintf(rec, sizeof rec, "{\"job\":\"k%d\",\"seq\":%d}", i % 3, i);
+        assert_int_equal(vg_journal_append(j, rec, (size_t)n), 0);
+    }
+    vg_journal_close(j);
+    assert_int_equal(vg_journal_load(path, collect, &c, &st, err, sizeof err), 0);
+    assert_true(c.n >= 3 && c.n <= 3 + 10 + 3);
+    /* The newest record of each key survives. */
+    int seen[3] = {0, 0, 0};
+    for (int i = 0; i < c.n; i++)
+        for (int k = 0; k < 3; k++) {
+            char want[64];
+            snprintf(want, sizeof want, "{\"job\":\"k%d\",\"seq\":%d}", k, 199 - (199 - k) % 3);
+            seen[k] |= !strcmp(c.items[i], want);
+        }
+    assert_true(seen[0] && seen[1] && seen[2]);
     free_collected(&c);
 }
 
@@ -583,11 +645,17 @@ static void test_sd_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_parse), cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_config_roots), cmocka_unit_test(test_config_example),
-        cmocka_unit_test(test_proto_valid),  cmocka_unit_test(test_proto_errors),
-        cmocka_unit_test(test_proto_fuzz),   cmocka_unit_test(test_media_policy),
-        cmocka_unit_test(test_journal),      cmocka_unit_test(test_journal_many),
+        cmocka_unit_test(test_config_parse),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_roots),
+        cmocka_unit_test(test_config_example),
+        cmocka_unit_test(test_proto_valid),
+        cmocka_unit_test(test_proto_errors),
+        cmocka_unit_test(test_proto_fuzz),
+        cmocka_unit_test(test_media_policy),
+        cmocka_unit_test(test_journal),
+        cmocka_unit_test(test_journal_many),
+        cmocka_unit_test(test_journal_compaction),
         cmocka_unit_test(test_sd_notify),
     };
     return cmocka_run_group_tests(tests, make_tmp, rm_tmp);
