@@ -198,6 +198,13 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(lim, "result_ttl_s", d->cfg.result_ttl_s);
     cJSON_AddNumberToObject(lim, "max_concurrent_decodes", d->cfg.max_concurrent_decodes);
     cJSON_AddNumberToObject(o, "uptime_s", (vg_now_ms() - d->started_ms) / 1000.0);
+    vg_ipc_stats st;
+    vg_ipc_server_get_stats(d->ipc, &st);
+    cJSON *is = cJSON_AddObjectToObject(o, "ipc");
+    cJSON_AddNumberToObject(is, "received", (double)st.received);
+    cJSON_AddNumberToObject(is, "replied", (double)st.replied);
+    cJSON_AddNumberToObject(is, "published", (double)st.published);
+    cJSON_AddNumberToObject(is, "dropped_replies", (double)st.dropped_replies);
 }
 
 static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
