@@ -492,6 +492,70 @@ static void test_ask_streaming(void **state)
     cJSON_Delete(fin);
 }
 
+/* nanocat as the subscriber: it sees the job's tokens and its done message. */
+static void test_nanocat_stream(void **state)
+{
+    if (!have_nanocat) {
+        skip();
+        return;
+    }
+    char log[400];
+    snprintf(log, sizeof log, "%s/nanocat-sub.txt", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        execlp("nanocat", "nanocat", "--sub", "--connect", ev_url, "--subscribe", "job/nc1/", "-A",
+               (char *)NULL);
+        _exit(127);
+    }
+    char out[1 << 16];
+    int synced = 0;
+    for (int i = 0; i < 200 && !synced; i++) {
+        cJSON_Delete(call("{\"v\":1,\"op\":\"sync\",\"job\":\"nc1\"}"));
+        sleep_ms(25);
+        synced = sh(NULL, 0, "grep -q '^job/nc1/sync' '%s'", log) == 0;
+    }
+    assert_true(synced);
+    cJSON *r = ask("nc1", "\"generation\":{\"max_new_tokens\":6,\"greedy\":true}");
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    cJSON *j = wait_job("nc1", 30);
+    assert_non_null(j);
+    int done = 0;
+    for (int i = 0; i < 200 && !done; i++) {
+        done = sh(NULL, 0, "grep -q '^job/nc1/done' '%s'", log) == 0;
+        if (!done)
+            sleep_ms(10);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    assert_true(done);
+    assert_int_equal(
+        sh(out, sizeof out, "grep -c '^job/nc1/token {\"job\":\"nc1\",\"seq\":' '%s'", log), 0);
+    assert_int_equal(atoi(out), (int)jnum(j, "n_tokens"));
+    assert_int_equal(sh(NULL, 0, "grep -q '^job/nc1/progress' '%s'", log), 0);
+    cJSON_Delete(j);
+}
+
+/* On a terminal, `vigil ask` shows the stage and percent on stderr. */
+static void test_cli_progress_on_tty(void **state)
+{
+    if (sh(NULL, 0, "command -v script >/dev/null 2>&1") != 0) {
+        skip();
+        return;
+    }
+    char out[1 << 16];
+    assert_int_equal(sh(out, sizeof out,
+                        "script -qec \"'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'Q' "
+                        "--max-new-tokens 4\" /dev/null",
+                        BIN, rt, video),
+                     0);
+    assert_non_null(strstr(out, "[decode "));
+    assert_non_null(strstr(out, "%]"));
+}
+
 /* The client: streams to stdout, --json gives exactly one object; a relative path works. */
 static void test_cli_ask(void **state)
 {
@@ -997,13 +1061,22 @@ static void test_sigterm_and_restart(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_info_and_cli),   cmocka_unit_test(test_ask_streaming),
-        cmocka_unit_test(test_cli_ask),        cmocka_unit_test(test_missed_stream),
-        cmocka_unit_test(test_resend_dedupe),  cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_eight_clients),  cmocka_unit_test(test_info_latency_while_busy),
-        cmocka_unit_test(test_deadline),       cmocka_unit_test(test_busy),
-        cmocka_unit_test(test_media_security), cmocka_unit_test(test_fuzz),
-        cmocka_unit_test(test_sighup_reload),  cmocka_unit_test(test_sigterm_and_restart),
+        cmocka_unit_test(test_info_and_cli),
+        cmocka_unit_test(test_ask_streaming),
+        cmocka_unit_test(test_cli_ask),
+        cmocka_unit_test(test_nanocat_stream),
+        cmocka_unit_test(test_cli_progress_on_tty),
+        cmocka_unit_test(test_missed_stream),
+        cmocka_unit_test(test_resend_dedupe),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_eight_clients),
+        cmocka_unit_test(test_info_latency_while_busy),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_busy),
+        cmocka_unit_test(test_media_security),
+        cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_sighup_reload),
+        cmocka_unit_test(test_sigterm_and_restart),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
