@@ -2,7 +2,8 @@
 # End-to-end smoke test of the demo training loop at tiny size: gen_clips.py -> vigil-demo-export ->
 # vgd.py check (Python patchify/tokenizer/prompt == the C pipeline's) -> train.py --self-test (the
 # shared-prefix packing equals standalone prompts) -> train.py (a few steps, a checkpoint) ->
-# train.py --resume -> export_hf.py (reloads and compares). No weights are kept.
+# train.py --resume (must equal an uninterrupted run) -> export_hf.py (reloads and compares).
+# No weights are kept.
 # usage: train_smoke.sh SOURCE_DIR PYTHON VIGIL_DEMO_EXPORT
 # Exit 77 (skipped) without torch or ffmpeg.
 set -eu
@@ -27,6 +28,16 @@ common="--data $tmp/data --tokenizer $tmp/tok.json --ckpt-dir $tmp/ck --val-frac
 "$py" "$demo/train.py" $common --steps 4
 # shellcheck disable=SC2086
 "$py" "$demo/train.py" $common --steps 6 --resume
+# The resumed run must equal an uninterrupted one bit for bit.
+# shellcheck disable=SC2086
+"$py" "$demo/train.py" $(echo "$common" | sed "s|$tmp/ck|$tmp/ck_straight|") --steps 6
+"$py" - "$tmp/ck/last.pt" "$tmp/ck_straight/last.pt" <<'PY'
+import sys, torch
+a, b = (torch.load(p)["model"] for p in sys.argv[1:3])
+d = max(float((a[k] - b[k]).abs().max()) for k in a)
+print(f"resumed vs straight: max weight difference {d}")
+sys.exit(0 if d == 0 else 1)
+PY
 "$py" "$demo/export_hf.py" "$tmp/ck/last.pt" --out "$tmp/model"
 for f in config.json model.safetensors tokenizer.json generation_config.json \
     video_preprocessor_config.json; do

@@ -39,12 +39,12 @@ the real model.
 """
 import argparse
 import json
-import math
 import os
 import random
 import re
 import sys
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -206,11 +206,12 @@ def strip_seconds(s):
     return m.group(1)
 
 
-class Sample:
-    """One clip packed for training: shared video prefix + one block per question."""
-
-
 def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
+    """One clip packed for training: the shared video prefix (ids/positions up to the last
+    <|vision_end|>, from the exporter) and one block per chosen question (its prompt suffix plus
+    the target answer and <|im_end|>, positions continuing as at decode time). Chooses each present
+    colour plus as many absent ones (all colours with all_colours), a random template each; flip
+    mirrors the frames at random (the answer does not change)."""
     h = rec["header"]
     frames = rec["frames"]
     if flip:
@@ -228,7 +229,7 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
         chosen = present + absent
     else:
         k = min(len(absent), max(1, len(present)))
-        chosen = present + list(rng.choice(absent, size=k, replace=False)) if k else present
+        chosen = present + [str(c) for c in rng.choice(absent, size=k, replace=False)]
     by_text = {q["question"]: q for q in rec["questions"]}
     vend = tok.token_id("<|vision_end|>")
     im_end = tok.token_id("<|im_end|>")
@@ -270,10 +271,8 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
         blocks.append({"ids": np.concatenate([suffix_ids, np.array(ans, dtype=np.int64)]),
                        "pos": np.concatenate([suffix_pos, np.stack([ans_pos] * 3)], axis=1),
                        "n_prompt": len(suffix_ids), "answer": ans, "kinds": kinds, "info": info})
-    s = Sample()
-    s.patches, s.grid, s.header = patches, tuple(grid), h
-    s.prefix_ids, s.prefix_pos, s.blocks = prefix_ids, prefix_pos, blocks
-    return s
+    return types.SimpleNamespace(patches=patches, grid=tuple(grid), header=h,
+                                 prefix_ids=prefix_ids, prefix_pos=prefix_pos, blocks=blocks)
 
 
 def collate(samples):
@@ -571,13 +570,13 @@ def main(argv=None):
         if state.get("data") != a.data:
             log(f"note: data directories differ from the checkpoint's {state.get('data')}")
         stage = min(stage, len(stages) - 1)
-    if a.force_stage >= 0:
-        stage = min(a.force_stage, len(stages) - 1)
-        log(f"stage forced to {stage}")
     else:
         torch.manual_seed(a.seed)
         random.seed(a.seed)
         model.init_weights(std=0.02, seed=a.seed)
+    if a.force_stage >= 0:
+        stage = min(a.force_stage, len(stages) - 1)
+        log(f"stage forced to {stage}")
     log(f"model: {n_params} parameters; text {config.num_hidden_layers}x{config.hidden_size}, "
         f"vision {config.v_depth}x{config.v_hidden}, deepstack {config.deepstack_visual_indexes}, "
         f"vocab {config.vocab_size}")
