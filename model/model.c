@@ -10,12 +10,15 @@
  * hook excepted). OpenBLAS's thread count is process-wide: vg_model_load sets it to
  * params.n_threads, so the last model loaded decides it.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "engine.h"
 
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int vg_model_own(vg_model *m, void *p)
 {
@@ -31,6 +34,20 @@ int vg_model_own(vg_model *m, void *p)
     }
     m->owned[m->n_owned++] = p;
     return 0;
+}
+
+/* The converted tensor's source pages are no longer needed: drop them from this process's resident
+ * set (the file stays in the page cache), so that loading does not briefly hold both the mapping
+ * and the float32 copy (the peak RSS would be 1.5x the model). */
+static void drop_pages(const void *p, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || n == 0)
+        return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~((uintptr_t)pg - 1);
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
 int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shape,
@@ -53,6 +70,7 @@ int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shap
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s' (%zu bytes)",
                        name, bytes);
     vg_tensor_to_f32(t, p);
+    drop_pages(t->data, t->nbytes);
     if (vg_model_own(m, p) < 0)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s'", name);
     m->info.weight_bytes += bytes;

@@ -1,7 +1,8 @@
 /*
  * text.c: the Qwen3 language model of Qwen3-VL (§4-§5) over a per-sequence KV cache.
  *
- * A vg_seq owns its float32 KV cache ([layer][position][n_kv_heads*head_dim] for K and for V,
+ * A vg_seq owns its float32 KV cache ([layer][kv head][position][head_dim] for K and for V, so a
+ * head's rows are contiguous;
  * allocated once at creation) and its scratch buffers, which grow to the largest chunk seen and are
  * then reused (never returned between calls: glibc handing big temporaries back to the kernel made
  * other engines 2-5x slower here).
@@ -9,8 +10,9 @@
  * Prefill runs the new tokens in chunks of up to VG_CHUNK rows: every projection is one sgemm over
  * the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's rows and the cached
  * context (query rows split into blocks so the score matrix stays within VG_SCORE_BUDGET floats),
- * causal mask, float32 softmax. Decode (one token) uses sgemv throughout. DeepStack features are
- * added after layers 0..n_deepstack-1 at the rows whose id is a vision pad token, in order.
+ * causal mask, float32 softmax. Decode (one token) uses sgemv for the projections and, per KV head,
+ * one small sgemm for the query heads that share it (K and V are streamed once). DeepStack features
+ * are added after layers 0..n_deepstack-1 at the rows whose id is a vision pad token, in order.
  *
  * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
  * call. A vg_seq is used by one thread at a time; the model it reads is shared read-only.
@@ -29,9 +31,9 @@
 struct vg_seq {
     vg_model *m;
     size_t max_tokens, len;
-    float *kc, *vc; /* [n_layers][max_tokens][kvd] */
+    float *kc, *vc; /* [n_layers][n_kv_heads][max_tokens][head_dim]: a head's rows contiguous */
     size_t rows;    /* scratch capacity in rows */
-    float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t;
+    float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
     float *sc;
     size_t sc_cap;
 };
@@ -148,6 +150,8 @@ void vg_seq_free(vg_seq *s)
     free(s->u);
     free(s->cos_t);
     free(s->sin_t);
+    free(s->kt);
+    free(s->vt);
     free(s->sc);
     free(s);
 }
@@ -165,14 +169,17 @@ int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
     const size_t kvd = (size_t)in->n_kv_heads * (size_t)in->head_dim;
     uint64_t x = seed | 1;
     for (int l = 0; l < in->n_layers; l++) {
-        float *k = s->kc + (size_t)l * s->max_tokens * kvd;
-        float *v = s->vc + (size_t)l * s->max_tokens * kvd;
         for (size_t i = 0; i < n * kvd; i++) {
+            size_t j = i / (n * (size_t)in->head_dim), r = i % (n * (size_t)in->head_dim);
+            size_t at =
+                (((size_t)l * (size_t)in->n_kv_heads + j) * s->max_tokens) * (size_t)in->head_dim +
+                r;
+            float *k = s->kc + at, *v = s->vc + at;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            k[i] = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
-            v[i] = (float)((int64_t)(x & 0xffffff) - (1 << 23)) / (float)(1 << 23);
+            *k = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
+            *v = (float)((int64_t)(x & 0xffffff) - (1 << 23)) / (float)(1 << 23);
         }
     }
     s->len = n;
@@ -199,12 +206,14 @@ static int ensure_rows(vg_seq *s, size_t rows)
     const vg_model_info *in = &s->m->info;
     size_t D = (size_t)in->hidden_size, QD = (size_t)in->n_heads * (size_t)in->head_dim;
     size_t FF = (size_t)in->intermediate_size, hd = (size_t)in->head_dim;
-    float *p[8];
-    size_t sz[8] = {
-        rows * D, rows * VG_MAX(D, QD), rows * QD, rows * QD, rows * FF, rows * FF, rows * hd,
-        rows * hd};
-    float **dst[8] = {&s->x, &s->a, &s->q, &s->o, &s->g, &s->u, &s->cos_t, &s->sin_t};
-    for (int i = 0; i < 8; i++) {
+    size_t kvd = (size_t)in->n_kv_heads * hd;
+    float *p[10];
+    size_t sz[10] = {
+        rows * D,  rows * VG_MAX(D, QD), rows * QD, rows * QD, rows * FF, rows * FF, rows * hd,
+        rows * hd, rows * kvd,           rows * kvd};
+    float **dst[10] = {&s->x, &s->a,     &s->q,     &s->o,  &s->g,
+                       &s->u, &s->cos_t, &s->sin_t, &s->kt, &s->vt};
+    for (int i = 0; i < 10; i++) {
         p[i] = malloc(sz[i] * sizeof(float));
         if (!p[i]) {
             for (int j = 0; j < i; j++)
@@ -212,7 +221,7 @@ static int ensure_rows(vg_seq *s, size_t rows)
             return VG_ENOMEM;
         }
     }
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 10; i++) {
         free(*dst[i]);
         *dst[i] = p[i];
     }
@@ -245,14 +254,14 @@ static int is_vis(const vg_model_info *in, int32_t id)
     return id == in->video_token_id || id == in->image_token_id;
 }
 
-/* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. */
+/* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
+ * (decode) runs the query heads sharing a KV head together, so the cached K and V are streamed
+ * once; several rows run per query head over blocks of rows. */
 static int attention(vg_seq *s, int l, size_t p0, size_t n)
 {
     const vg_model_info *in = &s->m->info;
-    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
-    const size_t kvd = (size_t)in->n_kv_heads * hd, QD = Hq * hd, grp = Hq / (size_t)in->n_kv_heads;
-    const float *K = s->kc + (size_t)l * s->max_tokens * kvd;
-    const float *Vc = s->vc + (size_t)l * s->max_tokens * kvd;
+    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
+    const size_t QD = Hq * hd, grp = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
     size_t ctx_max = p0 + n;
     size_t rb = VG_SCORE_BUDGET / ctx_max;
@@ -260,33 +269,36 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         rb = 1;
     if (rb > n)
         rb = n;
-    if (ensure_scores(s, rb * ctx_max) < 0)
+    if (ensure_scores(s, VG_MAX(rb, grp) * ctx_max) < 0)
         return VG_ENOMEM;
-    for (size_t h = 0; h < Hq; h++) {
-        const float *Kh = K + (h / grp) * hd, *Vh = Vc + (h / grp) * hd;
-        for (size_t i0 = 0; i0 < n; i0 += rb) {
-            size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
-            const float *qh = s->q + i0 * QD + h * hd;
-            float *oh = s->o + i0 * QD + h * hd;
-            if (r == 1) {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)ctx, (int)hd, scale, Kh, (int)kvd, qh,
-                            1, 0.0f, s->sc, 1);
-            } else {
+    for (size_t j = 0; j < Hkv; j++) {
+        const size_t base = ((size_t)l * Hkv + j) * s->max_tokens * hd;
+        const float *Kh = s->kc + base, *Vh = s->vc + base;
+        if (n == 1) {
+            const size_t ctx = p0 + 1;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)grp, (int)ctx, (int)hd, scale,
+                        s->q + j * grp * hd, (int)hd, Kh, (int)hd, 0.0f, s->sc, (int)ctx);
+            for (size_t i = 0; i < grp; i++)
+                vg_softmax(s->sc + i * ctx, ctx);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)grp, (int)hd, (int)ctx,
+                        1.0f, s->sc, (int)ctx, Vh, (int)hd, 0.0f, s->o + j * grp * hd, (int)hd);
+            continue;
+        }
+        for (size_t h = j * grp; h < (j + 1) * grp; h++) {
+            for (size_t i0 = 0; i0 < n; i0 += rb) {
+                size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)ctx, (int)hd,
-                            scale, qh, (int)QD, Kh, (int)kvd, 0.0f, s->sc, (int)ctx);
-            }
-            for (size_t i = 0; i < r; i++) {
-                float *row = s->sc + i * ctx;
-                size_t vis = p0 + i0 + i + 1; /* causal: positions 0..p0+i0+i */
-                vg_softmax(row, vis);
-                memset(row + vis, 0, (ctx - vis) * sizeof(float));
-            }
-            if (r == 1) {
-                cblas_sgemv(CblasRowMajor, CblasTrans, (int)ctx, (int)hd, 1.0f, Vh, (int)kvd, s->sc,
-                            1, 0.0f, oh, 1);
-            } else {
+                            scale, s->q + i0 * QD + h * hd, (int)QD, Kh, (int)hd, 0.0f, s->sc,
+                            (int)ctx);
+                for (size_t i = 0; i < r; i++) {
+                    float *row = s->sc + i * ctx;
+                    size_t vis = p0 + i0 + i + 1; /* causal: positions 0..p0+i0+i */
+                    vg_softmax(row, vis);
+                    memset(row + vis, 0, (ctx - vis) * sizeof(float));
+                }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)hd, (int)ctx,
-                            1.0f, s->sc, (int)ctx, Vh, (int)kvd, 0.0f, oh, (int)QD);
+                            1.0f, s->sc, (int)ctx, Vh, (int)hd, 0.0f, s->o + i0 * QD + h * hd,
+                            (int)QD);
             }
         }
     }
@@ -318,17 +330,22 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         if (cancel && atomic_load(cancel))
             return vg_fail(err, errlen, VG_ECANCELED, "prefill canceled");
         const vg_text_layer *L = &m->layers[l];
-        float *Kl = s->kc + ((size_t)l * s->max_tokens + p0) * kvd;
-        float *Vl = s->vc + ((size_t)l * s->max_tokens + p0) * kvd;
         trace(m, "text.hidden_in", l, s->x, n, D);
         vg_rmsnorm(s->x, s->a, n, D, L->in_norm, eps);
         vg_linear(s->a, n, D, L->wq, NULL, QD, s->q);
-        vg_linear(s->a, n, D, L->wk, NULL, kvd, Kl);
-        vg_linear(s->a, n, D, L->wv, NULL, kvd, Vl);
+        vg_linear(s->a, n, D, L->wk, NULL, kvd, s->kt);
+        vg_linear(s->a, n, D, L->wv, NULL, kvd, s->vt);
         vg_rmsnorm(s->q, s->q, n * Hq, hd, L->q_norm, eps);
-        vg_rmsnorm(Kl, Kl, n * Hkv, hd, L->k_norm, eps);
+        vg_rmsnorm(s->kt, s->kt, n * Hkv, hd, L->k_norm, eps);
         vg_rope_apply(s->q, n, (int)Hq, (int)hd, QD, s->cos_t, s->sin_t);
-        vg_rope_apply(Kl, n, (int)Hkv, (int)hd, kvd, s->cos_t, s->sin_t);
+        vg_rope_apply(s->kt, n, (int)Hkv, (int)hd, kvd, s->cos_t, s->sin_t);
+        for (size_t j = 0; j < Hkv; j++) {
+            size_t off = (((size_t)l * Hkv + j) * s->max_tokens + p0) * hd;
+            for (size_t i = 0; i < n; i++) {
+                memcpy(s->kc + off + i * hd, s->kt + i * kvd + j * hd, hd * sizeof(float));
+                memcpy(s->vc + off + i * hd, s->vt + i * kvd + j * hd, hd * sizeof(float));
+            }
+        }
         if (attention(s, l, p0, n) < 0)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for attention scores");
         vg_linear(s->o, n, QD, L->wo, NULL, D, s->a);
