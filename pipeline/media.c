@@ -23,9 +23,11 @@
  * number them) has index n. Only frames whose index is in the plan are converted to RGB24 with
  * libswscale (full size, the frame's own matrix and range, swscale's default bicubic flags as the
  * ffmpeg CLI uses them) and then resized with vg_resize_rgb(); the others are dropped right after
- * decoding. No frame is skipped inside the decoder (skip_frame / non-reference discarding would
- * change which frame is the n-th one for some streams, so sampling would no longer be exact).
- * Decoding stops at the last sampled index.
+ * decoding. Conversion and resizing run on worker threads (half the CPUs, 1 to 8) that receive
+ * new references to the sampled frames through a bounded queue, so they overlap decoding. No frame
+ * is skipped inside the decoder (skip_frame / non-reference discarding would change which frame is
+ * the n-th one for some streams, so sampling would no longer be exact). Decoding stops at the last
+ * sampled index.
  *
  * Timestamps. Each decoded frame's time is (best_effort_timestamp - stream start) x time_base. If
  * every decoded frame up to the last sampled one lies within two time-base ticks of index / fps,
@@ -38,7 +40,10 @@
  * VG_EMEDIA instead. A second shortfall fails with VG_EMEDIA.
  *
  * Threads: one vg_media belongs to one thread at a time (the thread that calls these functions);
- * libavcodec runs its own decoding threads inside. Only params.stop is shared, and it is atomic.
+ * libavcodec runs its own decoding threads inside, and vg_media_read_video its conversion workers,
+ * which it joins before returning (each owns its swscale context; they share only the queue, an
+ * atomic failure flag and the first error under a mutex, and write disjoint output slots). Only
+ * params.stop is shared with the caller's other threads, and it is atomic.
  */
 #include "pipeline.h"
 
@@ -46,6 +51,7 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/cpu.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
@@ -58,7 +64,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #define VG_MEDIA_MAX_DIM    16384
 #define VG_MEDIA_MAX_PIXELS (8192L * 8192L)
@@ -72,7 +77,7 @@
 #define FORMAT_WHITELIST                                                                           \
     "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpegtsraw,hls,applehttp,rtsp,rtp,sdp,"       \
     "yuv4mpegpipe,flv,live_flv,mpeg,mpegvideo,h264,hevc,m4v,ivf,asf,nut,ogg,mxf,dv,"               \
-    "wav,mp3,aac,flac,ac3,eac3"
+    "wav,mp3,aac,flac,ac3,eac3,webvtt"
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
 
@@ -296,7 +301,9 @@ static double q2d_ok(AVRational r)
 static void close_input(vg_media *m)
 {
     avcodec_free_context(&m->dec);
+    arm(m, m->params.read_timeout_ms); /* RTSP sends a TEARDOWN on close */
     avformat_close_input(&m->fmt);
+    disarm(m);
     m->eof_sent = 0;
     m->consumed = 0;
     m->dec_errors = 0;
@@ -671,6 +678,11 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
             continue;
         }
         if (r < 0) {
+            /* A stall met while earlier data was still being returned leaves its error in the
+             * I/O context, and the next read only says "end of file". */
+            if (r == AVERROR_EOF && !m->is_file && m->fmt->pb &&
+                (m->fmt->pb->error == AVERROR(ETIMEDOUT) || m->fmt->pb->error == AVERROR_EXIT))
+                r = m->fmt->pb->error;
             int code = map_error(m, r);
             if (code == VG_ECANCELED)
                 return vg_fail(err, errlen, code, "decoding '%.200s' was cancelled.", m->url);
@@ -822,8 +834,8 @@ static void *conv_worker(void *arg)
 
 static int workers_for(int nframes)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = cpus >= 4 ? (int)(cpus / 2) : 1;
+    int cpus = av_cpu_count(); /* honours the affinity mask, unlike sysconf */
+    int n = cpus >= 4 ? cpus / 2 : 1;
     if (n > MAX_WORKERS)
         n = MAX_WORKERS;
     return VG_MAX(1, VG_MIN(n, nframes));
@@ -978,6 +990,12 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     int64_t i = 0;
     uint64_t last_progress = 0;
     for (;; i++) {
+        if (atomic_load(&pool.failed)) {
+            rc = pool_finish(&pool, 0, err, errlen);
+            if (rc == 0)
+                rc = vg_fail(err, errlen, VG_EDECODE, "a frame could not be converted.");
+            goto out;
+        }
         rc = decode_next(m, err, errlen);
         if (rc == VG_EPIPE) {
             *decoded = i;

@@ -405,6 +405,15 @@ static int cancel_progress(const char *stage, double fraction, void *opaque)
     return ++progress_calls >= 3;
 }
 
+static int stop_progress(const char *stage, double fraction, void *opaque)
+{
+    (void)stage;
+    (void)fraction;
+    if (++progress_calls == 2)
+        atomic_store((atomic_int *)opaque, 1);
+    return 0;
+}
+
 static void test_cancel_decode(void **state)
 {
     (void)state;
@@ -420,9 +429,19 @@ static void test_cancel_decode(void **state)
     assert_null(v);
     vg_media_close(m);
 
-    atomic_int stop = 1;
+    /* The stop flag, set by another thread while frames are being decoded. */
+    atomic_int stop = 0;
     vg_media_params p = vg_media_default_params();
     p.stop = &stop;
+    assert_int_equal(vg_media_open(p_mp4, &p, &m, err, sizeof err), 0);
+    progress_calls = 0;
+    r = vg_media_read_video(m, NULL, stop_progress, &stop, &v, err, sizeof err);
+    printf("  stop flag while decoding -> %d: %s\n", r, err);
+    assert_int_equal(r, VG_ECANCELED);
+    assert_null(v);
+    vg_media_close(m);
+
+    atomic_store(&stop, 1);
     expect_open_fail(p_mp4, &p, VG_ECANCELED, NULL);
 }
 

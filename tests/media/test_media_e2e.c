@@ -44,6 +44,8 @@ static const e2e_case cases[] = {
      "-f lavfi -i testsrc2=size=352x288:rate=25:duration=3 -c:v libx264 -pix_fmt "
      "yuv420p -color_range pc -colorspace bt709 cfr.mov",
      0, 0, 0.0, 75},
+    {"cfr.m3u8", SRC "-c:v libx264 -pix_fmt yuv420p -f hls -hls_time 1 -hls_list_size 0 cfr.m3u8",
+     0, 0, -1, 120},
     /* Frames 0,1,2,3 at 0..3/30 s, then a gap of one frame period after every fourth frame. */
     {"vfr.mp4",
      SRC "-vf setpts='(N+floor(N/4))/30/TB' -vsync vfr -c:v libx264 -pix_fmt yuv420p "
