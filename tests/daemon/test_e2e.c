@@ -1058,6 +1058,31 @@ static void test_sigterm_and_restart(void **state)
     cJSON_Delete(k);
 }
 
+/* Results are kept for result_ttl_s, then `job` no longer finds them. */
+static void test_result_ttl(void **state)
+{
+    cJSON *j = get_job("stream1");
+    assert_non_null(j);
+    cJSON_Delete(j);
+    write_conf("max_queued_jobs = 12\nresult_ttl_s = 0.5\n");
+    assert_int_equal(kill(daemon_pid, SIGHUP), 0);
+    /* Within a few seconds every result has expired (the newest finished just before). */
+    int gone = 0, total = -1;
+    for (int i = 0; i < 500 && !(gone && total == 0); i++) {
+        cJSON *r = call("{\"v\":1,\"op\":\"job\",\"job\":\"stream1\"}");
+        gone = r && !is_ok(r) &&
+               !strcmp(jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"), "not_found");
+        cJSON_Delete(r);
+        cJSON *l = call("{\"v\":1,\"op\":\"jobs\"}");
+        total = (int)jnum(l, "total");
+        cJSON_Delete(l);
+        if (!(gone && total == 0))
+            sleep_ms(10);
+    }
+    assert_true(gone);
+    assert_int_equal(total, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1077,6 +1102,7 @@ int main(void)
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_sighup_reload),
         cmocka_unit_test(test_sigterm_and_restart),
+        cmocka_unit_test(test_result_ttl),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
