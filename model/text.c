@@ -1,11 +1,10 @@
 /*
  * text.c: the Qwen3 language model of Qwen3-VL (§4-§5) over a per-sequence KV cache.
  *
- * A vg_seq owns its float32 KV cache ([layer][kv head][position][head_dim] for K and for V, so a
- * head's rows are contiguous;
- * allocated once at creation) and its scratch buffers, which grow to the largest chunk seen and are
- * then reused (never returned between calls: glibc handing big temporaries back to the kernel made
- * other engines 2-5x slower here).
+ * A vg_seq owns its float32 KV cache ([layer][kv head][position][head_dim] for K and for V, so
+ * each head's rows are contiguous; allocated once at creation) and its scratch buffers, which grow
+ * to the largest chunk seen and are then reused (never returned between calls: glibc handing big
+ * temporaries back to the kernel made other engines 2-5x slower here).
  *
  * Prefill runs the new tokens in chunks of up to VG_CHUNK rows: every projection is one sgemm over
  * the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's rows and the cached
