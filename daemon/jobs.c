@@ -113,6 +113,7 @@ struct vg_jobs {
     int infer_started;
     job *head;
     int n_jobs, n_active, n_queued, n_running;
+    int status_queued, status_running; /* last counts sent as STATUS= */
     unsigned counter;
     int stopping;
     void (*on_idle)(void *);
@@ -840,6 +841,16 @@ static void on_timer(uv_timer_t *t)
             vg_log(VG_LOG_NOTICE, MOD, "job %s passed its deadline", j->id);
         }
     prune(js);
+    /* systemctl status shows what the daemon is doing. */
+    if (!js->stopping &&
+        (js->n_queued != js->status_queued || js->n_running != js->status_running)) {
+        char status[96];
+        snprintf(status, sizeof status, "STATUS=Serving: %d running, %d queued", js->n_running,
+                 js->n_queued);
+        vg_sd_notify(status);
+        js->status_queued = js->n_queued;
+        js->status_running = js->n_running;
+    }
 }
 
 static void on_closed(uv_handle_t *h)
