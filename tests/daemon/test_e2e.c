@@ -1058,6 +1058,31 @@ static void test_sigterm_and_restart(void **state)
     cJSON_Delete(k);
 }
 
+/* A crash (SIGKILL) during a job: the restarted daemon replaces the stale sockets, reads the
+ * journal, and reports the job as interrupted. */
+static void test_crash_and_restart(void **state)
+{
+    cJSON *r = ask("crash-job", BUSY);
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_tokens("crash-job", 3, 30));
+    assert_int_equal(kill(daemon_pid, SIGKILL), 0);
+    waitpid(daemon_pid, NULL, 0);
+    daemon_pid = -1;
+    char buf[256];
+    while (recv(notify_fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+        ;
+    assert_int_equal(start_daemon(), 0);
+    cJSON *j = get_job("crash-job");
+    assert_non_null(j);
+    assert_string_equal(jstr(j, "state"), "failed");
+    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"), "interrupted");
+    cJSON_Delete(j);
+    j = get_job("term-job"); /* and the earlier results are intact */
+    assert_non_null(j);
+    cJSON_Delete(j);
+}
+
 /* Results are kept for result_ttl_s, then `job` no longer finds them. */
 static void test_result_ttl(void **state)
 {
@@ -1102,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_sighup_reload),
         cmocka_unit_test(test_sigterm_and_restart),
+        cmocka_unit_test(test_crash_and_restart),
         cmocka_unit_test(test_result_ttl),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
