@@ -73,6 +73,8 @@ void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, 
 /* RMSNorm (Qwen3: y = w * (x / sqrt(mean(x^2) + eps))). */
 void vg_rmsnorm(const float *x, float *y, size_t n, size_t d, const float *w, float eps);
 void vg_gelu_tanh(float *x, size_t n);
+/* g[i] = silu(g[i]) * u[i] (the SwiGLU MLP). */
+void vg_silu_mul(float *g, const float *u, size_t n);
 void vg_gelu_erf(float *x, size_t n);
 /* In-place softmax of one row. */
 void vg_softmax(float *x, size_t n);

@@ -10,6 +10,62 @@
 #include <math.h>
 #include <string.h>
 
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4f vsel(v4i m, v4f a, v4f b)
+{
+    return (v4f)((m & (v4i)a) | (~m & (v4i)b));
+}
+
+/* e^x for 4 lanes, x clamped to [-87, 88] (so never inf or a denormal); NaN stays NaN. */
+static inline v4f exp4(v4f x)
+{
+    const v4f lo = {-87.0f, -87.0f, -87.0f, -87.0f}, hi = {88.0f, 88.0f, 88.0f, 88.0f};
+    x = vsel(x < lo, lo, x);
+    x = vsel(x > hi, hi, x);
+    v4f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+    v4f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v4f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    v4i e = (__builtin_convertvector(n, v4i) + 127) << 23;
+    return p * (v4f)e;
+}
+
+static inline v4f load4(const float *p)
+{
+    v4f v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void store4(float *p, v4f v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+static inline float exp1(float x)
+{
+    v4f v = {x, 0.0f, 0.0f, 0.0f};
+    return exp4(v)[0];
+}
+
+void vg_silu_mul(float *g, const float *u, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f x = load4(g + i);
+        store4(g + i, x / (1.0f + exp4(-x)) * load4(u + i));
+    }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
+}
+
 void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
                float *y)
 {
@@ -68,10 +124,17 @@ void vg_rmsnorm(const float *x, float *y, size_t n, size_t d, const float *w, fl
 
 void vg_gelu_tanh(float *x, size_t n)
 {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (size_t i = 0; i < n; i++) {
+    /* 0.5 x (1 + tanh(u)) == x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
+    const float k2 = 2.0f * 0.7978845608028654f;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v = load4(x + i);
+        v4f u = (v + 0.044715f * v * v * v) * -k2;
+        store4(x + i, v / (1.0f + exp4(u)));
+    }
+    for (; i < n; i++) {
         float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+        x[i] = v / (1.0f + exp1(-k2 * (v + 0.044715f * v * v * v)));
     }
 }
 
@@ -87,16 +150,39 @@ void vg_softmax(float *x, size_t n)
 {
     if (n == 0)
         return;
+    size_t i = 0;
     float mx = x[0];
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > mx)
-            mx = x[i];
+    if (n >= 4) {
+        v4f m4 = load4(x);
+        for (i = 4; i + 4 <= n; i += 4) {
+            v4f v = load4(x + i);
+            m4 = vsel(v > m4, v, m4);
+        }
+        for (int k = 0; k < 4; k++)
+            mx = m4[k] > mx ? m4[k] : mx;
+    }
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    /* float partial sums per lane, combined in double */
+    v4f s4 = {0.0f, 0.0f, 0.0f, 0.0f};
     double s = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
+    for (i = 0; i + 4 <= n; i += 4) {
+        v4f e = exp4(load4(x + i) - mx);
+        store4(x + i, e);
+        s4 += e;
+        if ((i & 1023) == 1020) { /* flush every 256 vectors to bound the float error */
+            s += (double)s4[0] + s4[1] + s4[2] + s4[3];
+            s4 = (v4f){0.0f, 0.0f, 0.0f, 0.0f};
+        }
+    }
+    s += (double)s4[0] + s4[1] + s4[2] + s4[3];
+    for (; i < n; i++) {
+        x[i] = exp1(x[i] - mx);
         s += x[i];
     }
     float inv = (float)(1.0 / s);
-    for (size_t i = 0; i < n; i++)
+    for (i = 0; i + 4 <= n; i += 4)
+        store4(x + i, load4(x + i) * inv);
+    for (; i < n; i++)
         x[i] *= inv;
 }

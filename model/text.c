@@ -353,10 +353,7 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         vg_rmsnorm(s->x, s->a, n, D, L->post_norm, eps);
         vg_linear(s->a, n, D, L->w_gate, NULL, FF, s->g);
         vg_linear(s->a, n, D, L->w_up, NULL, FF, s->u);
-        for (size_t i = 0; i < n * FF; i++) {
-            float gv = s->g[i];
-            s->g[i] = gv / (1.0f + expf(-gv)) * s->u[i];
-        }
+        vg_silu_mul(s->g, s->u, n * FF);
         vg_linear(s->g, n, FF, L->w_down, NULL, D, s->a);
         for (size_t i = 0; i < n * D; i++)
             s->x[i] += s->a[i];
