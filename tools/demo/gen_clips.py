@@ -216,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--first", type=int, default=0, help="index of the first clip")
     ap.add_argument("--min-duration", type=float, default=4.0)
     ap.add_argument("--max-duration", type=float, default=40.0)
-    ap.add_argument("--max-size", type=int, default=1280, help="limit on the frame width")
+    ap.add_argument("--max-size", type=int, default=1280, help="limit on the long side")
     ap.add_argument("--box-scale", type=float, default=1.0, help="box size multiplier (curricula)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel encoders")
     ap.add_argument("--skip-existing", action="store_true", help="do not re-encode existing files")
