@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -38,6 +40,7 @@
 
 static char dir[256], conf[320], model[320], media[320], video[400], rt[320], st[320], cmd_url[400],
     ev_url[400], notify_name[64];
+static char tcp_url[64];
 static pid_t daemon_pid = -1;
 static int notify_fd = -1;
 static int have_nanocat;
@@ -214,9 +217,11 @@ static int start_daemon(void)
         unsetenv("WATCHDOG_PID");
         char roots[400];
         snprintf(roots, sizeof roots, "media_roots=%s", media);
+        char tcp[128];
+        snprintf(tcp, sizeof tcp, "tcp_cmd_url=%s", tcp_url);
         execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
               rt, "--state-dir", st, "--set", roots, "--set", "max_new_tokens_limit=16000", "--set",
-              "max_message_size=65536", "--log-level", "notice", (char *)NULL);
+              "max_message_size=65536", "--set", tcp, "--log-level", "notice", (char *)NULL);
         _exit(127);
     }
     daemon_pid = pid;
@@ -330,6 +335,18 @@ static int group_setup(void **state)
     snprintf(cmd_url, sizeof cmd_url, "ipc://%s/vigil.cmd", rt);
     snprintf(ev_url, sizeof ev_url, "ipc://%s/vigil.events", rt);
     mkdir(media, 0755);
+    /* A free loopback port for the optional TCP listener. */
+    int ts = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sin;
+    if (ts < 0 || bind(ts, (struct sockaddr *)&sin, sizeof sin) ||
+        getsockname(ts, (struct sockaddr *)&sin, &sl))
+        return -1;
+    close(ts);
+    snprintf(tcp_url, sizeof tcp_url, "tcp://127.0.0.1:%d", ntohs(sin.sin_port));
     if (make_model() != 0) {
         fprintf(stderr, "cannot make the test model\n");
         return -1;
@@ -395,6 +412,12 @@ static void test_info_and_cli(void **state)
     assert_non_null(cJSON_GetObjectItemCaseSensitive(cap, "streams"));
     assert_true(jnum(cJSON_GetObjectItemCaseSensitive(r, "model"), "layers") > 0);
     assert_true(jnum(r, "queue_depth") >= 0);
+    cJSON_Delete(r);
+    /* The configured TCP listener (loopback) answers too. */
+    assert_int_equal(
+        sh(out, sizeof out, "'%s/tools/vigil' --cmd-url '%s' --json info", BIN, tcp_url), 0);
+    r = cJSON_Parse(out);
+    assert_true(is_ok(r));
     cJSON_Delete(r);
     /* VIGIL_RUNTIME_DIR finds the daemon too; the human-readable form names the model. */
     assert_int_equal(sh(out, sizeof out, "VIGIL_RUNTIME_DIR='%s' '%s/tools/vigil' info", rt, BIN),
