@@ -151,6 +151,8 @@ static float kth_largest(const float *x, size_t n, size_t k, float *heap)
 
 int32_t vg_sampler_sample(vg_sampler *s, float *logits, const int32_t *prev, size_t n_prev)
 {
+    if (!s || !logits)
+        return -1;
     const size_t V = s->vocab;
     if (!s->p.do_sample)
         return vg_argmax(logits, V);

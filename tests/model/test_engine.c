@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <cmocka.h>
@@ -606,6 +607,52 @@ static void test_model_errors(void **state)
     vg_model_free(m);
 }
 
+/* vg_model_encode_slice on two threads at once gives what it gives on one. */
+typedef struct enc_job {
+    vg_model *m;
+    const float *px;
+    vg_vision_out *out;
+    int rc;
+} enc_job;
+
+static void *enc_thread(void *arg)
+{
+    enc_job *j = arg;
+    j->rc = vg_model_encode_slice(j->m, j->px, 4, 6, NULL, &j->out, NULL, 0);
+    return NULL;
+}
+
+static void test_concurrent_slices(void **state)
+{
+    (void)state;
+    vg_model *m = tiny_model(1);
+    if (!m)
+        skip();
+    const vg_model_info *in = vg_model_get_info(m);
+    size_t K = (size_t)in->in_channels * in->temporal_patch_size * in->patch_size * in->patch_size;
+    float *px = malloc(24 * K * sizeof(float));
+    for (size_t i = 0; i < 24 * K; i++)
+        px[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    vg_vision_out *ref = NULL;
+    assert_int_equal(vg_model_encode_slice(m, px, 4, 6, NULL, &ref, NULL, 0), 0);
+    enc_job jobs[2] = {{.m = m, .px = px}, {.m = m, .px = px}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, enc_thread, &jobs[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].rc, 0);
+        size_t n = (size_t)ref->n_tokens * (size_t)ref->dim;
+        assert_true(maxdiff(jobs[i].out->embeds, ref->embeds, n) == 0.0);
+        assert_true(maxdiff(jobs[i].out->deepstack, ref->deepstack, n * (size_t)ref->n_deepstack) ==
+                    0.0);
+        vg_vision_out_free(jobs[i].out);
+    }
+    vg_vision_out_free(ref);
+    free(px);
+    vg_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -614,7 +661,7 @@ int main(void)
         cmocka_unit_test(test_sampler_top_p),   cmocka_unit_test(test_sampler_penalties),
         cmocka_unit_test(test_sampler_seeded),  cmocka_unit_test(test_kv_consistency),
         cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_generate_and_cancel),
-        cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_model_errors),    cmocka_unit_test(test_concurrent_slices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
