@@ -134,6 +134,17 @@ static int reply_failed(const cJSON *r)
     return 1;
 }
 
+/* call() that also turns an error reply into NULL (after printing it). */
+static cJSON *call_ok(const client *c, cJSON *req, int quiet)
+{
+    cJSON *r = call(c, req, quiet);
+    if (r && reply_failed(r)) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
+}
+
 static const char *jstr(const cJSON *o, const char *k, const char *dflt)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -202,13 +213,9 @@ static cJSON *fetch_job(const client *c, const char *id, int quiet)
 {
     cJSON *req = new_req("job");
     cJSON_AddStringToObject(req, "job", id);
-    cJSON *r = call(c, req, quiet);
+    cJSON *r = call_ok(c, req, quiet);
     if (!r)
         return NULL;
-    if (reply_failed(r)) {
-        cJSON_Delete(r);
-        return NULL;
-    }
     cJSON *j = cJSON_DetachItemFromObjectCaseSensitive(r, "job");
     cJSON_Delete(r);
     return j;
@@ -396,9 +403,8 @@ static int cmd_ask(client *c, int argc, char **argv)
     }
     if (deadline > 0)
         cJSON_AddNumberToObject(req, "deadline_s", deadline);
-    cJSON *r = call(c, req, 0);
-    if (!r || reply_failed(r)) {
-        cJSON_Delete(r);
+    cJSON *r = call_ok(c, req, 0);
+    if (!r) {
         vg_ipc_sub_close(sub);
         rc = 1;
         goto out;
@@ -503,13 +509,9 @@ usage:
 
 static int cmd_info(client *c)
 {
-    cJSON *r = call(c, new_req("info"), 0);
+    cJSON *r = call_ok(c, new_req("info"), 0);
     if (!r)
         return 1;
-    if (reply_failed(r)) {
-        cJSON_Delete(r);
-        return 1;
-    }
     if (c->json) {
         print_json(r);
         cJSON_Delete(r);
@@ -533,13 +535,9 @@ static int cmd_info(client *c)
 
 static int cmd_jobs(client *c)
 {
-    cJSON *r = call(c, new_req("jobs"), 0);
+    cJSON *r = call_ok(c, new_req("jobs"), 0);
     if (!r)
         return 1;
-    if (reply_failed(r)) {
-        cJSON_Delete(r);
-        return 1;
-    }
     if (c->json) {
         print_json(r);
         cJSON_Delete(r);
@@ -590,18 +588,15 @@ static int cmd_cancel(client *c, const char *id)
 {
     cJSON *req = new_req("cancel");
     cJSON_AddStringToObject(req, "job", id);
-    cJSON *r = call(c, req, 0);
+    cJSON *r = call_ok(c, req, 0);
     if (!r)
         return 1;
-    int rc = reply_failed(r);
-    if (!rc) {
-        if (c->json)
-            print_json(r);
-        else
-            printf("job %s: %s\n", jstr(r, "job", id), jstr(r, "state", "?"));
-    }
+    if (c->json)
+        print_json(r);
+    else
+        printf("job %s: %s\n", jstr(r, "job", id), jstr(r, "state", "?"));
     cJSON_Delete(r);
-    return rc;
+    return 0;
 }
 
 int main(int argc, char **argv)
