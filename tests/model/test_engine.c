@@ -21,6 +21,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -653,6 +654,94 @@ static void test_concurrent_slices(void **state)
     vg_model_free(m);
 }
 
+/* use_mmap = 1 on an F32 copy of tiny1: every weight is used in place from the mapping (nothing
+ * copied) and the logits equal those of the converted BF16 checkpoint. */
+static void copy_file(const char *from, const char *to)
+{
+    char *d = NULL;
+    size_t n = 0;
+    assert_int_equal(vg_read_file(from, (size_t)1 << 30, &d, &n, NULL, 0), 0);
+    FILE *f = fopen(to, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(d, 1, n, f), n);
+    fclose(f);
+    free(d);
+}
+
+static void test_mmap_f32(void **state)
+{
+    (void)state;
+    char src[4096];
+    if (!shared_path("golden/tiny1/model.safetensors", src, sizeof(src)))
+        skip();
+    char dir[] = "/tmp/vg-test-f32-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char srcdir[4096], a[4200], b[4200];
+    snprintf(srcdir, sizeof(srcdir), "%s", src);
+    *strrchr(srcdir, '/') = '\0';
+    const char *names[] = {"config.json", "tokenizer.json", "generation_config.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof(a), "%s/%s", srcdir, names[i]);
+        snprintf(b, sizeof(b), "%s/%s", dir, names[i]);
+        copy_file(a, b);
+    }
+    vg_st *st = NULL;
+    assert_int_equal(vg_st_open_file(src, &st, NULL, 0), 0);
+    size_t nt = vg_st_count(st);
+    vg_st_write_tensor *wt = calloc(nt, sizeof(*wt));
+    float **bufs = calloc(nt, sizeof(*bufs));
+    for (size_t i = 0; i < nt; i++) {
+        const vg_tensor *t = vg_st_at(st, i);
+        bufs[i] = malloc(t->numel * sizeof(float) + 1);
+        vg_tensor_to_f32(t, bufs[i]);
+        wt[i].name = t->name;
+        wt[i].dtype = VG_DT_F32;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof(wt[i].shape));
+        wt[i].data = bufs[i];
+    }
+    snprintf(b, sizeof(b), "%s/model.safetensors", dir);
+    char err[256];
+    assert_int_equal(vg_st_write(b, wt, nt, err, sizeof(err)), 0);
+    for (size_t i = 0; i < nt; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(wt);
+    vg_st_close(st);
+
+    vg_model_params mp = vg_model_default_params();
+    mp.n_threads = 1;
+    mp.use_mmap = 1;
+    vg_model *mm = NULL, *ref = tiny_model(1);
+    assert_int_equal(vg_model_load(dir, &mp, &mm, err, sizeof(err)), 0);
+    assert_int_equal(vg_model_get_info(mm)->weight_bytes, 0);
+    assert_int_equal(vg_model_get_info(mm)->n_params, vg_model_get_info(ref)->n_params);
+    const size_t V = (size_t)vg_model_get_info(ref)->vocab_size, n = 9;
+    int32_t ids[9], pos[27];
+    text_input(n, ids, pos, 0);
+    float *l1 = malloc(V * sizeof(float)), *l2 = malloc(V * sizeof(float));
+    vg_seq *s1 = NULL, *s2 = NULL;
+    assert_int_equal(vg_seq_create(ref, 16, &s1, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_create(mm, 16, &s2, err, sizeof(err)), 0);
+    vg_prefill_input pin = {.ids = ids, .n = n, .pos = pos};
+    assert_int_equal(vg_seq_prefill(s1, &pin, l1, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_prefill(s2, &pin, l2, 0, NULL, err, sizeof(err)), 0);
+    assert_true(maxdiff(l1, l2, V) == 0.0);
+    vg_seq_free(s1);
+    vg_seq_free(s2);
+    vg_model_free(mm);
+    vg_model_free(ref);
+    free(l1);
+    free(l2);
+    for (int i = 0; i < 3; i++) {
+        snprintf(b, sizeof(b), "%s/%s", dir, names[i]);
+        unlink(b);
+    }
+    snprintf(b, sizeof(b), "%s/model.safetensors", dir);
+    unlink(b);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -662,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_sampler_seeded),  cmocka_unit_test(test_kv_consistency),
         cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_generate_and_cancel),
         cmocka_unit_test(test_model_errors),    cmocka_unit_test(test_concurrent_slices),
+        cmocka_unit_test(test_mmap_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
