@@ -311,11 +311,12 @@ static void set_preproc_defaults(vg_model_info *info)
     info->video_max_pixels = 0;
 }
 
-int vg_config_parse(const char *json, size_t len, vg_model_info *info, char *err, size_t errlen)
+int vg_model_config_parse(const char *json, size_t len, vg_model_info *info, char *err,
+                          size_t errlen)
 {
     const char *F = "config.json";
     if (!json || !info)
-        return vg_fail(err, errlen, VG_EINVAL, "vg_config_parse: NULL argument");
+        return vg_fail(err, errlen, VG_EINVAL, "vg_model_config_parse: NULL argument");
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root)
         return vg_fail(err, errlen, VG_EFORMAT, "%s: not valid JSON", F);
@@ -554,11 +555,11 @@ static int read_optional(const char *dir, const char *name, char **text, size_t 
     return rc == 0 ? 1 : rc;
 }
 
-int vg_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
-                   size_t errlen)
+int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
+                         size_t errlen)
 {
     if (!dir || !info)
-        return vg_fail(err, errlen, VG_EINVAL, "vg_config_load: NULL argument");
+        return vg_fail(err, errlen, VG_EINVAL, "vg_model_config_load: NULL argument");
     char *text = NULL;
     size_t len = 0;
     vg_model_info in;
@@ -568,7 +569,7 @@ int vg_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, cha
         return vg_fail(err, errlen, VG_ENOENT, "%s: config.json not found", dir);
     if (rc < 0)
         return rc;
-    rc = vg_config_parse(text, len, &in, err, errlen);
+    rc = vg_model_config_parse(text, len, &in, err, errlen);
     free(text);
     if (rc != 0)
         return rc;

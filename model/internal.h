@@ -89,8 +89,7 @@ int vg_st_write(const char *path, const vg_st_write_tensor *tensors, size_t n, c
 typedef struct vg_st_writer vg_st_writer;
 int vg_st_writer_open(const char *path, const vg_st_write_tensor *tensors, size_t n,
                       vg_st_writer **out, char *err, size_t errlen);
-int vg_st_writer_write(vg_st_writer *w, const void *data, size_t nbytes, char *err,
-                       size_t errlen);
+int vg_st_writer_write(vg_st_writer *w, const void *data, size_t nbytes, char *err, size_t errlen);
 int vg_st_writer_finish(vg_st_writer *w, char *err, size_t errlen);
 void vg_st_writer_abort(vg_st_writer *w);
 /* Bytes per element (4 or 2) and the safetensors name ("F32", "BF16", "F16") of a dtype. */
@@ -106,11 +105,13 @@ const char *vg_dtype_name(vg_dtype dt);
  * overlaid with generation_config.json). Every value is range-checked (positive sizes, heads
  * dividing hidden, head_dim even, mrope sections summing to head_dim/2, deepstack indexes < depth,
  * limits that keep the arithmetic in size_t, ...). */
-int vg_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
-                   size_t errlen);
+int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
+                         size_t errlen);
 
-/* Reads a config.json text (already loaded) the same way; used by vg_config_load and by tests. */
-int vg_config_parse(const char *json, size_t len, vg_model_info *info, char *err, size_t errlen);
+/* Reads a config.json text (already loaded) the same way; used by vg_model_config_load and by
+ * tests. */
+int vg_model_config_parse(const char *json, size_t len, vg_model_info *info, char *err,
+                          size_t errlen);
 
 /* ---------------------------------------------------------------------------------------------------
  * random checkpoints (random.c), beside vg_model_write_random() of model.h

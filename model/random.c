@@ -3,7 +3,7 @@
  * layout, for tests and benchmarks without the real weights.
  *
  * Sizes come from a preset ("2b", "4b", "8b" from spec §0.2, or "tiny") or from a config.json that
- * vg_config_parse() accepts. The directory receives config.json (regenerated from the parsed
+ * vg_model_config_parse() accepts. The directory receives config.json (regenerated from the parsed
  * sizes in the HF layout, token ids matching the tokenizer), generation_config.json,
  * video_preprocessor_config.json, tokenizer.json and model.safetensors (BF16, the exact tensor
  * names and shapes of spec §3/§4; lm_head.weight only when untied).
@@ -916,7 +916,7 @@ int vg_model_write_random(const vg_random_spec *spec, const char *out_dir, char 
         rc = vg_read_file(spec->config_path, (size_t)16 << 20, &text, &len, err, errlen);
         if (rc == 0) {
             char sub[200];
-            rc = vg_config_parse(text, len, &m, sub, sizeof sub);
+            rc = vg_model_config_parse(text, len, &m, sub, sizeof sub);
             if (rc != 0)
                 vg_fail(err, errlen, rc, "%s: %s", spec->config_path, sub);
             free(text);

@@ -267,7 +267,7 @@ static void test_golden_config(void **state)
         skip();
     vg_model_info m;
     vg_gen_params g;
-    assert_int_equal(vg_config_load(dir, &m, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &m, &g, err, sizeof err), 0);
     assert_string_equal(m.name, "tiny1");
     assert_int_equal(m.hidden_size, 128);
     assert_int_equal(m.n_layers, 4);
@@ -626,7 +626,7 @@ static void test_mutations(void **state)
         size_t at = rng_next(&seed) % cl;
         c2[at] = (char)("0123456789-.e[]{}\",: x"[rng_next(&seed) % 22]);
         size_t n = it % 7 == 0 ? rng_next(&seed) % cl : cl;
-        int rc = vg_config_parse(c2, n, &q, err, sizeof err);
+        int rc = vg_model_config_parse(c2, n, &q, err, sizeof err);
         if (rc != 0) {
             assert_true(rc == VG_EMODEL || rc == VG_EFORMAT);
             assert_non_null(strstr(err, "config.json"));
@@ -779,7 +779,7 @@ static void check_random_dir(const char *dir, int expect_tied)
 {
     vg_model_info m;
     vg_gen_params g;
-    assert_int_equal(vg_config_load(dir, &m, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &m, &g, err, sizeof err), 0);
     char tp[600];
     snprintf(tp, sizeof tp, "%s/tokenizer.json", dir);
     assert_int_equal(m.video_token_id, tok_id(tp, "<|video_pad|>"));
@@ -858,7 +858,7 @@ static void test_random_tiny(void **state)
     assert_int_equal(vg_model_write_random(&spec, a, err, sizeof err), 0);
     check_random_dir(a, 1);
     vg_model_info m;
-    assert_int_equal(vg_config_load(a, &m, NULL, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(a, &m, NULL, err, sizeof err), 0);
     assert_string_equal(m.name, "tiny_a");
     assert_int_equal(m.vocab_size, 512);
     assert_true(m.video_token_id < 512 && m.video_token_id > 256);
@@ -919,7 +919,7 @@ static void test_random_tiny(void **state)
         path_in(r, sizeof r, "tiny_realtok");
         vg_random_spec s3 = {.preset = "tiny", .tokenizer_src = tok};
         assert_int_equal(vg_model_write_random(&s3, r, err, sizeof err), 0);
-        assert_int_equal(vg_config_load(r, &m, NULL, err, sizeof err), 0);
+        assert_int_equal(vg_model_config_load(r, &m, NULL, err, sizeof err), 0);
         assert_int_equal(m.video_token_id, 151656);
         assert_int_equal(m.vision_start_token_id, 151652);
         assert_true(m.vocab_size >= 151669);
@@ -943,8 +943,8 @@ static void test_random_tiny(void **state)
         vg_st_close(gs);
         vg_st_close(rs);
         vg_model_info gi, ri;
-        assert_int_equal(vg_config_load(gd, &gi, NULL, err, sizeof err), 0);
-        assert_int_equal(vg_config_load(rg, &ri, NULL, err, sizeof err), 0);
+        assert_int_equal(vg_model_config_load(gd, &gi, NULL, err, sizeof err), 0);
+        assert_int_equal(vg_model_config_load(rg, &ri, NULL, err, sizeof err), 0);
         char *gj = vg_random_config_json(&gi), *rj = vg_random_config_json(&ri);
         assert_string_equal(gj, rj); /* every config.json field the engine reads */
         free(gj);
@@ -990,7 +990,7 @@ static void test_presets_config(void **state)
         }
         char *json = vg_random_config_json(&p);
         assert_non_null(json);
-        assert_int_equal(vg_config_parse(json, strlen(json), &q, err, sizeof err), 0);
+        assert_int_equal(vg_model_config_parse(json, strlen(json), &q, err, sizeof err), 0);
         free(json);
         assert_int_equal(q.hidden_size, hidden[i]);
         assert_int_equal(q.n_layers, layers[i]);
@@ -1041,7 +1041,7 @@ static int parse_mutated(const char *section, const char *key, const char *value
     json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     err[0] = '\0';
-    int rc = vg_config_parse(json, strlen(json), &q, err, sizeof err);
+    int rc = vg_model_config_parse(json, strlen(json), &q, err, sizeof err);
     free(json);
     return rc;
 }
@@ -1065,12 +1065,12 @@ static void test_hostile_config(void **state)
     const char *q25 = "{\"architectures\":[\"Qwen2_5_VLForConditionalGeneration\"],"
                       "\"model_type\":\"qwen2_5_vl\",\"hidden_size\":2048}";
     vg_model_info m;
-    assert_int_equal(vg_config_parse(q25, strlen(q25), &m, err, sizeof err), VG_EMODEL);
+    assert_int_equal(vg_model_config_parse(q25, strlen(q25), &m, err, sizeof err), VG_EMODEL);
     assert_string_equal(err, "config.json: model_type 'qwen2_5_vl' is not Qwen3-VL");
-    assert_int_equal(vg_config_parse("{}", 2, &m, err, sizeof err), VG_EMODEL);
-    assert_int_equal(vg_config_parse("{\"a\":", 5, &m, err, sizeof err), VG_EFORMAT);
+    assert_int_equal(vg_model_config_parse("{}", 2, &m, err, sizeof err), VG_EMODEL);
+    assert_int_equal(vg_model_config_parse("{\"a\":", 5, &m, err, sizeof err), VG_EFORMAT);
     assert_non_null(strstr(err, "config.json"));
-    assert_int_equal(vg_config_parse("[]", 2, &m, err, sizeof err), VG_EFORMAT);
+    assert_int_equal(vg_model_config_parse("[]", 2, &m, err, sizeof err), VG_EFORMAT);
 
     expect_cfg("text_config", "hidden_size", "-128", VG_EMODEL, "text_config.hidden_size");
     expect_cfg("text_config", "hidden_size", "0", VG_EMODEL, "text_config.hidden_size");
@@ -1099,14 +1099,14 @@ static void test_hostile_config(void **state)
     p.n_kv_heads = 3;
     p.video_token_id = p.image_token_id = p.vision_start_token_id = p.vision_end_token_id = 300;
     char *json = vg_random_config_json(&p);
-    assert_int_equal(vg_config_parse(json, strlen(json), &m, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_parse(json, strlen(json), &m, err, sizeof err), 0);
     assert_int_equal(m.head_dim, 32);
     cJSON *root = cJSON_Parse(json);
     free(json);
     cJSON_DeleteItemFromObject(cJSON_GetObjectItem(root, "text_config"), "head_dim");
     json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    assert_int_equal(vg_config_parse(json, strlen(json), &m, err, sizeof err), VG_EMODEL);
+    assert_int_equal(vg_model_config_parse(json, strlen(json), &m, err, sizeof err), VG_EMODEL);
     assert_non_null(strstr(err, "does not divide hidden_size"));
     free(json);
 
@@ -1143,7 +1143,7 @@ static void test_rope_parameters(void **state)
                       "\"mrope_section\":[8,4,4],\"mrope_interleaved\":false,\"rope_type\":"
                       "\"default\"}},\"tie_word_embeddings\":false}";
     vg_model_info m;
-    assert_int_equal(vg_config_parse(cfg, strlen(cfg), &m, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_parse(cfg, strlen(cfg), &m, err, sizeof err), 0);
     assert_int_equal(m.head_dim, 32);
     assert_int_equal(m.n_kv_heads, 2);
     assert_true(m.rope_theta == 1000000.0f);
@@ -1162,7 +1162,7 @@ static void test_config_files(void **state)
     mkdir(dir, 0755);
     vg_model_info info;
     vg_gen_params g;
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), VG_ENOENT);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), VG_ENOENT);
     assert_non_null(strstr(err, "config.json"));
     vg_model_info t;
     assert_int_equal(vg_random_preset("tiny", &t, err, sizeof err), 0);
@@ -1172,7 +1172,7 @@ static void test_config_files(void **state)
     write_str(p, cfg);
     free(cfg);
     /* No optional files: defaults. */
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.n_stop_ids, 2);
     assert_int_equal(g.stop_ids[0], 151645);
     assert_int_equal(info.video_max_frames, 768);
@@ -1181,20 +1181,20 @@ static void test_config_files(void **state)
     /* Trailing slashes do not change the name. */
     char d2[600];
     snprintf(d2, sizeof d2, "%s//", dir);
-    assert_int_equal(vg_config_load(d2, &info, NULL, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(d2, &info, NULL, err, sizeof err), 0);
     assert_string_equal(info.name, "cfgdir");
 
     snprintf(p, sizeof p, "%s/generation_config.json", dir);
     write_str(p, "{\"do_sample\": false, \"temperature\": 0.5, \"top_k\": 5, \"top_p\": 0.9,"
                  "\"repetition_penalty\": 1.1, \"eos_token_id\": [7, 8, 9], \"pad_token_id\": 7}");
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.do_sample, 0);
     assert_true(g.temperature == 0.5f && g.top_k == 5 && g.top_p == 0.9f);
     assert_true(g.repetition_penalty == 1.1f && g.presence_penalty == 1.5f);
     assert_int_equal(g.n_stop_ids, 3);
     assert_int_equal(g.stop_ids[2], 9);
     write_str(p, "{\"eos_token_id\": 42}");
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.n_stop_ids, 1);
     assert_int_equal(g.stop_ids[0], 42);
     const char *bad_gen[] = {"{\"top_p\": 0}",
@@ -1208,12 +1208,12 @@ static void test_config_files(void **state)
                              "{\"top_p\": "};
     for (size_t i = 0; i < VG_ARRAY_LEN(bad_gen); i++) {
         write_str(p, bad_gen[i]);
-        int rc = vg_config_load(dir, &info, &g, err, sizeof err);
+        int rc = vg_model_config_load(dir, &info, &g, err, sizeof err);
         if ((rc != VG_EMODEL && rc != VG_EFORMAT) || !strstr(err, "generation_config.json"))
             fail_msg("%s: rc %d err '%s'", bad_gen[i], rc, err);
     }
     write_str(p, "{\"temperature\": 0}");
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.do_sample, 0);
     unlink(p);
 
@@ -1221,7 +1221,7 @@ static void test_config_files(void **state)
     write_str(p, "{\"min_pixels\": 131072, \"max_pixels\": 786432, \"fps\": 1.5,"
                  "\"min_frames\": 2, \"max_frames\": 64, \"image_mean\": [0.4, 0.5, 0.6],"
                  "\"image_std\": [0.2, 0.3, 0.4]}");
-    assert_int_equal(vg_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(info.video_min_pixels, 131072);
     assert_int_equal(info.video_max_pixels, 786432);
     assert_true(info.video_fps == 1.5);
@@ -1236,7 +1236,7 @@ static void test_config_files(void **state)
                              "[1"};
     for (size_t i = 0; i < VG_ARRAY_LEN(bad_pre); i++) {
         write_str(p, bad_pre[i]);
-        int rc = vg_config_load(dir, &info, &g, err, sizeof err);
+        int rc = vg_model_config_load(dir, &info, &g, err, sizeof err);
         if ((rc != VG_EMODEL && rc != VG_EFORMAT) || !strstr(err, "video_preprocessor_config.json"))
             fail_msg("%s: rc %d err '%s'", bad_pre[i], rc, err);
     }
