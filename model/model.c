@@ -103,7 +103,7 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     vg_model *m = calloc(1, sizeof(*m));
     if (!m)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
-    int rc = vg_config_load(dir, &m->info, &m->gen, err, errlen);
+    int rc = vg_model_config_load(dir, &m->info, &m->gen, err, errlen);
     if (rc < 0)
         goto fail;
     m->info.n_params = 0;
