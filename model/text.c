@@ -24,8 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VG_CHUNK        512
+#define VG_CHUNK 512
+#ifndef VG_SCORE_BUDGET
 #define VG_SCORE_BUDGET ((size_t)8 << 20) /* floats of the attention score block */
+#endif
 
 struct vg_seq {
     vg_model *m;

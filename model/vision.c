@@ -22,6 +22,9 @@
 #include <string.h>
 
 #define VIS_EPS 1e-6f
+#ifndef VIS_SCORE_BUDGET
+#define VIS_SCORE_BUDGET ((size_t)16 << 20) /* floats of one attention score block */
+#endif
 
 static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merger *mg, char *err,
                        size_t errlen)
@@ -56,7 +59,8 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
     int64_t D = in->vision_hidden, FF = in->vision_intermediate;
     int64_t C = in->in_channels, tp = in->temporal_patch_size, p = in->patch_size;
     int rc;
-    if (in->vision_heads <= 0 || D % in->vision_heads != 0 || (D / in->vision_heads) % 4 != 0)
+    if (in->vision_heads <= 0 || D % in->vision_heads != 0 || (D / in->vision_heads) % 4 != 0 ||
+        D / in->vision_heads > 1024)
         return vg_fail(err, errlen, VG_EMODEL,
                        "config.json: vision hidden_size %lld / num_heads %d must give a head size "
                        "divisible by 4",
@@ -189,7 +193,9 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     while ((side + 1) * (side + 1) <= in->num_position_embeddings)
         side++;
 
-    /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [N*N]; mlp [N*max(FF, D)];
+    /* attention rows run in blocks of rb so that the score block stays within the budget */
+    size_t rb = VG_MAX((size_t)1, VG_MIN(N, VIS_SCORE_BUDGET / N));
+    /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [rb*N]; mlp [N*max(FF, D)];
      * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; ints: row, col [N], idx [4N];
      * wt [4N] */
     size_t nf = 0, parts[12];
@@ -197,7 +203,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[1] = N * D;     /* h */
     parts[2] = N * D;     /* o */
     parts[3] = N * 3 * D; /* qkv */
-    parts[4] = N * N;     /* scores */
+    parts[4] = rb * N;    /* scores */
     parts[5] = N * VG_MAX(FF, D);
     parts[6] = N * dh;     /* cos */
     parts[7] = N * dh;     /* sin */
@@ -278,12 +284,15 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
         vg_rope_apply(qkv + D, N, (int)H, (int)dh, 3 * D, cs, sn);
         for (size_t hd = 0; hd < H; hd++) {
             const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)N, (int)dh, scale, q,
-                        (int)(3 * D), k, (int)(3 * D), 0.0f, sc, (int)N);
-            for (size_t r = 0; r < N; r++)
-                vg_softmax(sc + r * N, N);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)dh, (int)N, 1.0f,
-                        sc, (int)N, v, (int)(3 * D), 0.0f, o + hd * dh, (int)D);
+            for (size_t i0 = 0; i0 < N; i0 += rb) {
+                size_t r = VG_MIN(rb, N - i0);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)N, (int)dh, scale,
+                            q + i0 * 3 * D, (int)(3 * D), k, (int)(3 * D), 0.0f, sc, (int)N);
+                for (size_t i = 0; i < r; i++)
+                    vg_softmax(sc + i * N, N);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)dh, (int)N,
+                            1.0f, sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh, (int)D);
+            }
         }
         vg_linear(o, N, D, b->proj_w, b->proj_b, D, h);
         for (size_t i = 0; i < N * D; i++)
