@@ -202,7 +202,7 @@ def make_one(job):
     clip, bg = plan_clip(seed, index, args)
     name = f"clip_{index:05d}.{clip['container']}"
     clip["path"] = name
-    if not (args.skip_existing and os.path.exists(os.path.join(out, name))):
+    if not args.no_render and not (args.skip_existing and os.path.exists(os.path.join(out, name))):
         render(clip, bg, os.path.join(out, name))
     clip["qa"] = questions(clip["boxes"])
     return clip
@@ -220,6 +220,8 @@ def main(argv=None):
     ap.add_argument("--box-scale", type=float, default=1.0, help="box size multiplier (curricula)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel encoders")
     ap.add_argument("--skip-existing", action="store_true", help="do not re-encode existing files")
+    ap.add_argument("--no-render", action="store_true",
+                    help="ground truth only (no video files), e.g. for fit_blind.py")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     jobs = [(args.seed, i, args, args.out) for i in range(args.first, args.first + args.count)]
