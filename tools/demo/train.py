@@ -280,8 +280,9 @@ def collate(samples):
     (target of the NEXT token at each position), kinds [B,S], plus the vision input."""
     rows = []
     for s in samples:
-        ids, pos, blk, lab, kind = [s.prefix_ids], [s.prefix_pos], [np.full(len(s.prefix_ids), -1)], \
-            [np.full(len(s.prefix_ids), IGNORE)], [np.zeros(len(s.prefix_ids), dtype=np.int64)]
+        n0 = len(s.prefix_ids)
+        ids, pos, blk = [s.prefix_ids], [s.prefix_pos], [np.full(n0, -1)]
+        lab, kind = [np.full(n0, IGNORE)], [np.zeros(n0, dtype=np.int64)]
         for b, bl in enumerate(s.blocks):
             n, L = bl["n_prompt"], len(bl["ids"])
             ids.append(bl["ids"])
@@ -547,11 +548,13 @@ def main(argv=None):
 
     ckpt_path = os.path.join(a.ckpt_dir, "last.pt")
     state = None
-    if a.resume and os.path.exists(ckpt_path):
+    if (a.resume or a.eval_only) and os.path.exists(ckpt_path):
         state = torch.load(ckpt_path)
         cfg = state["config"]
         log(f"resuming from {ckpt_path}: step {state['step']}, stage {state['stage']}")
     else:
+        if a.resume:
+            log(f"no {ckpt_path} yet: starting a new run")
         cfg = make_config(tok, a)
     config = qwen3vl_tiny.Qwen3VLConfig(cfg)
     model = qwen3vl_tiny.Qwen3VL(config)
