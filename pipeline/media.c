@@ -77,7 +77,7 @@
 #define FORMAT_WHITELIST                                                                           \
     "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpegtsraw,hls,applehttp,rtsp,rtp,sdp,"       \
     "yuv4mpegpipe,flv,live_flv,mpeg,mpegvideo,h264,hevc,m4v,ivf,asf,nut,ogg,mxf,dv,"               \
-    "wav,mp3,aac,flac,ac3,eac3,webvtt"
+    "mpjpeg,gif,wav,mp3,aac,flac,ac3,eac3,webvtt"
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
 
@@ -111,7 +111,8 @@ struct vg_media {
     AVPacket *pkt;
     AVFrame *frame;
     int eof_sent;
-    int consumed; /* packets were read since the last (re)open */
+    int pkt_pending; /* pkt was refused with EAGAIN and must be sent again */
+    int consumed;    /* packets were read since the last (re)open */
     int dec_errors;
     char last_dec_error[128];
     double last_pts_s; /* for next_frame when a frame has no timestamp */
@@ -307,6 +308,9 @@ static void close_input(vg_media *m)
     m->eof_sent = 0;
     m->consumed = 0;
     m->dec_errors = 0;
+    m->pkt_pending = 0;
+    if (m->pkt)
+        av_packet_unref(m->pkt);
 }
 
 /* Picks the best video stream that is not a cover picture. */
@@ -667,6 +671,19 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
         }
         if (m->eof_sent)
             return vg_fail(err, errlen, VG_EPIPE, "end of '%.200s'.", m->url);
+        if (m->pkt_pending) {
+            r = avcodec_send_packet(m->dec, m->pkt);
+            if (r == AVERROR(EAGAIN))
+                return vg_fail(err, errlen, VG_EDECODE,
+                               "the %s decoder neither accepts data nor returns frames.",
+                               m->dec->codec ? m->dec->codec->name : "video");
+            m->pkt_pending = 0;
+            av_packet_unref(m->pkt);
+            if (r < 0 && ++m->dec_errors > MAX_DECODE_ERRORS)
+                return vg_fail(err, errlen, VG_EDECODE, "the decoder failed on '%.200s': %s.",
+                               m->url, averr(r, eb, sizeof eb));
+            continue;
+        }
 
         arm(m, m->params.read_timeout_ms);
         r = av_read_frame(m->fmt, m->pkt);
@@ -704,8 +721,12 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
             continue;
         }
         r = avcodec_send_packet(m->dec, m->pkt);
+        if (r == AVERROR(EAGAIN)) { /* frames first; the packet is sent again then */
+            m->pkt_pending = 1;
+            continue;
+        }
         av_packet_unref(m->pkt);
-        if (r < 0 && r != AVERROR(EAGAIN)) {
+        if (r < 0) {
             averr(r, m->last_dec_error, sizeof m->last_dec_error);
             vg_log(VG_LOG_DEBUG, "media", "%s: packet not decodable (%s)", m->url,
                    m->last_dec_error);
