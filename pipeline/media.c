@@ -36,8 +36,12 @@
  *
  * Short streams. If the stream ends before the last sampled index (a truncated file, or a header
  * count that was too high), the plan is recomputed with the number of frames actually decoded and
- * the input is decoded again from a fresh open; a network stream that cannot be reopened fails with
- * VG_EMEDIA instead. A second shortfall fails with VG_EMEDIA.
+ * the input is decoded again from a fresh open (over the network too; if that open fails, its
+ * error is returned). A second shortfall fails with VG_EMEDIA.
+ *
+ * Live. An input is live (vg_media_next_frame only, total_frames 0) when its length is unknown, or
+ * when it comes over the network and cannot seek (RTSP, RTP/UDP, live HLS, HTTP without ranges);
+ * a seekable network file of known length (HTTP with ranges, VOD HLS) is read like a local one.
  *
  * Threads: one vg_media belongs to one thread at a time (the thread that calls these functions);
  * libavcodec runs its own decoding threads inside, and vg_media_read_video its conversion workers,
@@ -651,6 +655,9 @@ const vg_media_info *vg_media_get_info(const vg_media *m)
 static int decode_next(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
+    if (!m->fmt || !m->dec)
+        return vg_fail(err, errlen, VG_EIO, "'%.200s' could not be reopened after an error.",
+                       m->url);
     for (;;) {
         if (stop_requested(m))
             return vg_fail(err, errlen, VG_ECANCELED, "decoding '%.200s' was cancelled.", m->url);
@@ -931,22 +938,24 @@ static int pool_finish(conv_pool *pool, int abandon, char *err, size_t errlen)
     return 0;
 }
 
-/* Frame time in seconds from the stream start, or NAN without a timestamp. */
-static double frame_time(const vg_media *m)
+/* Frame time in seconds from base (the stream start; without one, the first frame's time, set
+ * here), or NAN without a timestamp. */
+static double frame_time(const vg_media *m, int64_t *base)
 {
     int64_t ts = m->frame->best_effort_timestamp;
     if (ts == AV_NOPTS_VALUE)
         ts = m->frame->pts;
     if (ts == AV_NOPTS_VALUE)
         return NAN;
-    int64_t base = m->start_pts != AV_NOPTS_VALUE ? m->start_pts : 0;
-    return (double)(ts - base) * av_q2d(m->tb);
+    if (*base == AV_NOPTS_VALUE)
+        *base = ts;
+    return (double)(ts - *base) * av_q2d(m->tb);
 }
 
-/* Reopens the input so that decoding starts again at frame 0. */
+/* Reopens the input so that decoding starts again at frame 0 (also after a failed reopen). */
 static int rewind_input(vg_media *m, char *err, size_t errlen)
 {
-    if (!m->consumed)
+    if (!m->consumed && m->fmt && m->dec)
         return 0;
     if (m->info.is_live)
         return vg_fail(err, errlen, VG_EINVAL,
@@ -1006,6 +1015,7 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     int64_t last = order[n - 1].index;
     double fps = m->info.fps;
     double tol = 2.0 * av_q2d(m->tb) + 1e-9;
+    int64_t base = m->start_pts;
     int cfr = 1;
     int next = 0;
     int64_t i = 0;
@@ -1029,7 +1039,7 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
         }
         if (rc < 0)
             goto out_pool;
-        double t = frame_time(m);
+        double t = frame_time(m, &base);
         if (isnan(t) || fabs(t - (double)i / fps) > tol)
             cfr = 0;
         int first_pos = -1;
