@@ -37,6 +37,12 @@ stage() {
     if [ ! -f "$work/data/$name/index.json" ]; then
         nice -n 19 "$exporter" --gt "$work/clips/$name/clips.json" --tokenizer "$tok" \
             --out "$work/data/$name" --min-pixels "$MIN_PIXELS" --max-pixels "$MAX_PIXELS"
+        # Guard: prompts == Python's, box visibility == truth, 20 frames == the reference decode.
+        if ! nice -n 19 "$py" "$here/vgd.py" check "$work/data/$name" "$tok" 20; then
+            mv "$work/data/$name/index.json" "$work/data/$name/index.json.failed-check"
+            echo "make_data.sh: $name failed vgd.py check (see above); fix the pipeline first" >&2
+            exit 1
+        fi
     fi
     echo "stage $name ready"
 }
