@@ -21,36 +21,43 @@
 #include <math.h>
 
 typedef struct e2e_case {
-    const char *name;   /* file name in the temporary directory */
-    const char *ffmpeg; /* arguments that make it */
-    int vfr;            /* expect presentation times instead of index / fps */
-    int resized;        /* > 0: resized_height = resized_width = this */
-    double start;       /* expected stream start (seconds), < 0 = don't check */
-    int64_t frames;     /* expected frame count */
+    const char *name;    /* file name in the temporary directory */
+    const char *ffmpeg;  /* arguments that make it */
+    int vfr;             /* expect presentation times instead of index / fps */
+    int resized;         /* > 0: resized_height = resized_width = this */
+    double start;        /* expected stream start (seconds), < 0 = don't check */
+    int64_t frames;      /* expected frame count */
+    double vstart, vend; /* video_start / video_end, 0 = unset */
 } e2e_case;
 
 #define SRC "-f lavfi -i testsrc2=size=320x240:rate=30:duration=4 "
 
 static const e2e_case cases[] = {
-    {"cfr.mp4", SRC "-c:v libx264 -pix_fmt yuv420p cfr.mp4", 0, 0, 0.0, 120},
-    {"cfr.mkv", SRC "-c:v mpeg4 -q:v 3 cfr.mkv", 0, 0, 0.0, 120},
-    {"cfr448.mkv", SRC "-c:v mpeg4 -q:v 3 cfr448.mkv", 0, 448, 0.0, 120},
+    {"cfr.mp4", SRC "-c:v libx264 -pix_fmt yuv420p cfr.mp4", 0, 0, 0.0, 120, 0, 0},
+    {"cfr.mkv", SRC "-c:v mpeg4 -q:v 3 cfr.mkv", 0, 0, 0.0, 120, 0, 0},
+    {"clip.mkv", SRC "-c:v mpeg4 -q:v 3 clip.mkv", 0, 0, 0.0, 120, 1.0, 3.0},
+    {"cfr448.mkv", SRC "-c:v mpeg4 -q:v 3 cfr448.mkv", 0, 448, 0.0, 120, 0, 0},
     {"offset.mp4", SRC "-c:v libx264 -pix_fmt yuv420p -output_ts_offset 5 offset.mp4", 0, 0, 5.0,
-     120},
-    {"cfr.ts", SRC "-c:v libx264 -pix_fmt yuv420p -f mpegts cfr.ts", 0, 0, -1, 120},
-    {"cfr.webm", SRC "-c:v libvpx -b:v 1M -deadline realtime -cpu-used 8 cfr.webm", 0, 0, 0.0, 120},
-    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 cfr.avi", 0, 0, 0.0, 120},
+     120, 0, 0},
+    {"cfr.ts", SRC "-c:v libx264 -pix_fmt yuv420p -f mpegts cfr.ts", 0, 0, -1, 120, 0, 0},
+    {"cfr.webm", SRC "-c:v libvpx -b:v 1M -deadline realtime -cpu-used 8 cfr.webm", 0, 0, 0.0, 120,
+     0, 0},
+    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 cfr.avi", 0, 0, 0.0, 120, 0, 0},
     {"cfr.mov",
      "-f lavfi -i testsrc2=size=352x288:rate=25:duration=3 -c:v libx264 -pix_fmt "
      "yuv420p -color_range pc -colorspace bt709 cfr.mov",
-     0, 0, 0.0, 75},
+     0, 0, 0.0, 75, 0, 0},
+    {"odd444.mkv",
+     "-f lavfi -i testsrc2=size=320x240:rate=24:duration=2 -vf scale=321:241 -c:v libx264 -pix_fmt "
+     "yuv444p odd444.mkv",
+     0, 0, 0.0, 48, 0, 0},
     {"cfr.m3u8", SRC "-c:v libx264 -pix_fmt yuv420p -f hls -hls_time 1 -hls_list_size 0 cfr.m3u8",
-     0, 0, -1, 120},
+     0, 0, -1, 120, 0, 0},
     /* Frames 0,1,2,3 at 0..3/30 s, then a gap of one frame period after every fourth frame. */
     {"vfr.mp4",
      SRC "-vf setpts='(N+floor(N/4))/30/TB' -vsync vfr -c:v libx264 -pix_fmt yuv420p "
          "vfr.mp4",
-     1, 0, 0.0, 120},
+     1, 0, 0.0, 120, 0, 0},
 };
 
 static int have_media;
@@ -132,6 +139,10 @@ static void run_case(const e2e_case *c)
     vg_sample_params sp = vg_sample_default_params();
     if (c->resized > 0)
         sp.resized_height = sp.resized_width = c->resized;
+    if (c->vend > 0) {
+        sp.video_start = c->vstart;
+        sp.video_end = c->vend;
+    }
     vg_video *v = NULL;
     double t0 = vg_now_ms();
     r = vg_media_read_video(m, &sp, NULL, NULL, &v, err, sizeof err);
@@ -193,6 +204,12 @@ static void run_case(const e2e_case *c)
     assert_int_equal(maxdiff, 0);
     assert_true(pmax == 0.0);
 
+    if (c->vend > 0) { /* absolute indices inside the clipped range */
+        for (int k = 0; k < v->T; k++) {
+            assert_true(v->plan->frame_indices[k] >= (int64_t)ceil(c->vstart * in->fps));
+            assert_true(v->plan->frame_indices[k] <= (int64_t)floor(c->vend * in->fps));
+        }
+    }
     /* Timestamps. */
     if (!c->vfr) {
         for (int k = 0; k < v->T; k++)
