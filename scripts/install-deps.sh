@@ -1,16 +1,17 @@
 #!/bin/sh
 # Installs every Debian 12 package that vigil's build, tests and tools need. Idempotent: quiet and
 # quick when everything is present. Run as root (or through sudo). Usage:
-#   scripts/install-deps.sh            build + test dependencies
-#   scripts/install-deps.sh --tools    also the offline model tooling (python3-torch, for tools/demo)
+#   scripts/install-deps.sh            build + test dependencies (python3-torch runs the PyTorch
+#                                      reference checks of the demo model in the test suite)
+#   scripts/install-deps.sh --tools    also torchvision (regenerating the resize parity fixture)
 set -eu
 
 PKGS="build-essential cmake pkg-config git clang-format ffmpeg
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 libuv1-dev libnanomsg-dev nanomsg-utils libopenblas-dev libcjson-dev libpcre2-dev
-libutf8proc-dev libcmocka-dev systemd ca-certificates"
+libutf8proc-dev libcmocka-dev systemd ca-certificates python3 python3-numpy python3-torch"
 if [ "${1:-}" = "--tools" ]; then
-    PKGS="$PKGS python3 python3-numpy python3-torch python3-torchvision"
+    PKGS="$PKGS python3-torchvision"
 fi
 
 missing=""
