@@ -55,6 +55,7 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/avstring.h>
 #include <libavutil/cpu.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
@@ -340,6 +341,29 @@ static int pick_stream(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
+/* After a local file was refused: the demuxer libavformat would have picked, if it is one outside
+ * FORMAT_WHITELIST (for the error message only). */
+static int refused_format(vg_media *m, char *name, size_t len)
+{
+    if (!m->is_file)
+        return 0;
+    AVIOContext *pb = NULL;
+    AVIOInterruptCB cb = {interrupt_cb, m};
+    arm(m, m->params.open_timeout_ms);
+    int found = 0;
+    if (avio_open2(&pb, m->url, AVIO_FLAG_READ, &cb, NULL) >= 0) {
+        const AVInputFormat *f = NULL;
+        if (av_probe_input_buffer2(pb, &f, m->url, NULL, 0, 0) >= 0 && f &&
+            av_match_list(f->name, FORMAT_WHITELIST, ',') <= 0) {
+            snprintf(name, len, "%s (%s)", f->name, f->long_name ? f->long_name : "?");
+            found = 1;
+        }
+        avio_closep(&pb);
+    }
+    disarm(m);
+    return found;
+}
+
 /* Opens the container, probes the streams, picks the video stream and opens its decoder. On a
  * reopen (expect_stream >= 0) the same stream with the same size must come back. */
 static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
@@ -372,6 +396,11 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
                            m->url, m->params.open_timeout_ms, averr(r, eb, sizeof eb));
         if (code == VG_ECANCELED)
             return vg_fail(err, errlen, code, "opening '%.200s' was cancelled.", m->url);
+        char fname[160];
+        if (r == AVERROR(EINVAL) && refused_format(m, fname, sizeof fname))
+            return vg_fail(err, errlen, VG_EMEDIA,
+                           "'%.200s' looks like %s, which is not a supported video container.",
+                           m->url, fname);
         if (code == VG_EMEDIA)
             return vg_fail(err, errlen, code,
                            "cannot open '%.200s': %s (not a supported video container, or a "

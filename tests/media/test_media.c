@@ -153,6 +153,11 @@ static void test_bad_files(void **state)
     char missing[300];
     expect_open_fail(mt_path(missing, sizeof missing, "missing.mp4"), NULL, VG_ENOENT, NULL);
     expect_open_fail(p_txt, NULL, VG_EMEDIA, NULL);
+    /* ANSI art would be shown to the "tty" demuxer as a video: refused, and named. */
+    char ans[300];
+    const char art[] = "\033[1;31mRED\033[0m text art\n";
+    assert_int_equal(mt_write(mt_path(ans, sizeof ans, "art.ans"), art, sizeof art - 1), 0);
+    expect_open_fail(ans, NULL, VG_EMEDIA, "tty");
     expect_open_fail(p_empty, NULL, VG_EMEDIA, "empty");
     expect_open_fail(p_audio, NULL, VG_EMEDIA, "no video stream");
     expect_open_fail(p_y4m, NULL, VG_ELIMIT, "40000x40000");
