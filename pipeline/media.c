@@ -1014,6 +1014,8 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
                        void *opaque, int64_t *decoded, char *err, size_t errlen)
 {
     int n = plan->nframes, H = plan->resized_height, W = plan->resized_width;
+    if (n <= 0 || H <= 0 || W <= 0 || !plan->frame_indices)
+        return vg_fail(err, errlen, VG_EINVAL, "the plan samples no frames.");
     size_t fsz = (size_t)H * (size_t)W * 3;
     slot *order = malloc((size_t)n * sizeof *order);
     double *times = malloc((size_t)n * sizeof *times);
