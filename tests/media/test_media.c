@@ -464,6 +464,73 @@ static void test_udp_live(void **state)
     vg_media_close(m);
 }
 
+/* H.264 over RTP described by an SDP file (sdp demuxer, rtp + udp protocols), sent in real time
+ * by the ffmpeg CLI; keyframes every 15 frames so that a late start still decodes. */
+static void test_rtp_sdp(void **state)
+{
+    (void)state;
+    NEED_MEDIA();
+    int port = 0;
+    for (int tries = 0; tries < 20 && !port; tries++) { /* an even port with port+1 free */
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t al = sizeof a;
+        if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+            getsockname(fd, (struct sockaddr *)&a, &al) == 0 && ntohs(a.sin_port) % 2 == 0)
+            port = ntohs(a.sin_port);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!port)
+        skip();
+    char args[1024], sdp[300];
+    mt_path(sdp, sizeof sdp, "stream.sdp");
+    snprintf(args, sizeof args,
+             "-f lavfi -i testsrc2=size=320x240:rate=30:duration=4 -c:v libx264 -g 15 -pix_fmt "
+             "yuv420p g15.mp4 && ffmpeg -nostdin -v error -y -t 0.05 -i g15.mp4 -c copy -f rtp "
+             "-sdp_file stream.sdp rtp://127.0.0.1:%d",
+             port);
+    assert_int_equal(mt_ffmpeg(args), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "(sleep 0.5; cd '%s' && ffmpeg -nostdin -v error -re -i g15.mp4 -c copy -f rtp "
+             "rtp://127.0.0.1:%d) >/dev/null 2>&1 &",
+             mt_dir, port);
+    assert_int_equal(system(cmd), 0);
+    vg_media_params p = vg_media_default_params();
+    p.open_timeout_ms = 5000;
+    p.read_timeout_ms = 1000;
+    vg_media *m = NULL;
+    char err[512] = "";
+    int r = vg_media_open(sdp, &p, &m, err, sizeof err);
+    if (r)
+        printf("  %s: %s\n", sdp, err);
+    assert_int_equal(r, 0);
+    const vg_media_info *in = vg_media_get_info(m);
+    printf("  %s: live %d, %s/%s %dx%d\n", sdp, in->is_live, in->format, in->codec, in->width,
+           in->height);
+    assert_true(in->is_live);
+    assert_string_equal(in->codec, "h264");
+    uint8_t *rgb = malloc(64 * 64 * 3);
+    double t = 0;
+    int frames = 0;
+    while ((r = vg_media_next_frame(m, 64, 64, rgb, &t, err, sizeof err)) == 0)
+        frames++;
+    printf("  %d frames, then %d (%s): %s\n", frames, r, vg_strerror(r), err);
+    assert_int_equal(r, VG_ETIMEDOUT);
+    assert_true(frames >= 60);
+    free(rgb);
+    vg_media_close(m);
+    /* The same SDP with rtp/udp outside the whitelist: the nested open is refused. */
+    p.protocol_whitelist = "file";
+    r = vg_media_open(sdp, &p, &m, err, sizeof err);
+    printf("  whitelist 'file' -> %d: %s\n", r, err);
+    assert_true(r < 0);
+}
+
 /* Garbage in the middle of a file: decoding conceals or fails with a sentence, never crashes. */
 static void test_corrupt(void **state)
 {
@@ -551,12 +618,19 @@ static void test_cancel_decode(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_protocol_whitelist), cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_one_frame),          cmocka_unit_test(test_info),
-        cmocka_unit_test(test_next_frame_file),    cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_stalled_server),     cmocka_unit_test(test_cancel_open),
-        cmocka_unit_test(test_stall_mid_stream),   cmocka_unit_test(test_cancel_decode),
-        cmocka_unit_test(test_udp_live),           cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_protocol_whitelist),
+        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_one_frame),
+        cmocka_unit_test(test_info),
+        cmocka_unit_test(test_next_frame_file),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_stalled_server),
+        cmocka_unit_test(test_cancel_open),
+        cmocka_unit_test(test_stall_mid_stream),
+        cmocka_unit_test(test_cancel_decode),
+        cmocka_unit_test(test_udp_live),
+        cmocka_unit_test(test_rtp_sdp),
+        cmocka_unit_test(test_corrupt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
