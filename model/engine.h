@@ -76,6 +76,12 @@ void vg_gelu_tanh(float *x, size_t n);
 /* g[i] = silu(g[i]) * u[i] (the SwiGLU MLP). */
 void vg_silu_mul(float *g, const float *u, size_t n);
 void vg_gelu_erf(float *x, size_t n);
+/* Decode attention of grp query heads (q [grp][hd]) sharing one KV head whose ctx rows of hd
+ * floats are contiguous: scores[g][t] = scale * q[g].k[t], then out[g] = sum_t p[g][t] v[t]. Each
+ * streams K or V once. */
+void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
+                    float *scores);
+void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out);
 /* In-place softmax of one row. */
 void vg_softmax(float *x, size_t n);
 

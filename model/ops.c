@@ -186,3 +186,39 @@ void vg_softmax(float *x, size_t n)
     for (; i < n; i++)
         x[i] *= inv;
 }
+
+void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
+                    float *scores)
+{
+    for (size_t t = 0; t < ctx; t++) {
+        const float *kr = k + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float *qr = q + g * hd;
+            v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
+            size_t j = 0;
+            for (; j + 4 <= hd; j += 4)
+                acc += load4(qr + j) * load4(kr + j);
+            float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            for (; j < hd; j++)
+                sum += qr[j] * kr[j];
+            scores[g * ctx + t] = sum * scale;
+        }
+    }
+}
+
+void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out)
+{
+    memset(out, 0, grp * hd * sizeof(float));
+    for (size_t t = 0; t < ctx; t++) {
+        const float *vr = v + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float w = p[g * ctx + t];
+            float *o = out + g * hd;
+            size_t j = 0;
+            for (; j + 4 <= hd; j += 4)
+                store4(o + j, load4(o + j) + w * load4(vr + j));
+            for (; j < hd; j++)
+                o[j] += w * vr[j];
+        }
+    }
+}

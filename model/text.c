@@ -10,7 +10,7 @@
  * the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's rows and the cached
  * context (query rows split into blocks so the score matrix stays within VG_SCORE_BUDGET floats),
  * causal mask, float32 softmax. Decode (one token) uses sgemv for the projections and, per KV head,
- * one small sgemm for the query heads that share it (K and V are streamed once). DeepStack features
+ * a streaming kernel for the query heads that share it (K and V are read once). DeepStack features
  * are added after layers 0..n_deepstack-1 at the rows whose id is a vision pad token, in order.
  *
  * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
@@ -277,12 +277,10 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         const float *Kh = s->kc + base, *Vh = s->vc + base;
         if (n == 1) {
             const size_t ctx = p0 + 1;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)grp, (int)ctx, (int)hd, scale,
-                        s->q + j * grp * hd, (int)hd, Kh, (int)hd, 0.0f, s->sc, (int)ctx);
+            vg_attn_scores(s->q + j * grp * hd, grp, Kh, ctx, hd, scale, s->sc);
             for (size_t i = 0; i < grp; i++)
                 vg_softmax(s->sc + i * ctx, ctx);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)grp, (int)hd, (int)ctx,
-                        1.0f, s->sc, (int)ctx, Vh, (int)hd, 0.0f, s->o + j * grp * hd, (int)hd);
+            vg_attn_mix(s->sc, grp, Vh, ctx, hd, s->o + j * grp * hd);
             continue;
         }
         for (size_t h = j * grp; h < (j + 1) * grp; h++) {
