@@ -592,7 +592,11 @@ static void check_pipeline(gcase *c, vg_model *m, const int64_t *grid, size_t n_
     /* prompt: one video, optional system turn, user text before/after it */
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(c->man, "messages");
     const cJSON *video = cJSON_GetObjectItemCaseSensitive(c->man, "video");
-    const cJSON *tss = cJSON_GetObjectItemCaseSensitive(video, "timestamps");
+    /* the reference's own strings when given, else the timestamps formatted as the processor
+     * does ("<%.1f seconds>" of the double) */
+    const cJSON *tss = cJSON_GetObjectItemCaseSensitive(video, "timestamp_strings");
+    if (!cJSON_IsArray(tss) || cJSON_GetArraySize(tss) != (int)grid[0])
+        tss = cJSON_GetObjectItemCaseSensitive(video, "timestamps");
     if (!cJSON_IsArray(msgs) || n_grid != 1 || !cJSON_IsArray(tss) ||
         cJSON_GetArraySize(tss) != (int)grid[0]) {
         printf("pipeline: prompt check skipped (needs messages, one video and its timestamps)\n");
@@ -642,8 +646,11 @@ static void check_pipeline(gcase *c, vg_model *m, const int64_t *grid, size_t n_
     const cJSON *t;
     cJSON_ArrayForEach(t, tss)
     {
-        snprintf(plan.pair_strings[k], sizeof(plan.pair_strings[k]), "<%.1f seconds>",
-                 cJSON_IsNumber(t) ? t->valuedouble : 0.0);
+        if (cJSON_IsString(t))
+            snprintf(plan.pair_strings[k], sizeof(plan.pair_strings[k]), "%s", t->valuestring);
+        else
+            snprintf(plan.pair_strings[k], sizeof(plan.pair_strings[k]), "<%.1f seconds>",
+                     cJSON_IsNumber(t) ? t->valuedouble : 0.0);
         k++;
     }
     vg_prompt_ids pid = {.im_start = in->im_start_id,
