@@ -124,6 +124,16 @@ struct vg_media {
     int have_last_pts;
 
     converter conv; /* for vg_media_next_frame */
+
+    /* Non-reference skipping (read_video's fast path, see decode_fast): each packet's
+     * presentation index from its PTS decides whether its frame may be skipped. */
+    int skip_mode;
+    int skip_invalid;       /* a packet broke the rules: the fast path is abandoned */
+    const uint8_t *sampled; /* [map_len] 1 = a sampled index */
+    int64_t map_len;
+    uint8_t *seen;          /* [map_len] packet indices read */
+    int64_t seen_upto_last; /* distinct indices < map_len read */
+    double skip_tol;
 };
 
 /* ------------------------------------------------------------------------------------------------
@@ -680,6 +690,38 @@ const vg_media_info *vg_media_get_info(const vg_media *m)
  * Decoding.
  */
 
+/* Fast path: the presentation index of m->pkt from its PTS on the frame grid; marks it seen and
+ * tells the decoder to skip the frame if it is an unsampled non-reference one. A packet without a
+ * timestamp, off the grid or repeated makes the fast path invalid. */
+static void classify_packet(vg_media *m)
+{
+    const AVPacket *p = m->pkt;
+    int64_t idx = -1;
+    if (p->pts != AV_NOPTS_VALUE && !(p->flags & AV_PKT_FLAG_DISCARD)) {
+        double t = (double)(p->pts - m->start_pts) * av_q2d(m->tb);
+        double x = t * m->info.fps;
+        if (isfinite(x) && x > -0.5 && x < 1e15) {
+            idx = llround(x);
+            if (fabs(t - (double)idx / m->info.fps) > m->skip_tol)
+                idx = -1;
+        }
+    }
+    if (idx < 0) {
+        m->skip_invalid = 1;
+        m->dec->skip_frame = AVDISCARD_DEFAULT;
+        return;
+    }
+    if (idx < m->map_len) {
+        if (m->seen[idx])
+            m->skip_invalid = 1;
+        else
+            m->seen_upto_last++;
+        m->seen[idx] = 1;
+    }
+    int need = idx < m->map_len && m->sampled[idx];
+    m->dec->skip_frame = need ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
+}
+
 /* The next decoded frame into m->frame: 0, VG_EPIPE at the end, or an error. */
 static int decode_next(vg_media *m, char *err, size_t errlen)
 {
@@ -756,6 +798,8 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
             av_packet_unref(m->pkt);
             continue;
         }
+        if (m->skip_mode)
+            classify_packet(m);
         r = avcodec_send_packet(m->dec, m->pkt);
         if (r == AVERROR(EAGAIN)) { /* frames first; the packet is sent again then */
             m->pkt_pending = 1;
@@ -1008,7 +1052,149 @@ static int cmp_slot(const void *a, const void *b)
     return x->pos - y->pos;
 }
 
-#define SHORT_STREAM 1 /* internal: the stream ended early; *decoded holds the real count */
+#define SHORT_STREAM 1  /* internal: the stream ended early; *decoded holds the real count */
+#define FALLBACK     2  /* internal: the fast path does not apply; decode sequentially */
+#define LOOKAHEAD    64 /* packets read past the last sampled frame to see every earlier index */
+
+/* Whether unsampled non-reference frames may be skipped: codecs whose non-reference frames are
+ * never used for prediction (H.264 nal_ref_idc 0, MPEG-1/2/4 B-frames), a local file (so the
+ * sequential path can start again), a start time and a frame rate. */
+static int fast_eligible(const vg_media *m)
+{
+    if (!m->is_file || m->start_pts == AV_NOPTS_VALUE || !(m->info.fps > 0) || !m->dec)
+        return 0;
+    switch (m->dec->codec_id) {
+    case AV_CODEC_ID_H264:
+    case AV_CODEC_ID_MPEG4:
+    case AV_CODEC_ID_MPEG2VIDEO:
+    case AV_CODEC_ID_MPEG1VIDEO:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Fast path. A frame's index is its PTS on the grid start + index / fps, which equals its position
+ * in presentation order exactly when the packets' indices are 0, 1, 2, ... without gaps or repeats,
+ * which is checked for every index up to the last sampled one (reading up to LOOKAHEAD packets
+ * more at the end); the decoded frames must also come out on the grid in increasing order. Any
+ * deviation (VFR, a gap, a missing timestamp, a short stream) returns FALLBACK and the caller
+ * decodes everything sequentially from a fresh open. Unsampled non-reference frames are then
+ * never decoded: nothing refers to them, so every other frame decodes to the same pixels. */
+static int decode_fast(vg_media *m, const slot *order, int n, uint8_t *rgb, size_t fsz, int W,
+                       int H, vg_progress_fn progress, void *opaque, char *err, size_t errlen)
+{
+    int64_t last = order[n - 1].index;
+    double fps = m->info.fps;
+    uint8_t *map = calloc((size_t)(last + 1), 2);
+    if (!map)
+        return FALLBACK;
+    for (int k = 0; k < n; k++)
+        map[order[k].index] = 1;
+    m->sampled = map;
+    m->seen = map + last + 1;
+    m->map_len = last + 1;
+    m->seen_upto_last = 0;
+    m->skip_invalid = 0;
+    m->skip_tol = 2.0 * av_q2d(m->tb) + 1e-9;
+    m->skip_mode = 1;
+
+    conv_pool pool;
+    int rc = pool_start(&pool, workers_for(n), W, H, err, errlen);
+    if (rc < 0)
+        goto done;
+    int next = 0;
+    int64_t prev = -1, outputs = 0;
+    uint64_t last_progress = 0;
+    while (next < n) {
+        if (atomic_load(&pool.failed)) {
+            rc = pool_finish(&pool, 0, err, errlen);
+            if (rc == 0)
+                rc = vg_fail(err, errlen, VG_EDECODE, "a frame could not be converted.");
+            goto done;
+        }
+        rc = decode_next(m, err, errlen);
+        if (rc == VG_EPIPE || m->skip_invalid) {
+            rc = FALLBACK;
+            goto out_pool;
+        }
+        if (rc < 0)
+            goto out_pool;
+        int64_t ts = m->frame->best_effort_timestamp;
+        if (ts == AV_NOPTS_VALUE) {
+            rc = FALLBACK;
+            goto out_pool;
+        }
+        double t = (double)(ts - m->start_pts) * av_q2d(m->tb);
+        int64_t idx = llround(t * fps);
+        if (idx <= prev || fabs(t - (double)idx / fps) > m->skip_tol) {
+            rc = FALLBACK;
+            goto out_pool;
+        }
+        prev = idx;
+        if (idx > last) {
+            rc = FALLBACK; /* a sampled frame was not produced */
+            goto out_pool;
+        }
+        if (next < n && order[next].index < idx) {
+            rc = FALLBACK;
+            goto out_pool;
+        }
+        int sampled = next < n && order[next].index == idx;
+        if (sampled) {
+            rc = pool_submit(&pool, m, rgb + (size_t)order[next].pos * fsz, err, errlen);
+            if (rc < 0)
+                goto out_pool;
+            while (next < n && order[next].index == idx)
+                next++;
+        }
+        outputs++;
+        av_frame_unref(m->frame);
+        if (progress) {
+            uint64_t now = vg_now_ns();
+            if (sampled || now - last_progress > 100000000u) {
+                last_progress = now;
+                if (progress("decode", (double)(idx + 1) / (double)(last + 1), opaque) != 0) {
+                    rc = vg_fail(err, errlen, VG_ECANCELED, "decoding was cancelled.");
+                    goto out_pool;
+                }
+            }
+        }
+    }
+    rc = pool_finish(&pool, 0, err, errlen);
+    if (rc < 0)
+        goto done;
+    /* Every index up to the last sampled one must have had its packet; a reordered one may still
+     * be ahead in the file. */
+    for (int k = 0; k < LOOKAHEAD && m->seen_upto_last < last + 1 && !m->skip_invalid; k++) {
+        arm(m, m->params.read_timeout_ms);
+        int r = av_read_frame(m->fmt, m->pkt);
+        disarm(m);
+        if (r < 0)
+            break;
+        if (m->pkt->stream_index == m->vstream)
+            classify_packet(m);
+        av_packet_unref(m->pkt);
+    }
+    if (m->skip_invalid || m->seen_upto_last != last + 1)
+        rc = FALLBACK;
+    else
+        vg_log(VG_LOG_DEBUG, "media", "%s: fast path: %lld of %lld frames decoded", m->url,
+               (long long)outputs, (long long)(last + 1));
+    goto done;
+out_pool:
+    pool_finish(&pool, 1, NULL, 0);
+done:
+    av_frame_unref(m->frame);
+    m->skip_mode = 0;
+    if (m->dec)
+        m->dec->skip_frame = AVDISCARD_DEFAULT;
+    m->sampled = NULL;
+    m->seen = NULL;
+    m->map_len = 0;
+    free(map);
+    return rc;
+}
 
 static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn progress,
                        void *opaque, int64_t *decoded, char *err, size_t errlen)
@@ -1037,6 +1223,29 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     rc = rewind_input(m, err, errlen);
     if (rc < 0)
         goto out;
+    if (fast_eligible(m)) {
+        rc = decode_fast(m, order, n, rgb, fsz, W, H, progress, opaque, err, errlen);
+        if (rc == 0) {
+            for (int k = 1; k < n; k++)
+                if (order[k].index == order[k - 1].index)
+                    memcpy(rgb + (size_t)order[k].pos * fsz, rgb + (size_t)order[k - 1].pos * fsz,
+                           fsz);
+            for (int k = 0; k < n; k++)
+                times[k] = (double)plan->frame_indices[k] / m->info.fps;
+            *decoded = order[n - 1].index + 1;
+            rc = vg_plan_set_frame_times(plan, times);
+            if (rc < 0)
+                rc = vg_fail(err, errlen, rc, "cannot set the frame times of the plan.");
+            goto out;
+        }
+        if (rc != FALLBACK)
+            goto out;
+        vg_log(VG_LOG_DEBUG, "media", "%s: sequential path (timestamps off the frame grid)",
+               m->url);
+        rc = rewind_input(m, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
 
     conv_pool pool;
     rc = pool_start(&pool, workers_for(n), W, H, err, errlen);

@@ -28,39 +28,63 @@ typedef struct e2e_case {
     double start;        /* expected stream start (seconds), < 0 = don't check */
     int64_t frames;      /* expected frame count */
     double vstart, vend; /* video_start / video_end, 0 = unset */
+    const char *path;    /* the decoding path expected: "fast", "sequential" or "all frames" */
 } e2e_case;
 
-#define SRC "-f lavfi -i testsrc2=size=320x240:rate=30:duration=4 "
+#define SRC   "-f lavfi -i testsrc2=size=320x240:rate=30:duration=4 "
+#define SRC10 "-f lavfi -i testsrc2=size=320x240:rate=30:duration=10 "
 
 static const e2e_case cases[] = {
-    {"cfr.mp4", SRC "-c:v libx264 -pix_fmt yuv420p cfr.mp4", 0, 0, 0.0, 120, 0, 0},
-    {"cfr.mkv", SRC "-c:v mpeg4 -q:v 3 cfr.mkv", 0, 0, 0.0, 120, 0, 0},
-    {"clip.mkv", SRC "-c:v mpeg4 -q:v 3 clip.mkv", 0, 0, 0.0, 120, 1.0, 3.0},
-    {"cfr448.mkv", SRC "-c:v mpeg4 -q:v 3 cfr448.mkv", 0, 448, 0.0, 120, 0, 0},
+    {"cfr.mp4", SRC "-c:v libx264 -pix_fmt yuv420p cfr.mp4", 0, 0, 0.0, 120, 0, 0, "fast"},
+    {"cfr.mkv", SRC "-c:v mpeg4 -q:v 3 cfr.mkv", 0, 0, 0.0, 120, 0, 0, "fast"},
+    {"clip.mkv", SRC "-c:v mpeg4 -q:v 3 clip.mkv", 0, 0, 0.0, 120, 1.0, 3.0, "fast"},
+    {"cfr448.mkv", SRC "-c:v mpeg4 -q:v 3 cfr448.mkv", 0, 448, 0.0, 120, 0, 0, "fast"},
     {"offset.mp4", SRC "-c:v libx264 -pix_fmt yuv420p -output_ts_offset 5 offset.mp4", 0, 0, 5.0,
-     120, 0, 0},
-    {"cfr.ts", SRC "-c:v libx264 -pix_fmt yuv420p -f mpegts cfr.ts", 0, 0, -1, 120, 0, 0},
+     120, 0, 0, "fast"},
+    {"cfr.ts", SRC "-c:v libx264 -pix_fmt yuv420p -f mpegts cfr.ts", 0, 0, -1, 120, 0, 0, "fast"},
     {"cfr.webm", SRC "-c:v libvpx -b:v 1M -deadline realtime -cpu-used 8 cfr.webm", 0, 0, 0.0, 120,
-     0, 0},
-    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 cfr.avi", 0, 0, 0.0, 120, 0, 0},
+     0, 0, "all frames"},
+    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 cfr.avi", 0, 0, 0.0, 120, 0, 0, "fast"},
     {"cfr.mov",
      "-f lavfi -i testsrc2=size=352x288:rate=25:duration=3 -c:v libx264 -pix_fmt "
      "yuv420p -color_range pc -colorspace bt709 cfr.mov",
-     0, 0, 0.0, 75, 0, 0},
+     0, 0, 0.0, 75, 0, 0, "fast"},
     {"odd444.mkv",
      "-f lavfi -i testsrc2=size=320x240:rate=24:duration=2 -vf scale=321:241 -c:v libx264 -pix_fmt "
      "yuv444p odd444.mkv",
-     0, 0, 0.0, 48, 0, 0},
+     0, 0, 0.0, 48, 0, 0, "fast"},
+    /* B-frames that are not references, most of them unsampled (20 of 300 frames sampled). */
+    {"bframes.mkv", SRC10 "-c:v mpeg4 -q:v 3 -bf 2 bframes.mkv", 0, 0, 0.0, 300, 0, 0, "fast"},
+    {"bframes.mp4", SRC10 "-c:v libx264 -bf 3 -b_strategy 0 -pix_fmt yuv420p bframes.mp4", 0, 0,
+     0.0, 300, 0, 0, "fast"},
+    {"mpeg2.ts", SRC10 "-c:v mpeg2video -q:v 3 -bf 2 -f mpegts mpeg2.ts", 0, 0, -1, 300, 0, 0,
+     "fast"},
     {"cfr.m3u8", SRC "-c:v libx264 -pix_fmt yuv420p -f hls -hls_time 1 -hls_list_size 0 cfr.m3u8",
-     0, 0, -1, 120, 0, 0},
+     0, 0, -1, 120, 0, 0, "fast"},
     /* Frames 0,1,2,3 at 0..3/30 s, then a gap of one frame period after every fourth frame. */
     {"vfr.mp4",
      SRC "-vf setpts='(N+floor(N/4))/30/TB' -vsync vfr -c:v libx264 -pix_fmt yuv420p "
          "vfr.mp4",
-     1, 0, 0.0, 120, 0, 0},
+     1, 0, 0.0, 120, 0, 0, "sequential"},
 };
 
 static int have_media;
+
+/* Which decoding path vg_media_read_video took, from its debug log. */
+static char last_path[32];
+static long long fast_decoded, fast_total;
+static void sink(int level, const char *module, const char *msg, void *opaque)
+{
+    (void)level;
+    (void)opaque;
+    if (strcmp(module, "media") != 0)
+        return;
+    const char *f = strstr(msg, "fast path: ");
+    if (f && sscanf(f, "fast path: %lld of %lld", &fast_decoded, &fast_total) == 2)
+        snprintf(last_path, sizeof last_path, "fast");
+    else if (strstr(msg, "sequential path"))
+        snprintf(last_path, sizeof last_path, "sequential");
+}
 
 static int setup(void **state)
 {
@@ -144,9 +168,15 @@ static void run_case(const e2e_case *c)
         sp.video_end = c->vend;
     }
     vg_video *v = NULL;
+    snprintf(last_path, sizeof last_path, "all frames");
+    int level = vg_log_get_level();
+    vg_log_set_level(VG_LOG_DEBUG);
+    vg_log_set_sink(sink, NULL);
     double t0 = vg_now_ms();
     r = vg_media_read_video(m, &sp, NULL, NULL, &v, err, sizeof err);
     double ms = vg_now_ms() - t0;
+    vg_log_set_sink(NULL, NULL);
+    vg_log_set_level(level);
     if (r)
         printf("%s: %s\n", c->name, err);
     assert_int_equal(r, 0);
@@ -157,9 +187,16 @@ static void run_case(const e2e_case *c)
     size_t full = (size_t)in->width * in->height * 3;
     int64_t nref = (int64_t)(ref_len / full);
     printf("%-11s %s/%s %dx%d %.3f fps, %lld frames (CLI decodes %lld), start %.3f, %d sampled "
-           "at %dx%d in %.1f ms\n",
+           "at %dx%d in %.1f ms (%s)\n",
            c->name, in->format, in->codec, in->width, in->height, in->fps,
-           (long long)in->total_frames, (long long)nref, in->start_time, v->T, v->W, v->H, ms);
+           (long long)in->total_frames, (long long)nref, in->start_time, v->T, v->W, v->H, ms,
+           last_path);
+    assert_string_equal(last_path, c->path);
+    if (!strcmp(c->path, "fast")) {
+        printf("            fast path: %lld of %lld frames decoded\n", fast_decoded, fast_total);
+        if (!strncmp(c->name, "bframes", 7) || !strcmp(c->name, "mpeg2.ts"))
+            assert_true(fast_decoded < fast_total * 3 / 4); /* B-frames were skipped */
+    }
     assert_int_equal(ref_len % full, 0);
     assert_int_equal(in->total_frames, c->frames);
     assert_int_equal(nref, in->total_frames);
