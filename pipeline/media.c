@@ -24,10 +24,17 @@
  * libswscale (full size, the frame's own matrix and range, swscale's default bicubic flags as the
  * ffmpeg CLI uses them) and then resized with vg_resize_rgb(); the others are dropped right after
  * decoding. Conversion and resizing run on worker threads (half the CPUs, 1 to 8) that receive
- * new references to the sampled frames through a bounded queue, so they overlap decoding. No frame
- * is skipped inside the decoder (skip_frame / non-reference discarding would change which frame is
- * the n-th one for some streams, so sampling would no longer be exact). Decoding stops at the last
- * sampled index.
+ * new references to the sampled frames through a bounded queue, so they overlap decoding. Decoding
+ * stops at the last sampled index.
+ *
+ * Fast path (decode_fast). Counting decoder outputs needs every frame decoded. For local H.264 and
+ * MPEG-1/2/4 files whose packets all sit on the grid start + index / fps, the index is known from
+ * the packet's PTS before decoding, so skip_frame = NONREF is set per packet for unsampled frames:
+ * a non-reference frame is never used for prediction, so every other frame decodes to the same
+ * pixels. This is exact only if the packet indices are 0, 1, 2, ... without gaps or repeats: that
+ * is verified up to the last sampled index, together with the decoded frames' order, and any
+ * deviation (VFR, a gap, a missing timestamp, a short file) reopens the input and decodes
+ * sequentially instead. Other codecs (VP8/9, HEVC, AV1, ...) are always decoded sequentially.
  *
  * Timestamps. Each decoded frame's time is (best_effort_timestamp - stream start) x time_base. If
  * every decoded frame up to the last sampled one lies within two time-base ticks of index / fps,
