@@ -12,7 +12,9 @@
  * run on several threads at once (each call has its own scratch).
  *  - A vg_seq (one sequence's KV cache) belongs to one thread at a time.
  *  - The BLAS work of one call runs on the calling thread plus at most params.n_threads - 1
- * helpers.
+ * helpers. OpenBLAS's thread count is process-wide (openblas_set_num_threads): vg_model_load()
+ * sets it to params.n_threads, so with several models in one process the last load decides. The
+ * engine's own element-wise work (norms, activations, softmax) runs on the calling thread.
  *  - Cancellation: the `cancel` flags passed in are read between layers and between tokens; setting
  * one from any thread makes the call return VG_ECANCELED soon after.
  *
@@ -229,7 +231,8 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
  * "vision.pos_embed", "vision.rope_freqs", "vision.block_out" (index = block), "vision.embeds",
  * "vision.deepstack" (index = tap), "text.hidden_in" (index = layer; index n_layers = final norm
  * input), "text.layer_out", "text.rope_cos", "text.rope_sin", "text.final_hidden". rows x cols,
- * row-major float32. Not for production paths: set it only when one thread uses the model.
+ * row-major float32; text tensors come once per prefill chunk (its rows, in order) and per decode
+ * step. Not for production paths: set it only when one thread uses the model.
  */
 typedef void (*vg_trace_fn)(const char *name, int index, const float *data, size_t rows,
                             size_t cols, void *opaque);
