@@ -8,6 +8,11 @@
  * DeepStack merger per tap (shuffle, LayerNorm over 4D, fc1, erf-GELU, fc2), run on the tapped
  * block's output right after that block.
  *
+ * Position embedding (§3.2): float32 linspace, float32 corner weights cast to the table's dtype
+ * before the products, summed in corner order. The engine's table is float32 (every weight is
+ * widened at load), so the cast is the identity, exactly as in the float32 reference run of the
+ * golden cases (vision_pos_embed matches bit for bit); a bf16 inference would round the weights.
+ *
  * Every sgemm runs over the whole slice; attention is one sgemm pair per head. All scratch of a
  * call comes from one allocation made at the start of the call, so concurrent calls on a shared
  * model never share memory (the model is read-only here; the trace hook is the exception and is
