@@ -12,6 +12,7 @@
 
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
+typedef uint32_t v4u __attribute__((vector_size(16)));
 
 static inline v4f vsel(v4i m, v4f a, v4f b)
 {
@@ -33,7 +34,7 @@ static inline v4f exp4(v4f x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    v4i e = (__builtin_convertvector(n, v4i) + 127) << 23;
+    v4u e = (v4u)(__builtin_convertvector(n, v4i) + 127) << 23; /* unsigned: no UB for NaN */
     return p * (v4f)e;
 }
 
