@@ -19,11 +19,12 @@ static inline v4f vsel(v4i m, v4f a, v4f b)
     return (v4f)((m & (v4i)a) | (~m & (v4i)b));
 }
 
-/* e^x for 4 lanes, x clamped to [-87, 88] (so never inf or a denormal); NaN stays NaN. */
+/* e^x for 4 lanes: 0 below -87, x clamped to 88 above (never inf or a denormal); NaN stays NaN. */
 static inline v4f exp4(v4f x)
 {
     const v4f lo = {-87.0f, -87.0f, -87.0f, -87.0f}, hi = {88.0f, 88.0f, 88.0f, 88.0f};
-    x = vsel(x < lo, lo, x);
+    const v4i under = x < lo; /* e^x < 2^-125: flushed to 0 like expf's tiny results */
+    x = vsel(under, lo, x);
     x = vsel(x > hi, hi, x);
     v4f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
     v4f r = x - n * 0.693359375f;
@@ -35,7 +36,8 @@ static inline v4f exp4(v4f x)
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     v4u e = (v4u)(__builtin_convertvector(n, v4i) + 127) << 23; /* unsigned: no UB for NaN */
-    return p * (v4f)e;
+    const v4f zero = {0.0f, 0.0f, 0.0f, 0.0f};
+    return vsel(under, zero, p * (v4f)e);
 }
 
 static inline v4f load4(const float *p)

@@ -189,6 +189,60 @@ static void test_linspace_long(void **state)
         assert_true(v[i] > v[i - 1] && fabsf(v[i] - 47.0f * i / 99.0f) < 1e-5f);
 }
 
+/* ---- element-wise kernels against the libm formulas ---- */
+
+static void test_ops(void **state)
+{
+    (void)state;
+    enum { N = 4099 }; /* not a multiple of 4: exercises the scalar tails */
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    float *u = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        x[i] = -20.0f + 40.0f * (float)i / (N - 1);
+        u[i] = 0.5f + (float)(i % 7);
+    }
+    memcpy(y, x, N * sizeof(float));
+    vg_gelu_tanh(y, N);
+    for (int i = 0; i < N; i++) {
+        double v = x[i],
+               ref = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        assert_true(fabs(y[i] - ref) <= 2e-6 * fmax(1.0, fabs(ref)));
+    }
+    memcpy(y, x, N * sizeof(float));
+    vg_silu_mul(y, u, N);
+    for (int i = 0; i < N; i++) {
+        double v = x[i], ref = v / (1.0 + exp(-v)) * u[i];
+        assert_true(fabs(y[i] - ref) <= 2e-6 * fmax(1.0, fabs(ref)));
+    }
+    /* softmax: matches exp(x - max) / sum within 1e-6 relative; sums to 1; huge ranges safe */
+    for (int n = 1; n <= 37; n += 6) {
+        float r[64], e[64];
+        double sum = 0;
+        for (int i = 0; i < n; i++)
+            r[i] = (float)((i * 37) % 23) * 3.5f - 40.0f;
+        float mx = r[0];
+        for (int i = 1; i < n; i++)
+            mx = fmaxf(mx, r[i]);
+        for (int i = 0; i < n; i++)
+            sum += exp((double)r[i] - mx);
+        memcpy(e, r, sizeof(float) * (size_t)n);
+        vg_softmax(e, (size_t)n);
+        double tot = 0;
+        for (int i = 0; i < n; i++) {
+            double ref = exp((double)r[i] - mx) / sum;
+            assert_true(fabs(e[i] - ref) <= 1e-6 * ref + 1e-30);
+            tot += e[i];
+        }
+        assert_true(fabs(tot - 1.0) < 1e-5);
+    }
+    float big[5] = {-1e30f, 0.0f, 1e30f, -200.0f, 88.5f};
+    vg_softmax(big, 5);
+    assert_true(big[2] == 1.0f && big[0] == 0.0f && big[1] == 0.0f);
+    free(x);
+    free(y);
+    free(u);
+}
+
 /* ---- sampler ---- */
 
 static vg_gen_params sample_params(void)
@@ -746,13 +800,13 @@ static void test_mmap_f32(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mrope_axes),      cmocka_unit_test(test_vision_positions),
-        cmocka_unit_test(test_linspace_long),   cmocka_unit_test(test_sampler_greedy),
-        cmocka_unit_test(test_sampler_top_p),   cmocka_unit_test(test_sampler_penalties),
-        cmocka_unit_test(test_sampler_seeded),  cmocka_unit_test(test_kv_consistency),
-        cmocka_unit_test(test_chunked_prefill), cmocka_unit_test(test_generate_and_cancel),
-        cmocka_unit_test(test_model_errors),    cmocka_unit_test(test_concurrent_slices),
-        cmocka_unit_test(test_mmap_f32),
+        cmocka_unit_test(test_mrope_axes),          cmocka_unit_test(test_vision_positions),
+        cmocka_unit_test(test_linspace_long),       cmocka_unit_test(test_ops),
+        cmocka_unit_test(test_sampler_greedy),      cmocka_unit_test(test_sampler_top_p),
+        cmocka_unit_test(test_sampler_penalties),   cmocka_unit_test(test_sampler_seeded),
+        cmocka_unit_test(test_kv_consistency),      cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_generate_and_cancel), cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_concurrent_slices),   cmocka_unit_test(test_mmap_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
