@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -88,12 +89,115 @@ static void test_bad_args(void **state)
     assert_int_equal(vg_cmd_golden(2, a2), 1);
 }
 
+/* A case whose files disagree with its manifest fails cleanly (exit 1, no crash): a truncated
+ * input_ids.bin, then a manifest whose shape for pixel_values_videos is wrong. */
+static void link_case(const char *src, const char *dst, const char *skip1, const char *skip2)
+{
+    DIR *d = opendir(src);
+    assert_non_null(d);
+    struct dirent *e;
+    char a[4400], b[4400];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, skip1) == 0 || strcmp(e->d_name, skip2) == 0)
+            continue;
+        snprintf(a, sizeof(a), "%s/%s", src, e->d_name);
+        snprintf(b, sizeof(b), "%s/%s", dst, e->d_name);
+        assert_int_equal(symlink(a, b), 0);
+    }
+    closedir(d);
+}
+
+static void write_bytes(const char *path, const char *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *d = malloc((size_t)len + 1);
+    assert_int_equal(fread(d, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    d[len] = '\0';
+    *n = (size_t)len;
+    return d;
+}
+
+static void rm_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[4400];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void test_corrupt_case(void **state)
+{
+    (void)state;
+    const char *g = shared_dir();
+    if (!g)
+        skip();
+    char src[4200];
+    snprintf(src, sizeof(src), "%s/tiny1", g);
+    struct stat st;
+    if (stat(src, &st) != 0)
+        skip();
+
+    char d1[] = "/tmp/vg-golden-bad-XXXXXX";
+    assert_non_null(mkdtemp(d1));
+    link_case(src, d1, "input_ids.bin", "");
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/input_ids.bin", src);
+    size_t n = 0;
+    char *ids = slurp(p, &n);
+    snprintf(p, sizeof(p), "%s/input_ids.bin", d1);
+    write_bytes(p, ids, n - 8); /* one id short */
+    free(ids);
+    char *a1[] = {"golden", "--threads", "1", d1, NULL};
+    assert_int_equal(vg_cmd_golden(4, a1), 1);
+    rm_dir(d1);
+
+    char d2[] = "/tmp/vg-golden-bad-XXXXXX";
+    assert_non_null(mkdtemp(d2));
+    link_case(src, d2, "manifest.json", "");
+    snprintf(p, sizeof(p), "%s/manifest.json", src);
+    char *man = slurp(p, &n);
+    char *at = strstr(man, "\"pixel_values_videos.bin\"");
+    assert_non_null(at);
+    at = strstr(at, "96");
+    assert_non_null(at);
+    at[1] = '5'; /* 96 patch rows -> 95: the file no longer matches its shape */
+    snprintf(p, sizeof(p), "%s/manifest.json", d2);
+    write_bytes(p, man, n);
+    free(man);
+    char *a2[] = {"golden", "--threads", "1", d2, NULL};
+    assert_int_equal(vg_cmd_golden(4, a2), 1);
+    rm_dir(d2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_tiny1),
         cmocka_unit_test(test_other_cases),
+        cmocka_unit_test(test_corrupt_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
