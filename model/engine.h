@@ -14,10 +14,12 @@
 #include "internal.h"
 #include "model.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define VG_MAX_DEEPSTACK 16
+#define VG_SCRATCH_POOL  4
 
 typedef struct vg_vis_block {
     const float *n1_w, *n1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
@@ -54,6 +56,11 @@ struct vg_model {
     vg_text_layer *layers;
     float *text_inv_freq;      /* [head_dim/2] */
     unsigned char *mrope_axis; /* [head_dim/2]: 0 = T, 1 = H, 2 = W */
+
+    /* scratch blocks kept for reuse by vision calls (vg_scratch_take/give), under pool_mu */
+    pthread_mutex_t pool_mu;
+    void *pool[VG_SCRATCH_POOL];
+    size_t pool_size[VG_SCRATCH_POOL];
 
     /* allocations owned by the model */
     void **owned;
@@ -131,6 +138,11 @@ int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed);
  * the mapping). */
 int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shape,
                     const float **out, char *err, size_t errlen);
+/* A scratch block of at least bytes from the model's pool (or malloc'd), and its return;
+ * thread-safe. Blocks stay allocated for the next call (glibc would otherwise unmap and re-fault
+ * them). */
+void *vg_scratch_take(vg_model *m, size_t bytes);
+void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
 

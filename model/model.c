@@ -78,10 +78,49 @@ int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shap
     return 0;
 }
 
+void *vg_scratch_take(vg_model *m, size_t bytes)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&m->pool_mu);
+    for (int i = 0; i < VG_SCRATCH_POOL; i++)
+        if (m->pool[i] && m->pool_size[i] >= bytes) {
+            p = m->pool[i];
+            m->pool[i] = NULL;
+            break;
+        }
+    pthread_mutex_unlock(&m->pool_mu);
+    return p ? p : malloc(bytes ? bytes : 1);
+}
+
+void vg_scratch_give(vg_model *m, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&m->pool_mu);
+    int slot = -1;
+    for (int i = 0; i < VG_SCRATCH_POOL && slot < 0; i++)
+        if (!m->pool[i])
+            slot = i;
+    for (int i = 0; i < VG_SCRATCH_POOL && slot < 0; i++) /* else replace a smaller block */
+        if (m->pool_size[i] < bytes)
+            slot = i;
+    void *drop = p;
+    if (slot >= 0) {
+        drop = m->pool[slot];
+        m->pool[slot] = p;
+        m->pool_size[slot] = bytes;
+    }
+    pthread_mutex_unlock(&m->pool_mu);
+    free(drop);
+}
+
 void vg_model_free(vg_model *m)
 {
     if (!m)
         return;
+    for (int i = 0; i < VG_SCRATCH_POOL; i++)
+        free(m->pool[i]);
+    pthread_mutex_destroy(&m->pool_mu);
     for (size_t i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
@@ -103,6 +142,7 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     vg_model *m = calloc(1, sizeof(*m));
     if (!m)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    pthread_mutex_init(&m->pool_mu, NULL);
     int rc = vg_model_config_load(dir, &m->info, &m->gen, err, errlen);
     if (rc < 0)
         goto fail;

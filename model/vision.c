@@ -13,10 +13,11 @@
  * widened at load), so the cast is the identity, exactly as in the float32 reference run of the
  * golden cases (vision_pos_embed matches bit for bit); a bf16 inference would round the weights.
  *
- * Every sgemm runs over the whole slice; attention is one sgemm pair per head. All scratch of a
- * call comes from one allocation made at the start of the call, so concurrent calls on a shared
- * model never share memory (the model is read-only here; the trace hook is the exception and is
- * documented as single-threaded).
+ * Every sgemm runs over the whole slice; attention is one sgemm pair per head (in blocks of rows
+ * for large slices). All scratch of a call is one block taken from the model's small scratch pool
+ * (vg_scratch_take) and given back at the end, so successive slices reuse the same memory and
+ * concurrent calls on a shared model never share it (the model is read-only here; the trace hook is
+ * the exception and is documented as single-threaded).
  */
 #include "engine.h"
 
@@ -218,16 +219,16 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[11] = 4 * N;     /* wt */
     for (int i = 0; i < 12; i++)
         nf += parts[i];
-    float *buf = malloc(nf * sizeof(float));
-    int *ibuf = malloc(6 * N * sizeof(int));
+    const size_t scratch_bytes = nf * sizeof(float) + 6 * N * sizeof(int);
+    float *buf = vg_scratch_take(m, scratch_bytes);
+    int *ibuf = buf ? (int *)(buf + nf) : NULL;
     vg_vision_out *vo = calloc(1, sizeof(*vo));
     if (vo) {
         vo->embeds = malloc(nm * O * sizeof(float));
         vo->deepstack = malloc((size_t)(nds > 0 ? nds : 1) * nm * O * sizeof(float));
     }
     if (!buf || !ibuf || !vo || !vo->embeds || !vo->deepstack) {
-        free(buf);
-        free(ibuf);
+        vg_scratch_give(m, buf, scratch_bytes);
         vg_vision_out_free(vo);
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory encoding a %dx%d slice", grid_h,
                        grid_w);
@@ -321,8 +322,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     merger_run(&m->merger, h, nm, MD, O, ln, t1, vo->embeds);
     trace(m, "vision.embeds", 0, vo->embeds, nm, O);
 done:
-    free(buf);
-    free(ibuf);
+    vg_scratch_give(m, buf, scratch_bytes);
     if (rc < 0) {
         vg_vision_out_free(vo);
         return rc;
