@@ -304,9 +304,11 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
     return 0;
 }
 
-/* Runs n rows (embedding already in s->x) at cache positions s->len.. with MRoPE positions pos
- * (row stride pos_stride). vis: per-row visual index or -1 (n entries) when deepstack applies.
- * Writes the final-normed rows needed and their logits. */
+/* Runs n rows (embeddings already in s->x) at cache positions s->len.. with MRoPE positions pos
+ * (row stride pos_stride), appending their K/V. ds (or NULL): DeepStack features
+ * [n_deepstack][n_vis] [D] of the whole prefill, of which this chunk's vision pad rows take those
+ * from vis_base on. Writes the final-normed rows needed and the logits (every row with all_logits,
+ * else the last row of the last chunk). Does not advance s->len. */
 static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, const int32_t *ids,
                    const float *ds, size_t n_vis, size_t vis_base, float *logits, int all_logits,
                    int last_chunk, const atomic_int *cancel, char *err, size_t errlen)
