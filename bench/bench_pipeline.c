@@ -196,10 +196,10 @@ int main(int argc, char **argv)
     double vigil_s = (best_open + best_read) / 1000.0;
 
     if (header) {
-        printf(
-            "| clip | sampled | size | decoded frames | vigil open s | vigil decode+sample+resize "
-            "s | vigil wall s | vigil fps | vigil CPU s | ffmpeg CLI wall s | ffmpeg CPU s | "
-            "wall ffmpeg/vigil | CPU ffmpeg/vigil |\n");
+        printf("| clip | sampled | size | frames up to the last sample | vigil open s | vigil "
+               "decode+sample+resize "
+               "s | vigil wall s | vigil fps | vigil CPU s | ffmpeg CLI wall s | ffmpeg CPU s | "
+               "wall ffmpeg/vigil | CPU ffmpeg/vigil |\n");
         printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     }
     char ffw[32] = "-", ffc[32] = "-", rw_s[32] = "-", rc_s[32] = "-";

@@ -125,7 +125,8 @@ struct vg_media {
     int eof_sent;
     int pkt_pending; /* pkt was refused with EAGAIN and must be sent again */
     int consumed;    /* packets were read since the last (re)open */
-    int dec_errors;
+    int dec_errors;  /* consecutive */
+    int64_t dec_errors_total;
     char last_dec_error[128];
     double last_pts_s; /* for next_frame when a frame has no timestamp */
     int have_last_pts;
@@ -749,6 +750,7 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
         if (r != AVERROR(EAGAIN)) {
             /* A damaged frame (reported by a frame thread): skip it as the ffmpeg CLI does. */
             averr(r, m->last_dec_error, sizeof m->last_dec_error);
+            m->dec_errors_total++;
             if (++m->dec_errors > MAX_DECODE_ERRORS)
                 return vg_fail(err, errlen, VG_EDECODE, "the decoder failed on '%.200s': %s.",
                                m->url, m->last_dec_error);
@@ -764,6 +766,8 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
                                m->dec->codec ? m->dec->codec->name : "video");
             m->pkt_pending = 0;
             av_packet_unref(m->pkt);
+            if (r < 0)
+                m->dec_errors_total++;
             if (r < 0 && ++m->dec_errors > MAX_DECODE_ERRORS)
                 return vg_fail(err, errlen, VG_EDECODE, "the decoder failed on '%.200s': %s.",
                                m->url, averr(r, eb, sizeof eb));
@@ -817,6 +821,7 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
             averr(r, m->last_dec_error, sizeof m->last_dec_error);
             vg_log(VG_LOG_DEBUG, "media", "%s: packet not decodable (%s)", m->url,
                    m->last_dec_error);
+            m->dec_errors_total++;
             if (++m->dec_errors > MAX_DECODE_ERRORS)
                 return vg_fail(err, errlen, VG_EDECODE, "the decoder failed on '%.200s': %s.",
                                m->url, m->last_dec_error);
@@ -1111,7 +1116,8 @@ static int decode_fast(vg_media *m, const slot *order, int n, uint8_t *rgb, size
     if (rc < 0)
         goto done;
     int next = 0;
-    int64_t prev = -1, outputs = 0;
+    int64_t prev = -1, outputs = 0, errors0 = m->dec_errors_total;
+    int reorder = 0;
     uint64_t last_progress = 0;
     while (next < n) {
         if (atomic_load(&pool.failed)) {
@@ -1132,9 +1138,14 @@ static int decode_fast(vg_media *m, const slot *order, int n, uint8_t *rgb, size
             rc = FALLBACK;
             goto out_pool;
         }
+        /* A frame the decoder failed on, or a reorder depth it had to raise (it then drops an
+         * out-of-order frame), would shift the reference's count: decode sequentially. */
+        if (prev < 0)
+            reorder = m->dec->has_b_frames;
         double t = (double)(ts - m->start_pts) * av_q2d(m->tb);
         int64_t idx = llround(t * fps);
-        if (idx <= prev || fabs(t - (double)idx / fps) > m->skip_tol) {
+        if (m->dec_errors_total != errors0 || m->dec->has_b_frames != reorder || idx <= prev ||
+            fabs(t - (double)idx / fps) > m->skip_tol) {
             rc = FALLBACK;
             goto out_pool;
         }
@@ -1183,7 +1194,7 @@ static int decode_fast(vg_media *m, const slot *order, int n, uint8_t *rgb, size
             classify_packet(m);
         av_packet_unref(m->pkt);
     }
-    if (m->skip_invalid || m->seen_upto_last != last + 1)
+    if (m->skip_invalid || m->seen_upto_last != last + 1 || m->dec_errors_total != errors0)
         rc = FALLBACK;
     else
         vg_log(VG_LOG_DEBUG, "media", "%s: fast path: %lld of %lld frames decoded", m->url,
