@@ -72,8 +72,9 @@ void vg_detok_free(vg_detok *d);
  * stores its length in *len. Invalid bytes that can never complete a character become U+FFFD at
  * once; an incomplete character waits for the next token. Text that does not fit in cap stays
  * pending and comes out with the next push or flush (nothing is lost); cap >= 3 *
- * vg_tokenizer_max_token_bytes() + 16 always holds one push (64 holds most tokens). Returns 0, or
- * VG_EINVAL for an unknown id or a zero cap. */
+ * vg_tokenizer_max_token_bytes() + 16 always holds one push (64 holds most tokens). An id the
+ * vocabulary does not define (an embedding padding row) gives no text. Returns 0, or VG_EINVAL for
+ * a negative id or a zero cap. */
 int vg_detok_push(vg_detok *d, int32_t id, char *out, size_t cap, size_t *len);
 /* Emits whatever is pending at the end of a stream, an incomplete character replaced by U+FFFD.
  * Returns 0 when all was written, VG_EMSGSIZE when cap was too small (call again for the rest). */

@@ -1322,8 +1322,15 @@ int vg_detok_push(vg_detok *d, int32_t id, char *out, size_t cap, size_t *len)
     if (!d || !out || cap == 0 || !len)
         return VG_EINVAL;
     const vg_tokenizer *t = d->tok;
-    if (id < 0 || (size_t)id >= t->n_ids || !(t->flags[id] & F_PRESENT))
+    if (id < 0)
         return VG_EINVAL;
+    /* Ids the vocabulary does not define (the padding rows of a model's embedding, which a model
+     * can still sample) decode to no text, as in Hugging Face's decoder. */
+    if ((size_t)id >= t->n_ids || !(t->flags[id] & F_PRESENT)) {
+        out[0] = '\0';
+        *len = 0;
+        return 0;
+    }
     if (!(d->skip_special && (t->flags[id] & F_SPECIAL))) {
         size_t m = t->raw_len[id];
         if (d->n + m > d->cap) {

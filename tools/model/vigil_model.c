@@ -9,21 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Weak fallbacks so the tool links while a subcommand's file is being written; the real definitions
- * in tools/model/cmd_*.c replace them. TODO(integration): removed once all four exist. */
-#define WEAK_CMD(fn, name)                                                                         \
-    __attribute__((weak)) int fn(int argc, char **argv)                                            \
-    {                                                                                              \
-        (void)argc;                                                                                \
-        (void)argv;                                                                                \
-        fprintf(stderr, "vigil-model: '%s' is not part of this build\n", name);                    \
-        return 1;                                                                                  \
-    }
-WEAK_CMD(vg_cmd_golden, "golden")
-WEAK_CMD(vg_cmd_tokenize, "tokenize")
-WEAK_CMD(vg_cmd_random, "random")
-WEAK_CMD(vg_cmd_bench, "bench")
-
 static const struct {
     const char *name;
     int (*fn)(int, char **);
