@@ -48,7 +48,7 @@ static int setup(void **state)
     snprintf(a, sizeof a, "%s -c:v libx264 -pix_fmt yuv420p -movflags +faststart fast.mp4", src);
     bad |= mt_ffmpeg(a);
     if (bad)
-        return 0;
+        return -1;
     mt_path(p_mp4, sizeof p_mp4, "a.mp4");
     mt_path(p_mkv, sizeof p_mkv, "b.mkv");
     mt_path(p_ts, sizeof p_ts, "c.ts");
@@ -87,7 +87,7 @@ static int setup(void **state)
     mt_path(a, sizeof a, "fast.mp4");
     bad |= mt_truncate_copy(a, p_trunc_fast, 0.6);
     have_media = !bad;
-    return 0;
+    return bad ? -1 : 0; /* ffmpeg is there but could not make the media: a failure */
 }
 
 static int teardown(void **state)
