@@ -246,10 +246,16 @@ static void test_next_frame_file(void **state)
     assert_int_equal(vg_media_next_frame(m, 40000, 40000, rgb, &t, err, sizeof err), VG_ELIMIT);
     free(rgb);
     /* After reading frames, read_video starts again from the first frame. */
-    vg_video *v = NULL;
+    vg_video *v = NULL, *w = NULL;
     assert_int_equal(vg_media_read_video(m, NULL, NULL, NULL, &v, err, sizeof err), 0);
     assert_int_equal(v->T, 8);
+    /* And again: the same frames and times. */
+    assert_int_equal(vg_media_read_video(m, NULL, NULL, NULL, &w, err, sizeof err), 0);
+    assert_int_equal(w->T, v->T);
+    assert_memory_equal(w->rgb, v->rgb, (size_t)v->T * v->H * v->W * 3);
+    assert_memory_equal(w->plan->frame_times, v->plan->frame_times, (size_t)v->T * sizeof(double));
     vg_video_free(v);
+    vg_video_free(w);
     vg_media_close(m);
 }
 
