@@ -734,6 +734,7 @@ static void classify_packet(vg_media *m)
 static int decode_next(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
+    uint64_t again_since = 0;
     if (!m->fmt || !m->dec)
         return vg_fail(err, errlen, VG_EIO, "'%.200s' could not be reopened after an error.",
                        m->url);
@@ -778,11 +779,18 @@ static int decode_next(vg_media *m, char *err, size_t errlen)
         r = av_read_frame(m->fmt, m->pkt);
         disarm(m);
         m->consumed = 1;
-        if (r == AVERROR(EAGAIN)) {
+        if (r == AVERROR(EAGAIN)) { /* a non-blocking demuxer: wait, within the read timeout */
+            uint64_t now = vg_now_ns();
+            if (!again_since)
+                again_since = now;
+            else if (now - again_since > (uint64_t)m->params.read_timeout_ms * 1000000u)
+                return vg_fail(err, errlen, VG_ETIMEDOUT, "no data from '%.200s' for %d ms.",
+                               m->url, m->params.read_timeout_ms);
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
             continue;
         }
+        again_since = 0;
         if (r < 0) {
             /* A stall met while earlier data was still being returned leaves its error in the
              * I/O context, and the next read only says "end of file". */
