@@ -549,14 +549,16 @@ static int count_packets(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     int64_t n = 0;
+    int again = 0;
     for (;;) {
         if (stop_requested(m))
             return vg_fail(err, errlen, VG_ECANCELED, "opening '%.200s' was cancelled.", m->url);
         arm(m, m->params.read_timeout_ms);
         int r = av_read_frame(m->fmt, m->pkt);
         disarm(m);
-        if (r == AVERROR(EAGAIN))
+        if (r == AVERROR(EAGAIN) && ++again < 1000)
             continue;
+        again = 0;
         if (r < 0) {
             if (r == AVERROR_EOF)
                 break;
