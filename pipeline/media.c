@@ -28,7 +28,8 @@
  * stops at the last sampled index.
  *
  * Fast path (decode_fast). Counting decoder outputs needs every frame decoded. For local H.264 and
- * MPEG-1/2/4 files whose packets all sit on the grid start + index / fps, the index is known from
+ * MPEG-1/2/4 files in containers with real per-packet PTS (mp4/mov, MKV/WebM, MPEG-TS, HLS) whose
+ * packets all sit on the grid start + index / fps, the index is known from
  * the packet's PTS before decoding, so skip_frame = NONREF is set per packet for unsampled frames:
  * a non-reference frame is never used for prediction, so every other frame decodes to the same
  * pixels. This is exact only if the packet indices are 0, 1, 2, ... without gaps or repeats: that
@@ -37,9 +38,10 @@
  * sequentially instead. Other codecs (VP8/9, HEVC, AV1, ...) are always decoded sequentially.
  *
  * Timestamps. Each decoded frame's time is (best_effort_timestamp - stream start) x time_base. If
- * every decoded frame up to the last sampled one lies within two time-base ticks of index / fps,
- * the stream is constant-frame-rate and the sampled frames get exactly index / fps (the reference's
- * value, §1.7); otherwise (variable frame rate) they get their real presentation times.
+ * every decoded frame up to the last sampled one lies within two time-base ticks of index / fps
+ * after the first frame's time, the stream is constant-frame-rate and the sampled frames get
+ * exactly index / fps (the reference's value, §1.7); otherwise (variable frame rate) they get their
+ * real presentation times.
  *
  * Short streams. If the stream ends before the last sampled index (a truncated file, or a header
  * count that was too high), the plan is recomputed with the number of frames actually decoded and
@@ -1085,6 +1087,12 @@ static int fast_eligible(const vg_media *m)
 {
     if (!m->is_file || m->start_pts == AV_NOPTS_VALUE || !(m->info.fps > 0) || !m->dec)
         return 0;
+    /* Only containers that store real presentation times per packet (AVI and raw streams
+     * synthesize them from the decode order, which would misname reordered frames). */
+    const char *f = m->fmt->iformat ? m->fmt->iformat->name : "";
+    if (!strstr(f, "mov") && !strstr(f, "matroska") && strcmp(f, "mpegts") != 0 &&
+        strcmp(f, "hls") != 0)
+        return 0;
     switch (m->dec->codec_id) {
     case AV_CODEC_ID_H264:
     case AV_CODEC_ID_MPEG4:
@@ -1284,6 +1292,7 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
     double fps = m->info.fps;
     double tol = 2.0 * av_q2d(m->tb) + 1e-9;
     int64_t base = m->start_pts;
+    double t0 = NAN;
     int cfr = 1;
     int next = 0;
     int64_t i = 0;
@@ -1308,8 +1317,14 @@ static int decode_plan(vg_media *m, vg_plan *plan, uint8_t *rgb, vg_progress_fn 
         if (rc < 0)
             goto out_pool;
         double t = frame_time(m, &base);
-        if (isnan(t) || fabs(t - (double)i / fps) > tol)
+        /* On the grid from the first timed frame: AVI with B-frames, for one, has every timestamp
+         * one frame late (taken from the decode order) and none on the last frame. A frame
+         * without a timestamp does not decide. */
+        if (!isnan(t) && isnan(t0)) {
+            t0 = t - (double)i / fps;
+        } else if (!isnan(t) && fabs((t - t0) - (double)i / fps) > tol) {
             cfr = 0;
+        }
         int first_pos = -1;
         while (next < n && order[next].index == i) {
             int pos = order[next].pos;

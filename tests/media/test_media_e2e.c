@@ -44,7 +44,7 @@ static const e2e_case cases[] = {
     {"cfr.ts", SRC "-c:v libx264 -pix_fmt yuv420p -f mpegts cfr.ts", 0, 0, -1, 120, 0, 0, "fast"},
     {"cfr.webm", SRC "-c:v libvpx -b:v 1M -deadline realtime -cpu-used 8 cfr.webm", 0, 0, 0.0, 120,
      0, 0, "all frames"},
-    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 cfr.avi", 0, 0, 0.0, 120, 0, 0, "fast"},
+    {"cfr.avi", SRC "-c:v mpeg4 -q:v 3 -bf 2 cfr.avi", 0, 0, 0.0, 120, 0, 0, "all frames"},
     {"cfr.mov",
      "-f lavfi -i testsrc2=size=352x288:rate=25:duration=3 -c:v libx264 -pix_fmt "
      "yuv420p -color_range pc -colorspace bt709 cfr.mov",
