@@ -1116,6 +1116,8 @@ static int decode_fast(vg_media *m, const slot *order, int n, uint8_t *rgb, size
 {
     int64_t last = order[n - 1].index;
     double fps = m->info.fps;
+    if (last >= ((int64_t)1 << 28)) /* a frame count from a lying header: no map that large */
+        return FALLBACK;
     uint8_t *map = calloc((size_t)(last + 1), 2);
     if (!map)
         return FALLBACK;
