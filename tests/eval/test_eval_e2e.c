@@ -1,0 +1,531 @@
+/*
+ * test_eval_e2e.c: `vigil eval` end to end: the real vigild on a random-weight tiny model, three
+ * tiny ffmpeg lavfi clips and a JSONL file with two positives, a negative, a line whose video does
+ * not exist and a malformed line, everything in a temporary directory.
+ *
+ * The random model's answers are noise, so the numbers are checked for consistency, not quality:
+ * counts, errors reported per line without aborting, every metric recomputed from the per-line
+ * results, each prediction equal to the first event of the daemon's own job, and the blind
+ * baseline: [0, 1] of clips whose truth covers the whole clip scores tIoU 1, and a fit on a
+ * training file whose truths all lie at 0.25..0.75 finds exactly those fractions.
+ */
+#define _XOPEN_SOURCE 700
+#include "common.h"
+#include "eval.h"
+#include "ipc.h"
+#include "pipeline.h"
+
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define BIN VG_BINARY_DIR
+
+static char dir[256], model[320], media[320], rt[320], st[320], cmd_url[400], jsonl[400],
+    train[400];
+static double dur_a; /* container duration of a.mp4 */
+static pid_t daemon_pid = -1;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Runs a shell command; captures stdout into out (if given). Returns the exit status. */
+static int sh(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = 0;
+    char buf[4096];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
+        if (out && n + 1 < cap) {
+            size_t k = VG_MIN(r, cap - 1 - n);
+            memcpy(out + n, buf, k);
+            n += k;
+        }
+    }
+    if (out && cap)
+        out[n] = 0;
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static cJSON *call(const char *req)
+{
+    vg_ipc_client *c;
+    char err[256];
+    if (vg_ipc_client_open(cmd_url, 5000, 0, 0, &c, err, sizeof err) < 0)
+        return NULL;
+    char *rep = NULL;
+    size_t rl;
+    int rc = vg_ipc_client_call(c, req, strlen(req), &rep, &rl);
+    vg_ipc_client_close(c);
+    if (rc < 0)
+        return NULL;
+    cJSON *o = cJSON_ParseWithLength(rep, rl);
+    free(rep);
+    return o;
+}
+
+static const cJSON *get(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *it = get(o, k);
+    return cJSON_IsNumber(it) ? it->valuedouble : NAN;
+}
+
+/* The random tokenizer has fewer ids than the preset's vocab_size; ids past the tokenizer cannot
+ * be detokenized, so the test model uses vocab_size = the tokenizer's size (as test_e2e.c). */
+static int make_model(void)
+{
+    char tmpm[400], cfg[400], err[256], path[500];
+    snprintf(tmpm, sizeof tmpm, "%s/model0", dir);
+    if (sh(NULL, 0, "'%s/tools/vigil-model' random --preset tiny --out '%s' >/dev/null 2>&1", BIN,
+           tmpm))
+        return -1;
+    char *data;
+    size_t len;
+    snprintf(path, sizeof path, "%s/tokenizer.json", tmpm);
+    if (vg_read_file(path, 1 << 26, &data, &len, err, sizeof err) < 0)
+        return -1;
+    cJSON *tok = cJSON_ParseWithLength(data, len);
+    free(data);
+    int max_id = -1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, get(get(tok, "model"), "vocab"))
+    {
+        max_id = VG_MAX(max_id, (int)it->valuedouble);
+    }
+    cJSON_ArrayForEach(it, get(tok, "added_tokens"))
+    {
+        max_id = VG_MAX(max_id, (int)num(it, "id"));
+    }
+    cJSON_Delete(tok);
+    snprintf(path, sizeof path, "%s/config.json", tmpm);
+    if (max_id < 0 || vg_read_file(path, 1 << 20, &data, &len, err, sizeof err) < 0)
+        return -1;
+    cJSON *c = cJSON_ParseWithLength(data, len);
+    free(data);
+    cJSON *tc = cJSON_GetObjectItemCaseSensitive(c, "text_config");
+    cJSON_ReplaceItemInObjectCaseSensitive(tc ? tc : c, "vocab_size",
+                                           cJSON_CreateNumber(max_id + 1));
+    char *s = cJSON_Print(c);
+    cJSON_Delete(c);
+    snprintf(cfg, sizeof cfg, "%s/config-small.json", dir);
+    FILE *f = fopen(cfg, "w");
+    if (!f || !s) {
+        if (f)
+            fclose(f);
+        free(s);
+        return -1;
+    }
+    fputs(s, f);
+    fclose(f);
+    free(s);
+    return sh(NULL, 0, "'%s/tools/vigil-model' random --config '%s' --out '%s' >/dev/null 2>&1",
+              BIN, cfg, model);
+}
+
+static int start_daemon(void)
+{
+    char log[400], conf[400];
+    snprintf(log, sizeof log, "%s/vigild.log", dir);
+    snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
+    FILE *f = fopen(conf, "w");
+    if (!f)
+        return -1;
+    fputs("max_queued_jobs = 8\n", f);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("WATCHDOG_USEC");
+        char roots[400];
+        snprintf(roots, sizeof roots, "media_roots=%s", media);
+        execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
+              rt, "--state-dir", st, "--set", roots, "--log-level", "notice", (char *)NULL);
+        _exit(127);
+    }
+    daemon_pid = pid;
+    double until = vg_now_ms() + 30000;
+    while (vg_now_ms() < until) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            daemon_pid = -1;
+            return -1;
+        }
+        cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
+        int ok = r && cJSON_IsTrue(get(r, "ok"));
+        cJSON_Delete(r);
+        if (ok)
+            return 0;
+        sleep_ms(50);
+    }
+    return -1;
+}
+
+static int stop_daemon(void)
+{
+    if (daemon_pid <= 0)
+        return -1;
+    kill(daemon_pid, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 1000; i++) {
+        if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid) {
+            daemon_pid = -1;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        sleep_ms(10);
+    }
+    kill(daemon_pid, SIGKILL);
+    waitpid(daemon_pid, &status, 0);
+    daemon_pid = -1;
+    return -1;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (access(BIN "/daemon/vigild", X_OK) || access(BIN "/tools/vigil", X_OK) ||
+        access(BIN "/tools/vigil-model", X_OK) || sh(NULL, 0, "ffmpeg -version >/dev/null 2>&1")) {
+        fprintf(stderr, "vigild, vigil, vigil-model or ffmpeg is missing\n");
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "/tmp/vg-eval-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(media, sizeof media, "%s/media", dir);
+    snprintf(rt, sizeof rt, "%s/run", dir);
+    snprintf(st, sizeof st, "%s/state", dir);
+    snprintf(cmd_url, sizeof cmd_url, "ipc://%s/vigil.cmd", rt);
+    snprintf(jsonl, sizeof jsonl, "%s/eval.jsonl", media);
+    snprintf(train, sizeof train, "%s/train.jsonl", dir);
+    mkdir(media, 0755);
+    if (make_model() != 0) {
+        fprintf(stderr, "cannot make the test model\n");
+        return -1;
+    }
+    if (sh(NULL, 0,
+           "cd '%s' && ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 "
+           "a.mp4 && ffmpeg -loglevel error -y -f lavfi -i color=c=red:size=128x96:rate=12 -t 4 "
+           "-c:v mpeg4 b.mkv && ffmpeg -loglevel error -y -f lavfi -i "
+           "testsrc=size=96x128:rate=15 -t 2.5 c.mp4",
+           media)) {
+        fprintf(stderr, "ffmpeg failed\n");
+        return -1;
+    }
+    /* The truth of a.mp4 is the whole clip as its container states it (the blind baseline reads
+     * the same duration); b.mkv's duration comes from the line. */
+    char a[400], err[256];
+    snprintf(a, sizeof a, "%s/a.mp4", media);
+    vg_media *m;
+    vg_media_params mp = vg_media_default_params();
+    if (vg_media_open(a, &mp, &m, err, sizeof err) < 0)
+        return -1;
+    dur_a = vg_media_get_info(m)->duration;
+    vg_media_close(m);
+    if (!(dur_a > 2.5 && dur_a < 3.5))
+        return -1;
+    char text[2048];
+    snprintf(text, sizeof text,
+             "{\"video\":\"a.mp4\",\"query\":\"When is the red box visible?\",\"start\":0,"
+             "\"end\":%.17g}\n"
+             "{\"video\":\"b.mkv\",\"query\":\"When does the green box appear?\",\"start\":0,"
+             "\"end\":4,\"duration\":4,\"source\":\"lavfi\"}\n"
+             "\n"
+             "{\"video\":\"%s/c.mp4\",\"query\":\"When is the blue box visible?\"}\n"
+             "{\"video\":\"missing.mp4\",\"query\":\"When is the white box visible?\",\"start\":1,"
+             "\"end\":2}\n"
+             "{\"video\":\"a.mp4\",\"query\":\"When\",\"start\":2}\n",
+             dur_a, media);
+    if (write_file(jsonl, text) || write_file(train, "{\"video\":\"t1.mp4\",\"query\":\"Q\","
+                                                     "\"start\":2.5,\"end\":7.5,\"duration\":10}\n"
+                                                     "{\"video\":\"t2.mp4\",\"query\":\"Q\","
+                                                     "\"start\":5,\"end\":15,\"duration\":20}\n"
+                                                     "{\"video\":\"t3.mp4\",\"query\":\"Q\"}\n"
+                                                     "{\"video\":\"t4.mp4\",\"query\":\"Q\","
+                                                     "\"start\":1,\"end\":3,\"duration\":4}\n"))
+        return -1;
+    if (start_daemon() != 0) {
+        fprintf(stderr, "vigild did not start; its log:\n");
+        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int rc = 0;
+    if (daemon_pid > 0 && stop_daemon() != 0) {
+        fprintf(stderr, "vigild did not exit cleanly\n");
+        rc = -1;
+    }
+    if (dir[0] && sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
+        fprintf(stderr, "sanitizer errors in the daemon log:\n");
+        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        rc = -1;
+    }
+    if (dir[0] && !getenv("VG_KEEP_TMP"))
+        sh(NULL, 0, "rm -rf '%s'", dir);
+    return rc;
+}
+
+/* Runs vigil eval with args; returns the parsed stdout (NULL when it is not JSON) and the exit
+ * status. stderr goes to dir/eval.err. */
+static cJSON *run_eval(const char *args, int *status)
+{
+    static char out[1 << 18];
+    *status = sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>'%s/eval.err'",
+                 BIN, rt, args, dir);
+    return cJSON_Parse(out);
+}
+
+static const cJSON *line_of(const cJSON *lines, int line)
+{
+    const cJSON *l;
+    cJSON_ArrayForEach(l, lines)
+    {
+        if ((int)num(l, "line") == line)
+            return l;
+    }
+    return NULL;
+}
+
+static void test_eval_json(void **state)
+{
+    (void)state;
+    char args[1024];
+    snprintf(args, sizeof args,
+             "'%s' --json --verbose --blind 0,1 --concurrency 2 --max-new-tokens 24 "
+             "--timeout-ms 60000",
+             jsonl);
+    int status;
+    cJSON *r = run_eval(args, &status);
+    if (!r)
+        sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
+    assert_non_null(r);
+    assert_int_equal(status, 1); /* two lines failed */
+    assert_int_equal(num(r, "n_lines"), 5);
+    assert_int_equal(num(r, "n_positive"), 2);
+    assert_int_equal(num(r, "n_negative"), 1);
+    assert_int_equal(num(r, "n_errors"), 2);
+    assert_true(num(r, "elapsed_s") > 0);
+    /* The errors name their lines: the missing video (refused by the daemon) and the line with a
+     * start but no end. */
+    const cJSON *errs = get(r, "errors");
+    assert_int_equal(cJSON_GetArraySize(errs), 2);
+    const cJSON *e0 = cJSON_GetArrayItem(errs, 0), *e1 = cJSON_GetArrayItem(errs, 1);
+    assert_int_equal(num(e0, "line"), 5);
+    assert_non_null(strstr(cJSON_GetStringValue(get(e0, "message")), "not_found"));
+    assert_int_equal(num(e1, "line"), 6);
+    assert_non_null(strstr(cJSON_GetStringValue(get(e1, "message")), "malformed"));
+    char errtext[4096];
+    assert_int_equal(sh(errtext, sizeof errtext, "cat '%s/eval.err'", dir), 0);
+    assert_non_null(strstr(errtext, "line 5 ("));
+    assert_non_null(strstr(errtext, "missing.mp4): ask: not_found"));
+    assert_non_null(strstr(errtext, "line 6 ("));
+
+    /* Every metric is what the per-line results give, and every prediction is the first event of
+     * the daemon's job. */
+    const cJSON *lines = get(r, "lines");
+    assert_int_equal(cJSON_GetArraySize(lines), 5);
+    vg_eval_acc acc, bacc;
+    memset(&acc, 0, sizeof acc);
+    memset(&bacc, 0, sizeof bacc);
+    const int scored[] = {1, 2, 4};
+    for (size_t k = 0; k < VG_ARRAY_LEN(scored); k++) {
+        const cJSON *l = line_of(lines, scored[k]);
+        assert_non_null(l);
+        assert_null(get(l, "error"));
+        const char *job = cJSON_GetStringValue(get(l, "job"));
+        assert_non_null(job);
+        char req[256];
+        snprintf(req, sizeof req, "{\"v\":1,\"op\":\"job\",\"job\":\"%s\"}", job);
+        cJSON *jr = call(req);
+        assert_true(jr && cJSON_IsTrue(get(jr, "ok")));
+        const cJSON *j = get(jr, "job");
+        assert_string_equal(cJSON_GetStringValue(get(j, "state")), "completed");
+        assert_string_equal(cJSON_GetStringValue(get(l, "text")),
+                            cJSON_GetStringValue(get(j, "text")));
+        int nev = cJSON_GetArraySize(get(j, "events"));
+        assert_int_equal(num(l, "n_events"), nev);
+        if (nev > 0) {
+            const cJSON *ev = cJSON_GetArrayItem(get(j, "events"), 0);
+            assert_float_equal(num(l, "pred_start"), fmin(num(ev, "start"), num(ev, "end")), 1e-9);
+            assert_float_equal(num(l, "pred_end"), fmax(num(ev, "start"), num(ev, "end")), 1e-9);
+        }
+        cJSON_Delete(jr);
+        if (cJSON_IsTrue(get(l, "positive"))) {
+            double t = nev ? vg_eval_tiou(num(l, "pred_start"), num(l, "pred_end"), num(l, "start"),
+                                          num(l, "end"))
+                           : 0;
+            assert_float_equal(num(l, "tiou"), t, 1e-12);
+            vg_eval_acc_positive(&acc, t);
+            /* --blind 0,1 on a truth that covers the whole clip. */
+            assert_float_equal(num(l, "blind_tiou"), 1.0, 1e-12);
+            vg_eval_acc_positive(&bacc, num(l, "blind_tiou"));
+        } else {
+            assert_int_equal(cJSON_IsTrue(get(l, "correct")), nev == 0);
+            vg_eval_acc_negative(&acc, nev == 0);
+            vg_eval_acc_negative(&bacc, 0);
+        }
+    }
+    assert_float_equal(num(line_of(lines, 1), "duration"), dur_a, 1e-9);
+    assert_float_equal(num(line_of(lines, 2), "duration"), 4, 0);
+    vg_eval_metrics m;
+    vg_eval_metrics_get(&acc, &m);
+    assert_float_equal(num(r, "mean_tiou"), m.mean_tiou, 1e-12);
+    assert_float_equal(num(r, "r_at_0_3"), m.r03, 1e-12);
+    assert_float_equal(num(r, "r_at_0_5"), m.r05, 1e-12);
+    assert_float_equal(num(r, "r_at_0_7"), m.r07, 1e-12);
+    assert_float_equal(num(r, "negative_accuracy"), m.negative_accuracy, 1e-12);
+    assert_float_equal(num(r, "mean_tiou_all"), m.mean_tiou_all, 1e-12);
+
+    const cJSON *b = get(r, "blind");
+    assert_true(cJSON_IsObject(b));
+    assert_float_equal(num(b, "a"), 0, 0);
+    assert_float_equal(num(b, "b"), 1, 0);
+    assert_string_equal(cJSON_GetStringValue(get(b, "fractions")), "given");
+    assert_float_equal(num(b, "mean_tiou"), 1.0, 1e-12);
+    assert_float_equal(num(b, "r_at_0_7"), 1.0, 0);
+    assert_float_equal(num(b, "negative_accuracy"), 0.0, 0);
+    assert_int_equal(num(b, "n_positive"), 2);
+    assert_int_equal(num(b, "n_negative"), 1);
+    assert_int_equal(num(b, "n_errors"), 0);
+    assert_float_equal(num(b, "mean_tiou_all"), 2.0 / 3.0, 1e-12);
+    assert_float_equal(num(r, "margin_tiou"), m.mean_tiou - 1.0, 1e-12);
+    assert_float_equal(num(r, "margin_tiou_all"), m.mean_tiou_all - 2.0 / 3.0, 1e-12);
+    cJSON_Delete(r);
+}
+
+static void test_eval_text_and_fit(void **state)
+{
+    (void)state;
+    /* The fit on train.jsonl: every truth at 0.25..0.75 of its clip (durations from the lines; the
+     * videos do not exist and are not needed). Text output, the first two lines only. */
+    char args[1024], out[8192];
+    snprintf(args, sizeof args,
+             "'%s' --blind-fit '%s' --max 2 --max-new-tokens 8 --greedy --concurrency 1", jsonl,
+             train);
+    int status =
+        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1", BIN, rt, args);
+    if (status != 0)
+        fprintf(stderr, "%s", out);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "2 lines, 2 positive, 0 negative, 0 errors"));
+    assert_non_null(strstr(out, "blind 0.25-0.75"));
+    assert_non_null(strstr(out, "fitted on"));
+    assert_non_null(strstr(out, "3 positives, mean tIoU 1.000"));
+    assert_non_null(strstr(out, "margin over the blind baseline"));
+
+    int st2;
+    snprintf(args, sizeof args, "'%s' --json --blind-fit '%s' --max 1 --max-new-tokens 8", jsonl,
+             train);
+    cJSON *r = run_eval(args, &st2);
+    assert_non_null(r);
+    assert_int_equal(st2, 0);
+    const cJSON *b = get(r, "blind");
+    assert_float_equal(num(b, "a"), 0.25, 1e-12);
+    assert_float_equal(num(b, "b"), 0.75, 1e-12);
+    assert_string_equal(cJSON_GetStringValue(get(b, "fractions")), "fitted");
+    assert_int_equal(num(b, "fit_n_positive"), 3);
+    assert_float_equal(num(b, "fit_mean_tiou"), 1.0, 1e-12);
+    /* a.mp4's truth is the whole clip: tIoU of [0.25, 0.75] is 0.5. */
+    assert_float_equal(num(b, "mean_tiou"), 0.5, 1e-9);
+    assert_null(get(r, "lines"));
+    cJSON_Delete(r);
+}
+
+static void test_usage_and_failures(void **state)
+{
+    (void)state;
+    char args[1024];
+    int status;
+    cJSON *r;
+    static const char *const bad[] = {
+        "",
+        "--blind 0.5,0.2 x.jsonl",
+        "--blind 0.5 x.jsonl",
+        "--blind 0,1 --blind-fit t.jsonl x.jsonl",
+        "--concurrency 0 x.jsonl",
+        "--max -3 x.jsonl",
+        "--bogus x.jsonl",
+        "a.jsonl b.jsonl",
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(bad); i++) {
+        r = run_eval(bad[i], &status);
+        cJSON_Delete(r);
+        if (status != 2)
+            fail_msg("vigil eval %s: status %d, not 2", bad[i], status);
+    }
+    /* A file that does not exist, and a daemon that is not there (no reply within --timeout). */
+    snprintf(args, sizeof args, "'%s/none.jsonl'", dir);
+    r = run_eval(args, &status);
+    assert_null(r);
+    assert_int_equal(status, 1);
+    double t0 = vg_now_ms();
+    char out[4096];
+    status = sh(out, sizeof out,
+                "'%s/tools/vigil' --runtime-dir '%s/nowhere' --timeout 300 eval --json '%s' 2>&1 "
+                ">/dev/null",
+                BIN, dir, jsonl);
+    assert_int_equal(status, 1);
+    assert_non_null(strstr(out, "lost contact"));
+    assert_true(vg_now_ms() - t0 < 10000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eval_json),
+        cmocka_unit_test(test_eval_text_and_fit),
+        cmocka_unit_test(test_usage_and_failures),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
