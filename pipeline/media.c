@@ -877,7 +877,10 @@ static int convert_frame(converter *cv, const AVFrame *f, uint8_t *dst, int dw, 
         cv->space = space;
         cv->range = range;
     }
-    int stride = FFALIGN(f->width * 3, 64);
+    /* swscale's SIMD RGB24 writers work on widths rounded up (to 8 or 16 pixels) and can leave the
+     * last columns unwritten when a row is only FFALIGN(width * 3, 64) bytes: give each row the
+     * room av_frame_get_buffer() and the ffmpeg CLI give it. */
+    int stride = FFALIGN(FFALIGN(f->width, 64) * 3, 64);
     size_t need = (size_t)stride * (size_t)f->height + 64;
     if (need > cv->full_size) {
         av_free(cv->full);
