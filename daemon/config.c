@@ -41,6 +41,9 @@ void vg_daemon_config_defaults(vg_daemon_config *c)
     c->result_ttl_s = 86400;
     c->max_frames_limit = 768;
     c->max_pixels_limit = 16384L * 32 * 32;
+    c->max_streams = 8;
+    c->stream_stall_timeout_s = 5;
+    c->stream_max_new_tokens = 64;
     snprintf(c->allowed_protocols, sizeof c->allowed_protocols, "http,https");
 }
 
@@ -144,6 +147,9 @@ static const char *const all_keys[] = {
     "max_pixels_limit",
     "media_roots",
     "allowed_protocols",
+    "max_streams",
+    "stream_stall_timeout_s",
+    "stream_max_new_tokens",
     NULL,
 };
 
@@ -164,6 +170,9 @@ static const char *const live_keys[] = {
     "max_pixels_limit",
     "media_roots",
     "allowed_protocols",
+    "max_streams",
+    "stream_stall_timeout_s",
+    "stream_max_new_tokens",
 };
 
 int vg_daemon_config_key_is_live(const char *key)
@@ -215,6 +224,9 @@ int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *v, ch
     INT(max_frames_limit, 2, 100000)
     DBL(job_deadline_s, 0.1, 1e7)
     DBL(result_ttl_s, 0, 1e9)
+    INT(max_streams, 0, 1024)
+    DBL(stream_stall_timeout_s, 0.2, 3600)
+    INT(stream_max_new_tokens, 1, 1 << 16)
     if (!strcmp(key, "max_pixels_limit")) {
         bad = parse_long(v, 1024, 1L << 34, &l);
         if (!bad)

@@ -49,6 +49,10 @@ typedef struct vg_daemon_config {
     char media_roots[VG_CFG_MAX_ROOTS][VG_CFG_STR]; /* realpath()'d */
     int n_media_roots;
     char allowed_protocols[256]; /* URL schemes accepted for media, comma-separated */
+    /* live streams (daemon/streams.c) */
+    int max_streams;               /* streams watched at once */
+    double stream_stall_timeout_s; /* no frame for this long: stalled, reconnect */
+    int stream_max_new_tokens;     /* token budget of one standing-question answer */
 } vg_daemon_config;
 
 /* Built-in defaults (runtime /run/vigil, state /var/lib/vigil, model models/demo). */
@@ -79,12 +83,24 @@ int vg_daemon_config_key_is_live(const char *key);
 /* ===================================================================================================
  * Protocol (docs/protocol.md): one JSON object per request, {"v":1,"op":...,"id":...}.
  */
-enum vg_op { VG_OP_ASK = 1, VG_OP_INFO, VG_OP_JOB, VG_OP_JOBS, VG_OP_CANCEL, VG_OP_SYNC };
+enum vg_op {
+    VG_OP_ASK = 1,
+    VG_OP_INFO,
+    VG_OP_JOB,
+    VG_OP_JOBS,
+    VG_OP_CANCEL,
+    VG_OP_SYNC,
+    VG_OP_WATCH,
+    VG_OP_UNWATCH,
+    VG_OP_STREAMS,
+    VG_OP_EVENTS
+};
 
-#define VG_PROTO_VERSION 1
-#define VG_ID_MAX        64   /* job ids and request ids (strings) */
-#define VG_TEXT_MAX      8192 /* question / system */
-#define VG_VIDEO_MAX     4096 /* path or URL */
+#define VG_PROTO_VERSION        1
+#define VG_ID_MAX               64   /* job ids and request ids (strings) */
+#define VG_TEXT_MAX             8192 /* question / system */
+#define VG_VIDEO_MAX            4096 /* path or URL */
+#define VG_STREAM_MAX_QUESTIONS 8    /* standing questions per stream */
 
 /* Error codes on the wire ("code" of an error reply). */
 #define VG_WIRE_BAD_JSON    "bad_json"
@@ -140,8 +156,15 @@ typedef struct vg_request {
     vg_req_sampling sampling;
     vg_req_generation gen;
     double deadline_s; /* 0 = default */
-    /* jobs */
+    /* jobs; events */
     int limit;
+    /* watch (the URL is in video), unwatch, events: the stream's name ("" when absent) */
+    char name[VG_ID_MAX + 1];
+    char *questions[VG_STREAM_MAX_QUESTIONS]; /* malloc'd */
+    int n_questions;
+    double stream_fps, window_s, update_s; /* 0 = default */
+    long stream_max_pixels;                /* 0 = default */
+    double since;                          /* events: sequence numbers above this */
 } vg_request;
 
 typedef struct vg_proto_limits {

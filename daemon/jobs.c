@@ -1039,6 +1039,10 @@ int vg_jobs_handle(vg_jobs *js, const vg_request *r, cJSON *reply, const char **
         return 0;
     }
     case VG_OP_INFO:
+    case VG_OP_WATCH: /* streams.c */
+    case VG_OP_UNWATCH:
+    case VG_OP_STREAMS:
+    case VG_OP_EVENTS:
         break;
     }
     *wire = VG_WIRE_INTERNAL;

@@ -14,6 +14,7 @@
 #include "jobs.h"
 #include "model.h"
 #include "pipeline.h"
+#include "streams.h"
 
 #include "common.h"
 
@@ -42,6 +43,8 @@ typedef struct daemon_ctx {
     int n_overrides;
     vg_model *model;
     vg_jobs *jobs;
+    vg_streams *streams;
+    int idle_pending; /* managers still stopping */
     vg_ipc_server *ipc;
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
@@ -128,12 +131,14 @@ static void print_config(const vg_daemon_config *c)
            "max_concurrent_decodes = %d\ninference_threads = %d\nmax_new_tokens_limit = %d\n"
            "default_max_new_tokens = %d\njob_deadline_s = %g\nresult_ttl_s = %g\n"
            "max_frames_limit = %d\nmax_pixels_limit = %ld\nallowed_protocols = %s\n"
+           "max_streams = %d\nstream_stall_timeout_s = %g\nstream_max_new_tokens = %d\n"
            "media_roots = ",
            c->model_dir, c->runtime_dir, c->state_dir, c->cmd_url, c->events_url, c->tcp_cmd_url,
            c->tcp_events_url, c->allow_remote ? "yes" : "no", c->socket_mode, c->log_level,
            c->max_message_size, c->max_queued_jobs, c->max_concurrent_decodes, c->inference_threads,
            c->max_new_tokens_limit, c->default_max_new_tokens, c->job_deadline_s, c->result_ttl_s,
-           c->max_frames_limit, c->max_pixels_limit, c->allowed_protocols);
+           c->max_frames_limit, c->max_pixels_limit, c->allowed_protocols, c->max_streams,
+           c->stream_stall_timeout_s, c->stream_max_new_tokens);
     for (int i = 0; i < c->n_media_roots; i++)
         printf("%s%s", i ? "," : "", c->media_roots[i]);
     printf("\n");
@@ -184,7 +189,8 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(m, "max_position_embeddings", mi->max_position_embeddings);
     cJSON *cap = cJSON_AddObjectToObject(o, "capabilities");
     cJSON_AddBoolToObject(cap, "video", mi->has_vision);
-    cJSON_AddBoolToObject(cap, "streams", 0);
+    cJSON_AddBoolToObject(cap, "streams", d->streams != NULL);
+    cJSON_AddNumberToObject(o, "streams", vg_streams_count(d->streams));
     int q, r, n;
     vg_jobs_counts(d->jobs, &q, &r, &n);
     cJSON_AddNumberToObject(o, "queue_depth", q);
@@ -232,9 +238,12 @@ static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, si
     cJSON *id = r.id_json[0] ? cJSON_Parse(r.id_json) : cJSON_CreateNull();
     cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
     cJSON_AddTrueToObject(o, "ok");
+    int is_stream_op = r.op == VG_OP_WATCH || r.op == VG_OP_UNWATCH || r.op == VG_OP_STREAMS ||
+                       r.op == VG_OP_EVENTS;
     if (r.op == VG_OP_INFO) {
         add_info(d, o);
-    } else if ((rc = vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
+    } else if ((rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
+                                  : vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
         cJSON_Delete(o);
         send_error(req, r.id_json, wire ? wire : VG_WIRE_INTERNAL, err);
         vg_request_clear(&r);
@@ -262,6 +271,14 @@ static void on_jobs_idle(void *opaque)
         uv_close((uv_handle_t *)&d->watchdog, on_closed_noop);
 }
 
+/* The job and stream managers stop in parallel; the last one to finish closes the rest. */
+static void on_part_idle(void *opaque)
+{
+    daemon_ctx *d = opaque;
+    if (--d->idle_pending == 0)
+        on_jobs_idle(d);
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     daemon_ctx *d = h->data;
@@ -272,7 +289,9 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     d->stopping = 1;
     vg_log(VG_LOG_NOTICE, MOD, "signal %d: stopping (cancelling running jobs)", signum);
     vg_sd_notify("STOPPING=1\nSTATUS=Stopping");
-    vg_jobs_shutdown(d->jobs, on_jobs_idle, d);
+    d->idle_pending = 2;
+    vg_streams_shutdown(d->streams, on_part_idle, d);
+    vg_jobs_shutdown(d->jobs, on_part_idle, d);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -311,6 +330,9 @@ static void on_hup(uv_signal_t *h, int signum)
     vg_journal_set_ttl(d->journal, c.result_ttl_s);
     o->max_frames_limit = c.max_frames_limit;
     o->max_pixels_limit = c.max_pixels_limit;
+    o->max_streams = c.max_streams;
+    o->stream_stall_timeout_s = c.stream_stall_timeout_s;
+    o->stream_max_new_tokens = c.stream_max_new_tokens;
     memcpy(o->media_roots, c.media_roots, sizeof o->media_roots);
     o->n_media_roots = c.n_media_roots;
     memcpy(o->allowed_protocols, c.allowed_protocols, sizeof o->allowed_protocols);
@@ -516,6 +538,11 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
     }
+    vg_streams_params sp = {d.loop, d.model, &d.cfg};
+    if (vg_streams_create(&sp, &d.streams, err, sizeof err) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "%s", err);
+        return 1;
+    }
     if (open_journal(&d, err, sizeof err) < 0) {
         vg_log(VG_LOG_ERR, MOD, "journal: %s", err);
         return 1;
@@ -538,6 +565,7 @@ int main(int argc, char **argv)
         return 1;
     }
     vg_jobs_set_ipc(d.jobs, d.ipc);
+    vg_streams_set_ipc(d.streams, d.ipc);
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -557,6 +585,7 @@ int main(int argc, char **argv)
     vg_sd_notify("READY=1\nSTATUS=Serving");
     uv_run(d.loop, UV_RUN_DEFAULT);
 
+    vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
     vg_journal_close(d.journal);
     vg_model_free(d.model);

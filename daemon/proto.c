@@ -53,6 +53,11 @@ void vg_request_clear(vg_request *r)
     free(r->question);
     free(r->system);
     r->video = r->question = r->system = NULL;
+    for (int i = 0; i < r->n_questions; i++) {
+        free(r->questions[i]);
+        r->questions[i] = NULL;
+    }
+    r->n_questions = 0;
 }
 
 struct ctx {
@@ -259,6 +264,10 @@ static const struct {
     {"jobs", VG_OP_JOBS, ",limit,"},
     {"cancel", VG_OP_CANCEL, ",job,"},
     {"sync", VG_OP_SYNC, ",job,"},
+    {"watch", VG_OP_WATCH, ",url,name,question,questions,fps,window_s,update_s,max_pixels,"},
+    {"unwatch", VG_OP_UNWATCH, ",name,"},
+    {"streams", VG_OP_STREAMS, ","},
+    {"events", VG_OP_EVENTS, ",name,since,limit,"},
 };
 
 static int field_allowed(const char *list, const char *k)
@@ -269,6 +278,92 @@ static int field_allowed(const char *list, const char *k)
     char pat[40];
     snprintf(pat, sizeof pat, ",%s,", k);
     return strstr(list, pat) != NULL;
+}
+
+static int get_stream_name(struct ctx *c, const cJSON *it, char *out)
+{
+    if (!cJSON_IsString(it) || !vg_proto_valid_job_id(it->valuestring))
+        return bad(c, VG_WIRE_BAD_REQUEST,
+                   "'%s' must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with '.')",
+                   "name");
+    snprintf(out, VG_ID_MAX + 1, "%s", it->valuestring);
+    return 0;
+}
+
+/* watch, unwatch and events (docs/protocol.md, "Live streams"). */
+static int parse_stream_op(struct ctx *c, const cJSON *root, const vg_proto_limits *lim,
+                           vg_request *r)
+{
+    int rc;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
+    if (name && (rc = get_stream_name(c, name, r->name)) < 0)
+        return rc;
+    if (r->op == VG_OP_UNWATCH || r->op == VG_OP_EVENTS) {
+        if (!name)
+            return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s'", "name");
+        if (r->op == VG_OP_UNWATCH)
+            return 0;
+        const cJSON *since = cJSON_GetObjectItemCaseSensitive(root, "since");
+        if (since && (rc = get_num(c, since, "since", 0, 9007199254740991.0, &r->since)) < 0)
+            return rc;
+        r->since = floor(r->since);
+        const cJSON *lm = cJSON_GetObjectItemCaseSensitive(root, "limit");
+        long l = 1000;
+        if (lm && (rc = get_int(c, lm, "limit", 1, 10000, &l)) < 0)
+            return rc;
+        r->limit = (int)l;
+        return 0;
+    }
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(root, "url");
+    if (!url)
+        return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s' (a stream URL or a file path)", "url");
+    if ((rc = get_str(c, url, "url", VG_VIDEO_MAX, &r->video)) < 0)
+        return rc;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "question");
+    const cJSON *qs = cJSON_GetObjectItemCaseSensitive(root, "questions");
+    if (q && (rc = get_str(c, q, "question", VG_TEXT_MAX, &r->questions[r->n_questions++])) < 0)
+        return rc;
+    if (qs) {
+        if (!cJSON_IsArray(qs))
+            return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be an array of strings", "questions");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, qs)
+        {
+            if (r->n_questions >= VG_STREAM_MAX_QUESTIONS) {
+                *c->wire = VG_WIRE_LIMIT;
+                return vg_fail(c->err, c->errlen, VG_ELIMIT,
+                               "a stream has at most %d standing questions",
+                               VG_STREAM_MAX_QUESTIONS);
+            }
+            if ((rc = get_str(c, it, "questions[]", VG_TEXT_MAX, &r->questions[r->n_questions++])) <
+                0)
+                return rc;
+        }
+    }
+    if (r->n_questions == 0)
+        return bad(c, VG_WIRE_BAD_REQUEST, "missing '%s' (one or more standing questions)",
+                   "question");
+    const cJSON *it;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "fps")) &&
+        (rc = get_num(c, it, "fps", 0.1, 30, &r->stream_fps)) < 0)
+        return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "window_s")) &&
+        (rc = get_num(c, it, "window_s", 1, 3600, &r->window_s)) < 0)
+        return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "update_s")) &&
+        (rc = get_num(c, it, "update_s", 0.1, 3600, &r->update_s)) < 0)
+        return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "max_pixels"))) {
+        if ((rc = get_int(c, it, "max_pixels", 1024, 1L << 34, &r->stream_max_pixels)) < 0)
+            return rc;
+        if (r->stream_max_pixels > lim->max_pixels) {
+            *c->wire = VG_WIRE_LIMIT;
+            return vg_fail(c->err, c->errlen, VG_ELIMIT,
+                           "max_pixels %ld is over this daemon's limit of %ld",
+                           r->stream_max_pixels, lim->max_pixels);
+        }
+    }
+    return 0;
 }
 
 static int parse_tree(struct ctx *c, const cJSON *root, const vg_proto_limits *lim, vg_request *r)
@@ -305,7 +400,9 @@ static int parse_tree(struct ctx *c, const cJSON *root, const vg_proto_limits *l
     if (which < 0) {
         *c->wire = VG_WIRE_UNKNOWN_OP;
         return vg_fail(c->err, c->errlen, VG_EINVAL,
-                       "unknown op '%.64s' (ask, info, job, jobs, cancel, sync)", op->valuestring);
+                       "unknown op '%.64s' (ask, info, job, jobs, cancel, sync, watch, unwatch, "
+                       "streams, events)",
+                       op->valuestring);
     }
     r->op = ops[which].op;
     for (const cJSON *it = root->child; it; it = it->next) {
@@ -338,7 +435,12 @@ static int parse_tree(struct ctx *c, const cJSON *root, const vg_proto_limits *l
         return 0;
     }
     case VG_OP_INFO:
+    case VG_OP_STREAMS:
         return 0;
+    case VG_OP_WATCH:
+    case VG_OP_UNWATCH:
+    case VG_OP_EVENTS:
+        return parse_stream_op(c, root, lim, r);
     case VG_OP_ASK:
         break;
     }

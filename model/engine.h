@@ -132,6 +132,14 @@ vg_model *vg_seq_model(const vg_seq *s);
  * running the model, since decode cost depends on the cache length and not its values. 0, or
  * VG_ELIMIT when n exceeds the capacity. */
 int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed);
+/* The KV cache of a sequence for window.c (vg_seq_remove): K and V as
+ * [n_layers][n_kv_heads][max_tokens][head_dim], and a pointer to the cached length. */
+typedef struct vg_seq_kv {
+    float *kc, *vc;
+    size_t max_tokens;
+    size_t *len;
+} vg_seq_kv;
+void vg_seq_kv_view(vg_seq *s, vg_seq_kv *out);
 
 /* ---- model.c: loader helpers ---- */
 /* A float32 view of tensor name with the given shape, owned by the model (copied/converted, or in

@@ -182,6 +182,14 @@ void vg_seq_free(vg_seq *s);
 size_t vg_seq_len(const vg_seq *s);
 /* Drops cached tokens from n_keep on (n_keep <= len). */
 int vg_seq_truncate(vg_seq *s, size_t n_keep);
+/* Removes count cached tokens starting at cache index start (start + count <= len); the later
+ * tokens move down and keep their cached keys and values, which already carry their rotary
+ * positions, so the sequence continues at the same positions (a caller that generates afterwards
+ * passes rope_delta = next position - vg_seq_len). Attention is relative in RoPE, so the gap left
+ * in the positions is harmless. Cost: one memmove per layer and KV head of the tokens after the
+ * range. Returns 0 or VG_EINVAL (bad range). Same thread rules as the other vg_seq_* calls
+ * (model/window.c). */
+int vg_seq_remove(vg_seq *s, size_t start, size_t count);
 
 typedef struct vg_prefill_input {
     const int32_t *ids; /* [n] token ids */

@@ -162,6 +162,14 @@ vg_model *vg_seq_model(const vg_seq *s)
     return s->m;
 }
 
+void vg_seq_kv_view(vg_seq *s, vg_seq_kv *out)
+{
+    out->kc = s->kc;
+    out->vc = s->vc;
+    out->max_tokens = s->max_tokens;
+    out->len = &s->len;
+}
+
 int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
 {
     if (!s || n > s->max_tokens)
