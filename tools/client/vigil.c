@@ -12,6 +12,7 @@
 #include "common.h"
 #include "eval.h"
 #include "ipc.h"
+#include "watch.h"
 
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -50,6 +51,9 @@ static void usage(FILE *f)
                "  jobs                 recent jobs\n"
                "  job ID               one job's state and full result\n"
                "  cancel ID            cancel a queued or running job\n"
+               "  watch URL QUESTION   standing question over a live stream (vigil watch --help)\n"
+               "  streams              watched streams; unwatch NAME stops one\n"
+               "  events NAME          a stream's published records (--since SEQ)\n"
                "  eval FILE.jsonl ...  benchmark the served model on Charades-STA-style lines\n"
                "                       (mean tIoU, R@0.3/0.5/0.7, negatives; see vigil eval "
                "--help)\n"
@@ -674,6 +678,10 @@ int main(int argc, char **argv)
         vg_eval_conn ec = {c.cmd_url, c.timeout_ms, c.json};
         return vg_cmd_eval(sub_argc, sub_argv, &ec);
     }
+    vg_watch_conn wc = {c.cmd_url, c.events_url, c.timeout_ms, c.json};
+    int src = vg_cmd_stream(sub_argc, sub_argv, &wc); /* watch, unwatch, streams, events */
+    if (src >= 0)
+        return src;
     if (!strcmp(cmd, "info") && positional == 0)
         return cmd_info(&c);
     if (!strcmp(cmd, "jobs") && positional == 0)
