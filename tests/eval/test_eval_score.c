@@ -295,12 +295,70 @@ static void test_prediction(void **state)
     assert_int_equal(pred("", &n, &s, &e), VG_EFORMAT);
 }
 
+/* Random mutations of valid lines and job objects: never a crash (run under ASan/UBSan), and a
+ * line is either accepted with sane fields or rejected with a reason. */
+static void test_fuzz(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "{\"video\":\"a.mp4\",\"query\":\"When?\",\"start\":1.5,\"end\":4,\"duration\":9}",
+        "{\"video\":\"/x/b.mkv\",\"question\":\"Q\",\"start\":null,\"end\":null}",
+        "{\"events\":[{\"start\":1,\"end\":2,\"label\":\"x\"}],\"text\":\"from 1 to 2 seconds\"}",
+        "{\"text\":\"The red box is visible from 00:01 to 00:04.5 seconds. [{\\\"start\\\":3}]\"}",
+    };
+    static const char alphabet[] = "{}[]\":,.-+eE0123456789 \\nulltruefalse\x01\xff\xc3";
+    unsigned r = 99;
+    char buf[512];
+    for (int iter = 0; iter < 20000; iter++) {
+        const char *seed = seeds[iter % VG_ARRAY_LEN(seeds)];
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n);
+        int edits = 1 + iter % 6;
+        for (int k = 0; k < edits; k++) {
+            r = r * 1103515245u + 12345u;
+            size_t pos = (r >> 8) % (n + 1);
+            r = r * 1103515245u + 12345u;
+            char ch = alphabet[(r >> 8) % (sizeof alphabet - 1)];
+            int op = (int)((r >> 20) % 3);
+            if (op == 0 && pos < n) {
+                buf[pos] = ch;
+            } else if (op == 1 && n + 1 < sizeof buf) {
+                memmove(buf + pos + 1, buf + pos, n - pos);
+                buf[pos] = ch;
+                n++;
+            } else if (pos < n) {
+                memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                n--;
+            }
+        }
+        vg_eval_item it;
+        memset(&it, 0, sizeof it);
+        char err[256];
+        int rc = vg_eval_parse_line(buf, n, "/base", &it, err, sizeof err);
+        if (rc == 0) {
+            assert_non_null(it.video);
+            assert_non_null(it.query);
+            assert_true(!it.positive || (it.start >= 0 && it.end >= it.start));
+            assert_true(it.duration >= 0);
+            vg_eval_item_clear(&it);
+        } else {
+            assert_int_equal(rc, VG_EFORMAT);
+            assert_null(it.video);
+        }
+        size_t ne;
+        double s, e;
+        if (vg_eval_job_prediction(buf, n, &ne, &s, &e, err, sizeof err) == 0 && ne > 0)
+            assert_true(isfinite(s) && isfinite(e) && s <= e);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiou),      cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_fit_blind), cmocka_unit_test(test_parse_line),
         cmocka_unit_test(test_load),      cmocka_unit_test(test_prediction),
+        cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

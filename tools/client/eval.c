@@ -487,7 +487,8 @@ typedef struct conn {
     const char *url;
     int timeout_ms;
     vg_ipc_client *cl;
-    int lost; /* consecutive requests without a reply */
+    int lost;     /* consecutive requests without a reply */
+    unsigned seq; /* request ids */
 } conn;
 
 static volatile sig_atomic_t interrupted;
@@ -504,14 +505,13 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static cJSON *new_req(const char *op)
+static cJSON *new_req(conn *c, const char *op)
 {
-    static unsigned seq;
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
     char id[48];
-    snprintf(id, sizeof id, "e%ld-%u", (long)getpid(), ++seq);
+    snprintf(id, sizeof id, "e%ld-%u", (long)getpid(), ++c->seq);
     if (!cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "op", op) ||
         !cJSON_AddStringToObject(o, "id", id)) {
         cJSON_Delete(o);
@@ -620,9 +620,7 @@ static void set_error(result *r, const char *fmt, ...)
  * r->status stays PENDING), -1 when the daemon gave no reply. */
 static int submit(conn *c, const opts *o, const vg_eval_item *it, result *r)
 {
-    cJSON *req = new_req("ask");
-    if (!req)
-        return -1;
+    cJSON *req = new_req(c, "ask"); /* NULL: conn_call reports it */
     cJSON_AddStringToObject(req, "video", it->video);
     cJSON_AddStringToObject(req, "question", it->query);
     cJSON_AddStringToObject(req, "job", r->job);
@@ -661,7 +659,7 @@ static int submit(conn *c, const opts *o, const vg_eval_item *it, result *r)
 
 static void cancel_job(conn *c, const char *job)
 {
-    cJSON *req = new_req("cancel");
+    cJSON *req = new_req(c, "cancel");
     if (!req)
         return;
     cJSON_AddStringToObject(req, "job", job);
@@ -673,9 +671,7 @@ static void cancel_job(conn *c, const char *job)
  * running, -1 when the daemon gave no reply. */
 static int poll_job(conn *c, const opts *o, const vg_eval_item *it, result *r)
 {
-    cJSON *req = new_req("job");
-    if (!req)
-        return -1;
+    cJSON *req = new_req(c, "job"); /* NULL: conn_call reports it */
     cJSON_AddStringToObject(req, "job", r->job);
     char err[512];
     cJSON *rep = conn_call(c, req, err, sizeof err);
