@@ -108,6 +108,12 @@ static inline uint8_t to_u8(float v)
     return (uint8_t)rintf(v);
 }
 
+/* Built twice (AVX2 and baseline x86-64, chosen at load time by the CPU) and at -O3 (see
+ * pipeline/CMakeLists.txt): the lane loops vectorize. ISO C mode keeps contraction off, so both
+ * clones round exactly like the reference's separate multiply and add. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 int vg_resize_rgb(const uint8_t *src, int sw, int sh, size_t src_stride, uint8_t *dst, int dw,
                   int dh)
 {
