@@ -161,7 +161,7 @@ static int start_daemon(void)
     FILE *f = fopen(conf, "w");
     if (!f)
         return -1;
-    fputs("max_queued_jobs = 8\n", f);
+    fputs("max_queued_jobs = 2\n", f); /* so that --concurrency 6 meets `busy` */
     fclose(f);
     pid_t pid = fork();
     if (pid < 0)
@@ -323,6 +323,11 @@ static cJSON *run_eval(const char *args, int *status)
     static char out[1 << 18];
     *status = sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>'%s/eval.err'",
                  BIN, rt, args, dir);
+    /* In the sanitizer build a report also exits with 1: look for one. */
+    if (sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/eval.err'", dir) == 0) {
+        sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
+        fail_msg("sanitizer report from vigil eval %s", args);
+    }
     return cJSON_Parse(out);
 }
 
@@ -458,6 +463,7 @@ static void test_eval_text_and_fit(void **state)
     if (status != 0)
         fprintf(stderr, "%s", out);
     assert_int_equal(status, 0);
+    assert_null(strstr(out, "Sanitizer"));
     assert_non_null(strstr(out, "2 lines, 2 positive, 0 negative, 0 errors"));
     assert_non_null(strstr(out, "blind 0.25-0.75"));
     assert_non_null(strstr(out, "fitted on"));
@@ -479,6 +485,33 @@ static void test_eval_text_and_fit(void **state)
     /* a.mp4's truth is the whole clip: tIoU of [0.25, 0.75] is 0.5. */
     assert_float_equal(num(b, "mean_tiou"), 0.5, 1e-9);
     assert_null(get(r, "lines"));
+    cJSON_Delete(r);
+}
+
+/* More jobs in flight than the daemon takes (max_queued_jobs = 2): `busy` replies are retried, so
+ * every line is still scored. */
+static void test_busy_retry(void **state)
+{
+    (void)state;
+    char path[400], text[4096] = "";
+    snprintf(path, sizeof path, "%s/many.jsonl", media);
+    for (int i = 0; i < 8; i++) {
+        size_t n = strlen(text);
+        snprintf(text + n, sizeof text - n,
+                 "{\"video\":\"c.mp4\",\"query\":\"When is box %d visible?\"%s}\n", i,
+                 i % 2 ? ",\"start\":0.5,\"end\":1.5" : "");
+    }
+    assert_int_equal(write_file(path, text), 0);
+    char args[1024];
+    snprintf(args, sizeof args, "'%s' --json --concurrency 6 --max-new-tokens 48 --greedy", path);
+    int status;
+    cJSON *r = run_eval(args, &status);
+    assert_non_null(r);
+    assert_int_equal(status, 0);
+    assert_int_equal(num(r, "n_positive"), 4);
+    assert_int_equal(num(r, "n_negative"), 4);
+    assert_int_equal(num(r, "n_errors"), 0);
+    assert_true(num(r, "busy_retries") > 0);
     cJSON_Delete(r);
 }
 
@@ -517,6 +550,7 @@ static void test_usage_and_failures(void **state)
                 BIN, dir, jsonl);
     assert_int_equal(status, 1);
     assert_non_null(strstr(out, "lost contact"));
+    assert_null(strstr(out, "Sanitizer"));
     assert_true(vg_now_ms() - t0 < 10000);
 }
 
@@ -525,6 +559,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval_json),
         cmocka_unit_test(test_eval_text_and_fit),
+        cmocka_unit_test(test_busy_retry),
         cmocka_unit_test(test_usage_and_failures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -487,8 +487,9 @@ typedef struct conn {
     const char *url;
     int timeout_ms;
     vg_ipc_client *cl;
-    int lost;     /* consecutive requests without a reply */
-    unsigned seq; /* request ids */
+    int lost;          /* consecutive requests without a reply */
+    unsigned seq;      /* request ids */
+    size_t busy_count; /* `busy` replies to ask (retried) */
 } conn;
 
 static volatile sig_atomic_t interrupted;
@@ -642,6 +643,7 @@ static int submit(conn *c, const opts *o, const vg_eval_item *it, result *r)
     if (!ok) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(rep, "error");
         if (!strcmp(jstr(e, "code", ""), "busy")) {
+            c->busy_count++;
             cJSON_Delete(rep);
             return 0;
         }
@@ -1147,6 +1149,7 @@ int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
         cJSON_AddNumberToObject(j, "n_lines", (double)s->n);
         add_metrics(j, &mm);
         cJSON_AddNumberToObject(j, "elapsed_s", elapsed);
+        cJSON_AddNumberToObject(j, "busy_retries", (double)c.busy_count);
         if (interrupted)
             cJSON_AddTrueToObject(j, "interrupted");
         if (o.have_blind) {
