@@ -469,6 +469,15 @@ static void test_eval_text_and_fit(void **state)
     assert_non_null(strstr(out, "fitted on"));
     assert_non_null(strstr(out, "3 positives, mean tIoU 1.000"));
     assert_non_null(strstr(out, "margin over the blind baseline"));
+    /* --verbose: one line per question and its answer on stderr. */
+    snprintf(args, sizeof args, "'%s' --verbose --max 2 --max-new-tokens 8", jsonl);
+    status = sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1 >/dev/null", BIN,
+                rt, args);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "line 1: truth 0.0-3.0, predicted "));
+    assert_non_null(strstr(out, "line 2: truth 0.0-4.0, predicted "));
+    assert_non_null(strstr(out, "    answer: "));
+    assert_null(strstr(out, "Sanitizer"));
 
     int st2;
     snprintf(args, sizeof args, "'%s' --json --blind-fit '%s' --max 1 --max-new-tokens 8", jsonl,

@@ -968,6 +968,22 @@ static int parse_args(int argc, char **argv, opts *o)
     return 0;
 }
 
+/* The first 120 bytes of an answer on one line of stderr (control characters as spaces). */
+static void print_answer(const char *text)
+{
+    if (!text)
+        return;
+    char buf[128];
+    size_t n = 0;
+    for (; text[n] && n < 120; n++)
+        buf[n] = (unsigned char)text[n] < 0x20 ? ' ' : text[n];
+    size_t cut = n;
+    while (text[n] && cut > 0 && ((unsigned char)text[cut] & 0xc0) == 0x80)
+        cut--; /* do not split a UTF-8 sequence */
+    buf[cut] = 0;
+    fprintf(stderr, "    answer: %s%s\n", buf, text[n] ? "..." : "");
+}
+
 /* Runs the model over every line; returns 0, or -1 when the daemon was lost. */
 static int run_model(conn *c, const opts *o, const vg_eval_set *s, result *res)
 {
@@ -1036,6 +1052,7 @@ static int run_model(conn *c, const opts *o, const vg_eval_set *s, result *res)
                 else
                     fprintf(stderr, "line %d: negative, %zu events predicted: %s\n", it->line,
                             r->n_events, r->n_events ? "wrong" : "right");
+                print_answer(r->text);
             }
         }
     }
