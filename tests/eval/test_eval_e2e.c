@@ -524,6 +524,78 @@ static void test_busy_retry(void **state)
     cJSON_Delete(r);
 }
 
+/* The job's final state as the daemon reports it, waiting up to 10 s for it to end. */
+static char *final_state(const char *job, char *out, size_t cap)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"job\",\"job\":\"%s\"}", job);
+    snprintf(out, cap, "?");
+    for (int i = 0; i < 500; i++) {
+        cJSON *r = call(req);
+        const char *js = cJSON_GetStringValue(get(get(r, "job"), "state"));
+        if (js)
+            snprintf(out, cap, "%s", js);
+        cJSON_Delete(r);
+        if (!strcmp(out, "completed") || !strcmp(out, "failed") || !strcmp(out, "cancelled"))
+            break;
+        sleep_ms(20);
+    }
+    return out;
+}
+
+/* A job without a result after --timeout-ms, and a run interrupted by SIGINT: the line is an error,
+ * the job is cancelled in the daemon, the results so far are printed. Greedy decoding on random
+ * weights never stops by itself, so 4096 tokens (seconds here) keep a job running long enough. */
+static void test_timeout_and_interrupt(void **state)
+{
+    (void)state;
+    char path[400], args[1024], stname[32];
+    snprintf(path, sizeof path, "%s/slow.jsonl", media);
+    assert_int_equal(write_file(path, "{\"video\":\"c.mp4\",\"query\":\"Q\",\"start\":0,"
+                                      "\"end\":1}\n{\"video\":\"c.mp4\",\"query\":\"Q2\"}\n"),
+                     0);
+    snprintf(args, sizeof args,
+             "'%s' --json --verbose --max 1 --timeout-ms 200 --greedy --max-new-tokens 4096", path);
+    int status;
+    cJSON *r = run_eval(args, &status);
+    assert_non_null(r);
+    assert_int_equal(status, 1);
+    assert_int_equal(num(r, "n_errors"), 1);
+    assert_int_equal(num(r, "n_positive"), 0);
+    const cJSON *l = cJSON_GetArrayItem(get(r, "lines"), 0);
+    assert_non_null(strstr(cJSON_GetStringValue(get(l, "error")), "no result after 200 ms"));
+    assert_string_equal(final_state(cJSON_GetStringValue(get(l, "job")), stname, sizeof stname),
+                        "cancelled");
+    cJSON_Delete(r);
+
+    /* SIGINT after a second: the jobs in flight are cancelled, the output still comes. */
+    static char out[1 << 16];
+    status = sh(out, sizeof out,
+                "timeout --preserve-status -s INT 1 '%s/tools/vigil' --runtime-dir '%s' eval '%s' "
+                "--json --verbose --greedy --max-new-tokens 4096 2>/dev/null",
+                BIN, rt, path);
+    assert_int_equal(status, 1);
+    r = cJSON_Parse(out);
+    assert_non_null(r);
+    assert_true(cJSON_IsTrue(get(r, "interrupted")));
+    /* The second job waits for the first (one model thread), so at least it was in flight. */
+    assert_true(num(r, "n_errors") >= 1);
+    const cJSON *it;
+    int n_err = 0;
+    cJSON_ArrayForEach(it, get(r, "lines"))
+    {
+        const char *e = cJSON_GetStringValue(get(it, "error"));
+        if (!e)
+            continue;
+        n_err++;
+        assert_non_null(strstr(e, "interrupted"));
+        assert_string_equal(
+            final_state(cJSON_GetStringValue(get(it, "job")), stname, sizeof stname), "cancelled");
+    }
+    assert_int_equal(n_err, num(r, "n_errors"));
+    cJSON_Delete(r);
+}
+
 static void test_usage_and_failures(void **state)
 {
     (void)state;
@@ -566,9 +638,8 @@ static void test_usage_and_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_eval_json),
-        cmocka_unit_test(test_eval_text_and_fit),
-        cmocka_unit_test(test_busy_retry),
+        cmocka_unit_test(test_eval_json),          cmocka_unit_test(test_eval_text_and_fit),
+        cmocka_unit_test(test_busy_retry),         cmocka_unit_test(test_timeout_and_interrupt),
         cmocka_unit_test(test_usage_and_failures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
