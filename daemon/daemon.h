@@ -163,6 +163,7 @@ typedef struct vg_request {
     char *questions[VG_STREAM_MAX_QUESTIONS]; /* malloc'd */
     int n_questions;
     double stream_fps, window_s, update_s; /* 0 = default */
+    double speed;                          /* files: playback rate; 0 = native (1) */
     long stream_max_pixels;                /* 0 = default */
     double since;                          /* events: sequence numbers above this */
 } vg_request;

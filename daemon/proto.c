@@ -264,7 +264,7 @@ static const struct {
     {"jobs", VG_OP_JOBS, ",limit,"},
     {"cancel", VG_OP_CANCEL, ",job,"},
     {"sync", VG_OP_SYNC, ",job,"},
-    {"watch", VG_OP_WATCH, ",url,name,question,questions,fps,window_s,update_s,max_pixels,"},
+    {"watch", VG_OP_WATCH, ",url,name,question,questions,fps,window_s,update_s,max_pixels,speed,"},
     {"unwatch", VG_OP_UNWATCH, ",name,"},
     {"streams", VG_OP_STREAMS, ","},
     {"events", VG_OP_EVENTS, ",name,since,limit,"},
@@ -352,6 +352,9 @@ static int parse_stream_op(struct ctx *c, const cJSON *root, const vg_proto_limi
         return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "update_s")) &&
         (rc = get_num(c, it, "update_s", 0.1, 3600, &r->update_s)) < 0)
+        return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "speed")) &&
+        (rc = get_num(c, it, "speed", 0.1, 1000, &r->speed)) < 0)
         return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "max_pixels"))) {
         if ((rc = get_int(c, it, "max_pixels", 1024, 1L << 34, &r->stream_max_pixels)) < 0)

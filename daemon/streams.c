@@ -10,7 +10,7 @@
  * `reconnecting` with exponential backoff (0.5 s doubling to 30 s); a file that ends is `ended`.
  * Stream time is the first session's presentation time minus its first frame's; after a reconnect
  * it continues from the last frame plus the wall-clock gap, so it never goes back. Files (not live)
- * are paced at their native rate.
+ * are paced at their native rate times the stream's speed knob (replays, soak tests).
  *
  * One stream inference thread serves every stream, round-robin, one unit of work per stream per
  * turn (encode and append one pair, or answer the standing questions once), so no stream starves
@@ -182,7 +182,7 @@ struct stream {
     char name[VG_ID_MAX + 1];
     char *url, *resolved;
     int is_url;
-    double fps, window_s, update_s;
+    double fps, window_s, update_s, speed;
     long max_pixels;
     int nq;
     char *qtext[VG_STREAM_MAX_QUESTIONS];
@@ -624,7 +624,7 @@ static void *reader_main(void *arg)
             if (have_last && t <= last_t)
                 continue; /* a repeated or reordered timestamp */
             if (paced) {
-                double due = sess_mono0 + (pts - sess_first) * 1000.0;
+                double due = sess_mono0 + (pts - sess_first) * 1000.0 / s->speed;
                 if (due > mono && nap(s, (due - mono) / 1000.0))
                     break;
             }
@@ -1323,6 +1323,7 @@ static cJSON *stream_json(const stream *s)
     cJSON_AddNumberToObject(o, "window_s", s->window_s);
     cJSON_AddNumberToObject(o, "update_s", s->update_s);
     cJSON_AddNumberToObject(o, "max_pixels", (double)s->max_pixels);
+    cJSON_AddNumberToObject(o, "speed", s->speed);
     cJSON_AddNumberToObject(o, "created", s->created);
     cJSON_AddNumberToObject(o, "frames", (double)atomic_load(&s->frames));
     cJSON_AddNumberToObject(o, "pairs", (double)atomic_load(&s->n_pairs));
@@ -1416,6 +1417,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->fps = r->stream_fps > 0 ? r->stream_fps : DEFAULT_FPS;
     s->window_s = r->window_s > 0 ? r->window_s : DEFAULT_WINDOW;
     s->update_s = r->update_s > 0 ? r->update_s : DEFAULT_UPDATE;
+    s->speed = r->speed > 0 ? r->speed : 1.0;
     s->max_pixels = r->stream_max_pixels > 0 ? r->stream_max_pixels
                                              : VG_MIN(DEFAULT_PIXELS, ss->cfg->max_pixels_limit);
     s->window_s = VG_MAX(s->window_s, 2.0 / s->fps);
