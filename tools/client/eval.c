@@ -1113,6 +1113,16 @@ int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
         fprintf(stderr, "vigil eval: out of memory\n");
         goto out;
     }
+    /* Which model is being evaluated; also a quick check that vigild is there at all. */
+    char model_name[128];
+    cJSON *info = conn_call(&c, new_req(&c, "info"), err, sizeof err);
+    if (!info) {
+        fprintf(stderr, "vigil eval: %s; is vigild running?\n", err);
+        goto out;
+    }
+    snprintf(model_name, sizeof model_name, "%s",
+             jstr(cJSON_GetObjectItemCaseSensitive(info, "model"), "name", "?"));
+    cJSON_Delete(info);
     signal(SIGINT, on_sigint);
     int lost = run_model(&c, &o, s, res) < 0;
     signal(SIGINT, SIG_DFL);
@@ -1163,6 +1173,7 @@ int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
     if (o.json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "file", o.file);
+        cJSON_AddStringToObject(j, "model", model_name);
         cJSON_AddNumberToObject(j, "n_lines", (double)s->n);
         add_metrics(j, &mm);
         cJSON_AddNumberToObject(j, "elapsed_s", elapsed);
@@ -1242,8 +1253,9 @@ int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
         free(txt);
         cJSON_Delete(j);
     } else {
-        printf("vigil eval %s: %zu lines, %zu positive, %zu negative, %zu errors, %.1f s\n", o.file,
-               s->n, mm.n_positive, mm.n_negative, mm.n_errors, elapsed);
+        printf("vigil eval %s (model %s): %zu lines, %zu positive, %zu negative, %zu errors, "
+               "%.1f s\n",
+               o.file, model_name, s->n, mm.n_positive, mm.n_negative, mm.n_errors, elapsed);
         printf("%-18s %9s %7s %7s %7s %10s %9s %6s %6s %6s\n", "", "mean tIoU", "R@0.3", "R@0.5",
                "R@0.7", "negatives", "all", "pos", "neg", "errors");
         print_metrics_line("model", &mm);
