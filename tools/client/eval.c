@@ -580,6 +580,7 @@ enum { PENDING, RUNNING, SCORED, FAILED };
 
 typedef struct result {
     int status;
+    int asked; /* an ask was sent (the job may exist even without a reply) */
     char job[80];
     double t_submit;
     size_t n_events;
@@ -632,6 +633,7 @@ static int submit(conn *c, const opts *o, const vg_eval_item *it, result *r)
     if (cJSON_GetArraySize(o->generation))
         cJSON_AddItemToObject(req, "generation", cJSON_Duplicate(o->generation, 1));
     char err[512];
+    r->asked = 1;
     cJSON *rep = conn_call(c, req, err, sizeof err);
     if (!rep) {
         if (c->lost)
@@ -1057,10 +1059,12 @@ static int run_model(conn *c, const opts *o, const vg_eval_set *s, result *res)
         }
     }
     if (interrupted) {
-        for (int k = 0; k < nslots; k++) {
-            cancel_job(c, res[slots[k]].job);
-            set_error(&res[slots[k]], "interrupted (job cancelled)");
-        }
+        /* Every job that may exist: running ones, and asks whose reply the signal cut short. */
+        for (size_t i = 0; i < s->n; i++)
+            if (res[i].asked && (res[i].status == RUNNING || res[i].status == PENDING)) {
+                cancel_job(c, res[i].job);
+                set_error(&res[i], "interrupted (job cancelled)");
+            }
     }
     return 0;
 }
