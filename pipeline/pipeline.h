@@ -202,8 +202,8 @@ void vg_prompt_free(vg_prompt *p);
  * temporal slice of merged_h x merged_w tokens (a run of another length is VG_EINVAL). Writes
  * pos[3][n] (t, h, w rows) into the caller's buffer and *rope_delta (max position + 1 - n). Pure;
  * any thread. */
-int vg_prompt_positions(const int32_t *ids, size_t n, int32_t video_pad, int merged_h,
-                        int merged_w, int32_t *pos, int32_t *rope_delta, char *err, size_t errlen);
+int vg_prompt_positions(const int32_t *ids, size_t n, int32_t video_pad, int merged_h, int merged_w,
+                        int32_t *pos, int32_t *rope_delta, char *err, size_t errlen);
 
 /* ===================================================================================================
  * Answer parsing: model text to events in seconds.
