@@ -636,6 +636,64 @@ static void test_timeout_and_interrupt(void **state)
     cJSON_Delete(r);
 }
 
+/* vigild dies in the middle of a run: the run stops after a few requests without a reply, prints
+ * what it has and exits 1. The daemon is started again for the tests that follow. */
+static void test_daemon_lost(void **state)
+{
+    (void)state;
+    char path[400], outpath[400];
+    snprintf(path, sizeof path, "%s/slow.jsonl", media);
+    snprintf(outpath, sizeof outpath, "%s/lost.out", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0)
+            _exit(127);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(BIN "/tools/vigil", "vigil", "--runtime-dir", rt, "--timeout", "300", "eval", path,
+              "--json", "--greedy", "--max-new-tokens", "4096", (char *)NULL);
+        _exit(127);
+    }
+    /* Once a job runs, kill the daemon without letting it answer anything more. */
+    int running = 0;
+    for (int i = 0; i < 1000 && !running; i++) {
+        cJSON *jr = call("{\"v\":1,\"op\":\"jobs\",\"limit\":10}");
+        const cJSON *j;
+        cJSON_ArrayForEach(j, get(jr, "jobs"))
+        {
+            const char *js = cJSON_GetStringValue(get(j, "state"));
+            running |= js && !strcmp(js, "running");
+        }
+        cJSON_Delete(jr);
+        if (!running)
+            sleep_ms(10);
+    }
+    assert_true(running);
+    kill(daemon_pid, SIGKILL);
+    waitpid(daemon_pid, NULL, 0);
+    daemon_pid = -1;
+    double t0 = vg_now_ms();
+    int wst = 0;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    assert_true(vg_now_ms() - t0 < 15000);
+    assert_true(WIFEXITED(wst));
+    assert_int_equal(WEXITSTATUS(wst), 1);
+    char *text, err[256];
+    size_t tl;
+    assert_int_equal(vg_read_file(outpath, 1 << 20, &text, &tl, err, sizeof err), 0);
+    assert_non_null(strstr(text, "lost contact with vigild"));
+    assert_null(strstr(text, "Sanitizer"));
+    const char *brace = strchr(text, '{');
+    cJSON *r = brace ? cJSON_Parse(brace) : NULL;
+    free(text);
+    assert_non_null(r);
+    assert_int_equal(num(r, "n_errors"), 2);
+    cJSON_Delete(r);
+    assert_int_equal(start_daemon(), 0);
+}
+
 static void test_usage_and_failures(void **state)
 {
     (void)state;
@@ -678,9 +736,9 @@ static void test_usage_and_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_eval_json),          cmocka_unit_test(test_eval_text_and_fit),
-        cmocka_unit_test(test_busy_retry),         cmocka_unit_test(test_timeout_and_interrupt),
-        cmocka_unit_test(test_usage_and_failures),
+        cmocka_unit_test(test_eval_json),   cmocka_unit_test(test_eval_text_and_fit),
+        cmocka_unit_test(test_busy_retry),  cmocka_unit_test(test_timeout_and_interrupt),
+        cmocka_unit_test(test_daemon_lost), cmocka_unit_test(test_usage_and_failures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
