@@ -7,7 +7,9 @@
  * counts, errors reported per line without aborting, every metric recomputed from the per-line
  * results, each prediction equal to the first event of the daemon's own job, and the blind
  * baseline: [0, 1] of clips whose truth covers the whole clip scores tIoU 1, and a fit on a
- * training file whose truths all lie at 0.25..0.75 finds exactly those fractions.
+ * training file whose truths all lie at 0.25..0.75 finds exactly those fractions. Also: `busy`
+ * replies retried, --timeout-ms and SIGINT cancelling the jobs in flight, vigild killed mid-run,
+ * usage errors, and no sanitizer report from vigil in the sanitizer build.
  */
 #define _XOPEN_SOURCE 700
 #include "common.h"
