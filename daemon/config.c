@@ -357,7 +357,7 @@ int vg_daemon_config_finish(vg_daemon_config *c, char *err, size_t errlen)
                            strerror(errno));
         if (strlen(real) >= VG_CFG_STR)
             return vg_fail(err, errlen, VG_EINVAL, "media root '%s' is too long", real);
-        snprintf(c->media_roots[i], VG_CFG_STR, "%s", real);
+        memcpy(c->media_roots[i], real, strlen(real) + 1); /* fits: checked just above */
     }
     for (const char *p = c->allowed_protocols; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == ',' || *p == '+' || *p == '-' || *p == '.'))
