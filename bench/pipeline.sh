@@ -2,7 +2,7 @@
 # bench/pipeline.sh [BUILD_DIR]: decode + sample + resize throughput of vigil's media pipeline next
 # to the ffmpeg CLI doing the same sampling and scaling, on a 10-minute 1080p30 H.264 clip generated
 # once (testsrc2, x264 ultrafast: no B-frames) and cached, plus a 1-minute clip with B-frames (x264
-# veryfast). Prints a markdown table (see docs/bench-pipeline.md). Environment: VG_BENCH_CACHE (default /tmp/vigil-bench), VG_BENCH_REPEAT
+# veryfast). Prints a markdown table (see docs/benchmarks.md, "Media pipeline"). Environment: VG_BENCH_CACHE (default /tmp/vigil-bench), VG_BENCH_REPEAT
 # (runs per tool, alternating, best kept; default 2).
 set -eu
 BUILD=${1:-build}
