@@ -698,6 +698,26 @@ static void test_several_streams(void **state)
         assert_true(wait_rec(from, names[i], "answer", NULL, 0, 20000) >= 0);
         assert_true(wait_rec(from, names[i], "answer", NULL, 1, 20000) >= 0);
     }
+    /* A clip job runs while the streams do (its own inference thread): it completes. */
+    char req[1024];
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"ask\",\"job\":\"clip1\",\"video\":\"%s\",\"question\":\"What "
+             "happens?\",\"generation\":{\"max_new_tokens\":8}}",
+             f);
+    r = call(req);
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    int done = 0;
+    double until = vg_now_ms() + 30000;
+    while (!done && vg_now_ms() < until) {
+        pump(100);
+        r = call("{\"v\":1,\"op\":\"job\",\"job\":\"clip1\"}");
+        const char *stj = jstr(cJSON_GetObjectItemCaseSensitive(r, "job"), "state");
+        done = !strcmp(stj, "completed");
+        assert_true(strcmp(stj, "failed") && strcmp(stj, "cancelled"));
+        cJSON_Delete(r);
+    }
+    assert_true(done);
     /* The 5 s file, paced at its native rate, ends. */
     assert_true(wait_rec(from, "file", "state", "ended", -1, 20000) >= 0);
     const cJSON *rec = cJSON_GetArrayItem(seen, find_rec(from, "file", "state", "ended", -1));
@@ -711,9 +731,9 @@ static void test_several_streams(void **state)
         cJSON_GetObjectItemCaseSensitive(info, "capabilities"), "streams")));
     cJSON_Delete(info);
     for (int i = 0; i < 3; i++) {
-        char req[128];
-        snprintf(req, sizeof req, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", names[i]);
-        r = call(req);
+        char ureq[128];
+        snprintf(ureq, sizeof ureq, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", names[i]);
+        r = call(ureq);
         assert_true(is_ok(r));
         cJSON_Delete(r);
     }
