@@ -575,7 +575,7 @@ static void *reader_main(void *arg)
 {
     stream *s = arg;
     load_log(s);
-    post_state(s, SS_CONNECTING, s->url);
+    post_state(s, SS_CONNECTING, NULL); /* not the URL: it may carry credentials */
     double backoff = BACKOFF_MIN_S;
     double last_t = 0, last_mono = 0, next_tick = 0;
     int have_last = 0, file_ended = 0, first = 1;

@@ -123,12 +123,12 @@ static const char *err_code(const cJSON *r)
 
 /* ---- processes ---------------------------------------------------------------------------- */
 
-/* Starts an ffmpeg that sends a 160x120 test pattern at 10 fps to udp://127.0.0.1:port in real
- * time (extra: more filter text, e.g. a drawbox). Returns its slot. */
-static int start_source(int port, const char *extra)
+/* Starts an ffmpeg that sends lavfi (NULL: a 160x120 test pattern at 10 fps) to
+ * udp://127.0.0.1:port in real time. Returns its slot. */
+static int start_source(int port, const char *lavfi)
 {
     char in[512], out[128];
-    snprintf(in, sizeof in, "testsrc2=size=160x120:rate=10%s", extra ? extra : "");
+    snprintf(in, sizeof in, "%s", lavfi ? lavfi : "testsrc2=size=160x120:rate=10");
     snprintf(out, sizeof out, "udp://127.0.0.1:%d?pkt_size=1316", port);
     pid_t pid = fork();
     if (pid < 0)
@@ -825,14 +825,16 @@ static void test_demo_box_events(void **state)
     char err[256];
     assert_int_equal(vg_ipc_sub_open(ev_url, "stream/", &sub, err, sizeof err), 0);
     sleep_ms(200);
-    int src = start_source(port_base + 7, ",drawbox=x=40:y=30:w=60:h=50:color=red:t=fill:"
-                                          "enable='between(t,4,9)'");
+    /* As the demo's training clips: a muted solid background, a filled red box. */
+    int src = start_source(port_base + 7,
+                           "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
+                           "color=0xE12323:t=fill:enable='between(t,4,9)'");
     assert_true(src >= 0);
     char req[512];
     snprintf(req, sizeof req,
              "{\"v\":1,\"op\":\"watch\",\"name\":\"demo\",\"url\":\"udp://127.0.0.1:%d\","
              "\"question\":\"When is the red box visible?\",\"fps\":2,\"window_s\":8,"
-             "\"update_s\":1}",
+             "\"update_s\":1,\"max_pixels\":9216}",
              port_base + 7);
     int from = cJSON_GetArraySize(seen);
     cJSON *r = call(req);
