@@ -743,6 +743,59 @@ static void test_several_streams(void **state)
     kill_source(s2);
 }
 
+/* A 100 s file replayed at 20x: the window slides (start and end advance, its length stays within
+ * window_s) and is rebased from the cached vision outputs whenever the relative timestamps would
+ * pass 40 s, so the base follows the stream and end - base stays within 40 s plus a pair. */
+static void test_replay_window_rebase(void **state)
+{
+    (void)state;
+    char f[400], req[1024];
+    snprintf(f, sizeof f, "%s/long.ts", media);
+    assert_int_equal(sh(NULL, 0,
+                        "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                        "testsrc2=size=160x120:rate=4 -t 100 -c:v mpeg2video -g 8 '%s'",
+                        f),
+                     0);
+    int from = cJSON_GetArraySize(seen);
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"watch\",\"name\":\"replay\",\"url\":\"%s\",\"question\":"
+             "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
+             f);
+    cJSON *r = call(req);
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_rec(from, "replay", "state", "ended", -1, 30000) >= 0);
+    cJSON *si = stream_info("replay");
+    assert_non_null(si);
+    printf("replay: %.0f pairs, %.0f rebases\n", jnum(si, "pairs"), jnum(si, "rebases"));
+    assert_true(jnum(si, "rebases") >= 3); /* the first pair, then about every 34 s */
+    assert_true(jnum(si, "pairs") >= 45);
+    cJSON_Delete(si);
+    int n = 0;
+    double last_end = -1, max_base = 0;
+    for (int i = find_rec(from, "replay", "answer", NULL, 0); i >= 0;
+         i = find_rec(i + 1, "replay", "answer", NULL, 0)) {
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, i), "window");
+        double ws = jnum(w, "start"), we = jnum(w, "end"), base = jnum(w, "base");
+        assert_true(we - ws <= 6.0 + 1e-6);
+        assert_true(base <= ws + 1e-6);
+        assert_true(we - base <= 40.0 + 1.5);
+        assert_true(we >= last_end);
+        last_end = we;
+        max_base = fmax(max_base, base);
+        n++;
+    }
+    printf("replay: %d answers, last window end %.1f s, largest base %.1f s\n", n, last_end,
+           max_base);
+    assert_true(n >= 10);
+    assert_true(last_end > 90);
+    assert_true(max_base > 50);
+    r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"replay\"}");
+    assert_true(is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_gone("replay", 10000));
+}
+
 static void test_bad_requests(void **state)
 {
     (void)state;
@@ -869,7 +922,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_live_drop_reconnect_log), cmocka_unit_test(test_events_since),
         cmocka_unit_test(test_several_streams),         cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_demo_box_events),
+        cmocka_unit_test(test_replay_window_rebase),    cmocka_unit_test(test_demo_box_events),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
