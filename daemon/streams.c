@@ -43,7 +43,9 @@
  * recent records for `events`. Workers send it messages through a bounded queue and a uv_async.
  * The reader thread loads the log at start (last sequence number, recent records) and opens it;
  * the janitor thread closes the logs of removed streams, so the loop never touches a file.
- * A stream is freed on the loop once both its reader and the inference thread let go of it.
+ * A stream is freed on the loop once its reader and the inference thread have let go of it and the
+ * janitor has closed its log (until then it stays in the table as `stopping`, so watching the same
+ * name again reads a complete log).
  */
 #define _XOPEN_SOURCE 700
 #include "streams.h"
@@ -203,6 +205,7 @@ struct stream {
     size_t ring_n, ring_head; /* oldest at ring_head */
     vg_journal *log;
     int reader_running, infer_running, removing, loaded;
+    int closing; /* the janitor owns log until M_LOG_CLOSED */
     pthread_t reader;
     stream *next;
 
@@ -222,7 +225,7 @@ struct stream {
     stream *i_next;
 };
 
-enum msg_type { M_LOADED, M_PUBLISH, M_READER_DONE, M_INFER_DONE };
+enum msg_type { M_LOADED, M_PUBLISH, M_READER_DONE, M_INFER_DONE, M_LOG_CLOSED };
 
 typedef struct smsg {
     enum msg_type type;
@@ -1137,8 +1140,12 @@ static void *janitor_main(void *arg)
 {
     vg_streams *ss = arg;
     void *item;
-    while (vg_queue_pop(ss->janitor_q, &item, -1) == 0)
-        vg_journal_close(item);
+    while (vg_queue_pop(ss->janitor_q, &item, -1) == 0) {
+        stream *s = item;
+        vg_journal_close(s->log);
+        s->log = NULL;
+        post_simple(s, M_LOG_CLOSED);
+    }
     return NULL;
 }
 
@@ -1204,19 +1211,27 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
 
 static void check_idle(vg_streams *ss);
 
+/* Frees a removed stream once its threads are done and its log is closed. The log is closed by the
+ * janitor (it fsyncs) while the stream stays in the table as "stopping", so a new watch of the same
+ * name cannot read the log before its last records are on disk. */
 static void maybe_free(vg_streams *ss, stream *s)
 {
-    if (!s->removing || s->reader_running || s->infer_running)
+    if (!s->removing || s->reader_running || s->infer_running || s->closing)
         return;
+    if (s->log) {
+        s->closing = 1;
+        if (vg_queue_push(ss->janitor_q, s, 0) == 0)
+            return;
+        s->closing = 0;
+        vg_journal_close(s->log); /* the janitor's queue is full or gone: rare */
+        s->log = NULL;
+    }
     stream **pp = &ss->head;
     while (*pp && *pp != s)
         pp = &(*pp)->next;
     if (*pp)
         *pp = s->next;
     ss->n_streams--;
-    if (s->log && vg_queue_push(ss->janitor_q, s->log, 0) < 0)
-        vg_journal_close(s->log); /* the janitor is gone: only at destruction */
-    s->log = NULL;
     vg_log(VG_LOG_INFO, MOD, "stream %s removed", s->name);
     stream_free(s);
 }
@@ -1256,6 +1271,10 @@ static void handle_msg(vg_streams *ss, smsg *m)
         break;
     case M_INFER_DONE:
         s->infer_running = 0;
+        maybe_free(ss, s);
+        break;
+    case M_LOG_CLOSED:
+        s->closing = 0;
         maybe_free(ss, s);
         break;
     }
@@ -1583,6 +1602,17 @@ void vg_streams_destroy(vg_streams *ss)
     if (ss->infer_started)
         pthread_join(ss->infer, NULL);
     void *item;
+    if (ss->janitor_q) {
+        vg_queue_close(ss->janitor_q);
+        if (ss->janitor_started)
+            pthread_join(ss->janitor, NULL);
+        while (vg_queue_pop(ss->janitor_q, &item, 0) == 0) {
+            stream *s = item;
+            vg_journal_close(s->log);
+            s->log = NULL;
+        }
+        vg_queue_destroy(ss->janitor_q);
+    }
     if (ss->msgs) {
         while (vg_queue_pop(ss->msgs, &item, 0) == 0) {
             smsg *m = item;
@@ -1600,14 +1630,6 @@ void vg_streams_destroy(vg_streams *ss)
         if (s->log)
             vg_journal_close(s->log);
         stream_free(s);
-    }
-    if (ss->janitor_q) {
-        vg_queue_close(ss->janitor_q);
-        if (ss->janitor_started)
-            pthread_join(ss->janitor, NULL);
-        while (vg_queue_pop(ss->janitor_q, &item, 0) == 0)
-            vg_journal_close(item);
-        vg_queue_destroy(ss->janitor_q);
     }
     pthread_mutex_destroy(&ss->mu);
     pthread_cond_destroy(&ss->cond);
