@@ -849,7 +849,7 @@ static void test_bad_requests(void **state)
     cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
     assert_true(is_ok(r));
     cJSON_Delete(r);
-    assert_true(vg_now_ms() - t0 < 500);
+    assert_true(vg_now_ms() - t0 < 1500); /* generous: CI machines are loaded */
     for (int i = 0; i < 4; i++) {
         char req[128], name[16];
         snprintf(name, sizeof name, "n%d", i);
