@@ -796,6 +796,59 @@ static void test_replay_window_rebase(void **state)
     assert_true(wait_gone("replay", 10000));
 }
 
+/* The client: `vigil watch` (no --name: the default name) prints the stream's records as JSON lines
+ * for --for seconds; `vigil streams` lists it; `vigil unwatch` stops it. */
+static void test_cli_watch(void **state)
+{
+    (void)state;
+    int src = start_source(port_base + 1, NULL);
+    assert_true(src >= 0);
+    char out[1 << 16];
+    assert_int_equal(sh(out, sizeof out,
+                        "'%s/tools/vigil' --runtime-dir '%s' watch udp://127.0.0.1:%d 'What "
+                        "happens?' --question 'Is there a red box?' --fps 2 --window 4 --update 1 "
+                        "--for 6 --json",
+                        BIN, rt, port_base + 1),
+                     0);
+    /* First line: the stream; then records of that stream only. */
+    char *nl = strchr(out, '\n');
+    assert_non_null(nl);
+    *nl = 0;
+    cJSON *st0 = cJSON_Parse(out);
+    assert_non_null(st0);
+    char name[64];
+    snprintf(name, sizeof name, "%s", jstr(st0, "name"));
+    assert_true(!strncmp(name, "cam", 3));
+    cJSON_Delete(st0);
+    int states = 0, answers[2] = {0, 0};
+    for (char *p = nl + 1, *e; *p; p = e + 1) {
+        e = strchr(p, '\n');
+        if (!e)
+            break;
+        *e = 0;
+        cJSON *o = cJSON_Parse(p);
+        assert_non_null(o);
+        assert_string_equal(jstr(o, "stream"), name);
+        if (!strcmp(jstr(o, "kind"), "state"))
+            states++;
+        if (!strcmp(jstr(o, "kind"), "answer"))
+            answers[(int)jnum(o, "question") & 1]++;
+        cJSON_Delete(o);
+    }
+    assert_true(states >= 2); /* connecting, live */
+    assert_true(answers[0] >= 1 && answers[1] >= 1);
+    assert_int_equal(sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' streams", BIN, rt),
+                     0);
+    assert_non_null(strstr(out, name));
+    assert_int_equal(
+        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' unwatch %s", BIN, rt, name), 0);
+    assert_true(wait_gone(name, 10000));
+    assert_int_not_equal(
+        sh(NULL, 0, "'%s/tools/vigil' --runtime-dir '%s' unwatch %s 2>/dev/null", BIN, rt, name),
+        0);
+    kill_source(src);
+}
+
 static void test_bad_requests(void **state)
 {
     (void)state;
@@ -920,9 +973,13 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     atexit(kill_all);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_live_drop_reconnect_log), cmocka_unit_test(test_events_since),
-        cmocka_unit_test(test_several_streams),         cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_replay_window_rebase),    cmocka_unit_test(test_demo_box_events),
+        cmocka_unit_test(test_live_drop_reconnect_log),
+        cmocka_unit_test(test_events_since),
+        cmocka_unit_test(test_several_streams),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_cli_watch),
+        cmocka_unit_test(test_replay_window_rebase),
+        cmocka_unit_test(test_demo_box_events),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

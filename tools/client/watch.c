@@ -131,8 +131,9 @@ static void print_record(const cJSON *r, int json)
     fflush(stdout);
 }
 
-/* Prints what the subscription delivers until SIGINT, the deadline or the stream's end. */
-static int follow(vg_ipc_sub *sub, double for_s, int json)
+/* Prints the records of stream name that the subscription delivers until SIGINT, the deadline or
+ * the stream's end. */
+static int follow(vg_ipc_sub *sub, const char *name, double for_s, int json)
 {
     double until = for_s > 0 ? vg_now_ms() + for_s * 1000.0 : 0;
     struct sigaction sa;
@@ -158,6 +159,10 @@ static int follow(vg_ipc_sub *sub, double for_s, int json)
         free(msg);
         if (!r)
             continue;
+        if (strcmp(jstr(r, "stream"), name)) {
+            cJSON_Delete(r); /* subscribed to every stream until the reply named this one */
+            continue;
+        }
         print_record(r, json);
         int ended = !strcmp(jstr(r, "kind"), "state") && !strcmp(jstr(r, "state"), "ended");
         cJSON_Delete(r);
@@ -272,18 +277,8 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
     }
     fflush(stdout);
     int rc = 0;
-    if (sub && !name) {
-        /* Re-subscribe to exactly this stream. */
-        vg_ipc_sub_close(sub);
-        sub = NULL;
-        snprintf(topic, sizeof topic, "stream/%s/", got);
-        if (vg_ipc_sub_open(c->events_url, topic, &sub, err, sizeof err) < 0) {
-            fprintf(stderr, "vigil: %s\n", err);
-            rc = 1;
-        }
-    }
-    if (sub && rc == 0)
-        rc = follow(sub, for_s, json);
+    if (sub)
+        rc = follow(sub, got, for_s, json);
     vg_ipc_sub_close(sub);
     cJSON_Delete(r);
     return rc;
