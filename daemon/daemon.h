@@ -255,6 +255,19 @@ void vg_journal_close(vg_journal *j);
 uint32_t vg_crc32(const void *data, size_t len);
 
 /* ===================================================================================================
+ * Inference gate (implemented in streams.c): a FIFO (ticket) lock that serializes the model's heavy
+ * calls between the clip-job inference thread and the stream inference thread, so neither can
+ * starve the other: each waits at most one unit of the other (one clip job's inference, or one
+ * stream step: one pair's encode and prefill, or one round of answers). Any thread; NULL gates are
+ * no-ops.
+ */
+typedef struct vg_infer_gate vg_infer_gate;
+int vg_infer_gate_create(vg_infer_gate **out);
+void vg_infer_gate_destroy(vg_infer_gate *g);
+void vg_infer_gate_enter(vg_infer_gate *g);
+void vg_infer_gate_leave(vg_infer_gate *g);
+
+/* ===================================================================================================
  * systemd notification (sd_notify without libsystemd): NOTIFY_SOCKET may be a path or an abstract
  * socket ("@name"). Returns 0 when sent, 0 as well when NOTIFY_SOCKET is unset, or a negative
  * error. Never blocks (MSG_DONTWAIT).

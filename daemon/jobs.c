@@ -103,6 +103,7 @@ struct vg_jobs {
     const vg_model_info *mi;
     const vg_daemon_config *cfg;
     vg_journal *journal;
+    vg_infer_gate *gate;
     vg_ipc_server *ipc;
     uv_async_t async;
     uv_timer_t timer;
@@ -693,10 +694,13 @@ static void *infer_main(void *arg)
     void *item;
     while (vg_queue_pop(js->infer_q, &item, -1) == 0) {
         job *j = item;
-        if (atomic_load(&j->cancel))
+        if (atomic_load(&j->cancel)) {
             fail_job(js, j, VG_ECANCELED, "encode", "");
-        else
+        } else {
+            vg_infer_gate_enter(js->gate); /* shared with live streams (streams.c) */
             infer_job(js, j);
+            vg_infer_gate_leave(js->gate);
+        }
     }
     return NULL;
 }
@@ -1183,6 +1187,7 @@ int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t err
     js->mi = vg_model_get_info(p->model);
     js->cfg = p->cfg;
     js->journal = p->journal;
+    js->gate = p->gate;
     int rc;
     size_t qcap = (size_t)VG_MAX(p->cfg->max_queued_jobs, 1024);
     if ((rc = vg_queue_create(MSG_QUEUE_CAP, &js->msgs)) < 0 ||

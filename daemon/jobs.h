@@ -22,6 +22,7 @@ typedef struct vg_jobs_params {
     vg_model *model;             /* borrowed; outlives the manager */
     const vg_daemon_config *cfg; /* borrowed; the loop may replace its live fields on SIGHUP */
     vg_journal *journal;         /* borrowed; may be NULL before it is opened */
+    vg_infer_gate *gate;         /* borrowed, optional: held around each job's inference */
 } vg_jobs_params;
 
 /* Creates the manager and starts max_concurrent_decodes decode threads and the inference thread.

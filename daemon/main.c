@@ -44,7 +44,8 @@ typedef struct daemon_ctx {
     vg_model *model;
     vg_jobs *jobs;
     vg_streams *streams;
-    int idle_pending; /* managers still stopping */
+    vg_infer_gate *gate; /* clip jobs and streams take turns on the model */
+    int idle_pending;    /* managers still stopping */
     vg_ipc_server *ipc;
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
@@ -533,12 +534,16 @@ int main(int argc, char **argv)
         return 1;
     }
     d.loop = uv_default_loop();
-    vg_jobs_params jp = {d.loop, d.model, &d.cfg, NULL};
+    if (vg_infer_gate_create(&d.gate) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "out of memory");
+        return 1;
+    }
+    vg_jobs_params jp = {d.loop, d.model, &d.cfg, NULL, d.gate};
     if (vg_jobs_create(&jp, &d.jobs, err, sizeof err) < 0) {
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
     }
-    vg_streams_params sp = {d.loop, d.model, &d.cfg};
+    vg_streams_params sp = {d.loop, d.model, &d.cfg, d.gate};
     if (vg_streams_create(&sp, &d.streams, err, sizeof err) < 0) {
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
@@ -587,6 +592,7 @@ int main(int argc, char **argv)
 
     vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
+    vg_infer_gate_destroy(d.gate);
     vg_journal_close(d.journal);
     vg_model_free(d.model);
     uv_loop_close(d.loop);

@@ -14,8 +14,11 @@
  *
  * One stream inference thread serves every stream, round-robin, one unit of work per stream per
  * turn (encode and append one pair, or answer the standing questions once), so no stream starves
- * another. Clip jobs have their own inference thread (jobs.c): each subsystem makes progress
- * whatever the other does, and the engine is thread-safe on a shared model (model.h).
+ * another. Clip jobs have their own inference thread (jobs.c); the two take turns through the
+ * inference gate (a FIFO ticket lock, below), held by the streams for one step and by the jobs for
+ * one job, so the model's heavy calls never run twice at once (no BLAS oversubscription) and
+ * neither side waits longer than one unit of the other. While a long clip job runs, a stream's
+ * pair queue fills and new pairs are dropped (counted in dropped_pairs).
  *
  * The KV window of a stream: [head "<|im_start|>user\n"] [pair 1] ... [pair k], each pair
  * "<t seconds><|vision_start|>pads<|vision_end|>". A new pair is encoded once (its vision output
@@ -147,6 +150,56 @@ int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, dou
 }
 
 /* ===================================================================================================
+ * Inference gate: a ticket lock (FIFO, so whoever waits first goes first).
+ */
+struct vg_infer_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    unsigned long long next, serving;
+};
+
+int vg_infer_gate_create(vg_infer_gate **out)
+{
+    vg_infer_gate *g = calloc(1, sizeof *g);
+    if (!g)
+        return VG_ENOMEM;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    *out = g;
+    return 0;
+}
+
+void vg_infer_gate_destroy(vg_infer_gate *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cond);
+    free(g);
+}
+
+void vg_infer_gate_enter(vg_infer_gate *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mu);
+    unsigned long long ticket = g->next++;
+    while (g->serving != ticket)
+        pthread_cond_wait(&g->cond, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+void vg_infer_gate_leave(vg_infer_gate *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mu);
+    g->serving++;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ===================================================================================================
  * Types.
  */
 static const char *const state_names[] = {"connecting", "live", "stalled", "reconnecting", "ended"};
@@ -245,6 +298,7 @@ struct vg_streams {
     vg_model *model;
     const vg_model_info *mi;
     const vg_daemon_config *cfg;
+    vg_infer_gate *gate;
     vg_ipc_server *ipc;
     uv_async_t async;
     vg_queue *msgs, *janitor_q;
@@ -1116,7 +1170,9 @@ static void *infer_main(void *arg)
                 did = 1;
                 continue;
             }
+            vg_infer_gate_enter(ss->gate);
             did |= infer_step(s);
+            vg_infer_gate_leave(ss->gate);
         }
         if (!did) {
             pthread_mutex_lock(&ss->mu);
@@ -1556,6 +1612,7 @@ int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, s
     ss->model = p->model;
     ss->mi = vg_model_get_info(p->model);
     ss->cfg = p->cfg;
+    ss->gate = p->gate;
     pthread_mutex_init(&ss->mu, NULL);
     pthread_cond_init(&ss->cond, NULL);
     int rc;

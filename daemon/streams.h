@@ -63,6 +63,7 @@ typedef struct vg_streams_params {
     uv_loop_t *loop;
     vg_model *model;             /* borrowed; outlives the manager */
     const vg_daemon_config *cfg; /* borrowed; the loop may replace live fields on SIGHUP */
+    vg_infer_gate *gate;         /* borrowed, optional: held around each inference step */
 } vg_streams_params;
 
 /* Creates the manager and starts the stream inference and janitor threads. */

@@ -14,6 +14,8 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -118,6 +120,66 @@ static void test_track_edges(void **state)
     assert_int_equal(vg_stream_track_update(&t, NULL, 2, 0, 0, 1, 1, tr), VG_EINVAL);
     assert_int_equal(vg_stream_track_update(&t, NULL, 0, 0, 5, 1, 1, tr), VG_EINVAL);
     assert_int_equal(vg_stream_track_update(&t, NULL, 0, 0, 0, 1, NAN, tr), VG_EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The inference gate: mutual exclusion, and waiters served in arrival order.
+ */
+typedef struct gate_ctx {
+    vg_infer_gate *g;
+    atomic_int inside, overlap, order_n;
+    int order[4];
+    int id;
+} gate_ctx;
+
+typedef struct gate_arg {
+    gate_ctx *c;
+    int id;
+} gate_arg;
+
+static void *gate_worker(void *p)
+{
+    gate_arg *a = p;
+    gate_ctx *c = a->c;
+    vg_infer_gate_enter(c->g);
+    if (atomic_fetch_add(&c->inside, 1) != 0)
+        atomic_store(&c->overlap, 1);
+    c->order[atomic_fetch_add(&c->order_n, 1) & 3] = a->id;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    atomic_fetch_sub(&c->inside, 1);
+    vg_infer_gate_leave(c->g);
+    return NULL;
+}
+
+static void test_gate_fifo(void **state)
+{
+    (void)state;
+    gate_ctx c;
+    memset(&c, 0, sizeof c);
+    assert_int_equal(vg_infer_gate_create(&c.g), 0);
+    vg_infer_gate_enter(c.g); /* held: the workers queue up in the order they arrive */
+    pthread_t th[3];
+    gate_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i].c = &c;
+        args[i].id = i;
+        assert_int_equal(pthread_create(&th[i], NULL, gate_worker, &args[i]), 0);
+        struct timespec ts = {0, 30000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&c.order_n), 0);
+    vg_infer_gate_leave(c.g);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&c.order_n), 3);
+    assert_int_equal(atomic_load(&c.overlap), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(c.order[i], i);
+    vg_infer_gate_enter(NULL); /* no-ops */
+    vg_infer_gate_leave(NULL);
+    vg_infer_gate_destroy(c.g);
+    vg_infer_gate_destroy(NULL);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -262,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_track_start_continue_end),
         cmocka_unit_test(test_track_absent_and_reoccur),
         cmocka_unit_test(test_track_edges),
+        cmocka_unit_test(test_gate_fifo),
     };
     const struct CMUnitTest kv[] = {
         cmocka_unit_test(test_seq_remove_moves_rows),
