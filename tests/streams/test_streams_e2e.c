@@ -493,6 +493,23 @@ static int has_seq(const cJSON *arr, double seq, const char *kind)
     return 0;
 }
 
+/* Unix seconds of an ISO 8601 UTC time "YYYY-MM-DDTHH:MM:SS.mmmZ" (-1 if malformed). */
+static double iso_to_unix(const char *s)
+{
+    int y, mo, d, h, mi;
+    double sec;
+    if (sscanf(s, "%d-%d-%dT%d:%d:%lfZ", &y, &mo, &d, &h, &mi, &sec) != 6)
+        return -1;
+    /* Days from 1970-01-01 (civil calendar, proleptic Gregorian). */
+    y -= mo <= 2;
+    long era = (y >= 0 ? y : y - 399) / 400;
+    long yoe = y - era * 400;
+    long doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    long days = era * 146097 + doe - 719468;
+    return (double)days * 86400.0 + h * 3600.0 + mi * 60.0 + sec;
+}
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 static void test_live_drop_reconnect_log(void **state)
@@ -530,6 +547,13 @@ static void test_live_drop_reconnect_log(void **state)
         const cJSON *w = cJSON_GetObjectItemCaseSensitive(rec, "window");
         assert_true(jnum(w, "end") > jnum(w, "start"));
         assert_true(strlen(jstr(w, "end_wall")) == 24);
+        /* The wall clock of the window's end: when that frame arrived, just now. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double wall = iso_to_unix(jstr(w, "end_wall"));
+        assert_true(fabs(wall - (double)now.tv_sec) < 30);
+        assert_true(fabs(iso_to_unix(jstr(w, "start_wall")) - wall -
+                         (jnum(w, "start") - jnum(w, "end"))) < 1.0);
         assert_non_null(cJSON_GetObjectItemCaseSensitive(rec, "text"));
     }
     double until = vg_now_ms() + 15000;
@@ -936,6 +960,9 @@ static void test_demo_box_events(void **state)
                            "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
                            "color=0xE12323:t=fill:enable='between(t,4,9)'");
     assert_true(src >= 0);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double src_t0 = (double)now.tv_sec + now.tv_nsec / 1e9; /* the source's time 0, as wall time */
     char req[512];
     snprintf(req, sizeof req,
              "{\"v\":1,\"op\":\"watch\",\"name\":\"demo\",\"url\":\"udp://127.0.0.1:%d\","
@@ -962,10 +989,18 @@ static void test_demo_box_events(void **state)
     }
     kill_source(src);
     assert_true(started >= 0 && ended >= 0);
-    /* UDP joins the source where it is: stream time 0 is the first frame received, which the
-     * test started together with the source (within a fraction of a second). */
-    assert_true(fabs(jnum(cJSON_GetArrayItem(seen, started), "start") - 4.0) <= 2.0);
-    assert_true(fabs(jnum(cJSON_GetArrayItem(seen, ended), "end") - 9.0) <= 2.0);
+    /* Stream time 0 is the first frame vigild received, which UDP joins wherever the source is;
+     * the records' wall-clock times (when those frames arrived) give the stream time of the
+     * truth: source time T is wall src_t0 + T (ffmpeg -re sends in real time), i.e. stream time
+     * T + src_t0 - wall(stream 0). */
+    const cJSON *es = cJSON_GetArrayItem(seen, started), *ee = cJSON_GetArrayItem(seen, ended);
+    double wall0 = iso_to_unix(jstr(es, "start_wall")) - jnum(es, "start");
+    assert_true(wall0 > 0);
+    double truth_start = 4.0 + src_t0 - wall0, truth_end = 9.0 + src_t0 - wall0;
+    printf("demo: started %.1f s (truth %.1f), ended %.1f s (truth %.1f), stream seconds\n",
+           jnum(es, "start"), truth_start, jnum(ee, "end"), truth_end);
+    assert_true(fabs(jnum(es, "start") - truth_start) <= 2.0);
+    assert_true(fabs(jnum(ee, "end") - truth_end) <= 2.0);
 }
 
 int main(void)
