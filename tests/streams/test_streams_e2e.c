@@ -566,6 +566,9 @@ static void test_live_drop_reconnect_log(void **state)
     double end_before =
         jnum(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, a_last), "window"), "end");
 
+    /* While the source runs, the stream stays live (no spurious stall or reconnect). */
+    assert_int_equal(find_rec(from, "cam1", "state", "stalled", -1), -1);
+    assert_int_equal(find_rec(from, "cam1", "state", "reconnecting", -1), -1);
     /* The source dies: stalled, then reconnecting. */
     kill_source(src);
     int cut = cJSON_GetArraySize(seen);
