@@ -13,7 +13,7 @@ the box is visible (frame index / fps), plus those frame indices. Questions use 
 templates, for every colour: "When is the {colour} box visible?" and "When does the {colour} box
 appear?", answered "The {colour} box is visible from {s:.1f} to {e:.1f} seconds." or "There is no
 {colour} box in the video.". OUT/eval.jsonl has the same questions as Charades-STA-style lines
-{video, query, start, end} (no start/end for an absent colour) for `vigil eval`.
+{video, query, start, end, duration} (no start/end for an absent colour) for `vigil eval`.
 
 Deterministic: clip i depends only on (--seed, i) and the limiting options, not on --count or on
 timing, so a larger --count extends a smaller one.
@@ -241,7 +241,7 @@ def main(argv=None):
         for c in clips:
             for qa in c["qa"]:
                 line = {"video": os.path.abspath(os.path.join(args.out, c["path"])),
-                        "query": qa["question"]}
+                        "query": qa["question"], "duration": c["duration"]}
                 if qa["present"]:
                     line["start"], line["end"] = qa["start"], qa["end"]
                 f.write(json.dumps(line) + "\n")
