@@ -557,8 +557,8 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     mp.stop = &s->stop;
     int stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
     mp.read_timeout_ms = stall_ms;
-    /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it short
-     * leaves an error in the I/O context that ends the session after the first frame. */
+    /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it
+     * short leaves an error in the I/O context that ends the session after the first frame. */
     mp.open_timeout_ms = VG_MAX(stall_ms, 10000);
     int rc = vg_media_open(s->resolved, &mp, &se->m, err, errlen);
     if (rc < 0)
