@@ -967,8 +967,14 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     j->is_url = is_url;
     j->sampling = r->sampling;
     j->gen = r->gen;
-    j->max_new_tokens =
-        r->gen.has_max_new_tokens ? r->gen.max_new_tokens : js->cfg->default_max_new_tokens;
+    if (r->gen.has_max_new_tokens) {
+        j->max_new_tokens = r->gen.max_new_tokens;
+    } else {
+        /* The checkpoint's own generation_config.json bound (e.g. the demo model's 32) when it is
+         * tighter than the daemon's default. */
+        int model_max = vg_model_default_gen_params(js->model).max_new_tokens;
+        j->max_new_tokens = VG_MIN(js->cfg->default_max_new_tokens, model_max);
+    }
     j->deadline_s = r->deadline_s > 0 ? r->deadline_s : js->cfg->job_deadline_s;
     j->deadline_mono_ms = vg_now_ms() + j->deadline_s * 1000.0;
     j->created = unix_now();

@@ -435,6 +435,11 @@ static int parse_gen(const char *text, size_t len, const vg_model_info *info, vg
     g->repetition_penalty = (float)d;
     G(get_num(root, "", "presence_penalty", g->presence_penalty, -1e6, 1e6, 0, &d, F, err, errlen));
     g->presence_penalty = (float)d;
+    /* The 1.5 presence penalty is Qwen's recommendation for sampling. A checkpoint that asks for
+     * greedy decoding and names no penalty gets plain greedy decoding, as Hugging Face's generate()
+     * (which has no presence penalty) would give it. */
+    if (!g->do_sample && !field(root, "presence_penalty"))
+        g->presence_penalty = 0.0f;
     G(get_int(root, "", "max_new_tokens", 0, g->max_new_tokens, 1, INT32_MAX, &v, F, err, errlen));
     g->max_new_tokens = (int)v;
     const cJSON *eos = field(root, "eos_token_id");

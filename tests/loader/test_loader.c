@@ -1190,9 +1190,16 @@ static void test_config_files(void **state)
     assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.do_sample, 0);
     assert_true(g.temperature == 0.5f && g.top_k == 5 && g.top_p == 0.9f);
-    assert_true(g.repetition_penalty == 1.1f && g.presence_penalty == 1.5f);
+    /* Greedy without a named presence penalty: plain greedy, as HF generate() decodes it. */
+    assert_true(g.repetition_penalty == 1.1f && g.presence_penalty == 0.0f);
     assert_int_equal(g.n_stop_ids, 3);
     assert_int_equal(g.stop_ids[2], 9);
+    write_str(p, "{\"do_sample\": false, \"presence_penalty\": 0.5}");
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_true(g.do_sample == 0 && g.presence_penalty == 0.5f);
+    write_str(p, "{\"do_sample\": true, \"top_k\": 5}");
+    assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
+    assert_true(g.do_sample == 1 && g.presence_penalty == 1.5f); /* Qwen's sampling default */
     write_str(p, "{\"eos_token_id\": 42}");
     assert_int_equal(vg_model_config_load(dir, &info, &g, err, sizeof err), 0);
     assert_int_equal(g.n_stop_ids, 1);
