@@ -14,6 +14,7 @@
 #define _XOPEN_SOURCE 700
 #include "common.h"
 #include "ipc.h"
+#include "../support/vg_testd.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -46,84 +47,21 @@ static int notify_fd = -1;
 static int have_nanocat;
 static unsigned rng = 12345;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static unsigned rnd(void)
 {
     rng = rng * 1103515245u + 12345u;
     return rng >> 8;
 }
 
-static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Runs a shell command; captures stdout into out (if given). Returns the exit status. */
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = 0;
-    char buf[4096];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
-        if (out && n + 1 < cap) {
-            size_t k = VG_MIN(r, cap - 1 - n);
-            memcpy(out + n, buf, k);
-            n += k;
-        }
-    }
-    if (out && cap)
-        out[n] = 0;
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* One request/reply on a fresh REQ socket; returns the parsed reply or NULL on timeout. */
 static cJSON *call_raw(const char *req, size_t len, int timeout_ms)
 {
-    vg_ipc_client *c;
-    char err[256];
-    if (vg_ipc_client_open(cmd_url, timeout_ms, 0, 0, &c, err, sizeof err) < 0)
-        return NULL;
-    char *rep = NULL;
-    size_t rl;
-    int rc = vg_ipc_client_call(c, req, len, &rep, &rl);
-    vg_ipc_client_close(c);
-    if (rc < 0)
-        return NULL;
-    cJSON *o = cJSON_ParseWithLength(rep, rl);
-    free(rep);
-    return o;
+    return vg_testd_call(cmd_url, req, len, timeout_ms);
 }
 
 static cJSON *call(const char *req)
 {
     return call_raw(req, strlen(req), 10000);
-}
-
-static int is_ok(const cJSON *r)
-{
-    return r && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"));
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(it) ? it->valuestring : "";
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(it) ? it->valuedouble : -1;
 }
 
 /* The job object of a `job` reply (caller deletes), or NULL. */
@@ -132,7 +70,7 @@ static cJSON *get_job(const char *id)
     char req[256];
     snprintf(req, sizeof req, "{\"v\":1,\"op\":\"job\",\"job\":\"%s\"}", id);
     cJSON *r = call(req);
-    if (!is_ok(r)) {
+    if (!vg_testd_is_ok(r)) {
         cJSON_Delete(r);
         return NULL;
     }
@@ -152,10 +90,10 @@ static cJSON *wait_job(const char *id, double timeout_s)
     double until = vg_now_ms() + timeout_s * 1000;
     while (vg_now_ms() < until) {
         cJSON *j = get_job(id);
-        if (j && is_final(jstr(j, "state")))
+        if (j && is_final(vg_testd_jstr(j, "state")))
             return j;
         cJSON_Delete(j);
-        sleep_ms(20);
+        vg_testd_sleep_ms(20);
     }
     return NULL;
 }
@@ -166,14 +104,14 @@ static int wait_tokens(const char *id, int n, double timeout_s)
     double until = vg_now_ms() + timeout_s * 1000;
     while (vg_now_ms() < until) {
         cJSON *j = get_job(id);
-        int got = j ? (int)jnum(j, "n_tokens") : -1;
-        int fin = j && is_final(jstr(j, "state"));
+        int got = j ? (int)vg_testd_jnum(j, "n_tokens") : -1;
+        int fin = j && is_final(vg_testd_jstr(j, "state"));
         cJSON_Delete(j);
         if (got >= n)
             return 1;
         if (fin)
             return 0;
-        sleep_ms(10);
+        vg_testd_sleep_ms(10);
     }
     return 0;
 }
@@ -192,149 +130,49 @@ static cJSON *ask(const char *job, const char *extra)
 
 static void write_conf(const char *text)
 {
-    FILE *f = fopen(conf, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
+    vg_testd_write_file(conf, text);
 }
 
 static int start_daemon(void)
 {
-    char log[400];
+    char log[400], tcp[128];
     snprintf(log, sizeof log, "%s/vigild.log", dir);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        setenv("NOTIFY_SOCKET", notify_name, 1);
-        setenv("WATCHDOG_USEC", "200000", 1); /* pings every 100 ms */
-        unsetenv("WATCHDOG_PID");
-        char roots[400];
-        snprintf(roots, sizeof roots, "media_roots=%s", media);
-        char tcp[128];
-        snprintf(tcp, sizeof tcp, "tcp_cmd_url=%s", tcp_url);
-        execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
-              rt, "--state-dir", st, "--set", roots, "--set", "max_new_tokens_limit=16000", "--set",
-              "max_message_size=65536", "--set", tcp, "--log-level", "notice", (char *)NULL);
-        _exit(127);
-    }
-    daemon_pid = pid;
-    /* Ready when READY=1 arrives, then it must answer. */
-    double until = vg_now_ms() + 20000;
-    char buf[256];
-    while (vg_now_ms() < until) {
-        ssize_t n = recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT);
-        if (n > 0) {
-            buf[n] = 0;
-            if (strstr(buf, "READY=1"))
-                break;
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            daemon_pid = -1;
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-    int ok = is_ok(r);
-    cJSON_Delete(r);
-    return ok ? 0 : -1;
+    snprintf(tcp, sizeof tcp, "tcp_cmd_url=%s", tcp_url);
+    const char *sets[] = {"max_new_tokens_limit=16000", "max_message_size=65536", tcp, NULL};
+    vg_testd_spec spec = {.log = log,
+                          .conf = conf,
+                          .model = model,
+                          .rt = rt,
+                          .st = st,
+                          .media = media,
+                          .cmd_url = cmd_url,
+                          .log_level = "notice",
+                          .sets = sets,
+                          .notify_name = notify_name,
+                          .notify_fd = notify_fd,
+                          .call_timeout_ms = 10000};
+    return vg_testd_start(&spec, &daemon_pid);
 }
 
 /* SIGTERM and wait; returns the exit status (or -1). */
 static int stop_daemon(void)
 {
-    if (daemon_pid <= 0)
-        return -1;
-    kill(daemon_pid, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 3000; i++) {
-        if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid) {
-            daemon_pid = -1;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        sleep_ms(10);
-    }
-    kill(daemon_pid, SIGKILL);
-    waitpid(daemon_pid, &status, 0);
-    daemon_pid = -1;
-    return -1;
-}
-
-/* The random tokenizer has fewer ids than the preset's vocab_size; ids past the tokenizer cannot
- * be detokenized, so the test model uses vocab_size = the tokenizer's size. */
-static int make_model(void)
-{
-    char tmpm[400], cfg[400], err[256];
-    snprintf(tmpm, sizeof tmpm, "%s/model0", dir);
-    if (sh(NULL, 0, "'%s/tools/vigil-model' random --preset tiny --out '%s' >/dev/null 2>&1", BIN,
-           tmpm))
-        return -1;
-    char *data;
-    size_t len;
-    char path[500];
-    snprintf(path, sizeof path, "%s/tokenizer.json", tmpm);
-    if (vg_read_file(path, 1 << 26, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *tok = cJSON_ParseWithLength(data, len);
-    free(data);
-    int max_id = -1;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(tok, "model"), "vocab")) max_id =
-        VG_MAX(max_id, (int)it->valuedouble);
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(tok, "added_tokens")) max_id =
-        VG_MAX(max_id, (int)jnum(it, "id"));
-    cJSON_Delete(tok);
-    snprintf(path, sizeof path, "%s/config.json", tmpm);
-    if (max_id < 0 || vg_read_file(path, 1 << 20, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *c = cJSON_ParseWithLength(data, len);
-    free(data);
-    cJSON *tc = cJSON_GetObjectItemCaseSensitive(c, "text_config");
-    cJSON_ReplaceItemInObjectCaseSensitive(tc ? tc : c, "vocab_size",
-                                           cJSON_CreateNumber(max_id + 1));
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
-    snprintf(cfg, sizeof cfg, "%s/config-small.json", dir);
-    FILE *f = fopen(cfg, "w");
-    if (!f || !s)
-        return -1;
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    return sh(NULL, 0, "'%s/tools/vigil-model' random --config '%s' --out '%s' >/dev/null 2>&1",
-              BIN, cfg, model);
+    return vg_testd_stop(&daemon_pid, 3000, NULL);
 }
 
 static int group_setup(void **state)
 {
-    if (access(BIN "/daemon/vigild", X_OK) || access(BIN "/tools/vigil", X_OK) ||
-        access(BIN "/tools/vigil-model", X_OK) || sh(NULL, 0, "ffmpeg -version >/dev/null 2>&1")) {
+    if (vg_testd_need_tools() != 0) {
         fprintf(stderr, "skipped: vigild, vigil, vigil-model or ffmpeg is missing\n");
         return -1;
     }
-    have_nanocat = sh(NULL, 0, "command -v nanocat >/dev/null 2>&1") == 0;
-    snprintf(dir, sizeof dir, "/tmp/vg-e2e-XXXXXX");
-    if (!mkdtemp(dir))
+    have_nanocat = vg_testd_sh(NULL, 0, "command -v nanocat >/dev/null 2>&1") == 0;
+    if (vg_testd_tmpdir("/tmp/vg-e2e-XXXXXX", dir, model, media, rt, st, cmd_url) != 0)
         return -1;
-    snprintf(model, sizeof model, "%s/model", dir);
     snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
     write_conf("max_queued_jobs = 12\n");
-    snprintf(media, sizeof media, "%s/media", dir);
     snprintf(video, sizeof video, "%s/t.mp4", media);
-    snprintf(rt, sizeof rt, "%s/run", dir);
-    snprintf(st, sizeof st, "%s/state", dir);
-    snprintf(cmd_url, sizeof cmd_url, "ipc://%s/vigil.cmd", rt);
     snprintf(ev_url, sizeof ev_url, "ipc://%s/vigil.events", rt);
-    mkdir(media, 0755);
     /* A free loopback port for the optional TCP listener. */
     int ts = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sin;
@@ -347,12 +185,13 @@ static int group_setup(void **state)
         return -1;
     close(ts);
     snprintf(tcp_url, sizeof tcp_url, "tcp://127.0.0.1:%d", ntohs(sin.sin_port));
-    if (make_model() != 0) {
+    if (vg_testd_make_model(dir, model) != 0) {
         fprintf(stderr, "cannot make the test model\n");
         return -1;
     }
-    if (sh(NULL, 0, "ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 '%s'",
-           video)) {
+    if (vg_testd_sh(NULL, 0,
+                    "ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 '%s'",
+                    video)) {
         fprintf(stderr, "ffmpeg failed\n");
         return -1;
     }
@@ -371,7 +210,7 @@ static int group_setup(void **state)
     }
     if (start_daemon() != 0) {
         fprintf(stderr, "vigild did not start; see %s/vigild.log\n", dir);
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        vg_testd_sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
         return -1;
     }
     return 0;
@@ -383,17 +222,14 @@ static int group_teardown(void **state)
     if (daemon_pid > 0 && stop_daemon() != 0) {
         fprintf(stderr, "vigild did not exit cleanly\n");
         rc = -1;
-    }
-    /* Sanitizer reports of the daemon land in its log. */
-    if (sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
-        fprintf(stderr, "sanitizer errors in the daemon log:\n");
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
-        rc = -1;
+        /* Sanitizer reports of the daemon land in its log. */
+        if (vg_testd_check_log(dir) != 0)
+            rc = -1;
     }
     if (notify_fd >= 0)
         close(notify_fd);
     if (dir[0] && !getenv("VG_KEEP_TMP"))
-        sh(NULL, 0, "rm -rf '%s'", dir);
+        vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return rc;
 }
 
@@ -403,52 +239,56 @@ static void test_info_and_cli(void **state)
 {
     char out[16384];
     assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' --json info", BIN, rt), 0);
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' --json info", BIN, rt),
+        0);
     cJSON *r = cJSON_Parse(out);
-    assert_true(is_ok(r));
-    assert_string_equal(jstr(r, "version"), VG_VERSION);
+    assert_true(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(r, "version"), VG_VERSION);
     const cJSON *cap = cJSON_GetObjectItemCaseSensitive(r, "capabilities");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cap, "video")));
     assert_non_null(cJSON_GetObjectItemCaseSensitive(cap, "streams"));
-    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(r, "model"), "layers") > 0);
-    assert_true(jnum(r, "queue_depth") >= 0);
+    assert_true(vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(r, "model"), "layers") > 0);
+    assert_true(vg_testd_jnum(r, "queue_depth") >= 0);
     cJSON_Delete(r);
     /* The configured TCP listener (loopback) answers too. */
     assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --cmd-url '%s' --json info", BIN, tcp_url), 0);
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --cmd-url '%s' --json info", BIN, tcp_url),
+        0);
     r = cJSON_Parse(out);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     /* VIGIL_RUNTIME_DIR finds the daemon too; the human-readable form names the model. */
-    assert_int_equal(sh(out, sizeof out, "VIGIL_RUNTIME_DIR='%s' '%s/tools/vigil' info", rt, BIN),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out, "VIGIL_RUNTIME_DIR='%s' '%s/tools/vigil' info", rt, BIN), 0);
     assert_non_null(strstr(out, "model: model"));
-    assert_int_equal(sh(out, sizeof out, "'%s/tools/vigil' --help", BIN), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --help", BIN), 0);
     for (const char *w = "ask\0info\0jobs\0job\0cancel\0plan\0"; *w; w += strlen(w) + 1)
         assert_non_null(strstr(out, w));
-    assert_int_equal(sh(out, sizeof out, "'%s/daemon/vigild' --help", BIN), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/daemon/vigild' --help", BIN), 0);
     assert_non_null(strstr(out, "--runtime-dir"));
-    assert_int_equal(sh(out, sizeof out, "'%s/daemon/vigild' --version", BIN), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/daemon/vigild' --version", BIN), 0);
     assert_non_null(strstr(out, VG_VERSION));
-    assert_int_equal(sh(NULL, 0, "'%s/tools/vigil' --bogus 2>/dev/null", BIN), 2);
+    assert_int_equal(vg_testd_sh(NULL, 0, "'%s/tools/vigil' --bogus 2>/dev/null", BIN), 2);
     /* A daemon that is not there: a clear failure, not a hang. */
-    assert_int_equal(sh(NULL, 0,
-                        "'%s/tools/vigil' --timeout 300 --runtime-dir /nonexistent info "
-                        "2>/dev/null",
-                        BIN),
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "'%s/tools/vigil' --timeout 300 --runtime-dir /nonexistent info "
+                                 "2>/dev/null",
+                                 BIN),
                      1);
     if (have_nanocat) {
-        assert_int_equal(sh(out, sizeof out,
-                            "nanocat --req --connect '%s' --data '{\"v\":1,\"op\":\"info\"}' -A "
-                            "2>&1",
-                            cmd_url),
-                         0);
+        assert_int_equal(
+            vg_testd_sh(out, sizeof out,
+                        "nanocat --req --connect '%s' --data '{\"v\":1,\"op\":\"info\"}' -A "
+                        "2>&1",
+                        cmd_url),
+            0);
         assert_non_null(strstr(out, "\"ok\":true"));
-        assert_int_equal(sh(out, sizeof out,
-                            "nanocat --req --connect '%s' --data '{\"v\":1,\"op\":\"nope\"}' -A "
-                            "2>&1",
-                            cmd_url),
-                         0);
+        assert_int_equal(
+            vg_testd_sh(out, sizeof out,
+                        "nanocat --req --connect '%s' --data '{\"v\":1,\"op\":\"nope\"}' -A "
+                        "2>&1",
+                        cmd_url),
+            0);
         assert_non_null(strstr(out, "\"code\":\"unknown_op\""));
     }
 }
@@ -472,8 +312,8 @@ static void test_ask_streaming(void **state)
     }
     assert_true(synced);
     cJSON *r = ask("stream1", "\"generation\":{\"max_new_tokens\":24,\"seed\":7}");
-    assert_true(is_ok(r));
-    assert_string_equal(jstr(r, "job"), "stream1");
+    assert_true(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(r, "job"), "stream1");
     cJSON_Delete(r);
     char text[65536] = "";
     size_t tl = 0;
@@ -488,11 +328,11 @@ static void test_ask_streaming(void **state)
         cJSON *e = cJSON_ParseWithLength(p, pl);
         assert_non_null(e);
         if (!strcmp(t, "job/stream1/token")) {
-            assert_int_equal((int)jnum(e, "seq"), next_seq);
+            assert_int_equal((int)vg_testd_jnum(e, "seq"), next_seq);
             next_seq++;
-            size_t n = strlen(jstr(e, "text"));
+            size_t n = strlen(vg_testd_jstr(e, "text"));
             assert_true(tl + n < sizeof text);
-            memcpy(text + tl, jstr(e, "text"), n + 1);
+            memcpy(text + tl, vg_testd_jstr(e, "text"), n + 1);
             tl += n;
         } else if (!strcmp(t, "job/stream1/progress")) {
             progress++;
@@ -505,13 +345,13 @@ static void test_ask_streaming(void **state)
         free(msg);
     }
     vg_ipc_sub_close(sub);
-    assert_string_equal(jstr(fin, "state"), "completed");
+    assert_string_equal(vg_testd_jstr(fin, "state"), "completed");
     assert_true(progress >= 4); /* decode, encode, prefill, generate */
     assert_true(next_seq > 0 && next_seq <= 24);
-    assert_int_equal((int)jnum(fin, "n_tokens"), next_seq);
-    assert_string_equal(jstr(fin, "text"), text);
+    assert_int_equal((int)vg_testd_jnum(fin, "n_tokens"), next_seq);
+    assert_string_equal(vg_testd_jstr(fin, "text"), text);
     assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(fin, "events")));
-    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(fin, "timings"), "frames") >= 2);
+    assert_true(vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(fin, "timings"), "frames") >= 2);
     cJSON_Delete(fin);
 }
 
@@ -537,43 +377,44 @@ static void test_nanocat_stream(void **state)
     int synced = 0;
     for (int i = 0; i < 200 && !synced; i++) {
         cJSON_Delete(call("{\"v\":1,\"op\":\"sync\",\"job\":\"nc1\"}"));
-        sleep_ms(25);
-        synced = sh(NULL, 0, "grep -q '^job/nc1/sync' '%s'", log) == 0;
+        vg_testd_sleep_ms(25);
+        synced = vg_testd_sh(NULL, 0, "grep -q '^job/nc1/sync' '%s'", log) == 0;
     }
     assert_true(synced);
     cJSON *r = ask("nc1", "\"generation\":{\"max_new_tokens\":6,\"greedy\":true}");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     cJSON *j = wait_job("nc1", 30);
     assert_non_null(j);
     int done = 0;
     for (int i = 0; i < 200 && !done; i++) {
-        done = sh(NULL, 0, "grep -q '^job/nc1/done' '%s'", log) == 0;
+        done = vg_testd_sh(NULL, 0, "grep -q '^job/nc1/done' '%s'", log) == 0;
         if (!done)
-            sleep_ms(10);
+            vg_testd_sleep_ms(10);
     }
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     assert_true(done);
-    assert_int_equal(
-        sh(out, sizeof out, "grep -c '^job/nc1/token {\"job\":\"nc1\",\"seq\":' '%s'", log), 0);
-    assert_int_equal(atoi(out), (int)jnum(j, "n_tokens"));
-    assert_int_equal(sh(NULL, 0, "grep -q '^job/nc1/progress' '%s'", log), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "grep -c '^job/nc1/token {\"job\":\"nc1\",\"seq\":' '%s'", log),
+                     0);
+    assert_int_equal(atoi(out), (int)vg_testd_jnum(j, "n_tokens"));
+    assert_int_equal(vg_testd_sh(NULL, 0, "grep -q '^job/nc1/progress' '%s'", log), 0);
     cJSON_Delete(j);
 }
 
 /* On a terminal, `vigil ask` shows the stage and percent on stderr. */
 static void test_cli_progress_on_tty(void **state)
 {
-    if (sh(NULL, 0, "command -v script >/dev/null 2>&1") != 0) {
+    if (vg_testd_sh(NULL, 0, "command -v script >/dev/null 2>&1") != 0) {
         skip();
         return;
     }
     char out[1 << 16];
-    assert_int_equal(sh(out, sizeof out,
-                        "script -qec \"'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'Q' "
-                        "--max-new-tokens 4\" /dev/null",
-                        BIN, rt, video),
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "script -qec \"'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'Q' "
+                                 "--max-new-tokens 4\" /dev/null",
+                                 BIN, rt, video),
                      0);
     assert_non_null(strstr(out, "[decode "));
     assert_non_null(strstr(out, "%]"));
@@ -583,54 +424,62 @@ static void test_cli_progress_on_tty(void **state)
 static void test_cli_ask(void **state)
 {
     static char out[1 << 16];
-    assert_int_equal(sh(out, sizeof out,
-                        "cd '%s' && '%s/tools/vigil' --runtime-dir '%s' --json ask t.mp4 'What "
-                        "happens?' --max-new-tokens 12 --seed 3",
-                        media, BIN, rt),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out,
+                    "cd '%s' && '%s/tools/vigil' --runtime-dir '%s' --json ask t.mp4 'What "
+                    "happens?' --max-new-tokens 12 --seed 3",
+                    media, BIN, rt),
+        0);
     cJSON *o = cJSON_Parse(out);
     assert_non_null(o);
     assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "text")));
     assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "events")));
     assert_int_equal(cJSON_GetArraySize(o), 2);
     cJSON_Delete(o);
-    assert_int_equal(sh(out, sizeof out,
-                        "'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'What happens?' "
-                        "--max-new-tokens 12 --job cli-plain",
-                        BIN, rt, video),
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'What happens?' "
+                                 "--max-new-tokens 12 --job cli-plain",
+                                 BIN, rt, video),
                      0);
     assert_true(strstr(out, "(no events)") || strstr(out, "label"));
     cJSON *j = get_job("cli-plain");
     assert_non_null(j);
-    assert_non_null(strstr(out, jstr(j, "text"))); /* the streamed answer is the job's text */
+    assert_non_null(
+        strstr(out, vg_testd_jstr(j, "text"))); /* the streamed answer is the job's text */
     cJSON_Delete(j);
-    assert_int_equal(sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' jobs", BIN, rt), 0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' jobs", BIN, rt), 0);
     assert_non_null(strstr(out, "cli-plain"));
     assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' job cli-plain", BIN, rt), 0);
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' job cli-plain", BIN, rt),
+        0);
     assert_non_null(strstr(out, "completed"));
-    assert_int_equal(
-        sh(NULL, 0, "'%s/tools/vigil' --runtime-dir '%s' job no-such-job 2>/dev/null", BIN, rt), 1);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "'%s/tools/vigil' --runtime-dir '%s' job no-such-job 2>/dev/null",
+                                 BIN, rt),
+                     1);
 }
 
 /* Nobody listened to the stream: the result is still there through `job`. */
 static void test_missed_stream(void **state)
 {
     char out[65536];
-    assert_int_equal(sh(out, sizeof out,
-                        "'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'Q' --no-wait --job "
-                        "nostream --max-new-tokens 16",
-                        BIN, rt, video),
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' ask '%s' 'Q' --no-wait --job "
+                                 "nostream --max-new-tokens 16",
+                                 BIN, rt, video),
                      0);
     cJSON *j = wait_job("nostream", 30);
     assert_non_null(j);
-    assert_string_equal(jstr(j, "state"), "completed");
-    assert_true(jnum(j, "n_tokens") > 0);
+    assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+    assert_true(vg_testd_jnum(j, "n_tokens") > 0);
     cJSON_Delete(j);
-    assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' --json job nostream", BIN, rt), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' --json job nostream", BIN,
+                                 rt),
+                     0);
     cJSON *o = cJSON_Parse(out);
-    assert_string_equal(jstr(o, "state"), "completed");
+    assert_string_equal(vg_testd_jstr(o, "state"), "completed");
     cJSON_Delete(o);
 }
 
@@ -644,17 +493,17 @@ static void test_resend_dedupe(void **state)
              video);
     cJSON *a = call(req);
     cJSON *b = call(req);
-    assert_true(is_ok(a) && is_ok(b));
-    assert_string_equal(jstr(a, "job"), jstr(b, "job"));
+    assert_true(vg_testd_is_ok(a) && vg_testd_is_ok(b));
+    assert_string_equal(vg_testd_jstr(a, "job"), vg_testd_jstr(b, "job"));
     assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "existing")));
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "existing")));
-    cJSON *j = wait_job(jstr(a, "job"), 30);
+    cJSON *j = wait_job(vg_testd_jstr(a, "job"), 30);
     assert_non_null(j);
     cJSON_Delete(j);
     /* With a client-chosen job id too, and through nanocat. */
     cJSON *c = ask("dup-job", "\"generation\":{\"max_new_tokens\":8}");
     cJSON *d = ask("dup-job", "\"generation\":{\"max_new_tokens\":8}");
-    assert_true(is_ok(c) && is_ok(d));
+    assert_true(vg_testd_is_ok(c) && vg_testd_is_ok(d));
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "existing")));
     if (have_nanocat) {
         char out[4096];
@@ -662,9 +511,10 @@ static void test_resend_dedupe(void **state)
                  "{\"v\":1,\"op\":\"ask\",\"id\":\"n1\",\"job\":\"dup-job\",\"video\":\"%s\","
                  "\"question\":\"What happens?\"}",
                  video);
-        assert_int_equal(
-            sh(out, sizeof out, "nanocat --req --connect '%s' --data '%s' -A 2>&1", cmd_url, req),
-            0);
+        assert_int_equal(vg_testd_sh(out, sizeof out,
+                                     "nanocat --req --connect '%s' --data '%s' -A 2>&1", cmd_url,
+                                     req),
+                         0);
         assert_non_null(strstr(out, "\"existing\":true"));
     }
     /* The same job id for a different question is a conflict, not a silent reuse. */
@@ -672,16 +522,17 @@ static void test_resend_dedupe(void **state)
              "{\"v\":1,\"op\":\"ask\",\"job\":\"dup-job\",\"video\":\"%s\",\"question\":\"other\"}",
              video);
     cJSON *e = call(req);
-    assert_false(is_ok(e));
-    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(e, "error"), "code"), "conflict");
+    assert_false(vg_testd_is_ok(e));
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(e, "error"), "code"),
+                        "conflict");
     /* Exactly one job each. */
     cJSON *l = call("{\"v\":1,\"op\":\"jobs\",\"limit\":1000}");
     int n_resend = 0, n_dup = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(l, "jobs"))
     {
-        n_resend += !strcmp(jstr(it, "job"), jstr(a, "job"));
-        n_dup += !strcmp(jstr(it, "job"), "dup-job");
+        n_resend += !strcmp(vg_testd_jstr(it, "job"), vg_testd_jstr(a, "job"));
+        n_dup += !strcmp(vg_testd_jstr(it, "job"), "dup-job");
     }
     assert_int_equal(n_resend, 1);
     assert_int_equal(n_dup, 1);
@@ -698,26 +549,27 @@ static void test_resend_dedupe(void **state)
 static void test_cancel(void **state)
 {
     cJSON *r = ask("to-cancel", BUSY);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_tokens("to-cancel", 5, 30));
     char out[4096];
-    assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' cancel to-cancel", BIN, rt), 0);
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' cancel to-cancel", BIN, rt),
+                     0);
     assert_non_null(strstr(out, "to-cancel"));
     cJSON *j = wait_job("to-cancel", 30);
     assert_non_null(j);
-    assert_string_equal(jstr(j, "state"), "cancelled");
-    assert_true(jnum(j, "n_tokens") < 16000);
-    assert_true(strlen(jstr(j, "text")) > 0); /* the partial answer is kept */
+    assert_string_equal(vg_testd_jstr(j, "state"), "cancelled");
+    assert_true(vg_testd_jnum(j, "n_tokens") < 16000);
+    assert_true(strlen(vg_testd_jstr(j, "text")) > 0); /* the partial answer is kept */
     cJSON_Delete(j);
     /* Cancelling a finished or unknown job. */
     cJSON *c = call("{\"v\":1,\"op\":\"cancel\",\"job\":\"to-cancel\"}");
-    assert_true(is_ok(c));
-    assert_string_equal(jstr(c, "state"), "cancelled");
+    assert_true(vg_testd_is_ok(c));
+    assert_string_equal(vg_testd_jstr(c, "state"), "cancelled");
     cJSON_Delete(c);
     c = call("{\"v\":1,\"op\":\"cancel\",\"job\":\"never-was\"}");
-    assert_false(is_ok(c));
+    assert_false(vg_testd_is_ok(c));
     cJSON_Delete(c);
 }
 
@@ -729,10 +581,11 @@ typedef struct cli_run {
 static void *run_cli(void *arg)
 {
     cli_run *c = arg;
-    c->rc = sh(c->out, sizeof c->out,
-               "'%s/tools/vigil' --runtime-dir '%s' --json ask '%s' 'Client %d?' --job eight-%d "
-               "--max-new-tokens 10",
-               BIN, rt, video, c->idx, c->idx);
+    c->rc = vg_testd_sh(
+        c->out, sizeof c->out,
+        "'%s/tools/vigil' --runtime-dir '%s' --json ask '%s' 'Client %d?' --job eight-%d "
+        "--max-new-tokens 10",
+        BIN, rt, video, c->idx, c->idx);
     return NULL;
 }
 
@@ -755,8 +608,8 @@ static void test_eight_clients(void **state)
         snprintf(id, sizeof id, "eight-%d", i);
         cJSON *j = get_job(id);
         assert_non_null(j);
-        assert_string_equal(jstr(j, "state"), "completed");
-        assert_string_equal(jstr(o, "text"), jstr(j, "text"));
+        assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+        assert_string_equal(vg_testd_jstr(o, "text"), vg_testd_jstr(j, "text"));
         cJSON_Delete(j);
         cJSON_Delete(o);
     }
@@ -766,13 +619,14 @@ static void test_eight_clients(void **state)
 static void test_deadline(void **state)
 {
     cJSON *r = ask("late", "\"deadline_s\":0.3," BUSY);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     cJSON *j = wait_job("late", 30);
     assert_non_null(j);
-    assert_string_equal(jstr(j, "state"), "failed");
-    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"), "deadline");
-    assert_true(jnum(j, "n_tokens") < 16000);
+    assert_string_equal(vg_testd_jstr(j, "state"), "failed");
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"),
+                        "deadline");
+    assert_true(vg_testd_jnum(j, "n_tokens") < 16000);
     cJSON_Delete(j);
 }
 
@@ -784,9 +638,10 @@ static void test_busy(void **state)
     for (int i = 0; i < 20; i++) {
         snprintf(ids[i], sizeof ids[i], "flood-%d", i);
         cJSON *r = ask(ids[i], BUSY);
-        if (is_ok(r))
+        if (vg_testd_is_ok(r))
             ok++;
-        else if (!strcmp(jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"), "busy"))
+        else if (!strcmp(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"),
+                         "busy"))
             busy++;
         cJSON_Delete(r);
     }
@@ -800,7 +655,7 @@ static void test_busy(void **state)
     for (int i = 0; i < 12; i++) {
         cJSON *j = wait_job(ids[i], 30);
         assert_non_null(j);
-        assert_string_equal(jstr(j, "state"), "cancelled");
+        assert_string_equal(vg_testd_jstr(j, "state"), "cancelled");
         cJSON_Delete(j);
     }
 }
@@ -814,7 +669,7 @@ static int cmp_double(const void *a, const void *b)
 static void test_info_latency_while_busy(void **state)
 {
     cJSON *r = ask("busy-1", BUSY);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_tokens("busy-1", 3, 30));
     vg_ipc_client *c;
@@ -830,14 +685,14 @@ static void test_info_latency_while_busy(void **state)
         assert_int_equal(vg_ipc_client_call(c, req, strlen(req), &rep, &len), 0);
         lat[i] = vg_now_ms() - t0;
         cJSON *o = cJSON_ParseWithLength(rep, len);
-        assert_true(is_ok(o));
-        busy_replies += jnum(o, "jobs_running") >= 1;
+        assert_true(vg_testd_is_ok(o));
+        busy_replies += vg_testd_jnum(o, "jobs_running") >= 1;
         cJSON_Delete(o);
         free(rep);
     }
     vg_ipc_client_close(c);
     cJSON *j = get_job("busy-1");
-    int still_running = j && !strcmp(jstr(j, "state"), "running");
+    int still_running = j && !strcmp(vg_testd_jstr(j, "state"), "running");
     cJSON_Delete(j);
     qsort(lat, 200, sizeof lat[0], cmp_double);
     double p99 = lat[197]; /* the 198th of 200 */
@@ -866,8 +721,8 @@ static void test_media_security(void **state)
         snprintf(req, sizeof req, "{\"v\":1,\"op\":\"ask\",\"video\":\"%s\",\"question\":\"Q\"}",
                  bad[i]);
         cJSON *r = call(req);
-        assert_false(is_ok(r));
-        const char *code = jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code");
+        assert_false(vg_testd_is_ok(r));
+        const char *code = vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code");
         if (strcmp(code, codes[i]) != 0)
             fail_msg("%s: code %s", bad[i], code);
         cJSON_Delete(r);
@@ -879,8 +734,9 @@ static void test_media_security(void **state)
     char req[1024];
     snprintf(req, sizeof req, "{\"v\":1,\"op\":\"ask\",\"video\":\"%s\",\"question\":\"Q\"}", link);
     cJSON *r = call(req);
-    assert_false(is_ok(r));
-    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"), "forbidden");
+    assert_false(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"),
+                        "forbidden");
     cJSON_Delete(r);
     /* A file in the root that is not a video fails as a job, with a sentence. */
     char junk[500];
@@ -891,12 +747,12 @@ static void test_media_security(void **state)
     snprintf(req, sizeof req,
              "{\"v\":1,\"op\":\"ask\",\"job\":\"junk\",\"video\":\"%s\",\"question\":\"Q\"}", junk);
     r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     cJSON *j = wait_job("junk", 30);
     assert_non_null(j);
-    assert_string_equal(jstr(j, "state"), "failed");
-    assert_true(strlen(jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "message")) > 0);
+    assert_string_equal(vg_testd_jstr(j, "state"), "failed");
+    assert_true(strlen(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "message")) > 0);
     cJSON_Delete(j);
 }
 
@@ -939,7 +795,7 @@ static void test_fuzz(void **state)
             assert_int_equal(rc, 0);
             cJSON *o = cJSON_ParseWithLength(rep, rl);
             free(rep);
-            assert_false(is_ok(o));
+            assert_false(vg_testd_is_ok(o));
             cJSON_Delete(o);
             n_err++;
             continue;
@@ -984,12 +840,12 @@ static void test_fuzz(void **state)
         free(rep);
         if (!o)
             fail_msg("message %d: the reply is not JSON", i);
-        if (is_ok(o)) {
+        if (vg_testd_is_ok(o)) {
             n_ok++; /* a mutation that is still a valid info/jobs/... request */
         } else {
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
-            assert_true(strlen(jstr(e, "code")) > 0);
-            assert_true(strlen(jstr(e, "message")) > 0);
+            assert_true(strlen(vg_testd_jstr(e, "code")) > 0);
+            assert_true(strlen(vg_testd_jstr(e, "message")) > 0);
             n_err++;
         }
         cJSON_Delete(o);
@@ -1003,7 +859,7 @@ static void test_fuzz(void **state)
     assert_true(n_err > total * 9 / 10);
     /* Still serving, and the fuzz started no jobs (its asks name forbidden media). */
     cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_int_equal(kill(daemon_pid, 0), 0);
 }
@@ -1017,19 +873,21 @@ static void test_sighup_reload(void **state)
     for (int i = 0; i < 200 && !applied; i++) {
         cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
         const cJSON *lim = cJSON_GetObjectItemCaseSensitive(r, "limits");
-        applied = jnum(lim, "max_queued_jobs") == 5;
+        applied = vg_testd_jnum(lim, "max_queued_jobs") == 5;
         if (applied)
-            assert_true(jnum(lim, "max_new_tokens") == 16000); /* --set overrides the file */
+            assert_true(vg_testd_jnum(lim, "max_new_tokens") ==
+                        16000); /* --set overrides the file */
         cJSON_Delete(r);
-        sleep_ms(10);
+        vg_testd_sleep_ms(10);
     }
     assert_true(applied);
     /* A broken file keeps the old configuration. */
     write_conf("max_queued_jobs = lots\n");
     assert_int_equal(kill(daemon_pid, SIGHUP), 0);
-    sleep_ms(200);
+    vg_testd_sleep_ms(200);
     cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(r, "limits"), "max_queued_jobs") == 5);
+    assert_true(vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(r, "limits"), "max_queued_jobs") ==
+                5);
     cJSON_Delete(r);
     write_conf("max_queued_jobs = 12\n");
     assert_int_equal(kill(daemon_pid, SIGHUP), 0);
@@ -1038,7 +896,7 @@ static void test_sighup_reload(void **state)
 static void test_sigterm_and_restart(void **state)
 {
     cJSON *r = ask("term-job", BUSY);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_tokens("term-job", 3, 30));
     /* Watchdog pings arrive every 100 ms (WATCHDOG_USEC 200 ms). The socket's queue is short (a
@@ -1047,7 +905,7 @@ static void test_sigterm_and_restart(void **state)
     ssize_t n;
     while (recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT) > 0)
         ;
-    sleep_ms(450);
+    vg_testd_sleep_ms(450);
     int stopping = 0, pings = 0;
     while ((n = recv(notify_fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
         buf[n] = 0;
@@ -1062,22 +920,22 @@ static void test_sigterm_and_restart(void **state)
     assert_true(stopping);
     /* The journal says how the job ended. */
     char out[1 << 16];
-    assert_int_equal(sh(out, sizeof out, "grep -c '\"job\":\"term-job\"' '%s/jobs.journal'", st),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out, "grep -c '\"job\":\"term-job\"' '%s/jobs.journal'", st), 0);
     assert_int_equal(start_daemon(), 0);
-    int rc =
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' --json job term-job", BIN, rt);
+    int rc = vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' --json job term-job",
+                         BIN, rt);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);
-    const char *s = jstr(j, "state");
+    const char *s = vg_testd_jstr(j, "state");
     /* Exit 1 for a job that did not complete, 0 for one that did. */
     assert_true((!strcmp(s, "cancelled") && rc == 1) || (!strcmp(s, "completed") && rc == 0));
-    assert_true(strlen(jstr(j, "text")) > 0);
+    assert_true(strlen(vg_testd_jstr(j, "text")) > 0);
     cJSON_Delete(j);
     /* Earlier results survived too. */
     cJSON *k = get_job("stream1");
     assert_non_null(k);
-    assert_string_equal(jstr(k, "state"), "completed");
+    assert_string_equal(vg_testd_jstr(k, "state"), "completed");
     cJSON_Delete(k);
 }
 
@@ -1086,7 +944,7 @@ static void test_sigterm_and_restart(void **state)
 static void test_crash_and_restart(void **state)
 {
     cJSON *r = ask("crash-job", BUSY);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_tokens("crash-job", 3, 30));
     assert_int_equal(kill(daemon_pid, SIGKILL), 0);
@@ -1098,8 +956,9 @@ static void test_crash_and_restart(void **state)
     assert_int_equal(start_daemon(), 0);
     cJSON *j = get_job("crash-job");
     assert_non_null(j);
-    assert_string_equal(jstr(j, "state"), "failed");
-    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"), "interrupted");
+    assert_string_equal(vg_testd_jstr(j, "state"), "failed");
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "code"),
+                        "interrupted");
     cJSON_Delete(j);
     j = get_job("term-job"); /* and the earlier results are intact */
     assert_non_null(j);
@@ -1118,14 +977,15 @@ static void test_result_ttl(void **state)
     int gone = 0, total = -1;
     for (int i = 0; i < 500 && !(gone && total == 0); i++) {
         cJSON *r = call("{\"v\":1,\"op\":\"job\",\"job\":\"stream1\"}");
-        gone = r && !is_ok(r) &&
-               !strcmp(jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"), "not_found");
+        gone = r && !vg_testd_is_ok(r) &&
+               !strcmp(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"),
+                       "not_found");
         cJSON_Delete(r);
         cJSON *l = call("{\"v\":1,\"op\":\"jobs\"}");
-        total = (int)jnum(l, "total");
+        total = (int)vg_testd_jnum(l, "total");
         cJSON_Delete(l);
         if (!(gone && total == 0))
-            sleep_ms(10);
+            vg_testd_sleep_ms(10);
     }
     assert_true(gone);
     assert_int_equal(total, 0);

@@ -16,6 +16,7 @@
 #include "eval.h"
 #include "ipc.h"
 #include "pipeline.h"
+#include "../support/vg_testd.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -41,55 +42,9 @@ static char dir[256], model[320], media[320], rt[320], st[320], cmd_url[400], js
 static double dur_a; /* container duration of a.mp4 */
 static pid_t daemon_pid = -1;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Runs a shell command; captures stdout into out (if given). Returns the exit status. */
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = 0;
-    char buf[4096];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
-        if (out && n + 1 < cap) {
-            size_t k = VG_MIN(r, cap - 1 - n);
-            memcpy(out + n, buf, k);
-            n += k;
-        }
-    }
-    if (out && cap)
-        out[n] = 0;
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static cJSON *call(const char *req)
 {
-    vg_ipc_client *c;
-    char err[256];
-    if (vg_ipc_client_open(cmd_url, 5000, 0, 0, &c, err, sizeof err) < 0)
-        return NULL;
-    char *rep = NULL;
-    size_t rl;
-    int rc = vg_ipc_client_call(c, req, strlen(req), &rep, &rl);
-    vg_ipc_client_close(c);
-    if (rc < 0)
-        return NULL;
-    cJSON *o = cJSON_ParseWithLength(rep, rl);
-    free(rep);
-    return o;
+    return vg_testd_call(cmd_url, req, strlen(req), 5000);
 }
 
 static const cJSON *get(const cJSON *o, const char *k)
@@ -103,160 +58,54 @@ static double num(const cJSON *o, const char *k)
     return cJSON_IsNumber(it) ? it->valuedouble : NAN;
 }
 
-/* The random tokenizer has fewer ids than the preset's vocab_size; ids past the tokenizer cannot
- * be detokenized, so the test model uses vocab_size = the tokenizer's size (as test_e2e.c). */
-static int make_model(void)
-{
-    char tmpm[400], cfg[400], err[256], path[500];
-    snprintf(tmpm, sizeof tmpm, "%s/model0", dir);
-    if (sh(NULL, 0, "'%s/tools/vigil-model' random --preset tiny --out '%s' >/dev/null 2>&1", BIN,
-           tmpm))
-        return -1;
-    char *data;
-    size_t len;
-    snprintf(path, sizeof path, "%s/tokenizer.json", tmpm);
-    if (vg_read_file(path, 1 << 26, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *tok = cJSON_ParseWithLength(data, len);
-    free(data);
-    int max_id = -1;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, get(get(tok, "model"), "vocab"))
-    {
-        max_id = VG_MAX(max_id, (int)it->valuedouble);
-    }
-    cJSON_ArrayForEach(it, get(tok, "added_tokens"))
-    {
-        max_id = VG_MAX(max_id, (int)num(it, "id"));
-    }
-    cJSON_Delete(tok);
-    snprintf(path, sizeof path, "%s/config.json", tmpm);
-    if (max_id < 0 || vg_read_file(path, 1 << 20, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *c = cJSON_ParseWithLength(data, len);
-    free(data);
-    cJSON *tc = cJSON_GetObjectItemCaseSensitive(c, "text_config");
-    cJSON_ReplaceItemInObjectCaseSensitive(tc ? tc : c, "vocab_size",
-                                           cJSON_CreateNumber(max_id + 1));
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
-    snprintf(cfg, sizeof cfg, "%s/config-small.json", dir);
-    FILE *f = fopen(cfg, "w");
-    if (!f || !s) {
-        if (f)
-            fclose(f);
-        free(s);
-        return -1;
-    }
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    return sh(NULL, 0, "'%s/tools/vigil-model' random --config '%s' --out '%s' >/dev/null 2>&1",
-              BIN, cfg, model);
-}
-
 static int start_daemon(void)
 {
     char log[400], conf[400];
     snprintf(log, sizeof log, "%s/vigild.log", dir);
     snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
-    FILE *f = fopen(conf, "w");
-    if (!f)
+    /* max_queued_jobs = 2 so that --concurrency 6 meets `busy` */
+    if (vg_testd_write_file(conf, "max_queued_jobs = 2\n") != 0)
         return -1;
-    fputs("max_queued_jobs = 2\n", f); /* so that --concurrency 6 meets `busy` */
-    fclose(f);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        unsetenv("NOTIFY_SOCKET");
-        unsetenv("WATCHDOG_USEC");
-        char roots[400];
-        snprintf(roots, sizeof roots, "media_roots=%s", media);
-        execl(BIN "/daemon/vigild", "vigild", "--config", conf, "--model", model, "--runtime-dir",
-              rt, "--state-dir", st, "--set", roots, "--log-level", "notice", (char *)NULL);
-        _exit(127);
-    }
-    daemon_pid = pid;
-    double until = vg_now_ms() + 30000;
-    while (vg_now_ms() < until) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            daemon_pid = -1;
-            return -1;
-        }
-        cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-        int ok = r && cJSON_IsTrue(get(r, "ok"));
-        cJSON_Delete(r);
-        if (ok)
-            return 0;
-        sleep_ms(50);
-    }
-    return -1;
+    vg_testd_spec spec = {.log = log,
+                          .conf = conf,
+                          .model = model,
+                          .rt = rt,
+                          .st = st,
+                          .media = media,
+                          .cmd_url = cmd_url,
+                          .log_level = "notice",
+                          .clear_notify_env = 1,
+                          .call_timeout_ms = 5000};
+    return vg_testd_start(&spec, &daemon_pid);
 }
 
 static int stop_daemon(void)
 {
-    if (daemon_pid <= 0)
-        return -1;
-    kill(daemon_pid, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 1000; i++) {
-        if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid) {
-            daemon_pid = -1;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        sleep_ms(10);
-    }
-    kill(daemon_pid, SIGKILL);
-    waitpid(daemon_pid, &status, 0);
-    daemon_pid = -1;
-    return -1;
-}
-
-static int write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fputs(text, f);
-    return fclose(f);
+    return vg_testd_stop(&daemon_pid, 1000, NULL);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    if (access(BIN "/daemon/vigild", X_OK) || access(BIN "/tools/vigil", X_OK) ||
-        access(BIN "/tools/vigil-model", X_OK) || sh(NULL, 0, "ffmpeg -version >/dev/null 2>&1")) {
+    if (vg_testd_need_tools() != 0) {
         fprintf(stderr, "vigild, vigil, vigil-model or ffmpeg is missing\n");
         return -1;
     }
-    snprintf(dir, sizeof dir, "/tmp/vg-eval-XXXXXX");
-    if (!mkdtemp(dir))
+    if (vg_testd_tmpdir("/tmp/vg-eval-XXXXXX", dir, model, media, rt, st, cmd_url) != 0)
         return -1;
-    snprintf(model, sizeof model, "%s/model", dir);
-    snprintf(media, sizeof media, "%s/media", dir);
-    snprintf(rt, sizeof rt, "%s/run", dir);
-    snprintf(st, sizeof st, "%s/state", dir);
-    snprintf(cmd_url, sizeof cmd_url, "ipc://%s/vigil.cmd", rt);
     snprintf(jsonl, sizeof jsonl, "%s/eval.jsonl", media);
     snprintf(train, sizeof train, "%s/train.jsonl", dir);
-    mkdir(media, 0755);
-    if (make_model() != 0) {
+    if (vg_testd_make_model(dir, model) != 0) {
         fprintf(stderr, "cannot make the test model\n");
         return -1;
     }
-    if (sh(NULL, 0,
-           "cd '%s' && ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 "
-           "a.mp4 && ffmpeg -loglevel error -y -f lavfi -i color=c=red:size=128x96:rate=12 -t 4 "
-           "-c:v mpeg4 b.mkv && ffmpeg -loglevel error -y -f lavfi -i "
-           "testsrc=size=96x128:rate=15 -t 2.5 c.mp4",
-           media)) {
+    if (vg_testd_sh(
+            NULL, 0,
+            "cd '%s' && ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 "
+            "a.mp4 && ffmpeg -loglevel error -y -f lavfi -i color=c=red:size=128x96:rate=12 -t 4 "
+            "-c:v mpeg4 b.mkv && ffmpeg -loglevel error -y -f lavfi -i "
+            "testsrc=size=96x128:rate=15 -t 2.5 c.mp4",
+            media)) {
         fprintf(stderr, "ffmpeg failed\n");
         return -1;
     }
@@ -284,17 +133,18 @@ static int group_setup(void **state)
              "\"end\":2}\n"
              "{\"video\":\"a.mp4\",\"query\":\"When\",\"start\":2}\n",
              dur_a, media);
-    if (write_file(jsonl, text) || write_file(train, "{\"video\":\"t1.mp4\",\"query\":\"Q\","
-                                                     "\"start\":2.5,\"end\":7.5,\"duration\":10}\n"
-                                                     "{\"video\":\"t2.mp4\",\"query\":\"Q\","
-                                                     "\"start\":5,\"end\":15,\"duration\":20}\n"
-                                                     "{\"video\":\"t3.mp4\",\"query\":\"Q\"}\n"
-                                                     "{\"video\":\"t4.mp4\",\"query\":\"Q\","
-                                                     "\"start\":1,\"end\":3,\"duration\":4}\n"))
+    if (vg_testd_write_file(jsonl, text) ||
+        vg_testd_write_file(train, "{\"video\":\"t1.mp4\",\"query\":\"Q\","
+                                   "\"start\":2.5,\"end\":7.5,\"duration\":10}\n"
+                                   "{\"video\":\"t2.mp4\",\"query\":\"Q\","
+                                   "\"start\":5,\"end\":15,\"duration\":20}\n"
+                                   "{\"video\":\"t3.mp4\",\"query\":\"Q\"}\n"
+                                   "{\"video\":\"t4.mp4\",\"query\":\"Q\","
+                                   "\"start\":1,\"end\":3,\"duration\":4}\n"))
         return -1;
     if (start_daemon() != 0) {
         fprintf(stderr, "vigild did not start; its log:\n");
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        vg_testd_sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
         return -1;
     }
     return 0;
@@ -308,13 +158,10 @@ static int group_teardown(void **state)
         fprintf(stderr, "vigild did not exit cleanly\n");
         rc = -1;
     }
-    if (dir[0] && sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
-        fprintf(stderr, "sanitizer errors in the daemon log:\n");
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+    if (dir[0] && vg_testd_check_log(dir) != 0)
         rc = -1;
-    }
     if (dir[0] && !getenv("VG_KEEP_TMP"))
-        sh(NULL, 0, "rm -rf '%s'", dir);
+        vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return rc;
 }
 
@@ -323,11 +170,12 @@ static int group_teardown(void **state)
 static cJSON *run_eval(const char *args, int *status)
 {
     static char out[1 << 18];
-    *status = sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>'%s/eval.err'",
-                 BIN, rt, args, dir);
+    *status =
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>'%s/eval.err'",
+                    BIN, rt, args, dir);
     /* In the sanitizer build a report also exits with 1: look for one. */
-    if (sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/eval.err'", dir) == 0) {
-        sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
+    if (vg_testd_sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/eval.err'", dir) == 0) {
+        vg_testd_sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
         fail_msg("sanitizer report from vigil eval %s", args);
     }
     return cJSON_Parse(out);
@@ -355,7 +203,7 @@ static void test_eval_json(void **state)
     int status;
     cJSON *r = run_eval(args, &status);
     if (!r)
-        sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
+        vg_testd_sh(NULL, 0, "cat '%s/eval.err' >&2", dir);
     assert_non_null(r);
     assert_int_equal(status, 1); /* two lines failed */
     assert_int_equal(num(r, "n_lines"), 5);
@@ -374,7 +222,7 @@ static void test_eval_json(void **state)
     assert_int_equal(num(e1, "line"), 6);
     assert_non_null(strstr(cJSON_GetStringValue(get(e1, "message")), "malformed"));
     char errtext[4096];
-    assert_int_equal(sh(errtext, sizeof errtext, "cat '%s/eval.err'", dir), 0);
+    assert_int_equal(vg_testd_sh(errtext, sizeof errtext, "cat '%s/eval.err'", dir), 0);
     assert_non_null(strstr(errtext, "line 5 ("));
     assert_non_null(strstr(errtext, "missing.mp4): ask: not_found"));
     assert_non_null(strstr(errtext, "line 6 ("));
@@ -461,8 +309,8 @@ static void test_eval_text_and_fit(void **state)
     snprintf(args, sizeof args,
              "'%s' --blind-fit '%s' --max 2 --max-new-tokens 8 --greedy --concurrency 1", jsonl,
              train);
-    int status =
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1", BIN, rt, args);
+    int status = vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1",
+                             BIN, rt, args);
     if (status != 0)
         fprintf(stderr, "%s", out);
     assert_int_equal(status, 0);
@@ -474,8 +322,9 @@ static void test_eval_text_and_fit(void **state)
     assert_non_null(strstr(out, "margin over the blind baseline"));
     /* --verbose: one line per question and its answer on stderr. */
     snprintf(args, sizeof args, "'%s' --verbose --max 2 --max-new-tokens 8", jsonl);
-    status = sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1 >/dev/null", BIN,
-                rt, args);
+    status =
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' eval %s 2>&1 >/dev/null",
+                    BIN, rt, args);
     assert_int_equal(status, 0);
     assert_non_null(strstr(out, "line 1: truth 0.0-3.0, predicted "));
     assert_non_null(strstr(out, "line 2: truth 0.0-4.0, predicted "));
@@ -513,7 +362,7 @@ static void test_busy_retry(void **state)
                  "{\"video\":\"c.mp4\",\"query\":\"When is box %d visible?\"%s}\n", i,
                  i % 2 ? ",\"start\":0.5,\"end\":1.5" : "");
     }
-    assert_int_equal(write_file(path, text), 0);
+    assert_int_equal(vg_testd_write_file(path, text), 0);
     char args[1024];
     snprintf(args, sizeof args, "'%s' --json --concurrency 6 --max-new-tokens 48 --greedy", path);
     int status;
@@ -541,7 +390,7 @@ static char *final_state(const char *job, char *out, size_t cap)
         cJSON_Delete(r);
         if (!strcmp(out, "completed") || !strcmp(out, "failed") || !strcmp(out, "cancelled"))
             break;
-        sleep_ms(20);
+        vg_testd_sleep_ms(20);
     }
     return out;
 }
@@ -554,8 +403,9 @@ static void test_timeout_and_interrupt(void **state)
     (void)state;
     char path[400], args[1024], stname[32];
     snprintf(path, sizeof path, "%s/slow.jsonl", media);
-    assert_int_equal(write_file(path, "{\"video\":\"c.mp4\",\"query\":\"Q\",\"start\":0,"
-                                      "\"end\":1}\n{\"video\":\"c.mp4\",\"query\":\"Q2\"}\n"),
+    assert_int_equal(vg_testd_write_file(path,
+                                         "{\"video\":\"c.mp4\",\"query\":\"Q\",\"start\":0,"
+                                         "\"end\":1}\n{\"video\":\"c.mp4\",\"query\":\"Q2\"}\n"),
                      0);
     snprintf(args, sizeof args,
              "'%s' --json --verbose --max 1 --timeout-ms 200 --greedy --max-new-tokens 4096", path);
@@ -607,7 +457,7 @@ static void test_timeout_and_interrupt(void **state)
         }
         cJSON_Delete(jr);
         if (!(running && ours == 2))
-            sleep_ms(10);
+            vg_testd_sleep_ms(10);
     }
     assert_true(running && ours == 2);
     kill(pid, SIGINT);
@@ -670,7 +520,7 @@ static void test_daemon_lost(void **state)
         }
         cJSON_Delete(jr);
         if (!running)
-            sleep_ms(10);
+            vg_testd_sleep_ms(10);
     }
     assert_true(running);
     kill(daemon_pid, SIGKILL);
@@ -725,10 +575,11 @@ static void test_usage_and_failures(void **state)
     assert_int_equal(status, 1);
     double t0 = vg_now_ms();
     char out[4096];
-    status = sh(out, sizeof out,
-                "'%s/tools/vigil' --runtime-dir '%s/nowhere' --timeout 300 eval --json '%s' 2>&1 "
-                ">/dev/null",
-                BIN, dir, jsonl);
+    status = vg_testd_sh(
+        out, sizeof out,
+        "'%s/tools/vigil' --runtime-dir '%s/nowhere' --timeout 300 eval --json '%s' 2>&1 "
+        ">/dev/null",
+        BIN, dir, jsonl);
     assert_int_equal(status, 1);
     assert_non_null(strstr(out, "is vigild running?"));
     assert_null(strstr(out, "Sanitizer"));

@@ -20,6 +20,7 @@
 #define _XOPEN_SOURCE 700
 #include "common.h"
 #include "ipc.h"
+#include "../support/vg_testd.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -51,74 +52,14 @@ static vg_ipc_sub *sub;
 /* Records received by the subscriber, in order (a JSON array). */
 static cJSON *seen;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = 0, r;
-    char buf[4096];
-    while ((r = fread(buf, 1, sizeof buf, p)) > 0)
-        if (out && n + 1 < cap) {
-            size_t k = VG_MIN(r, cap - 1 - n);
-            memcpy(out + n, buf, k);
-            n += k;
-        }
-    if (out && cap)
-        out[n] = 0;
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static cJSON *call(const char *req)
 {
-    vg_ipc_client *c;
-    char err[256];
-    if (vg_ipc_client_open(cmd_url, 10000, 0, 0, &c, err, sizeof err) < 0)
-        return NULL;
-    char *rep = NULL;
-    size_t rl;
-    int rc = vg_ipc_client_call(c, req, strlen(req), &rep, &rl);
-    vg_ipc_client_close(c);
-    if (rc < 0)
-        return NULL;
-    cJSON *o = cJSON_ParseWithLength(rep, rl);
-    free(rep);
-    return o;
-}
-
-static int is_ok(const cJSON *r)
-{
-    return r && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"));
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-    return s ? s : "";
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(it) ? it->valuedouble : -1;
+    return vg_testd_call(cmd_url, req, strlen(req), 10000);
 }
 
 static const char *err_code(const cJSON *r)
 {
-    return jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code");
+    return vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code");
 }
 
 /* ---- processes ---------------------------------------------------------------------------- */
@@ -127,156 +68,27 @@ static const char *err_code(const cJSON *r)
  * udp://127.0.0.1:port in real time. Returns its slot. */
 static int start_source(int port, const char *lavfi)
 {
-    char in[512], out[128];
-    snprintf(in, sizeof in, "%s", lavfi ? lavfi : "testsrc2=size=160x120:rate=10");
-    snprintf(out, sizeof out, "udp://127.0.0.1:%d?pkt_size=1316", port);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open("/dev/null", O_RDWR);
-        if (fd >= 0) {
-            dup2(fd, 0);
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execlp("ffmpeg", "ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", in,
-               "-c:v", "mpeg2video", "-g", "5", "-f", "mpegts", out, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (children[i] <= 0) {
-            children[i] = pid;
-            return i;
-        }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
+    return vg_testd_start_source(children, MAX_CHILDREN, port, lavfi);
 }
 
 static void kill_source(int slot)
 {
-    if (slot < 0 || children[slot] <= 0)
-        return;
-    kill(children[slot], SIGKILL);
-    waitpid(children[slot], NULL, 0);
-    children[slot] = 0;
+    vg_testd_kill_source(children, slot);
 }
 
 static void kill_all(void)
 {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        kill_source(i);
-    if (daemon_pid > 0) {
-        kill(daemon_pid, SIGKILL);
-        waitpid(daemon_pid, NULL, 0);
-        daemon_pid = -1;
-    }
+    vg_testd_kill_all(children, MAX_CHILDREN, &daemon_pid);
 }
 
 static int start_daemon(const char *model_dir)
 {
-    char log[400];
-    snprintf(log, sizeof log, "%s/vigild.log", dir);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        char roots[400];
-        snprintf(roots, sizeof roots, "media_roots=%s", media);
-        execl(BIN "/daemon/vigild", "vigild", "--model", model_dir, "--runtime-dir", rt,
-              "--state-dir", st, "--config", conf, "--set", roots, "--set",
-              "allowed_protocols=udp,http", "--set", "stream_stall_timeout_s=1.5", "--set",
-              "stream_max_new_tokens=8", "--set", "max_streams=4", "--log-level", "info",
-              (char *)NULL);
-        _exit(127);
-    }
-    daemon_pid = pid;
-    double until = vg_now_ms() + 30000;
-    while (vg_now_ms() < until) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            daemon_pid = -1;
-            return -1;
-        }
-        cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-        int ok = is_ok(r);
-        cJSON_Delete(r);
-        if (ok)
-            return 0;
-        sleep_ms(50);
-    }
-    return -1;
+    return vg_testd_start_streams(dir, conf, model_dir, rt, st, media, cmd_url, &daemon_pid);
 }
 
 static int stop_daemon(void)
 {
-    if (daemon_pid <= 0)
-        return -1;
-    kill(daemon_pid, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 2000; i++) {
-        if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid) {
-            daemon_pid = -1;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        sleep_ms(10);
-    }
-    kill_all();
-    return -1;
-}
-
-/* The random tokenizer has fewer ids than the preset's vocab_size (see test_e2e.c). */
-static int make_model(void)
-{
-    char tmpm[400], cfg[400], err[256], path[500];
-    snprintf(tmpm, sizeof tmpm, "%s/model0", dir);
-    if (sh(NULL, 0, "'%s/tools/vigil-model' random --preset tiny --out '%s' >/dev/null 2>&1", BIN,
-           tmpm))
-        return -1;
-    char *data;
-    size_t len;
-    snprintf(path, sizeof path, "%s/tokenizer.json", tmpm);
-    if (vg_read_file(path, 1 << 26, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *tok = cJSON_ParseWithLength(data, len);
-    free(data);
-    int max_id = -1;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(tok, "model"), "vocab")) max_id =
-        VG_MAX(max_id, (int)it->valuedouble);
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(tok, "added_tokens")) max_id =
-        VG_MAX(max_id, (int)jnum(it, "id"));
-    cJSON_Delete(tok);
-    snprintf(path, sizeof path, "%s/config.json", tmpm);
-    if (max_id < 0 || vg_read_file(path, 1 << 20, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *c = cJSON_ParseWithLength(data, len);
-    free(data);
-    cJSON *tc = cJSON_GetObjectItemCaseSensitive(c, "text_config");
-    cJSON_ReplaceItemInObjectCaseSensitive(tc ? tc : c, "vocab_size",
-                                           cJSON_CreateNumber(max_id + 1));
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
-    snprintf(cfg, sizeof cfg, "%s/config-small.json", dir);
-    FILE *f = fopen(cfg, "w");
-    if (!f || !s) {
-        if (f)
-            fclose(f);
-        free(s);
-        return -1;
-    }
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    return sh(NULL, 0, "'%s/tools/vigil-model' random --config '%s' --out '%s' >/dev/null 2>&1",
-              BIN, cfg, model);
+    return vg_testd_stop(&daemon_pid, 2000, kill_all);
 }
 
 /* ---- subscriber --------------------------------------------------------------------------- */
@@ -308,11 +120,11 @@ static int find_rec(int from, const char *name, const char *kind, const char *st
     int n = cJSON_GetArraySize(seen);
     for (int i = from; i < n; i++) {
         const cJSON *r = cJSON_GetArrayItem(seen, i);
-        if (strcmp(jstr(r, "stream"), name) || strcmp(jstr(r, "kind"), kind))
+        if (strcmp(vg_testd_jstr(r, "stream"), name) || strcmp(vg_testd_jstr(r, "kind"), kind))
             continue;
-        if (state && strcmp(jstr(r, "state"), state))
+        if (state && strcmp(vg_testd_jstr(r, "state"), state))
             continue;
-        if (question >= 0 && (int)jnum(r, "question") != question)
+        if (question >= 0 && (int)vg_testd_jnum(r, "question") != question)
             continue;
         return i;
     }
@@ -359,7 +171,7 @@ static cJSON *stream_info(const char *name)
     const cJSON *s;
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(r, "streams"))
     {
-        if (!strcmp(jstr(s, "name"), name))
+        if (!strcmp(vg_testd_jstr(s, "name"), name))
             found = cJSON_Duplicate(s, 1);
     }
     cJSON_Delete(r);
@@ -385,21 +197,13 @@ static int wait_gone(const char *name, int timeout_ms)
 static int group_setup(void **state)
 {
     (void)state;
-    if (access(BIN "/daemon/vigild", X_OK) || access(BIN "/tools/vigil", X_OK) ||
-        access(BIN "/tools/vigil-model", X_OK) || sh(NULL, 0, "ffmpeg -version >/dev/null 2>&1")) {
+    if (vg_testd_need_tools() != 0) {
         fprintf(stderr, "vigild, vigil, vigil-model or ffmpeg is missing\n");
         return -1;
     }
-    snprintf(dir, sizeof dir, "/tmp/vg-stream-e2e-XXXXXX");
-    if (!mkdtemp(dir))
+    if (vg_testd_tmpdir("/tmp/vg-stream-e2e-XXXXXX", dir, model, media, rt, st, cmd_url) != 0)
         return -1;
-    snprintf(model, sizeof model, "%s/model", dir);
-    snprintf(media, sizeof media, "%s/media", dir);
-    snprintf(rt, sizeof rt, "%s/run", dir);
-    snprintf(st, sizeof st, "%s/state", dir);
-    snprintf(cmd_url, sizeof cmd_url, "ipc://%s/vigil.cmd", rt);
     snprintf(ev_url, sizeof ev_url, "ipc://%s/vigil.events", rt);
-    mkdir(media, 0755);
     snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
     FILE *cf = fopen(conf, "w");
     if (!cf)
@@ -408,22 +212,23 @@ static int group_setup(void **state)
     fclose(cf);
     port_base = 21000 + (int)(getpid() % 20000) * 2;
     seen = cJSON_CreateArray();
-    if (make_model() != 0) {
+    if (vg_testd_make_model(dir, model) != 0) {
         fprintf(stderr, "cannot make the test model\n");
         return -1;
     }
     char file[400];
     snprintf(file, sizeof file, "%s/clip.ts", media);
-    if (sh(NULL, 0,
-           "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 5 "
-           "-c:v mpeg2video '%s'",
-           file)) {
+    if (vg_testd_sh(
+            NULL, 0,
+            "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 5 "
+            "-c:v mpeg2video '%s'",
+            file)) {
         fprintf(stderr, "ffmpeg failed\n");
         return -1;
     }
     if (start_daemon(model) != 0) {
         fprintf(stderr, "vigild did not start; its log:\n");
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        vg_testd_sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
         return -1;
     }
     char err[256];
@@ -431,7 +236,7 @@ static int group_setup(void **state)
         fprintf(stderr, "subscribe: %s\n", err);
         return -1;
     }
-    sleep_ms(200);
+    vg_testd_sleep_ms(200);
     return 0;
 }
 
@@ -448,15 +253,15 @@ static int group_teardown(void **state)
     kill_all();
     vg_ipc_sub_close(sub);
     sub = NULL;
-    if (sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
+    if (vg_testd_sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s/vigild.log'", dir) == 0) {
         fprintf(stderr, "sanitizer errors in the daemon log:\n");
-        sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
+        vg_testd_sh(NULL, 0, "cat '%s/vigild.log' >&2", dir);
         rc = -1;
     }
     cJSON_Delete(seen);
     seen = NULL;
     if (dir[0] && !getenv("VG_KEEP_TMP"))
-        sh(NULL, 0, "rm -rf '%s'", dir);
+        vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return rc;
 }
 
@@ -487,7 +292,7 @@ static int has_seq(const cJSON *arr, double seq, const char *kind)
     const cJSON *o;
     cJSON_ArrayForEach(o, arr)
     {
-        if (jnum(o, "seq") == seq && !strcmp(jstr(o, "kind"), kind))
+        if (vg_testd_jnum(o, "seq") == seq && !strcmp(vg_testd_jstr(o, "kind"), kind))
             return 1;
     }
     return 0;
@@ -521,14 +326,14 @@ static void test_live_drop_reconnect_log(void **state)
     assert_true(src >= 0);
     int from = cJSON_GetArraySize(seen);
     cJSON *r = watch("cam1", url, NULL);
-    assert_true(is_ok(r));
-    assert_string_equal(jstr(cJSON_GetObjectItemCaseSensitive(r, "stream"), "topic"),
+    assert_true(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "stream"), "topic"),
                         "stream/cam1/");
     cJSON_Delete(r);
     /* A repeated identical watch returns the existing stream; another URL under the name is a
      * conflict. */
     r = watch("cam1", url, NULL);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "existing")));
     cJSON_Delete(r);
     r = watch("cam1", "udp://127.0.0.1:9", NULL);
@@ -543,17 +348,17 @@ static void test_live_drop_reconnect_log(void **state)
         int a = wait_rec(live, "cam1", "answer", NULL, q, 15000);
         assert_true(a >= 0);
         const cJSON *rec = cJSON_GetArrayItem(seen, a);
-        assert_string_equal(jstr(rec, "_topic"), "stream/cam1/answer");
+        assert_string_equal(vg_testd_jstr(rec, "_topic"), "stream/cam1/answer");
         const cJSON *w = cJSON_GetObjectItemCaseSensitive(rec, "window");
-        assert_true(jnum(w, "end") > jnum(w, "start"));
-        assert_true(strlen(jstr(w, "end_wall")) == 24);
+        assert_true(vg_testd_jnum(w, "end") > vg_testd_jnum(w, "start"));
+        assert_true(strlen(vg_testd_jstr(w, "end_wall")) == 24);
         /* The wall clock of the window's end: when that frame arrived, just now. */
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
-        double wall = iso_to_unix(jstr(w, "end_wall"));
+        double wall = iso_to_unix(vg_testd_jstr(w, "end_wall"));
         assert_true(fabs(wall - (double)now.tv_sec) < 30);
-        assert_true(fabs(iso_to_unix(jstr(w, "start_wall")) - wall -
-                         (jnum(w, "start") - jnum(w, "end"))) < 1.0);
+        assert_true(fabs(iso_to_unix(vg_testd_jstr(w, "start_wall")) - wall -
+                         (vg_testd_jnum(w, "start") - vg_testd_jnum(w, "end"))) < 1.0);
         assert_non_null(cJSON_GetObjectItemCaseSensitive(rec, "text"));
     }
     double until = vg_now_ms() + 15000;
@@ -563,8 +368,8 @@ static void test_live_drop_reconnect_log(void **state)
     int a_last = find_rec(live, "cam1", "answer", NULL, 0);
     while (find_rec(a_last + 1, "cam1", "answer", NULL, 0) >= 0)
         a_last = find_rec(a_last + 1, "cam1", "answer", NULL, 0);
-    double end_before =
-        jnum(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, a_last), "window"), "end");
+    double end_before = vg_testd_jnum(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, a_last), "window"), "end");
 
     /* While the source runs, the stream stays live (no spurious stall or reconnect). */
     assert_int_equal(find_rec(from, "cam1", "state", "stalled", -1), -1);
@@ -582,19 +387,19 @@ static void test_live_drop_reconnect_log(void **state)
     assert_true(live2 >= 0);
     int a2 = wait_rec(live2, "cam1", "answer", NULL, 0, 15000);
     assert_true(a2 >= 0);
-    double end_after =
-        jnum(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, a2), "window"), "end");
+    double end_after = vg_testd_jnum(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, a2), "window"), "end");
     assert_true(end_after > end_before); /* stream time never goes back */
     cJSON *si = stream_info("cam1");
     assert_non_null(si);
-    assert_true(jnum(si, "reconnects") >= 1);
-    assert_true(jnum(si, "answers") >= 4);
-    assert_true(jnum(si, "pairs") >= 4);
+    assert_true(vg_testd_jnum(si, "reconnects") >= 1);
+    assert_true(vg_testd_jnum(si, "answers") >= 4);
+    assert_true(vg_testd_jnum(si, "pairs") >= 4);
     cJSON_Delete(si);
 
     /* Unwatch: ended, then gone; the reader and inference threads let go. */
     r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"cam1\"}");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     int ended = wait_rec(live2, "cam1", "state", "ended", -1, 10000);
     assert_true(ended >= 0);
@@ -608,9 +413,9 @@ static void test_live_drop_reconnect_log(void **state)
     int n_cam1 = 0;
     cJSON_ArrayForEach(rec, seen)
     {
-        if (strcmp(jstr(rec, "stream"), "cam1"))
+        if (strcmp(vg_testd_jstr(rec, "stream"), "cam1"))
             continue;
-        assert_true(jnum(rec, "seq") == expect);
+        assert_true(vg_testd_jnum(rec, "seq") == expect);
         expect++;
         n_cam1++;
     }
@@ -623,13 +428,13 @@ static void test_live_drop_reconnect_log(void **state)
         logged = log_records("cam1");
         if (cJSON_GetArraySize(logged) >= n_cam1)
             break;
-        sleep_ms(50);
+        vg_testd_sleep_ms(50);
     } while (vg_now_ms() < until);
     assert_int_equal(cJSON_GetArraySize(logged), n_cam1);
     cJSON_ArrayForEach(rec, seen)
     {
-        if (!strcmp(jstr(rec, "stream"), "cam1"))
-            assert_true(has_seq(logged, jnum(rec, "seq"), jstr(rec, "kind")));
+        if (!strcmp(vg_testd_jstr(rec, "stream"), "cam1"))
+            assert_true(has_seq(logged, vg_testd_jnum(rec, "seq"), vg_testd_jstr(rec, "kind")));
     }
     cJSON_Delete(logged);
 }
@@ -649,18 +454,19 @@ static void test_events_since(void **state)
     assert_true(before > 0);
     int from = cJSON_GetArraySize(seen);
     cJSON *r = watch("cam1", url, NULL);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     int c = wait_rec(from, "cam1", "state", "connecting", -1, 5000);
     assert_true(c >= 0);
-    assert_true(jnum(cJSON_GetArrayItem(seen, c), "seq") == before + 1);
+    assert_true(vg_testd_jnum(cJSON_GetArrayItem(seen, c), "seq") == before + 1);
     assert_true(wait_rec(from, "cam1", "answer", NULL, 1, 20000) >= 0);
     /* The client's view of everything after `before`. */
     char out[1 << 16];
-    assert_int_equal(sh(out, sizeof out,
-                        "'%s/tools/vigil' --runtime-dir '%s' events cam1 --since %d --json", BIN,
-                        rt, before),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out,
+                    "'%s/tools/vigil' --runtime-dir '%s' events cam1 --since %d --json", BIN, rt,
+                    before),
+        0);
     int lines = 0;
     double last = before;
     for (char *p = out, *nl; *p; p = nl + 1) {
@@ -670,8 +476,8 @@ static void test_events_since(void **state)
         *nl = 0;
         cJSON *o = cJSON_Parse(p);
         assert_non_null(o);
-        assert_true(jnum(o, "seq") == last + 1);
-        last = jnum(o, "seq");
+        assert_true(vg_testd_jnum(o, "seq") == last + 1);
+        last = vg_testd_jnum(o, "seq");
         lines++;
         cJSON_Delete(o);
     }
@@ -680,18 +486,20 @@ static void test_events_since(void **state)
     char req[256];
     snprintf(req, sizeof req, "{\"v\":1,\"op\":\"events\",\"name\":\"cam1\",\"since\":%.0f}", 1e12);
     r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "events")), 0);
     cJSON_Delete(r);
     snprintf(req, sizeof req,
              "{\"v\":1,\"op\":\"events\",\"name\":\"cam1\",\"since\":0,\"limit\":2}");
     r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "events")), 2);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")));
     cJSON_Delete(r);
-    assert_int_equal(
-        sh(NULL, 0, "'%s/tools/vigil' --runtime-dir '%s' unwatch cam1 >/dev/null", BIN, rt), 0);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "'%s/tools/vigil' --runtime-dir '%s' unwatch cam1 >/dev/null", BIN,
+                                 rt),
+                     0);
     assert_true(wait_gone("cam1", 10000));
     kill_source(src);
 }
@@ -708,17 +516,17 @@ static void test_several_streams(void **state)
     snprintf(f, sizeof f, "%s/clip.ts", media);
     int from = cJSON_GetArraySize(seen);
     cJSON *r = watch("a", u1, NULL);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     r = watch("b", u2, "\"max_pixels\":8192");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     r = watch("file", f, NULL);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     char out[8192];
-    assert_int_equal(sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' streams", BIN, rt),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' streams", BIN, rt), 0);
     assert_non_null(strstr(out, "file"));
     const char *names[3] = {"a", "b", "file"};
     for (int i = 0; i < 3; i++) {
@@ -732,14 +540,14 @@ static void test_several_streams(void **state)
              "happens?\",\"generation\":{\"max_new_tokens\":8}}",
              f);
     r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     int done = 0;
     double until = vg_now_ms() + 30000;
     while (!done && vg_now_ms() < until) {
         pump(100);
         r = call("{\"v\":1,\"op\":\"job\",\"job\":\"clip1\"}");
-        const char *stj = jstr(cJSON_GetObjectItemCaseSensitive(r, "job"), "state");
+        const char *stj = vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "job"), "state");
         done = !strcmp(stj, "completed");
         assert_true(strcmp(stj, "failed") && strcmp(stj, "cancelled"));
         cJSON_Delete(r);
@@ -748,12 +556,12 @@ static void test_several_streams(void **state)
     /* The 5 s file, paced at its native rate, ends. */
     assert_true(wait_rec(from, "file", "state", "ended", -1, 20000) >= 0);
     const cJSON *rec = cJSON_GetArrayItem(seen, find_rec(from, "file", "state", "ended", -1));
-    assert_string_equal(jstr(rec, "detail"), "end of file");
+    assert_string_equal(vg_testd_jstr(rec, "detail"), "end of file");
     /* Stream b's frames follow its smaller pixel budget (8192 = 96x64 after smart_resize). */
     rec = cJSON_GetArrayItem(seen, find_rec(from, "b", "state", "live", -1));
-    assert_non_null(strstr(jstr(rec, "detail"), "96x64"));
+    assert_non_null(strstr(vg_testd_jstr(rec, "detail"), "96x64"));
     cJSON *info = call("{\"v\":1,\"op\":\"info\"}");
-    assert_true(jnum(info, "streams") == 3);
+    assert_true(vg_testd_jnum(info, "streams") == 3);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(info, "capabilities"), "streams")));
     cJSON_Delete(info);
@@ -761,7 +569,7 @@ static void test_several_streams(void **state)
         char ureq[128];
         snprintf(ureq, sizeof ureq, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", names[i]);
         r = call(ureq);
-        assert_true(is_ok(r));
+        assert_true(vg_testd_is_ok(r));
         cJSON_Delete(r);
     }
     for (int i = 0; i < 3; i++)
@@ -778,10 +586,10 @@ static void test_replay_window_rebase(void **state)
     (void)state;
     char f[400], req[1024];
     snprintf(f, sizeof f, "%s/long.ts", media);
-    assert_int_equal(sh(NULL, 0,
-                        "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
-                        "testsrc2=size=160x120:rate=4 -t 100 -c:v mpeg2video -g 8 '%s'",
-                        f),
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                                 "testsrc2=size=160x120:rate=4 -t 100 -c:v mpeg2video -g 8 '%s'",
+                                 f),
                      0);
     int from = cJSON_GetArraySize(seen);
     snprintf(req, sizeof req,
@@ -789,21 +597,23 @@ static void test_replay_window_rebase(void **state)
              "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
              f);
     cJSON *r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_rec(from, "replay", "state", "ended", -1, 30000) >= 0);
     cJSON *si = stream_info("replay");
     assert_non_null(si);
-    printf("replay: %.0f pairs, %.0f rebases\n", jnum(si, "pairs"), jnum(si, "rebases"));
-    assert_true(jnum(si, "rebases") >= 3); /* the first pair, then about every 34 s */
-    assert_true(jnum(si, "pairs") >= 45);
+    printf("replay: %.0f pairs, %.0f rebases\n", vg_testd_jnum(si, "pairs"),
+           vg_testd_jnum(si, "rebases"));
+    assert_true(vg_testd_jnum(si, "rebases") >= 3); /* the first pair, then about every 34 s */
+    assert_true(vg_testd_jnum(si, "pairs") >= 45);
     cJSON_Delete(si);
     int n = 0;
     double last_end = -1, max_base = 0;
     for (int i = find_rec(from, "replay", "answer", NULL, 0); i >= 0;
          i = find_rec(i + 1, "replay", "answer", NULL, 0)) {
         const cJSON *w = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, i), "window");
-        double ws = jnum(w, "start"), we = jnum(w, "end"), base = jnum(w, "base");
+        double ws = vg_testd_jnum(w, "start"), we = vg_testd_jnum(w, "end"),
+               base = vg_testd_jnum(w, "base");
         assert_true(we - ws <= 6.0 + 1e-6);
         assert_true(base <= ws + 1e-6);
         assert_true(we - base <= 40.0 + 1.5);
@@ -818,7 +628,7 @@ static void test_replay_window_rebase(void **state)
     assert_true(last_end > 90);
     assert_true(max_base > 50);
     r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"replay\"}");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(wait_gone("replay", 10000));
 }
@@ -831,12 +641,13 @@ static void test_cli_watch(void **state)
     int src = start_source(port_base + 1, NULL);
     assert_true(src >= 0);
     char out[1 << 16];
-    assert_int_equal(sh(out, sizeof out,
-                        "'%s/tools/vigil' --runtime-dir '%s' watch udp://127.0.0.1:%d 'What "
-                        "happens?' --question 'Is there a red box?' --fps 2 --window 4 --update 1 "
-                        "--for 6 --json",
-                        BIN, rt, port_base + 1),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out,
+                    "'%s/tools/vigil' --runtime-dir '%s' watch udp://127.0.0.1:%d 'What "
+                    "happens?' --question 'Is there a red box?' --fps 2 --window 4 --update 1 "
+                    "--for 6 --json",
+                    BIN, rt, port_base + 1),
+        0);
     /* First line: the stream; then records of that stream only. */
     char *nl = strchr(out, '\n');
     assert_non_null(nl);
@@ -844,7 +655,7 @@ static void test_cli_watch(void **state)
     cJSON *st0 = cJSON_Parse(out);
     assert_non_null(st0);
     char name[64];
-    snprintf(name, sizeof name, "%s", jstr(st0, "name"));
+    snprintf(name, sizeof name, "%s", vg_testd_jstr(st0, "name"));
     assert_true(!strncmp(name, "cam", 3));
     cJSON_Delete(st0);
     int states = 0, answers[2] = {0, 0};
@@ -855,24 +666,26 @@ static void test_cli_watch(void **state)
         *e = 0;
         cJSON *o = cJSON_Parse(p);
         assert_non_null(o);
-        assert_string_equal(jstr(o, "stream"), name);
-        if (!strcmp(jstr(o, "kind"), "state"))
+        assert_string_equal(vg_testd_jstr(o, "stream"), name);
+        if (!strcmp(vg_testd_jstr(o, "kind"), "state"))
             states++;
-        if (!strcmp(jstr(o, "kind"), "answer"))
-            answers[(int)jnum(o, "question") & 1]++;
+        if (!strcmp(vg_testd_jstr(o, "kind"), "answer"))
+            answers[(int)vg_testd_jnum(o, "question") & 1]++;
         cJSON_Delete(o);
     }
     assert_true(states >= 2); /* connecting, live */
     assert_true(answers[0] >= 1 && answers[1] >= 1);
-    assert_int_equal(sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' streams", BIN, rt),
-                     0);
-    assert_non_null(strstr(out, name));
     assert_int_equal(
-        sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' unwatch %s", BIN, rt, name), 0);
+        vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' streams", BIN, rt), 0);
+    assert_non_null(strstr(out, name));
+    assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/tools/vigil' --runtime-dir '%s' unwatch %s",
+                                 BIN, rt, name),
+                     0);
     assert_true(wait_gone(name, 10000));
-    assert_int_not_equal(
-        sh(NULL, 0, "'%s/tools/vigil' --runtime-dir '%s' unwatch %s 2>/dev/null", BIN, rt, name),
-        0);
+    assert_int_not_equal(vg_testd_sh(NULL, 0,
+                                     "'%s/tools/vigil' --runtime-dir '%s' unwatch %s 2>/dev/null",
+                                     BIN, rt, name),
+                         0);
     kill_source(src);
 }
 
@@ -919,7 +732,7 @@ static void test_bad_requests(void **state)
                  i, port_base + 2 + i);
         cJSON *r = call(req);
         if (i < 4)
-            assert_true(is_ok(r));
+            assert_true(vg_testd_is_ok(r));
         else
             assert_string_equal(err_code(r), "busy");
         cJSON_Delete(r);
@@ -927,7 +740,7 @@ static void test_bad_requests(void **state)
     /* A dead stream never blocks the loop: info answers at once. */
     double t0 = vg_now_ms();
     cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     assert_true(vg_now_ms() - t0 < 1500); /* generous: CI machines are loaded */
     for (int i = 0; i < 4; i++) {
@@ -935,7 +748,7 @@ static void test_bad_requests(void **state)
         snprintf(name, sizeof name, "n%d", i);
         snprintf(req, sizeof req, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", name);
         r = call(req);
-        assert_true(is_ok(r));
+        assert_true(vg_testd_is_ok(r));
         cJSON_Delete(r);
         assert_true(wait_gone(name, 10000));
     }
@@ -957,7 +770,7 @@ static void test_demo_box_events(void **state)
     vg_ipc_sub_close(sub);
     char err[256];
     assert_int_equal(vg_ipc_sub_open(ev_url, "stream/", &sub, err, sizeof err), 0);
-    sleep_ms(200);
+    vg_testd_sleep_ms(200);
     /* As the demo's training clips: a muted solid background, a filled red box. */
     int src = start_source(port_base + 7,
                            "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
@@ -974,7 +787,7 @@ static void test_demo_box_events(void **state)
              port_base + 7);
     int from = cJSON_GetArraySize(seen);
     cJSON *r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     int started = -1, ended = -1;
     double until = vg_now_ms() + 30000;
@@ -982,11 +795,12 @@ static void test_demo_box_events(void **state)
         pump(100);
         for (int i = from; i < cJSON_GetArraySize(seen); i++) {
             const cJSON *e = cJSON_GetArrayItem(seen, i);
-            if (strcmp(jstr(e, "stream"), "demo") || strcmp(jstr(e, "kind"), "event"))
+            if (strcmp(vg_testd_jstr(e, "stream"), "demo") ||
+                strcmp(vg_testd_jstr(e, "kind"), "event"))
                 continue;
-            if (started < 0 && !strcmp(jstr(e, "event"), "started"))
+            if (started < 0 && !strcmp(vg_testd_jstr(e, "event"), "started"))
                 started = i;
-            if (ended < 0 && !strcmp(jstr(e, "event"), "ended"))
+            if (ended < 0 && !strcmp(vg_testd_jstr(e, "event"), "ended"))
                 ended = i;
         }
     }
@@ -997,13 +811,13 @@ static void test_demo_box_events(void **state)
      * truth: source time T is wall src_t0 + T (ffmpeg -re sends in real time), i.e. stream time
      * T + src_t0 - wall(stream 0). */
     const cJSON *es = cJSON_GetArrayItem(seen, started), *ee = cJSON_GetArrayItem(seen, ended);
-    double wall0 = iso_to_unix(jstr(es, "start_wall")) - jnum(es, "start");
+    double wall0 = iso_to_unix(vg_testd_jstr(es, "start_wall")) - vg_testd_jnum(es, "start");
     assert_true(wall0 > 0);
     double truth_start = 4.0 + src_t0 - wall0, truth_end = 9.0 + src_t0 - wall0;
     printf("demo: started %.1f s (truth %.1f), ended %.1f s (truth %.1f), stream seconds\n",
-           jnum(es, "start"), truth_start, jnum(ee, "end"), truth_end);
-    assert_true(fabs(jnum(es, "start") - truth_start) <= 2.0);
-    assert_true(fabs(jnum(ee, "end") - truth_end) <= 2.0);
+           vg_testd_jnum(es, "start"), truth_start, vg_testd_jnum(ee, "end"), truth_end);
+    assert_true(fabs(vg_testd_jnum(es, "start") - truth_start) <= 2.0);
+    assert_true(fabs(vg_testd_jnum(ee, "end") - truth_end) <= 2.0);
 }
 
 int main(void)

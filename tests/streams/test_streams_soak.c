@@ -9,6 +9,7 @@
 #define _XOPEN_SOURCE 700
 #include "common.h"
 #include "ipc.h"
+#include "../support/vg_testd.h"
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -35,194 +36,24 @@ static pid_t daemon_pid = -1;
 #define MAX_CHILDREN 1
 static pid_t children[MAX_CHILDREN];
 
-static void kill_source(int slot)
-{
-    if (slot < 0 || children[slot] <= 0)
-        return;
-    kill(children[slot], SIGKILL);
-    waitpid(children[slot], NULL, 0);
-    children[slot] = 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int sh(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = 0, r;
-    char buf[4096];
-    while ((r = fread(buf, 1, sizeof buf, p)) > 0)
-        if (out && n + 1 < cap) {
-            size_t k = VG_MIN(r, cap - 1 - n);
-            memcpy(out + n, buf, k);
-            n += k;
-        }
-    if (out && cap)
-        out[n] = 0;
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static cJSON *call(const char *req)
 {
-    vg_ipc_client *c;
-    char err[256];
-    if (vg_ipc_client_open(cmd_url, 10000, 0, 0, &c, err, sizeof err) < 0)
-        return NULL;
-    char *rep = NULL;
-    size_t rl;
-    int rc = vg_ipc_client_call(c, req, strlen(req), &rep, &rl);
-    vg_ipc_client_close(c);
-    if (rc < 0)
-        return NULL;
-    cJSON *o = cJSON_ParseWithLength(rep, rl);
-    free(rep);
-    return o;
-}
-
-static int is_ok(const cJSON *r)
-{
-    return r && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"));
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
-    return s ? s : "";
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(it) ? it->valuedouble : -1;
+    return vg_testd_call(cmd_url, req, strlen(req), 10000);
 }
 
 static void kill_all(void)
 {
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        kill_source(i);
-    if (daemon_pid > 0) {
-        kill(daemon_pid, SIGKILL);
-        waitpid(daemon_pid, NULL, 0);
-        daemon_pid = -1;
-    }
+    vg_testd_kill_all(children, MAX_CHILDREN, &daemon_pid);
 }
 
 static int start_daemon(const char *model_dir)
 {
-    char log[400];
-    snprintf(log, sizeof log, "%s/vigild.log", dir);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        char roots[400];
-        snprintf(roots, sizeof roots, "media_roots=%s", media);
-        execl(BIN "/daemon/vigild", "vigild", "--model", model_dir, "--runtime-dir", rt,
-              "--state-dir", st, "--config", conf, "--set", roots, "--set",
-              "allowed_protocols=udp,http", "--set", "stream_stall_timeout_s=1.5", "--set",
-              "stream_max_new_tokens=8", "--set", "max_streams=4", "--log-level", "info",
-              (char *)NULL);
-        _exit(127);
-    }
-    daemon_pid = pid;
-    double until = vg_now_ms() + 30000;
-    while (vg_now_ms() < until) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            daemon_pid = -1;
-            return -1;
-        }
-        cJSON *r = call("{\"v\":1,\"op\":\"info\"}");
-        int ok = is_ok(r);
-        cJSON_Delete(r);
-        if (ok)
-            return 0;
-        sleep_ms(50);
-    }
-    return -1;
+    return vg_testd_start_streams(dir, conf, model_dir, rt, st, media, cmd_url, &daemon_pid);
 }
 
 static int stop_daemon(void)
 {
-    if (daemon_pid <= 0)
-        return -1;
-    kill(daemon_pid, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 2000; i++) {
-        if (waitpid(daemon_pid, &status, WNOHANG) == daemon_pid) {
-            daemon_pid = -1;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        sleep_ms(10);
-    }
-    kill_all();
-    return -1;
-}
-
-/* The random tokenizer has fewer ids than the preset's vocab_size (see test_e2e.c). */
-static int make_model(void)
-{
-    char tmpm[400], cfg[400], err[256], path[500];
-    snprintf(tmpm, sizeof tmpm, "%s/model0", dir);
-    if (sh(NULL, 0, "'%s/tools/vigil-model' random --preset tiny --out '%s' >/dev/null 2>&1", BIN,
-           tmpm))
-        return -1;
-    char *data;
-    size_t len;
-    snprintf(path, sizeof path, "%s/tokenizer.json", tmpm);
-    if (vg_read_file(path, 1 << 26, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *tok = cJSON_ParseWithLength(data, len);
-    free(data);
-    int max_id = -1;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
-                               cJSON_GetObjectItemCaseSensitive(tok, "model"), "vocab")) max_id =
-        VG_MAX(max_id, (int)it->valuedouble);
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(tok, "added_tokens")) max_id =
-        VG_MAX(max_id, (int)jnum(it, "id"));
-    cJSON_Delete(tok);
-    snprintf(path, sizeof path, "%s/config.json", tmpm);
-    if (max_id < 0 || vg_read_file(path, 1 << 20, &data, &len, err, sizeof err) < 0)
-        return -1;
-    cJSON *c = cJSON_ParseWithLength(data, len);
-    free(data);
-    cJSON *tc = cJSON_GetObjectItemCaseSensitive(c, "text_config");
-    cJSON_ReplaceItemInObjectCaseSensitive(tc ? tc : c, "vocab_size",
-                                           cJSON_CreateNumber(max_id + 1));
-    char *s = cJSON_Print(c);
-    cJSON_Delete(c);
-    snprintf(cfg, sizeof cfg, "%s/config-small.json", dir);
-    FILE *f = fopen(cfg, "w");
-    if (!f || !s) {
-        if (f)
-            fclose(f);
-        free(s);
-        return -1;
-    }
-    fputs(s, f);
-    fclose(f);
-    free(s);
-    return sh(NULL, 0, "'%s/tools/vigil-model' random --config '%s' --out '%s' >/dev/null 2>&1",
-              BIN, cfg, model);
+    return vg_testd_stop(&daemon_pid, 2000, kill_all);
 }
 
 static long rss_kib(pid_t pid)
@@ -256,14 +87,15 @@ static void test_soak_rss_flat(void **state)
     FILE *cf = fopen(conf, "w");
     assert_non_null(cf);
     fclose(cf);
-    assert_int_equal(make_model(), 0);
+    assert_int_equal(vg_testd_make_model(dir, model), 0);
     char file[400];
     snprintf(file, sizeof file, "%s/long.ts", media);
-    assert_int_equal(sh(NULL, 0,
-                        "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
-                        "testsrc2=size=160x120:rate=4 -t 1800 -c:v mpeg2video -g 8 -q:v 10 '%s'",
-                        file),
-                     0);
+    assert_int_equal(
+        vg_testd_sh(NULL, 0,
+                    "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                    "testsrc2=size=160x120:rate=4 -t 1800 -c:v mpeg2video -g 8 -q:v 10 '%s'",
+                    file),
+        0);
     assert_int_equal(start_daemon(model), 0);
     char req[1024];
     snprintf(req, sizeof req,
@@ -272,20 +104,20 @@ static void test_soak_rss_flat(void **state)
              "\"speed\":30}",
              file);
     cJSON *r = call(req);
-    assert_true(is_ok(r));
+    assert_true(vg_testd_is_ok(r));
     cJSON_Delete(r);
     long base = -1, lo = 1L << 60, hi = 0, kept[512];
     double t_stream = 0, next_print = 0;
     double until = vg_now_ms() + 150000;
     int ended = 0, samples = 0;
     while (vg_now_ms() < until && !ended) {
-        sleep_ms(1000);
+        vg_testd_sleep_ms(1000);
         r = call("{\"v\":1,\"op\":\"streams\"}");
         const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "streams"), 0);
-        t_stream = jnum(cJSON_GetObjectItemCaseSensitive(s, "window"), "end");
-        ended = !strcmp(jstr(s, "state"), "ended");
-        double pairs = jnum(s, "pairs"), answers = jnum(s, "answers"),
-               dropped = jnum(s, "dropped_pairs");
+        t_stream = vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(s, "window"), "end");
+        ended = !strcmp(vg_testd_jstr(s, "state"), "ended");
+        double pairs = vg_testd_jnum(s, "pairs"), answers = vg_testd_jnum(s, "answers"),
+               dropped = vg_testd_jnum(s, "dropped_pairs");
         cJSON_Delete(r);
         long kib = rss_kib(daemon_pid);
         assert_true(kib > 0);
@@ -337,7 +169,7 @@ static int teardown(void **state)
     (void)state;
     kill_all();
     if (dir[0] && !getenv("VG_KEEP_TMP"))
-        sh(NULL, 0, "rm -rf '%s'", dir);
+        vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return 0;
 }
 
