@@ -512,10 +512,27 @@ typedef struct gen_ctx {
     job *j;
 } gen_ctx;
 
-static int on_token(int32_t id, const char *text, size_t len, void *opaque)
+static int on_token(int32_t id, const char *raw, size_t raw_len, void *opaque)
 {
     gen_ctx *g = opaque;
     job *j = g->j;
+    /* Results travel as C strings (JSON, journal): a generated U+0000 would cut them short, so it
+     * becomes U+FFFD here. A piece is at most a few hundred bytes; 3 bytes per NUL fit below. */
+    char buf[4 * 512];
+    const char *text = raw;
+    size_t len = raw_len;
+    if (memchr(raw, 0, raw_len) && raw_len <= 512) {
+        len = 0;
+        for (size_t i = 0; i < raw_len; i++) {
+            if (raw[i]) {
+                buf[len++] = raw[i];
+            } else {
+                memcpy(buf + len, "\xEF\xBF\xBD", 3);
+                len += 3;
+            }
+        }
+        text = buf;
+    }
     if (len) {
         size_t need = j->w_len + len + 1;
         if (need > j->w_cap) {

@@ -56,12 +56,18 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
         if (cb) {
             char text[512];
             size_t len = 0;
+            text[0] = '\0';
             if (!stop && (rc = vg_detok_push(dt, id, text, sizeof(text), &len)) < 0) {
                 rc = vg_fail(err, errlen, rc, "cannot detokenize id %d", (int)id);
                 goto done;
             }
-            if (stop)
-                text[0] = '\0';
+            if (stop || n == cap) {
+                /* The last callback also carries what the detokenizer still holds (an incomplete
+                 * character becomes U+FFFD), so the streamed text is the whole text. */
+                size_t more = 0;
+                if (vg_detok_flush(dt, text + len, sizeof(text) - len, &more) == 0)
+                    len += more;
+            }
             if (cb(id, text, len, opaque))
                 break;
         }
