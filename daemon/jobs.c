@@ -516,21 +516,13 @@ static int on_token(int32_t id, const char *raw, size_t raw_len, void *opaque)
 {
     gen_ctx *g = opaque;
     job *j = g->j;
-    /* Results travel as C strings (JSON, journal): a generated U+0000 would cut them short, so it
-     * becomes U+FFFD here. A piece is at most a few hundred bytes; 3 bytes per NUL fit below. */
-    char buf[4 * 512];
+    /* Results travel as C strings (JSON, journal): a generated U+0000 becomes U+FFFD. Pieces from
+     * vg_generate are under 512 bytes, so buf always holds the copy. */
+    char buf[3 * 512 + 1];
     const char *text = raw;
     size_t len = raw_len;
     if (memchr(raw, 0, raw_len) && raw_len <= 512) {
-        len = 0;
-        for (size_t i = 0; i < raw_len; i++) {
-            if (raw[i]) {
-                buf[len++] = raw[i];
-            } else {
-                memcpy(buf + len, "\xEF\xBF\xBD", 3);
-                len += 3;
-            }
-        }
+        len = vg_proto_text_piece(raw, raw_len, buf, sizeof buf);
         text = buf;
     }
     if (len) {

@@ -992,6 +992,11 @@ static int on_answer_token(int32_t id, const char *text, size_t len, void *opaqu
 {
     (void)id;
     stream *s = opaque;
+    char buf[3 * 512 + 1]; /* a generated U+0000 becomes U+FFFD (answers are C strings) */
+    if (memchr(text, 0, len) && len <= 512) {
+        len = vg_proto_text_piece(text, len, buf, sizeof buf);
+        text = buf;
+    }
     size_t room = ANSWER_MAX - 1 - s->answer_len;
     size_t k = VG_MIN(len, room);
     memcpy(s->answer + s->answer_len, text, k);

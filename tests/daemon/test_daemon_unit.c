@@ -47,6 +47,23 @@ static void write_file(const char *path, const char *data, size_t len)
 
 /* ---------------------------------------------------------------------------------------------- */
 
+static void test_text_piece(void **state)
+{
+    (void)state;
+    char out[16];
+    assert_int_equal(vg_proto_text_piece("ab", 2, out, sizeof out), 2);
+    assert_string_equal(out, "ab");
+    assert_int_equal(vg_proto_text_piece("a\0b", 3, out, sizeof out), 5);
+    assert_memory_equal(out,
+                        "a\xEF\xBF\xBD"
+                        "b",
+                        6);
+    assert_int_equal(vg_proto_text_piece("\0\0\0\0\0", 5, out, sizeof out), 15);
+    assert_int_equal(strlen(out), 15);
+    assert_int_equal(vg_proto_text_piece("\0\0\0\0\0\0", 6, out, sizeof out), 0); /* too small */
+    assert_string_equal(out, "");
+}
+
 static void test_config_parse(void **state)
 {
     vg_daemon_config c;
@@ -645,17 +662,12 @@ static void test_sd_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_parse),
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_config_roots),
-        cmocka_unit_test(test_config_example),
-        cmocka_unit_test(test_proto_valid),
-        cmocka_unit_test(test_proto_errors),
-        cmocka_unit_test(test_proto_fuzz),
-        cmocka_unit_test(test_media_policy),
-        cmocka_unit_test(test_journal),
-        cmocka_unit_test(test_journal_many),
-        cmocka_unit_test(test_journal_compaction),
+        cmocka_unit_test(test_text_piece),     cmocka_unit_test(test_config_parse),
+        cmocka_unit_test(test_config_errors),  cmocka_unit_test(test_config_roots),
+        cmocka_unit_test(test_config_example), cmocka_unit_test(test_proto_valid),
+        cmocka_unit_test(test_proto_errors),   cmocka_unit_test(test_proto_fuzz),
+        cmocka_unit_test(test_media_policy),   cmocka_unit_test(test_journal),
+        cmocka_unit_test(test_journal_many),   cmocka_unit_test(test_journal_compaction),
         cmocka_unit_test(test_sd_notify),
     };
     return cmocka_run_group_tests(tests, make_tmp, rm_tmp);
