@@ -275,6 +275,7 @@ struct stream {
     question q[VG_STREAM_MAX_QUESTIONS];
     char answer[ANSWER_MAX];
     size_t answer_len;
+    int answer_full; /* clipped at ANSWER_MAX: later pieces are dropped, not spliced in */
     stream *i_next;
 };
 
@@ -997,8 +998,14 @@ static int on_answer_token(int32_t id, const char *text, size_t len, void *opaqu
         len = vg_proto_text_piece(text, len, buf, sizeof buf);
         text = buf;
     }
+    if (s->answer_full)
+        return atomic_load(&s->stop) != 0;
     size_t room = ANSWER_MAX - 1 - s->answer_len;
     size_t k = VG_MIN(len, room);
+    s->answer_full = k < len;
+    /* Clipped at ANSWER_MAX: never keep half of a UTF-8 sequence (k < len: text[k] exists). */
+    while (k < len && k > 0 && ((unsigned char)text[k] & 0xC0) == 0x80)
+        k--;
     memcpy(s->answer + s->answer_len, text, k);
     s->answer_len += k;
     s->answer[s->answer_len] = 0;
@@ -1035,6 +1042,7 @@ static int answer_question(stream *s, int qi, char *err, size_t errlen)
     gp.do_sample = 0;
     gp.max_new_tokens = ss->cfg->stream_max_new_tokens;
     s->answer_len = 0;
+    s->answer_full = 0;
     s->answer[0] = 0;
     t0 = vg_now_ms();
     int32_t rope_delta = s->next_pos - (int32_t)wlen;
