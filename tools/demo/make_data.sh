@@ -54,7 +54,7 @@ stage s1_box2x   102  600 --max-duration 10 --box-scale 2.0 --max-size 640
 stage s2_box1.4x 103  600 --max-duration 10 --box-scale 1.4 --max-size 640
 stage s3_box1x   104  800 --max-duration 10 --box-scale 1.0
 stage s4_20s     105  800 --max-duration 20 --box-scale 1.0
-stage s5_full    106 1500
+stage s5_full    106  700
 # Held out (another seed, the full distribution): never trained on; for train.py --eval-only and
 # `vigil eval WORK_DIR/clips/heldout/eval.jsonl`.
 stage heldout   9001  100

@@ -39,6 +39,7 @@ the real model.
 """
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -456,6 +457,16 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------
+def learning_rate(a, step):
+    """Linear warm-up to --lr, then constant; from --decay-start a cosine decay to --lr-min over
+    --decay-steps (the decay is by global step, so a resumed run continues it)."""
+    lr = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
+    if a.decay_start > 0 and step >= a.decay_start:
+        f = min(1.0, (step - a.decay_start) / max(1, a.decay_steps))
+        lr = a.lr_min + (a.lr - a.lr_min) * 0.5 * (1.0 + math.cos(math.pi * f))
+    return lr
+
+
 def save_checkpoint(path, state):
     tmp = path + ".tmp"
     torch.save(state, tmp)
@@ -479,6 +490,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=6, help="clips per step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--decay-start", type=int, default=0,
+                    help="global step where the learning rate starts a cosine decay (0 = never)")
+    ap.add_argument("--decay-steps", type=int, default=3000,
+                    help="length of that decay; the rate then stays at --lr-min")
+    ap.add_argument("--lr-min", type=float, default=5e-5)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--time-weight", type=float, default=1.0,
                     help="loss weight of the answer's timestamp tokens")
@@ -617,7 +633,7 @@ def main(argv=None):
             log(f"time limit reached at step {step}")
             break
         t0 = time.time()
-        lr = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
+        lr = learning_rate(a, step)
         for g in opt.param_groups:
             g["lr"] = lr
         st = stages[stage]
