@@ -207,6 +207,25 @@ int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], in
                           const char *allowed, char *resolved, size_t resolved_len, int *is_url,
                           char *err, size_t errlen);
 
+/* What a job or stream may open, snapshotted from the configuration on the loop thread when the
+ * request is accepted: worker threads read only the snapshot (SIGHUP rewrites the configuration
+ * in place), and a reload applies to jobs and streams accepted after it. */
+typedef struct vg_media_policy vg_media_policy;
+
+/* Snapshot of cfg's media roots and allowed protocols for an input that vg_daemon_media_check
+ * classified as a URL (is_url) or a local file. *out is the caller's: vg_media_policy_free(). */
+int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, vg_media_policy **out);
+void vg_media_policy_free(vg_media_policy *p);
+
+/* The protocol whitelist to hand to vg_media_open: "file" for a local file; the allowed protocols
+ * plus tcp, tls and crypto (what they are built on) for a URL. Owned by p. */
+const char *vg_media_policy_whitelist(const vg_media_policy *p);
+
+/* vg_media_params.allow_url with opaque = the policy: a nested path or file: URL (an HLS playlist
+ * under a media root naming a segment) must resolve under a media root, as a requested file must;
+ * a nested URL's scheme (each '+'-separated part) must be in the whitelist. Any thread. */
+int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errlen);
+
 /* ===================================================================================================
  * Journal: append-only JSON lines in the state directory, each "XXXXXXXX <json>\n" with the
  * CRC-32 of <json> in hex. A line without its newline (a torn write) or with a wrong checksum is

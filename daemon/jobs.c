@@ -47,6 +47,7 @@ typedef struct job {
     char req_id[VG_ID_MAX + 1];
     char *video, *resolved, *question, *system;
     int is_url;
+    vg_media_policy *policy; /* what decoding may open, as configured when the job was accepted */
     vg_req_sampling sampling;
     vg_req_generation gen;
     int max_new_tokens;
@@ -135,6 +136,7 @@ static void job_free(job *j)
         return;
     free(j->video);
     free(j->resolved);
+    vg_media_policy_free(j->policy);
     free(j->question);
     free(j->system);
     free(j->text);
@@ -446,12 +448,9 @@ static void decode_job(vg_jobs *js, job *j)
     post_simple(js, j, MSG_STARTED, "decode", 0);
     double t0 = vg_now_ms();
     vg_media_params mp = vg_media_default_params();
-    char whitelist[300];
-    if (j->is_url)
-        snprintf(whitelist, sizeof whitelist, "%s,tcp,tls,crypto", js->cfg->allowed_protocols);
-    else
-        snprintf(whitelist, sizeof whitelist, "file");
-    mp.protocol_whitelist = whitelist;
+    mp.protocol_whitelist = vg_media_policy_whitelist(j->policy);
+    mp.allow_url = vg_media_policy_allow;
+    mp.allow_opaque = j->policy;
     mp.stop = &j->cancel;
     vg_media *m = NULL;
     int rc = vg_media_open(j->resolved, &mp, &m, err, sizeof err);
@@ -989,7 +988,8 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     j->created = unix_now();
     j->state = ST_QUEUED;
     atomic_init(&j->cancel, CANCEL_NONE);
-    if (!j->video || !j->resolved || !j->question || (r->system && !j->system)) {
+    if (!j->video || !j->resolved || !j->question || (r->system && !j->system) ||
+        vg_media_policy_create(js->cfg, is_url, &j->policy) < 0) {
         job_free(j);
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;

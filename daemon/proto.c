@@ -666,3 +666,67 @@ int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], in
     *is_url = 0;
     return 0;
 }
+
+struct vg_media_policy {
+    char (*roots)[VG_CFG_STR];
+    int n_roots;
+    char whitelist[VG_CFG_STR + 32];
+};
+
+int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, vg_media_policy **out)
+{
+    vg_media_policy *p = calloc(1, sizeof *p);
+    if (!p)
+        return VG_ENOMEM;
+    if (cfg->n_media_roots > 0) {
+        p->roots = malloc((size_t)cfg->n_media_roots * sizeof *p->roots);
+        if (!p->roots) {
+            free(p);
+            return VG_ENOMEM;
+        }
+        memcpy(p->roots, cfg->media_roots, (size_t)cfg->n_media_roots * sizeof *p->roots);
+        p->n_roots = cfg->n_media_roots;
+    }
+    if (is_url)
+        snprintf(p->whitelist, sizeof p->whitelist, "%s,tcp,tls,crypto", cfg->allowed_protocols);
+    else
+        snprintf(p->whitelist, sizeof p->whitelist, "file");
+    *out = p;
+    return 0;
+}
+
+void vg_media_policy_free(vg_media_policy *p)
+{
+    if (!p)
+        return;
+    free(p->roots);
+    free(p);
+}
+
+const char *vg_media_policy_whitelist(const vg_media_policy *p)
+{
+    return p->whitelist;
+}
+
+int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errlen)
+{
+    const vg_media_policy *p = opaque;
+    /* The scheme as libavformat reads it: scheme characters before a ':' ("crypto+https:"). */
+    size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    if (n > 0 && url[n] == ':' && !(n == 4 && strncasecmp(url, "file", 4) == 0)) {
+        for (size_t a = 0; a < n;) {
+            size_t b = a;
+            while (b < n && url[b] != '+')
+                b++;
+            if (b == a || !in_list(p->whitelist, url + a, b - a))
+                return vg_fail(err, errlen, VG_EPROTOCOL, "the protocol '%.*s' is not allowed",
+                               (int)n, url);
+            a = b + 1;
+        }
+        return 0;
+    }
+    char resolved[PATH_MAX];
+    int is_url = 0;
+    return vg_daemon_media_check(url, (const char(*)[VG_CFG_STR])p->roots, p->n_roots, "", resolved,
+                                 sizeof resolved, &is_url, err, errlen);
+}

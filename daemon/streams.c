@@ -237,6 +237,7 @@ struct stream {
     char name[VG_ID_MAX + 1];
     char *url, *resolved;
     int is_url;
+    vg_media_policy *policy; /* what the reader may open, as configured at watch time */
     double fps, window_s, update_s, speed;
     long max_pixels;
     int nq;
@@ -365,6 +366,7 @@ static void stream_free(stream *s)
         return;
     free(s->url);
     free(s->resolved);
+    vg_media_policy_free(s->policy);
     for (int i = 0; i < s->nq; i++)
         free(s->qtext[i]);
     if (s->pairs) {
@@ -549,12 +551,9 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     vg_streams *ss = s->ss;
     const vg_model_info *mi = ss->mi;
     vg_media_params mp = vg_media_default_params();
-    char whitelist[300];
-    if (s->is_url)
-        snprintf(whitelist, sizeof whitelist, "%s,tcp,tls,crypto", ss->cfg->allowed_protocols);
-    else
-        snprintf(whitelist, sizeof whitelist, "file");
-    mp.protocol_whitelist = whitelist;
+    mp.protocol_whitelist = vg_media_policy_whitelist(s->policy);
+    mp.allow_url = vg_media_policy_allow;
+    mp.allow_opaque = s->policy;
     mp.stop = &s->stop;
     int stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
     mp.read_timeout_ms = stall_ms;
@@ -1512,7 +1511,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
                                              : VG_MIN(DEFAULT_PIXELS, ss->cfg->max_pixels_limit);
     s->window_s = VG_MAX(s->window_s, 2.0 / s->fps);
     s->nq = r->n_questions;
-    int oom = !s->url || !s->resolved;
+    int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
     for (int i = 0; i < s->nq; i++)
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);

@@ -110,6 +110,10 @@ struct vg_media {
     vg_media_params params;
     int is_file; /* the "file" protocol */
 
+    /* Nested opens (params.allow_url): libavformat's own io_open, and the first refusal. */
+    int (*io_open_default)(AVFormatContext *, AVIOContext **, const char *, int, AVDictionary **);
+    char refused[512];
+
     /* Interrupt state: read by interrupt_cb on this thread. */
     uint64_t deadline_ns; /* 0 = none */
     int why;
@@ -384,6 +388,33 @@ static int refused_format(vg_media *m, char *name, size_t len)
     return found;
 }
 
+/* A URL refused by params.allow_url fails the whole input, even where the demuxer would go on
+ * without it (HLS skips a segment it cannot open). */
+static int check_refused(const vg_media *m, char *err, size_t errlen)
+{
+    if (m->refused[0])
+        return vg_fail(err, errlen, VG_EPATH, "%s.", m->refused);
+    return 0;
+}
+
+/* fmt->io_open when params.allow_url is set: every URL the demuxer opens (the input, an HLS
+ * playlist's variants, segments and keys) is shown to the caller's policy first. */
+static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
+                           AVDictionary **options)
+{
+    vg_media *m = s->opaque;
+    if (!m || !m->io_open_default)
+        return AVERROR(EPERM);
+    char why[400] = "";
+    if (m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0) {
+        if (!m->refused[0])
+            snprintf(m->refused, sizeof m->refused, "'%.200s' refers to '%.200s', refused: %s",
+                     m->url, url, why[0] ? why : "not allowed");
+        return AVERROR(EPERM);
+    }
+    return m->io_open_default(s, pb, url, flags, options);
+}
+
 /* Opens the container, probes the streams, picks the video stream and opens its decoder. On a
  * reopen (expect_stream >= 0) the same stream with the same size must come back. */
 static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
@@ -394,6 +425,11 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
     fmt->interrupt_callback.callback = interrupt_cb;
     fmt->interrupt_callback.opaque = m;
+    if (m->params.allow_url) {
+        m->io_open_default = fmt->io_open;
+        fmt->opaque = m;
+        fmt->io_open = checked_io_open;
+    }
 
     AVDictionary *opts = NULL;
     int64_t read_us = (int64_t)m->params.read_timeout_ms * 1000;
@@ -410,6 +446,8 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
     av_dict_free(&opts);
     if (r < 0) {
         disarm(m);
+        if (m->refused[0])
+            return vg_fail(err, errlen, VG_EPATH, "%s.", m->refused);
         int code = map_error(m, r);
         if (code == VG_ETIMEDOUT)
             return vg_fail(err, errlen, code, "opening '%.200s' timed out after %d ms (%s).",
@@ -651,6 +689,9 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
     r = open_input(m, -1, err, errlen);
     if (r < 0)
         goto fail;
+    r = check_refused(m, err, errlen);
+    if (r < 0)
+        goto fail;
     fill_info(m);
     if (!m->info.is_live && !count_trusted(m)) {
         if (m->is_file) {
@@ -669,6 +710,9 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
         m->info.duration = (double)m->info.total_frames / m->info.fps;
     if (m->info.is_live)
         m->info.total_frames = 0;
+    r = check_refused(m, err, errlen); /* probing or counting met a refused segment */
+    if (r < 0)
+        goto fail;
     vg_log(VG_LOG_DEBUG, "media", "%s: %s %s %dx%d, %.3f fps, %lld frames, %.3f s from %.3f s%s",
            url, m->info.format, m->info.codec, m->info.width, m->info.height, m->info.fps,
            (long long)m->info.total_frames, m->info.duration, m->info.start_time,
@@ -1382,11 +1426,28 @@ out:
     return rc;
 }
 
+static int read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress, void *opaque,
+                      vg_video **out, char *err, size_t errlen);
+
 int vg_media_read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress,
                         void *opaque, vg_video **out, char *err, size_t errlen)
 {
     if (!m || !out)
         return vg_fail(err, errlen, VG_EINVAL, "vg_media_read_video needs a media and *out.");
+    int rc = read_video(m, p, progress, opaque, out, err, errlen);
+    if (m->refused[0]) {
+        if (rc == 0) {
+            vg_video_free(*out);
+            *out = NULL;
+        }
+        return check_refused(m, err, errlen);
+    }
+    return rc;
+}
+
+static int read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress, void *opaque,
+                      vg_video **out, char *err, size_t errlen)
+{
     if (m->info.is_live)
         return vg_fail(err, errlen, VG_EINVAL,
                        "'%.200s' is a live stream; read it frame by frame (vg_media_next_frame).",
@@ -1469,6 +1530,10 @@ int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double
     if (r < 0)
         return r == VG_EMEDIA ? VG_EINVAL : r;
     r = decode_next(m, err, errlen);
+    if (m->refused[0]) {
+        av_frame_unref(m->frame);
+        return check_refused(m, err, errlen);
+    }
     if (r < 0)
         return r;
     int64_t ts = m->frame->best_effort_timestamp;

@@ -754,6 +754,45 @@ static void test_media_security(void **state)
     assert_string_equal(vg_testd_jstr(j, "state"), "failed");
     assert_true(strlen(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "message")) > 0);
     cJSON_Delete(j);
+
+    /* An HLS playlist inside the root is a video; a segment it names must be inside the roots
+     * too. The same TS segment outside the root (refused) and inside it (decoded). */
+    const char *where[] = {dir, media};
+    for (int k = 0; k < 2; k++) {
+        char seg[500], list[500], body[1200];
+        snprintf(seg, sizeof seg, "%s/seg%d.ts", where[k], k);
+        assert_int_equal(
+            vg_testd_sh(NULL, 0, "ffmpeg -loglevel error -y -i '%s' -c copy '%s'", video, seg), 0);
+        snprintf(list, sizeof list, "%s/list%d.m3u8", media, k);
+        snprintf(body, sizeof body,
+                 "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXTINF:3.0,\n%s\n"
+                 "#EXT-X-ENDLIST\n",
+                 seg);
+        f = fopen(list, "w");
+        assert_non_null(f);
+        fputs(body, f);
+        fclose(f);
+        snprintf(req, sizeof req,
+                 "{\"v\":1,\"op\":\"ask\",\"job\":\"hls%d\",\"video\":\"%s\","
+                 "\"question\":\"Q\",\"generation\":{\"max_new_tokens\":2}}",
+                 k, list);
+        r = call(req);
+        assert_true(vg_testd_is_ok(r));
+        cJSON_Delete(r);
+        char id[16];
+        snprintf(id, sizeof id, "hls%d", k);
+        j = wait_job(id, 60);
+        assert_non_null(j);
+        const char *msg = vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(j, "error"), "message");
+        printf("  playlist naming %s: %s %s\n", seg, vg_testd_jstr(j, "state"), msg);
+        if (k == 0) {
+            assert_string_equal(vg_testd_jstr(j, "state"), "failed");
+            assert_non_null(strstr(msg, "outside the configured media roots"));
+        } else {
+            assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+        }
+        cJSON_Delete(j);
+    }
 }
 
 /* 10,000 malformed, random or oversized messages: every one answered with an error or refused by

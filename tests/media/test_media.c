@@ -18,6 +18,7 @@
 #include "media_testutil.h"
 
 #include <math.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static int have_media;
@@ -621,6 +622,64 @@ static void test_cancel_decode(void **state)
     expect_open_fail(p_mp4, &p, VG_ECANCELED, NULL);
 }
 
+/* params.allow_url: a policy that only allows paths under a prefix (opaque), as vigild's media
+ * roots do. */
+static int allow_under(void *opaque, const char *url, char *err, size_t errlen)
+{
+    const char *prefix = opaque;
+    if (strncmp(url, "file:", 5) == 0)
+        url += 5;
+    if (strncmp(url, prefix, strlen(prefix)) == 0 && !strstr(url, ".."))
+        return 0;
+    snprintf(err, errlen, "outside %s", prefix);
+    return -1;
+}
+
+/* A local HLS playlist under an allowed directory that names a segment outside it: the segment is
+ * refused (the open fails with VG_EPATH naming both), and the same playlist opens and decodes when
+ * the segment is allowed. Without a policy, nested opens work as before. */
+static void test_nested_urls(void **state)
+{
+    (void)state;
+    NEED_MEDIA();
+    char sub[300], list[330], inside[310], all[300], body[1024];
+    mt_path(sub, sizeof sub, "sub");
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(list, sizeof list, "%s/list.m3u8", sub);
+    snprintf(body, sizeof body,
+             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:5\n#EXTINF:4.0,\n%s\n"
+             "#EXT-X-ENDLIST\n",
+             p_ts);
+    assert_int_equal(mt_write(list, body, strlen(body)), 0);
+    snprintf(inside, sizeof inside, "%s/", sub);
+    snprintf(all, sizeof all, "%s/", mt_dir);
+
+    vg_media_params p = vg_media_default_params();
+    p.allow_url = allow_under;
+    p.allow_opaque = inside;
+    expect_open_fail(list, &p, VG_EPATH, "c.ts");
+
+    vg_media_params q = vg_media_default_params();
+    q.allow_url = allow_under;
+    q.allow_opaque = all;
+    for (int pass = 0; pass < 2; pass++) {
+        vg_media *m = NULL;
+        char err[512] = "";
+        int r = vg_media_open(list, pass ? NULL : &q, &m, err, sizeof err);
+        if (r != 0)
+            printf("  %s: %s\n", list, err);
+        assert_int_equal(r, 0);
+        vg_video *v = NULL;
+        r = vg_media_read_video(m, NULL, NULL, NULL, &v, err, sizeof err);
+        if (r != 0)
+            printf("  read %s: %s\n", list, err);
+        assert_int_equal(r, 0);
+        assert_int_equal(v->T, 8); /* 4 s at 2 fps */
+        vg_video_free(v);
+        vg_media_close(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_udp_live),
         cmocka_unit_test(test_rtp_sdp),
         cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_nested_urls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
