@@ -162,10 +162,10 @@ typedef struct vg_request {
     char name[VG_ID_MAX + 1];
     char *questions[VG_STREAM_MAX_QUESTIONS]; /* malloc'd */
     int n_questions;
-    double stream_fps, window_s, update_s; /* 0 = default */
-    double speed;                          /* files: playback rate; 0 = native (1) */
-    long stream_max_pixels;                /* 0 = default */
-    double since;                          /* events: sequence numbers above this */
+    double stream_fps, window_s, update_s, min_window_s; /* 0 = default */
+    double speed;                                        /* files: playback rate; 0 = native (1) */
+    long stream_max_pixels;                              /* 0 = default */
+    double since;                                        /* events: sequence numbers above this */
 } vg_request;
 
 typedef struct vg_proto_limits {

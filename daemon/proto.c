@@ -264,7 +264,8 @@ static const struct {
     {"jobs", VG_OP_JOBS, ",limit,"},
     {"cancel", VG_OP_CANCEL, ",job,"},
     {"sync", VG_OP_SYNC, ",job,"},
-    {"watch", VG_OP_WATCH, ",url,name,question,questions,fps,window_s,update_s,max_pixels,speed,"},
+    {"watch", VG_OP_WATCH,
+     ",url,name,question,questions,fps,window_s,update_s,min_window_s,max_pixels,speed,"},
     {"unwatch", VG_OP_UNWATCH, ",name,"},
     {"streams", VG_OP_STREAMS, ","},
     {"events", VG_OP_EVENTS, ",name,since,limit,"},
@@ -349,6 +350,9 @@ static int parse_stream_op(struct ctx *c, const cJSON *root, const vg_proto_limi
         return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "window_s")) &&
         (rc = get_num(c, it, "window_s", 1, 3600, &r->window_s)) < 0)
+        return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "min_window_s")) &&
+        (rc = get_num(c, it, "min_window_s", 0.01, 3600, &r->min_window_s)) < 0)
         return rc;
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "update_s")) &&
         (rc = get_num(c, it, "update_s", 0.1, 3600, &r->update_s)) < 0)

@@ -77,7 +77,11 @@
 #define DEFAULT_FPS    2.0
 #define DEFAULT_WINDOW 16.0
 #define DEFAULT_UPDATE 2.0
-#define DEFAULT_PIXELS (256L * 32 * 32)
+/* Questions are first answered once the window holds this much video (or the whole window, if it
+ * is shorter): an answer over one pair has almost no context (the demo model was trained on clips
+ * of 4 s and more and answers a 0.5 s window with noise). */
+#define DEFAULT_MIN_WINDOW 4.0
+#define DEFAULT_PIXELS     (256L * 32 * 32)
 
 /* ===================================================================================================
  * Event transitions (pure).
@@ -210,12 +214,14 @@ typedef struct pair_item {
     size_t rows, cols;
     int gh, gw;
     double t0, t1; /* stream seconds of the two frames */
-    double wall;   /* unix seconds when the second frame arrived */
+    double wall;   /* unix seconds of the second frame (see reader_main) */
+    int paced;     /* a file read at its own rate (wall: when it was due), else a live input */
 } pair_item;
 
 typedef struct win_entry {
     vg_vision_out *vo;
     double t0, t1, wall;
+    int paced;
     int mh, mw;  /* merged grid */
     size_t n_kv; /* tokens this pair holds in the KV cache */
 } win_entry;
@@ -238,7 +244,7 @@ struct stream {
     char *url, *resolved;
     int is_url;
     vg_media_policy *policy; /* what the reader may open, as configured at watch time */
-    double fps, window_s, update_s, speed;
+    double fps, window_s, update_s, min_window_s, speed;
     long max_pixels;
     int nq;
     char *qtext[VG_STREAM_MAX_QUESTIONS];
@@ -589,7 +595,7 @@ static void session_close(session *se)
 }
 
 /* Patchifies the session's two frames and queues them for the inference thread. */
-static void emit_pair(stream *s, session *se, double wall)
+static void emit_pair(stream *s, session *se, double wall, int paced)
 {
     const vg_model_info *mi = s->ss->mi;
     uint8_t *both = malloc((size_t)se->W * se->H * 3 * 2);
@@ -617,6 +623,7 @@ static void emit_pair(stream *s, session *se, double wall)
     p->t0 = se->ft[0];
     p->t1 = se->ft[1];
     p->wall = wall;
+    p->paced = paced;
     if (vg_queue_push(s->pairs, p, 0) < 0) {
         pair_free(p);
         atomic_fetch_add(&s->dropped, 1);
@@ -664,6 +671,11 @@ static void *reader_main(void *arg)
         const vg_media_info *in = vg_media_get_info(se.m);
         int paced = !in->is_live && !s->is_url;
         double sess_first = NAN, sess_offset = 0, sess_mono0 = 0;
+        /* Live input: the wall time of stream time t is t + the smallest (arrival - t) seen this
+         * session. Frames are never early, only late (the demuxer's probing buffers the first
+         * seconds of a stream and hands them over at once), so the smallest offset is the one of
+         * frames delivered on time. Paced files arrive exactly when due. */
+        double wall_off = NAN;
         int live = 0;
         while (!atomic_load(&s->stop)) {
             double pts;
@@ -690,6 +702,11 @@ static void *reader_main(void *arg)
             last_t = t;
             last_mono = vg_now_ms();
             have_last = 1;
+            if (!paced) {
+                double off = unix_now() - t;
+                if (isnan(wall_off) || off < wall_off)
+                    wall_off = off;
+            }
             atomic_fetch_add(&s->frames, 1);
             if (!live) {
                 live = 1;
@@ -705,7 +722,7 @@ static void *reader_main(void *arg)
                 next_tick += step;
             se.ft[se.nf++] = t;
             if (se.nf == 2) {
-                emit_pair(s, &se, unix_now());
+                emit_pair(s, &se, paced ? unix_now() : se.ft[1] + wall_off, paced);
                 se.nf = 0;
             }
         }
@@ -945,6 +962,7 @@ static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
     e->t0 = p->t0;
     e->t1 = p->t1;
     e->wall = p->wall;
+    e->paced = p->paced;
     e->mh = p->gh / merge;
     e->mw = p->gw / merge;
     s->w_n++;
@@ -973,9 +991,27 @@ static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
     return 0;
 }
 
-/* The wall-clock time of stream time t, from the pair nearest to it. */
+/* Seconds of video in the window: from the oldest pair's first frame to one sampling interval
+ * after the newest pair's last frame (a full window of k pairs at fps spans 2k / fps). */
+static double window_span(const stream *s)
+{
+    if (s->w_n == 0)
+        return 0.0;
+    const win_entry *o = &s->ring_w[s->w_head];
+    const win_entry *n = &s->ring_w[(s->w_head + s->w_n - 1) % s->w_cap];
+    return n->t1 - o->t0 + 1.0 / s->fps + 1e-6;
+}
+
+/* The wall-clock time of stream time t. Live input: from the newest pair, whose offset is the best
+ * estimate so far (reader_main); the stream time of a live input runs with the wall clock, also
+ * across reconnects. A paced file (any speed): from the pair nearest to t. */
 static double wall_of(const stream *s, double t)
 {
+    if (s->w_n > 0) {
+        const win_entry *n = &s->ring_w[(s->w_head + s->w_n - 1) % s->w_cap];
+        if (!n->paced)
+            return n->wall + (t - n->t1);
+    }
     double best = 1e300, wall = unix_now();
     for (size_t i = 0; i < s->w_n; i++) {
         const win_entry *e = &s->ring_w[(s->w_head + i) % s->w_cap];
@@ -1140,7 +1176,8 @@ static int infer_step(stream *s)
         did = 1;
     }
     double now = vg_now_ms();
-    if (s->fresh > 0 && s->w_n > 0 && now >= s->next_update_ms && !atomic_load(&s->stop)) {
+    if (s->fresh > 0 && s->w_n > 0 && now >= s->next_update_ms &&
+        window_span(s) >= s->min_window_s && !atomic_load(&s->stop)) {
         s->next_update_ms = now + s->update_s * 1000.0;
         s->fresh = 0;
         for (int i = 0; i < s->nq && !atomic_load(&s->stop); i++) {
@@ -1411,6 +1448,7 @@ static cJSON *stream_json(const stream *s)
     cJSON_AddNumberToObject(o, "fps", s->fps);
     cJSON_AddNumberToObject(o, "window_s", s->window_s);
     cJSON_AddNumberToObject(o, "update_s", s->update_s);
+    cJSON_AddNumberToObject(o, "min_window_s", s->min_window_s);
     cJSON_AddNumberToObject(o, "max_pixels", (double)s->max_pixels);
     cJSON_AddNumberToObject(o, "speed", s->speed);
     cJSON_AddNumberToObject(o, "created", s->created);
@@ -1510,6 +1548,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->max_pixels = r->stream_max_pixels > 0 ? r->stream_max_pixels
                                              : VG_MIN(DEFAULT_PIXELS, ss->cfg->max_pixels_limit);
     s->window_s = VG_MAX(s->window_s, 2.0 / s->fps);
+    s->min_window_s =
+        VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
     for (int i = 0; i < s->nq; i++)

@@ -356,6 +356,9 @@ static void test_live_drop_reconnect_log(void **state)
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         double wall = iso_to_unix(vg_testd_jstr(w, "end_wall"));
+        printf("window %.3f-%.3f, walls %s - %s\n", vg_testd_jnum(w, "start"),
+               vg_testd_jnum(w, "end"), vg_testd_jstr(w, "start_wall"),
+               vg_testd_jstr(w, "end_wall"));
         assert_true(fabs(wall - (double)now.tv_sec) < 30);
         assert_true(fabs(iso_to_unix(vg_testd_jstr(w, "start_wall")) - wall -
                          (vg_testd_jnum(w, "start") - vg_testd_jnum(w, "end"))) < 1.0);
@@ -805,6 +808,12 @@ static void test_demo_box_events(void **state)
         }
     }
     kill_source(src);
+    if (started < 0 || ended < 0)
+        for (int i = from; i < cJSON_GetArraySize(seen); i++) {
+            char *txt = cJSON_PrintUnformatted(cJSON_GetArrayItem(seen, i));
+            printf("  %s\n", txt);
+            free(txt);
+        }
     assert_true(started >= 0 && ended >= 0);
     /* Stream time 0 is the first frame vigild received, which UDP joins wherever the source is;
      * the records' wall-clock times (when those frames arrived) give the stream time of the

@@ -269,7 +269,7 @@ int vg_testd_start_streams(const char *dir, const char *conf, const char *model,
     char log[400];
     snprintf(log, sizeof log, "%s/vigild.log", dir);
     static const char *const sets[] = {"allowed_protocols=udp,http", "stream_stall_timeout_s=1.5",
-                                       "stream_max_new_tokens=8", "max_streams=4", NULL};
+                                       "stream_max_new_tokens=32", "max_streams=4", NULL};
     vg_testd_spec spec = {.log = log,
                           .conf = conf,
                           .model = model,

@@ -78,7 +78,7 @@ typedef struct vg_testd_spec {
 int vg_testd_start(const vg_testd_spec *spec, pid_t *pid);
 
 /* vg_testd_start as the streams tests run vigild (log dir/vigild.log, allowed_protocols=udp,http,
- * stream_stall_timeout_s=1.5, stream_max_new_tokens=8, max_streams=4, log level info, `info`
+ * stream_stall_timeout_s=1.5, stream_max_new_tokens=32, max_streams=4, log level info, `info`
  * polled with a 10 s timeout). */
 int vg_testd_start_streams(const char *dir, const char *conf, const char *model, const char *rt,
                            const char *st, const char *media, const char *cmd_url, pid_t *pid);

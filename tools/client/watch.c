@@ -177,7 +177,8 @@ static int usage_watch(void)
     fprintf(
         stderr,
         "usage: vigil watch URL QUESTION [--name NAME] [--question Q]... [--fps F] [--window S]\n"
-        "                   [--update S] [--max-pixels N] [--detach] [--for S] [--json]\n"
+        "                   [--update S] [--min-window S] [--max-pixels N] [--detach] [--for S]\n"
+        "                   [--json]\n"
         "       vigil unwatch NAME\n"
         "       vigil streams [--json]\n"
         "       vigil events NAME [--since SEQ] [--limit N] [--json]\n");
@@ -196,12 +197,13 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
     const char *url = NULL, *name = NULL;
     const char *qs[16];
     int nq = 0, detach = 0, json = c->json;
-    double fps = 0, window = 0, update = 0, maxpix = 0, for_s = 0;
+    double fps = 0, window = 0, update = 0, minwin = 0, maxpix = 0, for_s = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double *num = !strcmp(a, "--fps")          ? &fps
                       : !strcmp(a, "--window")     ? &window
                       : !strcmp(a, "--update")     ? &update
+                      : !strcmp(a, "--min-window") ? &minwin
                       : !strcmp(a, "--max-pixels") ? &maxpix
                       : !strcmp(a, "--for")        ? &for_s
                                                    : NULL;
@@ -244,6 +246,8 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
         cJSON_AddNumberToObject(req, "window_s", window);
     if (update > 0)
         cJSON_AddNumberToObject(req, "update_s", update);
+    if (minwin > 0)
+        cJSON_AddNumberToObject(req, "min_window_s", minwin);
     if (maxpix > 0)
         cJSON_AddNumberToObject(req, "max_pixels", maxpix);
     /* Subscribe first (to the given name, or to every stream until the reply names it). */
