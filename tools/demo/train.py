@@ -272,8 +272,21 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
         blocks.append({"ids": np.concatenate([suffix_ids, np.array(ans, dtype=np.int64)]),
                        "pos": np.concatenate([suffix_pos, np.stack([ans_pos] * 3)], axis=1),
                        "n_prompt": len(suffix_ids), "answer": ans, "kinds": kinds, "info": info})
+    # Per temporal pair and colour (for the --aux-weight loss): a frame of the pair shows it; the
+    # pair is the first that does; the previous pair was the last that did (all causal facts).
+    n_pairs, nc = int(grid[0]), len(COLOURS)
+    vis = np.zeros((n_pairs, 3 * nc), dtype=np.float32)
+    for ci, c in enumerate(COLOURS):
+        if c in boxes:
+            iv = printed_interval(h, boxes[c])
+            if iv:
+                vis[iv[0]:iv[1] + 1, ci] = 1.0
+                vis[iv[0], nc + ci] = 1.0
+                if iv[1] + 1 < n_pairs:
+                    vis[iv[1] + 1, 2 * nc + ci] = 1.0
     return types.SimpleNamespace(patches=patches, grid=tuple(grid), header=h,
-                                 prefix_ids=prefix_ids, prefix_pos=prefix_pos, blocks=blocks)
+                                 prefix_ids=prefix_ids, prefix_pos=prefix_pos, blocks=blocks,
+                                 pair_vis=vis)
 
 
 def collate(samples):
@@ -317,7 +330,8 @@ def collate(samples):
     pix = torch.from_numpy(np.concatenate([s.patches for s in samples]))
     grids = [s.grid for s in samples]
     return {"ids": t_ids, "pos": t_pos, "mask": mask, "labels": t_lab, "kinds": t_kind,
-            "pixels": pix, "grids": grids}
+            "pixels": pix, "grids": grids,
+            "pair_vis": torch.from_numpy(np.concatenate([s.pair_vis for s in samples]))}
 
 
 def batch_metrics(logits, labels, kinds, seg):
@@ -457,6 +471,36 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------
+class AuxHead(torch.nn.Module):
+    """Training-only probe (never exported): from the final hidden states of a pair's video tokens,
+    which colours that pair shows, whether it is the first pair showing each, and whether the
+    previous pair was the last. Its loss (--aux-weight) gives every pair a target, so the language
+    model's states at each pair learn the transitions the answer has to find and copy the
+    timestamps of."""
+
+    def __init__(self, hidden, n):
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden, n)
+
+    def loss(self, h, vmask, grids, merge, pair_vis):
+        rows = self.proj(h[vmask])  # [n_visual, colours], samples in batch order
+        per = [(gh // merge) * (gw // merge) for (_, gh, gw) in grids]
+        pooled, k = [], 0
+        for (t, _, _), n in zip(grids, per):
+            pooled.append(rows[k:k + t * n].view(t, n, -1).amax(dim=1))
+            k += t * n
+        logits = torch.cat(pooled)
+        return F.binary_cross_entropy_with_logits(logits, pair_vis), \
+            ((logits > 0).float() == pair_vis).float().mean().item()
+
+
+def forward_with_hidden(model, b, logits_mask):
+    """model(...) of qwen3vl_tiny, also returning the final hidden states and the video mask."""
+    x, vmask, deep = model.embed(b["ids"], b["pixels"], b["grids"])
+    h = model.model.language_model(x, b["pos"], b["mask"], vmask, deep)
+    return F.linear(h[logits_mask], model.lm_weight()), h, vmask
+
+
 def learning_rate(a, step):
     """Linear warm-up to --lr, then constant; from --decay-start a cosine decay to --lr-min over
     --decay-steps (the decay is by global step, so a resumed run continues it)."""
@@ -495,6 +539,8 @@ def main(argv=None):
     ap.add_argument("--decay-steps", type=int, default=3000,
                     help="length of that decay; the rate then stays at --lr-min")
     ap.add_argument("--lr-min", type=float, default=5e-5)
+    ap.add_argument("--aux-weight", type=float, default=0.0,
+                    help="weight of the per-pair visibility probe's loss (AuxHead; 0 = off)")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--time-weight", type=float, default=1.0,
                     help="loss weight of the answer's timestamp tokens")
@@ -615,6 +661,13 @@ def main(argv=None):
             items = st.train + st.val if st.val is not st.train else st.train
             evaluate(model, st, tok, a.seed, len(items), len(items), log, items=items)
         return 0
+    aux = aux_opt = None
+    if a.aux_weight > 0:
+        aux = AuxHead(config.hidden_size, 3 * len(COLOURS))
+        aux_opt = torch.optim.AdamW(aux.parameters(), lr=a.lr, betas=(0.9, 0.98))
+        if state is not None and "aux" in state:
+            aux.load_state_dict(state["aux"])
+            aux_opt.load_state_dict(state["aux_optimizer"])
     model.train()
 
     def snapshot():
@@ -622,7 +675,8 @@ def main(argv=None):
                 "stage": stage, "history": history, "config": cfg, "args": vars(a),
                 "data": a.data, "sample_params": sp, "tokenizer_json": tok_json,
                 "rng_numpy": rng.bit_generator.state, "rng_python": random.getstate(),
-                "rng_torch": torch.get_rng_state()}
+                "rng_torch": torch.get_rng_state(),
+                **({"aux": aux.state_dict(), "aux_optimizer": aux_opt.state_dict()} if aux else {})}
 
     t_start = time.time()
     acc = {"loss": 0.0, "n": 0, "pres": [0, 0], "copy": [0, 0], "time": 0.0}
@@ -646,15 +700,29 @@ def main(argv=None):
                                        flip=not a.no_flip))
         b = collate(samples)
         logits_mask = b["labels"] != IGNORE
-        logits = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], logits_mask)
+        if aux is not None:
+            logits, hid, vmask = forward_with_hidden(model, b, logits_mask)
+        else:
+            logits = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], logits_mask)
         labels, kinds = b["labels"][logits_mask], b["kinds"][logits_mask]
         w = torch.ones(labels.shape[0])
         w[kinds == K_TIME] = a.time_weight
         loss = (F.cross_entropy(logits, labels, reduction="none") * w).sum() / w.sum()
+        total = loss
+        if aux is not None:
+            aux_loss, aux_acc = aux.loss(hid, vmask, b["grids"], config.merge,
+                                         b["pair_vis"])
+            total = loss + a.aux_weight * aux_loss
+            acc["aux"] = acc.get("aux", 0.0) + aux_acc
+            aux_opt.zero_grad()
+            for g in aux_opt.param_groups:
+                g["lr"] = lr
         opt.zero_grad()
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if aux is not None:
+            aux_opt.step()
         step += 1
         with torch.no_grad():
             p, c = batch_metrics(logits, labels, kinds, answer_segments(b["labels"]))
@@ -668,7 +736,8 @@ def main(argv=None):
             log(f"step {step} stage {stage} lr {lr:.2e} loss {acc['loss'] / acc['n']:.4f} "
                 f"presence {acc['pres'][0] / max(acc['pres'][1], 1):.3f} "
                 f"copy {acc['copy'][0] / max(acc['copy'][1], 1):.3f} "
-                f"({acc['copy'][1]} answers) {acc['time'] / acc['n']:.3f} s/step")
+                f"({acc['copy'][1]} answers) {acc['time'] / acc['n']:.3f} s/step"
+                + (f" aux {acc['aux'] / acc['n']:.3f}" if "aux" in acc else ""))
             acc = {"loss": 0.0, "n": 0, "pres": [0, 0], "copy": [0, 0], "time": 0.0}
         if step % a.eval_every == 0:
             r = evaluate(model, stages[stage], tok, a.seed, a.eval_clips, a.eval_greedy, log)
