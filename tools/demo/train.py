@@ -43,6 +43,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import time
 import types
@@ -679,12 +680,18 @@ def main(argv=None):
                 **({"aux": aux.state_dict(), "aux_optimizer": aux_opt.state_dict()} if aux else {})}
 
     t_start = time.time()
+    stop = []  # SIGTERM/SIGINT: finish the step, save, exit
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
     acc = {"loss": 0.0, "n": 0, "pres": [0, 0], "copy": [0, 0], "time": 0.0}
     while True:
         if a.steps and step >= a.steps:
             break
         if a.max_minutes and time.time() - t_start > a.max_minutes * 60:
             log(f"time limit reached at step {step}")
+            break
+        if stop:
+            log(f"signal {stop[0]}: stopping at step {step}")
             break
         t0 = time.time()
         lr = learning_rate(a, step)
