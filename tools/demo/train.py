@@ -189,14 +189,20 @@ class Stage:
         return [order[k]] + [order[lo + int(rng.integers(window))] for _ in range(n - 1)]
 
 
-def printed_interval(header, box):
-    """(first, last) pair index whose frames include one showing the box, or None."""
+def pair_shows(header, box):
+    """Per temporal pair: does one of its frames show the box?"""
     fi = header["frame_indices"]
     if len(fi) % 2:
         fi = fi + [fi[-1]]
-    shows = [any(box["start_frame"] <= fi[2 * k + j] <= box["end_frame"] for j in (0, 1))
-             for k in range(len(fi) // 2)]
-    ks = [k for k, s in enumerate(shows) if s]
+    return [any(box["start_frame"] <= fi[2 * k + j] <= box["end_frame"] for j in (0, 1))
+            for k in range(len(fi) // 2)]
+
+
+def printed_interval(header, box, lo=0, hi=None):
+    """(first, last) pair index in [lo, hi) whose frames include one showing the box, or None."""
+    shows = pair_shows(header, box)
+    hi = len(shows) if hi is None else hi
+    ks = [k for k in range(lo, hi) if shows[k]]
     return (ks[0], ks[-1]) if ks else None
 
 
@@ -208,12 +214,35 @@ def strip_seconds(s):
     return m.group(1)
 
 
-def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
+def pair_spans(ids, tok, pair_strings):
+    """[(start, end)) token span of each pair ("<t seconds><|vision_start|>pads<|vision_end|>") in
+    a prompt, or None when the spans are not contiguous as expected."""
+    vs = np.nonzero(ids == tok.token_id("<|vision_start|>"))[0]
+    ve = np.nonzero(ids == tok.token_id("<|vision_end|>"))[0]
+    if len(vs) != len(pair_strings) or len(ve) != len(pair_strings):
+        return None
+    spans = []
+    for k, ps in enumerate(pair_strings):
+        ts = tok.encode(ps)
+        a = int(vs[k]) - len(ts)
+        if a < 0 or list(ids[a:int(vs[k])]) != list(ts) or (spans and spans[-1][1] != a):
+            return None
+        spans.append((a, int(ve[k]) + 1))
+    return spans
+
+
+def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False, crop_prob=0.0):
     """One clip packed for training: the shared video prefix (ids/positions up to the last
     <|vision_end|>, from the exporter) and one block per chosen question (its prompt suffix plus
     the target answer and <|im_end|>, positions continuing as at decode time). Chooses each present
     colour plus as many absent ones (all colours with all_colours), a random template each; flip
-    mirrors the frames at random (the answer does not change)."""
+    mirrors the frames at random (the answer does not change).
+
+    crop_prob: with this probability keep only a random run of >= 4 consecutive pairs, as a live
+    stream's sliding window does (vigild's streams): the kept pairs keep their printed "<t
+    seconds>" and positions (a gap after the prompt head, as after vg_seq_remove), the question
+    follows the last kept pair, and the answers are those of the kept pairs. The same clip then
+    asks for other timestamps each time it is drawn, so they cannot be remembered, only read."""
     h = rec["header"]
     frames = rec["frames"]
     if flip:
@@ -224,9 +253,22 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
     patches, grid = vgd.patchify(np.ascontiguousarray(frames))
     if list(grid) != list(h["grid"]):
         raise ValueError(f"clip {h['index']}: grid {grid} != header {h['grid']}")
+    n_pairs = int(grid[0])
+    lo, hi = 0, n_pairs
+    spans = None
+    if crop_prob > 0 and n_pairs > 4 and rng.random() < crop_prob:
+        q0 = rec["questions"][0]
+        spans = pair_spans(q0["ids"], tok, h["pair_strings"])
+        if spans is not None:
+            length = int(rng.integers(4, n_pairs + 1))
+            lo = int(rng.integers(0, n_pairs - length + 1))
+            hi = lo + length
+            if (lo, hi) == (0, n_pairs):
+                spans = None
     boxes = {b["colour"]: b for b in gt_clip["boxes"]}
-    present = [c for c in COLOURS if c in boxes and printed_interval(h, boxes[c])]
-    absent = [c for c in COLOURS if c not in boxes]
+    iv = {c: printed_interval(h, boxes[c], lo, hi) for c in COLOURS if c in boxes}
+    present = [c for c in COLOURS if iv.get(c)]
+    absent = [c for c in COLOURS if not iv.get(c)]
     if all_colours:
         chosen = present + absent
     else:
@@ -236,18 +278,25 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
     vend = tok.token_id("<|vision_end|>")
     im_end = tok.token_id("<|im_end|>")
     prefix_ids = prefix_pos = None
+    shift = 0
     blocks = []
     for c in chosen:
         q = by_text[TEMPLATES[int(rng.integers(2))].format(colour=c)]
         ids, pos = q["ids"], q["pos"]
         cut = int(np.nonzero(ids == vend)[0][-1]) + 1
         if prefix_ids is None:
+            ref_ids = ids[:cut]
             prefix_ids, prefix_pos = ids[:cut], pos[:, :cut]
-        elif not np.array_equal(prefix_ids, ids[:cut]):
+            if spans is not None:
+                keep = np.r_[0:spans[0][0], spans[lo][0]:spans[hi - 1][1]]
+                prefix_ids, prefix_pos = prefix_ids[keep], prefix_pos[:, keep]
+                # The question follows the last kept pair, as text follows a video (max + 1).
+                shift = int(pos[0, cut]) - (int(prefix_pos.max()) + 1)
+        elif not np.array_equal(ids[:cut], ref_ids):
             raise ValueError(f"clip {h['index']}: questions do not share the video prefix")
         info = {"colour": c, "present": c in present, "duration": gt_clip["duration"]}
         if c in present:
-            k0, k1 = printed_interval(h, boxes[c])
+            k0, k1 = iv[c]
             s_txt, e_txt = strip_seconds(h["pair_strings"][k0]), strip_seconds(h["pair_strings"][k1])
             answer = ANSWER_PRESENT.format(colour=c, s=s_txt, e=e_txt)
             info.update(start=boxes[c]["start"], end=boxes[c]["end"], target=answer)
@@ -267,24 +316,27 @@ def make_sample(rec, gt_clip, tok, rng, flip=False, all_colours=False):
             b = a + len(mid_s) + len(mid_t)
             for j in range(b + 1, b + len(mid_e)):
                 kinds[j] = K_TIME
-        suffix_ids, suffix_pos = ids[cut:], pos[:, cut:]
+        suffix_ids, suffix_pos = ids[cut:], pos[:, cut:] - shift
         last = int(suffix_pos[0, -1])
         ans_pos = np.arange(last + 1, last + 1 + len(ans), dtype=np.int64)
         blocks.append({"ids": np.concatenate([suffix_ids, np.array(ans, dtype=np.int64)]),
                        "pos": np.concatenate([suffix_pos, np.stack([ans_pos] * 3)], axis=1),
                        "n_prompt": len(suffix_ids), "answer": ans, "kinds": kinds, "info": info})
-    # Per temporal pair and colour (for the --aux-weight loss): a frame of the pair shows it; the
+    if spans is not None:
+        per = int(grid[1]) * int(grid[2])
+        patches = patches[lo * per:hi * per]
+        grid = (hi - lo, int(grid[1]), int(grid[2]))
+    # Per kept pair and colour (for the --aux-weight loss): a frame of the pair shows it; the
     # pair is the first that does; the previous pair was the last that did (all causal facts).
-    n_pairs, nc = int(grid[0]), len(COLOURS)
-    vis = np.zeros((n_pairs, 3 * nc), dtype=np.float32)
+    nc = len(COLOURS)
+    vis = np.zeros((hi - lo, 3 * nc), dtype=np.float32)
     for ci, c in enumerate(COLOURS):
-        if c in boxes:
-            iv = printed_interval(h, boxes[c])
-            if iv:
-                vis[iv[0]:iv[1] + 1, ci] = 1.0
-                vis[iv[0], nc + ci] = 1.0
-                if iv[1] + 1 < n_pairs:
-                    vis[iv[1] + 1, 2 * nc + ci] = 1.0
+        if iv.get(c):
+            k0, k1 = iv[c][0] - lo, iv[c][1] - lo
+            vis[k0:k1 + 1, ci] = 1.0
+            vis[k0, nc + ci] = 1.0
+            if k1 + 1 < hi - lo:
+                vis[k1 + 1, 2 * nc + ci] = 1.0
     return types.SimpleNamespace(patches=patches, grid=tuple(grid), header=h,
                                  prefix_ids=prefix_ids, prefix_pos=prefix_pos, blocks=blocks,
                                  pair_vis=vis)
@@ -540,6 +592,9 @@ def main(argv=None):
     ap.add_argument("--decay-steps", type=int, default=3000,
                     help="length of that decay; the rate then stays at --lr-min")
     ap.add_argument("--lr-min", type=float, default=5e-5)
+    ap.add_argument("--crop-prob", type=float, default=0.0,
+                    help="probability of training on a random run of >= 4 pairs of a clip, as a "
+                         "live stream's window (make_sample)")
     ap.add_argument("--aux-weight", type=float, default=0.0,
                     help="weight of the per-pair visibility probe's loss (AuxHead; 0 = off)")
     ap.add_argument("--weight-decay", type=float, default=0.01)
@@ -704,7 +759,7 @@ def main(argv=None):
         for item in st.draw(rng, a.batch, a.bucket * a.batch):
             rec = st.load(item)
             samples.append(make_sample(rec, st.gt[rec["header"]["index"]], tok, rng,
-                                       flip=not a.no_flip))
+                                       flip=not a.no_flip, crop_prob=a.crop_prob))
         b = collate(samples)
         logits_mask = b["labels"] != IGNORE
         if aux is not None:
