@@ -21,7 +21,8 @@ export OMP_NUM_THREADS=1
 "$exporter" --gt "$tmp/clips/clips.json" --tokenizer "$tmp/tok.json" --out "$tmp/data" --patches
 "$py" "$demo/vgd.py" check "$tmp/data" "$tmp/tok.json"
 common="--data $tmp/data --tokenizer $tmp/tok.json --ckpt-dir $tmp/ck --val-frac 0.25 --batch 2
-        --log-every 2 --save-every 2 --eval-every 4 --eval-clips 1 --eval-greedy 1 --warmup 2"
+        --log-every 2 --save-every 2 --eval-every 4 --eval-clips 1 --eval-greedy 1 --warmup 2
+        --crop-prob 0.5 --aux-weight 1 --decay-start 3 --decay-steps 2"
 # shellcheck disable=SC2086
 "$py" "$demo/train.py" $common --self-test
 # shellcheck disable=SC2086
