@@ -44,6 +44,7 @@ void vg_daemon_config_defaults(vg_daemon_config *c)
     c->max_streams = 8;
     c->stream_stall_timeout_s = 5;
     c->stream_max_new_tokens = 64;
+    c->stream_log_max_records = 100000;
     snprintf(c->allowed_protocols, sizeof c->allowed_protocols, "http,https");
 }
 
@@ -150,6 +151,7 @@ static const char *const all_keys[] = {
     "max_streams",
     "stream_stall_timeout_s",
     "stream_max_new_tokens",
+    "stream_log_max_records",
     NULL,
 };
 
@@ -173,6 +175,7 @@ static const char *const live_keys[] = {
     "max_streams",
     "stream_stall_timeout_s",
     "stream_max_new_tokens",
+    "stream_log_max_records",
 };
 
 int vg_daemon_config_key_is_live(const char *key)
@@ -227,6 +230,7 @@ int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *v, ch
     INT(max_streams, 0, 1024)
     DBL(stream_stall_timeout_s, 0.2, 3600)
     INT(stream_max_new_tokens, 1, 1 << 16)
+    INT(stream_log_max_records, 100, 1 << 30)
     if (!strcmp(key, "max_pixels_limit")) {
         bad = parse_long(v, 1024, 1L << 34, &l);
         if (!bad)

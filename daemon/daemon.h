@@ -53,6 +53,7 @@ typedef struct vg_daemon_config {
     int max_streams;               /* streams watched at once */
     double stream_stall_timeout_s; /* no frame for this long: stalled, reconnect */
     int stream_max_new_tokens;     /* token budget of one standing-question answer */
+    int stream_log_max_records;    /* a stream's log keeps its newest this many records */
 } vg_daemon_config;
 
 /* Built-in defaults (runtime /run/vigil, state /var/lib/vigil, model models/demo). */
@@ -246,24 +247,34 @@ int vg_journal_load(const char *path, void (*cb)(const char *json, size_t len, v
  * the directory. Either the old or the new journal survives a crash. */
 int vg_journal_rewrite(const char *path, char *const *lines, size_t n, char *err, size_t errlen);
 
-/* How a journal is compacted: records are grouped by the string field `key` (records without it
- * are kept); of each group only the newest record stays, and it goes when its number field `time`
- * (Unix seconds; absent or 0 = still live) is more than ttl_s in the past. */
+/* How a journal is compacted. With key set, records are grouped by the string field `key`
+ * (records without it are kept); of each group only the newest record stays, and it goes when its
+ * number field `time` (Unix seconds; absent or 0 = still live) is more than ttl_s in the past.
+ * Then, with keep_last > 0, only the newest keep_last of the records left stay. With key and time
+ * NULL (keep_last must then be > 0) nothing is grouped or parsed: the journal is cut to its newest
+ * keep_last records. Survivors keep their file order. */
 typedef struct vg_journal_compaction {
-    const char *key;  /* e.g. "job" */
-    const char *time; /* e.g. "finished" */
+    const char *key;  /* e.g. "job"; NULL = no grouping (time must be NULL too) */
+    const char *time; /* e.g. "finished"; used only with key */
     double ttl_s;
-    size_t every; /* the writer thread compacts after this many appends beyond the records kept by
-                     the last compaction; 0 = never */
+    /* When the writer thread compacts; 0 = never. With key: once the appends since the last
+     * compaction reach every plus the records it kept (so the work per append stays bounded
+     * however many records are live). Without key: once they reach every, so a journal opened with
+     * at most keep_last records holds fewer than keep_last + every once each batch is written. */
+    size_t every;
+    size_t keep_last; /* keep only the newest keep_last records, after the key rule if key is set;
+                         0 = no limit */
 } vg_journal_compaction;
 
 /* Compacts the journal at path now (load, reduce, vg_journal_rewrite). *kept (optional) receives
- * the number of records left. */
+ * the number of records left. VG_EINVAL when cp is NULL or names no rule (key and time must both be
+ * set, or both be NULL with keep_last > 0). */
 int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t *kept, char *err,
                        size_t errlen);
 
 /* Opens path for appending and starts the writer thread. cp (copied; its strings must outlive the
- * journal) turns on compaction by the writer thread; NULL = never. */
+ * journal) turns on compaction by the writer thread when cp->every > 0; NULL = never. A cp with
+ * every > 0 must be a rule vg_journal_compact accepts (VG_EINVAL otherwise). */
 int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journal **out, char *err,
                     size_t errlen);
 /* Changes the compaction's ttl_s for later compactions (SIGHUP). Any thread. */

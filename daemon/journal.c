@@ -6,13 +6,14 @@
  * line at the end; load skips it (no trailing newline) and any line whose checksum does not match.
  * The daemon rewrites the journal on start (compaction: the newest record of each live job),
  * through a temporary file, fsync, rename and a directory fsync, so either the old or the new file
- * survives.
+ * survives. A compaction rule groups by a key field (jobs: newest record per job, expired ones
+ * dropped), or only cuts the file to its newest keep_last records (streams' event logs), or both.
  *
  * Threads: vg_journal_append runs on the loop thread and only pushes onto a bounded queue; the
  * writer thread pops everything queued, writes it and fsyncs once per batch (group commit). When
  * enough records have been appended since the last compaction, the writer thread also compacts the
- * file (newest record per job, expired results dropped) and reopens it, so a long-running daemon's
- * journal stays proportional to the results it keeps.
+ * file (by its rule) and reopens it, so a long-running daemon's journal stays proportional to the
+ * records it keeps.
  * vg_journal_load / vg_journal_rewrite run at start-up, before the loop.
  */
 #include "daemon.h"
@@ -220,19 +221,41 @@ typedef struct cline {
 typedef struct cset {
     cline *v;
     size_t n, cap;
+    size_t seen; /* lines collected so far, including those already dropped */
     const vg_journal_compaction *cp;
     int oom;
 } cset;
+
+static int rule_ok(const vg_journal_compaction *cp)
+{
+    return cp && (cp->key ? cp->time != NULL : !cp->time && cp->keep_last > 0);
+}
 
 static void collect_line(const char *json, size_t len, void *opaque)
 {
     cset *c = opaque;
     if (c->oom)
         return;
+    char *copy = strndup(json, len);
+    if (!copy) {
+        c->oom = 1;
+        return;
+    }
+    size_t order = c->seen++;
+    if (!c->cp->key && c->n == c->cp->keep_last) {
+        /* No grouping: a ring of the newest keep_last lines (the oldest sits at order % keep_last),
+         * so memory stays bounded however long the file has grown; by_order restores file order. */
+        cline *l = &c->v[order % c->cp->keep_last];
+        free(l->json);
+        l->json = copy;
+        l->order = order;
+        return;
+    }
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 256;
         cline *v = realloc(c->v, cap * sizeof *v);
         if (!v) {
+            free(copy);
             c->oom = 1;
             return;
         }
@@ -241,21 +264,21 @@ static void collect_line(const char *json, size_t len, void *opaque)
     }
     cline *l = &c->v[c->n];
     memset(l, 0, sizeof *l);
-    l->json = strndup(json, len);
-    l->order = c->n;
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, c->cp->key);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, c->cp->time);
-    if (cJSON_IsString(k))
-        l->key = strdup(k->valuestring);
-    if (cJSON_IsNumber(t))
-        l->time = t->valuedouble;
-    cJSON_Delete(o);
-    if (!l->json || (cJSON_IsString(k) && !l->key)) {
-        free(l->json);
-        free(l->key);
-        c->oom = 1;
-        return;
+    l->json = copy;
+    l->order = order;
+    if (c->cp->key) {
+        cJSON *o = cJSON_ParseWithLength(json, len);
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, c->cp->key);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, c->cp->time);
+        if (cJSON_IsString(k) && !(l->key = strdup(k->valuestring))) {
+            cJSON_Delete(o);
+            free(l->json);
+            c->oom = 1;
+            return;
+        }
+        if (cJSON_IsNumber(t))
+            l->time = t->valuedouble;
+        cJSON_Delete(o);
     }
     c->n++;
 }
@@ -278,35 +301,48 @@ static int by_order(const void *a, const void *b)
 int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t *kept, char *err,
                        size_t errlen)
 {
-    if (!cp || !cp->key || !cp->time)
-        return vg_fail(err, errlen, VG_EINVAL, "no compaction rule");
-    cset c = {NULL, 0, 0, cp, 0};
+    if (!rule_ok(cp))
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "no compaction rule (key and time, or keep_last without them)");
+    cset c = {NULL, 0, 0, 0, cp, 0};
     int rc = vg_journal_load(path, collect_line, &c, NULL, err, errlen);
     if (rc == 0 && c.oom)
         rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory compacting %s", path);
     char **lines = NULL;
     size_t n = 0;
     if (rc == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-        /* Group by key (file order within a group), keep each group's last line if it is live. */
-        qsort(c.v, c.n, sizeof *c.v, by_key_then_order);
-        size_t w = 0;
-        for (size_t i = 0; i < c.n; i++) {
-            cline *l = &c.v[i];
-            int newest =
-                !l->key || i + 1 == c.n || !c.v[i + 1].key || strcmp(l->key, c.v[i + 1].key) != 0;
-            int expired = l->key && l->time > 0 && now - l->time > cp->ttl_s;
-            if (newest && !expired) {
-                c.v[w++] = *l;
-            } else {
-                free(l->json);
-                free(l->key);
+        if (cp->key) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+            /* Group by key (file order within a group), keep each group's last line if live. */
+            qsort(c.v, c.n, sizeof *c.v, by_key_then_order);
+            size_t w = 0;
+            for (size_t i = 0; i < c.n; i++) {
+                cline *l = &c.v[i];
+                int newest = !l->key || i + 1 == c.n || !c.v[i + 1].key ||
+                             strcmp(l->key, c.v[i + 1].key) != 0;
+                int expired = l->key && l->time > 0 && now - l->time > cp->ttl_s;
+                if (newest && !expired) {
+                    c.v[w++] = *l;
+                } else {
+                    free(l->json);
+                    free(l->key);
+                }
             }
+            c.n = w;
         }
-        c.n = w;
         qsort(c.v, c.n, sizeof *c.v, by_order);
+        if (cp->keep_last && c.n > cp->keep_last) {
+            /* Only the newest keep_last survivors stay. */
+            size_t cut = c.n - cp->keep_last;
+            for (size_t i = 0; i < cut; i++) {
+                free(c.v[i].json);
+                free(c.v[i].key);
+            }
+            memmove(c.v, c.v + cut, cp->keep_last * sizeof *c.v);
+            c.n = cp->keep_last;
+        }
         lines = malloc((c.n ? c.n : 1) * sizeof *lines);
         if (!lines) {
             rc = VG_ENOMEM;
@@ -384,7 +420,7 @@ static void *writer_main(void *arg)
         if (fdatasync(j->fd))
             vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
         j->appended += (size_t)n;
-        if (j->cp.every && j->appended >= j->cp.every + j->kept)
+        if (j->cp.every && j->appended >= j->cp.every + (j->cp.key ? j->kept : 0))
             compact_now(j);
     }
     return NULL;
@@ -393,8 +429,9 @@ static void *writer_main(void *arg)
 int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journal **out, char *err,
                     size_t errlen)
 {
-    if (cp && cp->every && (!cp->key || !cp->time))
-        return vg_fail(err, errlen, VG_EINVAL, "compaction needs key and time fields");
+    if (cp && cp->every && !rule_ok(cp))
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "compaction needs key and time fields, or keep_last without them");
     vg_journal *j = calloc(1, sizeof *j);
     if (!j)
         return VG_ENOMEM;

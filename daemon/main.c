@@ -133,13 +133,13 @@ static void print_config(const vg_daemon_config *c)
            "default_max_new_tokens = %d\njob_deadline_s = %g\nresult_ttl_s = %g\n"
            "max_frames_limit = %d\nmax_pixels_limit = %ld\nallowed_protocols = %s\n"
            "max_streams = %d\nstream_stall_timeout_s = %g\nstream_max_new_tokens = %d\n"
-           "media_roots = ",
+           "stream_log_max_records = %d\nmedia_roots = ",
            c->model_dir, c->runtime_dir, c->state_dir, c->cmd_url, c->events_url, c->tcp_cmd_url,
            c->tcp_events_url, c->allow_remote ? "yes" : "no", c->socket_mode, c->log_level,
            c->max_message_size, c->max_queued_jobs, c->max_concurrent_decodes, c->inference_threads,
            c->max_new_tokens_limit, c->default_max_new_tokens, c->job_deadline_s, c->result_ttl_s,
            c->max_frames_limit, c->max_pixels_limit, c->allowed_protocols, c->max_streams,
-           c->stream_stall_timeout_s, c->stream_max_new_tokens);
+           c->stream_stall_timeout_s, c->stream_max_new_tokens, c->stream_log_max_records);
     for (int i = 0; i < c->n_media_roots; i++)
         printf("%s%s", i ? "," : "", c->media_roots[i]);
     printf("\n");
@@ -334,6 +334,7 @@ static void on_hup(uv_signal_t *h, int signum)
     o->max_streams = c.max_streams;
     o->stream_stall_timeout_s = c.stream_stall_timeout_s;
     o->stream_max_new_tokens = c.stream_max_new_tokens;
+    o->stream_log_max_records = c.stream_log_max_records;
     memcpy(o->media_roots, c.media_roots, sizeof o->media_roots);
     o->n_media_roots = c.n_media_roots;
     memcpy(o->allowed_protocols, c.allowed_protocols, sizeof o->allowed_protocols);
@@ -394,7 +395,8 @@ static int open_journal(daemon_ctx *d, char *err, size_t errlen)
         return rc;
     vg_log(VG_LOG_INFO, MOD, "journal %s: %zu records read, %zu jobs kept", path, st.good, n);
     /* Compact while running too: after as many appends as 2000 plus the records kept. */
-    vg_journal_compaction cp = {"job", "finished", d->cfg.result_ttl_s, 2000};
+    vg_journal_compaction cp = {
+        .key = "job", .time = "finished", .ttl_s = d->cfg.result_ttl_s, .every = 2000};
     if ((rc = vg_journal_open(path, &cp, &d->journal, err, errlen)) < 0)
         return rc;
     vg_jobs_set_journal(d->jobs, d->journal);

@@ -46,6 +46,10 @@
  * recent records for `events`. Workers send it messages through a bounded queue and a uv_async.
  * The reader thread loads the log at start (last sequence number, recent records) and opens it;
  * the janitor thread closes the logs of removed streams, so the loop never touches a file.
+ * Retention: a log keeps the newest stream_log_max_records records (snapshotted when the watch is
+ * accepted, as log_max): the reader cuts a longer log back when it loads it, and the log's writer
+ * thread cuts it back to log_max whenever log_max / 2 records have been appended beyond those kept
+ * (at most 1.5 x log_max on disk). Sequence numbers are unaffected: the newest record survives.
  * A stream is freed on the loop once its reader and the inference thread have let go of it and the
  * janitor has closed its log (until then it stays in the table as `stopping`, so watching the same
  * name again reads a complete log).
@@ -244,6 +248,7 @@ struct stream {
     char *url, *resolved;
     int is_url;
     vg_media_policy *policy; /* what the reader may open, as configured at watch time */
+    size_t log_max;          /* stream_log_max_records at watch time; 0 = no limit */
     double fps, window_s, update_s, min_window_s, speed;
     long max_pixels;
     int nq;
@@ -516,9 +521,20 @@ static void load_log(stream *s)
         post_simple(s, M_LOADED);
         return;
     }
-    vg_journal_stats st;
+    vg_journal_stats st = {0};
     if (vg_journal_load(path, on_log_record, &lc, &st, err, sizeof err) < 0)
         vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot read its log: %s", s->name, err);
+    /* Newest log_max records on disk; the writer thread cuts again after log_max / 2 appends. */
+    vg_journal_compaction cp = {.every = s->log_max ? VG_MAX(s->log_max / 2, (size_t)1) : 0,
+                                .keep_last = s->log_max};
+    size_t kept = 0;
+    if (s->log_max && st.good > s->log_max) {
+        if (vg_journal_compact(path, &cp, &kept, err, sizeof err) < 0)
+            vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot compact its log: %s", s->name, err);
+        else
+            vg_log(VG_LOG_INFO, MOD, "stream %s: log cut to its newest %zu of %zu records", s->name,
+                   kept, st.good);
+    }
     m->type = M_LOADED;
     m->s = s;
     m->last_seq = lc.last;
@@ -537,7 +553,7 @@ static void load_log(stream *s)
         free(lc.lines[i]);
     free(lc.lines);
     free(lc.seq);
-    if (vg_journal_open(path, NULL, &m->log, err, sizeof err) < 0) {
+    if (vg_journal_open(path, &cp, &m->log, err, sizeof err) < 0) {
         vg_log(VG_LOG_WARNING, MOD, "stream %s: events will not be logged: %s", s->name, err);
         m->log = NULL;
     }
@@ -1552,6 +1568,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
         VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
+    s->log_max = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
     for (int i = 0; i < s->nq; i++)
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);

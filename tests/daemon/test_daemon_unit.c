@@ -91,6 +91,11 @@ static void test_config_parse(void **state)
     assert_int_equal(c.allow_remote, 1);
     assert_int_equal(c.socket_mode, 0600);
     assert_int_equal(c.log_level, VG_LOG_DEBUG);
+    assert_int_equal(c.stream_log_max_records, 100000); /* the default */
+    assert_int_equal(vg_daemon_config_set(&c, "stream_log_max_records", "100", err, sizeof err), 0);
+    assert_int_equal(c.stream_log_max_records, 100);
+    assert_int_equal(vg_daemon_config_set(&c, "stream_log_max_records", "1G", err, sizeof err), 0);
+    assert_int_equal(c.stream_log_max_records, 1 << 30);
     assert_int_equal(vg_daemon_config_finish(&c, err, sizeof err), 0);
     assert_string_equal(c.cmd_url, "ipc:///tmp/rt/vigil.cmd");
     assert_string_equal(c.events_url, "ipc:///tmp/rt/vigil.events");
@@ -113,6 +118,8 @@ static void test_config_errors(void **state)
         "media_roots = relative/path\n",
         "job_deadline_s = -1\n",
         "max_message_size = 1\n",
+        "stream_log_max_records = 99\n",
+        "stream_log_max_records = 1073741825\n",
     };
     for (size_t i = 0; i < VG_ARRAY_LEN(bad); i++) {
         err[0] = 0;
@@ -132,6 +139,7 @@ static void test_config_errors(void **state)
     assert_true(vg_daemon_config_parse(&c, "a\0= b\n", 6, err, sizeof err) < 0);
     assert_int_equal(vg_daemon_config_key_is_live("log_level"), 1);
     assert_int_equal(vg_daemon_config_key_is_live("model_dir"), 0);
+    assert_int_equal(vg_daemon_config_key_is_live("stream_log_max_records"), 1);
 }
 
 static void test_config_roots(void **state)
@@ -556,7 +564,7 @@ static void test_journal_compaction(void **state)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double now = (double)ts.tv_sec;
-    vg_journal_compaction cp = {"job", "finished", 100.0, 0};
+    vg_journal_compaction cp = {.key = "job", .time = "finished", .ttl_s = 100.0};
     char *lines[] = {
         "{\"job\":\"a\",\"state\":\"queued\"}",
         "{\"job\":\"b\",\"state\":\"queued\"}",
@@ -608,6 +616,91 @@ static void test_journal_compaction(void **state)
         }
     assert_true(seen[0] && seen[1] && seen[2]);
     free_collected(&c);
+}
+
+/* Records {"i":K} of a journal, in file order (any other intact line counts as foreign). */
+typedef struct numbered {
+    int v[1024];
+    size_t n, foreign;
+} numbered;
+
+static void collect_numbered(const char *json, size_t len, void *opaque)
+{
+    numbered *c = opaque;
+    int k, used = 0;
+    if (sscanf(json, "{\"i\":%d}%n", &k, &used) == 1 && (size_t)used == len && c->n < 1024)
+        c->v[c->n++] = k;
+    else
+        c->foreign++;
+}
+
+static void test_journal_keep_last(void **state)
+{
+    char path[400], err[256];
+    enum { N = 40 };
+    /* Without a key, compaction cuts the journal to its newest keep_last records, in file order. */
+    snprintf(path, sizeof path, "%s/last.journal", tmpdir);
+    char *lines[100], buf[100][32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(buf[i], sizeof buf[i], "{\"i\":%d}", i);
+        lines[i] = buf[i];
+    }
+    assert_int_equal(vg_journal_rewrite(path, lines, 100, err, sizeof err), 0);
+    vg_journal_compaction cp = {.keep_last = N};
+    size_t kept = 0;
+    assert_int_equal(vg_journal_compact(path, &cp, &kept, err, sizeof err), 0);
+    assert_int_equal(kept, N);
+    numbered c = {{0}, 0, 0};
+    vg_journal_stats st;
+    assert_int_equal(vg_journal_load(path, collect_numbered, &c, &st, err, sizeof err), 0);
+    assert_int_equal(c.n, N);
+    assert_int_equal(c.foreign + st.torn + st.bad_crc, 0);
+    for (size_t i = 0; i < c.n; i++)
+        assert_int_equal(c.v[i], 100 - N + (int)i);
+    /* Fewer records than keep_last: all stay. */
+    cp.keep_last = 1000;
+    assert_int_equal(vg_journal_compact(path, &cp, &kept, err, sizeof err), 0);
+    assert_int_equal(kept, N);
+    /* keep_last after the key rule: of the newest record per job, the newest 2 stay. */
+    char *jobs[] = {"{\"job\":\"a\",\"n\":1}", "{\"job\":\"b\",\"n\":2}", "{\"job\":\"c\",\"n\":3}",
+                    "{\"job\":\"a\",\"n\":4}", "{\"job\":\"b\",\"n\":5}"};
+    assert_int_equal(vg_journal_rewrite(path, jobs, 5, err, sizeof err), 0);
+    vg_journal_compaction kcp = {.key = "job", .time = "finished", .ttl_s = 100.0, .keep_last = 2};
+    assert_int_equal(vg_journal_compact(path, &kcp, &kept, err, sizeof err), 0);
+    assert_int_equal(kept, 2);
+    collected jc = {{0}, 0};
+    assert_int_equal(vg_journal_load(path, collect, &jc, &st, err, sizeof err), 0);
+    assert_int_equal(jc.n, 2);
+    assert_string_equal(jc.items[0], jobs[3]);
+    assert_string_equal(jc.items[1], jobs[4]);
+    free_collected(&jc);
+    /* Rules that name nothing are refused. */
+    vg_journal_compaction none = {.every = 10}, time_only = {.time = "t", .keep_last = 5};
+    assert_int_equal(vg_journal_compact(path, &none, &kept, err, sizeof err), VG_EINVAL);
+    assert_int_equal(vg_journal_compact(path, &time_only, &kept, err, sizeof err), VG_EINVAL);
+    assert_int_equal(vg_journal_compact(path, NULL, &kept, err, sizeof err), VG_EINVAL);
+    vg_journal *j = NULL;
+    assert_int_equal(vg_journal_open(path, &none, &j, err, sizeof err), VG_EINVAL);
+
+    /* The writer thread keeps an open journal between N and 1.5 N records: 3 N appends leave the
+     * newest ones, newest last, every line intact. */
+    snprintf(path, sizeof path, "%s/ring.journal", tmpdir);
+    cp = (vg_journal_compaction){.every = N / 2, .keep_last = N};
+    assert_int_equal(vg_journal_open(path, &cp, &j, err, sizeof err), 0);
+    for (int i = 0; i < 3 * N; i++) {
+        char rec[32];
+        int n = snprintf(rec, sizeof rec, "{\"i\":%d}", i);
+        assert_int_equal(vg_journal_append(j, rec, (size_t)n), 0);
+        if (i % 7 == 0)
+            nanosleep(&(struct timespec){0, 2000000}, NULL); /* batches of different sizes */
+    }
+    vg_journal_close(j);
+    c = (numbered){{0}, 0, 0};
+    assert_int_equal(vg_journal_load(path, collect_numbered, &c, &st, err, sizeof err), 0);
+    assert_int_equal(c.foreign + st.torn + st.bad_crc, 0);
+    assert_true(c.n >= N && c.n <= N + N / 2);
+    for (size_t i = 0; i < c.n; i++)
+        assert_int_equal(c.v[i], 3 * N - (int)c.n + (int)i);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -662,13 +755,13 @@ static void test_sd_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_text_piece),     cmocka_unit_test(test_config_parse),
-        cmocka_unit_test(test_config_errors),  cmocka_unit_test(test_config_roots),
-        cmocka_unit_test(test_config_example), cmocka_unit_test(test_proto_valid),
-        cmocka_unit_test(test_proto_errors),   cmocka_unit_test(test_proto_fuzz),
-        cmocka_unit_test(test_media_policy),   cmocka_unit_test(test_journal),
-        cmocka_unit_test(test_journal_many),   cmocka_unit_test(test_journal_compaction),
-        cmocka_unit_test(test_sd_notify),
+        cmocka_unit_test(test_text_piece),        cmocka_unit_test(test_config_parse),
+        cmocka_unit_test(test_config_errors),     cmocka_unit_test(test_config_roots),
+        cmocka_unit_test(test_config_example),    cmocka_unit_test(test_proto_valid),
+        cmocka_unit_test(test_proto_errors),      cmocka_unit_test(test_proto_fuzz),
+        cmocka_unit_test(test_media_policy),      cmocka_unit_test(test_journal),
+        cmocka_unit_test(test_journal_many),      cmocka_unit_test(test_journal_compaction),
+        cmocka_unit_test(test_journal_keep_last), cmocka_unit_test(test_sd_notify),
     };
     return cmocka_run_group_tests(tests, make_tmp, rm_tmp);
 }
