@@ -249,6 +249,8 @@ struct stream {
     int is_url;
     vg_media_policy *policy; /* what the reader may open, as configured at watch time */
     size_t log_max;          /* stream_log_max_records at watch time; 0 = no limit */
+    int stall_ms;            /* stream_stall_timeout_s at watch time (workers never read cfg) */
+    int max_new_tokens;      /* stream_max_new_tokens at watch time */
     double fps, window_s, update_s, min_window_s, speed;
     long max_pixels;
     int nq;
@@ -577,7 +579,7 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     mp.allow_url = vg_media_policy_allow;
     mp.allow_opaque = s->policy;
     mp.stop = &s->stop;
-    int stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
+    int stall_ms = s->stall_ms;
     mp.read_timeout_ms = stall_ms;
     /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it
      * short leaves an error in the I/O context that ends the session after the first frame. */
@@ -817,7 +819,7 @@ static int infer_init(stream *s, char *err, size_t errlen)
     s->w_cap = (size_t)ceil(s->window_s * s->fps / 2.0) + 2;
     s->head_len = 8; /* bound; the real length is set below */
     size_t cap = s->head_len + s->w_cap * (tok_pair + TS_TOKENS_MAX + 2) + max_suffix +
-                 (size_t)ss->cfg->stream_max_new_tokens + 8;
+                 (size_t)s->max_new_tokens + 8;
     if (cap > (size_t)mi->max_position_embeddings)
         return vg_fail(err, errlen, VG_ELIMIT,
                        "a window of %g s at %g fps and %ld pixels needs %zu tokens; the model "
@@ -969,7 +971,7 @@ static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
                        vo->n_tokens, p->gh, p->gw);
     }
     size_t need = (size_t)(p->gh / merge) * (p->gw / merge) + TS_TOKENS_MAX + 2;
-    size_t budget = need + s->max_suffix + (size_t)ss->cfg->stream_max_new_tokens + 8;
+    size_t budget = need + s->max_suffix + (size_t)s->max_new_tokens + 8;
     while (s->w_n > 0 && vg_seq_len(s->seq) + budget > s->cap_tokens)
         evict_oldest(s);
     win_entry *e = &s->ring_w[(s->w_head + s->w_n) % s->w_cap];
@@ -1091,7 +1093,7 @@ static int answer_question(stream *s, int qi, char *err, size_t errlen)
     double prefill_ms = vg_now_ms() - t0;
     vg_gen_params gp = vg_model_default_gen_params(ss->model);
     gp.do_sample = 0;
-    gp.max_new_tokens = ss->cfg->stream_max_new_tokens;
+    gp.max_new_tokens = s->max_new_tokens;
     s->answer_len = 0;
     s->answer_full = 0;
     s->answer[0] = 0;
@@ -1569,6 +1571,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
     s->log_max = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
+    s->stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
+    s->max_new_tokens = ss->cfg->stream_max_new_tokens;
     for (int i = 0; i < s->nq; i++)
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);
