@@ -48,6 +48,8 @@ typedef struct job {
     char *video, *resolved, *question, *system;
     int is_url;
     vg_media_policy *policy; /* what decoding may open, as configured when the job was accepted */
+    int max_frames_limit;    /* the daemon's ceilings when the job was accepted (the decode */
+    long max_pixels_limit;   /* worker never reads the configuration SIGHUP rewrites) */
     vg_req_sampling sampling;
     vg_req_generation gen;
     int max_new_tokens;
@@ -431,12 +433,12 @@ static vg_sample_params sample_params(const vg_jobs *js, const job *j)
     if (s->end >= 0)
         p.video_end = s->end;
     /* The daemon's ceilings apply to the model's defaults as well as to requests. */
-    if (p.max_frames > js->cfg->max_frames_limit)
-        p.max_frames = js->cfg->max_frames_limit;
+    if (p.max_frames > j->max_frames_limit)
+        p.max_frames = j->max_frames_limit;
     if (p.min_frames > p.max_frames)
         p.min_frames = p.max_frames;
-    if (p.max_pixels <= 0 || p.max_pixels > js->cfg->max_pixels_limit)
-        p.max_pixels = js->cfg->max_pixels_limit;
+    if (p.max_pixels <= 0 || p.max_pixels > j->max_pixels_limit)
+        p.max_pixels = j->max_pixels_limit;
     if (p.min_pixels > p.max_pixels)
         p.min_pixels = p.max_pixels;
     return p;
@@ -984,6 +986,8 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
         j->max_new_tokens = VG_MIN(js->cfg->default_max_new_tokens, model_max);
     }
     j->deadline_s = r->deadline_s > 0 ? r->deadline_s : js->cfg->job_deadline_s;
+    j->max_frames_limit = js->cfg->max_frames_limit;
+    j->max_pixels_limit = js->cfg->max_pixels_limit;
     j->deadline_mono_ms = vg_now_ms() + j->deadline_s * 1000.0;
     j->created = unix_now();
     j->state = ST_QUEUED;
