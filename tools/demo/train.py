@@ -142,12 +142,32 @@ class Stage:
 
     @classmethod
     def from_vgd_dir(cls, d, val_frac):
-        with open(os.path.join(d, "index.json")) as f:
-            index = json.load(f)
-        gt = cls._load_gt(index["gt"])
-        items = [os.path.join(d, n) for n in sorted(index["files"])]
-        sp = {k: index[k] for k in ("min_pixels", "max_pixels", "fps")}
-        return cls(d, items, gt, sp, val_frac)
+        """One exported directory, or several joined by '+' (one stage of their union; each keeps
+        its own ground truth, and the validation clips are taken from each in proportion)."""
+        items, val, gt, sp = [], [], {}, None
+        for part in d.split("+"):
+            with open(os.path.join(part, "index.json")) as f:
+                index = json.load(f)
+            by_index = cls._load_gt(index["gt"])
+            files = [os.path.join(part, n) for n in sorted(index["files"])]
+            for path in files:
+                gt[path] = by_index[vgd.read_vgd_header(path)["index"]]
+            p_sp = {k: index[k] for k in ("min_pixels", "max_pixels", "fps")}
+            if sp is not None and p_sp != sp:
+                raise ValueError(f"{part} was exported with {p_sp}, {d.split('+')[0]} with {sp}")
+            sp = p_sp
+            part_stage = cls(part, files, {}, sp, val_frac)
+            items += part_stage.train
+            val += part_stage.val
+        st = cls(d, items + val, gt, sp, 0.0)
+        st.train, st.val = items, val or items
+        return st
+
+    def gt_of(self, item, rec):
+        """The ground truth of a loaded item."""
+        if isinstance(item, str) and item in self.gt:
+            return self.gt[item]
+        return self.gt[rec["header"]["index"]]
 
     @classmethod
     def from_py_gt(cls, gt_path, tok, min_pixels, max_pixels, val_frac):
@@ -480,7 +500,7 @@ def evaluate(model, stage, tok, seed, max_clips, n_greedy, log, items=None):
     im_end = tok.token_id("<|im_end|>")
     for ci, item in enumerate(items[:max_clips]):
         rec = stage.load(item)
-        s = make_sample(rec, stage.gt[rec["header"]["index"]], tok, rng, all_colours=True)
+        s = make_sample(rec, stage.gt_of(item, rec), tok, rng, all_colours=True)
         b = collate([s])
         logits_mask = b["labels"] != IGNORE
         lg = model(b["ids"], b["pos"], b["pixels"], b["grids"], b["mask"], logits_mask)
@@ -704,7 +724,7 @@ def main(argv=None):
     if a.self_test:
         st = stages[0]
         rec = st.load(st.train[0])
-        smp = make_sample(rec, st.gt[rec["header"]["index"]], tok, np.random.default_rng(0),
+        smp = make_sample(rec, st.gt_of(st.train[0], rec), tok, np.random.default_rng(0),
                           all_colours=True)
         d = check_packing(model, smp)
         log(f"self-test: packed vs standalone answer logits differ by {d:.2e} "
@@ -758,7 +778,7 @@ def main(argv=None):
         samples = []
         for item in st.draw(rng, a.batch, a.bucket * a.batch):
             rec = st.load(item)
-            samples.append(make_sample(rec, st.gt[rec["header"]["index"]], tok, rng,
+            samples.append(make_sample(rec, st.gt_of(item, rec), tok, rng,
                                        flip=not a.no_flip, crop_prob=a.crop_prob))
         b = collate(samples)
         logits_mask = b["labels"] != IGNORE
