@@ -47,7 +47,7 @@ ffmpeg -loglevel error -f lavfi -i "testsrc2=size=320x240:rate=25" -t 6 -pix_fmt
 
 echo "== starting vigild =="
 mkdir -p "$work/run" "$work/state"
-"$bin/daemon/vigild" --foreground --model "$model" --runtime-dir "$work/run" \
+"$bin/daemon/vigild" --foreground --log-level notice --model "$model" --runtime-dir "$work/run" \
     --state-dir "$work/state" --set "media_roots=$work" &
 pid=$!
 export VIGIL_RUNTIME_DIR="$work/run"
