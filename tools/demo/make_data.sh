@@ -55,6 +55,10 @@ stage s2_box1.4x 103  600 --max-duration 10 --box-scale 1.4 --max-size 640
 stage s3_box1x   104  800 --max-duration 10 --box-scale 1.0
 stage s4_20s     105  800 --max-duration 20 --box-scale 1.0
 stage s5_full    106  700
+# More clips of the full distribution at up to 640 px (a quarter of the encoding time; the model
+# sees about 96x64 anyway): trained together with s5_full (train.py --data s5_full+s6_640), since
+# the first runs over-fitted 700 full-size clips (teacher-forced copy 0.6 on them, 0.05 held out).
+stage s6_640     107 1500 --max-size 640
 # Held out (another seed, the full distribution): never trained on; for train.py --eval-only and
 # `vigil eval WORK_DIR/clips/heldout/eval.jsonl`.
 stage heldout   9001  100
