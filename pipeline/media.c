@@ -447,7 +447,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
     if (r < 0) {
         disarm(m);
         if (m->refused[0])
-            return vg_fail(err, errlen, VG_EPATH, "%s.", m->refused);
+            return check_refused(m, err, errlen);
         int code = map_error(m, r);
         if (code == VG_ETIMEDOUT)
             return vg_fail(err, errlen, code, "opening '%.200s' timed out after %d ms (%s).",
