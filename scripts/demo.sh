@@ -89,3 +89,8 @@ kill -TERM "$pid"
 wait "$pid"
 pid=""
 echo "vigild stopped cleanly."
+echo
+echo "With a real Qwen3-VL checkpoint (Hugging Face layout, e.g. Qwen3-VL-2B-Instruct):"
+echo "  $bin/daemon/vigild --model /path/to/Qwen3-VL-2B-Instruct --runtime-dir /tmp/vigil/run \\"
+echo "      --state-dir /tmp/vigil/state --set media_roots=\$HOME/videos"
+echo "  VIGIL_RUNTIME_DIR=/tmp/vigil/run $bin/tools/vigil ask ~/videos/lot.mp4 \"When does the red car enter the lot?\""
