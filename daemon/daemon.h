@@ -223,8 +223,8 @@ void vg_media_policy_free(vg_media_policy *p);
 const char *vg_media_policy_whitelist(const vg_media_policy *p);
 
 /* vg_media_params.allow_url with opaque = the policy: a nested path or file: URL (an HLS playlist
- * under a media root naming a segment) must resolve under a media root, as a requested file must;
- * a nested URL's scheme (each '+'-separated part) must be in the whitelist. Any thread. */
+ * under a media root naming a segment) must resolve under a media root, as a requested file must
+ * (the pipeline checks other URLs against vg_media_policy_whitelist itself). Any thread. */
 int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errlen);
 
 /* ===================================================================================================

@@ -715,20 +715,6 @@ const char *vg_media_policy_whitelist(const vg_media_policy *p)
 int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errlen)
 {
     const vg_media_policy *p = opaque;
-    /* The scheme as libavformat reads it: scheme characters before a ':' ("crypto+https:"). */
-    size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
-    if (n > 0 && url[n] == ':' && !(n == 4 && strncasecmp(url, "file", 4) == 0)) {
-        for (size_t a = 0; a < n;) {
-            size_t b = a;
-            while (b < n && url[b] != '+')
-                b++;
-            if (b == a || !in_list(p->whitelist, url + a, b - a))
-                return vg_fail(err, errlen, VG_EPROTOCOL, "the protocol '%.*s' is not allowed",
-                               (int)n, url);
-            a = b + 1;
-        }
-        return 0;
-    }
     char resolved[PATH_MAX];
     int is_url = 0;
     return vg_daemon_media_check(url, (const char(*)[VG_CFG_STR])p->roots, p->n_roots, "", resolved,

@@ -398,15 +398,18 @@ static int check_refused(const vg_media *m, char *err, size_t errlen)
 }
 
 /* fmt->io_open when params.allow_url is set: every URL the demuxer opens (the input, an HLS
- * playlist's variants, segments and keys) is shown to the caller's policy first. */
+ * playlist's variants, segments and keys) must pass the protocol whitelist, as the input did, and a
+ * local one the caller's policy; a refusal is kept, so it fails the whole input. */
 static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
                            AVDictionary **options)
 {
     vg_media *m = s->opaque;
     if (!m || !m->io_open_default)
         return AVERROR(EPERM);
-    char why[400] = "";
-    if (m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0) {
+    char why[400] = "", scheme[32];
+    if (check_protocol(url, m->whitelist, scheme, sizeof scheme, why, sizeof why) < 0 ||
+        (!strcmp(scheme, "file") &&
+         m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0)) {
         if (!m->refused[0])
             snprintf(m->refused, sizeof m->refused, "'%.200s' refers to '%.200s', refused: %s",
                      m->url, url, why[0] ? why : "not allowed");

@@ -120,10 +120,12 @@ typedef struct vg_media_params {
         *protocol_whitelist; /* default "file,http,https,tcp,tls,rtsp,rtp,udp,hls,crypto,data" */
     int decode_threads;      /* 0 = auto */
     const atomic_int *stop;  /* optional: non-zero aborts any blocking call with VG_ECANCELED */
-    /* Optional: asked for every URL libavformat opens for this input through its I/O layer: the
-     * input itself and what it refers to (an HLS playlist's variant playlists, segments and keys).
-     * Return < 0 with a sentence in err to refuse; the open then fails with VG_EPATH and that
-     * sentence. Called on the thread calling vg_media_open / vg_media_read_video, with
+    /* Optional: asked for every local path or file: URL libavformat opens for this input through
+     * its I/O layer: the input itself and what it refers to (an HLS playlist's variant playlists,
+     * segments and keys). Return < 0 with a sentence in err to refuse. With allow_url set, the
+     * other URLs it opens must also pass protocol_whitelist, checked as the input's own URL is; any
+     * refusal fails the open or read with VG_EPATH and that sentence (where HLS alone would skip
+     * the segment). Called on the thread calling vg_media_open / vg_media_read_video, with
      * allow_opaque, which must outlive the vg_media. */
     int (*allow_url)(void *opaque, const char *url, char *err, size_t errlen);
     void *allow_opaque;
