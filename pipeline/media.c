@@ -1489,6 +1489,18 @@ static int read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn pro
                 return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
             }
             v->plan = plan;
+            v->timeline.n = plan->nframes;
+            v->timeline.index = malloc((size_t)plan->nframes * sizeof *v->timeline.index);
+            v->timeline.seconds = malloc((size_t)plan->nframes * sizeof *v->timeline.seconds);
+            if (!v->timeline.index || !v->timeline.seconds) {
+                free(rgb);
+                vg_video_free(v);
+                return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+            }
+            memcpy(v->timeline.index, plan->frame_indices,
+                   (size_t)plan->nframes * sizeof *v->timeline.index);
+            memcpy(v->timeline.seconds, plan->frame_times,
+                   (size_t)plan->nframes * sizeof *v->timeline.seconds);
             v->T = plan->nframes;
             v->H = plan->resized_height;
             v->W = plan->resized_width;
@@ -1520,6 +1532,8 @@ void vg_video_free(vg_video *v)
     if (!v)
         return;
     vg_plan_free(v->plan);
+    free(v->timeline.index);
+    free(v->timeline.seconds);
     free(v->rgb);
     free(v);
 }

@@ -28,6 +28,31 @@ extern "C" {
 void vg_pipe_log_init(void);
 
 /* ===================================================================================================
+ * Time: the one model of a frame's time, from its presentation time to the prompt's timestamp
+ * token.
+ *
+ * Origin: a frame's time is in seconds from the input's origin, the presentation time of its first
+ * frame as the container declares it (vg_media_info.start_time is that origin, in the stream's own
+ * clock). Clip jobs print these times; live streams print them relative to their window base.
+ */
+typedef struct vg_timeline {
+    int n;             /* frames */
+    int64_t *index;    /* [n] each frame's index in presentation order (the plan's indices) */
+    double *seconds;   /* [n] each frame's time in seconds from the origin */
+    int constant_rate; /* 1: the input is constant-frame-rate and seconds[i] == index[i] / fps */
+} vg_timeline;
+
+/* The time of a temporal pair: the mean of its first and last frame (the reference's rule). */
+double vg_pair_time(double first, double last);
+
+/* The timestamp token text of a time: "<t.t seconds>" with one decimal, rounded as C's and
+ * Python's "%.1f" round (the binary value, half to even). The only place the format is written.
+ * Returns the length written (NUL-terminated), or VG_ERANGE when cap is too small or seconds is
+ * not finite. VG_TIME_TOKEN_MAX always suffices for |seconds| < 1e30. */
+#define VG_TIME_TOKEN_MAX 48
+int vg_time_token(double seconds, char *buf, size_t cap);
+
+/* ===================================================================================================
  * Sampling plan (pure arithmetic, §1.1-§1.4, §1.7).
  */
 typedef struct vg_sample_params {
@@ -154,9 +179,10 @@ const vg_media_info *vg_media_get_info(const vg_media *m);
 typedef int (*vg_progress_fn)(const char *stage, double fraction, void *opaque);
 
 typedef struct vg_video {
-    vg_plan *plan; /* owned; frame_times/pair_times filled from real presentation times */
-    int T, H, W;   /* sampled frames, resized height and width */
-    uint8_t *rgb;  /* [T][H][W][3] resized frames */
+    vg_plan *plan;        /* owned; frame_times/pair_times filled from real presentation times */
+    vg_timeline timeline; /* owned (freed by vg_video_free): the decoded frames' times */
+    int T, H, W;          /* sampled frames, resized height and width */
+    uint8_t *rgb;         /* [T][H][W][3] resized frames */
 } vg_video;
 
 /* Plans, decodes only the sampled frames of a file, converts and resizes them. Caller frees with

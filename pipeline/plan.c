@@ -175,6 +175,21 @@ void vg_plan_free(vg_plan *plan)
     free(plan);
 }
 
+double vg_pair_time(double first, double last)
+{
+    return (first + last) / 2.0;
+}
+
+int vg_time_token(double seconds, char *buf, size_t cap)
+{
+    if (!buf || !isfinite(seconds) || fabs(seconds) >= 1e30)
+        return VG_ERANGE;
+    int n = snprintf(buf, cap, "<%.1f seconds>", seconds);
+    if (n < 0 || (size_t)n >= cap)
+        return VG_ERANGE;
+    return n;
+}
+
 int vg_plan_set_frame_times(vg_plan *plan, const double *times)
 {
     if (!plan || !times || plan->nframes <= 0 || plan->n_pairs <= 0)
@@ -189,9 +204,8 @@ int vg_plan_set_frame_times(vg_plan *plan, const double *times)
             a = plan->nframes - 1;
         if (b >= plan->nframes)
             b = plan->nframes - 1;
-        plan->pair_times[k] = (plan->frame_times[a] + plan->frame_times[b]) / 2.0;
-        snprintf(plan->pair_strings[k], sizeof plan->pair_strings[k], "<%.1f seconds>",
-                 plan->pair_times[k]);
+        plan->pair_times[k] = vg_pair_time(plan->frame_times[a], plan->frame_times[b]);
+        vg_time_token(plan->pair_times[k], plan->pair_strings[k], sizeof plan->pair_strings[k]);
     }
     return 0;
 }
