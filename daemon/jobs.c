@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "pipeline.h"
+#include "qa.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -78,6 +79,8 @@ typedef struct job {
     size_t w_rows, w_cols;
     char *w_text;
     size_t w_len, w_cap;
+    vg_event *w_events; /* the parsed answer */
+    size_t w_n_events;
     int w_seq;
     double w_t0;
     job_timings w_timings;
@@ -147,6 +150,7 @@ static void job_free(job *j)
     vg_video_free(j->w_video);
     free(j->w_patches);
     free(j->w_text);
+    free(j->w_events);
     free(j);
 }
 
@@ -329,21 +333,11 @@ static void post_done(vg_jobs *js, job *j, int status, const char *code, const c
     j->w_text = NULL;
     j->w_len = j->w_cap = 0;
     m->timings = j->w_timings;
-    if (status == 0 && m->text) {
-        vg_event *ev = NULL;
-        size_t n = 0;
-        if (vg_answer_parse(m->text, &ev, &n) == 0) {
-            m->events = cJSON_CreateArray();
-            for (size_t i = 0; i < n; i++) {
-                cJSON *e = cJSON_CreateObject();
-                cJSON_AddNumberToObject(e, "start", ev[i].start);
-                cJSON_AddNumberToObject(e, "end", ev[i].end);
-                cJSON_AddStringToObject(e, "label", ev[i].label);
-                cJSON_AddItemToArray(m->events, e);
-            }
-            free(ev);
-        }
-    }
+    if (status == 0 && m->text)
+        m->events = vg_qa_events_json(j->w_events, j->w_n_events, "clip");
+    free(j->w_events);
+    j->w_events = NULL;
+    j->w_n_events = 0;
     vg_video_free(j->w_video);
     j->w_video = NULL;
     free(j->w_patches);
@@ -503,43 +497,17 @@ static void *decoder_main(void *arg)
     return NULL;
 }
 
-static int tokenize(void *opaque, const char *text, size_t len, int32_t **ids, size_t *n)
-{
-    return vg_tokenizer_encode(opaque, text, len, 0, ids, n);
-}
-
 typedef struct gen_ctx {
     vg_jobs *js;
     job *j;
+    const char *stage;
 } gen_ctx;
 
-static int on_token(int32_t id, const char *raw, size_t raw_len, void *opaque)
+/* Streams each piece of the answer to the loop (the QA layer keeps the whole text). */
+static int on_piece(const char *text, size_t len, void *opaque)
 {
     gen_ctx *g = opaque;
     job *j = g->j;
-    /* Results travel as C strings (JSON, journal): a generated U+0000 becomes U+FFFD. Pieces from
-     * vg_generate are under 512 bytes, so buf always holds the copy. */
-    char buf[3 * 512 + 1];
-    const char *text = raw;
-    size_t len = raw_len;
-    if (memchr(raw, 0, raw_len) && raw_len <= 512) {
-        len = vg_proto_text_piece(raw, raw_len, buf, sizeof buf);
-        text = buf;
-    }
-    if (len) {
-        size_t need = j->w_len + len + 1;
-        if (need > j->w_cap) {
-            size_t cap = VG_MAX(need, j->w_cap * 2 + 256);
-            char *p = realloc(j->w_text, cap);
-            if (!p)
-                return 1;
-            j->w_text = p;
-            j->w_cap = cap;
-        }
-        memcpy(j->w_text + j->w_len, text, len);
-        j->w_len += len;
-        j->w_text[j->w_len] = 0;
-    }
     jmsg *m = calloc(1, sizeof *m);
     if (m) {
         m->type = MSG_TOKEN;
@@ -556,88 +524,22 @@ static int on_token(int32_t id, const char *raw, size_t raw_len, void *opaque)
     return atomic_load(&j->cancel) != 0;
 }
 
-static void infer_job(vg_jobs *js, job *j)
+static void on_encoded(double fraction, void *opaque)
 {
-    char err[512] = "";
-    const vg_model_info *mi = js->mi;
-    const vg_plan *plan = j->w_video->plan;
-    int gt = plan->grid_t, gh = plan->grid_h, gw = plan->grid_w;
-    int merge = mi->spatial_merge_size;
-    size_t slice_rows = (size_t)gh * gw;
-    vg_vision_out **vo = calloc((size_t)gt, sizeof *vo);
-    vg_prompt *prompt = NULL;
-    vg_seq *seq = NULL;
-    float *embeds = NULL, *deep = NULL, *logits = NULL;
-    int rc = 0;
-    const char *stage = "encode";
-    if (!vo) {
-        rc = VG_ENOMEM;
-        goto out;
-    }
-    if ((size_t)gt * slice_rows != j->w_rows) {
-        rc = vg_fail(err, sizeof err, VG_EINVAL, "patch rows %zu do not match the grid %dx%dx%d",
-                     j->w_rows, gt, gh, gw);
-        goto out;
-    }
-    post_simple(js, j, MSG_PROGRESS, "encode", 0);
-    double t0 = vg_now_ms();
-    size_t n_vis = 0;
-    for (int t = 0; t < gt; t++) {
-        rc = vg_model_encode_slice(js->model, j->w_patches + (size_t)t * slice_rows * j->w_cols, gh,
-                                   gw, &j->cancel, &vo[t], err, sizeof err);
-        if (rc < 0)
-            goto out;
-        n_vis += (size_t)vo[t]->n_tokens;
-        post_simple(js, j, MSG_PROGRESS, "encode", (t + 1) * 100 / gt);
-    }
-    free(j->w_patches);
-    j->w_patches = NULL;
-    j->w_timings.encode_ms = vg_now_ms() - t0;
+    gen_ctx *g = opaque;
+    post_simple(g->js, g->j, MSG_PROGRESS, "encode", (int)(fraction * 100.0));
+}
 
-    stage = "prompt";
-    vg_chat chat = {j->system, NULL, j->question};
-    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
-                         mi->vision_end_token_id, mi->video_token_id};
-    rc = vg_prompt_build(&chat, plan, merge, &ids, tokenize, (void *)vg_model_tokenizer(js->model),
-                         &prompt, err, sizeof err);
-    if (rc < 0)
-        goto out;
-    if (prompt->n_video_tokens != n_vis) {
-        rc = vg_fail(err, sizeof err, VG_EINVAL, "the prompt has %zu video tokens, the encoder %zu",
-                     prompt->n_video_tokens, n_vis);
-        goto out;
-    }
-    j->w_timings.video_tokens = (int)n_vis;
-    j->w_timings.prompt_tokens = (int)prompt->n;
+static void on_stage(const char *stage, void *opaque)
+{
+    gen_ctx *g = opaque;
+    g->stage = stage;
+    post_simple(g->js, g->j, MSG_PROGRESS, stage, 0);
+}
 
-    /* Concatenate the slices: embeds [n_vis][dim], deepstack [n_ds][n_vis][dim]. */
-    int dim = vo[0]->dim, n_ds = vo[0]->n_deepstack;
-    size_t bytes;
-    if (vg_mul_size(n_vis * (size_t)dim, sizeof(float), &bytes) < 0) {
-        rc = VG_ERANGE;
-        goto out;
-    }
-    embeds = malloc(bytes ? bytes : 1);
-    deep = n_ds > 0 ? malloc(bytes * (size_t)n_ds) : NULL;
-    if (!embeds || (n_ds > 0 && !deep)) {
-        rc = VG_ENOMEM;
-        goto out;
-    }
-    size_t off = 0;
-    for (int t = 0; t < gt; t++) {
-        size_t rows = (size_t)vo[t]->n_tokens * (size_t)dim;
-        memcpy(embeds + off, vo[t]->embeds, rows * sizeof(float));
-        for (int k = 0; k < n_ds; k++)
-            memcpy(deep + (size_t)k * n_vis * dim + off, vo[t]->deepstack + (size_t)k * rows,
-                   rows * sizeof(float));
-        off += rows;
-        vg_vision_out_free(vo[t]);
-        vo[t] = NULL;
-    }
-
-    stage = "prefill";
-    post_simple(js, j, MSG_PROGRESS, "prefill", 0);
-    t0 = vg_now_ms();
+/* The generation knobs of a request over the model's defaults. */
+static vg_gen_params gen_params(const vg_jobs *js, const job *j)
+{
     vg_gen_params gp = vg_model_default_gen_params(js->model);
     const vg_req_generation *g = &j->gen;
     gp.max_new_tokens = j->max_new_tokens;
@@ -655,45 +557,71 @@ static void infer_job(vg_jobs *js, job *j)
         gp.repetition_penalty = (float)g->repetition_penalty;
     if (g->has_presence_penalty)
         gp.presence_penalty = (float)g->presence_penalty;
-    rc = vg_seq_create(js->model, prompt->n + (size_t)gp.max_new_tokens + 1, &seq, err, sizeof err);
+    return gp;
+}
+
+/* Encodes the job's slices and asks its question through the video-QA layer (qa.h). */
+static void infer_job(vg_jobs *js, job *j)
+{
+    char err[512] = "";
+    const vg_model_info *mi = js->mi;
+    const vg_video *v = j->w_video;
+    const vg_plan *plan = v->plan;
+    int gt = plan->grid_t, gh = plan->grid_h, gw = plan->grid_w;
+    int merge = mi->spatial_merge_size;
+    vg_vision_out **vo = NULL;
+    double *times = NULL;
+    gen_ctx gc = {js, j, "encode"};
+    int rc;
+    if ((size_t)gt * gh * gw != j->w_rows) {
+        rc = vg_fail(err, sizeof err, VG_EINVAL, "patch rows %zu do not match the grid %dx%dx%d",
+                     j->w_rows, gt, gh, gw);
+        goto out;
+    }
+    post_simple(js, j, MSG_PROGRESS, "encode", 0);
+    double t0 = vg_now_ms();
+    rc = vg_qa_encode_video(js->model, j->w_patches, gt, gh, gw, j->w_cols, &j->cancel, on_encoded,
+                            &gc, &vo, err, sizeof err);
     if (rc < 0)
         goto out;
-    logits = malloc((size_t)mi->vocab_size * sizeof(float));
-    if (!logits) {
+    free(j->w_patches);
+    j->w_patches = NULL;
+    j->w_timings.encode_ms = vg_now_ms() - t0;
+
+    gc.stage = "prompt";
+    times = malloc((size_t)gt * sizeof *times);
+    if (!times) {
         rc = VG_ENOMEM;
         goto out;
     }
-    vg_prefill_input in = {prompt->ids, prompt->n, prompt->pos, embeds, deep, n_vis};
-    rc = vg_seq_prefill(seq, &in, logits, 0, &j->cancel, err, sizeof err);
+    if ((rc = vg_timeline_pair_times(&v->timeline, mi->temporal_patch_size, times, gt)) < 0) {
+        rc = vg_fail(err, sizeof err, rc, "the decoded timeline does not cover %d pairs", gt);
+        goto out;
+    }
+    vg_qa_ask_params ap = {gen_params(js, j), on_piece, on_stage, &gc, &j->cancel, 0};
+    vg_qa_answer ans = {0};
+    rc = vg_qa_run(js->model, j->system, vo, times, gt, gh / merge, gw / merge, j->question, &ap,
+                   &ans, err, sizeof err);
+    vo = NULL; /* taken */
     if (rc < 0)
         goto out;
-    j->w_timings.prefill_ms = vg_now_ms() - t0;
-    free(embeds);
-    free(deep);
-    embeds = deep = NULL;
-    post_simple(js, j, MSG_PROGRESS, "prefill", 100);
-
-    stage = "generate";
-    post_simple(js, j, MSG_PROGRESS, "generate", 0);
-    t0 = vg_now_ms();
-    gen_ctx gc = {js, j};
-    rc = vg_generate(seq, &gp, logits, prompt->rope_delta, on_token, &gc, &j->cancel, NULL, NULL,
-                     err, sizeof err);
-    j->w_timings.generate_ms = vg_now_ms() - t0;
-    if (rc == 0 && atomic_load(&j->cancel))
-        rc = VG_ECANCELED; /* the callback stopped it */
+    j->w_timings.video_tokens = gt * (gh / merge) * (gw / merge);
+    j->w_timings.prompt_tokens = (int)ans.prompt_tokens;
+    j->w_timings.prefill_ms = ans.prefill_ms;
+    j->w_timings.generate_ms = ans.generate_ms;
+    j->w_text = ans.text;
+    j->w_len = ans.len;
+    j->w_cap = ans.len + 1;
+    j->w_events = ans.events;
+    j->w_n_events = ans.n_events;
 out:
     if (vo)
         for (int t = 0; t < gt; t++)
             vg_vision_out_free(vo[t]);
     free(vo);
-    free(embeds);
-    free(deep);
-    free(logits);
-    vg_seq_free(seq);
-    vg_prompt_free(prompt);
+    free(times);
     if (rc < 0)
-        fail_job(js, j, rc, stage, err);
+        fail_job(js, j, rc, gc.stage, err);
     else
         post_done(js, j, 0, NULL, NULL);
 }

@@ -45,6 +45,10 @@ typedef struct vg_timeline {
 /* The time of a temporal pair: the mean of its first and last frame (the reference's rule). */
 double vg_pair_time(double first, double last);
 
+/* The time of every temporal pair of a timeline (groups of temporal_patch frames) into
+ * out[n_pairs]. Returns 0 or VG_EINVAL when n_pairs groups do not cover the timeline. */
+int vg_timeline_pair_times(const vg_timeline *tl, int temporal_patch, double *out, int n_pairs);
+
 /* The timestamp token text of a time: "<t.t seconds>" with one decimal, rounded as C's and
  * Python's "%.1f" round (the binary value, half to even). The only place the format is written.
  * Returns the length written (NUL-terminated), or VG_ERANGE when cap is too small or seconds is
@@ -222,16 +226,54 @@ typedef struct vg_prompt {
     char *text; /* the expanded prompt as text, for display and checks */
 } vg_prompt;
 
-/* Builds the prompt for one video given by its pair strings and per-slice merged grid
- * (grid_h/merge x grid_w/merge tokens per pair). Each maximal run of plain text between special
- * tokens (e.g. "user\n<0.3 seconds>") goes to tokenize() as one string, so user text is never
- * parsed for special tokens. chat NULL = no system turn and no text. Errors: VG_EINVAL (bad plan or
- * merge, a tokenizer error, a tokenizer that emits the video pad id), VG_ELIMIT, VG_ENOMEM; err
+/* One video in a prompt: the time printed before each temporal pair (seconds, see vg_time_token)
+ * and the grid of a slice in patches, merged merge x merge into tokens. */
+typedef struct vg_prompt_video {
+    const double *pair_times; /* [n_pairs] */
+    int n_pairs;
+    int grid_h, grid_w; /* patches per slice */
+    int merge;          /* spatial merge size */
+} vg_prompt_video;
+
+/* Builds the whole prompt for one video question (head, every pair, tail; see the builder below).
+ * Each maximal run of plain text between special tokens (e.g. "user\n<0.3 seconds>") goes to
+ * tokenize() as one string, so user text is never parsed for special tokens. chat NULL = no system
+ * turn and no text. Errors: VG_EINVAL (bad grid or merge, a tokenizer error, a tokenizer that
+ * emits the video pad id), VG_ELIMIT, VG_ERANGE (a time that cannot be printed), VG_ENOMEM; err
  * gets a sentence. Caller frees with vg_prompt_free(). Any thread (the callback runs on it). */
-int vg_prompt_build(const vg_chat *chat, const vg_plan *plan, int merge, const vg_prompt_ids *ids,
+int vg_prompt_build(const vg_chat *chat, const vg_prompt_video *video, const vg_prompt_ids *ids,
                     vg_tokenize_fn tokenize, void *opaque, vg_prompt **out, char *err,
                     size_t errlen);
 void vg_prompt_free(vg_prompt *p);
+
+/* The prompt builder: the one place the Qwen3-VL chat layout and its MRoPE positions are made.
+ * Pieces are appended in template order and taken in chunks; positions continue across takes, so
+ * a caller can prefill a prompt piece by piece (a live window: head once, each pair as it arrives,
+ * each question). One thread at a time per builder; tokenize runs on it. */
+typedef struct vg_prompt_builder vg_prompt_builder;
+
+/* ids and tokenize are copied/borrowed for the builder's life (opaque too). Caller frees with
+ * vg_prompt_builder_free(). Returns 0, VG_EINVAL or VG_ENOMEM. */
+int vg_prompt_builder_create(const vg_prompt_ids *ids, vg_tokenize_fn tokenize, void *opaque,
+                             vg_prompt_builder **out);
+void vg_prompt_builder_free(vg_prompt_builder *b);
+/* "[<|im_start|>system\n{system}<|im_end|>\n]<|im_start|>user\n{text_before}". */
+int vg_prompt_add_head(vg_prompt_builder *b, const vg_chat *chat, char *err, size_t errlen);
+/* "<t.t seconds><|vision_start|>{merged_h x merged_w pads}<|vision_end|>", the time printed by
+ * vg_time_token(seconds); the pads get (p, p + row, p + col) and the next token p + max(h, w). */
+int vg_prompt_add_pair(vg_prompt_builder *b, double seconds, int merged_h, int merged_w, char *err,
+                       size_t errlen);
+/* "{text_after}<|im_end|>\n<|im_start|>assistant\n". */
+int vg_prompt_add_tail(vg_prompt_builder *b, const char *text_after, char *err, size_t errlen);
+/* Tokenizes what is pending and hands out every token appended since the last take as a vg_prompt
+ * (pos [3][n] continuing from earlier takes; rope_delta = next position - all tokens taken so far,
+ * what generation after this chunk needs). Caller frees *out with vg_prompt_free(). */
+int vg_prompt_builder_take(vg_prompt_builder *b, vg_prompt **out, char *err, size_t errlen);
+/* The position the next appended token gets. */
+int32_t vg_prompt_builder_next_pos(const vg_prompt_builder *b);
+/* Drops whatever was appended and not taken, and continues at next_pos with n_taken tokens already
+ * taken (a caller that rolled its cache back to that point). */
+void vg_prompt_builder_rewind(vg_prompt_builder *b, int32_t next_pos, size_t n_taken);
 
 /* MRoPE position ids (spec §5.1) of a token sequence: every maximal run of video_pad tokens is one
  * temporal slice of merged_h x merged_w tokens (a run of another length is VG_EINVAL). Writes

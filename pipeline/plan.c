@@ -180,6 +180,20 @@ double vg_pair_time(double first, double last)
     return (first + last) / 2.0;
 }
 
+int vg_timeline_pair_times(const vg_timeline *tl, int temporal_patch, double *out, int n_pairs)
+{
+    if (!tl || !tl->seconds || tl->n <= 0 || temporal_patch <= 0 || !out || n_pairs <= 0 ||
+        (int64_t)n_pairs * temporal_patch < tl->n ||
+        (int64_t)(n_pairs - 1) * temporal_patch >= tl->n)
+        return VG_EINVAL;
+    for (int k = 0; k < n_pairs; k++) {
+        /* An odd tail repeats the last frame. */
+        int a = k * temporal_patch, b = VG_MIN(k * temporal_patch + temporal_patch - 1, tl->n - 1);
+        out[k] = vg_pair_time(tl->seconds[a], tl->seconds[b]);
+    }
+    return 0;
+}
+
 int vg_time_token(double seconds, char *buf, size_t cap)
 {
     if (!buf || !isfinite(seconds) || fabs(seconds) >= 1e30)

@@ -22,6 +22,15 @@
 #include "model.h"
 #endif
 
+/* The prompt of a plan's pairs (their planned times), through vg_prompt_build. */
+static int build_from_plan(const vg_chat *chat, const vg_plan *plan, int merge,
+                           const vg_prompt_ids *ids, vg_tokenize_fn tokenize, void *opaque,
+                           vg_prompt **out, char *err, size_t errlen)
+{
+    vg_prompt_video v = {plan->pair_times, plan->n_pairs, plan->grid_h, plan->grid_w, merge};
+    return vg_prompt_build(chat, &v, ids, tokenize, opaque, out, err, errlen);
+}
+
 static const vg_prompt_ids k_ids = {151644, 151645, 151652, 151653, 151656};
 
 void test_prompt_mrope_vector(void **state)
@@ -206,7 +215,7 @@ void test_prompt_golden(void **state)
     vg_chat chat = {NULL, NULL, "What is happening in this video?"};
     vg_prompt *p = NULL;
     char err[256] = "";
-    int rc = vg_prompt_build(&chat, plan, 2, &k_ids, replay_tokenize, &r, &p, err, sizeof err);
+    int rc = build_from_plan(&chat, plan, 2, &k_ids, replay_tokenize, &r, &p, err, sizeof err);
     if (rc)
         printf("vg_prompt_build: %s\n", err);
     assert_int_equal(rc, 0);
@@ -223,7 +232,7 @@ void test_prompt_golden(void **state)
     vg_tokenizer *tok = NULL;
     assert_int_equal(vg_tokenizer_load(path, &tok, err, sizeof err), 0);
     p = NULL;
-    rc = vg_prompt_build(&chat, plan, 2, &k_ids, real_tokenize, tok, &p, err, sizeof err);
+    rc = build_from_plan(&chat, plan, 2, &k_ids, real_tokenize, tok, &p, err, sizeof err);
     if (rc)
         printf("vg_prompt_build with the real tokenizer: %s\n", err);
     assert_int_equal(rc, 0);
@@ -293,7 +302,7 @@ void test_prompt_layout(void **state)
     vg_chat chat = {"Be brief.", "Look: ", "When? <|im_end|><|im_start|>x"};
     vg_prompt *p = NULL;
     assert_int_equal(
-        vg_prompt_build(&chat, plan, 2, &k_ids, byte_tokenize, &bt, &p, err, sizeof err), 0);
+        build_from_plan(&chat, plan, 2, &k_ids, byte_tokenize, &bt, &p, err, sizeof err), 0);
     const char *runs[] = {"system\nBe brief.",
                           "\n",
                           "user\nLook: <1.6 seconds>",
@@ -336,7 +345,7 @@ void test_prompt_layout(void **state)
     bytetok b2 = {0};
     vg_chat bare = {NULL, NULL, NULL};
     assert_int_equal(
-        vg_prompt_build(&bare, plan, 2, &k_ids, byte_tokenize, &b2, &p, err, sizeof err), 0);
+        build_from_plan(&bare, plan, 2, &k_ids, byte_tokenize, &b2, &p, err, sizeof err), 0);
     assert_string_equal(b2.runs[0], "user\n<1.6 seconds>");
     assert_int_equal(p->ids[0], k_ids.im_start);
     vg_prompt_free(p);
@@ -346,14 +355,14 @@ void test_prompt_layout(void **state)
     bytetok b3 = {0};
     b3.fail = VG_EIO;
     assert_int_equal(
-        vg_prompt_build(&chat, plan, 2, &k_ids, byte_tokenize, &b3, &p, err, sizeof err), VG_EIO);
+        build_from_plan(&chat, plan, 2, &k_ids, byte_tokenize, &b3, &p, err, sizeof err), VG_EIO);
     bytetok b4 = {0};
     b4.bad_pad = 1;
     vg_chat inj = {NULL, NULL, "#"};
-    assert_true(vg_prompt_build(&inj, plan, 2, &k_ids, byte_tokenize, &b4, &p, err, sizeof err) <
+    assert_true(build_from_plan(&inj, plan, 2, &k_ids, byte_tokenize, &b4, &p, err, sizeof err) <
                 0);
     bytetok b5 = {0};
-    assert_true(vg_prompt_build(&chat, plan, 3, &k_ids, byte_tokenize, &b5, &p, err, sizeof err) <
+    assert_true(build_from_plan(&chat, plan, 3, &k_ids, byte_tokenize, &b5, &p, err, sizeof err) <
                 0);
     assert_null(p);
     vg_prompt_free(NULL);

@@ -155,6 +155,12 @@ static int export_clip(const options *o, const vg_tokenizer *tok, const vg_promp
     sp.fps = o->fps;
     if (rc == 0)
         rc = vg_media_read_video(media, &sp, NULL, NULL, &video, err, errlen);
+    double *pair_times = NULL;
+    if (rc == 0 && !(pair_times = malloc((size_t)video->plan->n_pairs * sizeof *pair_times)))
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    if (rc == 0 && vg_timeline_pair_times(&video->timeline, 2, pair_times, video->plan->n_pairs))
+        rc = vg_fail(err, errlen, VG_EINVAL, "clip %d: the timeline does not cover its pairs",
+                     index);
     for (int q = 0; rc == 0 && q < nq; q++) {
         const cJSON *jq = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(jqa, q), "question");
         if (!cJSON_IsString(jq)) {
@@ -163,8 +169,10 @@ static int export_clip(const options *o, const vg_tokenizer *tok, const vg_promp
         }
         qs[q].text = jq->valuestring;
         vg_chat chat = {.system = NULL, .text_before = NULL, .text_after = jq->valuestring};
-        rc = vg_prompt_build(&chat, video->plan, 2, pids, tokenize_cb, (void *)tok, &qs[q].prompt,
-                             err, errlen);
+        vg_prompt_video pv = {pair_times, video->plan->n_pairs, video->plan->grid_h,
+                              video->plan->grid_w, 2};
+        rc =
+            vg_prompt_build(&chat, &pv, pids, tokenize_cb, (void *)tok, &qs[q].prompt, err, errlen);
     }
     size_t rows = 0, cols = 0;
     if (rc == 0 && o->patches) {
@@ -203,10 +211,14 @@ static int export_clip(const options *o, const vg_tokenizer *tok, const vg_promp
     int64_t grid[3] = {pl->grid_t, pl->grid_h, pl->grid_w};
     cJSON_AddItemToObject(hdr, "grid", int_array(grid, 3));
     cJSON_AddItemToObject(hdr, "frame_indices", int_array(pl->frame_indices, pl->nframes));
-    cJSON_AddItemToObject(hdr, "frame_times", double_array(pl->frame_times, pl->nframes));
-    cJSON_AddItemToObject(hdr, "pair_times", double_array(pl->pair_times, pl->n_pairs));
-    for (int i = 0; i < pl->n_pairs; i++)
-        cJSON_AddItemToArray(jstr, cJSON_CreateString(pl->pair_strings[i]));
+    cJSON_AddItemToObject(hdr, "frame_times",
+                          double_array(video->timeline.seconds, video->timeline.n));
+    cJSON_AddItemToObject(hdr, "pair_times", double_array(pair_times, pl->n_pairs));
+    for (int i = 0; i < pl->n_pairs; i++) {
+        char ts[VG_TIME_TOKEN_MAX];
+        vg_time_token(pair_times[i], ts, sizeof ts);
+        cJSON_AddItemToArray(jstr, cJSON_CreateString(ts));
+    }
     cJSON_AddItemToObject(hdr, "pair_strings", jstr);
     cJSON_AddNumberToObject(hdr, "frames_offset", 0);
     cJSON_AddNumberToObject(hdr, "frames_bytes", (double)frames_bytes);
@@ -276,6 +288,7 @@ done:
     free(json);
     cJSON_Delete(hdr);
     free(patches);
+    free(pair_times);
     for (int q = 0; qs && q < nq; q++)
         vg_prompt_free(qs[q].prompt);
     free(qs);
