@@ -169,15 +169,15 @@ size_t vg_qa_pair_tokens(const vg_qa *q, int merged_h, int merged_w)
     return (size_t)merged_h * (size_t)merged_w + 2 + TS_TOKENS_MAX;
 }
 
-int vg_qa_question_tokens(const vg_qa *q, const char *question, size_t *n, char *err, size_t errlen)
+int vg_qa_question_tokens(vg_model *m, const char *question, size_t *n, char *err, size_t errlen)
 {
-    /* A scratch builder: the session's own must not move. */
-    const vg_model_info *mi = q->mi;
+    /* A scratch builder: a session's own must not move. */
+    const vg_model_info *mi = vg_model_get_info(m);
     vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
                          mi->vision_end_token_id, mi->video_token_id};
     vg_prompt_builder *b = NULL;
     vg_prompt *pr = NULL;
-    int rc = vg_prompt_builder_create(&ids, tokenize_cb, (void *)vg_model_tokenizer(q->model), &b);
+    int rc = vg_prompt_builder_create(&ids, tokenize_cb, (void *)vg_model_tokenizer(m), &b);
     if (rc < 0)
         return vg_fail(err, errlen, rc, "out of memory.");
     if ((rc = vg_prompt_add_tail(b, question, err, errlen)) == 0 &&
