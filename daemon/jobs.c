@@ -385,24 +385,10 @@ static int on_decode_progress(const char *stage, double fraction, void *opaque)
     return atomic_load(&pc->j->cancel) != 0;
 }
 
+/* The checkpoint's defaults (qa.h, shared with live streams), the request's knobs, the ceilings. */
 static vg_sample_params sample_params(const vg_jobs *js, const job *j)
 {
-    const vg_model_info *mi = js->mi;
-    vg_sample_params p = vg_sample_default_params();
-    if (mi->video_fps > 0)
-        p.fps = mi->video_fps;
-    if (mi->video_min_frames > 0)
-        p.min_frames = mi->video_min_frames;
-    if (mi->video_max_frames > 0)
-        p.max_frames = mi->video_max_frames;
-    if (mi->video_min_pixels > 0)
-        p.min_pixels = mi->video_min_pixels;
-    if (mi->video_max_pixels > 0)
-        p.max_pixels = mi->video_max_pixels;
-    if (mi->patch_size > 0 && mi->spatial_merge_size > 0)
-        p.factor = mi->patch_size * mi->spatial_merge_size;
-    if (mi->temporal_patch_size > 0)
-        p.temporal_patch = mi->temporal_patch_size;
+    vg_sample_params p = vg_qa_sample_params(js->mi);
     const vg_req_sampling *s = &j->sampling;
     if (s->fps > 0)
         p.fps = s->fps;

@@ -86,7 +86,6 @@
  * is shorter): an answer over one pair has almost no context (the demo model was trained on clips
  * of 4 s and more and answers a 0.5 s window with noise). */
 #define DEFAULT_MIN_WINDOW 4.0
-#define DEFAULT_PIXELS     (256L * 32 * 32)
 
 /* ===================================================================================================
  * Event transitions (pure).
@@ -248,7 +247,7 @@ struct stream {
     int stall_ms;            /* stream_stall_timeout_s at watch time (workers never read cfg) */
     int max_new_tokens;      /* stream_max_new_tokens at watch time */
     double fps, window_s, update_s, min_window_s, speed;
-    long max_pixels;
+    long max_pixels, min_pixels; /* per frame (smart_resize budget) */
     int nq;
     char *qtext[VG_STREAM_MAX_QUESTIONS];
     atomic_int stop;
@@ -567,9 +566,8 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
         return rc;
     const vg_media_info *in = vg_media_get_info(se->m);
     int factor = mi->patch_size * mi->spatial_merge_size;
-    long minp = VG_MIN((long)factor * factor * 4, s->max_pixels);
-    rc = vg_smart_resize(in->height, in->width, factor, minp, s->max_pixels, &se->H, &se->W, err,
-                         errlen);
+    rc = vg_smart_resize(in->height, in->width, factor, s->min_pixels, s->max_pixels, &se->H,
+                         &se->W, err, errlen);
     if (rc < 0)
         return rc;
     se->gh = se->H / mi->patch_size;
@@ -1353,8 +1351,15 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->window_s = r->window_s > 0 ? r->window_s : DEFAULT_WINDOW;
     s->update_s = r->update_s > 0 ? r->update_s : DEFAULT_UPDATE;
     s->speed = r->speed > 0 ? r->speed : 1.0;
-    s->max_pixels = r->stream_max_pixels > 0 ? r->stream_max_pixels
-                                             : VG_MIN(DEFAULT_PIXELS, ss->cfg->max_pixels_limit);
+    /* One sampling model with clip jobs: the checkpoint's preprocessing config, then the
+     * request's knobs, then the daemon's ceilings (qa.h). */
+    vg_sample_params sp = vg_qa_sample_params(mi);
+    if (r->stream_fps <= 0)
+        s->fps = sp.fps > 0 ? sp.fps : DEFAULT_FPS;
+    s->max_pixels = r->stream_max_pixels > 0
+                        ? VG_MIN(r->stream_max_pixels, ss->cfg->max_pixels_limit)
+                        : vg_qa_stream_max_pixels(mi, ss->cfg->max_pixels_limit);
+    s->min_pixels = vg_qa_stream_min_pixels(mi, s->max_pixels);
     s->window_s = VG_MAX(s->window_s, 2.0 / s->fps);
     s->min_window_s =
         VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);

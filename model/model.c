@@ -208,6 +208,19 @@ fail:
     return rc;
 }
 
+int vg_model_read_info(const char *dir, vg_model_info *out, char *err, size_t errlen)
+{
+    if (!dir || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_model_read_info needs a directory and *out.");
+    vg_model_info info;
+    vg_gen_params gen;
+    memset(&info, 0, sizeof info);
+    int rc = vg_model_config_load(dir, &info, &gen, err, errlen);
+    if (rc == 0)
+        *out = info;
+    return rc;
+}
+
 const vg_model_info *vg_model_get_info(const vg_model *m)
 {
     return m ? &m->info : NULL;

@@ -146,6 +146,11 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
                   size_t errlen);
 void vg_model_free(vg_model *m);
 const vg_model_info *vg_model_get_info(const vg_model *m);
+/* Reads only the description of the checkpoint in dir (config.json, generation_config.json and
+ * video_preprocessor_config.json), checked as vg_model_load checks them, without touching the
+ * weights or the tokenizer: for tools that show what a model would do (vigil plan --model). The
+ * weight counts stay 0. Any thread. */
+int vg_model_read_info(const char *dir, vg_model_info *out, char *err, size_t errlen);
 /* The model's tokenizer, owned by the model. */
 const vg_tokenizer *vg_model_tokenizer(const vg_model *m);
 vg_gen_params vg_model_default_gen_params(const vg_model *m);

@@ -612,6 +612,49 @@ out:
     return rc;
 }
 
+/* ---- sampling ---- */
+
+vg_sample_params vg_qa_sample_params(const vg_model_info *mi)
+{
+    vg_sample_params p = vg_sample_default_params();
+    if (!mi)
+        return p;
+    if (mi->video_fps > 0)
+        p.fps = mi->video_fps;
+    if (mi->video_min_frames > 0)
+        p.min_frames = mi->video_min_frames;
+    if (mi->video_max_frames > 0)
+        p.max_frames = mi->video_max_frames;
+    if (mi->video_min_pixels > 0)
+        p.min_pixels = mi->video_min_pixels;
+    if (mi->video_max_pixels > 0)
+        p.max_pixels = mi->video_max_pixels;
+    if (mi->patch_size > 0 && mi->spatial_merge_size > 0)
+        p.factor = mi->patch_size * mi->spatial_merge_size;
+    if (mi->temporal_patch_size > 0)
+        p.temporal_patch = mi->temporal_patch_size;
+    return p;
+}
+
+#define STREAM_DEFAULT_PIXELS (256L * 32 * 32)
+
+long vg_qa_stream_max_pixels(const vg_model_info *mi, long ceiling)
+{
+    vg_sample_params p = vg_qa_sample_params(mi);
+    long v = STREAM_DEFAULT_PIXELS;
+    if (mi && mi->video_max_pixels > 0 && p.max_pixels < v)
+        v = p.max_pixels;
+    if (ceiling > 0 && v > ceiling)
+        v = ceiling;
+    return v;
+}
+
+long vg_qa_stream_min_pixels(const vg_model_info *mi, long max_pixels)
+{
+    long v = vg_qa_sample_params(mi).min_pixels;
+    return v > max_pixels ? max_pixels : v;
+}
+
 /* ---- events as JSON ---- */
 
 double vg_qa_round_ms(double seconds)

@@ -144,6 +144,21 @@ int vg_qa_encode_video(vg_model *m, const float *patches, int grid_t, int grid_h
                        vg_vision_out ***out, char *err, size_t errlen);
 
 /* ===================================================================================================
+ * Sampling: one model for clips and live streams. Defaults come from the checkpoint's preprocessing
+ * config (video_preprocessor_config.json: fps, frame counts, pixel budgets, patch geometry), then a
+ * request's knobs, then the daemon's ceilings; each caller applies the last two the same way.
+ */
+/* The checkpoint's sampling defaults (vg_sample_default_params() where it says nothing). */
+vg_sample_params vg_qa_sample_params(const vg_model_info *mi);
+/* A live stream's per-frame pixel budget with no request knob: the checkpoint's max_pixels where it
+ * sets one below the live default (256 x 32 x 32, a few hundred tokens per pair), else that
+ * default; never above ceiling (the daemon's max_pixels_limit; <= 0 = none). */
+long vg_qa_stream_max_pixels(const vg_model_info *mi, long ceiling);
+/* A live stream's per-frame pixel floor: the checkpoint's min_pixels (Qwen's default where it sets
+ * none), never above max_pixels. */
+long vg_qa_stream_min_pixels(const vg_model_info *mi, long max_pixels);
+
+/* ===================================================================================================
  * Events as JSON: the one shape clip jobs and live streams publish (docs/protocol.md, "Events").
  */
 typedef struct vg_qa_event_time {

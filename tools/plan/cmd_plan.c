@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "pipeline.h"
+#include "qa.h"
 
 #include <errno.h>
 #include <math.h>
@@ -31,6 +32,8 @@ static void usage(FILE *f)
             "and the token counts.\n"
             "\n"
             "Source (instead of VIDEO):\n"
+            "  --model DIR         take the defaults below from this model's preprocessing\n"
+            "                      config, as vigild does when it serves the model\n"
             "  --frames N          total decoded frames of the video\n"
             "  --fps F             its average frame rate\n"
             "  --width W           frame width in pixels\n"
@@ -94,7 +97,9 @@ static long prompt_tokens_estimate(const vg_plan *plan)
     long n = 8;
     for (int k = 0; k < plan->n_pairs; k++) {
         long digits = 0;
-        for (const char *c = plan->pair_strings[k]; *c; c++)
+        char ts[VG_TIME_TOKEN_MAX] = "";
+        vg_time_token(plan->pair_times[k], ts, sizeof ts);
+        for (const char *c = ts; *c; c++)
             digits += (*c >= '0' && *c <= '9');
         n += 2 + plan->tokens_per_pair + digits + 4;
     }
@@ -134,8 +139,11 @@ static void print_json(const vg_plan *plan, int64_t frames, double fps, int widt
         print_double(plan->pair_times[k]);
     }
     printf("], \"timestamp_strings\": [");
-    for (int k = 0; k < plan->n_pairs; k++)
-        printf("%s\"%s\"", k ? ", " : "", plan->pair_strings[k]);
+    for (int k = 0; k < plan->n_pairs; k++) {
+        char ts[VG_TIME_TOKEN_MAX] = "";
+        vg_time_token(plan->pair_times[k], ts, sizeof ts);
+        printf("%s\"%s\"", k ? ", " : "", ts);
+    }
     printf("], \"resized_height\": %d, \"resized_width\": %d, \"grid_thw\": [%d, %d, %d], "
            "\"video_tokens\": %ld, \"tokens_per_pair\": %ld, \"sample_fps\": ",
            plan->resized_height, plan->resized_width, plan->grid_t, plan->grid_h, plan->grid_w,
@@ -173,8 +181,11 @@ static void print_text(const vg_plan *plan, int64_t frames, double fps, int widt
     for (int i = 0; i < plan->nframes; i++)
         printf(" %lld", (long long)plan->frame_indices[i]);
     printf("\ntimestamps:    ");
-    for (int k = 0; k < plan->n_pairs; k++)
-        printf(" %s", plan->pair_strings[k]);
+    for (int k = 0; k < plan->n_pairs; k++) {
+        char ts[VG_TIME_TOKEN_MAX] = "";
+        vg_time_token(plan->pair_times[k], ts, sizeof ts);
+        printf(" %s", ts);
+    }
     printf("\nresized:        %dx%d -> %dx%d (width x height)\n", width, height,
            plan->resized_width, plan->resized_height);
     printf("grid (t,h,w):   %d x %d x %d patches\n", plan->grid_t, plan->grid_h, plan->grid_w);
@@ -183,13 +194,42 @@ static void print_text(const vg_plan *plan, int64_t frames, double fps, int widt
     printf("prompt tokens:  about %ld without the question text\n", prompt_tokens_estimate(plan));
 }
 
+/* The sampling defaults: the model's (its preprocessing config, as vigild uses it) when
+ * --model DIR is given, else Qwen's. Returns 0, or 2 after a message. */
+static int model_defaults(int argc, char **argv, vg_sample_params *p, const char **model)
+{
+    *p = vg_sample_default_params();
+    *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "--model=", 8))
+            *model = a + 8;
+        else if (!strcmp(a, "--model") && i + 1 < argc)
+            *model = argv[++i];
+    }
+    if (!*model)
+        return 0;
+    vg_model_info info;
+    char err[512] = "";
+    int rc = vg_model_read_info(*model, &info, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "vigil plan: cannot read the model in %s: %s\n", *model,
+                err[0] ? err : vg_strerror(rc));
+        return 2;
+    }
+    *p = vg_qa_sample_params(&info);
+    return 0;
+}
+
 int vg_cmd_plan(int argc, char **argv)
 {
-    vg_sample_params p = vg_sample_default_params();
+    vg_sample_params p;
     long frames = -1, width = -1, height = -1, v;
     double fps = -1, d;
     int json = 0, have_fps_knob = 0;
-    const char *file = NULL;
+    const char *file = NULL, *model = NULL;
+    if (model_defaults(argc, argv, &p, &model))
+        return 2;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -229,6 +269,8 @@ int vg_cmd_plan(int argc, char **argv)
             return 2;
         }
         int bad = 0;
+        if (!strcmp(name, "--model"))
+            continue; /* read first (model_defaults) */
         if (!strcmp(name, "--frames"))
             bad = parse_long(name, val, 0, 1L << 40, &frames);
         else if (!strcmp(name, "--fps"))
