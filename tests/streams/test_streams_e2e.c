@@ -757,11 +757,15 @@ static void test_bad_requests(void **state)
     }
 }
 
-/* Acceptance with the trained demo model: a red box appears at 4 s and disappears at 9 s of the
- * stream; vigild publishes started and ended within 2 s of the truth (stream time). */
-static void test_demo_box_events(void **state)
+/* A live camera on loopback with the trained demo model: the source draws a red box from t_on to
+ * t_off of its own time; vigild must publish `started` and `ended` within 2 s of the truth (stream
+ * time). knobs: extra watch fields ("" = every knob at its default). With watch_first, vigild
+ * listens before the source starts, so its stream time 0 is the source's first frame and the
+ * truth is t_on / t_off exactly; otherwise the truth comes from wall-clock times (which count the
+ * source's start-up against vigild). */
+static void demo_box_run(const char *name, int port, const char *lavfi, double t_on, double t_off,
+                         const char *knobs, int timeout_ms, int watch_first)
 {
-    (void)state;
     if (access(VG_SOURCE_DIR "/models/demo/config.json", R_OK) != 0) {
         fprintf(stderr, "skipped: models/demo/config.json is absent (the demo model is not "
                         "trained yet)\n");
@@ -774,31 +778,36 @@ static void test_demo_box_events(void **state)
     char err[256];
     assert_int_equal(vg_ipc_sub_open(ev_url, "stream/", &sub, err, sizeof err), 0);
     vg_testd_sleep_ms(200);
-    /* As the demo's training clips: a muted solid background, a filled red box. */
-    int src = start_source(port_base + 7,
-                           "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
-                           "color=0xE12323:t=fill:enable='between(t,4,9)'");
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"watch\",\"name\":\"%s\",\"url\":\"udp://127.0.0.1:%d\","
+             "\"question\":\"When is the red box visible?\"%s}",
+             name, port, knobs);
+    int from = cJSON_GetArraySize(seen), src = -1;
+    cJSON *r = NULL;
+    if (watch_first) {
+        r = call(req);
+        assert_true(vg_testd_is_ok(r));
+        cJSON_Delete(r);
+        vg_testd_sleep_ms(1000); /* the reader has opened the UDP socket */
+    }
+    src = start_source(port, lavfi);
     assert_true(src >= 0);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     double src_t0 = (double)now.tv_sec + now.tv_nsec / 1e9; /* the source's time 0, as wall time */
-    char req[512];
-    snprintf(req, sizeof req,
-             "{\"v\":1,\"op\":\"watch\",\"name\":\"demo\",\"url\":\"udp://127.0.0.1:%d\","
-             "\"question\":\"When is the red box visible?\",\"fps\":2,\"window_s\":8,"
-             "\"update_s\":1,\"max_pixels\":9216}",
-             port_base + 7);
-    int from = cJSON_GetArraySize(seen);
-    cJSON *r = call(req);
-    assert_true(vg_testd_is_ok(r));
-    cJSON_Delete(r);
+    if (!watch_first) {
+        r = call(req);
+        assert_true(vg_testd_is_ok(r));
+        cJSON_Delete(r);
+    }
     int started = -1, ended = -1;
-    double until = vg_now_ms() + 30000;
+    double until = vg_now_ms() + timeout_ms;
     while ((started < 0 || ended < 0) && vg_now_ms() < until) {
         pump(100);
         for (int i = from; i < cJSON_GetArraySize(seen); i++) {
             const cJSON *e = cJSON_GetArrayItem(seen, i);
-            if (strcmp(vg_testd_jstr(e, "stream"), "demo") ||
+            if (strcmp(vg_testd_jstr(e, "stream"), name) ||
                 strcmp(vg_testd_jstr(e, "kind"), "event"))
                 continue;
             if (started < 0 && !strcmp(vg_testd_jstr(e, "event"), "started"))
@@ -822,11 +831,50 @@ static void test_demo_box_events(void **state)
     const cJSON *es = cJSON_GetArrayItem(seen, started), *ee = cJSON_GetArrayItem(seen, ended);
     double wall0 = iso_to_unix(vg_testd_jstr(es, "start_wall")) - vg_testd_jnum(es, "start");
     assert_true(wall0 > 0);
-    double truth_start = 4.0 + src_t0 - wall0, truth_end = 9.0 + src_t0 - wall0;
-    printf("demo: started %.1f s (truth %.1f), ended %.1f s (truth %.1f), stream seconds\n",
+    double truth_start = t_on + src_t0 - wall0, truth_end = t_off + src_t0 - wall0;
+    if (watch_first) {
+        truth_start = t_on;
+        truth_end = t_off;
+    }
+    printf("%s: started %.1f s (truth %.1f), ended %.1f s (truth %.1f), stream seconds\n", name,
            vg_testd_jnum(es, "start"), truth_start, vg_testd_jnum(ee, "end"), truth_end);
     assert_true(fabs(vg_testd_jnum(es, "start") - truth_start) <= 2.0);
     assert_true(fabs(vg_testd_jnum(ee, "end") - truth_end) <= 2.0);
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", name);
+    cJSON_Delete(call(req));
+}
+
+/* Acceptance with the trained demo model: a red box appears at 4 s and disappears at 9 s of the
+ * stream; vigild publishes started and ended within 2 s of the truth (stream time). */
+static void test_demo_box_events(void **state)
+{
+    (void)state;
+    /* As the demo's training clips: a muted solid background, a filled red box. */
+    demo_box_run("demo", port_base + 7,
+                 "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
+                 "color=0xE12323:t=fill:enable='between(t,4,9)'",
+                 4.0, 9.0, ",\"fps\":2,\"window_s\":8,\"update_s\":1,\"max_pixels\":9216", 30000,
+                 0);
+}
+
+/* Every knob at its default (the sampling comes from the checkpoint's preprocessing config): a
+ * 320x240 and a 1280x720 camera showing a red box from 8 s to 20 s. */
+static void test_demo_defaults_320x240(void **state)
+{
+    (void)state;
+    demo_box_run("cam320", port_base + 8,
+                 "color=c=0x6a6a5a:size=320x240:rate=10,drawbox=x=100:y=80:w=52:h=48:"
+                 "color=0xE12323:t=fill:enable='between(t,8,20)'",
+                 8.0, 20.0, "", 50000, 1);
+}
+
+static void test_demo_defaults_1280x720(void **state)
+{
+    (void)state;
+    demo_box_run("cam720", port_base + 9,
+                 "color=c=0x6a6a5a:size=1280x720:rate=10,drawbox=x=400:y=240:w=208:h=144:"
+                 "color=0xE12323:t=fill:enable='between(t,8,20)'",
+                 8.0, 20.0, "", 50000, 1);
 }
 
 int main(void)
@@ -841,6 +889,8 @@ int main(void)
         cmocka_unit_test(test_cli_watch),
         cmocka_unit_test(test_replay_window_rebase),
         cmocka_unit_test(test_demo_box_events),
+        cmocka_unit_test(test_demo_defaults_320x240),
+        cmocka_unit_test(test_demo_defaults_1280x720),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
