@@ -868,6 +868,88 @@ static void test_demo_defaults_320x240(void **state)
                  8.0, 20.0, "", 50000, 1);
 }
 
+/* Checks that a job event has v's JSON type at every key, and that its numbers are in whole
+ * milliseconds, as every published time is. */
+static void assert_same_keys(const cJSON *job_ev, const cJSON *stream_ev)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, job_ev)
+    {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(stream_ev, it->string);
+        if (!o || (o->type & 0xFF) != (it->type & 0xFF)) {
+            printf("key '%s' differs between a job event and a stream event\n", it->string);
+            fail();
+        }
+        if (cJSON_IsNumber(it))
+            assert_true(fabs(it->valuedouble * 1000.0 - round(it->valuedouble * 1000.0)) < 1e-6);
+    }
+}
+
+/* A clip job's `done` events and a live stream's `started`/`ended` events share one JSON shape
+ * (docs/protocol.md, "Events"): the same keys and types, the stream adding its wall-clock times. */
+static void test_event_json_shape(void **state)
+{
+    (void)state;
+    if (access(VG_SOURCE_DIR "/models/demo/config.json", R_OK) != 0)
+        skip();
+    char clip[400], out[512];
+    snprintf(clip, sizeof clip, "%s/box.mp4", media);
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                                 "\"color=c=0x6a6a5a:size=320x240:rate=10,drawbox=x=100:y=80:w=52:"
+                                 "h=48:color=0xE12323:t=fill:enable='between(t,3,8)'\" -t 12 "
+                                 "-pix_fmt yuv420p -c:v libx264 '%s'",
+                                 clip),
+                     0);
+    char req[640];
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"ask\",\"job\":\"shape-1\",\"video\":\"%s\","
+             "\"question\":\"When is the red box visible?\"}",
+             clip);
+    cJSON *r = call(req);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    cJSON *job = NULL;
+    for (int i = 0; i < 600 && !job; i++) {
+        r = call("{\"v\":1,\"op\":\"job\",\"job\":\"shape-1\"}");
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
+        const char *state_s = vg_testd_jstr(j, "state");
+        if (!strcmp(state_s, "completed") || !strcmp(state_s, "failed"))
+            job = cJSON_Duplicate(j, 1);
+        cJSON_Delete(r);
+        if (!job)
+            vg_testd_sleep_ms(100);
+    }
+    assert_non_null(job);
+    assert_string_equal(vg_testd_jstr(job, "state"), "completed");
+    const cJSON *jev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(job, "events"), 0);
+    assert_non_null(jev);
+    /* The stream events of the earlier camera test, from its log. */
+    const cJSON *started = NULL, *ended = NULL;
+    for (int i = 0; i < cJSON_GetArraySize(seen); i++) {
+        const cJSON *e = cJSON_GetArrayItem(seen, i);
+        if (strcmp(vg_testd_jstr(e, "kind"), "event"))
+            continue;
+        if (!started && !strcmp(vg_testd_jstr(e, "event"), "started"))
+            started = e;
+        if (!ended && !strcmp(vg_testd_jstr(e, "event"), "ended"))
+            ended = e;
+    }
+    assert_non_null(started);
+    assert_non_null(ended);
+    char *a = cJSON_PrintUnformatted(jev), *b = cJSON_PrintUnformatted(started),
+         *c = cJSON_PrintUnformatted(ended);
+    printf("job event:     %s\nstream started: %s\nstream ended:   %s\n", a, b, c);
+    free(a);
+    free(b);
+    free(c);
+    assert_same_keys(jev, started);
+    assert_same_keys(jev, ended);
+    assert_string_equal(vg_testd_jstr(jev, "origin"), "clip");
+    assert_string_equal(vg_testd_jstr(started, "origin"), "stream");
+    cJSON_Delete(job);
+}
+
 static void test_demo_defaults_1280x720(void **state)
 {
     (void)state;
@@ -890,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_replay_window_rebase),
         cmocka_unit_test(test_demo_box_events),
         cmocka_unit_test(test_demo_defaults_320x240),
+        cmocka_unit_test(test_event_json_shape),
         cmocka_unit_test(test_demo_defaults_1280x720),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
