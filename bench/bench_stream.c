@@ -2,14 +2,13 @@
  * bench_stream.c: the steady-state cost of a live stream (daemon/streams.c) on one model, per
  * second of video and per update, at several window lengths and frame sizes. Not a test.
  *
- * It runs the engine calls a stream makes once its window is full, in the same order and with the
- * same shapes: per new pair, vg_model_encode_slice on one temporal slice of random normalized
- * pixels, a prefill of that pair's tokens ("<t seconds>" <|vision_start|> pads <|vision_end|>) at
- * the end of the window, and vg_seq_remove of the oldest pair; per update and question, a prefill
- * of "question<|im_end|>\n<|im_start|>assistant\n", greedy generation of a fixed number of tokens
- * (stop ids off, so every answer costs the same) and vg_seq_truncate. The window's earlier pairs
- * are pseudo-random K/V (vg_seq_fill_random): the cost depends on the cache length, not on its
- * values, and filling a 128 s window of a 2B model by prefill would take many minutes on a CPU.
+ * It makes the calls a stream makes once its window is full, through the same video-QA session
+ * (qa.h) as daemon/streams.c: per new pair, vg_model_encode_slice on one temporal slice of random
+ * normalized pixels, vg_qa_append_pair + vg_qa_sync (that pair's prefill at the end of the window)
+ * and vg_qa_evict_oldest; per update and question, vg_qa_ask with greedy generation of a fixed
+ * number of tokens (stop ids off, so every answer costs the same). The window's earlier pairs are
+ * pseudo-random K/V (vg_qa_bench_fill): the cost depends on the cache length, not on its values,
+ * and filling a 128 s window of a 2B model by prefill would take many minutes on a CPU.
  *
  * Output per (frame size, window): encode, pair prefill, eviction and answer latency (medians),
  * compute seconds per second of video at the given fps and update interval (the real-time factor:
@@ -22,7 +21,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 #include "model.h"
-#include "engine.h" /* vg_seq_fill_random (benchmarks only) */
+#include "qa.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -52,25 +51,6 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static int tokenize(vg_model *m, const char *text, int32_t **ids, size_t *n)
-{
-    return vg_tokenizer_encode(vg_model_tokenizer(m), text, strlen(text), 0, ids, n);
-}
-
-static int sequential_prefill(vg_seq *s, const int32_t *ids, size_t n, int32_t p0, float *logits,
-                              char *err, size_t errlen)
-{
-    int32_t *pos = malloc(3 * n * sizeof *pos);
-    if (!pos)
-        return VG_ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        pos[i] = pos[n + i] = pos[2 * n + i] = p0 + (int32_t)i;
-    vg_prefill_input in = {ids, n, pos, NULL, NULL, 0};
-    int rc = vg_seq_prefill(s, &in, logits, 0, NULL, err, errlen);
-    free(pos);
-    return rc;
-}
-
 typedef struct result {
     double enc_ms, pre_ms, evict_ms, ans_ms;
     size_t window_tokens;
@@ -92,12 +72,9 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
         (size_t)mi->in_channels * mi->temporal_patch_size * mi->patch_size * mi->patch_size;
     size_t rows = (size_t)gh * gw;
     float *patches = malloc(rows * cols * sizeof(float));
-    float *logits = malloc((size_t)mi->vocab_size * sizeof(float));
-    int32_t *ts = NULL, *q = NULL, *ids = NULL, *pos = NULL;
-    size_t n_ts = 0, n_q = 0;
-    vg_seq *s = NULL;
+    vg_qa *qa = NULL;
     int rc = 0;
-    if (!patches || !logits) {
+    if (!patches) {
         rc = VG_ENOMEM;
         goto out;
     }
@@ -108,78 +85,47 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
         x ^= x << 17;
         patches[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 4.0 - 2.0);
     }
-    if ((rc = tokenize(m, "<12.5 seconds>", &ts, &n_ts)) < 0 ||
-        (rc = tokenize(m, "Is there a red box? When?<|im_end|>\n<|im_start|>assistant\n", &q,
-                       &n_q)) < 0)
+    const char *question = "Is there a red box? When?";
+    size_t n_q = 0;
+    if ((rc = vg_qa_question_tokens(m, question, &n_q, err, sizeof err)) < 0)
         goto out;
-    size_t n_vis = (size_t)mh * mw, pair = n_ts + 2 + n_vis;
     size_t pairs = (size_t)ceil(window_s * o->fps / 2.0);
-    size_t head = 3, fill = head + pairs * pair;
-    size_t cap = fill + pair + n_q + (size_t)o->tokens + 8;
-    if ((rc = vg_seq_create(m, cap, &s, err, sizeof err)) < 0)
+    double dt = 2.0 / o->fps;
+    size_t pair = vg_qa_pair_tokens(NULL, mh, mw);
+    size_t cap = 16 + (pairs + 1) * pair + n_q + (size_t)o->tokens + 8;
+    vg_qa_params qp = {cap, NULL};
+    if ((rc = vg_qa_create(m, &qp, &qa, err, sizeof err)) < 0 ||
+        (rc = vg_qa_bench_fill(qa, pairs, mh, mw, 0.0, dt, 7, err, sizeof err)) < 0)
         goto out;
-    if ((rc = vg_seq_fill_random(s, fill, 7)) < 0)
-        goto out;
-    res->window_tokens = fill;
-    ids = malloc(pair * sizeof *ids);
-    pos = malloc(3 * pair * sizeof *pos);
-    if (!ids || !pos) {
-        rc = VG_ENOMEM;
-        goto out;
-    }
-    int32_t next = (int32_t)fill;
+    res->window_tokens = vg_qa_cached_tokens(qa);
     double enc[32], pre[32], ev[32], ans[32];
     int iters = VG_MIN(o->iters, 32);
-    vg_gen_params gp = vg_model_default_gen_params(m);
-    gp.do_sample = 0;
-    gp.max_new_tokens = o->tokens;
-    gp.n_stop_ids = 0;
+    vg_qa_ask_params ap = {vg_model_default_gen_params(m), NULL, NULL, NULL, NULL, 0};
+    ap.gen.do_sample = 0;
+    ap.gen.max_new_tokens = o->tokens;
+    ap.gen.n_stop_ids = 0;
     for (int it = 0; it < iters; it++) {
         double t0 = vg_now_ms();
         vg_vision_out *vo = NULL;
         if ((rc = vg_model_encode_slice(m, patches, gh, gw, NULL, &vo, err, sizeof err)) < 0)
             goto out;
         enc[it] = vg_now_ms() - t0;
-        /* The pair's tokens and positions, as streams.c builds them. */
-        size_t k = 0;
-        int32_t p = next;
-        for (size_t i = 0; i < n_ts; i++, k++) {
-            ids[k] = ts[i];
-            pos[k] = pos[pair + k] = pos[2 * pair + k] = p++;
-        }
-        ids[k] = mi->vision_start_token_id;
-        pos[k] = pos[pair + k] = pos[2 * pair + k] = p++;
-        k++;
-        for (size_t j = 0; j < n_vis; j++, k++) {
-            ids[k] = mi->video_token_id;
-            pos[k] = p;
-            pos[pair + k] = p + (int32_t)(j / (size_t)mw);
-            pos[2 * pair + k] = p + (int32_t)(j % (size_t)mw);
-        }
-        p += VG_MAX(mh, mw);
-        ids[k] = mi->vision_end_token_id;
-        pos[k] = pos[pair + k] = pos[2 * pair + k] = p++;
         t0 = vg_now_ms();
-        vg_prefill_input in = {ids, pair, pos, vo->embeds, vo->deepstack, n_vis};
-        rc = vg_seq_prefill(s, &in, NULL, 0, NULL, err, sizeof err);
-        vg_vision_out_free(vo);
-        if (rc < 0)
+        double t = (double)(pairs + (size_t)it) * dt;
+        if ((rc = vg_qa_append_pair(qa, vo, mh, mw, t, err, sizeof err)) < 0 ||
+            (rc = vg_qa_sync(qa, NULL, err, sizeof err)) < 0)
             goto out;
         pre[it] = vg_now_ms() - t0;
-        next = p;
         t0 = vg_now_ms();
-        if ((rc = vg_seq_remove(s, head, pair)) < 0)
+        if ((rc = vg_qa_evict_oldest(qa)) < 0)
             goto out;
         ev[it] = vg_now_ms() - t0;
         /* One update: every question over the window. */
         t0 = vg_now_ms();
         for (int qi = 0; qi < o->questions; qi++) {
-            size_t wlen = vg_seq_len(s);
-            if ((rc = sequential_prefill(s, q, n_q, next, logits, err, sizeof err)) < 0)
-                goto out;
-            rc = vg_generate(s, &gp, logits, next - (int32_t)wlen, NULL, NULL, NULL, NULL, NULL,
-                             err, sizeof err);
-            vg_seq_truncate(s, wlen);
+            vg_qa_answer a = {0};
+            rc = vg_qa_ask(qa, question, &ap, &a, err, sizeof err);
+            vg_qa_answer_clear(&a);
             if (rc < 0)
                 goto out;
         }
@@ -192,13 +138,8 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
 out:
     if (rc < 0)
         fprintf(stderr, "bench_stream: %s\n", err[0] ? err : vg_strerror(rc));
-    vg_seq_free(s);
+    vg_qa_free(qa);
     free(patches);
-    free(logits);
-    free(ts);
-    free(q);
-    free(ids);
-    free(pos);
     return rc;
 }
 

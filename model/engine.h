@@ -128,10 +128,6 @@ int vg_text_load(vg_model *m, char *err, size_t errlen);
 
 /* The model a sequence was created on. */
 vg_model *vg_seq_model(const vg_seq *s);
-/* Benchmarks only (vigil-model bench): makes the cache hold n tokens of pseudo-random K/V without
- * running the model, since decode cost depends on the cache length and not its values. 0, or
- * VG_ELIMIT when n exceeds the capacity. */
-int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed);
 /* The KV cache of a sequence for window.c (vg_seq_remove): K and V as
  * [n_layers][n_kv_heads][max_tokens][head_dim], and a pointer to the cached length. */
 typedef struct vg_seq_kv {

@@ -196,6 +196,11 @@ int vg_seq_truncate(vg_seq *s, size_t n_keep);
  * (model/window.c). */
 int vg_seq_remove(vg_seq *s, size_t start, size_t count);
 
+/* Benchmarks only (vigil-model bench, bench_stream): makes the cache hold n tokens of pseudo-random
+ * K/V without running the model, since decode and prefill cost depend on the cache length and not
+ * its values. 0, or VG_ELIMIT when n exceeds the capacity. */
+int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed);
+
 typedef struct vg_prefill_input {
     const int32_t *ids; /* [n] token ids */
     size_t n;

@@ -366,8 +366,49 @@ int vg_qa_evict_oldest(vg_qa *q)
     return 0;
 }
 
+int vg_qa_bench_fill(vg_qa *q, size_t n_pairs, int merged_h, int merged_w, double t0, double dt,
+                     uint64_t seed, char *err, size_t errlen)
+{
+    if (!q || q->n_pairs > 0 || merged_h <= 0 || merged_w <= 0)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_qa_bench_fill needs an empty session.");
+    int rc = vg_qa_sync(q, NULL, err, errlen); /* the head, for real */
+    for (size_t i = 0; rc == 0 && i < n_pairs; i++) {
+        if (q->n_pairs == q->cap_pairs) {
+            size_t nc = q->cap_pairs ? 2 * q->cap_pairs : 16;
+            qa_pair *np = realloc(q->pairs, nc * sizeof *np);
+            if (!np)
+                return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+            q->pairs = np;
+            q->cap_pairs = nc;
+        }
+        qa_pair *p = &q->pairs[q->n_pairs];
+        memset(p, 0, sizeof *p);
+        p->seconds = t0 + (double)i * dt;
+        p->mh = merged_h;
+        p->mw = merged_w;
+        vg_prompt *ch = NULL;
+        rc = vg_prompt_add_pair(q->pb, p->seconds - q->base, merged_h, merged_w, err, errlen);
+        if (rc == 0)
+            rc = vg_prompt_builder_take(q->pb, &ch, err, errlen);
+        if (rc == 0) {
+            p->n_kv = ch->n;
+            q->n_pairs++;
+        }
+        vg_prompt_free(ch);
+    }
+    size_t n = q->head_len;
+    for (size_t i = 0; i < q->n_pairs; i++)
+        n += q->pairs[i].n_kv;
+    if (rc == 0 && vg_seq_fill_random(q->seq, n, seed) < 0)
+        rc = vg_fail(err, errlen, VG_ELIMIT, "%zu tokens do not fit in the session.", n);
+    return rc;
+}
+
 int vg_qa_rebase(vg_qa *q, double base, const atomic_int *cancel, char *err, size_t errlen)
 {
+    for (size_t i = 0; i < q->n_pairs; i++)
+        if (!q->pairs[i].vo)
+            return vg_fail(err, errlen, VG_ENOTSUP, "a benchmark window cannot be rebased.");
     if (q->head) { /* nothing prefilled yet: the head is staged, so are the pairs */
         q->base = base;
     } else {

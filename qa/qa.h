@@ -111,6 +111,13 @@ int vg_qa_rebase(vg_qa *q, double base, const atomic_int *cancel, char *err, siz
 int vg_qa_ask(vg_qa *q, const char *question, const vg_qa_ask_params *p, vg_qa_answer *out,
               char *err, size_t errlen);
 
+/* Benchmarks only (bench_stream): fills the window with n_pairs pairs of merged_h x merged_w
+ * tokens at times t0, t0 + dt, ... whose cached keys and values are pseudo-random instead of
+ * computed (the cost of later calls depends on the cache's length, not its values). The session
+ * must hold nothing yet; such pairs can be evicted but not rebased (VG_ENOTSUP). */
+int vg_qa_bench_fill(vg_qa *q, size_t n_pairs, int merged_h, int merged_w, double t0, double dt,
+                     uint64_t seed, char *err, size_t errlen);
+
 /* What the session holds. */
 size_t vg_qa_n_pairs(const vg_qa *q);
 double vg_qa_pair_seconds(const vg_qa *q, size_t i); /* i = 0 is the oldest */
