@@ -153,6 +153,10 @@ double vg_now_ms(void);
 /* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer the caller frees. */
 int vg_read_file(const char *path, size_t max_bytes, char **data, size_t *len, char *err,
                  size_t errlen);
+/* Copies len bytes of generated text into out (cap bytes, NUL-terminated), each U+0000 turned into
+ * U+FFFD, so the text survives as a C string (JSON, journal, logs). Returns the bytes written
+ * (without the NUL), or 0 with out[0] = 0 when cap < 3 * len + 1. Any thread. */
+size_t vg_text_nul_to_fffd(const char *raw, size_t len, char *out, size_t cap);
 /* Checked size arithmetic: returns 0 and stores the result, or VG_ERANGE on overflow. */
 static inline int vg_mul_size(size_t a, size_t b, size_t *out)
 {

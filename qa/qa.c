@@ -485,22 +485,12 @@ static int on_token(int32_t id, const char *raw, size_t len, void *opaque)
     (void)id;
     ask_ctx *a = opaque;
     /* Answers are C strings (JSON, journals): a generated U+0000 becomes U+FFFD. Pieces from
-     * vg_generate are short; a longer one is cut at its first NUL. */
+     * vg_generate are under 512 bytes, so buf always holds the copy. */
     char buf[3 * 512 + 1];
     const char *text = raw;
-    if (memchr(raw, 0, len)) {
-        size_t o = 0;
-        for (size_t i = 0; i < len && o + 4 < sizeof buf; i++) {
-            if (raw[i]) {
-                buf[o++] = raw[i];
-            } else {
-                memcpy(buf + o, "\xEF\xBF\xBD", 3);
-                o += 3;
-            }
-        }
-        buf[o] = 0;
+    if (memchr(raw, 0, len) && len <= 512) {
+        len = vg_text_nul_to_fffd(raw, len, buf, sizeof buf);
         text = buf;
-        len = o;
     }
     keep_piece(a, text, len);
     int stop = a->p->on_piece ? a->p->on_piece(text, len, a->p->opaque) : 0;
