@@ -1,11 +1,20 @@
 /*
- * config.c: vigild's configuration: defaults, the `key = value` file format, command-line
- * overrides (`--set key=value` goes through vg_daemon_config_set), and the final checks.
+ * config.c: vigild's configuration as one table. Each key is one row of `rows[]` below: its name,
+ * its type, its bounds, its default (written as in the file), where it is stored in
+ * vg_daemon_config (offsetof), whether SIGHUP applies it live, and a sentence for --help. Every
+ * function that deals with keys walks the table: the defaults (each row's default parsed like a
+ * file line), `key = value` from the file and from --set, formatting values for --check-config and
+ * --help, and comparing and copying live keys on a reload. Adding a key is a struct field, a row
+ * and its paragraph in systemd/vigild.conf (a unit test checks the file against the table).
+ *
+ * Cross-key rules (derived socket URLs, default_max_new_tokens capped by max_new_tokens_limit,
+ * media roots resolved with realpath(), the characters of allowed_protocols) stay in
+ * vg_daemon_config_finish.
  *
  * Thread: the loop thread at start-up and on SIGHUP (the file is small; reading it is the one piece
  * of file I/O the loop thread does, and only on an operator's signal). Pure except for
  * vg_daemon_config_load (reads the file) and vg_daemon_config_finish (realpath() of the media
- * roots).
+ * roots). The table is constant.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "daemon.h"
@@ -15,6 +24,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,31 +33,144 @@
 #define VG_DEFAULT_MODEL_DIR "models/demo"
 #endif
 
-void vg_daemon_config_defaults(vg_daemon_config *c)
+/* ===================================================================================================
+ * The table.
+ */
+typedef struct cfg_row {
+    const char *name;
+    size_t off;       /* offsetof(vg_daemon_config, field) */
+    size_t size;      /* sizeof the field (a string's capacity) */
+    size_t count_off; /* VG_CFG_TYPE_PATHS: offsetof the int that counts the paths */
+    vg_daemon_config_type type;
+    double min, max; /* inclusive bounds of numbers */
+    const char *const *choices;
+    const char *def; /* the default, written as in the file */
+    int live;
+    const char *desc;
+} cfg_row;
+
+/* The field's name is the key; _Generic refuses to compile a row whose C type does not match.
+ * (Left unformatted: clang-format splits the _Generic association and the braces of each row.) */
+/* clang-format off */
+#define FIELD(f, ctype)                                                                            \
+    .name = #f, .off = offsetof(vg_daemon_config, f),                                              \
+    .size = _Generic(((vg_daemon_config *)0)->f, ctype: sizeof(((vg_daemon_config *)0)->f))
+#define ROW(f, ctype, t, lo, hi, d, l, text)                                                       \
+    {FIELD(f, ctype), .type = t, .min = lo, .max = hi, .def = d, .live = l, .desc = text}
+#define K_STRING(f, d, l, text)         ROW(f, char *, VG_CFG_TYPE_STRING, 0, 0, d, l, text)
+#define K_INT(f, lo, hi, d, l, text)    ROW(f, int, VG_CFG_TYPE_INT, lo, hi, d, l, text)
+#define K_LONG(f, lo, hi, d, l, text)   ROW(f, long, VG_CFG_TYPE_LONG, lo, hi, d, l, text)
+#define K_SIZE(f, lo, hi, d, l, text)   ROW(f, size_t, VG_CFG_TYPE_SIZE, lo, hi, d, l, text)
+#define K_DOUBLE(f, lo, hi, d, l, text) ROW(f, double, VG_CFG_TYPE_DOUBLE, lo, hi, d, l, text)
+#define K_BOOL(f, d, l, text)           ROW(f, int, VG_CFG_TYPE_BOOL, 0, 1, d, l, text)
+#define K_MODE(f, d, l, text)           ROW(f, int, VG_CFG_TYPE_MODE, 0, 0777, d, l, text)
+#define K_LEVEL(f, d, l, text)          ROW(f, int, VG_CFG_TYPE_LOG_LEVEL, 3, 7, d, l, text)
+#define K_ENUM(f, ch, d, l, text)                                                                  \
+    {FIELD(f, char *), .type = VG_CFG_TYPE_ENUM, .choices = ch, .def = d, .live = l, .desc = text}
+#define K_PATHS(f, n, d, l, text)                                                                  \
+    {FIELD(f, char(*)[VG_CFG_STR]), .count_off = offsetof(vg_daemon_config, n),                    \
+     .type = VG_CFG_TYPE_PATHS, .max = VG_CFG_MAX_ROOTS, .def = d, .live = l, .desc = text}
+/* clang-format on */
+#define LIVE    1
+#define RESTART 0
+
+static const char *const weight_types[] = {"auto", "f32", "bf16", "q8_0", NULL};
+
+/* In the order --check-config prints and --help lists. */
+static const cfg_row rows[] = {
+    K_STRING(model_dir, VG_DEFAULT_MODEL_DIR, RESTART,
+             "The Qwen3-VL checkpoint directory (Hugging Face layout: config.json, "
+             "model.safetensors, tokenizer.json, ...), loaded once at start."),
+    K_ENUM(weight_type, weight_types, "auto", RESTART,
+           "The weight type the model is loaded in; auto keeps the checkpoint's own."),
+    K_STRING(runtime_dir, "/run/vigil", RESTART,
+             "Sockets and the lock file (systemd: RuntimeDirectory=vigil)."),
+    K_STRING(state_dir, "/var/lib/vigil", RESTART,
+             "The job journal and the stream logs (systemd: StateDirectory=vigil)."),
+    K_STRING(cmd_url, "", RESTART,
+             "Command socket (REQ/REP, JSON requests); empty: ipc://<runtime_dir>/vigil.cmd."),
+    K_STRING(events_url, "", RESTART,
+             "Event socket (PUB); empty: ipc://<runtime_dir>/vigil.events."),
+    K_STRING(tcp_cmd_url, "", RESTART,
+             "An extra TCP command listener (tcp://HOST:PORT); none when empty."),
+    K_STRING(tcp_events_url, "", RESTART,
+             "An extra TCP event listener (tcp://HOST:PORT); none when empty."),
+    K_BOOL(allow_remote, "no", RESTART,
+           "Lets the TCP listeners use non-loopback addresses (TCP has no authentication or "
+           "encryption)."),
+    K_MODE(socket_mode, "0660", RESTART,
+           "Permissions of the ipc:// socket files (octal), applied after bind."),
+    K_LEVEL(log_level, "info", LIVE,
+            "Messages at this level and more severe ones are logged (--check-config prints the "
+            "number, 3 to 7)."),
+    K_SIZE(max_message_size, 256, 64L << 20, "1M", LIVE,
+           "Largest request message in bytes; the transport refuses larger ones."),
+    K_INT(max_queued_jobs, 1, 100000, "16", LIVE,
+          "Jobs queued or running at once; more asks get the error `busy`."),
+    K_INT(max_concurrent_decodes, 1, 64, "2", RESTART,
+          "Decode threads: how many videos are decoded at the same time."),
+    K_INT(inference_threads, 0, 1024, "0", RESTART,
+          "BLAS threads of the inference thread; 0 = all online CPUs."),
+    K_INT(max_new_tokens_limit, 1, 1 << 20, "4096", LIVE,
+          "Ceiling for a request's max_new_tokens."),
+    K_INT(default_max_new_tokens, 1, 1 << 20, "1024", LIVE,
+          "Token budget of a request that gives none (at most max_new_tokens_limit)."),
+    K_DOUBLE(job_deadline_s, 0.1, 1e7, "600", LIVE,
+             "Wall-clock deadline of a job in seconds (ceiling and default); a job past it fails "
+             "with code deadline."),
+    K_DOUBLE(result_ttl_s, 0, 1e9, "86400", LIVE,
+             "How long finished results stay retrievable with `job`, also across restarts, in "
+             "seconds."),
+    K_INT(max_frames_limit, 2, 100000, "768", LIVE,
+          "Ceiling for a request's frame count (nframes, max_frames)."),
+    K_LONG(max_pixels_limit, 1024, 1L << 34, "16777216", LIVE,
+           "Ceiling for a request's per-frame max_pixels."),
+    K_STRING(allowed_protocols, "http,https", LIVE,
+             "URL schemes that may be fetched, comma-separated; file: URLs count as paths."),
+    K_INT(max_streams, 0, 1024, "8", LIVE,
+          "Streams watched at once; more watches get the error `busy`."),
+    K_DOUBLE(stream_stall_timeout_s, 0.2, 3600, "5", LIVE,
+             "A stream that delivers no frame for this long (seconds) is stalled and reconnected."),
+    K_INT(stream_max_new_tokens, 1, 1 << 16, "64", LIVE,
+          "Token budget of each standing-question answer."),
+    K_INT(stream_log_max_records, 100, 1 << 30, "100000", LIVE,
+          "Records kept in each stream's log (for streams watched after a reload)."),
+    K_PATHS(media_roots, n_media_roots, "", LIVE,
+            "Directories whose files may be asked about (absolute paths, comma-separated, resolved "
+            "with realpath()); empty: no local files."),
+};
+
+static const cfg_row *find_row(const char *name)
 {
-    memset(c, 0, sizeof *c);
-    snprintf(c->model_dir, sizeof c->model_dir, "%s", VG_DEFAULT_MODEL_DIR);
-    snprintf(c->runtime_dir, sizeof c->runtime_dir, "/run/vigil");
-    snprintf(c->state_dir, sizeof c->state_dir, "/var/lib/vigil");
-    c->socket_mode = 0660;
-    c->log_level = VG_LOG_INFO;
-    c->max_message_size = 1 << 20;
-    c->max_queued_jobs = 16;
-    c->max_concurrent_decodes = 2;
-    c->inference_threads = 0;
-    c->max_new_tokens_limit = 4096;
-    c->default_max_new_tokens = 1024;
-    c->job_deadline_s = 600;
-    c->result_ttl_s = 86400;
-    c->max_frames_limit = 768;
-    c->max_pixels_limit = 16384L * 32 * 32;
-    c->max_streams = 8;
-    c->stream_stall_timeout_s = 5;
-    c->stream_max_new_tokens = 64;
-    c->stream_log_max_records = 100000;
-    snprintf(c->allowed_protocols, sizeof c->allowed_protocols, "http,https");
+    for (size_t i = 0; i < VG_ARRAY_LEN(rows); i++)
+        if (!strcmp(rows[i].name, name))
+            return &rows[i];
+    return NULL;
 }
 
+static void *field(const cfg_row *r, vg_daemon_config *c)
+{
+    return (char *)c + r->off;
+}
+
+static const void *cfield(const cfg_row *r, const vg_daemon_config *c)
+{
+    return (const char *)c + r->off;
+}
+
+static int *path_count(const cfg_row *r, vg_daemon_config *c)
+{
+    return (int *)((char *)c + r->count_off);
+}
+
+static int cpath_count(const cfg_row *r, const vg_daemon_config *c)
+{
+    return *(const int *)((const char *)c + r->count_off);
+}
+
+/* ===================================================================================================
+ * Parsing one value.
+ */
 static int parse_long(const char *v, long lo, long hi, long *out)
 {
     char *end;
@@ -90,17 +213,10 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
-static int set_str(char *dst, size_t cap, const char *v)
+/* Comma-separated absolute paths into a local list first, so that a bad list changes nothing. */
+static int parse_paths(const cfg_row *r, vg_daemon_config *c, const char *v)
 {
-    size_t n = strlen(v);
-    if (n >= cap)
-        return -1;
-    memcpy(dst, v, n + 1);
-    return 0;
-}
-
-static int set_roots(vg_daemon_config *c, const char *v)
-{
+    char list[VG_CFG_MAX_ROOTS][VG_CFG_STR];
     int n = 0;
     const char *p = v;
     while (*p) {
@@ -111,170 +227,327 @@ static int set_roots(vg_daemon_config *c, const char *v)
         while (len && isspace((unsigned char)p[len - 1]))
             len--;
         if (len) {
-            if (n >= VG_CFG_MAX_ROOTS || len >= VG_CFG_STR || p[0] != '/')
+            if (n >= (int)r->max || len >= VG_CFG_STR || p[0] != '/')
                 return -1;
-            memcpy(c->media_roots[n], p, len);
-            c->media_roots[n][len] = 0;
+            memcpy(list[n], p, len);
+            list[n][len] = 0;
             n++;
         }
         if (!comma)
             break;
         p = comma + 1;
     }
-    c->n_media_roots = n;
+    char(*dst)[VG_CFG_STR] = field(r, c);
+    for (int i = 0; i < n; i++)
+        memcpy(dst[i], list[i], strlen(list[i]) + 1);
+    *path_count(r, c) = n;
     return 0;
 }
 
-static const char *const all_keys[] = {
-    "model_dir",
-    "runtime_dir",
-    "state_dir",
-    "cmd_url",
-    "events_url",
-    "tcp_cmd_url",
-    "tcp_events_url",
-    "allow_remote",
-    "socket_mode",
-    "log_level",
-    "max_message_size",
-    "max_queued_jobs",
-    "max_concurrent_decodes",
-    "inference_threads",
-    "max_new_tokens_limit",
-    "default_max_new_tokens",
-    "job_deadline_s",
-    "result_ttl_s",
-    "max_frames_limit",
-    "max_pixels_limit",
-    "media_roots",
-    "allowed_protocols",
-    "max_streams",
-    "stream_stall_timeout_s",
-    "stream_max_new_tokens",
-    "stream_log_max_records",
-    NULL,
-};
-
-const char *const *vg_daemon_config_keys(void)
+static int parse_mode(const char *v, long lo, long hi, int *out)
 {
-    return all_keys;
+    char *end;
+    errno = 0;
+    long m = strtol(v, &end, 8);
+    if (errno || end == v || *end || m < lo || m > hi)
+        return -1;
+    *out = (int)m;
+    return 0;
 }
 
-static const char *const live_keys[] = {
-    "log_level",
-    "max_message_size",
-    "max_queued_jobs",
-    "max_new_tokens_limit",
-    "default_max_new_tokens",
-    "job_deadline_s",
-    "result_ttl_s",
-    "max_frames_limit",
-    "max_pixels_limit",
-    "media_roots",
-    "allowed_protocols",
-    "max_streams",
-    "stream_stall_timeout_s",
-    "stream_max_new_tokens",
-    "stream_log_max_records",
-};
-
-int vg_daemon_config_key_is_live(const char *key)
+static int parse_choice(const char *const *choices, const char *v, char *dst, size_t cap)
 {
-    for (size_t i = 0; i < VG_ARRAY_LEN(live_keys); i++)
-        if (!strcmp(key, live_keys[i]))
-            return 1;
+    for (const char *const *ch = choices; *ch; ch++)
+        if (!strcmp(*ch, v) && strlen(v) < cap) {
+            memcpy(dst, v, strlen(v) + 1);
+            return 0;
+        }
+    return -1;
+}
+
+static int parse_string(const char *v, char *dst, size_t cap)
+{
+    size_t n = strlen(v);
+    if (n >= cap)
+        return -1;
+    memcpy(dst, v, n + 1);
     return 0;
+}
+
+/* Stores v into r's field of c; -1 (nothing stored) when v is not a value of the row. */
+static int parse_row(const cfg_row *r, vg_daemon_config *c, const char *v)
+{
+    void *f = field(r, c);
+    long l;
+    double d;
+    int i;
+    switch (r->type) {
+    case VG_CFG_TYPE_STRING:
+        return parse_string(v, f, r->size);
+    case VG_CFG_TYPE_ENUM:
+        return parse_choice(r->choices, v, f, r->size);
+    case VG_CFG_TYPE_INT:
+    case VG_CFG_TYPE_LONG:
+    case VG_CFG_TYPE_SIZE:
+        if (parse_long(v, (long)r->min, (long)r->max, &l) < 0)
+            return -1;
+        if (r->type == VG_CFG_TYPE_INT)
+            *(int *)f = (int)l; /* fits: the bounds of an int row are ints */
+        else if (r->type == VG_CFG_TYPE_LONG)
+            *(long *)f = l;
+        else
+            *(size_t *)f = (size_t)l; /* not negative: the bounds of a size row are >= 0 */
+        return 0;
+    case VG_CFG_TYPE_DOUBLE:
+        if (parse_double(v, r->min, r->max, &d) < 0)
+            return -1;
+        *(double *)f = d;
+        return 0;
+    case VG_CFG_TYPE_BOOL:
+        return parse_bool(v, f);
+    case VG_CFG_TYPE_MODE:
+        return parse_mode(v, (long)r->min, (long)r->max, f);
+    case VG_CFG_TYPE_LOG_LEVEL:
+        if ((i = vg_log_parse_level(v)) < 0)
+            return -1;
+        *(int *)f = i;
+        return 0;
+    case VG_CFG_TYPE_PATHS:
+        return parse_paths(r, c, v);
+    }
+    return -1;
+}
+
+/* ===================================================================================================
+ * Describing and formatting.
+ */
+static const char *type_name(vg_daemon_config_type t)
+{
+    switch (t) {
+    case VG_CFG_TYPE_STRING:
+        return "string";
+    case VG_CFG_TYPE_ENUM:
+        return "enum";
+    case VG_CFG_TYPE_INT:
+    case VG_CFG_TYPE_LONG:
+        return "integer";
+    case VG_CFG_TYPE_SIZE:
+        return "size";
+    case VG_CFG_TYPE_DOUBLE:
+        return "number";
+    case VG_CFG_TYPE_BOOL:
+        return "bool";
+    case VG_CFG_TYPE_MODE:
+        return "octal mode";
+    case VG_CFG_TYPE_LOG_LEVEL:
+        return "log level";
+    case VG_CFG_TYPE_PATHS:
+        return "path list";
+    }
+    return "?";
+}
+
+/* What the row accepts, as a phrase that completes "expected ...". */
+static void expect_text(const cfg_row *r, char *buf, size_t cap)
+{
+    size_t n;
+    switch (r->type) {
+    case VG_CFG_TYPE_STRING:
+        snprintf(buf, cap, "text of at most %zu bytes", r->size - 1);
+        return;
+    case VG_CFG_TYPE_ENUM:
+        n = (size_t)snprintf(buf, cap, "one of");
+        for (const char *const *ch = r->choices; *ch && n < cap; ch++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s %s", ch == r->choices ? "" : ",", *ch);
+        return;
+    case VG_CFG_TYPE_INT:
+    case VG_CFG_TYPE_LONG:
+        snprintf(buf, cap, "an integer from %ld to %ld (suffixes K, M, G)", (long)r->min,
+                 (long)r->max);
+        return;
+    case VG_CFG_TYPE_SIZE:
+        snprintf(buf, cap, "a size in bytes from %ld to %ld (suffixes K, M, G)", (long)r->min,
+                 (long)r->max);
+        return;
+    case VG_CFG_TYPE_DOUBLE:
+        snprintf(buf, cap, "a number from %g to %g", r->min, r->max);
+        return;
+    case VG_CFG_TYPE_BOOL:
+        snprintf(buf, cap, "yes or no (also true/false, on/off, 1/0)");
+        return;
+    case VG_CFG_TYPE_MODE:
+        snprintf(buf, cap, "an octal file mode from %04lo to %04lo", (long)r->min, (long)r->max);
+        return;
+    case VG_CFG_TYPE_LOG_LEVEL:
+        snprintf(buf, cap, "err, warning, notice, info or debug (or %ld to %ld)", (long)r->min,
+                 (long)r->max);
+        return;
+    case VG_CFG_TYPE_PATHS:
+        snprintf(buf, cap, "at most %ld comma-separated absolute paths", (long)r->max);
+        return;
+    }
+    snprintf(buf, cap, "?");
+}
+
+/* r's value in c as the file writes it (what --check-config prints). */
+static void format_row(const cfg_row *r, const vg_daemon_config *c, char *buf, size_t cap)
+{
+    const void *f = cfield(r, c);
+    switch (r->type) {
+    case VG_CFG_TYPE_STRING:
+    case VG_CFG_TYPE_ENUM:
+        snprintf(buf, cap, "%s", (const char *)f);
+        return;
+    case VG_CFG_TYPE_INT:
+    case VG_CFG_TYPE_LOG_LEVEL:
+        snprintf(buf, cap, "%d", *(const int *)f);
+        return;
+    case VG_CFG_TYPE_LONG:
+        snprintf(buf, cap, "%ld", *(const long *)f);
+        return;
+    case VG_CFG_TYPE_SIZE:
+        snprintf(buf, cap, "%zu", *(const size_t *)f);
+        return;
+    case VG_CFG_TYPE_DOUBLE:
+        snprintf(buf, cap, "%g", *(const double *)f);
+        return;
+    case VG_CFG_TYPE_BOOL:
+        snprintf(buf, cap, "%s", *(const int *)f ? "yes" : "no");
+        return;
+    case VG_CFG_TYPE_MODE:
+        snprintf(buf, cap, "%04o", (unsigned)*(const int *)f);
+        return;
+    case VG_CFG_TYPE_PATHS: {
+        const char(*list)[VG_CFG_STR] = f;
+        size_t n = 0;
+        buf[0] = 0;
+        for (int i = 0; i < cpath_count(r, c) && n < cap; i++)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? "," : "", list[i]);
+        return;
+    }
+    }
+    snprintf(buf, cap, "?");
+}
+
+/* Big enough for every formatted value: a full path list with its commas. */
+#define VALUE_CAP (VG_CFG_MAX_ROOTS * VG_CFG_STR + VG_CFG_MAX_ROOTS)
+
+static void describe(const cfg_row *r, const vg_daemon_config *c, vg_daemon_config_key *k,
+                     char *expect, size_t ecap, char *value, size_t vcap)
+{
+    expect_text(r, expect, ecap);
+    if (c)
+        format_row(r, c, value, vcap);
+    *k = (vg_daemon_config_key){
+        .name = r->name,
+        .type = r->type,
+        .type_name = type_name(r->type),
+        .min = r->min,
+        .max = r->type == VG_CFG_TYPE_STRING || r->type == VG_CFG_TYPE_ENUM ? (double)(r->size - 1)
+                                                                            : r->max,
+        .choices = r->choices,
+        .default_value = r->def,
+        .expect = expect,
+        .value = c ? value : NULL,
+        .live = r->live,
+        .description = r->desc,
+    };
+}
+
+/* ===================================================================================================
+ * The public functions.
+ */
+static int set_row(const cfg_row *r, vg_daemon_config *c, const char *v, char *err, size_t errlen)
+{
+    if (parse_row(r, c, v) == 0)
+        return 0;
+    char expect[160];
+    expect_text(r, expect, sizeof expect);
+    return vg_fail(err, errlen, VG_EINVAL, "bad value '%s' for %s: expected %s", v, r->name,
+                   expect);
+}
+
+void vg_daemon_config_defaults(vg_daemon_config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < VG_ARRAY_LEN(rows); i++) {
+        int rc = set_row(&rows[i], c, rows[i].def, NULL, 0);
+        VG_ASSERT(rc == 0); /* a default its own row refuses; the unit tests catch it first */
+    }
 }
 
 int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *v, char *err,
                          size_t errlen)
 {
-    long l;
-    double d;
-    int bad = 0;
-#define STR(name)                                                                                  \
-    if (!strcmp(key, #name)) {                                                                     \
-        bad = set_str(c->name, sizeof c->name, v);                                                 \
-        goto done;                                                                                 \
+    const cfg_row *r = find_row(key);
+    if (!r)
+        return vg_fail(err, errlen, VG_ENOENT, "unknown key '%s'", key);
+    return set_row(r, c, v, err, errlen);
+}
+
+void vg_daemon_config_foreach(const vg_daemon_config *c, vg_daemon_config_key_cb cb, void *opaque)
+{
+    _Static_assert(VALUE_CAP < 65536, "the value buffer lives on the stack");
+    char expect[160], value[VALUE_CAP];
+    for (size_t i = 0; i < VG_ARRAY_LEN(rows); i++) {
+        vg_daemon_config_key k;
+        describe(&rows[i], c, &k, expect, sizeof expect, value, sizeof value);
+        cb(&k, opaque);
     }
-#define INT(name, lo, hi)                                                                          \
-    if (!strcmp(key, #name)) {                                                                     \
-        bad = parse_long(v, lo, hi, &l);                                                           \
-        if (!bad)                                                                                  \
-            c->name = (int)l;                                                                      \
-        goto done;                                                                                 \
+}
+
+int vg_daemon_config_key_is_live(const char *key)
+{
+    const cfg_row *r = find_row(key);
+    return r ? r->live : VG_ENOENT;
+}
+
+static int rows_equal(const cfg_row *r, const vg_daemon_config *a, const vg_daemon_config *b)
+{
+    const void *fa = cfield(r, a), *fb = cfield(r, b);
+    switch (r->type) {
+    case VG_CFG_TYPE_STRING:
+    case VG_CFG_TYPE_ENUM:
+        return !strcmp(fa, fb);
+    case VG_CFG_TYPE_PATHS: {
+        const char(*la)[VG_CFG_STR] = fa, (*lb)[VG_CFG_STR] = fb;
+        if (cpath_count(r, a) != cpath_count(r, b))
+            return 0;
+        for (int i = 0; i < cpath_count(r, a); i++)
+            if (strcmp(la[i], lb[i]))
+                return 0;
+        return 1;
     }
-#define DBL(name, lo, hi)                                                                          \
-    if (!strcmp(key, #name)) {                                                                     \
-        bad = parse_double(v, lo, hi, &d);                                                         \
-        if (!bad)                                                                                  \
-            c->name = d;                                                                           \
-        goto done;                                                                                 \
+    default:
+        return !memcmp(fa, fb, r->size); /* scalars; doubles are bounded, never NaN */
     }
-    STR(model_dir)
-    STR(runtime_dir)
-    STR(state_dir)
-    STR(cmd_url)
-    STR(events_url)
-    STR(tcp_cmd_url)
-    STR(tcp_events_url)
-    STR(allowed_protocols)
-    INT(max_queued_jobs, 1, 100000)
-    INT(max_concurrent_decodes, 1, 64)
-    INT(inference_threads, 0, 1024)
-    INT(max_new_tokens_limit, 1, 1 << 20)
-    INT(default_max_new_tokens, 1, 1 << 20)
-    INT(max_frames_limit, 2, 100000)
-    DBL(job_deadline_s, 0.1, 1e7)
-    DBL(result_ttl_s, 0, 1e9)
-    INT(max_streams, 0, 1024)
-    DBL(stream_stall_timeout_s, 0.2, 3600)
-    INT(stream_max_new_tokens, 1, 1 << 16)
-    INT(stream_log_max_records, 100, 1 << 30)
-    if (!strcmp(key, "max_pixels_limit")) {
-        bad = parse_long(v, 1024, 1L << 34, &l);
-        if (!bad)
-            c->max_pixels_limit = l;
-        goto done;
+}
+
+static void copy_row(const cfg_row *r, vg_daemon_config *dst, const vg_daemon_config *src)
+{
+    memcpy(field(r, dst), cfield(r, src), r->size);
+    if (r->type == VG_CFG_TYPE_PATHS)
+        *path_count(r, dst) = cpath_count(r, src);
+}
+
+int vg_daemon_config_apply_live(vg_daemon_config *cur, const vg_daemon_config *next,
+                                vg_daemon_config_change_cb cb, void *opaque)
+{
+    char expect[160], value[VALUE_CAP];
+    int restart = 0;
+    for (size_t i = 0; i < VG_ARRAY_LEN(rows); i++) {
+        const cfg_row *r = &rows[i];
+        if (rows_equal(r, cur, next))
+            continue;
+        vg_daemon_config_key k;
+        describe(r, next, &k, expect, sizeof expect, value, sizeof value);
+        int rc = cb ? cb(&k, next, opaque) : 0;
+        if (!r->live)
+            restart++;
+        else if (rc == 0)
+            copy_row(r, cur, next);
     }
-    if (!strcmp(key, "max_message_size")) {
-        bad = parse_long(v, 256, 64L << 20, &l);
-        if (!bad)
-            c->max_message_size = (size_t)l;
-        goto done;
-    }
-    if (!strcmp(key, "allow_remote")) {
-        bad = parse_bool(v, &c->allow_remote);
-        goto done;
-    }
-    if (!strcmp(key, "socket_mode")) {
-        char *end;
-        errno = 0;
-        long m = strtol(v, &end, 8);
-        bad = errno || end == v || *end || m < 0 || m > 0777;
-        if (!bad)
-            c->socket_mode = (int)m;
-        goto done;
-    }
-    if (!strcmp(key, "log_level")) {
-        int lv = vg_log_parse_level(v);
-        bad = lv < 0;
-        if (!bad)
-            c->log_level = lv;
-        goto done;
-    }
-    if (!strcmp(key, "media_roots")) {
-        bad = set_roots(c, v);
-        goto done;
-    }
-#undef STR
-#undef INT
-#undef DBL
-    return vg_fail(err, errlen, VG_ENOENT, "unknown key '%s'", key);
-done:
-    if (bad)
-        return vg_fail(err, errlen, VG_EINVAL, "bad value '%s' for '%s'", v, key);
-    return 0;
+    return restart;
 }
 
 int vg_daemon_config_parse(vg_daemon_config *c, const char *text, size_t len, char *err,

@@ -19,14 +19,17 @@ extern "C" {
 #endif
 
 /* ===================================================================================================
- * Configuration: `key = value` lines, '#' comments, blank lines. Every key is documented in
- * systemd/vigild.conf and docs/design.md.
+ * Configuration: `key = value` lines, '#' comments, blank lines. One table in daemon/config.c is
+ * the source of truth: each key is one row (name, type, bounds, default, storage, live or
+ * restart-only, description) and every function below walks it. systemd/vigild.conf documents every
+ * key (a unit test checks both directions and the [live] marks).
  */
 #define VG_CFG_MAX_ROOTS 16
 #define VG_CFG_STR       1024
 
 typedef struct vg_daemon_config {
     char model_dir[VG_CFG_STR];
+    char weight_type[16];         /* auto, f32, bf16 or q8_0 (restart-only) */
     char runtime_dir[VG_CFG_STR]; /* default /run/vigil */
     char state_dir[VG_CFG_STR];   /* default /var/lib/vigil */
     char cmd_url[VG_CFG_STR];     /* default ipc://<runtime_dir>/vigil.cmd */
@@ -56,30 +59,86 @@ typedef struct vg_daemon_config {
     int stream_log_max_records;    /* a stream's log keeps its newest this many records */
 } vg_daemon_config;
 
-/* Built-in defaults (runtime /run/vigil, state /var/lib/vigil, model models/demo). */
+/* How a key's value is written and stored. */
+typedef enum vg_daemon_config_type {
+    VG_CFG_TYPE_STRING,    /* text of at most max bytes */
+    VG_CFG_TYPE_ENUM,      /* one of `choices` (stored as text) */
+    VG_CFG_TYPE_INT,       /* integer in [min, max]; 0x and 0 prefixes, K/M/G binary suffixes */
+    VG_CFG_TYPE_LONG,      /* the same, stored as a long */
+    VG_CFG_TYPE_SIZE,      /* a size in bytes, same syntax, stored as a size_t */
+    VG_CFG_TYPE_DOUBLE,    /* decimal number in [min, max] */
+    VG_CFG_TYPE_BOOL,      /* yes/no, true/false, on/off, 1/0 */
+    VG_CFG_TYPE_MODE,      /* octal file mode in [min, max] */
+    VG_CFG_TYPE_LOG_LEVEL, /* err, warning, notice, info, debug, or 3 to 7 */
+    VG_CFG_TYPE_PATHS      /* comma-separated absolute paths, at most max of them */
+} vg_daemon_config_type;
+
+/* One key as vg_daemon_config_foreach and vg_daemon_config_apply_live show it. The strings are
+ * borrowed: static ones live as long as the program, `expect` and `value` only for the callback. */
+typedef struct vg_daemon_config_key {
+    const char *name;           /* as in the file and in --set */
+    vg_daemon_config_type type; /* see above */
+    const char *type_name;      /* "integer", "string", ... for --help */
+    double min, max;            /* bounds of numbers; max bytes of a string, max paths */
+    const char *const *choices; /* VG_CFG_TYPE_ENUM: the values, NULL-terminated; else NULL */
+    const char *default_value;  /* the built-in default as written in the file ("": empty) */
+    const char *expect;         /* the values it takes, as a phrase ("an integer from 1 to 9") */
+    const char *value;          /* its value in the config walked, as --check-config prints it */
+    int live;                   /* 1: SIGHUP applies it; 0: it changes only on a restart */
+    const char *description;    /* one or two sentences */
+} vg_daemon_config_key;
+
+/* Fills c with the built-in defaults: each row's default parsed as if it came from the file
+ * (runtime /run/vigil, state /var/lib/vigil, model models/demo or VG_DEFAULT_MODEL_DIR). Any
+ * thread; cannot fail. */
 void vg_daemon_config_defaults(vg_daemon_config *c);
 
-/* Applies one `key = value` setting. Returns 0, VG_ENOENT for an unknown key or VG_EINVAL for a
- * bad value, with the key named in err. */
+/* Applies one `key = value` setting to c (the file's lines and --set go through it). Returns 0;
+ * VG_ENOENT for an unknown key ("unknown key 'k'"); VG_EINVAL for a value of the wrong type or out
+ * of bounds, with a sentence in err naming the key, the value and what the key takes. On failure c
+ * is unchanged. Any thread (c belongs to the caller). */
 int vg_daemon_config_set(vg_daemon_config *c, const char *key, const char *value, char *err,
                          size_t errlen);
 
 /* Parses text[len] (a config file's content) into c (on top of what c already holds). Errors name
- * the line. */
+ * the line; the lines before the bad one stay applied. */
 int vg_daemon_config_parse(vg_daemon_config *c, const char *text, size_t len, char *err,
                            size_t errlen);
 
 /* Reads and parses a file. A missing file is VG_ENOENT (callers decide whether that matters). */
 int vg_daemon_config_load(vg_daemon_config *c, const char *path, char *err, size_t errlen);
 
-/* Fills the derived defaults (socket URLs from runtime_dir) and checks the whole config. */
+/* Fills the derived defaults (socket URLs from runtime_dir), caps default_max_new_tokens at
+ * max_new_tokens_limit, resolves the media roots with realpath() and checks allowed_protocols.
+ * Returns 0, VG_EINVAL or VG_ENOENT (a media root that does not exist) with a sentence in err. */
 int vg_daemon_config_finish(vg_daemon_config *c, char *err, size_t errlen);
 
-/* Every key vg_daemon_config_set accepts, NULL-terminated. */
-const char *const *vg_daemon_config_keys(void);
+/* Called once per key by vg_daemon_config_foreach, in table order (the order --check-config
+ * prints). */
+typedef void (*vg_daemon_config_key_cb)(const vg_daemon_config_key *key, void *opaque);
 
-/* Keys that SIGHUP applies live; the others need a restart. Returns 1 for live keys. */
+/* Calls cb for every key. With c, each key's `value` is c's value formatted as the file writes it;
+ * with c NULL, `value` is NULL (enough for --help). Runs cb on the calling thread; cannot fail. */
+void vg_daemon_config_foreach(const vg_daemon_config *c, vg_daemon_config_key_cb cb, void *opaque);
+
+/* Returns 1 for a key SIGHUP applies live, 0 for a restart-only key, VG_ENOENT for an unknown
+ * key. */
 int vg_daemon_config_key_is_live(const char *key);
+
+/* Told about one key whose value differs between the running config and the reloaded one, before
+ * anything is copied; key->value is the new value. For a live key, returning 0 lets
+ * vg_daemon_config_apply_live copy the new value and a negative code keeps the old one (a side
+ * effect that failed, such as resizing the transport's message limit). For a restart-only key
+ * (key->live == 0) the result is ignored and nothing is copied. */
+typedef int (*vg_daemon_config_change_cb)(const vg_daemon_config_key *key,
+                                          const vg_daemon_config *next, void *opaque);
+
+/* The SIGHUP step: compares cur (running) with next (freshly built and finished) key by key, calls
+ * cb (may be NULL) for each key that differs, and copies into cur exactly the live keys whose cb
+ * returned 0. Restart-only keys keep cur's value. Returns how many restart-only keys differ (0 or
+ * more). Runs on the thread that owns cur (vigild: the loop thread); next is only read. */
+int vg_daemon_config_apply_live(vg_daemon_config *cur, const vg_daemon_config *next,
+                                vg_daemon_config_change_cb cb, void *opaque);
 
 /* ===================================================================================================
  * Protocol (docs/protocol.md): one JSON object per request, {"v":1,"op":...,"id":...}.

@@ -56,33 +56,70 @@ typedef struct daemon_ctx {
     int exit_code;
 } daemon_ctx;
 
+/* Writes text indented by `indent` columns, wrapped at word boundaries before column 100. */
+static void print_wrapped(FILE *f, int indent, const char *text)
+{
+    const int width = 100 - indent;
+    while (*text) {
+        int n = (int)strlen(text);
+        if (n > width) {
+            n = width;
+            while (n > 0 && text[n] != ' ')
+                n--;
+            if (n == 0)
+                n = width;
+        }
+        fprintf(f, "%*s%.*s\n", indent, "", n, text);
+        text += n;
+        while (*text == ' ')
+            text++;
+    }
+}
+
+/* --help: one entry per configuration key, generated from the table in daemon/config.c. */
+static void usage_key(const vg_daemon_config_key *k, void *opaque)
+{
+    FILE *f = opaque;
+    fprintf(f, "  %s (%s, default '%s', %s)\n", k->name, k->type_name, k->default_value,
+            k->live ? "live" : "restart");
+    char line[512];
+    if (k->type == VG_CFG_TYPE_STRING)
+        snprintf(line, sizeof line, "%s", k->description);
+    else
+        snprintf(line, sizeof line, "%s Takes %s.", k->description, k->expect);
+    print_wrapped(f, 6, line);
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: vigild [OPTIONS]\n"
-            "\n"
-            "The vigil daemon: answers questions about videos with a Qwen3-VL model. It loads the\n"
-            "model once, listens on a command socket (REQ/REP) and an event socket (PUB) and runs\n"
-            "jobs on worker threads. It stays in the foreground and logs to stderr (journald).\n"
-            "\n"
-            "options:\n"
-            "  --config FILE       configuration file (default " DEFAULT_CONFIG
-            "; a missing default\n"
-            "                      file is not an error)\n"
-            "  --model DIR         model directory (config key model_dir)\n"
-            "  --runtime-dir DIR   sockets and lock file (default /run/vigil)\n"
-            "  --state-dir DIR     the job journal (default /var/lib/vigil)\n"
-            "  --log-level LEVEL   err, warning, notice, info or debug\n"
-            "  --set KEY=VALUE     any config key (repeatable); every key is documented in\n"
-            "                      the example config, systemd/vigild.conf\n"
-            "  --foreground        accepted for compatibility; vigild never forks\n"
-            "  --check-config      print the effective configuration and exit\n"
-            "  --help              this text\n"
-            "  --version           the version\n"
-            "\n"
-            "signals: SIGHUP reloads the config (log_level, limits, media roots, protocols);\n"
-            "SIGTERM and SIGINT stop gracefully (running jobs end as cancelled).\n"
-            "Command-line settings override the file, also after a reload.\n");
+    fprintf(
+        f,
+        "usage: vigild [OPTIONS]\n"
+        "\n"
+        "The vigil daemon: answers questions about videos with a Qwen3-VL model. It loads the\n"
+        "model once, listens on a command socket (REQ/REP) and an event socket (PUB) and runs\n"
+        "jobs on worker threads. It stays in the foreground and logs to stderr (journald).\n"
+        "\n"
+        "options:\n"
+        "  --config FILE       configuration file (default " DEFAULT_CONFIG "; a missing default\n"
+        "                      file is not an error)\n"
+        "  --model DIR         model directory (config key model_dir)\n"
+        "  --runtime-dir DIR   sockets and lock file (config key runtime_dir)\n"
+        "  --state-dir DIR     the job journal (config key state_dir)\n"
+        "  --log-level LEVEL   err, warning, notice, info or debug (config key log_level)\n"
+        "  --set KEY=VALUE     any configuration key below (repeatable)\n"
+        "  --foreground        accepted for compatibility; vigild never forks\n"
+        "  --check-config      print the effective configuration and exit\n"
+        "  --help              this text\n"
+        "  --version           the version\n"
+        "\n"
+        "signals: SIGHUP reloads the config and applies the keys marked live below; the\n"
+        "others keep their value until a restart. SIGTERM and SIGINT stop gracefully (running\n"
+        "jobs end as cancelled). Command-line settings override the file, also after a reload.\n"
+        "\n"
+        "configuration keys (`key = value` in the file, or --set KEY=VALUE; systemd/vigild.conf\n"
+        "in the source tree is an example that documents them all):\n");
+    vg_daemon_config_foreach(NULL, usage_key, f);
 }
 
 static int add_override(daemon_ctx *d, const char *key, const char *value)
@@ -124,25 +161,10 @@ static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t er
     return 0;
 }
 
-static void print_config(const vg_daemon_config *c)
+/* --check-config: every key as `key = value`, in the table's order. */
+static void print_key(const vg_daemon_config_key *k, void *opaque)
 {
-    printf("model_dir = %s\nruntime_dir = %s\nstate_dir = %s\ncmd_url = %s\nevents_url = %s\n"
-           "tcp_cmd_url = %s\ntcp_events_url = %s\nallow_remote = %s\nsocket_mode = %04o\n"
-           "log_level = %d\nmax_message_size = %zu\nmax_queued_jobs = %d\n"
-           "max_concurrent_decodes = %d\ninference_threads = %d\nmax_new_tokens_limit = %d\n"
-           "default_max_new_tokens = %d\njob_deadline_s = %g\nresult_ttl_s = %g\n"
-           "max_frames_limit = %d\nmax_pixels_limit = %ld\nallowed_protocols = %s\n"
-           "max_streams = %d\nstream_stall_timeout_s = %g\nstream_max_new_tokens = %d\n"
-           "stream_log_max_records = %d\nmedia_roots = ",
-           c->model_dir, c->runtime_dir, c->state_dir, c->cmd_url, c->events_url, c->tcp_cmd_url,
-           c->tcp_events_url, c->allow_remote ? "yes" : "no", c->socket_mode, c->log_level,
-           c->max_message_size, c->max_queued_jobs, c->max_concurrent_decodes, c->inference_threads,
-           c->max_new_tokens_limit, c->default_max_new_tokens, c->job_deadline_s, c->result_ttl_s,
-           c->max_frames_limit, c->max_pixels_limit, c->allowed_protocols, c->max_streams,
-           c->stream_stall_timeout_s, c->stream_max_new_tokens, c->stream_log_max_records);
-    for (int i = 0; i < c->n_media_roots; i++)
-        printf("%s%s", i ? "," : "", c->media_roots[i]);
-    printf("\n");
+    printf("%s = %s\n", k->name, k->value);
 }
 
 /* ===================================================================================================
@@ -295,6 +317,32 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     vg_jobs_shutdown(d->jobs, on_part_idle, d);
 }
 
+/* A key that differs after a reload: the side effects of the live keys that have one, and a warning
+ * for the restart-only ones. Returning an error keeps the key's old value. */
+static int on_reload_key(const vg_daemon_config_key *k, const vg_daemon_config *next, void *opaque)
+{
+    daemon_ctx *d = opaque;
+    if (!k->live) {
+        vg_log(VG_LOG_WARNING, MOD, "reload: %s changed to '%s'; it needs a restart", k->name,
+               k->value);
+        return 0;
+    }
+    if (!strcmp(k->name, "max_message_size")) {
+        int rc = vg_ipc_server_set_max_message(d->ipc, next->max_message_size);
+        if (rc < 0) {
+            vg_log(VG_LOG_WARNING, MOD, "reload: cannot apply max_message_size: %s",
+                   vg_strerror(rc));
+            return rc;
+        }
+    } else if (!strcmp(k->name, "log_level")) {
+        vg_log_set_level(next->log_level);
+    } else if (!strcmp(k->name, "result_ttl_s")) {
+        vg_journal_set_ttl(d->journal, next->result_ttl_s);
+    }
+    vg_log(VG_LOG_INFO, MOD, "reload: %s = %s", k->name, k->value);
+    return 0;
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
     daemon_ctx *d = h->data;
@@ -307,38 +355,9 @@ static void on_hup(uv_signal_t *h, int signum)
         vg_sd_notify("READY=1");
         return;
     }
-    vg_daemon_config *o = &d->cfg;
-    if (strcmp(c.model_dir, o->model_dir) || strcmp(c.runtime_dir, o->runtime_dir) ||
-        strcmp(c.state_dir, o->state_dir) || strcmp(c.cmd_url, o->cmd_url) ||
-        strcmp(c.events_url, o->events_url) || strcmp(c.tcp_cmd_url, o->tcp_cmd_url) ||
-        strcmp(c.tcp_events_url, o->tcp_events_url) ||
-        c.max_concurrent_decodes != o->max_concurrent_decodes ||
-        c.inference_threads != o->inference_threads || c.socket_mode != o->socket_mode ||
-        c.allow_remote != o->allow_remote)
-        vg_log(VG_LOG_WARNING, MOD,
-               "reload: model, directories, sockets, threads and socket_mode change only on "
-               "restart");
-    o->log_level = c.log_level;
-    vg_log_set_level(c.log_level);
-    if (c.max_message_size != o->max_message_size &&
-        vg_ipc_server_set_max_message(d->ipc, c.max_message_size) == 0)
-        o->max_message_size = c.max_message_size;
-    o->max_queued_jobs = c.max_queued_jobs;
-    o->max_new_tokens_limit = c.max_new_tokens_limit;
-    o->default_max_new_tokens = c.default_max_new_tokens;
-    o->job_deadline_s = c.job_deadline_s;
-    o->result_ttl_s = c.result_ttl_s;
-    vg_journal_set_ttl(d->journal, c.result_ttl_s);
-    o->max_frames_limit = c.max_frames_limit;
-    o->max_pixels_limit = c.max_pixels_limit;
-    o->max_streams = c.max_streams;
-    o->stream_stall_timeout_s = c.stream_stall_timeout_s;
-    o->stream_max_new_tokens = c.stream_max_new_tokens;
-    o->stream_log_max_records = c.stream_log_max_records;
-    memcpy(o->media_roots, c.media_roots, sizeof o->media_roots);
-    o->n_media_roots = c.n_media_roots;
-    memcpy(o->allowed_protocols, c.allowed_protocols, sizeof o->allowed_protocols);
-    vg_log(VG_LOG_NOTICE, MOD, "configuration reloaded");
+    int restart = vg_daemon_config_apply_live(&d->cfg, &c, on_reload_key, d);
+    vg_log(VG_LOG_NOTICE, MOD, "configuration reloaded%s",
+           restart ? " (some changes need a restart)" : "");
     vg_sd_notify("READY=1\nSTATUS=Serving (configuration reloaded)");
 }
 
@@ -433,6 +452,9 @@ static int load_model(daemon_ctx *d, char *err, size_t errlen)
                        d->cfg.model_dir);
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = d->cfg.inference_threads;
+    /* d->cfg.weight_type (auto, f32, bf16 or q8_0) is parsed, checked and printed by
+     * --check-config, but the model parameters do not carry it yet: it reaches vg_model_load when
+     * the engine can load weights in a chosen type. */
     char e2[600] = "";
     double t0 = vg_now_ms();
     int rc = vg_model_load(d->cfg.model_dir, &mp, &d->model, e2, sizeof e2);
@@ -513,7 +535,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check_only) {
-        print_config(&d.cfg);
+        vg_daemon_config_foreach(&d.cfg, print_key, NULL);
         return 0;
     }
     vg_log_set_level(d.cfg.log_level);

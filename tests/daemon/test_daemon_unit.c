@@ -161,7 +161,8 @@ static void test_config_roots(void **state)
                      VG_ENOENT);
 }
 
-/* Every key is documented in systemd/vigild.conf, and the documented values all parse. */
+/* The values documented in systemd/vigild.conf all parse (test_config.c checks that every key is
+ * documented there). */
 static void test_config_example(void **state)
 {
     char *data;
@@ -170,12 +171,6 @@ static void test_config_example(void **state)
     assert_int_equal(
         vg_read_file(VG_SOURCE_DIR "/systemd/vigild.conf", 1 << 20, &data, &len, err, sizeof err),
         0);
-    for (const char *const *k = vg_daemon_config_keys(); *k; k++) {
-        char pat[80];
-        snprintf(pat, sizeof pat, "\n#%s = ", *k);
-        if (!strstr(data, pat + 1) || !strstr(data, pat))
-            fail_msg("key %s is not documented in vigild.conf", *k);
-    }
     /* Uncomment every "#key = value" line and parse the result. */
     char *text = malloc(len + 1);
     size_t n = 0;

@@ -266,6 +266,24 @@ static void test_info_and_cli(void **state)
         assert_non_null(strstr(out, w));
     assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/daemon/vigild' --help", BIN), 0);
     assert_non_null(strstr(out, "--runtime-dir"));
+    /* --help and --check-config list the configuration keys from the table in daemon/config.c. */
+    assert_non_null(strstr(out, "\n  weight_type (enum, default 'auto', restart)\n"));
+    assert_non_null(strstr(out, "\n  max_queued_jobs (integer, default '16', live)\n"));
+    assert_non_null(strstr(out, "\n  media_roots (path list, default '', live)\n"));
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/daemon/vigild' --config '%s' --set weight_type=bf16 "
+                                 "--set max_streams=3 --check-config",
+                                 BIN, conf),
+                     0);
+    assert_non_null(strstr(out, "\nweight_type = bf16\n"));
+    assert_non_null(strstr(out, "\nmax_streams = 3\n"));
+    assert_non_null(strstr(out, "\nmax_queued_jobs = 12\n")); /* from the file */
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/daemon/vigild' --config '%s' --set weight_type=f16 "
+                                 "--check-config 2>&1",
+                                 BIN, conf),
+                     2);
+    assert_non_null(strstr(out, "weight_type"));
     assert_int_equal(vg_testd_sh(out, sizeof out, "'%s/daemon/vigild' --version", BIN), 0);
     assert_non_null(strstr(out, VG_VERSION));
     assert_int_equal(vg_testd_sh(NULL, 0, "'%s/tools/vigil' --bogus 2>/dev/null", BIN), 2);
