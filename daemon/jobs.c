@@ -707,7 +707,7 @@ static void *infer_main(void *arg)
         if (atomic_load(&j->cancel)) {
             fail_job(js, j, VG_ECANCELED, "encode", "");
         } else {
-            vg_infer_gate_enter(js->gate); /* shared with live streams (streams.c) */
+            vg_infer_gate_enter(js->gate); /* shared with live streams (stream_infer.c) */
             infer_job(js, j);
             vg_infer_gate_leave(js->gate);
         }
