@@ -100,10 +100,9 @@ static void mkdir_p(const char *path)
 static void load_log(stream *s)
 {
     vg_streams *ss = s->ss;
-    char dir[VG_CFG_STR + 16], path[VG_CFG_STR + 96], err[512] = "";
-    snprintf(dir, sizeof dir, "%s/streams", ss->cfg->state_dir);
-    mkdir_p(dir);
-    snprintf(path, sizeof path, "%s/%s.events", dir, s->name);
+    const char *path = s->log_path;
+    char err[512] = "";
+    mkdir_p(s->log_dir);
     smsg *m = calloc(1, sizeof *m);
     load_ctx lc = {calloc(EV_RING_CAP, sizeof(char *)),
                    calloc(EV_RING_CAP, sizeof(unsigned long long)), 0, 0, 0};

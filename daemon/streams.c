@@ -438,6 +438,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
     s->log_max = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
+    snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", ss->cfg->state_dir);
+    snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
     s->stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
     s->max_new_tokens = ss->cfg->stream_max_new_tokens;
     for (int i = 0; i < s->nq; i++)

@@ -88,6 +88,9 @@ struct stream {
     char *qtext[VG_STREAM_MAX_QUESTIONS];
     atomic_int stop;
     vg_queue *pairs; /* reader -> inference */
+    /* The log, named at watch time (the reader loads and opens it). */
+    char log_dir[VG_CFG_STR + 16];  /* <state_dir>/streams */
+    char log_path[VG_CFG_STR + 96]; /* <log_dir>/<name>.events */
 
     /* Counters (written by workers, read by the loop). */
     atomic_long frames, n_pairs, dropped, answers, reconnects, rebases;
