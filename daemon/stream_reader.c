@@ -149,7 +149,7 @@ static void load_log(stream *s)
         vg_log(VG_LOG_WARNING, MOD, "stream %s: events will not be logged: %s", s->name, err);
         m->log = NULL;
     }
-    post(ss, m);
+    vg_mailbox_post(ss->mb, m);
 }
 
 typedef struct session {

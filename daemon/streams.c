@@ -7,7 +7,8 @@
  * Loop thread: the stream table, watch/unwatch/streams/events, sequence numbers, publishing on
  * `stream/<name>/{state,answer,event}`, the per-stream log (a vg_journal in
  * <state_dir>/streams/<name>.events, written and fsync'd by its own thread) and a bounded ring of
- * recent records for `events`. Workers send it messages through a bounded queue and a uv_async.
+ * recent records for `events`. Workers send it messages through the streams' mailbox (mailbox.h:
+ * post always takes the message; the loop drains it completely).
  * The reader thread loads the log at start (last sequence number, recent records) and opens it;
  * the janitor thread (here) closes the logs of removed streams, so the loop never touches a file.
  * Retention: a log keeps the newest stream_log_max_records records (snapshotted when the watch is
@@ -40,8 +41,9 @@
 
 static const char *const state_names[] = {"connecting", "live", "stalled", "reconnecting", "ended"};
 
-static void msg_free(smsg *m)
+static void msg_free(void *p)
 {
+    smsg *m = p;
     if (!m)
         return;
     cJSON_Delete(m->payload);
@@ -75,18 +77,9 @@ static void stream_free(stream *s)
 }
 
 /* ===================================================================================================
- * Workers -> loop.
+ * Workers -> loop, through ss->mb (mailbox.h): vg_mailbox_post takes the message and blocks only
+ * while the loop is MSG_QUEUE_CAP messages behind.
  */
-/* Blocks only while the loop is MSG_QUEUE_CAP messages behind. */
-void post(vg_streams *ss, smsg *m)
-{
-    if (vg_queue_push(ss->msgs, m, -1) < 0) {
-        msg_free(m);
-        return;
-    }
-    uv_async_send(&ss->async);
-}
-
 void post_publish(stream *s, const char *kind, cJSON *payload)
 {
     smsg *m = calloc(1, sizeof *m);
@@ -98,7 +91,7 @@ void post_publish(stream *s, const char *kind, cJSON *payload)
     m->s = s;
     snprintf(m->kind, sizeof m->kind, "%s", kind);
     m->payload = payload;
-    post(s->ss, m);
+    vg_mailbox_post(s->ss->mb, m);
 }
 
 void post_state(stream *s, enum stream_state st, const char *detail)
@@ -117,12 +110,10 @@ void post_state(stream *s, enum stream_state st, const char *detail)
 
 void post_simple(stream *s, enum msg_type t)
 {
-    smsg *m;
-    while (!(m = calloc(1, sizeof *m)))
-        uv_sleep(10); /* without it the stream could never be freed */
+    smsg *m = vg_mailbox_alloc_must(sizeof *m); /* without it the stream could never be freed */
     m->type = t;
     m->s = s;
-    post(s->ss, m);
+    vg_mailbox_post(s->ss->mb, m);
 }
 
 /* ===================================================================================================
@@ -201,8 +192,6 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     ring_push(s, line, seq);
 }
 
-static void check_idle(vg_streams *ss);
-
 /* Frees a removed stream once its threads are done and its log is closed. The log is closed by the
  * janitor (it fsyncs) while the stream stays in the table as "stopping", so a new watch of the same
  * name cannot read the log before its last records are on disk. */
@@ -228,8 +217,11 @@ static void maybe_free(vg_streams *ss, stream *s)
     stream_free(s);
 }
 
-static void handle_msg(vg_streams *ss, smsg *m)
+/* The mailbox's handle callback: takes m. */
+static void handle_msg(void *msg, void *opaque)
 {
+    vg_streams *ss = opaque;
+    smsg *m = msg;
     stream *s = m->s;
     switch (m->type) {
     case M_LOADED:
@@ -273,18 +265,10 @@ static void handle_msg(vg_streams *ss, smsg *m)
     msg_free(m);
 }
 
-static void on_async(uv_async_t *a)
+/* The mailbox's close callback. */
+static void on_closed(void *opaque)
 {
-    vg_streams *ss = a->data;
-    void *item;
-    while (vg_queue_pop(ss->msgs, &item, 0) == 0)
-        handle_msg(ss, item);
-    check_idle(ss);
-}
-
-static void on_closed(uv_handle_t *h)
-{
-    vg_streams *ss = h->data;
+    vg_streams *ss = opaque;
     if (ss->on_idle)
         ss->on_idle(ss->on_idle_opaque);
 }
@@ -294,7 +278,13 @@ static void check_idle(vg_streams *ss)
     if (!ss->stopping || ss->head || ss->closed)
         return;
     ss->closed = 1;
-    uv_close((uv_handle_t *)&ss->async, on_closed);
+    vg_mailbox_close(ss->mb, on_closed);
+}
+
+/* The mailbox's drained callback. */
+static void on_drained(void *opaque)
+{
+    check_idle(opaque);
 }
 
 static void stop_stream(stream *s)
@@ -560,8 +550,7 @@ int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, s
     pthread_mutex_init(&ss->mu, NULL);
     pthread_cond_init(&ss->cond, NULL);
     int rc;
-    if ((rc = vg_queue_create(MSG_QUEUE_CAP, &ss->msgs)) < 0 ||
-        (rc = vg_queue_create(1024, &ss->janitor_q)) < 0) {
+    if ((rc = vg_queue_create(1024, &ss->janitor_q)) < 0) {
         vg_streams_destroy(ss);
         return vg_fail(err, errlen, rc, "cannot create the stream queues");
     }
@@ -575,9 +564,13 @@ int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, s
         return vg_fail(err, errlen, -rc, "cannot start the stream janitor thread");
     }
     ss->janitor_started = 1;
-    /* Last: nothing above can fail after the handle exists (it is closed by the shutdown). */
-    uv_async_init(p->loop, &ss->async, on_async);
-    ss->async.data = ss;
+    /* Last, the mailbox and its uv_async (closed by the shutdown): nothing can fail once it exists.
+     * The threads touch it only for a stream, and streams arrive after this function returned. */
+    vg_mailbox_params mp = {p->loop, MSG_QUEUE_CAP, handle_msg, on_drained, msg_free, ss};
+    if ((rc = vg_mailbox_create(&mp, &ss->mb)) < 0) {
+        vg_streams_destroy(ss);
+        return vg_fail(err, errlen, rc, "cannot create the stream mailbox");
+    }
     *out = ss;
     return 0;
 }
@@ -614,17 +607,7 @@ void vg_streams_destroy(vg_streams *ss)
         }
         vg_queue_destroy(ss->janitor_q);
     }
-    if (ss->msgs) {
-        while (vg_queue_pop(ss->msgs, &item, 0) == 0) {
-            smsg *m = item;
-            if (m->type == M_LOADED && m->s) {
-                m->s->log = m->log;
-                m->log = NULL;
-            }
-            msg_free(m);
-        }
-        vg_queue_destroy(ss->msgs);
-    }
+    vg_mailbox_destroy(ss->mb); /* frees what the loop did not handle (closing M_LOADED's log) */
     while (ss->head) {
         stream *s = ss->head;
         ss->head = s->next;

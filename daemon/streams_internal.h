@@ -9,10 +9,11 @@
  *    pacing, sampling by presentation time, pairs for the inference thread).
  *  - stream_infer.c: the one stream inference thread (the KV window of every stream, answers,
  *    event transitions).
- * Workers talk to the loop only through the messages below (smsg), posted with post_publish,
- * post_state and post_simple. Functions shared between these files keep short unprefixed names,
- * as file-local ones do (STYLE.md): they never leave the stream code, and the code moved out of
- * streams.c reads as it did.
+ * Workers talk to the loop only through the messages below (smsg), posted to the streams' mailbox
+ * (mailbox.h) with post_publish, post_state, post_simple or, for M_LOADED, vg_mailbox_post.
+ * Functions shared between these files keep short unprefixed names, as file-local ones do
+ * (STYLE.md): they never leave the stream code, and the code moved out of streams.c reads as it
+ * did.
  */
 #ifndef VG_DAEMON_STREAMS_INTERNAL_H
 #define VG_DAEMON_STREAMS_INTERNAL_H
@@ -20,6 +21,7 @@
 #include "streams.h"
 
 #include "common.h"
+#include "mailbox.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -127,8 +129,8 @@ struct stream {
     stream *i_next;
 };
 
-/* Worker -> loop messages. A message is owned by whoever holds it: the poster until it posts, then
- * the loop, which frees it with msg_free once handled. */
+/* Worker -> loop messages. The poster owns a message until it posts it; vg_mailbox_post always
+ * takes it (the loop frees it with msg_free once handled, the mailbox on failure). */
 enum msg_type { M_LOADED, M_PUBLISH, M_READER_DONE, M_INFER_DONE, M_LOG_CLOSED };
 
 typedef struct smsg {
@@ -153,8 +155,8 @@ struct vg_streams {
     /* Loop-owned (cfg: the loop only, the workers use the stream's snapshot). */
     const vg_daemon_config *cfg;
     vg_ipc_server *ipc;
-    uv_async_t async;
-    vg_queue *msgs, *janitor_q;
+    vg_mailbox *mb; /* workers -> loop (create and close on the loop; posted to by workers) */
+    vg_queue *janitor_q;
     stream *head;
     int n_streams;
     int stopping, closed;
@@ -184,11 +186,10 @@ static inline void pair_free(pair_item *p)
     free(p);
 }
 
-/* streams.c: messages to the loop (any worker thread). post takes m (freed if it cannot be
- * queued); post_publish takes payload (freed if the message cannot be made); post_state publishes
- * and logs a state change; post_simple sends a message without payload that must arrive (a
- * thread's last word about the stream). */
-void post(vg_streams *ss, smsg *m);
+/* streams.c: messages to the loop (any worker thread). post_publish takes payload (a best-effort
+ * message: dropped, payload freed, when memory runs out); post_state publishes and logs a state
+ * change; post_simple sends a message without payload that must arrive (a thread's last word about
+ * the stream: allocated with vg_mailbox_alloc_must). */
 void post_publish(stream *s, const char *kind, cJSON *payload);
 void post_state(stream *s, enum stream_state st, const char *detail);
 void post_simple(stream *s, enum msg_type t);
