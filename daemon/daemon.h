@@ -1,7 +1,8 @@
 /*
  * daemon.h: the testable parts of vigild (library vg_daemon_core): configuration, the request
  * protocol, the result journal, the systemd notification helper, the inference gate and the event
- * tracker of live streams. main.c, jobs.c and the stream files build the daemon from these.
+ * tracker of live streams (plus the worker->loop mailbox, in mailbox.h because it needs libuv).
+ * main.c, jobs.c and the stream files build the daemon from these.
  *
  * Threads: the config and protocol functions are pure (any thread; each object belongs to one
  * thread at a time). A vg_journal's append runs on the loop thread and never blocks; its writes and

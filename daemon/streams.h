@@ -6,7 +6,7 @@
  * Threads: every vg_streams_* function runs on the loop thread and never blocks. Each stream has
  * its own reader thread (open, reconnect, decode, sample, patchify); one stream inference thread
  * serves every stream (encode, window prefill, answers); a janitor thread closes finished streams'
- * logs (the close fsyncs). Workers report to the loop through a bounded queue and a uv_async.
+ * logs (the close fsyncs). Workers report to the loop through a mailbox (mailbox.h).
  * The pure event tracker (vg_stream_track_update) and the inference gate are declared in daemon.h
  * (library vg_daemon_core).
  */
