@@ -22,8 +22,6 @@
 #define _XOPEN_SOURCE 700
 #include "streams_internal.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
