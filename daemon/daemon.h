@@ -1,7 +1,8 @@
 /*
  * daemon.h: the testable parts of vigild (library vg_daemon_core): configuration, the request
- * protocol, the result journal and the systemd notification helper. main.c and jobs.c build the
- * daemon from these.
+ * protocol, the result journal, the systemd notification helper, the inference gate and the event
+ * tracker of live streams (plus the worker->loop mailbox, in mailbox.h because it needs libuv).
+ * main.c, jobs.c and the stream files build the daemon from these.
  *
  * Threads: the config and protocol functions are pure (any thread; each object belongs to one
  * thread at a time). A vg_journal's append runs on the loop thread and never blocks; its writes and
@@ -349,7 +350,44 @@ void vg_journal_close(vg_journal *j);
 uint32_t vg_crc32(const void *data, size_t len);
 
 /* ===================================================================================================
- * Inference gate (implemented in streams.c): a FIFO (ticket) lock that serializes the model's heavy
+ * Event transitions of one standing question of a live stream (stream_track.c; pure, any thread).
+ * vg_event is pipeline.h's parsed event (start, end, label); this library only reads it.
+ */
+typedef struct vg_event vg_event;
+
+typedef struct vg_stream_track {
+    int active;   /* an event is ongoing */
+    double start; /* its start, stream seconds */
+    double end;   /* the latest end seen for it, stream seconds */
+    char label[256];
+} vg_stream_track;
+
+enum { VG_TRANSITION_STARTED = 1, VG_TRANSITION_ENDED = 2 };
+
+typedef struct vg_stream_transition {
+    int kind;          /* VG_TRANSITION_* */
+    double start, end; /* stream seconds; end only for ENDED */
+    char label[256];
+} vg_stream_transition;
+
+/* Feeds one answer's parsed events ev[n] (times relative to base: stream time = base + t) over the
+ * window [win_start, win_end] (stream seconds) into t. An event counts as present when, mapped to
+ * stream time and clipped to the window, it ends no earlier than win_end - gap (it reaches the
+ * newest video); of several, the one that ends last. Transitions written to out[0..1], count
+ * returned:
+ *  - not active, present: STARTED at the event's start;
+ *  - active, present but starting more than gap after the tracked end: ENDED (tracked start, end)
+ *    then STARTED (a new occurrence);
+ *  - active, not present: ENDED at the end the answer gives for an event overlapping the tracked
+ *    one (its end is well before the window end), else at the last end seen;
+ *  - otherwise none (an active event's end advances).
+ * NULL ev with n 0 is "no event". Returns 0, 1 or 2, or VG_EINVAL for bad arguments. */
+int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, double base,
+                           double win_start, double win_end, double gap,
+                           vg_stream_transition out[2]);
+
+/* ===================================================================================================
+ * Inference gate (infer_gate.c): a FIFO (ticket) lock that serializes the model's heavy
  * calls between the clip-job inference thread and the stream inference thread, so neither can
  * starve the other: each waits at most one unit of the other (one clip job's inference, or one
  * stream step: one pair's encode and prefill, or one round of answers). Any thread; NULL gates are

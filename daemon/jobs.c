@@ -9,15 +9,18 @@
  *  - The inference thread (one; the engine spreads its BLAS work over its own threads) encodes each
  *    temporal slice, builds the prompt, prefills and generates, and parses the answer.
  *  - Workers read only the job's immutable request fields and write only its w_* scratch fields;
- *    everything they report (progress, tokens, the result) travels as a jmsg through a bounded
- *    queue and a uv_async whose callback drains the queue completely. The loop never frees a job
- *    while `in_worker` is set (set when queued for a worker, cleared by the worker's DONE message).
+ *    everything they report (progress, tokens, the result) travels as a jmsg through the jobs'
+ *    mailbox (mailbox.h: post always takes the message; the loop drains it completely). Progress
+ *    and tokens are best effort (dropped when memory runs out); DONE must arrive (allocated with
+ *    vg_mailbox_alloc_must). The loop never frees a job while `in_worker` is set (set when queued
+ *    for a worker, cleared by the worker's DONE message).
  *  - Cancellation: job->cancel (atomic) is read by FFmpeg's interrupt callback and by the engine
  *    between layers and tokens; the loop sets it for `cancel`, the deadline and shutdown.
  */
 #include "jobs.h"
 
 #include "common.h"
+#include "mailbox.h"
 #include "pipeline.h"
 #include "qa.h"
 
@@ -111,9 +114,9 @@ struct vg_jobs {
     vg_journal *journal;
     vg_infer_gate *gate;
     vg_ipc_server *ipc;
-    uv_async_t async;
+    vg_mailbox *mb; /* workers -> loop */
     uv_timer_t timer;
-    vg_queue *msgs, *decode_q, *infer_q;
+    vg_queue *decode_q, *infer_q;
     pthread_t *decoders;
     int n_decoders;
     pthread_t infer;
@@ -125,7 +128,7 @@ struct vg_jobs {
     int stopping;
     void (*on_idle)(void *);
     void *on_idle_opaque;
-    int handles_closed;
+    int closing, handles_closed; /* the mailbox and the timer */
 };
 
 static double unix_now(void)
@@ -154,8 +157,9 @@ static void job_free(job *j)
     free(j);
 }
 
-static void msg_free(jmsg *m)
+static void msg_free(void *p)
 {
+    jmsg *m = p;
     if (!m)
         return;
     free(m->text);
@@ -278,19 +282,10 @@ static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
 }
 
 /* ===================================================================================================
- * Workers.
+ * Workers. They report through js->mb (mailbox.h): vg_mailbox_post takes the message and blocks
+ * only while the loop is MSG_QUEUE_CAP messages behind (back-pressure on the model).
  */
-static void post(vg_jobs *js, jmsg *m)
-{
-    /* Blocks only while the loop is behind by MSG_QUEUE_CAP messages: back-pressure on the model.
-     */
-    if (vg_queue_push(js->msgs, m, -1) < 0) {
-        msg_free(m);
-        return;
-    }
-    uv_async_send(&js->async);
-}
-
+/* STARTED and PROGRESS: best effort, dropped when memory runs out. */
 static void post_simple(vg_jobs *js, job *j, enum msg_type t, const char *stage, int percent)
 {
     jmsg *m = calloc(1, sizeof *m);
@@ -301,7 +296,7 @@ static void post_simple(vg_jobs *js, job *j, enum msg_type t, const char *stage,
     m->percent = percent;
     if (stage)
         snprintf(m->stage, sizeof m->stage, "%s", stage);
-    post(js, m);
+    vg_mailbox_post(js->mb, m);
 }
 
 static void post_done(vg_jobs *js, job *j, int status, const char *code, const char *fmt, ...)
@@ -309,12 +304,8 @@ static void post_done(vg_jobs *js, job *j, int status, const char *code, const c
 
 static void post_done(vg_jobs *js, job *j, int status, const char *code, const char *fmt, ...)
 {
-    jmsg *m = calloc(1, sizeof *m);
-    if (!m) {
-        /* Without the DONE message the job would stay in a worker forever: wait for memory. */
-        while (!(m = calloc(1, sizeof *m)))
-            uv_sleep(10);
-    }
+    /* Must arrive: without the DONE message the job would stay in a worker forever. */
+    jmsg *m = vg_mailbox_alloc_must(sizeof *m);
     m->type = MSG_DONE;
     m->j = j;
     m->status = status;
@@ -342,7 +333,7 @@ static void post_done(vg_jobs *js, job *j, int status, const char *code, const c
     j->w_video = NULL;
     free(j->w_patches);
     j->w_patches = NULL;
-    post(js, m);
+    vg_mailbox_post(js->mb, m);
 }
 
 static const char *cancel_code(const job *j)
@@ -494,7 +485,7 @@ static int on_piece(const char *text, size_t len, void *opaque)
 {
     gen_ctx *g = opaque;
     job *j = g->j;
-    jmsg *m = calloc(1, sizeof *m);
+    jmsg *m = calloc(1, sizeof *m); /* best effort: dropped when memory runs out */
     if (m) {
         m->type = MSG_TOKEN;
         m->j = j;
@@ -505,7 +496,7 @@ static int on_piece(const char *text, size_t len, void *opaque)
             m->text[len] = 0;
             m->len = len;
         }
-        post(g->js, m);
+        vg_mailbox_post(g->js->mb, m);
     }
     return atomic_load(&j->cancel) != 0;
 }
@@ -621,7 +612,7 @@ static void *infer_main(void *arg)
         if (atomic_load(&j->cancel)) {
             fail_job(js, j, VG_ECANCELED, "encode", "");
         } else {
-            vg_infer_gate_enter(js->gate); /* shared with live streams (streams.c) */
+            vg_infer_gate_enter(js->gate); /* shared with live streams (stream_infer.c) */
             infer_job(js, j);
             vg_infer_gate_leave(js->gate);
         }
@@ -648,10 +639,11 @@ static void text_append(job *j, const char *s, size_t n)
     j->text[j->text_len] = 0;
 }
 
-static void check_idle(vg_jobs *js);
-
-static void handle_msg(vg_jobs *js, jmsg *m)
+/* The mailbox's handle callback: takes m. */
+static void handle_msg(void *msg, void *opaque)
 {
+    vg_jobs *js = opaque;
+    jmsg *m = msg;
     job *j = m->j;
     cJSON *p;
     switch (m->type) {
@@ -729,15 +721,6 @@ static void handle_msg(vg_jobs *js, jmsg *m)
     msg_free(m);
 }
 
-static void on_async(uv_async_t *a)
-{
-    vg_jobs *js = a->data;
-    void *item;
-    while (vg_queue_pop(js->msgs, &item, 0) == 0)
-        handle_msg(js, item);
-    check_idle(js);
-}
-
 static void prune(vg_jobs *js)
 {
     double now = unix_now();
@@ -781,20 +764,32 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
-static void on_closed(uv_handle_t *h)
+/* Called once for the mailbox and once for the timer; the manager is idle after both. */
+static void on_closed(void *opaque)
 {
-    vg_jobs *js = h->data;
+    vg_jobs *js = opaque;
     if (++js->handles_closed == 2 && js->on_idle)
         js->on_idle(js->on_idle_opaque);
 }
 
+static void on_timer_closed(uv_handle_t *h)
+{
+    on_closed(h->data);
+}
+
 static void check_idle(vg_jobs *js)
 {
-    if (!js->stopping || js->n_active > 0 || js->handles_closed ||
-        uv_is_closing((uv_handle_t *)&js->timer))
+    if (!js->stopping || js->n_active > 0 || js->closing)
         return;
-    uv_close((uv_handle_t *)&js->async, on_closed);
-    uv_close((uv_handle_t *)&js->timer, on_closed);
+    js->closing = 1;
+    vg_mailbox_close(js->mb, on_closed);
+    uv_close((uv_handle_t *)&js->timer, on_timer_closed);
+}
+
+/* The mailbox's drained callback. */
+static void on_drained(void *opaque)
+{
+    check_idle(opaque);
 }
 
 void vg_jobs_shutdown(vg_jobs *js, void (*done)(void *opaque), void *opaque)
@@ -1123,17 +1118,14 @@ int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t err
     js->gate = p->gate;
     int rc;
     size_t qcap = (size_t)VG_MAX(p->cfg->max_queued_jobs, 1024);
-    if ((rc = vg_queue_create(MSG_QUEUE_CAP, &js->msgs)) < 0 ||
-        (rc = vg_queue_create(qcap, &js->decode_q)) < 0 ||
+    if ((rc = vg_queue_create(qcap, &js->decode_q)) < 0 ||
         (rc = vg_queue_create(qcap, &js->infer_q)) < 0) {
         vg_jobs_destroy(js);
         return vg_fail(err, errlen, rc, "cannot create the job queues");
     }
-    uv_async_init(p->loop, &js->async, on_async);
-    js->async.data = js;
-    uv_timer_init(p->loop, &js->timer);
-    js->timer.data = js;
-    uv_timer_start(&js->timer, on_timer, 100, 100);
+    /* The threads start before the loop handles exist: every failure below leaves no handle to
+     * close, and vg_jobs_destroy only joins threads and frees memory. The threads touch the
+     * mailbox only for a job, and jobs arrive after this function has returned. */
     js->decoders = calloc((size_t)p->cfg->max_concurrent_decodes, sizeof *js->decoders);
     if (!js->decoders) {
         vg_jobs_destroy(js);
@@ -1151,6 +1143,17 @@ int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t err
         return vg_fail(err, errlen, -rc, "cannot start the inference thread");
     }
     js->infer_started = 1;
+    /* Last, the loop handles (libuv: once a handle exists its memory may only be released from its
+     * close callback): the mailbox, whose creation is the last step that can fail, then the
+     * timer, which cannot fail. */
+    vg_mailbox_params mp = {p->loop, MSG_QUEUE_CAP, handle_msg, on_drained, msg_free, js};
+    if ((rc = vg_mailbox_create(&mp, &js->mb)) < 0) {
+        vg_jobs_destroy(js);
+        return vg_fail(err, errlen, rc, "cannot create the job mailbox");
+    }
+    uv_timer_init(p->loop, &js->timer);
+    js->timer.data = js;
+    uv_timer_start(&js->timer, on_timer, 100, 100);
     *out = js;
     return 0;
 }
@@ -1168,12 +1171,7 @@ void vg_jobs_destroy(vg_jobs *js)
     if (js->infer_started)
         pthread_join(js->infer, NULL);
     free(js->decoders);
-    void *item;
-    if (js->msgs) {
-        while (vg_queue_pop(js->msgs, &item, 0) == 0)
-            msg_free(item);
-        vg_queue_destroy(js->msgs);
-    }
+    vg_mailbox_destroy(js->mb); /* frees what the loop did not handle */
     vg_queue_destroy(js->decode_q);
     vg_queue_destroy(js->infer_q);
     while (js->head) {

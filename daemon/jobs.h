@@ -1,6 +1,6 @@
 /*
  * jobs.h: vigild's job manager (private to daemon/). Owns the job table, the decode thread pool,
- * the inference thread and the uv_async that brings their results back to the loop.
+ * the inference thread and the mailbox (mailbox.h) that brings their results back to the loop.
  *
  * Threads: every function here runs on the loop thread. The workers never touch loop-owned state;
  * they report through messages that the async callback drains.

@@ -1,51 +1,16 @@
 /*
  * streams.c: live streams: standing questions over camera feeds, answered as events as they happen.
- *
- * Per stream, the reader thread opens the URL (stop flag, stall timeout), reads frames with
- * vg_media_next_frame resized to the stream's smart_resize size, samples at the stream's fps by
- * presentation time (the first frame at or after each 1/fps tick), patchifies each pair of sampled
- * frames (one temporal slice) and hands it to the stream inference thread through a small bounded
- * queue (when the model falls behind, the newest pair is dropped and counted: memory stays
- * bounded). A drop or a stall (no frame for stream_stall_timeout_s) publishes `stalled`, then
- * `reconnecting` with exponential backoff (0.5 s doubling to 30 s); a file that ends is `ended`.
- * Stream time is the first session's presentation time minus its first frame's; after a reconnect
- * it continues from the last frame plus the wall-clock gap, so it never goes back. Files (not live)
- * are paced at their native rate times the stream's speed knob (replays, soak tests).
- *
- * One stream inference thread serves every stream, round-robin, one unit of work per stream per
- * turn (encode and append one pair, or answer the standing questions once), so no stream starves
- * another. Clip jobs have their own inference thread (jobs.c); the two take turns through the
- * inference gate (a FIFO ticket lock, below), held by the streams for one step and by the jobs for
- * one job, so the model's heavy calls never run twice at once (no BLAS oversubscription) and
- * neither side waits longer than one unit of the other. While a long clip job runs, a stream's
- * pair queue fills and new pairs are dropped (counted in dropped_pairs).
- *
- * The KV window of a stream: [head "<|im_start|>user\n"] [pair 1] ... [pair k], each pair
- * "<t seconds><|vision_start|>pads<|vision_end|>". A new pair is encoded once (its vision output
- * kept in a ring of the last window_s seconds) and prefilled alone, positions continuing; the
- * oldest pair leaves with vg_seq_remove (RoPE is relative: the gap in positions is harmless; the
- * head stays). A question prefills "question<|im_end|>\n<|im_start|>assistant\n", generates, then
- * vg_seq_truncate drops the suffix and answer again. So the work per second of video and per
- * update does not grow with the window's age.
- *
- * Timestamps: the pairs' "<t seconds>" are printed relative to the window base (the oldest pair's
- * first frame at the last rebase), keeping them inside the range the model saw in training (clips
- * of 0-40 s): answers are mapped back to stream time by adding the base. When the newest pair's
- * relative time would pass max(40, 2 * window_s) or its positions would pass half of
- * max_position_embeddings, the window is rebased: the KV cache is cut back to the head and every
- * pair in the ring is prefilled again from its cached vision output with a new base and fresh
- * positions (one full window prefill, amortized over tens of seconds).
- *
- * Events: each answer is parsed (vg_answer_parse) and fed to the question's track
- * (vg_stream_track_update): `started` and `ended` transitions, in stream seconds and UTC wall-clock
- * (the wall time at which the pair holding that stream time was received).
+ * This file is the loop side; the reader threads are in stream_reader.c, the inference thread and
+ * the KV window in stream_infer.c, the event transitions in stream_track.c and the inference gate
+ * in infer_gate.c (streams_internal.h holds what they share; docs/design.md has the picture).
  *
  * Loop thread: the stream table, watch/unwatch/streams/events, sequence numbers, publishing on
  * `stream/<name>/{state,answer,event}`, the per-stream log (a vg_journal in
  * <state_dir>/streams/<name>.events, written and fsync'd by its own thread) and a bounded ring of
- * recent records for `events`. Workers send it messages through a bounded queue and a uv_async.
+ * recent records for `events`. Workers send it messages through the streams' mailbox (mailbox.h:
+ * post always takes the message; the loop drains it completely).
  * The reader thread loads the log at start (last sequence number, recent records) and opens it;
- * the janitor thread closes the logs of removed streams, so the loop never touches a file.
+ * the janitor thread (here) closes the logs of removed streams, so the loop never touches a file.
  * Retention: a log keeps the newest stream_log_max_records records (snapshotted when the watch is
  * accepted, as log_max): the reader cuts a longer log back when it loads it, and the log's writer
  * thread cuts it back to log_max whenever log_max / 2 records have been appended beyond those kept
@@ -55,30 +20,14 @@
  * name again reads a complete log).
  */
 #define _XOPEN_SOURCE 700
-#include "streams.h"
+#include "streams_internal.h"
 
-#include "common.h"
-#include "qa.h"
-
-#include <errno.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #define MOD            "streams"
 #define MSG_QUEUE_CAP  8192
 #define PAIR_QUEUE_CAP 4
-#define EV_RING_CAP    1024
-#define ANSWER_MAX     8192
-#define TS_TOKENS_MAX  48
-#define BACKOFF_MIN_S  0.5
-#define BACKOFF_MAX_S  30.0
-#define TS_HORIZON_MIN 40.0
 #define DEFAULT_FPS    2.0
 #define DEFAULT_WINDOW 16.0
 #define DEFAULT_UPDATE 2.0
@@ -87,257 +36,11 @@
  * of 4 s and more and answers a 0.5 s window with noise). */
 #define DEFAULT_MIN_WINDOW 4.0
 
-/* ===================================================================================================
- * Event transitions (pure).
- */
-int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, double base,
-                           double win_start, double win_end, double gap,
-                           vg_stream_transition out[2])
-{
-    if (!t || !out || (n > 0 && !ev) || !(win_end >= win_start) || !(gap >= 0))
-        return VG_EINVAL;
-    int present = 0, overlap = 0;
-    double ps = 0, pe = 0, oe = 0;
-    const char *plabel = "";
-    for (size_t i = 0; i < n; i++) {
-        double s = base + ev[i].start, e = base + ev[i].end;
-        if (!isfinite(s) || !isfinite(e))
-            continue;
-        if (e < s) {
-            double x = s;
-            s = e;
-            e = x;
-        }
-        if (e < win_start || s > win_end)
-            continue; /* outside what the model saw */
-        s = VG_MAX(s, win_start);
-        e = VG_MIN(e, win_end);
-        if (e >= win_end - gap && (!present || e > pe)) {
-            present = 1;
-            ps = s;
-            pe = e;
-            plabel = ev[i].label;
-        } else if (t->active && s <= t->end + gap && e >= t->start && (!overlap || e > oe)) {
-            overlap = 1;
-            oe = e;
-        }
-    }
-    int k = 0;
-    if (t->active && present && ps > t->end + gap) {
-        out[k].kind = VG_TRANSITION_ENDED;
-        out[k].start = t->start;
-        out[k].end = t->end;
-        snprintf(out[k].label, sizeof out[k].label, "%s", t->label);
-        k++;
-        t->active = 0;
-    }
-    if (!t->active && present) {
-        t->active = 1;
-        t->start = ps;
-        t->end = pe;
-        snprintf(t->label, sizeof t->label, "%s", plabel);
-        out[k].kind = VG_TRANSITION_STARTED;
-        out[k].start = ps;
-        out[k].end = pe;
-        snprintf(out[k].label, sizeof out[k].label, "%s", plabel);
-        return k + 1;
-    }
-    if (t->active && present) {
-        t->end = VG_MAX(t->end, pe);
-        return k;
-    }
-    if (t->active) {
-        out[k].kind = VG_TRANSITION_ENDED;
-        out[k].start = t->start;
-        out[k].end = overlap ? VG_MAX(oe, t->start) : t->end;
-        snprintf(out[k].label, sizeof out[k].label, "%s", t->label);
-        t->active = 0;
-        k++;
-    }
-    return k;
-}
-
-/* ===================================================================================================
- * Inference gate: a ticket lock (FIFO, so whoever waits first goes first).
- */
-struct vg_infer_gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    unsigned long long next, serving;
-};
-
-int vg_infer_gate_create(vg_infer_gate **out)
-{
-    vg_infer_gate *g = calloc(1, sizeof *g);
-    if (!g)
-        return VG_ENOMEM;
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cond, NULL);
-    *out = g;
-    return 0;
-}
-
-void vg_infer_gate_destroy(vg_infer_gate *g)
-{
-    if (!g)
-        return;
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cond);
-    free(g);
-}
-
-void vg_infer_gate_enter(vg_infer_gate *g)
-{
-    if (!g)
-        return;
-    pthread_mutex_lock(&g->mu);
-    unsigned long long ticket = g->next++;
-    while (g->serving != ticket)
-        pthread_cond_wait(&g->cond, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
-void vg_infer_gate_leave(vg_infer_gate *g)
-{
-    if (!g)
-        return;
-    pthread_mutex_lock(&g->mu);
-    g->serving++;
-    pthread_cond_broadcast(&g->cond);
-    pthread_mutex_unlock(&g->mu);
-}
-
-/* ===================================================================================================
- * Types.
- */
 static const char *const state_names[] = {"connecting", "live", "stalled", "reconnecting", "ended"};
-enum stream_state { SS_CONNECTING, SS_LIVE, SS_STALLED, SS_RECONNECTING, SS_ENDED };
 
-typedef struct pair_item {
-    float *patches; /* [gh*gw][cols] */
-    size_t rows, cols;
-    int gh, gw;
-    double t0, t1; /* stream seconds of the two frames */
-    double wall;   /* unix seconds of the second frame (see reader_main) */
-    int paced;     /* a file read at its own rate (wall: when it was due), else a live input */
-} pair_item;
-
-typedef struct win_entry {
-    double t0, t1, wall; /* the pair's frames in stream seconds; wall: see pair_item */
-    int paced;
-} win_entry;
-
-typedef struct question {
-    char *text;
-    vg_stream_track track;
-    double start_wall;
-} question;
-
-typedef struct stream stream;
-typedef struct vg_streams vg_streams;
-
-struct stream {
-    /* Immutable after watch (read by every thread). */
-    vg_streams *ss;
-    char name[VG_ID_MAX + 1];
-    char *url, *resolved;
-    int is_url;
-    vg_media_policy *policy; /* what the reader may open, as configured at watch time */
-    size_t log_max;          /* stream_log_max_records at watch time; 0 = no limit */
-    int stall_ms;            /* stream_stall_timeout_s at watch time (workers never read cfg) */
-    int max_new_tokens;      /* stream_max_new_tokens at watch time */
-    double fps, window_s, update_s, min_window_s, speed;
-    long max_pixels, min_pixels; /* per frame (smart_resize budget) */
-    int nq;
-    char *qtext[VG_STREAM_MAX_QUESTIONS];
-    atomic_int stop;
-    vg_queue *pairs; /* reader -> inference */
-
-    /* Counters (written by workers, read by the loop). */
-    atomic_long frames, n_pairs, dropped, answers, reconnects, rebases;
-    _Atomic double win_start, win_end;
-
-    /* Loop-owned. */
-    enum stream_state state;
-    char detail[256];
-    double created;
-    unsigned long long next_seq;
-    char *ring[EV_RING_CAP]; /* recent records, JSON */
-    unsigned long long ring_seq[EV_RING_CAP];
-    size_t ring_n, ring_head; /* oldest at ring_head */
-    vg_journal *log;
-    int reader_running, infer_running, removing, loaded;
-    int closing; /* the janitor owns log until M_LOG_CLOSED */
-    pthread_t reader;
-    stream *next;
-
-    /* Inference-thread-owned. */
-    int i_ready, i_failed;
-    vg_qa *qa;         /* the KV window: head and pairs (qa.h) */
-    win_entry *ring_w; /* the times of the pairs the session holds, oldest at w_head */
-    size_t w_cap, w_n, w_head;
-    size_t cap_tokens, max_suffix;
-    double next_update_ms;
-    int fresh; /* pairs since the last answer */
-    question q[VG_STREAM_MAX_QUESTIONS];
-    stream *i_next;
-};
-
-enum msg_type { M_LOADED, M_PUBLISH, M_READER_DONE, M_INFER_DONE, M_LOG_CLOSED };
-
-typedef struct smsg {
-    enum msg_type type;
-    stream *s;
-    char kind[16]; /* PUBLISH: state, answer or event */
-    cJSON *payload;
-    /* LOADED */
-    vg_journal *log;
-    unsigned long long last_seq;
-    char **lines;
-    unsigned long long *line_seq;
-    size_t n_lines;
-} smsg;
-
-struct vg_streams {
-    uv_loop_t *loop;
-    vg_model *model;
-    const vg_model_info *mi;
-    const vg_daemon_config *cfg;
-    vg_infer_gate *gate;
-    vg_ipc_server *ipc;
-    uv_async_t async;
-    vg_queue *msgs, *janitor_q;
-    stream *head;
-    int n_streams;
-    int stopping, closed;
-    void (*on_idle)(void *);
-    void *on_idle_opaque;
-    /* The inference thread's list, under mu. */
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    stream *i_head;
-    int quit, work;
-    pthread_t infer, janitor;
-    int infer_started, janitor_started;
-};
-
-static double unix_now(void)
+static void msg_free(void *p)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void pair_free(pair_item *p)
-{
-    if (!p)
-        return;
-    free(p->patches);
-    free(p);
-}
-
-static void msg_free(smsg *m)
-{
+    smsg *m = p;
     if (!m)
         return;
     cJSON_Delete(m->payload);
@@ -370,17 +73,11 @@ static void stream_free(stream *s)
     free(s);
 }
 
-/* Workers -> loop. Blocks only while the loop is MSG_QUEUE_CAP messages behind. */
-static void post(vg_streams *ss, smsg *m)
-{
-    if (vg_queue_push(ss->msgs, m, -1) < 0) {
-        msg_free(m);
-        return;
-    }
-    uv_async_send(&ss->async);
-}
-
-static void post_publish(stream *s, const char *kind, cJSON *payload)
+/* ===================================================================================================
+ * Workers -> loop, through ss->mb (mailbox.h): vg_mailbox_post takes the message and blocks only
+ * while the loop is MSG_QUEUE_CAP messages behind.
+ */
+void post_publish(stream *s, const char *kind, cJSON *payload)
 {
     smsg *m = calloc(1, sizeof *m);
     if (!m) {
@@ -391,10 +88,10 @@ static void post_publish(stream *s, const char *kind, cJSON *payload)
     m->s = s;
     snprintf(m->kind, sizeof m->kind, "%s", kind);
     m->payload = payload;
-    post(s->ss, m);
+    vg_mailbox_post(s->ss->mb, m);
 }
 
-static void post_state(stream *s, enum stream_state st, const char *detail)
+void post_state(stream *s, enum stream_state st, const char *detail)
 {
     cJSON *p = cJSON_CreateObject();
     if (!p)
@@ -408,647 +105,17 @@ static void post_state(stream *s, enum stream_state st, const char *detail)
     post_publish(s, "state", p);
 }
 
-static void post_simple(stream *s, enum msg_type t)
+void post_simple(stream *s, enum msg_type t)
 {
-    smsg *m;
-    while (!(m = calloc(1, sizeof *m)))
-        uv_sleep(10); /* without it the stream could never be freed */
+    smsg *m = vg_mailbox_alloc_must(sizeof *m); /* without it the stream could never be freed */
     m->type = t;
     m->s = s;
-    post(s->ss, m);
-}
-
-/* Sleeps up to seconds, returning early (1) when the stream is stopped. */
-static int nap(stream *s, double seconds)
-{
-    double until = vg_now_ms() + seconds * 1000.0;
-    while (!atomic_load(&s->stop)) {
-        double left = until - vg_now_ms();
-        if (left <= 0)
-            return 0;
-        uv_sleep((unsigned)VG_MIN(left, 50.0) + 1);
-    }
-    return 1;
+    vg_mailbox_post(s->ss->mb, m);
 }
 
 /* ===================================================================================================
- * Reader thread.
+ * The janitor thread: closes removed streams' logs (the close fsyncs).
  */
-typedef struct load_ctx {
-    char **lines;
-    unsigned long long *seq;
-    size_t n, head;
-    unsigned long long last;
-} load_ctx;
-
-static void on_log_record(const char *json, size_t len, void *opaque)
-{
-    load_ctx *lc = opaque;
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(o, "seq");
-    if (cJSON_IsNumber(sq) && sq->valuedouble >= 1 && sq->valuedouble < 9e15) {
-        unsigned long long v = (unsigned long long)sq->valuedouble;
-        char *copy = strdup(json);
-        if (copy) {
-            size_t at = (lc->head + lc->n) % EV_RING_CAP;
-            if (lc->n == EV_RING_CAP) {
-                free(lc->lines[lc->head]);
-                at = lc->head;
-                lc->head = (lc->head + 1) % EV_RING_CAP;
-            } else {
-                lc->n++;
-            }
-            lc->lines[at] = copy;
-            lc->seq[at] = v;
-        }
-        if (v > lc->last)
-            lc->last = v;
-    }
-    cJSON_Delete(o);
-}
-
-static void mkdir_p(const char *path)
-{
-    char tmp[VG_CFG_STR + 16];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        mkdir(tmp, 0755);
-        *p = '/';
-    }
-    mkdir(tmp, 0750);
-}
-
-/* Loads the stream's log (recent records, last sequence number), opens it for appending and hands
- * both to the loop. */
-static void load_log(stream *s)
-{
-    vg_streams *ss = s->ss;
-    char dir[VG_CFG_STR + 16], path[VG_CFG_STR + 96], err[512] = "";
-    snprintf(dir, sizeof dir, "%s/streams", ss->cfg->state_dir);
-    mkdir_p(dir);
-    snprintf(path, sizeof path, "%s/%s.events", dir, s->name);
-    smsg *m = calloc(1, sizeof *m);
-    load_ctx lc = {calloc(EV_RING_CAP, sizeof(char *)),
-                   calloc(EV_RING_CAP, sizeof(unsigned long long)), 0, 0, 0};
-    if (!m || !lc.lines || !lc.seq) {
-        free(m);
-        free(lc.lines);
-        free(lc.seq);
-        post_simple(s, M_LOADED);
-        return;
-    }
-    vg_journal_stats st = {0};
-    if (vg_journal_load(path, on_log_record, &lc, &st, err, sizeof err) < 0)
-        vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot read its log: %s", s->name, err);
-    /* Newest log_max records on disk; the writer thread cuts again after log_max / 2 appends. */
-    vg_journal_compaction cp = {.every = s->log_max ? VG_MAX(s->log_max / 2, (size_t)1) : 0,
-                                .keep_last = s->log_max};
-    size_t kept = 0;
-    if (s->log_max && st.good > s->log_max) {
-        if (vg_journal_compact(path, &cp, &kept, err, sizeof err) < 0)
-            vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot compact its log: %s", s->name, err);
-        else
-            vg_log(VG_LOG_INFO, MOD, "stream %s: log cut to its newest %zu of %zu records", s->name,
-                   kept, st.good);
-    }
-    m->type = M_LOADED;
-    m->s = s;
-    m->last_seq = lc.last;
-    /* Oldest first. */
-    m->lines = calloc(EV_RING_CAP, sizeof(char *));
-    m->line_seq = calloc(EV_RING_CAP, sizeof(unsigned long long));
-    if (m->lines && m->line_seq)
-        for (size_t i = 0; i < lc.n; i++) {
-            size_t at = (lc.head + i) % EV_RING_CAP;
-            m->lines[i] = lc.lines[at];
-            m->line_seq[i] = lc.seq[at];
-            lc.lines[at] = NULL;
-        }
-    m->n_lines = m->lines && m->line_seq ? lc.n : 0;
-    for (size_t i = 0; i < EV_RING_CAP; i++)
-        free(lc.lines[i]);
-    free(lc.lines);
-    free(lc.seq);
-    if (vg_journal_open(path, &cp, &m->log, err, sizeof err) < 0) {
-        vg_log(VG_LOG_WARNING, MOD, "stream %s: events will not be logged: %s", s->name, err);
-        m->log = NULL;
-    }
-    post(ss, m);
-}
-
-typedef struct session {
-    vg_media *m;
-    int W, H, gh, gw;
-    uint8_t *frame[2];
-    double ft[2];
-    int nf;
-} session;
-
-static int session_open(stream *s, session *se, char *err, size_t errlen)
-{
-    vg_streams *ss = s->ss;
-    const vg_model_info *mi = ss->mi;
-    vg_media_params mp = vg_media_default_params();
-    mp.protocol_whitelist = vg_media_policy_whitelist(s->policy);
-    mp.allow_url = vg_media_policy_allow;
-    mp.allow_opaque = s->policy;
-    mp.stop = &s->stop;
-    int stall_ms = s->stall_ms;
-    mp.read_timeout_ms = stall_ms;
-    /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it
-     * short leaves an error in the I/O context that ends the session after the first frame. */
-    mp.open_timeout_ms = VG_MAX(stall_ms, 10000);
-    int rc = vg_media_open(s->resolved, &mp, &se->m, err, errlen);
-    if (rc < 0)
-        return rc;
-    const vg_media_info *in = vg_media_get_info(se->m);
-    int factor = mi->patch_size * mi->spatial_merge_size;
-    rc = vg_smart_resize(in->height, in->width, factor, s->min_pixels, s->max_pixels, &se->H,
-                         &se->W, err, errlen);
-    if (rc < 0)
-        return rc;
-    se->gh = se->H / mi->patch_size;
-    se->gw = se->W / mi->patch_size;
-    size_t bytes = (size_t)se->W * (size_t)se->H * 3;
-    se->frame[0] = malloc(bytes);
-    se->frame[1] = malloc(bytes);
-    if (!se->frame[0] || !se->frame[1])
-        return vg_fail(err, errlen, VG_ENOMEM, "out of memory for %dx%d frames", se->W, se->H);
-    return 0;
-}
-
-static void session_close(session *se)
-{
-    vg_media_close(se->m);
-    free(se->frame[0]);
-    free(se->frame[1]);
-    memset(se, 0, sizeof *se);
-}
-
-/* Patchifies the session's two frames and queues them for the inference thread. */
-static void emit_pair(stream *s, session *se, double wall, int paced)
-{
-    const vg_model_info *mi = s->ss->mi;
-    uint8_t *both = malloc((size_t)se->W * se->H * 3 * 2);
-    pair_item *p = calloc(1, sizeof *p);
-    if (!both || !p) {
-        free(both);
-        free(p);
-        atomic_fetch_add(&s->dropped, 1);
-        return;
-    }
-    size_t fb = (size_t)se->W * se->H * 3;
-    memcpy(both, se->frame[0], fb);
-    memcpy(both + fb, se->frame[1], fb);
-    int rc = vg_patchify(both, 2, se->H, se->W, mi->patch_size, mi->temporal_patch_size,
-                         mi->spatial_merge_size, mi->image_mean, mi->image_std, &p->patches,
-                         &p->rows, &p->cols);
-    free(both);
-    if (rc < 0) {
-        free(p);
-        atomic_fetch_add(&s->dropped, 1);
-        return;
-    }
-    p->gh = se->gh;
-    p->gw = se->gw;
-    p->t0 = se->ft[0];
-    p->t1 = se->ft[1];
-    p->wall = wall;
-    p->paced = paced;
-    if (vg_queue_push(s->pairs, p, 0) < 0) {
-        pair_free(p);
-        atomic_fetch_add(&s->dropped, 1);
-        return;
-    }
-    atomic_fetch_add(&s->n_pairs, 1);
-    vg_streams *ss = s->ss;
-    pthread_mutex_lock(&ss->mu);
-    ss->work = 1;
-    pthread_cond_signal(&ss->cond);
-    pthread_mutex_unlock(&ss->mu);
-}
-
-static void *reader_main(void *arg)
-{
-    stream *s = arg;
-    load_log(s);
-    post_state(s, SS_CONNECTING, NULL); /* not the URL: it may carry credentials */
-    double backoff = BACKOFF_MIN_S;
-    double last_t = 0, last_mono = 0, next_tick = 0;
-    int have_last = 0, file_ended = 0, first = 1;
-    char err[512];
-    while (!atomic_load(&s->stop)) {
-        if (!first) {
-            char d[64];
-            snprintf(d, sizeof d, "in %.1f s", backoff);
-            post_state(s, SS_RECONNECTING, d);
-            if (nap(s, backoff))
-                break;
-            backoff = VG_MIN(backoff * 2, BACKOFF_MAX_S);
-            atomic_fetch_add(&s->reconnects, 1);
-        }
-        first = 0;
-        session se;
-        memset(&se, 0, sizeof se);
-        err[0] = 0;
-        int rc = session_open(s, &se, err, sizeof err);
-        if (rc < 0) {
-            session_close(&se);
-            if (atomic_load(&s->stop))
-                break;
-            post_state(s, SS_STALLED, err[0] ? err : vg_strerror(rc));
-            continue;
-        }
-        const vg_media_info *in = vg_media_get_info(se.m);
-        int paced = !in->is_live && !s->is_url;
-        double sess_first = NAN, sess_offset = 0, sess_mono0 = 0;
-        /* Live input: the wall time of stream time t is t + the smallest (arrival - t) seen this
-         * session. Frames are never early, only late (the demuxer's probing buffers the first
-         * seconds of a stream and hands them over at once), so the smallest offset is the one of
-         * frames delivered on time. Paced files arrive exactly when due. */
-        double wall_off = NAN;
-        int live = 0;
-        while (!atomic_load(&s->stop)) {
-            double pts;
-            err[0] = 0;
-            rc = vg_media_next_frame(se.m, se.W, se.H, se.frame[se.nf], &pts, err, sizeof err);
-            if (rc < 0)
-                break;
-            double mono = vg_now_ms();
-            if (isnan(sess_first)) {
-                sess_first = pts;
-                sess_offset = have_last ? last_t + VG_MAX((mono - last_mono) / 1000.0, 0.001) : 0;
-                sess_mono0 = mono;
-                if (!have_last)
-                    next_tick = 0;
-            }
-            double t = sess_offset + (pts - sess_first);
-            if (have_last && t <= last_t)
-                continue; /* a repeated or reordered timestamp */
-            if (paced) {
-                double due = sess_mono0 + (pts - sess_first) * 1000.0 / s->speed;
-                if (due > mono && nap(s, (due - mono) / 1000.0))
-                    break;
-            }
-            last_t = t;
-            last_mono = vg_now_ms();
-            have_last = 1;
-            if (!paced) {
-                double off = unix_now() - t;
-                if (isnan(wall_off) || off < wall_off)
-                    wall_off = off;
-            }
-            atomic_fetch_add(&s->frames, 1);
-            if (!live) {
-                live = 1;
-                backoff = BACKOFF_MIN_S;
-                char d[96];
-                snprintf(d, sizeof d, "%dx%d sampled at %g fps", se.W, se.H, s->fps);
-                post_state(s, SS_LIVE, d);
-            }
-            if (t + 1e-6 < next_tick)
-                continue;
-            double step = 1.0 / s->fps;
-            while (next_tick <= t + 1e-6)
-                next_tick += step;
-            se.ft[se.nf++] = t;
-            if (se.nf == 2) {
-                emit_pair(s, &se, paced ? unix_now() : se.ft[1] + wall_off, paced);
-                se.nf = 0;
-            }
-        }
-        session_close(&se);
-        if (atomic_load(&s->stop))
-            break;
-        if (rc == VG_EPIPE && !s->is_url) {
-            file_ended = 1;
-            break;
-        }
-        post_state(s, SS_STALLED,
-                   rc == VG_ETIMEDOUT ? "no frame within stream_stall_timeout_s"
-                   : rc == VG_EPIPE   ? "the stream ended"
-                                      : (err[0] ? err : vg_strerror(rc)));
-    }
-    post_state(s, SS_ENDED, file_ended ? "end of file" : "unwatched");
-    post_simple(s, M_READER_DONE);
-    return NULL;
-}
-
-/* ===================================================================================================
- * Inference thread: the KV window, held by a video-QA session (qa.h); this file keeps the policy
- * (which pairs the window holds, when to rebase) and each pair's times.
- */
-static int infer_init(stream *s, char *err, size_t errlen)
-{
-    vg_streams *ss = s->ss;
-    const vg_model_info *mi = ss->mi;
-    int rc;
-    size_t max_suffix = 0;
-    for (int i = 0; i < s->nq; i++) {
-        size_t n = 0;
-        s->q[i].text = s->qtext[i];
-        if ((rc = vg_qa_question_tokens(ss->model, s->qtext[i], &n, err, errlen)) < 0)
-            return rc;
-        max_suffix = VG_MAX(max_suffix, n);
-    }
-    int factor = mi->patch_size * mi->spatial_merge_size;
-    size_t tok_pair = (size_t)(s->max_pixels / ((long)factor * factor)) + 1;
-    s->w_cap = (size_t)ceil(s->window_s * s->fps / 2.0) + 2;
-    size_t cap =
-        8 + s->w_cap * (tok_pair + TS_TOKENS_MAX + 2) + max_suffix + (size_t)s->max_new_tokens + 8;
-    if (cap > (size_t)mi->max_position_embeddings)
-        return vg_fail(err, errlen, VG_ELIMIT,
-                       "a window of %g s at %g fps and %ld pixels needs %zu tokens; the model "
-                       "allows %d",
-                       s->window_s, s->fps, s->max_pixels, cap, mi->max_position_embeddings);
-    s->cap_tokens = cap;
-    s->max_suffix = max_suffix;
-    s->ring_w = calloc(s->w_cap, sizeof *s->ring_w);
-    if (!s->ring_w)
-        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
-    vg_qa_params qp = {cap, NULL};
-    if ((rc = vg_qa_create(ss->model, &qp, &s->qa, err, errlen)) < 0 ||
-        (rc = vg_qa_sync(s->qa, &s->stop, err, errlen)) < 0)
-        return rc;
-    s->max_suffix = max_suffix;
-    s->i_ready = 1;
-    return 0;
-}
-
-static void infer_release(stream *s)
-{
-    free(s->ring_w);
-    s->ring_w = NULL;
-    s->w_n = 0;
-    vg_qa_free(s->qa);
-    s->qa = NULL;
-}
-
-/* The times of the i-th pair the window holds (0 = oldest). */
-static win_entry *win_at(stream *s, size_t i)
-{
-    return &s->ring_w[(s->w_head + i) % s->w_cap];
-}
-
-static void evict_oldest(stream *s)
-{
-    vg_qa_evict_oldest(s->qa);
-    s->w_head = (s->w_head + 1) % s->w_cap;
-    s->w_n--;
-}
-
-/* Empties the window after a failure: the session keeps only its head. */
-static void reset_window(stream *s)
-{
-    while (s->w_n > 0)
-        evict_oldest(s);
-}
-
-static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
-{
-    vg_streams *ss = s->ss;
-    const vg_model_info *mi = ss->mi;
-    int merge = mi->spatial_merge_size, mh = p->gh / merge, mw = p->gw / merge;
-    vg_vision_out *vo = NULL;
-    int rc = vg_model_encode_slice(ss->model, p->patches, p->gh, p->gw, &s->stop, &vo, err, errlen);
-    if (rc < 0)
-        return rc;
-    while (s->w_n > 0 && (s->w_n >= s->w_cap - 1 || p->t1 - win_at(s, 0)->t0 > s->window_s + 1e-6))
-        evict_oldest(s);
-    size_t budget =
-        vg_qa_pair_tokens(s->qa, mh, mw) + s->max_suffix + (size_t)s->max_new_tokens + 8;
-    while (s->w_n > 0 && vg_qa_free_tokens(s->qa) < budget)
-        evict_oldest(s);
-    double t = vg_pair_time(p->t0, p->t1);
-    if ((rc = vg_qa_append_pair(s->qa, vo, mh, mw, t, err, errlen)) < 0)
-        return rc; /* the session took vo */
-    win_entry *e = win_at(s, s->w_n);
-    e->t0 = p->t0;
-    e->t1 = p->t1;
-    e->wall = p->wall;
-    e->paced = p->paced;
-    s->w_n++;
-    /* Rebase when the timestamps would leave the trained range or the positions would pass the
-     * limit (half of max_position_embeddings, or twice the window's tokens when that is larger,
-     * so a rebase is never needed again at once). */
-    double horizon = VG_MAX(TS_HORIZON_MIN, 2.0 * s->window_s);
-    size_t maxpos = (size_t)mi->max_position_embeddings;
-    size_t pos_limit = VG_MAX(maxpos / 2, VG_MIN(maxpos, 2 * s->cap_tokens));
-    if (s->w_n == 1 || t - vg_qa_base(s->qa) > horizon ||
-        (size_t)vg_qa_next_pos(s->qa) + budget > pos_limit) {
-        atomic_fetch_add(&s->rebases, 1);
-        rc = vg_qa_rebase(s->qa, win_at(s, 0)->t0, &s->stop, err, errlen);
-        if (rc < 0)
-            s->w_n = 0; /* the session dropped every pair */
-    } else {
-        rc = vg_qa_sync(s->qa, &s->stop, err, errlen);
-        if (rc < 0) {
-            s->w_n--; /* the session dropped the new pair; start again from the head */
-            reset_window(s);
-        }
-    }
-    if (rc < 0)
-        return rc;
-    atomic_store(&s->win_start, win_at(s, 0)->t0);
-    atomic_store(&s->win_end, e->t1);
-    s->fresh++;
-    return 0;
-}
-
-/* Seconds of video in the window: from the oldest pair's first frame to one sampling interval
- * after the newest pair's last frame (a full window of k pairs at fps spans 2k / fps). */
-static double window_span(stream *s)
-{
-    if (s->w_n == 0)
-        return 0.0;
-    return win_at(s, s->w_n - 1)->t1 - win_at(s, 0)->t0 + 1.0 / s->fps + 1e-6;
-}
-
-/* The wall-clock time of stream time t. Live input: from the newest pair, whose offset is the best
- * estimate so far (reader_main); the stream time of a live input runs with the wall clock, also
- * across reconnects. A paced file (any speed): from the pair nearest to t. */
-static double wall_of(stream *s, double t)
-{
-    if (s->w_n > 0) {
-        const win_entry *n = win_at(s, s->w_n - 1);
-        if (!n->paced)
-            return n->wall + (t - n->t1);
-    }
-    double best = 1e300, wall = unix_now();
-    for (size_t i = 0; i < s->w_n; i++) {
-        const win_entry *e = win_at(s, i);
-        double d = fabs(e->t1 - t);
-        if (d < best) {
-            best = d;
-            wall = e->wall + (t - e->t1);
-        }
-    }
-    return wall;
-}
-
-static void add_time(cJSON *o, const char *key, const char *wkey, double t, double wall)
-{
-    char iso[64];
-    cJSON_AddNumberToObject(o, key, vg_qa_round_ms(t));
-    vg_qa_iso_utc(wall, iso, sizeof iso);
-    cJSON_AddStringToObject(o, wkey, iso);
-}
-
-static int answer_question(stream *s, int qi, char *err, size_t errlen)
-{
-    vg_streams *ss = s->ss;
-    question *q = &s->q[qi];
-    vg_qa_ask_params ap = {
-        vg_model_default_gen_params(ss->model), NULL, NULL, NULL, &s->stop, ANSWER_MAX};
-    ap.gen.do_sample = 0;
-    ap.gen.max_new_tokens = s->max_new_tokens;
-    vg_qa_answer ans = {0};
-    int rc = vg_qa_ask(s->qa, q->text, &ap, &ans, err, errlen);
-    if (rc < 0)
-        return rc;
-    atomic_fetch_add(&s->answers, 1);
-
-    double ws = win_at(s, 0)->t0, we = win_at(s, s->w_n - 1)->t1;
-    double now = unix_now();
-    cJSON *a = cJSON_CreateObject();
-    if (a) {
-        cJSON_AddNumberToObject(a, "question", qi);
-        cJSON_AddStringToObject(a, "text", ans.text);
-        cJSON *w = cJSON_AddObjectToObject(a, "window");
-        add_time(w, "start", "start_wall", ws, wall_of(s, ws));
-        add_time(w, "end", "end_wall", we, wall_of(s, we));
-        cJSON_AddNumberToObject(w, "base", vg_qa_round_ms(vg_qa_base(s->qa)));
-        cJSON *arr = vg_qa_events_json(ans.events, ans.n_events, "stream");
-        if (arr)
-            cJSON_AddItemToObject(a, "events", arr);
-        cJSON_AddNumberToObject(a, "prefill_ms", round(ans.prefill_ms * 10) / 10);
-        cJSON_AddNumberToObject(a, "generate_ms", round(ans.generate_ms * 10) / 10);
-        cJSON_AddNumberToObject(a, "time", now);
-        post_publish(s, "answer", a);
-    }
-    vg_stream_transition tr[2];
-    double gap = VG_MAX(1.0, 4.0 / s->fps);
-    int k = vg_stream_track_update(&q->track, ans.events, ans.n_events, 0.0, ws, we, gap, tr);
-    vg_qa_answer_clear(&ans);
-    for (int i = 0; i < k; i++) {
-        cJSON *e = cJSON_CreateObject();
-        if (!e)
-            continue;
-        cJSON_AddNumberToObject(e, "question", qi);
-        cJSON_AddStringToObject(e, "question_text", q->text);
-        int started = tr[i].kind == VG_TRANSITION_STARTED;
-        cJSON_AddStringToObject(e, "event", started ? "started" : "ended");
-        if (started)
-            q->start_wall = wall_of(s, tr[i].start);
-        vg_event ev = {tr[i].start, tr[i].end, ""};
-        snprintf(ev.label, sizeof ev.label, "%s", tr[i].label);
-        vg_qa_event_time et = {"stream", q->start_wall, wall_of(s, tr[i].end), 1};
-        vg_qa_event_json(e, &ev, &et);
-        cJSON_AddNumberToObject(e, "time", now);
-        post_publish(s, "event", e);
-    }
-    return 0;
-}
-
-/* One unit of work for s: encode and append a pair, or answer the questions. Returns 1 if it did
- * something. */
-static int infer_step(stream *s)
-{
-    char err[512] = "";
-    int rc, did = 0;
-    if (!s->i_ready) {
-        if (s->i_failed)
-            return 0;
-        if ((rc = infer_init(s, err, sizeof err)) < 0) {
-            s->i_failed = 1;
-            vg_log(VG_LOG_ERR, MOD, "stream %s: %s", s->name, err[0] ? err : vg_strerror(rc));
-            cJSON *p = cJSON_CreateObject();
-            cJSON_AddStringToObject(p, "error", err[0] ? err : vg_strerror(rc));
-            post_publish(s, "error", p);
-            return 0;
-        }
-    }
-    void *item;
-    if (vg_queue_pop(s->pairs, &item, 0) == 0) {
-        pair_item *p = item;
-        rc = add_pair(s, p, err, sizeof err);
-        pair_free(p);
-        if (rc < 0 && !atomic_load(&s->stop))
-            vg_log(VG_LOG_WARNING, MOD, "stream %s: a pair was lost: %s", s->name,
-                   err[0] ? err : vg_strerror(rc));
-        did = 1;
-    }
-    double now = vg_now_ms();
-    if (s->fresh > 0 && s->w_n > 0 && now >= s->next_update_ms &&
-        window_span(s) >= s->min_window_s && !atomic_load(&s->stop)) {
-        s->next_update_ms = now + s->update_s * 1000.0;
-        s->fresh = 0;
-        for (int i = 0; i < s->nq && !atomic_load(&s->stop); i++) {
-            err[0] = 0;
-            if ((rc = answer_question(s, i, err, sizeof err)) < 0 && rc != VG_ECANCELED)
-                vg_log(VG_LOG_WARNING, MOD, "stream %s: question %d: %s", s->name, i,
-                       err[0] ? err : vg_strerror(rc));
-        }
-        did = 1;
-    }
-    return did;
-}
-
-static void *infer_main(void *arg)
-{
-    vg_streams *ss = arg;
-    for (;;) {
-        pthread_mutex_lock(&ss->mu);
-        if (ss->quit && !ss->i_head) {
-            pthread_mutex_unlock(&ss->mu);
-            break;
-        }
-        ss->work = 0;
-        stream *list = ss->i_head;
-        pthread_mutex_unlock(&ss->mu);
-        int did = 0;
-        /* Only this thread removes from the list, so walking it unlocked is safe; new streams
-         * are pushed at the head and seen on the next pass. */
-        for (stream *s = list, *nx; s; s = nx) {
-            nx = s->i_next;
-            if (atomic_load(&s->stop)) {
-                pthread_mutex_lock(&ss->mu);
-                stream **pp = &ss->i_head;
-                while (*pp && *pp != s)
-                    pp = &(*pp)->i_next;
-                if (*pp)
-                    *pp = s->i_next;
-                pthread_mutex_unlock(&ss->mu);
-                infer_release(s);
-                post_simple(s, M_INFER_DONE);
-                did = 1;
-                continue;
-            }
-            vg_infer_gate_enter(ss->gate);
-            did |= infer_step(s);
-            vg_infer_gate_leave(ss->gate);
-        }
-        if (!did) {
-            pthread_mutex_lock(&ss->mu);
-            if (!ss->work && !ss->quit) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 20 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&ss->cond, &ss->mu, &ts);
-            }
-            pthread_mutex_unlock(&ss->mu);
-        }
-    }
-    return NULL;
-}
-
 static void *janitor_main(void *arg)
 {
     vg_streams *ss = arg;
@@ -1122,8 +189,6 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     ring_push(s, line, seq);
 }
 
-static void check_idle(vg_streams *ss);
-
 /* Frees a removed stream once its threads are done and its log is closed. The log is closed by the
  * janitor (it fsyncs) while the stream stays in the table as "stopping", so a new watch of the same
  * name cannot read the log before its last records are on disk. */
@@ -1149,8 +214,11 @@ static void maybe_free(vg_streams *ss, stream *s)
     stream_free(s);
 }
 
-static void handle_msg(vg_streams *ss, smsg *m)
+/* The mailbox's handle callback: takes m. */
+static void handle_msg(void *msg, void *opaque)
 {
+    vg_streams *ss = opaque;
+    smsg *m = msg;
     stream *s = m->s;
     switch (m->type) {
     case M_LOADED:
@@ -1194,18 +262,10 @@ static void handle_msg(vg_streams *ss, smsg *m)
     msg_free(m);
 }
 
-static void on_async(uv_async_t *a)
+/* The mailbox's close callback. */
+static void on_closed(void *opaque)
 {
-    vg_streams *ss = a->data;
-    void *item;
-    while (vg_queue_pop(ss->msgs, &item, 0) == 0)
-        handle_msg(ss, item);
-    check_idle(ss);
-}
-
-static void on_closed(uv_handle_t *h)
-{
-    vg_streams *ss = h->data;
+    vg_streams *ss = opaque;
     if (ss->on_idle)
         ss->on_idle(ss->on_idle_opaque);
 }
@@ -1215,7 +275,13 @@ static void check_idle(vg_streams *ss)
     if (!ss->stopping || ss->head || ss->closed)
         return;
     ss->closed = 1;
-    uv_close((uv_handle_t *)&ss->async, on_closed);
+    vg_mailbox_close(ss->mb, on_closed);
+}
+
+/* The mailbox's drained callback. */
+static void on_drained(void *opaque)
+{
+    check_idle(opaque);
 }
 
 static void stop_stream(stream *s)
@@ -1366,6 +432,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
     s->log_max = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
+    snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", ss->cfg->state_dir);
+    snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
     s->stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
     s->max_new_tokens = ss->cfg->stream_max_new_tokens;
     for (int i = 0; i < s->nq; i++)
@@ -1486,8 +554,7 @@ int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, s
     pthread_mutex_init(&ss->mu, NULL);
     pthread_cond_init(&ss->cond, NULL);
     int rc;
-    if ((rc = vg_queue_create(MSG_QUEUE_CAP, &ss->msgs)) < 0 ||
-        (rc = vg_queue_create(1024, &ss->janitor_q)) < 0) {
+    if ((rc = vg_queue_create(1024, &ss->janitor_q)) < 0) {
         vg_streams_destroy(ss);
         return vg_fail(err, errlen, rc, "cannot create the stream queues");
     }
@@ -1501,9 +568,13 @@ int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, s
         return vg_fail(err, errlen, -rc, "cannot start the stream janitor thread");
     }
     ss->janitor_started = 1;
-    /* Last: nothing above can fail after the handle exists (it is closed by the shutdown). */
-    uv_async_init(p->loop, &ss->async, on_async);
-    ss->async.data = ss;
+    /* Last, the mailbox and its uv_async (closed by the shutdown): nothing can fail once it exists.
+     * The threads touch it only for a stream, and streams arrive after this function returned. */
+    vg_mailbox_params mp = {p->loop, MSG_QUEUE_CAP, handle_msg, on_drained, msg_free, ss};
+    if ((rc = vg_mailbox_create(&mp, &ss->mb)) < 0) {
+        vg_streams_destroy(ss);
+        return vg_fail(err, errlen, rc, "cannot create the stream mailbox");
+    }
     *out = ss;
     return 0;
 }
@@ -1540,17 +611,7 @@ void vg_streams_destroy(vg_streams *ss)
         }
         vg_queue_destroy(ss->janitor_q);
     }
-    if (ss->msgs) {
-        while (vg_queue_pop(ss->msgs, &item, 0) == 0) {
-            smsg *m = item;
-            if (m->type == M_LOADED && m->s) {
-                m->s->log = m->log;
-                m->log = NULL;
-            }
-            msg_free(m);
-        }
-        vg_queue_destroy(ss->msgs);
-    }
+    vg_mailbox_destroy(ss->mb); /* frees what the loop did not handle (closing M_LOADED's log) */
     while (ss->head) {
         stream *s = ss->head;
         ss->head = s->next;

@@ -6,8 +6,9 @@
  * Threads: every vg_streams_* function runs on the loop thread and never blocks. Each stream has
  * its own reader thread (open, reconnect, decode, sample, patchify); one stream inference thread
  * serves every stream (encode, window prefill, answers); a janitor thread closes finished streams'
- * logs (the close fsyncs). Workers report to the loop through a bounded queue and a uv_async.
- * vg_stream_track_update is pure (any thread).
+ * logs (the close fsyncs). Workers report to the loop through a mailbox (mailbox.h).
+ * The pure event tracker (vg_stream_track_update) and the inference gate are declared in daemon.h
+ * (library vg_daemon_core).
  */
 #ifndef VG_DAEMON_STREAMS_H
 #define VG_DAEMON_STREAMS_H
@@ -19,40 +20,6 @@
 
 #include <cjson/cJSON.h>
 #include <uv.h>
-
-/* ===================================================================================================
- * Event transitions of one standing question (pure).
- */
-typedef struct vg_stream_track {
-    int active;   /* an event is ongoing */
-    double start; /* its start, stream seconds */
-    double end;   /* the latest end seen for it, stream seconds */
-    char label[256];
-} vg_stream_track;
-
-enum { VG_TRANSITION_STARTED = 1, VG_TRANSITION_ENDED = 2 };
-
-typedef struct vg_stream_transition {
-    int kind;          /* VG_TRANSITION_* */
-    double start, end; /* stream seconds; end only for ENDED */
-    char label[256];
-} vg_stream_transition;
-
-/* Feeds one answer's parsed events ev[n] (times relative to base: stream time = base + t) over the
- * window [win_start, win_end] (stream seconds) into t. An event counts as present when, mapped to
- * stream time and clipped to the window, it ends no earlier than win_end - gap (it reaches the
- * newest video); of several, the one that ends last. Transitions written to out[0..1], count
- * returned:
- *  - not active, present: STARTED at the event's start;
- *  - active, present but starting more than gap after the tracked end: ENDED (tracked start, end)
- *    then STARTED (a new occurrence);
- *  - active, not present: ENDED at the end the answer gives for an event overlapping the tracked
- *    one (its end is well before the window end), else at the last end seen;
- *  - otherwise none (an active event's end advances).
- * NULL ev with n 0 is "no event". Returns 0, 1 or 2, or VG_EINVAL for bad arguments. */
-int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, double base,
-                           double win_start, double win_end, double gap,
-                           vg_stream_transition out[2]);
 
 /* ===================================================================================================
  * The stream manager.
