@@ -470,6 +470,7 @@ static void decode_job(vg_jobs *js, job *j)
     }
     const vg_model_info *mi = js->mi;
     vg_video *v = j->w_video;
+    vg_plan_set_frame_times(v->plan, v->timeline.seconds); /* the prompt reads the plan's times */
     rc = vg_patchify(v->rgb, v->T, v->H, v->W, mi->patch_size, mi->temporal_patch_size,
                      mi->spatial_merge_size, mi->image_mean, mi->image_std, &j->w_patches,
                      &j->w_rows, &j->w_cols);

@@ -1,6 +1,7 @@
 /*
  * media_live.c: vg_media_next_frame, live reading: the decoder's next frame (media_decode.c),
- * converted and resized with the vg_media's own converter, and its time.
+ * converted and resized with the vg_media's own converter, and its time in seconds from the
+ * input's origin (media_pts_seconds, the same origin as vg_media_read_video's timeline).
  *
  * Invariant: m->frame is unreferenced before returning, whatever the outcome; the last time
  * returned is kept so that a frame without a timestamp gets the previous one plus a frame period.
@@ -11,6 +12,8 @@
 
 #include "common.h"
 
+#include <math.h>
+
 int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double *pts_seconds,
                         char *err, size_t errlen)
 {
@@ -19,21 +22,16 @@ int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double
     int r = media_check_dims(width, height, "the requested size", err, errlen);
     if (r < 0)
         return r == VG_EMEDIA ? VG_EINVAL : r;
-    r = media_decode_next(m, err, errlen);
+    r = media_decode_next(m, NULL, NULL, err, errlen);
     if (m->refused[0]) {
         av_frame_unref(m->frame);
         return media_check_refused(m, err, errlen);
     }
     if (r < 0)
         return r;
-    int64_t ts = m->frame->best_effort_timestamp;
-    double t;
-    if (ts != AV_NOPTS_VALUE)
-        t = (double)ts * av_q2d(m->tb);
-    else if (m->have_last_pts)
-        t = m->last_pts_s + (m->info.fps > 0 ? 1.0 / m->info.fps : 0.0);
-    else
-        t = 0.0;
+    double t = media_frame_seconds(m);
+    if (isnan(t)) /* no timestamp: one frame period after the previous frame */
+        t = m->have_last_pts ? m->last_pts_s + (m->info.fps > 0 ? 1.0 / m->info.fps : 0.0) : 0.0;
     r = media_convert_frame(&m->conv, m->frame, rgb, width, height, err, errlen);
     av_frame_unref(m->frame);
     if (r < 0)

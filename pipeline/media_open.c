@@ -220,7 +220,7 @@ static double q2d_ok(AVRational r)
 /* ------------------------------------------------------------------------------------------------
  * Opening.
  */
-void media_close_input(vg_media *m)
+static void close_input(vg_media *m)
 {
     avcodec_free_context(&m->dec);
     media_arm(m, m->params.read_timeout_ms); /* RTSP sends a TEARDOWN on close */
@@ -312,7 +312,7 @@ static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url
 
 /* Opens the container, probes the streams, picks the video stream and opens its decoder. On a
  * reopen (expect_stream >= 0) the same stream with the same size must come back. */
-int media_open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
+static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     AVFormatContext *fmt = avformat_alloc_context();
@@ -428,6 +428,7 @@ int media_open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
                        media_averr(r, eb, sizeof eb));
     m->tb = st->time_base;
     m->start_pts = st->start_time;
+    m->origin = st->start_time;
     m->eof_sent = 0;
     m->consumed = 0;
     m->dec_errors = 0;
@@ -446,11 +447,11 @@ static void fill_info(vg_media *m)
     if (in->fps == 0.0)
         in->fps = q2d_ok(st->r_frame_rate);
     if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
-        in->duration = (double)st->duration * av_q2d(st->time_base);
+        in->duration = media_ticks_seconds(m, st->duration);
     else if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
         in->duration = (double)fmt->duration / AV_TIME_BASE;
     if (st->start_time != AV_NOPTS_VALUE)
-        in->start_time = (double)st->start_time * av_q2d(st->time_base);
+        in->start_time = media_ticks_seconds(m, st->start_time); /* the time origin */
     else if (fmt->start_time != AV_NOPTS_VALUE)
         in->start_time = (double)fmt->start_time / AV_TIME_BASE;
     if (!isfinite(in->duration) || in->duration < 0)
@@ -510,8 +511,8 @@ static int count_packets(vg_media *m, char *err, size_t errlen)
             n++;
         av_packet_unref(m->pkt);
     }
-    media_close_input(m);
-    int r = media_open_input(m, m->vstream, err, errlen);
+    close_input(m);
+    int r = open_input(m, m->vstream, err, errlen);
     if (r < 0)
         return r;
     m->info.total_frames = n;
@@ -581,7 +582,7 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
         vg_media_close(m);
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
     }
-    r = media_open_input(m, -1, err, errlen);
+    r = open_input(m, -1, err, errlen);
     if (r < 0)
         goto fail;
     r = media_check_refused(m, err, errlen);
@@ -623,7 +624,7 @@ void vg_media_close(vg_media *m)
 {
     if (!m)
         return;
-    media_close_input(m);
+    close_input(m);
     av_packet_free(&m->pkt);
     av_frame_free(&m->frame);
     media_converter_free(&m->conv);
@@ -647,6 +648,6 @@ int media_rewind(vg_media *m, char *err, size_t errlen)
                        "'%.200s' is a live stream and cannot be read from the start again.",
                        m->url);
     int stream = m->vstream;
-    media_close_input(m);
-    return media_open_input(m, stream, err, errlen);
+    close_input(m);
+    return open_input(m, stream, err, errlen);
 }

@@ -155,6 +155,8 @@ static int export_clip(const options *o, const vg_tokenizer *tok, const vg_promp
     sp.fps = o->fps;
     if (rc == 0)
         rc = vg_media_read_video(media, &sp, NULL, NULL, &video, err, errlen);
+    if (rc == 0) /* the prompt and the header read the decoded times from the plan */
+        vg_plan_set_frame_times(video->plan, video->timeline.seconds);
     for (int q = 0; rc == 0 && q < nq; q++) {
         const cJSON *jq = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(jqa, q), "question");
         if (!cJSON_IsString(jq)) {
