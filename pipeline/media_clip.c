@@ -375,6 +375,51 @@ static int decode_fast(clip_pass *cp, pass_end *end, char *err, size_t errlen)
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Runs the fast pass where it applies, and the sequential pass where it does not or found the
+ * input off the grid, each from the first frame. *cfr: the frames are on the constant-frame-rate
+ * grid (always so after a fast pass).
+ */
+static int decode_passes(clip_pass *cp, pass_end *end, int *cfr, char *err, size_t errlen)
+{
+    vg_media *m = cp->m;
+    int rc = media_rewind(m, err, errlen);
+    if (rc < 0)
+        return rc;
+    *cfr = 1;
+    *end = PASS_OFF_GRID;
+    if (fast_eligible(m)) {
+        rc = decode_fast(cp, end, err, errlen);
+        if (rc < 0 || *end != PASS_OFF_GRID)
+            return rc;
+        vg_log(VG_LOG_DEBUG, "media", "%s: sequential path (timestamps off the frame grid)",
+               m->url);
+        rc = media_rewind(m, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return decode_sequential(cp, end, cfr, err, errlen);
+}
+
+/* After a complete pass: plan positions that repeat an index get its pixels, and the timeline of
+ * a constant-frame-rate input gets exactly index / fps (the reference's value). */
+static void finish_timeline(const clip_pass *cp, vg_timeline *tl, int cfr)
+{
+    const slot *order = cp->order;
+    for (int k = 1; k < cp->n; k++)
+        if (order[k].index == order[k - 1].index)
+            memcpy(cp->rgb + (size_t)order[k].pos * cp->fsz,
+                   cp->rgb + (size_t)order[k - 1].pos * cp->fsz, cp->fsz);
+    tl->constant_rate = cfr;
+    if (cfr) {
+        for (int k = 0; k < tl->n; k++)
+            tl->seconds[k] = (double)tl->index[k] / cp->m->info.fps;
+    } else {
+        vg_log(VG_LOG_DEBUG, "media", "%s: variable frame rate, using presentation times",
+               cp->m->url);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
  * The plan's frames into rgb and their times into tl (tl->index holds the plan's indices; seconds
  * and constant_rate are written). Returns 0 with *end PASS_DONE, or PASS_SHORT with *decoded the
  * frames the stream had, or an error. The plan is not changed.
@@ -405,47 +450,15 @@ static int decode_plan(vg_media *m, const vg_plan *plan, uint8_t *rgb, vg_progre
                     .seconds = tl->seconds,
                     .progress = progress,
                     .opaque = opaque};
-    int cfr = 1, rc;
-    if (order[0].index < 0) {
+    int cfr = 1, rc = 0;
+    if (order[0].index < 0)
         rc = vg_fail(err, errlen, VG_EINVAL, "the plan has a negative frame index.");
-        goto out;
-    }
-    rc = media_rewind(m, err, errlen);
-    if (rc < 0)
-        goto out;
-    *end = PASS_OFF_GRID;
-    if (fast_eligible(m)) {
-        rc = decode_fast(&cp, end, err, errlen);
-        if (rc < 0)
-            goto out;
-        if (*end == PASS_OFF_GRID) {
-            vg_log(VG_LOG_DEBUG, "media", "%s: sequential path (timestamps off the frame grid)",
-                   m->url);
-            rc = media_rewind(m, err, errlen);
-            if (rc < 0)
-                goto out;
-        }
-    }
-    if (*end == PASS_OFF_GRID) {
-        rc = decode_sequential(&cp, end, &cfr, err, errlen);
-        if (rc < 0)
-            goto out;
-    }
-    *decoded = cp.decoded;
-    if (*end != PASS_DONE)
-        goto out;
-    for (int k = 1; k < n; k++)
-        if (order[k].index == order[k - 1].index)
-            memcpy(rgb + (size_t)order[k].pos * cp.fsz, rgb + (size_t)order[k - 1].pos * cp.fsz,
-                   cp.fsz);
-    tl->constant_rate = cfr;
-    if (cfr) {
-        for (int k = 0; k < n; k++)
-            tl->seconds[k] = (double)tl->index[k] / m->info.fps;
-    } else {
-        vg_log(VG_LOG_DEBUG, "media", "%s: variable frame rate, using presentation times", m->url);
-    }
-out:
+    else
+        rc = decode_passes(&cp, end, &cfr, err, errlen);
+    if (rc == 0)
+        *decoded = cp.decoded;
+    if (rc == 0 && *end == PASS_DONE)
+        finish_timeline(&cp, tl, cfr);
     av_frame_unref(m->frame);
     free(order);
     return rc;

@@ -310,11 +310,37 @@ static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url
     return m->io_open_default(s, pb, url, flags, options);
 }
 
-/* Opens the container, probes the streams, picks the video stream and opens its decoder. On a
- * reopen (expect_stream >= 0) the same stream with the same size must come back. */
-static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
+/* avformat_open_input failed with r: the sentence that says why (a refused nested URL, a timeout,
+ * cancellation, a demuxer outside FORMAT_WHITELIST, not a container, ...). */
+static int open_failed(vg_media *m, int r, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
+    if (m->refused[0])
+        return media_check_refused(m, err, errlen);
+    int code = media_map_error(m, r);
+    if (code == VG_ETIMEDOUT)
+        return vg_fail(err, errlen, code, "opening '%.200s' timed out after %d ms (%s).", m->url,
+                       m->params.open_timeout_ms, media_averr(r, eb, sizeof eb));
+    if (code == VG_ECANCELED)
+        return vg_fail(err, errlen, code, "opening '%.200s' was cancelled.", m->url);
+    char fname[160];
+    if (r == AVERROR(EINVAL) && refused_format(m, fname, sizeof fname))
+        return vg_fail(err, errlen, VG_EMEDIA,
+                       "'%.200s' looks like %s, which is not a supported video container.", m->url,
+                       fname);
+    if (code == VG_EMEDIA)
+        return vg_fail(err, errlen, code,
+                       "cannot open '%.200s': %s (not a supported video container, or a corrupt "
+                       "or truncated file).",
+                       m->url, media_averr(r, eb, sizeof eb));
+    return vg_fail(err, errlen, code, "cannot open '%.200s': %s.", m->url,
+                   media_averr(r, eb, sizeof eb));
+}
+
+/* Opens the container into m->fmt with the interrupt callback, the nested-URL hook, both
+ * whitelists and the protocols' timeouts. Leaves the open deadline armed on success. */
+static int open_container(vg_media *m, char *err, size_t errlen)
+{
     AVFormatContext *fmt = avformat_alloc_context();
     if (!fmt)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
@@ -341,30 +367,18 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
     av_dict_free(&opts);
     if (r < 0) {
         media_disarm(m);
-        if (m->refused[0])
-            return media_check_refused(m, err, errlen);
-        int code = media_map_error(m, r);
-        if (code == VG_ETIMEDOUT)
-            return vg_fail(err, errlen, code, "opening '%.200s' timed out after %d ms (%s).",
-                           m->url, m->params.open_timeout_ms, media_averr(r, eb, sizeof eb));
-        if (code == VG_ECANCELED)
-            return vg_fail(err, errlen, code, "opening '%.200s' was cancelled.", m->url);
-        char fname[160];
-        if (r == AVERROR(EINVAL) && refused_format(m, fname, sizeof fname))
-            return vg_fail(err, errlen, VG_EMEDIA,
-                           "'%.200s' looks like %s, which is not a supported video container.",
-                           m->url, fname);
-        if (code == VG_EMEDIA)
-            return vg_fail(err, errlen, code,
-                           "cannot open '%.200s': %s (not a supported video container, or a "
-                           "corrupt or truncated file).",
-                           m->url, media_averr(r, eb, sizeof eb));
-        return vg_fail(err, errlen, code, "cannot open '%.200s': %s.", m->url,
-                       media_averr(r, eb, sizeof eb));
+        return open_failed(m, r, err, errlen);
     }
     m->fmt = fmt;
+    return 0;
+}
 
-    /* Sizes claimed by the header, before any frame is probed or decoded. */
+/* Checks the sizes the header claims, before any frame is probed or decoded, then probes the
+ * streams (within the open deadline, disarmed after). */
+static int probe_streams(vg_media *m, char *err, size_t errlen)
+{
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    AVFormatContext *fmt = m->fmt;
     for (unsigned i = 0; i < fmt->nb_streams; i++) {
         AVCodecParameters *par = fmt->streams[i]->codecpar;
         if (par->codec_type == AVMEDIA_TYPE_VIDEO && (par->width != 0 || par->height != 0)) {
@@ -378,7 +392,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         }
     }
 
-    r = avformat_find_stream_info(fmt, NULL);
+    int r = avformat_find_stream_info(fmt, NULL);
     media_disarm(m);
     if (r < 0) {
         int code = media_map_error(m, r);
@@ -392,22 +406,14 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
                        "cannot read the stream information of '%.200s': %s.", m->url,
                        media_averr(r, eb, sizeof eb));
     }
-    int c = pick_stream(m, err, errlen);
-    if (c < 0)
-        return c;
-    if (expect_stream >= 0 && m->vstream != expect_stream)
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' changed while it was being read.", m->url);
-    AVStream *st = fmt->streams[m->vstream];
-    for (unsigned i = 0; i < fmt->nb_streams; i++)
-        if ((int)i != m->vstream)
-            fmt->streams[i]->discard = AVDISCARD_ALL;
-    AVCodecParameters *par = st->codecpar;
-    c = media_check_dims(par->width, par->height, "the video stream", err, errlen);
-    if (c < 0)
-        return c;
-    if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' changed while it was being read.", m->url);
+    return 0;
+}
 
+/* Opens the decoder of stream st into m->dec (frame and slice threads). */
+static int open_decoder(vg_media *m, const AVStream *st, char *err, size_t errlen)
+{
+    char eb[AV_ERROR_MAX_STRING_SIZE];
+    const AVCodecParameters *par = st->codecpar;
     const AVCodec *codec = avcodec_find_decoder(par->codec_id);
     if (!codec)
         return vg_fail(err, errlen, VG_EMEDIA, "no decoder for the %s video of '%.200s'.",
@@ -415,7 +421,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
     m->dec = avcodec_alloc_context3(codec);
     if (!m->dec)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening a decoder.");
-    r = avcodec_parameters_to_context(m->dec, par);
+    int r = avcodec_parameters_to_context(m->dec, par);
     if (r < 0)
         return vg_fail(err, errlen, VG_EMEDIA, "bad codec parameters in '%.200s': %s.", m->url,
                        media_averr(r, eb, sizeof eb));
@@ -426,6 +432,37 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
     if (r < 0)
         return vg_fail(err, errlen, VG_EMEDIA, "cannot open the %s decoder: %s.", codec->name,
                        media_averr(r, eb, sizeof eb));
+    return 0;
+}
+
+/* Opens the container, probes the streams, picks the video stream and opens its decoder. On a
+ * reopen (expect_stream >= 0) the same stream with the same size must come back. Sets the time
+ * base and the time origin (media_decode.c). */
+static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
+{
+    int c = open_container(m, err, errlen);
+    if (c == 0)
+        c = probe_streams(m, err, errlen);
+    if (c == 0)
+        c = pick_stream(m, err, errlen);
+    if (c < 0)
+        return c;
+    if (expect_stream >= 0 && m->vstream != expect_stream)
+        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' changed while it was being read.", m->url);
+    AVFormatContext *fmt = m->fmt;
+    AVStream *st = fmt->streams[m->vstream];
+    for (unsigned i = 0; i < fmt->nb_streams; i++)
+        if ((int)i != m->vstream)
+            fmt->streams[i]->discard = AVDISCARD_ALL;
+    AVCodecParameters *par = st->codecpar;
+    c = media_check_dims(par->width, par->height, "the video stream", err, errlen);
+    if (c < 0)
+        return c;
+    if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))
+        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' changed while it was being read.", m->url);
+    c = open_decoder(m, st, err, errlen);
+    if (c < 0)
+        return c;
     m->tb = st->time_base;
     m->start_pts = st->start_time;
     m->origin = st->start_time;
@@ -519,6 +556,49 @@ static int count_packets(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
+/* The stream information with the frame count, frame rate and duration each completed from the
+ * others where the header lacks them (a local file's frames counted when its count is not
+ * trusted). */
+static int complete_info(vg_media *m, char *err, size_t errlen)
+{
+    fill_info(m);
+    vg_media_info *in = &m->info;
+    if (!in->is_live && !count_trusted(m)) {
+        if (m->is_file) {
+            int r = count_packets(m, err, errlen);
+            if (r < 0)
+                return r;
+        } else if (in->duration > 0 && in->fps > 0) {
+            in->total_frames = llround(in->duration * in->fps);
+        }
+    }
+    if (in->fps == 0.0 && in->total_frames > 0 && in->duration > 0) {
+        double f = (double)in->total_frames / in->duration;
+        in->fps = (isfinite(f) && f <= VG_MEDIA_MAX_FPS) ? f : 0.0;
+    }
+    if (in->duration == 0.0 && in->total_frames > 0 && in->fps > 0)
+        in->duration = (double)in->total_frames / in->fps;
+    if (in->is_live)
+        in->total_frames = 0;
+    return 0;
+}
+
+/* A local path or file: URL must name a non-empty file (not a directory) whose YUV4MPEG2 header,
+ * if it has one, claims an allowed frame size. */
+static int check_local_file(const char *url, char *err, size_t errlen)
+{
+    const char *path = strncmp(url, "file:", 5) == 0 ? url + 5 : url;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EIO,
+                       "cannot open '%.200s': %s.", url, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
+    if (S_ISREG(sb.st_mode) && sb.st_size == 0)
+        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
+    return check_y4m_header(path, err, errlen);
+}
+
 vg_media_params vg_media_default_params(void)
 {
     vg_media_params p;
@@ -553,16 +633,7 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
 
     int is_file = strcmp(scheme, "file") == 0;
     if (is_file) {
-        const char *path = strncmp(url, "file:", 5) == 0 ? url + 5 : url;
-        struct stat sb;
-        if (stat(path, &sb) != 0)
-            return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EIO,
-                           "cannot open '%.200s': %s.", url, strerror(errno));
-        if (S_ISDIR(sb.st_mode))
-            return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
-        if (S_ISREG(sb.st_mode) && sb.st_size == 0)
-            return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
-        r = check_y4m_header(path, err, errlen);
+        r = check_local_file(url, err, errlen);
         if (r < 0)
             return r;
     }
@@ -588,24 +659,9 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
     r = media_check_refused(m, err, errlen);
     if (r < 0)
         goto fail;
-    fill_info(m);
-    if (!m->info.is_live && !count_trusted(m)) {
-        if (m->is_file) {
-            r = count_packets(m, err, errlen);
-            if (r < 0)
-                goto fail;
-        } else if (m->info.duration > 0 && m->info.fps > 0) {
-            m->info.total_frames = llround(m->info.duration * m->info.fps);
-        }
-    }
-    if (m->info.fps == 0.0 && m->info.total_frames > 0 && m->info.duration > 0) {
-        double f = (double)m->info.total_frames / m->info.duration;
-        m->info.fps = (isfinite(f) && f <= VG_MEDIA_MAX_FPS) ? f : 0.0;
-    }
-    if (m->info.duration == 0.0 && m->info.total_frames > 0 && m->info.fps > 0)
-        m->info.duration = (double)m->info.total_frames / m->info.fps;
-    if (m->info.is_live)
-        m->info.total_frames = 0;
+    r = complete_info(m, err, errlen);
+    if (r < 0)
+        goto fail;
     r = media_check_refused(m, err, errlen); /* probing or counting met a refused segment */
     if (r < 0)
         goto fail;
