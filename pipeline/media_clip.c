@@ -124,7 +124,6 @@ static int run_pass(clip_pass *cp, const frame_policy *pol, pass_end *end, char 
     if (rc < 0)
         return rc;
     int next = 0;
-    int64_t prev = -1;
     uint64_t last_progress = 0;
     *end = PASS_DONE;
     cp->decoded = 0;
@@ -154,8 +153,7 @@ static int run_pass(clip_pass *cp, const frame_policy *pol, pass_end *end, char 
         rc = take_frame(cp, &pool, idx, t, &next, &sampled, err, errlen);
         if (rc < 0)
             goto abandon;
-        prev = idx;
-        cp->decoded = prev + 1;
+        cp->decoded = idx + 1;
         av_frame_unref(m->frame);
         if (cp->progress) {
             uint64_t now = vg_now_ns();
@@ -209,7 +207,8 @@ static int seq_frame(void *ctx, vg_media *m, int64_t *index, double *seconds)
 static int decode_sequential(clip_pass *cp, pass_end *end, int *cfr, char *err, size_t errlen)
 {
     vg_media *m = cp->m;
-    seq_state ss = {0, m->info.fps, media_ticks_seconds(m, 2) + 1e-9, NAN, 1};
+    seq_state ss = {
+        .fps = m->info.fps, .tol = media_ticks_seconds(m, 2) + 1e-9, .t0 = NAN, .cfr = 1};
     frame_policy pol = {NULL, seq_frame, &ss, NULL};
     int rc = run_pass(cp, &pol, end, err, errlen);
     if (rc == 0 && *end == PASS_SHORT && cp->decoded == 0 && m->dec_errors > 0)

@@ -32,8 +32,8 @@ void vg_pipe_log_init(void);
  * token.
  *
  * Origin: a frame's time is in seconds from the input's origin, the presentation time of its first
- * frame as the container declares it (vg_media_info.start_time is that origin, in the stream's own
- * clock; when the container declares none, the first timestamp decoded since the open). Both
+ * frame as the video stream declares it (vg_media_info.start_time is that origin, in the stream's
+ * own clock; when the stream declares none, the first timestamp decoded since the open). Both
  * vg_media_read_video's timeline and vg_media_next_frame use it. Clip jobs print these times; live
  * streams print them relative to their window base.
  */
