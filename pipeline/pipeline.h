@@ -32,14 +32,17 @@ void vg_pipe_log_init(void);
  * token.
  *
  * Origin: a frame's time is in seconds from the input's origin, the presentation time of its first
- * frame as the container declares it (vg_media_info.start_time is that origin, in the stream's own
- * clock). Clip jobs print these times; live streams print them relative to their window base.
+ * frame as the video stream declares it (vg_media_info.start_time is that origin, in the stream's
+ * own clock; when the stream declares none, the first timestamp decoded since the open). Both
+ * vg_media_read_video's timeline and vg_media_next_frame use it. Clip jobs print these times; live
+ * streams print them relative to their window base.
  */
 typedef struct vg_timeline {
     int n;             /* frames */
     int64_t *index;    /* [n] each frame's index in presentation order (the plan's indices) */
     double *seconds;   /* [n] each frame's time in seconds from the origin */
-    int constant_rate; /* 1: the input is constant-frame-rate and seconds[i] == index[i] / fps */
+    int constant_rate; /* 1: the input is constant-frame-rate and seconds[i] == index[i] / fps
+                          exactly (the reference's value); 0: seconds are presentation times */
 } vg_timeline;
 
 /* The time of a temporal pair: the mean of its first and last frame (the reference's rule). */
@@ -83,11 +86,11 @@ vg_sample_params vg_sample_default_params(void);
 typedef struct vg_plan {
     int nframes;            /* sampled frames (even) */
     int64_t *frame_indices; /* [nframes] absolute indices into the decoded stream */
-    double *frame_times;    /* [nframes] seconds of each sampled frame (index/fps, or real PTS once
-                               vg_media_read_video has decoded them) */
+    double *frame_times;    /* [nframes] planned seconds of each sampled frame: index / fps (what
+                               `vigil plan` prints; decoded times are in vg_video.timeline) */
     int n_pairs;            /* temporal pairs = grid_t */
-    double *pair_times;     /* [n_pairs] mean of the pair's two frame times */
-    char (*pair_strings)[40]; /* [n_pairs] "<%.1f seconds>" */
+    double *pair_times;     /* [n_pairs] mean of the pair's two planned frame times
+                               (vg_timeline_pair_times; printed with vg_time_token) */
     int resized_height, resized_width;
     int grid_t, grid_h, grid_w; /* in patches */
     long video_tokens;          /* grid_t * grid_h * grid_w / merge^2 */
@@ -104,12 +107,6 @@ typedef struct vg_plan {
 int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
                     const vg_sample_params *p, vg_plan **out, char *err, size_t errlen);
 void vg_plan_free(vg_plan *plan);
-
-/* Replaces plan->frame_times with times[nframes] (e.g. the decoded frames' real presentation times
- * in seconds) and recomputes pair_times (mean of each pair's first and last frame) and
- * pair_strings ("<%.1f seconds>"). Borrows times. Returns 0 or VG_EINVAL. The caller owns plan;
- * one thread at a time per plan. */
-int vg_plan_set_frame_times(vg_plan *plan, const double *times);
 
 /* qwen-vl-utils smart_resize with Python's half-to-even rounding (double precision). A result
  * with a 0 side (the downscale branch has no clamp), an aspect ratio over 200, a size <= 0 or
@@ -183,21 +180,25 @@ const vg_media_info *vg_media_get_info(const vg_media *m);
 typedef int (*vg_progress_fn)(const char *stage, double fraction, void *opaque);
 
 typedef struct vg_video {
-    vg_plan *plan;        /* owned; frame_times/pair_times filled from real presentation times */
-    vg_timeline timeline; /* owned (freed by vg_video_free): the decoded frames' times */
+    vg_plan *plan;        /* owned; as vg_plan_compute made it (planned times, never changed) */
+    vg_timeline timeline; /* owned (freed by vg_video_free): the decoded frames' indices (the
+                             plan's) and times, and whether the input is constant-frame-rate */
     int T, H, W;          /* sampled frames, resized height and width */
     uint8_t *rgb;         /* [T][H][W][3] resized frames */
 } vg_video;
 
-/* Plans, decodes only the sampled frames of a file, converts and resizes them. Caller frees with
- * vg_video_free(). */
+/* Plans, decodes only the sampled frames of a file, converts and resizes them, and returns their
+ * times in (*out)->timeline. Caller frees with vg_video_free(). Runs on the calling thread and
+ * starts up to 8 conversion threads, which it joins before returning. */
 int vg_media_read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress,
                         void *opaque, vg_video **out, char *err, size_t errlen);
 void vg_video_free(vg_video *v);
 
 /* Live reading: the next decoded frame as RGB at width x height (resized), with its presentation
- * time in stream seconds. Returns 0, VG_EPIPE at end of stream, VG_ETIMEDOUT on a stall. *rgb is
- * written into a caller buffer of width*height*3 bytes. */
+ * time in seconds from the input's origin (see Time above: the same origin as vg_media_read_video's
+ * timeline, so only differences of these times carry meaning for a live stream). Returns 0,
+ * VG_EPIPE at end of stream, VG_ETIMEDOUT on a stall. *rgb is written into a caller buffer of
+ * width*height*3 bytes. */
 int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double *pts_seconds,
                         char *err, size_t errlen);
 

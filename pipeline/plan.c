@@ -171,7 +171,6 @@ void vg_plan_free(vg_plan *plan)
     free(plan->frame_indices);
     free(plan->frame_times);
     free(plan->pair_times);
-    free(plan->pair_strings);
     free(plan);
 }
 
@@ -202,26 +201,6 @@ int vg_time_token(double seconds, char *buf, size_t cap)
     if (n < 0 || (size_t)n >= cap)
         return VG_ERANGE;
     return n;
-}
-
-int vg_plan_set_frame_times(vg_plan *plan, const double *times)
-{
-    if (!plan || !times || plan->nframes <= 0 || plan->n_pairs <= 0)
-        return VG_EINVAL;
-    int tp = plan->n_pairs > 0 ? (plan->nframes + plan->n_pairs - 1) / plan->n_pairs : 2;
-    for (int i = 0; i < plan->nframes; i++)
-        plan->frame_times[i] = times[i];
-    for (int k = 0; k < plan->n_pairs; k++) {
-        /* Mean of the first and last frame of the group; an odd tail repeats the last frame. */
-        int a = k * tp, b = k * tp + tp - 1;
-        if (a >= plan->nframes)
-            a = plan->nframes - 1;
-        if (b >= plan->nframes)
-            b = plan->nframes - 1;
-        plan->pair_times[k] = vg_pair_time(plan->frame_times[a], plan->frame_times[b]);
-        vg_time_token(plan->pair_times[k], plan->pair_strings[k], sizeof plan->pair_strings[k]);
-    }
-    return 0;
 }
 
 /* calculate_video_frame_range: absolute [start, end] and the clipped frame count. */
@@ -354,8 +333,7 @@ int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
     plan->frame_indices = malloc((size_t)nframes * sizeof *plan->frame_indices);
     plan->frame_times = malloc((size_t)nframes * sizeof *plan->frame_times);
     plan->pair_times = malloc((size_t)n_pairs * sizeof *plan->pair_times);
-    plan->pair_strings = malloc((size_t)n_pairs * sizeof *plan->pair_strings);
-    if (!plan->frame_indices || !plan->frame_times || !plan->pair_times || !plan->pair_strings) {
+    if (!plan->frame_indices || !plan->frame_times || !plan->pair_times) {
         vg_plan_free(plan);
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory for a plan of %lld frames.",
                        (long long)nframes);
@@ -371,7 +349,8 @@ int vg_plan_compute(int64_t total_frames, double fps, int width, int height,
             plan->frame_indices[i] = end;
         plan->frame_times[i] = (double)plan->frame_indices[i] / fps;
     }
-    vg_plan_set_frame_times(plan, plan->frame_times);
+    vg_timeline planned = {plan->nframes, plan->frame_indices, plan->frame_times, 1};
+    vg_timeline_pair_times(&planned, tp, plan->pair_times, plan->n_pairs);
     plan->resized_height = rh;
     plan->resized_width = rw;
     plan->grid_t = (int)n_pairs;

@@ -24,7 +24,8 @@
 static int have_media;
 
 static char p_mp4[300], p_mkv[300], p_ts[300], p_longts[300], p_audio[300], p_one[300], p_txt[300],
-    p_empty[300], p_y4m[300], p_mkvbig[300], p_trunc_moov[300], p_trunc_fast[300], p_trunc_mkv[300];
+    p_empty[300], p_y4m[300], p_mkvbig[300], p_trunc_moov[300], p_trunc_fast[300], p_trunc_mkv[300],
+    p_cfr_off[300], p_vfr_off[300];
 
 static int setup(void **state)
 {
@@ -48,8 +49,20 @@ static int setup(void **state)
     bad |= mt_ffmpeg("-f lavfi -i testsrc2=size=320x256:rate=30:duration=0.5 -c:v mpeg4 big.mkv");
     snprintf(a, sizeof a, "%s -c:v libx264 -pix_fmt yuv420p -movflags +faststart fast.mp4", src);
     bad |= mt_ffmpeg(a);
+    /* Starting at 5 s: constant frame rate, and variable (a gap after every fourth frame). */
+    const char *small = "-f lavfi -i testsrc2=size=160x120:rate=30:duration=2";
+    snprintf(a, sizeof a, "%s -c:v libx264 -pix_fmt yuv420p -output_ts_offset 5 cfr_off.mp4",
+             small);
+    bad |= mt_ffmpeg(a);
+    snprintf(a, sizeof a,
+             "%s -vf setpts='(N+floor(N/4))/30/TB' -vsync vfr -c:v libx264 -pix_fmt yuv420p "
+             "-output_ts_offset 5 vfr_off.mp4",
+             small);
+    bad |= mt_ffmpeg(a);
     if (bad)
         return -1;
+    mt_path(p_cfr_off, sizeof p_cfr_off, "cfr_off.mp4");
+    mt_path(p_vfr_off, sizeof p_vfr_off, "vfr_off.mp4");
     mt_path(p_mp4, sizeof p_mp4, "a.mp4");
     mt_path(p_mkv, sizeof p_mkv, "b.mkv");
     mt_path(p_ts, sizeof p_ts, "c.ts");
@@ -254,7 +267,7 @@ static void test_next_frame_file(void **state)
     assert_int_equal(vg_media_read_video(m, NULL, NULL, NULL, &w, err, sizeof err), 0);
     assert_int_equal(w->T, v->T);
     assert_memory_equal(w->rgb, v->rgb, (size_t)v->T * v->H * v->W * 3);
-    assert_memory_equal(w->plan->frame_times, v->plan->frame_times, (size_t)v->T * sizeof(double));
+    assert_memory_equal(w->timeline.seconds, v->timeline.seconds, (size_t)v->T * sizeof(double));
     vg_video_free(v);
     vg_video_free(w);
     vg_media_close(m);
@@ -285,11 +298,65 @@ static void test_truncated(void **state)
         assert_true(real > 10 && real < 120);
         assert_true(v->plan->frame_indices[v->T - 1] == real - 1);
         /* A frame lost to the damage makes the rest VFR: real times, within a few frames. */
-        assert_true(fabs(v->plan->frame_times[v->T - 1] - (double)(real - 1) / 30.0) < 0.1);
-        assert_true(v->plan->frame_times[v->T - 1] > v->plan->frame_times[v->T - 2]);
+        assert_true(fabs(v->timeline.seconds[v->T - 1] - (double)(real - 1) / 30.0) < 0.1);
+        assert_true(v->timeline.seconds[v->T - 1] > v->timeline.seconds[v->T - 2]);
         vg_video_free(v);
         vg_media_close(m);
     }
+}
+
+/* The clip path (read_video's timeline) and the live path (next_frame) give a frame the same
+ * time: seconds from the same origin, the stream's start (5 s here), not absolute timestamps. */
+static void check_same_origin(const char *path, int vfr)
+{
+    vg_media *m = NULL;
+    char err[512] = "";
+    assert_int_equal(vg_media_open(path, NULL, &m, err, sizeof err), 0);
+    const vg_media_info *in = vg_media_get_info(m);
+    assert_true(fabs(in->start_time - 5.0) < 1e-3);
+    vg_video *v = NULL;
+    int r = vg_media_read_video(m, NULL, NULL, NULL, &v, err, sizeof err);
+    if (r)
+        printf("  %s: %s\n", path, err);
+    assert_int_equal(r, 0);
+    vg_media_close(m);
+    assert_int_equal(v->timeline.n, v->T);
+    assert_int_equal(v->timeline.constant_rate, !vfr);
+
+    assert_int_equal(vg_media_open(path, NULL, &m, err, sizeof err), 0);
+    int64_t total = vg_media_get_info(m)->total_frames;
+    double *live = calloc((size_t)total, sizeof *live);
+    uint8_t *rgb = malloc(32 * 32 * 3);
+    assert_non_null(live);
+    assert_non_null(rgb);
+    int64_t n = 0;
+    double t = 0;
+    while (n < total && (r = vg_media_next_frame(m, 32, 32, rgb, &t, err, sizeof err)) == 0)
+        live[n++] = t;
+    assert_int_equal(n, total);
+    assert_true(fabs(live[0]) < 1e-9); /* the first frame is at the origin */
+    for (int k = 0; k < v->T; k++) {
+        int64_t idx = v->timeline.index[k];
+        printf("  %s: frame %lld: clip %.6f s, live %.6f s\n", path, (long long)idx,
+               v->timeline.seconds[k], live[idx]);
+        assert_true(idx >= 0 && idx < total);
+        if (vfr)
+            assert_true(v->timeline.seconds[k] == live[idx]); /* one conversion, one origin */
+        else
+            assert_true(fabs(v->timeline.seconds[k] - live[idx]) < 1e-6);
+    }
+    free(rgb);
+    free(live);
+    vg_video_free(v);
+    vg_media_close(m);
+}
+
+static void test_same_origin(void **state)
+{
+    (void)state;
+    NEED_MEDIA();
+    check_same_origin(p_cfr_off, 0);
+    check_same_origin(p_vfr_off, 1);
 }
 
 /* ---- network ---- */
@@ -689,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_next_frame_file),
         cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_same_origin),
         cmocka_unit_test(test_stalled_server),
         cmocka_unit_test(test_cancel_open),
         cmocka_unit_test(test_stall_mid_stream),

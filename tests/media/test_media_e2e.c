@@ -252,10 +252,15 @@ static void run_case(const e2e_case *c)
             assert_true(v->plan->frame_indices[k] <= (int64_t)floor(c->vend * in->fps));
         }
     }
-    /* Timestamps. */
+    /* Timestamps: the timeline, for the plan's indices; the plan keeps its planned times. */
+    assert_int_equal(v->timeline.n, v->T);
+    assert_memory_equal(v->timeline.index, v->plan->frame_indices, (size_t)v->T * sizeof(int64_t));
+    assert_int_equal(v->timeline.constant_rate, !c->vfr);
+    for (int k = 0; k < v->T; k++)
+        assert_true(v->plan->frame_times[k] == (double)v->plan->frame_indices[k] / in->fps);
     if (!c->vfr) {
         for (int k = 0; k < v->T; k++)
-            assert_true(v->plan->frame_times[k] == (double)v->plan->frame_indices[k] / in->fps);
+            assert_true(v->timeline.seconds[k] == (double)v->plan->frame_indices[k] / in->fps);
     } else {
         size_t nt = 0;
         double start = 0;
@@ -267,8 +272,8 @@ static void run_case(const e2e_case *c)
             int64_t idx = v->plan->frame_indices[k];
             double want = pt[idx] - start;
             printf("            frame %lld: %.6f s (ffprobe %.6f, index/fps %.6f)\n",
-                   (long long)idx, v->plan->frame_times[k], want, (double)idx / in->fps);
-            assert_true(fabs(v->plan->frame_times[k] - want) < 1e-6);
+                   (long long)idx, v->timeline.seconds[k], want, (double)idx / in->fps);
+            assert_true(fabs(v->timeline.seconds[k] - want) < 1e-6);
             off_grid = fmax(off_grid, fabs(want - (double)idx / in->fps));
         }
         assert_true(off_grid > 0.01); /* the case really is VFR */
@@ -276,15 +281,15 @@ static void run_case(const e2e_case *c)
     }
     for (int k = 0; k < v->plan->n_pairs; k++) {
         int a = 2 * k, b = VG_MIN(2 * k + 1, v->T - 1);
-        double pt = (v->plan->frame_times[a] + v->plan->frame_times[b]) / 2.0;
-        char want[40];
+        double pt = (v->timeline.seconds[a] + v->timeline.seconds[b]) / 2.0;
+        char want[40], got[VG_TIME_TOKEN_MAX];
         snprintf(want, sizeof want, "<%.1f seconds>", pt);
-        assert_true(v->plan->pair_times[k] == pt);
-        assert_string_equal(v->plan->pair_strings[k], want);
+        double pair = vg_pair_time(v->timeline.seconds[a], v->timeline.seconds[b]);
+        assert_true(pair == pt);
+        assert_true(vg_time_token(pair, got, sizeof got) > 0);
+        assert_string_equal(got, want);
+        printf("%s %s", k ? "" : "            pairs:", got);
     }
-    printf("            pairs:");
-    for (int k = 0; k < v->plan->n_pairs; k++)
-        printf(" %s", v->plan->pair_strings[k]);
     printf("\n");
     free(pa);
     free(pb);

@@ -458,13 +458,18 @@ void test_plan_clip(void **state)
     assert_int_equal(plan->nframes, 8);
     for (int i = 0; i < 8; i++)
         assert_int_equal(plan->frame_indices[i], e[i]);
-    assert_string_equal(plan->pair_strings[0], "<2.3 seconds>");
-    assert_string_equal(plan->pair_strings[3], "<5.7 seconds>"); /* (163+180)/2/30 */
-    /* Real presentation times replace the computed ones. */
-    double t[8] = {0, 1, 2, 3, 4, 5, 6, 7.5};
-    assert_int_equal(vg_plan_set_frame_times(plan, t), 0);
-    assert_string_equal(plan->pair_strings[3], "<6.8 seconds>");
-    assert_true(plan->pair_times[0] == 0.5);
+    char ts[VG_TIME_TOKEN_MAX];
+    vg_time_token(plan->pair_times[0], ts, sizeof ts);
+    assert_string_equal(ts, "<2.3 seconds>");
+    vg_time_token(plan->pair_times[3], ts, sizeof ts);
+    assert_string_equal(ts, "<5.7 seconds>"); /* (163+180)/2/30 */
+    /* Real presentation times (a decoded timeline) give the pairs' times. */
+    double t[8] = {0, 1, 2, 3, 4, 5, 6, 7.5}, pt[4];
+    vg_timeline tl = {8, plan->frame_indices, t, 0};
+    assert_int_equal(vg_timeline_pair_times(&tl, 2, pt, 4), 0);
+    vg_time_token(pt[3], ts, sizeof ts);
+    assert_string_equal(ts, "<6.8 seconds>");
+    assert_true(pt[0] == 0.5);
     vg_plan_free(plan);
     plan = NULL;
     /* Start after end. */

@@ -150,17 +150,20 @@ void test_prompt_golden(void **state)
     plan->frame_indices = malloc((size_t)nf * sizeof *plan->frame_indices);
     plan->frame_times = malloc((size_t)nf * sizeof *plan->frame_times);
     plan->pair_times = malloc((size_t)plan->n_pairs * sizeof *plan->pair_times);
-    plan->pair_strings = malloc((size_t)plan->n_pairs * sizeof *plan->pair_strings);
     double *times = malloc((size_t)nf * sizeof *times);
     assert_non_null(times);
     for (int i = 0; i < nf; i++) {
         plan->frame_indices[i] = ((const int64_t *)fi_b)[i];
         times[i] = (double)plan->frame_indices[i] / fps;
     }
-    assert_int_equal(vg_plan_set_frame_times(plan, times), 0);
+    vg_timeline tl = {nf, plan->frame_indices, times, 1};
+    assert_int_equal(vg_timeline_pair_times(&tl, 2, plan->pair_times, plan->n_pairs), 0);
     const cJSON *ts = cJSON_GetObjectItem(video, "timestamp_strings");
-    for (int k = 0; k < plan->n_pairs; k++)
-        assert_string_equal(plan->pair_strings[k], cJSON_GetArrayItem(ts, k)->valuestring);
+    for (int k = 0; k < plan->n_pairs; k++) {
+        char tok[VG_TIME_TOKEN_MAX];
+        assert_true(vg_time_token(plan->pair_times[k], tok, sizeof tok) > 0);
+        assert_string_equal(tok, cJSON_GetArrayItem(ts, k)->valuestring);
+    }
     plan->grid_t = 4;
     plan->grid_h = 4;
     plan->grid_w = 6;

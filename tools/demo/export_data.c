@@ -15,8 +15,8 @@
  *   u32 LE   length J of the JSON header (padded with spaces to a multiple of 8)
  *   u32 LE   0
  *   J bytes  JSON header: source clip (path, index, fps, total_frames, width, height), the plan
- *            (frame_indices, frame_times, pair_times, pair_strings, resized size, grid), the blob
- *            offsets and, per question, its text, token count, rope delta and blob offsets
+ *            (frame_indices, the decoded frame_times, pair_times, pair_strings, resized size,
+ * grid), the blob offsets and, per question, its text, token count, rope delta and blob offsets
  *   data     (offsets in the header count from here): frames uint8 [T][H][W][3] (the resized
  *            frames; patchify and normalization are exact functions of them), for each question
  *            ids int32 [n] then pos int32 [3][n]; with --patches also pixel_values_videos float32
