@@ -579,7 +579,8 @@ static void infer_job(vg_jobs *js, job *j)
     vg_qa_answer ans = {0};
     rc = vg_qa_run(js->model, j->system, vo, times, gt, gh / merge, gw / merge, j->question, &ap,
                    &ans, err, sizeof err);
-    vo = NULL; /* taken */
+    free(vo); /* vg_qa_run took the outputs; the array stays ours */
+    vo = NULL;
     if (rc < 0)
         goto out;
     j->w_timings.video_tokens = gt * (gh / merge) * (gw / merge);
