@@ -80,7 +80,8 @@ int vg_ipc_server_set_max_message(vg_ipc_server *srv, size_t max_message_size);
  * dropped before; replies still waiting for the socket are dropped. NULL is a no-op. */
 void vg_ipc_server_stop(vg_ipc_server *srv);
 
-/* Sends data[len] as the reply to req and frees req (on success and on failure). A reply that the
+/* Sends data[len] as the reply to req and frees req (on success and on failure). Invalid UTF-8 in
+ * data is replaced with U+FFFD on the way out (a JSON text stays valid JSON). A reply that the
  * transport cannot take right now is kept and retried when the socket becomes writable. Returns 0,
  * VG_EMSGSIZE (larger than VG_IPC_MAX_REPLY; nothing is sent) or VG_EIO. */
 int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len);
@@ -88,7 +89,8 @@ int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len);
 /* Frees req without answering (the client times out or resends). NULL is a no-op. */
 void vg_ipc_req_drop(vg_ipc_req *req);
 
-/* Publishes "<topic> <payload>" on the event socket. Never blocks: a subscriber that cannot keep
+/* Publishes "<topic> <payload>" on the event socket, the payload repaired to valid UTF-8 as a
+ * reply is. Never blocks: a subscriber that cannot keep
  * up loses messages (PUB semantics). topic must not contain a space. Returns 0, VG_EINVAL or
  * VG_ENOMEM. */
 int vg_ipc_publish(vg_ipc_server *srv, const char *topic, const char *payload, size_t len);

@@ -15,6 +15,10 @@
  * continues. A reply the socket cannot take (EAGAIN) waits in a small list that the NN_SNDFD poll
  * flushes; a raw REP normally drops replies for a vanished or full pipe itself (the REQ client
  * resends), so the list is a safety net with a cap.
+ *
+ * Every reply and event leaves as valid UTF-8: a message with an invalid sequence (old journal
+ * records, half a character from a model) is repaired with U+FFFD before sending. JSON texts keep
+ * bytes >= 0x80 inside strings only, so the repair keeps the JSON valid (docs/security.md).
  */
 #include "ipc.h"
 
@@ -268,10 +272,42 @@ static void on_retry(uv_timer_t *t)
     start_wpoll(t->data);
 }
 
+/* NULL when data[len] is valid UTF-8; else a malloc'd repaired copy in *fixed_len (or NULL on OOM,
+ * with *oom set). */
+static char *repair_utf8(const char *data, size_t len, size_t *fixed_len, int *oom)
+{
+    *oom = 0;
+    if (vg_utf8_check(data, len) == len)
+        return NULL;
+    size_t cap;
+    char *fixed = NULL;
+    if (vg_mul_size(len, 3, &cap) == 0 && vg_add_size(cap, 1, &cap) == 0)
+        fixed = malloc(cap);
+    if (!fixed) {
+        *oom = 1;
+        return NULL;
+    }
+    *fixed_len = vg_utf8_sanitize(data, len, fixed, cap);
+    vg_log(VG_LOG_WARNING, MOD, "an outgoing message held invalid UTF-8; repaired with U+FFFD");
+    return fixed;
+}
+
 int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len)
 {
     if (!req)
         return VG_EINVAL;
+    int oom;
+    size_t fixed_len = 0;
+    char *fixed = repair_utf8(data, len, &fixed_len, &oom);
+    if (oom) {
+        req_free(req);
+        return VG_ENOMEM;
+    }
+    if (fixed) {
+        int rc = vg_ipc_reply(req, fixed, fixed_len);
+        free(fixed);
+        return rc;
+    }
     vg_ipc_server *s = req->srv;
     if (len > VG_IPC_MAX_REPLY) {
         req_free(req);
@@ -484,8 +520,18 @@ int vg_ipc_publish(vg_ipc_server *s, const char *topic, const char *payload, siz
     if (!s || !topic || strchr(topic, ' '))
         return VG_EINVAL;
     size_t tl = strlen(topic);
-    if (tl == 0 || tl > VG_IPC_TOPIC_MAX)
+    if (tl == 0 || tl > VG_IPC_TOPIC_MAX || vg_utf8_check(topic, tl) != tl)
         return VG_EINVAL;
+    int oom;
+    size_t fixed_len = 0;
+    char *fixed = repair_utf8(payload, len, &fixed_len, &oom);
+    if (oom)
+        return VG_ENOMEM;
+    if (fixed) {
+        int rc = vg_ipc_publish(s, topic, fixed, fixed_len);
+        free(fixed);
+        return rc;
+    }
     size_t total;
     if (vg_add_size(tl + 1, len, &total) < 0)
         return VG_EINVAL;
