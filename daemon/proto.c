@@ -707,7 +707,7 @@ static int in_list(const char *list, const char *word, size_t n)
     return 0;
 }
 
-#define OUTSIDE_ROOTS "'%s' is not a file inside the configured media roots"
+#define OUTSIDE_ROOTS "'%s' is outside the configured media roots, or cannot be read there"
 
 /* Whether path's last component is absent (lstat: ENOENT, so not a dangling link) and its
  * directory resolves inside one of roots. */
