@@ -60,8 +60,10 @@ typedef void (*vg_ipc_request_cb)(vg_ipc_server *srv, vg_ipc_req *req, const cha
 typedef struct vg_ipc_server_params {
     const char *cmd_urls[VG_IPC_MAX_URLS]; /* NULL-terminated when fewer */
     const char *event_urls[VG_IPC_MAX_URLS];
-    int socket_mode;         /* chmod() applied to each ipc:// path after bind, e.g. 0660 */
-    size_t max_message_size; /* larger requests are refused by the transport (NN_RCVMAXSIZE) */
+    int socket_mode; /* chmod() applied to each ipc:// path after bind, e.g. 0660 */
+    /* Requests larger than this plus a little routing-header slack are dropped by the transport
+     * (NN_RCVMAXSIZE); those between the two reach on_request, which must check len itself. */
+    size_t max_message_size;
     vg_ipc_request_cb on_request;
     void *opaque;
 } vg_ipc_server_params;

@@ -37,6 +37,8 @@
 #define MOD                "ipc"
 #define PENDING_CAP        1024
 #define PENDING_TIMEOUT_MS 5000.0
+/* Bytes of routing header (a 4-byte request id per hop) allowed on top of max_message_size. */
+#define VG_IPC_HEADER_SLACK 256
 
 struct vg_ipc_req {
     vg_ipc_server *srv;
@@ -407,7 +409,11 @@ int vg_ipc_server_set_max_message(vg_ipc_server *s, size_t max)
 {
     if (!s || max == 0 || max > (size_t)1 << 30)
         return VG_EINVAL;
-    int v = (int)max;
+    /* nanomsg applies NN_RCVMAXSIZE to the message as it arrives, with the REQ socket's routing
+     * header (4 bytes per hop) in front of the body: without slack a request of the last few bytes
+     * under the limit was dropped unanswered. The body's own limit is the caller's to check (the
+     * daemon answers too_large), so a slightly larger request gets a reply instead of silence. */
+    int v = (int)max + VG_IPC_HEADER_SLACK;
     if (nn_setsockopt(s->cmd, NN_SOL_SOCKET, NN_RCVMAXSIZE, &v, sizeof v) < 0)
         return nn_err_to_vg(nn_errno());
     s->max_message_size = max;
