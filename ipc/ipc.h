@@ -68,8 +68,9 @@ typedef struct vg_ipc_server_params {
     void *opaque;
 } vg_ipc_server_params;
 
-/* Binds every URL and starts polling on loop. An ipc:// path left behind by a dead process is
- * replaced (the caller makes sure no live process owns it, e.g. with a lock file). Returns 0,
+/* Binds every URL and starts polling on loop. An ipc:// path that holds a stale socket (left by a
+ * dead process: connecting to it is refused) is replaced; a socket someone listens on, a directory
+ * or any other file there is refused with VG_EEXIST and a sentence, and left in place. Returns 0,
  * VG_EINVAL (bad URL or params), VG_EACCES, VG_EEXIST (address in use) or VG_EIO. */
 int vg_ipc_server_start(uv_loop_t *loop, const vg_ipc_server_params *p, vg_ipc_server **out,
                         char *err, size_t errlen);

@@ -9,6 +9,10 @@
  * right client whatever the order of replies. A cooked REP would hold one request at a time and
  * silently drop the others.
  *
+ * Socket paths: an ipc:// path is bound only when it is free or holds a stale socket (nobody
+ * accepts a connection on it); a live socket, a directory or any other file is refused with a
+ * sentence and left in place.
+ *
  * Readiness: nanomsg signals both NN_RCVFD and NN_SNDFD as *readable* descriptors; they sit under
  * uv_poll handles (level-triggered). The receive callback drains at most VG_IPC_DRAIN_CAP messages
  * with NN_DONTWAIT; if more are waiting the descriptor stays readable and the next loop iteration
@@ -28,10 +32,13 @@
 #include <nanomsg/pubsub.h>
 #include <nanomsg/reqrep.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define MOD                "ipc"
@@ -133,6 +140,52 @@ int vg_ipc_check_url(const char *url, int allow_remote, char *err, size_t errlen
     return vg_fail(err, errlen, VG_EINVAL, "'%s': only ipc:// and tcp:// URLs are supported", url);
 }
 
+/* Makes path free for bind: nothing there is fine; a socket nobody listens on (left by a dead
+ * process) is removed; anything else is refused with a sentence: a live socket (another daemon),
+ * a directory (nanomsg would abort on it) or any other file (never deleted). */
+static int clear_stale_socket(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return vg_fail(err, errlen, errno == EACCES ? VG_EACCES : VG_EIO, "cannot use '%s': %s",
+                       path, strerror(errno));
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return vg_fail(
+            err, errlen, VG_EEXIST,
+            "'%s' exists and is not a socket (%s); it is left alone: remove it or choose "
+            "another socket path",
+            path,
+            S_ISDIR(st.st_mode)   ? "a directory"
+            : S_ISREG(st.st_mode) ? "a file"
+                                  : "not a socket");
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path)
+        return vg_fail(err, errlen, VG_EINVAL, "'%s': the socket path is too long", path);
+    memcpy(sa.sun_path, path, strlen(path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return vg_fail(err, errlen, VG_EIO, "cannot probe '%s': %s", path, strerror(errno));
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return vg_fail(err, errlen, VG_EEXIST,
+                       "another process is listening on '%s' (is another vigild running?)", path);
+    if (e != ECONNREFUSED)
+        return vg_fail(err, errlen, e == EACCES ? VG_EACCES : VG_EIO, "cannot probe '%s': %s", path,
+                       strerror(e));
+    if (unlink(path) != 0 && errno != ENOENT)
+        return vg_fail(err, errlen, VG_EIO, "cannot remove the stale socket '%s': %s", path,
+                       strerror(errno));
+    vg_log(VG_LOG_INFO, MOD, "removed the stale socket '%s'", path);
+    return 0;
+}
+
 static int bind_all(vg_ipc_server *s, int sock, const char *const *urls, int mode, char *err,
                     size_t errlen)
 {
@@ -145,9 +198,8 @@ static int bind_all(vg_ipc_server *s, int sock, const char *const *urls, int mod
         const char *path = NULL;
         if (strncmp(url, "ipc://", 6) == 0) {
             path = url + 6;
-            struct stat st;
-            if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-                unlink(path); /* left by a dead daemon; the caller holds the lock */
+            if ((rc = clear_stale_socket(path, err, errlen)) < 0)
+                return rc;
         }
         if (strchr(url, '[')) {
             int v4only = 0;
