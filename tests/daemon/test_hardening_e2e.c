@@ -6,6 +6,7 @@
  * get a reply that is strictly valid: it parses as JSON, is valid UTF-8 and holds no raw control
  * byte; a `jobs` listing is checked the same way every 50 messages. A journal left by an older
  * vigild with an invalid-UTF-8 question must not make `jobs` or `job` replies invalid either.
+ *  - item 6: a directory or a file at the socket path: vigild refuses with a sentence, no abort.
  *  - item 7: requests of 1,048,573 to 1,048,576 bytes (within the documented 1 MiB) get a reply,
  * and 1,048,577 bytes get `too_large` rather than silence.
  */
@@ -291,12 +292,44 @@ static void test_max_size_requests(void **state)
     vg_ipc_client_close(c);
 }
 
+/* Item 6 end to end: vigild with a directory, then a regular file, at its command socket's path
+ * exits non-zero with a sentence (no abort inside nanomsg) and leaves the path as it was. */
+static void test_socket_path_occupied(void **state)
+{
+    char rt2[400], sock[450], out[4096];
+    snprintf(rt2, sizeof rt2, "%s/run2", dir);
+    snprintf(sock, sizeof sock, "%s/vigil.cmd", rt2);
+    assert_int_equal(mkdir(rt2, 0755), 0);
+    for (int kind = 0; kind < 2; kind++) {
+        if (kind == 0)
+            assert_int_equal(mkdir(sock, 0700), 0);
+        else
+            assert_int_equal(vg_testd_write_file(sock, "precious\n"), 0);
+        int rc = vg_testd_sh(out, sizeof out,
+                             "timeout 60 '%s/daemon/vigild' --config '%s/vigild.conf' --model '%s' "
+                             "--runtime-dir '%s' --state-dir '%s/state2' --set media_roots='%s' "
+                             "2>&1",
+                             VG_BINARY_DIR, dir, model, rt2, dir, media);
+        if (rc == 0 || rc == -1 || rc == 124 || !strstr(out, "not a socket"))
+            fail_msg("vigild with a %s at its socket path: status %d, output:\n%s",
+                     kind ? "file" : "directory", rc, out);
+        struct stat stt;
+        assert_int_equal(lstat(sock, &stt), 0);
+        assert_true(kind == 0 ? S_ISDIR(stt.st_mode) : S_ISREG(stt.st_mode) && stt.st_size == 9);
+        if (kind == 0)
+            assert_int_equal(rmdir(sock), 0);
+        else
+            assert_int_equal(unlink(sock), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poisoned_journal),
         cmocka_unit_test(test_max_size_requests),
         cmocka_unit_test(test_mutated_requests),
+        cmocka_unit_test(test_socket_path_occupied),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
