@@ -68,10 +68,14 @@ typedef struct vg_ipc_server_params {
     void *opaque;
 } vg_ipc_server_params;
 
-/* Binds every URL and starts polling on loop. An ipc:// path that holds a stale socket (left by a
- * dead process: connecting to it is refused) is replaced; a socket someone listens on, a directory
- * or any other file there is refused with VG_EEXIST and a sentence, and left in place. Returns 0,
- * VG_EINVAL (bad URL or params), VG_EACCES, VG_EEXIST (address in use) or VG_EIO. */
+/* Binds every URL and starts polling on loop. Raises the process's soft RLIMIT_NOFILE to its hard
+ * limit, and guards the descriptor table: when it is nearly full (idle peers holding every
+ * descriptor, which made nanomsg spin on EMFILE), every listening endpoint is shut down, closing
+ * all connections, and bound again a second later (docs/security.md). An ipc:// path that holds a
+ * stale socket (left by a dead process: connecting to it is refused) is replaced; a socket someone
+ * listens on, a directory or any other file there is refused with VG_EEXIST and a sentence, and
+ * left in place. Returns 0, VG_EINVAL (bad URL or params), VG_EACCES, VG_EEXIST (address in use) or
+ * VG_EIO. */
 int vg_ipc_server_start(uv_loop_t *loop, const vg_ipc_server_params *p, vg_ipc_server **out,
                         char *err, size_t errlen);
 
@@ -101,6 +105,7 @@ int vg_ipc_publish(vg_ipc_server *srv, const char *topic, const char *payload, s
 /* Counters for `info` and tests. */
 typedef struct vg_ipc_stats {
     unsigned long long received, replied, published, dropped_replies;
+    unsigned long long fd_trips; /* times the descriptor guard closed every connection */
 } vg_ipc_stats;
 void vg_ipc_server_get_stats(const vg_ipc_server *srv, vg_ipc_stats *out);
 

@@ -7,10 +7,11 @@
  * byte; a `jobs` listing is checked the same way every 50 messages. A journal left by an older
  * vigild with an invalid-UTF-8 question must not make `jobs` or `job` replies invalid either.
  *  - item 6: a directory or a file at the socket path: vigild refuses with a sentence, no abort.
+ *  - item 5: idle connections up to vigild's descriptor limit: `info` still answered, no spin.
  *  - item 7: requests of 1,048,573 to 1,048,576 bytes (within the documented 1 MiB) get a reply,
  * and 1,048,577 bytes get `too_large` rather than silence.
  */
-#define _XOPEN_SOURCE 700
+#define _GNU_SOURCE /* prlimit */
 #include "common.h"
 #include "daemon.h"
 #include "ipc.h"
@@ -24,7 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -323,13 +329,95 @@ static void test_socket_path_occupied(void **state)
     }
 }
 
+/* CPU seconds vigild has used (user + system), from /proc/PID/stat. */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st_ = 0;
+    /* After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st_) != 2)
+        return -1;
+    return (double)(ut + st_) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Item 5: idle connections up to vigild's descriptor limit. nanomsg retried accept() in a tight
+ * loop on EMFILE (a core spinning) and new clients were never accepted, so `info` timed out. Now
+ * vigild notices the descriptor table filling, drops the listeners' connections and listens again:
+ * it must answer `info` and not spin. Runs last: it leaves vigild with a small limit. */
+static void test_descriptor_exhaustion(void **state)
+{
+    struct rlimit lim = {256, 256}, old;
+    assert_int_equal(prlimit(daemon_pid, RLIMIT_NOFILE, &lim, &old), 0);
+    char path[450];
+    snprintf(path, sizeof path, "%s/vigil.cmd", rt);
+    enum { N_IDLE = 400 };
+    int fds[N_IDLE], n_conn = 0;
+    for (int i = 0; i < N_IDLE; i++) {
+        fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fds[i] < 0)
+            continue;
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        memcpy(sa.sun_path, path, strlen(path));
+        /* A full listen backlog says EAGAIN: retry a little while vigild accepts. */
+        for (int k = 0; k < 20; k++) {
+            if (connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0) {
+                /* The SP protocol header of a REQ peer: nanomsg drops a connection that does not
+                 * send one within a second; with it the connection stays, idle, like an idle
+                 * client's. */
+                static const unsigned char sp_req[8] = {0, 'S', 'P', 0, 0, 48, 0, 0};
+                if (write(fds[i], sp_req, sizeof sp_req) == (ssize_t)sizeof sp_req)
+                    n_conn++;
+                break;
+            }
+            if (errno != EAGAIN)
+                break;
+            vg_testd_sleep_ms(5);
+        }
+    }
+    vg_testd_sleep_ms(1500);
+    double c0 = cpu_seconds(daemon_pid), t0 = vg_now_ms();
+    vg_testd_sleep_ms(2000);
+    double cpu = (cpu_seconds(daemon_pid) - c0) / ((vg_now_ms() - t0) / 1000.0);
+    const char *info = "{\"v\":1,\"op\":\"info\"}";
+    cJSON *r = NULL;
+    double t1 = vg_now_ms();
+    for (int i = 0; i < 5 && !vg_testd_is_ok(r); i++) {
+        cJSON_Delete(r);
+        r = vg_testd_call(cmd_url, info, strlen(info), 3000);
+    }
+    double info_ms = vg_now_ms() - t1;
+    int ok = vg_testd_is_ok(r);
+    cJSON_Delete(r);
+    for (int i = 0; i < N_IDLE; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    printf("hardening: %d idle connections against a limit of 256 descriptors: vigild used %.0f%% "
+           "of a core; `info` %s after %.0f ms\n",
+           n_conn, cpu * 100, ok ? "answered" : "NOT answered", info_ms);
+    fflush(stdout);
+    assert_true(n_conn > 150); /* with vigild's own descriptors: up to the limit */
+    assert_true(ok);
+    assert_true(cpu < 0.5);
+    assert_int_equal(kill(daemon_pid, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_poisoned_journal),
-        cmocka_unit_test(test_max_size_requests),
-        cmocka_unit_test(test_mutated_requests),
-        cmocka_unit_test(test_socket_path_occupied),
+        cmocka_unit_test(test_poisoned_journal),      cmocka_unit_test(test_max_size_requests),
+        cmocka_unit_test(test_mutated_requests),      cmocka_unit_test(test_socket_path_occupied),
+        cmocka_unit_test(test_descriptor_exhaustion),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
