@@ -171,6 +171,14 @@ static inline int vg_add_size(size_t a, size_t b, size_t *out)
     return 0;
 }
 
+/* UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). vg_utf8_check
+ * returns len when s[0..len) is valid UTF-8, else the offset of the first byte of the first invalid
+ * sequence. vg_utf8_sanitize copies s[0..len) into out (cap bytes, NUL-terminated) with each
+ * invalid sequence replaced by U+FFFD; it returns the bytes written, or 0 with out[0] = 0 when
+ * cap < 3 * len + 1. Pure; any thread. */
+size_t vg_utf8_check(const char *s, size_t len);
+size_t vg_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
+
 #define VG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define VG_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define VG_MAX(a, b)    ((a) > (b) ? (a) : (b))

@@ -4,11 +4,14 @@
  */
 #include "common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *vg_strerror(int err)
 {
@@ -95,9 +98,20 @@ double vg_now_ms(void)
 int vg_read_file(const char *path, size_t max_bytes, char **data, size_t *len, char *err,
                  size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK so that a FIFO in place of the file fails the S_ISREG check below instead of
+     * blocking the open until a writer appears; cleared again for the reads. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return vg_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return vg_fail(err, errlen, -e, "%s: %s", path, strerror(e));
+    }
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int e = -errno;

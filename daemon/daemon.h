@@ -237,7 +237,9 @@ typedef struct vg_proto_limits {
     long max_pixels;    /* ceiling for max_pixels / min_pixels / resized area */
 } vg_proto_limits;
 
-/* Parses and validates data[len]. On success fills *out (free with vg_request_clear) and returns 0.
+/* Parses and validates data[len]. Invalid UTF-8, raw control characters in strings, \u0000 and a
+ * key given twice in one object are refused (bad_request); so is an odd sampling.nframes.
+ * On success fills *out (free with vg_request_clear) and returns 0.
  * On failure returns a negative code, sets *wire_code to one of VG_WIRE_*, writes a sentence
  * into err and, when the request id could be read, fills out->id_json so the error reply can echo
  * it (out needs no clearing then). */
@@ -263,7 +265,9 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
 /* Decides whether video (a path or URL from a request) may be opened. A path (or file: URL) must
  * resolve with realpath() to a file under one of roots; the resolved path goes into resolved. A
  * URL's scheme must be in allowed (comma-separated). *is_url tells which. Returns 0, VG_EPATH,
- * VG_EPROTOCOL, VG_ENOENT or VG_EINVAL with a sentence. Does a few stat() calls. */
+ * VG_EPROTOCOL, VG_ENOENT or VG_EINVAL with a sentence. Anything outside the roots gets the same
+ * VG_EPATH and sentence whether it exists or not; VG_ENOENT only for an absent name whose directory
+ * resolves inside a root. Does a few stat() calls. */
 int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
                           const char *allowed, char *resolved, size_t resolved_len, int *is_url,
                           char *err, size_t errlen);

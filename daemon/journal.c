@@ -316,7 +316,8 @@ int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t
             clock_gettime(CLOCK_REALTIME, &ts);
             double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
             /* Group by key (file order within a group), keep each group's last line if live. */
-            qsort(c.v, c.n, sizeof *c.v, by_key_then_order);
+            if (c.n > 1) /* qsort(NULL, 0, ...) is undefined: found by fuzz_journal */
+                qsort(c.v, c.n, sizeof *c.v, by_key_then_order);
             size_t w = 0;
             for (size_t i = 0; i < c.n; i++) {
                 cline *l = &c.v[i];
@@ -332,7 +333,8 @@ int vg_journal_compact(const char *path, const vg_journal_compaction *cp, size_t
             }
             c.n = w;
         }
-        qsort(c.v, c.n, sizeof *c.v, by_order);
+        if (c.n > 1)
+            qsort(c.v, c.n, sizeof *c.v, by_order);
         if (cp->keep_last && c.n > cp->keep_last) {
             /* Only the newest keep_last survivors stay. */
             size_t cut = c.n - cp->keep_last;

@@ -6,6 +6,13 @@
  * field of a request is checked for presence, type, range and length before use; anything else is
  * an error with a sentence that names the field. Unknown fields are errors too, so a typo in a
  * knob is reported instead of silently ignored.
+ *
+ * Text hygiene (docs/security.md): before cJSON sees a request, one linear scan refuses invalid
+ * UTF-8, raw control characters inside strings and the escape \u0000 (which would cut a C string
+ * short), all with bad_request; a key given twice in one object is refused too (cJSON would keep
+ * the first silently). Error sentences that quote the request cut at a character boundary, and
+ * every error reply is repaired to valid UTF-8, so no reply built here carries a byte that is not
+ * JSON.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "daemon.h"
@@ -60,6 +67,67 @@ void vg_request_clear(vg_request *r)
     r->n_questions = 0;
 }
 
+/* Refuses what cJSON would accept but the protocol does not: invalid UTF-8 anywhere, raw control
+ * characters (U+0000-U+001F) inside strings, and the escape \u0000. Returns 0, or VG_EINVAL with
+ * the byte offset in err. One pass over data[len]; a trailing NUL terminator is allowed. */
+static int scan_text(const char *data, size_t len, char *err, size_t errlen)
+{
+    if (len > 0 && data[len - 1] == '\0')
+        len--;
+    size_t bad_at = vg_utf8_check(data, len);
+    if (bad_at < len)
+        return vg_fail(err, errlen, VG_EINVAL, "the request is not valid UTF-8 (byte %zu)", bad_at);
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (!in_str) {
+            if (ch == '"')
+                in_str = 1;
+            continue;
+        }
+        if (ch == '"') {
+            in_str = 0;
+        } else if (ch < 0x20) {
+            return vg_fail(err, errlen, VG_EINVAL,
+                           "a raw control character (0x%02x) inside a string at byte %zu; escape "
+                           "it",
+                           ch, i);
+        } else if (ch == '\\' && i + 1 < len) {
+            if (data[i + 1] == 'u' && i + 5 < len && !strncmp(data + i + 2, "0000", 4))
+                return vg_fail(err, errlen, VG_EINVAL,
+                               "\\u0000 at byte %zu: strings must not contain NUL", i);
+            i++; /* the escaped character */
+        }
+    }
+    return 0;
+}
+
+/* Copies at most 64 bytes of s into buf, cut back to a character boundary (s is valid UTF-8:
+ * scan_text checked the whole request), for quoting request text in an error sentence. */
+static const char *clip(const char *s, char buf[72])
+{
+    size_t n = strlen(s);
+    if (n > 64) {
+        n = 64;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Whether member it of object o repeats the key of an earlier member. Callers check each member as
+ * they walk o and refuse unknown keys on the way, so the walk stops within a few members of the
+ * known-field list's length and the quadratic scan stays bounded. */
+static int dup_before(const cJSON *o, const cJSON *it)
+{
+    for (const cJSON *b = o->child; b && b != it; b = b->next)
+        if (b->string && it->string && !strcmp(b->string, it->string))
+            return 1;
+    return 0;
+}
+
 struct ctx {
     const char **wire;
     char *err;
@@ -70,6 +138,14 @@ static int bad(struct ctx *c, const char *wire, const char *fmt, const char *fie
 {
     *c->wire = wire;
     return vg_fail(c->err, c->errlen, VG_EINVAL, fmt, field);
+}
+
+static int dup_error(struct ctx *c, const char *where, const char *k)
+{
+    char q[72];
+    *c->wire = VG_WIRE_BAD_REQUEST;
+    return vg_fail(c->err, c->errlen, VG_EINVAL, "%s'%s' is given twice; give each field once",
+                   where, clip(k, q));
 }
 
 static int get_int(struct ctx *c, const cJSON *it, const char *name, long lo, long hi, long *out)
@@ -140,6 +216,8 @@ static int parse_sampling(struct ctx *c, const cJSON *o, const vg_proto_limits *
     int rc;
     for (const cJSON *it = o->child; it; it = it->next) {
         const char *k = it->string;
+        if (dup_before(o, it))
+            return dup_error(c, "sampling: ", k);
         if (!strcmp(k, "fps")) {
             if ((rc = get_num(c, it, "sampling.fps", 0.01, 240, &d)) < 0)
                 return rc;
@@ -147,9 +225,14 @@ static int parse_sampling(struct ctx *c, const cJSON *o, const vg_proto_limits *
         } else if (!strcmp(k, "nframes") || !strcmp(k, "min_frames") || !strcmp(k, "max_frames")) {
             if ((rc = get_int(c, it, k, 2, lim->max_frames, &l)) < 0)
                 return rc;
-            if (!strcmp(k, "nframes"))
+            if (!strcmp(k, "nframes")) {
+                /* Frames pair up into temporal patches (docs/protocol.md): an odd count would
+                 * silently become the next even one. */
+                if (l % 2)
+                    return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be even (frames pair up)",
+                               "nframes");
                 s->nframes = (int)l;
-            else if (!strcmp(k, "min_frames"))
+            } else if (!strcmp(k, "min_frames"))
                 s->min_frames = (int)l;
             else
                 s->max_frames = (int)l;
@@ -180,7 +263,8 @@ static int parse_sampling(struct ctx *c, const cJSON *o, const vg_proto_limits *
                 s->end = d;
         } else {
             *c->wire = VG_WIRE_BAD_REQUEST;
-            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown sampling field '%.64s'", k);
+            char q[72];
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown sampling field '%s'", clip(k, q));
         }
     }
     if ((s->resized_height > 0) != (s->resized_width > 0))
@@ -207,6 +291,8 @@ static int parse_generation(struct ctx *c, const cJSON *o, const vg_proto_limits
     int rc;
     for (const cJSON *it = o->child; it; it = it->next) {
         const char *k = it->string;
+        if (dup_before(o, it))
+            return dup_error(c, "generation: ", k);
         if (!strcmp(k, "max_new_tokens")) {
             if ((rc = get_int(c, it, k, 1, 1L << 30, &l)) < 0)
                 return rc;
@@ -247,7 +333,9 @@ static int parse_generation(struct ctx *c, const cJSON *o, const vg_proto_limits
             g->has_presence_penalty = 1, g->presence_penalty = d;
         } else {
             *c->wire = VG_WIRE_BAD_REQUEST;
-            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown generation field '%.64s'", k);
+            char q[72];
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown generation field '%s'",
+                           clip(k, q));
         }
     }
     return 0;
@@ -405,21 +493,25 @@ static int parse_tree(struct ctx *c, const cJSON *root, const vg_proto_limits *l
         if (!strcmp(op->valuestring, ops[i].name))
             which = (int)i;
     if (which < 0) {
+        char q[72];
         *c->wire = VG_WIRE_UNKNOWN_OP;
         return vg_fail(c->err, c->errlen, VG_EINVAL,
-                       "unknown op '%.64s' (ask, info, job, jobs, cancel, sync, watch, unwatch, "
+                       "unknown op '%s' (ask, info, job, jobs, cancel, sync, watch, unwatch, "
                        "streams, events)",
-                       op->valuestring);
+                       clip(op->valuestring, q));
     }
     r->op = ops[which].op;
     for (const cJSON *it = root->child; it; it = it->next) {
         const char *k = it->string ? it->string : "";
+        if (dup_before(root, it))
+            return dup_error(c, "", k);
         if (!strcmp(k, "v") || !strcmp(k, "op") || !strcmp(k, "id"))
             continue;
         if (!field_allowed(ops[which].fields, k)) {
+            char q[72];
             *c->wire = VG_WIRE_BAD_REQUEST;
-            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown field '%.64s' for op '%s'", k,
-                           ops[which].name);
+            return vg_fail(c->err, c->errlen, VG_EINVAL, "unknown field '%s' for op '%s'",
+                           clip(k, q), ops[which].name);
         }
     }
     int rc;
@@ -503,6 +595,10 @@ int vg_proto_parse(const char *data, size_t len, const vg_proto_limits *lim, vg_
         *wire_code = VG_WIRE_BAD_JSON;
         return vg_fail(err, errlen, VG_EFORMAT, "empty request");
     }
+    if (scan_text(data, len, err, errlen) < 0) {
+        *wire_code = VG_WIRE_BAD_REQUEST;
+        return VG_EINVAL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
     if (!root) {
@@ -571,7 +667,15 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
     cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
     cJSON_AddFalseToObject(o, "ok");
     cJSON_AddStringToObject(e, "code", code);
-    cJSON_AddStringToObject(e, "message", message);
+    /* A sentence may quote a path cut short by its buffer, or a file's text: repair it. */
+    size_t mlen = message ? strlen(message) : 0;
+    char stackbuf[1024];
+    char *fixed = 3 * mlen + 1 <= sizeof stackbuf ? stackbuf : malloc(3 * mlen + 1);
+    if (fixed)
+        vg_utf8_sanitize(message ? message : "", mlen, fixed, 3 * mlen + 1);
+    cJSON_AddStringToObject(e, "message", fixed ? fixed : "(out of memory)");
+    if (fixed != stackbuf)
+        free(fixed);
     cJSON_AddItemToObject(o, "error", e);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -600,6 +704,35 @@ static int in_list(const char *list, const char *word, size_t n)
             break;
         p = comma + 1;
     }
+    return 0;
+}
+
+#define OUTSIDE_ROOTS "'%s' is outside the configured media roots, or cannot be read there"
+
+/* Whether path's last component is absent (lstat: ENOENT, so not a dangling link) and its
+ * directory resolves inside one of roots. */
+static int missing_inside(const char *path, const char (*roots)[VG_CFG_STR], int n_roots)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 || errno != ENOENT)
+        return 0;
+    char dir[PATH_MAX], real[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof dir)
+        return 0;
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash || !slash[1])
+        return 0;
+    if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    if (!realpath(dir, real) || stat(real, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    for (int i = 0; i < n_roots; i++)
+        if (under_root(real, roots[i]))
+            return 1;
     return 0;
 }
 
@@ -652,15 +785,21 @@ int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], in
     if (n_roots == 0)
         return vg_fail(err, errlen, VG_EPATH,
                        "local files are disabled: no media_roots are configured");
+    /* One answer for everything outside the roots, whether it exists or not (the daemon must not
+     * be an oracle for files it may not read): only a name whose directory resolves inside a root
+     * and that is itself absent (not even a dangling link) gets "not found". */
     char real[PATH_MAX];
-    if (!realpath(path, real))
-        return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EPATH, "'%s': %s", path,
-                       strerror(errno));
+    if (!realpath(path, real)) {
+        int e = errno;
+        if (e == ENOENT && missing_inside(path, roots, n_roots))
+            return vg_fail(err, errlen, VG_ENOENT, "'%s': no such file in the media roots", path);
+        return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
+    }
     int ok = 0;
     for (int i = 0; i < n_roots && !ok; i++)
         ok = under_root(real, roots[i]);
     if (!ok)
-        return vg_fail(err, errlen, VG_EPATH, "'%s' is outside the configured media roots", path);
+        return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
     struct stat st;
     if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
         return vg_fail(err, errlen, VG_EINVAL, "'%s' is not a regular file", path);

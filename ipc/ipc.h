@@ -60,15 +60,22 @@ typedef void (*vg_ipc_request_cb)(vg_ipc_server *srv, vg_ipc_req *req, const cha
 typedef struct vg_ipc_server_params {
     const char *cmd_urls[VG_IPC_MAX_URLS]; /* NULL-terminated when fewer */
     const char *event_urls[VG_IPC_MAX_URLS];
-    int socket_mode;         /* chmod() applied to each ipc:// path after bind, e.g. 0660 */
-    size_t max_message_size; /* larger requests are refused by the transport (NN_RCVMAXSIZE) */
+    int socket_mode; /* chmod() applied to each ipc:// path after bind, e.g. 0660 */
+    /* Requests larger than this plus a little routing-header slack are dropped by the transport
+     * (NN_RCVMAXSIZE); those between the two reach on_request, which must check len itself. */
+    size_t max_message_size;
     vg_ipc_request_cb on_request;
     void *opaque;
 } vg_ipc_server_params;
 
-/* Binds every URL and starts polling on loop. An ipc:// path left behind by a dead process is
- * replaced (the caller makes sure no live process owns it, e.g. with a lock file). Returns 0,
- * VG_EINVAL (bad URL or params), VG_EACCES, VG_EEXIST (address in use) or VG_EIO. */
+/* Binds every URL and starts polling on loop. Raises the process's soft RLIMIT_NOFILE to its hard
+ * limit, and guards the descriptor table: when it is nearly full (idle peers holding every
+ * descriptor, which made nanomsg spin on EMFILE), every listening endpoint is shut down, closing
+ * all connections, and bound again a second later (docs/security.md). An ipc:// path that holds a
+ * stale socket (left by a dead process: connecting to it is refused) is replaced; a socket someone
+ * listens on, a directory or any other file there is refused with VG_EEXIST and a sentence, and
+ * left in place. Returns 0, VG_EINVAL (bad URL or params), VG_EACCES, VG_EEXIST (address in use) or
+ * VG_EIO. */
 int vg_ipc_server_start(uv_loop_t *loop, const vg_ipc_server_params *p, vg_ipc_server **out,
                         char *err, size_t errlen);
 
@@ -80,7 +87,8 @@ int vg_ipc_server_set_max_message(vg_ipc_server *srv, size_t max_message_size);
  * dropped before; replies still waiting for the socket are dropped. NULL is a no-op. */
 void vg_ipc_server_stop(vg_ipc_server *srv);
 
-/* Sends data[len] as the reply to req and frees req (on success and on failure). A reply that the
+/* Sends data[len] as the reply to req and frees req (on success and on failure). Invalid UTF-8 in
+ * data is replaced with U+FFFD on the way out (a JSON text stays valid JSON). A reply that the
  * transport cannot take right now is kept and retried when the socket becomes writable. Returns 0,
  * VG_EMSGSIZE (larger than VG_IPC_MAX_REPLY; nothing is sent) or VG_EIO. */
 int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len);
@@ -88,7 +96,8 @@ int vg_ipc_reply(vg_ipc_req *req, const char *data, size_t len);
 /* Frees req without answering (the client times out or resends). NULL is a no-op. */
 void vg_ipc_req_drop(vg_ipc_req *req);
 
-/* Publishes "<topic> <payload>" on the event socket. Never blocks: a subscriber that cannot keep
+/* Publishes "<topic> <payload>" on the event socket, the payload repaired to valid UTF-8 as a
+ * reply is. Never blocks: a subscriber that cannot keep
  * up loses messages (PUB semantics). topic must not contain a space. Returns 0, VG_EINVAL or
  * VG_ENOMEM. */
 int vg_ipc_publish(vg_ipc_server *srv, const char *topic, const char *payload, size_t len);
@@ -96,6 +105,7 @@ int vg_ipc_publish(vg_ipc_server *srv, const char *topic, const char *payload, s
 /* Counters for `info` and tests. */
 typedef struct vg_ipc_stats {
     unsigned long long received, replied, published, dropped_replies;
+    unsigned long long fd_trips; /* times the descriptor guard closed every connection */
 } vg_ipc_stats;
 void vg_ipc_server_get_stats(const vg_ipc_server *srv, vg_ipc_stats *out);
 

@@ -37,6 +37,9 @@
 #define VG_CFG_MAX_INTER   (1 << 20)
 #define VG_CFG_MAX_VOCAB   10000000
 #define VG_CFG_MAX_POS     (1 << 24)
+/* No prompt vigil builds (chat template, timestamps, two frames' video tokens, a question, room to
+ * answer) fits in fewer positions: a smaller context would fail every job, so it fails the load. */
+#define VG_CFG_MIN_POS 256
 
 /* Looks up a possibly nested field; NULL when absent or a parent is not an object. */
 static const cJSON *field(const cJSON *obj, const char *key)
@@ -148,8 +151,8 @@ static int parse_text(const cJSON *root, const cJSON *tc, vg_model_info *info, c
                        heads * hd);
     CK(get_int(tc, S, "intermediate_size", 1, 0, 1, VG_CFG_MAX_INTER, &inter, F, err, errlen));
     CK(get_int(tc, S, "vocab_size", 1, 0, 1, VG_CFG_MAX_VOCAB, &vocab, F, err, errlen));
-    CK(get_int(tc, S, "max_position_embeddings", 0, 262144, 1, VG_CFG_MAX_POS, &maxpos, F, err,
-               errlen));
+    CK(get_int(tc, S, "max_position_embeddings", 0, 262144, VG_CFG_MIN_POS, VG_CFG_MAX_POS, &maxpos,
+               F, err, errlen));
     double eps, theta;
     CK(get_num(tc, S, "rms_norm_eps", 1e-6, 0.0, 1.0, 1, &eps, F, err, errlen));
 

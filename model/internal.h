@@ -58,6 +58,10 @@ size_t vg_st_bytes(const vg_st *st);
  */
 int vg_st_expect(const vg_st *st, const char *name, int ndim, const int64_t *shape,
                  const vg_tensor **out, char *err, size_t errlen);
+/* Samples t's elements (the first 1024 and about 1024 more spread evenly) and returns VG_EMODEL
+ * with a sentence naming the tensor if one is NaN or infinite (a corrupt checkpoint that would
+ * answer garbage), else 0. Reads at most about 1024 pages of the mapping. Any thread. */
+int vg_tensor_check_finite(const vg_tensor *t, char *err, size_t errlen);
 /* Converts a tensor's elements to float32 into dst[numel]. */
 void vg_tensor_to_f32(const vg_tensor *t, float *dst);
 /* vg_st_expect + a malloc'd float32 copy (caller free()s). */

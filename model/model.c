@@ -57,6 +57,8 @@ int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shap
     int rc = vg_st_expect(m->st, name, ndim, shape, &t, err, errlen);
     if (rc < 0)
         return rc;
+    if ((rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+        return rc;
     m->info.n_params += t->numel;
     if (m->use_mmap && t->dtype == VG_DT_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = (const float *)t->data;
@@ -133,6 +135,38 @@ void vg_model_free(vg_model *m)
     free(m);
 }
 
+/* The chat template needs <|im_start|> and <|im_end|>; a model with vision also the video
+ * markers, at the ids config.json gives. A tokenizer without them would load and then fail (or
+ * answer garbage) on every job, so the load fails instead, naming the token. */
+static int check_special_tokens(const vg_model *m, char *err, size_t errlen)
+{
+    const struct {
+        const char *tok;
+        int32_t want; /* the config's id; -1: any */
+        int vision;
+    } req[] = {
+        {"<|im_start|>", -1, 0},
+        {"<|im_end|>", -1, 0},
+        {"<|vision_start|>", m->info.vision_start_token_id, 1},
+        {"<|vision_end|>", m->info.vision_end_token_id, 1},
+        {"<|video_pad|>", m->info.video_token_id, 1},
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(req); i++) {
+        if (req[i].vision && !m->info.has_vision)
+            continue;
+        int32_t id = vg_tokenizer_token_id(m->tok, req[i].tok);
+        if (id < 0)
+            return vg_fail(err, errlen, VG_EMODEL,
+                           "tokenizer.json has no %s token, which the Qwen3-VL chat template needs",
+                           req[i].tok);
+        if (req[i].want >= 0 && id != req[i].want)
+            return vg_fail(err, errlen, VG_EMODEL,
+                           "tokenizer.json gives %s the id %d but config.json says %d", req[i].tok,
+                           id, req[i].want);
+    }
+    return 0;
+}
+
 int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out, char *err,
                   size_t errlen)
 {
@@ -179,6 +213,10 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         if ((id = vg_tokenizer_token_id(m->tok, "<|endoftext|>")) >= 0)
             m->info.endoftext_id = id;
     }
+
+    rc = check_special_tokens(m, err, errlen);
+    if (rc < 0)
+        goto fail;
 
     rc = vg_st_open_dir(dir, &m->st, err, errlen);
     if (rc < 0)

@@ -162,6 +162,45 @@ void vg_tensor_to_f32(const vg_tensor *t, float *dst)
     }
 }
 
+/* Element i of t as float32 (t->data holds numel elements of t->dtype). */
+static float element_f32(const vg_tensor *t, size_t i)
+{
+    const unsigned char *src = t->data;
+    uint16_t h;
+    float f;
+    switch (t->dtype) {
+    case VG_DT_F32:
+        memcpy(&f, src + 4 * i, 4);
+        return f;
+    case VG_DT_BF16:
+        memcpy(&h, src + 2 * i, 2);
+        return vg_bf16_to_f32(h);
+    case VG_DT_F16:
+        memcpy(&h, src + 2 * i, 2);
+        return vg_f16_to_f32(h);
+    }
+    return 0.0f;
+}
+
+int vg_tensor_check_finite(const vg_tensor *t, char *err, size_t errlen)
+{
+    /* A sample, to stay cheap on mapped weights: the first VG_FINITE_HEAD elements, then about
+     * VG_FINITE_SPREAD more spread evenly to the end (one page each at most). An all-NaN or
+     * overflowed tensor is caught; a single NaN deep inside a large tensor may not be. */
+    enum { VG_FINITE_HEAD = 1024, VG_FINITE_SPREAD = 1024 };
+    size_t n = t->numel, head = n < VG_FINITE_HEAD ? n : VG_FINITE_HEAD;
+    size_t step = n > head ? (n - head) / VG_FINITE_SPREAD + 1 : 1;
+    for (size_t i = 0; i < n; i = i < head ? i + 1 : i + step) {
+        float v = element_f32(t, i);
+        if (!isfinite(v))
+            return vg_fail(err, errlen, VG_EMODEL,
+                           "%s: tensor '%s' holds a non-finite value (%s) at element %zu: the "
+                           "checkpoint is corrupt",
+                           t->file, t->name, isnan(v) ? "NaN" : "infinity", i);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * Reading.
  */
@@ -249,7 +288,9 @@ static int load_file(vg_st *st, size_t *cap, const char *path, char *err, size_t
     if (!f->path)
         return vg_fail(err, errlen, VG_ENOMEM, "%s: out of memory", path);
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or device) in place of the file must fail the S_ISREG check below
+     * instead of blocking the open forever; it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return vg_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
     struct stat sb;

@@ -41,7 +41,7 @@ else
 fi
 
 echo "== a sample clip (ffmpeg lavfi, 6 s, 320x240, 25 fps) =="
-ffmpeg -loglevel error -f lavfi -i "testsrc2=size=320x240:rate=25" -t 6 -pix_fmt yuv420p \
+ffmpeg -nostdin -loglevel error -f lavfi -i "testsrc2=size=320x240:rate=25" -t 6 -pix_fmt yuv420p \
     -c:v libx264 "$work/sample.mp4"
 "$bin/tools/vigil" plan --model "$model" "$work/sample.mp4"
 

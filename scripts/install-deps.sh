@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh --tools    also torchvision (regenerating the resize parity fixture)
 set -eu
 
-PKGS="build-essential cmake pkg-config git clang-format ffmpeg
+PKGS="build-essential cmake pkg-config git clang clang-format ffmpeg
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 libuv1-dev libnanomsg-dev nanomsg-utils libopenblas-dev libcjson-dev libpcre2-dev
 libutf8proc-dev libcmocka-dev systemd ca-certificates python3 python3-numpy python3-torch"

@@ -4,8 +4,10 @@
 #  2. checks the formatting of every C file;
 #  3. builds RelWithDebInfo with warnings as errors and runs every test;
 #  4. builds with AddressSanitizer + UndefinedBehaviorSanitizer (warnings as errors) and runs every test
-#     not labelled `slow`.
-# Environment: VG_JOBS (build parallelism, default: number of CPUs), VG_SKIP_ASAN=1 to skip step 4.
+#     not labelled `slow`; then builds the libFuzzer harnesses with clang (build/fuzz) and runs each
+#     for VG_FUZZ_SECONDS (default 30; two at a time, about 2 minutes in all).
+# Environment: VG_JOBS (build parallelism, default: number of CPUs), VG_SKIP_ASAN=1 to skip step 4,
+# VG_FUZZ_SECONDS (seconds per fuzz harness; 0 skips the fuzzing).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
@@ -28,4 +30,11 @@ if [ "${VG_SKIP_ASAN:-0}" != "1" ]; then
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     (cd build/asan && ctest --timeout 900 -LE slow)
+    if [ "${VG_FUZZ_SECONDS:-30}" != "0" ]; then
+        echo "== libFuzzer harnesses (clang, ASan+UBSan), ${VG_FUZZ_SECONDS:-30} s each =="
+        CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_FUZZ=ON \
+            -DVG_WERROR=ON -DVG_FUZZ_SECONDS="${VG_FUZZ_SECONDS:-30}" >/dev/null
+        cmake --build build/fuzz -j "$jobs" --target vg_fuzzers
+        (cd build/fuzz && ctest -L fuzz -j 2)
+    fi
 fi

@@ -190,7 +190,8 @@ static int group_setup(void **state)
         return -1;
     }
     if (vg_testd_sh(NULL, 0,
-                    "ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 '%s'",
+                    "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 "
+                    "-t 3 '%s'",
                     video)) {
         fprintf(stderr, "ffmpeg failed\n");
         return -1;
@@ -779,8 +780,10 @@ static void test_media_security(void **state)
     for (int k = 0; k < 2; k++) {
         char seg[500], list[500], body[1200];
         snprintf(seg, sizeof seg, "%s/seg%d.ts", where[k], k);
-        assert_int_equal(
-            vg_testd_sh(NULL, 0, "ffmpeg -loglevel error -y -i '%s' -c copy '%s'", video, seg), 0);
+        assert_int_equal(vg_testd_sh(NULL, 0,
+                                     "ffmpeg -nostdin -loglevel error -y -i '%s' -c copy '%s'",
+                                     video, seg),
+                         0);
         snprintf(list, sizeof list, "%s/list%d.m3u8", media, k);
         snprintf(body, sizeof body,
                  "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXTINF:3.0,\n%s\n"

@@ -99,13 +99,14 @@ static int group_setup(void **state)
         fprintf(stderr, "cannot make the test model\n");
         return -1;
     }
-    if (vg_testd_sh(
-            NULL, 0,
-            "cd '%s' && ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=10 -t 3 "
-            "a.mp4 && ffmpeg -loglevel error -y -f lavfi -i color=c=red:size=128x96:rate=12 -t 4 "
-            "-c:v mpeg4 b.mkv && ffmpeg -loglevel error -y -f lavfi -i "
-            "testsrc=size=96x128:rate=15 -t 2.5 c.mp4",
-            media)) {
+    if (vg_testd_sh(NULL, 0,
+                    "cd '%s' && ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                    "testsrc2=size=160x120:rate=10 -t 3 "
+                    "a.mp4 && ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                    "color=c=red:size=128x96:rate=12 -t 4 "
+                    "-c:v mpeg4 b.mkv && ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                    "testsrc=size=96x128:rate=15 -t 2.5 c.mp4",
+                    media)) {
         fprintf(stderr, "ffmpeg failed\n");
         return -1;
     }

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -305,6 +307,84 @@ static void test_start_bad_url(void **state)
     assert_true(strlen(err) > 0);
 }
 
+/* Starts a second server with its command socket at path; returns its result (a started server is
+ * stopped again). */
+static int start_at(fixture *f, const char *path, char *err, size_t errlen)
+{
+    char cmd[400], ev[400];
+    snprintf(cmd, sizeof cmd, "ipc://%s", path);
+    snprintf(ev, sizeof ev, "ipc://%s/ev2", f->dir);
+    vg_ipc_server_params p;
+    memset(&p, 0, sizeof p);
+    p.cmd_urls[0] = cmd;
+    p.event_urls[0] = ev;
+    p.on_request = on_req;
+    p.opaque = f;
+    vg_ipc_server *s2 = NULL;
+    err[0] = 0;
+    int rc = vg_ipc_server_start(&f->loop, &p, &s2, err, errlen);
+    if (rc == 0) {
+        assert_non_null(s2);
+        vg_ipc_server_stop(s2);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    } else {
+        assert_null(s2);
+    }
+    return rc;
+}
+
+/* Issue #13 item 6: a directory at the socket path used to abort inside nanomsg, and a regular
+ * file there was deleted. Only a stale socket is replaced; the rest is refused with a sentence. */
+static void test_socket_path_occupied(void **state)
+{
+    fixture *f = *state;
+    char path[400], err[512];
+    struct stat st;
+    /* A directory. */
+    snprintf(path, sizeof path, "%s/adir", f->dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(start_at(f, path, err, sizeof err), VG_EEXIST);
+    assert_non_null(strstr(err, "not a socket"));
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(rmdir(path), 0);
+    /* A regular file: refused and kept. */
+    snprintf(path, sizeof path, "%s/afile", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("precious", fp);
+    fclose(fp);
+    assert_int_equal(start_at(f, path, err, sizeof err), VG_EEXIST);
+    assert_non_null(strstr(err, "not a socket"));
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_size, 8);
+    assert_int_equal(unlink(path), 0);
+    /* The live socket of the fixture's server: refused, and the server keeps its path. */
+    snprintf(path, sizeof path, "%s/cmd", f->dir);
+    assert_int_equal(start_at(f, path, err, sizeof err), VG_EEXIST);
+    assert_non_null(strstr(err, "listening"));
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    /* A stale socket (bound, then its owner gone without unlinking): replaced. */
+    snprintf(path, sizeof path, "%s/stale", f->dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    close(fd);
+    assert_int_equal(lstat(path, &st), 0);
+    if (start_at(f, path, err, sizeof err) != 0)
+        fail_msg("stale socket not replaced: %s", err);
+    /* A dangling symbolic link is not a socket either. */
+    snprintf(path, sizeof path, "%s/alink", f->dir);
+    assert_int_equal(symlink("/nonexistent/vigil.cmd", path), 0);
+    assert_int_equal(start_at(f, path, err, sizeof err), VG_EEXIST);
+    assert_int_equal(unlink(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +394,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_topics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_bad_url, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_path_occupied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -552,10 +552,11 @@ void test_plan_cmd_file(void **state)
     assert_non_null(mkdtemp(dir));
     char cmd[512], path[256];
     snprintf(path, sizeof path, "%s/clip.mp4", dir);
-    snprintf(cmd, sizeof cmd,
-             "ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=320x180:rate=25:duration=4.4 "
-             "-pix_fmt yuv420p '%s'",
-             path);
+    snprintf(
+        cmd, sizeof cmd,
+        "ffmpeg -nostdin -loglevel error -y -f lavfi -i testsrc2=size=320x180:rate=25:duration=4.4 "
+        "-pix_fmt yuv420p '%s'",
+        path);
     assert_int_equal(system(cmd), 0);
     char args[512], *a = NULL, *b = NULL;
     snprintf(args, sizeof args, "'%s' --start 1 --end 3 --json", path);

@@ -176,7 +176,7 @@ def render(clip, bg, path):
         venc = ["-c:v", "mpeg4", "-q:v", "3", "-threads", "1"]
     tmp = path + ".part"  # renamed when complete, so an interrupted run leaves no bad clip
     fmt = "mp4" if clip["container"] == "mp4" else "matroska"
-    cmd = (["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+    cmd = (["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
             f"{w}x{h}", "-r", clip["fps_str"], "-i", "-"] + venc
            + ["-pix_fmt", "yuv420p", "-an", "-map_metadata", "-1", "-fflags", "+bitexact",
               "-flags:v", "+bitexact", "-f", fmt, tmp])

@@ -139,7 +139,7 @@ def load_py_clip(clip, gt_dir, min_pixels, max_pixels, fps_target=2.0):
     idx = np.rint(np.linspace(0, n_total - 1, nframes)).astype(np.int64)
     max_pixels = min(max_pixels, 786432)
     h, w = _smart_resize(clip["height"], clip["width"], 32, min_pixels, max_pixels)
-    cmd = ["ffmpeg", "-v", "error", "-i", os.path.join(gt_dir, clip["path"]), "-vf",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", os.path.join(gt_dir, clip["path"]), "-vf",
            f"scale={w}:{h}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     raw = subprocess.run(cmd, check=True, stdout=subprocess.PIPE).stdout
     allf = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
@@ -165,7 +165,7 @@ def reference_frame(clip_path, index, width, height, out_h, out_w):
     antialiased bicubic (the reference of pipeline/resize.c), rounded to uint8 [out_h, out_w, 3]."""
     import torch
     import torch.nn.functional as F
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", clip_path, "-vf",
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", clip_path, "-vf",
                           f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], check=True, stdout=subprocess.PIPE).stdout
     img = np.frombuffer(raw, np.uint8).reshape(height, width, 3)
