@@ -250,11 +250,6 @@ void vg_request_clear(vg_request *r);
 /* Checks a job id: 1..VG_ID_MAX bytes of [A-Za-z0-9._-], not starting with '.'. */
 int vg_proto_valid_job_id(const char *id);
 
-/* Copies len bytes of generated text into out (cap bytes, NUL-terminated), each U+0000 turned into
- * U+FFFD, so the text survives as a C string (JSON, journal, logs). Returns the bytes written
- * (without the NUL), or 0 with out[0] = 0 when cap < 3 * len + 1. Any thread. */
-size_t vg_proto_text_piece(const char *raw, size_t len, char *out, size_t cap);
-
 /* Builds {"v":1,"id":<id_json>,"ok":false,"error":{"code":..,"message":..}} into a malloc'd
  * string (NULL on OOM). id_json may be NULL or "" (then "id":null). */
 char *vg_proto_error_reply(const char *id_json, const char *code, const char *message, size_t *len);

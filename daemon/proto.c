@@ -633,26 +633,6 @@ int vg_proto_parse(const char *data, size_t len, const vg_proto_limits *lim, vg_
     return 0;
 }
 
-size_t vg_proto_text_piece(const char *raw, size_t len, char *out, size_t cap)
-{
-    if (cap == 0)
-        return 0;
-    out[0] = '\0';
-    if (len > (cap - 1) / 3)
-        return 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (raw[i]) {
-            out[o++] = raw[i];
-        } else {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
 char *vg_proto_error_reply(const char *id_json, const char *code, const char *message, size_t *len)
 {
     cJSON *o = cJSON_CreateObject();
