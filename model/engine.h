@@ -2,17 +2,22 @@
  * engine.h: private declarations shared by the engine's files (model.c, vision.c, text.c, rope.c,
  * sampling.c, generate.c, ops.c). Never included outside model/.
  *
- * Layout of the weights: every matrix is float32, row-major [out][in] as in the checkpoint (a
- * PyTorch Linear), so y = x W^T + b is one cblas_sgemm with the second operand transposed. Weights
- * either live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs
- * conversion) or point into the read-only safetensors mapping (use_mmap = 1 and F32 data).
+ * Layout of the weights: the Linear weights, the embedding and lm_head are vg_mat matrices
+ * [out][in] as in the checkpoint (a PyTorch Linear), held in the weight type chosen at load
+ * (weights.c): float32 row-major (y = x W^T + b is one cblas_sgemm with the second operand
+ * transposed), or BF16 / Q8_0 packed in row groups for the engine's own kernels (kernels.h). Norms,
+ * biases, the patch embedding and the position table are float32 views. Float32 weights either
+ * live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs conversion) or
+ * point into the read-only safetensors mapping (use_mmap = 1 and F32 data).
  */
 #ifndef VG_MODEL_ENGINE_H
 #define VG_MODEL_ENGINE_H
 
 #include "common.h"
 #include "internal.h"
+#include "kernels.h"
 #include "model.h"
+#include "pool.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -21,20 +26,31 @@
 #define VG_MAX_DEEPSTACK 16
 #define VG_SCRATCH_POOL  4
 
+/* A weight matrix [rows][cols] in its load-time type (weights.c). */
+typedef struct vg_mat {
+    int type;           /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
+    size_t rows, cols;  /* out, in */
+    const float *f;     /* F32: row-major data */
+    const void *p;      /* BF16 / Q8_0: packed groups (kernels.h) */
+    size_t group_bytes; /* bytes of one packed group */
+} vg_mat;
+
 typedef struct vg_vis_block {
-    const float *n1_w, *n1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
-    const float *n2_w, *n2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *n1_w, *n1_b, *qkv_b, *proj_b;
+    const float *n2_w, *n2_b, *fc1_b, *fc2_b;
+    vg_mat qkv_w, proj_w, fc1_w, fc2_w;
 } vg_vis_block;
 
 typedef struct vg_merger {
     const float *n_w, *n_b; /* LayerNorm over D (main merger) or 4D (DeepStack, post-shuffle) */
-    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *fc1_b, *fc2_b;
+    vg_mat fc1_w, fc2_w;
     int postshuffle;
 } vg_merger;
 
 typedef struct vg_text_layer {
-    const float *in_norm, *post_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm;
-    const float *w_gate, *w_up, *w_down;
+    const float *in_norm, *post_norm, *q_norm, *k_norm;
+    vg_mat wq, wk, wv, wo, w_gate, w_up, w_down;
 } vg_text_layer;
 
 struct vg_model {
@@ -44,6 +60,8 @@ struct vg_model {
     vg_st *st; /* kept open only while some weight points into it */
     int n_threads;
     int use_mmap;
+    int wtype;      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 (auto resolved at load) */
+    vg_pool *tpool; /* the engine's threads (n_threads participants) */
 
     /* vision */
     const float *patch_w, *patch_b, *pos_embed;
@@ -52,7 +70,8 @@ struct vg_model {
     vg_merger ds[VG_MAX_DEEPSTACK];
 
     /* text */
-    const float *embed, *lm_head, *final_norm;
+    vg_mat embed, lm_head; /* lm_head is a copy of embed's view when the embeddings are tied */
+    const float *final_norm;
     vg_text_layer *layers;
     float *text_inv_freq;      /* [head_dim/2] */
     unsigned char *mrope_axis; /* [head_dim/2]: 0 = T, 1 = H, 2 = W */
@@ -69,6 +88,20 @@ struct vg_model {
     vg_trace_fn trace;
     void *trace_opaque;
 };
+
+/* ---- weights.c: matrices in the load-time weight type ---- */
+/* Loads the 2-D tensor name [rows][cols] into *out in m->wtype (float32 when cols is not a multiple
+ * of 32), tensor by tensor. Errors as vg_model_weight. */
+int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
+                 size_t errlen);
+/* Row r of w as float32 (dst[cols]); the embedding lookup. */
+void vg_mat_row(const vg_mat *w, size_t r, float *dst);
+/* Floats of workspace vg_matmul needs for n rows of x with w (0 for float32). */
+size_t vg_mat_ws_floats(const vg_mat *w, size_t n);
+/* y[n][rows] = x[n][cols] W^T (+ b[rows] when b != NULL). ws: vg_mat_ws_floats(w, n) floats owned
+ * by the caller. One row runs on m's pool; several rows through OpenBLAS. Any thread. */
+void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+               float *ws);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */
@@ -153,6 +186,8 @@ void *vg_scratch_take(vg_model *m, size_t bytes);
 void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
+/* Drops the whole pages of [p, p + n) of the mapping from the resident set once converted. */
+void vg_model_drop_pages(const void *p, size_t n);
 
 /* ---- sampling.c ---- */
 /* Argmax (first of equal maxima). */

@@ -33,6 +33,7 @@
 typedef struct bench_opts {
     const char *dir, *mmap_dir;
     int threads, quick, skip_vision, skip_prefill, skip_decode;
+    int weight_type;
 } bench_opts;
 
 static void fill(float *x, size_t n, uint64_t seed)
@@ -152,15 +153,19 @@ static double prefill_flops(const vg_model_info *in, double p0, double n)
     return in->n_layers * (n * lin + att) + 2 * D * in->vocab_size;
 }
 
-/* bytes one decode step reads: every text weight (f32) plus the KV cache of ctx tokens */
+/* bytes one decode step reads: every text weight (in the loaded weight type; norms float32) plus
+ * the float32 KV cache of ctx tokens */
 static double decode_bytes(const vg_model_info *in, double ctx)
 {
+    const double wb = in->weight_type == VG_WEIGHTS_BF16   ? 2.0
+                      : in->weight_type == VG_WEIGHTS_Q8_0 ? 34.0 / 32.0
+                                                           : 4.0;
     double D = in->hidden_size, hd = in->head_dim, QD = in->n_heads * hd, KD = in->n_kv_heads * hd,
            FF = in->intermediate_size;
-    double per_layer = D * QD + 2 * D * KD + QD * D + 3 * D * FF + 2 * D + 2 * hd;
-    double w = in->n_layers * per_layer + D * in->vocab_size + D;
+    double per_layer = wb * (D * QD + 2 * D * KD + QD * D + 3 * D * FF) + 4 * (2 * D + 2 * hd);
+    double w = in->n_layers * per_layer + wb * D * in->vocab_size + 4 * D;
     double kv = in->n_layers * 2 * ctx * KD;
-    return 4 * (w + kv);
+    return w + 4 * kv;
 }
 
 typedef struct row {
@@ -348,7 +353,9 @@ static int write_f32_copy(const char *src, const char *dst, char *err, size_t er
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vigil-model bench MODEL_DIR [options]\n\n"
-               "  --threads N      BLAS threads (default 1, as in the peers' table)\n"
+               "  --threads N      engine and BLAS threads (default 1, as in the peers' table)\n"
+               "  --weights TYPE   f32, bf16, q8_0 or auto (default auto: bf16 for a bf16\n"
+               "                   checkpoint)\n"
                "  --quick          fewer repetitions, no 4k prefill, decode at 1k only\n"
                "  --mmap-dir DIR   also decode with the weights mapped from an F32 copy in DIR\n"
                "                   (written there first when DIR/model.safetensors is absent)\n"
@@ -365,6 +372,11 @@ int vg_cmd_bench(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             o.threads = atoi(argv[++i]);
+        } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
+            if (vg_weight_type_parse(argv[++i], &o.weight_type) < 0) {
+                usage(stderr);
+                return 2;
+            }
         } else if (strcmp(a, "--mmap-dir") == 0 && i + 1 < argc) {
             o.mmap_dir = argv[++i];
         } else if (strcmp(a, "--quick") == 0) {
@@ -397,6 +409,7 @@ int vg_cmd_bench(int argc, char **argv)
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = o.threads;
     mp.load_vision = !o.skip_vision;
+    mp.weight_type = o.weight_type;
     vg_model *m = NULL;
     double t0 = vg_now_ms();
     if (vg_model_load(o.dir, &mp, &m, err, sizeof(err)) < 0) {
@@ -404,8 +417,9 @@ int vg_cmd_bench(int argc, char **argv)
         return 1;
     }
     const vg_model_info *in = vg_model_get_info(m);
-    printf("model %s: %zu parameters, %.2f GiB float32, loaded in %.1f s\n", in->name, in->n_params,
-           (double)in->weight_bytes / (1 << 30), (vg_now_ms() - t0) / 1000.0);
+    printf("model %s: %zu parameters, %.2f GiB of %s weights, %s kernels, loaded in %.1f s\n",
+           in->name, in->n_params, (double)in->weight_bytes / (1 << 30),
+           vg_weight_type_name(in->weight_type), in->isa, (vg_now_ms() - t0) / 1000.0);
 
     tb.reps = reps;
     if (in->has_vision) {
