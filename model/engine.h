@@ -102,6 +102,10 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n);
  * by the caller. One row runs on m's pool; several rows through OpenBLAS. Any thread. */
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws);
+/* y[i] = x W[i]^T for count (<= 4) matrices sharing x (no bias); with one row and packed matrices
+ * of one type and cols, a single pool region covers them all (fewer wake-ups per token). */
+void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
+                     size_t count, float *ws);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */

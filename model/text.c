@@ -287,6 +287,29 @@ static int is_vis(const vg_model_info *in, int32_t id)
     return id == in->video_token_id || id == in->image_token_id;
 }
 
+typedef struct decode_attn_job {
+    vg_seq *s;
+    int l;
+    size_t ctx;
+    float scale;
+} decode_attn_job;
+
+/* Decode attention of the query heads sharing KV head j (their own rows of the score buffer). */
+static void decode_attn_task(void *arg, size_t j)
+{
+    const decode_attn_job *a = arg;
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hkv = (size_t)in->n_kv_heads;
+    const size_t grp = (size_t)in->n_heads / Hkv, ctx = a->ctx;
+    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
+    float *sc = s->sc + j * grp * ctx;
+    vg_attn_scores(s->q + j * grp * hd, grp, s->kc + base, ctx, hd, a->scale, sc);
+    for (size_t i = 0; i < grp; i++)
+        vg_softmax(sc + i * ctx, ctx);
+    vg_attn_mix(sc, grp, s->vc + base, ctx, hd, s->o + j * grp * hd);
+}
+
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
  * (decode) runs the query heads sharing a KV head together, so the cached K and V are streamed
  * once; several rows run per query head over blocks of rows. */
@@ -302,19 +325,18 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         rb = 1;
     if (rb > n)
         rb = n;
-    if (ensure_scores(s, VG_MAX(rb, grp) * ctx_max) < 0)
+    if (ensure_scores(s, VG_MAX(rb, Hq) * ctx_max) < 0)
         return VG_ENOMEM;
+    if (n == 1) { /* decode: the KV heads split across the pool */
+        decode_attn_job job = {.s = s, .l = l, .ctx = p0 + 1, .scale = scale};
+        /* a short cache is not worth waking a worker */
+        vg_pool_run(job.ctx * QD >= ((size_t)1 << 16) ? s->m->tpool : NULL, Hkv, decode_attn_task,
+                    &job);
+        return 0;
+    }
     for (size_t j = 0; j < Hkv; j++) {
         const size_t base = ((size_t)l * Hkv + j) * s->max_tokens * hd;
         const float *Kh = s->kc + base, *Vh = s->vc + base;
-        if (n == 1) {
-            const size_t ctx = p0 + 1;
-            vg_attn_scores(s->q + j * grp * hd, grp, Kh, ctx, hd, scale, s->sc);
-            for (size_t i = 0; i < grp; i++)
-                vg_softmax(s->sc + i * ctx, ctx);
-            vg_attn_mix(s->sc, grp, Vh, ctx, hd, s->o + j * grp * hd);
-            continue;
-        }
         for (size_t h = j * grp; h < (j + 1) * grp; h++) {
             for (size_t i0 = 0; i0 < n; i0 += rb) {
                 size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
@@ -364,9 +386,11 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         const vg_text_layer *L = &m->layers[l];
         trace(m, "text.hidden_in", l, s->x, n, D);
         vg_rmsnorm(s->x, s->a, n, D, L->in_norm, eps);
-        vg_matmul(m, s->a, n, &L->wq, NULL, s->q, s->ws);
-        vg_matmul(m, s->a, n, &L->wk, NULL, s->kt, s->ws);
-        vg_matmul(m, s->a, n, &L->wv, NULL, s->vt, s->ws);
+        {
+            const vg_mat *w3[3] = {&L->wq, &L->wk, &L->wv};
+            float *y3[3] = {s->q, s->kt, s->vt};
+            vg_matmul_multi(m, s->a, n, w3, y3, 3, s->ws);
+        }
         vg_rmsnorm(s->q, s->q, n * Hq, hd, L->q_norm, eps);
         vg_rmsnorm(s->kt, s->kt, n * Hkv, hd, L->k_norm, eps);
         vg_rope_apply(s->q, n, (int)Hq, (int)hd, QD, s->cos_t, s->sin_t);
@@ -384,8 +408,11 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         for (size_t i = 0; i < n * D; i++)
             s->x[i] += s->a[i];
         vg_rmsnorm(s->x, s->a, n, D, L->post_norm, eps);
-        vg_matmul(m, s->a, n, &L->w_gate, NULL, s->g, s->ws);
-        vg_matmul(m, s->a, n, &L->w_up, NULL, s->u, s->ws);
+        {
+            const vg_mat *w2[2] = {&L->w_gate, &L->w_up};
+            float *y2[2] = {s->g, s->u};
+            vg_matmul_multi(m, s->a, n, w2, y2, 2, s->ws);
+        }
         vg_silu_mul(s->g, s->u, n * FF);
         vg_matmul(m, s->g, n, &L->w_down, NULL, s->a, s->ws);
         for (size_t i = 0; i < n * D; i++)

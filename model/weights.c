@@ -184,26 +184,74 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
     return tile_rows(w) * w->cols;
 }
 
+#define MAX_MULTI 4
+
 typedef struct gemv_job {
-    const vg_mat *w;
+    const vg_mat *w[MAX_MULTI];
+    float *y[MAX_MULTI];
+    size_t groups[MAX_MULTI];
+    size_t n_mats, n_split; /* tasks = n_mats * n_split */
     const vg_kernels *k;
     const float *xp; /* BF16 */
     const int8_t *xq;
     const float *xd; /* Q8_0 */
-    float *y;
-    size_t groups, n_tasks;
 } gemv_job;
 
 static void gemv_task(void *arg, size_t i)
 {
     const gemv_job *j = arg;
-    size_t g0 = j->groups * i / j->n_tasks, g1 = j->groups * (i + 1) / j->n_tasks;
+    size_t mi = i / j->n_split, part = i % j->n_split;
+    const vg_mat *w = j->w[mi];
+    size_t g0 = j->groups[mi] * part / j->n_split, g1 = j->groups[mi] * (part + 1) / j->n_split;
     if (g0 == g1)
         return;
-    if (j->w->type == VG_WEIGHTS_BF16)
-        j->k->bf16_gemv(j->w->p, j->w->cols, j->w->rows, g0, g1, j->xp, j->y);
+    if (w->type == VG_WEIGHTS_BF16)
+        j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
     else
-        j->k->q8_gemv(j->w->p, j->w->cols, j->w->rows, g0, g1, j->xq, j->xd, j->y);
+        j->k->q8_gemv(w->p, w->cols, w->rows, g0, g1, j->xq, j->xd, j->y[mi]);
+}
+
+/* One row of x times count packed matrices of the same type and cols: x prepared (or quantized)
+ * once, one pool region for all of them. */
+static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, float *const *y,
+                        size_t count, float *ws)
+{
+    const size_t K = w[0]->cols;
+    gemv_job j = {.k = vg_kernels_get(-1), .n_mats = count};
+    size_t work = 0;
+    for (size_t i = 0; i < count; i++) {
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+        j.groups[i] = (w[i]->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+        work += w[i]->rows * K;
+    }
+    /* small products are not worth waking a worker (a few microseconds) */
+    j.n_split = work >= ((size_t)1 << 18) ? (size_t)vg_pool_threads(m->tpool) : 1;
+    if (w[0]->type == VG_WEIGHTS_BF16) {
+        j.k->bf16_prep(x, K, ws);
+        j.xp = ws;
+    } else {
+        float *xd = ws;
+        int8_t *xq = (int8_t *)(ws + K / VG_QK + 8);
+        vg_q8_quantize(x, K, xq, xd);
+        j.xq = xq;
+        j.xd = xd;
+    }
+    vg_pool_run(m->tpool, j.n_mats * j.n_split, gemv_task, &j);
+}
+
+void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
+                     size_t count, float *ws)
+{
+    int same = n == 1 && count <= MAX_MULTI && w[0]->type != VG_WEIGHTS_F32;
+    for (size_t i = 1; same && i < count; i++)
+        same = w[i]->type == w[0]->type && w[i]->cols == w[0]->cols;
+    if (!same) {
+        for (size_t i = 0; i < count; i++)
+            vg_matmul(m, x, n, w[i], NULL, y[i], ws);
+        return;
+    }
+    gemv_packed(m, x, w, y, count, ws);
 }
 
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
@@ -217,22 +265,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         return;
     }
     if (n == 1) {
-        gemv_job j = {.w = w, .k = vg_kernels_get(-1), .y = y};
-        j.groups = (N + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
-        /* small products are not worth waking a worker (a few microseconds) */
-        size_t nt = (size_t)vg_pool_threads(m->tpool);
-        j.n_tasks = N * K >= ((size_t)1 << 18) ? nt : 1;
-        if (w->type == VG_WEIGHTS_BF16) {
-            j.k->bf16_prep(x, K, ws);
-            j.xp = ws;
-        } else {
-            float *xd = ws;
-            int8_t *xq = (int8_t *)(ws + K / VG_QK + 8);
-            vg_q8_quantize(x, K, xq, xd);
-            j.xq = xq;
-            j.xd = xd;
-        }
-        vg_pool_run(m->tpool, j.n_tasks, gemv_task, &j);
+        gemv_packed(m, x, &w, &y, 1, ws);
         if (b)
             for (size_t c = 0; c < N; c++)
                 y[c] += b[c];
