@@ -26,13 +26,18 @@
 #define VG_MAX_DEEPSTACK 16
 #define VG_SCRATCH_POOL  4
 
+typedef struct vg_dnnl vg_dnnl;         /* a model's oneDNN engine (dnnl.c) */
+typedef struct vg_dnnl_mat vg_dnnl_mat; /* a matrix packed for oneDNN */
+#define VG_DNNL_M 112                   /* rows per oneDNN product block (784 = 7 x 112) */
+
 /* A weight matrix [rows][cols] in its load-time type (weights.c). */
 typedef struct vg_mat {
-    int type;           /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
-    size_t rows, cols;  /* out, in */
-    const float *f;     /* F32: row-major data */
-    const void *p;      /* BF16 / Q8_0: packed groups (kernels.h) */
-    size_t group_bytes; /* bytes of one packed group */
+    int type;                /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
+    size_t rows, cols;       /* out, in */
+    const float *f;          /* F32: row-major data */
+    const void *p;           /* BF16 / Q8_0: packed groups (kernels.h) */
+    size_t group_bytes;      /* bytes of one packed group */
+    const vg_dnnl_mat *dnnl; /* BF16 packed for oneDNN instead (vision only; p is NULL) */
 } vg_mat;
 
 typedef struct vg_vis_block {
@@ -62,6 +67,7 @@ struct vg_model {
     int use_mmap;
     int wtype;      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 (auto resolved at load) */
     vg_pool *tpool; /* the engine's threads (n_threads participants) */
+    vg_dnnl *dnnl;  /* oneDNN engine when built with it and the CPU has AVX512-BF16, else NULL */
 
     /* vision */
     const float *patch_w, *patch_b, *pos_embed;
@@ -106,6 +112,24 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
  * of one type and cols, a single pool region covers them all (fewer wake-ups per token). */
 void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
                      size_t count, float *ws);
+
+/* Like vg_model_mat, for a matrix only ever multiplied with many rows (the vision tower): with
+ * bf16 weights and oneDNN available it is packed for oneDNN's bf16 matmul instead. */
+int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
+                       char *err, size_t errlen);
+
+/* ---- dnnl.c: oneDNN bf16 products (stubs without VG_HAVE_DNNL) ---- */
+/* Sets m->dnnl when oneDNN is usable (AVX-512 level); 0 or VG_ENOMEM. */
+int vg_dnnl_create(vg_model *m);
+/* Frees the engine and every matrix packed with it; NULL does nothing. */
+void vg_dnnl_destroy(vg_dnnl *d);
+/* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set). 0; 1 when oneDNN has no fast
+ * kernel for it here (out untouched: pack another way); VG_ENOMEM. */
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out);
+/* Workspace floats of vg_dnnl_matmul for w. */
+size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols);
+/* y[n][rows] = bf16(x) W^T, no bias. 0 or VG_EIO (oneDNN failed). */
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */

@@ -204,10 +204,26 @@ static void q8_gemv_scalar(const int8_t *w, size_t K, size_t rows, size_t g0, si
     }
 }
 
+static uint64_t read_xor_scalar(const uint64_t *p, size_t n)
+{
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a ^= p[i];
+        b ^= p[i + 1];
+        c ^= p[i + 2];
+        d ^= p[i + 3];
+    }
+    for (; i < n; i++)
+        a ^= p[i];
+    return a ^ b ^ c ^ d;
+}
+
 static const vg_kernels k_scalar = {
     .bf16_prep = bf16_prep_scalar,
     .bf16_gemv = bf16_gemv_scalar,
     .q8_gemv = q8_gemv_scalar,
+    .read_xor = read_xor_scalar,
 };
 
 #if defined(__x86_64__)

@@ -54,6 +54,8 @@ typedef struct vg_kernels {
                       const float *xp, float *y);
     void (*q8_gemv)(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1, const int8_t *xq,
                     const float *xd, float *y);
+    /* XOR of every 64-bit word of p[n words] (the streaming-read ceiling of vigil-model bench). */
+    uint64_t (*read_xor)(const uint64_t *p, size_t n);
 } vg_kernels;
 
 /* The table of a level (VG_ISA_*), or of vg_isa_level() for -1. */

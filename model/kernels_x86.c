@@ -116,10 +116,30 @@ T_AVX2 static void q8_gemv_avx2(const int8_t *w, size_t K, size_t rows, size_t g
     }
 }
 
+T_AVX2 static uint64_t read_xor_avx2(const uint64_t *p, size_t n)
+{
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(const void *)(p + i)));
+        b = _mm256_xor_si256(b, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 4)));
+        c = _mm256_xor_si256(c, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 8)));
+        d = _mm256_xor_si256(d, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 12)));
+    }
+    a = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    uint64_t r[4];
+    _mm256_storeu_si256((__m256i *)(void *)r, a);
+    uint64_t x = r[0] ^ r[1] ^ r[2] ^ r[3];
+    for (; i < n; i++)
+        x ^= p[i];
+    return x;
+}
+
 const vg_kernels vg_kernels_avx2 = {
     .bf16_prep = bf16_prep_avx2,
     .bf16_gemv = bf16_gemv_avx2,
     .q8_gemv = q8_gemv_avx2,
+    .read_xor = read_xor_avx2,
 };
 
 /* ================================ AVX-512 ================================ */
@@ -228,9 +248,31 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     }
 }
 
+T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
+{
+    __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a = _mm512_xor_si512(a, _mm512_loadu_si512((const void *)(p + i)));
+        b = _mm512_xor_si512(b, _mm512_loadu_si512((const void *)(p + i + 8)));
+        c = _mm512_xor_si512(c, _mm512_loadu_si512((const void *)(p + i + 16)));
+        d = _mm512_xor_si512(d, _mm512_loadu_si512((const void *)(p + i + 24)));
+    }
+    a = _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d));
+    uint64_t r[8];
+    _mm512_storeu_si512((void *)r, a);
+    uint64_t x = 0;
+    for (int k = 0; k < 8; k++)
+        x ^= r[k];
+    for (; i < n; i++)
+        x ^= p[i];
+    return x;
+}
+
 const vg_kernels vg_kernels_avx512 = {
     .bf16_prep = bf16_prep_avx512,
     .bf16_gemv = bf16_gemv_avx512,
     .q8_gemv = q8_gemv_avx512,
+    .read_xor = read_xor_avx512,
 };
 #endif

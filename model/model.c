@@ -131,6 +131,7 @@ void vg_model_free(vg_model *m)
     vg_tokenizer_free(m->tok);
     vg_st_close(m->st);
     vg_pool_destroy(m->tpool);
+    vg_dnnl_destroy(m->dnnl);
     free(m);
 }
 
@@ -200,6 +201,10 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
                                                                           : VG_WEIGHTS_F32;
     }
     m->info.weight_type = m->wtype;
+    if (m->wtype == VG_WEIGHTS_BF16 && p.load_vision && vg_dnnl_create(m) < 0) {
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+        goto fail;
+    }
     snprintf(m->info.isa, sizeof(m->info.isa), "%s", vg_isa_name(vg_isa_level()));
     rc = vg_text_load(m, err, errlen);
     if (rc < 0)

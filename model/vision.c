@@ -55,10 +55,10 @@ static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merg
     W(fc2_b, "linear_fc2.bias", 1, O);
 #undef W
     snprintf(name, sizeof(name), "%s.linear_fc1.weight", prefix);
-    if ((rc = vg_model_mat(m, name, MD, MD, &mg->fc1_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, MD, MD, &mg->fc1_w, err, errlen)) < 0)
         return rc;
     snprintf(name, sizeof(name), "%s.linear_fc2.weight", prefix);
-    if ((rc = vg_model_mat(m, name, O, MD, &mg->fc2_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, O, MD, &mg->fc2_w, err, errlen)) < 0)
         return rc;
     return 0;
 }
@@ -124,7 +124,7 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
 #define M(field, suffix, rows, cols)                                                               \
     do {                                                                                           \
         snprintf(name, sizeof(name), "model.visual.blocks.%d.%s", i, suffix);                      \
-        if ((rc = vg_model_mat(m, name, rows, cols, &b->field, err, errlen)) < 0)                  \
+        if ((rc = vg_model_mat_dense(m, name, rows, cols, &b->field, err, errlen)) < 0)            \
             return rc;                                                                             \
     } while (0)
         M(qkv_w, "attn.qkv.weight", 3 * D, D);

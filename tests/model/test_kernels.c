@@ -239,6 +239,19 @@ static void test_gemv_levels(void **state)
            vg_isa_name(vg_isa_detect()));
 }
 
+static void test_read_xor(void **state)
+{
+    (void)state;
+    uint64_t buf[203];
+    for (size_t i = 0; i < 203; i++)
+        buf[i] = rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    for (size_t n = 0; n <= 203; n += 29) {
+        uint64_t want = vg_kernels_get(VG_ISA_SCALAR)->read_xor(buf, n);
+        for (int l = VG_ISA_AVX2; l <= vg_isa_detect(); l++)
+            assert_true(vg_kernels_get(l)->read_xor(buf, n) == want);
+    }
+}
+
 /* Q8_0 activation quantization: every value within half a step, zero blocks give zero. */
 static void test_quantize(void **state)
 {
@@ -328,7 +341,7 @@ int main(void)
         cmocka_unit_test(test_f16),       cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_quantize),  cmocka_unit_test(test_gemv_levels),
         cmocka_unit_test(test_isa_names), cmocka_unit_test(test_weight_types),
-        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool),      cmocka_unit_test(test_read_xor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
