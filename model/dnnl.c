@@ -35,6 +35,8 @@ struct vg_dnnl {
 };
 
 struct vg_dnnl_mat {
+    int plain; /* weights in plain bf16 [rows][cols], supplied per call */
+    size_t rows, cols;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
@@ -191,25 +193,126 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     return 0;
 }
 
+/* A primitive for M = VG_DNNL_M rows of x times plain bf16 weights [rows][cols] given per call
+ * (shared by every matrix of that shape). NULL when oneDNN has no brgemm kernel for it. */
+static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
+{
+    for (size_t i = 0; i < d->n_mats; i++)
+        if (d->mats[i]->plain && d->mats[i]->rows == rows && d->mats[i]->cols == cols)
+            return d->mats[i];
+    vg_dnnl_mat *dm = calloc(1, sizeof(*dm));
+    if (!dm)
+        return NULL;
+    dm->plain = 1;
+    dm->rows = rows;
+    dm->cols = cols;
+    dnnl_dims_t sd = {VG_DNNL_M, (dnnl_dim_t)cols}, wd = {(dnnl_dim_t)cols, (dnnl_dim_t)rows};
+    dnnl_dims_t dd = {VG_DNNL_M, (dnnl_dim_t)rows};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    const char *impl = NULL;
+    int ok =
+        dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dm->wei_md, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &dm->src_md, &dm->wei_md, NULL, &dm->dst_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && strncmp(impl, "brg", 3) == 0 &&
+        dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (ok && d->n_mats == d->cap_mats) {
+        size_t nc = d->cap_mats ? 2 * d->cap_mats : 64;
+        vg_dnnl_mat **nm = realloc(d->mats, nc * sizeof(*nm));
+        if (!nm)
+            ok = 0;
+        else {
+            d->mats = nm;
+            d->cap_mats = nc;
+        }
+    }
+    if (!ok) {
+        mat_free(dm);
+        return NULL;
+    }
+    dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
+    dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
+    d->mats[d->n_mats++] = dm;
+    return dm;
+}
+
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
+{
+    if (m->dnnl && w->p && w->cols % VG_QK == 0)
+        w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols);
+}
+
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
     /* bf16 source block, padded destination block, scratchpad (+ alignment slack) */
-    return (VG_DNNL_M * cols + 1) / 2 + VG_DNNL_M * rows + (dm->scratch_bytes + 63) / 4 + 32;
+    size_t plain = dm->plain ? (rows * cols + 1) / 2 + 16 : 0; /* the unpacked weights */
+    return plain + (VG_DNNL_M * cols + 1) / 2 + VG_DNNL_M * rows + (dm->scratch_bytes + 63) / 4 +
+           32;
+}
+
+/* Row rr of a packed Q8_0 group as bf16 (scale * q rounded to bf16), 32 values per step. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c"))) static void
+q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
+{
+    const uint16_t *sc = (const uint16_t *)(const void *)(g + (size_t)VG_PACK_ROWS * K);
+    for (size_t b = 0; b < K / VG_QK; b++) {
+        const int8_t *q = g + (b * VG_PACK_ROWS + (size_t)rr) * VG_QK;
+        const __m512 d = _mm512_set1_ps(vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)rr]));
+        __m512 lo = _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
+        __m512 hi = _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(q + 16))));
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
+        _mm512_storeu_si512((void *)(out + b * VG_QK), (__m512i)v);
+    }
+}
+
+/* The rows of a packed (BF16 or Q8_0) matrix as plain bf16 [rows][cols]. */
+static void unpack_plain(const vg_mat *w, uint16_t *out)
+{
+    const size_t K = w->cols;
+    for (size_t r = 0; r < w->rows; r++) {
+        const unsigned char *g = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
+        const int rr = (int)(r % VG_PACK_ROWS);
+        if (w->type == VG_WEIGHTS_BF16) {
+            for (size_t c = 0; c < K / VG_QK; c++)
+                memcpy(out + r * K + c * VG_QK,
+                       (const uint16_t *)(const void *)g + (c * VG_PACK_ROWS + (size_t)rr) * VG_QK,
+                       VG_QK * sizeof(uint16_t));
+        } else {
+            q8_row_to_bf16((const int8_t *)g, K, rr, out + r * K);
+        }
+    }
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
 {
-    const vg_dnnl_mat *dm = w->dnnl;
+    const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     const size_t K = w->cols, N = w->rows;
     uintptr_t base = ((uintptr_t)ws + 63) & ~(uintptr_t)63;
+    void *wei = dm->wei;
+    if (dm->plain) {
+        wei = (void *)base;
+        base = (base + N * K * sizeof(uint16_t) + 63) & ~(uintptr_t)63;
+    }
     uint16_t *xb = (uint16_t *)base;
     float *tmp = (float *)(void *)(xb + ((VG_DNNL_M * K + 31) & ~(size_t)31));
     void *scr = (void *)(((uintptr_t)(tmp + VG_DNNL_M * N) + 63) & ~(uintptr_t)63);
+    if (dm->plain)
+        unpack_plain(w, wei);
     dnnl_stream_t st = NULL;
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL;
     int ok = dnnl_stream_create(&st, m->dnnl->eng, dnnl_stream_default_flags) == dnnl_success &&
              dnnl_memory_create(&ms, &dm->src_md, m->dnnl->eng, xb) == dnnl_success &&
-             dnnl_memory_create(&mw, &dm->wei_md, m->dnnl->eng, dm->wei) == dnnl_success &&
+             dnnl_memory_create(&mw, &dm->wei_md, m->dnnl->eng, wei) == dnnl_success &&
              dnnl_memory_create(&md, &dm->dst_md, m->dnnl->eng, tmp) == dnnl_success &&
              dnnl_memory_create(&mscr, &dm->scr_md, m->dnnl->eng, scr) == dnnl_success;
     omp_set_num_threads(m->n_threads);
@@ -242,7 +345,106 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
     return ok ? 0 : VG_EIO;
 }
 
+double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
+{
+    dnnl_engine_t eng = NULL;
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success)
+        return 0;
+    const dnnl_data_type_t st = int8 ? dnnl_u8 : dnnl_bf16, wt = int8 ? dnnl_s8 : dnnl_bf16;
+    dnnl_dims_t sd = {M, K}, wd = {K, N}, dd = {M, N};
+    dnnl_memory_desc_t smd, wany, dmd, wmd_plain;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t prim = NULL, rp = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mwp = NULL;
+    void *bs = NULL, *bw = NULL, *bd = NULL, *bwp = NULL;
+    double best = 1e30;
+    int ok = dnnl_memory_desc_init_by_tag(&smd, 2, sd, st, dnnl_ab) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&wany, 2, wd, wt, dnnl_format_tag_any) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&wmd_plain, 2, wd, wt, dnnl_ba) == dnnl_success &&
+             dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+             dnnl_matmul_desc_init(&desc, &smd, &wany, NULL, &dmd) == dnnl_success &&
+             dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL) == dnnl_success &&
+             dnnl_primitive_create(&prim, pd) == dnnl_success &&
+             dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) == dnnl_success;
+    const dnnl_memory_desc_t *wmd =
+        ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
+    if (ok) {
+        size_t es = int8 ? 1 : 2;
+        bs = calloc((size_t)M * (size_t)K, es);
+        bwp = calloc((size_t)K * (size_t)N, es);
+        bw = calloc(1, dnnl_memory_desc_get_size(wmd) + 64);
+        bd = calloc((size_t)M * (size_t)N, sizeof(float));
+        ok = bs && bw && bd && bwp;
+        /* small non-zero values, so that no kernel takes a zero shortcut */
+        for (size_t i = 0; ok && i < (size_t)M * (size_t)K; i++)
+            if (int8)
+                ((uint8_t *)bs)[i] = (uint8_t)(i * 7 % 200);
+            else
+                ((uint16_t *)bs)[i] = 0x3f80u + (uint16_t)(i % 61);
+        for (size_t i = 0; ok && i < (size_t)K * (size_t)N; i++)
+            if (int8)
+                ((int8_t *)bwp)[i] = (int8_t)(i * 13 % 200 - 100);
+            else
+                ((uint16_t *)bwp)[i] = 0x3c00u + (uint16_t)(i % 67);
+        ok = ok && dnnl_memory_create(&ms, &smd, eng, bs) == dnnl_success &&
+             dnnl_memory_create(&mw, wmd, eng, bw) == dnnl_success &&
+             dnnl_memory_create(&mwp, &wmd_plain, eng, bwp) == dnnl_success &&
+             dnnl_memory_create(&md, &dmd, eng, bd) == dnnl_success &&
+             dnnl_reorder_primitive_desc_create(&rpd, &wmd_plain, eng, wmd, eng, NULL) ==
+                 dnnl_success &&
+             dnnl_primitive_create(&rp, rpd) == dnnl_success;
+    }
+    if (ok) {
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, mwp}, {DNNL_ARG_TO, mw}};
+        ok = dnnl_primitive_execute(rp, stream, 2, ra) == dnnl_success &&
+             dnnl_stream_wait(stream) == dnnl_success;
+    }
+    omp_set_num_threads(threads);
+    for (int r = 0; ok && r <= reps; r++) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+        double t0 = vg_now_ms();
+        ok = dnnl_primitive_execute(prim, stream, 3, args) == dnnl_success &&
+             dnnl_stream_wait(stream) == dnnl_success;
+        double t = vg_now_ms() - t0;
+        if (r > 0 && t < best) /* the first run warms up */
+            best = t;
+    }
+    dnnl_memory_t mems[4] = {ms, mw, md, mwp};
+    for (int i = 0; i < 4; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    if (rp)
+        dnnl_primitive_destroy(rp);
+    if (rpd)
+        dnnl_primitive_desc_destroy(rpd);
+    if (prim)
+        dnnl_primitive_destroy(prim);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (stream)
+        dnnl_stream_destroy(stream);
+    dnnl_engine_destroy(eng);
+    free(bs);
+    free(bw);
+    free(bd);
+    free(bwp);
+    return ok && best < 1e30 ? 2.0 * M * N * (double)K / (best * 1e6) : 0;
+}
+
 #else /* no oneDNN in this build */
+
+double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
+{
+    (void)int8;
+    (void)M;
+    (void)K;
+    (void)N;
+    (void)threads;
+    (void)reps;
+    return 0;
+}
 
 int vg_dnnl_create(vg_model *m)
 {
@@ -253,6 +455,12 @@ int vg_dnnl_create(vg_model *m)
 void vg_dnnl_destroy(vg_dnnl *d)
 {
     (void)d;
+}
+
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
+{
+    (void)m;
+    (void)w;
 }
 
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out)

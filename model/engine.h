@@ -32,12 +32,13 @@ typedef struct vg_dnnl_mat vg_dnnl_mat; /* a matrix packed for oneDNN */
 
 /* A weight matrix [rows][cols] in its load-time type (weights.c). */
 typedef struct vg_mat {
-    int type;                /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
-    size_t rows, cols;       /* out, in */
-    const float *f;          /* F32: row-major data */
-    const void *p;           /* BF16 / Q8_0: packed groups (kernels.h) */
-    size_t group_bytes;      /* bytes of one packed group */
-    const vg_dnnl_mat *dnnl; /* BF16 packed for oneDNN instead (vision only; p is NULL) */
+    int type;                      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
+    size_t rows, cols;             /* out, in */
+    const float *f;                /* F32: row-major data */
+    const void *p;                 /* BF16 / Q8_0: packed groups (kernels.h) */
+    size_t group_bytes;            /* bytes of one packed group */
+    const vg_dnnl_mat *dnnl;       /* BF16 packed for oneDNN instead (vision only; p is NULL) */
+    const vg_dnnl_mat *dnnl_plain; /* text: oneDNN primitive for many rows on unpacked p */
 } vg_mat;
 
 typedef struct vg_vis_block {
@@ -126,10 +127,19 @@ void vg_dnnl_destroy(vg_dnnl *d);
 /* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set). 0; 1 when oneDNN has no fast
  * kernel for it here (out untouched: pack another way); VG_ENOMEM. */
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out);
+/* Gives a packed (BF16 / Q8_0) text matrix a oneDNN bf16 primitive for products with many rows
+ * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
+ * copy is kept). Does nothing without oneDNN or a fast kernel. */
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w);
 /* Workspace floats of vg_dnnl_matmul for w. */
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols);
-/* y[n][rows] = bf16(x) W^T, no bias. 0 or VG_EIO (oneDNN failed). */
+/* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain. 0 or VG_EIO. */
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
+
+/* Benchmarks only: GFLOP/s of a oneDNN matmul [M][K] x [K][N] -> float32 with prepacked weights,
+ * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up;
+ * 0 when oneDNN is absent or refuses the shape. */
+double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */

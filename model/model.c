@@ -201,7 +201,7 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
                                                                           : VG_WEIGHTS_F32;
     }
     m->info.weight_type = m->wtype;
-    if (m->wtype == VG_WEIGHTS_BF16 && p.load_vision && vg_dnnl_create(m) < 0) {
+    if (m->wtype != VG_WEIGHTS_F32 && vg_dnnl_create(m) < 0) {
         rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
         goto fail;
     }

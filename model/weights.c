@@ -204,10 +204,16 @@ static size_t tile_rows(const vg_mat *w)
     return t < rp ? t : rp;
 }
 
+/* Rows from which a packed text matrix goes through oneDNN (below, widening tiles + sgemm is as
+ * fast: both unpack the whole matrix once per call). */
+#define DNNL_MIN_ROWS 64
+
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
         return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
+    if (w->dnnl_plain && n >= DNNL_MIN_ROWS)
+        return vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
     if (w->type == VG_WEIGHTS_F32)
         return 0;
     if (n <= 1)
@@ -295,7 +301,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         vg_linear(x, n, K, w->f, b, N, y);
         return;
     }
-    if (w->dnnl) {
+    if (w->dnnl || (w->dnnl_plain && n >= DNNL_MIN_ROWS && vg_isa_level() >= VG_ISA_AVX512)) {
         if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
