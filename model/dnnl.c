@@ -255,7 +255,7 @@ size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
     /* bf16 source block, padded destination block, scratchpad (+ alignment slack) */
     size_t plain = dm->plain ? (rows * cols + 1) / 2 + 16 : 0; /* the unpacked weights */
     return plain + (VG_DNNL_M * cols + 1) / 2 + VG_DNNL_M * rows + (dm->scratch_bytes + 63) / 4 +
-           32;
+           128; /* alignment slack: four 64-byte roundings at most */
 }
 
 /* Row rr of a packed Q8_0 group as bf16 (scale * q rounded to bf16), 32 values per step. */
