@@ -45,41 +45,55 @@ T_AVX2 static void bf16_prep_avx2(const float *x, size_t K, float *xp)
         }
 }
 
+/* Row r of the group: 32 bf16 at s + r * 32 against the chunk's even/odd x halves. The
+ * accumulators are named variables (an array indexed in a loop ends up on the stack at -O2). */
+#define BF16_ROW_AVX2(r, e, o)                                                                     \
+    do {                                                                                           \
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)(s + (r)*VG_QK));           \
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(s + (r)*VG_QK + 16));      \
+        e = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), xe0, e);               \
+        o = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), xo0, o);                \
+        e = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), xe1, e);               \
+        o = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), xo1, o);                \
+    } while (0)
+
 T_AVX2 static void bf16_gemv_avx2(const uint16_t *w, size_t K, size_t rows, size_t g0, size_t g1,
                                   const float *xp, float *y)
 {
     const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
     for (size_t g = g0; g < g1; g++) {
         const uint16_t *grp = w + g * VG_PACK_ROWS * K;
-        __m256 acc[VG_PACK_ROWS][2];
-        for (int r = 0; r < VG_PACK_ROWS; r++)
-            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        __m256 o0 = e0, o1 = e0, o2 = e0, o3 = e0;
         for (size_t c = 0; c < K / VG_QK; c++) {
             const float *xc = xp + c * VG_QK;
             const __m256 xe0 = _mm256_loadu_ps(xc), xo0 = _mm256_loadu_ps(xc + 8);
             const __m256 xe1 = _mm256_loadu_ps(xc + 16), xo1 = _mm256_loadu_ps(xc + 24);
             const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
-            for (int r = 0; r < VG_PACK_ROWS; r++) {
-                __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)(s + r * VG_QK));
-                __m256i v1 =
-                    _mm256_loadu_si256((const __m256i *)(const void *)(s + r * VG_QK + 16));
-                acc[r][0] =
-                    _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), xe0, acc[r][0]);
-                acc[r][1] =
-                    _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), xo0, acc[r][1]);
-                acc[r][0] =
-                    _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), xe1, acc[r][0]);
-                acc[r][1] =
-                    _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), xo1, acc[r][1]);
-            }
+            BF16_ROW_AVX2(0, e0, o0);
+            BF16_ROW_AVX2(1, e1, o1);
+            BF16_ROW_AVX2(2, e2, o2);
+            BF16_ROW_AVX2(3, e3, o3);
         }
+        const float out[VG_PACK_ROWS] = {
+            hsum256(_mm256_add_ps(e0, o0)), hsum256(_mm256_add_ps(e1, o1)),
+            hsum256(_mm256_add_ps(e2, o2)), hsum256(_mm256_add_ps(e3, o3))};
         for (int r = 0; r < VG_PACK_ROWS; r++) {
             size_t row = g * VG_PACK_ROWS + (size_t)r;
             if (row < rows)
-                y[row] = hsum256(_mm256_add_ps(acc[r][0], acc[r][1]));
+                y[row] = out[r];
         }
     }
 }
+
+#define Q8_ROW_AVX2(r, acc)                                                                        \
+    do {                                                                                           \
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(q + (r)*VG_QK));           \
+        __m256i p = _mm256_madd_epi16(                                                             \
+            _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)), ones);       \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),                                               \
+                              _mm256_permutevar8x32_ps(s8, _mm256_set1_epi32(r)), acc);            \
+    } while (0)
 
 T_AVX2 static void q8_gemv_avx2(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
                                 const int8_t *xq, const float *xd, float *y)
@@ -89,29 +103,23 @@ T_AVX2 static void q8_gemv_avx2(const int8_t *w, size_t K, size_t rows, size_t g
     for (size_t g = g0; g < g1; g++) {
         const int8_t *grp = w + g * gb;
         const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
-        __m256 acc[VG_PACK_ROWS];
-        for (int r = 0; r < VG_PACK_ROWS; r++)
-            acc[r] = _mm256_setzero_ps();
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (size_t b = 0; b < nb; b++) {
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * VG_QK));
             __m128 s4 = _mm_cvtph_ps(
                 _mm_loadl_epi64((const __m128i *)(const void *)(sc + b * VG_PACK_ROWS)));
-            s4 = _mm_mul_ps(s4, _mm_set1_ps(xd[b]));
-            float s[4];
-            _mm_storeu_ps(s, s4);
+            const __m256 s8 = _mm256_castps128_ps256(_mm_mul_ps(s4, _mm_set1_ps(xd[b])));
             const int8_t *q = grp + b * VG_PACK_ROWS * VG_QK;
-            for (int r = 0; r < VG_PACK_ROWS; r++) {
-                __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(q + r * VG_QK));
-                __m256i aw = _mm256_sign_epi8(wv, wv);
-                __m256i sx = _mm256_sign_epi8(xv, wv);
-                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[r]), acc[r]);
-            }
+            Q8_ROW_AVX2(0, a0);
+            Q8_ROW_AVX2(1, a1);
+            Q8_ROW_AVX2(2, a2);
+            Q8_ROW_AVX2(3, a3);
         }
+        const float out[VG_PACK_ROWS] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
         for (int r = 0; r < VG_PACK_ROWS; r++) {
             size_t row = g * VG_PACK_ROWS + (size_t)r;
             if (row < rows)
-                y[row] = hsum256(acc[r]);
+                y[row] = out[r];
         }
     }
 }
@@ -164,29 +172,38 @@ T_AVX512 static void bf16_prep_avx512(const float *x, size_t K, float *xp)
     }
 }
 
+#define BF16_ROW_AVX512(r, e, o)                                                                   \
+    do {                                                                                           \
+        __m512i v = _mm512_loadu_si512((const void *)(s + (r)*VG_QK));                             \
+        e = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe, e);                 \
+        o = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, o);                  \
+    } while (0)
+
 T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, size_t g0,
                                       size_t g1, const float *xp, float *y)
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (size_t g = g0; g < g1; g++) {
         const uint16_t *grp = w + g * VG_PACK_ROWS * K;
-        __m512 ae[VG_PACK_ROWS], ao[VG_PACK_ROWS];
-        for (int r = 0; r < VG_PACK_ROWS; r++)
-            ae[r] = ao[r] = _mm512_setzero_ps();
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        __m512 o0 = e0, o1 = e0, o2 = e0, o3 = e0;
         for (size_t c = 0; c < K / VG_QK; c++) {
             const __m512 xe = _mm512_loadu_ps(xp + c * VG_QK);
             const __m512 xo = _mm512_loadu_ps(xp + c * VG_QK + 16);
             const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
-            for (int r = 0; r < VG_PACK_ROWS; r++) {
-                __m512i v = _mm512_loadu_si512((const void *)(s + r * VG_QK));
-                ae[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe, ae[r]);
-                ao[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, ao[r]);
-            }
+            BF16_ROW_AVX512(0, e0, o0);
+            BF16_ROW_AVX512(1, e1, o1);
+            BF16_ROW_AVX512(2, e2, o2);
+            BF16_ROW_AVX512(3, e3, o3);
         }
+        const float out[VG_PACK_ROWS] = {_mm512_reduce_add_ps(_mm512_add_ps(e0, o0)),
+                                         _mm512_reduce_add_ps(_mm512_add_ps(e1, o1)),
+                                         _mm512_reduce_add_ps(_mm512_add_ps(e2, o2)),
+                                         _mm512_reduce_add_ps(_mm512_add_ps(e3, o3))};
         for (int r = 0; r < VG_PACK_ROWS; r++) {
             size_t row = g * VG_PACK_ROWS + (size_t)r;
             if (row < rows)
-                y[row] = _mm512_reduce_add_ps(_mm512_add_ps(ae[r], ao[r]));
+                y[row] = out[r];
         }
     }
 }
