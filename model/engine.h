@@ -141,6 +141,19 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
  * 0 when oneDNN is absent or refuses the shape. */
 double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps);
 
+/* ---- attn.c: fused (flash) attention of one head ---- */
+#define VG_FLASH_BC 64 /* keys per tile */
+/* Scratch floats vg_flash_attn needs for n query rows of head size hd. */
+size_t vg_flash_scratch_floats(size_t n, size_t hd);
+/* 1 when vg_flash_attn has a fast (AVX-512) kernel for head size hd at the level in use. */
+int vg_flash_ok(size_t hd);
+/* o[i] = softmax_j(scale * q[i].k[j]) v[j] over keys j < ctx (all of them when p0 < 0, else the
+ * causal j <= p0 + i), rows with strides ldq/ldk/ldv/ldo, without a score matrix. level: VG_ISA_*
+ * or -1 for the level in use (the portable reference runs below AVX-512). Any thread. */
+void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
+                   const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                   long p0, float *o, size_t ldo, float *scratch);
+
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */
 void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,

@@ -311,6 +311,27 @@ static void decode_attn_task(void *arg, size_t j)
     vg_attn_mix(sc, grp, s->vc + base, ctx, hd, s->o + j * grp * hd);
 }
 
+typedef struct prefill_attn_job {
+    vg_seq *s;
+    int l;
+    size_t p0, n;
+    float scale;
+} prefill_attn_job;
+
+/* Causal attention of query head h for the n new rows (cache positions p0..) over the cache. */
+static void prefill_attn_task(void *arg, size_t h)
+{
+    const prefill_attn_job *a = arg;
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
+    const size_t Hkv = (size_t)in->n_kv_heads, QD = Hq * hd, j = h / (Hq / Hkv);
+    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
+    vg_flash_attn(-1, s->q + h * hd, QD, s->kc + base, hd, s->vc + base, hd, a->n, a->p0 + a->n, hd,
+                  a->scale, (long)a->p0, s->o + h * hd, QD,
+                  s->sc + h * vg_flash_scratch_floats(a->n, hd));
+}
+
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
  * (decode) runs the query heads sharing a KV head together, so the cached K and V are streamed
  * once; several rows run per query head over blocks of rows. */
@@ -326,13 +347,18 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         rb = 1;
     if (rb > n)
         rb = n;
-    if (ensure_scores(s, VG_MAX(rb, Hq) * ctx_max) < 0)
+    if (ensure_scores(s, VG_MAX(VG_MAX(rb, Hq) * ctx_max, Hq * vg_flash_scratch_floats(n, hd))) < 0)
         return VG_ENOMEM;
     if (n == 1) { /* decode: the KV heads split across the pool */
         decode_attn_job job = {.s = s, .l = l, .ctx = p0 + 1, .scale = scale};
         /* a short cache is not worth waking a worker */
         vg_pool_run(job.ctx * QD >= ((size_t)1 << 16) ? s->m->tpool : NULL, Hkv, decode_attn_task,
                     &job);
+        return 0;
+    }
+    if (vg_flash_ok(hd)) { /* fused causal attention, the query heads split across the pool */
+        prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};
+        vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
         return 0;
     }
     for (size_t j = 0; j < Hkv; j++) {

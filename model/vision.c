@@ -199,6 +199,23 @@ static size_t vision_ws(const vg_model *m, size_t n, size_t nm)
     return ws;
 }
 
+typedef struct vis_attn_job {
+    const float *qkv;
+    float *o, *scratch;
+    size_t n, D, dh;
+    float scale;
+} vis_attn_job;
+
+/* Full attention of head h over the slice (q, k, v interleaved in qkv rows of 3D). */
+static void vis_attn_task(void *arg, size_t h)
+{
+    const vis_attn_job *a = arg;
+    const size_t ld = 3 * a->D;
+    vg_flash_attn(-1, a->qkv + h * a->dh, ld, a->qkv + a->D + h * a->dh, ld,
+                  a->qkv + 2 * a->D + h * a->dh, ld, a->n, a->n, a->dh, a->scale, -1,
+                  a->o + h * a->dh, a->D, a->scratch + h * vg_flash_scratch_floats(a->n, a->dh));
+}
+
 static int cancelled(const atomic_int *c)
 {
     return c && atomic_load(c) != 0;
@@ -241,7 +258,8 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[1] = N * D;     /* h */
     parts[2] = N * D;     /* o */
     parts[3] = N * 3 * D; /* qkv */
-    parts[4] = rb * N;    /* scores */
+    const int flash = vg_flash_ok(dh);
+    parts[4] = flash ? H * vg_flash_scratch_floats(N, dh) : rb * N; /* scores */
     parts[5] = N * VG_MAX(FF, D);
     parts[6] = N * dh;     /* cos */
     parts[7] = N * dh;     /* sin */
@@ -322,7 +340,12 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
         vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
         vg_rope_apply(qkv, N, (int)H, (int)dh, 3 * D, cs, sn);
         vg_rope_apply(qkv + D, N, (int)H, (int)dh, 3 * D, cs, sn);
-        for (size_t hd = 0; hd < H; hd++) {
+        if (flash) { /* fused attention, the heads split across the pool */
+            vis_attn_job job = {
+                .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
+            vg_pool_run(m->tpool, H, vis_attn_task, &job);
+        }
+        for (size_t hd = 0; !flash && hd < H; hd++) {
             const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
             for (size_t i0 = 0; i0 < N; i0 += rb) {
                 size_t r = VG_MIN(rb, N - i0);

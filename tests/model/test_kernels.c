@@ -2,7 +2,8 @@
  * test_kernels.c: the engine's own kernels (model/kernels*.c) at every instruction-set level this
  * CPU supports, against the scalar kernels and against a double-precision reference; packing and
  * unpacking of the BF16 and Q8_0 layouts; the fp16 conversions; the ISA names and VG_ISA parsing;
- * the weight type names; and the thread pool.
+ * the weight type names; the thread pool; and the fused attention (every level against a double
+ * softmax).
  *
  * Tolerances: a vectorized kernel computes the scalar kernel's function with another order of
  * float additions, so |y_level - y_scalar| <= 1e-5 * sum_k |w_k x_k| (float32 round-off over K up
@@ -10,6 +11,7 @@
  * the same packed values (BF16: the widened weights and x; Q8_0: the integer dots scaled).
  */
 #include "common.h"
+#include "engine.h"
 #include "kernels.h"
 #include "model.h"
 #include "pool.h"
@@ -310,6 +312,71 @@ static void test_weight_types(void **state)
     assert_string_equal(vg_weight_type_name(42), "?");
 }
 
+/* Fused attention: the level's kernel and the portable one against a double-precision softmax,
+ * full and causal, ragged sizes (rows not a multiple of 4, keys not a multiple of the tile). */
+static void check_flash(size_t n, size_t ctx, size_t hd, long p0)
+{
+    const size_t ld = hd + 16; /* strided rows, as in the engine */
+    float *q = malloc(n * ld * sizeof(float)), *k = malloc(ctx * ld * sizeof(float));
+    float *v = malloc(ctx * ld * sizeof(float)), *o = malloc(n * ld * sizeof(float));
+    float *scr = malloc(vg_flash_scratch_floats(n, hd) * sizeof(float));
+    double *p = malloc(ctx * sizeof(double));
+    for (size_t i = 0; i < n * ld; i++)
+        q[i] = frand();
+    for (size_t i = 0; i < ctx * ld; i++) {
+        k[i] = frand();
+        v[i] = frand();
+    }
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        for (size_t i = 0; i < n * ld; i++)
+            o[i] = 777.0f;
+        vg_flash_attn(lvl, q, ld, k, ld, v, ld, n, ctx, hd, scale, p0, o, ld, scr);
+        for (size_t i = 0; i < n; i++) {
+            size_t vis = p0 < 0 ? ctx : VG_MIN(ctx, (size_t)p0 + i + 1);
+            double mx = -1e300, sum = 0;
+            for (size_t j = 0; j < vis; j++) {
+                double a = 0;
+                for (size_t d = 0; d < hd; d++)
+                    a += (double)q[i * ld + d] * k[j * ld + d];
+                p[j] = a * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (size_t j = 0; j < vis; j++)
+                sum += (p[j] = exp(p[j] - mx));
+            for (size_t d = 0; d < hd; d++) {
+                double r = 0;
+                for (size_t j = 0; j < vis; j++)
+                    r += p[j] / sum * v[j * ld + d];
+                if (!(fabs(r - o[i * ld + d]) <= 2e-5))
+                    fail_msg("flash %s n %zu ctx %zu hd %zu p0 %ld: row %zu dim %zu: %g vs %g",
+                             vg_isa_name(lvl), n, ctx, hd, p0, i, d, o[i * ld + d], r);
+            }
+            for (size_t d = hd; d < ld; d++) /* the gap between rows is not written */
+                assert_true(o[i * ld + d] == 777.0f);
+        }
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(scr);
+    free(p);
+}
+
+static void test_flash(void **state)
+{
+    (void)state;
+    check_flash(1, 1, 16, -1);
+    check_flash(7, 7, 16, -1);
+    check_flash(33, 130, 64, -1);
+    check_flash(96, 96, 64, -1);
+    check_flash(5, 70, 128, 65); /* causal after a cached prefix */
+    check_flash(67, 67, 128, 0); /* causal from the start */
+    check_flash(3, 200, 48, -1);
+    check_flash(9, 9, 40, 0); /* a head size without a fast kernel: the portable path */
+}
+
 static void add_task(void *arg, size_t i)
 {
     _Atomic long *sum = arg;
@@ -342,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_quantize),  cmocka_unit_test(test_gemv_levels),
         cmocka_unit_test(test_isa_names), cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_pool),      cmocka_unit_test(test_read_xor),
+        cmocka_unit_test(test_flash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
