@@ -11,10 +11,12 @@
  *
  * Arithmetic: the activations are rounded to bf16 (as PyTorch's bf16 path does), products are
  * accumulated in float32 by oneDNN and written as float32; the bias is added afterwards in
- * float32. Each primitive is created for a fixed block of VG_DNNL_M rows; a call runs its rows in
- * such blocks, the last one padded through the workspace. The scratchpad is user-managed (part of
- * the caller's workspace), so concurrent calls on a shared model never share memory. oneDNN's
- * OpenMP threads are set to the model's n_threads before every call.
+ * float32. Each primitive is created for a fixed block of VG_DNNL_M rows; a call splits its blocks
+ * across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no OpenMP team
+ * is left spinning between calls), the last block padded through the workspace. Every participant
+ * has its own block buffers and user-managed scratchpad in the caller's workspace, so concurrent
+ * calls on a shared model never share memory. Text matrices (dnnl_plain) are first unpacked to
+ * plain bf16 in the workspace, also split across the pool.
  *
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
@@ -27,15 +29,18 @@
 #include <dnnl.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <stdatomic.h>
 
 struct vg_dnnl {
     dnnl_engine_t eng;
+    int threads;        /* the model's n_threads: pool participants that run blocks at once */
     vg_dnnl_mat **mats; /* every matrix packed with this engine, freed with it */
     size_t n_mats, cap_mats;
 };
 
 struct vg_dnnl_mat {
-    int plain; /* weights in plain bf16 [rows][cols], supplied per call */
+    int plain;   /* weights in plain bf16 [rows][cols], supplied per call */
+    int threads; /* participants of a call (each needs its own block buffers) */
     size_t rows, cols;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
@@ -55,6 +60,7 @@ int vg_dnnl_create(vg_model *m)
         free(d);
         return 0; /* no oneDNN: the engine's own path */
     }
+    d->threads = m->n_threads > 0 ? m->n_threads : 1;
     m->dnnl = d;
     return 0;
 }
@@ -128,6 +134,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
         mat_free(dm);
         return 1; /* not a fast path here: the caller packs its own way */
     }
+    dm->threads = d->threads;
     dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
@@ -238,6 +245,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
         mat_free(dm);
         return NULL;
     }
+    dm->threads = d->threads;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
     d->mats[d->n_mats++] = dm;
@@ -250,12 +258,19 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
         w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols);
 }
 
+/* Bytes of one participant's block buffers: bf16 source block, float32 destination block,
+ * scratchpad, each 64-byte aligned. */
+static size_t per_thread_bytes(const vg_dnnl_mat *dm, size_t rows, size_t cols)
+{
+    return ((VG_DNNL_M * cols * 2 + 63) & ~(size_t)63) +
+           ((VG_DNNL_M * rows * 4 + 63) & ~(size_t)63) + ((dm->scratch_bytes + 63) & ~(size_t)63);
+}
+
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
-    /* bf16 source block, padded destination block, scratchpad (+ alignment slack) */
-    size_t plain = dm->plain ? (rows * cols + 1) / 2 + 16 : 0; /* the unpacked weights */
-    return plain + (VG_DNNL_M * cols + 1) / 2 + VG_DNNL_M * rows + (dm->scratch_bytes + 63) / 4 +
-           128; /* alignment slack: four 64-byte roundings at most */
+    size_t plain = dm->plain ? (rows * cols * 2 + 63) & ~(size_t)63 : 0; /* unpacked weights */
+    size_t bytes = 64 + plain + (size_t)dm->threads * per_thread_bytes(dm, rows, cols);
+    return bytes / 4 + 16;
 }
 
 /* Row rr of a packed Q8_0 group as bf16 (scale * q rounded to bf16), 32 values per step. */
@@ -275,11 +290,29 @@ q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
     }
 }
 
-/* The rows of a packed (BF16 or Q8_0) matrix as plain bf16 [rows][cols]. */
-static void unpack_plain(const vg_mat *w, uint16_t *out)
+typedef struct dnnl_job {
+    vg_model *m;
+    const vg_mat *w;
+    const vg_dnnl_mat *dm;
+    const float *x;
+    float *y;
+    void *wei;
+    unsigned char *area; /* per participant: per_thread_bytes each */
+    size_t n, blocks, parts, per;
+    atomic_int failed;
+} dnnl_job;
+
+/* Unpacks rows [N * i / parts, N * (i + 1) / parts) of a packed text matrix to plain bf16. */
+static void unpack_task(void *arg, size_t i)
 {
+    const dnnl_job *j = arg;
+    const vg_mat *w = j->w;
     const size_t K = w->cols;
-    for (size_t r = 0; r < w->rows; r++) {
+    /* whole groups per part, so that parts never share a group */
+    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    const size_t g0 = groups * i / j->parts, g1 = groups * (i + 1) / j->parts;
+    uint16_t *out = j->wei;
+    for (size_t r = g0 * VG_PACK_ROWS; r < g1 * VG_PACK_ROWS && r < w->rows; r++) {
         const unsigned char *g = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
         const int rr = (int)(r % VG_PACK_ROWS);
         if (w->type == VG_WEIGHTS_BF16) {
@@ -293,35 +326,34 @@ static void unpack_plain(const vg_mat *w, uint16_t *out)
     }
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+/* Participant i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only. */
+static void block_task(void *arg, size_t i)
 {
-    const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
-    const size_t K = w->cols, N = w->rows;
-    uintptr_t base = ((uintptr_t)ws + 63) & ~(uintptr_t)63;
-    void *wei = dm->wei;
-    if (dm->plain) {
-        wei = (void *)base;
-        base = (base + N * K * sizeof(uint16_t) + 63) & ~(uintptr_t)63;
-    }
-    uint16_t *xb = (uint16_t *)base;
-    float *tmp = (float *)(void *)(xb + ((VG_DNNL_M * K + 31) & ~(size_t)31));
-    void *scr = (void *)(((uintptr_t)(tmp + VG_DNNL_M * N) + 63) & ~(uintptr_t)63);
-    if (dm->plain)
-        unpack_plain(w, wei);
+    dnnl_job *j = arg;
+    const vg_dnnl_mat *dm = j->dm;
+    const size_t K = j->w->cols, N = j->w->rows;
+    const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
+    if (b0 == b1)
+        return;
+    unsigned char *a = j->area + i * j->per;
+    uint16_t *xb = (uint16_t *)(void *)a;
+    float *tmp = (float *)(void *)(a + ((VG_DNNL_M * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((VG_DNNL_M * N * 4 + 63) & ~(size_t)63);
+    dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL;
-    int ok = dnnl_stream_create(&st, m->dnnl->eng, dnnl_stream_default_flags) == dnnl_success &&
-             dnnl_memory_create(&ms, &dm->src_md, m->dnnl->eng, xb) == dnnl_success &&
-             dnnl_memory_create(&mw, &dm->wei_md, m->dnnl->eng, wei) == dnnl_success &&
-             dnnl_memory_create(&md, &dm->dst_md, m->dnnl->eng, tmp) == dnnl_success &&
-             dnnl_memory_create(&mscr, &dm->scr_md, m->dnnl->eng, scr) == dnnl_success;
-    omp_set_num_threads(m->n_threads);
-    for (size_t i0 = 0; ok && i0 < n; i0 += VG_DNNL_M) {
-        size_t r = VG_MIN((size_t)VG_DNNL_M, n - i0);
-        to_bf16(x + i0 * K, r * K, xb);
+    omp_set_num_threads(1); /* the pool provides the parallelism: no OpenMP team to spin */
+    int ok = dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&ms, &dm->src_md, eng, xb) == dnnl_success &&
+             dnnl_memory_create(&mw, &dm->wei_md, eng, j->wei) == dnnl_success &&
+             dnnl_memory_create(&md, &dm->dst_md, eng, tmp) == dnnl_success &&
+             dnnl_memory_create(&mscr, &dm->scr_md, eng, scr) == dnnl_success;
+    for (size_t b = b0; ok && b < b1; b++) {
+        const size_t i0 = b * VG_DNNL_M, r = VG_MIN((size_t)VG_DNNL_M, j->n - i0);
+        to_bf16(j->x + i0 * K, r * K, xb);
         if (r < VG_DNNL_M)
             memset(xb + r * K, 0, (VG_DNNL_M - r) * K * sizeof(uint16_t));
-        float *dst = r == VG_DNNL_M ? y + i0 * N : tmp;
+        float *dst = r == VG_DNNL_M ? j->y + i0 * N : tmp;
         ok = dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
@@ -330,7 +362,7 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
         ok = ok && dnnl_primitive_execute(dm->prim, st, 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
         if (ok && dst == tmp)
-            memcpy(y + i0 * N, tmp, r * N * sizeof(float));
+            memcpy(j->y + i0 * N, tmp, r * N * sizeof(float));
     }
     if (mscr)
         dnnl_memory_destroy(mscr);
@@ -342,7 +374,27 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
         dnnl_memory_destroy(ms);
     if (st)
         dnnl_stream_destroy(st);
-    return ok ? 0 : VG_EIO;
+    if (!ok)
+        atomic_store(&j->failed, 1);
+}
+
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+{
+    const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
+    unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    dnnl_job j = {.m = m, .w = w, .dm = dm, .x = x, .y = y, .n = n, .wei = dm->wei};
+    j.parts = (size_t)VG_MIN(dm->threads, vg_pool_threads(m->tpool));
+    atomic_init(&j.failed, 0);
+    if (dm->plain) {
+        j.wei = base;
+        base += (w->rows * w->cols * 2 + 63) & ~(size_t)63;
+        vg_pool_run(m->tpool, j.parts, unpack_task, &j);
+    }
+    j.area = base;
+    j.per = per_thread_bytes(dm, w->rows, w->cols);
+    j.blocks = (n + VG_DNNL_M - 1) / VG_DNNL_M;
+    vg_pool_run(m->tpool, j.parts, block_task, &j);
+    return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 
 double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)

@@ -28,7 +28,7 @@
 
 typedef struct vg_dnnl vg_dnnl;         /* a model's oneDNN engine (dnnl.c) */
 typedef struct vg_dnnl_mat vg_dnnl_mat; /* a matrix packed for oneDNN */
-#define VG_DNNL_M 112                   /* rows per oneDNN product block (784 = 7 x 112) */
+#define VG_DNNL_M 56 /* rows per oneDNN product block (784 = 14 x 56: even split on 2 threads) */
 
 /* A weight matrix [rows][cols] in its load-time type (weights.c). */
 typedef struct vg_mat {
