@@ -26,3 +26,21 @@ vg_require(CMOCKA cmocka libcmocka-dev)
 vg_require(UTF8PROC libutf8proc libutf8proc-dev)
 
 find_package(Threads REQUIRED)
+
+# oneDNN (Debian libdnnl-dev 2.6) for the bf16 vision products. Optional: Debian ships no pkg-config
+# file for it, so it is looked up by header and library; without it the engine uses its own
+# kernels and OpenBLAS (VG_DNNL=OFF forces that).
+option(VG_DNNL "Use oneDNN (libdnnl-dev) for bf16 matrix products when found" ON)
+set(VG_HAVE_DNNL OFF)
+if(VG_DNNL)
+  find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
+  find_library(DNNL_LIBRARY dnnl)
+  find_library(GOMP_LIBRARY NAMES gomp libgomp.so.1)
+  if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY AND GOMP_LIBRARY)
+    set(VG_HAVE_DNNL ON)
+    message(STATUS "oneDNN: ${DNNL_LIBRARY}")
+  else()
+    message(STATUS "oneDNN not found (apt-get install libdnnl-dev): bf16 vision products use "
+                   "OpenBLAS")
+  endif()
+endif()

@@ -2,17 +2,22 @@
  * engine.h: private declarations shared by the engine's files (model.c, vision.c, text.c, rope.c,
  * sampling.c, generate.c, ops.c). Never included outside model/.
  *
- * Layout of the weights: every matrix is float32, row-major [out][in] as in the checkpoint (a
- * PyTorch Linear), so y = x W^T + b is one cblas_sgemm with the second operand transposed. Weights
- * either live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs
- * conversion) or point into the read-only safetensors mapping (use_mmap = 1 and F32 data).
+ * Layout of the weights: the Linear weights, the embedding and lm_head are vg_mat matrices
+ * [out][in] as in the checkpoint (a PyTorch Linear), held in the weight type chosen at load
+ * (weights.c): float32 row-major (y = x W^T + b is one cblas_sgemm with the second operand
+ * transposed), or BF16 / Q8_0 packed in row groups for the engine's own kernels (kernels.h). Norms,
+ * biases, the patch embedding and the position table are float32 views. Float32 weights either
+ * live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs conversion) or
+ * point into the read-only safetensors mapping (use_mmap = 1 and F32 data).
  */
 #ifndef VG_MODEL_ENGINE_H
 #define VG_MODEL_ENGINE_H
 
 #include "common.h"
 #include "internal.h"
+#include "kernels.h"
 #include "model.h"
+#include "pool.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -21,20 +26,37 @@
 #define VG_MAX_DEEPSTACK 16
 #define VG_SCRATCH_POOL  4
 
+typedef struct vg_dnnl vg_dnnl;         /* a model's oneDNN engine (dnnl.c) */
+typedef struct vg_dnnl_mat vg_dnnl_mat; /* a matrix packed for oneDNN */
+#define VG_DNNL_M 56 /* rows per oneDNN product block (784 = 14 x 56: even split on 2 threads) */
+
+/* A weight matrix [rows][cols] in its load-time type (weights.c). */
+typedef struct vg_mat {
+    int type;                      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 */
+    size_t rows, cols;             /* out, in */
+    const float *f;                /* F32: row-major data */
+    const void *p;                 /* BF16 / Q8_0: packed groups (kernels.h) */
+    size_t group_bytes;            /* bytes of one packed group */
+    const vg_dnnl_mat *dnnl;       /* BF16 packed for oneDNN instead (vision only; p is NULL) */
+    const vg_dnnl_mat *dnnl_plain; /* text: oneDNN primitive for many rows on unpacked p */
+} vg_mat;
+
 typedef struct vg_vis_block {
-    const float *n1_w, *n1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
-    const float *n2_w, *n2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *n1_w, *n1_b, *qkv_b, *proj_b;
+    const float *n2_w, *n2_b, *fc1_b, *fc2_b;
+    vg_mat qkv_w, proj_w, fc1_w, fc2_w;
 } vg_vis_block;
 
 typedef struct vg_merger {
     const float *n_w, *n_b; /* LayerNorm over D (main merger) or 4D (DeepStack, post-shuffle) */
-    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    const float *fc1_b, *fc2_b;
+    vg_mat fc1_w, fc2_w;
     int postshuffle;
 } vg_merger;
 
 typedef struct vg_text_layer {
-    const float *in_norm, *post_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm;
-    const float *w_gate, *w_up, *w_down;
+    const float *in_norm, *post_norm, *q_norm, *k_norm;
+    vg_mat wq, wk, wv, wo, w_gate, w_up, w_down;
 } vg_text_layer;
 
 struct vg_model {
@@ -44,6 +66,9 @@ struct vg_model {
     vg_st *st; /* kept open only while some weight points into it */
     int n_threads;
     int use_mmap;
+    int wtype;      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 (auto resolved at load) */
+    vg_pool *tpool; /* the engine's threads (n_threads participants) */
+    vg_dnnl *dnnl;  /* oneDNN engine when built with it and the CPU has AVX512-BF16, else NULL */
 
     /* vision */
     const float *patch_w, *patch_b, *pos_embed;
@@ -52,7 +77,8 @@ struct vg_model {
     vg_merger ds[VG_MAX_DEEPSTACK];
 
     /* text */
-    const float *embed, *lm_head, *final_norm;
+    vg_mat embed, lm_head; /* lm_head is a copy of embed's view when the embeddings are tied */
+    const float *final_norm;
     vg_text_layer *layers;
     float *text_inv_freq;      /* [head_dim/2] */
     unsigned char *mrope_axis; /* [head_dim/2]: 0 = T, 1 = H, 2 = W */
@@ -69,6 +95,64 @@ struct vg_model {
     vg_trace_fn trace;
     void *trace_opaque;
 };
+
+/* ---- weights.c: matrices in the load-time weight type ---- */
+/* Loads the 2-D tensor name [rows][cols] into *out in m->wtype (float32 when cols is not a multiple
+ * of 32), tensor by tensor. Errors as vg_model_weight. */
+int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
+                 size_t errlen);
+/* Row r of w as float32 (dst[cols]); the embedding lookup. */
+void vg_mat_row(const vg_mat *w, size_t r, float *dst);
+/* Floats of workspace vg_matmul needs for n rows of x with w (0 for float32). */
+size_t vg_mat_ws_floats(const vg_mat *w, size_t n);
+/* y[n][rows] = x[n][cols] W^T (+ b[rows] when b != NULL). ws: vg_mat_ws_floats(w, n) floats owned
+ * by the caller. One row runs on m's pool; several rows through OpenBLAS. Any thread. */
+void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+               float *ws);
+/* y[i] = x W[i]^T for count (<= 4) matrices sharing x (no bias); with one row and packed matrices
+ * of one type and cols, a single pool region covers them all (fewer wake-ups per token). */
+void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
+                     size_t count, float *ws);
+
+/* Like vg_model_mat, for a matrix only ever multiplied with many rows (the vision tower): with
+ * bf16 weights and oneDNN available it is packed for oneDNN's bf16 matmul instead. */
+int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
+                       char *err, size_t errlen);
+
+/* ---- dnnl.c: oneDNN bf16 products (stubs without VG_HAVE_DNNL) ---- */
+/* Sets m->dnnl when oneDNN is usable (AVX-512 level); 0 or VG_ENOMEM. */
+int vg_dnnl_create(vg_model *m);
+/* Frees the engine and every matrix packed with it; NULL does nothing. */
+void vg_dnnl_destroy(vg_dnnl *d);
+/* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set). 0; 1 when oneDNN has no fast
+ * kernel for it here (out untouched: pack another way); VG_ENOMEM. */
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out);
+/* Gives a packed (BF16 / Q8_0) text matrix a oneDNN bf16 primitive for products with many rows
+ * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
+ * copy is kept). Does nothing without oneDNN or a fast kernel. */
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w);
+/* Workspace floats of vg_dnnl_matmul for w. */
+size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols);
+/* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain. 0 or VG_EIO. */
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
+
+/* Benchmarks only: GFLOP/s of a oneDNN matmul [M][K] x [K][N] -> float32 with prepacked weights,
+ * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up;
+ * 0 when oneDNN is absent or refuses the shape. */
+double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps);
+
+/* ---- attn.c: fused (flash) attention of one head ---- */
+#define VG_FLASH_BC 64 /* keys per tile */
+/* Scratch floats vg_flash_attn needs for n query rows of head size hd. */
+size_t vg_flash_scratch_floats(size_t n, size_t hd);
+/* 1 when vg_flash_attn has a fast (AVX-512) kernel for head size hd at the level in use. */
+int vg_flash_ok(size_t hd);
+/* o[i] = softmax_j(scale * q[i].k[j]) v[j] over keys j < ctx (all of them when p0 < 0, else the
+ * causal j <= p0 + i), rows with strides ldq/ldk/ldv/ldo, without a score matrix. level: VG_ISA_*
+ * or -1 for the level in use (the portable reference runs below AVX-512). Any thread. */
+void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
+                   const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                   long p0, float *o, size_t ldo, float *scratch);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */
@@ -149,6 +233,8 @@ void *vg_scratch_take(vg_model *m, size_t bytes);
 void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
+/* Drops the whole pages of [p, p + n) of the mapping from the resident set once converted. */
+void vg_model_drop_pages(const void *p, size_t n);
 
 /* ---- sampling.c ---- */
 /* Argmax (first of equal maxima). */

@@ -39,7 +39,7 @@ int vg_model_own(vg_model *m, void *p)
 /* The converted tensor's source pages are no longer needed: drop them from this process's resident
  * set (the file stays in the page cache), so that loading does not briefly hold both the mapping
  * and the float32 copy (the peak RSS would be 1.5x the model). */
-static void drop_pages(const void *p, size_t n)
+void vg_model_drop_pages(const void *p, size_t n)
 {
     long pg = sysconf(_SC_PAGESIZE);
     if (pg <= 0 || n == 0)
@@ -72,7 +72,7 @@ int vg_model_weight(vg_model *m, const char *name, int ndim, const int64_t *shap
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s' (%zu bytes)",
                        name, bytes);
     vg_tensor_to_f32(t, p);
-    drop_pages(t->data, t->nbytes);
+    vg_model_drop_pages(t->data, t->nbytes);
     if (vg_model_own(m, p) < 0)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory loading tensor '%s'", name);
     m->info.weight_bytes += bytes;
@@ -132,6 +132,8 @@ void vg_model_free(vg_model *m)
     free(m->mrope_axis);
     vg_tokenizer_free(m->tok);
     vg_st_close(m->st);
+    vg_pool_destroy(m->tpool);
+    vg_dnnl_destroy(m->dnnl);
     free(m);
 }
 
@@ -195,6 +197,14 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         p.n_threads = vg_model_default_params().n_threads;
     m->n_threads = p.n_threads;
     openblas_set_num_threads(p.n_threads);
+    if (vg_pool_create(p.n_threads, &m->tpool) < 0) {
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory for the thread pool");
+        goto fail;
+    }
+    if (p.weight_type < VG_WEIGHTS_AUTO || p.weight_type > VG_WEIGHTS_Q8_0) {
+        rc = vg_fail(err, errlen, VG_EINVAL, "unknown weight type %d", p.weight_type);
+        goto fail;
+    }
 
     char path[4096];
     if (snprintf(path, sizeof(path), "%s/tokenizer.json", dir) >= (int)sizeof(path)) {
@@ -222,6 +232,22 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     if (rc < 0)
         goto fail;
     m->use_mmap = p.use_mmap ? 1 : 0;
+    m->wtype = p.weight_type;
+    if (m->wtype == VG_WEIGHTS_AUTO) {
+        const vg_tensor *e = vg_st_find(m->st, "model.language_model.embed_tokens.weight");
+        m->wtype = e && (e->dtype == VG_DT_BF16 || e->dtype == VG_DT_F16) ? VG_WEIGHTS_BF16
+                                                                          : VG_WEIGHTS_F32;
+    }
+    m->info.weight_type = m->wtype;
+    if (m->wtype != VG_WEIGHTS_F32 && vg_dnnl_create(m) < 0) {
+        rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+        goto fail;
+    }
+    /* With oneDNN the products run on the engine's pool (oneDNN single-threaded per participant)
+     * and OpenBLAS is left with small side jobs: one OpenBLAS thread, so that no idle OpenBLAS
+     * worker spins beside the pool. */
+    openblas_set_num_threads(m->dnnl ? 1 : p.n_threads);
+    snprintf(m->info.isa, sizeof(m->info.isa), "%s", vg_isa_name(vg_isa_level()));
     rc = vg_text_load(m, err, errlen);
     if (rc < 0)
         goto fail;
@@ -236,8 +262,11 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         vg_st_close(m->st);
         m->st = NULL;
     }
-    vg_log(VG_LOG_INFO, "model", "loaded %s: %zu parameters, %.1f MiB float32 in memory%s",
+    vg_log(VG_LOG_INFO, "model",
+           "loaded %s: %zu parameters, %.1f MiB in memory, %s weights, %s kernels, %d "
+           "thread%s%s",
            m->info.name, m->info.n_params, (double)m->info.weight_bytes / 1048576.0,
+           vg_weight_type_name(m->wtype), m->info.isa, m->n_threads, m->n_threads == 1 ? "" : "s",
            p.use_mmap ? " (F32 tensors mapped)" : "");
     *out = m;
     return 0;

@@ -14,7 +14,10 @@
  *  - The BLAS work of one call runs on the calling thread plus at most params.n_threads - 1
  * helpers. OpenBLAS's thread count is process-wide (openblas_set_num_threads): vg_model_load()
  * sets it to params.n_threads, so with several models in one process the last load decides. The
- * engine's own element-wise work (norms, activations, softmax) runs on the calling thread.
+ * engine's own matrix-vector products (bf16 / q8_0 decode) and decode attention run on the model's
+ * thread pool (params.n_threads - 1 sleeping workers plus the caller); a call that finds the pool
+ * busy with another thread's call runs its share alone, so the cores are never oversubscribed.
+ * Norms, activations and softmax run on the calling thread.
  *  - Cancellation: the `cancel` flags passed in are read between layers and between tokens; setting
  * one from any thread makes the call return VG_ECANCELED soon after.
  *
@@ -85,14 +88,33 @@ int vg_detok_flush(vg_detok *d, char *out, size_t cap, size_t *len);
  */
 typedef struct vg_model vg_model;
 
+/* How the large matrices (every Linear weight, the embedding and lm_head) are held in memory.
+ * Norm weights, biases, the vision patch embedding and position table stay float32 whatever the
+ * choice (docs/weights.md lists them with the memory per preset). */
+enum {
+    VG_WEIGHTS_AUTO = 0, /* BF16 for a bf16 or f16 checkpoint (the released ones), else F32 */
+    VG_WEIGHTS_F32 = 1,  /* float32: the reference, exact against the golden cases */
+    VG_WEIGHTS_BF16 = 2, /* bfloat16 (round to nearest even); lossless for a bf16 checkpoint */
+    VG_WEIGHTS_Q8_0 = 3, /* llama.cpp's Q8_0: blocks of 32 int8 values with one fp16 scale */
+};
+
 typedef struct vg_model_params {
-    int n_threads;   /* BLAS threads per call; 0 = number of online CPUs */
+    int n_threads;   /* engine + BLAS threads per call; 0 = number of online CPUs */
     int use_mmap;    /* 1: weights used from the read-only mapping where the dtype allows (F32);
                         0: weights converted/copied into ordinary memory (default) */
     int load_vision; /* 0 skips the vision tower (text-only tools); default 1 */
+    int weight_type; /* VG_WEIGHTS_*; default VG_WEIGHTS_AUTO */
 } vg_model_params;
 
 vg_model_params vg_model_default_params(void);
+
+/* Parses a weight type name ("auto", "f32", "bf16", "q8_0"; case-insensitive, "q8" accepted)
+ * into *out (a VG_WEIGHTS_* value). Returns 0, or VG_EINVAL for another name (out untouched).
+ * Pure function, any thread. */
+int vg_weight_type_parse(const char *name, int *out);
+/* The canonical name of a VG_WEIGHTS_* value ("auto", "f32", "bf16", "q8_0"), or "?" for an
+ * unknown value. Static string; any thread. */
+const char *vg_weight_type_name(int type);
 
 /* Generation settings. vg_model_default_gen_params() gives the Qwen3-VL Instruct defaults overlaid
  * with the checkpoint's generation_config.json. */
@@ -137,6 +159,8 @@ typedef struct vg_model_info {
     char name[256];  /* the directory's base name */
     size_t n_params; /* parameters loaded */
     size_t weight_bytes;
+    int weight_type; /* VG_WEIGHTS_F32, _BF16 or _Q8_0 as loaded (auto resolved) */
+    char isa[16];    /* kernel level in use: "avx512", "avx2" or "scalar" */
 } vg_model_info;
 
 /* Loads the checkpoint in dir. Every header, offset, dtype and shape is checked against the files

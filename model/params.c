@@ -12,6 +12,7 @@ vg_model_params vg_model_default_params(void)
         .n_threads = n > 0 ? (int)n : 1,
         .use_mmap = 0,
         .load_vision = 1,
+        .weight_type = VG_WEIGHTS_AUTO,
     };
     return p;
 }

@@ -37,6 +37,8 @@ struct vg_seq {
     float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
     float *sc;
     size_t sc_cap;
+    float *ws; /* vg_matmul workspace, ws_cap floats */
+    size_t ws_cap;
 };
 
 int vg_text_load(vg_model *m, char *err, size_t errlen)
@@ -61,17 +63,16 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
                        "config.json: mrope_section [%d,%d,%d] does not fit head_dim %lld",
                        in->mrope_section[0], in->mrope_section[1], in->mrope_section[2],
                        (long long)hd);
-    int64_t s_emb[] = {V, D}, s_d[] = {D}, s_hd[] = {hd};
-    if ((rc = vg_model_weight(m, "model.language_model.embed_tokens.weight", 2, s_emb, &m->embed,
-                              err, errlen)) < 0)
+    int64_t s_d[] = {D}, s_hd[] = {hd};
+    if ((rc = vg_model_mat(m, "model.language_model.embed_tokens.weight", V, D, &m->embed, err,
+                           errlen)) < 0)
         return rc;
     if ((rc = vg_model_weight(m, "model.language_model.norm.weight", 1, s_d, &m->final_norm, err,
                               errlen)) < 0)
         return rc;
     if (in->tie_word_embeddings) {
         m->lm_head = m->embed;
-    } else if ((rc = vg_model_weight(m, "lm_head.weight", 2, s_emb, &m->lm_head, err, errlen)) <
-               0) {
+    } else if ((rc = vg_model_mat(m, "lm_head.weight", V, D, &m->lm_head, err, errlen)) < 0) {
         return rc;
     }
     m->layers = calloc((size_t)in->n_layers, sizeof(*m->layers));
@@ -86,19 +87,25 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
         if ((rc = vg_model_weight(m, name, nd_, shp, &L->field, err, errlen)) < 0)                 \
             return rc;                                                                             \
     } while (0)
-        int64_t s_q[] = {QD, D}, s_k[] = {KD, D}, s_o[] = {D, QD}, s_up[] = {FF, D},
-                s_dn[] = {D, FF};
+#define M(field, suffix, rows, cols)                                                               \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "model.language_model.layers.%d.%s", i, suffix);              \
+        if ((rc = vg_model_mat(m, name, rows, cols, &L->field, err, errlen)) < 0)                  \
+            return rc;                                                                             \
+        vg_dnnl_attach_plain(m, &L->field);                                                        \
+    } while (0)
         W(in_norm, "input_layernorm.weight", 1, s_d);
         W(post_norm, "post_attention_layernorm.weight", 1, s_d);
-        W(wq, "self_attn.q_proj.weight", 2, s_q);
-        W(wk, "self_attn.k_proj.weight", 2, s_k);
-        W(wv, "self_attn.v_proj.weight", 2, s_k);
-        W(wo, "self_attn.o_proj.weight", 2, s_o);
+        M(wq, "self_attn.q_proj.weight", QD, D);
+        M(wk, "self_attn.k_proj.weight", KD, D);
+        M(wv, "self_attn.v_proj.weight", KD, D);
+        M(wo, "self_attn.o_proj.weight", D, QD);
         W(q_norm, "self_attn.q_norm.weight", 1, s_hd);
         W(k_norm, "self_attn.k_norm.weight", 1, s_hd);
-        W(w_gate, "mlp.gate_proj.weight", 2, s_up);
-        W(w_up, "mlp.up_proj.weight", 2, s_up);
-        W(w_down, "mlp.down_proj.weight", 2, s_dn);
+        M(w_gate, "mlp.gate_proj.weight", FF, D);
+        M(w_up, "mlp.up_proj.weight", FF, D);
+        M(w_down, "mlp.down_proj.weight", D, FF);
+#undef M
 #undef W
     }
     return 0;
@@ -154,6 +161,7 @@ void vg_seq_free(vg_seq *s)
     free(s->kt);
     free(s->vt);
     free(s->sc);
+    free(s->ws);
     free(s);
 }
 
@@ -235,6 +243,23 @@ static int ensure_rows(vg_seq *s, size_t rows)
         *dst[i] = p[i];
     }
     s->rows = rows;
+    /* the matmul workspace for this many rows with every matrix of the model */
+    const vg_model *m = s->m;
+    size_t ws = VG_MAX(vg_mat_ws_floats(&m->lm_head, rows), vg_mat_ws_floats(&m->lm_head, 1));
+    for (int l = 0; l < in->n_layers; l++) {
+        const vg_text_layer *L = &m->layers[l];
+        const vg_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t k = 0; k < VG_ARRAY_LEN(ms); k++)
+            ws = VG_MAX(ws, VG_MAX(vg_mat_ws_floats(ms[k], rows), vg_mat_ws_floats(ms[k], 1)));
+    }
+    if (ws > s->ws_cap) {
+        float *w = malloc(ws * sizeof(float));
+        if (!w)
+            return VG_ENOMEM;
+        free(s->ws);
+        s->ws = w;
+        s->ws_cap = ws;
+    }
     return 0;
 }
 
@@ -263,6 +288,50 @@ static int is_vis(const vg_model_info *in, int32_t id)
     return id == in->video_token_id || id == in->image_token_id;
 }
 
+typedef struct decode_attn_job {
+    vg_seq *s;
+    int l;
+    size_t ctx;
+    float scale;
+} decode_attn_job;
+
+/* Decode attention of the query heads sharing KV head j (their own rows of the score buffer). */
+static void decode_attn_task(void *arg, size_t j)
+{
+    const decode_attn_job *a = arg;
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hkv = (size_t)in->n_kv_heads;
+    const size_t grp = (size_t)in->n_heads / Hkv, ctx = a->ctx;
+    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
+    float *sc = s->sc + j * grp * ctx;
+    vg_attn_scores(s->q + j * grp * hd, grp, s->kc + base, ctx, hd, a->scale, sc);
+    for (size_t i = 0; i < grp; i++)
+        vg_softmax(sc + i * ctx, ctx);
+    vg_attn_mix(sc, grp, s->vc + base, ctx, hd, s->o + j * grp * hd);
+}
+
+typedef struct prefill_attn_job {
+    vg_seq *s;
+    int l;
+    size_t p0, n;
+    float scale;
+} prefill_attn_job;
+
+/* Causal attention of query head h for the n new rows (cache positions p0..) over the cache. */
+static void prefill_attn_task(void *arg, size_t h)
+{
+    const prefill_attn_job *a = arg;
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
+    const size_t Hkv = (size_t)in->n_kv_heads, QD = Hq * hd, j = h / (Hq / Hkv);
+    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
+    vg_flash_attn(-1, s->q + h * hd, QD, s->kc + base, hd, s->vc + base, hd, a->n, a->p0 + a->n, hd,
+                  a->scale, (long)a->p0, s->o + h * hd, QD,
+                  s->sc + h * vg_flash_scratch_floats(a->n, hd));
+}
+
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
  * (decode) runs the query heads sharing a KV head together, so the cached K and V are streamed
  * once; several rows run per query head over blocks of rows. */
@@ -278,19 +347,23 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         rb = 1;
     if (rb > n)
         rb = n;
-    if (ensure_scores(s, VG_MAX(rb, grp) * ctx_max) < 0)
+    if (ensure_scores(s, VG_MAX(VG_MAX(rb, Hq) * ctx_max, Hq * vg_flash_scratch_floats(n, hd))) < 0)
         return VG_ENOMEM;
+    if (n == 1) { /* decode: the KV heads split across the pool */
+        decode_attn_job job = {.s = s, .l = l, .ctx = p0 + 1, .scale = scale};
+        /* a short cache is not worth waking a worker */
+        vg_pool_run(job.ctx * QD >= ((size_t)1 << 16) ? s->m->tpool : NULL, Hkv, decode_attn_task,
+                    &job);
+        return 0;
+    }
+    if (vg_flash_ok(hd)) { /* fused causal attention, the query heads split across the pool */
+        prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};
+        vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
+        return 0;
+    }
     for (size_t j = 0; j < Hkv; j++) {
         const size_t base = ((size_t)l * Hkv + j) * s->max_tokens * hd;
         const float *Kh = s->kc + base, *Vh = s->vc + base;
-        if (n == 1) {
-            const size_t ctx = p0 + 1;
-            vg_attn_scores(s->q + j * grp * hd, grp, Kh, ctx, hd, scale, s->sc);
-            for (size_t i = 0; i < grp; i++)
-                vg_softmax(s->sc + i * ctx, ctx);
-            vg_attn_mix(s->sc, grp, Vh, ctx, hd, s->o + j * grp * hd);
-            continue;
-        }
         for (size_t h = j * grp; h < (j + 1) * grp; h++) {
             for (size_t i0 = 0; i0 < n; i0 += rb) {
                 size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
@@ -326,7 +399,6 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
     const size_t D = (size_t)in->hidden_size, hd = (size_t)in->head_dim;
     const size_t Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
     const size_t QD = Hq * hd, kvd = Hkv * hd, FF = (size_t)in->intermediate_size;
-    const size_t V = (size_t)in->vocab_size;
     const float eps = in->rms_norm_eps;
     const size_t p0 = s->len;
 
@@ -341,9 +413,11 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         const vg_text_layer *L = &m->layers[l];
         trace(m, "text.hidden_in", l, s->x, n, D);
         vg_rmsnorm(s->x, s->a, n, D, L->in_norm, eps);
-        vg_linear(s->a, n, D, L->wq, NULL, QD, s->q);
-        vg_linear(s->a, n, D, L->wk, NULL, kvd, s->kt);
-        vg_linear(s->a, n, D, L->wv, NULL, kvd, s->vt);
+        {
+            const vg_mat *w3[3] = {&L->wq, &L->wk, &L->wv};
+            float *y3[3] = {s->q, s->kt, s->vt};
+            vg_matmul_multi(m, s->a, n, w3, y3, 3, s->ws);
+        }
         vg_rmsnorm(s->q, s->q, n * Hq, hd, L->q_norm, eps);
         vg_rmsnorm(s->kt, s->kt, n * Hkv, hd, L->k_norm, eps);
         vg_rope_apply(s->q, n, (int)Hq, (int)hd, QD, s->cos_t, s->sin_t);
@@ -357,14 +431,17 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         }
         if (attention(s, l, p0, n) < 0)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for attention scores");
-        vg_linear(s->o, n, QD, L->wo, NULL, D, s->a);
+        vg_matmul(m, s->o, n, &L->wo, NULL, s->a, s->ws);
         for (size_t i = 0; i < n * D; i++)
             s->x[i] += s->a[i];
         vg_rmsnorm(s->x, s->a, n, D, L->post_norm, eps);
-        vg_linear(s->a, n, D, L->w_gate, NULL, FF, s->g);
-        vg_linear(s->a, n, D, L->w_up, NULL, FF, s->u);
+        {
+            const vg_mat *w2[2] = {&L->w_gate, &L->w_up};
+            float *y2[2] = {s->g, s->u};
+            vg_matmul_multi(m, s->a, n, w2, y2, 2, s->ws);
+        }
         vg_silu_mul(s->g, s->u, n * FF);
-        vg_linear(s->g, n, FF, L->w_down, NULL, D, s->a);
+        vg_matmul(m, s->g, n, &L->w_down, NULL, s->a, s->ws);
         for (size_t i = 0; i < n * D; i++)
             s->x[i] += s->a[i];
         trace(m, "text.layer_out", l, s->x, n, D);
@@ -389,9 +466,9 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         trace(m, "text.final_hidden", 0, s->a, n, D);
     if (logits) {
         if (all_logits)
-            vg_linear(s->a, n, D, m->lm_head, NULL, V, logits);
+            vg_matmul(m, s->a, n, &m->lm_head, NULL, logits, s->ws);
         else if (last_chunk)
-            vg_linear(s->a + (n - 1) * D, 1, D, m->lm_head, NULL, V, logits);
+            vg_matmul(m, s->a + (n - 1) * D, 1, &m->lm_head, NULL, logits, s->ws);
     }
     return 0;
 }
@@ -446,7 +523,7 @@ int vg_seq_prefill(vg_seq *s, const vg_prefill_input *inp, float *logits, int al
                 memcpy(xr, inp->vis_embeds + vb * D, D * sizeof(float));
                 vb++;
             } else {
-                memcpy(xr, m->embed + (size_t)ids[i] * D, D * sizeof(float));
+                vg_mat_row(&m->embed, (size_t)ids[i], xr);
             }
         }
         float *lg = NULL;
@@ -478,8 +555,7 @@ int vg_seq_decode(vg_seq *s, int32_t id, int32_t pos, float *logits, char *err, 
         return vg_fail(err, errlen, VG_ELIMIT, "the sequence is full (%zu tokens)", s->max_tokens);
     if (ensure_rows(s, 1) < 0)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory for decode scratch");
-    const size_t D = (size_t)in->hidden_size;
-    memcpy(s->x, s->m->embed + (size_t)id * D, D * sizeof(float));
+    vg_mat_row(&s->m->embed, (size_t)id, s->x);
     int32_t p3[3] = {pos, pos, pos};
     int rc = forward(s, 1, p3, 1, &id, NULL, 0, 0, logits, 0, 1, NULL, err, errlen);
     if (rc < 0)

@@ -51,11 +51,15 @@ static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merg
     } while (0)
     W(n_w, "norm.weight", 1, nd);
     W(n_b, "norm.bias", 1, nd);
-    W(fc1_w, "linear_fc1.weight", 2, MD, MD);
     W(fc1_b, "linear_fc1.bias", 1, MD);
-    W(fc2_w, "linear_fc2.weight", 2, O, MD);
     W(fc2_b, "linear_fc2.bias", 1, O);
 #undef W
+    snprintf(name, sizeof(name), "%s.linear_fc1.weight", prefix);
+    if ((rc = vg_model_mat_dense(m, name, MD, MD, &mg->fc1_w, err, errlen)) < 0)
+        return rc;
+    snprintf(name, sizeof(name), "%s.linear_fc2.weight", prefix);
+    if ((rc = vg_model_mat_dense(m, name, O, MD, &mg->fc2_w, err, errlen)) < 0)
+        return rc;
     return 0;
 }
 
@@ -112,15 +116,22 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
         W(n1_b, "norm1.bias", 1, D);
         W(n2_w, "norm2.weight", 1, D);
         W(n2_b, "norm2.bias", 1, D);
-        W(qkv_w, "attn.qkv.weight", 2, 3 * D, D);
         W(qkv_b, "attn.qkv.bias", 1, 3 * D);
-        W(proj_w, "attn.proj.weight", 2, D, D);
         W(proj_b, "attn.proj.bias", 1, D);
-        W(fc1_w, "mlp.linear_fc1.weight", 2, FF, D);
         W(fc1_b, "mlp.linear_fc1.bias", 1, FF);
-        W(fc2_w, "mlp.linear_fc2.weight", 2, D, FF);
         W(fc2_b, "mlp.linear_fc2.bias", 1, D);
 #undef W
+#define M(field, suffix, rows, cols)                                                               \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "model.visual.blocks.%d.%s", i, suffix);                      \
+        if ((rc = vg_model_mat_dense(m, name, rows, cols, &b->field, err, errlen)) < 0)            \
+            return rc;                                                                             \
+    } while (0)
+        M(qkv_w, "attn.qkv.weight", 3 * D, D);
+        M(proj_w, "attn.proj.weight", D, D);
+        M(fc1_w, "mlp.linear_fc1.weight", FF, D);
+        M(fc2_w, "mlp.linear_fc2.weight", D, FF);
+#undef M
     }
     if ((rc = load_merger(m, "model.visual.merger", 0, &m->merger, err, errlen)) < 0)
         return rc;
@@ -154,17 +165,55 @@ static void trace(const vg_model *m, const char *name, int index, const float *d
 }
 
 /* x: [nm][MD] (already LayerNorm'ed when the merger normalizes before the shuffle). */
-static void merger_run(const vg_merger *mg, const float *x, size_t nm, size_t MD, size_t O,
-                       float *ln, float *t1, float *out)
+static void merger_run(vg_model *m, const vg_merger *mg, const float *x, size_t nm, size_t MD,
+                       float *ln, float *t1, float *out, float *ws)
 {
     const float *in = x;
     if (mg->postshuffle) {
         vg_layernorm(x, ln, nm, MD, mg->n_w, mg->n_b, VIS_EPS);
         in = ln;
     }
-    vg_linear(in, nm, MD, mg->fc1_w, mg->fc1_b, MD, t1);
+    vg_matmul(m, in, nm, &mg->fc1_w, mg->fc1_b, t1, ws);
     vg_gelu_erf(t1, nm * MD);
-    vg_linear(t1, nm, MD, mg->fc2_w, mg->fc2_b, O, out);
+    vg_matmul(m, t1, nm, &mg->fc2_w, mg->fc2_b, out, ws);
+}
+
+/* Floats of matmul workspace a slice of n patches (nm merged tokens) needs. */
+static size_t vision_ws(const vg_model *m, size_t n, size_t nm)
+{
+    size_t ws = 1;
+    for (int i = 0; i < m->info.vision_depth; i++) {
+        const vg_vis_block *b = &m->blocks[i];
+        const vg_mat *ms[] = {&b->qkv_w, &b->proj_w, &b->fc1_w, &b->fc2_w};
+        for (size_t k = 0; k < VG_ARRAY_LEN(ms); k++)
+            ws = VG_MAX(ws, vg_mat_ws_floats(ms[k], n));
+    }
+    const vg_merger *mg[VG_MAX_DEEPSTACK + 1];
+    int nmg = 0;
+    mg[nmg++] = &m->merger;
+    for (int k = 0; k < m->info.n_deepstack; k++)
+        mg[nmg++] = &m->ds[k];
+    for (int k = 0; k < nmg; k++)
+        ws = VG_MAX(
+            ws, VG_MAX(vg_mat_ws_floats(&mg[k]->fc1_w, nm), vg_mat_ws_floats(&mg[k]->fc2_w, nm)));
+    return ws;
+}
+
+typedef struct vis_attn_job {
+    const float *qkv;
+    float *o, *scratch;
+    size_t n, D, dh;
+    float scale;
+} vis_attn_job;
+
+/* Full attention of head h over the slice (q, k, v interleaved in qkv rows of 3D). */
+static void vis_attn_task(void *arg, size_t h)
+{
+    const vis_attn_job *a = arg;
+    const size_t ld = 3 * a->D;
+    vg_flash_attn(-1, a->qkv + h * a->dh, ld, a->qkv + a->D + h * a->dh, ld,
+                  a->qkv + 2 * a->D + h * a->dh, ld, a->n, a->n, a->dh, a->scale, -1,
+                  a->o + h * a->dh, a->D, a->scratch + h * vg_flash_scratch_floats(a->n, a->dh));
 }
 
 static int cancelled(const atomic_int *c)
@@ -204,12 +253,13 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [rb*N]; mlp [N*max(FF, D)];
      * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; ints: row, col [N], idx [4N];
      * wt [4N] */
-    size_t nf = 0, parts[12];
+    size_t nf = 0, parts[13];
     parts[0] = N * D;     /* x */
     parts[1] = N * D;     /* h */
     parts[2] = N * D;     /* o */
     parts[3] = N * 3 * D; /* qkv */
-    parts[4] = rb * N;    /* scores */
+    const int flash = vg_flash_ok(dh);
+    parts[4] = flash ? H * vg_flash_scratch_floats(N, dh) : rb * N; /* scores */
     parts[5] = N * VG_MAX(FF, D);
     parts[6] = N * dh;     /* cos */
     parts[7] = N * dh;     /* sin */
@@ -217,7 +267,8 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[9] = nm * MD;    /* t1 */
     parts[10] = nm * MD;   /* ln */
     parts[11] = 4 * N;     /* wt */
-    for (int i = 0; i < 12; i++)
+    parts[12] = vision_ws(m, N, nm);
+    for (int i = 0; i < 13; i++)
         nf += parts[i];
     const size_t scratch_bytes = nf * sizeof(float) + 6 * N * sizeof(int);
     float *buf = vg_scratch_take(m, scratch_bytes);
@@ -239,6 +290,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     float *x = buf, *h = x + parts[0], *o = h + parts[1], *qkv = o + parts[2];
     float *sc = qkv + parts[3], *mlp = sc + parts[4], *cs = mlp + parts[5], *sn = cs + parts[6];
     float *fr = sn + parts[7], *t1 = fr + parts[8], *ln = t1 + parts[9], *wt = ln + parts[10];
+    float *ws = wt + parts[11];
     int *row = ibuf, *col = row + N, *idx = col + N;
     int rc = 0;
 
@@ -285,10 +337,15 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
         }
         const vg_vis_block *b = &m->blocks[bi];
         vg_layernorm(x, h, N, D, b->n1_w, b->n1_b, VIS_EPS);
-        vg_linear(h, N, D, b->qkv_w, b->qkv_b, 3 * D, qkv);
+        vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
         vg_rope_apply(qkv, N, (int)H, (int)dh, 3 * D, cs, sn);
         vg_rope_apply(qkv + D, N, (int)H, (int)dh, 3 * D, cs, sn);
-        for (size_t hd = 0; hd < H; hd++) {
+        if (flash) { /* fused attention, the heads split across the pool */
+            vis_attn_job job = {
+                .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
+            vg_pool_run(m->tpool, H, vis_attn_task, &job);
+        }
+        for (size_t hd = 0; !flash && hd < H; hd++) {
             const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
             for (size_t i0 = 0; i0 < N; i0 += rb) {
                 size_t r = VG_MIN(rb, N - i0);
@@ -300,13 +357,13 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                             1.0f, sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh, (int)D);
             }
         }
-        vg_linear(o, N, D, b->proj_w, b->proj_b, D, h);
+        vg_matmul(m, o, N, &b->proj_w, b->proj_b, h, ws);
         for (size_t i = 0; i < N * D; i++)
             x[i] += h[i];
         vg_layernorm(x, h, N, D, b->n2_w, b->n2_b, VIS_EPS);
-        vg_linear(h, N, D, b->fc1_w, b->fc1_b, FF, mlp);
+        vg_matmul(m, h, N, &b->fc1_w, b->fc1_b, mlp, ws);
         vg_gelu_tanh(mlp, N * FF);
-        vg_linear(mlp, N, FF, b->fc2_w, b->fc2_b, D, h);
+        vg_matmul(m, mlp, N, &b->fc2_w, b->fc2_b, h, ws);
         for (size_t i = 0; i < N * D; i++)
             x[i] += h[i];
         trace(m, "vision.block_out", bi, x, N, D);
@@ -314,12 +371,12 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             if (in->deepstack_indexes[k] != bi)
                 continue;
             float *dst = vo->deepstack + (size_t)k * nm * O;
-            merger_run(&m->ds[k], x, nm, MD, O, ln, t1, dst);
+            merger_run(m, &m->ds[k], x, nm, MD, ln, t1, dst, ws);
             trace(m, "vision.deepstack", k, dst, nm, O);
         }
     }
     vg_layernorm(x, h, N, D, m->merger.n_w, m->merger.n_b, VIS_EPS);
-    merger_run(&m->merger, h, nm, MD, O, ln, t1, vo->embeds);
+    merger_run(m, &m->merger, h, nm, MD, ln, t1, vo->embeds, ws);
     trace(m, "vision.embeds", 0, vo->embeds, nm, O);
 done:
     vg_scratch_give(m, buf, scratch_bytes);

@@ -409,6 +409,7 @@ static vg_model *tiny_model(int load_vision)
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = 1;
     mp.load_vision = load_vision;
+    mp.weight_type = VG_WEIGHTS_F32; /* the float32 reference; other types: test_golden */
     vg_model *m = NULL;
     char err[256];
     int rc = vg_model_load(dir, &mp, &m, err, sizeof(err));

@@ -49,6 +49,37 @@ static void test_tiny1(void **state)
     assert_int_equal(vg_cmd_golden(4, argv), 0);
 }
 
+/* The same case with bf16 and with q8_0 weights, each held to its type's tolerance (cmd_golden.c:
+ * 1e-2 and 5e-2 relative to max(1, |ref|)) and identical greedy ids, on two threads so the pool's
+ * row split runs too. */
+static void run_weights(const char *type)
+{
+    const char *g = shared_dir();
+    if (!g)
+        skip();
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/tiny1", g);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        skip();
+    char wt[16];
+    snprintf(wt, sizeof(wt), "%s", type);
+    char *argv[] = {"golden", "--threads", "2", "--weights", wt, dir, NULL};
+    assert_int_equal(vg_cmd_golden(6, argv), 0);
+}
+
+static void test_tiny1_bf16(void **state)
+{
+    (void)state;
+    run_weights("bf16");
+}
+
+static void test_tiny1_q8_0(void **state)
+{
+    (void)state;
+    run_weights("q8_0");
+}
+
 /* Every other case directory of the same layout must pass too. */
 static void test_other_cases(void **state)
 {
@@ -194,10 +225,9 @@ static void test_corrupt_case(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_args),
-        cmocka_unit_test(test_tiny1),
-        cmocka_unit_test(test_other_cases),
-        cmocka_unit_test(test_corrupt_case),
+        cmocka_unit_test(test_bad_args),    cmocka_unit_test(test_tiny1),
+        cmocka_unit_test(test_tiny1_bf16),  cmocka_unit_test(test_tiny1_q8_0),
+        cmocka_unit_test(test_other_cases), cmocka_unit_test(test_corrupt_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

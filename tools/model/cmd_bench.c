@@ -16,6 +16,7 @@
  * peers' numbers from ../shared/notes/cpu-performance.md (1 thread, measured on this machine).
  * Single-threaded front end; --threads sets the BLAS threads (default 1, like the peers' table).
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "cmds.h"
 
 #include "common.h"
@@ -27,12 +28,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
 typedef struct bench_opts {
     const char *dir, *mmap_dir;
     int threads, quick, skip_vision, skip_prefill, skip_decode;
+    int weight_type;
 } bench_opts;
 
 static void fill(float *x, size_t n, uint64_t seed)
@@ -130,6 +133,85 @@ static void bandwidth(int reps, double *gemv_gbs, double *read_gbs)
     free(y);
 }
 
+typedef struct gemv_bench_job {
+    const void *w;
+    size_t K, rows, groups, parts;
+    int q8;
+    const float *xp, *xd;
+    const int8_t *xq;
+    float *y;
+} gemv_bench_job;
+
+static void gemv_bench_task(void *arg, size_t i)
+{
+    const gemv_bench_job *j = arg;
+    size_t g0 = j->groups * i / j->parts, g1 = j->groups * (i + 1) / j->parts;
+    const vg_kernels *k = vg_kernels_get(-1);
+    if (j->q8)
+        k->q8_gemv(j->w, j->K, j->rows, g0, g1, j->xq, j->xd, j->y);
+    else
+        k->bf16_gemv(j->w, j->K, j->rows, g0, g1, j->xp, j->y);
+}
+
+/* GB/s of the engine's own GEMV kernel (bf16 or q8_0, the level in use) over 512 MiB of packed
+ * weights of K = k columns (a stack of decode matrices: streamed from memory, not cache), on the
+ * pool's threads. */
+static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
+{
+    const size_t gb = q8 ? vg_pack_group_bytes_q8(K) : vg_pack_group_bytes_bf16(K);
+    const size_t groups = ((size_t)512 << 20) / gb, rows = groups * VG_PACK_ROWS;
+    unsigned char *w = NULL;
+    if (posix_memalign((void **)&w, (size_t)2 << 20, groups * gb) != 0)
+        return 0;
+#ifdef MADV_HUGEPAGE
+    madvise(w, groups * gb, MADV_HUGEPAGE);
+#endif
+    float *row = malloc(K * sizeof(float)), *x = malloc(K * sizeof(float));
+    float *xp = malloc(K * sizeof(float)), *xd = malloc(K / VG_QK * sizeof(float));
+    int8_t *xq = malloc(K);
+    float *y = malloc(rows * sizeof(float));
+    double best = 1e30;
+    if (row && x && xp && xd && xq && y) {
+        fill(x, K, 9);
+        for (int r = 0; r < VG_PACK_ROWS; r++) { /* one real group, copied everywhere */
+            fill(row, K, 10 + (uint64_t)r);
+            if (q8)
+                vg_pack_row_q8(row, K, r, (int8_t *)w);
+            else
+                vg_pack_row_bf16(row, K, r, (uint16_t *)(void *)w);
+        }
+        for (size_t g = 1; g < groups; g++)
+            memcpy(w + g * gb, w, gb);
+        vg_kernels_get(-1)->bf16_prep(x, K, xp);
+        vg_q8_quantize(x, K, xq, xd);
+        gemv_bench_job j = {.w = w,
+                            .K = K,
+                            .rows = rows,
+                            .groups = groups,
+                            .parts = (size_t)vg_pool_threads(pool),
+                            .q8 = q8,
+                            .xp = xp,
+                            .xd = xd,
+                            .xq = xq,
+                            .y = y};
+        for (int r = 0; r < reps + 1; r++) {
+            double t0 = vg_now_ms();
+            vg_pool_run(pool, j.parts, gemv_bench_task, &j);
+            double t = vg_now_ms() - t0;
+            if (r > 0 && t < best)
+                best = t;
+        }
+    }
+    free(row);
+    free(x);
+    free(xp);
+    free(xd);
+    free(xq);
+    free(y);
+    free(w);
+    return best < 1e30 ? (double)(groups * gb) / (best * 1e6) : 0;
+}
+
 /* FLOPs of one vision slice of N patches */
 static double vision_flops(const vg_model_info *in, double N)
 {
@@ -152,15 +234,19 @@ static double prefill_flops(const vg_model_info *in, double p0, double n)
     return in->n_layers * (n * lin + att) + 2 * D * in->vocab_size;
 }
 
-/* bytes one decode step reads: every text weight (f32) plus the KV cache of ctx tokens */
+/* bytes one decode step reads: every text weight (in the loaded weight type; norms float32) plus
+ * the float32 KV cache of ctx tokens */
 static double decode_bytes(const vg_model_info *in, double ctx)
 {
+    const double wb = in->weight_type == VG_WEIGHTS_BF16   ? 2.0
+                      : in->weight_type == VG_WEIGHTS_Q8_0 ? 34.0 / 32.0
+                                                           : 4.0;
     double D = in->hidden_size, hd = in->head_dim, QD = in->n_heads * hd, KD = in->n_kv_heads * hd,
            FF = in->intermediate_size;
-    double per_layer = D * QD + 2 * D * KD + QD * D + 3 * D * FF + 2 * D + 2 * hd;
-    double w = in->n_layers * per_layer + D * in->vocab_size + D;
+    double per_layer = wb * (D * QD + 2 * D * KD + QD * D + 3 * D * FF) + 4 * (2 * D + 2 * hd);
+    double w = in->n_layers * per_layer + wb * D * in->vocab_size + 4 * D;
     double kv = in->n_layers * 2 * ctx * KD;
-    return 4 * (w + kv);
+    return w + 4 * kv;
 }
 
 typedef struct row {
@@ -180,28 +266,90 @@ typedef struct table {
     /* ceilings: the best seen in the run, re-measured around every engine measurement because
      * other processes share the cores (a single early measurement can be far off) */
     double g_vis, g_txt, bw;
-    int vis_m, vis_k, txt_n, txt_k, reps;
+    double d_vis, d_txt, i_vis, i_txt; /* oneDNN bf16 and int8 matmul GFLOP/s, same shapes */
+    double rd;                         /* vectorized streaming read on the engine's threads */
+    int vis_m, vis_k, txt_n, txt_k, reps, threads;
+    vg_pool *pool;
 } table;
+
+typedef struct read_job {
+    const uint64_t *p;
+    size_t n, parts;
+    uint64_t out[64];
+} read_job;
+
+static void read_task(void *arg, size_t i)
+{
+    read_job *j = arg;
+    size_t a = j->n * i / j->parts, b = j->n * (i + 1) / j->parts;
+    j->out[i] = vg_kernels_get(-1)->read_xor(j->p + a, b - a);
+}
+
+/* GB/s reading 512 MiB of huge-page-advised memory with the level's widest loads, split over the
+ * pool's threads (the ceiling for decode, which streams every weight once per token). */
+static double stream_read_gbs(vg_pool *pool, int reps)
+{
+    const size_t bytes = (size_t)512 << 20;
+    void *p = NULL;
+    if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0)
+        return 0;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    memset(p, 0x5a, bytes);
+    read_job j = {.p = p, .n = bytes / 8, .parts = (size_t)vg_pool_threads(pool)};
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = vg_now_ms();
+        vg_pool_run(pool, j.parts, read_task, &j);
+        double t = vg_now_ms() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    free(p);
+    return (double)bytes / (best * 1e6);
+}
 
 static void remeasure(table *tb)
 {
     double g, a, b;
+    if (tb->vis_m > 0 &&
+        (g = vg_dnnl_ceiling(0, 784, tb->vis_k, tb->vis_m, tb->threads, 1)) > tb->d_vis)
+        tb->d_vis = g;
+    if ((g = vg_dnnl_ceiling(0, 1024, tb->txt_k, tb->txt_n, tb->threads, 1)) > tb->d_txt)
+        tb->d_txt = g;
+    if ((g = stream_read_gbs(tb->pool, 1)) > tb->rd)
+        tb->rd = g;
     if (tb->vis_m > 0 && (g = sgemm_gflops(784, tb->vis_m, tb->vis_k, 1)) > tb->g_vis)
         tb->g_vis = g;
     if ((g = sgemm_gflops(1024, tb->txt_n, tb->txt_k, 1)) > tb->g_txt)
         tb->g_txt = g;
     bandwidth(1, &a, &b);
-    if (VG_MAX(a, b) > tb->bw)
-        tb->bw = VG_MAX(a, b);
+    if (VG_MAX(VG_MAX(a, b), tb->rd) > tb->bw)
+        tb->bw = VG_MAX(VG_MAX(a, b), tb->rd);
 }
 
 static double best_ceiling(const table *tb, int kind)
 {
-    return kind == 1 ? tb->g_vis : kind == 2 ? tb->g_txt : kind == 3 ? tb->bw : 0.0;
+    switch (kind) {
+    case 1:
+        return tb->g_vis;
+    case 2:
+        return tb->g_txt;
+    case 3:
+        return tb->bw;
+    case 4:
+        return tb->d_vis;
+    case 5:
+        return tb->d_txt;
+    default:
+        return 0.0;
+    }
 }
 
 /* kind: 0 no ceiling; 1/2 sgemm GFLOP/s (vision/text shape); 3 bandwidth, scaled by scale (the
- * roofline in tok/s is bandwidth / bytes per token). */
+ * roofline in tok/s is bandwidth / bytes per token); 4/5 oneDNN bf16 matmul GFLOP/s (vision/text
+ * shape). */
 static void add_row(table *tb, const char *what, double value, const char *unit, int kind,
                     double scale, const char *peers)
 {
@@ -214,9 +362,10 @@ static void add_row(table *tb, const char *what, double value, const char *unit,
     r->ceil_kind = kind;
     r->ceil_scale = scale;
     snprintf(r->ceil_name, sizeof(r->ceil_name), "%s",
-             kind == 3 ? "bandwidth"
-             : kind    ? "sgemm"
-                       : "");
+             kind == 3   ? "bandwidth"
+             : kind >= 4 ? "oneDNN bf16"
+             : kind      ? "sgemm"
+                         : "");
     snprintf(r->peers, sizeof(r->peers), "%s", peers);
     printf("  %-38s %10.2f %-7s", what, value, unit);
     double c = scale * best_ceiling(tb, kind);
@@ -348,7 +497,9 @@ static int write_f32_copy(const char *src, const char *dst, char *err, size_t er
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vigil-model bench MODEL_DIR [options]\n\n"
-               "  --threads N      BLAS threads (default 1, as in the peers' table)\n"
+               "  --threads N      engine and BLAS threads (default 1, as in the peers' table)\n"
+               "  --weights TYPE   f32, bf16, q8_0 or auto (default auto: bf16 for a bf16\n"
+               "                   checkpoint)\n"
                "  --quick          fewer repetitions, no 4k prefill, decode at 1k only\n"
                "  --mmap-dir DIR   also decode with the weights mapped from an F32 copy in DIR\n"
                "                   (written there first when DIR/model.safetensors is absent)\n"
@@ -365,6 +516,11 @@ int vg_cmd_bench(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             o.threads = atoi(argv[++i]);
+        } else if (strcmp(a, "--weights") == 0 && i + 1 < argc) {
+            if (vg_weight_type_parse(argv[++i], &o.weight_type) < 0) {
+                usage(stderr);
+                return 2;
+            }
         } else if (strcmp(a, "--mmap-dir") == 0 && i + 1 < argc) {
             o.mmap_dir = argv[++i];
         } else if (strcmp(a, "--quick") == 0) {
@@ -391,12 +547,13 @@ int vg_cmd_bench(int argc, char **argv)
     memset(&tb, 0, sizeof(tb));
     const int reps = o.quick ? 1 : 3;
     openblas_set_num_threads(o.threads);
-    printf("vigil-model bench %s, %d BLAS thread%s%s\n", o.dir, o.threads,
-           o.threads == 1 ? "" : "s", o.quick ? ", quick" : "");
+    printf("vigil-model bench %s, %d thread%s%s\n", o.dir, o.threads, o.threads == 1 ? "" : "s",
+           o.quick ? ", quick" : "");
 
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = o.threads;
     mp.load_vision = !o.skip_vision;
+    mp.weight_type = o.weight_type;
     vg_model *m = NULL;
     double t0 = vg_now_ms();
     if (vg_model_load(o.dir, &mp, &m, err, sizeof(err)) < 0) {
@@ -404,8 +561,9 @@ int vg_cmd_bench(int argc, char **argv)
         return 1;
     }
     const vg_model_info *in = vg_model_get_info(m);
-    printf("model %s: %zu parameters, %.2f GiB float32, loaded in %.1f s\n", in->name, in->n_params,
-           (double)in->weight_bytes / (1 << 30), (vg_now_ms() - t0) / 1000.0);
+    printf("model %s: %zu parameters, %.2f GiB of %s weights, %s kernels, loaded in %.1f s\n",
+           in->name, in->n_params, (double)in->weight_bytes / (1 << 30),
+           vg_weight_type_name(in->weight_type), in->isa, (vg_now_ms() - t0) / 1000.0);
 
     tb.reps = reps;
     if (in->has_vision) {
@@ -414,16 +572,37 @@ int vg_cmd_bench(int argc, char **argv)
     }
     tb.txt_n = in->intermediate_size;
     tb.txt_k = in->hidden_size;
+    tb.threads = o.threads;
+    if (vg_pool_create(o.threads, &tb.pool) < 0) {
+        vg_model_free(m);
+        return 1;
+    }
     double bw_gemv = 0, bw_read = 0;
-    if (tb.vis_m > 0)
+    if (tb.vis_m > 0) {
         tb.g_vis = sgemm_gflops(784, tb.vis_m, tb.vis_k, reps);
+        tb.d_vis = vg_dnnl_ceiling(0, 784, tb.vis_k, tb.vis_m, o.threads, reps);
+        tb.i_vis = vg_dnnl_ceiling(1, 784, tb.vis_k, tb.vis_m, o.threads, reps);
+    }
     tb.g_txt = sgemm_gflops(1024, tb.txt_n, tb.txt_k, reps);
+    tb.d_txt = vg_dnnl_ceiling(0, 1024, tb.txt_k, tb.txt_n, o.threads, reps);
+    tb.i_txt = vg_dnnl_ceiling(1, 1024, tb.txt_k, tb.txt_n, o.threads, reps);
     bandwidth(reps, &bw_gemv, &bw_read);
-    tb.bw = VG_MAX(bw_gemv, bw_read);
-    printf("first ceilings: sgemm %.1f / %.1f GFLOP/s, sgemv %.2f GB/s, read %.2f GB/s\n", tb.g_vis,
-           tb.g_txt, bw_gemv, bw_read);
+    tb.rd = stream_read_gbs(tb.pool, reps);
+    tb.bw = VG_MAX(VG_MAX(bw_gemv, bw_read), tb.rd);
+    printf("first ceilings: sgemm %.1f / %.1f, oneDNN bf16 %.1f / %.1f, int8 %.1f / %.1f GFLOP/s; "
+           "sgemv %.2f, read %.2f, vector read %.2f GB/s\n",
+           tb.g_vis, tb.g_txt, tb.d_vis, tb.d_txt, tb.i_vis, tb.i_txt, bw_gemv, bw_read, tb.rd);
 
     printf("engine:\n");
+    const int lossy = in->weight_type != VG_WEIGHTS_F32;
+    if (!o.skip_decode) { /* the decode kernels alone, against the same bandwidth ceiling */
+        double g = gemv_gbs(tb.pool, 0, (size_t)tb.txt_k, reps);
+        remeasure(&tb);
+        add_row(&tb, "own GEMV bf16 K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
+        g = gemv_gbs(tb.pool, 1, (size_t)tb.txt_k, reps);
+        remeasure(&tb);
+        add_row(&tb, "own GEMV q8_0 K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
+    }
     if (!o.skip_vision && in->has_vision) {
         const int gh = 28, gw = 28;
         size_t K =
@@ -446,7 +625,7 @@ int vg_cmd_bench(int argc, char **argv)
             double gf = vision_flops(in, gh * gw) / best / 1e9;
             add_row(&tb, "vision 448x448 pair (784 patches), s", best, "s", 0, 0,
                     "tf32 7.8-24.1, bf16 3.2-15.5, llama.cpp f16 5.45");
-            add_row(&tb, "  vision GFLOP/s", gf, "GFLOP/s", 1, 1.0, "");
+            add_row(&tb, "  vision GFLOP/s", gf, "GFLOP/s", lossy && tb.d_vis > 0 ? 4 : 1, 1.0, "");
             free(px);
         }
     }
@@ -464,7 +643,7 @@ int vg_cmd_bench(int argc, char **argv)
             add_row(&tb, w, lens[k] / secs, "tok/s", 0, 0,
                     k == 0 ? "tf32 14-28, bf16 20-88, llama.cpp f16 39-44, q8_0 31-35" : "");
             add_row(&tb, "  prefill GFLOP/s", prefill_flops(in, 0, (double)lens[k]) / secs / 1e9,
-                    "GFLOP/s", 2, 1.0, "");
+                    "GFLOP/s", lossy && tb.d_txt > 0 ? 5 : 2, 1.0, "");
         }
     }
     if (!o.skip_decode) {
@@ -483,6 +662,8 @@ int vg_cmd_bench(int argc, char **argv)
         }
     }
     add_row(&tb, "peak RSS (incl. checkpoint mapping at load)", peak_rss_mib(), "MiB", 0, 0, "");
+    vg_pool_destroy(tb.pool);
+    tb.pool = NULL;
     vg_model_free(m);
     m = NULL;
 
@@ -530,9 +711,16 @@ int vg_cmd_bench(int argc, char **argv)
                tb.vis_m, tb.vis_k, tb.g_vis);
     printf("| sgemm 1024x%dx%d | %.1f | GFLOP/s | | | notes: ~103 |\n", tb.txt_n, tb.txt_k,
            tb.g_txt);
-    printf("| memory bandwidth (best of sgemv / streaming read, 512 MiB) | %.2f | GB/s | | | "
-           "notes: ~26 (sgemv) |\n",
-           tb.bw);
+    if (tb.vis_m > 0)
+        printf("| oneDNN bf16 / int8 matmul 784x%dx%d | %.1f / %.1f | GFLOP/s | | | notes (Zen 4): "
+               "~228 / ~433 |\n",
+               tb.vis_m, tb.vis_k, tb.d_vis, tb.i_vis);
+    printf("| oneDNN bf16 / int8 matmul 1024x%dx%d | %.1f / %.1f | GFLOP/s | | | notes (Zen 4): "
+           "~208 / ~444 |\n",
+           tb.txt_n, tb.txt_k, tb.d_txt, tb.i_txt);
+    printf("| memory bandwidth (best of sgemv / scalar read / vector read on %d thread%s, 512 MiB) "
+           "| %.2f | GB/s | | | notes: ~26 (sgemv), ~31 (AVX-512 read) |\n",
+           o.threads, o.threads == 1 ? "" : "s", tb.bw);
     for (int i = 0; i < tb.n_rows; i++) {
         const row *r = &tb.rows[i];
         double c = r->ceil_scale * best_ceiling(&tb, r->ceil_kind);

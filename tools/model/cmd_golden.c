@@ -44,6 +44,9 @@ typedef struct gcase {
     size_t n_files;
     double tol_hidden, tol_logits, tol_pixels;
     int failures;
+    int lossy;         /* q8_0 weights: tolerances of the type, near ties scaled with the logit */
+    double logits_err; /* logits_last max_abs, for the weight-type summary */
+    int ids_agree;     /* -1 not compared, 0/1 */
 } gcase;
 
 static const gfile *find_file(const gcase *c, const char *name)
@@ -221,6 +224,13 @@ static int read_manifest(gcase *c)
     return 0;
 }
 
+/* The tolerances (relative to max(1, |reference|)) that bf16 and Q8_0 weights are held to on
+ * hidden states and logits. bf16: the weights of a bf16 checkpoint widen exactly, but the vision
+ * products through oneDNN round the activations to bf16 (measured ~4e-3 on tiny1). Q8_0: 8-bit
+ * weights and activations in decode (measured ~3e-2). */
+#define VG_GOLDEN_TOL_BF16 1e-2
+#define VG_GOLDEN_TOL_Q8_0 5e-2
+
 /* ---- comparisons ---- */
 
 static void report(gcase *c, const char *name, double maxdiff, double maxref, double tol,
@@ -228,6 +238,8 @@ static void report(gcase *c, const char *name, double maxdiff, double maxref, do
 {
     double rel = maxref > 0 ? maxdiff / maxref : maxdiff;
     int ok = maxdiff <= tol * (maxref > 1.0 ? maxref : 1.0);
+    if (strcmp(name, "logits_last") == 0)
+        c->logits_err = maxdiff;
     if (!ok)
         c->failures++;
     printf("%-24s max_abs=%.3e  max_ref=%.3e  rel=%.3e  tol=%.0e  %s%s%s\n", name, maxdiff, maxref,
@@ -285,6 +297,8 @@ static void cmp_exact(gcase *c, const char *name, const int64_t *got, size_t n_g
     for (size_t i = 0; i < n_got; i++)
         if (got[i] != ref[i] && bad++ == 0)
             first = i;
+    if (strcmp(name, "gen_ids") == 0)
+        c->ids_agree = bad == 0;
     if (bad) {
         printf("%-24s mismatches=%zu (first at %zu: %lld vs %lld)  exact  FAIL\n", name, bad, first,
                (long long)got[first], (long long)ref[first]);
@@ -493,7 +507,10 @@ static void cmp_logit_stats(gcase *c, const char *prefix, const float *lg, size_
                         continue;
                     }
                     if (rid != mine[k]) {
-                        if (fabs((double)row[rid] - row[mine[k]]) <= 2 * c->tol_logits)
+                        double tie = 2 * c->tol_logits;
+                        if (c->lossy && fabs((double)row[rid]) > 1.0)
+                            tie *= fabs((double)row[rid]);
+                        if (fabs((double)row[rid] - row[mine[k]]) <= tie)
                             swaps++;
                         else
                             bad++;
@@ -717,7 +734,7 @@ static int on_token(int32_t id, const char *text, size_t len, void *opaque)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vigil-model golden [--threads N] CASE_DIR\n\n"
+    fprintf(f, "usage: vigil-model golden [--threads N] [--weights f32|bf16|q8_0|auto] CASE_DIR\n\n"
                "Runs the engine on a golden case (manifest.json + .bin files + checkpoint) and\n"
                "compares every reference tensor; exit status 1 when any is out of tolerance.\n");
 }
@@ -725,13 +742,18 @@ static void usage(FILE *f)
 int vg_cmd_golden(int argc, char **argv)
 {
     const char *dir = NULL;
-    int threads = 0;
+    int threads = 0, wtype = VG_WEIGHTS_F32;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
+            if (vg_weight_type_parse(argv[++i], &wtype) < 0) {
+                usage(stderr);
+                return 2;
+            }
         } else if (argv[i][0] == '-' || dir) {
             usage(stderr);
             return 2;
@@ -743,7 +765,7 @@ int vg_cmd_golden(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    gcase c = {.dir = dir};
+    gcase c = {.dir = dir, .logits_err = -1, .ids_agree = -1};
     tracer tr = {0};
     vg_model *m = NULL;
     vg_seq *seq = NULL, *seq2 = NULL;
@@ -756,9 +778,18 @@ int vg_cmd_golden(int argc, char **argv)
 
     if (read_manifest(&c) < 0)
         goto out;
+    if (wtype == VG_WEIGHTS_Q8_0 || wtype == VG_WEIGHTS_BF16) {
+        /* held to the type's own tolerances (docs/weights.md), not float32's */
+        c.tol_hidden = c.tol_logits =
+            wtype == VG_WEIGHTS_Q8_0 ? VG_GOLDEN_TOL_Q8_0 : VG_GOLDEN_TOL_BF16;
+        c.lossy = 1;
+    }
+    printf("weights %s: tolerances hidden %.0e, logits %.0e (relative to max(1, |ref|))\n",
+           vg_weight_type_name(wtype), c.tol_hidden, c.tol_logits);
     vg_model_params mp = vg_model_default_params();
     if (threads > 0)
         mp.n_threads = threads;
+    mp.weight_type = wtype;
     double t0 = vg_now_ms();
     if (vg_model_load(dir, &mp, &m, err, sizeof(err)) < 0) {
         fprintf(stderr, "golden: %s\n", err);
@@ -1007,6 +1038,11 @@ int vg_cmd_golden(int argc, char **argv)
         }
         free(o64);
     }
+    printf("weights %s: logits max_abs error %.3e against the reference, greedy ids %s\n",
+           vg_weight_type_name(mp.weight_type), c.logits_err,
+           c.ids_agree < 0 ? "not compared"
+           : c.ids_agree   ? "agree"
+                           : "DIFFER");
     printf("%s: %d failure%s\n", c.failures ? "FAIL" : "PASS", c.failures,
            c.failures == 1 ? "" : "s");
     status = c.failures ? 1 : 0;

@@ -1,0 +1,284 @@
+/*
+ * attn.c: fused ("flash") attention for one head: out = softmax(scale * Q K^T [+ causal mask]) V
+ * without a score matrix. Keys are taken in tiles of VG_FLASH_BC; for each tile every query row
+ * gets its scores, and a running maximum m, a running sum l and its output row are rescaled
+ * (online softmax): O = O * e^(m_old - m_new) + sum_j e^(s_j - m_new) v_j, l likewise; at the end
+ * O / l. The tile of K is transposed once into scratch ([hd][BC]) so that a query row's scores are
+ * hd broadcast-FMAs over BC-wide vectors; V rows are read in place.
+ *
+ * Two implementations of the same function: a portable one (the reference the tests compare
+ * with, expf) and an AVX-512 one (16-lane polynomial exp, 2^n by VSCALEFPS); the engine calls
+ * vg_flash_attn only where vg_flash_ok() says the AVX-512 one runs (else it keeps its sgemm
+ * path). Pure functions on caller memory; any thread.
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+size_t vg_flash_scratch_floats(size_t n, size_t hd)
+{
+    return hd * VG_FLASH_BC + 2 * n + 4 * VG_FLASH_BC + 16;
+}
+
+/* The keys query row i may see: all, or 0..p0+i with a causal mask. */
+static inline size_t visible(long p0, size_t i, size_t ctx)
+{
+    if (p0 < 0)
+        return ctx;
+    size_t v = (size_t)p0 + i + 1;
+    return v < ctx ? v : ctx;
+}
+
+static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
+                      size_t ldv, size_t n, size_t ctx, size_t hd, float scale, long p0, float *o,
+                      size_t ldo, float *scratch)
+{
+    float *m = scratch, *l = m + n, *s = l + n;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o + i * ldo, 0, hd * sizeof(float));
+    }
+    for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
+        size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
+        for (size_t i = 0; i < n; i++) {
+            size_t vis = visible(p0, i, ctx);
+            if (vis <= kb)
+                continue;
+            size_t nb = vis - kb < bc ? vis - kb : bc;
+            const float *qr = q + i * ldq;
+            float mx = m[i];
+            for (size_t j = 0; j < nb; j++) {
+                const float *kr = k + (kb + j) * ldk;
+                float a = 0.0f;
+                for (size_t d = 0; d < hd; d++)
+                    a += qr[d] * kr[d];
+                s[j] = a * scale;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            float corr = expf(m[i] - mx), sum = 0.0f;
+            float *orow = o + i * ldo;
+            for (size_t d = 0; d < hd; d++)
+                orow[d] *= corr;
+            for (size_t j = 0; j < nb; j++) {
+                float p = expf(s[j] - mx);
+                sum += p;
+                const float *vr = v + (kb + j) * ldv;
+                for (size_t d = 0; d < hd; d++)
+                    orow[d] += p * vr[d];
+            }
+            l[i] = l[i] * corr + sum;
+            m[i] = mx;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        for (size_t d = 0; d < hd; d++)
+            o[i * ldo + d] *= inv;
+    }
+}
+
+#if defined(__x86_64__)
+#define T_FLASH __attribute__((target("avx2,fma,avx512f,avx512dq,avx512bw,avx512vl")))
+
+/* e^x, 16 lanes; lanes below -87 give 0 (the masked and underflowing scores). */
+T_FLASH static inline __m512 exp16(__m512 x)
+{
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, nn));
+}
+
+/* The scores of one query row against the transposed tile, masked past nb, turned into
+ * probabilities against the row's new running maximum: p[0..64) stored, the row's m and l updated,
+ * the factor its output must be rescaled by returned. */
+T_FLASH static inline float row_probs(__m512 s0, __m512 s1, __m512 s2, __m512 s3, size_t nb,
+                                      float *m, float *l, float *p)
+{
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i nbv = _mm512_set1_epi32((int)nb);
+    const __m512i c16 = _mm512_set1_epi32(16);
+    __m512i l1 = _mm512_add_epi32(lane, c16), l2 = _mm512_add_epi32(l1, c16);
+    __m512i l3 = _mm512_add_epi32(l2, c16);
+    s0 = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(lane, nbv), s0);
+    s1 = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(l1, nbv), s1);
+    s2 = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(l2, nbv), s2);
+    s3 = _mm512_mask_mov_ps(ninf, _mm512_cmplt_epi32_mask(l3, nbv), s3);
+    float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(s0, s1), _mm512_max_ps(s2, s3)));
+    mx = mx > *m ? mx : *m;
+    const __m512 mv = _mm512_set1_ps(mx);
+    s0 = exp16(_mm512_sub_ps(s0, mv));
+    s1 = exp16(_mm512_sub_ps(s1, mv));
+    s2 = exp16(_mm512_sub_ps(s2, mv));
+    s3 = exp16(_mm512_sub_ps(s3, mv));
+    const float sum =
+        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    _mm512_storeu_ps(p, s0);
+    _mm512_storeu_ps(p + 16, s1);
+    _mm512_storeu_ps(p + 32, s2);
+    _mm512_storeu_ps(p + 48, s3);
+    const float corr = *m == -INFINITY ? 0.0f : expf(*m - mx);
+    *l = *l * corr + sum;
+    *m = mx;
+    return corr;
+}
+
+/* BC = 64 keys: four 16-lane score vectors per query row; query rows in fours, so that every load
+ * of the transposed K tile and of a V row feeds four rows' FMAs. hd a multiple of 16, <= 256. */
+T_FLASH static void flash_avx512(const float *q, size_t ldq, const float *k, size_t ldk,
+                                 const float *v, size_t ldv, size_t n, size_t ctx, size_t hd,
+                                 float scale, long p0, float *o, size_t ldo, float *scratch)
+{
+    float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
+    float *pbuf = l + n; /* [4][64] */
+    const size_t nv = hd / 16;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o + i * ldo, 0, hd * sizeof(float));
+    }
+    for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
+        const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
+        /* K tile transposed, scaled: kt[d][j] = scale * K[kb + j][d], zero past bc */
+        for (size_t d = 0; d < hd; d++)
+            for (size_t j = 0; j < VG_FLASH_BC; j++)
+                kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+        for (size_t i0 = 0; i0 < n; i0 += 4) {
+            /* rows i0..i0+3 (a missing row repeats the last real one and is not written) */
+            size_t rr[4], nb[4], nbmax = 0;
+            for (int r = 0; r < 4; r++) {
+                rr[r] = i0 + (size_t)r < n ? i0 + (size_t)r : n - 1;
+                size_t vis = visible(p0, rr[r], ctx);
+                nb[r] = vis <= kb ? 0 : (vis - kb < bc ? vis - kb : bc);
+                nbmax = nb[r] > nbmax ? nb[r] : nbmax;
+            }
+            if (nbmax == 0)
+                continue;
+            const float *q0 = q + rr[0] * ldq, *q1 = q + rr[1] * ldq;
+            const float *q2 = q + rr[2] * ldq, *q3 = q + rr[3] * ldq;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (size_t d = 0; d < hd; d++) {
+                const float *kd = kt + d * VG_FLASH_BC;
+                const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
+                const __m512 k2 = _mm512_loadu_ps(kd + 32), k3 = _mm512_loadu_ps(kd + 48);
+                __m512 b = _mm512_set1_ps(q0[d]);
+                a00 = _mm512_fmadd_ps(b, k0, a00);
+                a01 = _mm512_fmadd_ps(b, k1, a01);
+                a02 = _mm512_fmadd_ps(b, k2, a02);
+                a03 = _mm512_fmadd_ps(b, k3, a03);
+                b = _mm512_set1_ps(q1[d]);
+                a10 = _mm512_fmadd_ps(b, k0, a10);
+                a11 = _mm512_fmadd_ps(b, k1, a11);
+                a12 = _mm512_fmadd_ps(b, k2, a12);
+                a13 = _mm512_fmadd_ps(b, k3, a13);
+                b = _mm512_set1_ps(q2[d]);
+                a20 = _mm512_fmadd_ps(b, k0, a20);
+                a21 = _mm512_fmadd_ps(b, k1, a21);
+                a22 = _mm512_fmadd_ps(b, k2, a22);
+                a23 = _mm512_fmadd_ps(b, k3, a23);
+                b = _mm512_set1_ps(q3[d]);
+                a30 = _mm512_fmadd_ps(b, k0, a30);
+                a31 = _mm512_fmadd_ps(b, k1, a31);
+                a32 = _mm512_fmadd_ps(b, k2, a32);
+                a33 = _mm512_fmadd_ps(b, k3, a33);
+            }
+            float mt[4] = {m[rr[0]], m[rr[1]], m[rr[2]], m[rr[3]]};
+            float lt[4] = {l[rr[0]], l[rr[1]], l[rr[2]], l[rr[3]]};
+            float cr[4];
+            cr[0] = nb[0] ? row_probs(a00, a01, a02, a03, nb[0], &mt[0], &lt[0], pbuf) : 1.0f;
+            cr[1] = nb[1] ? row_probs(a10, a11, a12, a13, nb[1], &mt[1], &lt[1], pbuf + 64) : 1.0f;
+            cr[2] = nb[2] ? row_probs(a20, a21, a22, a23, nb[2], &mt[2], &lt[2], pbuf + 128) : 1.0f;
+            cr[3] = nb[3] ? row_probs(a30, a31, a32, a33, nb[3], &mt[3], &lt[3], pbuf + 192) : 1.0f;
+            for (int r = 0; r < 4; r++) /* rows with nothing visible here add nothing */
+                if (!nb[r])
+                    memset(pbuf + 64 * r, 0, 64 * sizeof(float));
+                else if (nb[r] < nbmax)
+                    memset(pbuf + 64 * r + nb[r], 0, (nbmax - nb[r]) * sizeof(float));
+            int real[4];
+            for (int r = 0; r < 4; r++) {
+                real[r] = i0 + (size_t)r < n;
+                if (real[r]) {
+                    m[rr[r]] = mt[r];
+                    l[rr[r]] = lt[r];
+                }
+            }
+            float *o0 = o + rr[0] * ldo, *o1 = o + rr[1] * ldo;
+            float *o2 = o + rr[2] * ldo, *o3 = o + rr[3] * ldo;
+            for (size_t c = 0; c < nv; c++) { /* one 16-column slice of the four output rows */
+                __m512 x0 = _mm512_mul_ps(_mm512_set1_ps(cr[0]), _mm512_loadu_ps(o0 + 16 * c));
+                __m512 x1 = _mm512_mul_ps(_mm512_set1_ps(cr[1]), _mm512_loadu_ps(o1 + 16 * c));
+                __m512 x2 = _mm512_mul_ps(_mm512_set1_ps(cr[2]), _mm512_loadu_ps(o2 + 16 * c));
+                __m512 x3 = _mm512_mul_ps(_mm512_set1_ps(cr[3]), _mm512_loadu_ps(o3 + 16 * c));
+                const float *vc = v + kb * ldv + 16 * c;
+                for (size_t j = 0; j < nbmax; j++) {
+                    const __m512 vj = _mm512_loadu_ps(vc + j * ldv);
+                    x0 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[j]), vj, x0);
+                    x1 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[64 + j]), vj, x1);
+                    x2 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[128 + j]), vj, x2);
+                    x3 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[192 + j]), vj, x3);
+                }
+                if (real[0])
+                    _mm512_storeu_ps(o0 + 16 * c, x0);
+                if (real[1])
+                    _mm512_storeu_ps(o1 + 16 * c, x1);
+                if (real[2])
+                    _mm512_storeu_ps(o2 + 16 * c, x2);
+                if (real[3])
+                    _mm512_storeu_ps(o3 + 16 * c, x3);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const __m512 inv = _mm512_set1_ps(l[i] > 0.0f ? 1.0f / l[i] : 0.0f);
+        for (size_t c = 0; c < nv; c++)
+            _mm512_storeu_ps(o + i * ldo + 16 * c,
+                             _mm512_mul_ps(inv, _mm512_loadu_ps(o + i * ldo + 16 * c)));
+    }
+}
+#endif
+
+int vg_flash_ok(size_t hd)
+{
+#if defined(__x86_64__)
+    return vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0 && hd > 0 && hd <= 256;
+#else
+    (void)hd;
+    return 0;
+#endif
+}
+
+void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
+                   const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                   long p0, float *o, size_t ldo, float *scratch)
+{
+#if defined(__x86_64__)
+    if (level < 0)
+        level = vg_isa_level();
+    if (level >= VG_ISA_AVX512 && hd % 16 == 0 && hd > 0 && hd <= 256) {
+        flash_avx512(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+        return;
+    }
+#endif
+    (void)level;
+    flash_ref(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+}

@@ -1,0 +1,157 @@
+/*
+ * pool.c: the engine's thread pool: n - 1 worker threads plus the calling thread run the tasks of
+ * one parallel region (GEMV row ranges, attention heads).
+ *
+ * Idle workers sleep on a condition variable; nothing spins (on a shared 2-core machine a spinning
+ * barrier made 2-thread runs slower than 1 thread). vg_pool_run() publishes a job under the mutex
+ * and broadcasts; every participant takes task indexes from an atomic counter until none is left;
+ * the caller runs tasks too and then sleeps on a second condition variable until the last task has
+ * finished. One region runs at a time: a caller that finds the pool busy (another thread's region)
+ * runs all its tasks itself, so concurrent callers never put more threads on the cores than the
+ * pool has.
+ *
+ * Threads: vg_pool_run from any thread; vg_pool_destroy when no region is running.
+ */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+struct vg_pool {
+    int n_workers;
+    pthread_t *th;
+    pthread_mutex_t mu;   /* guards gen, stop, job fields, n_active */
+    pthread_cond_t wake;  /* a new generation or stop */
+    pthread_cond_t done;  /* the last task finished */
+    pthread_mutex_t busy; /* held by the thread whose region is running */
+    unsigned long gen;
+    int stop;
+    vg_pool_fn fn;
+    void *arg;
+    size_t n_tasks;
+    /* (generation << 32) | next task index: a worker that wakes late for a finished region sees
+     * another generation and takes nothing */
+    _Atomic uint64_t ctl;
+    size_t finished; /* tasks finished in the current region, under mu */
+};
+
+static void run_tasks(vg_pool *p, uint32_t gen, vg_pool_fn fn, void *arg, size_t n)
+{
+    size_t mine = 0;
+    uint64_t v = atomic_load(&p->ctl);
+    for (;;) {
+        if ((uint32_t)(v >> 32) != gen || (v & 0xffffffffu) >= n)
+            break;
+        if (!atomic_compare_exchange_weak(&p->ctl, &v, v + 1))
+            continue;
+        fn(arg, (size_t)(v & 0xffffffffu));
+        mine++;
+        v = atomic_load(&p->ctl);
+    }
+    if (mine == 0)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->finished += mine;
+    if (p->finished == n)
+        pthread_cond_signal(&p->done);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void *worker(void *opaque)
+{
+    vg_pool *p = opaque;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->gen == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        if (p->stop)
+            break;
+        seen = p->gen;
+        vg_pool_fn fn = p->fn;
+        void *arg = p->arg;
+        size_t n = p->n_tasks;
+        pthread_mutex_unlock(&p->mu);
+        run_tasks(p, (uint32_t)seen, fn, arg, n);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int vg_pool_create(int n_threads, vg_pool **out)
+{
+    vg_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return VG_POOL_ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->busy, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    int nw = n_threads > 1 ? n_threads - 1 : 0;
+    if (nw > 0) {
+        p->th = calloc((size_t)nw, sizeof(*p->th));
+        if (!p->th) {
+            vg_pool_destroy(p);
+            return VG_POOL_ENOMEM;
+        }
+    }
+    for (int i = 0; i < nw; i++) {
+        if (pthread_create(&p->th[i], NULL, worker, p) != 0)
+            break;
+        p->n_workers++;
+    }
+    *out = p;
+    return 0;
+}
+
+void vg_pool_destroy(vg_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++)
+        pthread_join(p->th[i], NULL);
+    free(p->th);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->busy);
+    free(p);
+}
+
+int vg_pool_threads(const vg_pool *p)
+{
+    return p ? p->n_workers + 1 : 1;
+}
+
+void vg_pool_run(vg_pool *p, size_t n_tasks, vg_pool_fn fn, void *arg)
+{
+    if (n_tasks == 0)
+        return;
+    if (!p || p->n_workers == 0 || n_tasks == 1 || pthread_mutex_trylock(&p->busy) != 0) {
+        for (size_t i = 0; i < n_tasks; i++)
+            fn(arg, i);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    p->finished = 0;
+    p->gen++;
+    atomic_store(&p->ctl, (uint64_t)(uint32_t)p->gen << 32);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    run_tasks(p, (uint32_t)p->gen, fn, arg, n_tasks);
+    pthread_mutex_lock(&p->mu);
+    while (p->finished < n_tasks)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->busy);
+}

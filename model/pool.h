@@ -1,0 +1,29 @@
+/*
+ * pool.h: the engine's thread pool (pool.c). model/ only.
+ */
+#ifndef VG_MODEL_POOL_H
+#define VG_MODEL_POOL_H
+
+#include <stddef.h>
+
+#define VG_POOL_ENOMEM (-12)
+
+typedef struct vg_pool vg_pool;
+/* Runs task index i (0 <= i < n_tasks) of a region; called on any pool thread. */
+typedef void (*vg_pool_fn)(void *arg, size_t i);
+
+/* A pool of n_threads participants (n_threads - 1 sleeping workers plus the caller of each
+ * region). n_threads <= 1 makes a pool that runs everything on the caller. 0 or VG_POOL_ENOMEM;
+ * the caller frees *out with vg_pool_destroy(). Fewer workers than asked start when thread
+ * creation fails (the pool still works). */
+int vg_pool_create(int n_threads, vg_pool **out);
+/* Stops and joins the workers; NULL does nothing. No region may be running. */
+void vg_pool_destroy(vg_pool *p);
+/* Participants of a region (workers + 1). */
+int vg_pool_threads(const vg_pool *p);
+/* Runs fn(arg, i) for every i < n_tasks on the pool and the calling thread, and returns when all
+ * have finished. Any thread; a caller that finds the pool running another thread's region (or a
+ * NULL pool) runs every task itself. fn must not call vg_pool_run on the same pool. */
+void vg_pool_run(vg_pool *p, size_t n_tasks, vg_pool_fn fn, void *arg);
+
+#endif

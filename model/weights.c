@@ -1,0 +1,340 @@
+/*
+ * weights.c: the engine's matrices (vg_mat) in the weight type chosen at load, and the products
+ * with them.
+ *
+ * Loading (vg_model_mat): a 2-D Linear weight W[rows][cols] is kept
+ *  - as float32 (VG_WEIGHTS_F32, or a matrix whose cols is not a multiple of 32), through
+ *    vg_model_weight (converted, or used in place from the mapping with use_mmap);
+ *  - else packed (kernels.h layouts: groups of VG_PACK_ROWS rows interleaved in 32-column chunks)
+ *    in BF16 or Q8_0. The packed buffer is allocated once per tensor, in huge-page-advised memory
+ *    (MADV_HUGEPAGE before it is first written) when large, and filled row by row from the mapping
+ *    through one float32 row of scratch; the tensor's source pages are then dropped from the
+ *    resident set. So loading never holds two full copies of the weights.
+ *
+ * Products (vg_matmul): y[n][rows] = x[n][cols] W^T (+ b).
+ *  - float32: OpenBLAS (sgemv for one row, sgemm for several), as before;
+ *  - one row (decode) in BF16 / Q8_0: the level's GEMV kernel (kernels.h), the groups split into
+ *    one contiguous range per pool thread, so each thread streams one sequential run of memory;
+ *    Q8_0 quantizes the activation to Q8_0 blocks first (llama.cpp's q8_0 x q8_0 product);
+ *  - several rows (prefill, vision) in BF16 / Q8_0: tiles of rows are widened to float32 in the
+ *    caller's workspace and multiplied with OpenBLAS sgemm, so the arithmetic is float32 on the
+ *    stored weights (for a bf16 checkpoint loaded as BF16, exactly the float32 engine's);
+ *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
+ *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed.
+ * The workspace (vg_mat_ws_floats) belongs to the caller (a sequence's or a vision call's scratch),
+ * so concurrent calls on a shared model never share memory. Any thread.
+ */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
+#include "engine.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+
+#define TILE_FLOATS ((size_t)1 << 20) /* float32 panel of the several-rows path (4 MiB) */
+#define HUGE_MIN    ((size_t)4 << 20) /* buffers from this size are huge-page aligned */
+
+int vg_weight_type_parse(const char *name, int *out)
+{
+    static const struct {
+        const char *s;
+        int t;
+    } names[] = {{"auto", VG_WEIGHTS_AUTO}, {"f32", VG_WEIGHTS_F32},   {"float32", VG_WEIGHTS_F32},
+                 {"bf16", VG_WEIGHTS_BF16}, {"q8_0", VG_WEIGHTS_Q8_0}, {"q8", VG_WEIGHTS_Q8_0}};
+    if (!name || !out)
+        return VG_EINVAL;
+    for (size_t i = 0; i < VG_ARRAY_LEN(names); i++)
+        if (strcasecmp(name, names[i].s) == 0) {
+            *out = names[i].t;
+            return 0;
+        }
+    return VG_EINVAL;
+}
+
+const char *vg_weight_type_name(int type)
+{
+    switch (type) {
+    case VG_WEIGHTS_AUTO:
+        return "auto";
+    case VG_WEIGHTS_F32:
+        return "f32";
+    case VG_WEIGHTS_BF16:
+        return "bf16";
+    case VG_WEIGHTS_Q8_0:
+        return "q8_0";
+    default:
+        return "?";
+    }
+}
+
+/* One row of a tensor as float32. */
+static void tensor_row_f32(const vg_tensor *t, size_t row, size_t cols, float *dst)
+{
+    const unsigned char *src =
+        (const unsigned char *)t->data + row * cols * vg_dtype_size(t->dtype);
+    for (size_t j = 0; j < cols; j++) {
+        if (t->dtype == VG_DT_F32) {
+            memcpy(&dst[j], src + 4 * j, 4);
+        } else {
+            uint16_t v;
+            memcpy(&v, src + 2 * j, 2);
+            dst[j] = t->dtype == VG_DT_BF16 ? vg_bf16_to_f32(v) : vg_f16_to_f32(v);
+        }
+    }
+}
+
+/* malloc'd (64-byte aligned, huge-page aligned and advised when large) block owned by the model. */
+static void *alloc_weights(vg_model *m, size_t bytes)
+{
+    void *p = NULL;
+    size_t align = bytes >= HUGE_MIN ? ((size_t)2 << 20) : 64;
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (bytes >= HUGE_MIN)
+        madvise(p, bytes & ~(((size_t)2 << 20) - 1), MADV_HUGEPAGE);
+#endif
+    if (vg_model_own(m, p) < 0)
+        return NULL;
+    return p;
+}
+
+int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
+                 size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->rows = (size_t)rows;
+    out->cols = (size_t)cols;
+    if (m->wtype == VG_WEIGHTS_F32 || cols % VG_QK != 0 || rows <= 0) {
+        int64_t shape[2] = {rows, cols};
+        out->type = VG_WEIGHTS_F32;
+        return vg_model_weight(m, name, 2, shape, &out->f, err, errlen);
+    }
+    const vg_tensor *t = NULL;
+    int64_t shape[2] = {rows, cols};
+    int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
+    if (rc < 0)
+        return rc;
+    const size_t K = (size_t)cols, R = (size_t)rows;
+    const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    const size_t gb =
+        m->wtype == VG_WEIGHTS_BF16 ? vg_pack_group_bytes_bf16(K) : vg_pack_group_bytes_q8(K);
+    size_t bytes;
+    if (vg_mul_size(groups, gb, &bytes) < 0)
+        return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
+    unsigned char *p = alloc_weights(m, bytes);
+    float *row = malloc(K * sizeof(float));
+    if (!p || !row) {
+        free(row);
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s' (%zu bytes)",
+                       name, bytes);
+    }
+    for (size_t r = 0; r < groups * VG_PACK_ROWS; r++) {
+        unsigned char *grp = p + (r / VG_PACK_ROWS) * gb;
+        if (r < R)
+            tensor_row_f32(t, r, K, row);
+        else
+            memset(row, 0, K * sizeof(float)); /* padding rows of the last group */
+        if (m->wtype == VG_WEIGHTS_BF16)
+            vg_pack_row_bf16(row, K, (int)(r % VG_PACK_ROWS), (uint16_t *)(void *)grp);
+        else
+            vg_pack_row_q8(row, K, (int)(r % VG_PACK_ROWS), (int8_t *)grp);
+    }
+    free(row);
+    vg_model_drop_pages(t->data, t->nbytes);
+    m->info.n_params += t->numel;
+    m->info.weight_bytes += bytes;
+    out->type = m->wtype;
+    out->p = p;
+    out->group_bytes = gb;
+    return 0;
+}
+
+int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
+                       char *err, size_t errlen)
+{
+    if (m->wtype == VG_WEIGHTS_BF16 && m->dnnl && rows > 0 && cols > 0) {
+        const vg_tensor *t = NULL;
+        int64_t shape[2] = {rows, cols};
+        int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
+        if (rc < 0)
+            return rc;
+        float *f = malloc(t->numel * sizeof(float)); /* this tensor only, freed below */
+        if (!f)
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
+        vg_tensor_to_f32(t, f);
+        rc = vg_dnnl_pack(m, f, (size_t)rows, (size_t)cols, out);
+        free(f);
+        if (rc < 0)
+            return vg_fail(err, errlen, rc, "out of memory packing tensor '%s' for oneDNN", name);
+        if (rc == 0) {
+            vg_model_drop_pages(t->data, t->nbytes);
+            m->info.n_params += t->numel;
+            return 0;
+        }
+    }
+    int rc = vg_model_mat(m, name, rows, cols, out, err, errlen);
+    if (rc == 0)
+        vg_dnnl_attach_plain(m, out); /* q8_0: oneDNN bf16 on the dequantized weights */
+    return rc;
+}
+
+void vg_mat_row(const vg_mat *w, size_t r, float *dst)
+{
+    const size_t K = w->cols;
+    if (w->type == VG_WEIGHTS_F32) {
+        memcpy(dst, w->f + r * K, K * sizeof(float));
+        return;
+    }
+    const unsigned char *grp = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
+    if (w->type == VG_WEIGHTS_BF16)
+        vg_unpack_row_bf16((const uint16_t *)(const void *)grp, K, (int)(r % VG_PACK_ROWS), dst);
+    else
+        vg_unpack_row_q8((const int8_t *)grp, K, (int)(r % VG_PACK_ROWS), dst);
+}
+
+static size_t tile_rows(const vg_mat *w)
+{
+    size_t t = TILE_FLOATS / w->cols;
+    t -= t % VG_PACK_ROWS;
+    if (t < VG_PACK_ROWS)
+        t = VG_PACK_ROWS;
+    size_t rp = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * VG_PACK_ROWS;
+    return t < rp ? t : rp;
+}
+
+/* Rows from which a packed text matrix goes through oneDNN (below, widening tiles + sgemm is as
+ * fast: both unpack the whole matrix once per call). */
+#define DNNL_MIN_ROWS 64
+
+size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
+{
+    if (w->dnnl)
+        return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
+    if (w->dnnl_plain && n >= DNNL_MIN_ROWS)
+        return vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
+    if (w->type == VG_WEIGHTS_F32)
+        return 0;
+    if (n <= 1)
+        return w->cols + w->cols / VG_QK + 16; /* prepared x; or xq bytes + block scales */
+    return tile_rows(w) * w->cols;
+}
+
+#define MAX_MULTI 4
+
+typedef struct gemv_job {
+    const vg_mat *w[MAX_MULTI];
+    float *y[MAX_MULTI];
+    size_t groups[MAX_MULTI];
+    size_t n_mats, n_split; /* tasks = n_mats * n_split */
+    const vg_kernels *k;
+    const float *xp; /* BF16 */
+    const int8_t *xq;
+    const float *xd; /* Q8_0 */
+} gemv_job;
+
+static void gemv_task(void *arg, size_t i)
+{
+    const gemv_job *j = arg;
+    size_t mi = i / j->n_split, part = i % j->n_split;
+    const vg_mat *w = j->w[mi];
+    size_t g0 = j->groups[mi] * part / j->n_split, g1 = j->groups[mi] * (part + 1) / j->n_split;
+    if (g0 == g1)
+        return;
+    if (w->type == VG_WEIGHTS_BF16)
+        j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
+    else
+        j->k->q8_gemv(w->p, w->cols, w->rows, g0, g1, j->xq, j->xd, j->y[mi]);
+}
+
+/* One row of x times count packed matrices of the same type and cols: x prepared (or quantized)
+ * once, one pool region for all of them. */
+static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, float *const *y,
+                        size_t count, float *ws)
+{
+    const size_t K = w[0]->cols;
+    gemv_job j = {.k = vg_kernels_get(-1), .n_mats = count};
+    size_t work = 0;
+    for (size_t i = 0; i < count; i++) {
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+        j.groups[i] = (w[i]->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+        work += w[i]->rows * K;
+    }
+    /* small products are not worth waking a worker (a few microseconds) */
+    j.n_split = work >= ((size_t)1 << 18) ? (size_t)vg_pool_threads(m->tpool) : 1;
+    if (w[0]->type == VG_WEIGHTS_BF16) {
+        j.k->bf16_prep(x, K, ws);
+        j.xp = ws;
+    } else {
+        float *xd = ws;
+        int8_t *xq = (int8_t *)(ws + K / VG_QK + 8);
+        vg_q8_quantize(x, K, xq, xd);
+        j.xq = xq;
+        j.xd = xd;
+    }
+    vg_pool_run(m->tpool, j.n_mats * j.n_split, gemv_task, &j);
+}
+
+void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
+                     size_t count, float *ws)
+{
+    int same = n == 1 && count <= MAX_MULTI && w[0]->type != VG_WEIGHTS_F32;
+    for (size_t i = 1; same && i < count; i++)
+        same = w[i]->type == w[0]->type && w[i]->cols == w[0]->cols;
+    if (!same) {
+        for (size_t i = 0; i < count; i++)
+            vg_matmul(m, x, n, w[i], NULL, y[i], ws);
+        return;
+    }
+    gemv_packed(m, x, w, y, count, ws);
+}
+
+void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+               float *ws)
+{
+    const size_t K = w->cols, N = w->rows;
+    if (n == 0 || N == 0)
+        return;
+    if (w->type == VG_WEIGHTS_F32) {
+        vg_linear(x, n, K, w->f, b, N, y);
+        return;
+    }
+    if (w->dnnl || (w->dnnl_plain && n >= DNNL_MIN_ROWS && vg_isa_level() >= VG_ISA_AVX512)) {
+        if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
+            /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
+            vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
+            for (size_t i = 0; i < n * N; i++)
+                y[i] = NAN;
+            return;
+        }
+        if (b)
+            for (size_t i = 0; i < n; i++)
+                for (size_t c = 0; c < N; c++)
+                    y[i * N + c] += b[c];
+        return;
+    }
+    if (n == 1) {
+        gemv_packed(m, x, &w, &y, 1, ws);
+        if (b)
+            for (size_t c = 0; c < N; c++)
+                y[c] += b[c];
+        return;
+    }
+    const size_t T = tile_rows(w);
+    for (size_t r0 = 0; r0 < N; r0 += T) {
+        size_t t = VG_MIN(T, N - r0);
+        for (size_t r = 0; r < t; r++)
+            vg_mat_row(w, r0 + r, ws + r * K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
+                    (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
+    }
+    if (b)
+        for (size_t i = 0; i < n; i++)
+            for (size_t c = 0; c < N; c++)
+                y[i * N + c] += b[c];
+}

@@ -1,0 +1,415 @@
+/*
+ * test_kernels.c: the engine's own kernels (model/kernels*.c) at every instruction-set level this
+ * CPU supports, against the scalar kernels and against a double-precision reference; packing and
+ * unpacking of the BF16 and Q8_0 layouts; the fp16 conversions; the ISA names and VG_ISA parsing;
+ * the weight type names; the thread pool; and the fused attention (every level against a double
+ * softmax).
+ *
+ * Tolerances: a vectorized kernel computes the scalar kernel's function with another order of
+ * float additions, so |y_level - y_scalar| <= 1e-5 * sum_k |w_k x_k| (float32 round-off over K up
+ * to 4096 stays far below that). The scalar kernel itself is checked against double arithmetic on
+ * the same packed values (BF16: the widened weights and x; Q8_0: the integer dots scaled).
+ */
+#include "common.h"
+#include "engine.h"
+#include "kernels.h"
+#include "model.h"
+#include "pool.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+typedef struct packed {
+    size_t rows, K, groups;
+    unsigned char *bf, *q8;
+    float *w; /* original float32 */
+} packed;
+
+static void make(packed *p, size_t rows, size_t K, float scale)
+{
+    p->rows = rows;
+    p->K = K;
+    p->groups = (rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    p->w = malloc(rows * K * sizeof(float));
+    p->bf = calloc(p->groups, vg_pack_group_bytes_bf16(K));
+    p->q8 = calloc(p->groups, vg_pack_group_bytes_q8(K));
+    assert_non_null(p->w);
+    assert_non_null(p->bf);
+    assert_non_null(p->q8);
+    float *zero = calloc(K, sizeof(float));
+    for (size_t i = 0; i < rows * K; i++)
+        p->w[i] = frand() * scale;
+    for (size_t r = 0; r < p->groups * VG_PACK_ROWS; r++) {
+        const float *src = r < rows ? p->w + r * K : zero;
+        vg_pack_row_bf16(
+            src, K, (int)(r % VG_PACK_ROWS),
+            (uint16_t *)(void *)(p->bf + (r / VG_PACK_ROWS) * vg_pack_group_bytes_bf16(K)));
+        vg_pack_row_q8(src, K, (int)(r % VG_PACK_ROWS),
+                       (int8_t *)(p->q8 + (r / VG_PACK_ROWS) * vg_pack_group_bytes_q8(K)));
+    }
+    free(zero);
+}
+
+static void unmake(packed *p)
+{
+    free(p->w);
+    free(p->bf);
+    free(p->q8);
+}
+
+/* Packing round trips: BF16 within half an ulp of bf16, Q8_0 within half a step of its scale. */
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    packed p;
+    make(&p, 7, 96, 0.05f);
+    float *row = malloc(p.K * sizeof(float));
+    for (size_t r = 0; r < p.rows; r++) {
+        const unsigned char *gb = p.bf + (r / VG_PACK_ROWS) * vg_pack_group_bytes_bf16(p.K);
+        vg_unpack_row_bf16((const uint16_t *)(const void *)gb, p.K, (int)(r % VG_PACK_ROWS), row);
+        for (size_t k = 0; k < p.K; k++)
+            assert_true(fabsf(row[k] - p.w[r * p.K + k]) <= fabsf(p.w[r * p.K + k]) * 0x1p-8f);
+        const unsigned char *gq = p.q8 + (r / VG_PACK_ROWS) * vg_pack_group_bytes_q8(p.K);
+        vg_unpack_row_q8((const int8_t *)gq, p.K, (int)(r % VG_PACK_ROWS), row);
+        for (size_t b = 0; b < p.K / VG_QK; b++) {
+            float amax = 0;
+            for (int j = 0; j < VG_QK; j++)
+                amax = fmaxf(amax, fabsf(p.w[r * p.K + b * VG_QK + (size_t)j]));
+            for (int j = 0; j < VG_QK; j++) {
+                size_t k = b * VG_QK + (size_t)j;
+                assert_true(fabsf(row[k] - p.w[r * p.K + k]) <= amax / 127.0f * 0.51f + 1e-7f);
+            }
+        }
+    }
+    free(row);
+    unmake(&p);
+}
+
+static void test_f16(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) /* NaN */
+            continue;
+        float f = vg_f16_to_f32_k((uint16_t)h);
+        assert_int_equal(vg_f32_to_f16(f), h);
+    }
+    assert_int_equal(vg_f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(vg_f32_to_f16(65520.0f), 0x7c00);       /* rounds to infinity */
+    assert_int_equal(vg_f32_to_f16(1.00048828125f), 0x3c00); /* tie to even */
+    assert_int_equal(vg_f32_to_f16(5.9604645e-8f), 0x0001);
+}
+
+/* Double-precision references of the scalar kernels' functions. */
+static void ref_bf16(const packed *p, const float *x, double *y, double *mag)
+{
+    float *row = malloc(p->K * sizeof(float));
+    for (size_t r = 0; r < p->rows; r++) {
+        const unsigned char *gb = p->bf + (r / VG_PACK_ROWS) * vg_pack_group_bytes_bf16(p->K);
+        vg_unpack_row_bf16((const uint16_t *)(const void *)gb, p->K, (int)(r % VG_PACK_ROWS), row);
+        double s = 0, m = 0;
+        for (size_t k = 0; k < p->K; k++) {
+            s += (double)row[k] * x[k];
+            m += fabs((double)row[k] * x[k]);
+        }
+        y[r] = s;
+        mag[r] = m;
+    }
+    free(row);
+}
+
+static void ref_q8(const packed *p, const int8_t *xq, const float *xd, double *y, double *mag)
+{
+    const size_t gbytes = vg_pack_group_bytes_q8(p->K);
+    for (size_t r = 0; r < p->rows; r++) {
+        const int8_t *g = (const int8_t *)(p->q8 + (r / VG_PACK_ROWS) * gbytes);
+        const uint16_t *sc = (const uint16_t *)(const void *)(g + VG_PACK_ROWS * p->K);
+        int rr = (int)(r % VG_PACK_ROWS);
+        double s = 0, m = 0;
+        for (size_t b = 0; b < p->K / VG_QK; b++) {
+            const int8_t *q = g + (b * VG_PACK_ROWS + (size_t)rr) * VG_QK;
+            double d = (double)vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)rr]) * xd[b];
+            long is = 0, ia = 0;
+            for (int j = 0; j < VG_QK; j++) {
+                is += (long)q[j] * xq[b * VG_QK + (size_t)j];
+                ia += labs((long)q[j] * xq[b * VG_QK + (size_t)j]);
+            }
+            s += d * (double)is;
+            m += fabs(d) * (double)ia;
+        }
+        y[r] = s;
+        mag[r] = m;
+    }
+}
+
+static void check_shape(size_t rows, size_t K)
+{
+    packed p;
+    make(&p, rows, K, 0.05f);
+    float *x = malloc(K * sizeof(float)), *xp = malloc(K * sizeof(float));
+    float *xd = malloc(K / VG_QK * sizeof(float));
+    int8_t *xq = malloc(K);
+    float *y0 = malloc((rows + 8) * sizeof(float)), *y1 = malloc((rows + 8) * sizeof(float));
+    double *yr = malloc(rows * sizeof(double)), *mag = malloc(rows * sizeof(double));
+    for (size_t k = 0; k < K; k++)
+        x[k] = frand();
+    vg_q8_quantize(x, K, xq, xd);
+    const vg_kernels *ks = vg_kernels_get(VG_ISA_SCALAR);
+
+    /* scalar against double */
+    ks->bf16_prep(x, K, xp);
+    ks->bf16_gemv((const uint16_t *)(const void *)p.bf, K, rows, 0, p.groups, xp, y0);
+    ref_bf16(&p, x, yr, mag);
+    for (size_t r = 0; r < rows; r++)
+        assert_true(fabs(y0[r] - yr[r]) <= 1e-5 * mag[r] + 1e-30);
+    ks->q8_gemv((const int8_t *)p.q8, K, rows, 0, p.groups, xq, xd, y0);
+    ref_q8(&p, xq, xd, yr, mag);
+    for (size_t r = 0; r < rows; r++)
+        assert_true(fabs(y0[r] - yr[r]) <= 1e-5 * mag[r] + 1e-30);
+
+    /* every level against scalar, on the whole range and on a split range (rows past `rows`
+     * must stay untouched) */
+    for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+        const vg_kernels *kv = vg_kernels_get(lvl);
+        for (int kind = 0; kind < 2; kind++) {
+            if (kind == 0) {
+                ks->bf16_prep(x, K, xp);
+                ks->bf16_gemv((const uint16_t *)(const void *)p.bf, K, rows, 0, p.groups, xp, y0);
+                ref_bf16(&p, x, yr, mag);
+            } else {
+                ks->q8_gemv((const int8_t *)p.q8, K, rows, 0, p.groups, xq, xd, y0);
+                ref_q8(&p, xq, xd, yr, mag);
+            }
+            for (size_t i = 0; i < rows + 8; i++)
+                y1[i] = -12345.0f;
+            size_t mid = p.groups / 2;
+            for (int part = 0; part < 2; part++) {
+                size_t g0 = part ? mid : 0, g1 = part ? p.groups : mid;
+                if (kind == 0) {
+                    kv->bf16_prep(x, K, xp);
+                    kv->bf16_gemv((const uint16_t *)(const void *)p.bf, K, rows, g0, g1, xp, y1);
+                } else {
+                    kv->q8_gemv((const int8_t *)p.q8, K, rows, g0, g1, xq, xd, y1);
+                }
+            }
+            for (size_t r = 0; r < rows; r++) {
+                if (!(fabs((double)y1[r] - y0[r]) <= 1e-5 * mag[r] + 1e-30))
+                    fail_msg("%s %s rows %zu K %zu: row %zu: %g vs scalar %g (sum|wx| %g)",
+                             vg_isa_name(lvl), kind ? "q8_0" : "bf16", rows, K, r, y1[r], y0[r],
+                             mag[r]);
+            }
+            for (size_t r = rows; r < rows + 8; r++)
+                assert_true(y1[r] == -12345.0f);
+        }
+    }
+    free(x);
+    free(xp);
+    free(xd);
+    free(xq);
+    free(y0);
+    free(y1);
+    free(yr);
+    free(mag);
+    unmake(&p);
+}
+
+static void test_gemv_levels(void **state)
+{
+    (void)state;
+    size_t shapes[][2] = {{1, 32}, {4, 64}, {7, 96}, {13, 256}, {64, 1024}, {37, 2048}, {9, 6144}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        check_shape(shapes[i][0], shapes[i][1]);
+    printf("kernels checked at levels scalar..%s (this CPU: %s)\n", vg_isa_name(vg_isa_detect()),
+           vg_isa_name(vg_isa_detect()));
+}
+
+static void test_read_xor(void **state)
+{
+    (void)state;
+    uint64_t buf[203];
+    for (size_t i = 0; i < 203; i++)
+        buf[i] = rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    for (size_t n = 0; n <= 203; n += 29) {
+        uint64_t want = vg_kernels_get(VG_ISA_SCALAR)->read_xor(buf, n);
+        for (int l = VG_ISA_AVX2; l <= vg_isa_detect(); l++)
+            assert_true(vg_kernels_get(l)->read_xor(buf, n) == want);
+    }
+}
+
+/* Q8_0 activation quantization: every value within half a step, zero blocks give zero. */
+static void test_quantize(void **state)
+{
+    (void)state;
+    float x[96];
+    int8_t q[96];
+    float d[3];
+    for (int i = 0; i < 96; i++)
+        x[i] = i < 32 ? 0.0f : frand() * 3.0f;
+    vg_q8_quantize(x, 96, q, d);
+    assert_true(d[0] == 0.0f);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(q[i], 0);
+    for (int i = 32; i < 96; i++) {
+        assert_true(q[i] >= -127 && q[i] <= 127);
+        assert_true(fabsf(q[i] * d[i / 32] - x[i]) <= d[i / 32] * 0.5f + 1e-6f);
+    }
+}
+
+static void test_isa_names(void **state)
+{
+    (void)state;
+    assert_int_equal(vg_isa_parse("scalar"), VG_ISA_SCALAR);
+    assert_int_equal(vg_isa_parse("AVX2"), VG_ISA_AVX2);
+    assert_int_equal(vg_isa_parse("avx512"), VG_ISA_AVX512);
+    assert_int_equal(vg_isa_parse("sse"), -1);
+    for (int l = 0; l <= 2; l++)
+        assert_int_equal(vg_isa_parse(vg_isa_name(l)), l);
+    assert_true(vg_isa_level() <= vg_isa_detect());
+    assert_int_equal(vg_isa_force(VG_ISA_SCALAR), 0);
+    assert_int_equal(vg_isa_level(), VG_ISA_SCALAR);
+    assert_int_equal(vg_isa_force(vg_isa_detect()), 0);
+    assert_int_equal(vg_isa_force(7), VG_ENOTSUP);
+}
+
+static void test_weight_types(void **state)
+{
+    (void)state;
+    int t = -1;
+    assert_int_equal(vg_weight_type_parse("bf16", &t), 0);
+    assert_int_equal(t, VG_WEIGHTS_BF16);
+    assert_int_equal(vg_weight_type_parse("Q8_0", &t), 0);
+    assert_int_equal(t, VG_WEIGHTS_Q8_0);
+    assert_int_equal(vg_weight_type_parse("f32", &t), 0);
+    assert_int_equal(t, VG_WEIGHTS_F32);
+    assert_int_equal(vg_weight_type_parse("auto", &t), 0);
+    assert_int_equal(t, VG_WEIGHTS_AUTO);
+    t = 99;
+    assert_true(vg_weight_type_parse("q4_0", &t) < 0);
+    assert_true(vg_weight_type_parse(NULL, &t) < 0);
+    assert_int_equal(t, 99);
+    for (int i = VG_WEIGHTS_AUTO; i <= VG_WEIGHTS_Q8_0; i++) {
+        assert_int_equal(vg_weight_type_parse(vg_weight_type_name(i), &t), 0);
+        assert_int_equal(t, i);
+    }
+    assert_string_equal(vg_weight_type_name(42), "?");
+}
+
+/* Fused attention: the level's kernel and the portable one against a double-precision softmax,
+ * full and causal, ragged sizes (rows not a multiple of 4, keys not a multiple of the tile). */
+static void check_flash(size_t n, size_t ctx, size_t hd, long p0)
+{
+    const size_t ld = hd + 16; /* strided rows, as in the engine */
+    float *q = malloc(n * ld * sizeof(float)), *k = malloc(ctx * ld * sizeof(float));
+    float *v = malloc(ctx * ld * sizeof(float)), *o = malloc(n * ld * sizeof(float));
+    float *scr = malloc(vg_flash_scratch_floats(n, hd) * sizeof(float));
+    double *p = malloc(ctx * sizeof(double));
+    for (size_t i = 0; i < n * ld; i++)
+        q[i] = frand();
+    for (size_t i = 0; i < ctx * ld; i++) {
+        k[i] = frand();
+        v[i] = frand();
+    }
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        for (size_t i = 0; i < n * ld; i++)
+            o[i] = 777.0f;
+        vg_flash_attn(lvl, q, ld, k, ld, v, ld, n, ctx, hd, scale, p0, o, ld, scr);
+        for (size_t i = 0; i < n; i++) {
+            size_t vis = p0 < 0 ? ctx : VG_MIN(ctx, (size_t)p0 + i + 1);
+            double mx = -1e300, sum = 0;
+            for (size_t j = 0; j < vis; j++) {
+                double a = 0;
+                for (size_t d = 0; d < hd; d++)
+                    a += (double)q[i * ld + d] * k[j * ld + d];
+                p[j] = a * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (size_t j = 0; j < vis; j++)
+                sum += (p[j] = exp(p[j] - mx));
+            for (size_t d = 0; d < hd; d++) {
+                double r = 0;
+                for (size_t j = 0; j < vis; j++)
+                    r += p[j] / sum * v[j * ld + d];
+                if (!(fabs(r - o[i * ld + d]) <= 2e-5))
+                    fail_msg("flash %s n %zu ctx %zu hd %zu p0 %ld: row %zu dim %zu: %g vs %g",
+                             vg_isa_name(lvl), n, ctx, hd, p0, i, d, o[i * ld + d], r);
+            }
+            for (size_t d = hd; d < ld; d++) /* the gap between rows is not written */
+                assert_true(o[i * ld + d] == 777.0f);
+        }
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(scr);
+    free(p);
+}
+
+static void test_flash(void **state)
+{
+    (void)state;
+    check_flash(1, 1, 16, -1);
+    check_flash(7, 7, 16, -1);
+    check_flash(33, 130, 64, -1);
+    check_flash(96, 96, 64, -1);
+    check_flash(5, 70, 128, 65); /* causal after a cached prefix */
+    check_flash(67, 67, 128, 0); /* causal from the start */
+    check_flash(3, 200, 48, -1);
+    check_flash(9, 9, 40, 0); /* a head size without a fast kernel: the portable path */
+}
+
+static void add_task(void *arg, size_t i)
+{
+    _Atomic long *sum = arg;
+    atomic_fetch_add(sum, (long)i + 1);
+}
+
+/* The pool runs every task exactly once, region after region, with 1..3 participants. */
+static void test_pool(void **state)
+{
+    (void)state;
+    for (int n = 1; n <= 3; n++) {
+        vg_pool *p = NULL;
+        assert_int_equal(vg_pool_create(n, &p), 0);
+        assert_int_equal(vg_pool_threads(p), n);
+        for (int rep = 0; rep < 2000; rep++) {
+            _Atomic long sum = 0;
+            size_t tasks = (size_t)(rep % 7);
+            vg_pool_run(p, tasks, add_task, &sum);
+            assert_int_equal(atomic_load(&sum), (long)(tasks * (tasks + 1) / 2));
+        }
+        vg_pool_destroy(p);
+    }
+    vg_pool_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f16),       cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_quantize),  cmocka_unit_test(test_gemv_levels),
+        cmocka_unit_test(test_isa_names), cmocka_unit_test(test_weight_types),
+        cmocka_unit_test(test_pool),      cmocka_unit_test(test_read_xor),
+        cmocka_unit_test(test_flash),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
