@@ -210,6 +210,7 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(m, "vision_depth", mi->vision_depth);
     cJSON_AddNumberToObject(m, "vision_hidden", mi->vision_hidden);
     cJSON_AddNumberToObject(m, "max_position_embeddings", mi->max_position_embeddings);
+    cJSON_AddStringToObject(m, "weight_type", vg_weight_type_name(mi->weight_type));
     cJSON *cap = cJSON_AddObjectToObject(o, "capabilities");
     cJSON_AddBoolToObject(cap, "video", mi->has_vision);
     cJSON_AddBoolToObject(cap, "streams", d->streams != NULL);
@@ -452,18 +453,20 @@ static int load_model(daemon_ctx *d, char *err, size_t errlen)
                        d->cfg.model_dir);
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = d->cfg.inference_threads;
-    /* d->cfg.weight_type (auto, f32, bf16 or q8_0) is parsed, checked and printed by
-     * --check-config, but the model parameters do not carry it yet: it reaches vg_model_load when
-     * the engine can load weights in a chosen type. */
     char e2[600] = "";
+    /* The configuration table accepts only the names the engine knows (auto, f32, bf16, q8_0). */
+    if (vg_weight_type_parse(d->cfg.weight_type, &mp.weight_type) < 0)
+        return vg_fail(err, errlen, VG_EINVAL, "weight_type '%s' is not a weight type",
+                       d->cfg.weight_type);
     double t0 = vg_now_ms();
     int rc = vg_model_load(d->cfg.model_dir, &mp, &d->model, e2, sizeof e2);
     if (rc < 0)
         return vg_fail(err, errlen, rc, "cannot load the model from '%s': %s", d->cfg.model_dir,
                        e2[0] ? e2 : vg_strerror(rc));
     const vg_model_info *mi = vg_model_get_info(d->model);
-    vg_log(VG_LOG_INFO, MOD, "model %s loaded in %.0f ms (%zu parameters, %d layers)", mi->name,
-           vg_now_ms() - t0, mi->n_params, mi->n_layers);
+    vg_log(VG_LOG_INFO, MOD, "model %s loaded in %.0f ms (%zu parameters, %d layers, %s weights)",
+           mi->name, vg_now_ms() - t0, mi->n_params, mi->n_layers,
+           vg_weight_type_name(mi->weight_type));
     if (!mi->has_vision)
         return vg_fail(err, errlen, VG_EMODEL, "the model in '%s' has no vision tower",
                        d->cfg.model_dir);

@@ -117,7 +117,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     const vg_tensor *t = NULL;
     int64_t shape[2] = {rows, cols};
     int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-    if (rc < 0)
+    if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
         return rc;
     const size_t K = (size_t)cols, R = (size_t)rows;
     const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
@@ -161,7 +161,7 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
         const vg_tensor *t = NULL;
         int64_t shape[2] = {rows, cols};
         int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-        if (rc < 0)
+        if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
             return rc;
         float *f = malloc(t->numel * sizeof(float)); /* this tensor only, freed below */
         if (!f)
