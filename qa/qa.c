@@ -53,6 +53,14 @@ static int tokenize_cb(void *opaque, const char *text, size_t len, int32_t **ids
     return vg_tokenizer_encode(opaque, text, len, 0, ids, n);
 }
 
+/* The special tokens of the chat template, as the model's config names them. */
+static vg_prompt_ids prompt_ids(const vg_model_info *mi)
+{
+    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
+                         mi->vision_end_token_id, mi->video_token_id};
+    return ids;
+}
+
 void vg_qa_answer_clear(vg_qa_answer *a)
 {
     if (!a)
@@ -94,8 +102,7 @@ int vg_qa_create(vg_model *m, const vg_qa_params *p, vg_qa **out, char *err, siz
     q->mi = vg_model_get_info(m);
     q->max_tokens = p->max_tokens;
     const vg_model_info *mi = q->mi;
-    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
-                         mi->vision_end_token_id, mi->video_token_id};
+    vg_prompt_ids ids = prompt_ids(mi);
     int rc = vg_prompt_builder_create(&ids, tokenize_cb, (void *)vg_model_tokenizer(m), &q->pb);
     q->logits = malloc((size_t)mi->vocab_size * sizeof(float));
     if (rc < 0 || !q->logits) {
@@ -173,8 +180,7 @@ int vg_qa_question_tokens(vg_model *m, const char *question, size_t *n, char *er
 {
     /* A scratch builder: a session's own must not move. */
     const vg_model_info *mi = vg_model_get_info(m);
-    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
-                         mi->vision_end_token_id, mi->video_token_id};
+    vg_prompt_ids ids = prompt_ids(mi);
     vg_prompt_builder *b = NULL;
     vg_prompt *pr = NULL;
     int rc = vg_prompt_builder_create(&ids, tokenize_cb, (void *)vg_model_tokenizer(m), &b);
@@ -614,8 +620,7 @@ int vg_qa_run(vg_model *m, const char *system, vg_vision_out **pairs, const doub
     }
     /* Room, exactly: the whole prompt (counted by building it once) and the answer. */
     const vg_model_info *mi = vg_model_get_info(m);
-    vg_prompt_ids ids = {mi->im_start_id, mi->im_end_id, mi->vision_start_token_id,
-                         mi->vision_end_token_id, mi->video_token_id};
+    vg_prompt_ids ids = prompt_ids(mi);
     vg_chat chat = {system, NULL, question};
     vg_prompt_video video = {pair_times, n_pairs, merged_h, merged_w, 1};
     vg_prompt *whole = NULL;
