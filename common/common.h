@@ -153,10 +153,6 @@ double vg_now_ms(void);
 /* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer the caller frees. */
 int vg_read_file(const char *path, size_t max_bytes, char **data, size_t *len, char *err,
                  size_t errlen);
-/* Copies len bytes of generated text into out (cap bytes, NUL-terminated), each U+0000 turned into
- * U+FFFD, so the text survives as a C string (JSON, journal, logs). Returns the bytes written
- * (without the NUL), or 0 with out[0] = 0 when cap < 3 * len + 1. Any thread. */
-size_t vg_text_nul_to_fffd(const char *raw, size_t len, char *out, size_t cap);
 /* Checked size arithmetic: returns 0 and stores the result, or VG_ERANGE on overflow. */
 static inline int vg_mul_size(size_t a, size_t b, size_t *out)
 {
@@ -174,8 +170,9 @@ static inline int vg_add_size(size_t a, size_t b, size_t *out)
 /* UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). vg_utf8_check
  * returns len when s[0..len) is valid UTF-8, else the offset of the first byte of the first invalid
  * sequence. vg_utf8_sanitize copies s[0..len) into out (cap bytes, NUL-terminated) with each
- * invalid sequence replaced by U+FFFD; it returns the bytes written, or 0 with out[0] = 0 when
- * cap < 3 * len + 1. Pure; any thread. */
+ * invalid sequence and each U+0000 replaced by U+FFFD, so the text survives as a C string (JSON,
+ * journal, logs); it returns the bytes written, or 0 with out[0] = 0 when cap < 3 * len + 1. Pure;
+ * any thread. */
 size_t vg_utf8_check(const char *s, size_t len);
 size_t vg_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 

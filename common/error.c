@@ -152,23 +152,3 @@ void vg_assert_fail(const char *cond, const char *file, int line)
     vg_log_write(VG_LOG_ERR, "assert", "%s:%d: invariant broken: %s", file, line, cond);
     abort();
 }
-
-size_t vg_text_nul_to_fffd(const char *raw, size_t len, char *out, size_t cap)
-{
-    if (cap == 0)
-        return 0;
-    out[0] = '\0';
-    if (len > (cap - 1) / 3)
-        return 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (raw[i]) {
-            out[o++] = raw[i];
-        } else {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}

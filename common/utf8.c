@@ -65,7 +65,7 @@ size_t vg_utf8_sanitize(const char *s, size_t len, char *out, size_t cap)
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, o = 0;
     while (i < len) {
-        size_t k = u[i] < 0x80 ? 1 : seq_len(u + i, len - i);
+        size_t k = u[i] == 0 ? 0 : u[i] < 0x80 ? 1 : seq_len(u + i, len - i);
         if (k) {
             memcpy(out + o, s + i, k);
             o += k;

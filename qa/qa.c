@@ -495,7 +495,7 @@ static int on_token(int32_t id, const char *raw, size_t len, void *opaque)
     char buf[3 * 512 + 1];
     const char *text = raw;
     if (memchr(raw, 0, len) && len <= 512) {
-        len = vg_text_nul_to_fffd(raw, len, buf, sizeof buf);
+        len = vg_utf8_sanitize(raw, len, buf, sizeof buf);
         text = buf;
     }
     keep_piece(a, text, len);

@@ -51,16 +51,16 @@ static void test_text_piece(void **state)
 {
     (void)state;
     char out[16];
-    assert_int_equal(vg_text_nul_to_fffd("ab", 2, out, sizeof out), 2);
+    assert_int_equal(vg_utf8_sanitize("ab", 2, out, sizeof out), 2);
     assert_string_equal(out, "ab");
-    assert_int_equal(vg_text_nul_to_fffd("a\0b", 3, out, sizeof out), 5);
+    assert_int_equal(vg_utf8_sanitize("a\0b", 3, out, sizeof out), 5);
     assert_memory_equal(out,
                         "a\xEF\xBF\xBD"
                         "b",
                         6);
-    assert_int_equal(vg_text_nul_to_fffd("\0\0\0\0\0", 5, out, sizeof out), 15);
+    assert_int_equal(vg_utf8_sanitize("\0\0\0\0\0", 5, out, sizeof out), 15);
     assert_int_equal(strlen(out), 15);
-    assert_int_equal(vg_text_nul_to_fffd("\0\0\0\0\0\0", 6, out, sizeof out), 0); /* too small */
+    assert_int_equal(vg_utf8_sanitize("\0\0\0\0\0\0", 6, out, sizeof out), 0); /* too small */
     assert_string_equal(out, "");
 }
 
