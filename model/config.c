@@ -9,8 +9,8 @@
  *    DeepStack indexes < depth, out_hidden_size == text hidden_size, square position grid).
  *    Missing optional fields take the Hugging Face class defaults; the sizes that those defaults
  *    get wrong for every released checkpoint are required.
- *  - generation_config.json (optional) overlays the Qwen3-VL Instruct defaults (spec §6);
- *    eos_token_id (an int or a list) becomes the stop ids.
+ *  - generation_config.json (optional) overlays the Qwen3-VL Instruct defaults (docs/qwen3vl.md
+ * docs/qwen3vl.md §6); eos_token_id (an int or a list) becomes the stop ids.
  *  - video_preprocessor_config.json (optional): image_mean, image_std, fps, min_frames,
  *    max_frames; size.shortest_edge -> video_min_pixels and size.longest_edge -> video_max_pixels
  *    (the HF Qwen3-VL processor treats longest_edge as a T*H*W budget; we pass the numbers on

@@ -193,12 +193,12 @@ void vg_rope_apply(float *x, size_t n, int n_heads, int head_dim, size_t ld, con
                    const float *sin_t);
 /* Vision: inv_freq[j] = 1/10000^(2j/(head_dim/2)), j < head_dim/4. */
 void vg_rope_vision_inv_freq(int head_dim, float *inv_freq);
-/* Row/column of each patch of a gh x gw slice in merge-window order (§1.6). */
+/* Row/column of each patch of a gh x gw slice in merge-window order (docs/qwen3vl.md §1.6). */
 void vg_vision_rowcol(int gh, int gw, int merge, int *row, int *col);
 /* Angles [n][head_dim/2] = (row * inv_freq | col * inv_freq). */
 void vg_rope_vision_freqs(const float *inv_freq, int head_dim, const int *row, const int *col,
                           size_t n, float *freqs);
-/* float32 torch.linspace(start, end, n) (the §1.3 rule; exact for small n). */
+/* float32 torch.linspace(start, end, n) (the docs/qwen3vl.md §1.3 rule; exact for small n). */
 void vg_linspace_f32(float start, float end, int n, float *out);
 /* Bilinear corner indices [4] and float32 weights [4] for every patch of the slice in merge-window
  * order, from a side x side grid. */

@@ -11,7 +11,7 @@
  *    scales of the group ([K/32][R]); value = scale * q, q in -127..127 (llama.cpp's Q8_0 block:
  *    32 int8 with one fp16 scale). A group is R*K + R*K/16 bytes.
  * A matrix-vector product over a range of groups therefore reads one sequential stream per thread,
- * which is what lets a single thread reach the memory bandwidth (notes/kernels.md §3).
+ * which is what lets a single thread reach the memory bandwidth (docs/weights.md).
  *
  * Kernel contract (every level computes the same function; only the float summation order
  * differs): groups g0..g1-1, rows beyond `rows` (padding) are not written.

@@ -192,8 +192,8 @@ typedef struct vg_vision_out {
 } vg_vision_out;
 
 /* Encodes one slice. patches: [grid_h*grid_w][C*temporal_patch*patch*patch] float32 normalized
- * pixels in the §1.6 order (the rows of one temporal slice of pixel_values_videos). Caller frees
- * *out with vg_vision_out_free(). Thread-safe on a shared model. */
+ * pixels in the docs/qwen3vl.md §1.6 order (the rows of one temporal slice of pixel_values_videos).
+ * Caller frees *out with vg_vision_out_free(). Thread-safe on a shared model. */
 int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int grid_w,
                           const atomic_int *cancel, vg_vision_out **out, char *err, size_t errlen);
 void vg_vision_out_free(vg_vision_out *v);

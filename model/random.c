@@ -2,11 +2,12 @@
  * random.c: vg_model_write_random(), a random-weight Qwen3-VL checkpoint in the Hugging Face
  * layout, for tests and benchmarks without the real weights.
  *
- * Sizes come from a preset ("2b", "4b", "8b" from spec §0.2, or "tiny") or from a config.json that
- * vg_model_config_parse() accepts. The directory receives config.json (regenerated from the parsed
- * sizes in the HF layout, token ids matching the tokenizer), generation_config.json,
- * video_preprocessor_config.json, tokenizer.json and model.safetensors (BF16, the exact tensor
- * names and shapes of spec §3/§4; lm_head.weight only when untied).
+ * Sizes come from a preset ("2b", "4b", "8b" from docs/qwen3vl.md §0.2, or "tiny") or from a
+ * config.json that vg_model_config_parse() accepts. The directory receives config.json (regenerated
+ * from the parsed sizes in the HF layout, token ids matching the tokenizer),
+ * generation_config.json, video_preprocessor_config.json, tokenizer.json and model.safetensors
+ * (BF16, the exact tensor names and shapes of docs/qwen3vl.md §3/§4; lm_head.weight only when
+ * untied).
  *
  * tokenizer.json is copied from spec->tokenizer_src when given (its added tokens supply the ids),
  * else generated: a byte-level BPE in the real format with the 256 byte tokens (GPT-2
@@ -729,7 +730,7 @@ static void add_t(rt_list *l, int ndim, const int64_t *shape, const char *fmt, .
 #define S2(a, b)          ((const int64_t[]){(a), (b)})
 #define S5(a, b, c, d, e) ((const int64_t[]){(a), (b), (c), (d), (e)})
 
-/* Every tensor of spec §3/§4 for info. */
+/* Every tensor of docs/qwen3vl.md §3/§4 for info. */
 static void list_tensors(const vg_model_info *m, rt_list *l)
 {
     const int64_t D = m->vision_hidden, I = m->vision_intermediate, O = m->out_hidden_size;

@@ -1,8 +1,9 @@
 /*
- * rope.c: rotary position tables of the vision tower (2-D, §3.3), the learned position-embedding
- * interpolation indices (§3.2) and the text model's interleaved MRoPE (§5.2). Everything is float32
- * computed the way the reference computes it (single-rounded products of a float32 position and a
- * float32 inverse frequency). Pure functions; any thread.
+ * rope.c: rotary position tables of the vision tower (2-D, docs/qwen3vl.md §3.3), the learned
+ * position-embedding interpolation indices (docs/qwen3vl.md §3.2) and the text model's interleaved
+ * MRoPE (docs/qwen3vl.md §5.2). Everything is float32 computed the way the reference computes it
+ * (single-rounded products of a float32 position and a float32 inverse frequency). Pure functions;
+ * any thread.
  */
 #include "engine.h"
 

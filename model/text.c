@@ -1,5 +1,6 @@
 /*
- * text.c: the Qwen3 language model of Qwen3-VL (§4-§5) over a per-sequence KV cache.
+ * text.c: the Qwen3 language model of Qwen3-VL (docs/qwen3vl.md §4-§5) over a per-sequence KV
+ * cache.
  *
  * A vg_seq owns its float32 KV cache ([layer][kv head][position][head_dim] for K and for V, so
  * each head's rows are contiguous; allocated once at creation) and its scratch buffers, which grow

@@ -1,5 +1,5 @@
 /*
- * vision.c: the Qwen3-VL vision tower (§3) for one temporal slice at a time.
+ * vision.c: the Qwen3-VL vision tower (docs/qwen3vl.md §3) for one temporal slice at a time.
  *
  * Per slice of N = grid_h*grid_w patches: patch embedding (Conv3d as one GEMM [N,C*tp*p*p] x W^T +
  * b), plus the bilinearly interpolated learned position embedding, then `depth` pre-norm blocks
@@ -8,10 +8,11 @@
  * DeepStack merger per tap (shuffle, LayerNorm over 4D, fc1, erf-GELU, fc2), run on the tapped
  * block's output right after that block.
  *
- * Position embedding (§3.2): float32 linspace, float32 corner weights cast to the table's dtype
- * before the products, summed in corner order. The engine's table is float32 (every weight is
- * widened at load), so the cast is the identity, exactly as in the float32 reference run of the
- * golden cases (vision_pos_embed matches bit for bit); a bf16 inference would round the weights.
+ * Position embedding (docs/qwen3vl.md §3.2): float32 linspace, float32 corner weights cast to the
+ * table's dtype before the products, summed in corner order. The engine's table is float32 (every
+ * weight is widened at load), so the cast is the identity, exactly as in the float32 reference run
+ * of the golden cases (vision_pos_embed matches bit for bit); a bf16 inference would round the
+ * weights.
  *
  * Every sgemm runs over the whole slice; attention is one sgemm pair per head (in blocks of rows
  * for large slices). All scratch of a call is one block taken from the model's small scratch pool

@@ -1,6 +1,6 @@
 /*
  * media_clip.c: vg_media_read_video, decoding the frames a sampling plan asks for (qwen-vl-utils
- * "Path A", spec §1.2-§1.4 and §1.7).
+ * "Path A", docs/qwen3vl.md §1.2-§1.4 and §1.7).
  *
  * Decoding. Packets are decoded sequentially with frame threading; the n-th frame the decoder
  * outputs (presentation order, as the reference decoders and the ffmpeg CLI number them) has index
@@ -24,9 +24,9 @@
  * changed. Frame times come from media_pts_seconds (media_decode.c: seconds from the input's
  * origin). If every decoded frame up to the last sampled one lies within two time-base ticks of
  * index / fps after the first frame's time, the stream is constant-frame-rate (constant_rate 1) and
- * the sampled frames get exactly index / fps (the reference's value, §1.7, and the plan's planned
- * times); otherwise (variable frame rate) they get their real presentation times. The fast path
- * only succeeds on the grid, so its frames always get index / fps.
+ * the sampled frames get exactly index / fps (the reference's value, docs/qwen3vl.md §1.7, and the
+ * plan's planned times); otherwise (variable frame rate) they get their real presentation times.
+ * The fast path only succeeds on the grid, so its frames always get index / fps.
  *
  * Short streams. If the stream ends before the last sampled index (a truncated file, or a header
  * count that was too high), the plan is recomputed with the number of frames actually decoded and

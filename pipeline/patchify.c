@@ -1,5 +1,6 @@
 /*
- * patchify.c: resized RGB uint8 frames -> normalized pixel_values_videos rows (spec §1.6).
+ * patchify.c: resized RGB uint8 frames -> normalized pixel_values_videos rows (docs/qwen3vl.md
+ * docs/qwen3vl.md §1.6).
  *
  * value = (x/255 - mean[c]) / std[c], computed as the reference does, (x - 255 mean) / (255 std) in
  * float32, written in the reference's flatten order: rows are (t, bh, bw, mh, mw) with 2x2 merge

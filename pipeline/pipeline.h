@@ -60,7 +60,7 @@ int vg_timeline_pair_times(const vg_timeline *tl, int temporal_patch, double *ou
 int vg_time_token(double seconds, char *buf, size_t cap);
 
 /* ===================================================================================================
- * Sampling plan (pure arithmetic, §1.1-§1.4, §1.7).
+ * Sampling plan (pure arithmetic, docs/qwen3vl.md §1.1-§1.4, §1.7).
  */
 typedef struct vg_sample_params {
     double fps;          /* target sampling rate; default 2.0 */
@@ -128,8 +128,8 @@ int vg_resize_rgb(const uint8_t *src, int sw, int sh, size_t src_stride, uint8_t
                   int dh);
 
 /* Normalizes and patchifies T frames (interleaved RGB uint8, [T][H][W][3], H and W multiples of
- * factor) into pixel_values_videos rows [grid_t*grid_h*grid_w][3*tp*p*p] in the §1.6 order. An odd
- * T repeats the last frame. *out is malloc'd; the caller free()s it. */
+ * factor) into pixel_values_videos rows [grid_t*grid_h*grid_w][3*tp*p*p] in the docs/qwen3vl.md
+ * §1.6 order. An odd T repeats the last frame. *out is malloc'd; the caller free()s it. */
 int vg_patchify(const uint8_t *frames, int T, int H, int W, int patch, int temporal_patch,
                 int merge, const float mean[3], const float std[3], float **out, size_t *rows,
                 size_t *cols);
@@ -276,10 +276,10 @@ int32_t vg_prompt_builder_next_pos(const vg_prompt_builder *b);
  * taken (a caller that rolled its cache back to that point). */
 void vg_prompt_builder_rewind(vg_prompt_builder *b, int32_t next_pos, size_t n_taken);
 
-/* MRoPE position ids (spec §5.1) of a token sequence: every maximal run of video_pad tokens is one
- * temporal slice of merged_h x merged_w tokens (a run of another length is VG_EINVAL). Writes
- * pos[3][n] (t, h, w rows) into the caller's buffer and *rope_delta (max position + 1 - n). Pure;
- * any thread. */
+/* MRoPE position ids (docs/qwen3vl.md §5.1) of a token sequence: every maximal run of video_pad
+ * tokens is one temporal slice of merged_h x merged_w tokens (a run of another length is
+ * VG_EINVAL). Writes pos[3][n] (t, h, w rows) into the caller's buffer and *rope_delta (max
+ * position + 1 - n). Pure; any thread. */
 int vg_prompt_positions(const int32_t *ids, size_t n, int32_t video_pad, int merged_h, int merged_w,
                         int32_t *pos, int32_t *rope_delta, char *err, size_t errlen);
 

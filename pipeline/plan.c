@@ -1,5 +1,6 @@
 /*
- * plan.c: the sampling plan of qwen-vl-utils' "Path A" (spec §1.1-§1.4, §1.7) in exact arithmetic.
+ * plan.c: the sampling plan of qwen-vl-utils' "Path A" (docs/qwen3vl.md §1.1-§1.4, §1.7) in exact
+ * arithmetic.
  *
  * From a decoder's frame count, average fps and frame size it computes how many frames to sample
  * (smart_nframes, with the optional video_start/video_end clipping of calculate_video_frame_range),
@@ -46,10 +47,10 @@ vg_sample_params vg_sample_default_params(void)
 
 /*
  * torch.linspace(start, end, n) for a float32 result as torch 1.13's CPU kernel computes it
- * (spec §1.3): step and the two-sided base in float32 with one rounding (FMA), elements produced in
- * blocks of 16 (two vectors of 8 lanes, lane k = base(c) + k*step with two roundings) while a whole
- * block fits, the tail element by element. Statements are kept separate so that no compiler
- * contracts the two-rounding lanes into an FMA (ISO C mode, -ffp-contract=off).
+ * (docs/qwen3vl.md §1.3): step and the two-sided base in float32 with one rounding (FMA), elements
+ * produced in blocks of 16 (two vectors of 8 lanes, lane k = base(c) + k*step with two roundings)
+ * while a whole block fits, the tail element by element. Statements are kept separate so that no
+ * compiler contracts the two-rounding lanes into an FMA (ISO C mode, -ffp-contract=off).
  */
 static float lin_base(float start, float end, float step, int64_t n, int64_t half, int64_t i)
 {

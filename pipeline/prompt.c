@@ -1,6 +1,6 @@
 /*
- * prompt.c: the Qwen3-VL Instruct prompt for one video question (spec §2) and its MRoPE positions
- * (spec §5.1).
+ * prompt.c: the Qwen3-VL Instruct prompt for one video question (docs/qwen3vl.md §2) and its MRoPE
+ * positions (docs/qwen3vl.md §5.1).
  *
  * Layout: [<|im_start|>system\n{system}<|im_end|>\n] <|im_start|>user\n{text_before} then for each
  * temporal pair "<t.t seconds>" <|vision_start|> {tokens_per_pair x <|video_pad|>} <|vision_end|>,

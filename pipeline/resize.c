@@ -4,10 +4,10 @@
  * uint8 -> float32, separable Pillow-style antialiased filtering (width pass first, then height,
  * both in float32), clamp to [0, 255], round half to even.
  *
- * Filter (spec §1.4, torch's _compute_indices_weights_aa): Keys cubic with a = -0.5; scale =
- * in/out (float32); support = 2*scale when downscaling, else 2; the taps of output i are
- * j in [int(center - support + 0.5), int(center + support + 0.5)) clamped to the image, with
- * center = scale*(i + 0.5) and weight filter((j - center + 0.5) / max(scale, 1)), normalised to sum
+ * Filter (docs/qwen3vl.md §1.4, torch's _compute_indices_weights_aa): Keys cubic with a = -0.5;
+ * scale = in/out (float32); support = 2*scale when downscaling, else 2; the taps of output i are j
+ * in [int(center - support + 0.5), int(center + support + 0.5)) clamped to the image, with center =
+ * scale*(i + 0.5) and weight filter((j - center + 0.5) / max(scale, 1)), normalised to sum
  * 1. The intermediate types follow torch's expressions (float32 center and weights, double filter
  * arithmetic), and each output is accumulated tap by tap in float32 in the same order as torch.
  *

@@ -368,7 +368,8 @@ void test_plan_smart_resize(void **state)
     (void)state;
     int h = 0, w = 0;
     char err[256];
-    /* §1.7 example: 1280x720 under the 786432 cap -> 640x1152 (720/32 = 22.5 rounds to 22). */
+    /* docs/qwen3vl.md §1.7 example: 1280x720 under the 786432 cap -> 640x1152 (720/32 = 22.5 rounds
+     * to 22). */
     assert_int_equal(vg_smart_resize(720, 1280, 32, 131072, 786432, &h, &w, err, sizeof err), 0);
     assert_int_equal(h, 640);
     assert_int_equal(w, 1152);

@@ -209,7 +209,8 @@ void test_patchify_odd(void **state)
     assert_int_equal(vg_patchify(fr, T, H, W, 16, 2, 2, k_mean, k_std, &out, &rows, &cols), 0);
     assert_int_equal(rows, 2 * 2 * 4);
     assert_int_equal(cols, 1536);
-    /* §1.6 order: row r = ((t*(gh/2) + bh)*(gw/2) + bw)*4 + mh*2 + mw, col = ((c*2+tp)*16+py)*16+px
+    /* docs/qwen3vl.md §1.6 order: row r = ((t*(gh/2) + bh)*(gw/2) + bw)*4 + mh*2 + mw, col =
+     * ((c*2+tp)*16+py)*16+px
      */
     for (int t = 0; t < 2; t++)
         for (int bh = 0; bh < 1; bh++)

@@ -1,17 +1,17 @@
 """Qwen3-VL in plain PyTorch (Debian's torch 1.13; offline tooling only), at any size.
 
 A clean re-implementation of Hugging Face transformers' Qwen3VLForConditionalGeneration as described
-in ../shared/spec/qwen3vl.md (§3 vision, §4 text, §5 MRoPE). Module names equal the checkpoint keys
+in docs/qwen3vl.md (§3 vision, §4 text, §5 MRoPE). Module names equal the checkpoint keys
 of the Hugging Face layout, so `state_dict()` is the safetensors content (minus lm_head.weight when
 the embeddings are tied). tools/demo/check_golden.py proves it against transformers' own outputs.
 
-Vision tower (§3): patch embedding (the Conv3d as a linear map on the 1536-vectors), the learned
+Vision tower (docs/qwen3vl.md §3): patch embedding (the Conv3d as a linear map on the 1536-vectors), the learned
 position table bilinearly resampled from its sqrt(num_position_embeddings)^2 grid with a
 corner-aligned float32 linspace, 2-D rotary embedding on q/k, pre-norm blocks whose attention stays
 inside one temporal slice (all slices of the same h x w are batched), the final patch merger
 (LayerNorm before the 2x2 shuffle) and one DeepStack merger per tapped block (LayerNorm after it).
 
-Text model (§4/§5): Qwen3 decoder layers (RMSNorm, q/k per-head RMSNorm before RoPE, grouped-query
+Text model (docs/qwen3vl.md §4/§5): Qwen3 decoder layers (RMSNorm, q/k per-head RMSNorm before RoPE, grouped-query
 attention, SwiGLU MLP), interleaved MRoPE generalised to the config's mrope_section, DeepStack
 features added at the visual positions after the first len(deepstack) layers, optional tied
 lm_head. Attention takes an optional boolean mask [B, S, S] (True = may attend) so training can
@@ -117,7 +117,7 @@ def attention(q, k, v, scale, mask_add):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Vision tower (§3)
+# Vision tower (docs/qwen3vl.md §3)
 # ---------------------------------------------------------------------------------------------------
 class PatchEmbed(nn.Module):
     def __init__(self, c):
@@ -210,7 +210,7 @@ class VisionModel(nn.Module):
         self.register_buffer("inv_freq", inv, persistent=False)
 
     def _merge_order(self, h, w):
-        """(row, col) of each patch in the merge-window order of §1.6, as LongTensors [h*w]."""
+        """(row, col) of each patch in the merge-window order of docs/qwen3vl.md §1.6, as LongTensors [h*w]."""
         m = self.c.merge
         r = (torch.arange(h // m)[:, None, None, None] * m + torch.arange(m)[None, None, :, None])
         q = (torch.arange(w // m)[None, :, None, None] * m + torch.arange(m)[None, None, None, :])
@@ -218,7 +218,7 @@ class VisionModel(nn.Module):
         return r.expand(shape).reshape(-1), q.expand(shape).reshape(-1)
 
     def pos_embed_for(self, h, w):
-        """Bilinear resample of the learned table to an h x w grid (§3.2), in merge order [h*w, D]."""
+        """Bilinear resample of the learned table to an h x w grid (docs/qwen3vl.md §3.2), in merge order [h*w, D]."""
         n = self.c.pos_side
         E = self.pos_embed.weight
         hs = torch.linspace(0, n - 1, h)
@@ -297,7 +297,7 @@ class VisionModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Text model (§4, §5)
+# Text model (docs/qwen3vl.md §4, §5)
 # ---------------------------------------------------------------------------------------------------
 class TextAttention(nn.Module):
     def __init__(self, c):
@@ -358,7 +358,7 @@ class TextModel(nn.Module):
         self.register_buffer("inv_freq", inv, persistent=False)
 
     def rope(self, position_ids):
-        """Interleaved MRoPE (§5.2, any mrope_section): position_ids [3, B, S] -> cos/sin [B,S,hd].
+        """Interleaved MRoPE (docs/qwen3vl.md §5.2, any mrope_section): position_ids [3, B, S] -> cos/sin [B,S,hd].
         Slot j takes the H axis when j % 3 == 1 and j < 3*section[1], the W axis when j % 3 == 2
         and j < 3*section[2], else the T axis."""
         f = position_ids[..., None].float() * self.inv_freq  # [3, B, S, hd/2]

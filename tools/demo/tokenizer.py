@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The demo model's small byte-level BPE tokenizer: builds tokenizer.json in the real Hugging Face
-format and encodes/decodes text exactly as a Qwen2/Qwen3 tokenizer does (spec §7).
+format and encodes/decodes text exactly as a Qwen2/Qwen3 tokenizer does (docs/qwen3vl.md §7).
 
 Vocabulary (ids are fixed by construction, deterministic):
   0..255    the 256 byte tokens, in GPT-2 bytes_to_unicode order (like Qwen's own vocabulary);

@@ -73,7 +73,7 @@ _LUT = (np.arange(256, dtype=np.float32) - np.float32(127.5)) / np.float32(127.5
 
 
 def patchify(frames, patch=16, tp=2, merge=2):
-    """uint8 [T,H,W,3] -> float32 [grid_t*grid_h*grid_w, 3*tp*patch*patch] in the §1.6 order
+    """uint8 [T,H,W,3] -> float32 [grid_t*grid_h*grid_w, 3*tp*patch*patch] in the docs/qwen3vl.md §1.6 order
     (rows (t, bh, bw, mh, mw), columns (c, tp, py, px)); (x - 127.5)/127.5 as patchify.c does;
     an odd T repeats the last frame."""
     T, H, W, _ = frames.shape
@@ -89,7 +89,7 @@ def patchify(frames, patch=16, tp=2, merge=2):
 
 def build_prompt(tok, pair_strings, grid, question, merge=2):
     """The Qwen3-VL Instruct prompt with one video and the question after it, tokenized with the
-    Python tokenizer, and its MRoPE positions (§5.1). Returns (ids int64 [n], pos int64 [3,n])."""
+    Python tokenizer, and its MRoPE positions (docs/qwen3vl.md §5.1). Returns (ids int64 [n], pos int64 [3,n])."""
     _, gh, gw = grid
     mh, mw = gh // merge, gw // merge
     video = "".join(s + "<|vision_start|>" + "<|video_pad|>" * (mh * mw) + "<|vision_end|>"

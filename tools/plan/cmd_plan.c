@@ -1,7 +1,7 @@
 /*
- * cmd_plan.c: `vigil plan`, the sampling plan of a video (spec §1): how many frames, which ones,
- * their timestamps, the resized size, the grid and the token counts, exactly as the daemon would
- * compute them, from a real file or from numbers alone.
+ * cmd_plan.c: `vigil plan`, the sampling plan of a video (docs/qwen3vl.md §1): how many frames,
+ * which ones, their timestamps, the resized size, the grid and the token counts, exactly as the
+ * daemon would compute them, from a real file or from numbers alone.
  *
  *   vigil plan VIDEO [knobs] [--json]
  *   vigil plan --frames N --fps F --width W --height H [knobs] [--json]
