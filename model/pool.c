@@ -174,7 +174,10 @@ void vg_pool_for(vg_pool *p, size_t n, size_t grain, vg_range_fn fn, void *ctx)
 {
     if (n == 0)
         return;
-    size_t parts = (size_t)vg_pool_threads(p), most = grain ? n / grain : n;
+    /* a few ranges per participant: a participant the OS has descheduled (a busy shared machine)
+     * leaves its ranges to the others instead of holding up the whole region */
+    size_t threads = (size_t)vg_pool_threads(p), most = grain ? n / grain : n;
+    size_t parts = threads > 1 ? VG_POOL_SPLIT * threads : 1;
     if (parts > most)
         parts = most ? most : 1;
     for_job j = {.fn = fn, .ctx = ctx, .n = n, .parts = parts};
