@@ -31,6 +31,10 @@
 #include <omp.h>
 #include <stdatomic.h>
 
+#define VG_DNNL_SLOTS                                                                              \
+    64 /* block buffers per call: the most participants that use oneDNN at once                    \
+        */
+
 struct vg_dnnl {
     dnnl_engine_t eng;
     int threads;        /* the model's n_threads: pool participants that run blocks at once */
@@ -40,7 +44,7 @@ struct vg_dnnl {
 
 struct vg_dnnl_mat {
     int plain;   /* weights in plain bf16 [rows][cols], supplied per call */
-    int threads; /* participants of a call (each needs its own block buffers) */
+    int threads; /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
     size_t rows, cols;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
@@ -60,7 +64,7 @@ int vg_dnnl_create(vg_model *m)
         free(d);
         return 0; /* no oneDNN: the engine's own path */
     }
-    d->threads = m->n_threads > 0 ? m->n_threads : 1;
+    d->threads = VG_MAX(1, VG_MIN(m->n_threads, VG_DNNL_SLOTS));
     m->dnnl = d;
     return 0;
 }
@@ -297,8 +301,9 @@ typedef struct dnnl_job {
     const float *x;
     float *y;
     void *wei;
-    unsigned char *area; /* per participant: per_thread_bytes each */
-    size_t n, blocks, parts, per;
+    unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
+    size_t n, blocks, parts, per, slots;
+    atomic_int busy[VG_DNNL_SLOTS];
     atomic_int failed;
 } dnnl_job;
 
@@ -326,7 +331,9 @@ static void unpack_task(void *arg, size_t i)
     }
 }
 
-/* Participant i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only. */
+/* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
+ * it claims (at most `slots` tasks run at once, one per pool participant, so one is always free).
+ */
 static void block_task(void *arg, size_t i)
 {
     dnnl_job *j = arg;
@@ -335,7 +342,13 @@ static void block_task(void *arg, size_t i)
     const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
     if (b0 == b1)
         return;
-    unsigned char *a = j->area + i * j->per;
+    size_t slot = 0;
+    for (;; slot = (slot + 1) % j->slots) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
+            break;
+    }
+    unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
     float *tmp = (float *)(void *)(a + ((VG_DNNL_M * K * 2 + 63) & ~(size_t)63));
     void *scr = (unsigned char *)tmp + ((VG_DNNL_M * N * 4 + 63) & ~(size_t)63);
@@ -376,6 +389,7 @@ static void block_task(void *arg, size_t i)
         dnnl_stream_destroy(st);
     if (!ok)
         atomic_store(&j->failed, 1);
+    atomic_store(&j->busy[slot], 0);
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
@@ -383,17 +397,22 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     dnnl_job j = {.m = m, .w = w, .dm = dm, .x = x, .y = y, .n = n, .wei = dm->wei};
-    j.parts = (size_t)VG_MIN(dm->threads, vg_pool_threads(m->tpool));
+    j.slots = (size_t)VG_MIN(VG_MIN(dm->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
+    j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
     atomic_init(&j.failed, 0);
+    for (int k = 0; k < VG_DNNL_SLOTS; k++)
+        atomic_init(&j.busy[k], 0);
     if (dm->plain) {
         j.wei = base;
         base += (w->rows * w->cols * 2 + 63) & ~(size_t)63;
-        vg_pool_run(m->tpool, j.parts, unpack_task, &j);
+        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, unpack_task, &j);
     }
     j.area = base;
     j.per = per_thread_bytes(dm, w->rows, w->cols);
     j.blocks = (n + VG_DNNL_M - 1) / VG_DNNL_M;
-    vg_pool_run(m->tpool, j.parts, block_task, &j);
+    if (j.parts > j.blocks)
+        j.parts = j.blocks;
+    vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, block_task, &j);
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 

@@ -11,12 +11,13 @@
  *    (vg_model_info, vg_model_tokenizer, the tokenizer functions), and vg_model_encode_slice() may
  * run on several threads at once (each call has its own scratch).
  *  - A vg_seq (one sequence's KV cache) belongs to one thread at a time.
- *  - The BLAS work of one call runs on the calling thread plus at most params.n_threads - 1
- * helpers. OpenBLAS's thread count is process-wide (openblas_set_num_threads): vg_model_load()
- * sets it to params.n_threads, so with several models in one process the last load decides. The
- * engine's own matrix-vector products (bf16 / q8_0 decode) and decode attention run on the model's
- * thread pool (params.n_threads - 1 sleeping workers plus the caller); a call that finds the pool
- * busy with another thread's call runs its share alone, so the cores are never oversubscribed.
+ *  - The work of one call runs on the calling thread plus at most params.n_threads - 1 helpers:
+ * the model's thread pool (sleeping workers) runs the engine's own kernels (bf16 / q8_0 GEMV,
+ * attention) and the oneDNN products (one OpenMP thread per participant); a call that finds the
+ * pool busy with another thread's call runs its share alone, so the cores are never
+ * oversubscribed. OpenBLAS's thread count is process-wide (openblas_set_num_threads):
+ * vg_model_load() sets it to params.n_threads when OpenBLAS carries the products (f32 weights, or
+ * no oneDNN) and to 1 otherwise, so with several models in one process the last load decides.
  * Norms, activations and softmax run on the calling thread.
  *  - Cancellation: the `cancel` flags passed in are read between layers and between tokens; setting
  * one from any thread makes the call return VG_ECANCELED soon after.

@@ -155,3 +155,31 @@ void vg_pool_run(vg_pool *p, size_t n_tasks, vg_pool_fn fn, void *arg)
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->busy);
 }
+
+typedef struct for_job {
+    vg_range_fn fn;
+    void *ctx;
+    size_t n, parts;
+} for_job;
+
+static void for_task(void *arg, size_t i)
+{
+    const for_job *j = arg;
+    size_t r0 = j->n * i / j->parts, r1 = j->n * (i + 1) / j->parts;
+    if (r1 > r0)
+        j->fn(j->ctx, r0, r1);
+}
+
+void vg_pool_for(vg_pool *p, size_t n, size_t grain, vg_range_fn fn, void *ctx)
+{
+    if (n == 0)
+        return;
+    /* a few ranges per participant: a participant the OS has descheduled (a busy shared machine)
+     * leaves its ranges to the others instead of holding up the whole region */
+    size_t threads = (size_t)vg_pool_threads(p), most = grain ? n / grain : n;
+    size_t parts = threads > 1 ? VG_POOL_SPLIT * threads : 1;
+    if (parts > most)
+        parts = most ? most : 1;
+    for_job j = {.fn = fn, .ctx = ctx, .n = n, .parts = parts};
+    vg_pool_run(parts > 1 ? p : NULL, parts, for_task, &j);
+}

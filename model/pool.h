@@ -26,4 +26,15 @@ int vg_pool_threads(const vg_pool *p);
  * NULL pool) runs every task itself. fn must not call vg_pool_run on the same pool. */
 void vg_pool_run(vg_pool *p, size_t n_tasks, vg_pool_fn fn, void *arg);
 
+/* Tasks per participant that the engine's regions are cut into: with several per thread, a
+ * participant that the OS deschedules (a busy shared machine) leaves its share to the others. */
+#define VG_POOL_SPLIT 4
+
+/* Work on items [r0, r1) of a range. */
+typedef void (*vg_range_fn)(void *ctx, size_t r0, size_t r1);
+/* Splits items 0..n-1 into contiguous ranges, VG_POOL_SPLIT per participant (fewer when n / grain
+ * is smaller: ranges of at least grain items; one without workers), and runs fn on them through
+ * vg_pool_run. */
+void vg_pool_for(vg_pool *p, size_t n, size_t grain, vg_range_fn fn, void *ctx);
+
 #endif

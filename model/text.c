@@ -386,6 +386,63 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
     return 0;
 }
 
+/* Row-parallel element-wise work of a layer on the pool: each range is the serial op on its rows
+ * (the same arithmetic per row, so results do not depend on the thread count). */
+#define ROWS_GRAIN 16 /* rows per range at least: a pool region costs a few microseconds */
+
+typedef struct text_rows {
+    vg_seq *s;
+    const vg_text_layer *L;
+    float eps;
+} text_rows;
+
+static void in_norm_range(void *c, size_t r0, size_t r1)
+{
+    const text_rows *t = c;
+    const size_t D = (size_t)t->s->m->info.hidden_size;
+    vg_rmsnorm(t->s->x + r0 * D, t->s->a + r0 * D, r1 - r0, D, t->L->in_norm, t->eps);
+}
+
+/* q/k per-head RMSNorm and rotary embedding of rows r0..r1-1. */
+static void qk_range(void *c, size_t r0, size_t r1)
+{
+    const text_rows *t = c;
+    vg_seq *s = t->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
+    const size_t Hkv = (size_t)in->n_kv_heads, QD = Hq * hd, kvd = Hkv * hd, n = r1 - r0;
+    vg_rmsnorm(s->q + r0 * QD, s->q + r0 * QD, n * Hq, hd, t->L->q_norm, t->eps);
+    vg_rmsnorm(s->kt + r0 * kvd, s->kt + r0 * kvd, n * Hkv, hd, t->L->k_norm, t->eps);
+    vg_rope_apply(s->q + r0 * QD, n, (int)Hq, (int)hd, QD, s->cos_t + r0 * hd, s->sin_t + r0 * hd);
+    vg_rope_apply(s->kt + r0 * kvd, n, (int)Hkv, (int)hd, kvd, s->cos_t + r0 * hd,
+                  s->sin_t + r0 * hd);
+}
+
+/* x += attention output, then a = RMSNorm(x) (post-attention norm). */
+static void add_norm_range(void *c, size_t r0, size_t r1)
+{
+    const text_rows *t = c;
+    const size_t D = (size_t)t->s->m->info.hidden_size;
+    for (size_t i = r0 * D; i < r1 * D; i++)
+        t->s->x[i] += t->s->a[i];
+    vg_rmsnorm(t->s->x + r0 * D, t->s->a + r0 * D, r1 - r0, D, t->L->post_norm, t->eps);
+}
+
+static void silu_range(void *c, size_t r0, size_t r1)
+{
+    const text_rows *t = c;
+    const size_t FF = (size_t)t->s->m->info.intermediate_size;
+    vg_silu_mul(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF);
+}
+
+static void add_range(void *c, size_t r0, size_t r1)
+{
+    const text_rows *t = c;
+    const size_t D = (size_t)t->s->m->info.hidden_size;
+    for (size_t i = r0 * D; i < r1 * D; i++)
+        t->s->x[i] += t->s->a[i];
+}
+
 /* Runs n rows (embeddings already in s->x) at cache positions s->len.. with MRoPE positions pos
  * (row stride pos_stride), appending their K/V. ds (or NULL): DeepStack features
  * [n_deepstack][n_vis] [D] of the whole prefill, of which this chunk's vision pad rows take those
@@ -398,8 +455,8 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
     vg_model *m = s->m;
     const vg_model_info *in = &m->info;
     const size_t D = (size_t)in->hidden_size, hd = (size_t)in->head_dim;
-    const size_t Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
-    const size_t QD = Hq * hd, kvd = Hkv * hd, FF = (size_t)in->intermediate_size;
+    const size_t Hkv = (size_t)in->n_kv_heads;
+    const size_t kvd = Hkv * hd;
     const float eps = in->rms_norm_eps;
     const size_t p0 = s->len;
 
@@ -413,16 +470,14 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
             return vg_fail(err, errlen, VG_ECANCELED, "prefill canceled");
         const vg_text_layer *L = &m->layers[l];
         trace(m, "text.hidden_in", l, s->x, n, D);
-        vg_rmsnorm(s->x, s->a, n, D, L->in_norm, eps);
+        text_rows tr = {.s = s, .L = L, .eps = eps};
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, in_norm_range, &tr);
         {
             const vg_mat *w3[3] = {&L->wq, &L->wk, &L->wv};
             float *y3[3] = {s->q, s->kt, s->vt};
             vg_matmul_multi(m, s->a, n, w3, y3, 3, s->ws);
         }
-        vg_rmsnorm(s->q, s->q, n * Hq, hd, L->q_norm, eps);
-        vg_rmsnorm(s->kt, s->kt, n * Hkv, hd, L->k_norm, eps);
-        vg_rope_apply(s->q, n, (int)Hq, (int)hd, QD, s->cos_t, s->sin_t);
-        vg_rope_apply(s->kt, n, (int)Hkv, (int)hd, kvd, s->cos_t, s->sin_t);
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, qk_range, &tr);
         for (size_t j = 0; j < Hkv; j++) {
             size_t off = (((size_t)l * Hkv + j) * s->max_tokens + p0) * hd;
             for (size_t i = 0; i < n; i++) {
@@ -433,18 +488,15 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         if (attention(s, l, p0, n) < 0)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for attention scores");
         vg_matmul(m, s->o, n, &L->wo, NULL, s->a, s->ws);
-        for (size_t i = 0; i < n * D; i++)
-            s->x[i] += s->a[i];
-        vg_rmsnorm(s->x, s->a, n, D, L->post_norm, eps);
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, add_norm_range, &tr);
         {
             const vg_mat *w2[2] = {&L->w_gate, &L->w_up};
             float *y2[2] = {s->g, s->u};
             vg_matmul_multi(m, s->a, n, w2, y2, 2, s->ws);
         }
-        vg_silu_mul(s->g, s->u, n * FF);
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, silu_range, &tr);
         vg_matmul(m, s->g, n, &L->w_down, NULL, s->a, s->ws);
-        for (size_t i = 0; i < n * D; i++)
-            s->x[i] += s->a[i];
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, add_range, &tr);
         trace(m, "text.layer_out", l, s->x, n, D);
         if (ds && l < in->n_deepstack) {
             size_t vi = vis_base;

@@ -200,6 +200,42 @@ static size_t vision_ws(const vg_model *m, size_t n, size_t nm)
     return ws;
 }
 
+/* Row-parallel element-wise work of a block (the pool splits rows; each range is the serial op). */
+typedef struct rows_ctx {
+    const float *x, *w, *b, *cs, *sn;
+    float *y;
+    size_t d, ld;
+    int heads, dh;
+} rows_ctx;
+
+static void ln_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_layernorm(a->x + r0 * a->d, a->y + r0 * a->d, r1 - r0, a->d, a->w, a->b, VIS_EPS);
+}
+
+static void gelu_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_gelu_tanh(a->y + r0 * a->d, (r1 - r0) * a->d);
+}
+
+static void add_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    for (size_t i = r0 * a->d; i < r1 * a->d; i++)
+        a->y[i] += a->x[i];
+}
+
+static void rope_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_rope_apply(a->y + r0 * a->ld, r1 - r0, a->heads, a->dh, a->ld, a->cs + r0 * (size_t)a->dh,
+                  a->sn + r0 * (size_t)a->dh);
+}
+
+#define ROWS_GRAIN 16 /* rows per range at least (a region costs a few microseconds) */
+
 typedef struct vis_attn_job {
     const float *qkv;
     float *o, *scratch;
@@ -337,10 +373,19 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             goto done;
         }
         const vg_vis_block *b = &m->blocks[bi];
-        vg_layernorm(x, h, N, D, b->n1_w, b->n1_b, VIS_EPS);
+        {
+            rows_ctx c = {.x = x, .y = h, .w = b->n1_w, .b = b->n1_b, .d = D};
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &c);
+        }
         vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
-        vg_rope_apply(qkv, N, (int)H, (int)dh, 3 * D, cs, sn);
-        vg_rope_apply(qkv + D, N, (int)H, (int)dh, 3 * D, cs, sn);
+        {
+            rows_ctx cq = {
+                .y = qkv, .cs = cs, .sn = sn, .ld = 3 * D, .heads = (int)H, .dh = (int)dh};
+            rows_ctx ck = cq;
+            ck.y = qkv + D;
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &cq);
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &ck);
+        }
         if (flash) { /* fused attention, the heads split across the pool */
             vis_attn_job job = {
                 .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
@@ -359,14 +404,22 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             }
         }
         vg_matmul(m, o, N, &b->proj_w, b->proj_b, h, ws);
-        for (size_t i = 0; i < N * D; i++)
-            x[i] += h[i];
-        vg_layernorm(x, h, N, D, b->n2_w, b->n2_b, VIS_EPS);
+        {
+            rows_ctx c = {.x = h, .y = x, .d = D};
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, add_range, &c);
+            rows_ctx l2 = {.x = x, .y = h, .w = b->n2_w, .b = b->n2_b, .d = D};
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &l2);
+        }
         vg_matmul(m, h, N, &b->fc1_w, b->fc1_b, mlp, ws);
-        vg_gelu_tanh(mlp, N * FF);
+        {
+            rows_ctx c = {.y = mlp, .d = FF};
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, gelu_range, &c);
+        }
         vg_matmul(m, mlp, N, &b->fc2_w, b->fc2_b, h, ws);
-        for (size_t i = 0; i < N * D; i++)
-            x[i] += h[i];
+        {
+            rows_ctx c = {.x = h, .y = x, .d = D};
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, add_range, &c);
+        }
         trace(m, "vision.block_out", bi, x, N, D);
         for (int k = 0; k < nds; k++) {
             if (in->deepstack_indexes[k] != bi)

@@ -266,7 +266,8 @@ static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, flo
         work += w[i]->rows * K;
     }
     /* small products are not worth waking a worker (a few microseconds) */
-    j.n_split = work >= ((size_t)1 << 18) ? (size_t)vg_pool_threads(m->tpool) : 1;
+    const size_t nt = (size_t)vg_pool_threads(m->tpool);
+    j.n_split = work >= ((size_t)1 << 18) && nt > 1 ? VG_POOL_SPLIT * nt : 1;
     if (w[0]->type == VG_WEIGHTS_BF16) {
         j.k->bf16_prep(x, K, ws);
         j.xp = ws;
