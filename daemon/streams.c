@@ -350,6 +350,31 @@ static int same_watch(const stream *s, const vg_request *r)
     return 1;
 }
 
+/* The stream's immutable knobs: sampling as clip jobs take it (the checkpoint's preprocessing
+ * config, then the request's knobs, then the daemon's ceilings; qa.h), the window, and the copy of
+ * the configuration its workers use (they never read the live one). */
+static void stream_knobs(stream *s, const vg_request *r)
+{
+    const vg_streams *ss = s->ss;
+    const vg_daemon_config *cfg = ss->cfg;
+    vg_sample_params sp = vg_qa_sample_params(ss->mi);
+    s->fps = r->stream_fps > 0 ? r->stream_fps : sp.fps > 0 ? sp.fps : DEFAULT_FPS;
+    s->max_pixels = r->stream_max_pixels > 0
+                        ? VG_MIN(r->stream_max_pixels, cfg->max_pixels_limit)
+                        : vg_qa_stream_max_pixels(ss->mi, cfg->max_pixels_limit);
+    s->min_pixels = vg_qa_stream_min_pixels(ss->mi, s->max_pixels);
+    s->window_s = VG_MAX(r->window_s > 0 ? r->window_s : DEFAULT_WINDOW, 2.0 / s->fps);
+    s->update_s = r->update_s > 0 ? r->update_s : DEFAULT_UPDATE;
+    s->min_window_s =
+        VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);
+    s->speed = r->speed > 0 ? r->speed : 1.0;
+    s->log_max = (size_t)VG_MAX(cfg->stream_log_max_records, 0);
+    snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", cfg->state_dir);
+    snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
+    s->stall_ms = (int)(cfg->stream_stall_timeout_s * 1000.0);
+    s->max_new_tokens = cfg->stream_max_new_tokens;
+}
+
 static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const char **wire,
                         char *err, size_t errlen)
 {
@@ -413,29 +438,9 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->url = strdup(r->video);
     s->resolved = strdup(resolved);
     s->is_url = is_url;
-    s->fps = r->stream_fps > 0 ? r->stream_fps : DEFAULT_FPS;
-    s->window_s = r->window_s > 0 ? r->window_s : DEFAULT_WINDOW;
-    s->update_s = r->update_s > 0 ? r->update_s : DEFAULT_UPDATE;
-    s->speed = r->speed > 0 ? r->speed : 1.0;
-    /* One sampling model with clip jobs: the checkpoint's preprocessing config, then the
-     * request's knobs, then the daemon's ceilings (qa.h). */
-    vg_sample_params sp = vg_qa_sample_params(mi);
-    if (r->stream_fps <= 0)
-        s->fps = sp.fps > 0 ? sp.fps : DEFAULT_FPS;
-    s->max_pixels = r->stream_max_pixels > 0
-                        ? VG_MIN(r->stream_max_pixels, ss->cfg->max_pixels_limit)
-                        : vg_qa_stream_max_pixels(mi, ss->cfg->max_pixels_limit);
-    s->min_pixels = vg_qa_stream_min_pixels(mi, s->max_pixels);
-    s->window_s = VG_MAX(s->window_s, 2.0 / s->fps);
-    s->min_window_s =
-        VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);
+    stream_knobs(s, r);
     s->nq = r->n_questions;
     int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
-    s->log_max = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
-    snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", ss->cfg->state_dir);
-    snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
-    s->stall_ms = (int)(ss->cfg->stream_stall_timeout_s * 1000.0);
-    s->max_new_tokens = ss->cfg->stream_max_new_tokens;
     for (int i = 0; i < s->nq; i++)
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);
