@@ -91,7 +91,7 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
         goto out;
     size_t pairs = (size_t)ceil(window_s * o->fps / 2.0);
     double dt = 2.0 / o->fps;
-    size_t pair = vg_qa_pair_tokens(NULL, mh, mw);
+    size_t pair = vg_qa_pair_tokens(mh, mw);
     size_t cap = 16 + (pairs + 1) * pair + n_q + (size_t)o->tokens + 8;
     vg_qa_params qp = {cap, NULL};
     if ((rc = vg_qa_create(m, &qp, &qa, err, sizeof err)) < 0 ||

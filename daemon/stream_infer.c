@@ -124,8 +124,7 @@ static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
         return rc;
     while (s->w_n > 0 && (s->w_n >= s->w_cap - 1 || p->t1 - win_at(s, 0)->t0 > s->window_s + 1e-6))
         evict_oldest(s);
-    size_t budget =
-        vg_qa_pair_tokens(s->qa, mh, mw) + s->max_suffix + (size_t)s->max_new_tokens + 8;
+    size_t budget = vg_qa_pair_tokens(mh, mw) + s->max_suffix + (size_t)s->max_new_tokens + 8;
     while (s->w_n > 0 && vg_qa_free_tokens(s->qa) < budget)
         evict_oldest(s);
     double t = vg_pair_time(p->t0, p->t1);

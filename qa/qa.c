@@ -170,9 +170,8 @@ size_t vg_qa_free_tokens(const vg_qa *q)
 /* A timestamp's text is a few tokens: "<", digits, ".", a digit, " seconds", ">". */
 #define TS_TOKENS_MAX 48
 
-size_t vg_qa_pair_tokens(const vg_qa *q, int merged_h, int merged_w)
+size_t vg_qa_pair_tokens(int merged_h, int merged_w)
 {
-    (void)q;
     return (size_t)merged_h * (size_t)merged_w + 2 + TS_TOKENS_MAX;
 }
 

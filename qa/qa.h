@@ -124,7 +124,7 @@ double vg_qa_pair_seconds(const vg_qa *q, size_t i); /* i = 0 is the oldest */
 double vg_qa_base(const vg_qa *q);
 size_t vg_qa_cached_tokens(const vg_qa *q);
 /* Tokens the next pair of merged_h x merged_w needs, with its timestamp (an upper bound). */
-size_t vg_qa_pair_tokens(const vg_qa *q, int merged_h, int merged_w);
+size_t vg_qa_pair_tokens(int merged_h, int merged_w);
 /* Tokens a question's suffix needs on model m (exact); any thread. */
 int vg_qa_question_tokens(vg_model *m, const char *question, size_t *n, char *err, size_t errlen);
 /* Room for more tokens in the cache. */
