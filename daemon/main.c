@@ -235,6 +235,7 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(is, "replied", (double)st.replied);
     cJSON_AddNumberToObject(is, "published", (double)st.published);
     cJSON_AddNumberToObject(is, "dropped_replies", (double)st.dropped_replies);
+    cJSON_AddNumberToObject(is, "fd_trips", (double)st.fd_trips);
 }
 
 static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
