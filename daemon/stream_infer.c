@@ -44,7 +44,6 @@
 #include <string.h>
 
 #define MOD            "streams"
-#define TS_TOKENS_MAX  48
 #define TS_HORIZON_MIN 40.0
 
 static int infer_init(stream *s, char *err, size_t errlen)
@@ -63,8 +62,8 @@ static int infer_init(stream *s, char *err, size_t errlen)
     int factor = mi->patch_size * mi->spatial_merge_size;
     size_t tok_pair = (size_t)(s->max_pixels / ((long)factor * factor)) + 1;
     s->w_cap = (size_t)ceil(s->window_s * s->fps / 2.0) + 2;
-    size_t cap =
-        8 + s->w_cap * (tok_pair + TS_TOKENS_MAX + 2) + max_suffix + (size_t)s->max_new_tokens + 8;
+    size_t cap = 8 + s->w_cap * vg_qa_pair_tokens((int)tok_pair, 1) + max_suffix +
+                 (size_t)s->max_new_tokens + 8;
     if (cap > (size_t)mi->max_position_embeddings)
         return vg_fail(err, errlen, VG_ELIMIT,
                        "a window of %g s at %g fps and %ld pixels needs %zu tokens; the model "

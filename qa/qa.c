@@ -193,6 +193,20 @@ int vg_qa_question_tokens(vg_model *m, const char *question, size_t *n, char *er
     return rc;
 }
 
+/* Room for one more pair. */
+static int grow_pairs(vg_qa *q)
+{
+    if (q->n_pairs < q->cap_pairs)
+        return 0;
+    size_t nc = q->cap_pairs ? 2 * q->cap_pairs : 16;
+    qa_pair *np = realloc(q->pairs, nc * sizeof *np);
+    if (!np)
+        return VG_ENOMEM;
+    q->pairs = np;
+    q->cap_pairs = nc;
+    return 0;
+}
+
 int vg_qa_append_pair(vg_qa *q, vg_vision_out *vo, int merged_h, int merged_w, double seconds,
                       char *err, size_t errlen)
 {
@@ -212,15 +226,9 @@ int vg_qa_append_pair(vg_qa *q, vg_vision_out *vo, int merged_h, int merged_w, d
         vg_vision_out_free(vo);
         return vg_fail(err, errlen, VG_ELIMIT, "the session's %zu tokens are full.", q->max_tokens);
     }
-    if (q->n_pairs == q->cap_pairs) {
-        size_t nc = q->cap_pairs ? 2 * q->cap_pairs : 16;
-        qa_pair *np = realloc(q->pairs, nc * sizeof *np);
-        if (!np) {
-            vg_vision_out_free(vo);
-            return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
-        }
-        q->pairs = np;
-        q->cap_pairs = nc;
+    if (grow_pairs(q) < 0) {
+        vg_vision_out_free(vo);
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
     }
     qa_pair *p = &q->pairs[q->n_pairs];
     memset(p, 0, sizeof *p);
@@ -378,14 +386,8 @@ int vg_qa_bench_fill(vg_qa *q, size_t n_pairs, int merged_h, int merged_w, doubl
         return vg_fail(err, errlen, VG_EINVAL, "vg_qa_bench_fill needs an empty session.");
     int rc = vg_qa_sync(q, NULL, err, errlen); /* the head, for real */
     for (size_t i = 0; rc == 0 && i < n_pairs; i++) {
-        if (q->n_pairs == q->cap_pairs) {
-            size_t nc = q->cap_pairs ? 2 * q->cap_pairs : 16;
-            qa_pair *np = realloc(q->pairs, nc * sizeof *np);
-            if (!np)
-                return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
-            q->pairs = np;
-            q->cap_pairs = nc;
-        }
+        if (grow_pairs(q) < 0)
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
         qa_pair *p = &q->pairs[q->n_pairs];
         memset(p, 0, sizeof *p);
         p->seconds = t0 + (double)i * dt;
