@@ -175,6 +175,7 @@ enum vg_op {
 #define VG_WIRE_LIMIT       "limit"
 #define VG_WIRE_CONFLICT    "conflict"
 #define VG_WIRE_SHUTTING    "shutting_down"
+#define VG_WIRE_STORAGE     "storage" /* the state directory cannot be written */
 #define VG_WIRE_INTERNAL    "internal"
 
 /* Sampling knobs; negative or zero means "not given" unless noted. */
@@ -339,11 +340,42 @@ int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journa
 /* Changes the compaction's ttl_s for later compactions (SIGHUP). Any thread. */
 void vg_journal_set_ttl(vg_journal *j, double ttl_s);
 /* Queues json[len] (copied) for appending; the writer thread writes and fsyncs it (batching what
- * is queued). Never blocks. Returns 0, VG_EAGAIN (queue full: the record is lost and logged),
- * VG_ENOMEM or VG_EINVAL (a newline in json). */
+ * is queued). Never blocks. On success the record's sequence number is vg_journal_last_seq(j).
+ * Returns 0, VG_EAGAIN (queue full: the record is lost, logged and counted in `lost`), VG_ENOMEM
+ * or VG_EINVAL (a newline in json). Loop thread (one appending thread per journal). */
 int vg_journal_append(vg_journal *j, const char *json, size_t len);
-/* Writes everything queued, fsyncs, stops the thread and closes. NULL is a no-op. */
-void vg_journal_close(vg_journal *j);
+/* The sequence number of the newest record appended (1 for the first; 0 before any or for NULL).
+ * The appending thread. */
+uint64_t vg_journal_last_seq(const vg_journal *j);
+
+/* Where a journal's records stand. Records become durable in sequence order: every record with a
+ * sequence number <= durable is written and fsync'd. While failing, the records after durable wait
+ * in memory and the writer retries them with a backoff (100 ms doubling to 5 s); the first retry
+ * that works clears failing and makes all of them durable. */
+typedef struct vg_journal_status {
+    int failing;       /* the last write or fsync failed; records wait in memory */
+    int error;         /* its negative errno (-ENOSPC, -EDQUOT, -EIO) while failing, else 0 */
+    char message[512]; /* while failing: "write to PATH failed: No space left on device" */
+    double since;      /* while failing: Unix seconds of the first failure of this episode */
+    uint64_t durable;  /* the newest sequence number on disk */
+    size_t pending;    /* records taken by the writer and not on disk (after the last attempt) */
+    uint64_t lost;     /* records dropped (the queue or the pending list was full) */
+} vg_journal_status;
+
+/* Copies the status. Any thread. NULL j gives a zeroed status. */
+void vg_journal_get_status(vg_journal *j, vg_journal_status *st);
+
+/* notify(opaque) runs on the writer thread each time `durable` advances or `failing` changes,
+ * with the journal's lock held: it must only wake its owner (e.g. uv_async_send) and never call
+ * into the journal. Replaces the previous callback; NULL removes it, and once this returns the
+ * old callback is not running and will not run again. Any thread. */
+void vg_journal_set_notify(vg_journal *j, void (*notify)(void *opaque), void *opaque);
+
+/* Writes everything queued (one more try for records that wait after failures), fsyncs, stops the
+ * thread and closes. Returns 0 when every record appended is on disk; otherwise the negative
+ * errno of the last failure (or VG_EIO when records were dropped), and the records not written
+ * are lost (logged). NULL is a no-op returning 0. */
+int vg_journal_close(vg_journal *j);
 
 /* CRC-32 (IEEE, as zlib's crc32). */
 uint32_t vg_crc32(const void *data, size_t len);

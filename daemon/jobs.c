@@ -16,6 +16,12 @@
  *    for a worker, cleared by the worker's DONE message).
  *  - Cancellation: job->cancel (atomic) is read by FFmpeg's interrupt callback and by the engine
  *    between layers and tokens; the loop sets it for `cancel`, the deadline and shutdown.
+ *  - Durability: each journaled state of a job remembers its record's sequence number (jseq); the
+ *    job is durable once the journal reports that number on disk. The journal's writer thread wakes
+ *    the loop (jasync) when records become durable or the disk starts or stops failing. A finished
+ *    job's `done` is published once its final record is durable (durable: true), or at once with
+ *    durable: false while the journal is failing (then `job/ID/durable` follows when the retried
+ *    record reaches the disk). While the journal fails, new jobs are refused (`storage`).
  */
 #include "jobs.h"
 
@@ -74,6 +80,10 @@ typedef struct job {
     char err_code[32];
     char *err_msg;
     job_timings timings;
+    uint64_t jseq;       /* the journal record of the job's latest state; 0: read from disk */
+    int jlost;           /* that record could not be queued: not durable until the next one */
+    int done_pending;    /* finished; `done` waits for the final record to be durable */
+    int durable_pending; /* `done` went out with durable: false; `durable` is still owed */
     struct job *next;
 
     /* Worker-owned scratch. */
@@ -116,6 +126,8 @@ struct vg_jobs {
     vg_ipc_server *ipc;
     vg_mailbox *mb; /* workers -> loop */
     uv_timer_t timer;
+    uv_async_t jasync; /* the journal's writer thread: records became durable or failing changed */
+    int n_done_pending, n_durable_pending;
     vg_queue *decode_q, *infer_q;
     pthread_t *decoders;
     int n_decoders;
@@ -250,7 +262,7 @@ static cJSON *job_json(const job *j, int full)
     return o;
 }
 
-static void journal_job(vg_jobs *js, const job *j)
+static void journal_job(vg_jobs *js, job *j)
 {
     if (!js->journal)
         return;
@@ -261,8 +273,26 @@ static void journal_job(vg_jobs *js, const job *j)
         vg_log(VG_LOG_ERR, MOD, "job %s: out of memory writing the journal", j->id);
         return;
     }
-    vg_journal_append(js->journal, s, strlen(s));
+    if (vg_journal_append(js->journal, s, strlen(s)) == 0) {
+        j->jseq = vg_journal_last_seq(js->journal);
+        j->jlost = 0;
+    } else {
+        j->jlost = 1;
+    }
     free(s);
+}
+
+/* Whether the job's latest state is on disk. */
+static int job_durable(const vg_jobs *js, const job *j, const vg_journal_status *st)
+{
+    return js->journal && !j->jlost && j->jseq <= st->durable;
+}
+
+static void add_durable(const vg_jobs *js, cJSON *o, const job *j)
+{
+    vg_journal_status st;
+    vg_journal_get_status(js->journal, &st);
+    cJSON_AddBoolToObject(o, "durable", job_durable(js, j, &st));
 }
 
 static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
@@ -640,6 +670,51 @@ static void text_append(job *j, const char *s, size_t n)
     j->text[j->text_len] = 0;
 }
 
+/* Publishes what durability owes: `done` of finished jobs whose final record is on disk (or at
+ * once, durable: false, while the journal fails, or when force is set: shutdown), and `durable`
+ * for jobs whose `done` said false and whose record has now reached the disk. */
+static void journal_progress(vg_jobs *js, int force)
+{
+    if (!js->n_done_pending && !js->n_durable_pending)
+        return;
+    vg_journal_status st;
+    vg_journal_get_status(js->journal, &st);
+    for (job *j = js->head; j && (js->n_done_pending || js->n_durable_pending); j = j->next) {
+        int durable = job_durable(js, j, &st);
+        if (j->done_pending && (durable || st.failing || force || !js->journal)) {
+            j->done_pending = 0;
+            js->n_done_pending--;
+            cJSON *p = job_json(j, 1);
+            cJSON_AddBoolToObject(p, "durable", durable);
+            publish(js, j, "done", p);
+            if (!durable) {
+                j->durable_pending = 1;
+                js->n_durable_pending++;
+            }
+        } else if (j->durable_pending && durable) {
+            j->durable_pending = 0;
+            js->n_durable_pending--;
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "job", j->id);
+            cJSON_AddStringToObject(p, "state", state_names[j->state]);
+            cJSON_AddBoolToObject(p, "durable", 1);
+            publish(js, j, "durable", p);
+        }
+    }
+}
+
+static void on_jasync(uv_async_t *a)
+{
+    journal_progress(a->data, 0);
+}
+
+/* The journal's notify callback (its writer thread). */
+static void on_journal_notify(void *opaque)
+{
+    vg_jobs *js = opaque;
+    uv_async_send(&js->jasync);
+}
+
 /* The mailbox's handle callback: takes m. */
 static void handle_msg(void *msg, void *opaque)
 {
@@ -713,8 +788,10 @@ static void handle_msg(void *msg, void *opaque)
         m->events = NULL;
         j->stage[0] = 0;
         journal_job(js, j);
-        p = job_json(j, 1);
-        publish(js, j, "done", p);
+        /* `done` goes out once the final record is on disk (journal_progress). */
+        j->done_pending = 1;
+        js->n_done_pending++;
+        journal_progress(js, 0);
         vg_log(VG_LOG_INFO, MOD, "job %s %s (%d tokens)", j->id, state_names[j->state],
                j->n_tokens);
         break;
@@ -736,6 +813,8 @@ static void prune(vg_jobs *js)
         if (expired) {
             *pp = j->next;
             js->n_jobs--;
+            js->n_done_pending -= j->done_pending;
+            js->n_durable_pending -= j->durable_pending;
             job_free(j);
         } else {
             pp = &j->next;
@@ -753,6 +832,7 @@ static void on_timer(uv_timer_t *t)
             vg_log(VG_LOG_NOTICE, MOD, "job %s passed its deadline", j->id);
         }
     prune(js);
+    journal_progress(js, 0); /* a wake-up from the journal is never needed for correctness */
     /* systemctl status shows what the daemon is doing. */
     if (!js->stopping &&
         (js->n_queued != js->status_queued || js->n_running != js->status_running)) {
@@ -765,15 +845,16 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
-/* Called once for the mailbox and once for the timer; the manager is idle after both. */
+/* Called once for the mailbox, the timer and the journal's wake-up; the manager is idle after all
+ * three. */
 static void on_closed(void *opaque)
 {
     vg_jobs *js = opaque;
-    if (++js->handles_closed == 2 && js->on_idle)
+    if (++js->handles_closed == 3 && js->on_idle)
         js->on_idle(js->on_idle_opaque);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     on_closed(h->data);
 }
@@ -783,8 +864,13 @@ static void check_idle(vg_jobs *js)
     if (!js->stopping || js->n_active > 0 || js->closing)
         return;
     js->closing = 1;
+    /* The event socket closes next: every `done` goes out now, saying whether it is durable (the
+     * exit status says whether everything reached the disk). */
+    journal_progress(js, 1);
+    vg_journal_set_notify(js->journal, NULL, NULL);
     vg_mailbox_close(js->mb, on_closed);
-    uv_close((uv_handle_t *)&js->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&js->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&js->jasync, on_handle_closed);
 }
 
 /* The mailbox's drained callback. */
@@ -813,10 +899,11 @@ static int same_request(const job *j, const vg_request *r)
            !strcmp(j->question, r->question);
 }
 
-static void reply_job_accepted(cJSON *reply, const job *j, int existing)
+static void reply_job_accepted(const vg_jobs *js, cJSON *reply, const job *j, int existing)
 {
     cJSON_AddStringToObject(reply, "job", j->id);
     cJSON_AddStringToObject(reply, "state", state_names[j->state]);
+    add_durable(js, reply, j);
     cJSON_AddBoolToObject(reply, "existing", existing);
     char topic[VG_ID_MAX + 8];
     snprintf(topic, sizeof topic, "job/%s/", j->id);
@@ -841,12 +928,23 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
             return vg_fail(err, errlen, VG_EEXIST,
                            "job '%s' already exists for a different video or question", r->job);
         }
-        reply_job_accepted(reply, dup, 1);
+        reply_job_accepted(js, reply, dup, 1);
         return 0;
     }
     if (js->stopping) {
         *wire = VG_WIRE_SHUTTING;
         return vg_fail(err, errlen, VG_EAGAIN, "the daemon is shutting down");
+    }
+    vg_journal_status jst;
+    vg_journal_get_status(js->journal, &jst);
+    if (jst.failing) {
+        /* As a database refuses a commit it cannot make durable: the result would be lost by a
+         * restart. Retried requests for jobs that exist still get their job (above). */
+        *wire = VG_WIRE_STORAGE;
+        return vg_fail(err, errlen, VG_EIO,
+                       "the state directory cannot be written (%s); no new jobs until it can "
+                       "(see `info` state.journal)",
+                       jst.message);
     }
     if (js->n_active >= js->cfg->max_queued_jobs) {
         *wire = VG_WIRE_BUSY;
@@ -921,7 +1019,7 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     js->n_queued++;
     journal_job(js, j);
     vg_log(VG_LOG_INFO, MOD, "job %s queued: %s", j->id, j->video);
-    reply_job_accepted(reply, j, 0);
+    reply_job_accepted(js, reply, j, 0);
     return 0;
 }
 
@@ -950,13 +1048,20 @@ int vg_jobs_handle(vg_jobs *js, const vg_request *r, cJSON *reply, const char **
                                     is_final(j->state) ? state_names[j->state] : "cancelling");
             return 0;
         }
-        cJSON_AddItemToObject(reply, "job", job_json(j, 1));
+        cJSON *view = job_json(j, 1);
+        add_durable(js, view, j);
+        cJSON_AddItemToObject(reply, "job", view);
         return 0;
     case VG_OP_JOBS: {
         cJSON *arr = cJSON_AddArrayToObject(reply, "jobs");
         int n = 0;
-        for (j = js->head; j && n < r->limit; j = j->next, n++)
-            cJSON_AddItemToArray(arr, job_json(j, 0));
+        vg_journal_status st;
+        vg_journal_get_status(js->journal, &st);
+        for (j = js->head; j && n < r->limit; j = j->next, n++) {
+            cJSON *o = job_json(j, 0);
+            cJSON_AddBoolToObject(o, "durable", job_durable(js, j, &st));
+            cJSON_AddItemToArray(arr, o);
+        }
         cJSON_AddNumberToObject(reply, "total", js->n_jobs);
         return 0;
     }
@@ -987,6 +1092,16 @@ void vg_jobs_counts(const vg_jobs *js, int *queued, int *running, int *retained)
     *queued = js->n_queued;
     *running = js->n_running;
     *retained = js->n_jobs;
+}
+
+int vg_jobs_undurable(const vg_jobs *js)
+{
+    vg_journal_status st;
+    vg_journal_get_status(js->journal, &st);
+    int n = 0;
+    for (const job *j = js->head; j; j = j->next)
+        n += !job_durable(js, j, &st);
+    return n;
 }
 
 /* ===================================================================================================
@@ -1098,7 +1213,9 @@ int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n)
  */
 void vg_jobs_set_journal(vg_jobs *js, vg_journal *j)
 {
+    vg_journal_set_notify(js->journal, NULL, NULL);
     js->journal = j;
+    vg_journal_set_notify(j, on_journal_notify, js);
 }
 
 void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc)
@@ -1155,6 +1272,9 @@ int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t err
     uv_timer_init(p->loop, &js->timer);
     js->timer.data = js;
     uv_timer_start(&js->timer, on_timer, 100, 100);
+    uv_async_init(p->loop, &js->jasync, on_jasync);
+    js->jasync.data = js;
+    vg_journal_set_notify(js->journal, on_journal_notify, js);
     *out = js;
     return 0;
 }
@@ -1163,6 +1283,7 @@ void vg_jobs_destroy(vg_jobs *js)
 {
     if (!js)
         return;
+    vg_journal_set_notify(js->journal, NULL, NULL);
     if (js->decode_q)
         vg_queue_close(js->decode_q);
     if (js->infer_q)

@@ -38,7 +38,8 @@ int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n);
 void vg_jobs_set_journal(vg_jobs *js, vg_journal *j);
 void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc);
 
-/* Handles ask, job, jobs, cancel and sync. Adds the reply's fields to reply (an object that
+/* Handles ask, job, jobs, cancel and sync. Job views carry `durable` (docs/protocol.md); while the
+ * journal fails, a new ask gets VG_WIRE_STORAGE. Adds the reply's fields to reply (an object that
  * already holds v and id) and returns 0, or returns a negative code with *wire_code and a sentence
  * in err for an error reply. */
 int vg_jobs_handle(vg_jobs *js, const vg_request *req, cJSON *reply, const char **wire_code,
@@ -46,6 +47,9 @@ int vg_jobs_handle(vg_jobs *js, const vg_request *req, cJSON *reply, const char 
 
 /* Counts for `info`. */
 void vg_jobs_counts(const vg_jobs *js, int *queued, int *running, int *retained);
+/* For `info`: how many retained jobs' latest state is not yet on disk (journal failing or the
+ * fsync not done yet). Walks the table. */
+int vg_jobs_undurable(const vg_jobs *js);
 
 /* Graceful stop: refuses new jobs, cancels every queued and running job, and calls done(opaque)
  * on the loop once no worker holds a job any more (at once if none does). */

@@ -15,6 +15,20 @@
  * file (by its rule) and reopens it, so a long-running daemon's journal stays proportional to the
  * records it keeps.
  * vg_journal_load / vg_journal_rewrite run at start-up, before the loop.
+ *
+ * Durability: every appended record has a sequence number (1, 2, ... in append order). The writer
+ * keeps the records it has taken from the queue in a pending list until a write and an fdatasync of
+ * the whole batch have succeeded; only then does `durable` (the newest record on disk) advance and
+ * the owner's notify callback run. When a write or the fsync fails (ENOSPC, EDQUOT, EIO), the file
+ * is cut back to its size after the last good batch (so it never holds a partial record in the
+ * middle), the records stay pending, the journal reports itself failing (vg_journal_get_status),
+ * and the writer retries the whole pending list with a backoff (100 ms doubling to 5 s), taking new
+ * records into the list meanwhile. A retry that succeeds makes everything durable and clears the
+ * failure. Rewriting the data (not just fsyncing again) matters: after a failed fsync Linux may
+ * have dropped the dirty pages and cleared the error. Compaction waits while records are pending.
+ *
+ * Test hook: with VG_TEST_JOURNAL_ENOSPC=FILE in the environment, every write and fsync fails with
+ * ENOSPC while FILE exists (tests/hardening uses it where it cannot mount a small tmpfs).
  */
 #include "daemon.h"
 
@@ -33,8 +47,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD       "journal"
-#define QUEUE_CAP 8192
+#define MOD          "journal"
+#define QUEUE_CAP    8192
+#define PENDING_MAX  ((size_t)1 << 20) /* records held in memory while the disk fails */
+#define RETRY_MIN_MS 100.0
+#define RETRY_MAX_MS 5000.0
+
+typedef struct rec {
+    struct rec *next;
+    uint64_t seq;
+    size_t len;
+    char line[]; /* "XXXXXXXX json\n" */
+} rec;
 
 struct vg_journal {
     int fd;
@@ -44,12 +68,19 @@ struct vg_journal {
     vg_journal_compaction cp;
     _Atomic long long ttl_ms;
     size_t appended, kept; /* writer thread */
+    uint64_t next_seq;     /* loop thread: the sequence number of the next append */
+    /* Writer thread: records taken from the queue and not yet on disk, oldest first. */
+    rec *pend_head, *pend_tail;
+    size_t n_pending;
+    off_t good_size; /* the file's size after the last batch that was written and fsync'd */
+    double retry_ms, next_retry; /* backoff while failing (vg_now_ms) */
+    char fault_path[512];        /* test hook (see the top) */
+    /* Shared (mu): the status and the owner's notify callback. */
+    pthread_mutex_t mu;
+    vg_journal_status st;
+    void (*notify)(void *opaque);
+    void *notify_opaque;
 };
-
-typedef struct rec {
-    size_t len;
-    char line[]; /* "XXXXXXXX json\n" */
-} rec;
 
 static uint32_t crc_table[256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
@@ -151,6 +182,8 @@ static rec *make_rec(const char *json, size_t len)
     rec *r = malloc(sizeof *r + len + 11);
     if (!r)
         return NULL;
+    r->next = NULL;
+    r->seq = 0;
     snprintf(r->line, 10, "%08x", vg_crc32(json, len));
     r->line[8] = ' ';
     memcpy(r->line + 9, json, len);
@@ -391,38 +424,164 @@ static void compact_now(vg_journal *j)
         vg_log(VG_LOG_ERR, MOD, "cannot reopen %s: %s", j->path, strerror(errno));
         return; /* keep appending to the old file's descriptor: nothing is lost until restart */
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return;
+    }
     close(j->fd);
     j->fd = fd;
+    j->good_size = st.st_size;
     vg_log(VG_LOG_INFO, MOD, "compacted %s: %zu records after %zu appends (%.1f ms)", j->path, kept,
            j->appended, vg_now_ms() - t0);
     j->kept = kept;
     j->appended = 0;
 }
 
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The test hook: ENOSPC while the named file exists. */
+static int injected_fault(const vg_journal *j)
+{
+    return j->fault_path[0] && access(j->fault_path, F_OK) == 0 ? -ENOSPC : 0;
+}
+
+/* Updates the shared status and tells the owner (writer thread). */
+static void set_status(vg_journal *j, int failing, int error, const char *what, uint64_t durable)
+{
+    pthread_mutex_lock(&j->mu);
+    int changed = j->st.durable != durable || j->st.failing != failing;
+    j->st.durable = durable;
+    if (failing) {
+        if (!j->st.failing)
+            j->st.since = unix_now();
+        j->st.error = error;
+        snprintf(j->st.message, sizeof j->st.message, "%s %.400s failed: %s", what, j->path,
+                 strerror(-error));
+    } else {
+        j->st.error = 0;
+        j->st.message[0] = 0;
+        j->st.since = 0;
+    }
+    j->st.failing = failing;
+    j->st.pending = j->n_pending;
+    if (changed && j->notify)
+        j->notify(j->notify_opaque);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Writer thread: takes one record into the pending list (dropping it past PENDING_MAX). */
+static void take(vg_journal *j, rec *r)
+{
+    if (j->n_pending >= PENDING_MAX) {
+        pthread_mutex_lock(&j->mu);
+        j->st.lost++;
+        pthread_mutex_unlock(&j->mu);
+        vg_log(VG_LOG_ERR, MOD, "%s: %zu records wait for the disk; record %llu is lost", j->path,
+               j->n_pending, (unsigned long long)r->seq);
+        free(r);
+        return;
+    }
+    if (j->pend_tail)
+        j->pend_tail->next = r;
+    else
+        j->pend_head = r;
+    j->pend_tail = r;
+    j->n_pending++;
+}
+
+/* Writer thread: writes every pending record and fsyncs once. On success the records are durable
+ * and freed; on failure the file is cut back to its last good size and they stay pending. */
+static int flush_pending(vg_journal *j)
+{
+    if (!j->pend_head)
+        return 0;
+    const char *what = "write to";
+    int rc = injected_fault(j);
+    struct stat st;
+    /* After a failure whose cut did not work, the file may end inside a record: start a new line
+     * so the next record stays intact (load skips the broken one by its checksum). */
+    if (!rc && fstat(j->fd, &st) == 0 && st.st_size != j->good_size)
+        rc = write_all(j->fd, "\n", 1);
+    size_t n = 0;
+    off_t bytes = 0;
+    for (rec *r = j->pend_head; r && !rc; r = r->next) {
+        rc = write_all(j->fd, r->line, r->len);
+        bytes += (off_t)r->len;
+        n++;
+    }
+    if (!rc) {
+        what = "fsync of";
+        rc = injected_fault(j);
+        if (!rc && fdatasync(j->fd))
+            rc = -errno;
+    }
+    uint64_t durable;
+    pthread_mutex_lock(&j->mu);
+    durable = j->st.durable;
+    int was_failing = j->st.failing;
+    pthread_mutex_unlock(&j->mu);
+    if (rc) {
+        if (ftruncate(j->fd, j->good_size) != 0)
+            vg_log(VG_LOG_ERR, MOD, "cannot cut %s back to %lld bytes: %s", j->path,
+                   (long long)j->good_size, strerror(errno));
+        j->retry_ms = was_failing ? VG_MIN(j->retry_ms * 2, RETRY_MAX_MS) : RETRY_MIN_MS;
+        j->next_retry = vg_now_ms() + j->retry_ms;
+        if (!was_failing)
+            vg_log(VG_LOG_ERR, MOD,
+                   "%s %s failed: %s; %zu records wait in memory and are retried until it works",
+                   what, j->path, strerror(-rc), j->n_pending);
+        set_status(j, 1, rc, what, durable);
+        return rc;
+    }
+    struct stat st2;
+    j->good_size = fstat(j->fd, &st2) == 0 ? st2.st_size : j->good_size + bytes;
+    durable = j->pend_tail->seq;
+    while (j->pend_head) {
+        rec *r = j->pend_head;
+        j->pend_head = r->next;
+        free(r);
+    }
+    j->pend_tail = NULL;
+    j->n_pending = 0;
+    j->appended += n;
+    if (was_failing)
+        vg_log(VG_LOG_NOTICE, MOD, "%s is written again: %zu records made durable", j->path, n);
+    set_status(j, 0, 0, NULL, durable);
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     vg_journal *j = arg;
     for (;;) {
+        int failing = j->n_pending > 0; /* records stay pending only after a failure */
+        int wait = -1;
+        if (failing)
+            wait = (int)VG_MAX(j->next_retry - vg_now_ms(), 0.0) + 1;
         void *item;
-        int rc = vg_queue_pop(j->q, &item, -1);
+        int rc = vg_queue_pop(j->q, &item, wait);
         if (rc == VG_EPIPE)
             break;
-        if (rc < 0)
+        if (rc == 0) {
+            /* Group commit: take what is queued now, then write it with one fsync. */
+            int n = 0;
+            do {
+                take(j, item);
+                n++;
+            } while (n < 1024 && vg_queue_pop(j->q, &item, 0) == 0);
+        } else if (rc != VG_ETIMEDOUT) {
             continue;
-        /* Group commit: write what is queued now, then one fsync. */
-        int n = 0;
-        do {
-            rec *r = item;
-            int w = write_all(j->fd, r->line, r->len);
-            if (w < 0)
-                vg_log(VG_LOG_ERR, MOD, "write to %s failed: %s", j->path, strerror(-w));
-            free(r);
-            n++;
-        } while (n < 1024 && vg_queue_pop(j->q, &item, 0) == 0);
-        if (fdatasync(j->fd))
-            vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
-        j->appended += (size_t)n;
-        if (j->cp.every && j->appended >= j->cp.every + (j->cp.key ? j->kept : 0))
+        }
+        if (failing && vg_now_ms() < j->next_retry)
+            continue; /* wait for the backoff; new records wait with the others */
+        if (flush_pending(j) == 0 && j->cp.every &&
+            j->appended >= j->cp.every + (j->cp.key ? j->kept : 0))
             compact_now(j);
     }
     return NULL;
@@ -438,17 +597,22 @@ int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journa
     if (!j)
         return VG_ENOMEM;
     snprintf(j->path, sizeof j->path, "%s", path);
+    const char *fault = getenv("VG_TEST_JOURNAL_ENOSPC");
+    if (fault)
+        snprintf(j->fault_path, sizeof j->fault_path, "%s", fault);
     if (cp) {
         j->cp = *cp;
         atomic_init(&j->ttl_ms, (long long)(cp->ttl_s * 1000.0));
     }
+    j->next_seq = 1;
     j->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (j->fd < 0) {
         int e = errno;
         free(j);
         return vg_fail(err, errlen, -e, "cannot open %s: %s", path, strerror(e));
     }
-    /* If the file ends in a torn line, start on a fresh line so the next record stays intact. */
+    /* If the file ends in a torn line, start on a fresh line so the next record stays intact
+     * (flush_pending does it when this write fails). */
     struct stat st;
     if (fstat(j->fd, &st) == 0 && st.st_size > 0) {
         int rfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -458,17 +622,21 @@ int vg_journal_open(const char *path, const vg_journal_compaction *cp, vg_journa
                 last = '\n';
             close(rfd);
         }
-        if (last != '\n')
-            write_all(j->fd, "\n", 1);
+        if (last != '\n' && write_all(j->fd, "\n", 1) == 0)
+            st.st_size++;
     }
+    j->good_size = st.st_size;
+    pthread_mutex_init(&j->mu, NULL);
     int rc = vg_queue_create(QUEUE_CAP, &j->q);
     if (rc < 0) {
+        pthread_mutex_destroy(&j->mu);
         close(j->fd);
         free(j);
         return vg_fail(err, errlen, rc, "cannot create the journal queue");
     }
     if ((rc = pthread_create(&j->thread, NULL, writer_main, j)) != 0) {
         vg_queue_destroy(j->q);
+        pthread_mutex_destroy(&j->mu);
         close(j->fd);
         free(j);
         return vg_fail(err, errlen, -rc, "cannot start the journal thread");
@@ -484,26 +652,74 @@ int vg_journal_append(vg_journal *j, const char *json, size_t len)
     rec *r = make_rec(json, len);
     if (!r)
         return VG_ENOMEM;
+    r->seq = j->next_seq;
     int rc = vg_queue_push(j->q, r, 0);
     if (rc < 0) {
         vg_log(VG_LOG_ERR, MOD, "journal queue full; a record is lost");
         free(r);
+        pthread_mutex_lock(&j->mu);
+        j->st.lost++;
+        pthread_mutex_unlock(&j->mu);
+        return rc;
     }
-    return rc;
+    j->next_seq++;
+    return 0;
 }
 
-void vg_journal_close(vg_journal *j)
+uint64_t vg_journal_last_seq(const vg_journal *j)
+{
+    return j ? j->next_seq - 1 : 0;
+}
+
+void vg_journal_get_status(vg_journal *j, vg_journal_status *st)
+{
+    memset(st, 0, sizeof *st);
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    *st = j->st;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void vg_journal_set_notify(vg_journal *j, void (*notify)(void *opaque), void *opaque)
 {
     if (!j)
         return;
+    pthread_mutex_lock(&j->mu);
+    j->notify = notify;
+    j->notify_opaque = opaque;
+    pthread_mutex_unlock(&j->mu);
+}
+
+int vg_journal_close(vg_journal *j)
+{
+    if (!j)
+        return 0;
     vg_queue_close(j->q);
     pthread_join(j->thread, NULL);
+    /* The last word: what is still queued joins the pending records for one more try. */
     void *item;
     while (vg_queue_pop(j->q, &item, 0) == 0)
-        free(item);
-    if (fsync(j->fd))
-        vg_log(VG_LOG_ERR, MOD, "fsync of %s failed: %s", j->path, strerror(errno));
+        take(j, item);
+    int rc = flush_pending(j);
+    if (rc == 0 && fsync(j->fd))
+        rc = -errno;
+    pthread_mutex_lock(&j->mu);
+    uint64_t lost = j->st.lost;
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0)
+        vg_log(VG_LOG_ERR, MOD, "%s: %zu records could not be written (%s); they are lost", j->path,
+               j->n_pending, strerror(-rc));
+    else if (lost)
+        rc = VG_EIO;
+    while (j->pend_head) {
+        rec *r = j->pend_head;
+        j->pend_head = r->next;
+        free(r);
+    }
     close(j->fd);
     vg_queue_destroy(j->q);
+    pthread_mutex_destroy(&j->mu);
     free(j);
+    return rc;
 }

@@ -7,7 +7,9 @@
  * watchdog. Then the libuv loop runs on this thread: it answers requests (never blocking: job work
  * happens on the job manager's threads, journal writes on the journal's thread) and publishes
  * events. SIGHUP re-reads the config and applies the keys that can change live; SIGTERM/SIGINT
- * cancel the running jobs, wait for their results to be journaled, close everything and exit 0.
+ * cancel the running jobs, wait for their results to be journaled, close everything and exit 0,
+ * or EX_IOERR (74) when some results could not be written to the journal (the disk was full or
+ * failing and stayed so: those results are lost, and the exit status says so).
  */
 #include "daemon.h"
 #include "ipc.h"
@@ -31,6 +33,7 @@
 #include <uv.h>
 
 #define MOD            "vigild"
+#define EXIT_UNDURABLE 74 /* EX_IOERR: stopped with results that are not on disk */
 #define DEFAULT_CONFIG "/etc/vigil/vigild.conf"
 #define MAX_OVERRIDES  64
 
@@ -236,6 +239,19 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(is, "published", (double)st.published);
     cJSON_AddNumberToObject(is, "dropped_replies", (double)st.dropped_replies);
     cJSON_AddNumberToObject(is, "fd_trips", (double)st.fd_trips);
+    /* Durability of the state directory (docs/protocol.md, "Durability"). */
+    vg_journal_status js;
+    vg_journal_get_status(d->journal, &js);
+    cJSON *sd = cJSON_AddObjectToObject(o, "state");
+    cJSON_AddStringToObject(sd, "journal", js.failing ? "failing" : "ok");
+    if (js.failing) {
+        cJSON_AddStringToObject(sd, "error", js.message);
+        cJSON_AddNumberToObject(sd, "since", js.since);
+    }
+    cJSON_AddNumberToObject(sd, "undurable_jobs", vg_jobs_undurable(d->jobs));
+    cJSON_AddNumberToObject(sd, "pending_records", (double)js.pending);
+    cJSON_AddNumberToObject(sd, "lost_records", (double)js.lost);
+    cJSON_AddNumberToObject(sd, "stream_logs_failing", vg_streams_logs_failing(d->streams));
 }
 
 static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
@@ -265,6 +281,10 @@ static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, si
     cJSON_AddTrueToObject(o, "ok");
     int is_stream_op = r.op == VG_OP_WATCH || r.op == VG_OP_UNWATCH || r.op == VG_OP_STREAMS ||
                        r.op == VG_OP_EVENTS;
+    if (r.op == VG_OP_EVENTS && vg_streams_events_from_log(d->streams, &r, req, o) > 0) {
+        vg_request_clear(&r); /* an unwatched stream: answered from its log, later */
+        return;
+    }
     if (r.op == VG_OP_INFO) {
         add_info(d, o);
     } else if ((rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
@@ -421,6 +441,7 @@ static int open_journal(daemon_ctx *d, char *err, size_t errlen)
     if ((rc = vg_journal_open(path, &cp, &d->journal, err, errlen)) < 0)
         return rc;
     vg_jobs_set_journal(d->jobs, d->journal);
+    vg_streams_set_journal(d->streams, d->journal);
     return 0;
 }
 
@@ -621,7 +642,11 @@ int main(int argc, char **argv)
     vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
     vg_infer_gate_destroy(d.gate);
-    vg_journal_close(d.journal);
+    if (vg_journal_close(d.journal) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "stopping with results that are not on disk (exit status %d)",
+               EXIT_UNDURABLE);
+        d.exit_code = EXIT_UNDURABLE;
+    }
     vg_model_free(d.model);
     uv_loop_close(d.loop);
     vg_log(VG_LOG_NOTICE, MOD, "stopped");

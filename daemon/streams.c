@@ -18,12 +18,20 @@
  * A stream is freed on the loop once its reader and the inference thread have let go of it and the
  * janitor has closed its log (until then it stays in the table as `stopping`, so watching the same
  * name again reads a complete log).
+ * `events` of a stream no longer in the table (unwatched, or watched before a restart) is served
+ * from its log file, read on libuv's thread pool (events_from_log below); a shutdown waits for
+ * those reads (n_reading) before the stream manager reports itself idle.
+ * A log whose writes fail (a full disk) keeps its records in memory and retries them (journal.c);
+ * `streams` shows it in the stream's `log` object, and new watches are refused while the daemon's
+ * job journal is failing.
  */
 #define _XOPEN_SOURCE 700
 #include "streams_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MOD            "streams"
 #define MSG_QUEUE_CAP  8192
@@ -272,7 +280,7 @@ static void on_closed(void *opaque)
 
 static void check_idle(vg_streams *ss)
 {
-    if (!ss->stopping || ss->head || ss->closed)
+    if (!ss->stopping || ss->head || ss->closed || ss->n_reading)
         return;
     ss->closed = 1;
     vg_mailbox_close(ss->mb, on_closed);
@@ -334,6 +342,18 @@ static cJSON *stream_json(const stream *s)
     cJSON_AddNumberToObject(w, "start", atomic_load(&s->win_start));
     cJSON_AddNumberToObject(w, "end", atomic_load(&s->win_end));
     cJSON_AddNumberToObject(o, "last_seq", (double)(s->next_seq ? s->next_seq - 1 : 0));
+    if (s->log) {
+        vg_journal_status st;
+        vg_journal_get_status(s->log, &st);
+        cJSON *lg = cJSON_AddObjectToObject(o, "log");
+        cJSON_AddStringToObject(lg, "state", st.failing ? "failing" : "ok");
+        if (st.failing) {
+            cJSON_AddStringToObject(lg, "error", st.message);
+            cJSON_AddNumberToObject(lg, "since", st.since);
+        }
+        cJSON_AddNumberToObject(lg, "pending_records", (double)st.pending);
+        cJSON_AddNumberToObject(lg, "lost_records", (double)st.lost);
+    }
     char topic[VG_ID_MAX + 16];
     snprintf(topic, sizeof topic, "stream/%s/", s->name);
     cJSON_AddStringToObject(o, "topic", topic);
@@ -406,6 +426,15 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     if (ss->stopping) {
         *wire = VG_WIRE_SHUTTING;
         return vg_fail(err, errlen, VG_EAGAIN, "the daemon is shutting down");
+    }
+    vg_journal_status jst;
+    vg_journal_get_status(ss->journal, &jst);
+    if (jst.failing) {
+        *wire = VG_WIRE_STORAGE;
+        return vg_fail(err, errlen, VG_EIO,
+                       "the state directory cannot be written (%s); no new streams until it can "
+                       "(see `info` state.journal)",
+                       jst.message);
     }
     if (ss->n_streams >= ss->cfg->max_streams) {
         *wire = VG_WIRE_BUSY;
@@ -495,6 +524,7 @@ static int handle_events(vg_streams *ss, const vg_request *r, cJSON *reply)
         }
     }
     cJSON_AddStringToObject(reply, "stream", s->name);
+    cJSON_AddBoolToObject(reply, "watched", 1);
     cJSON_AddItemToObject(reply, "events", arr);
     cJSON_AddNumberToObject(reply, "last_seq", (double)(s->next_seq ? s->next_seq - 1 : 0));
     cJSON_AddBoolToObject(reply, "more", more);
@@ -539,6 +569,192 @@ int vg_streams_handle(vg_streams *ss, const vg_request *r, cJSON *reply, const c
 int vg_streams_count(const vg_streams *ss)
 {
     return ss ? ss->n_streams : 0;
+}
+
+void vg_streams_set_journal(vg_streams *ss, vg_journal *j)
+{
+    ss->journal = j;
+}
+
+int vg_streams_logs_failing(const vg_streams *ss)
+{
+    int n = 0;
+    for (const stream *s = ss ? ss->head : NULL; s; s = s->next) {
+        vg_journal_status st;
+        vg_journal_get_status(s->log, &st);
+        n += st.failing;
+    }
+    return n;
+}
+
+/* ===================================================================================================
+ * `events` of a stream that is not watched: its log on disk, read on libuv's thread pool.
+ */
+typedef struct log_read {
+    uv_work_t work;
+    vg_streams *ss;
+    vg_ipc_req *req;
+    cJSON *reply;
+    char id_json[VG_ID_MAX + 24];
+    char name[VG_ID_MAX + 1];
+    char path[VG_CFG_STR + 96];
+    unsigned long long since;
+    size_t limit, keep; /* keep: the retention (newest records), 0 = all */
+    /* Results (thread pool). */
+    int rc;
+    char err[512];
+    size_t total, index; /* records in the file; the one being read */
+    char **lines;        /* up to limit records after since, oldest first */
+    size_t n;
+    unsigned long long last, oldest;
+    int more, oom;
+} log_read;
+
+static unsigned long long record_seq(const char *json, size_t len)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(o, "seq");
+    unsigned long long v = cJSON_IsNumber(sq) && sq->valuedouble >= 1 && sq->valuedouble < 9e15
+                               ? (unsigned long long)sq->valuedouble
+                               : 0;
+    cJSON_Delete(o);
+    return v;
+}
+
+static void count_record(const char *json, size_t len, void *opaque)
+{
+    ((log_read *)opaque)->total++;
+}
+
+static void take_record(const char *json, size_t len, void *opaque)
+{
+    log_read *lr = opaque;
+    size_t i = lr->index++;
+    if (lr->keep && lr->total > lr->keep && i < lr->total - lr->keep)
+        return; /* beyond the retention: the next compaction drops it */
+    unsigned long long seq = record_seq(json, len);
+    if (!seq)
+        return;
+    if (!lr->oldest || seq < lr->oldest)
+        lr->oldest = seq;
+    if (seq > lr->last)
+        lr->last = seq;
+    if (seq <= lr->since || lr->oom)
+        return;
+    if (lr->n >= lr->limit) {
+        lr->more = 1;
+        return;
+    }
+    if (!(lr->lines[lr->n] = strndup(json, len)))
+        lr->oom = 1;
+    else
+        lr->n++;
+}
+
+static void log_read_work(uv_work_t *w)
+{
+    log_read *lr = w->data;
+    struct stat st;
+    if (stat(lr->path, &st) != 0) {
+        lr->rc = errno == ENOENT ? VG_ENOENT : -errno;
+        snprintf(lr->err, sizeof lr->err, "no stream '%s'%s", lr->name,
+                 errno == ENOENT ? " (and no log of it)" : ": its log cannot be read");
+        return;
+    }
+    if (!(lr->lines = calloc(lr->limit ? lr->limit : 1, sizeof *lr->lines))) {
+        lr->rc = VG_ENOMEM;
+        return;
+    }
+    /* Two passes: the count tells which records are within the retention. */
+    char e2[256];
+    lr->rc = vg_journal_load(lr->path, count_record, lr, NULL, e2, sizeof e2);
+    if (lr->rc == 0)
+        lr->rc = vg_journal_load(lr->path, take_record, lr, NULL, e2, sizeof e2);
+    if (lr->rc == 0 && lr->oom)
+        lr->rc = VG_ENOMEM;
+    if (lr->rc < 0)
+        snprintf(lr->err, sizeof lr->err, "cannot read the log of stream '%s': %s", lr->name,
+                 lr->rc == VG_ENOMEM ? "out of memory" : e2);
+}
+
+static void log_read_done(uv_work_t *w, int status)
+{
+    log_read *lr = w->data;
+    vg_streams *ss = lr->ss;
+    char *out = NULL;
+    size_t len = 0;
+    if (lr->rc < 0 || status < 0) {
+        const char *code = lr->rc == VG_ENOENT ? VG_WIRE_NOT_FOUND : VG_WIRE_INTERNAL;
+        out = vg_proto_error_reply(lr->id_json, code, lr->err[0] ? lr->err : "cancelled", &len);
+    } else {
+        cJSON *o = lr->reply;
+        cJSON_AddStringToObject(o, "stream", lr->name);
+        cJSON_AddBoolToObject(o, "watched", 0);
+        cJSON *arr = cJSON_AddArrayToObject(o, "events");
+        for (size_t i = 0; i < lr->n; i++) {
+            cJSON *e = cJSON_Parse(lr->lines[i]);
+            if (e)
+                cJSON_AddItemToArray(arr, e);
+        }
+        cJSON_AddNumberToObject(o, "last_seq", (double)lr->last);
+        cJSON_AddBoolToObject(o, "more", lr->more);
+        /* Records before the oldest one retained are gone. */
+        cJSON_AddBoolToObject(o, "truncated", lr->oldest > lr->since + 1);
+        out = cJSON_PrintUnformatted(o);
+        len = out ? strlen(out) : 0;
+    }
+    if (out)
+        vg_ipc_reply(lr->req, out, len);
+    else
+        vg_ipc_req_drop(lr->req);
+    free(out);
+    cJSON_Delete(lr->reply);
+    for (size_t i = 0; i < lr->n; i++)
+        free(lr->lines[i]);
+    free(lr->lines);
+    free(lr);
+    ss->n_reading--;
+    check_idle(ss);
+}
+
+int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, vg_ipc_req *req, cJSON *reply)
+{
+    if (find_stream(ss, r->name))
+        return 0;
+    log_read *lr = ss->closed ? NULL : calloc(1, sizeof *lr);
+    if (!lr) {
+        size_t len = 0;
+        char *out = vg_proto_error_reply(
+            r->id_json, ss->closed ? VG_WIRE_SHUTTING : VG_WIRE_INTERNAL,
+            ss->closed ? "the daemon is shutting down" : "out of memory", &len);
+        if (out)
+            vg_ipc_reply(req, out, len);
+        else
+            vg_ipc_req_drop(req);
+        free(out);
+        cJSON_Delete(reply);
+        return 1;
+    }
+    lr->work.data = lr;
+    lr->ss = ss;
+    lr->req = req;
+    lr->reply = reply;
+    snprintf(lr->id_json, sizeof lr->id_json, "%s", r->id_json);
+    /* The name passed vg_proto_valid_job_id: [A-Za-z0-9._-], no leading dot, so no '/' or "..". */
+    snprintf(lr->name, sizeof lr->name, "%s", r->name);
+    snprintf(lr->path, sizeof lr->path, "%s/streams/%s.events", ss->cfg->state_dir, r->name);
+    lr->since = (unsigned long long)r->since;
+    lr->limit = r->limit > 0 ? (size_t)r->limit : 0;
+    lr->keep = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
+    ss->n_reading++;
+    int rc = uv_queue_work(ss->loop, &lr->work, log_read_work, log_read_done);
+    if (rc < 0) {
+        lr->rc = rc;
+        snprintf(lr->err, sizeof lr->err, "cannot read the log of stream '%s': %s", r->name,
+                 uv_strerror(rc));
+        log_read_done(&lr->work, rc);
+    }
+    return 1;
 }
 
 void vg_streams_set_ipc(vg_streams *ss, vg_ipc_server *ipc)

@@ -45,6 +45,22 @@ int vg_streams_handle(vg_streams *ss, const vg_request *req, cJSON *reply, const
 /* Number of streams in the table (for `info`). */
 int vg_streams_count(const vg_streams *ss);
 
+/* Borrows the daemon's job journal (outlives the manager): while it reports a failing disk, new
+ * watches are refused with VG_WIRE_STORAGE, as new jobs are. */
+void vg_streams_set_journal(vg_streams *ss, vg_journal *j);
+
+/* For `info`: the streams whose log is failing to be written (its records wait in memory). */
+int vg_streams_logs_failing(const vg_streams *ss);
+
+/* `events NAME` for a stream that is not in the table (unwatched, or watched by an earlier run):
+ * reads <state_dir>/streams/NAME.events on libuv's thread pool (never on the loop) and replies to
+ * req itself with the payload `events` has for a watched stream plus "watched": false, bounded by
+ * the log's retention (its newest stream_log_max_records records); `not_found` only when no log
+ * exists. Returns 1 when it took req and reply (it answers later; the caller does nothing more)
+ * and 0 when the stream is in the table (the caller goes on with vg_streams_handle). reply holds
+ * v, id and ok. A shutdown waits for the reads in flight. */
+int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, vg_ipc_req *req, cJSON *reply);
+
 /* Graceful stop: stops every stream (state `ended` is published and logged) and calls
  * done(opaque) on the loop once every stream thread has finished. */
 void vg_streams_shutdown(vg_streams *ss, void (*done)(void *opaque), void *opaque);

@@ -150,6 +150,8 @@ struct vg_streams {
     vg_ipc_server *ipc;
     vg_mailbox *mb; /* workers -> loop (create and close on the loop; posted to by workers) */
     vg_queue *janitor_q;
+    vg_journal *journal; /* the daemon's job journal: new watches wait while the state disk fails */
+    int n_reading;       /* `events` of unwatched streams being read from disk (thread pool) */
     stream *head;
     int n_streams;
     int stopping, closed;
