@@ -7,8 +7,9 @@
  * started again (live again, answers continue, stream time never goes back); every record the
  * subscriber saw is in the `events` reply and in the per-stream log with contiguous sequence
  * numbers; `vigil events NAME --since SEQ` returns exactly the newer ones; unwatch ends the stream
- * (state `ended`, gone from `streams`); two live streams and a file (paced at its native rate,
- * ending with `ended`) at once; bad watch requests.
+ * (state `ended`, gone from `streams`) and `events` then reads its log on disk (watched: false);
+ * two live streams and a file (paced at its native rate, ending with `ended`) at once; bad watch
+ * requests.
  *
  * The random model's answers are noise, so event transitions are checked by test_streams_unit;
  * here the plumbing is. test_demo_box_events (the acceptance check: a box appears at 4 s and
@@ -505,6 +506,49 @@ static void test_events_since(void **state)
                      0);
     assert_true(wait_gone("cam1", 10000));
     kill_source(src);
+    /* Issue #13 item 12: unwatched, the stream is still answered from its log on disk (marked
+     * watched: false): everything after since, in order, the same records as the file holds. */
+    cJSON *disk = log_records("cam1");
+    int on_disk = cJSON_GetArraySize(disk);
+    assert_true(on_disk > before);
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"events\",\"name\":\"cam1\",\"since\":%d}", before);
+    r = call(req);
+    assert_true(vg_testd_is_ok(r));
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "watched")));
+    assert_string_equal(vg_testd_jstr(r, "stream"), "cam1");
+    const cJSON *evs = cJSON_GetObjectItemCaseSensitive(r, "events");
+    assert_int_equal(cJSON_GetArraySize(evs), on_disk - before);
+    int k = before;
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, evs)
+    {
+        const cJSON *want = cJSON_GetArrayItem(disk, k++);
+        assert_true(vg_testd_jnum(ev, "seq") == vg_testd_jnum(want, "seq"));
+        assert_string_equal(vg_testd_jstr(ev, "kind"), vg_testd_jstr(want, "kind"));
+    }
+    assert_true(vg_testd_jnum(r, "last_seq") ==
+                vg_testd_jnum(cJSON_GetArrayItem(disk, on_disk - 1), "seq"));
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")));
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "truncated")));
+    cJSON_Delete(r);
+    cJSON_Delete(disk);
+    r = call("{\"v\":1,\"op\":\"events\",\"name\":\"cam1\",\"since\":0,\"limit\":2}");
+    assert_true(vg_testd_is_ok(r));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "events")), 2);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "more")));
+    cJSON_Delete(r);
+    /* The CLI reads it the same way. */
+    assert_int_equal(
+        vg_testd_sh(out, sizeof out,
+                    "'%s/tools/vigil' --runtime-dir '%s' events cam1 --since %d --json", BIN, rt,
+                    before),
+        0);
+    assert_non_null(strstr(out, "\"seq\""));
+    /* A name that never had a log: not_found. */
+    r = call("{\"v\":1,\"op\":\"events\",\"name\":\"never-watched\"}");
+    assert_false(vg_testd_is_ok(r));
+    assert_string_equal(err_code(r), "not_found");
+    cJSON_Delete(r);
 }
 
 /* Two live streams and a file at once; the file ends. */
