@@ -23,6 +23,7 @@
 #include "../support/vg_testd.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -383,8 +384,91 @@ static void test_full_disk(void **state)
     assert_int_equal(vg_testd_stop(&daemon_pid, 3000, NULL), 0);
 }
 
+static void collect(const char *json, size_t len, void *opaque)
+{
+    cJSON_AddItemToArray(opaque, cJSON_ParseWithLength(json, len));
+}
+
+/* The journal alone (as the job journal and every stream log use it), writes failing with ENOSPC
+ * (the test hook): records wait in memory, the status says failing, the file never holds a broken
+ * record; once writes work the retry makes all of them durable, in order; a close while failing
+ * reports the loss. */
+static void test_journal_retry(void **state)
+{
+    char path[400], err[256], flag[400];
+    snprintf(path, sizeof path, "%s/unit.journal", dir);
+    snprintf(flag, sizeof flag, "%s/unit-enospc", dir);
+    char *saved =
+        getenv("VG_TEST_JOURNAL_ENOSPC") ? strdup(getenv("VG_TEST_JOURNAL_ENOSPC")) : NULL;
+    setenv("VG_TEST_JOURNAL_ENOSPC", flag, 1);
+    vg_journal *j;
+    assert_int_equal(vg_journal_open(path, NULL, &j, err, sizeof err), 0);
+    assert_int_equal(vg_journal_append(j, "{\"n\":1}", 7), 0);
+    assert_int_equal(vg_journal_last_seq(j), 1);
+    vg_journal_status js;
+    for (int i = 0; i < 1000; i++) {
+        vg_journal_get_status(j, &js);
+        if (js.durable == 1)
+            break;
+        vg_testd_sleep_ms(5);
+    }
+    assert_int_equal(js.durable, 1);
+    assert_false(js.failing);
+    assert_int_equal(vg_testd_write_file(flag, "on\n"), 0);
+    char rec[64];
+    for (int n = 2; n <= 50; n++) {
+        snprintf(rec, sizeof rec, "{\"n\":%d}", n);
+        assert_int_equal(vg_journal_append(j, rec, strlen(rec)), 0);
+    }
+    for (int i = 0; i < 1000 && !js.failing; i++) {
+        vg_journal_get_status(j, &js);
+        vg_testd_sleep_ms(5);
+    }
+    assert_true(js.failing);
+    assert_int_equal(js.error, -ENOSPC);
+    assert_int_equal(js.durable, 1);
+    assert_non_null(strstr(js.message, "No space left on device"));
+    cJSON *got = cJSON_CreateArray();
+    assert_int_equal(vg_journal_load(path, collect, got, NULL, err, sizeof err), 0);
+    assert_int_equal(cJSON_GetArraySize(got), 1);
+    cJSON_Delete(got);
+    assert_int_equal(unlink(flag), 0);
+    for (int i = 0; i < 2000; i++) { /* the backoff is at most 5 s */
+        vg_journal_get_status(j, &js);
+        if (!js.failing && js.durable == 50)
+            break;
+        vg_testd_sleep_ms(5);
+    }
+    assert_false(js.failing);
+    assert_int_equal(js.durable, 50);
+    vg_journal_stats ls;
+    got = cJSON_CreateArray();
+    assert_int_equal(vg_journal_load(path, collect, got, &ls, err, sizeof err), 0);
+    assert_int_equal(cJSON_GetArraySize(got), 50);
+    assert_int_equal(ls.torn + ls.bad_crc, 0);
+    for (int n = 1; n <= 50; n++)
+        assert_true(vg_testd_jnum(cJSON_GetArrayItem(got, n - 1), "n") == n);
+    cJSON_Delete(got);
+    /* Closing while the disk fails: the records are lost and close says so. */
+    assert_int_equal(vg_testd_write_file(flag, "on\n"), 0);
+    assert_int_equal(vg_journal_append(j, "{\"n\":51}", 8), 0);
+    assert_int_equal(vg_journal_close(j), -ENOSPC);
+    unlink(flag);
+    got = cJSON_CreateArray();
+    assert_int_equal(vg_journal_load(path, collect, got, &ls, err, sizeof err), 0);
+    assert_int_equal(cJSON_GetArraySize(got), 50);
+    assert_int_equal(ls.torn + ls.bad_crc, 0);
+    cJSON_Delete(got);
+    if (saved)
+        setenv("VG_TEST_JOURNAL_ENOSPC", saved, 1);
+    else
+        unsetenv("VG_TEST_JOURNAL_ENOSPC");
+    free(saved);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_full_disk)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_journal_retry),
+                                       cmocka_unit_test(test_full_disk)};
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
