@@ -432,8 +432,13 @@ static int open_journal(daemon_ctx *d, char *err, size_t errlen)
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
     free(lines);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) {
+        /* A full or failing disk: the journal as it is still holds every result (the rewrite
+         * only compacts), so serve them and append to it; the next start compacts. */
+        vg_log(VG_LOG_WARNING, MOD, "journal %s not compacted, appending to it as it is: %s", path,
+               err);
+        rc = 0;
+    }
     vg_log(VG_LOG_INFO, MOD, "journal %s: %zu records read, %zu jobs kept", path, st.good, n);
     /* Compact while running too: after as many appends as 2000 plus the records kept. */
     vg_journal_compaction cp = {
