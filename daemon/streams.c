@@ -429,6 +429,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     }
     vg_journal_status jst;
     vg_journal_get_status(ss->journal, &jst);
+    for (stream *o = ss->head; o && !jst.failing; o = o->next)
+        vg_journal_get_status(o->log, &jst); /* any log that fails: the same disk */
     if (jst.failing) {
         *wire = VG_WIRE_STORAGE;
         return vg_fail(err, errlen, VG_EIO,

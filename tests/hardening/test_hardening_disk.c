@@ -15,7 +15,9 @@
  *    jobs are refused with code `storage`;
  *  - once space returns, the pending records are retried: durable: true, `info` back to "ok", new
  *    jobs accepted, a `job/ID/durable` event, and the results survive a kill -9 and a restart;
- *  - SIGTERM while results are not on disk exits with status 74 (EX_IOERR), not 0.
+ *  - SIGTERM while results are not on disk exits with status 74 (EX_IOERR), not 0;
+ *  - a stream's log on the full disk: `streams` (log.state) and `info` say it fails, new watches
+ *    are refused, and once space returns every record is written in sequence, no broken line.
  */
 #include "common.h"
 #include "daemon.h"
@@ -385,6 +387,29 @@ static void test_full_disk(void **state)
     assert_int_equal(vg_testd_stop(&daemon_pid, 3000, NULL), 0);
 }
 
+static cJSON *stream_log_state(const char *name)
+{
+    cJSON *r = call("{\"v\":1,\"op\":\"streams\"}");
+    cJSON *it, *out = NULL;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(r, "streams"))
+    {
+        if (!strcmp(vg_testd_jstr(it, "name"), name))
+            out = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(it, "log"), 1);
+    }
+    cJSON_Delete(r);
+    return out;
+}
+
+static int stream_log_failing(const char *name)
+{
+    cJSON *lg = stream_log_state(name);
+    int failing = lg && !strcmp(vg_testd_jstr(lg, "state"), "failing");
+    if (failing)
+        assert_non_null(strstr(vg_testd_jstr(lg, "error"), "No space left on device"));
+    cJSON_Delete(lg);
+    return failing;
+}
+
 static void collect(const char *json, size_t len, void *opaque)
 {
     cJSON_AddItemToArray(opaque, cJSON_ParseWithLength(json, len));
@@ -467,9 +492,90 @@ static void test_journal_retry(void **state)
     free(saved);
 }
 
+/* A stream's log on the full disk: `streams` and `info` say it fails, new watches are refused;
+ * once space returns its records are all written, in sequence, with no broken line. */
+static void test_stream_log_full(void **state)
+{
+    char clip[400];
+    snprintf(clip, sizeof clip, "%s/long.mp4", media);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                                 "testsrc2=size=64x48:rate=4 -t 120 '%s'",
+                                 clip),
+                     0);
+    assert_int_equal(start_daemon(), 0);
+    cJSON *r = call("{\"v\":1,\"op\":\"watch\",\"name\":\"cam\",\"url\":\"%s\","
+                    "\"question\":\"what moves?\",\"update_s\":0.5,\"min_window_s\":1}",
+                    clip);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    cJSON *lg = NULL;
+    for (int i = 0; i < 500 && !lg; i++) {
+        lg = stream_log_state("cam");
+        if (!lg)
+            vg_testd_sleep_ms(20);
+    }
+    assert_non_null(lg);
+    assert_string_equal(vg_testd_jstr(lg, "state"), "ok");
+    cJSON_Delete(lg);
+    fill_disk();
+    int failing = 0;
+    for (int i = 0; i < 3000 && !(failing = stream_log_failing("cam")); i++)
+        vg_testd_sleep_ms(20);
+    assert_true(failing);
+    r = call("{\"v\":1,\"op\":\"info\"}");
+    assert_true(
+        vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(r, "state"), "stream_logs_failing") >= 1);
+    cJSON_Delete(r);
+    r = call("{\"v\":1,\"op\":\"watch\",\"name\":\"cam2\",\"url\":\"%s\","
+             "\"question\":\"what?\"}",
+             clip);
+    assert_false(vg_testd_is_ok(r));
+    assert_string_equal(err_code(r), "storage");
+    cJSON_Delete(r);
+    free_disk();
+    for (int i = 0; i < 1000 && stream_log_failing("cam"); i++)
+        vg_testd_sleep_ms(20);
+    assert_false(stream_log_failing("cam"));
+    r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"cam\"}");
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    /* Gone from the table: `events` then reads the log file itself. */
+    int watched = 1;
+    for (int i = 0; i < 1000 && watched; i++) {
+        r = call("{\"v\":1,\"op\":\"events\",\"name\":\"cam\"}");
+        assert_true(vg_testd_is_ok(r));
+        watched = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "watched"));
+        if (!watched) {
+            const cJSON *ev;
+            double seq = 0;
+            cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(r, "events"))
+            {
+                assert_true(vg_testd_jnum(ev, "seq") == seq + 1);
+                seq = vg_testd_jnum(ev, "seq");
+            }
+            assert_true(seq >= 3);
+            assert_true(vg_testd_jnum(r, "last_seq") == seq);
+        }
+        cJSON_Delete(r);
+        if (watched)
+            vg_testd_sleep_ms(20);
+    }
+    assert_false(watched);
+    char path[500], err[256];
+    snprintf(path, sizeof path, "%s/streams/cam.events", st);
+    vg_journal_stats ls;
+    cJSON *got = cJSON_CreateArray();
+    assert_int_equal(vg_journal_load(path, collect, got, &ls, err, sizeof err), 0);
+    assert_int_equal(ls.torn + ls.bad_crc, 0);
+    cJSON_Delete(got);
+    assert_int_equal(vg_testd_stop(&daemon_pid, 3000, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_journal_retry),
-                                       cmocka_unit_test(test_full_disk)};
+                                       cmocka_unit_test(test_full_disk),
+                                       cmocka_unit_test(test_stream_log_full)};
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
