@@ -252,6 +252,11 @@ static int finish(const client *c, const cJSON *job, const char *printed)
         print_events(cJSON_GetObjectItemCaseSensitive(job, "events"));
     }
     fflush(stdout);
+    if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(job, "durable")))
+        fprintf(stderr,
+                "vigil: job %s: the result is not on disk yet (vigild cannot write its "
+                "state directory; see `vigil info`): a restart before that loses it\n",
+                jstr(job, "job", "?"));
     if (strcmp(state, "completed") != 0) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(job, "error");
         fprintf(stderr, "vigil: job %s %s: %s\n", jstr(job, "job", "?"), state,
@@ -537,6 +542,14 @@ static int cmd_info(client *c)
     printf("jobs: %d queued, %d running, %d retained; up %.0f s\n", (int)jnum(r, "queue_depth", 0),
            (int)jnum(r, "jobs_running", 0), (int)jnum(r, "jobs_retained", 0),
            jnum(r, "uptime_s", 0));
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(r, "state");
+    if (sd && !strcmp(jstr(sd, "journal", "ok"), "failing"))
+        printf("state: journal FAILING for %.0f s: %s; %d results not on disk, new jobs refused\n",
+               VG_MAX((double)time(NULL) - jnum(sd, "since", 0), 0.0), jstr(sd, "error", "?"),
+               (int)jnum(sd, "undurable_jobs", 0));
+    else if (sd)
+        printf("state: journal ok%s\n",
+               jnum(sd, "stream_logs_failing", 0) > 0 ? ", some stream logs failing" : "");
     cJSON_Delete(r);
     return 0;
 }
@@ -579,6 +592,8 @@ static int cmd_job(client *c, const char *id)
         printf("job %s: %s", jstr(j, "job", "?"), state);
         if (!is_final_state(state))
             printf(" (%s %d%%)", jstr(j, "stage", "?"), (int)jnum(j, "percent", 0));
+        else if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "durable")))
+            printf(" (not on disk yet)");
         printf("\nvideo: %s\nquestion: %s\n\n%s\n\n", jstr(j, "video", ""), jstr(j, "question", ""),
                jstr(j, "text", ""));
         print_events(cJSON_GetObjectItemCaseSensitive(j, "events"));
