@@ -671,7 +671,8 @@ static void text_append(job *j, const char *s, size_t n)
 }
 
 /* Publishes what durability owes: `done` of finished jobs whose final record is on disk (or at
- * once, durable: false, while the journal fails, or when force is set: shutdown), and `durable`
+ * once, durable: false, while the journal fails, when the record could not even be queued, or when
+ * force is set: shutdown), and `durable`
  * for jobs whose `done` said false and whose record has now reached the disk. */
 static void journal_progress(vg_jobs *js, int force)
 {
@@ -681,7 +682,7 @@ static void journal_progress(vg_jobs *js, int force)
     vg_journal_get_status(js->journal, &st);
     for (job *j = js->head; j && (js->n_done_pending || js->n_durable_pending); j = j->next) {
         int durable = job_durable(js, j, &st);
-        if (j->done_pending && (durable || st.failing || force || !js->journal)) {
+        if (j->done_pending && (durable || st.failing || j->jlost || force || !js->journal)) {
             j->done_pending = 0;
             js->n_done_pending--;
             cJSON *p = job_json(j, 1);
