@@ -647,12 +647,17 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
     cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
     cJSON_AddFalseToObject(o, "ok");
     cJSON_AddStringToObject(e, "code", code);
-    /* A sentence may quote a path cut short by its buffer, or a file's text: repair it. */
+    /* A sentence may quote a path cut short by its buffer, or a file's text: repair it. A URL it
+     * quotes loses its credentials (each "user:pass" becomes "***": at most 3 bytes more a URL). */
     size_t mlen = message ? strlen(message) : 0;
+    char *clean = malloc(2 * mlen + 4);
+    if (clean)
+        mlen = vg_url_redact(message, clean, 2 * mlen + 4);
     char stackbuf[1024];
     char *fixed = 3 * mlen + 1 <= sizeof stackbuf ? stackbuf : malloc(3 * mlen + 1);
     if (fixed)
-        vg_utf8_sanitize(message ? message : "", mlen, fixed, 3 * mlen + 1);
+        vg_utf8_sanitize(clean ? clean : "", clean ? mlen : 0, fixed, 3 * mlen + 1);
+    free(clean);
     cJSON_AddStringToObject(e, "message", fixed ? fixed : "(out of memory)");
     if (fixed != stackbuf)
         free(fixed);

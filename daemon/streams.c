@@ -309,7 +309,9 @@ static cJSON *stream_json(const stream *s)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", s->name);
-    cJSON_AddStringToObject(o, "url", s->url);
+    char shown[VG_VIDEO_MAX + 8]; /* the URL without its credentials */
+    vg_url_redact(s->url, shown, sizeof shown);
+    cJSON_AddStringToObject(o, "url", shown);
     cJSON_AddStringToObject(
         o, "state", s->removing && s->state != SS_ENDED ? "stopping" : state_names[s->state]);
     if (s->detail[0])

@@ -1,0 +1,61 @@
+/*
+ * redact.c: vg_url_redact, the one place where the credentials of a URL (its userinfo,
+ * "user:password@") are taken out of text that leaves the daemon: log lines, replies, events and
+ * error sentences (which quote URLs as FFmpeg and the media policy report them).
+ *
+ * The userinfo is found as libavformat finds it (av_url_split): after "scheme://", the authority
+ * runs to the first '/', '?' or '#' (or white space, since the URL sits in a sentence), and the
+ * userinfo is everything before its last '@'. So whatever FFmpeg would send as credentials is
+ * replaced by "***", wherever the URL appears in the text and however many URLs it holds.
+ *
+ * Pure; any thread.
+ */
+#include "common.h"
+
+#include <string.h>
+
+static int scheme_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '-' || c == '.';
+}
+
+/* Appends n bytes of s to out[*o] within cap - 1 bytes (the rest is dropped). */
+static void put(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+    size_t room = cap - 1 - *o;
+    if (n > room)
+        n = room;
+    memcpy(out + *o, s, n);
+    *o += n;
+}
+
+size_t vg_url_redact(const char *text, char *out, size_t cap)
+{
+    if (!out || cap == 0)
+        return 0;
+    size_t o = 0;
+    const char *p = text ? text : "";
+    while (*p) {
+        const char *sep = strstr(p, "://");
+        if (!sep) {
+            put(out, cap, &o, p, strlen(p));
+            break;
+        }
+        const char *auth = sep + 3;
+        size_t alen = strcspn(auth, "/?#\t\n\r\f\v ");
+        const char *at = NULL;
+        for (size_t i = 0; i < alen; i++)
+            if (auth[i] == '@')
+                at = auth + i;
+        put(out, cap, &o, p, (size_t)(auth - p));
+        if (at && sep > (text ? text : "") && scheme_char(sep[-1])) {
+            put(out, cap, &o, "***", 3);
+            p = at; /* the '@' and the host follow */
+        } else {
+            p = auth;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
