@@ -455,7 +455,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         if ((int)i != m->vstream)
             fmt->streams[i]->discard = AVDISCARD_ALL;
     AVCodecParameters *par = st->codecpar;
-    c = media_check_dims(par->width, par->height, "the video stream", err, errlen);
+    c = media_live_check_dims(m, par->width, par->height, err, errlen);
     if (c < 0)
         return c;
     if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))
