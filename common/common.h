@@ -178,10 +178,11 @@ size_t vg_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 
 /* Copies text into out (cap bytes, NUL-terminated, cut short when it does not fit) with the
  * credentials of every URL in it replaced by "***" (in "rtsp://user:pass@cam/live", "user:pass"
- * becomes "***"; the userinfo as libavformat parses it: before the last '@' of the authority). Text
- * without such a URL is copied unchanged. Returns the bytes written (without the NUL). Everything
- * that shows a URL or a sentence quoting one outside the daemon (logs, replies, events) goes
- * through it. Pure; any thread. */
+ * becomes "***"; the userinfo as libavformat parses it: before the last '@' of the authority),
+ * and the value of every "Authorization:" header quoted in it (FFmpeg's debug output shows its
+ * RTSP and HTTP requests) by " ***". Text without either is copied unchanged. Returns the bytes
+ * written (without the NUL). Everything that shows a URL or a sentence quoting one outside the
+ * daemon (logs, replies, events) goes through it. Pure; any thread. */
 size_t vg_url_redact(const char *text, char *out, size_t cap);
 
 #define VG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -78,7 +78,7 @@ void vg_log_writev(int level, const char *module, const char *fmt, va_list ap)
         module = "vigil";
     /* No credentials in a log line, whoever wrote it (FFmpeg quotes URLs too). */
     char clean[sizeof msg];
-    if (strstr(msg, "://") && strchr(msg, '@')) {
+    if ((strstr(msg, "://") && strchr(msg, '@')) || strstr(msg, "Authorization:")) {
         vg_url_redact(msg, clean, sizeof clean);
         memcpy(msg, clean, sizeof msg);
     }

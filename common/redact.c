@@ -6,7 +6,10 @@
  * The userinfo is found as libavformat finds it (av_url_split): after "scheme://", the authority
  * runs to the first '/', '?' or '#' (or white space, since the URL sits in a sentence), and the
  * userinfo is everything before its last '@'. So whatever FFmpeg would send as credentials is
- * replaced by "***", wherever the URL appears in the text and however many URLs it holds.
+ * replaced by "***", wherever the URL appears in the text and however many URLs it holds. The
+ * value of an "Authorization:" header is replaced too: FFmpeg's RTSP and HTTP debug output shows
+ * the requests it sends, and a Basic authorization is the password in base64. A header value ends
+ * at a line break or at two spaces (vg_log turns each CR and LF into a space).
  *
  * Pure; any thread.
  */
@@ -36,8 +39,21 @@ size_t vg_url_redact(const char *text, char *out, size_t cap)
         return 0;
     size_t o = 0;
     const char *p = text ? text : "";
+    static const char auth_hdr[] = "Authorization:";
     while (*p) {
         const char *sep = strstr(p, "://");
+        const char *hdr = strstr(p, auth_hdr);
+        if (hdr && (!sep || hdr < sep)) {
+            const char *v = hdr + sizeof auth_hdr - 1;
+            const char *end = v;
+            while (*end && *end != '\r' && *end != '\n' &&
+                   !(end[0] == ' ' && end[1] == ' ' && end > v + 1))
+                end++;
+            put(out, cap, &o, p, (size_t)(v - p));
+            put(out, cap, &o, " ***", 4);
+            p = end;
+            continue;
+        }
         if (!sep) {
             put(out, cap, &o, p, strlen(p));
             break;
