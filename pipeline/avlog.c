@@ -24,7 +24,9 @@ static int map_level(int av_level)
 static void av_callback(void *avcl, int av_level, const char *fmt, va_list ap)
 {
     int level = map_level(av_level);
-    if (level > vg_log_get_level())
+    /* A custom callback sees every level: FFmpeg's trace (the RTSP reply byte by byte) stays out.
+     */
+    if (av_level > av_log_get_level() || level > vg_log_get_level())
         return;
     /* FFmpeg's INFO is chatty stream description; keep it at debug for the daemon's journal. */
     if (av_level > AV_LOG_WARNING && vg_log_get_level() < VG_LOG_DEBUG)
