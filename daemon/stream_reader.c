@@ -180,6 +180,7 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     mp.allow_url = vg_media_policy_allow;
     mp.allow_opaque = s->policy;
     mp.stop = &s->stop;
+    mp.rtsp_transport = strcmp(s->rtsp_transport, "auto") ? s->rtsp_transport : NULL;
     int stall_ms = s->stall_ms;
     mp.read_timeout_ms = stall_ms;
     /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it

@@ -155,6 +155,10 @@ typedef struct vg_media_params {
      * allow_opaque, which must outlive the vg_media. */
     int (*allow_url)(void *opaque, const char *url, char *err, size_t errlen);
     void *allow_opaque;
+    /* RTSP only: the lower transport, "tcp" (RTP interleaved in the RTSP connection) or "udp"
+     * (RTP/RTCP on UDP ports; the protocol whitelist must hold rtp and udp); NULL: FFmpeg's
+     * default (UDP, then TCP when the server refuses UDP). Read during vg_media_open. */
+    const char *rtsp_transport;
 } vg_media_params;
 
 vg_media_params vg_media_default_params(void);

@@ -98,6 +98,11 @@ static void test_url_redact(void **state)
         {"udp://127.0.0.1:5000", "udp://127.0.0.1:5000"},
         {"no url: a@b, ://@x", "no url: a@b, ://@x"},
         {"", ""},
+        {"Sending: DESCRIBE rtsp://h/cam RTSP/1.0  CSeq: 3  Authorization: Basic dXNlcjpwYXNz  "
+         "--",
+         "Sending: DESCRIBE rtsp://h/cam RTSP/1.0  CSeq: 3  Authorization: ***  --"},
+        {"Authorization: Digest username=\"u\", response=\"ab\"\r\nCSeq: 4",
+         "Authorization: ***\r\nCSeq: 4"},
     };
     char out[256];
     for (size_t i = 0; i < VG_ARRAY_LEN(cases); i++) {

@@ -4,6 +4,7 @@ Debian's gir1.2-gst-rtsp-server-1.0) serving a live H.264 test pattern (160x120,
 keyframe every second) at rtsp://127.0.0.1:PORT/PATH.
 
   rtsp_server.py PORT PATH [--transport tcp|udp|any] [--user NAME --password SECRET]
+  rtsp_server.py --check      exits 0 when everything it needs is installed, else 77
 
 --transport limits the lower transports the server accepts (a client asking for another one gets
 461 Unsupported Transport); --user/--password require HTTP Basic authentication (RTSPAuth).
@@ -24,7 +25,17 @@ except (ImportError, ValueError) as e:
     sys.exit(77)
 
 
+ELEMENTS = ("videotestsrc", "x264enc", "rtph264pay")
+
+
 def main():
+    if sys.argv[1:] == ["--check"]:  # is everything there? (0, else 77 above or below)
+        Gst.init(None)
+        missing = [e for e in ELEMENTS if Gst.ElementFactory.find(e) is None]
+        if missing:
+            print(f"GStreamer elements missing: {missing}", file=sys.stderr)
+            sys.exit(77)
+        sys.exit(0)
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
     ap.add_argument("path")
@@ -33,7 +44,7 @@ def main():
     ap.add_argument("--password")
     a = ap.parse_args()
     Gst.init(None)
-    for el in ("videotestsrc", "x264enc", "rtph264pay"):
+    for el in ELEMENTS:
         if Gst.ElementFactory.find(el) is None:
             print(f"GStreamer element {el} is missing", file=sys.stderr)
             sys.exit(77)
