@@ -19,9 +19,9 @@
 
 #define MAX_PROCS 8
 
-char sw_dir[256], sw_state[320];
+char sw_dir[256], sw_state[320], sw_rt[320];
 cJSON *sw_seen;
-static char model[320], media[320], rt[320], conf[320], cmd_url[400], ev_url[400];
+static char model[320], media[320], conf[320], cmd_url[400], ev_url[400];
 static pid_t daemon_pid = -1;
 static pid_t procs[MAX_PROCS];
 static vg_ipc_sub *sub;
@@ -32,9 +32,9 @@ int sw_setup(const char *tmpl, const char *const *sets, const char *log_level)
         fprintf(stderr, "vigild, vigil, vigil-model or ffmpeg is missing\n");
         return -1;
     }
-    if (vg_testd_tmpdir(tmpl, sw_dir, model, media, rt, sw_state, cmd_url) != 0)
+    if (vg_testd_tmpdir(tmpl, sw_dir, model, media, sw_rt, sw_state, cmd_url) != 0)
         return -1;
-    snprintf(ev_url, sizeof ev_url, "ipc://%s/vigil.events", rt);
+    snprintf(ev_url, sizeof ev_url, "ipc://%s/vigil.events", sw_rt);
     snprintf(conf, sizeof conf, "%s/vigild.conf", sw_dir);
     if (vg_testd_write_file(conf, "# test configuration: everything is on the command line\n"))
         return -1;
@@ -44,7 +44,7 @@ int sw_setup(const char *tmpl, const char *const *sets, const char *log_level)
     vg_testd_spec spec = {.log = log,
                           .conf = conf,
                           .model = VG_SOURCE_DIR "/models/demo",
-                          .rt = rt,
+                          .rt = sw_rt,
                           .st = sw_state,
                           .media = media,
                           .cmd_url = cmd_url,

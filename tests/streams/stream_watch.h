@@ -11,8 +11,9 @@
 #include <cjson/cJSON.h>
 #include <sys/types.h>
 
-/* Paths of the running test: sw_dir (the temporary directory), sw_state (vigild's state dir). */
-extern char sw_dir[256], sw_state[320];
+/* Paths of the running test: sw_dir (the temporary directory), sw_state (vigild's state dir),
+ * sw_rt (its runtime dir, for `vigil --runtime-dir`). */
+extern char sw_dir[256], sw_state[320], sw_rt[320];
 /* Every record the subscriber received, in order (each with "_topic" added). */
 extern cJSON *sw_seen;
 

@@ -181,6 +181,13 @@ static void test_rtsp_tcp_and_udp(void **state)
                             w[i].transport ? w[i].transport : "tcp");
         cJSON_Delete(r);
     }
+    /* The client's --rtsp-transport. */
+    char out[4096];
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' watch '%s' 'Is there a red "
+                                 "box?' --name cli --rtsp-transport udp --detach --json",
+                                 VG_BINARY_DIR, sw_rt, on_udp),
+                     0);
     cJSON *r = watch("bad", on_tcp, "sctp");
     assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"),
                         "bad_request");
@@ -196,6 +203,8 @@ static void test_rtsp_tcp_and_udp(void **state)
         printf("%s: %s\n", w[i].name, detail);
         assert_true(strlen(detail) > 10);
     }
+    assert_true(expect_state(from, "cli", "live", 20000) >= 0);
+    unwatch("cli");
     /* Frames keep coming over both transports; the refused ones never went live. */
     double t0 = frames_of("tcp"), u0 = frames_of("udp");
     sw_pump(2000);
