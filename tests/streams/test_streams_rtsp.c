@@ -275,6 +275,38 @@ static void test_rtsp_credentials(void **state)
     r = sw_call("{\"v\":1,\"op\":\"info\"}");
     assert_true(json_no_secret(r));
     cJSON_Delete(r);
+    /* A clip job on the same URL fails (a live stream is no clip) with a sentence quoting the URL:
+     * the job reply shows it without the password. */
+    char req[512];
+    snprintf(url, sizeof url, "rtsp://" USER ":" PASS "@127.0.0.1:%d/cam", port);
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"ask\",\"job\":\"credjob\",\"video\":\"%s\",\"question\":\"q\"}",
+             url);
+    r = sw_call(req);
+    assert_true(vg_testd_is_ok(r));
+    assert_true(json_no_secret(r));
+    cJSON_Delete(r);
+    cJSON *job = NULL;
+    for (int i = 0; i < 200 && !job; i++) {
+        r = sw_call("{\"v\":1,\"op\":\"job\",\"job\":\"credjob\"}");
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
+        if (!strcmp(vg_testd_jstr(j, "state"), "failed") ||
+            !strcmp(vg_testd_jstr(j, "state"), "completed"))
+            job = cJSON_Duplicate(j, 1);
+        assert_true(json_no_secret(r));
+        cJSON_Delete(r);
+        if (!job)
+            vg_testd_sleep_ms(100);
+    }
+    assert_non_null(job);
+    const char *msg = vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(job, "error"), "message");
+    printf("clip job on the stream: %s\n", msg);
+    assert_string_equal(vg_testd_jstr(job, "video"), shown);
+    assert_non_null(strstr(msg, "rtsp://***@"));
+    cJSON_Delete(job);
+    r = sw_call("{\"v\":1,\"op\":\"jobs\"}");
+    assert_true(json_no_secret(r));
+    cJSON_Delete(r);
     unwatch("cred");
     unwatch("wrongpw");
     assert_true(expect_state(from, "cred", "ended", 10000) >= 0);
