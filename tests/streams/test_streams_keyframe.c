@@ -9,7 +9,9 @@
  * from the stream's own PTS: stream time 0 is the first decoded frame, the keyframe at source time
  * 25 s, so the red box drawn from source time 28 s to 34 s is the event from 3 s to 9 s (within
  * 2 s, as test_streams_e2e's camera test). FFmpeg's complaints about the packets before the
- * keyframe stay a few lines in vigild's log (pipeline/avlog.c's rate limit).
+ * keyframe stay a few lines in vigild's log (pipeline/avlog.c's rate limit). The wait is bounded
+ * by the stall timeout with data as progress: 10 s into it the stream is still `connecting`
+ * (the stall timeout is 1.5 s), and when the source goes silent it stalls with a sentence.
  */
 #define _XOPEN_SOURCE 700
 #include "stream_watch.h"
@@ -42,37 +44,25 @@ static int group_teardown(void **state)
     return sw_teardown();
 }
 
+/* Starts ffmpeg sending x264 with a keyframe every 25 s (lavfi: the picture) to UDP port. */
+static pid_t start_long_gop(int port, const char *lavfi)
+{
+    char out[128];
+    snprintf(out, sizeof out, "udp://127.0.0.1:%d?pkt_size=1316", port);
+    char *argv[] = {"ffmpeg",       "-nostdin",   "-loglevel",   "error",       "-re",
+                    "-f",           "lavfi",      "-i",          (char *)lavfi, "-c:v",
+                    "libx264",      "-tune",      "zerolatency", "-g",          "250",
+                    "-x264-params", "scenecut=0", "-pix_fmt",    "yuv420p",     "-f",
+                    "mpegts",       out,          NULL};
+    return sw_spawn("ffmpeg.log", argv);
+}
+
 static void test_join_between_keyframes(void **state)
 {
     (void)state;
     int port = 22001 + (int)(getpid() % 19000) * 2;
-    char out[128];
-    snprintf(out, sizeof out, "udp://127.0.0.1:%d?pkt_size=1316", port);
-    char *argv[] = {"ffmpeg",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:h=24:"
-                    "color=0xE12323:t=fill:enable='between(t,28,34)'",
-                    "-c:v",
-                    "libx264",
-                    "-tune",
-                    "zerolatency",
-                    "-g",
-                    "250",
-                    "-x264-params",
-                    "scenecut=0",
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-f",
-                    "mpegts",
-                    out,
-                    NULL};
-    pid_t src = sw_spawn("ffmpeg.log", argv);
+    pid_t src = start_long_gop(port, "color=c=0x6a6a5a:size=160x120:rate=10,drawbox=x=50:y=40:w=26:"
+                                     "h=24:color=0xE12323:t=fill:enable='between(t,28,34)'");
     assert_true(src > 0);
     vg_testd_sleep_ms(2000); /* past the first keyframe: the watch joins mid-GOP */
 
@@ -146,10 +136,48 @@ static void test_join_between_keyframes(void **state)
     sw_kill(src);
 }
 
+/* Waiting for the keyframe is bounded by the stall timeout, with data as progress: 10 s without a
+ * frame (the stall timeout is 1.5 s) is no stall while the source sends, and silence is one. */
+static void test_silence_while_waiting(void **state)
+{
+    (void)state;
+    int port = 22001 + (int)(getpid() % 19000) * 2 + 1;
+    pid_t src = start_long_gop(port, "testsrc2=size=160x120:rate=10");
+    assert_true(src > 0);
+    vg_testd_sleep_ms(2000);
+    int from = cJSON_GetArraySize(sw_seen);
+    char req[512];
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"watch\",\"name\":\"quiet\",\"url\":\"udp://127.0.0.1:%d\","
+             "\"question\":\"What moves?\",\"fps\":2,\"max_pixels\":9216}",
+             port);
+    cJSON *r = sw_call(req);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    sw_pump(10000);
+    cJSON *si = sw_stream("quiet");
+    assert_string_equal(vg_testd_jstr(si, "state"), "connecting");
+    assert_true(vg_testd_jnum(si, "frames") == 0);
+    cJSON_Delete(si);
+    assert_int_equal(sw_find(from, "quiet", "state", "stalled"), -1);
+    sw_kill(src);
+    int st = sw_wait(from, "quiet", "state", "stalled", 10000);
+    if (st < 0)
+        sw_dump(from, "quiet");
+    assert_true(st >= 0);
+    const char *detail = vg_testd_jstr(cJSON_GetArrayItem(sw_seen, st), "detail");
+    printf("silence while waiting for the keyframe: %s\n", detail);
+    assert_non_null(strstr(detail, "keyframe"));
+    assert_int_equal(sw_find(from, "quiet", "state", "live"), -1);
+    cJSON_Delete(sw_call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"quiet\"}"));
+    assert_true(sw_wait(from, "quiet", "state", "ended", 10000) >= 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_between_keyframes),
+        cmocka_unit_test(test_silence_while_waiting),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
