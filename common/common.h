@@ -176,6 +176,15 @@ static inline int vg_add_size(size_t a, size_t b, size_t *out)
 size_t vg_utf8_check(const char *s, size_t len);
 size_t vg_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 
+/* Copies text into out (cap bytes, NUL-terminated, cut short when it does not fit) with the
+ * credentials of every URL in it replaced by "***" (in "rtsp://user:pass@cam/live", "user:pass"
+ * becomes "***"; the userinfo as libavformat parses it: before the last '@' of the authority),
+ * and the value of every "Authorization:" header quoted in it (FFmpeg's debug output shows its
+ * RTSP and HTTP requests) by " ***". Text without either is copied unchanged. Returns the bytes
+ * written (without the NUL). Everything that shows a URL or a sentence quoting one outside the
+ * daemon (logs, replies, events) goes through it. Pure; any thread. */
+size_t vg_url_redact(const char *text, char *out, size_t cap);
+
 #define VG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define VG_MIN(a, b)    ((a) < (b) ? (a) : (b))
 #define VG_MAX(a, b)    ((a) > (b) ? (a) : (b))

@@ -76,6 +76,12 @@ void vg_log_writev(int level, const char *module, const char *fmt, va_list ap)
             msg[i] = ' ';
     if (!module)
         module = "vigil";
+    /* No credentials in a log line, whoever wrote it (FFmpeg quotes URLs too). */
+    char clean[sizeof msg];
+    if ((strstr(msg, "://") && strchr(msg, '@')) || strstr(msg, "Authorization:")) {
+        vg_url_redact(msg, clean, sizeof clean);
+        memcpy(msg, clean, sizeof msg);
+    }
 
     pthread_mutex_lock(&g_sink_lock);
     vg_log_sink sink = g_sink;

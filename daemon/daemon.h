@@ -228,6 +228,8 @@ typedef struct vg_request {
     double speed;                                        /* files: playback rate; 0 = native (1) */
     long stream_max_pixels;                              /* 0 = default */
     double since;                                        /* events: sequence numbers above this */
+    /* watch: the RTSP lower transport, "tcp", "udp" or "auto"; "" = the default (tcp) */
+    char rtsp_transport[8];
 } vg_request;
 
 typedef struct vg_proto_limits {

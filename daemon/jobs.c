@@ -229,7 +229,9 @@ static void add_error(cJSON *o, const job *j)
     }
     cJSON *e = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(e, "code", j->err_code);
-    cJSON_AddStringToObject(e, "message", j->err_msg ? j->err_msg : "");
+    char msg[2048]; /* a sentence quoting the URL: without its credentials */
+    vg_url_redact(j->err_msg, msg, sizeof msg);
+    cJSON_AddStringToObject(e, "message", msg);
 }
 
 /* full: everything (job reply, journal); else a summary for `jobs`. */
@@ -243,7 +245,9 @@ static cJSON *job_json(const job *j, int full)
         cJSON_AddNumberToObject(o, "started", j->started);
     if (j->finished > 0)
         cJSON_AddNumberToObject(o, "finished", j->finished);
-    cJSON_AddStringToObject(o, "video", j->video ? j->video : "");
+    char video[VG_VIDEO_MAX + 8]; /* the URL without its credentials (vg_url_redact) */
+    vg_url_redact(j->video, video, sizeof video);
+    cJSON_AddStringToObject(o, "video", video);
     cJSON_AddStringToObject(o, "question", j->question ? j->question : "");
     cJSON_AddNumberToObject(o, "n_tokens", j->n_tokens);
     if (!is_final(j->state)) {

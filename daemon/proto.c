@@ -353,7 +353,8 @@ static const struct {
     {"cancel", VG_OP_CANCEL, ",job,"},
     {"sync", VG_OP_SYNC, ",job,"},
     {"watch", VG_OP_WATCH,
-     ",url,name,question,questions,fps,window_s,update_s,min_window_s,max_pixels,speed,"},
+     ",url,name,question,questions,fps,window_s,update_s,min_window_s,max_pixels,speed,"
+     "rtsp_transport,"},
     {"unwatch", VG_OP_UNWATCH, ",name,"},
     {"streams", VG_OP_STREAMS, ","},
     {"events", VG_OP_EVENTS, ",name,since,limit,"},
@@ -448,6 +449,14 @@ static int parse_stream_op(struct ctx *c, const cJSON *root, const vg_proto_limi
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "speed")) &&
         (rc = get_num(c, it, "speed", 0.1, 1000, &r->speed)) < 0)
         return rc;
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "rtsp_transport"))) {
+        if (!cJSON_IsString(it) ||
+            (strcmp(it->valuestring, "tcp") && strcmp(it->valuestring, "udp") &&
+             strcmp(it->valuestring, "auto")))
+            return bad(c, VG_WIRE_BAD_REQUEST, "'%s' must be \"tcp\", \"udp\" or \"auto\"",
+                       "rtsp_transport");
+        snprintf(r->rtsp_transport, sizeof r->rtsp_transport, "%s", it->valuestring);
+    }
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "max_pixels"))) {
         if ((rc = get_int(c, it, "max_pixels", 1024, 1L << 34, &r->stream_max_pixels)) < 0)
             return rc;
@@ -647,12 +656,17 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
     cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
     cJSON_AddFalseToObject(o, "ok");
     cJSON_AddStringToObject(e, "code", code);
-    /* A sentence may quote a path cut short by its buffer, or a file's text: repair it. */
+    /* A sentence may quote a path cut short by its buffer, or a file's text: repair it. A URL it
+     * quotes loses its credentials (each "user:pass" becomes "***": at most 3 bytes more a URL). */
     size_t mlen = message ? strlen(message) : 0;
+    char *clean = malloc(2 * mlen + 4);
+    if (clean)
+        mlen = vg_url_redact(message, clean, 2 * mlen + 4);
     char stackbuf[1024];
     char *fixed = 3 * mlen + 1 <= sizeof stackbuf ? stackbuf : malloc(3 * mlen + 1);
     if (fixed)
-        vg_utf8_sanitize(message ? message : "", mlen, fixed, 3 * mlen + 1);
+        vg_utf8_sanitize(clean ? clean : "", clean ? mlen : 0, fixed, 3 * mlen + 1);
+    free(clean);
     cJSON_AddStringToObject(e, "message", fixed ? fixed : "(out of memory)");
     if (fixed != stackbuf)
         free(fixed);
@@ -810,8 +824,9 @@ int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, vg_media_pol
         memcpy(p->roots, cfg->media_roots, (size_t)cfg->n_media_roots * sizeof *p->roots);
         p->n_roots = cfg->n_media_roots;
     }
-    if (is_url)
-        snprintf(p->whitelist, sizeof p->whitelist, "%s,tcp,tls,crypto", cfg->allowed_protocols);
+    if (is_url) /* RTSP's media may come over RTP/UDP (rtsp_transport "udp" or "auto") */
+        snprintf(p->whitelist, sizeof p->whitelist, "%s,tcp,tls,crypto%s", cfg->allowed_protocols,
+                 in_list(cfg->allowed_protocols, "rtsp", 4) ? ",rtp,udp" : "");
     else
         snprintf(p->whitelist, sizeof p->whitelist, "file");
     *out = p;

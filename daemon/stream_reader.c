@@ -9,7 +9,10 @@
  * it to the stream inference thread through a small bounded queue (when the model falls behind,
  * the newest pair is dropped and counted: memory stays bounded). A drop or a stall (no frame for
  * stream_stall_timeout_s) publishes `stalled`, then `reconnecting` with exponential backoff (0.5 s
- * doubling to 30 s); a file that ends is `ended`.
+ * doubling to 30 s); a file that ends is `ended`. A live stream joined between keyframes has no
+ * frame size until its next keyframe: the session reads on until then (vg_media_wait_size: data
+ * arriving is progress, silence for the stall timeout is a stall) instead of reconnecting. Details
+ * published with a state never carry the URL's credentials (post_state_clean).
  *
  * Stream time is the first session's presentation time minus its first frame's; after a reconnect
  * it continues from the last frame plus the wall-clock gap, so it never goes back. Files (not
@@ -30,6 +33,15 @@
 #define MOD           "streams"
 #define BACKOFF_MIN_S 0.5
 #define BACKOFF_MAX_S 30.0
+
+/* post_state with a detail that may quote the URL (FFmpeg's and the media layer's sentences do):
+ * its credentials never reach the event log, subscribers or `streams` (vg_url_redact). */
+static void post_state_clean(stream *s, enum stream_state st, const char *detail)
+{
+    char clean[600];
+    vg_url_redact(detail, clean, sizeof clean);
+    post_state(s, st, clean);
+}
 
 /* Sleeps up to seconds, returning early (1) when the stream is stopped. */
 static int nap(stream *s, double seconds)
@@ -168,12 +180,18 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     mp.allow_url = vg_media_policy_allow;
     mp.allow_opaque = s->policy;
     mp.stop = &s->stop;
+    mp.rtsp_transport = strcmp(s->rtsp_transport, "auto") ? s->rtsp_transport : NULL;
     int stall_ms = s->stall_ms;
     mp.read_timeout_ms = stall_ms;
     /* Probing a live MPEG-TS stream reads up to several seconds of it; a deadline that cuts it
      * short leaves an error in the I/O context that ends the session after the first frame. */
     mp.open_timeout_ms = VG_MAX(stall_ms, 10000);
     int rc = vg_media_open(s->resolved, &mp, &se->m, err, errlen);
+    if (rc < 0)
+        return rc;
+    /* Joined between keyframes (H.264 in MPEG-TS): no frame size yet. Read on to the next
+     * keyframe rather than reconnect, which would join between keyframes again. */
+    rc = vg_media_wait_size(se->m, err, errlen);
     if (rc < 0)
         return rc;
     const vg_media_info *in = vg_media_get_info(se->m);
@@ -271,7 +289,7 @@ void *reader_main(void *arg)
             session_close(&se);
             if (atomic_load(&s->stop))
                 break;
-            post_state(s, SS_STALLED, err[0] ? err : vg_strerror(rc));
+            post_state_clean(s, SS_STALLED, err[0] ? err : vg_strerror(rc));
             continue;
         }
         const vg_media_info *in = vg_media_get_info(se.m);
@@ -339,10 +357,10 @@ void *reader_main(void *arg)
             file_ended = 1;
             break;
         }
-        post_state(s, SS_STALLED,
-                   rc == VG_ETIMEDOUT ? "no frame within stream_stall_timeout_s"
-                   : rc == VG_EPIPE   ? "the stream ended"
-                                      : (err[0] ? err : vg_strerror(rc)));
+        post_state_clean(s, SS_STALLED,
+                         rc == VG_ETIMEDOUT ? "no frame within stream_stall_timeout_s"
+                         : rc == VG_EPIPE   ? "the stream ended"
+                                            : (err[0] ? err : vg_strerror(rc)));
     }
     post_state(s, SS_ENDED, file_ended ? "end of file" : "unwatched");
     post_simple(s, M_READER_DONE);

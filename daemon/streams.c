@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <strings.h>
 
 #define MOD            "streams"
 #define MSG_QUEUE_CAP  8192
@@ -317,7 +318,11 @@ static cJSON *stream_json(const stream *s)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", s->name);
-    cJSON_AddStringToObject(o, "url", s->url);
+    char shown[VG_VIDEO_MAX + 8]; /* the URL without its credentials */
+    vg_url_redact(s->url, shown, sizeof shown);
+    cJSON_AddStringToObject(o, "url", shown);
+    if (strncasecmp(s->url, "rtsp", 4) == 0)
+        cJSON_AddStringToObject(o, "rtsp_transport", s->rtsp_transport);
     cJSON_AddStringToObject(
         o, "state", s->removing && s->state != SS_ENDED ? "stopping" : state_names[s->state]);
     if (s->detail[0])
@@ -392,6 +397,8 @@ static void stream_knobs(stream *s, const vg_request *r)
     snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", cfg->state_dir);
     snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
     s->stall_ms = (int)(cfg->stream_stall_timeout_s * 1000.0);
+    snprintf(s->rtsp_transport, sizeof s->rtsp_transport, "%s",
+             r->rtsp_transport[0] ? r->rtsp_transport : "tcp");
     s->max_new_tokens = cfg->stream_max_new_tokens;
 }
 

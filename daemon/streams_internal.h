@@ -81,6 +81,7 @@ struct stream {
     vg_media_policy *policy; /* what the reader may open, as configured at watch time */
     size_t log_max;          /* stream_log_max_records at watch time; 0 = no limit */
     int stall_ms;            /* stream_stall_timeout_s at watch time (workers never read cfg) */
+    char rtsp_transport[8];  /* "tcp", "udp" or "auto" (the watch's rtsp_transport) */
     int max_new_tokens;      /* stream_max_new_tokens at watch time */
     double fps, window_s, update_s, min_window_s, speed;
     long max_pixels, min_pixels; /* per frame (smart_resize budget) */

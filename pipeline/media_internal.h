@@ -67,6 +67,7 @@ struct vg_media {
     char last_dec_error[128];
     double last_pts_s; /* for next_frame when a frame has no timestamp */
     int have_last_pts;
+    int held; /* m->frame holds the frame vg_media_wait_size decoded, for vg_media_next_frame */
 
     converter conv; /* for vg_media_next_frame */
 };
@@ -90,6 +91,14 @@ int media_check_refused(const vg_media *m, char *err, size_t errlen);
 /* Reopens the input so that decoding starts again at frame 0 (also after a failed reopen); a no-op
  * when nothing was read since the open. VG_EINVAL for a live input. */
 int media_rewind(vg_media *m, char *err, size_t errlen);
+
+/* ---- media_live.c: live reading. */
+
+/* The video stream's frame size as the container and the probe found it, checked at open
+ * (media_check_dims), except that 0x0 passes for a network input that cannot seek: a live stream
+ * joined between keyframes has no size until its next keyframe, which vg_media_wait_size waits for.
+ */
+int media_live_check_dims(const vg_media *m, int w, int h, char *err, size_t errlen);
 
 /* ---- media_decode.c: the pull decoder and the one PTS -> seconds conversion. */
 

@@ -356,6 +356,8 @@ static int open_container(vg_media *m, char *err, size_t errlen)
     int64_t read_us = (int64_t)m->params.read_timeout_ms * 1000;
     av_dict_set(&opts, "protocol_whitelist", m->whitelist, 0);
     av_dict_set(&opts, "format_whitelist", FORMAT_WHITELIST, 0);
+    if (m->params.rtsp_transport) /* the rtsp demuxer's option; other demuxers leave it */
+        av_dict_set(&opts, "rtsp_transport", m->params.rtsp_transport, 0);
     if (read_us > 0) {
         av_dict_set_int(&opts, "rw_timeout", read_us, 0);
         if (!m->is_file)
@@ -455,7 +457,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         if ((int)i != m->vstream)
             fmt->streams[i]->discard = AVDISCARD_ALL;
     AVCodecParameters *par = st->codecpar;
-    c = media_check_dims(par->width, par->height, "the video stream", err, errlen);
+    c = media_live_check_dims(m, par->width, par->height, err, errlen);
     if (c < 0)
         return c;
     if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))

@@ -155,6 +155,10 @@ typedef struct vg_media_params {
      * allow_opaque, which must outlive the vg_media. */
     int (*allow_url)(void *opaque, const char *url, char *err, size_t errlen);
     void *allow_opaque;
+    /* RTSP only: the lower transport, "tcp" (RTP interleaved in the RTSP connection) or "udp"
+     * (RTP/RTCP on UDP ports; the protocol whitelist must hold rtp and udp); NULL: FFmpeg's
+     * default (UDP, then TCP when the server refuses UDP). Read during vg_media_open. */
+    const char *rtsp_transport;
 } vg_media_params;
 
 vg_media_params vg_media_default_params(void);
@@ -201,6 +205,17 @@ void vg_video_free(vg_video *v);
  * width*height*3 bytes. */
 int vg_media_next_frame(vg_media *m, int width, int height, uint8_t *rgb, double *pts_seconds,
                         char *err, size_t errlen);
+
+/* Live reading: makes sure the input's frame size (vg_media_get_info's width and height) is known.
+ * A live stream joined between keyframes (H.264 or HEVC in MPEG-TS without repeated parameter
+ * sets in the container) has none until its next keyframe: its packets are read and dropped up to
+ * the first keyframe, which is decoded and kept for the next vg_media_next_frame. Data arriving is
+ * progress: each read must arrive within read_timeout_ms (else VG_ETIMEDOUT), and the wait ends
+ * after VG_MEDIA_KEY_WAIT_S seconds without a keyframe (VG_EMEDIA). A no-op when the size is known.
+ * Returns 0, VG_EPIPE (the stream ended), VG_ETIMEDOUT, VG_ECANCELED, VG_EMEDIA / VG_ELIMIT (no
+ * keyframe, or a size out of bounds), or a read or decode error, each with a sentence in err. */
+#define VG_MEDIA_KEY_WAIT_S 120
+int vg_media_wait_size(vg_media *m, char *err, size_t errlen);
 
 /* ===================================================================================================
  * Prompt: the Qwen3-VL Instruct chat layout with per-pair timestamps, tokens and MRoPE positions.

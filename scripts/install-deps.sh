@@ -4,12 +4,16 @@
 #   scripts/install-deps.sh            build + test dependencies (python3-torch runs the PyTorch
 #                                      reference checks of the demo model in the test suite)
 #   scripts/install-deps.sh --tools    also torchvision (regenerating the resize parity fixture)
+# GStreamer's RTSP server, its Python bindings and the elements it streams with are the real RTSP server
+# of test_streams_rtsp.
 set -eu
 
 PKGS="build-essential cmake pkg-config git clang clang-format ffmpeg
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 libuv1-dev libnanomsg-dev nanomsg-utils libopenblas-dev libcjson-dev libpcre2-dev
-libutf8proc-dev libcmocka-dev libdnnl-dev systemd ca-certificates python3 python3-numpy python3-torch"
+libutf8proc-dev libcmocka-dev libdnnl-dev systemd ca-certificates python3 python3-numpy python3-torch
+python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+gstreamer1.0-plugins-ugly"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"
 fi

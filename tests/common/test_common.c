@@ -84,6 +84,45 @@ static void test_log_levels(void **state)
     vg_log_set_level(VG_LOG_INFO);
 }
 
+/* vg_url_redact: the userinfo of every URL, as libavformat splits it, becomes "***". */
+static void test_url_redact(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"rtsp://admin:s3cret@10.0.0.7:554/cam?tcp", "rtsp://***@10.0.0.7:554/cam?tcp"},
+        {"rtsp://user@cam/live", "rtsp://***@cam/live"},
+        {"rtsp://a:b@c@cam/x", "rtsp://***@cam/x"},     /* the last '@' of the authority */
+        {"http://cam/path@2/x", "http://cam/path@2/x"}, /* '@' past the authority: no userinfo */
+        {"cannot open 'rtsp://u:p@h/a': 401. Then 'http://x:y@z'.",
+         "cannot open 'rtsp://***@h/a': 401. Then 'http://***@z'."},
+        {"udp://127.0.0.1:5000", "udp://127.0.0.1:5000"},
+        {"no url: a@b, ://@x", "no url: a@b, ://@x"},
+        {"", ""},
+        {"Sending: DESCRIBE rtsp://h/cam RTSP/1.0  CSeq: 3  Authorization: Basic dXNlcjpwYXNz  "
+         "--",
+         "Sending: DESCRIBE rtsp://h/cam RTSP/1.0  CSeq: 3  Authorization: ***  --"},
+        {"Authorization: Digest username=\"u\", response=\"ab\"\r\nCSeq: 4",
+         "Authorization: ***\r\nCSeq: 4"},
+    };
+    char out[256];
+    for (size_t i = 0; i < VG_ARRAY_LEN(cases); i++) {
+        size_t n = vg_url_redact(cases[i][0], out, sizeof out);
+        assert_string_equal(out, cases[i][1]);
+        assert_int_equal(n, strlen(cases[i][1]));
+    }
+    /* Cut short, never with a piece of the secret. */
+    vg_url_redact("rtsp://admin:s3cret@cam/live", out, 12);
+    assert_string_equal(out, "rtsp://***@");
+    vg_url_redact(NULL, out, sizeof out);
+    assert_string_equal(out, "");
+    /* Log lines go through it, whoever writes them. */
+    struct captured c = {0};
+    vg_log_set_sink(sink, &c);
+    vg_log(VG_LOG_ERR, "ffmpeg", "[rtsp] opening rtsp://admin:s3cret@cam/live");
+    assert_string_equal(c.msg, "[rtsp] opening rtsp://***@cam/live");
+    vg_log_set_sink(NULL, NULL);
+}
+
 static void test_log_stderr_prefix(void **state)
 {
     (void)state;
@@ -264,7 +303,7 @@ int main(void)
         cmocka_unit_test(test_strerror),          cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_log_stderr_prefix), cmocka_unit_test(test_arena),
         cmocka_unit_test(test_queue_basic),       cmocka_unit_test(test_queue_threads),
-        cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_read_file),         cmocka_unit_test(test_url_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,6 +53,9 @@ def proto():
         "attack_nesting": b"[" * 2000,
         "attack_paths": b'{"v":1,"op":"ask","video":"file:///etc/passwd","question":"q"}',
         "attack_concat": b'{"v":1,"op":"ask","video":"concat:/etc/passwd|/etc/shadow","question":"q"}',
+        # item 14: RTSP transport and credentials in the URL
+        "watch_rtsp": b'{"v":1,"op":"watch","url":"rtsp://user:pa55@127.0.0.1:8554/cam","name":"c",'
+                      b'"question":"q","rtsp_transport":"udp"}',
     }
     for k, v in reqs.items():
         put("fuzz_proto", k, v)

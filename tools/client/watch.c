@@ -178,7 +178,7 @@ static int usage_watch(void)
         stderr,
         "usage: vigil watch URL QUESTION [--name NAME] [--question Q]... [--fps F] [--window S]\n"
         "                   [--update S] [--min-window S] [--max-pixels N] [--detach] [--for S]\n"
-        "                   [--json]\n"
+        "                   [--rtsp-transport tcp|udp|auto] [--json]\n"
         "       vigil unwatch NAME\n"
         "       vigil streams [--json]\n"
         "       vigil events NAME [--since SEQ] [--limit N] [--json]\n");
@@ -194,7 +194,7 @@ static int parse_pos(const char *s, double *out)
 
 static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
 {
-    const char *url = NULL, *name = NULL;
+    const char *url = NULL, *name = NULL, *transport = NULL;
     const char *qs[16];
     int nq = 0, detach = 0, json = c->json;
     double fps = 0, window = 0, update = 0, minwin = 0, maxpix = 0, for_s = 0;
@@ -213,6 +213,8 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
             i++;
         } else if (!strcmp(a, "--name") && v) {
             name = v, i++;
+        } else if (!strcmp(a, "--rtsp-transport") && v) {
+            transport = v, i++; /* the daemon checks the value */
         } else if (!strcmp(a, "--question") && v) {
             if (nq >= 16)
                 return usage_watch();
@@ -250,6 +252,8 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
         cJSON_AddNumberToObject(req, "min_window_s", minwin);
     if (maxpix > 0)
         cJSON_AddNumberToObject(req, "max_pixels", maxpix);
+    if (transport)
+        cJSON_AddStringToObject(req, "rtsp_transport", transport);
     /* Subscribe first (to the given name, or to every stream until the reply names it). */
     vg_ipc_sub *sub = NULL;
     char err[512], topic[128];
