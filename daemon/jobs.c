@@ -423,8 +423,10 @@ static void decode_job(vg_jobs *js, job *j)
     vg_media_params mp = vg_media_default_params();
     mp.protocol_whitelist = vg_media_policy_whitelist(j->policy);
     mp.allow_url = vg_media_policy_allow;
+    mp.open_file = vg_media_policy_open; /* the checked descriptor, never the path again */
     mp.allow_opaque = j->policy;
     mp.stop = &j->cancel;
+    mp.max_frame_pixels = j->max_pixels_limit; /* refused before any frame is decoded */
     vg_media *m = NULL;
     int rc = vg_media_open(j->resolved, &mp, &m, err, sizeof err);
     if (rc < 0) {
@@ -435,6 +437,8 @@ static void decode_job(vg_jobs *js, job *j)
     progress_ctx pc = {js, j, -1};
     rc = vg_media_read_video(m, &sp, on_decode_progress, &pc, &j->w_video, err, sizeof err);
     vg_media_close(m);
+    vg_media_policy_free(j->policy); /* its descriptor is not needed past decoding */
+    j->policy = NULL;
     if (rc < 0) {
         fail_job(js, j, rc, "decode", err);
         return;
@@ -856,22 +860,32 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
                        js->n_active);
     }
     char resolved[4200];
-    int is_url = 0;
+    int is_url = 0, fd = -1;
     char perr[512];
-    int rc = vg_daemon_media_check(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
-                                   js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
-                                   sizeof resolved, &is_url, perr, sizeof perr);
+    /* The file is opened here, beneath its root, and decoded through this descriptor (the
+     * policy carries it to the decoder): docs/security.md, item 1. */
+    int rc = vg_daemon_media_open(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
+                                  js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
+                                  sizeof resolved, &is_url, &fd, perr, sizeof perr);
     if (rc < 0) {
         *wire = rc == VG_ENOENT   ? VG_WIRE_NOT_FOUND
                 : rc == VG_EINVAL ? VG_WIRE_BAD_REQUEST
+                : rc == VG_EBUSY  ? VG_WIRE_BUSY
                                   : VG_WIRE_FORBIDDEN;
         return vg_fail(err, errlen, rc, "%s", perr);
     }
-    job *j = calloc(1, sizeof *j);
-    if (!j) {
+    vg_media_policy *policy = NULL;
+    if (vg_media_policy_create(js->cfg, is_url, resolved, fd, &policy) < 0) { /* takes fd */
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;
     }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        vg_media_policy_free(policy);
+        *wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    j->policy = policy;
     if (r->job[0])
         snprintf(j->id, sizeof j->id, "%s", r->job);
     else
@@ -902,8 +916,7 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     j->created = unix_now();
     j->state = ST_QUEUED;
     atomic_init(&j->cancel, CANCEL_NONE);
-    if (!j->video || !j->resolved || !j->question || (r->system && !j->system) ||
-        vg_media_policy_create(js->cfg, is_url, &j->policy) < 0) {
+    if (!j->video || !j->resolved || !j->question || (r->system && !j->system)) {
         job_free(j);
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;

@@ -120,7 +120,8 @@ static int run_pass(clip_pass *cp, const frame_policy *pol, pass_end *end, char 
 {
     vg_media *m = cp->m;
     conv_pool pool;
-    int rc = media_pool_start(&pool, media_pool_workers(cp->n), cp->W, cp->H, err, errlen);
+    int rc = media_pool_start(&pool, media_pool_workers(cp->n, m->info.width, m->info.height),
+                              cp->W, cp->H, err, errlen);
     if (rc < 0)
         return rc;
     int next = 0;

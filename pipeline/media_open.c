@@ -35,13 +35,16 @@
 #include "common.h"
 
 #include <libavutil/avstring.h>
+#include <libavutil/cpu.h>
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_WHITELIST "file,http,https,tcp,tls,rtsp,rtp,udp,hls,crypto,data"
 /* Demuxers we accept: video containers, the network stream formats, and the audio containers
@@ -181,19 +184,43 @@ int media_check_dims(int w, int h, const char *what, char *err, size_t errlen)
     return 0;
 }
 
+/* The largest frame this input may have: params.max_frame_pixels within the absolute cap. */
+static long max_frame_pixels(const vg_media *m)
+{
+    long cap = m->params.max_frame_pixels;
+    return cap > 0 && cap < VG_MEDIA_MAX_PIXELS ? cap : VG_MEDIA_MAX_PIXELS;
+}
+
+/* A source frame size from a header: VG_EMEDIA with a sentence when it is invalid or over the
+ * absolute caps or params.max_frame_pixels (the input cannot be used; checked before any frame is
+ * decoded, so an oversized input costs no frame buffer). */
+static int check_source_dims(const vg_media *m, int w, int h, const char *what, char *err,
+                             size_t errlen)
+{
+    int c = media_check_dims(w, h, what, err, errlen);
+    if (c < 0)
+        return VG_EMEDIA;
+    long cap = max_frame_pixels(m);
+    if ((long)w * h > cap)
+        return vg_fail(err, errlen, VG_EMEDIA,
+                       "%s has frames of %dx%d pixels, over the limit of %ld pixels per frame "
+                       "(max_pixels_limit).",
+                       what, w, h, cap);
+    return 0;
+}
+
 /* A raw YUV4MPEG2 header is parsed by libavformat into a frame-sized packet; its W/H fields are
  * checked here first so that a huge claim gets our sentence instead of an allocation failure. */
-static int check_y4m_header(const char *path, char *err, size_t errlen)
+static int check_y4m_header(const vg_media *m, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
     char line[256];
-    size_t n = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
+    ssize_t n = pread(m->fd, line, sizeof line - 1, 0);
+    if (n < 0)
+        return 0;
     line[n] = '\0';
     if (n < 10 || strncmp(line, "YUV4MPEG2 ", 10) != 0)
         return 0;
+    const char *path = m->url;
     long w = 0, h = 0;
     for (char *p = line + 9; *p && *p != '\n'; p++) {
         if (p[0] == ' ' && p[1] == 'W')
@@ -201,11 +228,11 @@ static int check_y4m_header(const char *path, char *err, size_t errlen)
         else if (p[0] == ' ' && p[1] == 'H')
             h = strtol(p + 2, NULL, 10);
     }
-    if (w > VG_MEDIA_MAX_DIM || h > VG_MEDIA_MAX_DIM || w * h > VG_MEDIA_MAX_PIXELS)
-        return vg_fail(err, errlen, VG_ELIMIT,
+    if (w > VG_MEDIA_MAX_DIM || h > VG_MEDIA_MAX_DIM || w * h > max_frame_pixels(m))
+        return vg_fail(err, errlen, VG_EMEDIA,
                        "'%.200s' claims frames of %ldx%ld pixels, over the limit of %dx%d and %ld "
                        "pixels per frame.",
-                       path, w, h, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_PIXELS);
+                       path, w, h, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_DIM, max_frame_pixels(m));
     return 0;
 }
 
@@ -225,6 +252,7 @@ static void close_input(vg_media *m)
     avcodec_free_context(&m->dec);
     media_arm(m, m->params.read_timeout_ms); /* RTSP sends a TEARDOWN on close */
     avformat_close_input(&m->fmt);
+    media_fdio_close(&m->pb); /* libavformat leaves a custom context to its owner */
     media_disarm(m);
     m->eof_sent = 0;
     m->consumed = 0;
@@ -267,14 +295,19 @@ static int refused_format(vg_media *m, char *name, size_t len)
     AVIOInterruptCB cb = {interrupt_cb, m};
     media_arm(m, m->params.open_timeout_ms);
     int found = 0;
-    if (avio_open2(&pb, m->url, AVIO_FLAG_READ, &cb, NULL) >= 0) {
+    int r = m->fd >= 0 ? media_fdio_open(m->fd, 0, &cb, &pb)
+                       : avio_open2(&pb, m->url, AVIO_FLAG_READ, &cb, NULL);
+    if (r >= 0) {
         const AVInputFormat *f = NULL;
         if (av_probe_input_buffer2(pb, &f, m->url, NULL, 0, 0) >= 0 && f &&
             av_match_list(f->name, FORMAT_WHITELIST, ',') <= 0) {
             snprintf(name, len, "%s (%s)", f->name, f->long_name ? f->long_name : "?");
             found = 1;
         }
-        avio_closep(&pb);
+        if (media_fdio_is_ours(pb))
+            media_fdio_close(&pb);
+        else
+            avio_closep(&pb);
     }
     media_disarm(m);
     return found;
@@ -289,9 +322,35 @@ int media_check_refused(const vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
-/* fmt->io_open when params.allow_url is set: every URL the demuxer opens (the input, an HLS
- * playlist's variants, segments and keys) must pass the protocol whitelist, as the input did, and a
- * local one the caller's policy; a refusal is kept, so it fails the whole input. */
+/* A nested local file through params.open_file: its descriptor, which must be a regular file, read
+ * by an fdio that owns it. */
+static int open_nested_file(vg_media *m, AVIOContext **pb, const char *url, char *why,
+                            size_t whylen)
+{
+    int fd = -1;
+    int r = m->params.open_file(m->params.allow_opaque, url, &fd, why, whylen);
+    if (r < 0 || fd < 0)
+        return r < 0 ? r : VG_EIO;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(why, whylen, "'%.200s' is not a regular file", url);
+        return VG_EMEDIA;
+    }
+    AVIOInterruptCB cb = {interrupt_cb, m};
+    if (media_fdio_open(fd, 1, &cb, pb) < 0) {
+        close(fd);
+        snprintf(why, whylen, "out of memory");
+        return VG_ENOMEM;
+    }
+    return 0;
+}
+
+/* fmt->io_open when params.allow_url or open_file is set: every URL the demuxer opens (an HLS
+ * playlist's variants, segments and keys; the input itself when libavformat opens it by name) must
+ * pass the protocol whitelist, as the input did, and a local one the caller's policy: with
+ * open_file the file is opened by it (checked and opened in one step) and read through its
+ * descriptor, never by name; a refusal is kept, so it fails the whole input. */
 static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
                            AVDictionary **options)
 {
@@ -299,15 +358,41 @@ static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url
     if (!m || !m->io_open_default)
         return AVERROR(EPERM);
     char why[400] = "", scheme[32];
-    if (check_protocol(url, m->whitelist, scheme, sizeof scheme, why, sizeof why) < 0 ||
-        (!strcmp(scheme, "file") &&
-         m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0)) {
+    int refused = check_protocol(url, m->whitelist, scheme, sizeof scheme, why, sizeof why) < 0;
+    if (!refused && !strcmp(scheme, "file")) {
+        if (m->params.open_file) {
+            if (flags & AVIO_FLAG_WRITE)
+                refused = 1;
+            else if (open_nested_file(m, pb, url, why, sizeof why) == 0)
+                return 0;
+            else
+                refused = 1;
+        } else {
+            refused = m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0;
+        }
+    }
+    if (refused) {
         if (!m->refused[0])
             snprintf(m->refused, sizeof m->refused, "'%.200s' refers to '%.200s', refused: %s",
                      m->url, url, why[0] ? why : "not allowed");
         return AVERROR(EPERM);
     }
     return m->io_open_default(s, pb, url, flags, options);
+}
+
+/* fmt->io_close2: contexts made by media_fdio.c are freed there (libavformat's default would take
+ * their opaque for a URLContext); the others go to libavformat's own. */
+static int checked_io_close2(AVFormatContext *s, AVIOContext *pb)
+{
+    if (media_fdio_is_ours(pb)) {
+        media_fdio_close(&pb);
+        return 0;
+    }
+    vg_media *m = s->opaque;
+    if (m && m->io_close2_default)
+        return m->io_close2_default(s, pb);
+    avio_close(pb);
+    return 0;
 }
 
 /* avformat_open_input failed with r: the sentence that says why (a refused nested URL, a timeout,
@@ -346,10 +431,19 @@ static int open_container(vg_media *m, char *err, size_t errlen)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
     fmt->interrupt_callback.callback = interrupt_cb;
     fmt->interrupt_callback.opaque = m;
-    if (m->params.allow_url) {
+    fmt->opaque = m;
+    m->io_close2_default = fmt->io_close2;
+    fmt->io_close2 = checked_io_close2;
+    if (m->params.allow_url || m->params.open_file) {
         m->io_open_default = fmt->io_open;
-        fmt->opaque = m;
         fmt->io_open = checked_io_open;
+    }
+    if (m->fd >= 0) { /* a local file: read through its descriptor, never opened by name */
+        if (media_fdio_open(m->fd, 0, &fmt->interrupt_callback, &m->pb) < 0) {
+            avformat_free_context(fmt);
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
+        }
+        fmt->pb = m->pb;
     }
 
     AVDictionary *opts = NULL;
@@ -365,7 +459,8 @@ static int open_container(vg_media *m, char *err, size_t errlen)
     media_arm(m, m->params.open_timeout_ms);
     int r = avformat_open_input(&fmt, m->url, NULL, &opts);
     av_dict_free(&opts);
-    if (r < 0) {
+    if (r < 0) { /* libavformat freed fmt, but not the custom context */
+        media_fdio_close(&m->pb);
         media_disarm(m);
         return open_failed(m, r, err, errlen);
     }
@@ -384,7 +479,7 @@ static int probe_streams(vg_media *m, char *err, size_t errlen)
         if (par->codec_type == AVMEDIA_TYPE_VIDEO && (par->width != 0 || par->height != 0)) {
             char what[64];
             snprintf(what, sizeof what, "video stream #%u", i);
-            int c = media_check_dims(par->width, par->height, what, err, errlen);
+            int c = check_source_dims(m, par->width, par->height, what, err, errlen);
             if (c < 0) {
                 media_disarm(m);
                 return c;
@@ -409,6 +504,24 @@ static int probe_streams(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
+/* Bytes of one frame of w x h for the memory budget: 3 per pixel covers 8-bit 4:4:4 and RGB (the
+ * converters' full-size RGB frame); 4:2:0 needs half. */
+size_t media_frame_bytes(int w, int h)
+{
+    return (size_t)(w > 0 ? w : 1) * (size_t)(h > 0 ? h : 1) * 3;
+}
+
+int media_decode_threads(const vg_media *m, int w, int h)
+{
+    int want = m->params.decode_threads > 0 ? m->params.decode_threads : av_cpu_count() + 1;
+    if (want > 16)
+        want = 16; /* libavcodec's own ceiling for automatic frame threads */
+    size_t fit = VG_MEDIA_FRAME_BUDGET / 2 / media_frame_bytes(w, h);
+    if ((size_t)want > fit)
+        want = fit > 1 ? (int)fit : 1;
+    return want;
+}
+
 /* Opens the decoder of stream st into m->dec (frame and slice threads). */
 static int open_decoder(vg_media *m, const AVStream *st, char *err, size_t errlen)
 {
@@ -426,7 +539,10 @@ static int open_decoder(vg_media *m, const AVStream *st, char *err, size_t errle
         return vg_fail(err, errlen, VG_EMEDIA, "bad codec parameters in '%.200s': %s.", m->url,
                        media_averr(r, eb, sizeof eb));
     m->dec->pkt_timebase = st->time_base;
-    m->dec->thread_count = m->params.decode_threads > 0 ? m->params.decode_threads : 0;
+    /* The decoder refuses any frame over the input's limit (a size change mid-stream included),
+     * and its frame threads, each holding a frame, are as many as fit the budget. */
+    m->dec->max_pixels = max_frame_pixels(m);
+    m->dec->thread_count = media_decode_threads(m, par->width, par->height);
     m->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     r = avcodec_open2(m->dec, codec, NULL);
     if (r < 0)
@@ -455,7 +571,7 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         if ((int)i != m->vstream)
             fmt->streams[i]->discard = AVDISCARD_ALL;
     AVCodecParameters *par = st->codecpar;
-    c = media_check_dims(par->width, par->height, "the video stream", err, errlen);
+    c = check_source_dims(m, par->width, par->height, "the video stream", err, errlen);
     if (c < 0)
         return c;
     if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))
@@ -583,20 +699,53 @@ static int complete_info(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
-/* A local path or file: URL must name a non-empty file (not a directory) whose YUV4MPEG2 header,
- * if it has one, claims an allowed frame size. */
-static int check_local_file(const char *url, char *err, size_t errlen)
+/* A local input's descriptor, m->fd: from params.open_file (the caller's checked open), else
+ * opened here by name once (O_NONBLOCK, so that a FIFO does not block; no effect on a regular
+ * file). It must be a non-empty regular file (without open_file, another kind, a FIFO or a device,
+ * is left to libavformat to open by name as before) whose YUV4MPEG2 header, if it has one, claims
+ * an allowed frame size. Every open of the input reads this descriptor, so a rewind reads the
+ * same file even if its name now points elsewhere. */
+static int open_local(vg_media *m, char *err, size_t errlen)
 {
+    const char *url = m->url;
     const char *path = strncmp(url, "file:", 5) == 0 ? url + 5 : url;
+    int fd = -1;
+    if (m->params.open_file) {
+        char why[400] = "";
+        int r = m->params.open_file(m->params.allow_opaque, url, &fd, why, sizeof why);
+        if (r < 0 || fd < 0)
+            return vg_fail(err, errlen, r < 0 ? r : VG_EIO, "%s",
+                           why[0] ? why : "the file could not be opened");
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
+            int e = errno;
+            return vg_fail(err, errlen,
+                           e == ENOENT                 ? VG_ENOENT
+                           : e == EACCES || e == EPERM ? VG_EACCES
+                                                       : VG_EIO,
+                           "cannot open '%.200s': %s.", url, strerror(e));
+        }
+    }
     struct stat sb;
-    if (stat(path, &sb) != 0)
-        return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EIO,
-                       "cannot open '%.200s': %s.", url, strerror(errno));
-    if (S_ISDIR(sb.st_mode))
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
-    if (S_ISREG(sb.st_mode) && sb.st_size == 0)
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
-    return check_y4m_header(path, err, errlen);
+    int c = 0;
+    if (fstat(fd, &sb) != 0)
+        c = vg_fail(err, errlen, VG_EIO, "cannot open '%.200s': %s.", url, strerror(errno));
+    else if (S_ISDIR(sb.st_mode))
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
+    else if (!S_ISREG(sb.st_mode) && m->params.open_file)
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is not a regular file.", url);
+    else if (!S_ISREG(sb.st_mode)) {
+        close(fd); /* a FIFO or a device: libavformat opens it by name */
+        return 0;
+    } else if (sb.st_size == 0)
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
+    if (c < 0) {
+        close(fd);
+        return c;
+    }
+    m->fd = fd;
+    return check_y4m_header(m, err, errlen);
 }
 
 vg_media_params vg_media_default_params(void)
@@ -632,17 +781,12 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
         return r;
 
     int is_file = strcmp(scheme, "file") == 0;
-    if (is_file) {
-        r = check_local_file(url, err, errlen);
-        if (r < 0)
-            return r;
-    }
-
     vg_media *m = calloc(1, sizeof *m);
     if (!m)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
     m->params = params;
     m->is_file = is_file;
+    m->fd = -1;
     m->vstream = -1;
     m->url = strdup(url);
     m->whitelist = strdup(params.protocol_whitelist);
@@ -652,6 +796,11 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
     if (!m->url || !m->whitelist || !m->pkt || !m->frame) {
         vg_media_close(m);
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+    }
+    if (is_file) {
+        r = open_local(m, err, errlen);
+        if (r < 0)
+            goto fail;
     }
     r = open_input(m, -1, err, errlen);
     if (r < 0)
@@ -684,6 +833,8 @@ void vg_media_close(vg_media *m)
     av_packet_free(&m->pkt);
     av_frame_free(&m->frame);
     media_converter_free(&m->conv);
+    if (m->fd >= 0)
+        close(m->fd);
     free(m->url);
     free(m->whitelist);
     free(m);

@@ -154,7 +154,23 @@ typedef struct vg_media_params {
      * the segment). Called on the thread calling vg_media_open / vg_media_read_video, with
      * allow_opaque, which must outlive the vg_media. */
     int (*allow_url)(void *opaque, const char *url, char *err, size_t errlen);
+    /* Optional: opens every local path or file: URL this input reads (the input itself and what
+     * it refers to: an HLS playlist's variant playlists, segments and keys) in place of opening it
+     * by name, so that the file decoded is the file a policy checked (docs/security.md, item 1).
+     * Returns 0 with a descriptor open for reading in *fd, which the media then owns (reads with
+     * pread(), never moving its offset, and closes), or < 0 with a sentence in err to refuse
+     * (VG_EPATH for the whole input, as allow_url). The input's own descriptor is asked for once,
+     * at vg_media_open, and serves every reopen (a rewind) of this vg_media; it must be a regular
+     * file. With open_file set, allow_url is not asked about local files (open_file decides).
+     * Called with allow_opaque on the thread calling vg_media_open / vg_media_read_video. */
+    int (*open_file)(void *opaque, const char *url, int *fd, char *err, size_t errlen);
     void *allow_opaque;
+    /* Largest frame (width x height) the input may have, checked from the container's header
+     * before any frame is probed or decoded, and again by the decoder for every frame (a size
+     * change mid-stream); 0 = VG_MEDIA's absolute cap (8192 x 8192). A larger input fails with
+     * VG_EMEDIA. The decoder's and converters' threads are also bounded by the frame size so that
+     * one input's frame buffers stay within about 512 MiB (docs/security.md, item 11). */
+    long max_frame_pixels;
 } vg_media_params;
 
 vg_media_params vg_media_default_params(void);

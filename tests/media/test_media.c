@@ -174,8 +174,8 @@ static void test_bad_files(void **state)
     expect_open_fail(ans, NULL, VG_EMEDIA, "tty");
     expect_open_fail(p_empty, NULL, VG_EMEDIA, "empty");
     expect_open_fail(p_audio, NULL, VG_EMEDIA, "no video stream");
-    expect_open_fail(p_y4m, NULL, VG_ELIMIT, "40000x40000");
-    expect_open_fail(p_mkvbig, NULL, VG_ELIMIT, "40000x40000");
+    expect_open_fail(p_y4m, NULL, VG_EMEDIA, "40000x40000");
+    expect_open_fail(p_mkvbig, NULL, VG_EMEDIA, "40000x40000");
     expect_open_fail(p_trunc_moov, NULL, VG_EMEDIA, NULL);
     expect_open_fail(mt_dir, NULL, VG_EMEDIA, "directory");
 }
