@@ -349,12 +349,16 @@ static void fail_job(vg_jobs *js, job *j, int rc, const char *stage, const char 
         post_done(js, j, VG_ECANCELED, cancel_code(j), "cancelled during %s", stage);
         return;
     }
+    /* Opening or decoding the video: whatever else goes wrong there (a network or read error, a
+     * redirect loop, a video too short to sample) is the video's fault, not the daemon's. */
+    int media_stage = !strcmp(stage, "open") || !strcmp(stage, "decode");
     const char *code = rc == VG_EPATH                        ? "forbidden"
                        : rc == VG_EPROTOCOL                  ? "forbidden"
                        : rc == VG_ELIMIT                     ? "limit"
                        : rc == VG_ENOENT                     ? "not_found"
                        : rc == VG_EMEDIA || rc == VG_EDECODE ? "media"
                        : rc == VG_ETIMEDOUT                  ? "timeout"
+                       : media_stage && rc != VG_ENOMEM      ? "media"
                                                              : "failed";
     post_done(js, j, rc, code, "%s: %s", stage, err && *err ? err : vg_strerror(rc));
 }

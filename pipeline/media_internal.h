@@ -24,6 +24,8 @@
 /* Frame buffers one input may hold at once (decoder frame threads, queued frames, converters'
  * full-size RGB frames), which bounds the threads for large frames. */
 #define VG_MEDIA_FRAME_BUDGET ((size_t)512 << 20)
+/* Most frames counted in an input whose length is unknown before it is refused as endless. */
+#define VG_MEDIA_MAX_COUNT 1000000
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
 
@@ -41,6 +43,7 @@ struct vg_media {
     char *whitelist;
     vg_media_params params;
     int is_file;     /* the "file" protocol */
+    int clip_reopen; /* a network input without seeking read as a clip: reopened from its start */
     int fd;          /* a local input's descriptor (owned; -1: libavformat opens it by name), read
                         through media_fdio.c by every open of this input */
     AVIOContext *pb; /* the fdio context of the open input, or NULL */
@@ -100,8 +103,11 @@ int media_decode_threads(const vg_media *m, int w, int h);
 int media_check_dims(int w, int h, const char *what, char *err, size_t errlen);
 /* VG_EPATH with the sentence of the first URL params.allow_url refused, else 0. */
 int media_check_refused(const vg_media *m, char *err, size_t errlen);
+/* Reads the whole input without decoding to count its video frames (at most VG_MEDIA_MAX_COUNT,
+ * else VG_EMEDIA), reopens it, and sets info.total_frames and info.duration. */
+int media_count_frames(vg_media *m, char *err, size_t errlen);
 /* Reopens the input so that decoding starts again at frame 0 (also after a failed reopen); a no-op
- * when nothing was read since the open. VG_EINVAL for a live input. */
+ * when nothing was read since the open. VG_EINVAL for a live input unless clip_reopen is set. */
 int media_rewind(vg_media *m, char *err, size_t errlen);
 
 /* ---- media_fdio.c: reading a local file through a descriptor (never by name). */

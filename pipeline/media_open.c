@@ -418,6 +418,11 @@ static int open_failed(vg_media *m, int r, char *err, size_t errlen)
                        "cannot open '%.200s': %s (not a supported video container, or a corrupt "
                        "or truncated file).",
                        m->url, media_averr(r, eb, sizeof eb));
+    if (!m->is_file && r == AVERROR(EIO)) /* libavformat's http says only EIO for these */
+        return vg_fail(err, errlen, code,
+                       "cannot open '%.200s': the server failed, closed the connection, or "
+                       "redirected too many times (%s).",
+                       m->url, media_averr(r, eb, sizeof eb));
     return vg_fail(err, errlen, code, "cannot open '%.200s': %s.", m->url,
                    media_averr(r, eb, sizeof eb));
 }
@@ -613,8 +618,13 @@ static void fill_info(vg_media *m)
         in->start_time = 0;
     int seekable = fmt->pb && (fmt->pb->seekable & AVIO_SEEKABLE_NORMAL);
     /* Live: a network stream without a known length or without seeking (RTSP, RTP/UDP, live HLS,
-     * an unseekable HTTP stream), or any input of unknown length. */
-    in->is_live = in->duration <= 0 || (!m->is_file && !seekable);
+     * an unseekable HTTP stream), and a session a local file describes (SDP) or an open HLS
+     * playlist. Any other local file ends: one of unknown length (a raw H.264 stream, an MPEG-TS
+     * without timestamps to measure) is counted like any file. */
+    const char *f = fmt->iformat ? fmt->iformat->name : "";
+    int session = !strcmp(f, "sdp") || !strcmp(f, "rtsp") || !strcmp(f, "rtp") ||
+                  (!strcmp(f, "hls") && in->duration <= 0);
+    in->is_live = session || (!m->is_file && (in->duration <= 0 || !seekable));
     snprintf(in->codec, sizeof in->codec, "%s", avcodec_get_name(st->codecpar->codec_id));
     snprintf(in->format, sizeof in->format, "%s", fmt->iformat ? fmt->iformat->name : "?");
     if (!in->is_live && st->nb_frames > 0)
@@ -633,13 +643,19 @@ static int count_trusted(const vg_media *m)
     return fabs((double)in->total_frames - expect) <= 2.0 + 0.02 * expect;
 }
 
-/* Reads every video packet of a local file without decoding, then reopens it. */
+/* Reads every video packet without decoding (at most VG_MEDIA_MAX_COUNT: a longer input is
+ * VG_EMEDIA), then reopens the input. */
 static int count_packets(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     int64_t n = 0;
     int again = 0;
     for (;;) {
+        if (n > VG_MEDIA_MAX_COUNT)
+            return vg_fail(err, errlen, VG_EMEDIA,
+                           "'%.200s' did not end within %d frames; a stream without an end cannot "
+                           "be asked about as a clip (watch it instead).",
+                           m->url, VG_MEDIA_MAX_COUNT);
         if (media_stop_requested(m))
             return vg_fail(err, errlen, VG_ECANCELED, "opening '%.200s' was cancelled.", m->url);
         media_arm(m, m->params.read_timeout_ms);
@@ -670,6 +686,14 @@ static int count_packets(vg_media *m, char *err, size_t errlen)
         return r;
     m->info.total_frames = n;
     return 0;
+}
+
+int media_count_frames(vg_media *m, char *err, size_t errlen)
+{
+    int r = count_packets(m, err, errlen);
+    if (r == 0 && m->info.total_frames > 0 && m->info.fps > 0)
+        m->info.duration = (double)m->info.total_frames / m->info.fps;
+    return r;
 }
 
 /* The stream information with the frame count, frame rate and duration each completed from the
@@ -850,7 +874,7 @@ int media_rewind(vg_media *m, char *err, size_t errlen)
 {
     if (!m->consumed && m->fmt && m->dec)
         return 0;
-    if (m->info.is_live)
+    if (m->info.is_live && !m->clip_reopen)
         return vg_fail(err, errlen, VG_EINVAL,
                        "'%.200s' is a live stream and cannot be read from the start again.",
                        m->url);
