@@ -33,6 +33,12 @@
  * the input is decoded again from a fresh open (over the network too; if that open fails, its
  * error is returned). A second shortfall fails with VG_EMEDIA.
  *
+ * Unseekable network inputs. A network input that cannot seek or has no known length (HTTP without
+ * byte ranges) is read as a clip from its start (clip_reopen: every pass reopens it, a fresh
+ * request): its frames are counted first when its length is unknown, then the sequential pass
+ * runs as for any network input. Live streams by nature (RTSP, RTP, UDP, SDP, an open HLS
+ * playlist) are refused with VG_EMEDIA and a sentence that says to watch them.
+ *
  * Thread: the vg_media's thread; it starts the conversion workers of media_conv.c and joins them
  * before vg_media_read_video returns.
  */

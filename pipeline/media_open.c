@@ -9,9 +9,15 @@
  * (HLS segments, RTSP's RTP sockets) obey it. With params.allow_url, every URL the demuxer opens
  * goes through checked_io_open: the same whitelist check, then the caller's policy for local
  * paths; the first refusal is kept in m->refused and fails the whole input (media_check_refused).
- * Demuxers are limited to a list of audio/video containers, so a text file is never shown to e.g.
- * the "tty" demuxer as a video. Frame sizes are checked against VG_MEDIA_MAX_DIM /
- * VG_MEDIA_MAX_PIXELS from the container header before any frame is probed or decoded.
+ * With params.open_file, local files are never opened by name: the input's descriptor comes from
+ * the caller once (open_local) and every nested local file's from the hook, each read through
+ * media_fdio.c's AVIOContext (checked_io_close2 frees those), so the file decoded is the file the
+ * caller checked. Without it, a local regular file is still opened here once and read through its
+ * descriptor. Demuxers are limited to a list of audio/video containers, so a text file is never
+ * shown to e.g. the "tty" demuxer as a video. Frame sizes are checked against VG_MEDIA_MAX_DIM /
+ * VG_MEDIA_MAX_PIXELS and params.max_frame_pixels from the container header before any frame is
+ * probed or decoded; the decoder gets max_pixels, and its threads are bounded by the frame size
+ * (VG_MEDIA_FRAME_BUDGET).
  *
  * Interrupts. Every input has an interrupt callback reading the caller's atomic stop flag and a
  * deadline that is armed around each blocking call (open + stream probing: open_timeout_ms; each
@@ -23,9 +29,11 @@
  * reading its video packets without decoding them, and the input is then reopened (a fresh demuxer
  * is the exact "seek back to the start" for every format). Network inputs get duration x fps.
  *
- * Live. An input is live (vg_media_next_frame only, total_frames 0) when its length is unknown, or
- * when it comes over the network and cannot seek (RTSP, RTP/UDP, live HLS, HTTP without ranges);
- * a seekable network file of known length (HTTP with ranges, VOD HLS) is read like a local one.
+ * Live. A network input is live (total_frames 0) when its length is unknown or it cannot seek
+ * (RTSP, RTP/UDP, live HLS, HTTP without ranges), as is a session a local file describes (SDP) or
+ * an open HLS playlist; a seekable network file of known length (HTTP with ranges, VOD HLS) is read
+ * like a local one, and a local file of unknown length is counted. vg_media_read_video still
+ * reads a live input that ends (HTTP without ranges) as a clip (media_clip.c).
  *
  * Thread: the one thread that owns the vg_media at the time (see pipeline.h); the interrupt
  * callback runs on it, inside libavformat's blocking calls.

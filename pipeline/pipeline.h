@@ -181,12 +181,17 @@ typedef struct vg_media_info {
     double fps;           /* average frame rate */
     double duration;      /* seconds; 0 if unknown */
     double start_time;    /* seconds of the first frame's presentation time */
-    int is_live;
+    int is_live; /* a network input without seeking or a known length (RTSP, RTP/UDP, live HLS,
+                    HTTP without byte ranges), or a session a local file describes (SDP); a local
+                    file of unknown length is not live (its frames are counted) */
     char codec[32];
     char format[64];
 } vg_media_info;
 
-/* Opens url (a path or a whitelisted URL). Caller closes with vg_media_close(). */
+/* Opens url (a path or a whitelisted URL). A local regular file is opened once (by
+ * params.open_file when set, else by name) and every read of this input, a rewind included, goes
+ * through that descriptor. Frame sizes over params.max_frame_pixels fail with VG_EMEDIA before any
+ * frame is decoded. Caller closes with vg_media_close(). */
 int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, char *err,
                   size_t errlen);
 void vg_media_close(vg_media *m);
@@ -204,8 +209,13 @@ typedef struct vg_video {
 } vg_video;
 
 /* Plans, decodes only the sampled frames of a file, converts and resizes them, and returns their
- * times in (*out)->timeline. Caller frees with vg_video_free(). Runs on the calling thread and
- * starts up to 8 conversion threads, which it joins before returning. */
+ * times in (*out)->timeline. A network input without seeking or a known length (HTTP without byte
+ * ranges) is read sequentially from its start, its frames counted first when its length is
+ * unknown (a fresh request per pass), with the indices and times a seekable copy would give; a
+ * live stream by nature (RTSP, RTP, UDP, an SDP session, an open HLS playlist) is VG_EMEDIA, as is
+ * a sampling the video cannot give (too few frames, a start past its end). Caller frees with
+ * vg_video_free(). Runs on the calling thread and starts up to 8 conversion threads, which it
+ * joins before returning. */
 int vg_media_read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress,
                         void *opaque, vg_video **out, char *err, size_t errlen);
 void vg_video_free(vg_video *v);
