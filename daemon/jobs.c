@@ -333,6 +333,8 @@ static void post_done(vg_jobs *js, job *j, int status, const char *code, const c
     j->w_video = NULL;
     free(j->w_patches);
     j->w_patches = NULL;
+    vg_media_policy_free(j->policy); /* with the input's descriptor: a finished job holds none */
+    j->policy = NULL;
     vg_mailbox_post(js->mb, m);
 }
 

@@ -21,6 +21,16 @@
 
 #include <cmocka.h>
 
+/* Descriptors open in pid. */
+static int count_fds(pid_t pid)
+{
+    char cmd[128], out[64];
+    snprintf(cmd, sizeof cmd, "ls /proc/%ld/fd | wc -l", (long)pid);
+    if (vg_testd_sh(out, sizeof out, "%s", cmd) != 0)
+        return -1;
+    return atoi(out);
+}
+
 static long vm_hwm_kib(pid_t pid)
 {
     char path[64], line[256];
@@ -142,6 +152,8 @@ static void test_media_codes(void **state)
     assert_string_equal(outcome(j, "ref.mp4 (warm-up)", msg, sizeof msg), "");
     cJSON_Delete(j);
 
+    int fds_before = count_fds(pid);
+
     /* Item 11. */
     long before = vm_hwm_kib(pid);
     snprintf(video, sizeof video, "%s/big.mp4", media);
@@ -186,6 +198,17 @@ static void test_media_codes(void **state)
         assert_null(strstr(msg, "vg_media_next_frame"));
         cJSON_Delete(j);
     }
+    /* A finished job holds no descriptor of its video, whichever way it ended: 4 more jobs that
+     * fail at the open, 12 in all. */
+    snprintf(video, sizeof video, "%s/big.mp4", media);
+    for (int i = 0; i < 4; i++) {
+        j = ask_and_wait(cmd_url, video, "");
+        assert_non_null(j);
+        cJSON_Delete(j);
+    }
+    int fds_after = count_fds(pid);
+    printf("  vigild's descriptors: %d before, %d after the jobs\n", fds_before, fds_after);
+    assert_true(fds_before > 0 && fds_after <= fds_before + 2);
     int rc = vg_testd_stop(&pid, 3000, NULL);
     mt_http_stop(&srv);
     assert_int_equal(rc, 0);
