@@ -280,10 +280,10 @@ int vg_daemon_media_open(const char *video, const char (*roots)[VG_CFG_STR], int
 /* Opens rel (relative) beneath the directory rootfd without resolving anything outside it:
  * openat2() with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS (links inside the tree are followed, ".."
  * or a link leading out fails with EXDEV), or, where the kernel has no openat2 (ENOSYS, before
- * Linux 5.6) or no_openat2 is set (tests), component by component with O_NOFOLLOW (no link is
- * followed at all; ".." fails with EXDEV; a link as the last component opens the link itself
- * under O_PATH, which the caller sees as not a regular file). flags are open(2) flags; O_CLOEXEC
- * is added. Returns the descriptor or -1 with errno. Any thread. */
+ * Linux 5.6; EPERM from a seccomp filter) or no_openat2 is set (tests), component by component with
+ * O_NOFOLLOW (no link is followed at all; ".." fails with EXDEV; a link as the last component opens
+ * the link itself under O_PATH, which the caller sees as not a regular file). flags are open(2)
+ * flags; O_CLOEXEC is added. Returns the descriptor or -1 with errno. Any thread. */
 int vg_daemon_open_beneath(int rootfd, const char *rel, int flags, int no_openat2);
 
 /* What a job or stream may open, snapshotted from the configuration on the loop thread when the

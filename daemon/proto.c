@@ -783,7 +783,9 @@ int vg_daemon_open_beneath(int rootfd, const char *rel, int flags, int no_openat
         how.flags = (uint64_t)(flags | O_CLOEXEC);
         how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
         long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
-        if (fd >= 0 || errno != ENOSYS)
+        /* ENOSYS: a kernel before 5.6; EPERM: a seccomp filter that does not know openat2 (the
+         * walk below is stricter, so falling back is never weaker). */
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
             return (int)fd;
     }
     return open_beneath_nofollow(rootfd, rel, flags);
