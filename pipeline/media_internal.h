@@ -24,7 +24,8 @@
 /* Frame buffers one input may hold at once (decoder frame threads, queued frames, converters'
  * full-size RGB frames), which bounds the threads for large frames. */
 #define VG_MEDIA_FRAME_BUDGET ((size_t)512 << 20)
-/* Most frames counted in an input whose length is unknown before it is refused as endless. */
+/* Most frames counted in a network input whose length is unknown before it is refused as
+ * endless. */
 #define VG_MEDIA_MAX_COUNT 1000000
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
@@ -103,8 +104,8 @@ int media_decode_threads(const vg_media *m, int w, int h);
 int media_check_dims(int w, int h, const char *what, char *err, size_t errlen);
 /* VG_EPATH with the sentence of the first URL params.allow_url refused, else 0. */
 int media_check_refused(const vg_media *m, char *err, size_t errlen);
-/* Reads the whole input without decoding to count its video frames (at most VG_MEDIA_MAX_COUNT,
- * else VG_EMEDIA), reopens it, and sets info.total_frames and info.duration. */
+/* Reads the whole input without decoding to count its video frames (a network input at most
+ * VG_MEDIA_MAX_COUNT, else VG_EMEDIA), reopens it, and sets info.total_frames and info.duration. */
 int media_count_frames(vg_media *m, char *err, size_t errlen);
 /* Reopens the input so that decoding starts again at frame 0 (also after a failed reopen); a no-op
  * when nothing was read since the open. VG_EINVAL for a live input unless clip_reopen is set. */

@@ -651,15 +651,15 @@ static int count_trusted(const vg_media *m)
     return fabs((double)in->total_frames - expect) <= 2.0 + 0.02 * expect;
 }
 
-/* Reads every video packet without decoding (at most VG_MEDIA_MAX_COUNT: a longer input is
- * VG_EMEDIA), then reopens the input. */
+/* Reads every video packet without decoding (a network input at most VG_MEDIA_MAX_COUNT: a longer
+ * one is VG_EMEDIA; a local file always ends), then reopens the input. */
 static int count_packets(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     int64_t n = 0;
     int again = 0;
     for (;;) {
-        if (n > VG_MEDIA_MAX_COUNT)
+        if (!m->is_file && n > VG_MEDIA_MAX_COUNT)
             return vg_fail(err, errlen, VG_EMEDIA,
                            "'%.200s' did not end within %d frames; a stream without an end cannot "
                            "be asked about as a clip (watch it instead).",
