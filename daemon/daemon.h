@@ -261,23 +261,45 @@ char *vg_proto_error_reply(const char *id_json, const char *code, const char *me
  * Media access policy.
  */
 /* Decides whether video (a path or URL from a request) may be opened. A path (or file: URL) must
- * resolve with realpath() to a file under one of roots; the resolved path goes into resolved. A
+ * resolve with realpath() to a regular file under one of roots that can also be opened beneath
+ * that root (vg_daemon_open_beneath: no link out of it); the resolved path goes into resolved. A
  * URL's scheme must be in allowed (comma-separated). *is_url tells which. Returns 0, VG_EPATH,
- * VG_EPROTOCOL, VG_ENOENT or VG_EINVAL with a sentence. Anything outside the roots gets the same
- * VG_EPATH and sentence whether it exists or not; VG_ENOENT only for an absent name whose directory
- * resolves inside a root. Does a few stat() calls. */
+ * VG_EPROTOCOL, VG_ENOENT, VG_EINVAL or VG_EBUSY (no descriptor left) with a sentence. Anything
+ * outside the roots gets the same VG_EPATH and sentence whether it exists or not; VG_ENOENT only
+ * for an absent name whose directory resolves inside a root. Does a few stat() and O_PATH open
+ * calls; opens nothing for reading. Any thread. */
 int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
                           const char *allowed, char *resolved, size_t resolved_len, int *is_url,
                           char *err, size_t errlen);
+
+/* vg_daemon_media_check that also opens a local file for reading, beneath its root, and hands the
+ * descriptor to the caller in *fd (O_RDONLY | O_CLOEXEC; the caller closes it, or gives it to
+ * vg_media_policy_create); *fd is -1 for a URL. The file the caller then reads through *fd is the
+ * file checked, whatever happens to its name afterwards. Same errors. Any thread. */
+int vg_daemon_media_open(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                         const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                         int *fd, char *err, size_t errlen);
+
+/* Opens rel (relative) beneath the directory rootfd without resolving anything outside it:
+ * openat2() with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS (links inside the tree are followed, ".."
+ * or a link leading out fails with EXDEV), or, where the kernel has no openat2 (ENOSYS, before
+ * Linux 5.6; EPERM from a seccomp filter) or no_openat2 is set (tests), component by component with
+ * O_NOFOLLOW (no link is followed at all; ".." fails with EXDEV; a link as the last component opens
+ * the link itself under O_PATH, which the caller sees as not a regular file). flags are open(2)
+ * flags; O_CLOEXEC is added. Returns the descriptor or -1 with errno. Any thread. */
+int vg_daemon_open_beneath(int rootfd, const char *rel, int flags, int no_openat2);
 
 /* What a job or stream may open, snapshotted from the configuration on the loop thread when the
  * request is accepted: worker threads read only the snapshot (SIGHUP rewrites the configuration
  * in place), and a reload applies to jobs and streams accepted after it. */
 typedef struct vg_media_policy vg_media_policy;
 
-/* Snapshot of cfg's media roots and allowed protocols for an input that vg_daemon_media_check
- * classified as a URL (is_url) or a local file. *out is the caller's: vg_media_policy_free(). */
-int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, vg_media_policy **out);
+/* Snapshot of cfg's media roots and allowed protocols for an input that vg_daemon_media_open
+ * classified as a URL (is_url) or a local file, with the input's checked path and descriptor
+ * (input_fd, -1 for none): the policy takes input_fd in every case (closed on failure and by
+ * vg_media_policy_free). *out is the caller's: vg_media_policy_free(). */
+int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, const char *input, int input_fd,
+                           vg_media_policy **out);
 void vg_media_policy_free(vg_media_policy *p);
 
 /* The protocol whitelist to hand to vg_media_open: "file" for a local file; the allowed protocols
@@ -288,6 +310,12 @@ const char *vg_media_policy_whitelist(const vg_media_policy *p);
  * under a media root naming a segment) must resolve under a media root, as a requested file must
  * (the pipeline checks other URLs against vg_media_policy_whitelist itself). Any thread. */
 int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errlen);
+
+/* vg_media_params.open_file with opaque = the policy: the input's own path gets a new descriptor
+ * of the file its check opened (the descriptor travels from the request's check to the decoder),
+ * any other path or file: URL (what a playlist names) is checked and opened beneath its root in
+ * one step (vg_daemon_media_open). *fd is the caller's. Any thread. */
+int vg_media_policy_open(void *opaque, const char *url, int *fd, char *err, size_t errlen);
 
 /* ===================================================================================================
  * Journal: append-only JSON lines in the state directory, each "XXXXXXXX <json>\n" with the

@@ -367,6 +367,8 @@ static void post_done(vg_jobs *js, job *j, int status, const char *code, const c
     j->w_video = NULL;
     free(j->w_patches);
     j->w_patches = NULL;
+    vg_media_policy_free(j->policy); /* with the input's descriptor: a finished job holds none */
+    j->policy = NULL;
     vg_mailbox_post(js->mb, m);
 }
 
@@ -383,12 +385,16 @@ static void fail_job(vg_jobs *js, job *j, int rc, const char *stage, const char 
         post_done(js, j, VG_ECANCELED, cancel_code(j), "cancelled during %s", stage);
         return;
     }
+    /* Opening or decoding the video: whatever else goes wrong there (a network or read error, a
+     * redirect loop, a video too short to sample) is the video's fault, not the daemon's. */
+    int media_stage = !strcmp(stage, "open") || !strcmp(stage, "decode");
     const char *code = rc == VG_EPATH                        ? "forbidden"
                        : rc == VG_EPROTOCOL                  ? "forbidden"
                        : rc == VG_ELIMIT                     ? "limit"
                        : rc == VG_ENOENT                     ? "not_found"
                        : rc == VG_EMEDIA || rc == VG_EDECODE ? "media"
                        : rc == VG_ETIMEDOUT                  ? "timeout"
+                       : media_stage && rc != VG_ENOMEM      ? "media"
                                                              : "failed";
     post_done(js, j, rc, code, "%s: %s", stage, err && *err ? err : vg_strerror(rc));
 }
@@ -457,8 +463,10 @@ static void decode_job(vg_jobs *js, job *j)
     vg_media_params mp = vg_media_default_params();
     mp.protocol_whitelist = vg_media_policy_whitelist(j->policy);
     mp.allow_url = vg_media_policy_allow;
+    mp.open_file = vg_media_policy_open; /* the checked descriptor, never the path again */
     mp.allow_opaque = j->policy;
     mp.stop = &j->cancel;
+    mp.max_frame_pixels = j->max_pixels_limit; /* refused before any frame is decoded */
     vg_media *m = NULL;
     int rc = vg_media_open(j->resolved, &mp, &m, err, sizeof err);
     if (rc < 0) {
@@ -469,6 +477,8 @@ static void decode_job(vg_jobs *js, job *j)
     progress_ctx pc = {js, j, -1};
     rc = vg_media_read_video(m, &sp, on_decode_progress, &pc, &j->w_video, err, sizeof err);
     vg_media_close(m);
+    vg_media_policy_free(j->policy); /* its descriptor is not needed past decoding */
+    j->policy = NULL;
     if (rc < 0) {
         fail_job(js, j, rc, "decode", err);
         return;
@@ -959,22 +969,32 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
                        js->n_active);
     }
     char resolved[4200];
-    int is_url = 0;
+    int is_url = 0, fd = -1;
     char perr[512];
-    int rc = vg_daemon_media_check(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
-                                   js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
-                                   sizeof resolved, &is_url, perr, sizeof perr);
+    /* The file is opened here, beneath its root, and decoded through this descriptor (the
+     * policy carries it to the decoder): docs/security.md, item 1. */
+    int rc = vg_daemon_media_open(r->video, (const char(*)[VG_CFG_STR])js->cfg->media_roots,
+                                  js->cfg->n_media_roots, js->cfg->allowed_protocols, resolved,
+                                  sizeof resolved, &is_url, &fd, perr, sizeof perr);
     if (rc < 0) {
         *wire = rc == VG_ENOENT   ? VG_WIRE_NOT_FOUND
                 : rc == VG_EINVAL ? VG_WIRE_BAD_REQUEST
+                : rc == VG_EBUSY  ? VG_WIRE_BUSY
                                   : VG_WIRE_FORBIDDEN;
         return vg_fail(err, errlen, rc, "%s", perr);
     }
-    job *j = calloc(1, sizeof *j);
-    if (!j) {
+    vg_media_policy *policy = NULL;
+    if (vg_media_policy_create(js->cfg, is_url, resolved, fd, &policy) < 0) { /* takes fd */
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;
     }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        vg_media_policy_free(policy);
+        *wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    j->policy = policy;
     if (r->job[0])
         snprintf(j->id, sizeof j->id, "%s", r->job);
     else
@@ -1005,8 +1025,7 @@ static int handle_ask(vg_jobs *js, const vg_request *r, cJSON *reply, const char
     j->created = unix_now();
     j->state = ST_QUEUED;
     atomic_init(&j->cancel, CANCEL_NONE);
-    if (!j->video || !j->resolved || !j->question || (r->system && !j->system) ||
-        vg_media_policy_create(js->cfg, is_url, &j->policy) < 0) {
+    if (!j->video || !j->resolved || !j->question || (r->system && !j->system)) {
         job_free(j);
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;

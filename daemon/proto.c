@@ -2,7 +2,17 @@
  * proto.c: the wire protocol's request parser and validator, error replies, and the media access
  * policy (which paths and URLs a request may name).
  *
- * Thread: the loop thread (pure functions plus a few stat() calls in the policy check). Every
+ * Media access (docs/security.md, items 1 and 4): a path is resolved with realpath() to find the
+ * root it lies under, and then opened beneath that root's directory without following anything out
+ * of it (openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS; component by component with
+ * O_NOFOLLOW where the kernel lacks openat2). The descriptor is what the job or stream decodes (it
+ * travels in the vg_media_policy to the pipeline's params.open_file), so a link swapped in after
+ * the check cannot send the decoder outside the roots. A link inside a root that points inside it
+ * works (realpath follows it; so does RESOLVE_BENEATH); one that leads out is refused like any path
+ * outside the roots, with the one answer of item 4.
+ *
+ * Thread: the loop thread (pure functions plus a few stat() and open calls in the policy check; the
+ * policy's open also runs on decode and stream threads). Every
  * field of a request is checked for presence, type, range and length before use; anything else is
  * an error with a sentence that names the field. Unknown fields are errors too, so a typo in a
  * knob is reported instead of silently ignored.
@@ -14,7 +24,7 @@
  * every error reply is repaired to valid UTF-8, so no reply built here carries a byte that is not
  * JSON.
  */
-#define _XOPEN_SOURCE 700 /* realpath */
+#define _GNU_SOURCE /* realpath, O_PATH, syscall */
 #include "daemon.h"
 
 #include "common.h"
@@ -27,8 +37,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static int id_char(char c, int allow_colon)
 {
@@ -730,9 +744,129 @@ static int missing_inside(const char *path, const char (*roots)[VG_CFG_STR], int
     return 0;
 }
 
-int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
-                          const char *allowed, char *resolved, size_t resolved_len, int *is_url,
-                          char *err, size_t errlen)
+/* Component by component beneath rootfd, following no link at all: every directory with O_PATH |
+ * O_DIRECTORY | O_NOFOLLOW, the last component with flags | O_NOFOLLOW ("..", or a link on the way,
+ * fails). */
+static int open_beneath_nofollow(int rootfd, const char *rel, int flags)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(rel);
+    if (n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, rel, n + 1);
+    int cur = rootfd;
+    char *save = NULL;
+    char *c = strtok_r(buf, "/", &save);
+    while (c && !strcmp(c, "."))
+        c = strtok_r(NULL, "/", &save);
+    if (!c) {
+        errno = EISDIR;
+        return -1;
+    }
+    while (c) {
+        char *next = strtok_r(NULL, "/", &save);
+        while (next && !strcmp(next, "."))
+            next = strtok_r(NULL, "/", &save);
+        int fd = -1;
+        if (!strcmp(c, ".."))
+            errno = EXDEV;
+        else if (next)
+            fd = openat(cur, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        else
+            fd = openat(cur, c, flags | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        if (cur != rootfd)
+            close(cur);
+        if (fd < 0) {
+            errno = e;
+            return -1;
+        }
+        cur = fd;
+        c = next;
+    }
+    return cur;
+}
+
+int vg_daemon_open_beneath(int rootfd, const char *rel, int flags, int no_openat2)
+{
+    if (!no_openat2) {
+        struct open_how how;
+        memset(&how, 0, sizeof how);
+        how.flags = (uint64_t)(flags | O_CLOEXEC);
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+        long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
+        /* ENOSYS: a kernel before 5.6; EPERM: a seccomp filter that does not know openat2 (the
+         * walk below is stricter, so falling back is never weaker). */
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+            return (int)fd;
+    }
+    return open_beneath_nofollow(rootfd, rel, flags);
+}
+
+#define OPEN_FAILED "'%s' cannot be opened: %s"
+
+/* Opens real (a realpath() result under root) beneath root: first O_PATH to see what it is without
+ * opening it (a FIFO would block, a device might act), then, when fd is wanted, for reading; both
+ * must be the same regular file. An escape, a link swapped in, a name gone, an unreadable file: the
+ * one answer for outside the roots. */
+static int open_under_root(const char *path, const char *real, const char *root, int *fd, char *err,
+                           size_t errlen)
+{
+    size_t n = strlen(root);
+    const char *rel = (n == 1 && root[0] == '/') ? real + 1 : real + n;
+    while (*rel == '/')
+        rel++;
+    if (!*rel)
+        return vg_fail(err, errlen, VG_EINVAL, "'%s' is not a regular file", path);
+    int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (rootfd < 0) {
+        int e = errno;
+        if (e == EMFILE || e == ENFILE)
+            return vg_fail(err, errlen, VG_EBUSY, OPEN_FAILED, path, strerror(e));
+        return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
+    }
+    int rc = 0, pfd = -1, rfd = -1;
+    struct stat ps, rs;
+    pfd = vg_daemon_open_beneath(rootfd, rel, O_PATH, 0);
+    if (pfd < 0 || fstat(pfd, &ps) != 0) {
+        int e = errno;
+        rc = e == EMFILE || e == ENFILE
+                 ? vg_fail(err, errlen, VG_EBUSY, OPEN_FAILED, path, strerror(e))
+             : e == ENOMEM ? vg_fail(err, errlen, VG_ENOMEM, OPEN_FAILED, path, strerror(e))
+                           : vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
+    } else if (S_ISLNK(ps.st_mode)) { /* a link swapped in, seen by the no-follow walk */
+        rc = vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
+    } else if (!S_ISREG(ps.st_mode)) {
+        rc = vg_fail(err, errlen, VG_EINVAL, "'%s' is not a regular file", path);
+    } else if (fd) {
+        rfd = vg_daemon_open_beneath(rootfd, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+        if (rfd < 0) {
+            int e = errno;
+            rc = e == EMFILE || e == ENFILE
+                     ? vg_fail(err, errlen, VG_EBUSY, OPEN_FAILED, path, strerror(e))
+                     : vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
+        } else if (fstat(rfd, &rs) != 0 || rs.st_dev != ps.st_dev || rs.st_ino != ps.st_ino) {
+            rc = vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path); /* swapped in between */
+        }
+    }
+    if (pfd >= 0)
+        close(pfd);
+    close(rootfd);
+    if (rc < 0) {
+        if (rfd >= 0)
+            close(rfd);
+        return rc;
+    }
+    if (fd)
+        *fd = rfd;
+    return 0;
+}
+
+static int media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                       const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                       int *fd, char *err, size_t errlen)
 {
     if (!video || !*video)
         return vg_fail(err, errlen, VG_EINVAL, "empty video");
@@ -789,36 +923,68 @@ int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], in
             return vg_fail(err, errlen, VG_ENOENT, "'%s': no such file in the media roots", path);
         return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
     }
-    int ok = 0;
-    for (int i = 0; i < n_roots && !ok; i++)
-        ok = under_root(real, roots[i]);
-    if (!ok)
+    int root = -1;
+    for (int i = 0; i < n_roots && root < 0; i++)
+        if (under_root(real, roots[i]))
+            root = i;
+    if (root < 0)
         return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, path);
-    struct stat st;
-    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
-        return vg_fail(err, errlen, VG_EINVAL, "'%s' is not a regular file", path);
     if (strlen(real) >= resolved_len)
         return vg_fail(err, errlen, VG_EINVAL, "the path is too long");
+    int rc = open_under_root(path, real, roots[root], fd, err, errlen);
+    if (rc < 0)
+        return rc;
     snprintf(resolved, resolved_len, "%s", real);
     *is_url = 0;
     return 0;
+}
+
+int vg_daemon_media_check(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                          const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                          char *err, size_t errlen)
+{
+    return media_check(video, roots, n_roots, allowed, resolved, resolved_len, is_url, NULL, err,
+                       errlen);
+}
+
+int vg_daemon_media_open(const char *video, const char (*roots)[VG_CFG_STR], int n_roots,
+                         const char *allowed, char *resolved, size_t resolved_len, int *is_url,
+                         int *fd, char *err, size_t errlen)
+{
+    int f = -1;
+    int rc = media_check(video, roots, n_roots, allowed, resolved, resolved_len, is_url, &f, err,
+                         errlen);
+    if (rc == 0)
+        *fd = *is_url ? -1 : f;
+    return rc;
 }
 
 struct vg_media_policy {
     char (*roots)[VG_CFG_STR];
     int n_roots;
     char whitelist[VG_CFG_STR + 32];
+    char *input;  /* the checked path (NULL for a URL) */
+    int input_fd; /* its descriptor from the check, or -1 */
 };
 
-int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, vg_media_policy **out)
+int vg_media_policy_create(const vg_daemon_config *cfg, int is_url, const char *input, int input_fd,
+                           vg_media_policy **out)
 {
     vg_media_policy *p = calloc(1, sizeof *p);
-    if (!p)
+    if (!p) {
+        if (input_fd >= 0)
+            close(input_fd);
         return VG_ENOMEM;
+    }
+    p->input_fd = input_fd;
+    if (input_fd >= 0 && !(p->input = strdup(input ? input : ""))) {
+        vg_media_policy_free(p);
+        return VG_ENOMEM;
+    }
     if (cfg->n_media_roots > 0) {
         p->roots = malloc((size_t)cfg->n_media_roots * sizeof *p->roots);
         if (!p->roots) {
-            free(p);
+            vg_media_policy_free(p);
             return VG_ENOMEM;
         }
         memcpy(p->roots, cfg->media_roots, (size_t)cfg->n_media_roots * sizeof *p->roots);
@@ -837,6 +1003,9 @@ void vg_media_policy_free(vg_media_policy *p)
 {
     if (!p)
         return;
+    if (p->input_fd >= 0)
+        close(p->input_fd);
+    free(p->input);
     free(p->roots);
     free(p);
 }
@@ -853,4 +1022,35 @@ int vg_media_policy_allow(void *opaque, const char *url, char *err, size_t errle
     int is_url = 0;
     return vg_daemon_media_check(url, (const char(*)[VG_CFG_STR])p->roots, p->n_roots, "", resolved,
                                  sizeof resolved, &is_url, err, errlen);
+}
+
+int vg_media_policy_open(void *opaque, const char *url, int *fd, char *err, size_t errlen)
+{
+    const vg_media_policy *p = opaque;
+    const char *path = url;
+    if (strncasecmp(path, "file:", 5) == 0) {
+        path += 5;
+        if (strncmp(path, "//", 2) == 0)
+            path += 2;
+    }
+    if (p->input_fd >= 0 && p->input && !strcmp(path, p->input)) {
+        /* The input itself: the descriptor its check opened (a new one on the same open file;
+         * the pipeline reads with pread, so the shared offset does not matter). */
+        int d = fcntl(p->input_fd, F_DUPFD_CLOEXEC, 0);
+        if (d < 0)
+            return vg_fail(err, errlen, errno == EMFILE || errno == ENFILE ? VG_EBUSY : VG_EIO,
+                           OPEN_FAILED, path, strerror(errno));
+        *fd = d;
+        return 0;
+    }
+    char resolved[PATH_MAX];
+    int is_url = 0, f = -1;
+    int rc = media_check(url, (const char(*)[VG_CFG_STR])p->roots, p->n_roots, "", resolved,
+                         sizeof resolved, &is_url, &f, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (is_url || f < 0) /* "" allows no scheme: unreachable, but never return without a file */
+        return vg_fail(err, errlen, VG_EPATH, OUTSIDE_ROOTS, url);
+    *fd = f;
+    return 0;
 }

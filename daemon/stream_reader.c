@@ -178,6 +178,7 @@ static int session_open(stream *s, session *se, char *err, size_t errlen)
     vg_media_params mp = vg_media_default_params();
     mp.protocol_whitelist = vg_media_policy_whitelist(s->policy);
     mp.allow_url = vg_media_policy_allow;
+    mp.open_file = vg_media_policy_open; /* the checked descriptor, never the path again */
     mp.allow_opaque = s->policy;
     mp.stop = &s->stop;
     mp.rtsp_transport = strcmp(s->rtsp_transport, "auto") ? s->rtsp_transport : NULL;

@@ -456,21 +456,31 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
         return vg_fail(err, errlen, VG_ENOTSUP, "the model has no vision tower");
     }
     char resolved[4200], perr[512];
-    int is_url = 0;
-    int rc = vg_daemon_media_check(r->video, (const char(*)[VG_CFG_STR])ss->cfg->media_roots,
-                                   ss->cfg->n_media_roots, ss->cfg->allowed_protocols, resolved,
-                                   sizeof resolved, &is_url, perr, sizeof perr);
+    int is_url = 0, fd = -1;
+    /* The file is opened here, beneath its root; every (re)connection reads this descriptor
+     * through the policy (docs/security.md, item 1). */
+    int rc = vg_daemon_media_open(r->video, (const char(*)[VG_CFG_STR])ss->cfg->media_roots,
+                                  ss->cfg->n_media_roots, ss->cfg->allowed_protocols, resolved,
+                                  sizeof resolved, &is_url, &fd, perr, sizeof perr);
     if (rc < 0) {
         *wire = rc == VG_ENOENT   ? VG_WIRE_NOT_FOUND
                 : rc == VG_EINVAL ? VG_WIRE_BAD_REQUEST
+                : rc == VG_EBUSY  ? VG_WIRE_BUSY
                                   : VG_WIRE_FORBIDDEN;
         return vg_fail(err, errlen, rc, "%s", perr);
     }
-    stream *s = calloc(1, sizeof *s);
-    if (!s) {
+    vg_media_policy *policy = NULL;
+    if (vg_media_policy_create(ss->cfg, is_url, resolved, fd, &policy) < 0) { /* takes fd */
         *wire = VG_WIRE_INTERNAL;
         return VG_ENOMEM;
     }
+    stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        vg_media_policy_free(policy);
+        *wire = VG_WIRE_INTERNAL;
+        return VG_ENOMEM;
+    }
+    s->policy = policy;
     s->ss = ss;
     snprintf(s->name, sizeof s->name, "%s", name);
     s->url = strdup(r->video);
@@ -478,7 +488,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     s->is_url = is_url;
     stream_knobs(s, r);
     s->nq = r->n_questions;
-    int oom = !s->url || !s->resolved || vg_media_policy_create(ss->cfg, is_url, &s->policy) < 0;
+    int oom = !s->url || !s->resolved;
     for (int i = 0; i < s->nq; i++)
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);

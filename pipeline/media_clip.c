@@ -33,6 +33,12 @@
  * the input is decoded again from a fresh open (over the network too; if that open fails, its
  * error is returned). A second shortfall fails with VG_EMEDIA.
  *
+ * Unseekable network inputs. A network input that cannot seek or has no known length (HTTP without
+ * byte ranges) is read as a clip from its start (clip_reopen: every pass reopens it, a fresh
+ * request): its frames are counted first when its length is unknown, then the sequential pass
+ * runs as for any network input. Live streams by nature (RTSP, RTP, UDP, SDP, an open HLS
+ * playlist) are refused with VG_EMEDIA and a sentence that says to watch them.
+ *
  * Thread: the vg_media's thread; it starts the conversion workers of media_conv.c and joins them
  * before vg_media_read_video returns.
  */
@@ -44,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define LOOKAHEAD 64 /* packets read past the last sampled frame to see every earlier index */
 
@@ -120,7 +127,8 @@ static int run_pass(clip_pass *cp, const frame_policy *pol, pass_end *end, char 
 {
     vg_media *m = cp->m;
     conv_pool pool;
-    int rc = media_pool_start(&pool, media_pool_workers(cp->n), cp->W, cp->H, err, errlen);
+    int rc = media_pool_start(&pool, media_pool_workers(cp->n, m->info.width, m->info.height),
+                              cp->W, cp->H, err, errlen);
     if (rc < 0)
         return rc;
     int next = 0;
@@ -471,6 +479,16 @@ static int new_video(vg_media *m, int64_t total, const vg_sample_params *sp, vg_
     vg_plan *plan = NULL;
     int rc =
         vg_plan_compute(total, m->info.fps, m->info.width, m->info.height, sp, &plan, err, errlen);
+    if (rc == VG_EINVAL || rc == VG_ERANGE) {
+        /* The sampling asks what this video cannot give (too few frames, a start past its end,
+         * an extreme aspect ratio): a media error, with the plan's sentence. */
+        char why[400];
+        snprintf(why, sizeof why, "%s", err && errlen ? err : "");
+        return vg_fail(err, errlen, VG_EMEDIA,
+                       "'%.200s' (%lld frames of %dx%d at %.3g fps) cannot be sampled: %s", m->url,
+                       (long long)total, m->info.width, m->info.height, m->info.fps,
+                       why[0] ? why : vg_strerror(rc));
+    }
     if (rc < 0)
         return rc;
     size_t fsz, all;
@@ -508,13 +526,54 @@ static int new_video(vg_media *m, int64_t total, const vg_sample_params *sp, vg_
     return 0;
 }
 
+/* Whether the input is a live stream by nature: a protocol or demuxer for streams without an end
+ * (RTSP, RTP, UDP, SRT, RTMP, an SDP session) or an HLS playlist that is still open (no duration).
+ */
+static int endless(const vg_media *m)
+{
+    static const char *const schemes[] = {
+        "rtsp:", "rtsps:", "rtp:", "udp:", "srt:", "rtmp:", "rtmps:", "tcp:"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(schemes); i++)
+        if (!strncasecmp(m->url, schemes[i], strlen(schemes[i])))
+            return 1;
+    const char *f = m->fmt && m->fmt->iformat ? m->fmt->iformat->name : "";
+    if (!strcmp(f, "rtsp") || !strcmp(f, "rtp") || !strcmp(f, "sdp"))
+        return 1;
+    return !strcmp(f, "hls") && !(m->info.duration > 0);
+}
+
+/* A network input that cannot seek or has no known length (HTTP without byte ranges, a stream of
+ * unknown duration) is read as a clip from its start each time (a fresh request per pass): its
+ * frames are counted first when the length is unknown, and it is then decoded sequentially, with
+ * the same indices and times as a seekable copy. A live stream by nature is refused with
+ * VG_EMEDIA. */
+static int prepare_unseekable(vg_media *m, char *err, size_t errlen)
+{
+    if (endless(m))
+        return vg_fail(err, errlen, VG_EMEDIA,
+                       "'%.200s' is a live stream, which has no end to sample a clip from; watch "
+                       "it (the watch operation) to ask about it as it plays.",
+                       m->url);
+    m->clip_reopen = 1;
+    vg_media_info *in = &m->info;
+    if (in->duration > 0 && in->fps > 0 && in->total_frames <= 0)
+        in->total_frames = llround(in->duration * in->fps); /* checked by the short-stream rule */
+    if (in->total_frames <= 0) {
+        int rc = media_count_frames(m, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress, void *opaque,
                       vg_video **out, char *err, size_t errlen)
 {
-    if (m->info.is_live)
-        return vg_fail(err, errlen, VG_EINVAL,
-                       "'%.200s' is a live stream; read it frame by frame (vg_media_next_frame).",
-                       m->url);
+    if (m->info.is_live) {
+        int rc = prepare_unseekable(m, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     if (m->info.total_frames <= 0)
         return vg_fail(err, errlen, VG_EMEDIA, "the frame count of '%.200s' is unknown.", m->url);
     if (m->info.fps <= 0)

@@ -135,12 +135,16 @@ static void *conv_worker(void *arg)
     return NULL;
 }
 
-int media_pool_workers(int nframes)
+int media_pool_workers(int nframes, int w, int h)
 {
     int cpus = av_cpu_count(); /* honours the affinity mask, unlike sysconf */
     int n = cpus >= 4 ? cpus / 2 : 1;
     if (n > MAX_WORKERS)
         n = MAX_WORKERS;
+    /* Each worker holds a full-size RGB frame and its two queued frames: half the budget. */
+    size_t fit = VG_MEDIA_FRAME_BUDGET / 2 / (3 * media_frame_bytes(w, h));
+    if ((size_t)n > fit)
+        n = (int)fit;
     return VG_MAX(1, VG_MIN(n, nframes));
 }
 

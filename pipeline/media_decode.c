@@ -92,7 +92,10 @@ static int read_failed(vg_media *m, int r, char *err, size_t errlen)
     if (code == VG_ETIMEDOUT)
         return vg_fail(err, errlen, code, "no data from '%.200s' for %d ms.", m->url,
                        m->params.read_timeout_ms);
-    if (r != AVERROR_EOF && !m->is_file)
+    /* A network input read as a clip ends like a file: FFmpeg reports the end of an HTTP body
+     * without a length as an I/O error ("Stream ends prematurely"); a real truncation shows up as
+     * a short stream (media_clip.c). */
+    if (r != AVERROR_EOF && !m->is_file && !m->clip_reopen)
         return vg_fail(err, errlen, code == VG_EMEDIA ? VG_EIO : code,
                        "reading '%.200s' failed: %s.", m->url, media_averr(r, eb, sizeof eb));
     if (r != AVERROR_EOF)

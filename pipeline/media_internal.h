@@ -21,6 +21,12 @@
 #define VG_MEDIA_MAX_PIXELS (8192L * 8192L)
 #define VG_MEDIA_MAX_FPS    1000.0
 #define MAX_DECODE_ERRORS   64 /* consecutive failed packets before giving up */
+/* Frame buffers one input may hold at once (decoder frame threads, queued frames, converters'
+ * full-size RGB frames), which bounds the threads for large frames. */
+#define VG_MEDIA_FRAME_BUDGET ((size_t)512 << 20)
+/* Most frames counted in a network input whose length is unknown before it is refused as
+ * endless. */
+#define VG_MEDIA_MAX_COUNT 1000000
 
 enum { WHY_NONE = 0, WHY_STOP, WHY_DEADLINE };
 
@@ -37,10 +43,16 @@ struct vg_media {
     char *url;
     char *whitelist;
     vg_media_params params;
-    int is_file; /* the "file" protocol */
+    int is_file;     /* the "file" protocol */
+    int clip_reopen; /* a network input without seeking read as a clip: reopened from its start */
+    int fd;          /* a local input's descriptor (owned; -1: libavformat opens it by name), read
+                        through media_fdio.c by every open of this input */
+    AVIOContext *pb; /* the fdio context of the open input, or NULL */
 
-    /* Nested opens (params.allow_url): libavformat's own io_open, and the first refusal. */
+    /* Nested opens (params.allow_url / open_file): libavformat's own io_open and io_close2, and
+     * the first refusal. */
     int (*io_open_default)(AVFormatContext *, AVIOContext **, const char *, int, AVDictionary **);
+    int (*io_close2_default)(AVFormatContext *, AVIOContext *);
     char refused[512];
 
     /* Interrupt state: read by interrupt_cb on this thread. */
@@ -84,12 +96,20 @@ void media_arm(vg_media *m, int timeout_ms);
 void media_disarm(vg_media *m);
 /* An FFmpeg error after an interrupted or failed call as a VG_E* code. */
 int media_map_error(const vg_media *m, int e);
+/* Bytes of one w x h frame as the memory budget counts it (3 per pixel). */
+size_t media_frame_bytes(int w, int h);
+/* Decoder threads for w x h frames: params.decode_threads (0: the CPUs + 1, at most 16), fewer when
+ * their frames would exceed half of VG_MEDIA_FRAME_BUDGET; at least 1. */
+int media_decode_threads(const vg_media *m, int w, int h);
 /* VG_EMEDIA for a size <= 0, VG_ELIMIT over VG_MEDIA_MAX_DIM / VG_MEDIA_MAX_PIXELS. */
 int media_check_dims(int w, int h, const char *what, char *err, size_t errlen);
 /* VG_EPATH with the sentence of the first URL params.allow_url refused, else 0. */
 int media_check_refused(const vg_media *m, char *err, size_t errlen);
+/* Reads the whole input without decoding to count its video frames (a network input at most
+ * VG_MEDIA_MAX_COUNT, else VG_EMEDIA), reopens it, and sets info.total_frames and info.duration. */
+int media_count_frames(vg_media *m, char *err, size_t errlen);
 /* Reopens the input so that decoding starts again at frame 0 (also after a failed reopen); a no-op
- * when nothing was read since the open. VG_EINVAL for a live input. */
+ * when nothing was read since the open. VG_EINVAL for a live input unless clip_reopen is set. */
 int media_rewind(vg_media *m, char *err, size_t errlen);
 
 /* ---- media_live.c: live reading. */
@@ -99,6 +119,17 @@ int media_rewind(vg_media *m, char *err, size_t errlen);
  * joined between keyframes has no size until its next keyframe, which vg_media_wait_size waits for.
  */
 int media_live_check_dims(const vg_media *m, int w, int h, char *err, size_t errlen);
+
+/* ---- media_fdio.c: reading a local file through a descriptor (never by name). */
+
+/* A custom AVIOContext reading fd with pread() at its own position (the descriptor's offset is
+ * never used); owned: fd is closed by media_fdio_close. icb (copied; optional) is asked before
+ * each read, as libavformat's protocols ask theirs. Returns 0 or AVERROR(ENOMEM). */
+int media_fdio_open(int fd, int owned, const AVIOInterruptCB *icb, AVIOContext **out);
+/* Whether pb was made by media_fdio_open (and must be closed by media_fdio_close). */
+int media_fdio_is_ours(const AVIOContext *pb);
+/* Frees *pb (its buffer, and its descriptor when owned) and sets it to NULL; NULL is a no-op. */
+void media_fdio_close(AVIOContext **pb);
 
 /* ---- media_decode.c: the pull decoder and the one PTS -> seconds conversion. */
 
@@ -147,8 +178,9 @@ typedef struct conv_pool {
     char err[256];
 } conv_pool;
 
-/* How many workers convert nframes frames: half the CPUs (1 to MAX_WORKERS), at most nframes. */
-int media_pool_workers(int nframes);
+/* How many workers convert nframes frames of w x h: half the CPUs (1 to MAX_WORKERS), at most
+ * nframes, fewer when their frames would exceed half of VG_MEDIA_FRAME_BUDGET. */
+int media_pool_workers(int nframes, int w, int h);
 /* Starts workers converting to dw x dh. On failure nothing is left running. */
 int media_pool_start(conv_pool *pool, int workers, int dw, int dh, char *err, size_t errlen);
 /* Hands a new reference to m->frame to the workers, to be written at dst; waits while the queue is

@@ -9,9 +9,15 @@
  * (HLS segments, RTSP's RTP sockets) obey it. With params.allow_url, every URL the demuxer opens
  * goes through checked_io_open: the same whitelist check, then the caller's policy for local
  * paths; the first refusal is kept in m->refused and fails the whole input (media_check_refused).
- * Demuxers are limited to a list of audio/video containers, so a text file is never shown to e.g.
- * the "tty" demuxer as a video. Frame sizes are checked against VG_MEDIA_MAX_DIM /
- * VG_MEDIA_MAX_PIXELS from the container header before any frame is probed or decoded.
+ * With params.open_file, local files are never opened by name: the input's descriptor comes from
+ * the caller once (open_local) and every nested local file's from the hook, each read through
+ * media_fdio.c's AVIOContext (checked_io_close2 frees those), so the file decoded is the file the
+ * caller checked. Without it, a local regular file is still opened here once and read through its
+ * descriptor. Demuxers are limited to a list of audio/video containers, so a text file is never
+ * shown to e.g. the "tty" demuxer as a video. Frame sizes are checked against VG_MEDIA_MAX_DIM /
+ * VG_MEDIA_MAX_PIXELS and params.max_frame_pixels from the container header before any frame is
+ * probed or decoded; the decoder gets max_pixels, and its threads are bounded by the frame size
+ * (VG_MEDIA_FRAME_BUDGET).
  *
  * Interrupts. Every input has an interrupt callback reading the caller's atomic stop flag and a
  * deadline that is armed around each blocking call (open + stream probing: open_timeout_ms; each
@@ -23,9 +29,11 @@
  * reading its video packets without decoding them, and the input is then reopened (a fresh demuxer
  * is the exact "seek back to the start" for every format). Network inputs get duration x fps.
  *
- * Live. An input is live (vg_media_next_frame only, total_frames 0) when its length is unknown, or
- * when it comes over the network and cannot seek (RTSP, RTP/UDP, live HLS, HTTP without ranges);
- * a seekable network file of known length (HTTP with ranges, VOD HLS) is read like a local one.
+ * Live. A network input is live (total_frames 0) when its length is unknown or it cannot seek
+ * (RTSP, RTP/UDP, live HLS, HTTP without ranges), as is a session a local file describes (SDP) or
+ * an open HLS playlist; a seekable network file of known length (HTTP with ranges, VOD HLS) is read
+ * like a local one, and a local file of unknown length is counted. vg_media_read_video still
+ * reads a live input that ends (HTTP without ranges) as a clip (media_clip.c).
  *
  * Thread: the one thread that owns the vg_media at the time (see pipeline.h); the interrupt
  * callback runs on it, inside libavformat's blocking calls.
@@ -35,13 +43,16 @@
 #include "common.h"
 
 #include <libavutil/avstring.h>
+#include <libavutil/cpu.h>
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_WHITELIST "file,http,https,tcp,tls,rtsp,rtp,udp,hls,crypto,data"
 /* Demuxers we accept: video containers, the network stream formats, and the audio containers
@@ -181,19 +192,43 @@ int media_check_dims(int w, int h, const char *what, char *err, size_t errlen)
     return 0;
 }
 
+/* The largest frame this input may have: params.max_frame_pixels within the absolute cap. */
+static long max_frame_pixels(const vg_media *m)
+{
+    long cap = m->params.max_frame_pixels;
+    return cap > 0 && cap < VG_MEDIA_MAX_PIXELS ? cap : VG_MEDIA_MAX_PIXELS;
+}
+
+/* A source frame size from a header: VG_EMEDIA with a sentence when it is invalid or over the
+ * absolute caps or params.max_frame_pixels (the input cannot be used; checked before any frame is
+ * decoded, so an oversized input costs no frame buffer). */
+static int check_source_dims(const vg_media *m, int w, int h, const char *what, char *err,
+                             size_t errlen)
+{
+    int c = media_check_dims(w, h, what, err, errlen);
+    if (c < 0)
+        return VG_EMEDIA;
+    long cap = max_frame_pixels(m);
+    if ((long)w * h > cap)
+        return vg_fail(err, errlen, VG_EMEDIA,
+                       "%s has frames of %dx%d pixels, over the limit of %ld pixels per frame "
+                       "(max_pixels_limit).",
+                       what, w, h, cap);
+    return 0;
+}
+
 /* A raw YUV4MPEG2 header is parsed by libavformat into a frame-sized packet; its W/H fields are
  * checked here first so that a huge claim gets our sentence instead of an allocation failure. */
-static int check_y4m_header(const char *path, char *err, size_t errlen)
+static int check_y4m_header(const vg_media *m, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
     char line[256];
-    size_t n = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
+    ssize_t n = pread(m->fd, line, sizeof line - 1, 0);
+    if (n < 0)
+        return 0;
     line[n] = '\0';
     if (n < 10 || strncmp(line, "YUV4MPEG2 ", 10) != 0)
         return 0;
+    const char *path = m->url;
     long w = 0, h = 0;
     for (char *p = line + 9; *p && *p != '\n'; p++) {
         if (p[0] == ' ' && p[1] == 'W')
@@ -201,11 +236,11 @@ static int check_y4m_header(const char *path, char *err, size_t errlen)
         else if (p[0] == ' ' && p[1] == 'H')
             h = strtol(p + 2, NULL, 10);
     }
-    if (w > VG_MEDIA_MAX_DIM || h > VG_MEDIA_MAX_DIM || w * h > VG_MEDIA_MAX_PIXELS)
-        return vg_fail(err, errlen, VG_ELIMIT,
+    if (w > VG_MEDIA_MAX_DIM || h > VG_MEDIA_MAX_DIM || w * h > max_frame_pixels(m))
+        return vg_fail(err, errlen, VG_EMEDIA,
                        "'%.200s' claims frames of %ldx%ld pixels, over the limit of %dx%d and %ld "
                        "pixels per frame.",
-                       path, w, h, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_PIXELS);
+                       path, w, h, VG_MEDIA_MAX_DIM, VG_MEDIA_MAX_DIM, max_frame_pixels(m));
     return 0;
 }
 
@@ -225,6 +260,7 @@ static void close_input(vg_media *m)
     avcodec_free_context(&m->dec);
     media_arm(m, m->params.read_timeout_ms); /* RTSP sends a TEARDOWN on close */
     avformat_close_input(&m->fmt);
+    media_fdio_close(&m->pb); /* libavformat leaves a custom context to its owner */
     media_disarm(m);
     m->eof_sent = 0;
     m->consumed = 0;
@@ -267,14 +303,19 @@ static int refused_format(vg_media *m, char *name, size_t len)
     AVIOInterruptCB cb = {interrupt_cb, m};
     media_arm(m, m->params.open_timeout_ms);
     int found = 0;
-    if (avio_open2(&pb, m->url, AVIO_FLAG_READ, &cb, NULL) >= 0) {
+    int r = m->fd >= 0 ? media_fdio_open(m->fd, 0, &cb, &pb)
+                       : avio_open2(&pb, m->url, AVIO_FLAG_READ, &cb, NULL);
+    if (r >= 0) {
         const AVInputFormat *f = NULL;
         if (av_probe_input_buffer2(pb, &f, m->url, NULL, 0, 0) >= 0 && f &&
             av_match_list(f->name, FORMAT_WHITELIST, ',') <= 0) {
             snprintf(name, len, "%s (%s)", f->name, f->long_name ? f->long_name : "?");
             found = 1;
         }
-        avio_closep(&pb);
+        if (media_fdio_is_ours(pb))
+            media_fdio_close(&pb);
+        else
+            avio_closep(&pb);
     }
     media_disarm(m);
     return found;
@@ -289,9 +330,35 @@ int media_check_refused(const vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
-/* fmt->io_open when params.allow_url is set: every URL the demuxer opens (the input, an HLS
- * playlist's variants, segments and keys) must pass the protocol whitelist, as the input did, and a
- * local one the caller's policy; a refusal is kept, so it fails the whole input. */
+/* A nested local file through params.open_file: its descriptor, which must be a regular file, read
+ * by an fdio that owns it. */
+static int open_nested_file(vg_media *m, AVIOContext **pb, const char *url, char *why,
+                            size_t whylen)
+{
+    int fd = -1;
+    int r = m->params.open_file(m->params.allow_opaque, url, &fd, why, whylen);
+    if (r < 0 || fd < 0)
+        return r < 0 ? r : VG_EIO;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(why, whylen, "'%.200s' is not a regular file", url);
+        return VG_EMEDIA;
+    }
+    AVIOInterruptCB cb = {interrupt_cb, m};
+    if (media_fdio_open(fd, 1, &cb, pb) < 0) {
+        close(fd);
+        snprintf(why, whylen, "out of memory");
+        return VG_ENOMEM;
+    }
+    return 0;
+}
+
+/* fmt->io_open when params.allow_url or open_file is set: every URL the demuxer opens (an HLS
+ * playlist's variants, segments and keys; the input itself when libavformat opens it by name) must
+ * pass the protocol whitelist, as the input did, and a local one the caller's policy: with
+ * open_file the file is opened by it (checked and opened in one step) and read through its
+ * descriptor, never by name; a refusal is kept, so it fails the whole input. */
 static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
                            AVDictionary **options)
 {
@@ -299,15 +366,41 @@ static int checked_io_open(AVFormatContext *s, AVIOContext **pb, const char *url
     if (!m || !m->io_open_default)
         return AVERROR(EPERM);
     char why[400] = "", scheme[32];
-    if (check_protocol(url, m->whitelist, scheme, sizeof scheme, why, sizeof why) < 0 ||
-        (!strcmp(scheme, "file") &&
-         m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0)) {
+    int refused = check_protocol(url, m->whitelist, scheme, sizeof scheme, why, sizeof why) < 0;
+    if (!refused && !strcmp(scheme, "file")) {
+        if (m->params.open_file) {
+            if (flags & AVIO_FLAG_WRITE)
+                refused = 1;
+            else if (open_nested_file(m, pb, url, why, sizeof why) == 0)
+                return 0;
+            else
+                refused = 1;
+        } else {
+            refused = m->params.allow_url(m->params.allow_opaque, url, why, sizeof why) < 0;
+        }
+    }
+    if (refused) {
         if (!m->refused[0])
             snprintf(m->refused, sizeof m->refused, "'%.200s' refers to '%.200s', refused: %s",
                      m->url, url, why[0] ? why : "not allowed");
         return AVERROR(EPERM);
     }
     return m->io_open_default(s, pb, url, flags, options);
+}
+
+/* fmt->io_close2: contexts made by media_fdio.c are freed there (libavformat's default would take
+ * their opaque for a URLContext); the others go to libavformat's own. */
+static int checked_io_close2(AVFormatContext *s, AVIOContext *pb)
+{
+    if (media_fdio_is_ours(pb)) {
+        media_fdio_close(&pb);
+        return 0;
+    }
+    vg_media *m = s->opaque;
+    if (m && m->io_close2_default)
+        return m->io_close2_default(s, pb);
+    avio_close(pb);
+    return 0;
 }
 
 /* avformat_open_input failed with r: the sentence that says why (a refused nested URL, a timeout,
@@ -333,6 +426,11 @@ static int open_failed(vg_media *m, int r, char *err, size_t errlen)
                        "cannot open '%.200s': %s (not a supported video container, or a corrupt "
                        "or truncated file).",
                        m->url, media_averr(r, eb, sizeof eb));
+    if (!m->is_file && r == AVERROR(EIO)) /* libavformat's http says only EIO for these */
+        return vg_fail(err, errlen, code,
+                       "cannot open '%.200s': the server failed, closed the connection, or "
+                       "redirected too many times (%s).",
+                       m->url, media_averr(r, eb, sizeof eb));
     return vg_fail(err, errlen, code, "cannot open '%.200s': %s.", m->url,
                    media_averr(r, eb, sizeof eb));
 }
@@ -346,10 +444,19 @@ static int open_container(vg_media *m, char *err, size_t errlen)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
     fmt->interrupt_callback.callback = interrupt_cb;
     fmt->interrupt_callback.opaque = m;
-    if (m->params.allow_url) {
+    fmt->opaque = m;
+    m->io_close2_default = fmt->io_close2;
+    fmt->io_close2 = checked_io_close2;
+    if (m->params.allow_url || m->params.open_file) {
         m->io_open_default = fmt->io_open;
-        fmt->opaque = m;
         fmt->io_open = checked_io_open;
+    }
+    if (m->fd >= 0) { /* a local file: read through its descriptor, never opened by name */
+        if (media_fdio_open(m->fd, 0, &fmt->interrupt_callback, &m->pb) < 0) {
+            avformat_free_context(fmt);
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory opening '%.200s'.", m->url);
+        }
+        fmt->pb = m->pb;
     }
 
     AVDictionary *opts = NULL;
@@ -367,7 +474,8 @@ static int open_container(vg_media *m, char *err, size_t errlen)
     media_arm(m, m->params.open_timeout_ms);
     int r = avformat_open_input(&fmt, m->url, NULL, &opts);
     av_dict_free(&opts);
-    if (r < 0) {
+    if (r < 0) { /* libavformat freed fmt, but not the custom context */
+        media_fdio_close(&m->pb);
         media_disarm(m);
         return open_failed(m, r, err, errlen);
     }
@@ -386,7 +494,7 @@ static int probe_streams(vg_media *m, char *err, size_t errlen)
         if (par->codec_type == AVMEDIA_TYPE_VIDEO && (par->width != 0 || par->height != 0)) {
             char what[64];
             snprintf(what, sizeof what, "video stream #%u", i);
-            int c = media_check_dims(par->width, par->height, what, err, errlen);
+            int c = check_source_dims(m, par->width, par->height, what, err, errlen);
             if (c < 0) {
                 media_disarm(m);
                 return c;
@@ -411,6 +519,24 @@ static int probe_streams(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
+/* Bytes of one frame of w x h for the memory budget: 3 per pixel covers 8-bit 4:4:4 and RGB (the
+ * converters' full-size RGB frame); 4:2:0 needs half. */
+size_t media_frame_bytes(int w, int h)
+{
+    return (size_t)(w > 0 ? w : 1) * (size_t)(h > 0 ? h : 1) * 3;
+}
+
+int media_decode_threads(const vg_media *m, int w, int h)
+{
+    int want = m->params.decode_threads > 0 ? m->params.decode_threads : av_cpu_count() + 1;
+    if (want > 16)
+        want = 16; /* libavcodec's own ceiling for automatic frame threads */
+    size_t fit = VG_MEDIA_FRAME_BUDGET / 2 / media_frame_bytes(w, h);
+    if ((size_t)want > fit)
+        want = fit > 1 ? (int)fit : 1;
+    return want;
+}
+
 /* Opens the decoder of stream st into m->dec (frame and slice threads). */
 static int open_decoder(vg_media *m, const AVStream *st, char *err, size_t errlen)
 {
@@ -428,7 +554,10 @@ static int open_decoder(vg_media *m, const AVStream *st, char *err, size_t errle
         return vg_fail(err, errlen, VG_EMEDIA, "bad codec parameters in '%.200s': %s.", m->url,
                        media_averr(r, eb, sizeof eb));
     m->dec->pkt_timebase = st->time_base;
-    m->dec->thread_count = m->params.decode_threads > 0 ? m->params.decode_threads : 0;
+    /* The decoder refuses any frame over the input's limit (a size change mid-stream included),
+     * and its frame threads, each holding a frame, are as many as fit the budget. */
+    m->dec->max_pixels = max_frame_pixels(m);
+    m->dec->thread_count = media_decode_threads(m, par->width, par->height);
     m->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     r = avcodec_open2(m->dec, codec, NULL);
     if (r < 0)
@@ -457,7 +586,11 @@ static int open_input(vg_media *m, int expect_stream, char *err, size_t errlen)
         if ((int)i != m->vstream)
             fmt->streams[i]->discard = AVDISCARD_ALL;
     AVCodecParameters *par = st->codecpar;
-    c = media_live_check_dims(m, par->width, par->height, err, errlen);
+    /* 0x0 passes only for a live network input joined between keyframes (media_live.c). */
+    if (par->width == 0 && par->height == 0)
+        c = media_live_check_dims(m, 0, 0, err, errlen);
+    else
+        c = check_source_dims(m, par->width, par->height, "the video stream", err, errlen);
     if (c < 0)
         return c;
     if (expect_stream >= 0 && (par->width != m->info.width || par->height != m->info.height))
@@ -499,8 +632,13 @@ static void fill_info(vg_media *m)
         in->start_time = 0;
     int seekable = fmt->pb && (fmt->pb->seekable & AVIO_SEEKABLE_NORMAL);
     /* Live: a network stream without a known length or without seeking (RTSP, RTP/UDP, live HLS,
-     * an unseekable HTTP stream), or any input of unknown length. */
-    in->is_live = in->duration <= 0 || (!m->is_file && !seekable);
+     * an unseekable HTTP stream), and a session a local file describes (SDP) or an open HLS
+     * playlist. Any other local file ends: one of unknown length (a raw H.264 stream, an MPEG-TS
+     * without timestamps to measure) is counted like any file. */
+    const char *f = fmt->iformat ? fmt->iformat->name : "";
+    int session = !strcmp(f, "sdp") || !strcmp(f, "rtsp") || !strcmp(f, "rtp") ||
+                  (!strcmp(f, "hls") && in->duration <= 0);
+    in->is_live = session || (!m->is_file && (in->duration <= 0 || !seekable));
     snprintf(in->codec, sizeof in->codec, "%s", avcodec_get_name(st->codecpar->codec_id));
     snprintf(in->format, sizeof in->format, "%s", fmt->iformat ? fmt->iformat->name : "?");
     if (!in->is_live && st->nb_frames > 0)
@@ -519,13 +657,19 @@ static int count_trusted(const vg_media *m)
     return fabs((double)in->total_frames - expect) <= 2.0 + 0.02 * expect;
 }
 
-/* Reads every video packet of a local file without decoding, then reopens it. */
+/* Reads every video packet without decoding (a network input at most VG_MEDIA_MAX_COUNT: a longer
+ * one is VG_EMEDIA; a local file always ends), then reopens the input. */
 static int count_packets(vg_media *m, char *err, size_t errlen)
 {
     char eb[AV_ERROR_MAX_STRING_SIZE];
     int64_t n = 0;
     int again = 0;
     for (;;) {
+        if (!m->is_file && n > VG_MEDIA_MAX_COUNT)
+            return vg_fail(err, errlen, VG_EMEDIA,
+                           "'%.200s' did not end within %d frames; a stream without an end cannot "
+                           "be asked about as a clip (watch it instead).",
+                           m->url, VG_MEDIA_MAX_COUNT);
         if (media_stop_requested(m))
             return vg_fail(err, errlen, VG_ECANCELED, "opening '%.200s' was cancelled.", m->url);
         media_arm(m, m->params.read_timeout_ms);
@@ -558,6 +702,14 @@ static int count_packets(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
+int media_count_frames(vg_media *m, char *err, size_t errlen)
+{
+    int r = count_packets(m, err, errlen);
+    if (r == 0 && m->info.total_frames > 0 && m->info.fps > 0)
+        m->info.duration = (double)m->info.total_frames / m->info.fps;
+    return r;
+}
+
 /* The stream information with the frame count, frame rate and duration each completed from the
  * others where the header lacks them (a local file's frames counted when its count is not
  * trusted). */
@@ -585,20 +737,53 @@ static int complete_info(vg_media *m, char *err, size_t errlen)
     return 0;
 }
 
-/* A local path or file: URL must name a non-empty file (not a directory) whose YUV4MPEG2 header,
- * if it has one, claims an allowed frame size. */
-static int check_local_file(const char *url, char *err, size_t errlen)
+/* A local input's descriptor, m->fd: from params.open_file (the caller's checked open), else
+ * opened here by name once (O_NONBLOCK, so that a FIFO does not block; no effect on a regular
+ * file). It must be a non-empty regular file (without open_file, another kind, a FIFO or a device,
+ * is left to libavformat to open by name as before) whose YUV4MPEG2 header, if it has one, claims
+ * an allowed frame size. Every open of the input reads this descriptor, so a rewind reads the
+ * same file even if its name now points elsewhere. */
+static int open_local(vg_media *m, char *err, size_t errlen)
 {
+    const char *url = m->url;
     const char *path = strncmp(url, "file:", 5) == 0 ? url + 5 : url;
+    int fd = -1;
+    if (m->params.open_file) {
+        char why[400] = "";
+        int r = m->params.open_file(m->params.allow_opaque, url, &fd, why, sizeof why);
+        if (r < 0 || fd < 0)
+            return vg_fail(err, errlen, r < 0 ? r : VG_EIO, "%s",
+                           why[0] ? why : "the file could not be opened");
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
+            int e = errno;
+            return vg_fail(err, errlen,
+                           e == ENOENT                 ? VG_ENOENT
+                           : e == EACCES || e == EPERM ? VG_EACCES
+                                                       : VG_EIO,
+                           "cannot open '%.200s': %s.", url, strerror(e));
+        }
+    }
     struct stat sb;
-    if (stat(path, &sb) != 0)
-        return vg_fail(err, errlen, errno == ENOENT ? VG_ENOENT : VG_EIO,
-                       "cannot open '%.200s': %s.", url, strerror(errno));
-    if (S_ISDIR(sb.st_mode))
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
-    if (S_ISREG(sb.st_mode) && sb.st_size == 0)
-        return vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
-    return check_y4m_header(path, err, errlen);
+    int c = 0;
+    if (fstat(fd, &sb) != 0)
+        c = vg_fail(err, errlen, VG_EIO, "cannot open '%.200s': %s.", url, strerror(errno));
+    else if (S_ISDIR(sb.st_mode))
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is a directory, not a video.", url);
+    else if (!S_ISREG(sb.st_mode) && m->params.open_file)
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is not a regular file.", url);
+    else if (!S_ISREG(sb.st_mode)) {
+        close(fd); /* a FIFO or a device: libavformat opens it by name */
+        return 0;
+    } else if (sb.st_size == 0)
+        c = vg_fail(err, errlen, VG_EMEDIA, "'%.200s' is an empty file.", url);
+    if (c < 0) {
+        close(fd);
+        return c;
+    }
+    m->fd = fd;
+    return check_y4m_header(m, err, errlen);
 }
 
 vg_media_params vg_media_default_params(void)
@@ -634,17 +819,12 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
         return r;
 
     int is_file = strcmp(scheme, "file") == 0;
-    if (is_file) {
-        r = check_local_file(url, err, errlen);
-        if (r < 0)
-            return r;
-    }
-
     vg_media *m = calloc(1, sizeof *m);
     if (!m)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
     m->params = params;
     m->is_file = is_file;
+    m->fd = -1;
     m->vstream = -1;
     m->url = strdup(url);
     m->whitelist = strdup(params.protocol_whitelist);
@@ -654,6 +834,11 @@ int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, cha
     if (!m->url || !m->whitelist || !m->pkt || !m->frame) {
         vg_media_close(m);
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory.");
+    }
+    if (is_file) {
+        r = open_local(m, err, errlen);
+        if (r < 0)
+            goto fail;
     }
     r = open_input(m, -1, err, errlen);
     if (r < 0)
@@ -686,6 +871,8 @@ void vg_media_close(vg_media *m)
     av_packet_free(&m->pkt);
     av_frame_free(&m->frame);
     media_converter_free(&m->conv);
+    if (m->fd >= 0)
+        close(m->fd);
     free(m->url);
     free(m->whitelist);
     free(m);
@@ -701,7 +888,7 @@ int media_rewind(vg_media *m, char *err, size_t errlen)
 {
     if (!m->consumed && m->fmt && m->dec)
         return 0;
-    if (m->info.is_live)
+    if (m->info.is_live && !m->clip_reopen)
         return vg_fail(err, errlen, VG_EINVAL,
                        "'%.200s' is a live stream and cannot be read from the start again.",
                        m->url);

@@ -154,11 +154,27 @@ typedef struct vg_media_params {
      * the segment). Called on the thread calling vg_media_open / vg_media_read_video, with
      * allow_opaque, which must outlive the vg_media. */
     int (*allow_url)(void *opaque, const char *url, char *err, size_t errlen);
+    /* Optional: opens every local path or file: URL this input reads (the input itself and what
+     * it refers to: an HLS playlist's variant playlists, segments and keys) in place of opening it
+     * by name, so that the file decoded is the file a policy checked (docs/security.md, item 1).
+     * Returns 0 with a descriptor open for reading in *fd, which the media then owns (reads with
+     * pread(), never moving its offset, and closes), or < 0 with a sentence in err to refuse
+     * (VG_EPATH for the whole input, as allow_url). The input's own descriptor is asked for once,
+     * at vg_media_open, and serves every reopen (a rewind) of this vg_media; it must be a regular
+     * file. With open_file set, allow_url is not asked about local files (open_file decides).
+     * Called with allow_opaque on the thread calling vg_media_open / vg_media_read_video. */
+    int (*open_file)(void *opaque, const char *url, int *fd, char *err, size_t errlen);
     void *allow_opaque;
     /* RTSP only: the lower transport, "tcp" (RTP interleaved in the RTSP connection) or "udp"
      * (RTP/RTCP on UDP ports; the protocol whitelist must hold rtp and udp); NULL: FFmpeg's
      * default (UDP, then TCP when the server refuses UDP). Read during vg_media_open. */
     const char *rtsp_transport;
+    /* Largest frame (width x height) the input may have, checked from the container's header
+     * before any frame is probed or decoded, and again by the decoder for every frame (a size
+     * change mid-stream); 0 = VG_MEDIA's absolute cap (8192 x 8192). A larger input fails with
+     * VG_EMEDIA. The decoder's and converters' threads are also bounded by the frame size so that
+     * one input's frame buffers stay within about 512 MiB (docs/security.md, item 11). */
+    long max_frame_pixels;
 } vg_media_params;
 
 vg_media_params vg_media_default_params(void);
@@ -169,12 +185,17 @@ typedef struct vg_media_info {
     double fps;           /* average frame rate */
     double duration;      /* seconds; 0 if unknown */
     double start_time;    /* seconds of the first frame's presentation time */
-    int is_live;
+    int is_live; /* a network input without seeking or a known length (RTSP, RTP/UDP, live HLS,
+                    HTTP without byte ranges), or a session a local file describes (SDP); a local
+                    file of unknown length is not live (its frames are counted) */
     char codec[32];
     char format[64];
 } vg_media_info;
 
-/* Opens url (a path or a whitelisted URL). Caller closes with vg_media_close(). */
+/* Opens url (a path or a whitelisted URL). A local regular file is opened once (by
+ * params.open_file when set, else by name) and every read of this input, a rewind included, goes
+ * through that descriptor. Frame sizes over params.max_frame_pixels fail with VG_EMEDIA before any
+ * frame is decoded. Caller closes with vg_media_close(). */
 int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, char *err,
                   size_t errlen);
 void vg_media_close(vg_media *m);
@@ -192,8 +213,13 @@ typedef struct vg_video {
 } vg_video;
 
 /* Plans, decodes only the sampled frames of a file, converts and resizes them, and returns their
- * times in (*out)->timeline. Caller frees with vg_video_free(). Runs on the calling thread and
- * starts up to 8 conversion threads, which it joins before returning. */
+ * times in (*out)->timeline. A network input without seeking or a known length (HTTP without byte
+ * ranges) is read sequentially from its start, its frames counted first when its length is
+ * unknown (a fresh request per pass), with the indices and times a seekable copy would give; a
+ * live stream by nature (RTSP, RTP, UDP, an SDP session, an open HLS playlist) is VG_EMEDIA, as is
+ * a sampling the video cannot give (too few frames, a start past its end). Caller frees with
+ * vg_video_free(). Runs on the calling thread and starts up to 8 conversion threads, which it
+ * joins before returning. */
 int vg_media_read_video(vg_media *m, const vg_sample_params *p, vg_progress_fn progress,
                         void *opaque, vg_video **out, char *err, size_t errlen);
 void vg_video_free(vg_video *v);

@@ -1,17 +1,20 @@
 /*
  * fuzz_media.c: libFuzzer harness for media open + decode (pipeline/): the input is a video file
- * that vg_media_open opens by path, as vigild opens a file under its media roots (protocol
- * whitelist "file", one decode thread, short timeouts), and vg_media_read_video samples and
- * resizes two small frames from.
+ * that vg_media_open reads as vigild reads a file under its media roots (protocol whitelist
+ * "file", one decode thread, short timeouts, params.open_file handing over the descriptor, nested
+ * opens refused), and vg_media_read_video samples and resizes two small frames from.
  *
- * pipeline.h has no memory input (no custom AVIOContext entry point), so the bytes reach FFmpeg
- * through a memfd named /proc/self/fd/N: the same code path as a real file, nothing on disk.
+ * The bytes sit in a memfd (nothing on disk); params.open_file gives the pipeline a new descriptor
+ * of it, which libavformat reads through the pipeline's own AVIOContext (media_fdio.c), exactly as
+ * a job reads the descriptor its check opened.
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include "fuzz_util.h"
 #include "pipeline.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -19,6 +22,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     vg_pipe_log_init();
     fuzz_quiet(); /* FFmpeg's complaints about broken input are expected */
+    return 0;
+}
+
+/* params.open_file as vigild's policy answers it: the input itself gets a new descriptor of the
+ * memfd; anything else a playlist names is refused (no other file is in the "roots"). */
+static int open_input(void *opaque, const char *url, int *fd, char *err, size_t errlen)
+{
+    const char *path = opaque;
+    if (strcmp(url, path) != 0)
+        return vg_fail(err, errlen, VG_EPATH, "'%.200s' is outside the fuzzer's roots", url);
+    int d = fcntl(atoi(path + strlen("/proc/self/fd/")), F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return vg_fail(err, errlen, VG_EIO, "cannot duplicate the input's descriptor");
+    *fd = d;
     return 0;
 }
 
@@ -30,9 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp.decode_threads = 1;
     mp.open_timeout_ms = 2000;
     mp.read_timeout_ms = 2000;
+    const char *path = fuzz_as_file(data, size);
+    mp.open_file = open_input;
+    mp.allow_opaque = (void *)path;
     vg_media *m = NULL;
     char err[512];
-    if (vg_media_open(fuzz_as_file(data, size), &mp, &m, err, sizeof err) != 0)
+    if (vg_media_open(path, &mp, &m, err, sizeof err) != 0)
         return 0;
     const vg_media_info *info = vg_media_get_info(m);
     FUZZ_CHECK(info != NULL, "no media info");

@@ -241,6 +241,14 @@ static void test_outside_roots_one_answer(void **state)
         if (!first[0])
             snprintf(first, sizeof first, "%s", tail);
         assert_string_equal(tail, first);
+        /* The checked open (item 1) gives the same answer and no descriptor. */
+        char err2[512];
+        int fd2 = -7;
+        assert_int_equal(vg_daemon_media_open(probes[i], r, 1, "", res, sizeof res, &is_url, &fd2,
+                                              err2, sizeof err2),
+                         VG_EPATH);
+        assert_string_equal(err2, err);
+        assert_int_equal(fd2, -7);
     }
     /* An absent name inside a root is still "not found". */
     char inside[PATH_MAX], res[PATH_MAX], err[512];

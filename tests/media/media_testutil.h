@@ -183,4 +183,144 @@ static inline void mt_server_stop(mt_server *s)
     close(s->fd);
 }
 
+/* ---- an HTTP server without byte ranges (it ignores Range), one thread per connection ----
+ * GET /loop: a redirect to itself. GET /len/NAME and /nolen/NAME: the file NAME of mt_dir, whole,
+ * with or without Content-Length, never Accept-Ranges or 206. */
+typedef struct mt_http {
+    int fd, port;
+    atomic_int done;
+    atomic_int requests;
+    pthread_t th;
+} mt_http;
+
+typedef struct mt_http_conn {
+    int c;
+    mt_http *s;
+} mt_http_conn;
+
+static inline void mt_send_all(int c, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = send(c, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static inline void *mt_http_conn_main(void *arg)
+{
+    mt_http_conn *hc = arg;
+    int c = hc->c;
+    char req[4096] = "";
+    size_t got = 0;
+    while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+        ssize_t r = recv(c, req + got, sizeof req - 1 - got, 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        req[got] = 0;
+    }
+    req[got] = 0;
+    atomic_fetch_add(&hc->s->requests, 1);
+    char path[256] = "";
+    sscanf(req, "GET %255s", path);
+    char hdr[512];
+    if (!strcmp(path, "/loop")) {
+        snprintf(hdr, sizeof hdr,
+                 "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n"
+                 "Connection: close\r\n\r\n");
+        mt_send_all(c, hdr, strlen(hdr));
+    } else {
+        int with_len = !strncmp(path, "/len/", 5);
+        const char *name = strchr(path + 1, '/');
+        char file[600];
+        size_t n = 0;
+        unsigned char *body = name ? mt_read(mt_path(file, sizeof file, name + 1), &n) : NULL;
+        if (!body) {
+            snprintf(hdr, sizeof hdr,
+                     "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            mt_send_all(c, hdr, strlen(hdr));
+        } else {
+            if (with_len)
+                snprintf(hdr, sizeof hdr,
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                         n);
+            else
+                snprintf(hdr, sizeof hdr,
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         "Connection: close\r\n\r\n");
+            mt_send_all(c, hdr, strlen(hdr));
+            mt_send_all(c, body, n);
+            free(body);
+        }
+    }
+    shutdown(c, SHUT_WR);
+    close(c);
+    free(hc);
+    return NULL;
+}
+
+static inline void *mt_http_main(void *arg)
+{
+    mt_http *s = arg;
+    while (!atomic_load(&s->done)) {
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        mt_http_conn *hc = malloc(sizeof *hc);
+        pthread_t th;
+        if (!hc) {
+            close(c);
+            continue;
+        }
+        hc->c = c;
+        hc->s = s;
+        if (pthread_create(&th, NULL, mt_http_conn_main, hc) != 0) {
+            close(c);
+            free(hc);
+            continue;
+        }
+        pthread_detach(th);
+    }
+    return NULL;
+}
+
+static inline int mt_http_start(mt_http *s)
+{
+    memset(s, 0, sizeof *s);
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (s->fd < 0)
+        return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (bind(s->fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(s->fd, 16) != 0 ||
+        getsockname(s->fd, (struct sockaddr *)&a, &al) != 0) {
+        close(s->fd);
+        return -1;
+    }
+    s->port = ntohs(a.sin_port);
+    if (pthread_create(&s->th, NULL, mt_http_main, s) != 0) {
+        close(s->fd);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void mt_http_stop(mt_http *s)
+{
+    atomic_store(&s->done, 1);
+    pthread_join(s->th, NULL);
+    close(s->fd);
+}
+
 #endif
