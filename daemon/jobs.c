@@ -113,7 +113,7 @@ struct vg_jobs {
     const vg_daemon_config *cfg;
     vg_journal *journal;
     vg_infer_gate *gate;
-    vg_ipc_server *ipc;
+    vg_bus *bus;    /* borrowed: where records are published */
     vg_mailbox *mb; /* workers -> loop */
     uv_timer_t timer;
     vg_queue *decode_q, *infer_q;
@@ -267,7 +267,7 @@ static void journal_job(vg_jobs *js, const job *j)
 
 static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
 {
-    if (!js->ipc) {
+    if (!js->bus) {
         cJSON_Delete(payload);
         return;
     }
@@ -276,7 +276,7 @@ static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
     char *s = cJSON_PrintUnformatted(payload);
     cJSON_Delete(payload);
     if (s) {
-        vg_ipc_publish(js->ipc, topic, s, strlen(s));
+        vg_bus_publish(js->bus, topic, s, strlen(s));
         free(s);
     }
 }
@@ -1101,9 +1101,9 @@ void vg_jobs_set_journal(vg_jobs *js, vg_journal *j)
     js->journal = j;
 }
 
-void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc)
+void vg_jobs_set_bus(vg_jobs *js, vg_bus *bus)
 {
-    js->ipc = ipc;
+    js->bus = bus;
 }
 
 int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t errlen)

@@ -9,7 +9,9 @@
  * events. SIGHUP re-reads the config and applies the keys that can change live; SIGTERM/SIGINT
  * cancel the running jobs, wait for their results to be journaled, close everything and exit 0.
  */
+#include "bus.h"
 #include "daemon.h"
+#include "dispatch.h"
 #include "ipc.h"
 #include "jobs.h"
 #include "model.h"
@@ -47,6 +49,8 @@ typedef struct daemon_ctx {
     vg_infer_gate *gate; /* clip jobs and streams take turns on the model */
     int idle_pending;    /* managers still stopping */
     vg_ipc_server *ipc;
+    vg_bus *bus;          /* publication fan-out: the PUB socket and the other doors */
+    vg_dispatch dispatch; /* the one request path of every door */
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
@@ -170,30 +174,6 @@ static void print_key(const vg_daemon_config_key *k, void *opaque)
 /* ===================================================================================================
  * Requests (loop thread).
  */
-static void send_reply(vg_ipc_req *req, cJSON *o)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) {
-        vg_ipc_req_drop(req);
-        return;
-    }
-    vg_ipc_reply(req, s, strlen(s));
-    free(s);
-}
-
-static void send_error(vg_ipc_req *req, const char *id_json, const char *code, const char *msg)
-{
-    size_t len;
-    char *s = vg_proto_error_reply(id_json, code, msg, &len);
-    if (!s) {
-        vg_ipc_req_drop(req);
-        return;
-    }
-    vg_ipc_reply(req, s, len);
-    free(s);
-}
-
 static void add_info(daemon_ctx *d, cJSON *o)
 {
     const vg_model_info *mi = vg_model_get_info(d->model);
@@ -238,44 +218,32 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(is, "fd_trips", (double)st.fd_trips);
 }
 
+static void dispatch_add_info(cJSON *o, void *opaque)
+{
+    add_info(opaque, o);
+}
+
+/* The command socket's door: the request goes through the one request path (dispatch.c). */
 static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
                        void *opaque)
 {
     daemon_ctx *d = opaque;
-    vg_proto_limits lim = {d->cfg.max_message_size, d->cfg.max_new_tokens_limit,
-                           d->cfg.job_deadline_s, d->cfg.max_frames_limit, d->cfg.max_pixels_limit};
-    vg_request r;
-    const char *wire = NULL;
-    char err[768];
-    int rc = vg_proto_parse(data, len, &lim, &r, &wire, err, sizeof err);
-    if (rc < 0) {
-        vg_log(VG_LOG_DEBUG, MOD, "bad request: %s", err);
-        send_error(req, r.id_json, wire, err);
-        return;
-    }
-    cJSON *o = cJSON_CreateObject();
-    if (!o) {
-        vg_request_clear(&r);
+    size_t n = 0;
+    char *s = vg_dispatch_request(&d->dispatch, data, len, &n);
+    if (!s) {
         vg_ipc_req_drop(req);
         return;
     }
-    cJSON_AddNumberToObject(o, "v", VG_PROTO_VERSION);
-    cJSON *id = r.id_json[0] ? cJSON_Parse(r.id_json) : cJSON_CreateNull();
-    cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
-    cJSON_AddTrueToObject(o, "ok");
-    int is_stream_op = r.op == VG_OP_WATCH || r.op == VG_OP_UNWATCH || r.op == VG_OP_STREAMS ||
-                       r.op == VG_OP_EVENTS;
-    if (r.op == VG_OP_INFO) {
-        add_info(d, o);
-    } else if ((rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
-                                  : vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
-        cJSON_Delete(o);
-        send_error(req, r.id_json, wire ? wire : VG_WIRE_INTERNAL, err);
-        vg_request_clear(&r);
-        return;
-    }
-    vg_request_clear(&r);
-    send_reply(req, o);
+    vg_ipc_reply(req, s, n);
+    free(s);
+}
+
+/* The PUB socket is one sink of the bus. */
+static void ipc_sink(const char *topic, const char *payload, size_t len, void *opaque)
+{
+    daemon_ctx *d = opaque;
+    if (d->ipc)
+        vg_ipc_publish(d->ipc, topic, payload, len);
 }
 
 /* ===================================================================================================
@@ -597,8 +565,13 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
     }
-    vg_jobs_set_ipc(d.jobs, d.ipc);
-    vg_streams_set_ipc(d.streams, d.ipc);
+    if (vg_bus_create(&d.bus) < 0 || vg_bus_add_sink(d.bus, ipc_sink, &d) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "out of memory");
+        return 1;
+    }
+    d.dispatch = (vg_dispatch){&d.cfg, d.jobs, d.streams, dispatch_add_info, &d};
+    vg_jobs_set_bus(d.jobs, d.bus);
+    vg_streams_set_bus(d.streams, d.bus);
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -621,6 +594,7 @@ int main(int argc, char **argv)
     vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
     vg_infer_gate_destroy(d.gate);
+    vg_bus_destroy(d.bus);
     vg_journal_close(d.journal);
     vg_model_free(d.model);
     uv_loop_close(d.loop);

@@ -179,10 +179,10 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     if (!line)
         return;
     size_t len = strlen(line);
-    if (ss->ipc) {
+    if (ss->bus) {
         char topic[VG_IPC_TOPIC_MAX];
         snprintf(topic, sizeof topic, "stream/%s/%s", s->name, kind);
-        vg_ipc_publish(ss->ipc, topic, line, len);
+        vg_bus_publish(ss->bus, topic, line, len);
     }
     if (s->log && vg_journal_append(s->log, line, len) < 0)
         vg_log(VG_LOG_WARNING, MOD, "stream %s: record %llu was not logged", s->name, seq);
@@ -541,9 +541,9 @@ int vg_streams_count(const vg_streams *ss)
     return ss ? ss->n_streams : 0;
 }
 
-void vg_streams_set_ipc(vg_streams *ss, vg_ipc_server *ipc)
+void vg_streams_set_bus(vg_streams *ss, vg_bus *bus)
 {
-    ss->ipc = ipc;
+    ss->bus = bus;
 }
 
 int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, size_t errlen)

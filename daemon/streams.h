@@ -13,6 +13,7 @@
 #ifndef VG_DAEMON_STREAMS_H
 #define VG_DAEMON_STREAMS_H
 
+#include "bus.h"
 #include "daemon.h"
 #include "ipc.h"
 #include "model.h"
@@ -35,7 +36,8 @@ typedef struct vg_streams_params {
 
 /* Creates the manager and starts the stream inference and janitor threads. */
 int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, size_t errlen);
-void vg_streams_set_ipc(vg_streams *ss, vg_ipc_server *ipc);
+/* Where records are published (bus.h); borrowed, outlives the manager. */
+void vg_streams_set_bus(vg_streams *ss, vg_bus *bus);
 
 /* Handles watch, unwatch, streams and events (docs/protocol.md). Adds the reply's fields to reply
  * and returns 0, or a negative code with *wire_code and a sentence in err. */

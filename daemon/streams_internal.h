@@ -147,7 +147,7 @@ struct vg_streams {
     vg_infer_gate *gate;
     /* Loop-owned (cfg: the loop only, the workers use the stream's snapshot). */
     const vg_daemon_config *cfg;
-    vg_ipc_server *ipc;
+    vg_bus *bus;    /* borrowed: where records are published */
     vg_mailbox *mb; /* workers -> loop (create and close on the loop; posted to by workers) */
     vg_queue *janitor_q;
     stream *head;
