@@ -9,9 +9,11 @@
  * events. SIGHUP re-reads the config and applies the keys that can change live; SIGTERM/SIGINT
  * cancel the running jobs, wait for their results to be journaled, close everything and exit 0.
  */
+#define _DEFAULT_SOURCE /* realpath, flock */
 #include "bus.h"
 #include "daemon.h"
 #include "dispatch.h"
+#include "http.h"
 #include "ipc.h"
 #include "jobs.h"
 #include "model.h"
@@ -23,6 +25,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +54,7 @@ typedef struct daemon_ctx {
     vg_ipc_server *ipc;
     vg_bus *bus;          /* publication fan-out: the PUB socket and the other doors */
     vg_dispatch dispatch; /* the one request path of every door */
+    vg_http *http;        /* the HTTP door; NULL unless http_url is set */
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
@@ -162,7 +166,28 @@ static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t er
         (c->tcp_events_url[0] &&
          (rc = vg_ipc_check_url(c->tcp_events_url, c->allow_remote, e2, sizeof e2)) < 0))
         return vg_fail(err, errlen, rc, "%s", e2);
+    if ((rc = vg_http_check_config(c, e2, sizeof e2)) < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
     return 0;
+}
+
+/* The HTTP door spools uploaded videos under the state directory; its jobs must pass the media
+ * policy like any other, so that directory is one more media root while the door is open. */
+static void add_spool_root(vg_daemon_config *c)
+{
+    if (!c->http_url[0])
+        return;
+    char dir[VG_CFG_STR + 32], real[PATH_MAX];
+    vg_http_spool_dir(c, dir, sizeof dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return;
+    if (c->n_media_roots >= VG_CFG_MAX_ROOTS || !realpath(dir, real) ||
+        strlen(real) >= VG_CFG_STR) {
+        vg_log(VG_LOG_WARNING, MOD, "cannot add %s to the media roots: uploads will be refused",
+               dir);
+        return;
+    }
+    memcpy(c->media_roots[c->n_media_roots++], real, strlen(real) + 1);
 }
 
 /* --check-config: every key as `key = value`, in the table's order. */
@@ -257,6 +282,7 @@ static void on_jobs_idle(void *opaque)
     /* Every job has its final record queued for the journal; close the loop's handles. */
     vg_ipc_server_stop(d->ipc);
     d->ipc = NULL;
+    vg_http_stop(d->http);
     uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
     uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
     uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
@@ -320,6 +346,8 @@ static void on_hup(uv_signal_t *h, int signum)
     char err[768];
     vg_sd_notify("RELOADING=1");
     int rc = build_config(d, &c, err, sizeof err);
+    if (rc >= 0)
+        add_spool_root(&c);
     if (rc < 0) {
         vg_log(VG_LOG_ERR, MOD, "reload failed, keeping the old configuration: %s", err);
         vg_sd_notify("READY=1");
@@ -519,6 +547,7 @@ int main(int argc, char **argv)
                vg_strerror(rc));
         return 1;
     }
+    add_spool_root(&d.cfg);
     if (take_lock(&d.cfg, &lock_fd, err, sizeof err) < 0) {
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
@@ -572,6 +601,13 @@ int main(int argc, char **argv)
     d.dispatch = (vg_dispatch){&d.cfg, d.jobs, d.streams, dispatch_add_info, &d};
     vg_jobs_set_bus(d.jobs, d.bus);
     vg_streams_set_bus(d.streams, d.bus);
+    if (d.cfg.http_url[0]) {
+        vg_http_params hp = {d.loop, &d.cfg, &d.dispatch, d.bus};
+        if (vg_http_start(&hp, &d.http, err, sizeof err) < 0) {
+            vg_log(VG_LOG_ERR, MOD, "%s", err);
+            return 1;
+        }
+    }
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -594,6 +630,7 @@ int main(int argc, char **argv)
     vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
     vg_infer_gate_destroy(d.gate);
+    vg_http_free(d.http);
     vg_bus_destroy(d.bus);
     vg_journal_close(d.journal);
     vg_model_free(d.model);
