@@ -12,6 +12,7 @@
 #include "http.h"
 
 #include "common.h"
+#include "pipeline.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -533,20 +534,74 @@ static int looks_like_video(const unsigned char *d, size_t n)
     return 0;
 }
 
+typedef struct b64_ref {
+    const char *p; /* inside c->pending_req (kept alive while work_pending) */
+    size_t len;
+} b64_ref;
+
 typedef struct spool_work {
     uv_work_t w;
     conn *c;
-    char *b64; /* points into c->body (kept alive while work_pending) */
+    char *b64; /* points into c->pending_req (kept alive while work_pending) */
     size_t b64_len;
+    b64_ref *frames; /* or: JPEG frames written as one video (pipeline.h vg_frames_to_video) */
+    int n_frames;
+    double frames_fps;
     size_t max;
     char path[VG_CFG_STR + 64];
     int rc;
     char err[256];
 } spool_work;
 
+/* Frames: each decoded from base64, their total within the limit, written as one video. */
+static void spool_frames(spool_work *sw)
+{
+    vg_image_blob *blobs = calloc((size_t)sw->n_frames, sizeof *blobs);
+    size_t total = 0;
+    int i = 0;
+    if (!blobs) {
+        sw->rc = VG_ENOMEM;
+        snprintf(sw->err, sizeof sw->err, "out of memory decoding the frames");
+        return;
+    }
+    for (; i < sw->n_frames; i++) {
+        unsigned char *d = malloc(sw->frames[i].len / 4 * 3 + 4);
+        long n = d ? b64_decode(sw->frames[i].p, sw->frames[i].len, d) : -2;
+        blobs[i].data = d;
+        blobs[i].len = n > 0 ? (size_t)n : 0;
+        if (n < 0) {
+            sw->rc = n == -2 ? VG_ENOMEM : VG_EINVAL;
+            snprintf(sw->err, sizeof sw->err, "frame %d: %s", i,
+                     n == -2 ? "out of memory" : "a character outside base64");
+            i++;
+            goto done;
+        }
+        total += (size_t)n;
+        if (total > sw->max) {
+            sw->rc = VG_ERANGE;
+            snprintf(sw->err, sizeof sw->err, "the decoded frames pass the limit of %zu bytes",
+                     sw->max);
+            i++;
+            goto done;
+        }
+    }
+    sw->rc =
+        vg_frames_to_video(blobs, sw->n_frames, sw->frames_fps, sw->path, sw->err, sizeof sw->err);
+    if (sw->rc == VG_EMEDIA)
+        sw->rc = VG_EINVAL;
+done:
+    for (int k = 0; k < i; k++)
+        free((void *)blobs[k].data);
+    free(blobs);
+}
+
 static void spool_run(uv_work_t *w)
 {
     spool_work *sw = w->data;
+    if (sw->n_frames) {
+        spool_frames(sw);
+        return;
+    }
     size_t cap = sw->b64_len / 4 * 3 + 4;
     unsigned char *d = malloc(cap);
     if (!d) {
@@ -603,6 +658,7 @@ static void spool_done(uv_work_t *w, int status)
             unlink(sw->path);
         if (!c->wsi)
             conn_free(c);
+        free(sw->frames);
         free(sw);
         return;
     }
@@ -624,6 +680,7 @@ static void spool_done(uv_work_t *w, int status)
         cJSON_AddStringToObject(ask, "video", sw->path);
         chat_start_job(c, ask);
     }
+    free(sw->frames);
     free(sw);
 }
 
@@ -724,7 +781,8 @@ static void chat_request(conn *c)
     const char *url = NULL, *b64 = NULL;
     size_t b64_len = 0;
     char mime[64] = "";
-    int n_images = 0;
+    int n_images = 0, bad_image = 0, oom = 0;
+    b64_ref *frames = NULL;
     const cJSON *m, *last_user = NULL;
     cJSON_ArrayForEach(m, msgs)
     {
@@ -753,9 +811,27 @@ static void chat_request(conn *c)
             size_t l2 = 0;
             char mi2[64] = "";
             int v = part_video(part, &u2, &b2, &l2, mi2, sizeof mi2);
-            if (v < 0)
-                n_images++;
-            else if (v > 0 && !url && !b64) {
+            if (v < 0 && m == last_user) {
+                const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+                const char *u = cJSON_IsString(iu) ? iu->valuestring : jstr(iu, "url");
+                const char *comma = u ? strchr(u, ',') : NULL;
+                if (!u || strncmp(u, "data:image/", 11) || !comma || comma - u < 8 ||
+                    strncmp(comma - 7, ";base64", 7)) {
+                    bad_image = 1;
+                } else if (n_images < h->cfg->max_frames_limit) {
+                    b64_ref *nf = realloc(frames, (size_t)(n_images + 1) * sizeof *frames);
+                    if (!nf) {
+                        oom = 1;
+                        continue;
+                    }
+                    frames = nf;
+                    frames[n_images].p = comma + 1;
+                    frames[n_images].len = strlen(comma + 1);
+                    n_images++;
+                } else {
+                    n_images++;
+                }
+            } else if (v > 0 && !url && !b64) {
                 url = u2;
                 b64 = b2;
                 b64_len = l2;
@@ -764,26 +840,56 @@ static void chat_request(conn *c)
         }
     }
     int bad = 0;
-    if (!url && !b64) {
-        if (n_images)
-            respond_error(c, 400, VG_WIRE_BAD_REQUEST,
-                          "image_url frames without a video are not supported by this build; send "
-                          "the clip as video_url or input_video");
-        else
-            respond_error(c, 400, VG_WIRE_BAD_REQUEST,
-                          "the request has no video (a video_url or input_video content part)");
+    /* Qwen's client-side form: data:video/jpeg;base64,<frame>,<frame>,... */
+    if (b64 && !strcmp(mime, "video/jpeg") && !n_images) {
+        const char *q = b64, *e = b64 + b64_len;
+        while (q < e && n_images <= h->cfg->max_frames_limit) {
+            const char *k = memchr(q, ',', (size_t)(e - q));
+            size_t l = k ? (size_t)(k - q) : (size_t)(e - q);
+            b64_ref *nf = realloc(frames, (size_t)(n_images + 1) * sizeof *frames);
+            if (!nf) {
+                oom = 1;
+                break;
+            }
+            frames = nf;
+            frames[n_images].p = q;
+            frames[n_images].len = l;
+            n_images++;
+            q += l + 1;
+        }
+        b64 = NULL;
+    }
+    if (oom) {
+        respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
         bad = 1;
-    } else if (!question.len) {
-        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "the last user message has no text");
+    } else if (!url && !b64 && n_images) {
+        if (bad_image) {
+            respond_error(c, 400, "bad_image",
+                          "frames must be data:image/jpeg;base64, URLs (image URLs are not "
+                          "fetched)");
+            bad = 1;
+        } else if (n_images > h->cfg->max_frames_limit || !frames) {
+            respond_error(c, 400, VG_WIRE_LIMIT, "%d frames; the limit is max_frames_limit = %d",
+                          n_images, h->cfg->max_frames_limit);
+            bad = 1;
+        }
+    } else if (!url && !b64) {
+        respond_error(c, 400, VG_WIRE_BAD_REQUEST,
+                      "the request has no video (a video_url or input_video content part)");
         bad = 1;
     } else if (b64 && strncmp(mime, "video/", 6) && strcmp(mime, "application/octet-stream")) {
         respond_error(c, 400, "bad_video",
                       "inline data must be a data:video/...;base64, URL (got '%s')", mime);
         bad = 1;
     }
+    if (!bad && !question.len) {
+        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "the last user message has no text");
+        bad = 1;
+    }
     if (bad) {
         buf_free(&system);
         buf_free(&question);
+        free(frames);
         cJSON_Delete(req);
         return;
     }
@@ -839,6 +945,21 @@ static void chat_request(conn *c)
         cJSON_Delete(info);
     }
     c->created = (double)time(NULL);
+    double frames_fps = 0;
+    if (!url && !b64) {
+        /* Frames: one per 1/fps seconds (vigil.frames_fps, else mm_processor_kwargs.fps, else
+         * 1), every frame sampled. */
+        frames_fps = jnum(vx, "frames_fps", jnum(mm, "fps", 1.0));
+        if (!(frames_fps >= 0.01 && frames_fps <= 240)) {
+            free(frames);
+            cJSON_Delete(req);
+            cJSON_Delete(ask);
+            respond_error(c, 400, VG_WIRE_BAD_REQUEST, "frames_fps must be 0.01-240");
+            return;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(smp, "fps");
+        cJSON_AddNumberToObject(smp, "fps", frames_fps);
+    }
     if (url) {
         cJSON_AddStringToObject(ask, "video", url);
         cJSON_Delete(req);
@@ -850,6 +971,7 @@ static void chat_request(conn *c)
     unsigned char rnd[12];
     if (!sw || getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
         free(sw);
+        free(frames);
         cJSON_Delete(req);
         cJSON_Delete(ask);
         respond_error(c, 500, VG_WIRE_INTERNAL, "cannot prepare the upload");
@@ -872,7 +994,10 @@ static void chat_request(conn *c)
     int o = snprintf(sw->path, sizeof sw->path, "%s/up-", h->spool_dir);
     for (size_t i = 0; i < sizeof rnd; i++)
         o += snprintf(sw->path + o, sizeof sw->path - (size_t)o, "%02x", rnd[i]);
-    snprintf(sw->path + o, sizeof sw->path - (size_t)o, ".%s", ext);
+    snprintf(sw->path + o, sizeof sw->path - (size_t)o, ".%s", frames ? "mkv" : ext);
+    sw->frames = frames;
+    sw->n_frames = frames ? n_images : 0;
+    sw->frames_fps = frames_fps;
     sw->c = c;
     sw->b64 = (char *)b64;
     sw->b64_len = b64_len;
@@ -883,6 +1008,7 @@ static void chat_request(conn *c)
     c->work_pending = 1;
     if (uv_queue_work(h->loop, &sw->w, spool_run, spool_done) < 0) {
         c->work_pending = 0;
+        free(sw->frames);
         free(sw);
         respond_error(c, 500, VG_WIRE_INTERNAL, "cannot queue the upload");
     }
@@ -1300,7 +1426,8 @@ static int path_is(const char *path, const char *p)
     return !strcmp(path, p) || (!strncmp(path, p, strlen(p)) && !strcmp(path + strlen(p), "/"));
 }
 
-/* Copies the segment after prefix (up to the next '/' or the end) into out; returns the rest. */
+/* Copies the segment after prefix (up to the next '/' or the end) into out; returns the rest.
+ */
 static const char *segment(const char *path, const char *prefix, char *out, size_t outlen)
 {
     size_t n = strlen(prefix);
@@ -1448,7 +1575,8 @@ static void route_stream_events(conn *c, const char *name)
         respond_native(c, r, 200);
         return;
     }
-    /* SSE: the records since `since`, then live ones (same loop turn: nothing falls between). */
+    /* SSE: the records since `since`, then live ones (same loop turn: nothing falls between).
+     */
     char topic[VG_ID_MAX + 16];
     snprintf(topic, sizeof topic, "stream/%s/", name);
     feed(c, topic, 0);

@@ -170,6 +170,20 @@ typedef struct vg_media_info {
     char format[64];
 } vg_media_info;
 
+/* One still image in memory (borrowed). */
+typedef struct vg_image_blob {
+    const void *data;
+    size_t len;
+} vg_image_blob;
+
+/* Writes frames[0..n) (JPEG images, all the same size) to path as a Matroska video without
+ * re-encoding them: frame i is shown at i / fps seconds, so a sequence of stills goes through the
+ * same decode, sampling and timestamps as a clip (frames.c). Each image is decoded once first:
+ * VG_EINVAL (not a JPEG, sizes differ, bad arguments) or VG_EMEDIA (undecodable) before anything is
+ * written; VG_EIO/VG_ENOMEM while writing (the partial file is removed). Any thread. */
+int vg_frames_to_video(const vg_image_blob *frames, int n, double fps, const char *path, char *err,
+                       size_t errlen);
+
 /* Opens url (a path or a whitelisted URL). Caller closes with vg_media_close(). */
 int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, char *err,
                   size_t errlen);
