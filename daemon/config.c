@@ -145,7 +145,7 @@ static const cfg_row rows[] = {
              "A file holding the bearer token every HTTP request but /health must carry "
              "(Authorization: Bearer TOKEN); none when empty."),
     K_INT(http_max_connections, 1, 100000, "1024", RESTART,
-          "HTTP requests in progress at once; more get 503."),
+          "Open HTTP connections at once; requests on more get 503."),
     K_SIZE(http_max_upload, 1024, 4L << 30, "64M", LIVE,
            "Largest chat completion body in bytes (inline base64 videos and frames are spooled "
            "to <state_dir>/http-spool); other HTTP bodies are limited by max_message_size."),

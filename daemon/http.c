@@ -100,6 +100,8 @@ struct vg_http {
     char spool_dir[VG_CFG_STR + 32];
     conn *conns;
     int n_conns, stopping;
+    int n_wsi;      /* libwebsockets connections, the listener included */
+    int n_admitted; /* connections served (a request of theirs got past the limit) */
     double started_ms;
     /* metrics fed by the bus sink */
     unsigned long long jobs_done[4]; /* completed, failed, cancelled, other */
@@ -1406,8 +1408,10 @@ static void route_metrics(conn *c)
     metric(&b, "vigil_http_responses_total", "counter", "HTTP responses, by status class.");
     for (int i = 1; i <= 5; i++)
         buf_addf(&b, "vigil_http_responses_total{class=\"%dxx\"} %llu\n", i, h->responses[i]);
-    metric(&b, "vigil_http_connections", "gauge", "HTTP requests in progress.");
-    buf_addf(&b, "vigil_http_connections %d\n", h->n_conns);
+    metric(&b, "vigil_http_connections", "gauge", "Open HTTP connections.");
+    buf_addf(&b, "vigil_http_connections %d\n", h->n_wsi - 1);
+    metric(&b, "vigil_http_requests_in_progress", "gauge", "HTTP requests in progress.");
+    buf_addf(&b, "vigil_http_requests_in_progress %d\n", h->n_conns);
     cJSON_Delete(info);
     cJSON_Delete(streams);
     if (!b.p) {
@@ -1791,6 +1795,19 @@ static int on_writable(conn *c)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* A connection is admitted at its first request while fewer than http_max_connections are; the
+ * mark (lws's opaque user data) stays with it until it closes. */
+static int admit(vg_http *h, struct lws *wsi)
+{
+    if (lws_get_opaque_user_data(wsi))
+        return 1;
+    if (h->n_admitted >= h->cfg->http_max_connections)
+        return 0;
+    h->n_admitted++;
+    lws_set_opaque_user_data(wsi, h);
+    return 1;
+}
+
 static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
@@ -1798,6 +1815,18 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     vg_http *h = lws_context_user(lws_get_context(wsi));
     conn *c = pd ? pd->c : NULL;
     switch (reason) {
+    case LWS_CALLBACK_WSI_CREATE:
+        h->n_wsi++;
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        h->n_wsi--;
+        if (lws_get_opaque_user_data(wsi))
+            h->n_admitted--;
+        return 0;
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* Past four times the limit a new connection is not even read (the ones up to there get a
+         * 503 JSON error for their request). */
+        return h->n_wsi - 1 > 4 * h->cfg->http_max_connections + 64 ? -1 : 0;
     case LWS_CALLBACK_HTTP: {
         if (!c) {
             if (!(c = conn_new(h, wsi)))
@@ -1813,9 +1842,9 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (h->stopping) {
             c->close_after = 1;
             respond_error(c, 503, VG_WIRE_SHUTTING, "vigild is stopping");
-        } else if (h->n_conns > h->cfg->http_max_connections) {
+        } else if (!admit(h, wsi)) {
             c->close_after = 1;
-            respond_error(c, 503, VG_WIRE_BUSY, "too many HTTP requests in progress (limit %d)",
+            respond_error(c, 503, VG_WIRE_BUSY, "too many HTTP connections (limit %d)",
                           h->cfg->http_max_connections);
         } else if (!authorized(c)) {
             c->close_after = 1;
@@ -1823,9 +1852,16 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         } else {
             route(c);
         }
-        if (c->method == M_POST && !c->responded)
-            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
-                            (int)VG_MAX(1.0, h->cfg->http_timeout_s));
+        if (c->method == M_POST && !c->responded) {
+            char cl[32] = "";
+            int has_len = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+            if ((!has_len || strtoull(cl, NULL, 10) == 0) &&
+                lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0)
+                body_complete(c); /* no body is coming */
+            else
+                lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
+                                (int)VG_MAX(1.0, h->cfg->http_timeout_s));
+        }
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY:
@@ -1861,6 +1897,7 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
             return 0;
         return on_writable(c);
     case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL: /* the transaction's psd goes away with it */
         if (c) {
             pd->c = NULL;
             conn_closed(c);
