@@ -58,6 +58,7 @@ typedef struct vg_daemon_config {
     double stream_stall_timeout_s; /* no frame for this long: stalled, reconnect */
     int stream_max_new_tokens;     /* token budget of one standing-question answer */
     int stream_log_max_records;    /* a stream's log keeps its newest this many records */
+    int stream_snapshots_max;      /* JPEG snapshots of `started` events kept per stream */
     /* HTTP door (daemon/http.c; docs/http.md) */
     char http_url[VG_CFG_STR];        /* http(s)://HOST:PORT; empty: no HTTP server */
     char http_tls_cert[VG_CFG_STR];   /* PEM certificate chain (https) */

@@ -1597,6 +1597,20 @@ static void route_stream_events(conn *c, const char *name)
     cJSON_Delete(r);
 }
 
+static void route_snapshot(conn *c, const char *name, unsigned long long seq)
+{
+    const uint8_t *jpeg;
+    size_t len;
+    if (vg_streams_snapshot(c->h->dispatch->streams, name, seq, &jpeg, &len) < 0) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no snapshot of event %llu of stream '%s' (snapshots are kept for the newest "
+                      "stream_snapshots_max `started` events of a watched stream)",
+                      seq, name);
+        return;
+    }
+    respond(c, 200, "image/jpeg", (const char *)jpeg, len);
+}
+
 static void simple_op(conn *c, const char *op, const char *key, const char *val)
 {
     cJSON *q = native_op(c->h, op);
@@ -1707,8 +1721,12 @@ static void route(conn *c)
         } else
             respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route GET %s", p);
     } else if ((rest = segment(p, "/v1/streams/", id, sizeof id))) {
+        unsigned long long seq = 0;
+        int n = 0;
         if (path_is(rest, "/events"))
             route_stream_events(c, id);
+        else if (sscanf(rest, "/events/%llu/snapshot.jpg%n", &seq, &n) == 1 && !rest[n])
+            route_snapshot(c, id, seq);
         else
             respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route GET %s", p);
     } else {

@@ -458,6 +458,27 @@ static void test_stream_feed(void **state)
     assert_non_null(strstr(out, "started"));
     assert_int_equal(curl(&o, "'%s/v1/streams/cam1/events?since=0'", base), 200);
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "events")) >= 2);
+    /* The started event has a snapshot: a JPEG of the sampled frame at its start. */
+    double seq = -1;
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(o, "events"))
+    {
+        if (!strcmp(vg_testd_jstr(ev, "event"), "started") &&
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev, "snapshot")))
+            seq = vg_testd_jnum(ev, "seq");
+    }
+    cJSON_Delete(o);
+    assert_true(seq > 0);
+    assert_int_equal(curl(NULL, "%s/v1/streams/cam1/events/%.0f/snapshot.jpg", base, seq), 200);
+    char probe[128] = "";
+    assert_int_equal(vg_testd_sh(probe, sizeof probe,
+                                 "ffprobe -v error -show_entries stream=codec_name,width -of "
+                                 "csv=p=0 '%s'",
+                                 out_path),
+                     0);
+    assert_non_null(strstr(probe, "mjpeg,"));
+    assert_true(atoi(strchr(probe, ',') + 1) > 0);
+    assert_int_equal(curl(&o, "%s/v1/streams/cam1/events/999999/snapshot.jpg", base), 404);
     cJSON_Delete(o);
     assert_int_equal(curl(&o, "%s/v1/streams", base), 200);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "streams")), 1);
