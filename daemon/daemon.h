@@ -67,6 +67,7 @@ typedef struct vg_daemon_config {
     int http_max_connections;         /* requests in progress at once; more get 503 */
     size_t http_max_upload;           /* chat completion bodies (inline videos and frames) */
     double http_timeout_s;            /* to receive a request's headers and body */
+    char http_www_dir[VG_CFG_STR];    /* the web page's files; empty: no page */
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */

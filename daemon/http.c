@@ -109,6 +109,11 @@ struct vg_http {
     unsigned long long tokens, video_tokens, prompt_tokens;
     unsigned long long requests, responses[6]; /* by status class 1xx..5xx (index 1..5) */
     stream_stat *streams;
+    struct {
+        const char *name, *type;
+        char *data; /* read at start; NULL when absent */
+        size_t len;
+    } www[3];
 };
 
 /* ===================================================================================================
@@ -1611,6 +1616,36 @@ static void route_snapshot(conn *c, const char *name, unsigned long long seq)
     respond(c, 200, "image/jpeg", (const char *)jpeg, len);
 }
 
+static void route_static(conn *c, int i)
+{
+    vg_http *h = c->h;
+    if (!h->www[i].data) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no web page (http_www_dir is empty or unreadable)");
+        return;
+    }
+    respond(c, 200, h->www[i].type, h->www[i].data, h->www[i].len);
+}
+
+static void load_www(vg_http *h)
+{
+    static const char *const files[][2] = {{"index.html", "text/html; charset=utf-8"},
+                                           {"app.js", "text/javascript; charset=utf-8"},
+                                           {"style.css", "text/css; charset=utf-8"}};
+    for (size_t i = 0; i < VG_ARRAY_LEN(files); i++) {
+        h->www[i].name = files[i][0];
+        h->www[i].type = files[i][1];
+        if (!h->cfg->http_www_dir[0])
+            continue;
+        char path[VG_CFG_STR + 32], err[256];
+        snprintf(path, sizeof path, "%s/%s", h->cfg->http_www_dir, files[i][0]);
+        if (vg_read_file(path, 4 << 20, &h->www[i].data, &h->www[i].len, err, sizeof err) < 0) {
+            vg_log(VG_LOG_WARNING, MOD, "web page: %s", err);
+            h->www[i].data = NULL;
+        }
+    }
+}
+
 static void simple_op(conn *c, const char *op, const char *key, const char *val)
 {
     cJSON *q = native_op(c->h, op);
@@ -1673,7 +1708,13 @@ static void route(conn *c)
         respond_error(c, 405, "method_not_allowed", "only GET, POST and DELETE are served");
         return;
     }
-    if (path_is(p, "/health") || path_is(p, "/v1/health"))
+    if (!strcmp(p, "/") || !strcmp(p, "/index.html"))
+        route_static(c, 0);
+    else if (!strcmp(p, "/app.js"))
+        route_static(c, 1);
+    else if (!strcmp(p, "/style.css"))
+        route_static(c, 2);
+    else if (path_is(p, "/health") || path_is(p, "/v1/health"))
         route_health(c);
     else if (path_is(p, "/metrics") || path_is(p, "/v1/metrics"))
         route_metrics(c);
@@ -1737,13 +1778,20 @@ static void route(conn *c)
 static int authorized(conn *c)
 {
     vg_http *h = c->h;
-    if (!h->token_len || path_is(c->path, "/health"))
+    const char *p = c->path;
+    if (!h->token_len || path_is(p, "/health") || !strcmp(p, "/") || !strcmp(p, "/index.html") ||
+        !strcmp(p, "/app.js") || !strcmp(p, "/style.css"))
         return 1;
     char a[600] = "";
-    if (lws_hdr_copy(c->wsi, a, sizeof a, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0 ||
-        strncasecmp(a, "Bearer ", 7))
+    const char *t;
+    /* EventSource and <img> cannot send headers: GET requests may carry ?access_token=. */
+    if (lws_hdr_copy(c->wsi, a, sizeof a, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        !strncasecmp(a, "Bearer ", 7))
+        t = a + 7;
+    else if (c->method == M_GET && urlarg(c, "access_token", a, sizeof a))
+        t = a;
+    else
         return 0;
-    const char *t = a + 7;
     size_t n = strlen(t);
     unsigned diff = n != h->token_len;
     for (size_t i = 0; i < h->token_len; i++)
@@ -2081,6 +2129,7 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
         return rc;
     }
     clean_spool(h->spool_dir);
+    load_www(h);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -2137,6 +2186,8 @@ void vg_http_free(vg_http *h)
         return;
     while (h->conns)
         conn_free(h->conns);
+    for (size_t i = 0; i < VG_ARRAY_LEN(h->www); i++)
+        free(h->www[i].data);
     while (h->streams) {
         stream_stat *n = h->streams->next;
         free(h->streams);

@@ -239,6 +239,9 @@ static int group_teardown(void **state)
     }
     if (vg_testd_check_log(dir) != 0)
         rc = -1;
+    /* The page's screenshot stays for a look (the rest of the directory goes). */
+    vg_testd_sh(NULL, 0, "cp '%s/page.png' '%s/vigil-http-page.png' 2>/dev/null; true", dir,
+                VG_BINARY_DIR);
     if (rc == 0)
         vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return rc;
@@ -655,6 +658,63 @@ static void test_many_connections(void **state)
     assert_alive();
 }
 
+/* Headless Chromium shows the timeline of a live stream: a `started` interval appears while the
+ * test watches (DOM and screenshot checked by page_check.mjs). */
+static void test_page_timeline(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/chromium", X_OK) != 0 || access("/usr/bin/chromedriver", X_OK) != 0)
+        fail_msg("this test needs Debian's chromium and chromium-driver (scripts/install-deps.sh)");
+    int dport = free_port();
+    char pid_s[32] = "";
+    assert_int_equal(vg_testd_sh(pid_s, sizeof pid_s,
+                                 "chromedriver --port=%d > '%s/chromedriver.log' 2>&1 & echo $!",
+                                 dport, dir),
+                     0);
+    pid_t driver = (pid_t)atoi(pid_s);
+    assert_true(driver > 0);
+    int up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = vg_testd_sh(NULL, 0, "curl -sf -o /dev/null http://127.0.0.1:%d/status", dport) == 0;
+        if (!up)
+            vg_testd_sleep_ms(100);
+    }
+    cJSON *o;
+    char body[1200];
+    snprintf(body, sizeof body,
+             "-d '{\"name\":\"cam2\",\"url\":\"%s/live.mp4\",\"question\":\"" QUESTION "\"}'",
+             media);
+    int st_watch = curl(&o, "%s %s/v1/streams", body, base);
+    cJSON_Delete(o);
+    char out[4096] = "", shot[400];
+    snprintf(shot, sizeof shot, "%s/page.png", dir);
+    int rc = up && st_watch == 201
+                 ? vg_testd_sh(out, sizeof out,
+                               "node '%s/page_check.mjs' http://127.0.0.1:%d '%s/' cam2 '%s'",
+                               VG_SOURCE_DIR "/tests/http", dport, base, shot)
+                 : -1;
+    kill(driver, SIGTERM);
+    vg_testd_sh(NULL, 0, "sleep 0.3; kill -9 %d 2>/dev/null; true", (int)driver);
+    curl(&o, "-X DELETE %s/v1/streams/cam2", base);
+    cJSON_Delete(o);
+    if (!up)
+        fail_msg("chromedriver did not start; see %s/chromedriver.log", dir);
+    assert_int_equal(st_watch, 201);
+    if (rc != 0)
+        fail_msg("page_check failed (exit %d): %s", rc, out);
+    printf("page: %s", out);
+    cJSON *r = cJSON_Parse(out);
+    assert_non_null(r);
+    assert_true(vg_testd_jnum(r, "intervals") >= 1);
+    assert_true(vg_testd_jnum(r, "started_lines") >= 1);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "snapshot_loaded")));
+    assert_true(strlen(vg_testd_jstr(r, "answer")) > 0);
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(r, "screenshot");
+    assert_true(vg_testd_jnum(sc, "width") > 0);
+    assert_true(vg_testd_jnum(sc, "interval_pixels") >= 20);
+    cJSON_Delete(r);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -664,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_rest_mirror),        cmocka_unit_test(test_stream_feed),
         cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_slow_loris),
         cmocka_unit_test(test_vanishing_client),   cmocka_unit_test(test_many_connections),
+        cmocka_unit_test(test_page_timeline),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
