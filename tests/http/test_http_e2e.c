@@ -658,6 +658,83 @@ static void test_many_connections(void **state)
     assert_alive();
 }
 
+/* A second vigild on https:// with a bearer token: TLS works with a client that trusts the
+ * certificate, requests without the token get 401 JSON (but /health), with it 200. */
+static void test_tls_token(void **state)
+{
+    (void)state;
+    char d2[400], rt2[420], st2[420], cmd2[460], cert[420], key[420], tokf[420], logf[420];
+    snprintf(d2, sizeof d2, "%s/tls", dir);
+    snprintf(rt2, sizeof rt2, "%s/run", d2);
+    snprintf(st2, sizeof st2, "%s/state", d2);
+    snprintf(cmd2, sizeof cmd2, "ipc://%s/vigil.cmd", rt2);
+    snprintf(cert, sizeof cert, "%s/cert.pem", d2);
+    snprintf(key, sizeof key, "%s/key.pem", d2);
+    snprintf(tokf, sizeof tokf, "%s/token", d2);
+    snprintf(logf, sizeof logf, "%s/vigild.log", d2);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "mkdir -p '%s' && openssl req -x509 -newkey rsa:2048 -nodes "
+                                 "-keyout '%s' -out '%s' -days 2 -subj /CN=127.0.0.1 -addext "
+                                 "subjectAltName=IP:127.0.0.1 2>/dev/null && printf "
+                                 "'s3cret-token-0123456789\\n' > '%s'",
+                                 d2, key, cert, tokf),
+                     0);
+    int p2 = free_port();
+    char url[128], set_url[160], set_cert[460], set_key[460], set_tok[460];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d", p2);
+    snprintf(set_url, sizeof set_url, "http_url=%s", url);
+    snprintf(set_cert, sizeof set_cert, "http_tls_cert=%s", cert);
+    snprintf(set_key, sizeof set_key, "http_tls_key=%s", key);
+    snprintf(set_tok, sizeof set_tok, "http_token_file=%s", tokf);
+    const char *sets[] = {set_url, set_cert, set_key, set_tok, NULL};
+    vg_testd_spec spec = {.log = logf,
+                          .conf = conf,
+                          .model = VG_SOURCE_DIR "/models/demo",
+                          .rt = rt2,
+                          .st = st2,
+                          .media = media,
+                          .cmd_url = cmd2,
+                          .log_level = "info",
+                          .sets = sets,
+                          .clear_notify_env = 1,
+                          .call_timeout_ms = 10000};
+    pid_t pid = -1;
+    if (vg_testd_start(&spec, &pid) != 0) {
+        vg_testd_sh(NULL, 0, "cat '%s' >&2", logf);
+        if (pid > 0)
+            vg_testd_stop(&pid, 500, NULL);
+        fail_msg("the TLS vigild did not start");
+    }
+    cJSON *o;
+    int s_health = curl(&o, "--cacert '%s' %s/health", cert, url);
+    cJSON_Delete(o);
+    int s_noauth = curl(&o, "--cacert '%s' %s/v1/info", cert, url);
+    char code[64];
+    snprintf(code, sizeof code, "%s", error_code(o));
+    cJSON_Delete(o);
+    int s_bad = curl(NULL, "--cacert '%s' -H 'Authorization: Bearer wrong' %s/v1/info", cert, url);
+    int s_auth =
+        curl(&o, "--cacert '%s' -H 'Authorization: Bearer s3cret-token-0123456789' %s/v1/info",
+             cert, url);
+    int ok = vg_testd_is_ok(o);
+    cJSON_Delete(o);
+    int s_arg =
+        curl(NULL, "--cacert '%s' '%s/v1/models?access_token=s3cret-token-0123456789'", cert, url);
+    int s_untrusted = curl(NULL, "%s/health", url); /* curl refuses the self-signed certificate */
+    int stop = vg_testd_stop(&pid, 3000, NULL);
+    int clean = vg_testd_sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s'", logf) != 0;
+    assert_int_equal(s_health, 200);
+    assert_int_equal(s_noauth, 401);
+    assert_string_equal(code, "unauthorized");
+    assert_int_equal(s_bad, 401);
+    assert_int_equal(s_auth, 200);
+    assert_true(ok);
+    assert_int_equal(s_arg, 200);
+    assert_true(s_untrusted == -1 || s_untrusted == 0);
+    assert_int_equal(stop, 0);
+    assert_true(clean);
+}
+
 /* Headless Chromium shows the timeline of a live stream: a `started` interval appears while the
  * test watches (DOM and screenshot checked by page_check.mjs). */
 static void test_page_timeline(void **state)
@@ -724,7 +801,7 @@ int main(void)
         cmocka_unit_test(test_rest_mirror),        cmocka_unit_test(test_stream_feed),
         cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_slow_loris),
         cmocka_unit_test(test_vanishing_client),   cmocka_unit_test(test_many_connections),
-        cmocka_unit_test(test_page_timeline),
+        cmocka_unit_test(test_tls_token),          cmocka_unit_test(test_page_timeline),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
