@@ -1646,6 +1646,113 @@ static void load_www(vg_http *h)
     }
 }
 
+/* A clip job's event snapshot: the frame at the event's start, decoded from the job's video (a
+ * local file that still passes the media policy) and encoded as JPEG on the thread pool. */
+typedef struct jsnap_work {
+    uv_work_t w;
+    conn *c;
+    char path[VG_CFG_STR + 64];
+    double t;
+    uint8_t *jpeg;
+    size_t len;
+    int rc;
+    char err[512];
+} jsnap_work;
+
+static void jsnap_run(uv_work_t *w)
+{
+    jsnap_work *jw = w->data;
+    vg_media_params mp = vg_media_default_params();
+    mp.protocol_whitelist = "file";
+    vg_media *m = NULL;
+    jw->rc = vg_media_open(jw->path, &mp, &m, jw->err, sizeof jw->err);
+    if (jw->rc < 0)
+        return;
+    vg_sample_params sp = {.fps = 2.0,
+                           .nframes = 2,
+                           .min_frames = 2,
+                           .max_frames = 2,
+                           .max_pixels = 640 * 480,
+                           .video_start = jw->t,
+                           .video_end = jw->t + 1.0,
+                           .factor = 32,
+                           .temporal_patch = 2};
+    vg_video *v = NULL;
+    jw->rc = vg_media_read_video(m, &sp, NULL, NULL, &v, jw->err, sizeof jw->err);
+    if (jw->rc == 0)
+        jw->rc =
+            vg_jpeg_encode_rgb(v->rgb, v->W, v->H, 3, &jw->jpeg, &jw->len, jw->err, sizeof jw->err);
+    vg_video_free(v);
+    vg_media_close(m);
+}
+
+static void jsnap_done(uv_work_t *w, int status)
+{
+    jsnap_work *jw = w->data;
+    conn *c = jw->c;
+    c->work_pending = 0;
+    if (!c->wsi)
+        conn_free(c);
+    else if (jw->rc < 0 || status < 0)
+        respond_error(c, 422, "media", "cannot take the snapshot: %s",
+                      jw->err[0] ? jw->err : vg_strerror(jw->rc));
+    else
+        respond(c, 200, "image/jpeg", (const char *)jw->jpeg, jw->len);
+    free(jw->jpeg);
+    free(jw);
+}
+
+static void route_job_snapshot(conn *c, const char *id, int index)
+{
+    vg_http *h = c->h;
+    cJSON *q = native_op(h, "job");
+    cJSON_AddStringToObject(q, "job", id);
+    cJSON *r = native(h, q);
+    cJSON_Delete(q);
+    if (!reply_ok(r)) {
+        respond_native(c, r, 200);
+        return;
+    }
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
+    const cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "events"), index);
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(ev, "start");
+    const char *video = jstr(j, "video");
+    char resolved[VG_CFG_STR + 64], err[512];
+    int is_url = 0;
+    if (!cJSON_IsNumber(start) || !video) {
+        cJSON_Delete(r);
+        respond_error(c, 404, VG_WIRE_NOT_FOUND, "job %s has no event %d", id, index);
+        return;
+    }
+    int rc = vg_daemon_media_check(video, h->cfg->media_roots, h->cfg->n_media_roots,
+                                   h->cfg->allowed_protocols, resolved, sizeof resolved, &is_url,
+                                   err, sizeof err);
+    double t = start->valuedouble;
+    cJSON_Delete(r);
+    if (rc < 0 || is_url) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no snapshot: clip-job snapshots are taken from a local video that is still "
+                      "under the media roots%s%s",
+                      rc < 0 ? ": " : "", rc < 0 ? err : "");
+        return;
+    }
+    jsnap_work *jw = calloc(1, sizeof *jw);
+    if (!jw) {
+        respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
+        return;
+    }
+    jw->c = c;
+    jw->t = VG_MAX(t, 0.0);
+    snprintf(jw->path, sizeof jw->path, "%s", resolved);
+    jw->w.data = jw;
+    c->work_pending = 1;
+    if (uv_queue_work(h->loop, &jw->w, jsnap_run, jsnap_done) < 0) {
+        c->work_pending = 0;
+        free(jw);
+        respond_error(c, 500, VG_WIRE_INTERNAL, "cannot queue the snapshot");
+    }
+}
+
 static void simple_op(conn *c, const char *op, const char *key, const char *val)
 {
     cJSON *q = native_op(c->h, op);
@@ -1731,7 +1838,10 @@ static void route(conn *c)
         urlarg(c, "topic", topic, sizeof topic);
         feed(c, topic, 0);
     } else if ((rest = segment(p, "/v1/jobs/", id, sizeof id))) {
-        if (!*rest || !strcmp(rest, "/"))
+        int ev_i = -1, n = 0;
+        if (sscanf(rest, "/events/%d/snapshot.jpg%n", &ev_i, &n) == 1 && !rest[n] && ev_i >= 0)
+            route_job_snapshot(c, id, ev_i);
+        else if (!*rest || !strcmp(rest, "/"))
             simple_op(c, "job", "job", id);
         else if (path_is(rest, "/events")) {
             /* Progress and tokens of one job until its done record; a finished job's feed is
@@ -2140,6 +2250,7 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
     info.iface = !strcmp(h->iface, "localhost") ? "127.0.0.1" : h->iface;
     info.protocols = protocols;
     info.user = h;
+    info.pcontext = &h->ctx; /* lws clears it once the context is wholly destroyed */
     info.timeout_secs = (unsigned)VG_MAX(1.0, p->cfg->http_timeout_s);
     info.keepalive_timeout = (int)VG_MAX(1.0, p->cfg->http_timeout_s);
     info.max_http_header_data = 4096;
@@ -2184,6 +2295,11 @@ void vg_http_free(vg_http *h)
 {
     if (!h)
         return;
+    if (h->ctx) {
+        /* On a foreign loop the destruction finishes in close callbacks: run them. */
+        lws_context_destroy(h->ctx);
+        uv_run(h->loop, UV_RUN_DEFAULT);
+    }
     while (h->conns)
         conn_free(h->conns);
     for (size_t i = 0; i < VG_ARRAY_LEN(h->www); i++)

@@ -276,6 +276,23 @@ static void test_chat_file_url(void **state)
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(vx, "events")) >= 1);
     assert_true(vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(o, "usage"), "completion_tokens") >
                 0);
+    /* The snapshot of the job's first event: the frame at its start shows the red box (the pixel
+     * at the box's centre, after scaling to 32x24, is red). */
+    char job[128], px[32] = "";
+    snprintf(job, sizeof job, "%s", vg_testd_jstr(vx, "job"));
+    cJSON_Delete(o);
+    assert_int_equal(curl(NULL, "%s/v1/jobs/%s/events/0/snapshot.jpg", base, job), 200);
+    assert_int_equal(vg_testd_sh(px, sizeof px,
+                                 "ffmpeg -nostdin -loglevel error -i '%s' -vf "
+                                 "scale=32:24,crop=1:1:13:11 -f rawvideo -pix_fmt rgb24 - | od "
+                                 "-An -tu1",
+                                 out_path),
+                     0);
+    unsigned r = 0, g = 255, b = 255;
+    assert_int_equal(sscanf(px, "%u %u %u", &r, &g, &b), 3);
+    if (!(r > 180 && g < 80 && b < 80))
+        fail_msg("the snapshot's box pixel is %u,%u,%u, not red", r, g, b);
+    assert_int_equal(curl(&o, "%s/v1/jobs/%s/events/7/snapshot.jpg", base, job), 404);
     cJSON_Delete(o);
 }
 
