@@ -93,6 +93,7 @@ struct vg_http {
     vg_bus *bus;
     int sink;
     struct lws_context *ctx;
+    uv_timer_t heartbeat; /* SSE comments, so that idle feeds stay open through proxies */
     char iface[256];
     int port, tls;
     char token[512];
@@ -385,6 +386,19 @@ static void sse_send(conn *c, const char *event, const char *id, const char *dat
     if (rc)
         c->final = c->close_after = 1;
     conn_writable(c);
+}
+
+/* Every 15 s an SSE comment on each open feed: proxies keep idle feeds open, and a client that
+ * vanished without a FIN is noticed at the write. */
+static void on_heartbeat(uv_timer_t *t)
+{
+    vg_http *h = t->data;
+    for (conn *c = h->conns; c; c = c->next) {
+        if (!c->wsi || !c->streaming || c->final)
+            continue;
+        if (buf_add(&c->out, ": keep-alive\n\n", 14) == 0)
+            conn_writable(c);
+    }
 }
 
 static void sse_end(conn *c)
@@ -2341,6 +2355,9 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
         lws_context_destroy(h->ctx); /* h stays allocated: lws may still call back */
         return vg_fail(err, errlen, VG_EBUSY, "the bus has no room for the HTTP sink");
     }
+    uv_timer_init(p->loop, &h->heartbeat);
+    h->heartbeat.data = h;
+    uv_timer_start(&h->heartbeat, on_heartbeat, 15000, 15000);
     vg_log(VG_LOG_NOTICE, MOD, "serving %s%s", p->cfg->http_url,
            h->token_len ? " (bearer token required)" : "");
     *out = h;
@@ -2352,6 +2369,8 @@ void vg_http_stop(vg_http *h)
     if (!h || h->stopping)
         return;
     h->stopping = 1;
+    uv_timer_stop(&h->heartbeat);
+    uv_close((uv_handle_t *)&h->heartbeat, NULL);
     vg_bus_remove_sink(h->bus, h->sink);
     h->sink = -1;
     if (h->ctx)

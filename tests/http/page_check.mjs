@@ -1,14 +1,15 @@
 // page_check.mjs: headless Chromium (driven through chromedriver's WebDriver HTTP API with Node's
 // fetch) loads vigild's web page and waits until the timeline of stream STREAM shows a `started`
 // interval; then checks the DOM (interval, event line, state, snapshot image loaded) and a
-// screenshot (PNG decoded here: it must contain the interval's red). Prints one JSON line.
-//   node page_check.mjs DRIVER_URL PAGE_URL STREAM SCREENSHOT_PNG
+// screenshot (PNG decoded here: it must contain the interval's red). Then it asks about CLIP with
+// the page's form and waits for the streamed answer. Prints one JSON line.
+//   node page_check.mjs DRIVER_URL PAGE_URL STREAM SCREENSHOT_PNG CLIP QUESTION
 import { writeFileSync } from "node:fs";
 import { inflateSync } from "node:zlib";
 
-const [driver, page, stream, shot] = process.argv.slice(2);
-if (!driver || !page || !stream || !shot) {
-  console.error("usage: node page_check.mjs DRIVER_URL PAGE_URL STREAM SCREENSHOT_PNG");
+const [driver, page, stream, shot, clip, question] = process.argv.slice(2);
+if (!driver || !page || !stream || !shot || !clip || !question) {
+  console.error("usage: node page_check.mjs DRIVER_URL PAGE_URL STREAM SCREENSHOT_PNG CLIP QUESTION");
   process.exit(2);
 }
 
@@ -93,6 +94,17 @@ try {
         (Math.abs(r - 234) < 12 && Math.abs(g - 126) < 12 && Math.abs(b - 120) < 12)) red++;
   }
   result.screenshot = { width: img.w, height: img.h, interval_pixels: red };
+  // The ask form: fill it in, submit, wait for the answer and its parsed time range.
+  await exec(`document.getElementById("ask-video").value = ${JSON.stringify(clip)};
+    document.getElementById("ask-question").value = ${JSON.stringify(question)};
+    document.querySelector("#ask button").click(); return 1;`);
+  for (let i = 0; i < 300; i++) {
+    result.ask = await exec(`return {answer: document.getElementById("ask-answer").textContent,
+      status: document.getElementById("ask-status").textContent,
+      events: document.querySelectorAll("#ask-events div").length};`);
+    if (result.ask.events > 0 || result.ask.status.startsWith("failed")) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 } finally {
   await wd("DELETE", `/session/${sid}`).catch(() => {});
 }

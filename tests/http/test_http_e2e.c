@@ -784,8 +784,9 @@ static void test_page_timeline(void **state)
     snprintf(shot, sizeof shot, "%s/page.png", dir);
     int rc = up && st_watch == 201
                  ? vg_testd_sh(out, sizeof out,
-                               "node '%s/page_check.mjs' http://127.0.0.1:%d '%s/' cam2 '%s'",
-                               VG_SOURCE_DIR "/tests/http", dport, base, shot)
+                               "node '%s/page_check.mjs' http://127.0.0.1:%d '%s/' cam2 '%s' "
+                               "'%s' '" QUESTION "'",
+                               VG_SOURCE_DIR "/tests/http", dport, base, shot, clip)
                  : -1;
     kill(driver, SIGTERM);
     vg_testd_sh(NULL, 0, "sleep 0.3; kill -9 %d 2>/dev/null; true", (int)driver);
@@ -806,6 +807,11 @@ static void test_page_timeline(void **state)
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(r, "screenshot");
     assert_true(vg_testd_jnum(sc, "width") > 0);
     assert_true(vg_testd_jnum(sc, "interval_pixels") >= 20);
+    /* The ask form streamed an answer about the clip and listed its time range. */
+    const cJSON *ask = cJSON_GetObjectItemCaseSensitive(r, "ask");
+    assert_red_answer(vg_testd_jstr(ask, "answer"));
+    assert_true(vg_testd_jnum(ask, "events") >= 1);
+    assert_non_null(strstr(vg_testd_jstr(ask, "status"), "completed"));
     cJSON_Delete(r);
 }
 
