@@ -24,6 +24,7 @@ vg_require(CJSON libcjson libcjson-dev)
 vg_require(PCRE2 libpcre2-8 libpcre2-dev)
 vg_require(CMOCKA cmocka libcmocka-dev)
 vg_require(UTF8PROC libutf8proc libutf8proc-dev)
+vg_require(LWS libwebsockets libwebsockets-dev)
 
 find_package(Threads REQUIRED)
 

@@ -32,6 +32,9 @@
 #ifndef VG_DEFAULT_MODEL_DIR
 #define VG_DEFAULT_MODEL_DIR "models/demo"
 #endif
+#ifndef VG_DEFAULT_WWW_DIR
+#define VG_DEFAULT_WWW_DIR "daemon/www"
+#endif
 
 /* ===================================================================================================
  * The table.
@@ -135,6 +138,28 @@ static const cfg_row rows[] = {
           "Token budget of each standing-question answer."),
     K_INT(stream_log_max_records, 100, 1 << 30, "100000", LIVE,
           "Records kept in each stream's log (for streams watched after a reload)."),
+    K_STRING(http_url, "", RESTART,
+             "The HTTP door (http://HOST:PORT or https://HOST:PORT: OpenAI-compatible chat "
+             "completions, REST, SSE, /metrics, the web page); none when empty. Loopback only "
+             "unless allow_remote."),
+    K_STRING(http_tls_cert, "", RESTART, "PEM certificate chain of an https:// http_url."),
+    K_STRING(http_tls_key, "", RESTART, "PEM private key of an https:// http_url."),
+    K_STRING(http_token_file, "", RESTART,
+             "A file holding the bearer token every HTTP request but /health must carry "
+             "(Authorization: Bearer TOKEN); none when empty."),
+    K_INT(http_max_connections, 1, 100000, "1024", RESTART,
+          "Open HTTP connections at once; requests on more get 503."),
+    K_SIZE(http_max_upload, 1024, 4L << 30, "64M", LIVE,
+           "Largest chat completion body in bytes (inline base64 videos and frames are spooled "
+           "to <state_dir>/http-spool); other HTTP bodies are limited by max_message_size."),
+    K_DOUBLE(http_timeout_s, 0.5, 3600, "30", RESTART,
+             "Seconds a client has to send a request's headers and body; slower ones are cut."),
+    K_STRING(http_www_dir, VG_DEFAULT_WWW_DIR, RESTART,
+             "The web page's files (index.html, app.js, style.css), read once at start and served "
+             "at /; empty: no page."),
+    K_INT(stream_snapshots_max, 0, 100000, "100", LIVE,
+          "JPEG snapshots of `started` events kept per stream, in memory (for streams watched "
+          "after a reload); 0: none."),
     K_PATHS(media_roots, n_media_roots, "", LIVE,
             "Directories whose files may be asked about (absolute paths, comma-separated, resolved "
             "with realpath()); empty: no local files."),

@@ -123,7 +123,7 @@ struct vg_jobs {
     const vg_daemon_config *cfg;
     vg_journal *journal;
     vg_infer_gate *gate;
-    vg_ipc_server *ipc;
+    vg_bus *bus;    /* borrowed: where records are published */
     vg_mailbox *mb; /* workers -> loop */
     uv_timer_t timer;
     uv_async_t jasync; /* the journal's writer thread: records became durable or failing changed */
@@ -301,7 +301,7 @@ static void add_durable(const vg_jobs *js, cJSON *o, const job *j)
 
 static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
 {
-    if (!js->ipc) {
+    if (!js->bus) {
         cJSON_Delete(payload);
         return;
     }
@@ -310,7 +310,7 @@ static void publish(vg_jobs *js, const job *j, const char *kind, cJSON *payload)
     char *s = cJSON_PrintUnformatted(payload);
     cJSON_Delete(payload);
     if (s) {
-        vg_ipc_publish(js->ipc, topic, s, strlen(s));
+        vg_bus_publish(js->bus, topic, s, strlen(s));
         free(s);
     }
 }
@@ -1242,9 +1242,9 @@ void vg_jobs_set_journal(vg_jobs *js, vg_journal *j)
     vg_journal_set_notify(j, on_journal_notify, js);
 }
 
-void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc)
+void vg_jobs_set_bus(vg_jobs *js, vg_bus *bus)
 {
-    js->ipc = ipc;
+    js->bus = bus;
 }
 
 int vg_jobs_create(const vg_jobs_params *p, vg_jobs **out, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 #ifndef VG_DAEMON_JOBS_H
 #define VG_DAEMON_JOBS_H
 
+#include "bus.h"
 #include "daemon.h"
 #include "ipc.h"
 #include "model.h"
@@ -36,7 +37,8 @@ void vg_jobs_restore(vg_jobs *js, const char *json, size_t len);
  * become failed with code "interrupted". The caller frees the strings and the array. */
 int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n);
 void vg_jobs_set_journal(vg_jobs *js, vg_journal *j);
-void vg_jobs_set_ipc(vg_jobs *js, vg_ipc_server *ipc);
+/* Where records are published (bus.h); borrowed, outlives the manager. */
+void vg_jobs_set_bus(vg_jobs *js, vg_bus *bus);
 
 /* Handles ask, job, jobs, cancel and sync. Job views carry `durable` (docs/protocol.md); while the
  * journal fails, a new ask gets VG_WIRE_STORAGE. Adds the reply's fields to reply (an object that

@@ -11,7 +11,11 @@
  * or EX_IOERR (74) when some results could not be written to the journal (the disk was full or
  * failing and stayed so: those results are lost, and the exit status says so).
  */
+#define _DEFAULT_SOURCE /* realpath, flock */
+#include "bus.h"
 #include "daemon.h"
+#include "dispatch.h"
+#include "http.h"
 #include "ipc.h"
 #include "jobs.h"
 #include "model.h"
@@ -23,6 +27,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +55,9 @@ typedef struct daemon_ctx {
     vg_infer_gate *gate; /* clip jobs and streams take turns on the model */
     int idle_pending;    /* managers still stopping */
     vg_ipc_server *ipc;
+    vg_bus *bus;          /* publication fan-out: the PUB socket and the other doors */
+    vg_dispatch dispatch; /* the one request path of every door */
+    vg_http *http;        /* the HTTP door; NULL unless http_url is set */
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
@@ -161,7 +169,28 @@ static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t er
         (c->tcp_events_url[0] &&
          (rc = vg_ipc_check_url(c->tcp_events_url, c->allow_remote, e2, sizeof e2)) < 0))
         return vg_fail(err, errlen, rc, "%s", e2);
+    if ((rc = vg_http_check_config(c, e2, sizeof e2)) < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
     return 0;
+}
+
+/* The HTTP door spools uploaded videos under the state directory; its jobs must pass the media
+ * policy like any other, so that directory is one more media root while the door is open. */
+static void add_spool_root(vg_daemon_config *c)
+{
+    if (!c->http_url[0])
+        return;
+    char dir[VG_CFG_STR + 32], real[PATH_MAX];
+    vg_http_spool_dir(c, dir, sizeof dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return;
+    if (c->n_media_roots >= VG_CFG_MAX_ROOTS || !realpath(dir, real) ||
+        strlen(real) >= VG_CFG_STR) {
+        vg_log(VG_LOG_WARNING, MOD, "cannot add %s to the media roots: uploads will be refused",
+               dir);
+        return;
+    }
+    memcpy(c->media_roots[c->n_media_roots++], real, strlen(real) + 1);
 }
 
 /* --check-config: every key as `key = value`, in the table's order. */
@@ -173,30 +202,6 @@ static void print_key(const vg_daemon_config_key *k, void *opaque)
 /* ===================================================================================================
  * Requests (loop thread).
  */
-static void send_reply(vg_ipc_req *req, cJSON *o)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) {
-        vg_ipc_req_drop(req);
-        return;
-    }
-    vg_ipc_reply(req, s, strlen(s));
-    free(s);
-}
-
-static void send_error(vg_ipc_req *req, const char *id_json, const char *code, const char *msg)
-{
-    size_t len;
-    char *s = vg_proto_error_reply(id_json, code, msg, &len);
-    if (!s) {
-        vg_ipc_req_drop(req);
-        return;
-    }
-    vg_ipc_reply(req, s, len);
-    free(s);
-}
-
 static void add_info(daemon_ctx *d, cJSON *o)
 {
     const vg_model_info *mi = vg_model_get_info(d->model);
@@ -254,48 +259,37 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(sd, "stream_logs_failing", vg_streams_logs_failing(d->streams));
 }
 
+static void dispatch_add_info(cJSON *o, void *opaque)
+{
+    add_info(opaque, o);
+}
+
+/* A command socket request's reply (now, or later for what is read from disk). */
+static void ipc_done(char *reply, size_t len, void *opaque)
+{
+    vg_ipc_req *req = opaque;
+    if (!reply) {
+        vg_ipc_req_drop(req);
+        return;
+    }
+    vg_ipc_reply(req, reply, len);
+    free(reply);
+}
+
+/* The command socket's door: the request goes through the one request path (dispatch.c). */
 static void on_request(vg_ipc_server *srv, vg_ipc_req *req, const char *data, size_t len,
                        void *opaque)
 {
     daemon_ctx *d = opaque;
-    vg_proto_limits lim = {d->cfg.max_message_size, d->cfg.max_new_tokens_limit,
-                           d->cfg.job_deadline_s, d->cfg.max_frames_limit, d->cfg.max_pixels_limit};
-    vg_request r;
-    const char *wire = NULL;
-    char err[768];
-    int rc = vg_proto_parse(data, len, &lim, &r, &wire, err, sizeof err);
-    if (rc < 0) {
-        vg_log(VG_LOG_DEBUG, MOD, "bad request: %s", err);
-        send_error(req, r.id_json, wire, err);
-        return;
-    }
-    cJSON *o = cJSON_CreateObject();
-    if (!o) {
-        vg_request_clear(&r);
-        vg_ipc_req_drop(req);
-        return;
-    }
-    cJSON_AddNumberToObject(o, "v", VG_PROTO_VERSION);
-    cJSON *id = r.id_json[0] ? cJSON_Parse(r.id_json) : cJSON_CreateNull();
-    cJSON_AddItemToObject(o, "id", id ? id : cJSON_CreateNull());
-    cJSON_AddTrueToObject(o, "ok");
-    int is_stream_op = r.op == VG_OP_WATCH || r.op == VG_OP_UNWATCH || r.op == VG_OP_STREAMS ||
-                       r.op == VG_OP_EVENTS;
-    if (r.op == VG_OP_EVENTS && vg_streams_events_from_log(d->streams, &r, req, o) > 0) {
-        vg_request_clear(&r); /* an unwatched stream: answered from its log, later */
-        return;
-    }
-    if (r.op == VG_OP_INFO) {
-        add_info(d, o);
-    } else if ((rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
-                                  : vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
-        cJSON_Delete(o);
-        send_error(req, r.id_json, wire ? wire : VG_WIRE_INTERNAL, err);
-        vg_request_clear(&r);
-        return;
-    }
-    vg_request_clear(&r);
-    send_reply(req, o);
+    vg_dispatch_request_async(&d->dispatch, data, len, ipc_done, req);
+}
+
+/* The PUB socket is one sink of the bus. */
+static void ipc_sink(const char *topic, const char *payload, size_t len, void *opaque)
+{
+    daemon_ctx *d = opaque;
+    if (d->ipc)
+        vg_ipc_publish(d->ipc, topic, payload, len);
 }
 
 /* ===================================================================================================
@@ -309,6 +303,7 @@ static void on_jobs_idle(void *opaque)
     /* Every job has its final record queued for the journal; close the loop's handles. */
     vg_ipc_server_stop(d->ipc);
     d->ipc = NULL;
+    vg_http_stop(d->http);
     uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
     uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
     uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
@@ -372,6 +367,8 @@ static void on_hup(uv_signal_t *h, int signum)
     char err[768];
     vg_sd_notify("RELOADING=1");
     int rc = build_config(d, &c, err, sizeof err);
+    if (rc >= 0)
+        add_spool_root(&c);
     if (rc < 0) {
         vg_log(VG_LOG_ERR, MOD, "reload failed, keeping the old configuration: %s", err);
         vg_sd_notify("READY=1");
@@ -577,6 +574,7 @@ int main(int argc, char **argv)
                vg_strerror(rc));
         return 1;
     }
+    add_spool_root(&d.cfg);
     if (take_lock(&d.cfg, &lock_fd, err, sizeof err) < 0) {
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
@@ -623,8 +621,20 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERR, MOD, "%s", err);
         return 1;
     }
-    vg_jobs_set_ipc(d.jobs, d.ipc);
-    vg_streams_set_ipc(d.streams, d.ipc);
+    if (vg_bus_create(&d.bus) < 0 || vg_bus_add_sink(d.bus, ipc_sink, &d) < 0) {
+        vg_log(VG_LOG_ERR, MOD, "out of memory");
+        return 1;
+    }
+    d.dispatch = (vg_dispatch){&d.cfg, d.jobs, d.streams, dispatch_add_info, &d};
+    vg_jobs_set_bus(d.jobs, d.bus);
+    vg_streams_set_bus(d.streams, d.bus);
+    if (d.cfg.http_url[0]) {
+        vg_http_params hp = {d.loop, &d.cfg, &d.dispatch, d.bus};
+        if (vg_http_start(&hp, &d.http, err, sizeof err) < 0) {
+            vg_log(VG_LOG_ERR, MOD, "%s", err);
+            return 1;
+        }
+    }
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -647,6 +657,8 @@ int main(int argc, char **argv)
     vg_streams_destroy(d.streams);
     vg_jobs_destroy(d.jobs);
     vg_infer_gate_destroy(d.gate);
+    vg_http_free(d.http);
+    vg_bus_destroy(d.bus);
     if (vg_journal_close(d.journal) < 0) {
         vg_log(VG_LOG_ERR, MOD, "stopping with results that are not on disk (exit status %d)",
                EXIT_UNDURABLE);

@@ -29,6 +29,8 @@
 #include "streams_internal.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -79,6 +81,13 @@ static void stream_free(stream *s)
     }
     for (size_t i = 0; i < EV_RING_CAP; i++)
         free(s->ring[i]);
+    for (size_t i = 0; i < s->snap_cap; i++)
+        free(s->snap[i].jpeg);
+    free(s->snap);
+    for (int i = 0; s->kept && i < s->snapshots_max; i++)
+        free(s->kept[i].jpeg);
+    free(s->kept);
+    pthread_mutex_destroy(&s->snap_mu);
     free(s);
 }
 
@@ -163,6 +172,101 @@ static void ring_push(stream *s, char *line, unsigned long long seq)
     s->ring_seq[at] = seq;
 }
 
+/* Reader thread: the frame at stream time t joins the ring of JPEG frames (the oldest leaves). */
+void snap_keep_frame(stream *s, double t, const uint8_t *rgb, int w, int h)
+{
+    if (s->snapshots_max <= 0)
+        return;
+    uint8_t *jpeg;
+    size_t len;
+    char err[128];
+    if (vg_jpeg_encode_rgb(rgb, w, h, 4, &jpeg, &len, err, sizeof err) < 0)
+        return;
+    pthread_mutex_lock(&s->snap_mu);
+    if (!s->snap) {
+        size_t cap = (size_t)VG_MIN(ceil(s->window_s * s->fps) + 4.0, (double)SNAP_RING_MAX);
+        s->snap = calloc(cap, sizeof *s->snap);
+        s->snap_cap = s->snap ? cap : 0;
+    }
+    if (s->snap_cap) {
+        size_t at = (s->snap_head + s->snap_n) % s->snap_cap;
+        if (s->snap_n == s->snap_cap) {
+            at = s->snap_head;
+            s->snap_head = (s->snap_head + 1) % s->snap_cap;
+            free(s->snap[at].jpeg);
+        } else {
+            s->snap_n++;
+        }
+        s->snap[at] = (snap_frame){t, jpeg, len};
+        jpeg = NULL;
+    }
+    pthread_mutex_unlock(&s->snap_mu);
+    free(jpeg);
+}
+
+/* Loop: for a `started` event record o (sequence number seq), keeps a copy of the frame nearest to
+ * its start among the frames the reader kept. Returns 1 when a snapshot was kept. */
+static int snap_take(stream *s, const cJSON *o, unsigned long long seq)
+{
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(o, "start");
+    if (s->snapshots_max <= 0 || !cJSON_IsString(ev) || strcmp(ev->valuestring, "started") ||
+        !cJSON_IsNumber(start))
+        return 0;
+    if (!s->kept && !(s->kept = calloc((size_t)s->snapshots_max, sizeof *s->kept)))
+        return 0;
+    uint8_t *copy = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&s->snap_mu);
+    size_t best = SIZE_MAX;
+    double best_d = INFINITY;
+    for (size_t i = 0; i < s->snap_n; i++) {
+        size_t k = (s->snap_head + i) % s->snap_cap;
+        double d = fabs(s->snap[k].t - start->valuedouble);
+        if (d < best_d) {
+            best_d = d;
+            best = k;
+        }
+    }
+    if (best != SIZE_MAX && (copy = malloc(s->snap[best].len))) {
+        memcpy(copy, s->snap[best].jpeg, s->snap[best].len);
+        len = s->snap[best].len;
+    }
+    pthread_mutex_unlock(&s->snap_mu);
+    if (!copy)
+        return 0;
+    size_t cap = (size_t)s->snapshots_max;
+    size_t at = (s->kept_head + s->kept_n) % cap;
+    if (s->kept_n == cap) {
+        at = s->kept_head;
+        s->kept_head = (s->kept_head + 1) % cap;
+        free(s->kept[at].jpeg);
+    } else {
+        s->kept_n++;
+    }
+    s->kept[at] = (snap_kept){seq, copy, len};
+    return 1;
+}
+
+int vg_streams_snapshot(vg_streams *ss, const char *name, unsigned long long seq,
+                        const uint8_t **jpeg, size_t *len)
+{
+    for (stream *s = ss ? ss->head : NULL; s; s = s->next) {
+        if (strcmp(s->name, name))
+            continue;
+        for (size_t i = 0; i < s->kept_n; i++) {
+            const snap_kept *k = &s->kept[(s->kept_head + i) % (size_t)s->snapshots_max];
+            if (k->seq == seq) {
+                *jpeg = k->jpeg;
+                *len = k->len;
+                return 0;
+            }
+        }
+        return VG_ENOENT;
+    }
+    return VG_ENOENT;
+}
+
 static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
 {
     unsigned long long seq = s->next_seq++;
@@ -183,15 +287,17 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     cJSON_Delete(p);
     if (!cJSON_GetObjectItemCaseSensitive(o, "time"))
         cJSON_AddNumberToObject(o, "time", unix_now());
+    if (!strcmp(kind, "event") && snap_take(s, o, seq))
+        cJSON_AddTrueToObject(o, "snapshot");
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!line)
         return;
     size_t len = strlen(line);
-    if (ss->ipc) {
+    if (ss->bus) {
         char topic[VG_IPC_TOPIC_MAX];
         snprintf(topic, sizeof topic, "stream/%s/%s", s->name, kind);
-        vg_ipc_publish(ss->ipc, topic, line, len);
+        vg_bus_publish(ss->bus, topic, line, len);
     }
     if (s->log && vg_journal_append(s->log, line, len) < 0)
         vg_log(VG_LOG_WARNING, MOD, "stream %s: record %llu was not logged", s->name, seq);
@@ -400,6 +506,7 @@ static void stream_knobs(stream *s, const vg_request *r)
     snprintf(s->rtsp_transport, sizeof s->rtsp_transport, "%s",
              r->rtsp_transport[0] ? r->rtsp_transport : "tcp");
     s->max_new_tokens = cfg->stream_max_new_tokens;
+    s->snapshots_max = cfg->stream_snapshots_max;
 }
 
 static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const char **wire,
@@ -482,6 +589,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
     }
     s->policy = policy;
     s->ss = ss;
+    pthread_mutex_init(&s->snap_mu, NULL);
     snprintf(s->name, sizeof s->name, "%s", name);
     s->url = strdup(r->video);
     s->resolved = strdup(resolved);
@@ -612,7 +720,8 @@ int vg_streams_logs_failing(const vg_streams *ss)
 typedef struct log_read {
     uv_work_t work;
     vg_streams *ss;
-    vg_ipc_req *req;
+    void (*done)(char *out, size_t len, void *opaque); /* takes out */
+    void *opaque;
     cJSON *reply;
     char id_json[VG_ID_MAX + 24];
     char name[VG_ID_MAX + 1];
@@ -722,11 +831,7 @@ static void log_read_done(uv_work_t *w, int status)
         out = cJSON_PrintUnformatted(o);
         len = out ? strlen(out) : 0;
     }
-    if (out)
-        vg_ipc_reply(lr->req, out, len);
-    else
-        vg_ipc_req_drop(lr->req);
-    free(out);
+    lr->done(out, len, lr->opaque);
     cJSON_Delete(lr->reply);
     for (size_t i = 0; i < lr->n; i++)
         free(lr->lines[i]);
@@ -736,27 +841,19 @@ static void log_read_done(uv_work_t *w, int status)
     check_idle(ss);
 }
 
-int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, vg_ipc_req *req, cJSON *reply)
+int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, cJSON *reply,
+                               void (*done)(char *out, size_t len, void *opaque), void *opaque)
 {
-    if (find_stream(ss, r->name))
+    /* A closed manager or no memory: vg_streams_handle answers (shutting down, or no stream). */
+    if (find_stream(ss, r->name) || ss->closed)
         return 0;
-    log_read *lr = ss->closed ? NULL : calloc(1, sizeof *lr);
-    if (!lr) {
-        size_t len = 0;
-        char *out = vg_proto_error_reply(
-            r->id_json, ss->closed ? VG_WIRE_SHUTTING : VG_WIRE_INTERNAL,
-            ss->closed ? "the daemon is shutting down" : "out of memory", &len);
-        if (out)
-            vg_ipc_reply(req, out, len);
-        else
-            vg_ipc_req_drop(req);
-        free(out);
-        cJSON_Delete(reply);
-        return 1;
-    }
+    log_read *lr = calloc(1, sizeof *lr);
+    if (!lr)
+        return 0;
     lr->work.data = lr;
     lr->ss = ss;
-    lr->req = req;
+    lr->done = done;
+    lr->opaque = opaque;
     lr->reply = reply;
     snprintf(lr->id_json, sizeof lr->id_json, "%s", r->id_json);
     /* The name passed vg_proto_valid_job_id: [A-Za-z0-9._-], no leading dot, so no '/' or "..". */
@@ -766,19 +863,17 @@ int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, vg_ipc_req *
     lr->limit = r->limit > 0 ? (size_t)r->limit : 0;
     lr->keep = (size_t)VG_MAX(ss->cfg->stream_log_max_records, 0);
     ss->n_reading++;
-    int rc = uv_queue_work(ss->loop, &lr->work, log_read_work, log_read_done);
-    if (rc < 0) {
-        lr->rc = rc;
-        snprintf(lr->err, sizeof lr->err, "cannot read the log of stream '%s': %s", r->name,
-                 uv_strerror(rc));
-        log_read_done(&lr->work, rc);
+    if (uv_queue_work(ss->loop, &lr->work, log_read_work, log_read_done) < 0) {
+        ss->n_reading--; /* cannot fail for a valid request; answered as no stream */
+        free(lr);
+        return 0;
     }
     return 1;
 }
 
-void vg_streams_set_ipc(vg_streams *ss, vg_ipc_server *ipc)
+void vg_streams_set_bus(vg_streams *ss, vg_bus *bus)
 {
-    ss->ipc = ipc;
+    ss->bus = bus;
 }
 
 int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, size_t errlen)

@@ -13,6 +13,7 @@
 #ifndef VG_DAEMON_STREAMS_H
 #define VG_DAEMON_STREAMS_H
 
+#include "bus.h"
 #include "daemon.h"
 #include "ipc.h"
 #include "model.h"
@@ -35,12 +36,19 @@ typedef struct vg_streams_params {
 
 /* Creates the manager and starts the stream inference and janitor threads. */
 int vg_streams_create(const vg_streams_params *p, vg_streams **out, char *err, size_t errlen);
-void vg_streams_set_ipc(vg_streams *ss, vg_ipc_server *ipc);
+/* Where records are published (bus.h); borrowed, outlives the manager. */
+void vg_streams_set_bus(vg_streams *ss, vg_bus *bus);
 
 /* Handles watch, unwatch, streams and events (docs/protocol.md). Adds the reply's fields to reply
  * and returns 0, or a negative code with *wire_code and a sentence in err. */
 int vg_streams_handle(vg_streams *ss, const vg_request *req, cJSON *reply, const char **wire_code,
                       char *err, size_t errlen);
+
+/* The JPEG snapshot of stream name's `started` event record seq (the frame nearest to the event's
+ * start, kept for the newest stream_snapshots_max events of a stream while it is in the table).
+ * *jpeg is borrowed until the loop next runs a stream callback. Returns 0 or VG_ENOENT. */
+int vg_streams_snapshot(vg_streams *ss, const char *name, unsigned long long seq,
+                        const uint8_t **jpeg, size_t *len);
 
 /* Number of streams in the table (for `info`). */
 int vg_streams_count(const vg_streams *ss);
@@ -54,12 +62,15 @@ int vg_streams_logs_failing(const vg_streams *ss);
 
 /* `events NAME` for a stream that is not in the table (unwatched, or watched by an earlier run):
  * reads <state_dir>/streams/NAME.events on libuv's thread pool (never on the loop) and replies to
- * req itself with the payload `events` has for a watched stream plus "watched": false, bounded by
- * the log's retention (its newest stream_log_max_records records); `not_found` only when no log
- * exists. Returns 1 when it took req and reply (it answers later; the caller does nothing more)
- * and 0 when the stream is in the table (the caller goes on with vg_streams_handle). reply holds
- * v, id and ok. A shutdown waits for the reads in flight. */
-int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, vg_ipc_req *req, cJSON *reply);
+ * calls done(out, len, opaque) on the loop with the reply: the payload `events` has for a watched
+ * stream plus "watched": false, bounded by the log's retention (its newest stream_log_max_records
+ * records), or an error reply (`not_found` only when no log exists). out is malloc'd and done owns
+ * it; out is NULL when memory ran out (the door drops the request). Returns 1 when it took reply
+ * (done is called later, never from within this call) and 0 when the stream is in the table (the
+ * caller keeps reply and goes on with vg_streams_handle). reply holds v, id and ok. A shutdown
+ * waits for the reads in flight. */
+int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, cJSON *reply,
+                               void (*done)(char *out, size_t len, void *opaque), void *opaque);
 
 /* Graceful stop: stops every stream (state `ended` is published and logged) and calls
  * done(opaque) on the loop once every stream thread has finished. */

@@ -192,6 +192,27 @@ typedef struct vg_media_info {
     char format[64];
 } vg_media_info;
 
+/* One still image in memory (borrowed). */
+typedef struct vg_image_blob {
+    const void *data;
+    size_t len;
+} vg_image_blob;
+
+/* Writes frames[0..n) (JPEG images, all the same size) to path as a Matroska video without
+ * re-encoding them: frame i is shown at i / fps seconds, so a sequence of stills goes through the
+ * same decode, sampling and timestamps as a clip (frames.c). Each image is decoded once first:
+ * VG_EINVAL (not a JPEG, sizes differ, bad arguments) or VG_EMEDIA (undecodable) before anything is
+ * written; VG_EIO/VG_ENOMEM while writing (the partial file is removed). Any thread. */
+int vg_frames_to_video(const vg_image_blob *frames, int n, double fps, const char *path, char *err,
+                       size_t errlen);
+
+/* Encodes rgb (width x height, RGB24, rows of width * 3 bytes) as a baseline JPEG with libavcodec's
+ * MJPEG encoder (quality: the encoder's qscale, 2 best to 31 worst). *out is malloc'd (the caller
+ * frees it). An odd last row or column is dropped (4:2:0). Returns 0, VG_EINVAL, VG_ENOMEM or
+ * VG_EMEDIA. Any thread (snapshot.c). */
+int vg_jpeg_encode_rgb(const uint8_t *rgb, int width, int height, int quality, uint8_t **out,
+                       size_t *out_len, char *err, size_t errlen);
+
 /* Opens url (a path or a whitelisted URL). A local regular file is opened once (by
  * params.open_file when set, else by name) and every read of this input, a rewind included, goes
  * through that descriptor. Frame sizes over params.max_frame_pixels fail with VG_EMEDIA before any
