@@ -66,7 +66,7 @@ typedef struct mstream {
     struct mstream *next;
     char name[128];
     char *state_json; /* last state record (owned), retained on <stream>/state */
-    int ended;        /* unwatched: discovery cleared */
+    int ended;        /* its last state is `ended` */
     int fetched;      /* questions read from the `streams` operation */
     xlate x;
     /* Change-feed messages dropped from the queue: seqs [drop_first, drop_last] (0: none). */
@@ -82,6 +82,7 @@ typedef struct qmsg {
     char stream[128]; /* a stream's change-feed message: replayable ("" otherwise) */
     unsigned long long seq;
     int sent, mid;
+    int replay; /* regenerated from the stream's log: outside the bounds, never dropped */
 } qmsg;
 
 typedef struct inbox_item {
@@ -397,43 +398,53 @@ static void q_unlink(vg_mqtt *b, qmsg *q)
         q->next->prev = q->prev;
     else
         b->qtail = q->prev;
-    b->q_n--;
-    b->q_bytes -= q->len + strlen(q->topic);
+    if (!q->replay) {
+        b->q_n--;
+        b->q_bytes -= q->len + strlen(q->topic);
+    }
 }
 
 static mstream *find_stream(vg_mqtt *b, const char *name);
 
-/* Drops the oldest messages while the queue is over its bounds; a stream's change-feed message
- * widens that stream's dropped range (replayed from its log on the next connection). */
+static void widen_drop_range(vg_mqtt *b, const qmsg *q)
+{
+    mstream *s = q->stream[0] ? find_stream(b, q->stream) : NULL;
+    if (!s)
+        return;
+    if (!s->drop_first || q->seq < s->drop_first)
+        s->drop_first = q->seq;
+    if (q->seq > s->drop_last)
+        s->drop_last = q->seq;
+}
+
+/* Drops the oldest messages while the queue is over its bounds (the newest always stays); a
+ * stream's change-feed message widens that stream's dropped range (replayed from its log on the
+ * next connection). Replayed messages do not count: the log holds them. */
 static void q_trim(vg_mqtt *b)
 {
-    while (b->qhead && b->qhead != b->qtail &&
-           ((int)b->q_n > b->cfg->mqtt_queue_max || b->q_bytes > b->cfg->mqtt_queue_max_bytes)) {
-        qmsg *q = b->qhead;
-        q_unlink(b, q);
+    while ((int)b->q_n > b->cfg->mqtt_queue_max || b->q_bytes > b->cfg->mqtt_queue_max_bytes) {
+        qmsg *victim = b->qhead;
+        while (victim && victim->replay)
+            victim = victim->next;
+        if (!victim || victim == b->qtail)
+            return;
+        q_unlink(b, victim);
         b->dropped++;
-        if (q->stream[0]) {
-            mstream *s = find_stream(b, q->stream);
-            if (s) {
-                if (!s->drop_first || q->seq < s->drop_first)
-                    s->drop_first = q->seq;
-                if (q->seq > s->drop_last)
-                    s->drop_last = q->seq;
-            }
-        }
+        widen_drop_range(b, victim);
         if (b->dropped == 1 || b->dropped % 1000 == 0)
             vg_log(VG_LOG_WARNING, MOD,
                    "the message queue is full (mqtt_queue_max %d, mqtt_queue_max_bytes %zu): "
                    "dropped the oldest (%llu so far; stream events are replayed from their log)",
                    b->cfg->mqtt_queue_max, b->cfg->mqtt_queue_max_bytes, b->dropped);
-        qmsg_free(q);
+        qmsg_free(victim);
     }
 }
 
 static int send_one(vg_mqtt *b, qmsg *q);
 
-/* Queues a QoS 1 message (taking nothing: copies topic and payload). front: before every queued
- * message (replays). Sends it at once when connected. */
+/* Queues a QoS 1 message (taking nothing: copies topic and payload) and sends it at once when
+ * connected. front: a replayed message, put before every queued one (the caller sends them),
+ * outside the bounds (q_n, q_bytes count the others). */
 static void enqueue(vg_mqtt *b, const char *topic, const char *payload, size_t len, int retain,
                     const char *stream, unsigned long long seq, int front)
 {
@@ -448,6 +459,7 @@ static void enqueue(vg_mqtt *b, const char *topic, const char *payload, size_t l
     q->seq = seq;
     if (stream)
         snprintf(q->stream, sizeof q->stream, "%s", stream);
+    q->replay = front;
     if (front) {
         q->next = b->qhead;
         if (b->qhead)
@@ -463,8 +475,10 @@ static void enqueue(vg_mqtt *b, const char *topic, const char *payload, size_t l
             b->qhead = q;
         b->qtail = q;
     }
-    b->q_n++;
-    b->q_bytes += len + strlen(topic);
+    if (!front) {
+        b->q_n++;
+        b->q_bytes += len + strlen(topic);
+    }
     if (!front && b->state == ST_CONNECTED)
         send_one(b, q);
     q_trim(b);
@@ -502,8 +516,16 @@ static void conn_end(vg_mqtt *b, conn *c, int log_it)
     for (mstream *s = b->streams; s; s = s->next)
         for (int i = 0; i < s->x.n_q; i++)
             s->x.q[i].discovered = 0;
-    for (qmsg *q = b->qhead; q; q = q->next)
+    /* Replayed messages not acknowledged go back to being a dropped range (the log has them). */
+    for (qmsg *q = b->qhead, *nx; q; q = nx) {
+        nx = q->next;
         q->sent = 0;
+        if (q->replay) {
+            widen_drop_range(b, q);
+            q_unlink(b, q);
+            qmsg_free(q);
+        }
+    }
     if (log_it && was == ST_CONNECTED)
         vg_log(VG_LOG_WARNING, MOD, "lost the connection to %s:%d: %s", b->host, b->port,
                c->refused ? mosquitto_reason_string(c->lost_rc) : mosq_err(c->lost_rc));
@@ -921,14 +943,13 @@ static void add_device(vg_mqtt *b, cJSON *o, const mstream *s)
     cJSON_AddStringToObject(org, "sw_version", VG_VERSION);
 }
 
-/* Discovery configs of question i of s (binary_sensor and event), or empty retained messages that
- * remove them (clear). */
-static void publish_discovery(vg_mqtt *b, mstream *s, int i, int clear)
+/* Discovery configs of question i of s (binary_sensor and event), once per connection. */
+static void publish_discovery(vg_mqtt *b, mstream *s, int i)
 {
     mquestion *q = &s->x.q[i];
     if (!b->cfg->mqtt_discovery_prefix[0] || !q->known || b->state != ST_CONNECTED)
         return;
-    if (!clear && q->discovered)
+    if (q->discovered)
         return;
     char id[160], topic[TOPIC_MAX], uid[TOPIC_MAX], st[TOPIC_MAX];
     ha_id(s->name, id, sizeof id);
@@ -936,10 +957,6 @@ static void publish_discovery(vg_mqtt *b, mstream *s, int i, int clear)
     for (int k = 0; k < 2; k++) {
         snprintf(topic, sizeof topic, "%s/%s/vigil_%s/%s/config", b->cfg->mqtt_discovery_prefix,
                  comps[k], id, q->slug);
-        if (clear) {
-            publish_now(b, topic, "", 0, 1, 1, NULL);
-            continue;
-        }
         cJSON *o = cJSON_CreateObject();
         if (!o)
             return;
@@ -994,7 +1011,7 @@ static void publish_stream_all(vg_mqtt *b, mstream *s)
     publish_state(b, s);
     for (int i = 0; i < s->x.n_q; i++) {
         if (!s->ended)
-            publish_discovery(b, s, i, 0);
+            publish_discovery(b, s, i);
         publish_active(b, s, i);
     }
 }
@@ -1163,19 +1180,19 @@ static void on_stream_record(vg_mqtt *b, const char *name, const char *kind, con
         }
         publish_state(b, s);
         if (st && !strcmp(st, "ended")) {
-            /* The stream is gone: its questions are no longer happening, its entities go. */
+            /* The stream stopped (unwatched, or the daemon stops: the records do not say which):
+             * its questions are no longer happening. Its entities stay (retained discovery), so a
+             * restart does not delete them from Home Assistant. */
             for (int i = 0; i < s->x.n_q; i++) {
                 if (s->x.q[i].active) {
                     s->x.q[i].active = 0;
                     publish_active(b, s, i);
                 }
-                publish_discovery(b, s, i, 1);
-                s->x.q[i].discovered = 0;
             }
             s->ended = 1;
         } else {
             for (int i = 0; i < s->x.n_q; i++) {
-                publish_discovery(b, s, i, 0);
+                publish_discovery(b, s, i);
                 if (st && !strcmp(st, "connecting"))
                     publish_active(b, s, i); /* OFF: HA has a state from the start */
             }
@@ -1194,7 +1211,7 @@ static void on_stream_record(vg_mqtt *b, const char *name, const char *kind, con
         int n = translate_event(b, s->name, &s->x, rec, out, &active, &qi);
         unsigned long long seq = (unsigned long long)jnum(rec, "seq", 0);
         if (qi >= 0 && qi < MAX_QUESTIONS && s->x.q[qi].known) {
-            publish_discovery(b, s, qi, 0);
+            publish_discovery(b, s, qi);
             if (active >= 0) {
                 s->x.q[qi].active = active;
                 publish_active(b, s, qi);
