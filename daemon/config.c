@@ -152,6 +152,12 @@ static const cfg_row rows[] = {
            "to <state_dir>/http-spool); other HTTP bodies are limited by max_message_size."),
     K_DOUBLE(http_timeout_s, 0.5, 3600, "30", RESTART,
              "Seconds a client has to send a request's headers and body; slower ones are cut."),
+    K_STRING(http_www_dir, VG_DEFAULT_WWW_DIR, RESTART,
+             "The web page's files (index.html, app.js, style.css), read once at start and served "
+             "at /; empty: no page."),
+    K_INT(stream_snapshots_max, 0, 100000, "100", LIVE,
+          "JPEG snapshots of `started` events kept per stream, in memory (for streams watched "
+          "after a reload); 0: none."),
     K_STRING(
         mqtt_url, "", RESTART,
         "The MQTT bridge's broker (mqtt://HOST[:PORT], default port 1883, or mqtts:// for TLS, "

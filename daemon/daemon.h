@@ -58,6 +58,7 @@ typedef struct vg_daemon_config {
     double stream_stall_timeout_s; /* no frame for this long: stalled, reconnect */
     int stream_max_new_tokens;     /* token budget of one standing-question answer */
     int stream_log_max_records;    /* a stream's log keeps its newest this many records */
+    int stream_snapshots_max;      /* JPEG snapshots of `started` events kept per stream */
     /* HTTP door (daemon/http.c; docs/http.md) */
     char http_url[VG_CFG_STR];        /* http(s)://HOST:PORT; empty: no HTTP server */
     char http_tls_cert[VG_CFG_STR];   /* PEM certificate chain (https) */
@@ -66,6 +67,7 @@ typedef struct vg_daemon_config {
     int http_max_connections;         /* requests in progress at once; more get 503 */
     size_t http_max_upload;           /* chat completion bodies (inline videos and frames) */
     double http_timeout_s;            /* to receive a request's headers and body */
+    char http_www_dir[VG_CFG_STR];    /* the web page's files; empty: no page */
     /* MQTT bridge (daemon/mqtt.c; docs/mqtt.md) */
     char mqtt_url[VG_CFG_STR];               /* mqtt://HOST[:PORT] or mqtts://; empty: no bridge */
     char mqtt_protocol[8];                   /* "5" or "3.1.1" */

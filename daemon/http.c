@@ -93,6 +93,7 @@ struct vg_http {
     vg_bus *bus;
     int sink;
     struct lws_context *ctx;
+    uv_timer_t heartbeat; /* SSE comments, so that idle feeds stay open through proxies */
     char iface[256];
     int port, tls;
     char token[512];
@@ -109,6 +110,11 @@ struct vg_http {
     unsigned long long tokens, video_tokens, prompt_tokens;
     unsigned long long requests, responses[6]; /* by status class 1xx..5xx (index 1..5) */
     stream_stat *streams;
+    struct {
+        const char *name, *type;
+        char *data; /* read at start; NULL when absent */
+        size_t len;
+    } www[3];
 };
 
 /* ===================================================================================================
@@ -380,6 +386,19 @@ static void sse_send(conn *c, const char *event, const char *id, const char *dat
     if (rc)
         c->final = c->close_after = 1;
     conn_writable(c);
+}
+
+/* Every 15 s an SSE comment on each open feed: proxies keep idle feeds open, and a client that
+ * vanished without a FIN is noticed at the write. */
+static void on_heartbeat(uv_timer_t *t)
+{
+    vg_http *h = t->data;
+    for (conn *c = h->conns; c; c = c->next) {
+        if (!c->wsi || !c->streaming || c->final)
+            continue;
+        if (buf_add(&c->out, ": keep-alive\n\n", 14) == 0)
+            conn_writable(c);
+    }
 }
 
 static void sse_end(conn *c)
@@ -764,27 +783,53 @@ static void copy_num(cJSON *dst, const cJSON *src, const char *from, const char 
         cJSON_AddNumberToObject(dst, to, v->valuedouble);
 }
 
-static void chat_request(conn *c)
+/* What a chat request's messages hold for vigil. */
+typedef struct chat_in {
+    buf system, question;
+    const char *url, *b64; /* borrowed from the parsed request */
+    size_t b64_len;
+    char mime[64];
+    b64_ref *frames; /* image_url frames (or Qwen's frame list), malloc'd */
+    int n_frames, bad_image, oom;
+} chat_in;
+
+static void chat_in_free(chat_in *in)
 {
-    vg_http *h = c->h;
-    cJSON *req = cJSON_ParseWithLength(c->body.p ? c->body.p : "", c->body.len);
-    if (!cJSON_IsObject(req)) {
-        cJSON_Delete(req);
-        respond_error(c, 400, VG_WIRE_BAD_JSON, "the body is not one JSON object");
+    buf_free(&in->system);
+    buf_free(&in->question);
+    free(in->frames);
+}
+
+static void add_frame(chat_in *in, const char *p, size_t len)
+{
+    b64_ref *nf = realloc(in->frames, (size_t)(in->n_frames + 1) * sizeof *in->frames);
+    if (!nf) {
+        in->oom = 1;
         return;
     }
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        cJSON_Delete(req);
-        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "`messages` must be a non-empty array");
-        return;
-    }
-    buf system = {0}, question = {0};
-    const char *url = NULL, *b64 = NULL;
-    size_t b64_len = 0;
-    char mime[64] = "";
-    int n_images = 0, bad_image = 0, oom = 0;
-    b64_ref *frames = NULL;
+    in->frames = nf;
+    in->frames[in->n_frames++] = (b64_ref){p, len};
+}
+
+/* One content part of the last user message that is an image: a data:image/...;base64 frame. */
+static void add_image_part(vg_http *h, const cJSON *part, chat_in *in)
+{
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+    const char *u = cJSON_IsString(iu) ? iu->valuestring : jstr(iu, "url");
+    const char *comma = u ? strchr(u, ',') : NULL;
+    if (!u || strncmp(u, "data:image/", 11) || !comma || comma - u < 8 ||
+        strncmp(comma - 7, ";base64", 7))
+        in->bad_image = 1;
+    else if (in->n_frames < h->cfg->max_frames_limit)
+        add_frame(in, comma + 1, strlen(comma + 1));
+    else
+        in->n_frames++; /* counted for the error, not kept */
+}
+
+/* Collects the system text, the question (the last user message's text), the first video and the
+ * last user message's image frames. */
+static void chat_collect(vg_http *h, const cJSON *msgs, chat_in *in)
+{
     const cJSON *m, *last_user = NULL;
     cJSON_ArrayForEach(m, msgs)
     {
@@ -795,113 +840,80 @@ static void chat_request(conn *c)
     cJSON_ArrayForEach(m, msgs)
     {
         const char *role = jstr(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!role)
-            continue;
-        if (!strcmp(role, "system") || !strcmp(role, "developer"))
-            content_text(content, &system);
-        if (strcmp(role, "user"))
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content"), *part;
+        if (role && (!strcmp(role, "system") || !strcmp(role, "developer")))
+            content_text(content, &in->system);
+        if (!role || strcmp(role, "user"))
             continue;
         if (m == last_user)
-            content_text(content, &question);
-        const cJSON *part;
+            content_text(content, &in->question);
         if (!cJSON_IsArray(content))
             continue;
         cJSON_ArrayForEach(part, content)
         {
-            const char *u2 = NULL, *b2 = NULL;
-            size_t l2 = 0;
-            char mi2[64] = "";
-            int v = part_video(part, &u2, &b2, &l2, mi2, sizeof mi2);
+            const char *u = NULL, *b = NULL;
+            size_t l = 0;
+            char mi[64] = "";
+            int v = part_video(part, &u, &b, &l, mi, sizeof mi);
             if (v < 0 && m == last_user) {
-                const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-                const char *u = cJSON_IsString(iu) ? iu->valuestring : jstr(iu, "url");
-                const char *comma = u ? strchr(u, ',') : NULL;
-                if (!u || strncmp(u, "data:image/", 11) || !comma || comma - u < 8 ||
-                    strncmp(comma - 7, ";base64", 7)) {
-                    bad_image = 1;
-                } else if (n_images < h->cfg->max_frames_limit) {
-                    b64_ref *nf = realloc(frames, (size_t)(n_images + 1) * sizeof *frames);
-                    if (!nf) {
-                        oom = 1;
-                        continue;
-                    }
-                    frames = nf;
-                    frames[n_images].p = comma + 1;
-                    frames[n_images].len = strlen(comma + 1);
-                    n_images++;
-                } else {
-                    n_images++;
-                }
-            } else if (v > 0 && !url && !b64) {
-                url = u2;
-                b64 = b2;
-                b64_len = l2;
-                snprintf(mime, sizeof mime, "%s", mi2);
+                add_image_part(h, part, in);
+            } else if (v > 0 && !in->url && !in->b64) {
+                in->url = u;
+                in->b64 = b;
+                in->b64_len = l;
+                snprintf(in->mime, sizeof in->mime, "%s", mi);
             }
         }
     }
-    int bad = 0;
     /* Qwen's client-side form: data:video/jpeg;base64,<frame>,<frame>,... */
-    if (b64 && !strcmp(mime, "video/jpeg") && !n_images) {
-        const char *q = b64, *e = b64 + b64_len;
-        while (q < e && n_images <= h->cfg->max_frames_limit) {
+    if (in->b64 && !strcmp(in->mime, "video/jpeg") && !in->n_frames) {
+        const char *q = in->b64, *e = in->b64 + in->b64_len;
+        while (q < e && in->n_frames <= h->cfg->max_frames_limit && !in->oom) {
             const char *k = memchr(q, ',', (size_t)(e - q));
             size_t l = k ? (size_t)(k - q) : (size_t)(e - q);
-            b64_ref *nf = realloc(frames, (size_t)(n_images + 1) * sizeof *frames);
-            if (!nf) {
-                oom = 1;
-                break;
-            }
-            frames = nf;
-            frames[n_images].p = q;
-            frames[n_images].len = l;
-            n_images++;
+            add_frame(in, q, l);
             q += l + 1;
         }
-        b64 = NULL;
+        in->b64 = NULL;
     }
-    if (oom) {
+}
+
+/* Refuses what cannot become a job (a 4xx response); returns 0 when the request is usable. */
+static int chat_check(conn *c, const chat_in *in)
+{
+    int limit = c->h->cfg->max_frames_limit;
+    if (in->oom)
         respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
-        bad = 1;
-    } else if (!url && !b64 && n_images) {
-        if (bad_image) {
-            respond_error(c, 400, "bad_image",
-                          "frames must be data:image/jpeg;base64, URLs (image URLs are not "
-                          "fetched)");
-            bad = 1;
-        } else if (n_images > h->cfg->max_frames_limit || !frames) {
-            respond_error(c, 400, VG_WIRE_LIMIT, "%d frames; the limit is max_frames_limit = %d",
-                          n_images, h->cfg->max_frames_limit);
-            bad = 1;
-        }
-    } else if (!url && !b64) {
+    else if (!in->url && !in->b64 && in->n_frames && in->bad_image)
+        respond_error(c, 400, "bad_image",
+                      "frames must be data:image/jpeg;base64, URLs (image URLs are not fetched)");
+    else if (!in->url && !in->b64 && in->n_frames > limit)
+        respond_error(c, 400, VG_WIRE_LIMIT, "%d frames; the limit is max_frames_limit = %d",
+                      in->n_frames, limit);
+    else if (!in->url && !in->b64 && !in->n_frames)
         respond_error(c, 400, VG_WIRE_BAD_REQUEST,
                       "the request has no video (a video_url or input_video content part)");
-        bad = 1;
-    } else if (b64 && strncmp(mime, "video/", 6) && strcmp(mime, "application/octet-stream")) {
+    else if (in->b64 && strncmp(in->mime, "video/", 6) &&
+             strcmp(in->mime, "application/octet-stream"))
         respond_error(c, 400, "bad_video",
-                      "inline data must be a data:video/...;base64, URL (got '%s')", mime);
-        bad = 1;
-    }
-    if (!bad && !question.len) {
+                      "inline data must be a data:video/...;base64, URL (got '%s')", in->mime);
+    else if (!in->question.len)
         respond_error(c, 400, VG_WIRE_BAD_REQUEST, "the last user message has no text");
-        bad = 1;
-    }
-    if (bad) {
-        buf_free(&system);
-        buf_free(&question);
-        free(frames);
-        cJSON_Delete(req);
-        return;
-    }
-    /* The native ask. */
+    else
+        return 0;
+    return -1;
+}
+
+/* The native ask of a chat request (without its video), and the conn's response settings. */
+static cJSON *chat_ask(conn *c, const cJSON *req, const chat_in *in)
+{
+    vg_http *h = c->h;
     cJSON *ask = native_op(h, "ask");
-    cJSON_AddStringToObject(ask, "question", question.p);
-    if (system.len)
-        cJSON_AddStringToObject(ask, "system", system.p);
-    buf_free(&system);
-    buf_free(&question);
+    if (!ask)
+        return NULL;
+    cJSON_AddStringToObject(ask, "question", in->question.p);
+    if (in->system.len)
+        cJSON_AddStringToObject(ask, "system", in->system.p);
     cJSON *gen = cJSON_AddObjectToObject(ask, "generation");
     cJSON *smp = cJSON_AddObjectToObject(ask, "sampling");
     copy_num(gen, req, "max_completion_tokens", "max_new_tokens");
@@ -911,26 +923,24 @@ static void chat_request(conn *c)
         cJSON_AddTrueToObject(gen, "greedy");
     else
         copy_num(gen, req, "temperature", "temperature");
-    copy_num(gen, req, "top_p", "top_p");
-    copy_num(gen, req, "top_k", "top_k");
-    copy_num(gen, req, "seed", "seed");
-    copy_num(gen, req, "repetition_penalty", "repetition_penalty");
-    copy_num(gen, req, "presence_penalty", "presence_penalty");
+    static const char *const gknobs[] = {"top_p", "top_k", "seed", "repetition_penalty",
+                                         "presence_penalty"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(gknobs); i++)
+        copy_num(gen, req, gknobs[i], gknobs[i]);
+    /* vLLM's mm_processor_kwargs, then the vigil extension's sampling, deadline and job id. */
     const cJSON *mm = cJSON_GetObjectItemCaseSensitive(req, "mm_processor_kwargs");
+    const cJSON *vx = cJSON_GetObjectItemCaseSensitive(req, "vigil");
+    const cJSON *vs = cJSON_GetObjectItemCaseSensitive(vx, "sampling");
     static const char *const knobs[] = {
         "fps",          "nframes", "min_frames", "max_frames",     "min_pixels",   "max_pixels",
         "total_pixels", "start",   "end",        "resized_height", "resized_width"};
-    for (size_t i = 0; i < VG_ARRAY_LEN(knobs); i++)
+    for (size_t i = 0; i < VG_ARRAY_LEN(knobs); i++) {
         copy_num(smp, mm, knobs[i], knobs[i]);
-    /* The vigil extension: native sampling/generation knobs and a deadline. */
-    const cJSON *vx = cJSON_GetObjectItemCaseSensitive(req, "vigil");
-    const cJSON *vs = cJSON_GetObjectItemCaseSensitive(vx, "sampling");
-    for (size_t i = 0; i < VG_ARRAY_LEN(knobs); i++)
         copy_num(smp, vs, knobs[i], knobs[i]);
+    }
     copy_num(ask, vx, "deadline_s", "deadline_s");
-    const char *vjob = jstr(vx, "job");
-    if (vjob)
-        cJSON_AddStringToObject(ask, "job", vjob);
+    if (jstr(vx, "job"))
+        cJSON_AddStringToObject(ask, "job", jstr(vx, "job"));
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(gen, "max_new_tokens");
     c->max_tokens = cJSON_IsNumber(mt) ? mt->valueint : h->cfg->default_max_new_tokens;
     c->chat_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "stream"));
@@ -947,65 +957,58 @@ static void chat_request(conn *c)
         cJSON_Delete(info);
     }
     c->created = (double)time(NULL);
-    double frames_fps = 0;
-    if (!url && !b64) {
-        /* Frames: one per 1/fps seconds (vigil.frames_fps, else mm_processor_kwargs.fps, else
-         * 1), every frame sampled. */
-        frames_fps = jnum(vx, "frames_fps", jnum(mm, "fps", 1.0));
-        if (!(frames_fps >= 0.01 && frames_fps <= 240)) {
-            free(frames);
-            cJSON_Delete(req);
-            cJSON_Delete(ask);
-            respond_error(c, 400, VG_WIRE_BAD_REQUEST, "frames_fps must be 0.01-240");
-            return;
-        }
-        cJSON_DeleteItemFromObjectCaseSensitive(smp, "fps");
-        cJSON_AddNumberToObject(smp, "fps", frames_fps);
-    }
-    if (url) {
-        cJSON_AddStringToObject(ask, "video", url);
-        cJSON_Delete(req);
-        chat_start_job(c, ask);
+    return ask;
+}
+
+/* The spool file's extension from the data URL's type (libavformat probes the content anyway). */
+static void spool_ext(const chat_in *in, char *ext, size_t extlen)
+{
+    snprintf(ext, extlen, "%s", in->frames ? "mkv" : "mp4");
+    const char *sub = in->mime + 6;
+    if (in->frames || strncmp(in->mime, "video/", 6) || !*sub)
         return;
-    }
-    /* Inline video: decode and spool on the thread pool. */
+    size_t k = 0;
+    for (; sub[k] && k < extlen - 1 &&
+           ((sub[k] >= 'a' && sub[k] <= 'z') || (sub[k] >= '0' && sub[k] <= '9'));
+         k++)
+        ext[k] = sub[k];
+    ext[k] = 0;
+    if (!strcmp(ext, "quicktime"))
+        snprintf(ext, extlen, "mov");
+    else if (!strcmp(ext, "x") || !ext[0])
+        snprintf(ext, extlen, "mp4");
+}
+
+/* Inline video or frames: decoded and spooled on the thread pool, then the job starts
+ * (spool_done). Takes req, ask and in->frames. */
+static void chat_spool(conn *c, cJSON *req, cJSON *ask, chat_in *in, double frames_fps)
+{
+    vg_http *h = c->h;
     spool_work *sw = calloc(1, sizeof *sw);
     unsigned char rnd[12];
     if (!sw || getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
         free(sw);
-        free(frames);
+        free(in->frames);
         cJSON_Delete(req);
         cJSON_Delete(ask);
         respond_error(c, 500, VG_WIRE_INTERNAL, "cannot prepare the upload");
         return;
     }
-    char ext[16] = "mp4";
-    const char *sub = mime + 6;
-    if (!strncmp(mime, "video/", 6) && *sub) {
-        size_t k = 0;
-        for (; sub[k] && k < sizeof ext - 1 &&
-               ((sub[k] >= 'a' && sub[k] <= 'z') || (sub[k] >= '0' && sub[k] <= '9'));
-             k++)
-            ext[k] = sub[k];
-        ext[k] = 0;
-        if (!strcmp(ext, "quicktime"))
-            snprintf(ext, sizeof ext, "mov");
-        else if (!strcmp(ext, "x") || !ext[0])
-            snprintf(ext, sizeof ext, "mp4");
-    }
+    char ext[16];
+    spool_ext(in, ext, sizeof ext);
     int o = snprintf(sw->path, sizeof sw->path, "%s/up-", h->spool_dir);
     for (size_t i = 0; i < sizeof rnd; i++)
         o += snprintf(sw->path + o, sizeof sw->path - (size_t)o, "%02x", rnd[i]);
-    snprintf(sw->path + o, sizeof sw->path - (size_t)o, ".%s", frames ? "mkv" : ext);
-    sw->frames = frames;
-    sw->n_frames = frames ? n_images : 0;
+    snprintf(sw->path + o, sizeof sw->path - (size_t)o, ".%s", ext);
+    sw->frames = in->frames;
+    sw->n_frames = in->frames ? in->n_frames : 0;
     sw->frames_fps = frames_fps;
     sw->c = c;
-    sw->b64 = (char *)b64;
-    sw->b64_len = b64_len;
+    sw->b64 = (char *)in->b64;
+    sw->b64_len = in->b64_len;
     sw->max = h->cfg->http_max_upload;
     sw->w.data = sw;
-    c->pending_req = req; /* holds the base64 string the work reads */
+    c->pending_req = req; /* holds the base64 strings the work reads */
     c->pending_ask = ask;
     c->work_pending = 1;
     if (uv_queue_work(h->loop, &sw->w, spool_run, spool_done) < 0) {
@@ -1014,6 +1017,61 @@ static void chat_request(conn *c)
         free(sw);
         respond_error(c, 500, VG_WIRE_INTERNAL, "cannot queue the upload");
     }
+}
+
+/* POST /v1/chat/completions: the request becomes a native ask (its video a path or URL as given,
+ * or a spooled file), answered from the job's records (chat_record). */
+static void chat_request(conn *c)
+{
+    cJSON *req = cJSON_ParseWithLength(c->body.p ? c->body.p : "", c->body.len);
+    if (!cJSON_IsObject(req)) {
+        cJSON_Delete(req);
+        respond_error(c, 400, VG_WIRE_BAD_JSON, "the body is not one JSON object");
+        return;
+    }
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        cJSON_Delete(req);
+        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "`messages` must be a non-empty array");
+        return;
+    }
+    chat_in in;
+    memset(&in, 0, sizeof in);
+    chat_collect(c->h, msgs, &in);
+    cJSON *ask = chat_check(c, &in) == 0 ? chat_ask(c, req, &in) : NULL;
+    double frames_fps = 0;
+    if (ask && !in.url && !in.b64) {
+        /* Frames: one per 1/fps seconds (vigil.frames_fps, else mm_processor_kwargs.fps, else
+         * 1), every frame sampled. */
+        const cJSON *mm = cJSON_GetObjectItemCaseSensitive(req, "mm_processor_kwargs");
+        frames_fps = jnum(cJSON_GetObjectItemCaseSensitive(req, "vigil"), "frames_fps",
+                          jnum(mm, "fps", 1.0));
+        cJSON *smp = cJSON_GetObjectItemCaseSensitive(ask, "sampling");
+        cJSON_DeleteItemFromObjectCaseSensitive(smp, "fps");
+        cJSON_AddNumberToObject(smp, "fps", frames_fps);
+        if (!(frames_fps >= 0.01 && frames_fps <= 240)) {
+            respond_error(c, 400, VG_WIRE_BAD_REQUEST, "frames_fps must be 0.01-240");
+            cJSON_Delete(ask);
+            ask = NULL;
+        }
+    }
+    if (!ask) {
+        if (!c->responded)
+            respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
+        chat_in_free(&in);
+        cJSON_Delete(req);
+        return;
+    }
+    if (in.url) {
+        cJSON_AddStringToObject(ask, "video", in.url);
+        chat_in_free(&in);
+        cJSON_Delete(req);
+        chat_start_job(c, ask);
+        return;
+    }
+    buf_free(&in.system);
+    buf_free(&in.question);
+    chat_spool(c, req, ask, &in, frames_fps); /* takes in.frames */
 }
 
 /* Sends the native ask and subscribes to the job's records. Takes ask. */
@@ -1597,6 +1655,157 @@ static void route_stream_events(conn *c, const char *name)
     cJSON_Delete(r);
 }
 
+static void route_snapshot(conn *c, const char *name, unsigned long long seq)
+{
+    const uint8_t *jpeg;
+    size_t len;
+    if (vg_streams_snapshot(c->h->dispatch->streams, name, seq, &jpeg, &len) < 0) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no snapshot of event %llu of stream '%s' (snapshots are kept for the newest "
+                      "stream_snapshots_max `started` events of a watched stream)",
+                      seq, name);
+        return;
+    }
+    respond(c, 200, "image/jpeg", (const char *)jpeg, len);
+}
+
+static void route_static(conn *c, int i)
+{
+    vg_http *h = c->h;
+    if (!h->www[i].data) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no web page (http_www_dir is empty or unreadable)");
+        return;
+    }
+    respond(c, 200, h->www[i].type, h->www[i].data, h->www[i].len);
+}
+
+static void load_www(vg_http *h)
+{
+    static const char *const files[][2] = {{"index.html", "text/html; charset=utf-8"},
+                                           {"app.js", "text/javascript; charset=utf-8"},
+                                           {"style.css", "text/css; charset=utf-8"}};
+    for (size_t i = 0; i < VG_ARRAY_LEN(files); i++) {
+        h->www[i].name = files[i][0];
+        h->www[i].type = files[i][1];
+        if (!h->cfg->http_www_dir[0])
+            continue;
+        char path[VG_CFG_STR + 32], err[256];
+        snprintf(path, sizeof path, "%s/%s", h->cfg->http_www_dir, files[i][0]);
+        if (vg_read_file(path, 4 << 20, &h->www[i].data, &h->www[i].len, err, sizeof err) < 0) {
+            vg_log(VG_LOG_WARNING, MOD, "web page: %s", err);
+            h->www[i].data = NULL;
+        }
+    }
+}
+
+/* A clip job's event snapshot: the frame at the event's start, decoded from the job's video (a
+ * local file that still passes the media policy) and encoded as JPEG on the thread pool. */
+typedef struct jsnap_work {
+    uv_work_t w;
+    conn *c;
+    char path[VG_CFG_STR + 64];
+    double t;
+    uint8_t *jpeg;
+    size_t len;
+    int rc;
+    char err[512];
+} jsnap_work;
+
+static void jsnap_run(uv_work_t *w)
+{
+    jsnap_work *jw = w->data;
+    vg_media_params mp = vg_media_default_params();
+    mp.protocol_whitelist = "file";
+    vg_media *m = NULL;
+    jw->rc = vg_media_open(jw->path, &mp, &m, jw->err, sizeof jw->err);
+    if (jw->rc < 0)
+        return;
+    vg_sample_params sp = {.fps = 2.0,
+                           .nframes = 2,
+                           .min_frames = 2,
+                           .max_frames = 2,
+                           .max_pixels = 640 * 480,
+                           .video_start = jw->t,
+                           .video_end = jw->t + 1.0,
+                           .factor = 32,
+                           .temporal_patch = 2};
+    vg_video *v = NULL;
+    jw->rc = vg_media_read_video(m, &sp, NULL, NULL, &v, jw->err, sizeof jw->err);
+    if (jw->rc == 0)
+        jw->rc =
+            vg_jpeg_encode_rgb(v->rgb, v->W, v->H, 3, &jw->jpeg, &jw->len, jw->err, sizeof jw->err);
+    vg_video_free(v);
+    vg_media_close(m);
+}
+
+static void jsnap_done(uv_work_t *w, int status)
+{
+    jsnap_work *jw = w->data;
+    conn *c = jw->c;
+    c->work_pending = 0;
+    if (!c->wsi)
+        conn_free(c);
+    else if (jw->rc < 0 || status < 0)
+        respond_error(c, 422, "media", "cannot take the snapshot: %s",
+                      jw->err[0] ? jw->err : vg_strerror(jw->rc));
+    else
+        respond(c, 200, "image/jpeg", (const char *)jw->jpeg, jw->len);
+    free(jw->jpeg);
+    free(jw);
+}
+
+static void route_job_snapshot(conn *c, const char *id, int index)
+{
+    vg_http *h = c->h;
+    cJSON *q = native_op(h, "job");
+    cJSON_AddStringToObject(q, "job", id);
+    cJSON *r = native(h, q);
+    cJSON_Delete(q);
+    if (!reply_ok(r)) {
+        respond_native(c, r, 200);
+        return;
+    }
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
+    const cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "events"), index);
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(ev, "start");
+    const char *video = jstr(j, "video");
+    char resolved[VG_CFG_STR + 64], err[512];
+    int is_url = 0;
+    if (!cJSON_IsNumber(start) || !video) {
+        cJSON_Delete(r);
+        respond_error(c, 404, VG_WIRE_NOT_FOUND, "job %s has no event %d", id, index);
+        return;
+    }
+    int rc = vg_daemon_media_check(video, h->cfg->media_roots, h->cfg->n_media_roots,
+                                   h->cfg->allowed_protocols, resolved, sizeof resolved, &is_url,
+                                   err, sizeof err);
+    double t = start->valuedouble;
+    cJSON_Delete(r);
+    if (rc < 0 || is_url) {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND,
+                      "no snapshot: clip-job snapshots are taken from a local video that is still "
+                      "under the media roots%s%s",
+                      rc < 0 ? ": " : "", rc < 0 ? err : "");
+        return;
+    }
+    jsnap_work *jw = calloc(1, sizeof *jw);
+    if (!jw) {
+        respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
+        return;
+    }
+    jw->c = c;
+    jw->t = VG_MAX(t, 0.0);
+    snprintf(jw->path, sizeof jw->path, "%s", resolved);
+    jw->w.data = jw;
+    c->work_pending = 1;
+    if (uv_queue_work(h->loop, &jw->w, jsnap_run, jsnap_done) < 0) {
+        c->work_pending = 0;
+        free(jw);
+        respond_error(c, 500, VG_WIRE_INTERNAL, "cannot queue the snapshot");
+    }
+}
+
 static void simple_op(conn *c, const char *op, const char *key, const char *val)
 {
     cJSON *q = native_op(c->h, op);
@@ -1610,40 +1819,90 @@ static void simple_op(conn *c, const char *op, const char *key, const char *val)
     respond_native(c, r, 200);
 }
 
+/* A POST's route: what its body is for, and its size limit (checked against Content-Length). */
+static void route_post(conn *c)
+{
+    vg_http *h = c->h;
+    const char *p = c->path, *rest;
+    char id[VG_ID_MAX + 2];
+    if (path_is(p, "/v1/chat/completions") || path_is(p, "/chat/completions")) {
+        c->body_kind = B_CHAT;
+    } else if (path_is(p, "/v1/jobs")) {
+        c->body_kind = B_ASK;
+    } else if (path_is(p, "/v1/streams")) {
+        c->body_kind = B_WATCH;
+    } else if ((rest = segment(p, "/v1/jobs/", id, sizeof id)) && path_is(rest, "/cancel")) {
+        c->body_kind = B_CANCEL;
+        snprintf(c->path, sizeof c->path, "%s", id); /* the job, for the completion */
+    } else {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route POST %s", p);
+        return;
+    }
+    c->body_max = c->body_kind == B_CHAT
+                      ? h->cfg->http_max_upload / 3 * 4 + h->cfg->max_message_size
+                      : h->cfg->max_message_size;
+    char cl[32] = "";
+    if (lws_hdr_copy(c->wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+        strtoull(cl, NULL, 10) > c->body_max) {
+        c->close_after = 1;
+        respond_error(c, 413, VG_WIRE_TOO_LARGE, "the body has %s bytes; the limit is %zu", cl,
+                      c->body_max);
+    }
+}
+
+/* GET /v1/jobs/{id}/events: SSE of the job's records until its done record. */
+static void route_job_events(conn *c, const char *id)
+{
+    vg_http *h = c->h;
+    /* Progress and tokens of one job until its done record; a finished job's feed is
+     * its done record alone. */
+    cJSON *q = native_op(h, "job");
+    cJSON_AddStringToObject(q, "job", id);
+    cJSON *r = native(h, q);
+    cJSON_Delete(q);
+    if (!reply_ok(r)) {
+        respond_native(c, r, 200);
+        return;
+    }
+    char topic[VG_ID_MAX + 8];
+    snprintf(topic, sizeof topic, "job/%s/", id);
+    feed(c, topic, 1);
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
+    const char *st = jstr(j, "state");
+    if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+        char *s = cJSON_PrintUnformatted(j);
+        char t[VG_ID_MAX + 16];
+        snprintf(t, sizeof t, "job/%s/done", id);
+        if (s)
+            feed_record(c, t, "done", s, strlen(s));
+        free(s);
+    }
+    cJSON_Delete(r);
+}
+
+/* GET /v1/jobs/{id}[/...]. */
+static void route_get_job(conn *c, const char *id, const char *rest)
+{
+    int ev_i = -1, n = 0;
+    if (sscanf(rest, "/events/%d/snapshot.jpg%n", &ev_i, &n) == 1 && !rest[n] && ev_i >= 0) {
+        route_job_snapshot(c, id, ev_i);
+    } else if (!*rest || !strcmp(rest, "/")) {
+        simple_op(c, "job", "job", id);
+    } else if (path_is(rest, "/events")) {
+        route_job_events(c, id);
+    } else {
+        respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route GET %s", c->path);
+    }
+}
+
 /* Routes a request whose headers are in (GET/DELETE answer here; POST waits for its body). */
 static void route(conn *c)
 {
-    vg_http *h = c->h;
     const char *p = c->path;
     char id[VG_ID_MAX + 2];
     const char *rest;
     if (c->method == M_POST) {
-        if (path_is(p, "/v1/chat/completions") || path_is(p, "/chat/completions"))
-            c->body_kind = B_CHAT;
-        else if (path_is(p, "/v1/jobs"))
-            c->body_kind = B_ASK;
-        else if (path_is(p, "/v1/streams"))
-            c->body_kind = B_WATCH;
-        else if ((rest = segment(p, "/v1/jobs/", id, sizeof id)) && path_is(rest, "/cancel"))
-            c->body_kind = B_CANCEL;
-        else {
-            respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route POST %s", p);
-            return;
-        }
-        c->body_max = c->body_kind == B_CHAT
-                          ? h->cfg->http_max_upload / 3 * 4 + h->cfg->max_message_size
-                          : h->cfg->max_message_size;
-        char cl[32] = "";
-        if (lws_hdr_copy(c->wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-            strtoull(cl, NULL, 10) > c->body_max) {
-            c->close_after = 1;
-            respond_error(c, 413, VG_WIRE_TOO_LARGE, "the body has %s bytes; the limit is %zu", cl,
-                          c->body_max);
-            return;
-        }
-        if (c->body_kind == B_CANCEL) {
-            snprintf(c->path, sizeof c->path, "%s", id); /* the job, for the completion */
-        }
+        route_post(c);
         return;
     }
     if (c->method == M_DELETE) {
@@ -1659,7 +1918,13 @@ static void route(conn *c)
         respond_error(c, 405, "method_not_allowed", "only GET, POST and DELETE are served");
         return;
     }
-    if (path_is(p, "/health") || path_is(p, "/v1/health"))
+    if (!strcmp(p, "/") || !strcmp(p, "/index.html"))
+        route_static(c, 0);
+    else if (!strcmp(p, "/app.js"))
+        route_static(c, 1);
+    else if (!strcmp(p, "/style.css"))
+        route_static(c, 2);
+    else if (path_is(p, "/health") || path_is(p, "/v1/health"))
         route_health(c);
     else if (path_is(p, "/metrics") || path_is(p, "/v1/metrics"))
         route_metrics(c);
@@ -1676,39 +1941,14 @@ static void route(conn *c)
         urlarg(c, "topic", topic, sizeof topic);
         feed(c, topic, 0);
     } else if ((rest = segment(p, "/v1/jobs/", id, sizeof id))) {
-        if (!*rest || !strcmp(rest, "/"))
-            simple_op(c, "job", "job", id);
-        else if (path_is(rest, "/events")) {
-            /* Progress and tokens of one job until its done record; a finished job's feed is
-             * its done record alone. */
-            cJSON *q = native_op(h, "job");
-            cJSON_AddStringToObject(q, "job", id);
-            cJSON *r = native(h, q);
-            cJSON_Delete(q);
-            if (!reply_ok(r)) {
-                respond_native(c, r, 200);
-                return;
-            }
-            char topic[VG_ID_MAX + 8];
-            snprintf(topic, sizeof topic, "job/%s/", id);
-            feed(c, topic, 1);
-            const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
-            const char *st = jstr(j, "state");
-            if (st &&
-                (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-                char *s = cJSON_PrintUnformatted(j);
-                char t[VG_ID_MAX + 16];
-                snprintf(t, sizeof t, "job/%s/done", id);
-                if (s)
-                    feed_record(c, t, "done", s, strlen(s));
-                free(s);
-            }
-            cJSON_Delete(r);
-        } else
-            respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route GET %s", p);
+        route_get_job(c, id, rest);
     } else if ((rest = segment(p, "/v1/streams/", id, sizeof id))) {
+        unsigned long long seq = 0;
+        int n = 0;
         if (path_is(rest, "/events"))
             route_stream_events(c, id);
+        else if (sscanf(rest, "/events/%llu/snapshot.jpg%n", &seq, &n) == 1 && !rest[n])
+            route_snapshot(c, id, seq);
         else
             respond_error(c, 404, VG_WIRE_NOT_FOUND, "no route GET %s", p);
     } else {
@@ -1719,13 +1959,20 @@ static void route(conn *c)
 static int authorized(conn *c)
 {
     vg_http *h = c->h;
-    if (!h->token_len || path_is(c->path, "/health"))
+    const char *p = c->path;
+    if (!h->token_len || path_is(p, "/health") || !strcmp(p, "/") || !strcmp(p, "/index.html") ||
+        !strcmp(p, "/app.js") || !strcmp(p, "/style.css"))
         return 1;
     char a[600] = "";
-    if (lws_hdr_copy(c->wsi, a, sizeof a, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0 ||
-        strncasecmp(a, "Bearer ", 7))
+    const char *t;
+    /* EventSource and <img> cannot send headers: GET requests may carry ?access_token=. */
+    if (lws_hdr_copy(c->wsi, a, sizeof a, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        !strncasecmp(a, "Bearer ", 7))
+        t = a + 7;
+    else if (c->method == M_GET && urlarg(c, "access_token", a, sizeof a))
+        t = a;
+    else
         return 0;
-    const char *t = a + 7;
     size_t n = strlen(t);
     unsigned diff = n != h->token_len;
     for (size_t i = 0; i < h->token_len; i++)
@@ -1808,6 +2055,73 @@ static int admit(vg_http *h, struct lws *wsi)
     return 1;
 }
 
+/* A request's headers are in: limits, authorization, then its route. */
+static int on_headers(vg_http *h, struct lws *wsi, psd *pd, const char *path)
+{
+    conn *c = pd->c;
+    if (!c) {
+        if (!(c = conn_new(h, wsi)))
+            return -1;
+        pd->c = c;
+    } else {
+        conn_reset(c);
+    }
+    h->requests++;
+    c->method = method_of(wsi);
+    snprintf(c->path, sizeof c->path, "%s", path ? path : "/");
+    c->deadline_ms = vg_now_ms() + h->cfg->http_timeout_s * 1000.0;
+    if (h->stopping) {
+        c->close_after = 1;
+        respond_error(c, 503, VG_WIRE_SHUTTING, "vigild is stopping");
+    } else if (!admit(h, wsi)) {
+        c->close_after = 1;
+        respond_error(c, 503, VG_WIRE_BUSY, "too many HTTP connections (limit %d)",
+                      h->cfg->http_max_connections);
+    } else if (!authorized(c)) {
+        c->close_after = 1;
+        respond_error(c, 401, "unauthorized", "a valid bearer token is required");
+    } else {
+        route(c);
+    }
+    if (c->method == M_POST && !c->responded) {
+        char cl[32] = "";
+        int has_len = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+        if ((!has_len || strtoull(cl, NULL, 10) == 0) &&
+            lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0)
+            body_complete(c); /* no body is coming */
+        else
+            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
+                            (int)VG_MAX(1.0, h->cfg->http_timeout_s));
+    }
+    return 0;
+}
+
+/* A piece of a request's body: bounded, and within the request's absolute deadline. */
+static int on_body(conn *c, const void *in, size_t len)
+{
+    if (c->responded || c->body_refused)
+        return 0;
+    if (c->body.len + len > c->body_max) {
+        c->body_refused = 1;
+        c->close_after = 1;
+        respond_error(c, 413, VG_WIRE_TOO_LARGE, "the body is over the limit of %zu bytes",
+                      c->body_max);
+        return 0;
+    }
+    if (buf_add(&c->body, in, len) < 0) {
+        c->body_refused = 1;
+        c->close_after = 1;
+        respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
+        return 0;
+    }
+    /* A client that trickles its body cannot extend the deadline. */
+    double left = (c->deadline_ms - vg_now_ms()) / 1000.0;
+    if (left <= 0)
+        return -1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)VG_MAX(1.0, left));
+    return 0;
+}
+
 static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
@@ -1827,67 +2141,10 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         /* Past four times the limit a new connection is not even read (the ones up to there get a
          * 503 JSON error for their request). */
         return h->n_wsi - 1 > 4 * h->cfg->http_max_connections + 64 ? -1 : 0;
-    case LWS_CALLBACK_HTTP: {
-        if (!c) {
-            if (!(c = conn_new(h, wsi)))
-                return -1;
-            pd->c = c;
-        } else {
-            conn_reset(c);
-        }
-        h->requests++;
-        c->method = method_of(wsi);
-        snprintf(c->path, sizeof c->path, "%s", in ? (const char *)in : "/");
-        c->deadline_ms = vg_now_ms() + h->cfg->http_timeout_s * 1000.0;
-        if (h->stopping) {
-            c->close_after = 1;
-            respond_error(c, 503, VG_WIRE_SHUTTING, "vigild is stopping");
-        } else if (!admit(h, wsi)) {
-            c->close_after = 1;
-            respond_error(c, 503, VG_WIRE_BUSY, "too many HTTP connections (limit %d)",
-                          h->cfg->http_max_connections);
-        } else if (!authorized(c)) {
-            c->close_after = 1;
-            respond_error(c, 401, "unauthorized", "a valid bearer token is required");
-        } else {
-            route(c);
-        }
-        if (c->method == M_POST && !c->responded) {
-            char cl[32] = "";
-            int has_len = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
-            if ((!has_len || strtoull(cl, NULL, 10) == 0) &&
-                lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0)
-                body_complete(c); /* no body is coming */
-            else
-                lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
-                                (int)VG_MAX(1.0, h->cfg->http_timeout_s));
-        }
-        return 0;
-    }
+    case LWS_CALLBACK_HTTP:
+        return pd ? on_headers(h, wsi, pd, in) : -1;
     case LWS_CALLBACK_HTTP_BODY:
-        if (!c || c->responded || c->body_refused)
-            return 0;
-        if (c->body.len + len > c->body_max) {
-            c->body_refused = 1;
-            c->close_after = 1;
-            respond_error(c, 413, VG_WIRE_TOO_LARGE, "the body is over the limit of %zu bytes",
-                          c->body_max);
-            return 0;
-        }
-        if (buf_add(&c->body, in, len) < 0) {
-            c->body_refused = 1;
-            c->close_after = 1;
-            respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
-            return 0;
-        }
-        {
-            /* An absolute deadline: a client that trickles its body cannot extend it. */
-            double left = (c->deadline_ms - vg_now_ms()) / 1000.0;
-            if (left <= 0)
-                return -1;
-            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)VG_MAX(1.0, left));
-        }
-        return 0;
+        return c ? on_body(c, in, len) : 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (c)
             body_complete(c);
@@ -2063,6 +2320,7 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
         return rc;
     }
     clean_spool(h->spool_dir);
+    load_www(h);
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -2073,6 +2331,7 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
     info.iface = !strcmp(h->iface, "localhost") ? "127.0.0.1" : h->iface;
     info.protocols = protocols;
     info.user = h;
+    info.pcontext = &h->ctx; /* lws clears it once the context is wholly destroyed */
     info.timeout_secs = (unsigned)VG_MAX(1.0, p->cfg->http_timeout_s);
     info.keepalive_timeout = (int)VG_MAX(1.0, p->cfg->http_timeout_s);
     info.max_http_header_data = 4096;
@@ -2096,6 +2355,9 @@ int vg_http_start(const vg_http_params *p, vg_http **out, char *err, size_t errl
         lws_context_destroy(h->ctx); /* h stays allocated: lws may still call back */
         return vg_fail(err, errlen, VG_EBUSY, "the bus has no room for the HTTP sink");
     }
+    uv_timer_init(p->loop, &h->heartbeat);
+    h->heartbeat.data = h;
+    uv_timer_start(&h->heartbeat, on_heartbeat, 15000, 15000);
     vg_log(VG_LOG_NOTICE, MOD, "serving %s%s", p->cfg->http_url,
            h->token_len ? " (bearer token required)" : "");
     *out = h;
@@ -2107,6 +2369,8 @@ void vg_http_stop(vg_http *h)
     if (!h || h->stopping)
         return;
     h->stopping = 1;
+    uv_timer_stop(&h->heartbeat);
+    uv_close((uv_handle_t *)&h->heartbeat, NULL);
     vg_bus_remove_sink(h->bus, h->sink);
     h->sink = -1;
     if (h->ctx)
@@ -2117,8 +2381,15 @@ void vg_http_free(vg_http *h)
 {
     if (!h)
         return;
+    if (h->ctx) {
+        /* On a foreign loop the destruction finishes in close callbacks: run them. */
+        lws_context_destroy(h->ctx);
+        uv_run(h->loop, UV_RUN_DEFAULT);
+    }
     while (h->conns)
         conn_free(h->conns);
+    for (size_t i = 0; i < VG_ARRAY_LEN(h->www); i++)
+        free(h->www[i].data);
     while (h->streams) {
         stream_stat *n = h->streams->next;
         free(h->streams);

@@ -213,6 +213,8 @@ static void emit_pair(stream *s, session *se, double wall, int paced)
         return;
     }
     size_t fb = (size_t)se->W * se->H * 3;
+    snap_keep_frame(s, se->ft[0], se->frame[0], se->W, se->H);
+    snap_keep_frame(s, se->ft[1], se->frame[1], se->W, se->H);
     memcpy(both, se->frame[0], fb);
     memcpy(both + fb, se->frame[1], fb);
     int rc = vg_patchify(both, 2, se->H, se->W, mi->patch_size, mi->temporal_patch_size,

@@ -22,6 +22,8 @@
 #define _XOPEN_SOURCE 700
 #include "streams_internal.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,6 +72,13 @@ static void stream_free(stream *s)
     }
     for (size_t i = 0; i < EV_RING_CAP; i++)
         free(s->ring[i]);
+    for (size_t i = 0; i < s->snap_cap; i++)
+        free(s->snap[i].jpeg);
+    free(s->snap);
+    for (int i = 0; s->kept && i < s->snapshots_max; i++)
+        free(s->kept[i].jpeg);
+    free(s->kept);
+    pthread_mutex_destroy(&s->snap_mu);
     free(s);
 }
 
@@ -154,6 +163,101 @@ static void ring_push(stream *s, char *line, unsigned long long seq)
     s->ring_seq[at] = seq;
 }
 
+/* Reader thread: the frame at stream time t joins the ring of JPEG frames (the oldest leaves). */
+void snap_keep_frame(stream *s, double t, const uint8_t *rgb, int w, int h)
+{
+    if (s->snapshots_max <= 0)
+        return;
+    uint8_t *jpeg;
+    size_t len;
+    char err[128];
+    if (vg_jpeg_encode_rgb(rgb, w, h, 4, &jpeg, &len, err, sizeof err) < 0)
+        return;
+    pthread_mutex_lock(&s->snap_mu);
+    if (!s->snap) {
+        size_t cap = (size_t)VG_MIN(ceil(s->window_s * s->fps) + 4.0, (double)SNAP_RING_MAX);
+        s->snap = calloc(cap, sizeof *s->snap);
+        s->snap_cap = s->snap ? cap : 0;
+    }
+    if (s->snap_cap) {
+        size_t at = (s->snap_head + s->snap_n) % s->snap_cap;
+        if (s->snap_n == s->snap_cap) {
+            at = s->snap_head;
+            s->snap_head = (s->snap_head + 1) % s->snap_cap;
+            free(s->snap[at].jpeg);
+        } else {
+            s->snap_n++;
+        }
+        s->snap[at] = (snap_frame){t, jpeg, len};
+        jpeg = NULL;
+    }
+    pthread_mutex_unlock(&s->snap_mu);
+    free(jpeg);
+}
+
+/* Loop: for a `started` event record o (sequence number seq), keeps a copy of the frame nearest to
+ * its start among the frames the reader kept. Returns 1 when a snapshot was kept. */
+static int snap_take(stream *s, const cJSON *o, unsigned long long seq)
+{
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(o, "start");
+    if (s->snapshots_max <= 0 || !cJSON_IsString(ev) || strcmp(ev->valuestring, "started") ||
+        !cJSON_IsNumber(start))
+        return 0;
+    if (!s->kept && !(s->kept = calloc((size_t)s->snapshots_max, sizeof *s->kept)))
+        return 0;
+    uint8_t *copy = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&s->snap_mu);
+    size_t best = SIZE_MAX;
+    double best_d = INFINITY;
+    for (size_t i = 0; i < s->snap_n; i++) {
+        size_t k = (s->snap_head + i) % s->snap_cap;
+        double d = fabs(s->snap[k].t - start->valuedouble);
+        if (d < best_d) {
+            best_d = d;
+            best = k;
+        }
+    }
+    if (best != SIZE_MAX && (copy = malloc(s->snap[best].len))) {
+        memcpy(copy, s->snap[best].jpeg, s->snap[best].len);
+        len = s->snap[best].len;
+    }
+    pthread_mutex_unlock(&s->snap_mu);
+    if (!copy)
+        return 0;
+    size_t cap = (size_t)s->snapshots_max;
+    size_t at = (s->kept_head + s->kept_n) % cap;
+    if (s->kept_n == cap) {
+        at = s->kept_head;
+        s->kept_head = (s->kept_head + 1) % cap;
+        free(s->kept[at].jpeg);
+    } else {
+        s->kept_n++;
+    }
+    s->kept[at] = (snap_kept){seq, copy, len};
+    return 1;
+}
+
+int vg_streams_snapshot(vg_streams *ss, const char *name, unsigned long long seq,
+                        const uint8_t **jpeg, size_t *len)
+{
+    for (stream *s = ss ? ss->head : NULL; s; s = s->next) {
+        if (strcmp(s->name, name))
+            continue;
+        for (size_t i = 0; i < s->kept_n; i++) {
+            const snap_kept *k = &s->kept[(s->kept_head + i) % (size_t)s->snapshots_max];
+            if (k->seq == seq) {
+                *jpeg = k->jpeg;
+                *len = k->len;
+                return 0;
+            }
+        }
+        return VG_ENOENT;
+    }
+    return VG_ENOENT;
+}
+
 static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
 {
     unsigned long long seq = s->next_seq++;
@@ -174,6 +278,8 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     cJSON_Delete(p);
     if (!cJSON_GetObjectItemCaseSensitive(o, "time"))
         cJSON_AddNumberToObject(o, "time", unix_now());
+    if (!strcmp(kind, "event") && snap_take(s, o, seq))
+        cJSON_AddTrueToObject(o, "snapshot");
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!line)
@@ -373,6 +479,7 @@ static void stream_knobs(stream *s, const vg_request *r)
     snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);
     s->stall_ms = (int)(cfg->stream_stall_timeout_s * 1000.0);
     s->max_new_tokens = cfg->stream_max_new_tokens;
+    s->snapshots_max = cfg->stream_snapshots_max;
 }
 
 static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const char **wire,
@@ -434,6 +541,7 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
         return VG_ENOMEM;
     }
     s->ss = ss;
+    pthread_mutex_init(&s->snap_mu, NULL);
     snprintf(s->name, sizeof s->name, "%s", name);
     s->url = strdup(r->video);
     s->resolved = strdup(resolved);

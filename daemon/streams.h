@@ -44,6 +44,12 @@ void vg_streams_set_bus(vg_streams *ss, vg_bus *bus);
 int vg_streams_handle(vg_streams *ss, const vg_request *req, cJSON *reply, const char **wire_code,
                       char *err, size_t errlen);
 
+/* The JPEG snapshot of stream name's `started` event record seq (the frame nearest to the event's
+ * start, kept for the newest stream_snapshots_max events of a stream while it is in the table).
+ * *jpeg is borrowed until the loop next runs a stream callback. Returns 0 or VG_ENOENT. */
+int vg_streams_snapshot(vg_streams *ss, const char *name, unsigned long long seq,
+                        const uint8_t **jpeg, size_t *len);
+
 /* Number of streams in the table (for `info`). */
 int vg_streams_count(const vg_streams *ss);
 

@@ -52,6 +52,22 @@ typedef struct win_entry {
     int paced;
 } win_entry;
 
+/* A sampled frame kept as JPEG for event snapshots (written by the reader, read by the loop, both
+ * under stream.snap_mu), and an event's snapshot (loop-owned). */
+typedef struct snap_frame {
+    double t; /* stream seconds */
+    uint8_t *jpeg;
+    size_t len;
+} snap_frame;
+
+typedef struct snap_kept {
+    unsigned long long seq; /* the `event` record's sequence number */
+    uint8_t *jpeg;
+    size_t len;
+} snap_kept;
+
+#define SNAP_RING_MAX 256 /* frames kept for snapshots per stream, at most */
+
 typedef struct question {
     char *text;
     vg_stream_track track;
@@ -87,7 +103,15 @@ struct stream {
     int nq;
     char *qtext[VG_STREAM_MAX_QUESTIONS];
     atomic_int stop;
-    vg_queue *pairs; /* reader -> inference */
+    vg_queue *pairs;   /* reader -> inference */
+    int snapshots_max; /* stream_snapshots_max at watch time; 0 = no snapshots */
+    /* Snapshots: the reader keeps the newest sampled frames as JPEG (snap_*, under snap_mu); the
+     * loop copies the one at an event's start into kept (its newest snapshots_max). */
+    pthread_mutex_t snap_mu;
+    snap_frame *snap;
+    size_t snap_cap, snap_n, snap_head;
+    snap_kept *kept;
+    size_t kept_n, kept_head;
     /* The log, named at watch time (the reader loads and opens it). */
     char log_dir[VG_CFG_STR + 16];  /* <state_dir>/streams */
     char log_path[VG_CFG_STR + 96]; /* <log_dir>/<name>.events */
@@ -186,6 +210,9 @@ static inline void pair_free(pair_item *p)
 void post_publish(stream *s, const char *kind, cJSON *payload);
 void post_state(stream *s, enum stream_state st, const char *detail);
 void post_simple(stream *s, enum msg_type t);
+/* streams.c: keeps the sampled frame at stream time t (rgb, w x h) as JPEG for event snapshots
+ * (the reader thread; a no-op when the stream keeps no snapshots). */
+void snap_keep_frame(stream *s, double t, const uint8_t *rgb, int w, int h);
 
 /* stream_reader.c: the reader thread of one stream (arg: the stream). */
 void *reader_main(void *arg);

@@ -184,6 +184,13 @@ typedef struct vg_image_blob {
 int vg_frames_to_video(const vg_image_blob *frames, int n, double fps, const char *path, char *err,
                        size_t errlen);
 
+/* Encodes rgb (width x height, RGB24, rows of width * 3 bytes) as a baseline JPEG with libavcodec's
+ * MJPEG encoder (quality: the encoder's qscale, 2 best to 31 worst). *out is malloc'd (the caller
+ * frees it). An odd last row or column is dropped (4:2:0). Returns 0, VG_EINVAL, VG_ENOMEM or
+ * VG_EMEDIA. Any thread (snapshot.c). */
+int vg_jpeg_encode_rgb(const uint8_t *rgb, int width, int height, int quality, uint8_t **out,
+                       size_t *out_len, char *err, size_t errlen);
+
 /* Opens url (a path or a whitelisted URL). Caller closes with vg_media_close(). */
 int vg_media_open(const char *url, const vg_media_params *p, vg_media **out, char *err,
                   size_t errlen);

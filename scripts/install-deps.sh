@@ -10,7 +10,7 @@ PKGS="build-essential cmake pkg-config git clang clang-format ffmpeg
 libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 libuv1-dev libnanomsg-dev nanomsg-utils libopenblas-dev libcjson-dev libpcre2-dev
 libutf8proc-dev libcmocka-dev libdnnl-dev systemd ca-certificates python3 python3-numpy python3-torch
-libwebsockets-dev libwebsockets-evlib-uv prometheus curl
+libwebsockets-dev libwebsockets-evlib-uv prometheus curl chromium chromium-driver
 libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"

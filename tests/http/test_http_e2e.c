@@ -239,6 +239,9 @@ static int group_teardown(void **state)
     }
     if (vg_testd_check_log(dir) != 0)
         rc = -1;
+    /* The page's screenshot stays for a look (the rest of the directory goes). */
+    vg_testd_sh(NULL, 0, "cp '%s/page.png' '%s/vigil-http-page.png' 2>/dev/null; true", dir,
+                VG_BINARY_DIR);
     if (rc == 0)
         vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
     return rc;
@@ -273,6 +276,23 @@ static void test_chat_file_url(void **state)
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(vx, "events")) >= 1);
     assert_true(vg_testd_jnum(cJSON_GetObjectItemCaseSensitive(o, "usage"), "completion_tokens") >
                 0);
+    /* The snapshot of the job's first event: the frame at its start shows the red box (the pixel
+     * at the box's centre, after scaling to 32x24, is red). */
+    char job[128], px[32] = "";
+    snprintf(job, sizeof job, "%s", vg_testd_jstr(vx, "job"));
+    cJSON_Delete(o);
+    assert_int_equal(curl(NULL, "%s/v1/jobs/%s/events/0/snapshot.jpg", base, job), 200);
+    assert_int_equal(vg_testd_sh(px, sizeof px,
+                                 "ffmpeg -nostdin -loglevel error -i '%s' -vf "
+                                 "scale=32:24,crop=1:1:13:11 -f rawvideo -pix_fmt rgb24 - | od "
+                                 "-An -tu1",
+                                 out_path),
+                     0);
+    unsigned r = 0, g = 255, b = 255;
+    assert_int_equal(sscanf(px, "%u %u %u", &r, &g, &b), 3);
+    if (!(r > 180 && g < 80 && b < 80))
+        fail_msg("the snapshot's box pixel is %u,%u,%u, not red", r, g, b);
+    assert_int_equal(curl(&o, "%s/v1/jobs/%s/events/7/snapshot.jpg", base, job), 404);
     cJSON_Delete(o);
 }
 
@@ -458,6 +478,27 @@ static void test_stream_feed(void **state)
     assert_non_null(strstr(out, "started"));
     assert_int_equal(curl(&o, "'%s/v1/streams/cam1/events?since=0'", base), 200);
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "events")) >= 2);
+    /* The started event has a snapshot: a JPEG of the sampled frame at its start. */
+    double seq = -1;
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(o, "events"))
+    {
+        if (!strcmp(vg_testd_jstr(ev, "event"), "started") &&
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev, "snapshot")))
+            seq = vg_testd_jnum(ev, "seq");
+    }
+    cJSON_Delete(o);
+    assert_true(seq > 0);
+    assert_int_equal(curl(NULL, "%s/v1/streams/cam1/events/%.0f/snapshot.jpg", base, seq), 200);
+    char probe[128] = "";
+    assert_int_equal(vg_testd_sh(probe, sizeof probe,
+                                 "ffprobe -v error -show_entries stream=codec_name,width -of "
+                                 "csv=p=0 '%s'",
+                                 out_path),
+                     0);
+    assert_non_null(strstr(probe, "mjpeg,"));
+    assert_true(atoi(strchr(probe, ',') + 1) > 0);
+    assert_int_equal(curl(&o, "%s/v1/streams/cam1/events/999999/snapshot.jpg", base), 404);
     cJSON_Delete(o);
     assert_int_equal(curl(&o, "%s/v1/streams", base), 200);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "streams")), 1);
@@ -634,6 +675,146 @@ static void test_many_connections(void **state)
     assert_alive();
 }
 
+/* A second vigild on https:// with a bearer token: TLS works with a client that trusts the
+ * certificate, requests without the token get 401 JSON (but /health), with it 200. */
+static void test_tls_token(void **state)
+{
+    (void)state;
+    char d2[400], rt2[420], st2[420], cmd2[460], cert[420], key[420], tokf[420], logf[420];
+    snprintf(d2, sizeof d2, "%s/tls", dir);
+    snprintf(rt2, sizeof rt2, "%s/run", d2);
+    snprintf(st2, sizeof st2, "%s/state", d2);
+    snprintf(cmd2, sizeof cmd2, "ipc://%s/vigil.cmd", rt2);
+    snprintf(cert, sizeof cert, "%s/cert.pem", d2);
+    snprintf(key, sizeof key, "%s/key.pem", d2);
+    snprintf(tokf, sizeof tokf, "%s/token", d2);
+    snprintf(logf, sizeof logf, "%s/vigild.log", d2);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "mkdir -p '%s' && openssl req -x509 -newkey rsa:2048 -nodes "
+                                 "-keyout '%s' -out '%s' -days 2 -subj /CN=127.0.0.1 -addext "
+                                 "subjectAltName=IP:127.0.0.1 2>/dev/null && printf "
+                                 "'s3cret-token-0123456789\\n' > '%s'",
+                                 d2, key, cert, tokf),
+                     0);
+    int p2 = free_port();
+    char url[128], set_url[160], set_cert[460], set_key[460], set_tok[460];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d", p2);
+    snprintf(set_url, sizeof set_url, "http_url=%s", url);
+    snprintf(set_cert, sizeof set_cert, "http_tls_cert=%s", cert);
+    snprintf(set_key, sizeof set_key, "http_tls_key=%s", key);
+    snprintf(set_tok, sizeof set_tok, "http_token_file=%s", tokf);
+    const char *sets[] = {set_url, set_cert, set_key, set_tok, NULL};
+    vg_testd_spec spec = {.log = logf,
+                          .conf = conf,
+                          .model = VG_SOURCE_DIR "/models/demo",
+                          .rt = rt2,
+                          .st = st2,
+                          .media = media,
+                          .cmd_url = cmd2,
+                          .log_level = "info",
+                          .sets = sets,
+                          .clear_notify_env = 1,
+                          .call_timeout_ms = 10000};
+    pid_t pid = -1;
+    if (vg_testd_start(&spec, &pid) != 0) {
+        vg_testd_sh(NULL, 0, "cat '%s' >&2", logf);
+        if (pid > 0)
+            vg_testd_stop(&pid, 500, NULL);
+        fail_msg("the TLS vigild did not start");
+    }
+    cJSON *o;
+    int s_health = curl(&o, "--cacert '%s' %s/health", cert, url);
+    cJSON_Delete(o);
+    int s_noauth = curl(&o, "--cacert '%s' %s/v1/info", cert, url);
+    char code[64];
+    snprintf(code, sizeof code, "%s", error_code(o));
+    cJSON_Delete(o);
+    int s_bad = curl(NULL, "--cacert '%s' -H 'Authorization: Bearer wrong' %s/v1/info", cert, url);
+    int s_auth =
+        curl(&o, "--cacert '%s' -H 'Authorization: Bearer s3cret-token-0123456789' %s/v1/info",
+             cert, url);
+    int ok = vg_testd_is_ok(o);
+    cJSON_Delete(o);
+    int s_arg =
+        curl(NULL, "--cacert '%s' '%s/v1/models?access_token=s3cret-token-0123456789'", cert, url);
+    int s_untrusted = curl(NULL, "%s/health", url); /* curl refuses the self-signed certificate */
+    int stop = vg_testd_stop(&pid, 3000, NULL);
+    int clean = vg_testd_sh(NULL, 0, "grep -q 'Sanitizer\\|runtime error' '%s'", logf) != 0;
+    assert_int_equal(s_health, 200);
+    assert_int_equal(s_noauth, 401);
+    assert_string_equal(code, "unauthorized");
+    assert_int_equal(s_bad, 401);
+    assert_int_equal(s_auth, 200);
+    assert_true(ok);
+    assert_int_equal(s_arg, 200);
+    assert_true(s_untrusted == -1 || s_untrusted == 0);
+    assert_int_equal(stop, 0);
+    assert_true(clean);
+}
+
+/* Headless Chromium shows the timeline of a live stream: a `started` interval appears while the
+ * test watches (DOM and screenshot checked by page_check.mjs). */
+static void test_page_timeline(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/chromium", X_OK) != 0 || access("/usr/bin/chromedriver", X_OK) != 0)
+        fail_msg("this test needs Debian's chromium and chromium-driver (scripts/install-deps.sh)");
+    int dport = free_port();
+    char pid_s[32] = "";
+    assert_int_equal(vg_testd_sh(pid_s, sizeof pid_s,
+                                 "chromedriver --port=%d > '%s/chromedriver.log' 2>&1 & echo $!",
+                                 dport, dir),
+                     0);
+    pid_t driver = (pid_t)atoi(pid_s);
+    assert_true(driver > 0);
+    int up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = vg_testd_sh(NULL, 0, "curl -sf -o /dev/null http://127.0.0.1:%d/status", dport) == 0;
+        if (!up)
+            vg_testd_sleep_ms(100);
+    }
+    cJSON *o;
+    char body[1200];
+    snprintf(body, sizeof body,
+             "-d '{\"name\":\"cam2\",\"url\":\"%s/live.mp4\",\"question\":\"" QUESTION "\"}'",
+             media);
+    int st_watch = curl(&o, "%s %s/v1/streams", body, base);
+    cJSON_Delete(o);
+    char out[4096] = "", shot[400];
+    snprintf(shot, sizeof shot, "%s/page.png", dir);
+    int rc = up && st_watch == 201
+                 ? vg_testd_sh(out, sizeof out,
+                               "node '%s/page_check.mjs' http://127.0.0.1:%d '%s/' cam2 '%s' "
+                               "'%s' '" QUESTION "'",
+                               VG_SOURCE_DIR "/tests/http", dport, base, shot, clip)
+                 : -1;
+    kill(driver, SIGTERM);
+    vg_testd_sh(NULL, 0, "sleep 0.3; kill -9 %d 2>/dev/null; true", (int)driver);
+    curl(&o, "-X DELETE %s/v1/streams/cam2", base);
+    cJSON_Delete(o);
+    if (!up)
+        fail_msg("chromedriver did not start; see %s/chromedriver.log", dir);
+    assert_int_equal(st_watch, 201);
+    if (rc != 0)
+        fail_msg("page_check failed (exit %d): %s", rc, out);
+    printf("page: %s", out);
+    cJSON *r = cJSON_Parse(out);
+    assert_non_null(r);
+    assert_true(vg_testd_jnum(r, "intervals") >= 1);
+    assert_true(vg_testd_jnum(r, "started_lines") >= 1);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "snapshot_loaded")));
+    assert_true(strlen(vg_testd_jstr(r, "answer")) > 0);
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(r, "screenshot");
+    assert_true(vg_testd_jnum(sc, "width") > 0);
+    assert_true(vg_testd_jnum(sc, "interval_pixels") >= 20);
+    /* The ask form streamed an answer about the clip and listed its time range. */
+    const cJSON *ask = cJSON_GetObjectItemCaseSensitive(r, "ask");
+    assert_red_answer(vg_testd_jstr(ask, "answer"));
+    assert_true(vg_testd_jnum(ask, "events") >= 1);
+    assert_non_null(strstr(vg_testd_jstr(ask, "status"), "completed"));
+    cJSON_Delete(r);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -643,6 +824,7 @@ int main(void)
         cmocka_unit_test(test_rest_mirror),        cmocka_unit_test(test_stream_feed),
         cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_slow_loris),
         cmocka_unit_test(test_vanishing_client),   cmocka_unit_test(test_many_connections),
+        cmocka_unit_test(test_tls_token),          cmocka_unit_test(test_page_timeline),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
