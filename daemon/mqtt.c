@@ -54,6 +54,8 @@ typedef struct mquestion {
     char *answer_text; /* the last answer's text (owned) */
     char open_id[160]; /* the occurrence being tracked ("" none) */
     char *open_after;  /* its last `after` object (owned JSON) */
+    uint8_t *snap;     /* the last event's JPEG snapshot (owned), retained on <q>/snapshot */
+    size_t snap_len;
 } mquestion;
 
 /* The change feed's translator state of one stream. */
@@ -842,7 +844,9 @@ static void xlate_clear(xlate *x)
     for (int i = 0; i < MAX_QUESTIONS; i++) {
         free(x->q[i].answer_text);
         free(x->q[i].open_after);
+        free(x->q[i].snap);
         x->q[i].answer_text = x->q[i].open_after = NULL;
+        x->q[i].snap = NULL;
         x->q[i].open_id[0] = 0;
     }
 }
@@ -943,7 +947,8 @@ static void add_device(vg_mqtt *b, cJSON *o, const mstream *s)
     cJSON_AddStringToObject(org, "sw_version", VG_VERSION);
 }
 
-/* Discovery configs of question i of s (binary_sensor and event), once per connection. */
+/* Discovery configs of question i of s (binary_sensor, event and, when streams keep snapshots,
+ * image), once per connection. */
 static void publish_discovery(vg_mqtt *b, mstream *s, int i)
 {
     mquestion *q = &s->x.q[i];
@@ -953,21 +958,27 @@ static void publish_discovery(vg_mqtt *b, mstream *s, int i)
         return;
     char id[160], topic[TOPIC_MAX], uid[TOPIC_MAX], st[TOPIC_MAX];
     ha_id(s->name, id, sizeof id);
-    static const char *const comps[] = {"binary_sensor", "event"};
-    for (int k = 0; k < 2; k++) {
+    static const char *const comps[] = {"binary_sensor", "event", "image"};
+    static const char *const suffix[] = {"", "_event", "_snapshot"};
+    int n_comps = b->cfg->stream_snapshots_max > 0 ? 3 : 2;
+    for (int k = 0; k < n_comps; k++) {
         snprintf(topic, sizeof topic, "%s/%s/vigil_%s/%s/config", b->cfg->mqtt_discovery_prefix,
                  comps[k], id, q->slug);
         cJSON *o = cJSON_CreateObject();
         if (!o)
             return;
         cJSON_AddStringToObject(o, "name", q->text);
-        snprintf(uid, sizeof uid, "vigil_%s_%s%s", id, q->slug, k ? "_event" : "");
+        snprintf(uid, sizeof uid, "vigil_%s_%s%s", id, q->slug, suffix[k]);
         cJSON_AddStringToObject(o, "unique_id", uid);
         if (k == 0) {
             snprintf(st, sizeof st, "%s%s/%s/active", b->prefix, s->name, q->slug);
             cJSON_AddStringToObject(o, "state_topic", st);
             cJSON_AddStringToObject(o, "payload_on", "ON");
             cJSON_AddStringToObject(o, "payload_off", "OFF");
+        } else if (k == 2) {
+            snprintf(st, sizeof st, "%s%s/%s/snapshot", b->prefix, s->name, q->slug);
+            cJSON_AddStringToObject(o, "image_topic", st);
+            cJSON_AddStringToObject(o, "content_type", "image/jpeg");
         } else {
             snprintf(st, sizeof st, "%s%s/%s/event", b->prefix, s->name, q->slug);
             cJSON_AddStringToObject(o, "state_topic", st);
@@ -1005,6 +1016,16 @@ static void publish_state(vg_mqtt *b, mstream *s)
     publish_now(b, topic, s->state_json, strlen(s->state_json), 1, 1, NULL);
 }
 
+static void publish_snapshot(vg_mqtt *b, mstream *s, int i)
+{
+    mquestion *q = &s->x.q[i];
+    if (!q->known || !q->snap)
+        return;
+    char topic[TOPIC_MAX];
+    snprintf(topic, sizeof topic, "%s%s/%s/snapshot", b->prefix, s->name, q->slug);
+    publish_now(b, topic, (const char *)q->snap, q->snap_len, 1, 1, NULL);
+}
+
 /* Everything retained about s, again (after a connect). */
 static void publish_stream_all(vg_mqtt *b, mstream *s)
 {
@@ -1013,7 +1034,31 @@ static void publish_stream_all(vg_mqtt *b, mstream *s)
         if (!s->ended)
             publish_discovery(b, s, i);
         publish_active(b, s, i);
+        publish_snapshot(b, s, i);
     }
+}
+
+/* A `started` record with "snapshot": true: the JPEG the stream kept for it becomes the question's
+ * retained snapshot. */
+static void take_snapshot(vg_mqtt *b, mstream *s, int qi, const cJSON *rec)
+{
+    const char *what = jstr(rec, "event");
+    if (qi < 0 || qi >= MAX_QUESTIONS || !what || strcmp(what, "started") != 0 ||
+        !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "snapshot")))
+        return;
+    const uint8_t *jpeg = NULL;
+    size_t len = 0;
+    unsigned long long seq = (unsigned long long)jnum(rec, "seq", 0);
+    if (vg_streams_snapshot(b->dispatch->streams, s->name, seq, &jpeg, &len) < 0 || !len)
+        return;
+    uint8_t *copy = malloc(len);
+    if (!copy)
+        return;
+    memcpy(copy, jpeg, len);
+    free(s->x.q[qi].snap);
+    s->x.q[qi].snap = copy;
+    s->x.q[qi].snap_len = len;
+    publish_snapshot(b, s, qi);
 }
 
 /* One output message of the translator. */
@@ -1091,7 +1136,10 @@ static int translate_event(vg_mqtt *b, const char *stream, xlate *x, const cJSON
     else
         cJSON_AddNullToObject(after, "end_wall");
     cJSON_AddStringToObject(after, "text", q->answer_text ? q->answer_text : "");
-    cJSON_AddFalseToObject(after, "has_snapshot");
+    /* The `started` record says whether a snapshot was kept; later messages carry it on. */
+    int has_snap = is_new ? cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "snapshot"))
+                          : cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(before, "has_snapshot"));
+    cJSON_AddBoolToObject(after, "has_snapshot", has_snap);
     cJSON_AddStringToObject(after, "origin", "stream");
     /* seq: the record that started the occurrence (the id's number); end_seq: the one that ended
      * it. `events NAME --since seq-1` returns them. */
@@ -1216,6 +1264,7 @@ static void on_stream_record(vg_mqtt *b, const char *name, const char *kind, con
                 s->x.q[qi].active = active;
                 publish_active(b, s, qi);
             }
+            take_snapshot(b, s, qi, rec); /* before `new`, so has_snapshot finds it there */
         }
         for (int k = 0; k < n; k++) {
             enqueue(b, out[k].topic, out[k].payload, out[k].len, 0, s->name, seq, 0);

@@ -5,7 +5,8 @@
  * loop, never libmosquitto's own thread. It is one more door and one more sink:
  *
  *  - a sink of the publication fan-out (bus.h): stream records become the retained topics
- *    <prefix><stream>/state and <prefix><stream>/<question>/active, the change feed <prefix>events
+ *    <prefix><stream>/state, <prefix><stream>/<question>/active and .../snapshot (the JPEG the
+ *    stream kept where the event started, vg_streams_snapshot), the change feed <prefix>events
  *    and Home Assistant discovery; job records go to <prefix>jobs/<id>/<kind> as they are;
  *  - a door of the one request path (dispatch.h): JSON commands on <prefix>watch/set,
  *    <prefix>unwatch/set and <prefix>ask/set become native requests, answered on the MQTT 5

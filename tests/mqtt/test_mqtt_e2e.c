@@ -355,6 +355,9 @@ static void check_discovery_and_active(void)
             const char *stt = vg_testd_jstr(c, "state_topic");
             if (strstr(t, "/binary_sensor/"))
                 assert_string_equal(stt, "vigil/demo/" SLUG "/active");
+            else if (strstr(t, "/image/"))
+                assert_string_equal(vg_testd_jstr(c, "image_topic"),
+                                    "vigil/demo/" SLUG "/snapshot");
             else
                 assert_string_equal(stt, "vigil/demo/" SLUG "/event");
             assert_non_null(cJSON_GetObjectItemCaseSensitive(c, "device"));
@@ -371,7 +374,7 @@ static void check_discovery_and_active(void)
     }
     printf("discovery configs: %d; active ON at message %d, OFF at %d\n", configs, on,
            off_after_on);
-    assert_true(configs >= 2);
+    assert_true(configs >= 3);
     assert_true(on >= 0 && off_after_on > on);
     cJSON_Delete(arr);
     /* Retained (a live subscriber sees retain 0; a new one gets the stored value at once): the
@@ -379,11 +382,25 @@ static void check_discovery_and_active(void)
     char out[4096] = "";
     assert_int_equal(vg_testd_sh(out, sizeof out,
                                  "mosquitto_sub -p %d -t 'homeassistant/+/vigil_demo/" SLUG
-                                 "/config' -C 2 -W 10 -F '%%t %%r' | sort",
+                                 "/config' -C 3 -W 10 -F '%%t %%r' | sort",
                                  port),
                      0);
     assert_string_equal(out, "homeassistant/binary_sensor/vigil_demo/" SLUG "/config 1\n"
-                             "homeassistant/event/vigil_demo/" SLUG "/config 1\n");
+                             "homeassistant/event/vigil_demo/" SLUG "/config 1\n"
+                             "homeassistant/image/vigil_demo/" SLUG "/config 1\n");
+    /* The snapshot where the last event started: a retained JPEG that decodes (ffprobe). */
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "mosquitto_sub -p %d -t 'vigil/demo/" SLUG
+                                 "/snapshot' -C 1 -W 10 -N > %s/snap.jpg",
+                                 port, dir),
+                     0);
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "ffprobe -v error -show_entries stream=codec_name,width,height "
+                                 "-of csv=p=0 %s/snap.jpg",
+                                 dir),
+                     0);
+    printf("snapshot: %s", out);
+    assert_non_null(strstr(out, "mjpeg,"));
     assert_int_equal(vg_testd_sh(out, sizeof out,
                                  "mosquitto_sub -p %d -t 'vigil/demo/" SLUG "/active' -C 1 -W 10",
                                  port),
@@ -434,6 +451,8 @@ static void test_live_stream_and_broker_restart(void **state)
                                     "20,26)'");
     assert_true(src >= 0);
     assert_int_equal(wait_msgs("vigil/events", "\"type\":\"new\"", 1, 40000), 0);
+    /* The stream kept a snapshot of the start (stream_snapshots_max, on by default). */
+    assert_int_equal(wait_msgs("vigil/events", "\"has_snapshot\":true", 1, 5000), 0);
     assert_int_equal(wait_msgs("vigil/events", "\"type\":\"end\"", 1, 40000), 0);
     assert_int_equal(wait_msgs("vigil/demo/" SLUG "/active", "OFF", 2, 10000), 0);
 
@@ -454,7 +473,24 @@ static void test_live_stream_and_broker_restart(void **state)
            vg_testd_jnum(mq, "dropped"));
     cJSON_Delete(info);
     broker = start_broker(brokerconf);
-    assert_int_equal(wait_msgs("vigil/events", "\"type\":\"end\"", 2, 60000), 0);
+    /* Each started/ended record of the log arrives (replayed from the log or resent from the
+     * queue), whatever else arrives first. */
+    cJSON *recs = log_records();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, recs)
+    {
+        if (strcmp(vg_testd_jstr(e, "kind"), "event") != 0)
+            continue;
+        char needle[160];
+        int seq = (int)vg_testd_jnum(e, "seq");
+        if (!strcmp(vg_testd_jstr(e, "event"), "started"))
+            snprintf(needle, sizeof needle,
+                     "\"type\":\"new\",\"before\":null,\"after\":{\"id\":\"demo-%d\"", seq);
+        else
+            snprintf(needle, sizeof needle, "\"end_seq\":%d}}", seq);
+        assert_int_equal(wait_msgs("vigil/events", needle, 1, 60000), 0);
+    }
+    cJSON_Delete(recs);
     vg_testd_kill_source(children, src);
 
     check_events_against_log();
