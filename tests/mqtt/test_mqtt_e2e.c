@@ -48,8 +48,9 @@
 
 static char dir[256], model[320], media[320], rt[320], st[320], conf[320], cmd_url[400];
 static char capfile[400], brokerconf[400], authconf[400], clipdir[400];
-static int port, auth_port, http_port, src_port;
-static pid_t daemon_pid = -1, broker = -1, auth_broker = -1, capture = -1, httpd = -1;
+static int port, auth_port, http_port, src_port, tls_port;
+static pid_t daemon_pid = -1, broker = -1, auth_broker = -1, tls_broker = -1, capture = -1,
+             httpd = -1;
 #define MAX_CHILDREN 4
 static pid_t children[MAX_CHILDREN];
 
@@ -202,10 +203,11 @@ static int setup(void **state)
     }
     if (vg_testd_tmpdir("/tmp/vg-mqtt-XXXXXX", dir, model, media, rt, st, cmd_url) < 0)
         return -1;
-    port = 21000 + (int)(getpid() % 4000) * 4;
+    port = 21000 + (int)(getpid() % 3000) * 5;
     auth_port = port + 1;
     http_port = port + 2;
     src_port = port + 3;
+    tls_port = port + 4;
     snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
     vg_testd_write_file(conf, "");
     snprintf(capfile, sizeof capfile, "%s/capture.jsonl", dir);
@@ -236,6 +238,7 @@ static int teardown(void **state)
     kill_wait(&httpd, SIGKILL);
     kill_wait(&broker, SIGKILL);
     kill_wait(&auth_broker, SIGKILL);
+    kill_wait(&tls_broker, SIGKILL);
     if (getenv("VG_KEEP_TMP") == NULL && dir[0])
         vg_testd_sh(NULL, 0, "rm -rf %s", dir);
     return 0;
@@ -696,6 +699,108 @@ static void test_auth_refused(void **state)
     kill_wait(&auth_broker, SIGTERM);
 }
 
+/* mqtts:// with a client certificate (mosquitto require_certificate), MQTT 3.1.1 and another
+ * prefix: a third vigild connects, its retained availability is read over TLS with mosquitto_sub,
+ * and a command gets its reply on <prefix>reply. */
+static void test_tls_client_certificate(void **state)
+{
+    (void)state;
+    char tls[400];
+    snprintf(tls, sizeof tls, "%s/tls", dir);
+    assert_int_equal(
+        vg_testd_sh(NULL, 0,
+                    "(mkdir -p %s && cd %s && "
+                    "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+                    "-subj /CN=vg-test-ca && "
+                    "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                    "-subj /CN=localhost && "
+                    "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext && "
+                    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                    "-out server.pem -days 2 -extfile san.ext && "
+                    "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+                    "-subj /CN=vigild && "
+                    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                    "-out client.pem -days 2) >/dev/null 2>&1",
+                    tls, tls),
+        0);
+    char cfg[400], text[2048];
+    snprintf(cfg, sizeof cfg, "%s/mosquitto-tls.conf", dir);
+    snprintf(text, sizeof text,
+             "listener %d 127.0.0.1\ncafile %s/ca.pem\ncertfile %s/server.pem\nkeyfile "
+             "%s/server.key\nrequire_certificate true\nuse_identity_as_username true\n"
+             "allow_anonymous false\n%s",
+             tls_port, tls, tls, tls, geteuid() == 0 ? "user root\n" : "");
+    vg_testd_write_file(cfg, text);
+    tls_broker = start_broker(cfg);
+    char d3[400], rt3[420], st3[420], log[400], cmd3[500];
+    snprintf(d3, sizeof d3, "%s/third", dir);
+    snprintf(rt3, sizeof rt3, "%s/run", d3);
+    snprintf(st3, sizeof st3, "%s/state", d3);
+    snprintf(log, sizeof log, "%s/vigild-tls.log", dir);
+    snprintf(cmd3, sizeof cmd3, "ipc://%s/vigil.cmd", rt3);
+    vg_testd_sh(NULL, 0, "mkdir -p %s", d3);
+    char url[128], ca[500], cert[500], key[500];
+    snprintf(url, sizeof url, "mqtt_url=mqtts://localhost:%d", tls_port);
+    snprintf(ca, sizeof ca, "mqtt_ca_file=%s/ca.pem", tls);
+    snprintf(cert, sizeof cert, "mqtt_cert_file=%s/client.pem", tls);
+    snprintf(key, sizeof key, "mqtt_key_file=%s/client.key", tls);
+    const char *sets[] = {url, ca, cert, key, "mqtt_protocol=3.1.1", "mqtt_prefix=site1/vigil",
+                          NULL};
+    vg_testd_spec spec = {.log = log,
+                          .conf = conf,
+                          .model = VG_SOURCE_DIR "/models/demo",
+                          .rt = rt3,
+                          .st = st3,
+                          .media = media,
+                          .cmd_url = cmd3,
+                          .log_level = "info",
+                          .sets = sets,
+                          .call_timeout_ms = 10000};
+    pid_t pid = -1;
+    assert_int_equal(vg_testd_start(&spec, &pid), 0);
+    char sub[1200];
+    snprintf(sub, sizeof sub,
+             "mosquitto_sub -h localhost -p %d --cafile %s/ca.pem --cert %s/client.pem --key "
+             "%s/client.key",
+             tls_port, tls, tls, tls);
+    char out[2048] = "";
+    double until = vg_now_ms() + 30000;
+    while (vg_now_ms() < until) {
+        out[0] = 0;
+        vg_testd_sh(out, sizeof out, "%s -t site1/vigil/available -C 1 -W 3", sub);
+        if (!strcmp(out, "online\n"))
+            break;
+        vg_testd_sleep_ms(300);
+    }
+    assert_string_equal(out, "online\n");
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "grep 'connected to localhost:%d (MQTT 3.1.1, TLS)' %s", tls_port,
+                                 log),
+                     0);
+    printf("%s", out);
+    /* A 3.1.1 command (no response topic): the reply on <prefix>reply. */
+    char rfile[420];
+    snprintf(rfile, sizeof rfile, "%s/tls-reply.txt", dir);
+    assert_int_equal(vg_testd_sh(NULL, 0,
+                                 "(%s -t site1/vigil/reply -C 1 -W 20 > %s &) ; sleep 1; "
+                                 "mosquitto_pub -h localhost -p %d --cafile %s/ca.pem --cert "
+                                 "%s/client.pem --key %s/client.key -t site1/vigil/unwatch/set -m "
+                                 "'{\"id\":\"t1\",\"name\":\"nope\"}'",
+                                 sub, rfile, tls_port, tls, tls, tls),
+                     0);
+    until = vg_now_ms() + 20000;
+    while (vg_testd_sh(NULL, 0, "grep -q not_found %s", rfile) != 0 && vg_now_ms() < until)
+        vg_testd_sleep_ms(200);
+    assert_int_equal(vg_testd_sh(out, sizeof out, "cat %s", rfile), 0);
+    printf("reply: %s", out);
+    assert_non_null(strstr(out, "\"id\":\"t1\""));
+    assert_non_null(strstr(out, "not_found"));
+    assert_int_equal(vg_testd_stop(&pid, 2000, NULL), 0);
+    assert_int_equal(
+        vg_testd_sh(NULL, 0, "! grep -q 'ERROR: AddressSanitizer\\|runtime error' %s", log), 0);
+    kill_wait(&tls_broker, SIGTERM);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -720,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_frigate_review),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_auth_refused),
+        cmocka_unit_test(test_tls_client_certificate),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
