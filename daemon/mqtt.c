@@ -531,6 +531,10 @@ static void conn_end(vg_mqtt *b, conn *c, int log_it)
     if (log_it && was == ST_CONNECTED)
         vg_log(VG_LOG_WARNING, MOD, "lost the connection to %s:%d: %s", b->host, b->port,
                c->refused ? mosquitto_reason_string(c->lost_rc) : mosq_err(c->lost_rc));
+    else if (log_it && was == ST_HANDSHAKE && !c->refused)
+        vg_log(VG_LOG_WARNING, MOD,
+               "the connection to %s:%d failed before the broker answered (%s): %s", b->host,
+               b->port, b->tls ? "TLS handshake or CONNECT" : "CONNECT", mosq_err(c->lost_rc));
     if (c->poll_open) {
         uv_poll_stop(&c->poll);
         c->poll.data = c;
@@ -706,6 +710,16 @@ static void connect_done(uv_work_t *w, int status)
     update_poll(c);
 }
 
+/* libmosquitto's own errors and warnings (TLS verification, protocol errors); its debug lines
+ * are not forwarded. It never logs the password. */
+static void cb_log(struct mosquitto *m, void *obj, int level, const char *text)
+{
+    if (level & MOSQ_LOG_ERR)
+        vg_log(VG_LOG_WARNING, MOD, "libmosquitto: %s", text);
+    else if (level & MOSQ_LOG_WARNING)
+        vg_log(VG_LOG_INFO, MOD, "libmosquitto: %s", text);
+}
+
 static int configure(vg_mqtt *b, struct mosquitto *m)
 {
     const vg_daemon_config *cfg = b->cfg;
@@ -726,6 +740,7 @@ static int configure(vg_mqtt *b, struct mosquitto *m)
     snprintf(topic, sizeof topic, "%savailable", b->prefix);
     if ((rc = mosquitto_will_set(m, topic, 7, "offline", 1, true)) != 0)
         return rc;
+    mosquitto_log_callback_set(m, cb_log);
     mosquitto_connect_v5_callback_set(m, cb_connect);
     mosquitto_disconnect_v5_callback_set(m, cb_disconnect);
     mosquitto_publish_v5_callback_set(m, cb_publish);
@@ -1417,6 +1432,17 @@ static void reply(vg_mqtt *b, const char *rtopic, const void *corr, uint16_t cor
     mosquitto_property_free_all(&props);
 }
 
+/* A message's payload as one JSON value and nothing after it (no NUL inside); NULL otherwise. */
+static cJSON *parse_payload(const struct mosquitto_message *msg)
+{
+    size_t len = (size_t)msg->payloadlen;
+    if (!msg->payload || len == 0 || memchr(msg->payload, 0, len))
+        return NULL;
+    /* libmosquitto NUL-terminates every payload (payloadlen + 1 bytes): cJSON checks that NUL
+     * follows the value. */
+    return cJSON_ParseWithLengthOpts(msg->payload, len + 1, NULL, 1);
+}
+
 static void on_command(vg_mqtt *b, const char *op, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
@@ -1441,7 +1467,7 @@ static void on_command(vg_mqtt *b, const char *op, const struct mosquitto_messag
                  msg->payloadlen, max);
         rep = vg_proto_error_reply("", VG_WIRE_TOO_LARGE, why, &n);
     } else {
-        cJSON *o = cJSON_ParseWithLength(msg->payload ? msg->payload : "", (size_t)msg->payloadlen);
+        cJSON *o = parse_payload(msg);
         if (!cJSON_IsObject(o)) {
             snprintf(why, sizeof why, "the payload on %s is not one JSON object", msg->topic);
             rep = vg_proto_error_reply("", VG_WIRE_BAD_JSON, why, &n);
@@ -1507,7 +1533,7 @@ static void on_frigate(vg_mqtt *b, const struct mosquitto_message *msg)
                "a Frigate review of %d bytes is over max_message_size: ignored", msg->payloadlen);
         return;
     }
-    cJSON *o = cJSON_ParseWithLength(msg->payload ? msg->payload : "", (size_t)msg->payloadlen);
+    cJSON *o = parse_payload(msg);
     const char *type = jstr(o, "type");
     if (!o || !type) {
         vg_log(VG_LOG_WARNING, MOD, "a message on %s is not a Frigate review: ignored", msg->topic);

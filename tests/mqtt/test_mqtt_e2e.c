@@ -587,6 +587,7 @@ static void test_bad_input(void **state)
     } cases[] = {
         {"vigil/watch/set", "not json at all", "bad_json"},
         {"vigil/watch/set", "[1,2]", "bad_json"},
+        {"vigil/watch/set", "{\"name\":\"x\"} trailing", "bad_json"},
         {"vigil/watch/set", "{\"op\":\"ask\",\"name\":\"x\"}", "bad_request"},
         {"vigil/watch/set", "{\"name\":\"x\",\"url\":\"/etc/passwd\",\"question\":\"q\"}",
          "forbidden"},
