@@ -335,10 +335,13 @@ int vg_mqtt_check_config(const vg_daemon_config *c, char *err, size_t errlen)
         return 0;
     char host[VG_CFG_STR];
     int port, tls, rc;
+    if (strchr(c->mqtt_url, '@'))
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "mqtt_url must not hold a user name or password (it is not repeated here; "
+                       "use mqtt_username and mqtt_password_file)");
     if (parse_url(c->mqtt_url, host, sizeof host, &port, &tls) < 0)
         return vg_fail(err, errlen, VG_EINVAL,
-                       "mqtt_url '%s' is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (user names "
-                       "and passwords go in mqtt_username and mqtt_password_file)",
+                       "mqtt_url '%s' is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
                        c->mqtt_url);
     if (!tls && (c->mqtt_cert_file[0] || c->mqtt_key_file[0] || c->mqtt_ca_file[0]))
         return vg_fail(err, errlen, VG_EINVAL,
