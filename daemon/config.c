@@ -32,6 +32,9 @@
 #ifndef VG_DEFAULT_MODEL_DIR
 #define VG_DEFAULT_MODEL_DIR "models/demo"
 #endif
+#ifndef VG_DEFAULT_WWW_DIR
+#define VG_DEFAULT_WWW_DIR "daemon/www"
+#endif
 
 /* ===================================================================================================
  * The table.

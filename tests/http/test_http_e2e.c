@@ -569,6 +569,75 @@ static void test_bad_input(void **state)
     assert_alive();
 }
 
+/* Malformed chat completions of every shape: each gets a 4xx JSON error naming a code. */
+static void test_bad_chat_shapes(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "",
+        "[]",
+        "null",
+        "\"text\"",
+        "{\"messages\":{}}",
+        "{\"messages\":[]}",
+        "{\"messages\":[1,2,3]}",
+        "{\"messages\":[{\"role\":7,\"content\":[]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":42}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":5}},{\"type\":\"text\",\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":\"data:video/mp4,notbase64\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":\"data:text/plain;base64,aGk=\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_video\","
+        "\"input_video\":{\"data\":\"!!!!\"}},{\"type\":\"text\",\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_video\","
+        "\"input_video\":{\"data\":\"\"}},{\"type\":\"text\",\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"http://example.com/a.jpg\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":\"data:video/jpeg;base64,,,,\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":\"relative/path.mp4\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\","
+        "\"video_url\":{\"url\":\"gopher://x/y\"}},{\"type\":\"text\",\"text\":\"q\"}]}]}",
+        "{\"max_tokens\":-5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+        "\"video_url\",\"video_url\":{\"url\":\"/nonexistent/x.mp4\"}},{\"type\":\"text\","
+        "\"text\":\"q\"}]}]}",
+        "{\"vigil\":{\"frames_fps\":0},\"messages\":[{\"role\":\"user\",\"content\":[{"
+        "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}},"
+        "{\"type\":\"text\",\"text\":\"q\"}]}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}",
+    };
+    char path[400];
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        vg_testd_write_file(path, bodies[i]);
+        cJSON *o;
+        int status = curl(&o, "--data-binary @'%s' %s/v1/chat/completions", path, base);
+        const char *code = error_code(o);
+        if (status < 400 || status >= 500 || !*code)
+            fail_msg("body %zu (%s): status %d, error code '%s'", i, bodies[i], status, code);
+        cJSON_Delete(o);
+    }
+    /* Nesting past cJSON's limit. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 5000; i++)
+        fputc('[', f);
+    fclose(f);
+    cJSON *o;
+    assert_int_equal(curl(&o, "--data-binary @'%s' %s/v1/chat/completions", path, base), 400);
+    cJSON_Delete(o);
+    assert_alive();
+}
+
 static void test_slow_loris(void **state)
 {
     (void)state;
@@ -822,9 +891,10 @@ int main(void)
         cmocka_unit_test(test_chat_file_url),      cmocka_unit_test(test_curl_sse),
         cmocka_unit_test(test_openai_three_forms), cmocka_unit_test(test_models_health_metrics),
         cmocka_unit_test(test_rest_mirror),        cmocka_unit_test(test_stream_feed),
-        cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_slow_loris),
-        cmocka_unit_test(test_vanishing_client),   cmocka_unit_test(test_many_connections),
-        cmocka_unit_test(test_tls_token),          cmocka_unit_test(test_page_timeline),
+        cmocka_unit_test(test_bad_input),          cmocka_unit_test(test_bad_chat_shapes),
+        cmocka_unit_test(test_slow_loris),         cmocka_unit_test(test_vanishing_client),
+        cmocka_unit_test(test_many_connections),   cmocka_unit_test(test_tls_token),
+        cmocka_unit_test(test_page_timeline),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
