@@ -25,6 +25,7 @@ vg_require(PCRE2 libpcre2-8 libpcre2-dev)
 vg_require(CMOCKA cmocka libcmocka-dev)
 vg_require(UTF8PROC libutf8proc libutf8proc-dev)
 vg_require(LWS libwebsockets libwebsockets-dev)
+vg_require(MOSQUITTO libmosquitto libmosquitto-dev)
 
 find_package(Threads REQUIRED)
 

@@ -78,6 +78,7 @@ typedef struct cfg_row {
 #define RESTART 0
 
 static const char *const weight_types[] = {"auto", "f32", "bf16", "q8_0", NULL};
+static const char *const mqtt_protocols[] = {"5", "3.1.1", NULL};
 
 /* In the order --check-config prints and --help lists. */
 static const cfg_row rows[] = {
@@ -160,6 +161,36 @@ static const cfg_row rows[] = {
     K_INT(stream_snapshots_max, 0, 100000, "100", LIVE,
           "JPEG snapshots of `started` events kept per stream, in memory (for streams watched "
           "after a reload); 0: none."),
+    K_STRING(
+        mqtt_url, "", RESTART,
+        "The MQTT bridge's broker (mqtt://HOST[:PORT], default port 1883, or mqtts:// for TLS, "
+        "default port 8883); none when empty."),
+    K_ENUM(mqtt_protocol, mqtt_protocols, "5", RESTART, "MQTT protocol version."),
+    K_STRING(mqtt_client_id, "", RESTART, "MQTT client id; empty: vigild-<hostname>."),
+    K_STRING(mqtt_prefix, "vigil/", RESTART,
+             "Prefix of every topic the bridge publishes and of its command topics."),
+    K_STRING(mqtt_username, "", RESTART, "MQTT user name; none when empty."),
+    K_STRING(mqtt_password_file, "", RESTART,
+             "A file holding the MQTT password (read at start); none when empty."),
+    K_STRING(mqtt_ca_file, "", RESTART,
+             "mqtts://: PEM CA certificates the broker is checked against; empty: the system's."),
+    K_STRING(mqtt_cert_file, "", RESTART, "mqtts://: PEM client certificate; none when empty."),
+    K_STRING(mqtt_key_file, "", RESTART, "mqtts://: PEM private key of mqtt_cert_file."),
+    K_INT(mqtt_keepalive_s, 5, 3600, "30", RESTART, "MQTT keepalive interval in seconds."),
+    K_INT(mqtt_queue_max, 1, 10000000, "10000", RESTART,
+          "QoS 1 messages (events, job states) kept until the broker acknowledges them; beyond "
+          "it the oldest are dropped (counted; stream events are replayed from the stream's log)."),
+    K_SIZE(mqtt_queue_max_bytes, 1024, 4L << 30, "16M", RESTART,
+           "Bytes of those messages kept at most."),
+    K_STRING(mqtt_discovery_prefix, "homeassistant", RESTART,
+             "Home Assistant MQTT discovery prefix; no discovery messages when empty."),
+    K_STRING(mqtt_frigate_questions, "", RESTART,
+             "Questions asked about each Frigate review's clip when it ends, separated by '|'; "
+             "no Frigate consumer when empty."),
+    K_STRING(mqtt_frigate_url, "", RESTART,
+             "Frigate's base URL (http://frigate:5000): clips are fetched from "
+             "<url>/api/<camera>/start/<start>/end/<end>/clip.mp4."),
+    K_STRING(mqtt_frigate_topic, "frigate/reviews", RESTART, "Frigate's review topic."),
     K_PATHS(media_roots, n_media_roots, "", LIVE,
             "Directories whose files may be asked about (absolute paths, comma-separated, resolved "
             "with realpath()); empty: no local files."),

@@ -68,6 +68,23 @@ typedef struct vg_daemon_config {
     size_t http_max_upload;           /* chat completion bodies (inline videos and frames) */
     double http_timeout_s;            /* to receive a request's headers and body */
     char http_www_dir[VG_CFG_STR];    /* the web page's files; empty: no page */
+    /* MQTT bridge (daemon/mqtt.c; docs/mqtt.md) */
+    char mqtt_url[VG_CFG_STR];               /* mqtt://HOST[:PORT] or mqtts://; empty: no bridge */
+    char mqtt_protocol[8];                   /* "5" or "3.1.1" */
+    char mqtt_client_id[128];                /* empty: vigild-<hostname> */
+    char mqtt_prefix[128];                   /* topic prefix, default "vigil/" */
+    char mqtt_username[256];                 /* empty: none */
+    char mqtt_password_file[VG_CFG_STR];     /* the password, read at start; empty: none */
+    char mqtt_ca_file[VG_CFG_STR];           /* mqtts: CA bundle (empty: the system's) */
+    char mqtt_cert_file[VG_CFG_STR];         /* mqtts: client certificate (PEM) */
+    char mqtt_key_file[VG_CFG_STR];          /* mqtts: its private key (PEM) */
+    int mqtt_keepalive_s;                    /* MQTT keepalive */
+    int mqtt_queue_max;                      /* QoS 1 messages kept until acknowledged */
+    size_t mqtt_queue_max_bytes;             /* and their bytes */
+    char mqtt_discovery_prefix[128];         /* Home Assistant discovery; empty: none */
+    char mqtt_frigate_questions[VG_CFG_STR]; /* '|'-separated; empty: no Frigate consumer */
+    char mqtt_frigate_url[VG_CFG_STR];       /* Frigate's base URL (http://frigate:5000) */
+    char mqtt_frigate_topic[128];            /* default frigate/reviews */
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */

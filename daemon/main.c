@@ -19,6 +19,7 @@
 #include "ipc.h"
 #include "jobs.h"
 #include "model.h"
+#include "mqtt.h"
 #include "pipeline.h"
 #include "streams.h"
 
@@ -58,6 +59,7 @@ typedef struct daemon_ctx {
     vg_bus *bus;          /* publication fan-out: the PUB socket and the other doors */
     vg_dispatch dispatch; /* the one request path of every door */
     vg_http *http;        /* the HTTP door; NULL unless http_url is set */
+    vg_mqtt *mqtt;        /* the MQTT bridge; NULL unless mqtt_url is set */
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
@@ -171,6 +173,8 @@ static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t er
         return vg_fail(err, errlen, rc, "%s", e2);
     if ((rc = vg_http_check_config(c, e2, sizeof e2)) < 0)
         return vg_fail(err, errlen, rc, "%s", e2);
+    if ((rc = vg_mqtt_check_config(c, e2, sizeof e2)) < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
     return 0;
 }
 
@@ -257,6 +261,7 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(sd, "pending_records", (double)js.pending);
     cJSON_AddNumberToObject(sd, "lost_records", (double)js.lost);
     cJSON_AddNumberToObject(sd, "stream_logs_failing", vg_streams_logs_failing(d->streams));
+    vg_mqtt_add_info(d->mqtt, o);
 }
 
 static void dispatch_add_info(cJSON *o, void *opaque)
@@ -304,6 +309,7 @@ static void on_jobs_idle(void *opaque)
     vg_ipc_server_stop(d->ipc);
     d->ipc = NULL;
     vg_http_stop(d->http);
+    vg_mqtt_stop(d->mqtt);
     uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
     uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
     uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
@@ -635,6 +641,13 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (d.cfg.mqtt_url[0]) {
+        vg_mqtt_params mp = {d.loop, &d.cfg, &d.dispatch, d.bus, vg_model_get_info(d.model)->name};
+        if (vg_mqtt_start(&mp, &d.mqtt, err, sizeof err) < 0) {
+            vg_log(VG_LOG_ERR, MOD, "%s", err);
+            return 1;
+        }
+    }
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -658,6 +671,7 @@ int main(int argc, char **argv)
     vg_jobs_destroy(d.jobs);
     vg_infer_gate_destroy(d.gate);
     vg_http_free(d.http);
+    vg_mqtt_free(d.mqtt);
     vg_bus_destroy(d.bus);
     if (vg_journal_close(d.journal) < 0) {
         vg_log(VG_LOG_ERR, MOD, "stopping with results that are not on disk (exit status %d)",
