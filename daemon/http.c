@@ -1461,6 +1461,56 @@ static void route_metrics(conn *c)
         metric(&b, im[i].name, "counter", im[i].help);
         buf_addf(&b, "%s %.0f\n", im[i].name, jnum(ipc, im[i].field, 0));
     }
+    /* The state directory's durability (docs/protocol.md, "Durability"). */
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(info, "state");
+    metric(&b, "vigil_journal_failing", "gauge",
+           "1 while the job journal cannot be written (results are not durable), else 0.");
+    const char *jstate = jstr(sd, "journal");
+    buf_addf(&b, "vigil_journal_failing %d\n", jstate && strcmp(jstate, "ok") != 0);
+    static const struct {
+        const char *field, *name, *type, *help;
+    } dm[] = {
+        {"undurable_jobs", "vigil_jobs_undurable", "gauge",
+         "Finished jobs whose result is not on disk yet."},
+        {"pending_records", "vigil_journal_pending_records", "gauge",
+         "Journal records waiting in memory for a retry."},
+        {"lost_records", "vigil_journal_lost_records_total", "counter",
+         "Journal records dropped because too many were waiting."},
+        {"stream_logs_failing", "vigil_stream_logs_failing", "gauge",
+         "Stream logs that cannot be written."},
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(dm); i++) {
+        metric(&b, dm[i].name, dm[i].type, dm[i].help);
+        buf_addf(&b, "%s %.0f\n", dm[i].name, jnum(sd, dm[i].field, 0));
+    }
+    /* The MQTT bridge, when one is configured (info's `mqtt` object). */
+    const cJSON *mq = cJSON_GetObjectItemCaseSensitive(info, "mqtt");
+    if (cJSON_IsObject(mq)) {
+        static const struct {
+            const char *field, *name, *type, *help;
+        } mm[] = {
+            {"connected", "vigil_mqtt_connected", "gauge", "1 while connected to the broker."},
+            {"queued", "vigil_mqtt_queued_messages", "gauge",
+             "Messages waiting for the broker (QoS 1 queue)."},
+            {"published", "vigil_mqtt_published_total", "counter", "Messages published."},
+            {"dropped", "vigil_mqtt_dropped_total", "counter",
+             "Messages dropped from the full queue (events among them are replayed)."},
+            {"replayed", "vigil_mqtt_replayed_total", "counter",
+             "Event messages replayed from the stream logs after a reconnect."},
+            {"lost", "vigil_mqtt_lost_total", "counter",
+             "Event messages that could not be replayed."},
+            {"reconnects", "vigil_mqtt_reconnects_total", "counter",
+             "Reconnections to the broker."},
+            {"command_errors", "vigil_mqtt_command_errors_total", "counter",
+             "Commands on .../set topics answered with an error."},
+        };
+        for (size_t i = 0; i < VG_ARRAY_LEN(mm); i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(mq, mm[i].field);
+            metric(&b, mm[i].name, mm[i].type, mm[i].help);
+            buf_addf(&b, "%s %.0f\n", mm[i].name,
+                     cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : jnum(mq, mm[i].field, 0));
+        }
+    }
     metric(&b, "vigil_http_requests_total", "counter", "HTTP requests received.");
     buf_addf(&b, "vigil_http_requests_total %llu\n", h->requests);
     metric(&b, "vigil_http_responses_total", "counter", "HTTP responses, by status class.");

@@ -505,8 +505,27 @@ static void test_stream_feed(void **state)
     cJSON_Delete(o);
     assert_int_equal(curl(&o, "-X DELETE %s/v1/streams/cam1", base), 200);
     cJSON_Delete(o);
+    /* Once unwatched (the stream leaves the table when its log is closed), its events are read
+     * from the log on disk through the same route: `watched` false, the records still there. A
+     * name never watched has no log: 404. (A bound of 60 s on the wait, not a timing check.) */
+    int unwatched = 0;
+    for (int i = 0; i < 600 && !unwatched; i++) {
+        assert_int_equal(curl(&o, "'%s/v1/streams/cam1/events?since=0'", base), 200);
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "watched");
+        if (cJSON_IsFalse(w)) {
+            unwatched = 1;
+            assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "events")) >= 2);
+        }
+        cJSON_Delete(o);
+        if (!unwatched)
+            usleep(100 * 1000);
+    }
+    assert_true(unwatched);
+    assert_int_equal(curl(&o, "'%s/v1/streams/nosuchcam/events?since=0'", base), 404);
+    cJSON_Delete(o);
     assert_int_equal(curl(NULL, "%s/metrics", base), 200);
     char *s = read_out();
+    assert_non_null(strstr(s, "\nvigil_journal_failing 0\n"));
     assert_non_null(strstr(s, "vigil_stream_events_total{stream=\"cam1\",kind=\"started\"} "));
     assert_null(strstr(s, "vigil_stream_events_total{stream=\"cam1\",kind=\"started\"} 0\n"));
     free(s);
