@@ -1,0 +1,32 @@
+/*
+ * quant.h: GGUF tensor types the engine computes with (model/ only): dequantization of the
+ * llama.cpp block formats, bit-identical to gguf-py's reference dequantization (gguf/quants.py),
+ * and the conversion of a GGUF tensor's rows to the engine's own packed layouts.
+ *
+ * Block layouts (ggml-common.h; all little-endian, fp16 scales):
+ *  - Q8_0 (32 values, 34 bytes): d, int8 q[32]; x = d * q.
+ *  - Q4_0 (32 values, 18 bytes): d, uint8 qs[16]; x[j] = d * ((qs[j] & 15) - 8), x[j + 16] = d *
+ *    ((qs[j] >> 4) - 8).
+ *  - Q4_K (256 values, 144 bytes): d, dmin, scales[12] (8 six-bit scales and 8 six-bit mins),
+ *    qs[128]; sub-block s (32 values) = (d * sc[s]) * q - (dmin * m[s]), the 4-bit q of sub-block
+ *    2i in the low nibbles of qs[32i .. 32i + 31], of 2i + 1 in the high nibbles.
+ *  - Q5_K (256 values, 176 bytes): as Q4_K plus qh[32]: bit s of qh[j] is the fifth bit of value j
+ *    of sub-block s.
+ *  - Q6_K (256 values, 210 bytes): ql[128], qh[64], int8 scales[16], d; value = (d * scales[i /
+ * 16])
+ *    * (q - 32) with q six bits (low four in ql, high two in qh).
+ * Pure functions, any thread.
+ */
+#ifndef VG_MODEL_QUANT_H
+#define VG_MODEL_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 1 when vg_quant_dequant handles the ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K). */
+int vg_quant_supported(uint32_t ggml_type);
+/* Dequantizes n values (a whole number of the type's blocks) from src (any alignment) into dst.
+ * 0, or -1 for an unsupported type (dst untouched). */
+int vg_quant_dequant(uint32_t ggml_type, const void *src, size_t n, float *dst);
+
+#endif
