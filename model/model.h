@@ -105,6 +105,8 @@ typedef struct vg_model_params {
                         0: weights converted/copied into ordinary memory (default) */
     int load_vision; /* 0 skips the vision tower (text-only tools); default 1 */
     int weight_type; /* VG_WEIGHTS_*; default VG_WEIGHTS_AUTO */
+    const char *mmproj_path; /* GGUF: the mmproj file, when the model path is a .gguf text file
+                                (a directory holding the pair finds it itself); NULL: none */
 } vg_model_params;
 
 vg_model_params vg_model_default_params(void);

@@ -7,6 +7,9 @@
  *  - Q8_0 (32 values, 34 bytes): d, int8 q[32]; x = d * q.
  *  - Q4_0 (32 values, 18 bytes): d, uint8 qs[16]; x[j] = d * ((qs[j] & 15) - 8), x[j + 16] = d *
  *    ((qs[j] >> 4) - 8).
+ *  - Q4_1 / Q5_0 / Q5_1 (32 values; llama-quantize's fallbacks for rows that are not whole
+ *    K-quant blocks): d [, m] [, uint32 qh], qs[16]; x = d * q (+ m), Q5_0 q - 16, the fifth bit
+ *    of value j in bit j of qh.
  *  - Q4_K (256 values, 144 bytes): d, dmin, scales[12] (8 six-bit scales and 8 six-bit mins),
  *    qs[128]; sub-block s (32 values) = (d * sc[s]) * q - (dmin * m[s]), the 4-bit q of sub-block
  *    2i in the low nibbles of qs[32i .. 32i + 31], of 2i + 1 in the high nibbles.
@@ -23,10 +26,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 1 when vg_quant_dequant handles the ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K). */
+/* 1 when vg_quant_dequant handles the ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q4_K, Q5_K, Q6_K). */
 int vg_quant_supported(uint32_t ggml_type);
 /* Dequantizes n values (a whole number of the type's blocks) from src (any alignment) into dst.
  * 0, or -1 for an unsupported type (dst untouched). */
 int vg_quant_dequant(uint32_t ggml_type, const void *src, size_t n, float *dst);
+
+/* Copies one row of K values (K / 32 Q8_0 blocks, any alignment) into row r of a Q8_0 packed group
+ * (kernels.h) unchanged: the int8 values and the fp16 scales, -128 (which llama.cpp's quantizer
+ * never writes) clamped to -127 as the kernels require. */
+void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
 
 #endif

@@ -26,6 +26,7 @@
  */
 #define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include "engine.h"
+#include "quant.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -74,6 +75,10 @@ const char *vg_weight_type_name(int type)
 /* One row of a tensor as float32. */
 static void tensor_row_f32(const vg_tensor *t, size_t row, size_t cols, float *dst)
 {
+    if (t->dtype >= VG_DT_Q8_0) { /* GGUF block types */
+        vg_tensor_rows_f32(t, row, row + 1, dst);
+        return;
+    }
     const unsigned char *src =
         (const unsigned char *)t->data + row * cols * vg_dtype_size(t->dtype);
     for (size_t j = 0; j < cols; j++) {
@@ -133,8 +138,15 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s' (%zu bytes)",
                        name, bytes);
     }
+    /* a GGUF Q8_0 tensor loaded as Q8_0: its blocks are copied unchanged (no requantization) */
+    const int raw_q8 = t->dtype == VG_DT_Q8_0 && m->wtype == VG_WEIGHTS_Q8_0;
     for (size_t r = 0; r < groups * VG_PACK_ROWS; r++) {
         unsigned char *grp = p + (r / VG_PACK_ROWS) * gb;
+        if (raw_q8 && r < R) {
+            vg_pack_row_q8_raw((const unsigned char *)t->data + r * (K / VG_QK) * 34, K,
+                               (int)(r % VG_PACK_ROWS), (int8_t *)grp);
+            continue;
+        }
         if (r < R)
             tensor_row_f32(t, r, K, row);
         else

@@ -30,6 +30,10 @@ def blocks(t, nb):
             b = np.concatenate([f16([rng.normal(0, 0.01)]), rng.integers(0, 256, 32, dtype=np.uint8)])
         elif t == T.Q4_0:
             b = np.concatenate([f16([rng.normal(0, 0.01)]), rng.integers(0, 256, 16, dtype=np.uint8)])
+        elif t in (T.Q4_1, T.Q5_0, T.Q5_1):
+            sc = [rng.normal(0, 0.01)] + ([rng.normal(0, 0.05)] if t != T.Q5_0 else [])
+            rest = 16 + (4 if t != T.Q4_1 else 0)
+            b = np.concatenate([f16(sc), rng.integers(0, 256, rest, dtype=np.uint8)])
         elif t in (T.Q4_K, T.Q5_K):
             rest = 12 + 128 + (32 if t == T.Q5_K else 0)
             b = np.concatenate([f16([abs(rng.normal(0, 1e-3)), abs(rng.normal(0, 1e-3))]),
@@ -45,6 +49,7 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "dequant_ref.
              (T.F16, np.concatenate([f16(rng.normal(0, 1, 60)), f16([6e-8, -6e-5, 65504, 0])])),
              (T.BF16, rng.integers(0, 65536, 64, dtype=np.uint16).view(np.uint8)),
              (T.Q8_0, blocks(T.Q8_0, 8)), (T.Q4_0, blocks(T.Q4_0, 8)),
+             (T.Q4_1, blocks(T.Q4_1, 8)), (T.Q5_0, blocks(T.Q5_0, 8)), (T.Q5_1, blocks(T.Q5_1, 8)),
              (T.Q4_K, blocks(T.Q4_K, 4)), (T.Q5_K, blocks(T.Q5_K, 4)), (T.Q6_K, blocks(T.Q6_K, 4))]
     for t, raw in cases:
         if t == T.BF16:  # keep bf16 finite too

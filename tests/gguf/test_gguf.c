@@ -414,7 +414,7 @@ static void test_dequant_reference(void **state)
         types++;
     }
     fclose(f);
-    assert_int_equal(types, 8);
+    assert_int_equal(types, 11);
     float x[32];
     assert_int_equal(vg_quant_dequant(VG_GGML_Q2_K, "", 0, x), -1);
 }
