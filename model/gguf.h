@@ -153,4 +153,34 @@ const char *vg_ggml_type_name(uint32_t type);
 /* The value type's name ("UINT32", ...), or "?". */
 const char *vg_gguf_type_name(uint32_t type);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Writing (gguf_write.c). Metadata and tensor infos are collected in memory, in the order added;
+ * vg_gguf_w_begin() then writes the header to path.tmp, the tensor data follows tensor by tensor
+ * in the order the infos were added (vg_gguf_w_data in chunks of any size, vg_gguf_w_end_tensor
+ * after each, which checks the byte count and pads to the 32-byte alignment), and
+ * vg_gguf_w_finish() fsyncs and renames path.tmp to path. vg_gguf_w_free() removes an unfinished
+ * path.tmp. Errors: VG_EINVAL (misuse, names over the limits), VG_ENOMEM, -errno from the I/O.
+ * One thread at a time.
+ */
+typedef struct vg_gguf_writer vg_gguf_writer;
+int vg_gguf_w_create(vg_gguf_writer **out);
+void vg_gguf_w_free(vg_gguf_writer *w);
+int vg_gguf_w_str(vg_gguf_writer *w, const char *key, const char *s);
+int vg_gguf_w_u32(vg_gguf_writer *w, const char *key, uint32_t v);
+int vg_gguf_w_f32(vg_gguf_writer *w, const char *key, float v);
+int vg_gguf_w_bool(vg_gguf_writer *w, const char *key, int v);
+/* Arrays: INT32, FLOAT32, BOOL (one byte each) and STRING (n strings of lens[i] bytes). */
+int vg_gguf_w_arr_i32(vg_gguf_writer *w, const char *key, const int32_t *v, size_t n);
+int vg_gguf_w_arr_f32(vg_gguf_writer *w, const char *key, const float *v, size_t n);
+int vg_gguf_w_arr_bool(vg_gguf_writer *w, const char *key, const uint8_t *v, size_t n);
+int vg_gguf_w_arr_str(vg_gguf_writer *w, const char *key, const char *const *s, const size_t *lens,
+                      size_t n);
+/* A tensor of ggml type `type` with ndim sizes ne[] (innermost first). */
+int vg_gguf_w_tensor(vg_gguf_writer *w, const char *name, uint32_t type, int ndim,
+                     const int64_t *ne);
+int vg_gguf_w_begin(vg_gguf_writer *w, const char *path, char *err, size_t errlen);
+int vg_gguf_w_data(vg_gguf_writer *w, const void *p, size_t n, char *err, size_t errlen);
+int vg_gguf_w_end_tensor(vg_gguf_writer *w, char *err, size_t errlen);
+int vg_gguf_w_finish(vg_gguf_writer *w, char *err, size_t errlen);
+
 #endif

@@ -33,6 +33,11 @@ int vg_quant_supported(uint32_t ggml_type);
  * 0, or -1 for an unsupported type (dst untouched). */
 int vg_quant_dequant(uint32_t ggml_type, const void *src, size_t n, float *dst);
 
+/* Quantizes n values (a whole number of blocks) of x into dst with llama.cpp's reference quantizer
+ * of the type (quantize_row_*_ref: what llama-quantize runs without an importance matrix; same
+ * bytes): F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. 0, or -1 for another type. */
+int vg_quant_quantize(uint32_t ggml_type, const float *x, size_t n, void *dst);
+
 /* Copies one row of K values (K / 32 Q8_0 blocks, any alignment) into row r of a Q8_0 packed group
  * (kernels.h) unchanged: the int8 values and the fp16 scales, -128 (which llama.cpp's quantizer
  * never writes) clamped to -127 as the kernels require. */

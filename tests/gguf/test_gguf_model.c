@@ -96,6 +96,47 @@ static void test_dequant_matches_gguf_py(void **state)
            VG_ARRAY_LEN(all));
 }
 
+/* vg_quant_quantize on demo-f32's values gives the very bytes llama-quantize (and, for q8_0,
+ * gguf-py's quantizer in the converter) wrote, tensor by tensor and type by type. */
+static void test_quantize_matches_llama(void **state)
+{
+    (void)state;
+    vg_gguf *ref = NULL;
+    assert_int_equal(vg_gguf_open(FIX "/demo-f32.gguf", &ref, err, sizeof err), 0);
+    const char *files[] = {"demo-q8_0", "demo-q4_0", "demo-q4_k_m", "demo-q5_k_m",
+                           "demo-q6_k", "demo-f16",  "demo-bf16"};
+    int seen[64] = {0};
+    for (size_t f = 0; f < VG_ARRAY_LEN(files); f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.gguf", FIX, files[f]);
+        vg_gguf *g = NULL;
+        assert_int_equal(vg_gguf_open(path, &g, err, sizeof err), 0);
+        for (size_t i = 0; i < vg_gguf_n_tensors(g); i++) {
+            const vg_gguf_tensor *t = vg_gguf_tensor_at(g, i),
+                                 *r = vg_gguf_find_tensor(ref, t->name);
+            assert_non_null(r);
+            assert_int_equal(r->type, VG_GGML_F32);
+            unsigned char *q = malloc(t->nbytes + 1);
+            assert_non_null(q);
+            if (vg_quant_quantize(t->type, r->data, r->numel, q) != 0)
+                fail_msg("%s: %s: cannot quantize to %s", files[f], t->name,
+                         vg_ggml_type_name(t->type));
+            if (memcmp(q, t->data, t->nbytes) != 0)
+                fail_msg("%s: tensor %s (%s) differs from llama.cpp's bytes", files[f], t->name,
+                         vg_ggml_type_name(t->type));
+            seen[t->type < 64 ? t->type : 0] = 1;
+            free(q);
+        }
+        vg_gguf_close(g);
+    }
+    vg_gguf_close(ref);
+    const uint32_t want[] = {VG_GGML_Q8_0, VG_GGML_Q4_0, VG_GGML_Q5_0, VG_GGML_Q5_1, VG_GGML_Q4_K,
+                             VG_GGML_Q5_K, VG_GGML_Q6_K, VG_GGML_F16,  VG_GGML_BF16};
+    for (size_t i = 0; i < VG_ARRAY_LEN(want); i++)
+        if (!seen[want[i]])
+            fail_msg("no %s tensor among the fixtures", vg_ggml_type_name(want[i]));
+}
+
 /* A directory in tmpdir holding links to the text GGUF `text` and mmproj `mm`. */
 static void pair_dir(char *dir, size_t cap, const char *text, const char *mm)
 {
@@ -410,6 +451,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dequant_matches_gguf_py),
+        cmocka_unit_test(test_quantize_matches_llama),
         cmocka_unit_test(test_f32_pair_equals_safetensors),
         cmocka_unit_test(test_types_against_f32),
         cmocka_unit_test(test_tokenizer),
