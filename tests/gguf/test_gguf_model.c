@@ -360,6 +360,62 @@ static void test_tokenizer(void **state)
     vg_st_close(st);
 }
 
+/* Every tensor of a and b (same names) has the same type, sizes and bytes. */
+static void same_tensors(const char *pa, const char *pb)
+{
+    vg_gguf *a = NULL, *b = NULL;
+    if (vg_gguf_open(pa, &a, err, sizeof err) != 0 || vg_gguf_open(pb, &b, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(vg_gguf_n_tensors(a), vg_gguf_n_tensors(b));
+    for (size_t i = 0; i < vg_gguf_n_tensors(a); i++) {
+        const vg_gguf_tensor *x = vg_gguf_tensor_at(a, i), *y = vg_gguf_find_tensor(b, x->name);
+        if (!y || x->type != y->type || x->ndim != y->ndim ||
+            memcmp(x->ne, y->ne, sizeof x->ne) != 0 || x->nbytes != y->nbytes ||
+            memcmp(x->data, y->data, x->nbytes) != 0)
+            fail_msg("%s: tensor %s (%s) differs from %s's", pa, x->name,
+                     vg_ggml_type_name(x->type), pb);
+    }
+    vg_gguf_close(a);
+    vg_gguf_close(b);
+}
+
+/* `vigil-model quantize` (vg_model_quantize) on models/demo: the tensors of llama.cpp's converter
+ * and llama-quantize, byte for byte, and a directory vg_model_load runs like the fixture pair. */
+static void test_quantize_command(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *type, *file, *fixture;
+    } t[] = {
+        {"f16", "F16", "demo-f16"},          {"bf16", "BF16", "demo-bf16"},
+        {"q8_0", "Q8_0", "demo-q8_0"},       {"q4_0", "Q4_0", "demo-q4_0"},
+        {"q4_k_m", "Q4_K_M", "demo-q4_k_m"}, {"q5_k_m", "Q5_K_M", "demo-q5_k_m"},
+        {"q6_k", "Q6_K", "demo-q6_k"},
+    };
+    for (size_t i = 0; i < VG_ARRAY_LEN(t); i++) {
+        char out[512], text[1024], want[1100], mm[1100];
+        snprintf(out, sizeof out, "%s/quantized/%s", tmpdir, t[i].type);
+        if (vg_model_quantize(DEMO, t[i].type, out, text, sizeof text, err, sizeof err) != 0)
+            fail_msg("quantize %s: %s", t[i].type, err);
+        snprintf(want, sizeof want, "%s/demo-%s.gguf", out, t[i].file);
+        assert_string_equal(text, want);
+        snprintf(want, sizeof want, "%s/%s.gguf", FIX, t[i].fixture);
+        same_tensors(text, want);
+        if (strcmp(t[i].type, "bf16") != 0) {
+            snprintf(mm, sizeof mm, "%s/mmproj-demo-F16.gguf", out);
+            same_tensors(mm, FIX "/mmproj-demo-f16.gguf");
+        }
+        snprintf(mm, sizeof mm, "%s/generation_config.json", out);
+        assert_int_equal(access(mm, R_OK), 0);
+        vg_model *m = load(out, VG_WEIGHTS_AUTO);
+        assert_int_equal(vg_model_get_info(m)->has_vision, 1);
+        vg_model_free(m);
+    }
+    assert_int_equal(vg_model_quantize(DEMO, "q3_k_s", tmpdir, NULL, 0, err, sizeof err),
+                     VG_EINVAL);
+    assert_non_null(strstr(err, "unknown type 'q3_k_s'"));
+}
+
 /* A copy of a fixture with the first occurrence of `from` replaced by `to` (same length). */
 static void patched(const char *dir, const char *fixture, const char *from, const char *to)
 {
@@ -456,6 +512,7 @@ int main(void)
         cmocka_unit_test(test_types_against_f32),
         cmocka_unit_test(test_tokenizer),
         cmocka_unit_test(test_broken_pairs),
+        cmocka_unit_test(test_quantize_command),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
