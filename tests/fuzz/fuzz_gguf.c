@@ -3,12 +3,15 @@
  * contents: the input is the file. When it opens, every metadata value is read through the typed
  * accessors (every array element, every string of a string array), and every tensor is found by
  * name again and (at most 64 Ki elements of it) dequantized to float32 when the engine knows its
- * type, which touches every byte the header claims.
+ * type, which touches every byte the header claims. Then the same file goes through the qwen3vl
+ * model mapping (gguf_model.c: metadata checked as config.json, the tokenizer built from
+ * tokenizer.ggml.*, tensor names and types), as vg_model_load would take it.
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include "fuzz_util.h"
 #include "gguf.h"
+#include "gguf_model.h"
 #include "quant.h"
 
 #include <stdlib.h>
@@ -68,5 +71,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(buf);
     vg_gguf_close(g);
+    /* the file as a qwen3vl text model: metadata -> description, tokenizer.ggml.* -> tokenizer,
+     * tensor names -> the engine's */
+    vg_model_info info;
+    vg_gen_params gen;
+    vg_st *st = NULL;
+    vg_tokenizer *tok = NULL;
+    if (vg_gguf_model_open(fuzz_as_file(data, size), NULL, NULL, &info, &gen, &st, &tok, err,
+                           sizeof err) == 0) {
+        FUZZ_CHECK(st && tok && info.vocab_size > 0, "a model opened without its parts");
+        vg_st_close(st);
+        vg_tokenizer_free(tok);
+    }
     return 0;
 }

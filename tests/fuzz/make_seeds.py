@@ -214,6 +214,28 @@ def gguf():
     i = good.index(b"blk.0.attn_q.weight") + len("blk.0.attn_q.weight") + 4 + 16 + 4
     put("fuzz_gguf", "misaligned", good[:i] + struct.pack("<Q", 33) + good[i + 8:])
     put("fuzz_gguf", "overlap", good[:i] + struct.pack("<Q", 0) + good[i + 8:])
+    # a minimal qwen3vl text model that gguf_model.c accepts (so the fuzzer starts inside the
+    # metadata, tokenizer and tensor-name checks)
+    u32 = lambda v: struct.pack("<I", v)
+    toks = ["a", "b", "ab", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    model_kvs = [("general.architecture", 8, s("qwen3vl")),
+                 ("qwen3vl.embedding_length", 4, u32(8)), ("qwen3vl.block_count", 4, u32(1)),
+                 ("qwen3vl.attention.head_count", 4, u32(2)), ("qwen3vl.attention.head_count_kv", 4, u32(1)),
+                 ("qwen3vl.feed_forward_length", 4, u32(16)), ("qwen3vl.context_length", 4, u32(256)),
+                 ("qwen3vl.attention.key_length", 4, u32(4)), ("qwen3vl.attention.value_length", 4, u32(4)),
+                 ("qwen3vl.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-6)),
+                 ("qwen3vl.rope.freq_base", 6, struct.pack("<f", 5e6)),
+                 ("qwen3vl.rope.dimension_sections", 9, arr(5, "<i", [1, 1, 0, 0])),
+                 ("qwen3vl.n_deepstack_layers", 4, u32(0)),
+                 ("tokenizer.ggml.model", 8, s("gpt2")), ("tokenizer.ggml.pre", 8, s("qwen2")),
+                 ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(toks)) + b"".join(s(t) for t in toks)),
+                 ("tokenizer.ggml.token_type", 9, arr(5, "<i", [1, 1, 1, 3, 3, 3])),
+                 ("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, 1) + s("a b")),
+                 ("tokenizer.ggml.eos_token_id", 4, u32(4))]
+    emb = struct.pack("<48f", *[0.01 * i for i in range(48)])
+    put("fuzz_gguf", "qwen3vl_min", gguf_file(model_kvs, [("token_embd.weight", [8, 6], 0, emb),
+                                                          ("blk.0.attn_q.weight", [32, 1], 8, q8),
+                                                          ("output_norm.weight", [8], 0, emb[:32])]))
     put("fuzz_gguf", "dup_tensor", gguf_file([], [tensors[0], ("token_embd.weight", [8], 0, f32)]))
 
 

@@ -456,6 +456,21 @@ static void expect_load_error(const char *dir, const char *want)
 static void test_broken_pairs(void **state)
 {
     (void)state;
+    /* the fuzzer's smallest valid text model maps (so fuzz_gguf starts inside gguf_model.c) */
+    vg_model_info info;
+    vg_gen_params gen;
+    vg_st *st = NULL;
+    vg_tokenizer *tok = NULL;
+    if (vg_gguf_model_open(VG_SOURCE_DIR "/tests/fuzz/corpus/fuzz_gguf/qwen3vl_min", NULL, NULL,
+                           &info, &gen, &st, &tok, err, sizeof err) != 0)
+        fail_msg("qwen3vl_min: %s", err);
+    assert_int_equal(info.vocab_size, 6);
+    assert_int_equal(gen.stop_ids[0], 4);
+    assert_int_equal(vg_tokenizer_token_id(tok, "ab"), 2);
+    assert_non_null(vg_st_find(st, "model.language_model.layers.0.self_attn.q_proj.weight"));
+    vg_st_close(st);
+    vg_tokenizer_free(tok);
+
     char dir[600];
     snprintf(dir, sizeof dir, "%s/bad1", tmpdir);
     mkdir(dir, 0755);
