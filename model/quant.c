@@ -737,3 +737,105 @@ int vg_quant_quantize(uint32_t t, const float *x, size_t n, void *dst)
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * Products on Q4_K / Q6_K blocks (scalar reference).
+ */
+size_t vg_q8k_bytes(size_t K)
+{
+    return (K / 256) * sizeof(float) + K + (K / 16) * sizeof(int16_t) + 64;
+}
+
+vg_q8k vg_q8k_view(void *buf, size_t K)
+{
+    uintptr_t p = ((uintptr_t)buf + 31) & ~(uintptr_t)31;
+    vg_q8k v;
+    v.q = (int8_t *)p;
+    v.d = (float *)(void *)(p + K);
+    v.bsums = (int16_t *)(void *)(p + K + (K / 256) * sizeof(float));
+    return v;
+}
+
+void vg_q8k_quantize(const float *x, size_t K, vg_q8k *o)
+{
+    for (size_t b = 0; b < K / 256; b++) {
+        const float *xb = x + 256 * b;
+        float amax = 0.0f;
+        for (int j = 0; j < 256; j++)
+            amax = QMAX(amax, fabsf(xb[j]));
+        float d = amax > 0.0f ? amax / 127.0f : 1.0f, id = 1.0f / d;
+        o->d[b] = d;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) {
+                int q = (int)nearbyintf(xb[16 * g + j] * id);
+                q = QMAX(-127, QMIN(127, q));
+                o->q[256 * b + 16 * (size_t)g + (size_t)j] = (int8_t)q;
+                s += q;
+            }
+            o->bsums[16 * b + (size_t)g] = (int16_t)s;
+        }
+    }
+}
+
+int vg_quant_gemv_supported(uint32_t t)
+{
+    return t == VG_GGML_Q4_K || t == VG_GGML_Q6_K;
+}
+
+static float dot_q4_k(const unsigned char *w, size_t nb, const vg_q8k *x)
+{
+    float sum = 0.0f;
+    for (size_t b = 0; b < nb; b++, w += 144) {
+        uint8_t sc[8], m[8];
+        scale_min_k4(w + 4, sc, m);
+        const int8_t *q8 = x->q + 256 * b;
+        const int16_t *bs = x->bsums + 16 * b;
+        int32_t sumi = 0, summ = 0;
+        for (int s = 0; s < 8; s++) {
+            const unsigned char *q = w + 16 + 32 * (s / 2);
+            int shift = 4 * (s & 1), si = 0;
+            for (int j = 0; j < 32; j++)
+                si += ((q[j] >> shift) & 15) * q8[32 * s + j];
+            sumi += sc[s] * si;
+            summ += m[s] * (bs[2 * s] + bs[2 * s + 1]);
+        }
+        const float d = x->d[b];
+        sum += half(w) * d * (float)sumi - half(w + 2) * d * (float)summ;
+    }
+    return sum;
+}
+
+static float dot_q6_k(const unsigned char *w, size_t nb, const vg_q8k *x)
+{
+    float sum = 0.0f;
+    for (size_t b = 0; b < nb; b++, w += 210) {
+        const unsigned char *ql = w, *qh = w + 128;
+        const int8_t *sc = (const int8_t *)(w + 192);
+        const int8_t *q8 = x->q + 256 * b;
+        const int16_t *bs = x->bsums + 16 * b;
+        int32_t sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int si = 0;
+            for (int j = 0; j < 16; j++) {
+                int i = 16 * g + j, h = i / 128, r = i % 128;
+                int lo = (ql[64 * h + r % 64] >> (4 * (r / 64))) & 15;
+                int hi = (qh[32 * h + r % 32] >> (2 * (r / 32))) & 3;
+                si += (lo | (hi << 4)) * q8[i];
+            }
+            sumi += sc[g] * (si - 32 * bs[g]);
+        }
+        sum += half(w + 208) * x->d[b] * (float)sumi;
+    }
+    return sum;
+}
+
+void vg_quant_gemv(int level, uint32_t t, const unsigned char *w, size_t row_bytes, size_t K,
+                   size_t r0, size_t r1, const vg_q8k *x, float *y)
+{
+    if (level >= VG_ISA_AVX2 && vg_quant_gemv_avx2(t, w, row_bytes, K, r0, r1, x, y))
+        return;
+    for (size_t r = r0; r < r1; r++)
+        y[r] = t == VG_GGML_Q4_K ? dot_q4_k(w + r * row_bytes, K / 256, x)
+                                 : dot_q6_k(w + r * row_bytes, K / 256, x);
+}

@@ -43,4 +43,33 @@ int vg_quant_quantize(uint32_t ggml_type, const float *x, size_t n, void *dst);
  * never writes) clamped to -127 as the kernels require. */
 void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Products on the blocks themselves (Q4_K and Q6_K, the bulk of a Q4_K_M file), as llama.cpp
+ * computes them: the activation is quantized once per call to Q8_K (per 256 values: a float
+ * scale, 256 int8 and 16 sums of 16), and each row's dot product is exact integer arithmetic per
+ * block, scaled in float32. Rows are the GGUF rows unchanged (row r at r * row_bytes), copied to
+ * memory at load (weights.c). Levels: scalar (quant.c, the reference) and AVX2 (quant_x86.c, also
+ * used at the AVX-512 level); each vectorized kernel computes the scalar kernel's function with
+ * the same integer sums, so results agree to float rounding of the per-block accumulation.
+ */
+typedef struct vg_q8k {
+    float *d;       /* [K / 256] */
+    int8_t *q;      /* [K] */
+    int16_t *bsums; /* [K / 16] */
+} vg_q8k;
+/* Bytes vg_q8k_quantize needs for K values (K a multiple of 256), laid out by vg_q8k_view. */
+size_t vg_q8k_bytes(size_t K);
+vg_q8k vg_q8k_view(void *buf, size_t K);
+/* x[K] -> Q8_K: d = max|x| / 127 per 256 (1 when all zero), q = round(x / d). */
+void vg_q8k_quantize(const float *x, size_t K, vg_q8k *out);
+/* 1 when vg_quant_gemv handles the type (Q4_K, Q6_K). */
+int vg_quant_gemv_supported(uint32_t ggml_type);
+/* y[r] = row r . x for rows r0..r1-1 of W (ggml_type blocks, row_bytes per row, K values per row),
+ * x given as Q8_K. level: VG_ISA_* (kernels.h). */
+void vg_quant_gemv(int level, uint32_t ggml_type, const unsigned char *w, size_t row_bytes,
+                   size_t K, size_t r0, size_t r1, const vg_q8k *x, float *y);
+/* quant_x86.c: the AVX2 kernels; 1 when the type was handled, 0 otherwise (or not x86). */
+int vg_quant_gemv_avx2(uint32_t ggml_type, const unsigned char *w, size_t row_bytes, size_t K,
+                       size_t r0, size_t r1, const vg_q8k *x, float *y);
+
 #endif

@@ -14,8 +14,10 @@
 
 #include "common.h"
 #include "gguf.h"
+#include "kernels.h"
 #include "quant.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,6 +421,69 @@ static void test_dequant_reference(void **state)
     assert_int_equal(vg_quant_dequant(VG_GGML_Q2_K, "", 0, x), -1);
 }
 
+/* The Q4_K / Q6_K products: every level against the scalar kernel (same integer sums: 1e-5 of
+ * sum |w x|), and the scalar kernel against double arithmetic on the dequantized rows (the
+ * activation's 8-bit rounding: 2e-2 of sum |w x|). */
+static void test_gemv_kernels(void **state)
+{
+    (void)state;
+    const size_t K = 1024, R = 13;
+    const uint32_t types[] = {VG_GGML_Q4_K, VG_GGML_Q6_K};
+    float *w = malloc(R * K * sizeof *w), *x = malloc(K * sizeof *x),
+          *row = malloc(K * sizeof *row);
+    unsigned char *q = malloc(R * K), *xb = malloc(vg_q8k_bytes(K));
+    uint64_t s = 14;
+    for (size_t i = 0; i < R * K; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = ((float)(s >> 40) / (float)(1 << 24) - 0.5f) * (i % 97 == 0 ? 8.0f : 1.0f);
+    }
+    for (size_t i = 0; i < K; i++)
+        x[i] = sinf((float)i * 0.173f) * (i % 50 == 0 ? 5.0f : 1.0f);
+    vg_q8k xq = vg_q8k_view(xb, K);
+    vg_q8k_quantize(x, K, &xq);
+    for (size_t t = 0; t < VG_ARRAY_LEN(types); t++) {
+        size_t be, bb;
+        assert_int_equal(vg_ggml_type_block(types[t], &be, &bb), 0);
+        const size_t rb = K / be * bb;
+        for (size_t r = 0; r < R; r++)
+            assert_int_equal(vg_quant_quantize(types[t], w + r * K, K, q + r * rb), 0);
+        float ys[13], yv[13];
+        vg_quant_gemv(VG_ISA_SCALAR, types[t], q, rb, K, 0, R, &xq, ys);
+        for (size_t r = 0; r < R; r++) {
+            vg_quant_dequant(types[t], q + r * rb, K, row);
+            double exact = 0, mag = 0;
+            for (size_t k = 0; k < K; k++) {
+                exact += (double)row[k] * x[k];
+                mag += fabs((double)row[k] * x[k]);
+            }
+            if (fabs(ys[r] - exact) > 2e-2 * mag)
+                fail_msg("%s row %zu: scalar %g, exact %g", vg_ggml_type_name(types[t]), r,
+                         (double)ys[r], exact);
+        }
+        for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+            memset(yv, 0, sizeof yv);
+            vg_quant_gemv(lvl, types[t], q, rb, K, 2, R, &xq, yv); /* a sub-range too */
+            for (size_t r = 2; r < R; r++) {
+                vg_quant_dequant(types[t], q + r * rb, K, row);
+                double mag = 0;
+                for (size_t k = 0; k < K; k++)
+                    mag += fabs((double)row[k] * x[k]);
+                if (fabs(yv[r] - ys[r]) > 1e-5 * mag)
+                    fail_msg("%s row %zu level %s: %g, scalar %g", vg_ggml_type_name(types[t]), r,
+                             vg_isa_name(lvl), (double)yv[r], (double)ys[r]);
+            }
+            assert_true(yv[0] == 0.0f && yv[1] == 0.0f);
+        }
+    }
+    assert_int_equal(vg_quant_gemv_supported(VG_GGML_Q4_K), 1);
+    assert_int_equal(vg_quant_gemv_supported(VG_GGML_Q5_K), 0);
+    free(w);
+    free(x);
+    free(row);
+    free(q);
+    free(xb);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -441,7 +506,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_ok),           cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_hostile),           cmocka_unit_test(test_types),
-        cmocka_unit_test(test_dequant_reference),
+        cmocka_unit_test(test_dequant_reference), cmocka_unit_test(test_gemv_kernels),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
