@@ -37,7 +37,8 @@ make() {
     # Qwen3-VL checkpoints have and models/demo does not: a copy of the checkpoint gets one made
     # from its video_preprocessor_config.json (the same normalization).
     if [ ! -f "$src/preprocessor_config.json" ]; then
-        tmp=$(mktemp -d)
+        tmp=$(mktemp -d)/$(basename "$src") # the converter names the model after the directory
+        mkdir -p "$tmp"
         cp "$src"/* "$tmp/"
         cp "$src/video_preprocessor_config.json" "$tmp/preprocessor_config.json"
         src=$tmp
