@@ -570,20 +570,28 @@ int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *ge
         return vg_fail(err, errlen, VG_EINVAL, "vg_model_config_load: NULL argument");
     char *text = NULL;
     size_t len = 0;
-    vg_model_info in;
-    vg_gen_params g;
     int rc = read_optional(dir, "config.json", &text, &len, err, errlen);
     if (rc == 0)
         return vg_fail(err, errlen, VG_ENOENT, "%s: config.json not found", dir);
     if (rc < 0)
         return rc;
-    rc = vg_model_config_parse(text, len, &in, err, errlen);
+    rc = vg_model_config_load_text(dir, NULL, text, len, info, gen, err, errlen);
     free(text);
+    return rc;
+}
+
+int vg_model_config_load_text(const char *dir, const char *name_path, const char *json, size_t len,
+                              vg_model_info *info, vg_gen_params *gen, char *err, size_t errlen)
+{
+    char *text = NULL;
+    vg_model_info in;
+    vg_gen_params g;
+    int rc = vg_model_config_parse(json, len, &in, err, errlen);
     if (rc != 0)
         return rc;
 
     set_gen_defaults(&g);
-    rc = read_optional(dir, "generation_config.json", &text, &len, err, errlen);
+    rc = dir ? read_optional(dir, "generation_config.json", &text, &len, err, errlen) : 0;
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -592,7 +600,7 @@ int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *ge
         if (rc != 0)
             return rc;
     }
-    rc = read_optional(dir, "video_preprocessor_config.json", &text, &len, err, errlen);
+    rc = dir ? read_optional(dir, "video_preprocessor_config.json", &text, &len, err, errlen) : 0;
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -603,14 +611,15 @@ int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *ge
     }
 
     /* name = the directory's base name (trailing slashes ignored). */
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
+    const char *np = name_path ? name_path : dir ? dir : "model";
+    size_t n = strlen(np);
+    while (n > 1 && np[n - 1] == '/')
         n--;
     size_t b = n;
-    while (b > 0 && dir[b - 1] != '/')
+    while (b > 0 && np[b - 1] != '/')
         b--;
     size_t nl = VG_MIN(n - b, sizeof in.name - 1);
-    memcpy(in.name, dir + b, nl);
+    memcpy(in.name, np + b, nl);
     in.name[nl] = '\0';
 
     *info = in;

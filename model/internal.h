@@ -20,7 +20,21 @@
 /* ---------------------------------------------------------------------------------------------------
  * safetensors (safetensors.c)
  */
-typedef enum vg_dtype { VG_DT_F32 = 0, VG_DT_BF16 = 1, VG_DT_F16 = 2 } vg_dtype;
+/* F32, BF16 and F16 come from safetensors and GGUF; the block types only from GGUF (gguf_model.c),
+ * whose tensors reach the engine through vg_st_wrap() with the Hugging Face names and shapes. */
+typedef enum vg_dtype {
+    VG_DT_F32 = 0,
+    VG_DT_BF16 = 1,
+    VG_DT_F16 = 2,
+    VG_DT_Q8_0 = 3,
+    VG_DT_Q4_0 = 4,
+    VG_DT_Q4_K = 5,
+    VG_DT_Q5_K = 6,
+    VG_DT_Q6_K = 7,
+    VG_DT_Q4_1 = 8, /* Q4_1, Q5_0, Q5_1: what llama-quantize falls back to for rows that are */
+    VG_DT_Q5_0 = 9, /* not a whole number of 256-value K-quant blocks */
+    VG_DT_Q5_1 = 10,
+} vg_dtype;
 
 #define VG_MAX_DIMS 8
 
@@ -52,6 +66,26 @@ size_t vg_st_count(const vg_st *st);
 const vg_tensor *vg_st_at(const vg_st *st, size_t i);
 /* Total bytes of tensor data mapped. */
 size_t vg_st_bytes(const vg_st *st);
+/* A vg_st over tensors[n] that another reader has validated (the GGUF pair, gguf_model.c): takes
+ * the malloc'd array (sorted here; duplicate names refused) and calls release(arg) from
+ * vg_st_close() (and on failure), which frees whatever holds the names and data. */
+int vg_st_wrap(vg_tensor *tensors, size_t n, void (*release)(void *), void *arg, vg_st **out,
+               char *err, size_t errlen);
+
+/* GGUF block types (quant.c). Rows of a tensor of any dtype as float32: rows r0..r1-1 of a tensor
+ * whose last dimension is the row (shape[ndim-1] values; a 0-d/1-d tensor is one row). */
+void vg_tensor_rows_f32(const vg_tensor *t, size_t r0, size_t r1, float *dst);
+/* Every element of t as float32 (dst[numel]). */
+void vg_tensor_dequant_all(const vg_tensor *t, float *dst);
+/* Element i of t as float32 (decodes its block). */
+float vg_tensor_elem_f32(const vg_tensor *t, size_t i);
+/* Name of a block dtype ("Q8_0", ...). */
+const char *vg_dtype_block_name(vg_dtype dt);
+/* The vg_dtype of a ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K); -1
+ * for others. */
+int vg_dtype_from_ggml(uint32_t ggml_type, vg_dtype *out);
+/* Values per block and bytes per block of a dtype (1 and 4/2 for F32/BF16/F16). */
+void vg_dtype_block(vg_dtype dt, size_t *elems, size_t *bytes);
 
 /* Finds name and checks it has exactly ndim dims with the given shape; VG_EMODEL with a sentence
  * ("model.safetensors: tensor 'x': shape [3,4], expected [4,4]") otherwise, VG_EMODEL if missing.
@@ -101,6 +135,14 @@ size_t vg_dtype_size(vg_dtype dt);
 const char *vg_dtype_name(vg_dtype dt);
 
 /* ---------------------------------------------------------------------------------------------------
+ * tokenizer (tokenizer.c): a tokenizer from a tokenizer.json document already parsed (the GGUF
+ * loader builds one from tokenizer.ggml.*); name stands for the file in error messages. The
+ * document is borrowed for the call. Same checks and errors as vg_tokenizer_load(). */
+struct cJSON;
+int vg_tokenizer_from_cjson(const struct cJSON *root, const char *name, vg_tokenizer **out,
+                            char *err, size_t errlen);
+
+/* ---------------------------------------------------------------------------------------------------
  * config (config.c)
  */
 /* Reads dir/config.json (must be a Qwen3VLForConditionalGeneration / model_type "qwen3_vl"; a clear
@@ -111,6 +153,13 @@ const char *vg_dtype_name(vg_dtype dt);
  * limits that keep the arithmetic in size_t, ...). */
 int vg_model_config_load(const char *dir, vg_model_info *info, vg_gen_params *gen, char *err,
                          size_t errlen);
+
+/* What vg_model_config_load does after reading dir/config.json, given its text: parses it, then
+ * dir's generation_config.json and video_preprocessor_config.json when present (dir may be NULL:
+ * defaults only), and names the model after dir (or name_path when given). Used for GGUF models,
+ * whose config text is made from the GGUF metadata. */
+int vg_model_config_load_text(const char *dir, const char *name_path, const char *json, size_t len,
+                              vg_model_info *info, vg_gen_params *gen, char *err, size_t errlen);
 
 /* Reads a config.json text (already loaded) the same way; used by vg_model_config_load and by
  * tests. */

@@ -12,12 +12,14 @@
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include "engine.h"
+#include "gguf_model.h"
 
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int vg_model_own(vg_model *m, void *p)
@@ -179,7 +181,20 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     if (!m)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
     pthread_mutex_init(&m->pool_mu, NULL);
-    int rc = vg_model_config_load(dir, &m->info, &m->gen, err, errlen);
+    /* a GGUF pair (a .gguf file, or a directory of them without config.json), else Hugging Face */
+    char gtext[4096], gmm[4096];
+    int rc = vg_gguf_model_find(dir, gtext, sizeof gtext, gmm, sizeof gmm, err, errlen);
+    if (rc < 0)
+        goto fail;
+    const int gguf = rc == 1;
+    if (gguf) {
+        const char *mm = p.mmproj_path && *p.mmproj_path ? p.mmproj_path : gmm[0] ? gmm : NULL;
+        struct stat sb;
+        const char *gdir = stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) ? dir : NULL;
+        rc = vg_gguf_model_open(gtext, mm, gdir, &m->info, &m->gen, &m->st, &m->tok, err, errlen);
+    } else {
+        rc = vg_model_config_load(dir, &m->info, &m->gen, err, errlen);
+    }
     if (rc < 0)
         goto fail;
     m->info.n_params = 0;
@@ -211,8 +226,7 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         rc = vg_fail(err, errlen, VG_EINVAL, "model directory path too long");
         goto fail;
     }
-    rc = vg_tokenizer_load(path, &m->tok, err, errlen);
-    if (rc < 0)
+    if (!gguf && (rc = vg_tokenizer_load(path, &m->tok, err, errlen)) < 0)
         goto fail;
     {
         int32_t id;
@@ -228,15 +242,15 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     if (rc < 0)
         goto fail;
 
-    rc = vg_st_open_dir(dir, &m->st, err, errlen);
-    if (rc < 0)
+    if (!gguf && (rc = vg_st_open_dir(dir, &m->st, err, errlen)) < 0)
         goto fail;
     m->use_mmap = p.use_mmap ? 1 : 0;
     m->wtype = p.weight_type;
     if (m->wtype == VG_WEIGHTS_AUTO) {
         const vg_tensor *e = vg_st_find(m->st, "model.language_model.embed_tokens.weight");
         m->wtype = e && (e->dtype == VG_DT_BF16 || e->dtype == VG_DT_F16) ? VG_WEIGHTS_BF16
-                                                                          : VG_WEIGHTS_F32;
+                   : e && e->dtype >= VG_DT_Q8_0 ? VG_WEIGHTS_Q8_0 /* GGUF block types */
+                                                 : VG_WEIGHTS_F32;
     }
     m->info.weight_type = m->wtype;
     if (m->wtype != VG_WEIGHTS_F32 && vg_dnnl_create(m) < 0) {
@@ -282,7 +296,24 @@ int vg_model_read_info(const char *dir, vg_model_info *out, char *err, size_t er
     vg_model_info info;
     vg_gen_params gen;
     memset(&info, 0, sizeof info);
-    int rc = vg_model_config_load(dir, &info, &gen, err, errlen);
+    char gtext[4096], gmm[4096];
+    int rc = vg_gguf_model_find(dir, gtext, sizeof gtext, gmm, sizeof gmm, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) { /* a GGUF pair: the description comes with the tensors and the vocabulary */
+        vg_st *st = NULL;
+        vg_tokenizer *tok = NULL;
+        struct stat sb;
+        rc = vg_gguf_model_open(gtext, gmm[0] ? gmm : NULL,
+                                stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) ? dir : NULL, &info,
+                                &gen, &st, &tok, err, errlen);
+        vg_st_close(st);
+        vg_tokenizer_free(tok);
+        if (rc == 0)
+            *out = info;
+        return rc;
+    }
+    rc = vg_model_config_load(dir, &info, &gen, err, errlen);
     if (rc == 0)
         *out = info;
     return rc;

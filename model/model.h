@@ -105,6 +105,8 @@ typedef struct vg_model_params {
                         0: weights converted/copied into ordinary memory (default) */
     int load_vision; /* 0 skips the vision tower (text-only tools); default 1 */
     int weight_type; /* VG_WEIGHTS_*; default VG_WEIGHTS_AUTO */
+    const char *mmproj_path; /* GGUF: the mmproj file, when the model path is a .gguf text file
+                                (a directory holding the pair finds it itself); NULL: none */
 } vg_model_params;
 
 vg_model_params vg_model_default_params(void);
@@ -296,6 +298,17 @@ typedef struct vg_random_spec {
 } vg_random_spec;
 int vg_model_write_random(const vg_random_spec *spec, const char *out_dir, char *err,
                           size_t errlen);
+
+/* `vigil-model quantize` (model/gguf_convert.c): writes the Hugging Face checkpoint in hf_dir as
+ * the GGUF pair llama.cpp reads, into out_dir (created if missing): NAME-TYPE.gguf (the qwen3vl
+ * text model; TYPE in capitals as in llama.cpp's file names) and mmproj-NAME-F16.gguf (BF16 for
+ * bf16), plus generation_config.json and video_preprocessor_config.json copied; NAME is hf_dir's
+ * base name. type is llama.cpp's name: "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m",
+ * "q6_k" (llama-quantize's tensor mix without an importance matrix; the same bytes). text_path
+ * (optional) receives the text file's path. Reads the checkpoint through its mapping, one row at a
+ * time. VG_EINVAL for an unknown type; the loader's errors for a bad checkpoint. Any thread. */
+int vg_model_quantize(const char *hf_dir, const char *type, const char *out_dir, char *text_path,
+                      size_t text_cap, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

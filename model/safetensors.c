@@ -57,7 +57,9 @@ struct vg_st {
     vg_tensor *tensors; /* sorted by name */
     size_t n;
     size_t bytes;
-    vg_arena *arena; /* names and paths */
+    vg_arena *arena;         /* names and paths */
+    void (*release)(void *); /* vg_st_wrap: the keeper of the tensors' data, called at close */
+    void *release_arg;
 };
 
 /* ---------------------------------------------------------------------------------------------------
@@ -123,8 +125,9 @@ const char *vg_dtype_name(vg_dtype dt)
         return "BF16";
     case VG_DT_F16:
         return "F16";
+    default:
+        return vg_dtype_block_name(dt);
     }
-    return "?";
 }
 
 void vg_tensor_to_f32(const vg_tensor *t, float *dst)
@@ -159,6 +162,9 @@ void vg_tensor_to_f32(const vg_tensor *t, float *dst)
             dst[i] = vg_f16_to_f32(v);
         }
         break;
+    default: /* GGUF block types (quant.c) */
+        vg_tensor_dequant_all(t, dst);
+        break;
     }
 }
 
@@ -178,8 +184,9 @@ static float element_f32(const vg_tensor *t, size_t i)
     case VG_DT_F16:
         memcpy(&h, src + 2 * i, 2);
         return vg_f16_to_f32(h);
+    default:
+        return vg_tensor_elem_f32(t, i);
     }
-    return 0.0f;
 }
 
 int vg_tensor_check_finite(const vg_tensor *t, char *err, size_t errlen)
@@ -537,7 +544,32 @@ void vg_st_close(vg_st *st)
     free(st->files);
     free(st->tensors);
     vg_arena_destroy(st->arena);
+    if (st->release)
+        st->release(st->release_arg);
     free(st);
+}
+
+int vg_st_wrap(vg_tensor *tensors, size_t n, void (*release)(void *), void *arg, vg_st **out,
+               char *err, size_t errlen)
+{
+    vg_st *st = st_new();
+    if (!st) {
+        free(tensors);
+        if (release)
+            release(arg);
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    }
+    st->tensors = tensors;
+    st->n = n;
+    st->release = release;
+    st->release_arg = arg;
+    int rc = finish_open(st, err, errlen);
+    if (rc != 0) {
+        vg_st_close(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
 }
 
 int vg_st_open_file(const char *path, vg_st **out, char *err, size_t errlen)

@@ -30,6 +30,7 @@
 #include "model.h"
 
 #include "common.h"
+#include "internal.h"
 
 #include <cjson/cJSON.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -677,29 +678,14 @@ static int load_added(vg_tokenizer *t, const cJSON *root, const char *path, char
     return 0;
 }
 
-int vg_tokenizer_load(const char *path, vg_tokenizer **out, char *err, size_t errlen)
+/* Builds a tokenizer from a parsed tokenizer.json document; path names it in errors. */
+static int from_root(const cJSON *root, const char *path, vg_tokenizer **out, char *err,
+                     size_t errlen)
 {
-    if (!path || !out)
-        return vg_fail(err, errlen, VG_EINVAL, "vg_tokenizer_load: NULL argument");
-    char *data = NULL;
-    size_t len = 0;
-    int rc = vg_read_file(path, TOK_MAX_FILE, &data, &len, err, errlen);
-    if (rc)
-        return rc;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
-    if (!root) {
-        size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
-        free(data);
-        return vg_fail(err, errlen, VG_EFORMAT, "%s: not valid JSON (error near byte %zu of %zu)",
-                       path, at, len);
-    }
-    free(data);
+    int rc = 0;
     vg_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) {
-        cJSON_Delete(root);
+    if (!t)
         return vg_fail(err, errlen, VG_ENOMEM, "%s: out of memory", path);
-    }
     build_byte_map(t);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -736,7 +722,6 @@ int vg_tokenizer_load(const char *path, vg_tokenizer **out, char *err, size_t er
         rc = load_pre_tokenizer(t, root, path, err, errlen);
     if (!rc && t->n_ids == 0)
         rc = vg_fail(err, errlen, VG_EFORMAT, "%s: the vocabulary is empty", path);
-    cJSON_Delete(root);
     if (rc) {
         vg_tokenizer_free(t);
         return rc;
@@ -745,6 +730,37 @@ int vg_tokenizer_load(const char *path, vg_tokenizer **out, char *err, size_t er
         t->byte_id[b] = vocab_get(t, (const char *)t->byte_utf8[b], t->byte_utf8_len[b]);
     *out = t;
     return 0;
+}
+
+int vg_tokenizer_from_cjson(const cJSON *root, const char *name, vg_tokenizer **out, char *err,
+                            size_t errlen)
+{
+    if (!root || !name || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_tokenizer_from_cjson: NULL argument");
+    return from_root(root, name, out, err, errlen);
+}
+
+int vg_tokenizer_load(const char *path, vg_tokenizer **out, char *err, size_t errlen)
+{
+    if (!path || !out)
+        return vg_fail(err, errlen, VG_EINVAL, "vg_tokenizer_load: NULL argument");
+    char *data = NULL;
+    size_t len = 0;
+    int rc = vg_read_file(path, TOK_MAX_FILE, &data, &len, err, errlen);
+    if (rc)
+        return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
+        free(data);
+        return vg_fail(err, errlen, VG_EFORMAT, "%s: not valid JSON (error near byte %zu of %zu)",
+                       path, at, len);
+    }
+    free(data);
+    rc = from_root(root, path, out, err, errlen);
+    cJSON_Delete(root);
+    return rc;
 }
 
 void vg_tokenizer_free(vg_tokenizer *t)

@@ -12,6 +12,7 @@ int vg_cmd_plan(int argc, char **argv);
 /* vigil-model subcommands (tools/model/). */
 int vg_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int vg_cmd_random(int argc, char **argv);   /* cmd_random.c */
+int vg_cmd_quantize(int argc, char **argv); /* cmd_quantize.c */
 int vg_cmd_golden(int argc, char **argv);   /* cmd_golden.c */
 int vg_cmd_bench(int argc, char **argv);    /* cmd_bench.c */
 

@@ -161,8 +161,94 @@ def media():
                     "ultrafast", "-qp", "51", "-f", "matroska", os.path.join(d, "mkv_huge_frame")], check=True)
     put("fuzz_media", "hls", "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n/etc/passwd\n#EXT-X-ENDLIST\n")
 
+def gguf_file(kvs, tensors, align=32, version=3):
+    """A GGUF v3 file: kvs = [(key, type, packed value bytes)], tensors = [(name, dims innermost
+    first, ggml type, raw bytes)]; data laid out in order at aligned offsets."""
+    def s(x):
+        x = x.encode() if isinstance(x, str) else x
+        return struct.pack("<Q", len(x)) + x
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for k, t, v in kvs:
+        out += s(k) + struct.pack("<I", t) + v
+    data, infos = b"", b""
+    for name, dims, t, raw in tensors:
+        data += b"\0" * (-len(data) % align)
+        infos += s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", t, len(data))
+        data += raw
+    out += infos
+    out += b"\0" * (-len(out) % align)
+    return out + data
+
+
+def gguf():
+    def s(x):
+        x = x.encode()
+        return struct.pack("<Q", len(x)) + x
+    def arr(t, fmt, vals):
+        return struct.pack("<IQ", t, len(vals)) + b"".join(struct.pack(fmt, v) for v in vals)
+    strs = struct.pack("<IQ", 8, 3) + s("a") + s("\u0120b") + s("<|im_start|>")
+    kvs = [("general.architecture", 8, s("qwen3vl")), ("qwen3vl.block_count", 4, struct.pack("<I", 2)),
+           ("qwen3vl.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-6)),
+           ("qwen3vl.rope.dimension_sections", 9, arr(5, "<i", [2, 1, 1, 0])),
+           ("tokenizer.ggml.tokens", 9, strs), ("tokenizer.ggml.token_type", 9, arr(5, "<i", [1, 1, 3])),
+           ("t.u64", 10, struct.pack("<Q", 1 << 63)), ("t.f64", 12, struct.pack("<d", 0.5)),
+           ("t.bool", 7, b"\1"), ("t.i8", 1, b"\xff"), ("t.u16", 3, b"\1\2")]
+    f32 = struct.pack("<8f", 1, -2, 0.5, 3, 0, 1e-3, -7, 2)
+    q8 = struct.pack("<e", 0.25) + bytes(range(32))
+    q4k = bytes(range(144))
+    tensors = [("token_embd.weight", [8, 1], 0, f32), ("blk.0.attn_q.weight", [32, 1], 8, q8),
+               ("blk.0.ffn_up.weight", [256, 1], 12, q4k), ("f16", [4], 1, struct.pack("<4e", 1, 2, -3, 65504)),
+               ("bf16", [2], 30, b"\x80\x3f\x80\xff"), ("q6k", [256], 14, bytes(210)),
+               ("q5k", [256], 13, bytes(range(176))), ("q40", [32], 2, bytes(range(18)))]
+    put("fuzz_gguf", "ok", gguf_file(kvs, tensors))
+    put("fuzz_gguf", "ok_align64", gguf_file(kvs + [("general.alignment", 4, struct.pack("<I", 64))], tensors, 64))
+    put("fuzz_gguf", "version2", gguf_file(kvs, tensors, version=2))
+    put("fuzz_gguf", "absurd_kv", b"GGUF" + struct.pack("<IQQ", 3, 0, 1 << 60))
+    put("fuzz_gguf", "absurd_tensors", b"GGUF" + struct.pack("<IQQ", 3, 1 << 40, 0))
+    put("fuzz_gguf", "long_string", b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + s("k") + struct.pack("<IQ", 8, 1 << 62))
+    put("fuzz_gguf", "unknown_type", gguf_file([("k", 77, b"\0" * 8)], []))
+    put("fuzz_gguf", "nested_array", gguf_file([("k", 9, struct.pack("<IQ", 9, 1) + arr(4, "<I", [1]))], []))
+    put("fuzz_gguf", "bad_tensor_type", gguf_file([], [("w", [32], 31, bytes(32))]))
+    put("fuzz_gguf", "bad_align", gguf_file([("general.alignment", 4, struct.pack("<I", 48))], tensors))
+    good = gguf_file([], tensors[:2])
+    put("fuzz_gguf", "truncated", good[:-5])
+    # misaligned and overlapping offsets: patch the second tensor's offset field
+    i = good.index(b"blk.0.attn_q.weight") + len("blk.0.attn_q.weight") + 4 + 16 + 4
+    put("fuzz_gguf", "misaligned", good[:i] + struct.pack("<Q", 33) + good[i + 8:])
+    put("fuzz_gguf", "overlap", good[:i] + struct.pack("<Q", 0) + good[i + 8:])
+    # a minimal qwen3vl text model that gguf_model.c accepts (so the fuzzer starts inside the
+    # metadata, tokenizer and tensor-name checks)
+    u32 = lambda v: struct.pack("<I", v)
+    toks = ["a", "b", "ab", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    model_kvs = [("general.architecture", 8, s("qwen3vl")),
+                 ("qwen3vl.embedding_length", 4, u32(8)), ("qwen3vl.block_count", 4, u32(1)),
+                 ("qwen3vl.attention.head_count", 4, u32(2)), ("qwen3vl.attention.head_count_kv", 4, u32(1)),
+                 ("qwen3vl.feed_forward_length", 4, u32(16)), ("qwen3vl.context_length", 4, u32(256)),
+                 ("qwen3vl.attention.key_length", 4, u32(4)), ("qwen3vl.attention.value_length", 4, u32(4)),
+                 ("qwen3vl.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-6)),
+                 ("qwen3vl.rope.freq_base", 6, struct.pack("<f", 5e6)),
+                 ("qwen3vl.rope.dimension_sections", 9, arr(5, "<i", [1, 1, 0, 0])),
+                 ("qwen3vl.n_deepstack_layers", 4, u32(0)),
+                 ("tokenizer.ggml.model", 8, s("gpt2")), ("tokenizer.ggml.pre", 8, s("qwen2")),
+                 ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(toks)) + b"".join(s(t) for t in toks)),
+                 ("tokenizer.ggml.token_type", 9, arr(5, "<i", [1, 1, 1, 3, 3, 3])),
+                 ("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, 1) + s("a b")),
+                 ("tokenizer.ggml.eos_token_id", 4, u32(4))]
+    emb = struct.pack("<48f", *[0.01 * i for i in range(48)])
+    put("fuzz_gguf", "qwen3vl_min", gguf_file(model_kvs, [("token_embd.weight", [8, 6], 0, emb),
+                                                          ("blk.0.attn_q.weight", [32, 1], 8, q8),
+                                                          ("output_norm.weight", [8], 0, emb[:32])]))
+    put("fuzz_gguf", "dup_tensor", gguf_file([], [tensors[0], ("token_embd.weight", [8], 0, f32)]))
+
 
 if __name__ == "__main__":
+    import sys
+    if sys.argv[1:]:  # only the named seed sets, e.g. `make_seeds.py gguf`
+        for name in sys.argv[1:]:
+            shutil.rmtree(os.path.join(CORPUS, "fuzz_" + name), ignore_errors=True)
+            globals()[name]()
+        sys.exit(0)
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
-    proto(); config(); checkpoint(); tokenizer(); answer(); journal(); media()
+    proto(); config(); checkpoint(); tokenizer(); answer(); journal(); media(); gguf()

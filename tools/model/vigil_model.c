@@ -19,6 +19,8 @@ static const struct {
      "MODEL_DIR  one JSON string per stdin line -> one id array per line"},
     {"random", vg_cmd_random,
      "--preset 2b|4b|8b|tiny | --config FILE  --out DIR   write a random-weight checkpoint"},
+    {"quantize", vg_cmd_quantize,
+     "MODEL_DIR --type TYPE --out DIR   HF checkpoint -> GGUF pair (f16 .. q4_k_m)"},
     {"bench", vg_cmd_bench, "MODEL_DIR  benchmark the engine against this machine's ceilings"},
 };
 
