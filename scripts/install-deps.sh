@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh            build + test dependencies (python3-torch runs the PyTorch
 #                                      reference checks of the demo model in the test suite)
 #   scripts/install-deps.sh --tools    also torchvision (regenerating the resize parity fixture)
+#   scripts/install-deps.sh --peers    also what llama.cpp's GGUF converter imports (bench/peers)
 set -eu
 
 PKGS="build-essential cmake pkg-config git clang clang-format ffmpeg
@@ -12,6 +13,9 @@ libuv1-dev libnanomsg-dev nanomsg-utils libopenblas-dev libcjson-dev libpcre2-de
 libutf8proc-dev libcmocka-dev libdnnl-dev systemd ca-certificates python3 python3-numpy python3-torch"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"
+fi
+if [ "${1:-}" = "--peers" ]; then
+    PKGS="$PKGS python3-sentencepiece python3-tqdm python3-yaml"
 fi
 
 missing=""
