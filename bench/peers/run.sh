@@ -81,12 +81,16 @@ llama() { # QUANT T PASS: prefill of 1024 tokens; 32 decode steps after 1024 (we
     fi
     # q8_0: on a CPU with AMX llama.cpp puts q8_0 weights in its AMX buffer, and its AMX matrix
     # product crashes for any batch above one token (upstream issue ggml-org/llama.cpp#20824, seen
-    # at f5357743 on this Sapphire-Rapids-class host). Decode (one token at a time) runs on that
-    # default path, with the untimed 1024-token depth filled one token per ubatch (-ub 1);
-    # prefill runs with weight repacking off (-nr: neither the AMX nor the repacked layouts) in
-    # llama-batched-bench, which also reports decode after its prompt on that path.
+    # at f5357743 on a Sapphire-Rapids-class host). Decode (one token at a time) runs on that
+    # default path, but its KV cache can then only be filled one token per step: with 2 threads
+    # on a busy machine that took over 20 minutes for 1024 tokens, so the default path is
+    # measured at depth 0 (favouring llama.cpp by the few per cent a 1k-token f16 cache costs;
+    # LLAMA_Q8_DEPTH=1024 fills it token by token instead). Prefill, and decode after the
+    # 1024-token prompt, also run with weight repacking off (-nr: neither the AMX nor the
+    # repacked layouts) in llama-batched-bench.
+    depth=${LLAMA_Q8_DEPTH:-0}
     step "llama-q8_0-tg-t$2-p$3" "$2" "$LLAMA_BIN/llama-bench" -m "$GGUF/qwen3vl2b-q8_0.gguf" \
-        -t "$2" -p 0 -n 32 -d 1024 -ub 1 -r "$REPS" -mmp 0 -o json
+        -t "$2" -p 0 -n 32 -d "$depth" -ub 1 -r "$REPS" -mmp 0 -o json
     npp=1024
     i=1
     while [ $i -lt "$REPS" ]; do

@@ -154,6 +154,7 @@ def collect(out):
                     c.add((e, t, "prefill"), r["avg_ts"])
                 elif r.get("n_gen", 0) > 0:
                     c.add((e, t, "decode"), r["avg_ts"])
+                    c.add((e, t, "depth"), r.get("n_depth", 0))
             if what == "tg":
                 c.add((e, t, "rss"), rss)
         elif kind == "mtmd":
@@ -220,7 +221,10 @@ def main():
       "196 tokens), median of the images after the first.")
     p("³ llama.cpp q8_0 prefill with weight repacking off (`llama-batched-bench -nr`): its default "
       "q8_0 path on an AMX CPU (AMX buffer) crashes for batches above one token "
-      "(ggml-org/llama.cpp#20824). Decode is its default path (AMX / repacked).")
+      "(ggml-org/llama.cpp#20824). Its decode row is the default path (AMX / repacked), after "
+      + ", ".join(f"{d} tokens at {t} thread{'s' if t > 1 else ''}"
+                  for t in threads for d in [c.get((("llama", "q8_0"), t, "depth"))]
+                  if d is not None) + " of context (llama-bench `-d`).")
     nr = [(t, c.get((("llama", "q8_0"), t, "decode_nr"))) for t in threads]
     if any(v for _, v in nr):
         p("   On the repack-off path its decode after the 1024-token prompt was "
