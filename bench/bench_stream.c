@@ -16,6 +16,7 @@
  *
  * usage: bench_stream [--model DIR] [--windows 8,32,128] [--sizes 256x256,...] [--fps 2]
  *                     [--update 2] [--questions 1] [--tokens 16] [--iters 3] [--threads N]
+ *                     [--weights auto|f32|bf16|q8_0]
  * Single-threaded apart from the engine's BLAS threads.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -37,6 +38,7 @@ typedef struct opts {
     int sizes[MAX_LIST][2], n_sizes; /* width, height */
     double fps, update_s;
     int questions, tokens, iters, threads;
+    int weight_type; /* VG_WEIGHTS_* (vg_weight_type_parse) */
 } opts;
 
 static int cmp_double(const void *a, const void *b)
@@ -183,7 +185,8 @@ int main(int argc, char **argv)
               1,
               16,
               3,
-              0};
+              0,
+              VG_WEIGHTS_AUTO};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -220,7 +223,12 @@ int main(int argc, char **argv)
             o.iters = atoi(v);
         else if (!strcmp(a, "--threads"))
             o.threads = atoi(v);
-        else {
+        else if (!strcmp(a, "--weights")) {
+            if (vg_weight_type_parse(v, &o.weight_type) < 0) {
+                fprintf(stderr, "bench_stream: --weights takes auto, f32, bf16 or q8_0\n");
+                return 2;
+            }
+        } else {
             fprintf(stderr, "bench_stream: unknown option %s\n", a);
             return 2;
         }
@@ -232,6 +240,7 @@ int main(int argc, char **argv)
     }
     vg_model_params mp = vg_model_default_params();
     mp.n_threads = o.threads;
+    mp.weight_type = o.weight_type;
     vg_model *m;
     char err[512];
     double t0 = vg_now_ms();
@@ -240,9 +249,11 @@ int main(int argc, char **argv)
         return 1;
     }
     const vg_model_info *mi = vg_model_get_info(m);
-    printf("model %s (%zu parameters, %d layers, %d KV heads x %d), loaded in %.1f s; %ld CPUs\n",
+    printf("model %s (%zu parameters, %d layers, %d KV heads x %d, %s weights, %s kernels, %d "
+           "threads), loaded in %.1f s; %ld CPUs\n",
            mi->name, mi->n_params, mi->n_layers, mi->n_kv_heads, mi->head_dim,
-           (vg_now_ms() - t0) / 1000, sysconf(_SC_NPROCESSORS_ONLN));
+           vg_weight_type_name(mi->weight_type), mi->isa, o.threads, (vg_now_ms() - t0) / 1000,
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("fps %g, update every %g s, %d question(s), %d answer tokens, median of %d\n\n", o.fps,
            o.update_s, o.questions, o.tokens, o.iters);
     printf("%-9s %6s %8s %9s %9s %9s %10s %10s %8s %8s\n", "frame", "window", "tokens", "encode_ms",

@@ -6,10 +6,11 @@
  * O / l. The tile of K is transposed once into scratch ([hd][BC]) so that a query row's scores are
  * hd broadcast-FMAs over BC-wide vectors; V rows are read in place.
  *
- * Two implementations of the same function: a portable one (the reference the tests compare
- * with, expf) and an AVX-512 one (16-lane polynomial exp, 2^n by VSCALEFPS); the engine calls
- * vg_flash_attn only where vg_flash_ok() says the AVX-512 one runs (else it keeps its sgemm
- * path). Pure functions on caller memory; any thread.
+ * Three implementations of the same function: a portable one (the reference the tests compare
+ * with, expf), an AVX-512 one (16-lane polynomial exp, 2^n by VSCALEFPS) and an AVX2+FMA one
+ * (8-lane, the same polynomial, 2^n through the exponent field); the engine calls vg_flash_attn
+ * only where vg_flash_ok() says a vectorized one runs (else it keeps its sgemm path). Pure
+ * functions on caller memory; any thread.
  */
 #include "engine.h"
 
@@ -255,12 +256,185 @@ T_FLASH static void flash_avx512(const float *q, size_t ldq, const float *k, siz
                              _mm512_mul_ps(inv, _mm512_loadu_ps(o + i * ldo + 16 * c)));
     }
 }
+#define T_FLASH2 __attribute__((target("avx2,fma")))
+
+/* e^x, 8 lanes, the same polynomial as exp16; 2^n built in the exponent field (n >= -126 after
+ * the clamp); lanes below -87 give 0. */
+T_FLASH2 static inline __m256 exp8(__m256 x)
+{
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 nn = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(nn, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* p * 2^n in two steps (2^(n/2) twice) so that n = -126 .. 127 never leaves the normal range
+     * of the factor */
+    const __m256i n = _mm256_cvtps_epi32(nn);
+    const __m256i h = _mm256_srai_epi32(n, 1);
+    const __m256 f1 =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    const __m256 f2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_and_ps(keep, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2));
+}
+
+T_FLASH2 static inline float hmax8(__m256 x)
+{
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+T_FLASH2 static inline float hsum8(__m256 x)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+/* The AVX2 form of flash_avx512: the same tiles (BC = 64 keys, K tile transposed and scaled into
+ * scratch), query rows in fours; with 16 vector registers the scores of a tile are made 16 keys
+ * at a time (4 rows x 2 vectors of accumulators) into the row's probability buffer, then turned
+ * into probabilities in place. hd a multiple of 8, <= 256. */
+T_FLASH2 static void flash_avx2(const float *q, size_t ldq, const float *k, size_t ldk,
+                                const float *v, size_t ldv, size_t n, size_t ctx, size_t hd,
+                                float scale, long p0, float *o, size_t ldo, float *scratch)
+{
+    float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
+    float *pbuf = l + n; /* [4][64] */
+    const size_t nv = hd / 8;
+    for (size_t i = 0; i < n; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o + i * ldo, 0, hd * sizeof(float));
+    }
+    for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
+        const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
+        for (size_t d = 0; d < hd; d++)
+            for (size_t j = 0; j < VG_FLASH_BC; j++)
+                kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+        for (size_t i0 = 0; i0 < n; i0 += 4) {
+            size_t rr[4], nb[4], nbmax = 0;
+            for (int r = 0; r < 4; r++) {
+                rr[r] = i0 + (size_t)r < n ? i0 + (size_t)r : n - 1;
+                size_t vis = visible(p0, rr[r], ctx);
+                nb[r] = vis <= kb ? 0 : (vis - kb < bc ? vis - kb : bc);
+                nbmax = nb[r] > nbmax ? nb[r] : nbmax;
+            }
+            if (nbmax == 0)
+                continue;
+            const float *q0 = q + rr[0] * ldq, *q1 = q + rr[1] * ldq;
+            const float *q2 = q + rr[2] * ldq, *q3 = q + rr[3] * ldq;
+            for (size_t jb = 0; jb < nbmax; jb += 16) {
+                __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+                __m256 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                for (size_t d = 0; d < hd; d++) {
+                    const float *kd = kt + d * VG_FLASH_BC + jb;
+                    const __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
+                    __m256 b = _mm256_broadcast_ss(q0 + d);
+                    a00 = _mm256_fmadd_ps(b, k0, a00);
+                    a01 = _mm256_fmadd_ps(b, k1, a01);
+                    b = _mm256_broadcast_ss(q1 + d);
+                    a10 = _mm256_fmadd_ps(b, k0, a10);
+                    a11 = _mm256_fmadd_ps(b, k1, a11);
+                    b = _mm256_broadcast_ss(q2 + d);
+                    a20 = _mm256_fmadd_ps(b, k0, a20);
+                    a21 = _mm256_fmadd_ps(b, k1, a21);
+                    b = _mm256_broadcast_ss(q3 + d);
+                    a30 = _mm256_fmadd_ps(b, k0, a30);
+                    a31 = _mm256_fmadd_ps(b, k1, a31);
+                }
+                _mm256_storeu_ps(pbuf + jb, a00);
+                _mm256_storeu_ps(pbuf + jb + 8, a01);
+                _mm256_storeu_ps(pbuf + 64 + jb, a10);
+                _mm256_storeu_ps(pbuf + 64 + jb + 8, a11);
+                _mm256_storeu_ps(pbuf + 128 + jb, a20);
+                _mm256_storeu_ps(pbuf + 128 + jb + 8, a21);
+                _mm256_storeu_ps(pbuf + 192 + jb, a30);
+                _mm256_storeu_ps(pbuf + 192 + jb + 8, a31);
+            }
+            const size_t nbr = (nbmax + 7) & ~(size_t)7; /* score columns written, <= 64 */
+            float cr[4];
+            for (int r = 0; r < 4; r++) {
+                float *pr = pbuf + 64 * r;
+                if (!nb[r]) { /* nothing visible in this tile: adds nothing */
+                    memset(pr, 0, nbr * sizeof(float));
+                    cr[r] = 1.0f;
+                    continue;
+                }
+                for (size_t j = nb[r]; j < nbr; j++)
+                    pr[j] = -INFINITY;
+                __m256 mx8 = _mm256_set1_ps(-INFINITY);
+                for (size_t j = 0; j < nbr; j += 8)
+                    mx8 = _mm256_max_ps(mx8, _mm256_loadu_ps(pr + j));
+                const float mold = m[rr[r]];
+                float mx = hmax8(mx8);
+                mx = mx > mold ? mx : mold;
+                const __m256 mv = _mm256_set1_ps(mx);
+                __m256 s8 = _mm256_setzero_ps();
+                for (size_t j = 0; j < nbr; j += 8) {
+                    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(pr + j), mv));
+                    _mm256_storeu_ps(pr + j, e);
+                    s8 = _mm256_add_ps(s8, e);
+                }
+                cr[r] = mold == -INFINITY ? 0.0f : expf(mold - mx);
+                if (i0 + (size_t)r < n) {
+                    l[rr[r]] = l[rr[r]] * cr[r] + hsum8(s8);
+                    m[rr[r]] = mx;
+                }
+            }
+            int real[4];
+            for (int r = 0; r < 4; r++)
+                real[r] = i0 + (size_t)r < n;
+            float *o0 = o + rr[0] * ldo, *o1 = o + rr[1] * ldo;
+            float *o2 = o + rr[2] * ldo, *o3 = o + rr[3] * ldo;
+            for (size_t c = 0; c < nv; c++) {
+                __m256 x0 = _mm256_mul_ps(_mm256_set1_ps(cr[0]), _mm256_loadu_ps(o0 + 8 * c));
+                __m256 x1 = _mm256_mul_ps(_mm256_set1_ps(cr[1]), _mm256_loadu_ps(o1 + 8 * c));
+                __m256 x2 = _mm256_mul_ps(_mm256_set1_ps(cr[2]), _mm256_loadu_ps(o2 + 8 * c));
+                __m256 x3 = _mm256_mul_ps(_mm256_set1_ps(cr[3]), _mm256_loadu_ps(o3 + 8 * c));
+                const float *vc = v + kb * ldv + 8 * c;
+                for (size_t j = 0; j < nbmax; j++) {
+                    const __m256 vj = _mm256_loadu_ps(vc + j * ldv);
+                    x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pbuf + j), vj, x0);
+                    x1 = _mm256_fmadd_ps(_mm256_broadcast_ss(pbuf + 64 + j), vj, x1);
+                    x2 = _mm256_fmadd_ps(_mm256_broadcast_ss(pbuf + 128 + j), vj, x2);
+                    x3 = _mm256_fmadd_ps(_mm256_broadcast_ss(pbuf + 192 + j), vj, x3);
+                }
+                if (real[0])
+                    _mm256_storeu_ps(o0 + 8 * c, x0);
+                if (real[1])
+                    _mm256_storeu_ps(o1 + 8 * c, x1);
+                if (real[2])
+                    _mm256_storeu_ps(o2 + 8 * c, x2);
+                if (real[3])
+                    _mm256_storeu_ps(o3 + 8 * c, x3);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const __m256 inv = _mm256_set1_ps(l[i] > 0.0f ? 1.0f / l[i] : 0.0f);
+        for (size_t c = 0; c < nv; c++)
+            _mm256_storeu_ps(o + i * ldo + 8 * c,
+                             _mm256_mul_ps(inv, _mm256_loadu_ps(o + i * ldo + 8 * c)));
+    }
+}
 #endif
 
 int vg_flash_ok(size_t hd)
 {
 #if defined(__x86_64__)
-    return vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0 && hd > 0 && hd <= 256;
+    return vg_isa_level() >= VG_ISA_AVX2 && hd % 8 == 0 && hd > 0 && hd <= 256;
 #else
     (void)hd;
     return 0;
@@ -276,6 +450,10 @@ void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t
         level = vg_isa_level();
     if (level >= VG_ISA_AVX512 && hd % 16 == 0 && hd > 0 && hd <= 256) {
         flash_avx512(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+        return;
+    }
+    if (level >= VG_ISA_AVX2 && hd % 8 == 0 && hd > 0 && hd <= 256) {
+        flash_avx2(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
         return;
     }
 #endif

@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh            build + test dependencies (python3-torch runs the PyTorch
 #                                      reference checks of the demo model in the test suite)
 #   scripts/install-deps.sh --tools    also torchvision (regenerating the resize parity fixture)
+#   scripts/install-deps.sh --peers    also what llama.cpp's GGUF converter imports (bench/peers)
 # GStreamer's RTSP server, its Python bindings and the elements it streams with are the real RTSP server
 # of test_streams_rtsp.
 set -eu
@@ -18,6 +19,9 @@ libwebsockets-dev libwebsockets-evlib-uv prometheus curl chromium chromium-drive
 libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"
+fi
+if [ "${1:-}" = "--peers" ]; then
+    PKGS="$PKGS python3-sentencepiece python3-tqdm python3-yaml"
 fi
 
 missing=""

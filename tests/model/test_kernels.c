@@ -314,7 +314,7 @@ static void test_weight_types(void **state)
 
 /* Fused attention: the level's kernel and the portable one against a double-precision softmax,
  * full and causal, ragged sizes (rows not a multiple of 4, keys not a multiple of the tile). */
-static void check_flash(size_t n, size_t ctx, size_t hd, long p0)
+static void check_flash(size_t n, size_t ctx, size_t hd, long p0, float amp)
 {
     const size_t ld = hd + 16; /* strided rows, as in the engine */
     float *q = malloc(n * ld * sizeof(float)), *k = malloc(ctx * ld * sizeof(float));
@@ -322,7 +322,7 @@ static void check_flash(size_t n, size_t ctx, size_t hd, long p0)
     float *scr = malloc(vg_flash_scratch_floats(n, hd) * sizeof(float));
     double *p = malloc(ctx * sizeof(double));
     for (size_t i = 0; i < n * ld; i++)
-        q[i] = frand();
+        q[i] = amp * frand(); /* amp > 1: scores spread over tens of units (exp underflow) */
     for (size_t i = 0; i < ctx * ld; i++) {
         k[i] = frand();
         v[i] = frand();
@@ -367,14 +367,17 @@ static void check_flash(size_t n, size_t ctx, size_t hd, long p0)
 static void test_flash(void **state)
 {
     (void)state;
-    check_flash(1, 1, 16, -1);
-    check_flash(7, 7, 16, -1);
-    check_flash(33, 130, 64, -1);
-    check_flash(96, 96, 64, -1);
-    check_flash(5, 70, 128, 65); /* causal after a cached prefix */
-    check_flash(67, 67, 128, 0); /* causal from the start */
-    check_flash(3, 200, 48, -1);
-    check_flash(9, 9, 40, 0); /* a head size without a fast kernel: the portable path */
+    check_flash(1, 1, 16, -1, 1.0f);
+    check_flash(7, 7, 16, -1, 1.0f);
+    check_flash(33, 130, 64, -1, 1.0f);
+    check_flash(96, 96, 64, -1, 1.0f);
+    check_flash(5, 70, 128, 65, 1.0f); /* causal after a cached prefix */
+    check_flash(67, 67, 128, 0, 1.0f); /* causal from the start */
+    check_flash(3, 200, 48, -1, 1.0f);
+    check_flash(9, 9, 40, 0, 1.0f);   /* hd % 16 != 0: the AVX2 kernel also at the AVX-512 level */
+    check_flash(6, 75, 24, 10, 1.0f); /* the same, fewer than 16 keys visible to some rows */
+    check_flash(10, 140, 64, -1, 12.0f); /* wide score range: most probabilities underflow */
+    check_flash(5, 5, 36, -1, 1.0f);     /* a head size without a fast kernel: the portable path */
 }
 
 static void add_task(void *arg, size_t i)
