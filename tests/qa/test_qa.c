@@ -370,8 +370,8 @@ static void test_limits(void **state)
 static void test_event_json(void **state)
 {
     (void)state;
-    vg_event ev[2] = {{1.23456, 7.0004, "The red box is visible from 1.2 to 7.0 seconds"},
-                      {2.0, 2.0, "at 2"}};
+    vg_event ev[2] = {{1.23456, 7.0004, "The red box is visible from 1.2 to 7.0 seconds", 0},
+                      {2.0, 2.0, "at 2", 0}};
     cJSON *arr = vg_qa_events_json(ev, 2, "clip");
     assert_non_null(arr);
     char *s = cJSON_PrintUnformatted(arr);
