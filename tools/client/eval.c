@@ -1071,6 +1071,9 @@ static int run_model(conn *c, const opts *o, const vg_eval_set *s, result *res)
 
 int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--live"))
+            return vg_cmd_eval_live(argc, argv, cn);
     opts o;
     memset(&o, 0, sizeof o);
     o.json = cn->json;

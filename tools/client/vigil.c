@@ -675,7 +675,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "ask"))
         return cmd_ask(&c, sub_argc, sub_argv);
     if (!strcmp(cmd, "eval")) {
-        vg_eval_conn ec = {c.cmd_url, c.timeout_ms, c.json};
+        vg_eval_conn ec = {c.cmd_url, c.timeout_ms, c.json, c.events_url};
         return vg_cmd_eval(sub_argc, sub_argv, &ec);
     }
     vg_watch_conn wc = {c.cmd_url, c.events_url, c.timeout_ms, c.json};
