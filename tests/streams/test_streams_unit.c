@@ -138,6 +138,19 @@ static void test_track_exact_model(void **state)
         assert_string_equal(e->text, "text");
     }
     assert_false(t.active);
+    /* A stream that ends during an event: finish ends it where the answers last saw it. */
+    vg_stream_track_free(&t);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    static const double open_end[1][2] = {{20, 100}};
+    n = simulate(&t, open_end, 1, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 1);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_ENDED), 0);
+    assert_int_equal(vg_stream_track_finish(&t, tr), 1);
+    assert_int_equal(tr[0].kind, VG_TRANSITION_ENDED);
+    /* The newest 2 s were stated by one answer only: the last confirmed moment is 38. */
+    assert_true(fabs(tr[0].start - 20) < 0.11 && tr[0].end > 37.9 && tr[0].end < 40.1);
+    assert_int_equal(vg_stream_track_finish(&t, tr), 0);
+    assert_int_equal(vg_stream_track_finish(NULL, tr), VG_EINVAL);
     /* One answer is not enough: a track fed a single answer stating the box starts nothing. */
     vg_stream_track_free(&t);
     assert_int_equal(vg_stream_track_init(&t, &p), 0);
