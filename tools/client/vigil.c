@@ -57,6 +57,8 @@ static void usage(FILE *f)
                "  eval FILE.jsonl ...  benchmark the served model on Charades-STA-style lines\n"
                "                       (mean tIoU, R@0.3/0.5/0.7, negatives; see vigil eval "
                "--help)\n"
+               "  eval --live FILE.jsonl  benchmark live annotation: videos replayed as streams,\n"
+               "                       events scored (F1 at 1/2 s, delays, spurious per hour)\n"
                "  plan ...             show how a video would be sampled (offline; see vigil plan "
                "--help)\n"
                "\n"
