@@ -184,13 +184,15 @@ static void refine(const vg_stream_track *t, double first_end, double last_start
         if (o[1] < o[3] - tol && o[1] <= hi && o[1] >= last_start)
             en[ne++] = o[1];
     }
+    /* Of two middle values, the one that makes the event shorter: an event is claimed where the
+     * statements agree most (and the models seen state ends late rather than early). */
     if (ns > 0) {
         qsort(st, ns, sizeof *st, cmp_double);
-        *s = ns % 2 ? st[ns / 2] : 0.5 * (st[ns / 2 - 1] + st[ns / 2]);
+        *s = st[ns / 2];
     }
     if (ne > 0) {
         qsort(en, ne, sizeof *en, cmp_double);
-        *e = ne % 2 ? en[ne / 2] : 0.5 * (en[ne / 2 - 1] + en[ne / 2]);
+        *e = en[(ne - 1) / 2];
     }
     if (*e < *s)
         *e = *s;
