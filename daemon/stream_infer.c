@@ -188,7 +188,13 @@ static int add_pair(stream *s, pair_item *p, char *err, size_t errlen)
         (size_t)vg_qa_next_pos(s->qa) + budget > pos_limit) {
         rc = rebase(s, err, errlen);
     } else {
+        /* Prefilling one pair costs what a rebase costs per pair: the cheapest seen is the
+         * model's cost (align_base), whatever the load at any one time. */
+        double t0 = vg_now_ms();
         rc = vg_qa_sync(s->qa, &s->stop, err, errlen);
+        double per = vg_now_ms() - t0;
+        if (rc == 0 && (!(s->rebase_ms_pair > 0) || per < s->rebase_ms_pair))
+            s->rebase_ms_pair = per;
         if (rc < 0) {
             s->w_n--; /* the session dropped the new pair; start again from the head */
             reset_window(s);
@@ -368,7 +374,13 @@ static int infer_step(stream *s)
     int last = atomic_load(&s->eof) && vg_queue_len(s->pairs) == 0; /* a file's last pairs */
     if (s->fresh > 0 && s->w_n > 0 && (newest >= s->next_update_t - 1e-6 || last) &&
         window_span(s) >= s->min_window_s && !atomic_load(&s->stop)) {
-        s->next_update_t = newest + s->update_s;
+        /* On a fixed grid of stream time from the first answer: an answer that came late (the
+         * model was busy) does not shift the later ones, so the windows asked about do not depend
+         * on the machine's load. */
+        if (!(s->next_update_t > 0))
+            s->next_update_t = newest;
+        while (s->next_update_t <= newest + 1e-6)
+            s->next_update_t += s->update_s;
         s->fresh = 0;
         err[0] = 0;
         if ((rc = align_base(s, err, sizeof err)) < 0) {

@@ -124,7 +124,7 @@ struct stream {
     size_t w_cap, w_n, w_head;
     size_t cap_tokens, max_suffix;
     double next_update_t;  /* stream seconds: the next answer is due once the window reaches it */
-    double rebase_ms_pair; /* the least cost of a rebase per pair held so far (align_base) */
+    double rebase_ms_pair; /* the least cost of a prefill per pair so far (align_base) */
     int finished;          /* the file ended and the open events were ended */
     int fresh;             /* pairs since the last answer */
     question q[VG_STREAM_MAX_QUESTIONS];
