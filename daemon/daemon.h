@@ -85,6 +85,9 @@ typedef struct vg_daemon_config {
     char mqtt_frigate_questions[VG_CFG_STR]; /* '|'-separated; empty: no Frigate consumer */
     char mqtt_frigate_url[VG_CFG_STR];       /* Frigate's base URL (http://frigate:5000) */
     char mqtt_frigate_topic[128];            /* default frigate/reviews */
+    /* the event tracker's defaults (stream_track.c; a watch request may override them) */
+    int stream_event_confirm;
+    double stream_event_min_duration_s, stream_event_hold_s, stream_event_merge_gap_s;
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */
@@ -257,6 +260,11 @@ typedef struct vg_request {
     double since;                                        /* events: sequence numbers above this */
     /* watch: the RTSP lower transport, "tcp", "udp" or "auto"; "" = the default (tcp) */
     char rtsp_transport[8];
+    /* The event tracker's knobs, each used where its bit of track_set is set (1 confirm,
+     * 2 min_duration_s, 4 hold_s, 8 merge_gap_s), else the configuration's default. */
+    unsigned track_set;
+    long confirm;
+    double min_duration_s, hold_s, merge_gap_s;
 } vg_request;
 
 typedef struct vg_proto_limits {
@@ -438,41 +446,117 @@ int vg_journal_close(vg_journal *j);
 uint32_t vg_crc32(const void *data, size_t len);
 
 /* ===================================================================================================
- * Event transitions of one standing question of a live stream (stream_track.c; pure, any thread).
- * vg_event is pipeline.h's parsed event (start, end, label); this library only reads it.
+ * Events of one standing question of a live stream (stream_track.c; pure, any thread).
+ * vg_event is pipeline.h's parsed event (start, end, label, flags); this library only reads it.
+ *
+ * Two steps per answer:
+ *  1. vg_stream_track_check: the answer's events are checked against the window the model was
+ *     asked about. A range stated end first (VG_EVENT_REVERSED), an answer that also denies
+ *     presence (VG_EVENT_CONTRADICTED), a non-finite time, or a range that starts before the
+ *     window or ends after it by a pair or more (tolerance) is rejected; a smaller overshoot is
+ *     clamped to the window.
+ *  2. vg_stream_track_update: the accepted ranges vote on a timeline of small bins. Every answer
+ *     votes on each bin of its window (seen), "present" on those its ranges cover (yes). A bin is
+ *     on when at least `confirm` answers said present and at least half of those that saw it did
+ *     (so one answer never starts an event, and one answer bridging two events is outvoted by
+ *     the windows that saw the gap alone). Runs of on bins closer than merge_gap are one event;
+ *     an event is published (STARTED) once it lasts min_duration, its start refined (UPDATE) as
+ *     later windows vote, and it ends (ENDED) once every bin up to hold after its last on bin has
+ *     been seen by `confirm` answers without turning on. Times are the ones the model stated, in
+ *     stream seconds, never the time of the answer.
  */
 typedef struct vg_event vg_event;
 
+typedef struct vg_track_params {
+    int confirm;         /* answers stating a moment present before it counts (>= 1; default 2) */
+    double min_duration; /* s: shorter events are never published (default 1) */
+    double hold;         /* s: video without the event before it ends (default 2) */
+    double merge_gap;    /* s: events separated by less are one (default 3) */
+    double tolerance;    /* s: overshoot past the window that is clamped (one pair: 2 / fps) */
+    double horizon;      /* s: how far back votes are kept (>= the window's length) */
+} vg_track_params;
+
+/* Defaults for a stream with the given window length and frame rate. */
+vg_track_params vg_track_default_params(double window_s, double fps);
+
+/* Why vg_stream_track_check rejected or changed events (counters it adds to). */
+typedef struct vg_track_checks {
+    long reversed;      /* stated end before start */
+    long out_of_window; /* outside the window by a pair or more, or not finite */
+    long contradictory; /* the answer also denies presence */
+    long clamped;       /* overshoot of less than a pair, clamped to the window */
+} vg_track_checks;
+
+/* Copies the acceptable events of ev[n] (stream seconds) into out[n] (the caller's array, may be
+ * ev itself), clamped to [win_start, win_end]; counts the rest in *c (optional). Returns how many
+ * were kept, or VG_EINVAL. */
+int vg_stream_track_check(const vg_event *ev, size_t n, double win_start, double win_end,
+                          double tolerance, vg_event *out, vg_track_checks *c);
+
 typedef struct vg_stream_track {
-    int active;   /* an event is ongoing */
-    double start; /* its start, stream seconds */
-    double end;   /* the latest end seen for it, stream seconds */
-    char label[256];
+    vg_track_params p;
+    /* The vote timeline: a ring of bins of VG_TRACK_BIN seconds; absolute bin b lives at
+     * b % cap. Bins before lo are forgotten; hi is one past the newest voted bin. */
+    unsigned short *yes, *seen;
+    float *score; /* sum of the scores of the yes votes */
+    size_t cap;
+    long lo, hi;
+    int active;        /* STARTED published, ENDED not yet */
+    double start, end; /* the active event (stream seconds), as refined */
+    double run_end;    /* the end of its run of on bins */
+    double pub_start;  /* the start last published (STARTED or UPDATE) */
+    double scan_from;  /* runs ending before this are done (published or suppressed) */
+    double score_sum;  /* the active event's answers: sum and count of their scores */
+    long score_n;
+    long suppressed; /* runs shorter than min_duration, never published */
+    /* The newest answers' accepted ranges with their windows (a ring of VG_TRACK_OBS): the
+     * boundaries of an event are the medians of the starts and ends these state inside their
+     * windows (a range that touches its window's edge says nothing about that boundary). */
+    double (*obs)[4]; /* start, end, window start, window end */
+    size_t obs_n, obs_head;
+    char text[512]; /* the newest answer that stated something present (stream time) */
 } vg_stream_track;
 
-enum { VG_TRANSITION_STARTED = 1, VG_TRANSITION_ENDED = 2 };
+#define VG_TRACK_BIN 0.1 /* seconds per timeline bin */
+#define VG_TRACK_OBS 256 /* answers' ranges kept for the boundaries */
+
+enum { VG_TRANSITION_STARTED = 1, VG_TRANSITION_ENDED = 2, VG_TRANSITION_UPDATE = 3 };
 
 typedef struct vg_stream_transition {
     int kind;          /* VG_TRANSITION_* */
-    double start, end; /* stream seconds; end only for ENDED */
-    char label[256];
+    double start, end; /* stream seconds: the event's start and its latest end */
+    double score;      /* mean vg_qa_answer.score of the answers that stated it (<= 0) */
+    char text[512];    /* the newest answer that stated it (as given to the update) */
 } vg_stream_transition;
 
-/* Feeds one answer's parsed events ev[n] (times relative to base: stream time = base + t) over the
- * window [win_start, win_end] (stream seconds) into t. An event counts as present when, mapped to
- * stream time and clipped to the window, it ends no earlier than win_end - gap (it reaches the
- * newest video); of several, the one that ends last. Transitions written to out[0..1], count
- * returned:
- *  - not active, present: STARTED at the event's start;
- *  - active, present but starting more than gap after the tracked end: ENDED (tracked start, end)
- *    then STARTED (a new occurrence);
- *  - active, not present: ENDED at the end the answer gives for an event overlapping the tracked
- *    one (its end is well before the window end), else at the last end seen;
- *  - otherwise none (an active event's end advances).
- * NULL ev with n 0 is "no event". Returns 0, 1 or 2, or VG_EINVAL for bad arguments. */
-int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, double base,
-                           double win_start, double win_end, double gap,
-                           vg_stream_transition out[2]);
+#define VG_TRACK_MAX_OUT 8 /* transitions one update can give */
+
+/* Prepares t with params p (copied; invalid values take the defaults' place). Returns 0,
+ * VG_EINVAL or VG_ENOMEM. Free with vg_stream_track_free. */
+int vg_stream_track_init(vg_stream_track *t, const vg_track_params *p);
+void vg_stream_track_free(vg_stream_track *t);
+/* Feeds one answer: ev[n], already checked (vg_stream_track_check: stream seconds, inside the
+ * window), over the window [win_start, win_end], with the answer's score and its text for readers
+ * (optional). Writes up to VG_TRACK_MAX_OUT transitions to out and returns how many, or VG_EINVAL.
+ * NULL ev with n 0 is an answer that states nothing present. */
+int vg_stream_track_update(vg_stream_track *t, const vg_event *ev, size_t n, double win_start,
+                           double win_end, double score, const char *text,
+                           vg_stream_transition *out);
+
+/* Ends the active event, if any, where the answers last saw it (the stream has ended): writes an
+ * ENDED transition to *out and returns 1, else returns 0 (VG_EINVAL for NULL arguments). */
+int vg_stream_track_finish(vg_stream_track *t, vg_stream_transition *out);
+
+/* A short label for events of a standing question: the thing it asks about ("When is the red box
+ * visible?" -> "red box"), else the subject of the answer ("The red box is visible ..." -> "red
+ * box"), else the question itself, cut to fit out[cap]. */
+void vg_stream_label(const char *question, const char *answer, char *out, size_t cap);
+/* Rewrites the answer text for a reader: every number the answer stated as a time of one of its
+ * events (relative to the window base) becomes that time in stream seconds (base added), so
+ * "visible from 13.2 to 20.2 seconds" with base 25 reads "from 38.2 to 45.2 seconds". out[cap]
+ * always ends with NUL (truncated at a UTF-8 boundary). */
+void vg_stream_text(const char *answer, const vg_event *ev, size_t n, double base, char *out,
+                    size_t cap);
 
 /* ===================================================================================================
  * Inference gate (infer_gate.c): a FIFO (ticket) lock that serializes the model's heavy

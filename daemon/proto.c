@@ -368,7 +368,7 @@ static const struct {
     {"sync", VG_OP_SYNC, ",job,"},
     {"watch", VG_OP_WATCH,
      ",url,name,question,questions,fps,window_s,update_s,min_window_s,max_pixels,speed,"
-     "rtsp_transport,"},
+     "rtsp_transport,confirm,min_duration_s,hold_s,merge_gap_s,"},
     {"unwatch", VG_OP_UNWATCH, ",name,"},
     {"streams", VG_OP_STREAMS, ","},
     {"events", VG_OP_EVENTS, ",name,since,limit,"},
@@ -471,6 +471,20 @@ static int parse_stream_op(struct ctx *c, const cJSON *root, const vg_proto_limi
                        "rtsp_transport");
         snprintf(r->rtsp_transport, sizeof r->rtsp_transport, "%s", it->valuestring);
     }
+    /* The event tracker (docs/protocol.md, "Events"). */
+    static const char *const tk[] = {"min_duration_s", "hold_s", "merge_gap_s"};
+    double *tv[] = {&r->min_duration_s, &r->hold_s, &r->merge_gap_s};
+    if ((it = cJSON_GetObjectItemCaseSensitive(root, "confirm"))) {
+        if ((rc = get_int(c, it, "confirm", 1, 100, &r->confirm)) < 0)
+            return rc;
+        r->track_set |= 1u;
+    }
+    for (int k = 0; k < 3; k++)
+        if ((it = cJSON_GetObjectItemCaseSensitive(root, tk[k]))) {
+            if ((rc = get_num(c, it, tk[k], 0, 3600, tv[k])) < 0)
+                return rc;
+            r->track_set |= 2u << k;
+        }
     if ((it = cJSON_GetObjectItemCaseSensitive(root, "max_pixels"))) {
         if ((rc = get_int(c, it, "max_pixels", 1024, 1L << 34, &r->stream_max_pixels)) < 0)
             return rc;

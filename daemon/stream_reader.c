@@ -358,6 +358,7 @@ void *reader_main(void *arg)
             break;
         if (rc == VG_EPIPE && !s->is_url) {
             file_ended = 1;
+            atomic_store(&s->eof, 1); /* stream_infer.c ends the open events */
             break;
         }
         post_state_clean(s, SS_STALLED,

@@ -449,6 +449,17 @@ static cJSON *stream_json(const stream *s)
     cJSON_AddNumberToObject(o, "answers", (double)atomic_load(&s->answers));
     cJSON_AddNumberToObject(o, "reconnects", (double)atomic_load(&s->reconnects));
     cJSON_AddNumberToObject(o, "rebases", (double)atomic_load(&s->rebases));
+    cJSON *ev = cJSON_AddObjectToObject(o, "events_checked");
+    cJSON_AddNumberToObject(ev, "reversed", (double)atomic_load(&s->ev_reversed));
+    cJSON_AddNumberToObject(ev, "out_of_window", (double)atomic_load(&s->ev_out_of_window));
+    cJSON_AddNumberToObject(ev, "contradictory", (double)atomic_load(&s->ev_contradictory));
+    cJSON_AddNumberToObject(ev, "clamped", (double)atomic_load(&s->ev_clamped));
+    cJSON_AddNumberToObject(ev, "suppressed", (double)atomic_load(&s->ev_suppressed));
+    cJSON *tk = cJSON_AddObjectToObject(o, "tracker");
+    cJSON_AddNumberToObject(tk, "confirm", s->track.confirm);
+    cJSON_AddNumberToObject(tk, "min_duration_s", s->track.min_duration);
+    cJSON_AddNumberToObject(tk, "hold_s", s->track.hold);
+    cJSON_AddNumberToObject(tk, "merge_gap_s", s->track.merge_gap);
     cJSON *w = cJSON_AddObjectToObject(o, "window");
     cJSON_AddNumberToObject(w, "start", atomic_load(&s->win_start));
     cJSON_AddNumberToObject(w, "end", atomic_load(&s->win_end));
@@ -499,6 +510,12 @@ static void stream_knobs(stream *s, const vg_request *r)
     s->min_window_s =
         VG_MIN(r->min_window_s > 0 ? r->min_window_s : DEFAULT_MIN_WINDOW, s->window_s);
     s->speed = r->speed > 0 ? r->speed : 1.0;
+    s->track = vg_track_default_params(s->window_s, s->fps);
+    s->track.confirm = (int)(r->track_set & 1u ? r->confirm : cfg->stream_event_confirm);
+    s->track.min_duration =
+        r->track_set & 2u ? r->min_duration_s : cfg->stream_event_min_duration_s;
+    s->track.hold = r->track_set & 4u ? r->hold_s : cfg->stream_event_hold_s;
+    s->track.merge_gap = r->track_set & 8u ? r->merge_gap_s : cfg->stream_event_merge_gap_s;
     s->log_max = (size_t)VG_MAX(cfg->stream_log_max_records, 0);
     snprintf(s->log_dir, sizeof s->log_dir, "%s/streams", cfg->state_dir);
     snprintf(s->log_path, sizeof s->log_path, "%s/%s.events", s->log_dir, s->name);

@@ -70,6 +70,7 @@ typedef struct snap_kept {
 
 typedef struct question {
     char *text;
+    char label[64]; /* vg_stream_label of the question */
     vg_stream_track track;
     double start_wall;
 } question;
@@ -100,6 +101,7 @@ struct stream {
     char rtsp_transport[8];  /* "tcp", "udp" or "auto" (the watch's rtsp_transport) */
     int max_new_tokens;      /* stream_max_new_tokens at watch time */
     double fps, window_s, update_s, min_window_s, speed;
+    vg_track_params track;       /* the event tracker's knobs (stream_track.c) */
     long max_pixels, min_pixels; /* per frame (smart_resize budget) */
     int nq;
     char *qtext[VG_STREAM_MAX_QUESTIONS];
@@ -113,12 +115,17 @@ struct stream {
     size_t snap_cap, snap_n, snap_head;
     snap_kept *kept;
     size_t kept_n, kept_head;
+    atomic_int eof; /* the reader reached the end of a file (its last pair is queued) */
     /* The log, named at watch time (the reader loads and opens it). */
     char log_dir[VG_CFG_STR + 16];  /* <state_dir>/streams */
     char log_path[VG_CFG_STR + 96]; /* <log_dir>/<name>.events */
 
     /* Counters (written by workers, read by the loop). */
     atomic_long frames, n_pairs, dropped, answers, reconnects, rebases;
+    /* Answers' events the tracker refused (stream_track.c): stated end first, outside the window
+     * by a pair or more, contradicted by the answer; clamped: overshoot of less than a pair;
+     * suppressed: runs shorter than the minimum duration. */
+    atomic_long ev_reversed, ev_out_of_window, ev_contradictory, ev_clamped, ev_suppressed;
     _Atomic double win_start, win_end;
 
     /* Loop-owned. */
@@ -141,8 +148,10 @@ struct stream {
     win_entry *ring_w; /* the times of the pairs the session holds, oldest at w_head */
     size_t w_cap, w_n, w_head;
     size_t cap_tokens, max_suffix;
-    double next_update_ms;
-    int fresh; /* pairs since the last answer */
+    double next_update_t;  /* stream seconds: the next answer is due once the window reaches it */
+    double rebase_ms_pair; /* the least cost of a prefill per pair so far (align_base) */
+    int finished;          /* the file ended and the open events were ended */
+    int fresh;             /* pairs since the last answer */
     question q[VG_STREAM_MAX_QUESTIONS];
     stream *i_next;
 };

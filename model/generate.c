@@ -3,16 +3,64 @@
  * penalties see the ids generated so far), reports the id and its newly completed UTF-8 text
  * through the callback (special tokens and stop ids give no text), then decodes the id at MRoPE
  * position (cache position + rope_delta) on all three axes to get the next logits. Runs on the
- * calling thread, which owns the sequence for the duration.
+ * calling thread, which owns the sequence for the duration. vg_generate_lp also reports each
+ * token's log-probability, taken from a copy of the logits before the sampler's penalties and
+ * temperature touch them (so the sampled ids are the same as vg_generate's).
  */
 #include "engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The log-probability of logits[id] under softmax(logits), before any penalty or temperature. */
+static float log_softmax_at(const float *logits, size_t n, int32_t id)
+{
+    float mx = logits[0];
+    for (size_t i = 1; i < n; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += exp((double)(logits[i] - mx));
+    return (float)((double)(logits[id] - mx) - log(sum));
+}
+
+typedef struct plain_cb {
+    vg_token_cb cb;
+    void *opaque;
+} plain_cb;
+
+static int call_plain(int32_t id, const char *text, size_t len, float logprob, void *opaque)
+{
+    (void)logprob;
+    const plain_cb *p = opaque;
+    return p->cb(id, text, len, p->opaque);
+}
+
+static int generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
+                    vg_token_lp_cb cb, int want_lp, void *opaque, const atomic_int *cancel,
+                    int32_t **out_ids, size_t *n_out, char *err, size_t errlen);
 
 int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
                 vg_token_cb cb, void *opaque, const atomic_int *cancel, int32_t **out_ids,
                 size_t *n_out, char *err, size_t errlen)
+{
+    plain_cb p = {cb, opaque};
+    return generate(s, params, first_logits, rope_delta, cb ? call_plain : NULL, 0, &p, cancel,
+                    out_ids, n_out, err, errlen);
+}
+
+int vg_generate_lp(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
+                   vg_token_lp_cb cb, void *opaque, const atomic_int *cancel, int32_t **out_ids,
+                   size_t *n_out, char *err, size_t errlen)
+{
+    return generate(s, params, first_logits, rope_delta, cb, cb != NULL, opaque, cancel, out_ids,
+                    n_out, err, errlen);
+}
+
+static int generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
+                    vg_token_lp_cb cb, int want_lp, void *opaque, const atomic_int *cancel,
+                    int32_t **out_ids, size_t *n_out, char *err, size_t errlen)
 {
     if (!s || !params || !first_logits)
         return vg_fail(err, errlen, VG_EINVAL, "vg_generate: NULL argument");
@@ -27,12 +75,13 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
     vg_detok *dt = NULL;
     int32_t *ids = malloc((cap ? cap : 1) * sizeof(*ids));
     float *logits = malloc(V * sizeof(float));
+    float *raw = want_lp ? malloc(V * sizeof(float)) : NULL; /* the logits before sampling */
     int rc = vg_sampler_create(params, V, &smp);
     if (rc < 0) {
         rc = vg_fail(err, errlen, rc, "bad sampling parameters");
         goto done;
     }
-    if (!ids || !logits) {
+    if (!ids || !logits || (want_lp && !raw)) {
         rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
         goto done;
     }
@@ -47,7 +96,10 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
             rc = vg_fail(err, errlen, VG_ECANCELED, "generation canceled");
             goto done;
         }
+        if (raw)
+            memcpy(raw, work, V * sizeof(float));
         int32_t id = vg_sampler_sample(smp, work, ids, n);
+        float lp = raw && id >= 0 && (size_t)id < V ? log_softmax_at(raw, V, id) : 0.0f;
         ids[n++] = id;
         int stop = 0;
         for (int i = 0; i < params->n_stop_ids; i++)
@@ -68,7 +120,7 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
                 if (vg_detok_flush(dt, text + len, sizeof(text) - len, &more) == 0)
                     len += more;
             }
-            if (cb(id, text, len, opaque))
+            if (cb(id, text, len, lp, opaque))
                 break;
         }
         if (stop || n == cap)
@@ -95,5 +147,6 @@ done:
     vg_sampler_free(smp);
     free(ids);
     free(logits);
+    free(raw);
     return rc;
 }

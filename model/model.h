@@ -271,6 +271,16 @@ int vg_generate(vg_seq *s, const vg_gen_params *params, float *first_logits, int
                 vg_token_cb cb, void *opaque, const atomic_int *cancel, int32_t **out_ids,
                 size_t *n_out, char *err, size_t errlen);
 
+/* As vg_generate, with each token's log-probability under the model passed to cb: the log-softmax
+ * of the raw logits at the chosen id (before repetition/presence penalties, temperature, top-k and
+ * top-p), natural log, <= 0. The sampled ids are exactly vg_generate's; the cost is one copy of
+ * the logits and one pass over them per token. */
+typedef int (*vg_token_lp_cb)(int32_t id, const char *text, size_t len, float logprob,
+                              void *opaque);
+int vg_generate_lp(vg_seq *s, const vg_gen_params *params, float *first_logits, int32_t rope_delta,
+                   vg_token_lp_cb cb, void *opaque, const atomic_int *cancel, int32_t **out_ids,
+                   size_t *n_out, char *err, size_t errlen);
+
 /* ===================================================================================================
  * Tracing intermediates for parity checks (vigil-model golden). The callback sees tensors while
  * they are computed; it must copy what it keeps. name is one of: "vision.patch_embed",

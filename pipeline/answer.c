@@ -17,7 +17,11 @@
  * 30 seconds long" give nothing, and a sentence whose negation (no, not, never, none, n't, ...)
  * comes before its first time gives nothing ("There is no red box in the video."). The label is
  * the phrase after a time that opens a line ("00:01-00:03: a car" -> "a car"), otherwise the whole
- * sentence, trimmed; in JSON it is the label-like value.
+ * sentence, trimmed; in JSON it is the label-like value. Each event is flagged where the answer
+ * undermines it (vg_event.flags): a range stated end first ("from 21 to 12 seconds", kept with its
+ * ends swapped and VG_EVENT_REVERSED), and every event of an answer that also has a sentence
+ * denying presence with no time in it ("There is no red box.", VG_EVENT_CONTRADICTED); live
+ * streams reject such events (daemon/stream_track.c), clip jobs keep them.
  *
  * Untrusted input: bounded recursion and sizes, no allocation proportional to anything but the
  * text. Pure function: any thread may call it.
@@ -43,6 +47,7 @@ typedef struct evlist {
     vg_event *v;
     size_t n, cap;
     int oom;
+    int denials; /* sentences that deny (a negation and no time at all) */
 } evlist;
 
 static void set_label(vg_event *e, const char *s, size_t len)
@@ -81,6 +86,7 @@ static void add_event(evlist *l, double a, double b, const char *label, size_t l
     vg_event *e = &l->v[l->n++];
     e->start = a < b ? a : b;
     e->end = a < b ? b : a;
+    e->flags = a > b ? VG_EVENT_REVERSED : 0;
     set_label(e, label ? label : "", label ? len : 0);
 }
 
@@ -396,7 +402,7 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
         l->oom = 1;
         return;
     }
-    int negated = 0, n_ranges = 0, n_inst = 0;
+    int negated = 0, n_ranges = 0, n_inst = 0, had_neg = 0, had_time = 0;
     size_t inst_tok[2] = {0, 0}, inst_ev = 0;
     size_t i = 0;
     /* Index of the first token that is not a bullet or list marker. */
@@ -405,7 +411,7 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
         first++;
     while (i < t->n) {
         if (is_negation(&t->v[i]))
-            negated = 1;
+            negated = had_neg = 1;
         /* A negation holds for its clause: "The box, with no border, is visible from 1 to 3 s"
          * states an interval. */
         if (t->v[i].kind == T_SYM && strchr(",;:()", t->v[i].sym))
@@ -415,6 +421,7 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
             i++;
             continue;
         }
+        had_time = 1;
         size_t start_tok = i;
         int between = i > 0 && t->v[i - 1].kind == T_WORD && !strcmp(t->v[i - 1].w, "between");
         int is_range = 0;
@@ -521,6 +528,8 @@ static void scan_sentence(const char *s, size_t sb, size_t se, toks *t, evlist *
             l->n--;
         }
     }
+    if (had_neg && !had_time)
+        l->denials++;
 }
 
 static void parse_text(const char *s, size_t len, evlist *l)
@@ -1068,6 +1077,10 @@ int vg_answer_parse(const char *text, vg_event **events, size_t *n)
         free(l.v);
         return 0;
     }
+    /* A denial ("There is no red box in the video.") beside stated times contradicts them. */
+    if (l.denials > 0)
+        for (size_t i = 0; i < l.n; i++)
+            l.v[i].flags |= VG_EVENT_CONTRADICTED;
     *events = l.v;
     *n = l.n;
     return 0;

@@ -351,7 +351,12 @@ int vg_prompt_positions(const int32_t *ids, size_t n, int32_t video_pad, int mer
 typedef struct vg_event {
     double start, end; /* seconds; start == end for an instant */
     char label[256];
+    unsigned flags; /* VG_EVENT_*: what the answer says against the event */
 } vg_event;
+
+/* vg_event.flags: the range was stated end first (start and end are swapped back); the answer
+ * also denies presence in a sentence without times ("There is no red box."). */
+enum { VG_EVENT_REVERSED = 1u, VG_EVENT_CONTRADICTED = 2u };
 
 /* Parses the time ranges the text states. A negative answer or text without times gives 0 events.
  * *events is malloc'd (free()); NULL when n is 0. */

@@ -455,6 +455,11 @@ typedef struct ask_ctx {
     size_t len, cap;
     int full; /* answer_max reached: later pieces are dropped, not spliced in */
     int failed;
+    /* The answer's score (vg_qa_answer.score): the tokens before its first digit state presence,
+     * the tokens holding a digit state times. */
+    int seen_digit;
+    double lp_sum;
+    int lp_n;
 } ask_ctx;
 
 /* Appends a piece, whole UTF-8 sequences only once answer_max is reached. */
@@ -487,10 +492,18 @@ static void keep_piece(ask_ctx *a, const char *s, size_t len)
     a->text[a->len] = 0;
 }
 
-static int on_token(int32_t id, const char *raw, size_t len, void *opaque)
+static int on_token(int32_t id, const char *raw, size_t len, float logprob, void *opaque)
 {
     (void)id;
     ask_ctx *a = opaque;
+    int digit = 0;
+    for (size_t i = 0; i < len && !digit; i++)
+        digit = raw[i] >= '0' && raw[i] <= '9';
+    if (len > 0 && (digit || !a->seen_digit) && isfinite(logprob)) {
+        a->lp_sum += logprob;
+        a->lp_n++;
+    }
+    a->seen_digit |= digit;
     /* Answers are C strings (JSON, journals): a generated U+0000 becomes U+FFFD. Pieces from
      * vg_generate are under 512 bytes, so buf always holds the copy. */
     char buf[3 * 512 + 1];
@@ -537,7 +550,7 @@ int vg_qa_ask(vg_qa *q, const char *question, const vg_qa_ask_params *p, vg_qa_a
         drop_staged(q, undo);
         return rc;
     }
-    ask_ctx a = {p, NULL, 0, 0, 0, 0};
+    ask_ctx a = {p, NULL, 0, 0, 0, 0, 0, 0.0, 0};
     int32_t *gen_ids = NULL;
     size_t n_gen = 0;
     size_t prompt_tokens = vg_seq_len(q->seq);
@@ -545,8 +558,8 @@ int vg_qa_ask(vg_qa *q, const char *question, const vg_qa_ask_params *p, vg_qa_a
     if (p->on_stage)
         p->on_stage("generate", p->opaque);
     t0 = vg_now_ms();
-    rc = vg_generate(q->seq, &p->gen, q->logits, rope_delta, on_token, &a, p->cancel, &gen_ids,
-                     &n_gen, err, errlen);
+    rc = vg_generate_lp(q->seq, &p->gen, q->logits, rope_delta, on_token, &a, p->cancel, &gen_ids,
+                        &n_gen, err, errlen);
     double generate_ms = vg_now_ms() - t0;
     free(gen_ids);
     /* Roll the question and the answer back: the window stays for the next question. */
@@ -574,6 +587,8 @@ int vg_qa_ask(vg_qa *q, const char *question, const vg_qa_ask_params *p, vg_qa_a
         out->events[i].end += q->base;
     }
     out->n_tokens = (int)n_gen;
+    out->score = a.lp_n > 0 ? a.lp_sum / a.lp_n : 0.0;
+    out->score_tokens = a.lp_n;
     out->prompt_tokens = prompt_tokens;
     out->prefill_ms = prefill_ms;
     out->generate_ms = generate_ms;

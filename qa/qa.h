@@ -65,7 +65,14 @@ typedef struct vg_qa_answer {
     size_t len;
     vg_event *events; /* [n_events] in the caller's seconds (the base added back); malloc'd */
     size_t n_events;
-    int n_tokens;         /* generated ids (the stop id included) */
+    int n_tokens; /* generated ids (the stop id included) */
+    /* The model's confidence in the answer: the mean natural-log probability (<= 0; 0 = certain)
+     * of the answer's tokens that state presence and times: every token before the first digit
+     * (the statement of presence or absence) and every token holding a digit (the times), under
+     * the model's raw distribution (before penalties and temperature). exp(score) is their
+     * geometric-mean probability. 0 with score_tokens 0 for an empty answer. */
+    double score;
+    int score_tokens;
     size_t prompt_tokens; /* tokens in the cache when generation began */
     double prefill_ms, generate_ms;
 } vg_qa_answer;

@@ -169,6 +169,24 @@ static void test_builder_pieces_equal_whole(void **state)
 }
 
 /* vg_qa_run against the engine's own calls on the same prompt. */
+typedef struct lp_seen {
+    int n;
+    int32_t first_id;
+    float first_lp;
+} lp_seen;
+
+static int on_lp(int32_t id, const char *text, size_t len, float logprob, void *opaque)
+{
+    (void)text;
+    (void)len;
+    lp_seen *l = opaque;
+    if (l->n++ == 0) {
+        l->first_id = id;
+        l->first_lp = logprob;
+    }
+    return 0;
+}
+
 static void test_run_equals_fine_grained(void **state)
 {
     (void)state;
@@ -199,6 +217,34 @@ static void test_run_equals_fine_grained(void **state)
     assert_non_null(logits);
     vg_prefill_input in = {pr->ids, pr->n, pr->pos, emb, ds, 3 * nt};
     assert_int_equal(vg_seq_prefill(s, &in, logits, 0, NULL, err, sizeof err), 0);
+    /* The first token's log-probability (vg_generate_lp) is the log-softmax of the prefill's
+     * logits at the id greedy decoding picks. */
+    size_t V = (size_t)mi->vocab_size;
+    float *copy = malloc(V * sizeof *copy);
+    assert_non_null(copy);
+    memcpy(copy, logits, V * sizeof *copy);
+    int32_t argmax = 0;
+    double mx = copy[0], sum = 0;
+    for (size_t i = 1; i < V; i++)
+        if (copy[i] > copy[argmax])
+            argmax = (int32_t)i;
+    mx = copy[argmax];
+    for (size_t i = 0; i < V; i++)
+        sum += exp((double)copy[i] - mx);
+    lp_seen one = {0, 0, 0};
+    vg_gen_params g1 = ap.gen;
+    g1.max_new_tokens = 1;
+    vg_seq *s1 = NULL;
+    assert_int_equal(vg_seq_create(model, pr->n + 16, &s1, err, sizeof err), 0);
+    assert_int_equal(vg_seq_prefill(s1, &in, copy, 0, NULL, err, sizeof err), 0);
+    assert_int_equal(vg_generate_lp(s1, &g1, copy, pr->rope_delta, on_lp, &one, NULL, NULL, NULL,
+                                    err, sizeof err),
+                     0);
+    assert_int_equal(one.n, 1);
+    assert_int_equal(one.first_id, argmax);
+    assert_true(fabs(one.first_lp - (-log(sum))) < 1e-4);
+    vg_seq_free(s1);
+    free(copy);
     int32_t *ids = NULL;
     size_t n_ids = 0;
     assert_int_equal(vg_generate(s, &ap.gen, logits, pr->rope_delta, NULL, NULL, NULL, &ids, &n_ids,
@@ -228,6 +274,10 @@ static void test_run_equals_fine_grained(void **state)
     assert_string_equal(a.text, text);
     assert_int_equal(a.n_tokens, (int)n_ids);
     assert_int_equal(a.prompt_tokens, pr->n);
+    /* The answer's score is a mean log-probability: <= 0, and 0 only without scored tokens. */
+    assert_true(a.score <= 0);
+    assert_true(a.score_tokens > 0 || a.score == 0);
+    assert_true(a.score_tokens <= a.n_tokens);
     vg_qa_answer_clear(&a);
     vg_detok_free(dt);
     free(ids);
@@ -367,11 +417,44 @@ static void test_limits(void **state)
     vg_qa_free(q);
 }
 
+/* The answer parser flags what live streams must not turn into events. */
+static void test_answer_flags(void **state)
+{
+    (void)state;
+    vg_event *ev = NULL;
+    size_t n = 0;
+    assert_int_equal(vg_answer_parse("The red box is visible from 21.2 to 12.2 seconds.", &ev, &n),
+                     0);
+    assert_int_equal(n, 1);
+    assert_true(ev[0].flags & VG_EVENT_REVERSED);
+    assert_true(ev[0].start < ev[0].end);
+    free(ev);
+    assert_int_equal(
+        vg_answer_parse("There is no red box in the video. The red box is visible from "
+                        "2.0 to 5.0 seconds.",
+                        &ev, &n),
+        0);
+    assert_int_equal(n, 1);
+    assert_true(ev[0].flags & VG_EVENT_CONTRADICTED);
+    free(ev);
+    /* A negation inside a clause that states the range, or about another time, is no denial. */
+    assert_int_equal(
+        vg_answer_parse("The box, with no border, is visible from 1 to 3 seconds.", &ev, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev[0].flags, 0);
+    free(ev);
+    assert_int_equal(vg_answer_parse("The red box is visible from 2.0 to 5.0 seconds.", &ev, &n),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev[0].flags, 0);
+    free(ev);
+}
+
 static void test_event_json(void **state)
 {
     (void)state;
-    vg_event ev[2] = {{1.23456, 7.0004, "The red box is visible from 1.2 to 7.0 seconds"},
-                      {2.0, 2.0, "at 2"}};
+    vg_event ev[2] = {{1.23456, 7.0004, "The red box is visible from 1.2 to 7.0 seconds", 0},
+                      {2.0, 2.0, "at 2", 0}};
     cJSON *arr = vg_qa_events_json(ev, 2, "clip");
     assert_non_null(arr);
     char *s = cJSON_PrintUnformatted(arr);
@@ -428,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_session_sync_vs_staged),
         cmocka_unit_test(test_evict_rebase),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_answer_flags),
         cmocka_unit_test(test_event_json),
         cmocka_unit_test(test_sampling_defaults),
     };

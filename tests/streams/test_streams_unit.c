@@ -1,7 +1,9 @@
 /*
  * test_streams_unit.c: the pure parts of live streams.
- *  - vg_stream_track_update: started/ended transitions and their times from sequences of parsed
- *    answers (the random test model's answers are noise, so the logic is proven here).
+ *  - vg_stream_track_check / _update: answers' ranges checked against their window, and the
+ *    voting tracker's started/update/ended transitions and their times from simulated answers
+ *    over a sliding window (the random test model's answers are noise, so the logic is proven
+ *    here); labels and answers rewritten in stream time.
  *  - vg_seq_remove (model/window.c): on a random tiny model, the rows after a removed range land
  *    exactly where the rows of the kept tokens belong, the head is untouched, and a removal at the
  *    end followed by more tokens gives the same logits as never having had the removed tokens.
@@ -37,89 +39,220 @@ static vg_event ev(double s, double e, const char *label)
     return x;
 }
 
-static void test_track_start_continue_end(void **state)
+/* Answers of a simulated model over a sliding window: each answer states the parts of truth[nt]
+ * inside [ws, we] (an exact model), except where lie (optional) replaces it. Feeds every answer
+ * to t and collects the transitions in out (returns how many). */
+typedef struct sim_lie {
+    double at_we; /* the answer of the window ending here ... */
+    double s, e;  /* ... states this instead (e < s: states nothing) */
+} sim_lie;
+
+static int simulate(vg_stream_track *t, const double (*truth)[2], int nt, double until, double win,
+                    double step, const sim_lie *lies, int nl, vg_stream_transition *out, int cap)
 {
-    (void)state;
-    vg_stream_track t;
-    memset(&t, 0, sizeof t);
-    vg_stream_transition tr[2];
-    /* Nothing yet. */
-    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 10, 10, 15, 1, tr), 0);
-    assert_false(t.active);
-    /* A box from 2 s (relative to base 10) to the window's end: started at 12. */
-    vg_event e1 = ev(2, 5, "red box");
-    assert_int_equal(vg_stream_track_update(&t, &e1, 1, 10, 10, 15, 1, tr), 1);
-    assert_int_equal(tr[0].kind, VG_TRANSITION_STARTED);
-    assert_true(fabs(tr[0].start - 12) < 1e-9);
-    assert_string_equal(tr[0].label, "red box");
-    assert_true(t.active);
-    /* Still there, the window moved: no transition, the end advances. */
-    vg_event e2 = ev(2, 7, "red box");
-    assert_int_equal(vg_stream_track_update(&t, &e2, 1, 10, 12, 17, 1, tr), 0);
-    assert_true(fabs(t.end - 17) < 1e-9);
-    /* The answer now says it ended at 18 while the window reaches 20: ended 12-18. */
-    vg_event e3 = ev(2, 8, "red box");
-    assert_int_equal(vg_stream_track_update(&t, &e3, 1, 10, 14, 20, 1, tr), 1);
-    assert_int_equal(tr[0].kind, VG_TRANSITION_ENDED);
-    assert_true(fabs(tr[0].start - 12) < 1e-9);
-    assert_true(fabs(tr[0].end - 18) < 1e-9);
-    assert_false(t.active);
-    /* Gone entirely: nothing more. */
-    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 10, 16, 22, 1, tr), 0);
+    int k = 0;
+    for (double we = step; we <= until + 1e-9; we += step) {
+        double ws = VG_MAX(0.0, we - win);
+        vg_event e[8];
+        size_t n = 0;
+        int lied = 0;
+        for (int i = 0; i < nl; i++)
+            if (fabs(lies[i].at_we - we) < 1e-6) {
+                lied = 1;
+                if (lies[i].e >= lies[i].s)
+                    e[n++] = ev(lies[i].s, lies[i].e, "lie");
+            }
+        for (int i = 0; i < nt && !lied; i++)
+            if (truth[i][1] > ws && truth[i][0] < we)
+                e[n++] = ev(VG_MAX(truth[i][0], ws), VG_MIN(truth[i][1], we), "box");
+        vg_stream_transition tr[VG_TRACK_MAX_OUT];
+        int r = vg_stream_track_update(t, e, n, ws, we, -0.25, "text", tr);
+        assert_true(r >= 0);
+        for (int i = 0; i < r && k < cap; i++)
+            out[k++] = tr[i];
+    }
+    return k;
 }
 
-static void test_track_absent_and_reoccur(void **state)
+static int count_kind(const vg_stream_transition *tr, int n, int kind)
 {
-    (void)state;
-    vg_stream_track t;
-    memset(&t, 0, sizeof t);
-    vg_stream_transition tr[2];
-    vg_event a = ev(0, 4, "person");
-    assert_int_equal(vg_stream_track_update(&t, &a, 1, 100, 100, 104, 1, tr), 1);
-    assert_true(fabs(tr[0].start - 100) < 1e-9);
-    /* The answer no longer mentions it: ended at the last end seen (104). */
-    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 100, 101, 106, 1, tr), 1);
-    assert_int_equal(tr[0].kind, VG_TRANSITION_ENDED);
-    assert_true(fabs(tr[0].end - 104) < 1e-9);
-    /* It comes back: started again. */
-    vg_event b = ev(7, 9, "person");
-    assert_int_equal(vg_stream_track_update(&t, &b, 1, 100, 102, 109, 1, tr), 1);
-    assert_int_equal(tr[0].kind, VG_TRANSITION_STARTED);
-    assert_true(fabs(tr[0].start - 107) < 1e-9);
-    /* A separate occurrence starting well after the tracked end: ended, then started. */
-    vg_event c = ev(14, 16, "person");
-    assert_int_equal(vg_stream_track_update(&t, &c, 1, 100, 108, 116, 1, tr), 2);
-    assert_int_equal(tr[0].kind, VG_TRANSITION_ENDED);
-    assert_true(fabs(tr[0].start - 107) < 1e-9 && fabs(tr[0].end - 109) < 1e-9);
-    assert_int_equal(tr[1].kind, VG_TRANSITION_STARTED);
-    assert_true(fabs(tr[1].start - 114) < 1e-9);
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += tr[i].kind == kind;
+    return c;
 }
 
-static void test_track_edges(void **state)
+static const vg_stream_transition *nth_kind(const vg_stream_transition *tr, int n, int kind, int k)
+{
+    for (int i = 0; i < n; i++)
+        if (tr[i].kind == kind && k-- == 0)
+            return &tr[i];
+    return NULL;
+}
+
+/* Reversed, out-of-window and contradicted ranges are rejected and counted; an overshoot of less
+ * than a pair is clamped. */
+static void test_track_check(void **state)
 {
     (void)state;
+    vg_event in[6] = {ev(12, 21, "r"), ev(6.2, 30.2, "wide"), ev(4.5, 21.9, "over"),
+                      ev(8, 9, "ok"),  ev(NAN, 3, "nan"),     ev(10, 12, "c")};
+    in[0].flags = VG_EVENT_REVERSED;
+    in[5].flags = VG_EVENT_CONTRADICTED;
+    vg_event out[6];
+    vg_track_checks c = {0};
+    assert_int_equal(vg_stream_track_check(in, 6, 5.0, 21.5, 1.0, out, &c), 2);
+    assert_int_equal(c.reversed, 1);
+    assert_int_equal(c.out_of_window, 2);
+    assert_int_equal(c.contradictory, 1);
+    assert_int_equal(c.clamped, 1);
+    assert_string_equal(out[0].label, "over");
+    assert_true(fabs(out[0].start - 5.0) < 1e-9 && fabs(out[0].end - 21.5) < 1e-9);
+    assert_string_equal(out[1].label, "ok");
+    /* In place, and bad arguments. */
+    assert_int_equal(vg_stream_track_check(in, 6, 5.0, 21.5, 1.0, in, NULL), 2);
+    assert_int_equal(vg_stream_track_check(NULL, 1, 0, 1, 1, out, NULL), VG_EINVAL);
+    assert_int_equal(vg_stream_track_check(in, 1, 2, 1, 1, out, NULL), VG_EINVAL);
+}
+
+/* An exact model over a 16 s window answering every 2 s: one started (at the stated start, not
+ * before a second answer confirmed it) and one ended (at the stated end) per true interval. */
+static void test_track_exact_model(void **state)
+{
+    (void)state;
+    vg_track_params p = vg_track_default_params(16, 2);
     vg_stream_track t;
-    memset(&t, 0, sizeof t);
-    vg_stream_transition tr[2];
-    /* Times outside the window, non-finite times and events that end early are not "present". */
-    vg_event bad[4] = {ev(50, 60, "x"), ev(NAN, 3, "y"), ev(0, 1, "z"), ev(-20, -10, "w")};
-    assert_int_equal(vg_stream_track_update(&t, bad, 4, 0, 0, 10, 1, tr), 0);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    static const double truth[3][2] = {{12, 26}, {40, 49}, {101, 108}};
+    vg_stream_transition tr[64];
+    int n = simulate(&t, truth, 3, 140, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 3);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_ENDED), 3);
+    for (int i = 0; i < 3; i++) {
+        const vg_stream_transition *s = nth_kind(tr, n, VG_TRANSITION_STARTED, i);
+        const vg_stream_transition *e = nth_kind(tr, n, VG_TRANSITION_ENDED, i);
+        assert_true(fabs(s->start - truth[i][0]) < 0.11);
+        assert_true(fabs(e->start - truth[i][0]) < 0.11);
+        assert_true(fabs(e->end - truth[i][1]) < 0.11);
+        assert_true(fabs(e->score + 0.25) < 1e-6);
+        assert_string_equal(e->text, "text");
+    }
     assert_false(t.active);
-    /* Reversed times are swapped; a start before the window is clipped to it. */
-    vg_event r = ev(10, -5, "box");
-    assert_int_equal(vg_stream_track_update(&t, &r, 1, 0, 0, 10, 1, tr), 1);
-    assert_true(fabs(tr[0].start - 0) < 1e-9);
-    /* Of several present events, the one that ends last; gap decides "present". */
-    memset(&t, 0, sizeof t);
-    vg_event two[2] = {ev(1, 8.5, "a"), ev(3, 9.6, "b")};
-    assert_int_equal(vg_stream_track_update(&t, two, 2, 0, 0, 10, 0.5, tr), 1);
-    assert_string_equal(tr[0].label, "b");
-    assert_true(fabs(tr[0].start - 3) < 1e-9);
+    /* A stream that ends during an event: finish ends it where the answers last saw it. */
+    vg_stream_track_free(&t);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    static const double open_end[1][2] = {{20, 100}};
+    n = simulate(&t, open_end, 1, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 1);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_ENDED), 0);
+    assert_int_equal(vg_stream_track_finish(&t, tr), 1);
+    assert_int_equal(tr[0].kind, VG_TRANSITION_ENDED);
+    /* The newest 2 s were stated by one answer only: the last confirmed moment is 38. */
+    assert_true(fabs(tr[0].start - 20) < 0.11 && tr[0].end > 37.9 && tr[0].end < 40.1);
+    assert_int_equal(vg_stream_track_finish(&t, tr), 0);
+    assert_int_equal(vg_stream_track_finish(NULL, tr), VG_EINVAL);
+    /* One answer is not enough: a track fed a single answer stating the box starts nothing. */
+    vg_stream_track_free(&t);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    vg_event one = ev(5, 10, "box");
+    assert_int_equal(vg_stream_track_update(&t, &one, 1, 0, 10, 0, NULL, tr), 0);
+    /* A second answer confirms it. */
+    assert_int_equal(vg_stream_track_update(&t, &one, 1, 0, 12, 0, NULL, tr), 1);
+    assert_int_equal(tr[0].kind, VG_TRANSITION_STARTED);
+    vg_stream_track_free(&t);
+}
+
+/* Answers that flap: one window bridging two intervals, one claiming a box in a gap, one missing
+ * the box inside an interval: the votes of the other windows win (no spurious event, no split). */
+static void test_track_flapping(void **state)
+{
+    (void)state;
+    vg_track_params p = vg_track_default_params(16, 2);
+    vg_stream_track t;
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    static const double truth[2][2] = {{40, 49}, {63, 85}};
+    sim_lie lies[3] = {{64, 48, 63.2}, {100, 90, 98}, {76, 1, 0}};
+    vg_stream_transition tr[64];
+    int n = simulate(&t, truth, 2, 120, 16, 2, lies, 3, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 2);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_ENDED), 2);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_ENDED, 0)->end - 49) < 0.11);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_STARTED, 1)->start - 63) < 0.11);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_ENDED, 1)->end - 85) < 0.11);
+    vg_stream_track_free(&t);
+}
+
+/* Merging across a short gap, the minimum duration, the refined start (UPDATE) and the knobs. */
+static void test_track_merge_min_refine(void **state)
+{
+    (void)state;
+    vg_track_params p = vg_track_default_params(16, 2);
+    vg_stream_track t;
+    /* Two intervals 1 s apart are one event (merge_gap 3); with merge_gap 0.5 they are two. */
+    static const double close[2][2] = {{10, 15}, {16, 20}};
+    vg_stream_transition tr[64];
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    int n = simulate(&t, close, 2, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 1);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_ENDED, 0)->end - 20) < 0.11);
+    vg_stream_track_free(&t);
+    p.merge_gap = 0.5;
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    n = simulate(&t, close, 2, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 2);
+    vg_stream_track_free(&t);
+    /* A 0.5 s blip is suppressed by min_duration 1; published with min_duration 0.2. */
+    static const double blip[1][2] = {{10, 10.5}};
+    p = vg_track_default_params(16, 2);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    n = simulate(&t, blip, 1, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(n, 0);
+    assert_int_equal(t.suppressed, 1);
+    vg_stream_track_free(&t);
+    p.min_duration = 0.2;
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    n = simulate(&t, blip, 1, 40, 16, 2, NULL, 0, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 1);
+    vg_stream_track_free(&t);
+    /* The first two answers state a late start (13); later windows state 11: an UPDATE moves the
+     * start, and ENDED carries the refined start. */
+    p = vg_track_default_params(16, 2);
+    assert_int_equal(vg_stream_track_init(&t, &p), 0);
+    static const double late[1][2] = {{11, 30}};
+    sim_lie lies[2] = {{14, 13, 14}, {16, 13, 16}};
+    n = simulate(&t, late, 1, 60, 16, 2, lies, 2, tr, 64);
+    assert_int_equal(count_kind(tr, n, VG_TRANSITION_STARTED), 1);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_STARTED, 0)->start - 13) < 0.11);
+    assert_true(count_kind(tr, n, VG_TRANSITION_UPDATE) >= 1);
+    assert_true(fabs(nth_kind(tr, n, VG_TRANSITION_ENDED, 0)->start - 11) < 0.11);
     /* Bad arguments. */
-    assert_int_equal(vg_stream_track_update(NULL, NULL, 0, 0, 0, 1, 1, tr), VG_EINVAL);
-    assert_int_equal(vg_stream_track_update(&t, NULL, 2, 0, 0, 1, 1, tr), VG_EINVAL);
-    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 0, 5, 1, 1, tr), VG_EINVAL);
-    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 0, 0, 1, NAN, tr), VG_EINVAL);
+    assert_int_equal(vg_stream_track_update(NULL, NULL, 0, 0, 1, 0, NULL, tr), VG_EINVAL);
+    assert_int_equal(vg_stream_track_update(&t, NULL, 2, 0, 1, 0, NULL, tr), VG_EINVAL);
+    assert_int_equal(vg_stream_track_update(&t, NULL, 0, 5, 1, 0, NULL, tr), VG_EINVAL);
+    assert_int_equal(vg_stream_track_update(&t, NULL, 0, NAN, 1, 0, NULL, tr), VG_EINVAL);
+    vg_stream_track_free(&t);
+    vg_stream_track_free(&t); /* twice is harmless */
+}
+
+/* Labels from the question (or the answer), and answers rewritten in stream time. */
+static void test_track_labels(void **state)
+{
+    (void)state;
+    char out[128];
+    vg_stream_label("When is the red box visible?", NULL, out, sizeof out);
+    assert_string_equal(out, "red box");
+    vg_stream_label("When does a person enter the room?", NULL, out, sizeof out);
+    assert_string_equal(out, "person");
+    vg_stream_label("When?", "The blue box is visible from 1 to 2 seconds.", out, sizeof out);
+    assert_string_equal(out, "blue box");
+    vg_stream_label("?", NULL, out, sizeof out);
+    assert_string_equal(out, "?");
+    vg_event e = ev(38.2, 45.2, "");
+    vg_stream_text("The red box is visible from 13.2 to 20.2 seconds, 3 of 12 frames.", &e, 1, 25.0,
+                   out, sizeof out);
+    assert_string_equal(out, "The red box is visible from 38.2 to 45.2 seconds, 3 of 12 frames.");
+    vg_stream_text("from 13 to 20.25 s", (vg_event[]){ev(38, 45.25, "")}, 1, 25, out, 12);
+    assert_string_equal(out, "from 38.0 t");
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -321,10 +454,9 @@ static void test_seq_remove_then_continue(void **state)
 int main(void)
 {
     const struct CMUnitTest pure[] = {
-        cmocka_unit_test(test_track_start_continue_end),
-        cmocka_unit_test(test_track_absent_and_reoccur),
-        cmocka_unit_test(test_track_edges),
-        cmocka_unit_test(test_gate_fifo),
+        cmocka_unit_test(test_track_check),    cmocka_unit_test(test_track_exact_model),
+        cmocka_unit_test(test_track_flapping), cmocka_unit_test(test_track_merge_min_refine),
+        cmocka_unit_test(test_track_labels),   cmocka_unit_test(test_gate_fifo),
     };
     const struct CMUnitTest kv[] = {
         cmocka_unit_test(test_seq_remove_moves_rows),

@@ -866,7 +866,10 @@ static void usage(FILE *f)
         "  --system TEXT --fps F --max-frames N --max-pixels N       sent with each ask\n"
         "  --max-new-tokens N --temperature T --top-k K --top-p P --seed S --greedy\n"
         "Without generation options the model's own defaults apply.\n"
-        "Exit status: 0 all lines scored, 1 some lines failed or vigild was lost, 2 usage.\n");
+        "Exit status: 0 all lines scored, 1 some lines failed or vigild was lost, 2 usage.\n"
+        "\n"
+        "vigil eval --live FILE.jsonl [--speed X] ...: the live-stream benchmark (event-level\n"
+        "precision/recall/F1, delays, spurious events; see vigil eval --live --help).\n");
 }
 
 static int parse_double(const char *s, double *out)
@@ -1071,6 +1074,9 @@ static int run_model(conn *c, const opts *o, const vg_eval_set *s, result *res)
 
 int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *cn)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--live"))
+            return vg_cmd_eval_live(argc, argv, cn);
     opts o;
     memset(&o, 0, sizeof o);
     o.json = cn->json;

@@ -17,15 +17,21 @@
 
 /* Options `vigil` has parsed before the command name. */
 typedef struct vg_eval_conn {
-    const char *cmd_url;  /* the daemon's command socket */
-    int reply_timeout_ms; /* bound on each request/reply */
-    int json;             /* --json given before the command */
+    const char *cmd_url;    /* the daemon's command socket */
+    int reply_timeout_ms;   /* bound on each request/reply */
+    int json;               /* --json given before the command */
+    const char *events_url; /* the daemon's event socket (eval --live) */
 } vg_eval_conn;
 
 /* vigil eval FILE.jsonl [OPTIONS]: argv[0] is "eval". Returns the exit status: 0 when every line
  * was scored, 1 when some lines failed (the results are still printed) or the daemon was lost, 2
  * on a usage error. */
 int vg_cmd_eval(int argc, char **argv, const vg_eval_conn *conn);
+
+/* vigil eval --live FILE.jsonl [OPTIONS] (eval_live.c; vg_cmd_eval hands argv over when --live is
+ * among the arguments): every video is watched as a live stream replayed at --speed, its published
+ * events scored at event level (docs/eval.md, "Live streams"). Same exit statuses. */
+int vg_cmd_eval_live(int argc, char **argv, const vg_eval_conn *conn);
 
 /* ---------------------------------------------------------------------------------------------------
  * Scoring.

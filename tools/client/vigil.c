@@ -57,6 +57,8 @@ static void usage(FILE *f)
                "  eval FILE.jsonl ...  benchmark the served model on Charades-STA-style lines\n"
                "                       (mean tIoU, R@0.3/0.5/0.7, negatives; see vigil eval "
                "--help)\n"
+               "  eval --live FILE.jsonl  benchmark live annotation: videos replayed as streams,\n"
+               "                       events scored (F1 at 1/2 s, delays, spurious per hour)\n"
                "  plan ...             show how a video would be sampled (offline; see vigil plan "
                "--help)\n"
                "\n"
@@ -690,7 +692,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "ask"))
         return cmd_ask(&c, sub_argc, sub_argv);
     if (!strcmp(cmd, "eval")) {
-        vg_eval_conn ec = {c.cmd_url, c.timeout_ms, c.json};
+        vg_eval_conn ec = {c.cmd_url, c.timeout_ms, c.json, c.events_url};
         return vg_cmd_eval(sub_argc, sub_argv, &ec);
     }
     vg_watch_conn wc = {c.cmd_url, c.events_url, c.timeout_ms, c.json};

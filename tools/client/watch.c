@@ -118,13 +118,18 @@ static void print_record(const cJSON *r, int json)
             putchar((unsigned char)*p < 0x20 ? ' ' : *p); /* one line per record */
         putchar('\n');
     } else if (!strcmp(kind, "event")) {
-        if (!strcmp(jstr(r, "event"), "started"))
-            printf("STARTED q%.0f at %.1f s (%s) %s\n", jnum(r, "question"), jnum(r, "start"),
-                   jstr(r, "start_wall"), jstr(r, "label"));
+        const char *ev = jstr(r, "event");
+        if (!strcmp(ev, "started"))
+            printf("STARTED q%.0f %s at %.1f s (%s), score %.3f: %s\n", jnum(r, "question"),
+                   jstr(r, "label"), jnum(r, "start"), jstr(r, "start_wall"), jnum(r, "score"),
+                   jstr(r, "text"));
+        else if (!strcmp(ev, "update"))
+            printf("UPDATE  q%.0f %s from %.1f s (%s)\n", jnum(r, "question"), jstr(r, "label"),
+                   jnum(r, "start"), jstr(r, "start_wall"));
         else
-            printf("ENDED   q%.0f %.1f-%.1f s (%s - %s) %s\n", jnum(r, "question"),
-                   jnum(r, "start"), jnum(r, "end"), jstr(r, "start_wall"), jstr(r, "end_wall"),
-                   jstr(r, "label"));
+            printf("ENDED   q%.0f %s %.1f-%.1f s (%s - %s), score %.3f\n", jnum(r, "question"),
+                   jstr(r, "label"), jnum(r, "start"), jnum(r, "end"), jstr(r, "start_wall"),
+                   jstr(r, "end_wall"), jnum(r, "score"));
     } else {
         printf("%s %s\n", kind, jstr(r, "error"));
     }
@@ -178,7 +183,8 @@ static int usage_watch(void)
         stderr,
         "usage: vigil watch URL QUESTION [--name NAME] [--question Q]... [--fps F] [--window S]\n"
         "                   [--update S] [--min-window S] [--max-pixels N] [--detach] [--for S]\n"
-        "                   [--rtsp-transport tcp|udp|auto] [--json]\n"
+        "                   [--rtsp-transport tcp|udp|auto] [--confirm N] [--min-duration S]\n"
+        "                   [--hold S] [--merge-gap S] [--json]\n"
         "       vigil unwatch NAME\n"
         "       vigil streams [--json]\n"
         "       vigil events NAME [--since SEQ] [--limit N] [--json]\n");
@@ -198,8 +204,23 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
     const char *qs[16];
     int nq = 0, detach = 0, json = c->json;
     double fps = 0, window = 0, update = 0, minwin = 0, maxpix = 0, for_s = 0;
+    /* The event tracker's knobs (< 0: the daemon's default). */
+    static const char *const tflag[] = {"--confirm", "--min-duration", "--hold", "--merge-gap"};
+    static const char *const tkey[] = {"confirm", "min_duration_s", "hold_s", "merge_gap_s"};
+    double tval[4] = {-1, -1, -1, -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int tk = -1;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(a, tflag[k]))
+                tk = k;
+        if (tk >= 0) {
+            char *end;
+            if (!v || (tval[tk] = strtod(v, &end), end == v || *end || !(tval[tk] >= 0)))
+                return usage_watch();
+            i++;
+            continue;
+        }
         double *num = !strcmp(a, "--fps")          ? &fps
                       : !strcmp(a, "--window")     ? &window
                       : !strcmp(a, "--update")     ? &update
@@ -254,6 +275,9 @@ static int cmd_watch(int argc, char **argv, const vg_watch_conn *c)
         cJSON_AddNumberToObject(req, "max_pixels", maxpix);
     if (transport)
         cJSON_AddStringToObject(req, "rtsp_transport", transport);
+    for (int k = 0; k < 4; k++)
+        if (tval[k] >= 0)
+            cJSON_AddNumberToObject(req, tkey[k], tval[k]);
     /* Subscribe first (to the given name, or to every stream until the reply names it). */
     vg_ipc_sub *sub = NULL;
     char err[512], topic[128];
