@@ -85,6 +85,17 @@ typedef struct vg_daemon_config {
     char mqtt_frigate_questions[VG_CFG_STR]; /* '|'-separated; empty: no Frigate consumer */
     char mqtt_frigate_url[VG_CFG_STR];       /* Frigate's base URL (http://frigate:5000) */
     char mqtt_frigate_topic[128];            /* default frigate/reviews */
+    /* Cluster mode (daemon/cluster.c; docs/cluster.md) */
+    char cluster_url[VG_CFG_STR]; /* nats://HOST[:PORT][,...] or tls://; empty: one node */
+    char cluster_node[128];       /* this node's name; empty: <hostname>-<pid> */
+    char cluster_username[256];   /* empty: none */
+    char cluster_password_file[VG_CFG_STR]; /* the password, read at start; empty: none */
+    char cluster_creds_file[VG_CFG_STR];    /* NATS .creds (JWT + nkey seed); empty: none */
+    char cluster_ca_file[VG_CFG_STR];       /* tls://: CA bundle (empty: the system's) */
+    char cluster_cert_file[VG_CFG_STR];     /* tls://: client certificate (PEM) */
+    char cluster_key_file[VG_CFG_STR];      /* tls://: its private key (PEM) */
+    int cluster_max_jobs;                   /* clip jobs this node pulls and runs at once */
+    double cluster_ack_wait_s;              /* silence after which a job is redelivered */
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */
