@@ -661,13 +661,8 @@ static void on_entry(vg_cluster *c, inmsg *in)
     e = cache_set(c, in->id, view);
     if (!e || !e->final || was_final)
         return;
-    /* A result: subscribers of this node hear `done` although another node ran the job (this
-     * node's own jobs published it already). */
-    char *lv = local_view(c, in->id, NULL);
-    if (lv) {
-        free(lv);
-        return;
-    }
+    /* The result, once per job id on every node, whatever node ran it (the job manager publishes
+     * no `done` in cluster mode). */
     char topic[VG_ID_MAX + 16];
     snprintf(topic, sizeof topic, "job/%s/done", in->id);
     vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
@@ -692,7 +687,7 @@ static void on_async(uv_async_t *h)
     }
 }
 
-/* The bus sink: the local job manager's records of the cluster jobs this node runs. */
+/* The bus sink: `state` records of the cluster jobs this node runs go to the bucket. */
 static void on_bus(const char *topic, const char *payload, size_t len, void *opaque)
 {
     (void)payload;
@@ -701,38 +696,38 @@ static void on_bus(const char *topic, const char *payload, size_t len, void *opa
     if (strncmp(topic, "job/", 4))
         return;
     const char *id0 = topic + 4, *slash = strchr(id0, '/');
-    if (!slash || (size_t)(slash - id0) > VG_ID_MAX)
+    if (!slash || (size_t)(slash - id0) > VG_ID_MAX || strcmp(slash + 1, "state"))
         return;
     char id[VG_ID_MAX + 1];
     memcpy(id, id0, (size_t)(slash - id0));
     id[slash - id0] = '\0';
-    const char *kind = slash + 1;
-    int is_done = !strcmp(kind, "done"), is_state = !strcmp(kind, "state");
-    if (!is_done && !is_state)
-        return;
-    mine_job **p = mine_find(c, id);
-    if (!p)
+    if (!mine_find(c, id))
         return;
     int final = 0;
     char *view = local_view(c, id, &final);
-    if (!is_done) {
-        if (view && !final)
-            post_cmd(c, CMD_STATE, id, view, NULL);
-        else
-            free(view);
+    if (view && !final)
+        post_cmd(c, CMD_STATE, id, view, NULL);
+    else
+        free(view);
+}
+
+/* The job manager's done hook (jobs.h): a job this node ran has finished. */
+static void on_done(const char *id, void *opaque)
+{
+    vg_cluster *c = opaque;
+    mine_job **p = mine_find(c, id);
+    if (!p)
         return;
-    }
     mine_job *mj = *p;
     *p = mj->next;
     free(mj);
     if (atomic_load(&c->draining)) {
         /* Cancelled by this node's shutdown: another node runs it. */
-        free(view);
         vg_log(VG_LOG_NOTICE, MOD, "job %s: handed back to the cluster", id);
         post_cmd(c, CMD_NAK, id, NULL, NULL);
         return;
     }
-    finish_with(c, id, view);
+    finish_with(c, id, local_view(c, id, NULL));
 }
 
 static void on_prune(uv_timer_t *t)
@@ -763,8 +758,15 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
         centry *e = cache_find(c, r->job);
         if (!e)
             return 0;
-        if (!e->final && mine_find(c, r->job))
-            return 0; /* running here: the local view has its progress */
+        if (!e->final && mine_find(c, r->job)) {
+            /* Running here: the local view has its progress; finished here but not yet recorded
+             * in the bucket: the cluster's view (running) until the bucket says which result
+             * is the one. */
+            int final = 0;
+            free(local_view(c, r->job, &final));
+            if (!final)
+                return 0;
+        }
         cJSON *v = cJSON_Parse(e->view);
         if (!v)
             return 0;
@@ -1028,6 +1030,7 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     c->prune.data = c;
     uv_timer_start(&c->prune, on_prune, 60000, 60000);
     c->handles_open = 1;
+    vg_jobs_set_done_hook(c->jobs, on_done, c);
     if ((c->sink = vg_bus_add_sink(c->bus, on_bus, c)) < 0) {
         vg_cluster_stop(c);
         *out = c; /* the caller frees it after the loop closed the handles */

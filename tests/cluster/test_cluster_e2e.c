@@ -17,6 +17,9 @@
  *    stays the same after three more ack waits (no second result), and the killed node, restarted
  *    with its state directory (its journal says "interrupted"), answers `job ID` with the cluster's
  *    result;
+ *  - a node stopped with SIGSTOP mid-generation past the ack wait: the job completes on another
+ *    node; after SIGCONT the stalled node finishes its own run, finds the result recorded and keeps
+ *    it (its log says so), and every node still answers with the first result;
  *  - SIGTERM of the nodes: exit 0, no sanitizer report.
  */
 #define _XOPEN_SOURCE 700
@@ -390,6 +393,79 @@ static void test_failover_exactly_once(void **state)
     cJSON_Delete(jb);
 }
 
+/* Waits until node n's `info` says it runs no cluster job (up to timeout_s). 0 or -1. */
+static int wait_idle(int n, double timeout_s)
+{
+    double until = vg_now_ms() + timeout_s * 1000;
+    while (vg_now_ms() < until) {
+        cJSON *r = call(n, "{\"v\":1,\"op\":\"info\"}");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "cluster");
+        int running = c ? (int)vg_testd_jnum(c, "running") : -1;
+        cJSON_Delete(r);
+        if (running == 0)
+            return 0;
+        vg_testd_sleep_ms(100);
+    }
+    return -1;
+}
+
+/* A node that stalls (SIGSTOP) past the ack wait loses its job to another node; when it resumes
+ * and finishes its own run, the cluster keeps the first result: one result per job id. */
+static void test_stalled_node_result_kept(void **state)
+{
+    (void)state;
+    ask(0, "long-2", LONG_TOKS);
+    int k = -1, tokens = 0;
+    double until = vg_now_ms() + 60000;
+    while (vg_now_ms() < until) {
+        if (k < 0)
+            k = runner();
+        if (k >= 0) {
+            cJSON *j = get_job(k, "long-2");
+            tokens = j ? (int)vg_testd_jnum(j, "n_tokens") : 0;
+            cJSON_Delete(j);
+            if (tokens >= 20)
+                break;
+        }
+        vg_testd_sleep_ms(20);
+    }
+    assert_true(k >= 0 && tokens >= 20);
+    printf("stopping node %d (SIGSTOP) at %d generated tokens\n", k + 1, tokens);
+    assert_int_equal(kill(node_pid[k], SIGSTOP), 0);
+    int a = (k + 1) % NODES;
+    cJSON *ja = wait_final(a, "long-2", 120);
+    assert_non_null(ja);
+    assert_string_equal(vg_testd_jstr(ja, "state"), "completed");
+    char stalled[8];
+    snprintf(stalled, sizeof stalled, "n%d", k + 1);
+    assert_string_not_equal(vg_testd_jstr(ja, "node"), stalled);
+    char *sa = cJSON_PrintUnformatted(ja);
+    printf("completed on %s while node %d was stopped\n", vg_testd_jstr(ja, "node"), k + 1);
+    assert_int_equal(kill(node_pid[k], SIGCONT), 0);
+    /* The resumed node finishes its own run, then finds the result recorded and keeps it. */
+    assert_int_equal(wait_idle(k, 120), 0);
+    int kept = 0;
+    for (int i = 0; i < 100 && !kept; i++) {
+        kept = vg_testd_sh(NULL, 0, "grep -q 'job long-2: already final in the cluster; kept' '%s'",
+                           logpath[k]) == 0;
+        if (!kept)
+            vg_testd_sleep_ms(100);
+    }
+    assert_true(kept);
+    for (int n = 0; n < NODES; n++) {
+        cJSON *j = get_job(n, "long-2");
+        char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+        if (!s || strcmp(s, sa))
+            fprintf(stderr, "node %d: %s\nfirst: %s\n", n + 1, s ? s : "(none)", sa);
+        assert_non_null(s);
+        assert_string_equal(s, sa);
+        free(s);
+        cJSON_Delete(j);
+    }
+    free(sa);
+    cJSON_Delete(ja);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -409,6 +485,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jobs_shared),
         cmocka_unit_test(test_failover_exactly_once),
+        cmocka_unit_test(test_stalled_node_result_kept),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
