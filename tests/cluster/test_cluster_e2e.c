@@ -11,7 +11,8 @@
  * Covers:
  *  - nine clip jobs asked on node 1: each completes once, the view of `job ID` is the same JSON on
  *    all three nodes, more than one node ran them (pull only with capacity: cluster_max_jobs = 1),
- *    and a repeated `ask` with a known job id on another node returns that job (existing: true);
+ *    a repeated `ask` with a known job id on another node returns that job (existing: true), and
+ *    `vigil ask` on node 3 prints the answer whatever node ran the job (`done` from the bucket);
  *  - a long job: the node running it is killed with SIGKILL after 20 generated tokens; the job is
  *    redelivered after the ack wait, completes on another node, is the same JSON on both survivors,
  *    stays the same after three more ack waits (no second result), and the killed node, restarted
@@ -20,6 +21,8 @@
  *  - a node stopped with SIGSTOP mid-generation past the ack wait: the job completes on another
  *    node; after SIGCONT the stalled node finishes its own run, finds the result recorded and keeps
  *    it (its log says so), and every node still answers with the first result;
+ *  - nats-server restarted (same file store) while a node runs a long job: the nodes reconnect,
+ *    the job's one result is readable on every node, and a job asked afterwards runs;
  *  - SIGTERM of the nodes: exit 0, no sanitizer report.
  */
 #define _XOPEN_SOURCE 700
@@ -93,6 +96,24 @@ static int port_open(int p)
     if (fd >= 0)
         close(fd);
     return ok;
+}
+
+/* nats-server with JetStream and a file store under dir, on the test's loopback port. */
+static int start_nats(void)
+{
+    char ps[16], sd[400], log[400];
+    snprintf(ps, sizeof ps, "%d", port);
+    snprintf(sd, sizeof sd, "%s/jetstream", dir);
+    snprintf(log, sizeof log, "%s/nats.log", dir);
+    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
+    nats = spawn(log, argv);
+    for (int i = 0; i < 200 && !port_open(port); i++)
+        vg_testd_sleep_ms(50);
+    if (!port_open(port)) {
+        fprintf(stderr, "nats-server did not start (%s)\n", log);
+        return -1;
+    }
+    return 0;
 }
 
 static int start_node(int n)
@@ -182,18 +203,8 @@ static int setup(void **state)
                     video) != 0)
         return -1;
     port = 12000 + (int)(getpid() % 4000) * 2;
-    char ps[16], sd[400], log[400];
-    snprintf(ps, sizeof ps, "%d", port);
-    snprintf(sd, sizeof sd, "%s/jetstream", dir);
-    snprintf(log, sizeof log, "%s/nats.log", dir);
-    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = spawn(log, argv);
-    for (int i = 0; i < 200 && !port_open(port); i++)
-        vg_testd_sleep_ms(50);
-    if (!port_open(port)) {
-        fprintf(stderr, "nats-server did not start (%s)\n", log);
+    if (start_nats() != 0)
         return -1;
-    }
     for (int n = 0; n < NODES; n++)
         if (start_node(n) != 0) {
             fprintf(stderr, "node %d did not start (%s)\n", n + 1, logpath[n]);
@@ -305,6 +316,21 @@ static void test_jobs_shared(void **state)
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "existing")));
     assert_string_equal(vg_testd_jstr(r, "state"), "completed");
     cJSON_Delete(r);
+    /* The CLI waits for `done` on the node it asked, whatever node runs the job. */
+    char out[1 << 16];
+    assert_int_equal(vg_testd_sh(out, sizeof out,
+                                 "'%s/tools/vigil' --runtime-dir '%s' --timeout 60000 ask --json "
+                                 "--job cli-1 --max-new-tokens 40 --greedy '%s' 'What happens?'",
+                                 VG_BINARY_DIR, rt[2], video),
+                     0);
+    cJSON *o = cJSON_Parse(out);
+    assert_non_null(o);
+    assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "text")));
+    cJSON_Delete(o);
+    cJSON *j = wait_final(0, "cli-1", 30);
+    assert_non_null(j);
+    assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+    cJSON_Delete(j);
 }
 
 /* The node whose `info` says it runs a cluster job, or -1. */
@@ -466,6 +492,53 @@ static void test_stalled_node_result_kept(void **state)
     cJSON_Delete(ja);
 }
 
+/* nats-server restarts (SIGTERM, then again on the same file store) while a node runs a long job:
+ * the nodes reconnect, the job's result is recorded once and readable everywhere, and a job asked
+ * after the restart runs. */
+static void test_broker_restart(void **state)
+{
+    (void)state;
+    ask(2, "br-long", LONG_TOKS);
+    int k = -1, tokens = 0;
+    double until = vg_now_ms() + 60000;
+    while (vg_now_ms() < until) {
+        if (k < 0)
+            k = runner();
+        if (k >= 0) {
+            cJSON *j = get_job(k, "br-long");
+            tokens = j ? (int)vg_testd_jnum(j, "n_tokens") : 0;
+            cJSON_Delete(j);
+            if (tokens >= 20)
+                break;
+        }
+        vg_testd_sleep_ms(20);
+    }
+    assert_true(k >= 0 && tokens >= 20);
+    printf("restarting nats-server while node %d runs br-long (%d tokens)\n", k + 1, tokens);
+    kill_wait(&nats, SIGTERM);
+    assert_int_equal(start_nats(), 0);
+    for (int round = 0; round < 2; round++) {
+        const char *id = round ? "br-after" : "br-long";
+        if (round)
+            ask(0, id, 60);
+        char *first = NULL;
+        for (int n = 0; n < NODES; n++) {
+            cJSON *j = wait_final(n, id, 120);
+            assert_non_null(j);
+            assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+            char *s = cJSON_PrintUnformatted(j);
+            cJSON_Delete(j);
+            if (!first) {
+                first = s;
+                continue;
+            }
+            assert_string_equal(first, s);
+            free(s);
+        }
+        free(first);
+    }
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -486,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_jobs_shared),
         cmocka_unit_test(test_failover_exactly_once),
         cmocka_unit_test(test_stalled_node_result_kept),
+        cmocka_unit_test(test_broker_restart),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
