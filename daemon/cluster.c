@@ -82,6 +82,8 @@ struct vg_cluster {
     vg_bus *bus;
     int sink;
     char node[128];
+    int max_jobs;      /* cluster_max_jobs and cluster_ack_wait_s, copied at start (the threads */
+    double ack_wait_s; /* read them; a reload rewrites the configuration) */
     uv_async_t async;
     uv_timer_t prune;
     int handles_open;
@@ -219,8 +221,7 @@ static void *pull_main(void *arg)
     vg_cluster *c = arg;
     while (!atomic_load(&c->stop)) {
         pthread_mutex_lock(&c->mu);
-        while (!atomic_load(&c->stop) &&
-               (atomic_load(&c->draining) || c->n_held >= c->cfg->cluster_max_jobs))
+        while (!atomic_load(&c->stop) && (atomic_load(&c->draining) || c->n_held >= c->max_jobs))
             pthread_cond_wait(&c->cv, &c->mu);
         pthread_mutex_unlock(&c->mu);
         if (atomic_load(&c->stop))
@@ -375,7 +376,8 @@ static void run_cmd(vg_cluster *c, cmd *m)
     case CMD_NAK: {
         natsMsg *nm = take_held(c, m->id);
         if (nm) {
-            natsMsg_Nak(nm, NULL);
+            /* A second before it is offered again (to this node too, if it is the only one). */
+            natsMsg_NakWithDelay(nm, 1000, NULL); /* milliseconds */
             natsMsg_Destroy(nm);
         }
         break;
@@ -386,7 +388,7 @@ static void run_cmd(vg_cluster *c, cmd *m)
 static void *ops_main(void *arg)
 {
     vg_cluster *c = arg;
-    double every_ms = c->cfg->cluster_ack_wait_s * 1000.0 / 3.0;
+    double every_ms = c->ack_wait_s * 1000.0 / 3.0;
     double next = mono_ms() + every_ms;
     pthread_mutex_lock(&c->mu);
     for (;;) {
@@ -622,6 +624,14 @@ static void on_job(vg_cluster *c, inmsg *in)
     }
     vg_request_clear(&r); /* safe after a failed parse too (proto.c zeroes it first) */
     cJSON_Delete(reply);
+    if (rc < 0 && wire &&
+        (!strcmp(wire, VG_WIRE_BUSY) || !strcmp(wire, VG_WIRE_SHUTTING) ||
+         !strcmp(wire, VG_WIRE_STORAGE))) {
+        /* This node cannot take it now (full, stopping, its disk failing): another node can. */
+        vg_log(VG_LOG_WARNING, MOD, "job %s: handed back to the cluster: %s", in->id, err);
+        post_cmd(c, CMD_NAK, in->id, NULL, NULL);
+        return;
+    }
     if (rc < 0) {
         vg_log(VG_LOG_WARNING, MOD, "job %s: not started here: %s", in->id, err);
         finish_with(c, in->id, failed_view(c, in->id, wire ? wire : VG_WIRE_INTERNAL, err));
@@ -866,7 +876,7 @@ void vg_cluster_add_info(const vg_cluster *c, cJSON *o)
     for (const mine_job *m = c->mine; m; m = m->next)
         running++;
     cJSON_AddNumberToObject(ci, "running", running);
-    cJSON_AddNumberToObject(ci, "max_jobs", c->cfg->cluster_max_jobs);
+    cJSON_AddNumberToObject(ci, "max_jobs", c->max_jobs);
     cJSON_AddNumberToObject(ci, "accepted", (double)c->accepted);
     cJSON_AddNumberToObject(ci, "pulled", (double)c->pulled);
     cJSON_AddNumberToObject(ci, "finished", (double)c->finished);
@@ -1010,6 +1020,8 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     c->jobs = p->jobs;
     c->bus = p->bus;
     c->sink = -1;
+    c->max_jobs = VG_MIN(p->cfg->cluster_max_jobs, MAX_HELD);
+    c->ack_wait_s = p->cfg->cluster_ack_wait_s;
     if (p->cfg->cluster_node[0]) {
         snprintf(c->node, sizeof c->node, "%s", p->cfg->cluster_node);
     } else {

@@ -23,6 +23,7 @@
  *    it (its log says so), and every node still answers with the first result;
  *  - nats-server restarted (same file store) while a node runs a long job: the nodes reconnect,
  *    the job's one result is readable on every node, and a job asked afterwards runs;
+ *  - SIGTERM of the node running a job: exit 0, the job handed back and completed by another node;
  *  - SIGTERM of the nodes: exit 0, no sanitizer report.
  */
 #define _XOPEN_SOURCE 700
@@ -539,6 +540,43 @@ static void test_broker_restart(void **state)
     }
 }
 
+/* SIGTERM of the node running a job: it exits 0 and hands the job back; another node completes
+ * it (not `cancelled`). */
+static void test_sigterm_hands_back(void **state)
+{
+    (void)state;
+    ask(0, "term-1", LONG_TOKS);
+    int k = -1, tokens = 0;
+    double until = vg_now_ms() + 60000;
+    while (vg_now_ms() < until) {
+        if (k < 0)
+            k = runner();
+        if (k >= 0) {
+            cJSON *j = get_job(k, "term-1");
+            tokens = j ? (int)vg_testd_jnum(j, "n_tokens") : 0;
+            cJSON_Delete(j);
+            if (tokens >= 20)
+                break;
+        }
+        vg_testd_sleep_ms(20);
+    }
+    assert_true(k >= 0 && tokens >= 20);
+    printf("stopping node %d (SIGTERM) at %d generated tokens\n", k + 1, tokens);
+    assert_int_equal(vg_testd_stop(&node_pid[k], 3000, NULL), 0);
+    assert_int_equal(
+        vg_testd_sh(NULL, 0, "grep -q 'job term-1: handed back to the cluster' '%s'", logpath[k]),
+        0);
+    int a = (k + 1) % NODES;
+    cJSON *j = wait_final(a, "term-1", 120);
+    assert_non_null(j);
+    assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+    char stopped[8];
+    snprintf(stopped, sizeof stopped, "n%d", k + 1);
+    assert_string_not_equal(vg_testd_jstr(j, "node"), stopped);
+    cJSON_Delete(j);
+    assert_int_equal(start_node(k), 0);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -560,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_failover_exactly_once),
         cmocka_unit_test(test_stalled_node_result_kept),
         cmocka_unit_test(test_broker_restart),
+        cmocka_unit_test(test_sigterm_hands_back),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
