@@ -292,11 +292,14 @@ static void *pull_main(void *arg)
 }
 
 /* Writes view as id's state unless the bucket already holds a final state for id (exactly one
- * result per job id, whatever node finishes first). */
-static void kv_write_state(vg_cluster *c, const char *id, const char *view)
+ * result per job id, whatever node finishes first). A final view is retried until it is written
+ * or the node stops (a result must not be acked unrecorded), a progress state 8 times. Returns 0
+ * (written, or a final state is there already) or -1. */
+static int kv_write_state(vg_cluster *c, const char *id, const char *view, int final)
 {
     int len = (int)strlen(view);
-    for (int tries = 0; tries < 8; tries++) {
+    long pause = 100;
+    for (int tries = 0; tries < 8 || (final && !atomic_load(&c->stop)); tries++) {
         kvEntry *e = NULL;
         uint64_t rev = 0;
         natsStatus s = kvStore_Get(&e, c->kv, id);
@@ -308,16 +311,55 @@ static void kv_write_state(vg_cluster *c, const char *id, const char *view)
             kvEntry_Destroy(e);
             if (fin) {
                 vg_log(VG_LOG_INFO, MOD, "job %s: already final in the cluster; kept", id);
-                return;
+                return 0;
             }
             s = kvStore_Update(&rev, c->kv, id, view, len, last);
         }
         if (s == NATS_OK)
-            return;
-        vg_log(VG_LOG_DEBUG, MOD, "job %s: bucket write: %s (retrying)", id, nats_err(s));
-        sleep_ms(100);
+            return 0;
+        vg_log(tries == 8 ? VG_LOG_WARNING : VG_LOG_DEBUG, MOD,
+               "job %s: bucket write: %s (retrying)", id, nats_err(s));
+        sleep_ms(pause);
+        pause = VG_MIN(pause * 2, 2000);
     }
     vg_log(VG_LOG_ERR, MOD, "job %s: could not record its state in the cluster", id);
+    return -1;
+}
+
+/* A job this node accepted could not be queued: its failed view goes to the bucket if it can and
+ * to this node's copy in any case (the loop publishes `done`). */
+static void fail_publish(vg_cluster *c, cmd *m, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "the cluster could not queue the job: %s", why);
+    vg_log(VG_LOG_ERR, MOD, "job %s: %s", m->id, msg);
+    cJSON *v = cJSON_Parse(m->view);
+    char *t = NULL;
+    if (v) {
+        cJSON_ReplaceItemInObject(v, "state", cJSON_CreateString("failed"));
+        cJSON_DeleteItemFromObject(v, "stage");
+        cJSON_DeleteItemFromObject(v, "percent");
+        cJSON *er = cJSON_CreateObject();
+        cJSON_AddStringToObject(er, "code", "cluster");
+        cJSON_AddStringToObject(er, "message", msg);
+        cJSON_ReplaceItemInObject(v, "error", er);
+        t = cJSON_PrintUnformatted(v);
+        cJSON_Delete(v);
+    }
+    if (!t)
+        return;
+    uint64_t rev = 0;
+    kvStore_Put(&rev, c->kv, m->id, t, (int)strlen(t));
+    inmsg *in = calloc(1, sizeof *in);
+    if (!in) {
+        free(t);
+        return;
+    }
+    in->type = IN_ENTRY;
+    snprintf(in->id, sizeof in->id, "%s", m->id);
+    in->data = t;
+    in->len = strlen(t);
+    post_in(c, in);
 }
 
 static void run_cmd(vg_cluster *c, cmd *m)
@@ -327,9 +369,15 @@ static void run_cmd(vg_cluster *c, cmd *m)
         uint64_t rev = 0;
         natsStatus s = kvStore_Create(&rev, c->kv, m->id, m->view, (int)strlen(m->view));
         if (s != NATS_OK) {
-            /* The id is taken already (another node accepted the same job id): that job is the
-             * one; nothing is queued twice. */
-            vg_log(VG_LOG_INFO, MOD, "job %s: already in the cluster (%s)", m->id, nats_err(s));
+            kvEntry *e = NULL;
+            if (kvStore_Get(&e, c->kv, m->id) == NATS_OK) {
+                /* The id is taken already (another node accepted the same job id): that job is
+                 * the one; nothing is queued twice. */
+                kvEntry_Destroy(e);
+                vg_log(VG_LOG_INFO, MOD, "job %s: already in the cluster", m->id);
+            } else {
+                fail_publish(c, m, nats_err(s));
+            }
             break;
         }
         jsPubOptions po;
@@ -339,34 +387,20 @@ static void run_cmd(vg_cluster *c, cmd *m)
         jsPubAck *pa = NULL;
         s = js_Publish(&pa, c->js, SUBJECT, m->data, (int)strlen(m->data), &po, &jerr);
         jsPubAck_Destroy(pa);
-        if (s != NATS_OK) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "the cluster could not queue the job: %s", nats_err(s));
-            vg_log(VG_LOG_ERR, MOD, "job %s: %s", m->id, msg);
-            cJSON *v = cJSON_Parse(m->view);
-            if (v) {
-                cJSON_ReplaceItemInObject(v, "state", cJSON_CreateString("failed"));
-                cJSON *er = cJSON_CreateObject();
-                cJSON_AddStringToObject(er, "code", "cluster");
-                cJSON_AddStringToObject(er, "message", msg);
-                cJSON_ReplaceItemInObject(v, "error", er);
-                char *t = cJSON_PrintUnformatted(v);
-                if (t)
-                    kv_write_state(c, m->id, t);
-                free(t);
-                cJSON_Delete(v);
-            }
-        }
+        if (s != NATS_OK)
+            fail_publish(c, m, nats_err(s));
         break;
     }
     case CMD_STATE:
-        kv_write_state(c, m->id, m->data);
+        kv_write_state(c, m->id, m->data, 0);
         break;
     case CMD_FINISH: {
-        kv_write_state(c, m->id, m->data);
+        int w = kv_write_state(c, m->id, m->data, 1);
         natsMsg *nm = take_held(c, m->id);
         if (nm) {
-            natsStatus s = natsMsg_AckSync(nm, NULL, NULL);
+            /* Unrecorded (the node stops while the server is unreachable): not acked, so that
+             * another node runs it. */
+            natsStatus s = w == 0 ? natsMsg_AckSync(nm, NULL, NULL) : NATS_OK;
             if (s != NATS_OK)
                 vg_log(VG_LOG_WARNING, MOD, "job %s: ack: %s", m->id, nats_err(s));
             natsMsg_Destroy(nm);
