@@ -89,7 +89,11 @@ static void stop_nats(void)
 /* cluster: 0 = the single-node daemon. */
 static int start_node(int n, int round, int cluster)
 {
-    char cu[128], name[64], ack[64];
+    char cu[128], name[64], ack[64], th[64];
+    /* The cores split between the nodes of this machine (each node's engine would otherwise use
+     * them all and they would oversubscribe the CPU). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(th, sizeof th, "inference_threads=%ld", VG_MAX(1, cores / VG_MAX(round, 1)));
     snprintf(rt[n], sizeof rt[n], "%s/r%d-run%d", dir, round, n + 1);
     snprintf(st[n], sizeof st[n], "%s/r%d-state%d", dir, round, n + 1);
     snprintf(url[n], sizeof url[n], "ipc://%s/vigil.cmd", rt[n]);
@@ -97,8 +101,8 @@ static int start_node(int n, int round, int cluster)
     snprintf(cu, sizeof cu, "cluster_url=nats://127.0.0.1:%d", port);
     snprintf(name, sizeof name, "cluster_node=n%d", n + 1);
     snprintf(ack, sizeof ack, "cluster_ack_wait_s=%g", ack_wait);
-    const char *sets[] = {cu, name, ack, NULL};
-    const char *none[] = {NULL};
+    const char *sets[] = {cu, name, ack, th, NULL};
+    const char *none[] = {th, NULL};
     vg_testd_spec spec = {.log = logpath[n],
                           .conf = conf,
                           .model = model,
