@@ -245,7 +245,8 @@ static void *pull_main(void *arg)
             const cJSON *jid = cJSON_GetObjectItemCaseSensitive(o, "job");
             inmsg *in = calloc(1, sizeof *in);
             char *copy = malloc((size_t)dl + 1);
-            if (!cJSON_IsString(jid) || !vg_proto_valid_job_id(jid->valuestring) || !in || !copy) {
+            if (!cJSON_IsString(jid) || !vg_proto_valid_job_id(jid->valuestring) ||
+                !key_ok(jid->valuestring) || !in || !copy) {
                 /* Not a job of ours (or no memory): terminate it / let it come back. */
                 if (in && copy)
                     natsMsg_Term(m, NULL);
