@@ -123,10 +123,7 @@ struct vg_jobs {
     const vg_daemon_config *cfg;
     vg_journal *journal;
     vg_infer_gate *gate;
-    vg_bus *bus; /* borrowed: where records are published */
-    /* Cluster mode (cluster.h): told of each finished job instead of publishing its `done`. */
-    vg_jobs_done_fn done_hook;
-    void *done_opaque;
+    vg_bus *bus;    /* borrowed: where records are published */
     vg_mailbox *mb; /* workers -> loop */
     uv_timer_t timer;
     uv_async_t jasync; /* the journal's writer thread: records became durable or failing changed */
@@ -144,6 +141,9 @@ struct vg_jobs {
     void (*on_idle)(void *);
     void *on_idle_opaque;
     int closing, handles_closed; /* the mailbox and the timer */
+    /* Cluster mode (cluster.h): told of each finished job instead of publishing its `done`. */
+    vg_jobs_done_fn done_hook;
+    void *done_opaque;
 };
 
 static double unix_now(void)
