@@ -26,6 +26,7 @@ vg_require(CMOCKA cmocka libcmocka-dev)
 vg_require(UTF8PROC libutf8proc libutf8proc-dev)
 vg_require(LWS libwebsockets libwebsockets-dev)
 vg_require(MOSQUITTO libmosquitto libmosquitto-dev)
+vg_require(NATS libnats libnats-dev)
 
 find_package(Threads REQUIRED)
 

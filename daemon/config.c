@@ -199,6 +199,26 @@ static const cfg_row rows[] = {
              "Frigate's base URL (http://frigate:5000): clips are fetched from "
              "<url>/api/<camera>/start/<start>/end/<end>/clip.mp4."),
     K_STRING(mqtt_frigate_topic, "frigate/reviews", RESTART, "Frigate's review topic."),
+    K_STRING(cluster_url, "", RESTART,
+             "Cluster mode: the NATS JetStream server(s) (nats://HOST[:PORT], comma-separated, "
+             "or tls:// for TLS); one independent node when empty."),
+    K_STRING(cluster_node, "", RESTART,
+             "This node's name in the cluster; empty: <hostname>-<pid>."),
+    K_STRING(cluster_username, "", RESTART, "NATS user name; none when empty."),
+    K_STRING(cluster_password_file, "", RESTART,
+             "A file holding the NATS password (read at start); none when empty."),
+    K_STRING(cluster_creds_file, "", RESTART,
+             "A NATS credentials file (user JWT and nkey seed); none when empty."),
+    K_STRING(cluster_ca_file, "", RESTART,
+             "tls://: PEM CA certificates the server is checked against; empty: the system's."),
+    K_STRING(cluster_cert_file, "", RESTART, "tls://: PEM client certificate; none when empty."),
+    K_STRING(cluster_key_file, "", RESTART, "tls://: PEM private key of cluster_cert_file."),
+    K_INT(cluster_max_jobs, 1, 64, "1", RESTART,
+          "Clip jobs this node pulls from the cluster's queue and runs at once (a busy node does "
+          "not fetch)."),
+    K_DOUBLE(cluster_ack_wait_s, 1, 3600, "30", RESTART,
+             "Seconds without a sign of progress after which a clip job is redelivered to another "
+             "node (progress is marked every third of it)."),
     K_PATHS(media_roots, n_media_roots, "", LIVE,
             "Directories whose files may be asked about (absolute paths, comma-separated, resolved "
             "with realpath()); empty: no local files."),

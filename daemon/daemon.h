@@ -88,6 +88,17 @@ typedef struct vg_daemon_config {
     /* the event tracker's defaults (stream_track.c; a watch request may override them) */
     int stream_event_confirm;
     double stream_event_min_duration_s, stream_event_hold_s, stream_event_merge_gap_s;
+    /* Cluster mode (daemon/cluster.c; docs/cluster.md) */
+    char cluster_url[VG_CFG_STR]; /* nats://HOST[:PORT][,...] or tls://; empty: one node */
+    char cluster_node[128];       /* this node's name; empty: <hostname>-<pid> */
+    char cluster_username[256];   /* empty: none */
+    char cluster_password_file[VG_CFG_STR]; /* the password, read at start; empty: none */
+    char cluster_creds_file[VG_CFG_STR];    /* NATS .creds (JWT + nkey seed); empty: none */
+    char cluster_ca_file[VG_CFG_STR];       /* tls://: CA bundle (empty: the system's) */
+    char cluster_cert_file[VG_CFG_STR];     /* tls://: client certificate (PEM) */
+    char cluster_key_file[VG_CFG_STR];      /* tls://: its private key (PEM) */
+    int cluster_max_jobs;                   /* clip jobs this node pulls and runs at once */
+    double cluster_ack_wait_s;              /* silence after which a job is redelivered */
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */

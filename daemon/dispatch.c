@@ -49,10 +49,12 @@ static char *run(const vg_dispatch *d, const char *data, size_t len, size_t *rep
         *deferred = 1;
         return NULL;
     }
-    if (r.op == VG_OP_INFO) {
+    if (r.op == VG_OP_INFO)
         d->add_info(o, d->opaque);
-    } else if ((rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
-                                  : vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err)) < 0) {
+    else if (!vg_cluster_handle(d->cluster, &r, data, len, o, &rc, &wire, err, sizeof err))
+        rc = is_stream_op ? vg_streams_handle(d->streams, &r, o, &wire, err, sizeof err)
+                          : vg_jobs_handle(d->jobs, &r, o, &wire, err, sizeof err);
+    if (rc < 0) {
         cJSON_Delete(o);
         char *s = error_reply(r.id_json, wire ? wire : VG_WIRE_INTERNAL, err, reply_len);
         vg_request_clear(&r);

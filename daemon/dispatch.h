@@ -9,6 +9,7 @@
 #ifndef VG_DAEMON_DISPATCH_H
 #define VG_DAEMON_DISPATCH_H
 
+#include "cluster.h"
 #include "daemon.h"
 #include "jobs.h"
 #include "streams.h"
@@ -23,6 +24,7 @@ typedef struct vg_dispatch {
     /* Adds the `info` fields to o (main.c owns what info reports). */
     void (*add_info)(cJSON *o, void *opaque);
     void *opaque;
+    vg_cluster *cluster; /* borrowed; NULL unless cluster_url is set (cluster.h: ask and job) */
 } vg_dispatch;
 
 /* Parses data[len] as a native request, runs it (info, the job operations, the stream operations)

@@ -39,6 +39,11 @@ int vg_jobs_snapshot(vg_jobs *js, char ***lines, size_t *n);
 void vg_jobs_set_journal(vg_jobs *js, vg_journal *j);
 /* Where records are published (bus.h); borrowed, outlives the manager. */
 void vg_jobs_set_bus(vg_jobs *js, vg_bus *bus);
+/* Cluster mode (cluster.h): a finished job's `done` (and `durable`) is not published; fn(id,
+ * opaque) is called on the loop instead, at the moment `done` would have been published (the job's
+ * final state is in the table: `job` answers it). The cluster publishes the result it records. */
+typedef void (*vg_jobs_done_fn)(const char *job_id, void *opaque);
+void vg_jobs_set_done_hook(vg_jobs *js, vg_jobs_done_fn fn, void *opaque);
 
 /* Handles ask, job, jobs, cancel and sync. Job views carry `durable` (docs/protocol.md); while the
  * journal fails, a new ask gets VG_WIRE_STORAGE. Adds the reply's fields to reply (an object that

@@ -20,6 +20,7 @@
 #include "jobs.h"
 #include "model.h"
 #include "mqtt.h"
+#include "cluster.h"
 #include "pipeline.h"
 #include "streams.h"
 
@@ -60,6 +61,7 @@ typedef struct daemon_ctx {
     vg_dispatch dispatch; /* the one request path of every door */
     vg_http *http;        /* the HTTP door; NULL unless http_url is set */
     vg_mqtt *mqtt;        /* the MQTT bridge; NULL unless mqtt_url is set */
+    vg_cluster *cluster;  /* cluster mode; NULL unless cluster_url is set */
     vg_journal *journal;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog;
@@ -175,6 +177,8 @@ static int build_config(daemon_ctx *d, vg_daemon_config *c, char *err, size_t er
         return vg_fail(err, errlen, rc, "%s", e2);
     if ((rc = vg_mqtt_check_config(c, e2, sizeof e2)) < 0)
         return vg_fail(err, errlen, rc, "%s", e2);
+    if ((rc = vg_cluster_check_config(c, e2, sizeof e2)) < 0)
+        return vg_fail(err, errlen, rc, "%s", e2);
     return 0;
 }
 
@@ -262,6 +266,7 @@ static void add_info(daemon_ctx *d, cJSON *o)
     cJSON_AddNumberToObject(sd, "lost_records", (double)js.lost);
     cJSON_AddNumberToObject(sd, "stream_logs_failing", vg_streams_logs_failing(d->streams));
     vg_mqtt_add_info(d->mqtt, o);
+    vg_cluster_add_info(d->cluster, o);
 }
 
 static void dispatch_add_info(cJSON *o, void *opaque)
@@ -310,6 +315,7 @@ static void on_jobs_idle(void *opaque)
     d->ipc = NULL;
     vg_http_stop(d->http);
     vg_mqtt_stop(d->mqtt);
+    vg_cluster_stop(d->cluster);
     uv_close((uv_handle_t *)&d->sigterm, on_closed_noop);
     uv_close((uv_handle_t *)&d->sigint, on_closed_noop);
     uv_close((uv_handle_t *)&d->sighup, on_closed_noop);
@@ -336,6 +342,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     vg_log(VG_LOG_NOTICE, MOD, "signal %d: stopping (cancelling running jobs)", signum);
     vg_sd_notify("STOPPING=1\nSTATUS=Stopping");
     d->idle_pending = 2;
+    vg_cluster_drain(d->cluster); /* the cluster jobs cancelled now go back to the queue */
     vg_streams_shutdown(d->streams, on_part_idle, d);
     vg_jobs_shutdown(d->jobs, on_part_idle, d);
 }
@@ -631,7 +638,7 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERR, MOD, "out of memory");
         return 1;
     }
-    d.dispatch = (vg_dispatch){&d.cfg, d.jobs, d.streams, dispatch_add_info, &d};
+    d.dispatch = (vg_dispatch){&d.cfg, d.jobs, d.streams, dispatch_add_info, &d, NULL};
     vg_jobs_set_bus(d.jobs, d.bus);
     vg_streams_set_bus(d.streams, d.bus);
     if (d.cfg.http_url[0]) {
@@ -647,6 +654,14 @@ int main(int argc, char **argv)
             vg_log(VG_LOG_ERR, MOD, "%s", err);
             return 1;
         }
+    }
+    if (d.cfg.cluster_url[0]) {
+        vg_cluster_params cp = {d.loop, &d.cfg, d.jobs, d.bus};
+        if (vg_cluster_start(&cp, &d.cluster, err, sizeof err) < 0) {
+            vg_log(VG_LOG_ERR, MOD, "cluster: %s", err);
+            return 1;
+        }
+        d.dispatch.cluster = d.cluster;
     }
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
@@ -672,6 +687,7 @@ int main(int argc, char **argv)
     vg_infer_gate_destroy(d.gate);
     vg_http_free(d.http);
     vg_mqtt_free(d.mqtt);
+    vg_cluster_free(d.cluster);
     vg_bus_destroy(d.bus);
     if (vg_journal_close(d.journal) < 0) {
         vg_log(VG_LOG_ERR, MOD, "stopping with results that are not on disk (exit status %d)",

@@ -16,7 +16,8 @@ libutf8proc-dev libcmocka-dev libdnnl-dev systemd ca-certificates python3 python
 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 gstreamer1.0-plugins-ugly
 libwebsockets-dev libwebsockets-evlib-uv prometheus curl chromium chromium-driver
-libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt"
+libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt
+libnats-dev nats-server"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"
 fi

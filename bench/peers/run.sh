@@ -71,11 +71,18 @@ vigil() { # TYPE T PASS
     step "vigil-$1-t$2-p$3" "$2" "$VIGIL_BUILD/tools/vigil-model" bench "$MODEL_DIR" --threads "$2" \
         --weights "$1" $QUICK
 }
+# Whether this llama.cpp build runs ggml's AMX q8_0 path (see below): the CPU has AMX and the build
+# was not made with -mno-amx-int8 (setup.sh makes it without on such a CPU).
+llama_amx() {
+    grep -qw amx_int8 /proc/cpuinfo || return 1
+    cache="$(dirname "$LLAMA_BIN")/CMakeCache.txt"
+    ! grep -q -- "-mno-amx-int8" "$cache" 2>/dev/null
+}
 llama() { # QUANT T PASS: prefill of 1024 tokens; 32 decode steps after 1024 (weights read in)
-    if [ "$1" = f16 ]; then
-        step "llama-f16-pp-t$2-p$3" "$2" "$LLAMA_BIN/llama-bench" -m "$GGUF/qwen3vl2b-f16.gguf" \
+    if [ "$1" = f16 ] || ! llama_amx; then
+        step "llama-$1-pp-t$2-p$3" "$2" "$LLAMA_BIN/llama-bench" -m "$GGUF/qwen3vl2b-$1.gguf" \
             -t "$2" -p 1024 -n 0 -r "$REPS" -o json
-        step "llama-f16-tg-t$2-p$3" "$2" "$LLAMA_BIN/llama-bench" -m "$GGUF/qwen3vl2b-f16.gguf" \
+        step "llama-$1-tg-t$2-p$3" "$2" "$LLAMA_BIN/llama-bench" -m "$GGUF/qwen3vl2b-$1.gguf" \
             -t "$2" -p 0 -n 32 -d 1024 -r "$REPS" -mmp 0 -o json
         return
     fi

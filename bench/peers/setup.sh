@@ -68,7 +68,16 @@ else
         exit 2
     }
     log "building llama.cpp in $LLAMA_BUILD (about 7 min on 2 cores)"
+    # On a CPU with AMX, -march=native switches on ggml's AMX matrix product, which crashes for
+    # q8_0 batches above one token (ggml-org/llama.cpp#20824, seen at f5357743): the peer is built
+    # without AMX, i.e. on its AVX-512 (VNNI, BF16) kernels with repacked weights -- the path it
+    # takes on Zen 4/5 -- and run.sh then measures q8_0 like f16 (llama-bench, cache filled at once).
+    noamx=""
+    if grep -qw amx_int8 /proc/cpuinfo; then
+        noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    fi
     cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+        -DCMAKE_C_FLAGS="$noamx" -DCMAKE_CXX_FLAGS="$noamx" \
         -DGGML_OPENMP=ON -DGGML_BLAS=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >"$PEERS_DIR/llama-cmake.log" 2>&1
     nice -n 5 cmake --build "$LLAMA_BUILD" -j"$(nproc)" \

@@ -1,0 +1,324 @@
+/*
+ * bench_cluster.c: clip jobs per minute in cluster mode (daemon/cluster.c) with 1, 2 and 3 vigild
+ * nodes on one NATS JetStream server (nats-server -js, file store, loopback), the single-node
+ * daemon without cluster_url measured in the same run as the peer, and the failover time (SIGKILL
+ * of the node running a job until another node runs it). Not a test.
+ *
+ * Model: the random test checkpoint of tests/cluster (6 layers, width 512; greedy decoding never
+ * meets a stop id, so every job generates exactly --tokens tokens). J jobs are asked at once on
+ * node 1; the time runs from the first ask to the last result readable on node 1. Every node has
+ * its own inference thread: with more nodes than cores they share the CPU, so the ceiling on this
+ * machine is the number of cores (printed), not the number of nodes.
+ *
+ * usage: bench_cluster [--jobs 12] [--tokens 200] [--ack-wait 2]
+ * Run from the build tree (it uses BIN/daemon/vigild, BIN/tools/vigil-model).
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include "../tests/support/vg_testd.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_NODES 3
+
+static char dir[256], model[320], media[320], conf[320], video[400];
+static char rt[MAX_NODES][320], st[MAX_NODES][320], url[MAX_NODES][400], logpath[MAX_NODES][400];
+static pid_t node_pid[MAX_NODES] = {-1, -1, -1}, nats = -1;
+static int port, n_jobs = 12, tokens = 200;
+static double ack_wait = 2;
+
+static pid_t spawn(const char *log, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int port_open(int p)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static int start_nats(int round)
+{
+    char ps[16], sd[400], log[400];
+    port = 12001 + (int)(getpid() % 4000) * 2;
+    snprintf(ps, sizeof ps, "%d", port);
+    snprintf(sd, sizeof sd, "%s/js%d", dir, round);
+    snprintf(log, sizeof log, "%s/nats.log", dir);
+    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
+    nats = spawn(log, argv);
+    for (int i = 0; i < 200 && !port_open(port); i++)
+        vg_testd_sleep_ms(50);
+    return port_open(port) ? 0 : -1;
+}
+
+static void stop_nats(void)
+{
+    if (nats > 0) {
+        kill(nats, SIGTERM);
+        waitpid(nats, NULL, 0);
+    }
+    nats = -1;
+}
+
+/* cluster: 0 = the single-node daemon. */
+static int start_node(int n, int round, int cluster)
+{
+    char cu[128], name[64], ack[64], th[64];
+    /* The cores split between the nodes of this machine (each node's engine would otherwise use
+     * them all and they would oversubscribe the CPU). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(th, sizeof th, "inference_threads=%ld", VG_MAX(1, cores / VG_MAX(round, 1)));
+    snprintf(rt[n], sizeof rt[n], "%s/r%d-run%d", dir, round, n + 1);
+    snprintf(st[n], sizeof st[n], "%s/r%d-state%d", dir, round, n + 1);
+    snprintf(url[n], sizeof url[n], "ipc://%s/vigil.cmd", rt[n]);
+    snprintf(logpath[n], sizeof logpath[n], "%s/vigild%d.log", dir, n + 1);
+    snprintf(cu, sizeof cu, "cluster_url=nats://127.0.0.1:%d", port);
+    snprintf(name, sizeof name, "cluster_node=n%d", n + 1);
+    snprintf(ack, sizeof ack, "cluster_ack_wait_s=%g", ack_wait);
+    const char *sets[] = {cu, name, ack, th, NULL};
+    const char *none[] = {th, NULL};
+    vg_testd_spec spec = {.log = logpath[n],
+                          .conf = conf,
+                          .model = model,
+                          .rt = rt[n],
+                          .st = st[n],
+                          .media = media,
+                          .cmd_url = url[n],
+                          .log_level = "notice",
+                          .sets = cluster ? sets : none,
+                          .call_timeout_ms = 10000};
+    return vg_testd_start(&spec, &node_pid[n]);
+}
+
+static cJSON *call(int n, const char *req)
+{
+    return vg_testd_call(url[n], req, strlen(req), 10000);
+}
+
+static cJSON *get_job(int n, const char *id)
+{
+    char req[200];
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"job\",\"job\":\"%s\"}", id);
+    cJSON *r = call(n, req);
+    cJSON *j = vg_testd_is_ok(r) ? cJSON_DetachItemFromObject(r, "job") : NULL;
+    cJSON_Delete(r);
+    return j;
+}
+
+static int ask(int n, const char *id, int toks)
+{
+    char req[1024];
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"ask\",\"job\":\"%s\",\"video\":\"%s\",\"question\":\"What "
+             "happens?\",\"generation\":{\"greedy\":true,\"max_new_tokens\":%d}}",
+             id, video, toks);
+    cJSON *r = call(n, req);
+    int ok = vg_testd_is_ok(r);
+    cJSON_Delete(r);
+    return ok ? 0 : -1;
+}
+
+static int is_final(const char *s)
+{
+    return !strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled");
+}
+
+/* Asks n_jobs on node 0 and waits until all are final there; jobs per minute, or -1. */
+static double run_jobs(int round, int *spread, int n_nodes)
+{
+    double t0 = vg_now_ms();
+    char id[64];
+    for (int i = 0; i < n_jobs; i++) {
+        snprintf(id, sizeof id, "b%d-%d", round, i);
+        if (ask(0, id, tokens) < 0)
+            return -1;
+    }
+    for (int i = 0; i < n_jobs; i++) {
+        snprintf(id, sizeof id, "b%d-%d", round, i);
+        for (;;) {
+            cJSON *j = get_job(0, id);
+            int fin = j && is_final(vg_testd_jstr(j, "state"));
+            if (fin) {
+                if (strcmp(vg_testd_jstr(j, "state"), "completed")) {
+                    cJSON_Delete(j);
+                    return -1;
+                }
+                const char *node = vg_testd_jstr(j, "node");
+                if (node[0] == 'n' && node[1] >= '1' && node[1] < '1' + n_nodes)
+                    spread[node[1] - '1']++;
+                cJSON_Delete(j);
+                break;
+            }
+            cJSON_Delete(j);
+            vg_testd_sleep_ms(20);
+        }
+    }
+    return n_jobs * 60000.0 / (vg_now_ms() - t0);
+}
+
+static void stop_nodes(void)
+{
+    for (int n = 0; n < MAX_NODES; n++)
+        if (node_pid[n] > 0)
+            vg_testd_stop(&node_pid[n], 3000, NULL);
+}
+
+static int runner(int n_nodes)
+{
+    for (int n = 0; n < n_nodes; n++) {
+        if (node_pid[n] <= 0)
+            continue;
+        cJSON *r = call(n, "{\"v\":1,\"op\":\"info\"}");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "cluster");
+        int running = c ? (int)vg_testd_jnum(c, "running") : 0;
+        cJSON_Delete(r);
+        if (running > 0)
+            return n;
+    }
+    return -1;
+}
+
+/* With 2 nodes: SIGKILL of the runner of a long job; seconds until the other node runs it. */
+static double failover(void)
+{
+    if (ask(0, "fo-1", 4000) < 0)
+        return -1;
+    int k = -1;
+    for (int i = 0; i < 3000 && k < 0; i++) {
+        k = runner(2);
+        if (k < 0)
+            vg_testd_sleep_ms(10);
+    }
+    if (k < 0)
+        return -1;
+    vg_testd_sleep_ms(300);
+    kill(node_pid[k], SIGKILL);
+    waitpid(node_pid[k], NULL, 0);
+    node_pid[k] = -1;
+    double t0 = vg_now_ms();
+    int other = 1 - k;
+    for (int i = 0; i < 60000 / 10; i++) {
+        if (runner(2) == other) {
+            double s = (vg_now_ms() - t0) / 1000.0;
+            cJSON_Delete(call(other, "{\"v\":1,\"op\":\"cancel\",\"job\":\"fo-1\"}"));
+            return s;
+        }
+        vg_testd_sleep_ms(10);
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--jobs"))
+            n_jobs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tokens"))
+            tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ack-wait"))
+            ack_wait = atof(argv[i + 1]);
+    }
+    if (n_jobs < 1 || tokens < 1 || ack_wait < 1 || vg_testd_need_tools() < 0) {
+        fprintf(stderr, "usage: bench_cluster [--jobs N] [--tokens N] [--ack-wait S] (needs "
+                        "vigild, vigil-model, ffmpeg and nats-server)\n");
+        return 2;
+    }
+    char r0[320], s0[320], u0[400];
+    if (vg_testd_tmpdir("/tmp/vg-bench-cluster-XXXXXX", dir, model, media, r0, s0, u0) < 0)
+        return 1;
+    snprintf(conf, sizeof conf, "%s/vigild.conf", dir);
+    vg_testd_write_file(conf, "");
+    snprintf(video, sizeof video, "%s/clip.mp4", media);
+    char small[400];
+    snprintf(small, sizeof small, "%s/model-small", dir);
+    if (vg_testd_make_model(dir, small) != 0 ||
+        vg_testd_sh(NULL, 0,
+                    "python3 -c \"import json,sys; c=json.load(open('%s/config-small.json')); "
+                    "t=c['text_config']; t.update(hidden_size=512, intermediate_size=1536, "
+                    "num_hidden_layers=6, num_attention_heads=16, num_key_value_heads=4); "
+                    "c['vision_config']['out_hidden_size']=512; "
+                    "json.dump(c, open('%s/config-big.json','w'))\" && "
+                    "'%s/tools/vigil-model' random --config '%s/config-big.json' --out '%s' "
+                    ">/dev/null 2>&1",
+                    dir, dir, VG_BINARY_DIR, dir, model) != 0 ||
+        vg_testd_sh(NULL, 0,
+                    "ffmpeg -nostdin -loglevel error -f lavfi -i testsrc=size=64x64:rate=4 -t 4 "
+                    "-pix_fmt yuv420p '%s'",
+                    video) != 0) {
+        fprintf(stderr, "cannot make the model or the clip\n");
+        return 1;
+    }
+    char cpu[256] = "";
+    vg_testd_sh(cpu, sizeof cpu,
+                "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //' | tr -d '\\n'");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("CPU: %s, %ld cores online; %d jobs of %d tokens each, asked on node 1\n\n", cpu, cores,
+           n_jobs, tokens);
+    printf("| setup | jobs/min | vs single node | jobs run per node |\n|---|---|---|---|\n");
+    double single = -1;
+    int rc = 0;
+    for (int round = 0; round <= MAX_NODES && !rc; round++) {
+        int n_nodes = round ? round : 1, spread[MAX_NODES] = {0};
+        if (round && start_nats(round) < 0) {
+            fprintf(stderr, "nats-server did not start\n");
+            rc = 1;
+            break;
+        }
+        for (int n = 0; n < n_nodes && !rc; n++)
+            if (start_node(n, round, round > 0) != 0) {
+                fprintf(stderr, "vigild did not start (%s)\n", logpath[n]);
+                rc = 1;
+            }
+        double jpm = rc ? -1 : run_jobs(round, spread, n_nodes);
+        if (jpm < 0)
+            rc = 1;
+        if (!round)
+            single = jpm;
+        char label[64], share[64] = "";
+        snprintf(label, sizeof label, round ? "cluster, %d node%s" : "single node (no cluster_url)",
+                 n_nodes, n_nodes > 1 ? "s" : "");
+        for (int n = 0; round && n < n_nodes; n++)
+            snprintf(share + strlen(share), sizeof share - strlen(share), "%s%d", n ? " / " : "",
+                     spread[n]);
+        printf("| %s | %.1f | %.2f | %s |\n", label, jpm, single > 0 ? jpm / single : 0,
+               round ? share : "-");
+        fflush(stdout);
+        if (round == 2 && !rc) {
+            double fo = failover();
+            printf("| failover (2 nodes, ack wait %g s): SIGKILL to running elsewhere | %.2f s | "
+                   "| |\n",
+                   ack_wait, fo);
+        }
+        stop_nodes();
+        stop_nats();
+    }
+    if (!getenv("VG_KEEP_TMP"))
+        vg_testd_sh(NULL, 0, "rm -rf '%s'", dir);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/*
+ * cluster.h: vigild's cluster mode on NATS JetStream (private to daemon/; docs/cluster.md). Off
+ * unless cluster_url is set; then every node with the same server shares clip jobs:
+ *  - `ask` on any node puts the request in the JetStream work-queue stream VIGIL_JOBS (subject
+ *    vigil.jobs, the job id as Nats-Msg-Id) and records the job as queued in the KV bucket
+ *    vigil_results (bucket TTL = result_ttl_s);
+ *  - each node pulls from the shared durable pull consumer only while it runs fewer than
+ *    cluster_max_jobs cluster jobs, runs the job with its own job manager (jobs.h), marks progress
+ *    (in-progress ack) every cluster_ack_wait_s / 3, and acks once the final state is in the
+ * bucket;
+ *  - a job whose node dies is redelivered after cluster_ack_wait_s; the final state is written with
+ *    a revision-checked update that never replaces a final state, so a client sees one result per
+ *    job id whatever node it asks (`job ID` answers from a loop-side copy of the bucket, fed by a
+ *    KV watcher) and the accepting node republishes the result as `job/ID/done` on its bus.
+ *
+ * Threads: libnats runs its own threads; cluster.c adds three (pull, operations, KV watch). None of
+ * them touches daemon state: they talk to the loop through a mutex-protected inbox and a uv_async,
+ * and the loop talks to them through a command queue. Every function here runs on the loop thread
+ * (vg_cluster_start before the loop runs, vg_cluster_free after it stopped).
+ */
+#ifndef VG_DAEMON_CLUSTER_H
+#define VG_DAEMON_CLUSTER_H
+
+#include "bus.h"
+#include "daemon.h"
+#include "jobs.h"
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+typedef struct vg_cluster vg_cluster;
+
+typedef struct vg_cluster_params {
+    uv_loop_t *loop;
+    const vg_daemon_config *cfg; /* borrowed; cluster keys are restart-only */
+    vg_jobs *jobs;               /* borrowed; runs the jobs this node pulls */
+    vg_bus *bus;                 /* borrowed; the cluster is one of its sinks */
+} vg_cluster_params;
+
+/* Checks the cluster keys (URL scheme, TLS files in pairs). 0 or VG_EINVAL with a sentence. */
+int vg_cluster_check_config(const vg_daemon_config *cfg, char *err, size_t errlen);
+
+/* Connects to cluster_url (waiting up to a few seconds: this runs before the loop), creates or
+ * binds the stream, the consumer and the bucket, and starts the threads. *out is owned by the
+ * caller (vg_cluster_stop on the loop, then vg_cluster_free). VG_EIO with a sentence when the
+ * server cannot be reached or refuses. */
+int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, size_t errlen);
+
+/* Handles what the cluster answers instead of the local job manager: `ask` (queued in JetStream)
+ * and `job` (the bucket's view when it is final or the job is not in the local table). Returns 1
+ * when it handled r (reply filled, or a negative code in *rc with *wire and err), 0 when the local
+ * path should run. c NULL: 0. data[len] is the request as received. */
+int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size_t len,
+                      cJSON *reply, int *rc, const char **wire, char *err, size_t errlen);
+
+/* Adds "cluster" to info (nothing when c is NULL). */
+void vg_cluster_add_info(const vg_cluster *c, cJSON *o);
+
+/* Stop of the daemon begins: stop pulling, and give the jobs that the shutdown cancels back to the
+ * queue (negative ack: another node runs them) instead of recording them as cancelled. */
+void vg_cluster_drain(vg_cluster *c);
+/* Closes the loop handles; the threads finish their queued commands. NULL is a no-op. */
+void vg_cluster_stop(vg_cluster *c);
+/* After the loop stopped: joins the threads, closes the connection, frees. NULL is a no-op. */
+void vg_cluster_free(vg_cluster *c);
+
+#endif
