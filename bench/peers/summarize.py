@@ -201,8 +201,8 @@ def main():
             cells = []
             for e in ENGINES:
                 v = c.get((e, t, metric))
-                if e == ("llama", "q8_0") and metric == "prefill":
-                    v = c.get((e, t, "prefill_nr"))
+                if e == ("llama", "q8_0") and metric == "prefill" and v is None:
+                    v = c.get((e, t, "prefill_nr"))  # the AMX build's repack-off path
                     cells.append(fmt(v, nd) + (" ³" if v is not None else ""))
                     continue
                 if e[0] == "llama" and metric == "vision_s" and v is not None:
@@ -219,12 +219,13 @@ def main():
     p("")
     p("¹ llama-mtmd-cli, f16 mmproj (one 448x448 image = one duplicated frame pair, 784 patches, "
       "196 tokens), median of the images after the first.")
-    p("³ llama.cpp q8_0 prefill with weight repacking off (`llama-batched-bench -nr`): its default "
-      "q8_0 path on an AMX CPU (AMX buffer) crashes for batches above one token "
-      "(ggml-org/llama.cpp#20824). Its decode row is the default path (AMX / repacked), after "
-      + ", ".join(f"{d} tokens at {t} thread{'s' if t > 1 else ''}"
-                  for t in threads for d in [c.get((("llama", "q8_0"), t, "depth"))]
-                  if d is not None) + " of context (llama-bench `-d`).")
+    if any(c.get((("llama", "q8_0"), t, "prefill_nr")) is not None for t in threads):
+        p("³ llama.cpp q8_0 prefill with weight repacking off (`llama-batched-bench -nr`): its "
+          "default q8_0 path on an AMX CPU (AMX buffer) crashes for batches above one token "
+          "(ggml-org/llama.cpp#20824). Its decode row is the default path (AMX / repacked), after "
+          + ", ".join(f"{d} tokens at {t} thread{'s' if t > 1 else ''}"
+                      for t in threads for d in [c.get((("llama", "q8_0"), t, "depth"))]
+                      if d is not None) + " of context (llama-bench `-d`).")
     nr = [(t, c.get((("llama", "q8_0"), t, "decode_nr"))) for t in threads]
     if any(v for _, v in nr):
         p("   On the repack-off path its decode after the 1024-token prompt was "
@@ -270,7 +271,8 @@ def main():
                                  c.get((("llama", "f16"), 1, "vision_s"))) if v]
         peers_pre = [v for v in (c.get((("torch", "bf16"), 1, "prefill")),
                                  c.get((("llama", "f16"), 1, "prefill")),
-                                 c.get((("llama", "q8_0"), 1, "prefill_nr"))) if v]
+                                 c.get((("llama", "q8_0"), 1, "prefill"))
+                                 or c.get((("llama", "q8_0"), 1, "prefill_nr"))) if v]
         for typ in ("q8_0", "bf16", "f32"):
             e = ("vigil", typ)
             v = c.get((e, 1, "vision_s"))
