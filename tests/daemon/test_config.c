@@ -28,7 +28,7 @@ typedef struct key_copy {
 } key_copy;
 
 typedef struct key_list {
-    key_copy k[64];
+    key_copy k[128];
     int n;
 } key_list;
 
@@ -415,7 +415,8 @@ static void test_conf_documents_every_key(void **state)
         0);
     key_list l;
     list_keys(NULL, &l);
-    int seen[64] = {0};
+    int seen[VG_ARRAY_LEN(l.k)];
+    memset(seen, 0, sizeof seen);
     char block[4096] = ""; /* the comment paragraph above the current key lines */
     int after_key = 0, lineno = 0;
     for (char *line = data; line && *line;) {
