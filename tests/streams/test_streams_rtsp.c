@@ -103,6 +103,10 @@ static int expect_state(int from, const char *name, const char *state, int timeo
     if (i < 0) {
         printf("stream %s never became %s:\n", name, state);
         sw_dump(from, name);
+        /* What the RTSP servers said (GStreamer's warnings, a crash), for the diagnosis. */
+        vg_testd_sh(NULL, 0,
+                    "for f in '%s'/rtsp-*.log; do echo \"== $f\"; tail -n 40 \"$f\"; done >&2",
+                    sw_dir);
     }
     return i;
 }
