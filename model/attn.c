@@ -84,6 +84,42 @@ static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, co
     }
 }
 
+/* The parts of the vectorized flash kernels that are plain C, shared by both. */
+
+/* Before the first tile: running maxima -inf, sums 0, output rows 0. */
+static void flash_start(size_t n, size_t hd, float *m, float *l, float *o, size_t ldo)
+{
+    for (size_t i = 0; i < n; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o + i * ldo, 0, hd * sizeof(float));
+    }
+}
+
+/* The K tile at key kb transposed and scaled: kt[d][j] = scale * K[kb + j][d], zero past bc. */
+static void flash_k_tile(const float *k, size_t ldk, size_t kb, size_t bc, size_t hd, float scale,
+                         float *kt)
+{
+    for (size_t d = 0; d < hd; d++)
+        for (size_t j = 0; j < VG_FLASH_BC; j++)
+            kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+}
+
+/* Query rows i0..i0+3 (a missing row repeats the last real one and is not written) in rr, the
+ * keys of the tile at kb (bc of them) each may see in nb; returns the most of those. */
+static size_t flash_rows(size_t i0, size_t n, long p0, size_t ctx, size_t kb, size_t bc,
+                         size_t rr[4], size_t nb[4])
+{
+    size_t nbmax = 0;
+    for (int r = 0; r < 4; r++) {
+        rr[r] = i0 + (size_t)r < n ? i0 + (size_t)r : n - 1;
+        size_t vis = visible(p0, rr[r], ctx);
+        nb[r] = vis <= kb ? 0 : (vis - kb < bc ? vis - kb : bc);
+        nbmax = nb[r] > nbmax ? nb[r] : nbmax;
+    }
+    return nbmax;
+}
+
 #if defined(__x86_64__)
 #define T_FLASH __attribute__((target("avx2,fma,avx512f,avx512dq,avx512bw,avx512vl")))
 
@@ -150,26 +186,13 @@ T_FLASH static void flash_avx512(const float *q, size_t ldq, const float *k, siz
     float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
     float *pbuf = l + n; /* [4][64] */
     const size_t nv = hd / 16;
-    for (size_t i = 0; i < n; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        memset(o + i * ldo, 0, hd * sizeof(float));
-    }
+    flash_start(n, hd, m, l, o, ldo);
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
-        /* K tile transposed, scaled: kt[d][j] = scale * K[kb + j][d], zero past bc */
-        for (size_t d = 0; d < hd; d++)
-            for (size_t j = 0; j < VG_FLASH_BC; j++)
-                kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+        flash_k_tile(k, ldk, kb, bc, hd, scale, kt);
         for (size_t i0 = 0; i0 < n; i0 += 4) {
-            /* rows i0..i0+3 (a missing row repeats the last real one and is not written) */
-            size_t rr[4], nb[4], nbmax = 0;
-            for (int r = 0; r < 4; r++) {
-                rr[r] = i0 + (size_t)r < n ? i0 + (size_t)r : n - 1;
-                size_t vis = visible(p0, rr[r], ctx);
-                nb[r] = vis <= kb ? 0 : (vis - kb < bc ? vis - kb : bc);
-                nbmax = nb[r] > nbmax ? nb[r] : nbmax;
-            }
+            size_t rr[4], nb[4];
+            const size_t nbmax = flash_rows(i0, n, p0, ctx, kb, bc, rr, nb);
             if (nbmax == 0)
                 continue;
             const float *q0 = q + rr[0] * ldq, *q1 = q + rr[1] * ldq;
@@ -313,24 +336,13 @@ T_FLASH2 static void flash_avx2(const float *q, size_t ldq, const float *k, size
     float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
     float *pbuf = l + n; /* [4][64] */
     const size_t nv = hd / 8;
-    for (size_t i = 0; i < n; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        memset(o + i * ldo, 0, hd * sizeof(float));
-    }
+    flash_start(n, hd, m, l, o, ldo);
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
-        for (size_t d = 0; d < hd; d++)
-            for (size_t j = 0; j < VG_FLASH_BC; j++)
-                kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+        flash_k_tile(k, ldk, kb, bc, hd, scale, kt);
         for (size_t i0 = 0; i0 < n; i0 += 4) {
-            size_t rr[4], nb[4], nbmax = 0;
-            for (int r = 0; r < 4; r++) {
-                rr[r] = i0 + (size_t)r < n ? i0 + (size_t)r : n - 1;
-                size_t vis = visible(p0, rr[r], ctx);
-                nb[r] = vis <= kb ? 0 : (vis - kb < bc ? vis - kb : bc);
-                nbmax = nb[r] > nbmax ? nb[r] : nbmax;
-            }
+            size_t rr[4], nb[4];
+            const size_t nbmax = flash_rows(i0, n, p0, ctx, kb, bc, rr, nb);
             if (nbmax == 0)
                 continue;
             const float *q0 = q + rr[0] * ldq, *q1 = q + rr[1] * ldq;
