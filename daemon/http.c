@@ -1370,6 +1370,21 @@ static void metric(buf *b, const char *name, const char *type, const char *help)
     buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One unlabelled metric per row, read from a field of an `info` object (a boolean as 0/1). */
+typedef struct info_metric {
+    const char *field, *name, *type, *help;
+} info_metric;
+
+static void info_metrics(buf *b, const cJSON *o, const info_metric *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, rows[i].field);
+        metric(b, rows[i].name, rows[i].type, rows[i].help);
+        buf_addf(b, "%s %.0f\n", rows[i].name,
+                 cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : jnum(o, rows[i].field, 0));
+    }
+}
+
 static void route_metrics(conn *c)
 {
     vg_http *h = c->h;
@@ -1447,29 +1462,24 @@ static void route_metrics(conn *c)
                  st->answers);
     }
     const cJSON *ipc = cJSON_GetObjectItemCaseSensitive(info, "ipc");
-    static const struct {
-        const char *field, *name, *help;
-    } im[] = {
-        {"received", "vigil_ipc_requests_total", "Requests received on the command socket."},
-        {"published", "vigil_ipc_published_total", "Records published on the event socket."},
-        {"dropped_replies", "vigil_ipc_dropped_replies_total",
+    static const info_metric im[] = {
+        {"received", "vigil_ipc_requests_total", "counter",
+         "Requests received on the command socket."},
+        {"published", "vigil_ipc_published_total", "counter",
+         "Records published on the event socket."},
+        {"dropped_replies", "vigil_ipc_dropped_replies_total", "counter",
          "Replies dropped because their connection went away."},
-        {"fd_trips", "vigil_ipc_fd_trips_total",
+        {"fd_trips", "vigil_ipc_fd_trips_total", "counter",
          "Times the descriptor guard closed every connection."},
     };
-    for (size_t i = 0; i < VG_ARRAY_LEN(im); i++) {
-        metric(&b, im[i].name, "counter", im[i].help);
-        buf_addf(&b, "%s %.0f\n", im[i].name, jnum(ipc, im[i].field, 0));
-    }
+    info_metrics(&b, ipc, im, VG_ARRAY_LEN(im));
     /* The state directory's durability (docs/protocol.md, "Durability"). */
     const cJSON *sd = cJSON_GetObjectItemCaseSensitive(info, "state");
     metric(&b, "vigil_journal_failing", "gauge",
            "1 while the job journal cannot be written (results are not durable), else 0.");
     const char *jstate = jstr(sd, "journal");
     buf_addf(&b, "vigil_journal_failing %d\n", jstate && strcmp(jstate, "ok") != 0);
-    static const struct {
-        const char *field, *name, *type, *help;
-    } dm[] = {
+    static const info_metric dm[] = {
         {"undurable_jobs", "vigil_jobs_undurable", "gauge",
          "Finished jobs whose result is not on disk yet."},
         {"pending_records", "vigil_journal_pending_records", "gauge",
@@ -1479,16 +1489,11 @@ static void route_metrics(conn *c)
         {"stream_logs_failing", "vigil_stream_logs_failing", "gauge",
          "Stream logs that cannot be written."},
     };
-    for (size_t i = 0; i < VG_ARRAY_LEN(dm); i++) {
-        metric(&b, dm[i].name, dm[i].type, dm[i].help);
-        buf_addf(&b, "%s %.0f\n", dm[i].name, jnum(sd, dm[i].field, 0));
-    }
+    info_metrics(&b, sd, dm, VG_ARRAY_LEN(dm));
     /* The MQTT bridge, when one is configured (info's `mqtt` object). */
     const cJSON *mq = cJSON_GetObjectItemCaseSensitive(info, "mqtt");
     if (cJSON_IsObject(mq)) {
-        static const struct {
-            const char *field, *name, *type, *help;
-        } mm[] = {
+        static const info_metric mm[] = {
             {"connected", "vigil_mqtt_connected", "gauge", "1 while connected to the broker."},
             {"queued", "vigil_mqtt_queued_messages", "gauge",
              "Messages waiting for the broker (QoS 1 queue)."},
@@ -1504,12 +1509,7 @@ static void route_metrics(conn *c)
             {"command_errors", "vigil_mqtt_command_errors_total", "counter",
              "Commands on .../set topics answered with an error."},
         };
-        for (size_t i = 0; i < VG_ARRAY_LEN(mm); i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(mq, mm[i].field);
-            metric(&b, mm[i].name, mm[i].type, mm[i].help);
-            buf_addf(&b, "%s %.0f\n", mm[i].name,
-                     cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : jnum(mq, mm[i].field, 0));
-        }
+        info_metrics(&b, mq, mm, VG_ARRAY_LEN(mm));
     }
     metric(&b, "vigil_http_requests_total", "counter", "HTTP requests received.");
     buf_addf(&b, "vigil_http_requests_total %llu\n", h->requests);
