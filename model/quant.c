@@ -182,6 +182,19 @@ int vg_quant_supported(uint32_t t)
     }
 }
 
+/* The whole blocks of n values of block type t, each through deq; the block's values and bytes
+ * come from the one table of GGML types (gguf.c). */
+static int deq_blocks(uint32_t t, void (*deq)(const unsigned char *, float *),
+                      const unsigned char *p, size_t n, float *dst)
+{
+    size_t be, bb;
+    if (vg_ggml_type_block(t, &be, &bb) != 0)
+        return -1;
+    for (size_t b = 0; b < n / be; b++)
+        deq(p + bb * b, dst + be * b);
+    return 0;
+}
+
 int vg_quant_dequant(uint32_t t, const void *src, size_t n, float *dst)
 {
     const unsigned char *p = src;
@@ -203,37 +216,21 @@ int vg_quant_dequant(uint32_t t, const void *src, size_t n, float *dst)
         }
         return 0;
     case VG_GGML_Q8_0:
-        for (size_t b = 0; b < n / 32; b++)
-            deq_q8_0(p + 34 * b, dst + 32 * b);
-        return 0;
+        return deq_blocks(t, deq_q8_0, p, n, dst);
     case VG_GGML_Q4_0:
-        for (size_t b = 0; b < n / 32; b++)
-            deq_q4_0(p + 18 * b, dst + 32 * b);
-        return 0;
+        return deq_blocks(t, deq_q4_0, p, n, dst);
     case VG_GGML_Q4_1:
-        for (size_t b = 0; b < n / 32; b++)
-            deq_q4_1(p + 20 * b, dst + 32 * b);
-        return 0;
+        return deq_blocks(t, deq_q4_1, p, n, dst);
     case VG_GGML_Q5_0:
-        for (size_t b = 0; b < n / 32; b++)
-            deq_q5_0(p + 22 * b, dst + 32 * b);
-        return 0;
+        return deq_blocks(t, deq_q5_0, p, n, dst);
     case VG_GGML_Q5_1:
-        for (size_t b = 0; b < n / 32; b++)
-            deq_q5_1(p + 24 * b, dst + 32 * b);
-        return 0;
+        return deq_blocks(t, deq_q5_1, p, n, dst);
     case VG_GGML_Q4_K:
-        for (size_t b = 0; b < n / 256; b++)
-            deq_q4_k(p + 144 * b, dst + 256 * b);
-        return 0;
+        return deq_blocks(t, deq_q4_k, p, n, dst);
     case VG_GGML_Q5_K:
-        for (size_t b = 0; b < n / 256; b++)
-            deq_q5_k(p + 176 * b, dst + 256 * b);
-        return 0;
+        return deq_blocks(t, deq_q5_k, p, n, dst);
     case VG_GGML_Q6_K:
-        for (size_t b = 0; b < n / 256; b++)
-            deq_q6_k(p + 210 * b, dst + 256 * b);
-        return 0;
+        return deq_blocks(t, deq_q6_k, p, n, dst);
     default:
         return -1;
     }
