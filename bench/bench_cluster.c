@@ -37,32 +37,6 @@ static pid_t node_pid[MAX_NODES] = {-1, -1, -1}, nats = -1;
 static int port, n_jobs = 12, tokens = 200;
 static double ack_wait = 2;
 
-static pid_t spawn(const char *log, char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int port_open(int p)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static int start_nats(int round)
 {
     char ps[16], sd[400], log[400];
@@ -71,10 +45,10 @@ static int start_nats(int round)
     snprintf(sd, sizeof sd, "%s/js%d", dir, round);
     snprintf(log, sizeof log, "%s/nats.log", dir);
     char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = spawn(log, argv);
-    for (int i = 0; i < 200 && !port_open(port); i++)
+    nats = vg_testd_spawn(log, argv);
+    for (int i = 0; i < 200 && !vg_testd_port_open(port); i++)
         vg_testd_sleep_ms(50);
-    return port_open(port) ? 0 : -1;
+    return vg_testd_port_open(port) ? 0 : -1;
 }
 
 static void stop_nats(void)

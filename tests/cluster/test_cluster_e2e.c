@@ -61,24 +61,6 @@ static cJSON *call(int n, const char *req)
     return vg_testd_call(cmd_url[n], req, strlen(req), 10000);
 }
 
-static pid_t spawn(const char *log, char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 static void kill_wait(pid_t *pid, int sig)
 {
     if (*pid > 0) {
@@ -86,17 +68,6 @@ static void kill_wait(pid_t *pid, int sig)
         waitpid(*pid, NULL, 0);
     }
     *pid = -1;
-}
-
-static int port_open(int p)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
 }
 
 /* nats-server with JetStream and a file store under dir, on the test's loopback port. */
@@ -107,10 +78,10 @@ static int start_nats(void)
     snprintf(sd, sizeof sd, "%s/jetstream", dir);
     snprintf(log, sizeof log, "%s/nats.log", dir);
     char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = spawn(log, argv);
-    for (int i = 0; i < 200 && !port_open(port); i++)
+    nats = vg_testd_spawn(log, argv);
+    for (int i = 0; i < 200 && !vg_testd_port_open(port); i++)
         vg_testd_sleep_ms(50);
-    if (!port_open(port)) {
+    if (!vg_testd_port_open(port)) {
         fprintf(stderr, "nats-server did not start (%s)\n", log);
         return -1;
     }

@@ -61,25 +61,6 @@ static cJSON *call(const char *req)
 
 /* ---- processes ---------------------------------------------------------------------------- */
 
-/* Forks argv with stdout and stderr appended to log. Returns the pid or -1. */
-static pid_t spawn(const char *log, char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 static void kill_wait(pid_t *pid, int sig)
 {
     if (*pid > 0) {
@@ -93,7 +74,7 @@ static pid_t start_broker(const char *cfgpath)
 {
     char log[400], *argv[] = {"mosquitto", "-c", (char *)cfgpath, NULL};
     snprintf(log, sizeof log, "%s/mosquitto.log", dir);
-    return spawn(log, argv);
+    return vg_testd_spawn(log, argv);
 }
 
 /* ---- the capture file --------------------------------------------------------------------- */
@@ -427,7 +408,7 @@ static void test_live_stream_and_broker_restart(void **state)
     snprintf(ps, sizeof ps, "%d", port);
     char *cap_argv[] = {PY, MQTT_DIR "/mqtt_capture.py", ps, capfile, NULL};
     vg_testd_sleep_ms(300);
-    capture = spawn(log, cap_argv);
+    capture = vg_testd_spawn(log, cap_argv);
     assert_int_equal(wait_msgs("test/capture-ready", NULL, 1, 20000), 0);
     start_daemon();
     assert_int_equal(wait_msgs("vigil/available", "online", 1, 20000), 0);
@@ -532,7 +513,7 @@ static void test_frigate_review(void **state)
     snprintf(log, sizeof log, "%s/httpd.log", dir);
     snprintf(ps, sizeof ps, "%d", http_port);
     char *argv[] = {PY, MQTT_DIR "/range_http.py", ps, clipdir, NULL};
-    httpd = spawn(log, argv);
+    httpd = vg_testd_spawn(log, argv);
     /* Serving before the review goes out (python starts slowly under load). */
     double until = vg_now_ms() + 30000;
     while (vg_testd_sh(NULL, 0, "curl -sf -o /dev/null -r 0-99 http://127.0.0.1:%d%s/clip.mp4",

@@ -99,6 +99,13 @@ void vg_testd_kill_source(pid_t *children, int slot);
 /* Kills and reaps every source in children[n] and then *daemon (SIGKILL), setting it to -1. */
 void vg_testd_kill_all(pid_t *children, int n, pid_t *daemon);
 
+/* Forks argv (execvp) with stdin from /dev/null and stdout and stderr appended to log. Returns the
+ * pid, or -1 when fork fails (a failed exec exits 127). */
+pid_t vg_testd_spawn(const char *log, char *const argv[]);
+
+/* Whether something accepts TCP connections on 127.0.0.1:port. */
+int vg_testd_port_open(int port);
+
 /* Whether dir/vigild.log holds a sanitizer report; if so prints it to stderr and returns -1. */
 int vg_testd_check_log(const char *dir);
 
