@@ -17,12 +17,12 @@ python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-bas
 gstreamer1.0-plugins-ugly
 libwebsockets-dev libwebsockets-evlib-uv prometheus curl chromium chromium-driver
 libmosquitto-dev mosquitto mosquitto-clients python3-paho-mqtt
-libnats-dev nats-server"
+libnats-dev nats-server python3-yaml"
 if [ "${1:-}" = "--tools" ]; then
     PKGS="$PKGS python3-torchvision"
 fi
 if [ "${1:-}" = "--peers" ]; then
-    PKGS="$PKGS python3-sentencepiece python3-tqdm python3-yaml"
+    PKGS="$PKGS python3-sentencepiece python3-tqdm"
 fi
 
 missing=""
