@@ -2,7 +2,9 @@
 # The whole test suite, as a new user or CI runs it (README command 2):
 #  1. installs the Debian packages it needs;
 #  2. checks the formatting of every C file;
-#  3. builds RelWithDebInfo with warnings as errors and runs every test;
+#  3. builds RelWithDebInfo with warnings as errors and runs every test; then the unit and model
+#     tests again with the engine's kernels forced to each lower instruction-set level the CPU has
+#     (VG_ISA=avx2, VG_ISA=scalar: docs/weights.md), about a minute each;
 #  4. builds with AddressSanitizer + UndefinedBehaviorSanitizer (warnings as errors) and runs every test
 #     not labelled `slow`; then builds the libFuzzer harnesses with clang (build/fuzz) and runs each
 #     for VG_FUZZ_SECONDS (default 30; two at a time, about 2 minutes in all).
@@ -21,6 +23,10 @@ cmake -S . -B build/rel -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVG_WERROR=ON >/dev/n
 cmake --build build/rel -j "$jobs"
 echo "== RelWithDebInfo tests (all) =="
 (cd build/rel && ctest --timeout 900)
+for isa in avx2 scalar; do
+    echo "== RelWithDebInfo unit and model tests, kernels forced to VG_ISA=$isa =="
+    (cd build/rel && VG_ISA=$isa ctest --timeout 900 -L "unit|model" -j "$jobs")
+done
 
 if [ "${VG_SKIP_ASAN:-0}" != "1" ]; then
     echo "== ASan+UBSan build =="
