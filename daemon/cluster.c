@@ -101,7 +101,8 @@ typedef struct desired {
     char name[VG_ID_MAX + 1];
     char *req; /* the watch request (JSON) */
     int claiming, owned;
-    double retry_at; /* monotonic ms */
+    double retry_at; /* monotonic ms: no claim before (a failed start here, a lease lost) */
+    double free_at; /* monotonic ms: since when this node has seen it unclaimed or held elsewhere */
     struct desired *next;
 } desired;
 
@@ -1314,6 +1315,7 @@ static desired *desired_set(vg_cluster *c, const char *name, char *req)
             return NULL;
         }
         snprintf(d->name, sizeof d->name, "%s", name);
+        d->free_at = mono_ms();
         d->next = c->desired;
         c->desired = d;
     }
@@ -1366,19 +1368,9 @@ static void reconcile(vg_cluster *c)
 {
     if (atomic_load(&c->draining))
         return;
-    double now = mono_ms();
-    int owned = 0;
-    for (desired *d = c->desired; d; d = d->next)
-        owned += d->owned;
-    int cap = c->cfg->max_streams;
-    for (desired *d = c->desired; d && owned + c->claiming < cap; d = d->next) {
-        if (d->owned || d->claiming || now < d->retry_at || vg_streams_has(c->streams, d->name))
-            continue;
-        d->claiming = 1;
-        c->claiming++;
-        post_lcmd(c, LC_CLAIM, d->name);
-    }
-    /* Streams unwatched while they ran here: the lease goes once the local stream is gone. */
+    /* Streams unwatched while they ran here: the lease goes once the local stream is gone. First:
+     * a watch of the same name made since is claimed after the release (the lease thread runs
+     * them in order), never released after its claim. */
     for (desired **p = &c->releasing; *p;) {
         desired *d = *p;
         if (vg_streams_has(c->streams, d->name)) {
@@ -1388,6 +1380,23 @@ static void reconcile(vg_cluster *c)
         post_lcmd(c, LC_RELEASE, d->name);
         *p = d->next;
         free(d);
+    }
+    double now = mono_ms();
+    int owned = 0;
+    for (desired *d = c->desired; d; d = d->next)
+        owned += d->owned;
+    int cap = c->cfg->max_streams;
+    /* Spreading: a node running k streams waits k ticks before it claims a stream it has seen
+     * free or held elsewhere, so that a node running fewer gets it first (every node still claims
+     * it eventually, up to max_streams). */
+    double tick = c->ttl_ms / 3.0;
+    for (desired *d = c->desired; d && owned + c->claiming < cap; d = d->next) {
+        if (d->owned || d->claiming || now < d->retry_at || now < d->free_at + owned * tick ||
+            vg_streams_has(c->streams, d->name))
+            continue;
+        d->claiming = 1;
+        c->claiming++;
+        post_lcmd(c, LC_CLAIM, d->name);
     }
 }
 
@@ -1460,6 +1469,7 @@ static void on_claim_fail(vg_cluster *c, inmsg *in)
     if (d && d->claiming) {
         d->claiming = 0;
         c->claiming--;
+        d->free_at = mono_ms(); /* held elsewhere: the wait starts again */
     }
 }
 
@@ -1472,6 +1482,7 @@ static void on_lost(vg_cluster *c, inmsg *in)
     desired *d = desired_find(c, in->id);
     if (d) {
         d->owned = 0;
+        d->free_at = mono_ms();
         d->retry_at = mono_ms() + c->ttl_ms; /* another node claims it meanwhile */
     }
     for (desired **p = &c->releasing; *p; p = &(*p)->next)

@@ -453,6 +453,37 @@ static void test_unwatch(void **state)
     assert_true(now_last >= last + 3);
 }
 
+/* Two more streams: each of the three runs on exactly one node (how they spread is printed). */
+static void test_three_streams(void **state)
+{
+    (void)state;
+    for (int k = 2; k <= 3; k++) {
+        char req[1024];
+        snprintf(req, sizeof req,
+                 "{\"v\":1,\"op\":\"watch\",\"name\":\"cam%d\",\"url\":\"%s\",\"question\":"
+                 "\"What happens?\",\"fps\":2,\"window_s\":4,\"update_s\":1,\"min_window_s\":1}",
+                 k, video);
+        cJSON *r = call(k - 1, req);
+        assert_true(vg_testd_is_ok(r));
+        cJSON_Delete(r);
+    }
+    int per[NODES] = {0}, sum = 0;
+    double until = vg_now_ms() + 60000;
+    while (vg_now_ms() < until && sum != 3) {
+        sum = 0;
+        for (int n = 0; n < NODES; n++)
+            sum += per[n] = owned_by(n);
+        vg_testd_sleep_ms(100);
+    }
+    assert_int_equal(sum, 3);
+    vg_testd_sleep_ms(2000); /* two renewals: still one owner each */
+    sum = 0;
+    for (int n = 0; n < NODES; n++)
+        sum += per[n] = owned_by(n);
+    assert_int_equal(sum, 3);
+    printf("three streams: %d / %d / %d on nodes 1 / 2 / 3\n", per[0], per[1], per[2]);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -472,7 +503,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_watch_recorded), cmocka_unit_test(test_failover),
         cmocka_unit_test(test_fencing),        cmocka_unit_test(test_unwatch),
-        cmocka_unit_test(test_stop),
+        cmocka_unit_test(test_three_streams),  cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
