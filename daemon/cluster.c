@@ -1400,8 +1400,11 @@ static void reconcile(vg_cluster *c)
     }
 }
 
+static void check_leases(vg_cluster *c);
+
 static void on_reconcile(uv_timer_t *t)
 {
+    check_leases(t->data);
     reconcile(t->data);
 }
 
@@ -1475,24 +1478,51 @@ static void on_claim_fail(vg_cluster *c, inmsg *in)
 
 /* The lease of in->id is gone: the stream stops here at once (publish() refuses its records
  * already: the lease is marked lost). */
-static void on_lost(vg_cluster *c, inmsg *in)
+static void lose(vg_cluster *c, const char *name)
 {
     c->lost++;
-    vg_streams_stop(c->streams, in->id);
-    desired *d = desired_find(c, in->id);
+    vg_streams_stop(c->streams, name);
+    desired *d = desired_find(c, name);
     if (d) {
         d->owned = 0;
         d->free_at = mono_ms();
         d->retry_at = mono_ms() + c->ttl_ms; /* another node claims it meanwhile */
     }
     for (desired **p = &c->releasing; *p; p = &(*p)->next)
-        if (!strcmp((*p)->name, in->id)) {
+        if (!strcmp((*p)->name, name)) {
             desired *x = *p;
             *p = x->next;
             free(x);
             break;
         }
-    post_lcmd(c, LC_RELEASE, in->id); /* forgets it (the key is not this node's any more) */
+    post_lcmd(c, LC_RELEASE, name); /* forgets it (the key is not this node's any more) */
+}
+
+static void on_lost(vg_cluster *c, inmsg *in)
+{
+    lose(c, in->id);
+}
+
+/* The loop's own look at the leases of the streams it runs (each tick): a lease whose renewal is
+ * late (the lease thread is stuck on an unreachable server, say) is lost now, not when that call
+ * returns. A lease already marked lost has its IN_LOST on the way. */
+static void check_leases(vg_cluster *c)
+{
+    double now = mono_ms();
+    for (desired *d = c->desired; d; d = d->next) {
+        if (!d->owned)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        lease *l = lease_find(c, d->name);
+        int late = l && !l->lost && now >= l->valid_until;
+        if (late)
+            l->lost = 1;
+        pthread_mutex_unlock(&c->mu);
+        if (late) {
+            vg_log(VG_LOG_WARNING, MOD, "stream %s: lease lost (its renewal is late)", d->name);
+            lose(c, d->name);
+        }
+    }
 }
 
 static int watch_same(const char *x, const char *y);
