@@ -11,7 +11,16 @@
  *  - The operations thread runs the blocking JetStream calls the loop asks for (commands queued in
  *    `cmds` under `mu`): publishing a job, writing a job's state to the bucket, acking; every
  *    ack_wait/3 it marks each held message in progress.
- *  - The watch thread follows every update of the bucket and posts it to the loop's inbox.
+ *  - The watch thread follows every update of the bucket and posts it to the loop's inbox; a
+ *    second one does the same for the bucket of desired watches (vigil_watches).
+ *  - Live streams: the loop owns the copy of the desired watches (`desired`), runs the reconciler
+ *    (a timer every TTL/3) and starts and stops the streams. The lease thread runs the claims and
+ *    releases the loop asks for (`lcmds`) and renews every lease every TTL/3; the lease table
+ *    (`leases`: revision, trusted-until time, the stream's last JetStream sequence) is under `mu`
+ *    and read by the loop (the fence before each record, via the stream manager's hook), the
+ *    records thread and `info`. The records thread publishes the records the loop queues (`recs`)
+ *    to VIGIL_EVENTS while the lease is trusted. `events` from JetStream and `watch` creates run on
+ *    the operations thread; their replies are built on the loop (ev_query).
  *  - Inbox messages wake the loop through `async`; the loop never calls libnats, and no thread but
  *    the loop calls the job manager or the bus.
  */
@@ -1955,8 +1964,9 @@ int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_
     char name[VG_ID_MAX + 1];
     char *json = NULL;
     if (r->op == VG_OP_EVENTS) {
-        if (vg_streams_events_covered(c->streams, r->name, (unsigned long long)r->since))
-            return 0;
+        if (!key_ok(r->name) ||
+            vg_streams_events_covered(c->streams, r->name, (unsigned long long)r->since))
+            return 0; /* a name the cluster cannot hold, or answered from memory */
         snprintf(name, sizeof name, "%s", r->name);
     } else {
         desired *d;

@@ -277,6 +277,13 @@ static void test_watch_recorded(void **state)
                         "conflict");
     cJSON_Delete(r);
 
+    /* A stream the cluster has no record of, nor this node a log. */
+    r = call(2, "{\"v\":1,\"op\":\"events\",\"name\":\"nosuch\",\"since\":0}");
+    assert_false(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(cJSON_GetObjectItemCaseSensitive(r, "error"), "code"),
+                        "not_found");
+    cJSON_Delete(r);
+
     owner = wait_owner(7u, 60);
     assert_true(owner >= 0);
     vg_testd_sleep_ms(3000); /* several renewals: nobody else claims it */
