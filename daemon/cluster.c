@@ -11,7 +11,16 @@
  *  - The operations thread runs the blocking JetStream calls the loop asks for (commands queued in
  *    `cmds` under `mu`): publishing a job, writing a job's state to the bucket, acking; every
  *    ack_wait/3 it marks each held message in progress.
- *  - The watch thread follows every update of the bucket and posts it to the loop's inbox.
+ *  - The watch thread follows every update of the bucket and posts it to the loop's inbox; a
+ *    second one does the same for the bucket of desired watches (vigil_watches).
+ *  - Live streams: the loop owns the copy of the desired watches (`desired`), runs the reconciler
+ *    (a timer every TTL/3) and starts and stops the streams. The lease thread runs the claims and
+ *    releases the loop asks for (`lcmds`) and renews every lease every TTL/3; the lease table
+ *    (`leases`: revision, trusted-until time, the stream's last JetStream sequence) is under `mu`
+ *    and read by the loop (the fence before each record, via the stream manager's hook), the
+ *    records thread and `info`. The records thread publishes the records the loop queues (`recs`)
+ *    to VIGIL_EVENTS while the lease is trusted. `events` from JetStream and `watch` creates run on
+ *    the operations thread; their replies are built on the loop (ev_query).
  *  - Inbox messages wake the loop through `async`; the loop never calls libnats, and no thread but
  *    the loop calls the job manager or the bus.
  */
@@ -19,6 +28,7 @@
 
 #include "common.h"
 
+#include <math.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,15 +46,81 @@
 #define MAX_HELD    64
 #define CACHE_SLOTS 1024
 #define MAX_TRIES   5 /* deliveries of one job before it is recorded as failed */
+#define EV_STREAM   "VIGIL_EVENTS"
+#define EV_SUBJECTS "vigil.stream.>"
+#define WATCHES     "vigil_watches"
+#define LEASES      "vigil_leases"
+#define MAX_LEASES  1024
+#define REC_MAX     65536 /* records waiting for JetStream before new ones are dropped */
+#define LEASE_VALID 0.8   /* of the TTL: how long after a write was sent the lease is trusted */
+#define RETRY_MS    10000 /* a stream that failed to start here is not claimed again for this */
 
-enum cmd_type { CMD_PUBLISH, CMD_STATE, CMD_FINISH, CMD_NAK };
-enum in_type { IN_JOB, IN_ENTRY };
+enum cmd_type { CMD_PUBLISH, CMD_STATE, CMD_FINISH, CMD_NAK, CMD_DESIRE, CMD_UNDESIRE, CMD_EVENTS };
+enum in_type { IN_JOB, IN_ENTRY, IN_DESIRED, IN_CLAIMED, IN_CLAIM_FAIL, IN_LOST, IN_EVENTS };
+enum lcmd_type { LC_CLAIM, LC_RELEASE };
+
+/* `events` answered from JetStream: filled by the operations thread, answered by the loop. */
+typedef struct ev_query {
+    void (*done)(char *out, size_t len, void *opaque);
+    void *opaque;
+    cJSON *reply; /* loop-owned */
+    char id_json[VG_ID_MAX + 24];
+    char name[VG_ID_MAX + 1];
+    unsigned long long since;
+    int limit;
+    char *watch;  /* a `watch` to record (the request, JSON); NULL: `events` */
+    char *stored; /* watch: the bucket's value when the name was taken already */
+    int answered; /* the loop answered already (shutdown) */
+    /* Results (operations thread). */
+    int found; /* the subject holds records */
+    int failed;
+    char err[256];
+    char **lines;
+    size_t n;
+    unsigned long long last, oldest;
+    int more;
+    struct ev_query *next; /* the loop's list of queries in flight */
+} ev_query;
+
+/* A lease this node holds (under mu: the lease, records and loop threads read it). */
+typedef struct lease {
+    char name[VG_ID_MAX + 1];
+    uint64_t rev;
+    double valid_until;     /* monotonic ms: the lease is trusted until then */
+    uint64_t last_subj_seq; /* JetStream sequence of the stream's last record (0: none) */
+    int lost;
+} lease;
+
+typedef struct lcmd {
+    enum lcmd_type type;
+    char name[VG_ID_MAX + 1];
+    struct lcmd *next;
+} lcmd;
+
+typedef struct rec {
+    char name[VG_ID_MAX + 1];
+    unsigned long long seq;
+    char *line;
+    size_t len;
+    struct rec *next;
+} rec;
+
+/* Loop-owned: a desired watch (the bucket's value) and what this node does about it. */
+typedef struct desired {
+    char name[VG_ID_MAX + 1];
+    char *req; /* the watch request (JSON) */
+    int claiming, owned;
+    double retry_at; /* monotonic ms: no claim before (a failed start here, a lease lost) */
+    double free_at; /* monotonic ms: since when this node has seen it unclaimed or held elsewhere */
+    struct desired *next;
+} desired;
 
 typedef struct cmd {
     enum cmd_type type;
     char id[VG_ID_MAX + 1];
-    char *data; /* PUBLISH: the request; STATE, FINISH: the job view (JSON); owned */
-    char *view; /* PUBLISH: the queued view */
+    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); owned */
+    char *view;  /* PUBLISH: the queued view */
+    ev_query *q; /* EVENTS */
     struct cmd *next;
 } cmd;
 
@@ -53,7 +129,8 @@ typedef struct inmsg {
     char id[VG_ID_MAX + 1];
     char *data; /* JOB: the request; ENTRY: the bucket's value (NULL: deleted) */
     size_t len;
-    uint64_t delivered;
+    uint64_t delivered; /* JOB: deliveries; CLAIMED: the stream's first sequence number */
+    ev_query *q;        /* EVENTS */
     struct inmsg *next;
 } inmsg;
 
@@ -80,25 +157,35 @@ struct vg_cluster {
     const vg_daemon_config *cfg;
     vg_jobs *jobs;
     vg_bus *bus;
+    vg_streams *streams;
     int sink;
     char node[128];
     int max_jobs;      /* cluster_max_jobs and cluster_ack_wait_s, copied at start (the threads */
     double ack_wait_s; /* read them; a reload rewrites the configuration) */
     uv_async_t async;
-    uv_timer_t prune;
+    uv_timer_t prune, reconcile;
     int handles_open;
+    double ttl_ms; /* the leases bucket's TTL (cluster_lease_ttl_s when it was created) */
 
     natsOptions *opts;
     natsConnection *nc;
     jsCtx *js;
     kvStore *kv;
+    kvStore *kv_watches, *kv_leases;
     natsSubscription *sub;
-    kvWatcher *watcher;
+    kvWatcher *watcher, *dwatcher;
 
-    pthread_t pull_th, ops_th, watch_th;
+    pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th;
     int threads;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv, lcv, rcv;
+    atomic_int rec_stop; /* the records thread ends once its queue is empty (before stop) */
+    lcmd *lcmds, *lcmds_tail;
+    rec *recs, *recs_tail;
+    size_t n_recs;
+    lease leases[MAX_LEASES];
+    int n_leases;
+    atomic_ullong rec_published, rec_fenced, rec_dropped;
     atomic_int stop;     /* threads end (ops after its queue is empty) */
     atomic_int draining; /* no more pulls */
     cmd *cmds, *cmds_tail;
@@ -110,6 +197,11 @@ struct vg_cluster {
     centry *cache[CACHE_SLOTS];
     int n_cache;
     mine_job *mine;
+    desired *desired;
+    desired *releasing; /* unwatched while running here: released once the stream is gone */
+    ev_query *queries;
+    int claiming;
+    unsigned long long claims, lost;
     unsigned counter;
     unsigned long long accepted, pulled, finished, redelivered_done;
 };
@@ -363,6 +455,441 @@ static void fail_publish(vg_cluster *c, cmd *m, const char *why)
     post_in(c, in);
 }
 
+/* ===================================================================================================
+ * Live streams: threads. Records go to the JetStream stream VIGIL_EVENTS on the subject
+ * vigil.stream.<name>.event (every record of the stream, whatever its kind), with Nats-Msg-Id
+ * <name>:<seq> and the subject's last sequence expected (a stale owner's publish is refused by the
+ * server); leases are keys of the bucket vigil_leases (TTL = the lease TTL), desired watches keys
+ * of vigil_watches.
+ */
+static void ev_subject(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "vigil.stream.%s.event", name);
+}
+
+/* The record's seq (0 when it has none). */
+static unsigned long long rec_seq(const char *d, int len)
+{
+    cJSON *o = cJSON_ParseWithLength(d, (size_t)(len > 0 ? len : 0));
+    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(o, "seq");
+    unsigned long long v = cJSON_IsNumber(sq) && sq->valuedouble >= 1 && sq->valuedouble < 9e15
+                               ? (unsigned long long)sq->valuedouble
+                               : 0;
+    cJSON_Delete(o);
+    return v;
+}
+
+/* Under mu. */
+static lease *lease_find(vg_cluster *c, const char *name)
+{
+    for (int i = 0; i < c->n_leases; i++)
+        if (!strcmp(c->leases[i].name, name))
+            return &c->leases[i];
+    return NULL;
+}
+
+/* Under mu. */
+static void lease_forget(vg_cluster *c, const char *name)
+{
+    lease *l = lease_find(c, name);
+    if (l)
+        *l = c->leases[--c->n_leases];
+}
+
+/* Whether this node may publish a record of name now: it holds the lease and its last renewal
+ * was sent less than LEASE_VALID x TTL ago (by the monotonic clock, which runs on while the
+ * process is stopped). Any thread. */
+static int lease_valid(vg_cluster *c, const char *name, uint64_t *last_subj_seq)
+{
+    pthread_mutex_lock(&c->mu);
+    lease *l = lease_find(c, name);
+    int ok = l && !l->lost && mono_ms() < l->valid_until;
+    if (ok && last_subj_seq)
+        *last_subj_seq = l->last_subj_seq;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+static void post_name(vg_cluster *c, enum in_type t, const char *name, uint64_t n)
+{
+    inmsg *in = calloc(1, sizeof *in);
+    if (!in) {
+        vg_log(VG_LOG_ERR, MOD, "stream %s: out of memory telling the loop", name);
+        return;
+    }
+    in->type = t;
+    snprintf(in->id, sizeof in->id, "%s", name);
+    in->delivered = n;
+    post_in(c, in);
+}
+
+/* Lease thread: claims name (a create: fails while anyone holds it, or adopts a key that still
+ * names this node), then reads the stream's last record in JetStream. */
+static void lease_claim(vg_cluster *c, const char *name)
+{
+    kvEntry *e = NULL;
+    uint64_t rev = 0;
+    double t0 = mono_ms();
+    natsStatus s = kvStore_Get(&e, c->kv_leases, name);
+    if (s == NATS_OK) {
+        int ours = kvEntry_ValueLen(e) == (int)strlen(c->node) &&
+                   !memcmp(kvEntry_Value(e), c->node, strlen(c->node));
+        uint64_t last = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+        /* A key naming this node is a lease of this node's earlier run (same cluster_node). */
+        s = ours ? kvStore_Update(&rev, c->kv_leases, name, c->node, (int)strlen(c->node), last)
+                 : NATS_ERR;
+    } else if (s == NATS_NOT_FOUND) {
+        s = kvStore_Create(&rev, c->kv_leases, name, c->node, (int)strlen(c->node));
+    }
+    if (s != NATS_OK) {
+        post_name(c, IN_CLAIM_FAIL, name, 0);
+        return;
+    }
+    char subj[VG_ID_MAX + 32];
+    ev_subject(name, subj, sizeof subj);
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    unsigned long long last_seq = 0;
+    uint64_t lss = 0;
+    s = js_GetLastMsg(&m, c->js, EV_STREAM, subj, NULL, &jerr);
+    if (s == NATS_OK) {
+        last_seq = rec_seq(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+        lss = natsMsg_GetSequence(m);
+        natsMsg_Destroy(m);
+    } else if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+        s = NATS_OK;
+    }
+    if (s != NATS_OK) {
+        vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot read its last record: %s", name,
+               nats_err(s));
+        kvStore_Delete(c->kv_leases, name);
+        post_name(c, IN_CLAIM_FAIL, name, 0);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    lease *l = lease_find(c, name);
+    if (!l && c->n_leases < MAX_LEASES)
+        l = &c->leases[c->n_leases++];
+    if (l) {
+        snprintf(l->name, sizeof l->name, "%s", name);
+        l->rev = rev;
+        l->valid_until = t0 + c->ttl_ms * LEASE_VALID;
+        l->last_subj_seq = lss;
+        l->lost = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!l) {
+        kvStore_Delete(c->kv_leases, name);
+        post_name(c, IN_CLAIM_FAIL, name, 0);
+        return;
+    }
+    vg_log(VG_LOG_NOTICE, MOD, "stream %s: lease taken (revision %llu); records continue at %llu",
+           name, (unsigned long long)rev, last_seq + 1);
+    post_name(c, IN_CLAIMED, name, last_seq + 1);
+}
+
+/* Lease thread: lets go of name's lease (deletes the key if it is still this node's). */
+static void lease_release(vg_cluster *c, const char *name)
+{
+    pthread_mutex_lock(&c->mu);
+    lease *l = lease_find(c, name);
+    int held = l && !l->lost;
+    uint64_t rev = l ? l->rev : 0;
+    lease_forget(c, name);
+    pthread_mutex_unlock(&c->mu);
+    if (!held)
+        return;
+    kvEntry *e = NULL;
+    if (kvStore_Get(&e, c->kv_leases, name) == NATS_OK) {
+        if (kvEntry_Revision(e) == rev)
+            kvStore_Delete(c->kv_leases, name);
+        kvEntry_Destroy(e);
+    }
+    vg_log(VG_LOG_INFO, MOD, "stream %s: lease released", name);
+}
+
+/* Lease thread: every lease held is renewed with a revision-checked update; a renewal that fails
+ * or comes late loses the lease (the loop stops the stream). */
+static void lease_renew_all(vg_cluster *c)
+{
+    char names[64][VG_ID_MAX + 1];
+    uint64_t revs[64];
+    int n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n_leases && n < 64; i++)
+        if (!c->leases[i].lost) {
+            snprintf(names[n], sizeof names[n], "%s", c->leases[i].name);
+            revs[n++] = c->leases[i].rev;
+        }
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++) {
+        double t0 = mono_ms();
+        uint64_t rev = 0;
+        natsStatus s = NATS_OK;
+        int late = !lease_valid(c, names[i], NULL);
+        if (!late)
+            s = kvStore_Update(&rev, c->kv_leases, names[i], c->node, (int)strlen(c->node),
+                               revs[i]);
+        pthread_mutex_lock(&c->mu);
+        lease *l = lease_find(c, names[i]);
+        int lost = 0;
+        if (l && !l->lost && l->rev == revs[i]) {
+            if (!late && s == NATS_OK) {
+                l->rev = rev;
+                l->valid_until = t0 + c->ttl_ms * LEASE_VALID;
+            } else {
+                l->lost = lost = 1;
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (lost) {
+            vg_log(VG_LOG_WARNING, MOD, "stream %s: lease lost (%s)", names[i],
+                   late ? "the renewal is late" : nats_err(s));
+            post_name(c, IN_LOST, names[i], 0);
+        }
+    }
+    if (c->n_leases > 64)
+        vg_log(VG_LOG_WARNING, MOD, "more than 64 leases: only 64 renewed per round");
+}
+
+static void *lease_main(void *arg)
+{
+    vg_cluster *c = arg;
+    double period = c->ttl_ms / 3.0;
+    double next = mono_ms() + period;
+    pthread_mutex_lock(&c->mu);
+    while (!atomic_load(&c->stop)) {
+        if (c->lcmds) {
+            lcmd *m = c->lcmds;
+            c->lcmds = m->next;
+            if (!c->lcmds)
+                c->lcmds_tail = NULL;
+            pthread_mutex_unlock(&c->mu);
+            if (m->type == LC_CLAIM)
+                lease_claim(c, m->name);
+            else
+                lease_release(c, m->name);
+            free(m);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        double now = mono_ms();
+        if (now >= next) {
+            pthread_mutex_unlock(&c->mu);
+            lease_renew_all(c);
+            next = mono_ms() + period;
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double wait = VG_MIN(next - now, 200.0);
+        ts.tv_nsec += (long)(wait * 1e6);
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&c->lcv, &c->mu, &ts);
+    }
+    /* Stopping: the leases still held go back at once (another node claims the streams without
+     * waiting for the TTL). */
+    while (c->n_leases > 0) {
+        char name[VG_ID_MAX + 1];
+        snprintf(name, sizeof name, "%s", c->leases[0].name);
+        pthread_mutex_unlock(&c->mu);
+        lease_release(c, name);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Records thread: one record to JetStream, while the lease is valid. */
+static void rec_publish(vg_cluster *c, rec *r)
+{
+    char subj[VG_ID_MAX + 32], msgid[VG_ID_MAX + 32];
+    ev_subject(r->name, subj, sizeof subj);
+    snprintf(msgid, sizeof msgid, "%s:%llu", r->name, r->seq);
+    for (;;) {
+        uint64_t lss = 0;
+        if (!lease_valid(c, r->name, &lss)) {
+            atomic_fetch_add(&c->rec_fenced, 1);
+            vg_log(VG_LOG_INFO, MOD, "stream %s: record %llu not published: no valid lease",
+                   r->name, r->seq);
+            return;
+        }
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = msgid;
+        po.ExpectLastSubjectSeq = lss; /* 0: the subject's first record, nothing to check */
+        jsErrCode jerr = 0;
+        jsPubAck *pa = NULL;
+        natsStatus s = js_Publish(&pa, c->js, subj, r->line, (int)r->len, &po, &jerr);
+        if (s == NATS_OK) {
+            pthread_mutex_lock(&c->mu);
+            lease *l = lease_find(c, r->name);
+            if (l && pa && pa->Sequence > l->last_subj_seq)
+                l->last_subj_seq = pa->Sequence;
+            pthread_mutex_unlock(&c->mu);
+            jsPubAck_Destroy(pa);
+            atomic_fetch_add(&c->rec_published, 1);
+            return;
+        }
+        jsPubAck_Destroy(pa);
+        if (jerr == JSStreamWrongLastSequenceErr) {
+            /* Another node published records of this stream since: it owns it now. */
+            int lost = 0;
+            pthread_mutex_lock(&c->mu);
+            lease *l = lease_find(c, r->name);
+            if (l && !l->lost)
+                l->lost = lost = 1;
+            pthread_mutex_unlock(&c->mu);
+            atomic_fetch_add(&c->rec_fenced, 1);
+            vg_log(VG_LOG_WARNING, MOD,
+                   "stream %s: record %llu refused by JetStream (another node published); "
+                   "lease lost",
+                   r->name, r->seq);
+            if (lost)
+                post_name(c, IN_LOST, r->name, 0);
+            return;
+        }
+        vg_log(VG_LOG_DEBUG, MOD, "stream %s: record %llu: %s (retrying)", r->name, r->seq,
+               nats_err(s));
+        sleep_ms(200);
+    }
+}
+
+static void *rec_main(void *arg)
+{
+    vg_cluster *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        if (c->recs) {
+            rec *r = c->recs;
+            c->recs = r->next;
+            if (!c->recs)
+                c->recs_tail = NULL;
+            c->n_recs--;
+            pthread_mutex_unlock(&c->mu);
+            rec_publish(c, r);
+            free(r->line);
+            free(r);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        if (atomic_load(&c->rec_stop))
+            break;
+        pthread_cond_wait(&c->rcv, &c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Operations thread: the records of q->name after q->since, from JetStream. The subject's records
+ * are in sequence order, so the first one after since is found by a binary search over the
+ * stream's sequence numbers (direct gets of the subject's next record), then up to limit are read
+ * forward. */
+static natsStatus ev_get_next(vg_cluster *c, const char *subj, uint64_t from, natsMsg **m)
+{
+    jsDirectGetMsgOptions o;
+    jsDirectGetMsgOptions_Init(&o);
+    o.Sequence = from;
+    o.NextBySubject = subj;
+    return js_DirectGetMsg(m, c->js, EV_STREAM, NULL, &o);
+}
+
+static void ev_read(vg_cluster *c, ev_query *q)
+{
+    char subj[VG_ID_MAX + 32];
+    ev_subject(q->name, subj, sizeof subj);
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetLastMsg(&m, c->js, EV_STREAM, subj, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+        return; /* no records */
+    if (s != NATS_OK) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "JetStream: %s", nats_err(s));
+        return;
+    }
+    q->found = 1;
+    q->last = rec_seq(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    uint64_t last_ss = natsMsg_GetSequence(m);
+    natsMsg_Destroy(m);
+    if ((s = ev_get_next(c, subj, 1, &m)) != NATS_OK)
+        goto fail;
+    q->oldest = rec_seq(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    uint64_t lo = natsMsg_GetSequence(m), hi = last_ss + 1;
+    natsMsg_Destroy(m);
+    /* The smallest stream sequence whose next record of the subject has a seq above since. */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if ((s = ev_get_next(c, subj, mid, &m)) != NATS_OK)
+            goto fail;
+        unsigned long long rs = rec_seq(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+        uint64_t got = natsMsg_GetSequence(m);
+        natsMsg_Destroy(m);
+        if (rs > q->since)
+            hi = mid;
+        else
+            lo = got + 1;
+    }
+    size_t cap = q->limit > 0 ? (size_t)q->limit : 0;
+    q->lines = calloc(cap ? cap : 1, sizeof *q->lines);
+    if (!q->lines) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "out of memory");
+        return;
+    }
+    for (uint64_t at = lo; at <= last_ss;) {
+        if ((s = ev_get_next(c, subj, at, &m)) != NATS_OK)
+            goto fail;
+        at = natsMsg_GetSequence(m) + 1;
+        int len = natsMsg_GetDataLength(m);
+        if (rec_seq(natsMsg_GetData(m), len) > q->since) {
+            if (q->n >= cap) {
+                q->more = 1;
+                natsMsg_Destroy(m);
+                break;
+            }
+            q->lines[q->n] = malloc((size_t)len + 1);
+            if (q->lines[q->n]) {
+                memcpy(q->lines[q->n], natsMsg_GetData(m), (size_t)len);
+                q->lines[q->n++][len] = '\0';
+            }
+        }
+        natsMsg_Destroy(m);
+    }
+    return;
+fail:
+    q->failed = 1;
+    snprintf(q->err, sizeof q->err, "JetStream: %s", nats_err(s));
+}
+
+/* Operations thread: records q->watch as q->name's desired watch unless the name is taken (then
+ * q->stored is the watch there). */
+static void watch_create(vg_cluster *c, ev_query *q)
+{
+    uint64_t rev = 0;
+    natsStatus s = kvStore_Create(&rev, c->kv_watches, q->name, q->watch, (int)strlen(q->watch));
+    if (s == NATS_OK) {
+        q->found = 1; /* created */
+        return;
+    }
+    kvEntry *e = NULL;
+    if (kvStore_Get(&e, c->kv_watches, q->name) == NATS_OK) {
+        int n = kvEntry_ValueLen(e);
+        if ((q->stored = malloc((size_t)n + 1))) {
+            memcpy(q->stored, kvEntry_Value(e), (size_t)n);
+            q->stored[n] = '\0';
+        }
+        kvEntry_Destroy(e);
+        if (q->stored)
+            return;
+    }
+    q->failed = 1;
+    snprintf(q->err, sizeof q->err, "the cluster could not record the watch: %s", nats_err(s));
+}
+
 static void run_cmd(vg_cluster *c, cmd *m)
 {
     switch (m->type) {
@@ -406,6 +933,52 @@ static void run_cmd(vg_cluster *c, cmd *m)
                 vg_log(VG_LOG_WARNING, MOD, "job %s: ack: %s", m->id, nats_err(s));
             natsMsg_Destroy(nm);
         }
+        break;
+    }
+    case CMD_DESIRE: {
+        uint64_t rev = 0;
+        natsStatus s;
+        for (int tries = 0; tries < 8; tries++) {
+            if ((s = kvStore_Put(&rev, c->kv_watches, m->id, m->data, (int)strlen(m->data))) ==
+                NATS_OK)
+                break;
+            sleep_ms(250);
+        }
+        if (s != NATS_OK)
+            vg_log(VG_LOG_ERR, MOD, "stream %s: cannot record the watch in the cluster: %s", m->id,
+                   nats_err(s));
+        break;
+    }
+    case CMD_UNDESIRE: {
+        natsStatus s;
+        for (int tries = 0; tries < 8; tries++) {
+            if ((s = kvStore_Delete(c->kv_watches, m->id)) == NATS_OK)
+                break;
+            sleep_ms(250);
+        }
+        if (s != NATS_OK)
+            vg_log(VG_LOG_ERR, MOD, "stream %s: cannot remove the watch from the cluster: %s",
+                   m->id, nats_err(s));
+        break;
+    }
+    case CMD_EVENTS: {
+        if (m->q->watch)
+            watch_create(c, m->q);
+        else
+            ev_read(c, m->q);
+        inmsg *in = calloc(1, sizeof *in);
+        if (!in) {
+            vg_log(VG_LOG_ERR, MOD, "out of memory answering events of %s", m->q->name);
+            m->q->failed = 1;
+        }
+        /* The query must come back to the loop (it owns the reply): without memory for the
+         * message the loop finds it at shutdown. */
+        if (in) {
+            in->type = IN_EVENTS;
+            in->q = m->q;
+            post_in(c, in);
+        }
+        m->q = NULL;
         break;
     }
     case CMD_NAK: {
@@ -462,12 +1035,12 @@ static void *ops_main(void *arg)
     return NULL;
 }
 
-static void *watch_main(void *arg)
+/* Follows a bucket: every update is posted to the loop as type t (data NULL: deleted). */
+static void watch_loop(vg_cluster *c, kvWatcher *w, enum in_type t)
 {
-    vg_cluster *c = arg;
     while (!atomic_load(&c->stop)) {
         kvEntry *e = NULL;
-        natsStatus s = kvWatcher_Next(&e, c->watcher, 500);
+        natsStatus s = kvWatcher_Next(&e, w, 500);
         if (s == NATS_TIMEOUT)
             continue;
         if (s != NATS_OK) {
@@ -482,7 +1055,7 @@ static void *watch_main(void *arg)
         const char *key = kvEntry_Key(e);
         inmsg *in = calloc(1, sizeof *in);
         if (in && strlen(key) <= VG_ID_MAX) {
-            in->type = IN_ENTRY;
+            in->type = t;
             snprintf(in->id, sizeof in->id, "%s", key);
             if (kvEntry_Operation(e) == kvOp_Put) {
                 int n = kvEntry_ValueLen(e);
@@ -501,6 +1074,19 @@ static void *watch_main(void *arg)
         free(in);
         kvEntry_Destroy(e);
     }
+}
+
+static void *watch_main(void *arg)
+{
+    vg_cluster *c = arg;
+    watch_loop(c, c->watcher, IN_ENTRY);
+    return NULL;
+}
+
+static void *dwatch_main(void *arg)
+{
+    vg_cluster *c = arg;
+    watch_loop(c, c->dwatcher, IN_DESIRED);
     return NULL;
 }
 
@@ -713,6 +1299,378 @@ static void on_entry(vg_cluster *c, inmsg *in)
     vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
 }
 
+/* ===================================================================================================
+ * Live streams: the loop side (the reconciler). The desired watches are a copy of the bucket
+ * vigil_watches (fed by its watcher); each tick (a third of the lease TTL) the loop asks the lease
+ * thread to claim desired streams that run nowhere here, up to max_streams; a claimed stream is
+ * started with the stream manager, continuing the sequence numbers found in JetStream; a lost
+ * lease stops it; a stream no longer desired is stopped and, once gone, its lease released.
+ */
+static desired *desired_find(vg_cluster *c, const char *name)
+{
+    for (desired *d = c->desired; d; d = d->next)
+        if (!strcmp(d->name, name))
+            return d;
+    return NULL;
+}
+
+/* Takes req. NULL when memory ran out (req freed). */
+static desired *desired_set(vg_cluster *c, const char *name, char *req)
+{
+    desired *d = desired_find(c, name);
+    if (!d) {
+        if (!(d = calloc(1, sizeof *d))) {
+            free(req);
+            return NULL;
+        }
+        snprintf(d->name, sizeof d->name, "%s", name);
+        d->free_at = mono_ms();
+        d->next = c->desired;
+        c->desired = d;
+    }
+    free(d->req);
+    d->req = req;
+    return d;
+}
+
+static void desired_remove(vg_cluster *c, const char *name)
+{
+    for (desired **p = &c->desired; *p; p = &(*p)->next)
+        if (!strcmp((*p)->name, name)) {
+            desired *d = *p;
+            *p = d->next;
+            free(d->req);
+            d->req = NULL;
+            if (d->owned) {
+                /* Stopped here now (its `ended` record is published under the lease); the
+                 * reconciler releases the lease once the stream is gone. */
+                vg_streams_stop(c->streams, d->name);
+                d->next = c->releasing;
+                c->releasing = d;
+            } else {
+                free(d);
+            }
+            return;
+        }
+}
+
+static void post_lcmd(vg_cluster *c, enum lcmd_type t, const char *name)
+{
+    lcmd *m = calloc(1, sizeof *m);
+    if (!m) {
+        vg_log(VG_LOG_ERR, MOD, "stream %s: out of memory queueing a lease operation", name);
+        return;
+    }
+    m->type = t;
+    snprintf(m->name, sizeof m->name, "%s", name);
+    pthread_mutex_lock(&c->mu);
+    if (c->lcmds_tail)
+        c->lcmds_tail->next = m;
+    else
+        c->lcmds = m;
+    c->lcmds_tail = m;
+    pthread_cond_signal(&c->lcv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void reconcile(vg_cluster *c)
+{
+    if (atomic_load(&c->draining))
+        return;
+    /* Streams unwatched while they ran here: the lease goes once the local stream is gone. First:
+     * a watch of the same name made since is claimed after the release (the lease thread runs
+     * them in order), never released after its claim. */
+    for (desired **p = &c->releasing; *p;) {
+        desired *d = *p;
+        if (vg_streams_has(c->streams, d->name)) {
+            p = &d->next;
+            continue;
+        }
+        post_lcmd(c, LC_RELEASE, d->name);
+        *p = d->next;
+        free(d);
+    }
+    double now = mono_ms();
+    int owned = 0;
+    for (desired *d = c->desired; d; d = d->next)
+        owned += d->owned;
+    int cap = c->cfg->max_streams;
+    /* Spreading: a node running k streams waits k ticks before it claims a stream it has seen
+     * free or held elsewhere, so that a node running fewer gets it first (every node still claims
+     * it eventually, up to max_streams). */
+    double tick = c->ttl_ms / 3.0;
+    for (desired *d = c->desired; d && owned + c->claiming < cap; d = d->next) {
+        if (d->owned || d->claiming || now < d->retry_at || now < d->free_at + owned * tick ||
+            vg_streams_has(c->streams, d->name))
+            continue;
+        d->claiming = 1;
+        c->claiming++;
+        post_lcmd(c, LC_CLAIM, d->name);
+    }
+}
+
+static void check_leases(vg_cluster *c);
+
+static void on_reconcile(uv_timer_t *t)
+{
+    check_leases(t->data);
+    reconcile(t->data);
+}
+
+static void on_desired(vg_cluster *c, inmsg *in)
+{
+    if (!in->data) {
+        desired_remove(c, in->id);
+    } else {
+        char *req = in->data;
+        in->data = NULL;
+        desired_set(c, in->id, req);
+    }
+    reconcile(c);
+}
+
+/* The lease of in->id is this node's: start the stream, its records continuing at
+ * in->delivered. */
+static void on_claimed(vg_cluster *c, inmsg *in)
+{
+    desired *d = desired_find(c, in->id);
+    if (d && d->claiming) {
+        d->claiming = 0;
+        c->claiming--;
+    }
+    if (!d || !d->req || atomic_load(&c->draining)) {
+        post_lcmd(c, LC_RELEASE, in->id);
+        return;
+    }
+    vg_proto_limits lim = {c->cfg->max_message_size, c->cfg->max_new_tokens_limit,
+                           c->cfg->job_deadline_s, c->cfg->max_frames_limit,
+                           c->cfg->max_pixels_limit};
+    vg_request r;
+    const char *wire = NULL;
+    char err[768];
+    int rc = vg_proto_parse(d->req, strlen(d->req), &lim, &r, &wire, err, sizeof err);
+    if (rc == 0 && r.op != VG_OP_WATCH) {
+        rc = VG_EINVAL;
+        snprintf(err, sizeof err, "the desired watch is not a watch request");
+    }
+    cJSON *reply = rc == 0 ? cJSON_CreateObject() : NULL;
+    if (rc == 0) {
+        snprintf(r.name, sizeof r.name, "%s", d->name);
+        rc = reply
+                 ? vg_streams_watch_at(c->streams, &r, in->delivered, reply, &wire, err, sizeof err)
+                 : VG_ENOMEM;
+    }
+    vg_request_clear(&r);
+    cJSON_Delete(reply);
+    if (rc < 0) {
+        vg_log(VG_LOG_WARNING, MOD, "stream %s: cannot run here: %s (retrying in %d s)", d->name,
+               err, RETRY_MS / 1000);
+        d->retry_at = mono_ms() + RETRY_MS;
+        post_lcmd(c, LC_RELEASE, d->name);
+        return;
+    }
+    d->owned = 1;
+    c->claims++;
+    vg_log(VG_LOG_NOTICE, MOD, "stream %s: running here (first record %llu)", d->name,
+           (unsigned long long)in->delivered);
+}
+
+static void on_claim_fail(vg_cluster *c, inmsg *in)
+{
+    desired *d = desired_find(c, in->id);
+    if (d && d->claiming) {
+        d->claiming = 0;
+        c->claiming--;
+        d->free_at = mono_ms(); /* held elsewhere: the wait starts again */
+    }
+}
+
+/* The lease of in->id is gone: the stream stops here at once (publish() refuses its records
+ * already: the lease is marked lost). */
+static void lose(vg_cluster *c, const char *name)
+{
+    c->lost++;
+    vg_streams_stop(c->streams, name);
+    desired *d = desired_find(c, name);
+    if (d) {
+        d->owned = 0;
+        d->free_at = mono_ms();
+        d->retry_at = mono_ms() + c->ttl_ms; /* another node claims it meanwhile */
+    }
+    for (desired **p = &c->releasing; *p; p = &(*p)->next)
+        if (!strcmp((*p)->name, name)) {
+            desired *x = *p;
+            *p = x->next;
+            free(x);
+            break;
+        }
+    post_lcmd(c, LC_RELEASE, name); /* forgets it (the key is not this node's any more) */
+}
+
+static void on_lost(vg_cluster *c, inmsg *in)
+{
+    lose(c, in->id);
+}
+
+/* The loop's own look at the leases of the streams it runs (each tick): a lease whose renewal is
+ * late (the lease thread is stuck on an unreachable server, say) is lost now, not when that call
+ * returns. A lease already marked lost has its IN_LOST on the way. */
+static void check_leases(vg_cluster *c)
+{
+    double now = mono_ms();
+    for (desired *d = c->desired; d; d = d->next) {
+        if (!d->owned)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        lease *l = lease_find(c, d->name);
+        int late = l && !l->lost && now >= l->valid_until;
+        if (late)
+            l->lost = 1;
+        pthread_mutex_unlock(&c->mu);
+        if (late) {
+            vg_log(VG_LOG_WARNING, MOD, "stream %s: lease lost (its renewal is late)", d->name);
+            lose(c, d->name);
+        }
+    }
+}
+
+static int watch_same(const char *x, const char *y);
+static void watch_reply(vg_cluster *c, const char *name, const char *req, int existing,
+                        cJSON *reply);
+
+static void ev_query_free(ev_query *q)
+{
+    if (!q)
+        return;
+    for (size_t i = 0; i < q->n; i++)
+        free(q->lines[i]);
+    free(q->lines);
+    free(q->watch);
+    free(q->stored);
+    cJSON_Delete(q->reply);
+    free(q);
+}
+
+static void ev_unlink(vg_cluster *c, ev_query *q)
+{
+    for (ev_query **p = &c->queries; *p; p = &(*p)->next)
+        if (*p == q) {
+            *p = q->next;
+            return;
+        }
+}
+
+/* A query came back from the operations thread: answered here (or from the local log when
+ * JetStream has no record of the stream). */
+static void on_events(vg_cluster *c, inmsg *in)
+{
+    ev_query *q = in->q;
+    ev_unlink(c, q);
+    if (q->answered) {
+        ev_query_free(q);
+        return;
+    }
+    char *out = NULL;
+    size_t len = 0;
+    if (q->failed) {
+        out = vg_proto_error_reply(q->id_json, VG_WIRE_INTERNAL, q->err, &len);
+    } else if (q->watch) {
+        const char *have = q->stored ? q->stored : q->watch;
+        if (q->stored && !watch_same(q->stored, q->watch)) {
+            char msg[VG_ID_MAX + 96];
+            snprintf(msg, sizeof msg,
+                     "stream '%s' already exists for another URL or questions (unwatch it first)",
+                     q->name);
+            out = vg_proto_error_reply(q->id_json, VG_WIRE_CONFLICT, msg, &len);
+        } else {
+            char *copy = strdup(have);
+            if (copy)
+                desired_set(c, q->name, copy);
+            if (!q->stored)
+                vg_log(VG_LOG_INFO, MOD, "stream %s: watch recorded in the cluster", q->name);
+            watch_reply(c, q->name, have, q->stored != NULL, q->reply);
+            out = cJSON_PrintUnformatted(q->reply);
+            len = out ? strlen(out) : 0;
+            reconcile(c);
+        }
+    } else if (!q->found && !desired_find(c, q->name)) {
+        /* Not in the cluster: maybe a log of this node's single-node days. */
+        vg_request r;
+        memset(&r, 0, sizeof r);
+        r.op = VG_OP_EVENTS;
+        snprintf(r.name, sizeof r.name, "%s", q->name);
+        snprintf(r.id_json, sizeof r.id_json, "%s", q->id_json);
+        r.since = (double)q->since;
+        r.limit = q->limit;
+        if (vg_streams_events_from_log(c->streams, &r, q->reply, q->done, q->opaque) > 0) {
+            q->reply = NULL; /* taken */
+            ev_query_free(q);
+            return;
+        }
+        char msg[VG_ID_MAX + 32];
+        snprintf(msg, sizeof msg, "no stream '%s'", q->name);
+        out = vg_proto_error_reply(q->id_json, VG_WIRE_NOT_FOUND, msg, &len);
+    } else {
+        cJSON *o = q->reply;
+        cJSON_AddStringToObject(o, "stream", q->name);
+        cJSON_AddBoolToObject(o, "watched", desired_find(c, q->name) != NULL);
+        cJSON *arr = cJSON_AddArrayToObject(o, "events");
+        for (size_t i = 0; i < q->n; i++) {
+            cJSON *e = cJSON_Parse(q->lines[i]);
+            if (e)
+                cJSON_AddItemToArray(arr, e);
+        }
+        cJSON_AddNumberToObject(o, "last_seq", (double)q->last);
+        cJSON_AddBoolToObject(o, "more", q->more);
+        cJSON_AddBoolToObject(o, "truncated", q->found && q->oldest > q->since + 1);
+        cJSON_AddStringToObject(o, "source", "cluster");
+        out = cJSON_PrintUnformatted(o);
+        len = out ? strlen(out) : 0;
+    }
+    q->done(out, len, q->opaque);
+    ev_query_free(q);
+}
+
+/* The stream manager's hooks (streams.h). */
+static int hook_may_publish(const char *name, void *opaque)
+{
+    return lease_valid(opaque, name, NULL);
+}
+
+static void hook_on_record(const char *name, unsigned long long seq, const char *line, size_t len,
+                           void *opaque)
+{
+    vg_cluster *c = opaque;
+    rec *r = calloc(1, sizeof *r);
+    char *copy = malloc(len + 1);
+    pthread_mutex_lock(&c->mu);
+    int full = c->n_recs >= REC_MAX;
+    pthread_mutex_unlock(&c->mu);
+    if (!r || !copy || full) {
+        free(r);
+        free(copy);
+        atomic_fetch_add(&c->rec_dropped, 1);
+        vg_log(VG_LOG_WARNING, MOD, "stream %s: record %llu not sent to JetStream (%s)", name, seq,
+               full ? "too many waiting" : "out of memory");
+        return;
+    }
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->seq = seq;
+    r->line = copy;
+    r->len = len;
+    pthread_mutex_lock(&c->mu);
+    if (c->recs_tail)
+        c->recs_tail->next = r;
+    else
+        c->recs = r;
+    c->recs_tail = r;
+    c->n_recs++;
+    pthread_cond_signal(&c->rcv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void on_async(uv_async_t *h)
 {
     vg_cluster *c = h->data;
@@ -722,10 +1680,29 @@ static void on_async(uv_async_t *h)
     pthread_mutex_unlock(&c->mu);
     while (m) {
         inmsg *next = m->next;
-        if (m->type == IN_JOB)
+        switch (m->type) {
+        case IN_JOB:
             on_job(c, m);
-        else
+            break;
+        case IN_ENTRY:
             on_entry(c, m);
+            break;
+        case IN_DESIRED:
+            on_desired(c, m);
+            break;
+        case IN_CLAIMED:
+            on_claimed(c, m);
+            break;
+        case IN_CLAIM_FAIL:
+            on_claim_fail(c, m);
+            break;
+        case IN_LOST:
+            on_lost(c, m);
+            break;
+        case IN_EVENTS:
+            on_events(c, m);
+            break;
+        }
         free(m->data);
         free(m);
         m = next;
@@ -793,10 +1770,254 @@ static void on_prune(uv_timer_t *t)
         }
 }
 
+/* Whether two watch requests (JSON) ask the same: the same URL and the same questions. */
+static int watch_same(const char *x, const char *y)
+{
+    cJSON *o[2] = {cJSON_Parse(x), cJSON_Parse(y)};
+    const cJSON *q[2][VG_STREAM_MAX_QUESTIONS];
+    int n[2] = {0, 0};
+    int same = o[0] && o[1];
+    for (int k = 0; k < 2 && same; k++) {
+        const cJSON *qs = cJSON_GetObjectItemCaseSensitive(o[k], "questions");
+        const cJSON *q1 = cJSON_GetObjectItemCaseSensitive(o[k], "question");
+        const cJSON *it;
+        if (cJSON_IsArray(qs)) {
+            cJSON_ArrayForEach(it, qs)
+            {
+                if (n[k] < VG_STREAM_MAX_QUESTIONS)
+                    q[k][n[k]++] = it;
+            }
+        } else if (q1) {
+            q[k][n[k]++] = q1;
+        }
+    }
+    if (same) {
+        const cJSON *u0 = cJSON_GetObjectItemCaseSensitive(o[0], "url");
+        const cJSON *u1 = cJSON_GetObjectItemCaseSensitive(o[1], "url");
+        same = cJSON_IsString(u0) && cJSON_IsString(u1) &&
+               !strcmp(u0->valuestring, u1->valuestring) && n[0] == n[1];
+        for (int i = 0; same && i < n[0]; i++)
+            same = cJSON_IsString(q[0][i]) && cJSON_IsString(q[1][i]) &&
+                   !strcmp(q[0][i]->valuestring, q[1][i]->valuestring);
+    }
+    cJSON_Delete(o[0]);
+    cJSON_Delete(o[1]);
+    return same;
+}
+
+/* The `watch` reply's stream object. */
+static void watch_reply(vg_cluster *c, const char *name, const char *req, int existing,
+                        cJSON *reply)
+{
+    cJSON *rq = cJSON_Parse(req);
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(rq, "url");
+    char shown[VG_VIDEO_MAX + 8] = "";
+    if (cJSON_IsString(u))
+        vg_url_redact(u->valuestring, shown, sizeof shown);
+    cJSON *o = cJSON_AddObjectToObject(reply, "stream");
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddStringToObject(o, "url", shown);
+    cJSON *qs = cJSON_GetObjectItemCaseSensitive(rq, "questions");
+    cJSON *q1 = cJSON_GetObjectItemCaseSensitive(rq, "question");
+    if (cJSON_IsArray(qs)) {
+        cJSON_AddItemToObject(o, "questions", cJSON_DetachItemViaPointer(rq, qs));
+    } else {
+        cJSON *arr = cJSON_AddArrayToObject(o, "questions");
+        if (q1)
+            cJSON_AddItemToArray(arr, cJSON_DetachItemViaPointer(rq, q1));
+    }
+    cJSON_Delete(rq);
+    cJSON_AddStringToObject(o, "state",
+                            vg_streams_has(c->streams, name) ? "running_here" : "queued");
+    char topic[VG_ID_MAX + 16];
+    snprintf(topic, sizeof topic, "stream/%s/", name);
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddBoolToObject(reply, "existing", existing);
+}
+
+/* Checks a `watch` in cluster mode and names it. Returns 1 when the cluster has a watch of that
+ * name already (*d set: its request is d->req), 0 for a new one (*json: the request to record, a
+ * malloc'd string: without its id, with its name), or a negative code with *wire and err. */
+static int watch_prepare(vg_cluster *c, const vg_request *r, const char *data, size_t len,
+                         char name[VG_ID_MAX + 1], desired **d, char **json, const char **wire,
+                         char *err, size_t errlen)
+{
+    *d = NULL;
+    *json = NULL;
+    if (r->name[0]) {
+        snprintf(name, VG_ID_MAX + 1, "%s", r->name);
+    } else {
+        for (int i = 1;; i++) {
+            snprintf(name, VG_ID_MAX + 1, "cam%d", i);
+            if (!desired_find(c, name))
+                break;
+        }
+    }
+    if (!key_ok(name)) {
+        *wire = VG_WIRE_BAD_REQUEST;
+        return vg_fail(err, errlen, VG_EINVAL,
+                       "in cluster mode a stream name may not end with '.' or hold '..'");
+    }
+    cJSON *req = cJSON_ParseWithLength(data, len);
+    if (req) {
+        cJSON_DeleteItemFromObject(req, "id");
+        cJSON_DeleteItemFromObject(req, "name");
+        cJSON_AddStringToObject(req, "name", name);
+        *json = cJSON_PrintUnformatted(req);
+    }
+    cJSON_Delete(req);
+    if (!*json) {
+        *wire = VG_WIRE_INTERNAL;
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    }
+    desired *x = desired_find(c, name);
+    if (x && x->req) {
+        int same = watch_same(x->req, *json);
+        free(*json);
+        *json = NULL;
+        if (!same) {
+            *wire = VG_WIRE_CONFLICT;
+            return vg_fail(err, errlen, VG_EEXIST,
+                           "stream '%s' already exists for another URL or questions (unwatch it "
+                           "first)",
+                           name);
+        }
+        *d = x;
+        return 1;
+    }
+    int rc = 0;
+    if (atomic_load(&c->draining)) {
+        *wire = VG_WIRE_SHUTTING;
+        rc = vg_fail(err, errlen, VG_EAGAIN, "the daemon is shutting down");
+    } else {
+        /* The accepting node checks the input against its own media policy (the node that runs
+         * it checks again). */
+        char resolved[4200], perr[512];
+        int is_url = 0;
+        rc = vg_daemon_media_check(r->video, (const char(*)[VG_CFG_STR])c->cfg->media_roots,
+                                   c->cfg->n_media_roots, c->cfg->allowed_protocols, resolved,
+                                   sizeof resolved, &is_url, perr, sizeof perr);
+        if (rc < 0) {
+            *wire = rc == VG_ENOENT   ? VG_WIRE_NOT_FOUND
+                    : rc == VG_EINVAL ? VG_WIRE_BAD_REQUEST
+                    : rc == VG_EBUSY  ? VG_WIRE_BUSY
+                                      : VG_WIRE_FORBIDDEN;
+            rc = vg_fail(err, errlen, rc, "%s", perr);
+        }
+    }
+    if (rc < 0) {
+        free(*json);
+        *json = NULL;
+    }
+    return rc;
+}
+
+/* `watch` answered at once (the door cannot wait; vg_cluster_defer answers the others): a new
+ * watch is recorded with a put, the last of two concurrent watches of one name on two nodes
+ * winning. */
+static int handle_watch(vg_cluster *c, const vg_request *r, const char *data, size_t len,
+                        cJSON *reply, const char **wire, char *err, size_t errlen)
+{
+    char name[VG_ID_MAX + 1];
+    desired *d;
+    char *json;
+    int rc = watch_prepare(c, r, data, len, name, &d, &json, wire, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        watch_reply(c, name, d->req, 1, reply);
+        return 0;
+    }
+    char *copy = strdup(json);
+    if (!copy || !desired_set(c, name, copy)) {
+        free(json);
+        *wire = VG_WIRE_INTERNAL;
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
+    }
+    watch_reply(c, name, json, 0, reply);
+    post_cmd(c, CMD_DESIRE, name, json, NULL);
+    vg_log(VG_LOG_INFO, MOD, "stream %s: watch recorded in the cluster", name);
+    reconcile(c);
+    return 0;
+}
+
+static int handle_unwatch(vg_cluster *c, const vg_request *r, cJSON *reply, const char **wire,
+                          char *err, size_t errlen)
+{
+    desired *d = desired_find(c, r->name);
+    if (!d || !d->req) {
+        *wire = VG_WIRE_NOT_FOUND;
+        return vg_fail(err, errlen, VG_ENOENT, "no stream '%s'", r->name);
+    }
+    post_cmd(c, CMD_UNDESIRE, r->name, NULL, NULL);
+    desired_remove(c, r->name);
+    cJSON_AddStringToObject(reply, "stream", r->name);
+    cJSON_AddStringToObject(reply, "state", "stopping");
+    return 0;
+}
+
+int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_t len, cJSON *reply,
+                     void (*done)(char *out, size_t len, void *opaque), void *opaque)
+{
+    if (!c || atomic_load(&c->draining) || (r->op != VG_OP_EVENTS && r->op != VG_OP_WATCH))
+        return 0;
+    char name[VG_ID_MAX + 1];
+    char *json = NULL;
+    if (r->op == VG_OP_EVENTS) {
+        if (!key_ok(r->name) ||
+            vg_streams_events_covered(c->streams, r->name, (unsigned long long)r->since))
+            return 0; /* a name the cluster cannot hold, or answered from memory */
+        snprintf(name, sizeof name, "%s", r->name);
+    } else {
+        desired *d;
+        const char *wire;
+        char err[512];
+        if (watch_prepare(c, r, data, len, name, &d, &json, &wire, err, sizeof err) != 0)
+            return 0; /* answered at once by vg_cluster_handle */
+    }
+    ev_query *q = calloc(1, sizeof *q);
+    cmd *m = calloc(1, sizeof *m);
+    if (!q || !m) {
+        free(q);
+        free(m);
+        free(json);
+        return 0;
+    }
+    q->done = done;
+    q->opaque = opaque;
+    q->reply = reply;
+    q->watch = json;
+    snprintf(q->id_json, sizeof q->id_json, "%s", r->id_json);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->since = (unsigned long long)r->since;
+    q->limit = r->limit;
+    m->type = CMD_EVENTS;
+    m->q = q;
+    snprintf(m->id, sizeof m->id, "%s", name);
+    q->next = c->queries;
+    c->queries = q;
+    pthread_mutex_lock(&c->mu);
+    if (c->cmds_tail)
+        c->cmds_tail->next = m;
+    else
+        c->cmds = m;
+    c->cmds_tail = m;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
 int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size_t len,
                       cJSON *reply, int *rc, const char **wire, char *err, size_t errlen)
 {
-    if (!c || (r->op != VG_OP_ASK && r->op != VG_OP_JOB))
+    if (!c)
+        return 0;
+    if (r->op == VG_OP_WATCH || r->op == VG_OP_UNWATCH) {
+        *rc = r->op == VG_OP_WATCH ? handle_watch(c, r, data, len, reply, wire, err, errlen)
+                                   : handle_unwatch(c, r, reply, wire, err, errlen);
+        return 1;
+    }
+    if (r->op != VG_OP_ASK && r->op != VG_OP_JOB)
         return 0;
     *rc = 0;
     if (r->op == VG_OP_JOB) {
@@ -916,6 +2137,36 @@ void vg_cluster_add_info(const vg_cluster *c, cJSON *o)
     cJSON_AddNumberToObject(ci, "pulled", (double)c->pulled);
     cJSON_AddNumberToObject(ci, "finished", (double)c->finished);
     cJSON_AddNumberToObject(ci, "results_known", c->n_cache);
+    cJSON *so = cJSON_AddObjectToObject(ci, "streams");
+    int desired_n = 0, owned = 0;
+    for (const desired *d = c->desired; d; d = d->next) {
+        desired_n++;
+        owned += d->owned;
+    }
+    cJSON_AddNumberToObject(so, "desired", desired_n);
+    cJSON_AddNumberToObject(so, "owned", owned);
+    cJSON_AddNumberToObject(so, "max", c->cfg->max_streams);
+    cJSON_AddNumberToObject(so, "lease_ttl_s", c->ttl_ms / 1000.0);
+    cJSON_AddNumberToObject(so, "claims", (double)c->claims);
+    cJSON_AddNumberToObject(so, "leases_lost", (double)c->lost);
+    cJSON_AddNumberToObject(so, "records_published", (double)atomic_load(&c->rec_published));
+    cJSON_AddNumberToObject(so, "records_fenced", (double)atomic_load(&c->rec_fenced));
+    cJSON_AddNumberToObject(so, "records_dropped", (double)atomic_load(&c->rec_dropped));
+    cJSON *la = cJSON_AddArrayToObject(so, "leases");
+    vg_cluster *mc = (vg_cluster *)c; /* the lock only */
+    double now = mono_ms();
+    pthread_mutex_lock(&mc->mu);
+    cJSON_AddNumberToObject(so, "records_waiting", (double)mc->n_recs);
+    for (int i = 0; i < mc->n_leases; i++) {
+        const lease *l = &mc->leases[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "stream", l->name);
+        cJSON_AddNumberToObject(e, "revision", (double)l->rev);
+        cJSON_AddBoolToObject(e, "valid", !l->lost && now < l->valid_until);
+        cJSON_AddNumberToObject(e, "valid_for_s", VG_MAX(0.0, (l->valid_until - now) / 1000.0));
+        cJSON_AddItemToArray(la, e);
+    }
+    pthread_mutex_unlock(&mc->mu);
 }
 
 /* ===================================================================================================
@@ -1041,6 +2292,54 @@ static int connect_all(vg_cluster *c, char *err, size_t errlen)
     kvWatchOptions_Init(&wo);
     if ((s = kvStore_WatchAll(&c->watcher, c->kv, &wo)) != NATS_OK)
         return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", BUCKET, nats_err(s));
+
+    /* Live streams: the records, the desired watches and the leases. */
+    jsStreamConfig ec;
+    jsStreamConfig_Init(&ec);
+    const char *esubjects[] = {EV_SUBJECTS};
+    ec.Name = EV_STREAM;
+    ec.Subjects = esubjects;
+    ec.SubjectsLen = 1;
+    ec.Storage = js_FileStorage;
+    ec.AllowDirect = true;
+    ec.MaxMsgsPerSubject = cfg->stream_log_max_records > 0 ? cfg->stream_log_max_records : -1;
+    si = NULL;
+    s = js_AddStream(&si, c->js, &ec, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK && jerr != JSStreamNameExistErr)
+        return vg_fail(err, errlen, VG_EIO, "stream %s: %s (JetStream error %d)", EV_STREAM,
+                       nats_err(s), (int)jerr);
+    kvConfig_Init(&kc);
+    kc.Bucket = WATCHES;
+    kc.History = 1;
+    kc.StorageType = js_FileStorage;
+    if ((s = js_CreateKeyValue(&c->kv_watches, c->js, &kc)) != NATS_OK &&
+        (s = js_KeyValue(&c->kv_watches, c->js, WATCHES)) != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "bucket %s: %s", WATCHES, nats_err(s));
+    kvConfig_Init(&kc);
+    kc.Bucket = LEASES;
+    kc.History = 1;
+    kc.StorageType = js_FileStorage;
+    kc.TTL = (int64_t)(cfg->cluster_lease_ttl_s * 1e9);
+    if ((s = js_CreateKeyValue(&c->kv_leases, c->js, &kc)) != NATS_OK &&
+        (s = js_KeyValue(&c->kv_leases, c->js, LEASES)) != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "bucket %s: %s", LEASES, nats_err(s));
+    /* The bucket's TTL is the lease TTL, whatever this node's key says (the first node to
+     * create the bucket set it). */
+    c->ttl_ms = cfg->cluster_lease_ttl_s * 1000.0;
+    kvStatus *ks = NULL;
+    if (kvStore_Status(&ks, c->kv_leases) == NATS_OK) {
+        double ttl = (double)kvStatus_TTL(ks) / 1e6;
+        if (ttl > 0 && fabs(ttl - c->ttl_ms) > 1.0) {
+            vg_log(VG_LOG_WARNING, MOD,
+                   "cluster_lease_ttl_s is %.1f s but bucket %s has %.1f s: using the bucket's",
+                   cfg->cluster_lease_ttl_s, LEASES, ttl / 1000.0);
+            c->ttl_ms = ttl;
+        }
+        kvStatus_Destroy(ks);
+    }
+    if ((s = kvStore_WatchAll(&c->dwatcher, c->kv_watches, &wo)) != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", WATCHES, nats_err(s));
     return 0;
 }
 
@@ -1054,6 +2353,7 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     c->cfg = p->cfg;
     c->jobs = p->jobs;
     c->bus = p->bus;
+    c->streams = p->streams;
     c->sink = -1;
     c->max_jobs = VG_MIN(p->cfg->cluster_max_jobs, MAX_HELD);
     c->ack_wait_s = p->cfg->cluster_ack_wait_s;
@@ -1066,6 +2366,8 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    pthread_cond_init(&c->lcv, NULL);
+    pthread_cond_init(&c->rcv, NULL);
     int rc = connect_all(c, err, errlen);
     if (rc < 0) {
         vg_cluster_free(c);
@@ -1076,7 +2378,13 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     uv_timer_init(c->loop, &c->prune);
     c->prune.data = c;
     uv_timer_start(&c->prune, on_prune, 60000, 60000);
+    uv_timer_init(c->loop, &c->reconcile);
+    c->reconcile.data = c;
+    uint64_t tick = (uint64_t)VG_MAX(c->ttl_ms / 3.0, 100.0);
+    uv_timer_start(&c->reconcile, on_reconcile, tick, tick);
     c->handles_open = 1;
+    vg_streams_hooks hk = {hook_may_publish, hook_on_record, c, c->node};
+    vg_streams_set_hooks(c->streams, &hk);
     vg_jobs_set_done_hook(c->jobs, on_done, c);
     if ((c->sink = vg_bus_add_sink(c->bus, on_bus, c)) < 0) {
         vg_cluster_stop(c);
@@ -1087,15 +2395,27 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
         c->threads = 1;
         if (pthread_create(&c->pull_th, NULL, pull_main, c) == 0) {
             c->threads = 2;
-            if (pthread_create(&c->watch_th, NULL, watch_main, c) == 0)
+            if (pthread_create(&c->watch_th, NULL, watch_main, c) == 0) {
                 c->threads = 3;
+                if (pthread_create(&c->dwatch_th, NULL, dwatch_main, c) == 0) {
+                    c->threads = 4;
+                    if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0) {
+                        c->threads = 5;
+                        if (pthread_create(&c->rec_th, NULL, rec_main, c) == 0)
+                            c->threads = 6;
+                    }
+                }
+            }
         }
     }
     *out = c;
-    if (c->threads < 3)
+    if (c->threads < 6)
         return vg_fail(err, errlen, VG_ENOMEM, "cannot start the cluster's threads");
-    vg_log(VG_LOG_NOTICE, MOD, "node %s in the cluster at %s (max %d jobs, ack wait %.1f s)",
-           c->node, p->cfg->cluster_url, p->cfg->cluster_max_jobs, p->cfg->cluster_ack_wait_s);
+    vg_log(VG_LOG_NOTICE, MOD,
+           "node %s in the cluster at %s (max %d jobs, ack wait %.1f s; max %d streams, lease TTL "
+           "%.1f s)",
+           c->node, p->cfg->cluster_url, p->cfg->cluster_max_jobs, p->cfg->cluster_ack_wait_s,
+           p->cfg->max_streams, c->ttl_ms / 1000.0);
     return 0;
 }
 
@@ -1104,6 +2424,17 @@ void vg_cluster_drain(vg_cluster *c)
     if (!c)
         return;
     atomic_store(&c->draining, 1);
+    /* `events` read from JetStream and not answered yet: answered now (the doors close before
+     * the operations thread could bring them back). */
+    for (ev_query *q = c->queries; q; q = q->next) {
+        if (q->answered)
+            continue;
+        q->answered = 1;
+        size_t len = 0;
+        char *out =
+            vg_proto_error_reply(q->id_json, VG_WIRE_SHUTTING, "the daemon is shutting down", &len);
+        q->done(out, len, q->opaque);
+    }
 }
 
 void vg_cluster_stop(vg_cluster *c)
@@ -1114,9 +2445,12 @@ void vg_cluster_stop(vg_cluster *c)
     if (c->sink >= 0)
         vg_bus_remove_sink(c->bus, c->sink);
     c->sink = -1;
+    vg_cluster_drain(c); /* answers the queries left (none after a drain) */
     if (c->handles_open) {
+        vg_streams_set_hooks(c->streams, NULL);
         uv_close((uv_handle_t *)&c->async, NULL);
         uv_close((uv_handle_t *)&c->prune, NULL);
+        uv_close((uv_handle_t *)&c->reconcile, NULL);
         c->handles_open = 0;
     }
 }
@@ -1125,9 +2459,18 @@ void vg_cluster_free(vg_cluster *c)
 {
     if (!c)
         return;
+    /* The records first (published while the leases are held), then the rest (the lease thread
+     * releases the leases as it ends). */
+    atomic_store(&c->rec_stop, 1);
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->rcv);
+    pthread_mutex_unlock(&c->mu);
+    if (c->threads >= 6)
+        pthread_join(c->rec_th, NULL);
     atomic_store(&c->stop, 1);
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
+    pthread_cond_broadcast(&c->lcv);
     pthread_mutex_unlock(&c->mu);
     if (c->threads >= 1)
         pthread_join(c->ops_th, NULL);
@@ -1135,6 +2478,10 @@ void vg_cluster_free(vg_cluster *c)
         pthread_join(c->pull_th, NULL);
     if (c->threads >= 3)
         pthread_join(c->watch_th, NULL);
+    if (c->threads >= 4)
+        pthread_join(c->dwatch_th, NULL);
+    if (c->threads >= 5)
+        pthread_join(c->lease_th, NULL);
     for (int i = 0; i < c->n_held; i++) {
         natsMsg_Nak(c->held[i].m, NULL); /* not finished here: another node runs it */
         natsMsg_Destroy(c->held[i].m);
@@ -1143,7 +2490,13 @@ void vg_cluster_free(vg_cluster *c)
         kvWatcher_Stop(c->watcher);
         kvWatcher_Destroy(c->watcher);
     }
+    if (c->dwatcher) {
+        kvWatcher_Stop(c->dwatcher);
+        kvWatcher_Destroy(c->dwatcher);
+    }
     kvStore_Destroy(c->kv);
+    kvStore_Destroy(c->kv_watches);
+    kvStore_Destroy(c->kv_leases);
     natsSubscription_Destroy(c->sub);
     jsCtx_Destroy(c->js);
     if (c->nc) {
@@ -1156,15 +2509,42 @@ void vg_cluster_free(vg_cluster *c)
     for (inmsg *m = c->in; m;) {
         inmsg *n = m->next;
         free(m->data);
-        free(m);
+        free(m); /* an EVENTS query is still in c->queries */
         m = n;
     }
     for (cmd *m = c->cmds; m;) {
         cmd *n = m->next;
         free(m->data);
         free(m->view);
+        free(m); /* m->q: in c->queries */
+        m = n;
+    }
+    for (ev_query *q = c->queries; q;) {
+        ev_query *n = q->next;
+        ev_query_free(q);
+        q = n;
+    }
+    for (lcmd *m = c->lcmds; m;) {
+        lcmd *n = m->next;
         free(m);
         m = n;
+    }
+    for (rec *r = c->recs; r;) {
+        rec *n = r->next;
+        free(r->line);
+        free(r);
+        r = n;
+    }
+    for (desired *d = c->desired; d;) {
+        desired *n = d->next;
+        free(d->req);
+        free(d);
+        d = n;
+    }
+    for (desired *d = c->releasing; d;) {
+        desired *n = d->next;
+        free(d);
+        d = n;
     }
     for (int i = 0; i < CACHE_SLOTS; i++)
         for (centry *e = c->cache[i]; e;) {
@@ -1179,6 +2559,8 @@ void vg_cluster_free(vg_cluster *c)
         m = n;
     }
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->lcv);
+    pthread_cond_destroy(&c->rcv);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

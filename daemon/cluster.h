@@ -11,9 +11,17 @@
  *  - a job whose node dies is redelivered after cluster_ack_wait_s; the final state is written with
  *    a revision-checked update that never replaces a final state, so a client sees one result per
  *    job id whatever node it asks (`job ID` answers from a loop-side copy of the bucket, fed by a
- *    KV watcher) and the accepting node republishes the result as `job/ID/done` on its bus.
+ *    KV watcher) and the accepting node republishes the result as `job/ID/done` on its bus;
+ *  - `watch` on any node records the watch in the KV bucket vigil_watches; each node's reconciler
+ *    (a loop timer every third of the lease TTL) claims desired streams that run nowhere, up to
+ *    max_streams, with a key in the bucket vigil_leases (create; bucket TTL = the lease TTL),
+ *    renews it with revision-checked updates and stops the stream when a renewal fails or is late;
+ *    the stream's records go to JetStream (VIGIL_EVENTS, vigil.stream.<name>.event), and a new
+ *    owner continues their sequence numbers. Before each record the stream manager asks whether
+ *    the lease is still valid by the monotonic clock (fencing).
  *
- * Threads: libnats runs its own threads; cluster.c adds three (pull, operations, KV watch). None of
+ * Threads: libnats runs its own threads; cluster.c adds six (pull, operations, results watch,
+ * desired-watches watch, leases, records). None of
  * them touches daemon state: they talk to the loop through a mutex-protected inbox and a uv_async,
  * and the loop talks to them through a command queue. Every function here runs on the loop thread
  * (vg_cluster_start before the loop runs, vg_cluster_free after it stopped).
@@ -24,6 +32,7 @@
 #include "bus.h"
 #include "daemon.h"
 #include "jobs.h"
+#include "streams.h"
 
 #include <cjson/cJSON.h>
 #include <uv.h>
@@ -35,6 +44,7 @@ typedef struct vg_cluster_params {
     const vg_daemon_config *cfg; /* borrowed; cluster keys are restart-only */
     vg_jobs *jobs;               /* borrowed; runs the jobs this node pulls */
     vg_bus *bus;                 /* borrowed; the cluster is one of its sinks */
+    vg_streams *streams;         /* borrowed; runs the streams whose lease this node holds */
 } vg_cluster_params;
 
 /* Checks the cluster keys (URL scheme, TLS files in pairs). 0 or VG_EINVAL with a sentence. */
@@ -46,12 +56,25 @@ int vg_cluster_check_config(const vg_daemon_config *cfg, char *err, size_t errle
  * server cannot be reached or refuses. */
 int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, size_t errlen);
 
-/* Handles what the cluster answers instead of the local job manager: `ask` (queued in JetStream)
- * and `job` (the bucket's view when it is final or the job is not in the local table). Returns 1
+/* Handles what the cluster answers instead of the local managers: `ask` (queued in JetStream),
+ * `job` (the bucket's view when it is final or the job is not in the local table), `watch` and
+ * `unwatch` (recorded in / removed from the bucket of desired watches; the node holding the
+ * stream's lease runs it). Returns 1
  * when it handled r (reply filled, or a negative code in *rc with *wire and err), 0 when the local
  * path should run. c NULL: 0. data[len] is the request as received. */
 int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size_t len,
                       cJSON *reply, int *rc, const char **wire, char *err, size_t errlen);
+
+/* What the cluster answers later, for a door that can wait (dispatch.h): `watch` of a name the
+ * node does not know yet (recorded with a KV create, so that of two nodes watching one name at
+ * once one records it and the other answers existing or conflict), and `events NAME` when this
+ * node cannot answer from memory (it does not run the stream, or its recent records do not reach
+ * back to `since`): read from JetStream (vigil.stream.NAME.event). Same contract as
+ * vg_streams_events_from_log: returns 1 when it took reply (done is called later on the loop,
+ * once), 0 when the request goes the immediate way (c NULL, shutting down, another op, a request
+ * answered at once). data[len] is the request as received. */
+int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_t len, cJSON *reply,
+                     void (*done)(char *out, size_t len, void *opaque), void *opaque);
 
 /* Adds "cluster" to info (nothing when c is NULL). */
 void vg_cluster_add_info(const vg_cluster *c, cJSON *o);

@@ -219,6 +219,9 @@ static const cfg_row rows[] = {
     K_DOUBLE(cluster_ack_wait_s, 1, 3600, "30", RESTART,
              "Seconds without a sign of progress after which a clip job is redelivered to another "
              "node (progress is marked every third of it)."),
+    K_DOUBLE(cluster_lease_ttl_s, 1, 3600, "10", RESTART,
+             "Seconds a node's lease on a live stream lasts without renewal (renewed every third "
+             "of it); the bucket's TTL, set by the first node that creates it."),
     K_PATHS(media_roots, n_media_roots, "", LIVE,
             "Directories whose files may be asked about (absolute paths, comma-separated, resolved "
             "with realpath()); empty: no local files."),

@@ -99,6 +99,7 @@ typedef struct vg_daemon_config {
     char cluster_key_file[VG_CFG_STR];      /* tls://: its private key (PEM) */
     int cluster_max_jobs;                   /* clip jobs this node pulls and runs at once */
     double cluster_ack_wait_s;              /* silence after which a job is redelivered */
+    double cluster_lease_ttl_s;             /* a stream lease's life without renewal */
 } vg_daemon_config;
 
 /* How a key's value is written and stored. */

@@ -43,6 +43,11 @@ static char *run(const vg_dispatch *d, const char *data, size_t len, size_t *rep
     cJSON_AddTrueToObject(o, "ok");
     int is_stream_op = r.op == VG_OP_WATCH || r.op == VG_OP_UNWATCH || r.op == VG_OP_STREAMS ||
                        r.op == VG_OP_EVENTS;
+    if (done && vg_cluster_defer(d->cluster, &r, data, len, o, done, opaque) > 0) {
+        vg_request_clear(&r); /* answered later, from the cluster */
+        *deferred = 1;
+        return NULL;
+    }
     if (done && r.op == VG_OP_EVENTS &&
         vg_streams_events_from_log(d->streams, &r, o, done, opaque) > 0) {
         vg_request_clear(&r); /* an unwatched stream: answered from its log, later */

@@ -656,7 +656,7 @@ int main(int argc, char **argv)
         }
     }
     if (d.cfg.cluster_url[0]) {
-        vg_cluster_params cp = {d.loop, &d.cfg, d.jobs, d.bus};
+        vg_cluster_params cp = {d.loop, &d.cfg, d.jobs, d.bus, d.streams};
         if (vg_cluster_start(&cp, &d.cluster, err, sizeof err) < 0) {
             vg_log(VG_LOG_ERR, MOD, "cluster: %s", err);
             return 1;

@@ -267,8 +267,20 @@ int vg_streams_snapshot(vg_streams *ss, const char *name, unsigned long long seq
     return VG_ENOENT;
 }
 
+static void stop_stream(stream *s);
+
 static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
 {
+    if (ss->hooks.may_publish && !ss->hooks.may_publish(s->name, ss->hooks.opaque)) {
+        /* Fenced: the stream's lease is no longer this node's; another node publishes it. */
+        cJSON_Delete(p);
+        if (!s->removing) {
+            vg_log(VG_LOG_WARNING, MOD, "stream %s: lease lost; stopped here, nothing published",
+                   s->name);
+            stop_stream(s);
+        }
+        return;
+    }
     unsigned long long seq = s->next_seq++;
     cJSON *o = cJSON_CreateObject();
     if (!o) {
@@ -287,6 +299,8 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     cJSON_Delete(p);
     if (!cJSON_GetObjectItemCaseSensitive(o, "time"))
         cJSON_AddNumberToObject(o, "time", unix_now());
+    if (ss->hooks.node)
+        cJSON_AddStringToObject(o, "node", ss->hooks.node);
     if (!strcmp(kind, "event") && snap_take(s, o, seq))
         cJSON_AddTrueToObject(o, "snapshot");
     char *line = cJSON_PrintUnformatted(o);
@@ -301,6 +315,8 @@ static void publish(vg_streams *ss, stream *s, const char *kind, cJSON *p)
     }
     if (s->log && vg_journal_append(s->log, line, len) < 0)
         vg_log(VG_LOG_WARNING, MOD, "stream %s: record %llu was not logged", s->name, seq);
+    if (ss->hooks.on_record)
+        ss->hooks.on_record(s->name, seq, line, len, ss->hooks.opaque);
     ring_push(s, line, seq);
 }
 
@@ -341,6 +357,12 @@ static void handle_msg(void *msg, void *opaque)
         s->log = m->log;
         m->log = NULL;
         s->next_seq = m->last_seq + 1;
+        if (s->first_seq) {
+            /* Cluster mode: the sequence continues the cluster's; the local log's records may
+             * be another run's and are not served (msg_free frees the lines). */
+            s->next_seq = s->first_seq;
+            break;
+        }
         for (size_t i = 0; i < m->n_lines; i++) {
             ring_push(s, m->lines[i], m->line_seq[i]);
             m->lines[i] = NULL;
@@ -526,8 +548,8 @@ static void stream_knobs(stream *s, const vg_request *r)
     s->snapshots_max = cfg->stream_snapshots_max;
 }
 
-static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const char **wire,
-                        char *err, size_t errlen)
+static int handle_watch(vg_streams *ss, const vg_request *r, unsigned long long first_seq,
+                        cJSON *reply, const char **wire, char *err, size_t errlen)
 {
     char name[VG_ID_MAX + 1];
     if (r->name[0]) {
@@ -618,7 +640,8 @@ static int handle_watch(vg_streams *ss, const vg_request *r, cJSON *reply, const
         oom |= !(s->qtext[i] = strdup(r->questions[i]));
     atomic_init(&s->stop, 0);
     s->created = unix_now();
-    s->next_seq = 1;
+    s->first_seq = first_seq;
+    s->next_seq = first_seq ? first_seq : 1;
     if (oom || vg_queue_create(PAIR_QUEUE_CAP, &s->pairs) < 0) {
         stream_free(s);
         *wire = VG_WIRE_INTERNAL;
@@ -683,7 +706,7 @@ int vg_streams_handle(vg_streams *ss, const vg_request *r, cJSON *reply, const c
     stream *s;
     switch (r->op) {
     case VG_OP_WATCH:
-        return handle_watch(ss, r, reply, wire, err, errlen);
+        return handle_watch(ss, r, 0, reply, wire, err, errlen);
     case VG_OP_STREAMS: {
         cJSON *arr = cJSON_AddArrayToObject(reply, "streams");
         for (s = ss->head; s; s = s->next)
@@ -708,6 +731,51 @@ int vg_streams_handle(vg_streams *ss, const vg_request *r, cJSON *reply, const c
     }
     *wire = VG_WIRE_INTERNAL;
     return vg_fail(err, errlen, VG_EINVAL, "op not handled by the stream manager");
+}
+
+int vg_streams_watch_at(vg_streams *ss, const vg_request *r, unsigned long long first_seq,
+                        cJSON *reply, const char **wire, char *err, size_t errlen)
+{
+    return handle_watch(ss, r, first_seq ? first_seq : 1, reply, wire, err, errlen);
+}
+
+void vg_streams_set_hooks(vg_streams *ss, const vg_streams_hooks *h)
+{
+    if (h)
+        ss->hooks = *h;
+    else
+        memset(&ss->hooks, 0, sizeof ss->hooks);
+}
+
+int vg_streams_has(const vg_streams *ss, const char *name)
+{
+    for (const stream *s = ss ? ss->head : NULL; s; s = s->next)
+        if (!strcmp(s->name, name))
+            return 1;
+    return 0;
+}
+
+int vg_streams_events_covered(const vg_streams *ss, const char *name, unsigned long long since)
+{
+    for (const stream *s = ss ? ss->head : NULL; s; s = s->next) {
+        if (strcmp(s->name, name))
+            continue;
+        if (!s->loaded)
+            return 0;
+        unsigned long long oldest = s->ring_n ? s->ring_seq[s->ring_head] : s->next_seq;
+        return oldest <= since + 1;
+    }
+    return 0;
+}
+
+int vg_streams_stop(vg_streams *ss, const char *name)
+{
+    stream *s = find_stream(ss, name);
+    if (!s)
+        return VG_ENOENT;
+    if (!s->removing)
+        stop_stream(s);
+    return 0;
 }
 
 int vg_streams_count(const vg_streams *ss)

@@ -72,6 +72,39 @@ int vg_streams_logs_failing(const vg_streams *ss);
 int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, cJSON *reply,
                                void (*done)(char *out, size_t len, void *opaque), void *opaque);
 
+/* Cluster mode (cluster.c): what the stream manager asks before and tells after each record.
+ * may_publish(name) runs before a record of stream name is published anywhere (bus, log,
+ * JetStream): 0 means this node no longer holds the stream's lease, and the record is dropped and
+ * the stream stopped (fencing). on_record(name, seq, line, len) gets every record published
+ * (line borrowed for the call). Both on the loop thread; opaque is theirs. node, when set, is
+ * added to every record as "node" (borrowed; outlives the hooks). */
+typedef struct vg_streams_hooks {
+    int (*may_publish)(const char *name, void *opaque);
+    void (*on_record)(const char *name, unsigned long long seq, const char *line, size_t len,
+                      void *opaque);
+    void *opaque;
+    const char *node;
+} vg_streams_hooks;
+
+/* Installs the hooks (copied; NULL removes them). Before any stream is watched. */
+void vg_streams_set_hooks(vg_streams *ss, const vg_streams_hooks *h);
+
+/* `watch` as vg_streams_handle does it, for a stream whose records continue a sequence kept
+ * elsewhere (cluster mode): its first record is first_seq (>= 1), whatever its local log holds
+ * (the log's records are not served by `events`: they may be another run's). */
+int vg_streams_watch_at(vg_streams *ss, const vg_request *req, unsigned long long first_seq,
+                        cJSON *reply, const char **wire_code, char *err, size_t errlen);
+
+/* Whether stream name is in the table (watched, or still stopping). */
+int vg_streams_has(const vg_streams *ss, const char *name);
+
+/* Whether `events` of stream name after since can be answered from the stream's recent records
+ * in memory: the stream is in the table and its ring holds every record after since. */
+int vg_streams_events_covered(const vg_streams *ss, const char *name, unsigned long long since);
+
+/* Stops stream name as `unwatch` does (no reply). Returns 0 or VG_ENOENT. */
+int vg_streams_stop(vg_streams *ss, const char *name);
+
 /* Graceful stop: stops every stream (state `ended` is published and logged) and calls
  * done(opaque) on the loop once every stream thread has finished. */
 void vg_streams_shutdown(vg_streams *ss, void (*done)(void *opaque), void *opaque);

@@ -116,6 +116,7 @@ struct stream {
     snap_kept *kept;
     size_t kept_n, kept_head;
     atomic_int eof; /* the reader reached the end of a file (its last pair is queued) */
+    unsigned long long first_seq; /* cluster mode: the first record's seq (0: after the log) */
     /* The log, named at watch time (the reader loads and opens it). */
     char log_dir[VG_CFG_STR + 16];  /* <state_dir>/streams */
     char log_path[VG_CFG_STR + 96]; /* <log_dir>/<name>.events */
@@ -189,6 +190,7 @@ struct vg_streams {
     stream *head;
     int n_streams;
     int stopping, closed;
+    vg_streams_hooks hooks; /* cluster mode (streams.h); zero otherwise */
     void (*on_idle)(void *);
     void *on_idle_opaque;
     /* The inference thread's list, under mu. */
