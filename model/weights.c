@@ -248,10 +248,6 @@ static size_t tile_rows(const vg_mat *w)
     return t < rp ? t : rp;
 }
 
-/* Rows from which a packed text matrix goes through oneDNN (below, widening tiles + sgemm is as
- * fast: both unpack the whole matrix once per call). */
-#define DNNL_MIN_ROWS 64
-
 /* Rows up to which a packed BF16 / Q8_0 matrix is multiplied by the level's several-rows kernels
  * (kernels.h: each group read once for all rows, split across the pool by groups) instead of
  * oneDNN (which first unpacks the whole matrix, then runs AMX/AVX-512 brgemm on blocks of
@@ -295,7 +291,7 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
     size_t ws = small_ws_floats(VG_MIN(n, lim), w->cols);
     if (n > lim) {
         ws = VG_MAX(ws, tile_rows(w) * w->cols);
-        if (w->dnnl_plain && n >= DNNL_MIN_ROWS)
+        if (w->dnnl_plain)
             ws = VG_MAX(ws, vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
     }
     return ws;
@@ -416,8 +412,8 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         add_bias(y, n, N, b);
         return;
     }
-    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && n >= DNNL_MIN_ROWS &&
-                    vg_isa_level() >= VG_ISA_AVX512)) {
+    /* past the several-rows kernels: oneDNN where the matrix has a primitive */
+    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && vg_isa_level() >= VG_ISA_AVX512)) {
         if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
