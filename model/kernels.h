@@ -20,10 +20,11 @@
  *  - q8_0: the activation x is quantized per block of 32 with vg_q8_quantize (xq int8, xd float
  *    scale per block), and y[r] = sum_b wscale[r][b] * xd[b] * sum_j W[r][b*32+j] * xq[b*32+j], the
  *    integer dot exact in int32 (the llama.cpp q8_0 x q8_0 product).
- * Several activation rows at once (the small-row path of prefill: a live stream's pairs and
- * questions): the kernels read each packed group once and apply it to every row of x, VG_GEMM_MR
- * rows per pass over the group (the group stays in L1/L2 between passes), so the weights cost one
- * sequential read per call whatever the number of rows. y[i * ldy + r] for x row i < n:
+ * Several activation rows at once (short prefills, e.g. a live stream's questions; weights.c
+ * picks them up to a measured row count): the kernels read each packed group once and apply it to
+ * every row of x, VG_GEMM_MR rows per pass over the group (the group stays in L1/L2 between
+ * passes), so the weights cost one sequential read per call whatever the number of rows. Output
+ * y[i * ldy + r] for x row i < n:
  *  - bf16_gemm: y = sum_k bf16(W[r][k]) * bf16(x[i][k]) summed in float32: the activation is
  *    rounded to bf16 first (by bf16_prep_n, as oneDNN's and PyTorch's bf16 products do), so that
  *    the AVX-512 level can use VDPBF16PS; the products are exact, every level computes the same

@@ -253,9 +253,10 @@ static size_t tile_rows(const vg_mat *w)
  * oneDNN (which first unpacks the whole matrix, then runs AMX/AVX-512 brgemm on blocks of
  * VG_DNNL_M rows, one block per thread) or widened tiles + sgemm. The crossover with oneDNN was
  * measured on the 2B text shapes with 2 threads (docs/weights.md): the VNNI q8_0 kernel is
- * faster up to about 48 rows, the bf16 one (VDPBF16PS, about half its speed) up to about 32. */
-#define SMALL_ROWS_Q8   48
-#define SMALL_ROWS_BF16 32
+ * faster up to 32-56 rows (by the machine's load), the bf16 one (VDPBF16PS, about 0.7x its
+ * speed) up to 16-32. */
+#define SMALL_ROWS_Q8   40
+#define SMALL_ROWS_BF16 24
 
 static size_t small_limit(const vg_mat *w)
 {
