@@ -10,7 +10,8 @@
  * pseudo-random K/V (vg_qa_bench_fill): the cost depends on the cache length, not on its values,
  * and filling a 128 s window of a 2B model by prefill would take many minutes on a CPU.
  *
- * Output per (frame size, window): encode, pair prefill, eviction and answer latency (medians),
+ * Output per (frame size, window): encode, pair prefill, eviction and answer latency, and the
+ * questions' prefill within the answer (medians),
  * compute seconds per second of video at the given fps and update interval (the real-time factor:
  * below 1 keeps up), and the highest fps that keeps up at that frame size (answers included).
  *
@@ -54,7 +55,7 @@ static double median(double *v, int n)
 }
 
 typedef struct result {
-    double enc_ms, pre_ms, evict_ms, ans_ms;
+    double enc_ms, pre_ms, evict_ms, ans_ms, ask_pre_ms;
     size_t window_tokens;
 } result;
 
@@ -100,7 +101,7 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
         (rc = vg_qa_bench_fill(qa, pairs, mh, mw, 0.0, dt, 7, err, sizeof err)) < 0)
         goto out;
     res->window_tokens = vg_qa_cached_tokens(qa);
-    double enc[32], pre[32], ev[32], ans[32];
+    double enc[32], pre[32], ev[32], ans[32], askp[32];
     int iters = VG_MIN(o->iters, 32);
     vg_qa_ask_params ap = {vg_model_default_gen_params(m), NULL, NULL, NULL, NULL, 0};
     ap.gen.do_sample = 0;
@@ -124,9 +125,11 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
         ev[it] = vg_now_ms() - t0;
         /* One update: every question over the window. */
         t0 = vg_now_ms();
+        askp[it] = 0;
         for (int qi = 0; qi < o->questions; qi++) {
             vg_qa_answer a = {0};
             rc = vg_qa_ask(qa, question, &ap, &a, err, sizeof err);
+            askp[it] += a.prefill_ms;
             vg_qa_answer_clear(&a);
             if (rc < 0)
                 goto out;
@@ -137,6 +140,7 @@ static int run_point(vg_model *m, const opts *o, int fw, int fh, int window_s, r
     res->pre_ms = median(pre, iters);
     res->evict_ms = median(ev, iters);
     res->ans_ms = median(ans, iters);
+    res->ask_pre_ms = median(askp, iters);
 out:
     if (rc < 0)
         fprintf(stderr, "bench_stream: %s\n", err[0] ? err : vg_strerror(rc));
@@ -256,8 +260,9 @@ int main(int argc, char **argv)
            sysconf(_SC_NPROCESSORS_ONLN));
     printf("fps %g, update every %g s, %d question(s), %d answer tokens, median of %d\n\n", o.fps,
            o.update_s, o.questions, o.tokens, o.iters);
-    printf("%-9s %6s %8s %9s %9s %9s %10s %10s %8s %8s\n", "frame", "window", "tokens", "encode_ms",
-           "prefill", "evict_ms", "update_ms", "s_per_s", "max_fps", "rss_MiB");
+    printf("%-9s %6s %8s %9s %9s %9s %10s %9s %10s %8s %8s\n", "frame", "window", "tokens",
+           "encode_ms", "prefill", "evict_ms", "update_ms", "q_prefill", "s_per_s", "max_fps",
+           "rss_MiB");
     int rc = 0;
     for (int si = 0; si < o.n_sizes && rc == 0; si++)
         for (int wi = 0; wi < o.n_windows && rc == 0; wi++) {
@@ -272,12 +277,13 @@ int main(int argc, char **argv)
             double max_fps = ans_rate < 1 ? 2.0 * (1.0 - ans_rate) / per_pair : 0;
             char frame[24];
             snprintf(frame, sizeof frame, "%dx%d", fw, fh);
-            printf("%-9s %5ds %8zu %9.1f %9.1f %9.2f %10.1f %10.3f %8.2f %8.0f\n", frame,
-                   o.windows[wi], r.window_tokens, r.enc_ms, r.pre_ms, r.evict_ms, r.ans_ms, sps,
-                   max_fps, rss_kib() / 1024.0);
+            printf("%-9s %5ds %8zu %9.1f %9.1f %9.2f %10.1f %9.1f %10.3f %8.2f %8.0f\n", frame,
+                   o.windows[wi], r.window_tokens, r.enc_ms, r.pre_ms, r.evict_ms, r.ans_ms,
+                   r.ask_pre_ms, sps, max_fps, rss_kib() / 1024.0);
             fflush(stdout);
         }
-    printf("\ns_per_s: compute seconds per second of video (below 1 keeps up in real time);\n"
+    printf("\nprefill: a pair's prefill (ms); q_prefill: the questions' prefill within update_ms;\n"
+           "s_per_s: compute seconds per second of video (below 1 keeps up in real time);\n"
            "max_fps: the sampling rate at which it would just keep up, answers included.\n");
     vg_model_free(m);
     return rc < 0 ? 1 : 0;

@@ -3,6 +3,9 @@
  * and Q8_0 group layouts of kernels.h, the Q8_0 activation quantizer, and the dispatch table that
  * picks a level's kernels (kernels_x86.c holds the AVX2 and AVX-512 ones).
  *
+ * The several-rows kernels (bf16_gemm, q8_gemm) apply the one-row dot of each level to every
+ * row; the scalar ones here loop over the rows (the reference, not a fast path).
+ *
  * The scalar kernels are the reference the vectorized ones are tested against (tests/model/
  * test_kernels.c): same packed data, same quantized activations, the same function up to the order
  * of the float additions. Everything here is pure; any thread.
@@ -156,6 +159,22 @@ static void bf16_prep_scalar(const float *x, size_t K, float *xp)
     memcpy(xp, x, K * sizeof(float));
 }
 
+/* Row r of a BF16 group against prepared x: the one order of additions every scalar product uses
+ * (per chunk, then across chunks). */
+static inline float bf16_dot_scalar(const uint16_t *grp, size_t K, int r, const float *xp)
+{
+    float acc = 0.0f;
+    for (size_t c = 0; c < K / VG_QK; c++) {
+        const uint16_t *s = grp + (c * VG_PACK_ROWS + (size_t)r) * VG_QK;
+        const float *xc = xp + c * VG_QK;
+        float part = 0.0f;
+        for (int j = 0; j < VG_QK; j++)
+            part += bf16_to_f32(s[j]) * xc[j];
+        acc += part;
+    }
+    return acc;
+}
+
 static void bf16_gemv_scalar(const uint16_t *w, size_t K, size_t rows, size_t g0, size_t g1,
                              const float *xp, float *y)
 {
@@ -165,41 +184,86 @@ static void bf16_gemv_scalar(const uint16_t *w, size_t K, size_t rows, size_t g0
             size_t row = g * VG_PACK_ROWS + (size_t)r;
             if (row >= rows)
                 break;
-            float acc = 0.0f;
-            for (size_t c = 0; c < K / VG_QK; c++) {
-                const uint16_t *s = grp + (c * VG_PACK_ROWS + (size_t)r) * VG_QK;
-                const float *xc = xp + c * VG_QK;
-                float part = 0.0f;
-                for (int j = 0; j < VG_QK; j++)
-                    part += bf16_to_f32(s[j]) * xc[j];
-                acc += part;
-            }
-            y[row] = acc;
+            y[row] = bf16_dot_scalar(grp, K, r, xp);
         }
     }
+}
+
+void vg_bf16_round(const float *x, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+static void bf16_prep_n_scalar(const float *x, size_t n, size_t K, float *xp)
+{
+    vg_bf16_round(x, n * K, xp);
+}
+
+static void bf16_gemm_scalar(const uint16_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                             const float *xp, size_t n, float *y, size_t ldy)
+{
+    for (size_t g = g0; g < g1; g++) {
+        const uint16_t *grp = w + g * VG_PACK_ROWS * K;
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            size_t row = g * VG_PACK_ROWS + (size_t)r;
+            if (row >= rows)
+                break;
+            for (size_t i = 0; i < n; i++)
+                y[i * ldy + row] = bf16_dot_scalar(grp, K, r, xp + i * K);
+        }
+    }
+}
+
+/* Row r of a Q8_0 group against a quantized x: exact int32 block dots, scaled and summed in block
+ * order (the scalar q8_gemv and q8_gemm share it, so they agree bit for bit). */
+static inline float q8_dot_scalar(const int8_t *grp, size_t K, int r, const int8_t *xq,
+                                  const float *xd)
+{
+    const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
+    float acc = 0.0f;
+    for (size_t b = 0; b < K / VG_QK; b++) {
+        const int8_t *q = grp + (b * VG_PACK_ROWS + (size_t)r) * VG_QK;
+        const int8_t *xb = xq + b * VG_QK;
+        int32_t isum = 0;
+        for (int j = 0; j < VG_QK; j++)
+            isum += (int32_t)q[j] * (int32_t)xb[j];
+        acc += (float)isum * (vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)r]) * xd[b]);
+    }
+    return acc;
 }
 
 static void q8_gemv_scalar(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
                            const int8_t *xq, const float *xd, float *y)
 {
-    const size_t gb = vg_pack_group_bytes_q8(K), nb = K / VG_QK;
+    const size_t gb = vg_pack_group_bytes_q8(K);
     for (size_t g = g0; g < g1; g++) {
-        const int8_t *grp = w + g * gb;
-        const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
         for (int r = 0; r < VG_PACK_ROWS; r++) {
             size_t row = g * VG_PACK_ROWS + (size_t)r;
             if (row >= rows)
                 break;
-            float acc = 0.0f;
-            for (size_t b = 0; b < nb; b++) {
-                const int8_t *q = grp + (b * VG_PACK_ROWS + (size_t)r) * VG_QK;
-                const int8_t *xb = xq + b * VG_QK;
-                int32_t isum = 0;
-                for (int j = 0; j < VG_QK; j++)
-                    isum += (int32_t)q[j] * (int32_t)xb[j];
-                acc += (float)isum * (vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)r]) * xd[b]);
-            }
-            y[row] = acc;
+            y[row] = q8_dot_scalar(w + g * gb, K, r, xq, xd);
+        }
+    }
+}
+
+static void q8_prep_n_scalar(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
+{
+    for (size_t i = 0; i < n; i++)
+        vg_q8_quantize(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
+}
+
+static void q8_gemm_scalar(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                           const int8_t *xq, const float *xd, size_t n, float *y, size_t ldy)
+{
+    const size_t gb = vg_pack_group_bytes_q8(K), nb = K / VG_QK;
+    for (size_t g = g0; g < g1; g++) {
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            size_t row = g * VG_PACK_ROWS + (size_t)r;
+            if (row >= rows)
+                break;
+            for (size_t i = 0; i < n; i++)
+                y[i * ldy + row] = q8_dot_scalar(w + g * gb, K, r, xq + i * K, xd + i * nb);
         }
     }
 }
@@ -223,6 +287,10 @@ static const vg_kernels k_scalar = {
     .bf16_prep = bf16_prep_scalar,
     .bf16_gemv = bf16_gemv_scalar,
     .q8_gemv = q8_gemv_scalar,
+    .bf16_prep_n = bf16_prep_n_scalar,
+    .bf16_gemm = bf16_gemm_scalar,
+    .q8_prep_n = q8_prep_n_scalar,
+    .q8_gemm = q8_gemm_scalar,
     .read_xor = read_xor_scalar,
 };
 

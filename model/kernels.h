@@ -20,6 +20,18 @@
  *  - q8_0: the activation x is quantized per block of 32 with vg_q8_quantize (xq int8, xd float
  *    scale per block), and y[r] = sum_b wscale[r][b] * xd[b] * sum_j W[r][b*32+j] * xq[b*32+j], the
  *    integer dot exact in int32 (the llama.cpp q8_0 x q8_0 product).
+ * Several activation rows at once (short prefills, e.g. a live stream's questions; weights.c
+ * picks them up to a measured row count): the kernels read each packed group once and apply it to
+ * every row of x, VG_GEMM_MR rows per pass over the group (the group stays in L1/L2 between
+ * passes), so the weights cost one sequential read per call whatever the number of rows. Output
+ * y[i * ldy + r] for x row i < n:
+ *  - bf16_gemm: y = sum_k bf16(W[r][k]) * bf16(x[i][k]) summed in float32: the activation is
+ *    rounded to bf16 first (by bf16_prep_n, as oneDNN's and PyTorch's bf16 products do), so that
+ *    the AVX-512 level can use VDPBF16PS; the products are exact, every level computes the same
+ *    function up to the order of float additions (scalar: the 1-row kernel's order).
+ *  - q8_gemm: each row quantized by q8_prep_n exactly as vg_q8_quantize does for one row, and
+ *    every level returns, bit for bit, what its own q8_gemv returns for that row alone (the same
+ *    integer block dots and the same float operations in the same order).
  * All kernels are pure and thread-safe.
  */
 #ifndef VG_MODEL_KERNELS_H
@@ -30,6 +42,7 @@
 
 #define VG_PACK_ROWS 4  /* rows interleaved per group */
 #define VG_QK        32 /* values per Q8_0 block and per packed chunk */
+#define VG_GEMM_MR   4  /* activation rows per pass over a group (bf16_gemm, q8_gemm) */
 
 enum { VG_ISA_SCALAR = 0, VG_ISA_AVX2 = 1, VG_ISA_AVX512 = 2 };
 
@@ -54,6 +67,16 @@ typedef struct vg_kernels {
                       const float *xp, float *y);
     void (*q8_gemv)(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1, const int8_t *xq,
                     const float *xd, float *y);
+    /* Several rows. bf16_prep_n: x[n][K] into xp[n][K] floats of space, in this level's form
+     * (rounded to bf16). q8_prep_n: x[n][K] into xq[n][K] bytes and xd[n][K/32] block scales
+     * (vg_q8_quantize per row, then in this level's form). The products then cover groups
+     * g0..g1 for all n rows (y[i * ldy + r]; padding rows are not written). */
+    void (*bf16_prep_n)(const float *x, size_t n, size_t K, float *xp);
+    void (*bf16_gemm)(const uint16_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                      const float *xp, size_t n, float *y, size_t ldy);
+    void (*q8_prep_n)(const float *x, size_t n, size_t K, int8_t *xq, float *xd);
+    void (*q8_gemm)(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1, const int8_t *xq,
+                    const float *xd, size_t n, float *y, size_t ldy);
     /* XOR of every 64-bit word of p[n words] (the streaming-read ceiling of vigil-model bench). */
     uint64_t (*read_xor)(const uint64_t *p, size_t n);
 } vg_kernels;
@@ -74,6 +97,9 @@ static inline size_t vg_pack_group_bytes_q8(size_t K)
 /* Quantizes x[K] to Q8_0 blocks: xd[b] = max|x| / 127 over block b (float32), xq = round(x / xd).
  * Shared by every level, so all levels see the same integers. */
 void vg_q8_quantize(const float *x, size_t K, int8_t *xq, float *xd);
+
+/* out[i] = x[i] rounded to bf16 (nearest even) and widened back to float32, i < n. */
+void vg_bf16_round(const float *x, size_t n, float *out);
 
 /* Packing (used by weights.c and the tests). src is one row of K float32 values; r is the row's
  * index within its group. */

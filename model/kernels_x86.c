@@ -13,6 +13,12 @@
  *    the u8 x s8 form of VPDPBUSD (AVX-512 VNNI) or VPMADDUBSW + VPMADDWD (AVX2); |w| <= 127 and
  *    |x| <= 127 keep VPMADDUBSW's 16-bit pair sums from saturating. Each block's int32 dot becomes
  *    a float and is scaled by w_scale * x_scale with an FMA.
+ * The several-rows kernels (bf16_gemm, q8_gemm) read each packed group once per call and apply it
+ * to VG_GEMM_MR x rows per pass: AVX-512 bf16 with VDPBF16PS on x rounded to bf16 (16
+ * accumulators: four weight rows by four x rows), q8_0 with VPDPBUSD on x biased to unsigned bytes
+ * (q + 128; the accumulator starts at -128 * sum(w), so the int32 dot is the same exact value as
+ * the sign trick's), the AVX2 ones with the 1-row kernel's operations per x row. q8_gemm returns
+ * bit for bit what q8_gemv of the same level returns row by row.
  * Pure functions; any thread.
  */
 #include "kernels.h"
@@ -24,6 +30,11 @@
 #define T_AVX512                                                                                   \
     __attribute__((                                                                                \
         target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")))
+
+static inline size_t min_sz(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
 
 /* ================================ AVX2 ================================ */
 
@@ -124,6 +135,131 @@ T_AVX2 static void q8_gemv_avx2(const int8_t *w, size_t K, size_t rows, size_t g
     }
 }
 
+/* ---- AVX2: several activation rows ---- */
+
+/* x rounded to bf16, then laid out per row as bf16_prep_avx2 does. */
+T_AVX2 static void bf16_prep_n_avx2(const float *x, size_t n, size_t K, float *xp)
+{
+    for (size_t i = 0; i < n; i++) {
+        float *t = xp + i * K;
+        vg_bf16_round(x + i * K, K, t);
+        for (size_t c = 0; c < K; c += 16) {
+            float tmp[16];
+            for (int j = 0; j < 16; j++)
+                tmp[j] = t[c + (size_t)j];
+            for (int j = 0; j < 8; j++) {
+                t[c + (size_t)j] = tmp[2 * j];
+                t[c + 8 + (size_t)j] = tmp[2 * j + 1];
+            }
+        }
+    }
+}
+
+/* One x row's FMAs against the widened chunk of a weight row (the 1-row kernel's order). */
+#define BF16_X_AVX2(xr, e, o)                                                                      \
+    do {                                                                                           \
+        const float *xc = (xr) + c * VG_QK;                                                        \
+        e = _mm256_fmadd_ps(we0, _mm256_loadu_ps(xc), e);                                          \
+        o = _mm256_fmadd_ps(wo0, _mm256_loadu_ps(xc + 8), o);                                      \
+        e = _mm256_fmadd_ps(we1, _mm256_loadu_ps(xc + 16), e);                                     \
+        o = _mm256_fmadd_ps(wo1, _mm256_loadu_ps(xc + 24), o);                                     \
+    } while (0)
+
+/* Weight row by weight row of the group (16 registers: one row's chunk widened once, used by
+ * VG_GEMM_MR x rows read from L1); a last partial block of x rows repeats its last row. */
+T_AVX2 static void bf16_gemm_avx2(const uint16_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                                  const float *xp, size_t n, float *y, size_t ldy)
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (size_t g = g0; g < g1; g++) {
+        const uint16_t *grp = w + g * VG_PACK_ROWS * K;
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            const size_t row = g * VG_PACK_ROWS + (size_t)r;
+            if (row >= rows)
+                break;
+            for (size_t i0 = 0; i0 < n; i0 += VG_GEMM_MR) {
+                const float *x0 = xp + i0 * K, *x1 = xp + min_sz(i0 + 1, n - 1) * K;
+                const float *x2 = xp + min_sz(i0 + 2, n - 1) * K;
+                const float *x3 = xp + min_sz(i0 + 3, n - 1) * K;
+                __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+                __m256 o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+                for (size_t c = 0; c < K / VG_QK; c++) {
+                    const uint16_t *s = grp + (c * VG_PACK_ROWS + (size_t)r) * VG_QK;
+                    __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)s);
+                    __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 16));
+                    const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+                    const __m256 wo0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi));
+                    const __m256 we1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+                    const __m256 wo1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi));
+                    BF16_X_AVX2(x0, e0, o0);
+                    BF16_X_AVX2(x1, e1, o1);
+                    BF16_X_AVX2(x2, e2, o2);
+                    BF16_X_AVX2(x3, e3, o3);
+                }
+                const float out[VG_GEMM_MR] = {
+                    hsum256(_mm256_add_ps(e0, o0)), hsum256(_mm256_add_ps(e1, o1)),
+                    hsum256(_mm256_add_ps(e2, o2)), hsum256(_mm256_add_ps(e3, o3))};
+                for (size_t k = 0; k < VG_GEMM_MR && i0 + k < n; k++)
+                    y[(i0 + k) * ldy + row] = out[k];
+            }
+        }
+    }
+}
+
+/* x row xr's block b against the weight row's block (|w| in aw, w's signs in wv), scaled by
+ * w_scale * x_scale exactly as Q8_ROW_AVX2 does. */
+#define Q8_X_AVX2(xr, xdr, acc)                                                                    \
+    do {                                                                                           \
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)((xr) + b * VG_QK));  \
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);   \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ws * (xdr)[b]), acc);          \
+    } while (0)
+
+T_AVX2 static void q8_gemm_avx2(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                                const int8_t *xq, const float *xd, size_t n, float *y, size_t ldy)
+{
+    const size_t gb = vg_pack_group_bytes_q8(K), nb = K / VG_QK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (size_t g = g0; g < g1; g++) {
+        const int8_t *grp = w + g * gb;
+        const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            const size_t row = g * VG_PACK_ROWS + (size_t)r;
+            if (row >= rows)
+                break;
+            for (size_t i0 = 0; i0 < n; i0 += VG_GEMM_MR) {
+                const size_t i1 = min_sz(i0 + 1, n - 1), i2 = min_sz(i0 + 2, n - 1);
+                const size_t i3 = min_sz(i0 + 3, n - 1);
+                const int8_t *x0 = xq + i0 * K, *x1 = xq + i1 * K, *x2 = xq + i2 * K;
+                const int8_t *x3 = xq + i3 * K;
+                const float *d0 = xd + i0 * nb, *d1 = xd + i1 * nb, *d2 = xd + i2 * nb;
+                const float *d3 = xd + i3 * nb;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (size_t b = 0; b < nb; b++) {
+                    const __m256i wv = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(grp +
+                                                        (b * VG_PACK_ROWS + (size_t)r) * VG_QK));
+                    const __m256i aw = _mm256_sign_epi8(wv, wv);
+                    const float ws = _cvtsh_ss(sc[b * VG_PACK_ROWS + (size_t)r]);
+                    Q8_X_AVX2(x0, d0, a0);
+                    Q8_X_AVX2(x1, d1, a1);
+                    Q8_X_AVX2(x2, d2, a2);
+                    Q8_X_AVX2(x3, d3, a3);
+                }
+                const float out[VG_GEMM_MR] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+                for (size_t k = 0; k < VG_GEMM_MR && i0 + k < n; k++)
+                    y[(i0 + k) * ldy + row] = out[k];
+            }
+        }
+    }
+}
+
+static void q8_prep_n_avx2(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
+{
+    for (size_t i = 0; i < n; i++)
+        vg_q8_quantize(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
+}
+
 T_AVX2 static uint64_t read_xor_avx2(const uint64_t *p, size_t n)
 {
     __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
@@ -147,6 +283,10 @@ const vg_kernels vg_kernels_avx2 = {
     .bf16_prep = bf16_prep_avx2,
     .bf16_gemv = bf16_gemv_avx2,
     .q8_gemv = q8_gemv_avx2,
+    .bf16_prep_n = bf16_prep_n_avx2,
+    .bf16_gemm = bf16_gemm_avx2,
+    .q8_prep_n = q8_prep_n_avx2,
+    .q8_gemm = q8_gemm_avx2,
     .read_xor = read_xor_avx2,
 };
 
@@ -265,6 +405,176 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     }
 }
 
+/* ---- AVX-512: several activation rows ---- */
+
+/* Each row rounded to bf16 (nearest even) and stored as K uint16 at the start of its K floats. */
+T_AVX512 static void bf16_prep_n_avx512(const float *x, size_t n, size_t K, float *xp)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * K;
+        uint16_t *o = (uint16_t *)(void *)(xp + i * K);
+        for (size_t c = 0; c < K; c += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xi + c + 16), _mm512_loadu_ps(xi + c));
+            _mm512_storeu_si512((void *)(o + c), (__m512i)v);
+        }
+    }
+}
+
+#define DP_ROW_AVX512(xr, a0, a1, a2, a3)                                                          \
+    do {                                                                                           \
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)((xr) + c * VG_QK));        \
+        a0 = _mm512_dpbf16_ps(a0, w0, xv);                                                         \
+        a1 = _mm512_dpbf16_ps(a1, w1, xv);                                                         \
+        a2 = _mm512_dpbf16_ps(a2, w2, xv);                                                         \
+        a3 = _mm512_dpbf16_ps(a3, w3, xv);                                                         \
+    } while (0)
+
+#define DP_STORE_AVX512(k, a0, a1, a2, a3)                                                         \
+    do {                                                                                           \
+        if (i0 + (k) < n) {                                                                        \
+            float *yr = y + (i0 + (k)) * ldy + g * VG_PACK_ROWS;                                   \
+            const float v[VG_PACK_ROWS] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1),     \
+                                           _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};    \
+            for (size_t r = 0; r < VG_PACK_ROWS && g * VG_PACK_ROWS + r < rows; r++)               \
+                yr[r] = v[r];                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* VDPBF16PS: 16 pairs of a weight row times the same pairs of an x row per instruction; the four
+ * rows of a chunk are loaded once for VG_GEMM_MR x rows (16 accumulators). */
+T_AVX512 static void bf16_gemm_avx512(const uint16_t *w, size_t K, size_t rows, size_t g0,
+                                      size_t g1, const float *xp, size_t n, float *y, size_t ldy)
+{
+    for (size_t g = g0; g < g1; g++) {
+        const uint16_t *grp = w + g * VG_PACK_ROWS * K;
+        for (size_t i0 = 0; i0 < n; i0 += VG_GEMM_MR) {
+            const uint16_t *x0 = (const uint16_t *)(const void *)(xp + i0 * K);
+            const uint16_t *x1 = (const uint16_t *)(const void *)(xp + min_sz(i0 + 1, n - 1) * K);
+            const uint16_t *x2 = (const uint16_t *)(const void *)(xp + min_sz(i0 + 2, n - 1) * K);
+            const uint16_t *x3 = (const uint16_t *)(const void *)(xp + min_sz(i0 + 3, n - 1) * K);
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+            __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+            __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (size_t c = 0; c < K / VG_QK; c++) {
+                const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
+                const __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)s);
+                const __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(s + VG_QK));
+                const __m512bh w2 = (__m512bh)_mm512_loadu_si512((const void *)(s + 2 * VG_QK));
+                const __m512bh w3 = (__m512bh)_mm512_loadu_si512((const void *)(s + 3 * VG_QK));
+                DP_ROW_AVX512(x0, a00, a01, a02, a03);
+                DP_ROW_AVX512(x1, a10, a11, a12, a13);
+                DP_ROW_AVX512(x2, a20, a21, a22, a23);
+                DP_ROW_AVX512(x3, a30, a31, a32, a33);
+            }
+            DP_STORE_AVX512(0, a00, a01, a02, a03);
+            DP_STORE_AVX512(1, a10, a11, a12, a13);
+            DP_STORE_AVX512(2, a20, a21, a22, a23);
+            DP_STORE_AVX512(3, a30, a31, a32, a33);
+        }
+    }
+}
+
+/* Quantized as vg_q8_quantize, then biased to unsigned bytes (q + 128) for VPDPBUSD. */
+T_AVX512 static void q8_prep_n_avx512(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
+{
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < n; i++) {
+        int8_t *q = xq + i * K;
+        vg_q8_quantize(x + i * K, K, q, xd + i * (K / VG_QK));
+        for (size_t c = 0; c < K; c += 32) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(q + c));
+            v = _mm256_xor_si256(v, _mm512_castsi512_si256(bias));
+            _mm256_storeu_si256((__m256i *)(void *)(q + c), v);
+        }
+    }
+}
+
+/* One x row's block against the block's row pairs (0,1) and (2,3): with x biased by 128,
+ * VPDPBUSD started from -128 * sum(w) gives the exact signed dot that q8_block_avx512 computes
+ * with the sign trick; the scale (w_scale * x_scale, lane by lane) and the FMA are the same. */
+#define Q8_X_AVX512(bb, xr, xdr, acc01, acc23)                                                     \
+    do {                                                                                           \
+        const __m512i xv = _mm512_broadcast_i64x4(                                                 \
+            _mm256_loadu_si256((const __m256i *)(const void *)((xr) + (bb)*VG_QK)));               \
+        const __m512 xs = _mm512_set1_ps((xdr)[bb]);                                               \
+        __m512i d01 = _mm512_dpbusd_epi32(c01, xv, w01);                                           \
+        __m512i d23 = _mm512_dpbusd_epi32(c23, xv, w23);                                           \
+        acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d01), _mm512_mul_ps(ws01, xs), acc01);          \
+        acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23), _mm512_mul_ps(ws23, xs), acc23);          \
+    } while (0)
+
+/* Block b of the group for the four x rows into accumulator set (A or B, as q8_gemv_avx512
+ * alternates them). */
+#define Q8_BLOCK_AVX512(S, bb)                                                                     \
+    do {                                                                                           \
+        const int8_t *q = grp + (bb)*VG_PACK_ROWS * VG_QK;                                         \
+        const __m512i w01 = _mm512_loadu_si512((const void *)q);                                   \
+        const __m512i w23 = _mm512_loadu_si512((const void *)(q + 64));                            \
+        const __m512i c01 = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, bias, w01));                \
+        const __m512i c23 = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, bias, w23));                \
+        const __m512 s4 = _mm512_castps128_ps512(_mm_cvtph_ps(                                     \
+            _mm_loadl_epi64((const __m128i *)(const void *)(sc + (bb)*VG_PACK_ROWS))));            \
+        const __m512 ws01 = _mm512_permutexvar_ps(i01, s4);                                        \
+        const __m512 ws23 = _mm512_permutexvar_ps(i23, s4);                                        \
+        Q8_X_AVX512(bb, x0, d0, S##01_0, S##23_0);                                                 \
+        Q8_X_AVX512(bb, x1, d1, S##01_1, S##23_1);                                                 \
+        Q8_X_AVX512(bb, x2, d2, S##01_2, S##23_2);                                                 \
+        Q8_X_AVX512(bb, x3, d3, S##01_3, S##23_3);                                                 \
+    } while (0)
+
+#define Q8_STORE_AVX512(k)                                                                         \
+    do {                                                                                           \
+        if (i0 + (k) < n) {                                                                        \
+            const __m512 s01 = _mm512_add_ps(A01_##k, B01_##k);                                    \
+            const __m512 s23 = _mm512_add_ps(A23_##k, B23_##k);                                    \
+            const float v[VG_PACK_ROWS] = {hsum256_512(_mm512_castps512_ps256(s01)),               \
+                                           hsum256_512(_mm512_extractf32x8_ps(s01, 1)),            \
+                                           hsum256_512(_mm512_castps512_ps256(s23)),               \
+                                           hsum256_512(_mm512_extractf32x8_ps(s23, 1))};           \
+            float *yr = y + (i0 + (k)) * ldy + g * VG_PACK_ROWS;                                   \
+            for (size_t r = 0; r < VG_PACK_ROWS && g * VG_PACK_ROWS + r < rows; r++)               \
+                yr[r] = v[r];                                                                      \
+        }                                                                                          \
+    } while (0)
+
+T_AVX512 static void q8_gemm_avx512(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
+                                    const int8_t *xq, const float *xd, size_t n, float *y,
+                                    size_t ldy)
+{
+    const size_t gb = vg_pack_group_bytes_q8(K), nb = K / VG_QK;
+    const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+    const __m512i z = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
+    for (size_t g = g0; g < g1; g++) {
+        const int8_t *grp = w + g * gb;
+        const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
+        for (size_t i0 = 0; i0 < n; i0 += VG_GEMM_MR) {
+            const size_t i1 = min_sz(i0 + 1, n - 1), i2 = min_sz(i0 + 2, n - 1);
+            const size_t i3 = min_sz(i0 + 3, n - 1);
+            const int8_t *x0 = xq + i0 * K, *x1 = xq + i1 * K, *x2 = xq + i2 * K;
+            const int8_t *x3 = xq + i3 * K;
+            const float *d0 = xd + i0 * nb, *d1 = xd + i1 * nb, *d2 = xd + i2 * nb;
+            const float *d3 = xd + i3 * nb;
+            __m512 A01_0 = _mm512_setzero_ps(), A23_0 = A01_0, A01_1 = A01_0, A23_1 = A01_0;
+            __m512 A01_2 = A01_0, A23_2 = A01_0, A01_3 = A01_0, A23_3 = A01_0;
+            __m512 B01_0 = A01_0, B23_0 = A01_0, B01_1 = A01_0, B23_1 = A01_0;
+            __m512 B01_2 = A01_0, B23_2 = A01_0, B01_3 = A01_0, B23_3 = A01_0;
+            size_t b = 0;
+            for (; b + 2 <= nb; b += 2) {
+                Q8_BLOCK_AVX512(A, b);
+                Q8_BLOCK_AVX512(B, b + 1);
+            }
+            if (b < nb)
+                Q8_BLOCK_AVX512(A, b);
+            Q8_STORE_AVX512(0);
+            Q8_STORE_AVX512(1);
+            Q8_STORE_AVX512(2);
+            Q8_STORE_AVX512(3);
+        }
+    }
+}
+
 T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
 {
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
@@ -290,6 +600,10 @@ const vg_kernels vg_kernels_avx512 = {
     .bf16_prep = bf16_prep_avx512,
     .bf16_gemv = bf16_gemv_avx512,
     .q8_gemv = q8_gemv_avx512,
+    .bf16_prep_n = bf16_prep_n_avx512,
+    .bf16_gemm = bf16_gemm_avx512,
+    .q8_prep_n = q8_prep_n_avx512,
+    .q8_gemm = q8_gemm_avx512,
     .read_xor = read_xor_avx512,
 };
 #endif

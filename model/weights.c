@@ -14,11 +14,15 @@
  * Products (vg_matmul): y[n][rows] = x[n][cols] W^T (+ b).
  *  - float32: OpenBLAS (sgemv for one row, sgemm for several), as before;
  *  - one row (decode) in BF16 / Q8_0: the level's GEMV kernel (kernels.h), the groups split into
- *    one contiguous range per pool thread, so each thread streams one sequential run of memory;
+ *    contiguous ranges across the pool, so each thread streams one sequential run of memory;
  *    Q8_0 quantizes the activation to Q8_0 blocks first (llama.cpp's q8_0 x q8_0 product);
- *  - several rows (prefill, vision) in BF16 / Q8_0: tiles of rows are widened to float32 in the
- *    caller's workspace and multiplied with OpenBLAS sgemm, so the arithmetic is float32 on the
- *    stored weights (for a bf16 checkpoint loaded as BF16, exactly the float32 engine's);
+ *  - a few rows (up to SMALL_ROWS_*: a live stream's questions, short prompts) in BF16 / Q8_0:
+ *    the level's several-rows kernels, split the same way: each group is read once and applied
+ *    to every row (BF16: x rounded to bf16, VDPBF16PS; Q8_0: each row quantized as for decode,
+ *    bit for bit the GEMV's result row by row);
+ *  - more rows (long prefills, vision) in BF16 / Q8_0: oneDNN when the matrix has a primitive for
+ *    it (below), else tiles of rows widened to float32 in the caller's workspace and multiplied
+ *    with OpenBLAS sgemm;
  *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
  *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed.
  * The workspace (vg_mat_ws_floats) belongs to the caller (a sequence's or a vision call's scratch),
@@ -244,23 +248,54 @@ static size_t tile_rows(const vg_mat *w)
     return t < rp ? t : rp;
 }
 
-/* Rows from which a packed text matrix goes through oneDNN (below, widening tiles + sgemm is as
- * fast: both unpack the whole matrix once per call). */
-#define DNNL_MIN_ROWS 64
+/* Rows up to which a packed BF16 / Q8_0 matrix is multiplied by the level's several-rows kernels
+ * (kernels.h: each group read once for all rows, split across the pool by groups) instead of
+ * oneDNN (which first unpacks the whole matrix, then runs AMX/AVX-512 brgemm on blocks of
+ * VG_DNNL_M rows, one block per thread) or widened tiles + sgemm. The crossover with oneDNN was
+ * measured on the 2B text shapes with 2 threads (docs/weights.md): the VNNI q8_0 kernel is
+ * faster up to 32-56 rows (by the machine's load), the bf16 one (VDPBF16PS, about 0.7x its
+ * speed) up to 16-32. */
+#define SMALL_ROWS_Q8   40
+#define SMALL_ROWS_BF16 24
+
+static size_t small_limit(const vg_mat *w)
+{
+    return w->type == VG_WEIGHTS_Q8_0 ? SMALL_ROWS_Q8 : SMALL_ROWS_BF16;
+}
+
+static int small_rows(const vg_mat *w, size_t n)
+{
+    return n >= 1 && w->p && (w->type == VG_WEIGHTS_BF16 || w->type == VG_WEIGHTS_Q8_0) &&
+           n <= small_limit(w);
+}
+
+/* Prepared x of n rows: bf16_prep(_n) takes n * K floats, the Q8_0 form n * K / 32 scales, 8
+ * floats of gap and n * K bytes. */
+static size_t small_ws_floats(size_t n, size_t K)
+{
+    return n * K + n * (K / VG_QK) + 16;
+}
 
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
         return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
-    if (w->dnnl_plain && w->type != VG_MAT_GGUF && n >= DNNL_MIN_ROWS)
-        return vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
     if (w->type == VG_WEIGHTS_F32)
         return 0;
-    if (w->type == VG_MAT_GGUF && n <= 1)
-        return vg_q8k_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
-    if (n <= 1)
-        return w->cols + w->cols / VG_QK + 16; /* prepared x; or xq bytes + block scales */
-    return tile_rows(w) * w->cols;
+    if (w->type == VG_MAT_GGUF) {
+        if (n <= 1)
+            return vg_q8k_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
+        return tile_rows(w) * w->cols;
+    }
+    /* never less for more rows: a caller sizes its workspace for its largest n */
+    const size_t lim = small_limit(w);
+    size_t ws = small_ws_floats(VG_MIN(n, lim), w->cols);
+    if (n > lim) {
+        ws = VG_MAX(ws, tile_rows(w) * w->cols);
+        if (w->dnnl_plain)
+            ws = VG_MAX(ws, vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
+    }
+    return ws;
 }
 
 #define MAX_MULTI 4
@@ -270,11 +305,12 @@ typedef struct gemv_job {
     float *y[MAX_MULTI];
     size_t groups[MAX_MULTI];
     size_t n_mats, n_split; /* tasks = n_mats * n_split */
+    size_t n;               /* rows of x */
     const vg_kernels *k;
     const float *xp; /* BF16 */
     const int8_t *xq;
     const float *xd; /* Q8_0 */
-    vg_q8k x8k;      /* VG_MAT_GGUF */
+    vg_q8k x8k;      /* VG_MAT_GGUF (one row) */
     int level;
 } gemv_job;
 
@@ -289,25 +325,30 @@ static void gemv_task(void *arg, size_t i)
     if (w->type == VG_MAT_GGUF)
         vg_quant_gemv(j->level, w->gtype, w->p, w->group_bytes, w->cols, g0 * VG_PACK_ROWS,
                       VG_MIN(g1 * VG_PACK_ROWS, w->rows), &j->x8k, j->y[mi]);
-    else if (w->type == VG_WEIGHTS_BF16)
+    else if (w->type == VG_WEIGHTS_BF16 && j->n == 1)
         j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
-    else
+    else if (w->type == VG_WEIGHTS_BF16)
+        j->k->bf16_gemm(w->p, w->cols, w->rows, g0, g1, j->xp, j->n, j->y[mi], w->rows);
+    else if (j->n == 1)
         j->k->q8_gemv(w->p, w->cols, w->rows, g0, g1, j->xq, j->xd, j->y[mi]);
+    else
+        j->k->q8_gemm(w->p, w->cols, w->rows, g0, g1, j->xq, j->xd, j->n, j->y[mi], w->rows);
 }
 
-/* One row of x times count packed matrices of the same type and cols: x prepared (or quantized)
- * once, one pool region for all of them. */
-static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, float *const *y,
-                        size_t count, float *ws)
+/* n rows of x (n == 1 for VG_MAT_GGUF) times count packed matrices of the same type and cols: x
+ * prepared (or quantized) once, one pool region for all of them, each matrix's groups split
+ * into contiguous ranges so that every task streams one run of the packed weights once. */
+static void gemv_packed(vg_model *m, const float *x, size_t n, const vg_mat *const *w,
+                        float *const *y, size_t count, float *ws)
 {
     const size_t K = w[0]->cols;
-    gemv_job j = {.k = vg_kernels_get(-1), .n_mats = count};
+    gemv_job j = {.k = vg_kernels_get(-1), .n_mats = count, .n = n};
     size_t work = 0;
     for (size_t i = 0; i < count; i++) {
         j.w[i] = w[i];
         j.y[i] = y[i];
         j.groups[i] = (w[i]->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
-        work += w[i]->rows * K;
+        work += w[i]->rows * K * n;
     }
     /* small products are not worth waking a worker (a few microseconds) */
     const size_t nt = (size_t)vg_pool_threads(m->tpool);
@@ -317,12 +358,18 @@ static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, flo
         j.x8k = vg_q8k_view(ws, K);
         vg_q8k_quantize(x, K, &j.x8k);
     } else if (w[0]->type == VG_WEIGHTS_BF16) {
-        j.k->bf16_prep(x, K, ws);
+        if (n == 1)
+            j.k->bf16_prep(x, K, ws);
+        else
+            j.k->bf16_prep_n(x, n, K, ws);
         j.xp = ws;
     } else {
         float *xd = ws;
-        int8_t *xq = (int8_t *)(ws + K / VG_QK + 8);
-        vg_q8_quantize(x, K, xq, xd);
+        int8_t *xq = (int8_t *)(ws + n * (K / VG_QK) + 8);
+        if (n == 1)
+            vg_q8_quantize(x, K, xq, xd);
+        else
+            j.k->q8_prep_n(x, n, K, xq, xd);
         j.xq = xq;
         j.xd = xd;
     }
@@ -332,15 +379,23 @@ static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, flo
 void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
                      size_t count, float *ws)
 {
-    int same = n == 1 && count <= MAX_MULTI && w[0]->type != VG_WEIGHTS_F32;
+    int same = count <= MAX_MULTI && (w[0]->type == VG_MAT_GGUF ? n == 1 : small_rows(w[0], n));
     for (size_t i = 1; same && i < count; i++)
-        same = w[i]->type == w[0]->type && w[i]->cols == w[0]->cols;
+        same = w[i]->type == w[0]->type && w[i]->cols == w[0]->cols && (w[i]->p != NULL);
     if (!same) {
         for (size_t i = 0; i < count; i++)
             vg_matmul(m, x, n, w[i], NULL, y[i], ws);
         return;
     }
-    gemv_packed(m, x, w, y, count, ws);
+    gemv_packed(m, x, n, w, y, count, ws);
+}
+
+static void add_bias(float *y, size_t n, size_t N, const float *b)
+{
+    if (b)
+        for (size_t i = 0; i < n; i++)
+            for (size_t c = 0; c < N; c++)
+                y[i * N + c] += b[c];
 }
 
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
@@ -353,8 +408,13 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         vg_linear(x, n, K, w->f, b, N, y);
         return;
     }
-    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && n >= DNNL_MIN_ROWS &&
-                    vg_isa_level() >= VG_ISA_AVX512)) {
+    if (small_rows(w, n) || (w->type == VG_MAT_GGUF && n == 1)) {
+        gemv_packed(m, x, n, &w, &y, 1, ws);
+        add_bias(y, n, N, b);
+        return;
+    }
+    /* past the several-rows kernels: oneDNN where the matrix has a primitive */
+    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && vg_isa_level() >= VG_ISA_AVX512)) {
         if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
@@ -362,17 +422,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
                 y[i] = NAN;
             return;
         }
-        if (b)
-            for (size_t i = 0; i < n; i++)
-                for (size_t c = 0; c < N; c++)
-                    y[i * N + c] += b[c];
-        return;
-    }
-    if (n == 1) {
-        gemv_packed(m, x, &w, &y, 1, ws);
-        if (b)
-            for (size_t c = 0; c < N; c++)
-                y[c] += b[c];
+        add_bias(y, n, N, b);
         return;
     }
     const size_t T = tile_rows(w);
@@ -383,8 +433,5 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
                     (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
     }
-    if (b)
-        for (size_t i = 0; i < n; i++)
-            for (size_t c = 0; c < N; c++)
-                y[i * N + c] += b[c];
+    add_bias(y, n, N, b);
 }

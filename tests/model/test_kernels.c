@@ -8,7 +8,9 @@
  * Tolerances: a vectorized kernel computes the scalar kernel's function with another order of
  * float additions, so |y_level - y_scalar| <= 1e-5 * sum_k |w_k x_k| (float32 round-off over K up
  * to 4096 stays far below that). The scalar kernel itself is checked against double arithmetic on
- * the same packed values (BF16: the widened weights and x; Q8_0: the integer dots scaled).
+ * the same packed values (BF16: the widened weights and x; Q8_0: the integer dots scaled). The
+ * several-rows kernels (bf16_gemm, q8_gemm) are held to the same bound on the bf16-rounded x, and
+ * q8_gemm to bit equality with each level's q8_gemv row by row.
  */
 #include "common.h"
 #include "engine.h"
@@ -241,6 +243,101 @@ static void test_gemv_levels(void **state)
            vg_isa_name(vg_isa_detect()));
 }
 
+/* The several-rows kernels: n rows of x through bf16_gemm / q8_gemm at every level, on a split
+ * group range, y with a row stride wider than the matrix (the gap and padding rows untouched).
+ *  - bf16: against double arithmetic on the bf16-rounded x (1e-5 of sum |w x|), and the scalar
+ *    level equal, bit for bit, to its 1-row GEMV on the rounded row;
+ *  - q8_0: every level equal, bit for bit, to its own q8_gemv on vg_q8_quantize of each row. */
+static void check_rows(size_t rows, size_t K, size_t n)
+{
+    packed p;
+    make(&p, rows, K, 0.05f);
+    const size_t nb = K / VG_QK, ldy = rows + 3;
+    float *x = malloc(n * K * sizeof(float)), *xr = malloc(n * K * sizeof(float));
+    float *xp = malloc(n * K * sizeof(float)), *xp1 = malloc(K * sizeof(float));
+    float *xd = malloc(n * nb * sizeof(float)), *xd1 = malloc(nb * sizeof(float));
+    int8_t *xq = malloc(n * K), *xq1 = malloc(K);
+    float *y = malloc(n * ldy * sizeof(float)), *y1 = malloc((rows + 8) * sizeof(float));
+    double *yr = malloc(rows * sizeof(double)), *mag = malloc(rows * sizeof(double));
+    for (size_t i = 0; i < n * K; i++)
+        x[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+    vg_bf16_round(x, n * K, xr);
+    for (size_t i = 0; i < n * K; i++)
+        assert_true(xr[i] == vg_bf16_to_f32(vg_f32_to_bf16(x[i])));
+    const size_t mid = p.groups / 3;
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        const vg_kernels *kv = vg_kernels_get(lvl);
+        for (int kind = 0; kind < 2; kind++) {
+            for (size_t i = 0; i < n * ldy; i++)
+                y[i] = -12345.0f;
+            for (int part = 0; part < 2; part++) {
+                size_t g0 = part ? mid : 0, g1 = part ? p.groups : mid;
+                if (kind == 0) {
+                    kv->bf16_prep_n(x, n, K, xp);
+                    kv->bf16_gemm((const uint16_t *)(const void *)p.bf, K, rows, g0, g1, xp, n, y,
+                                  ldy);
+                } else {
+                    kv->q8_prep_n(x, n, K, xq, xd);
+                    kv->q8_gemm((const int8_t *)p.q8, K, rows, g0, g1, xq, xd, n, y, ldy);
+                }
+            }
+            for (size_t i = 0; i < n; i++) {
+                const float *yi = y + i * ldy;
+                if (kind == 0) {
+                    ref_bf16(&p, xr + i * K, yr, mag);
+                    for (size_t r = 0; r < rows; r++)
+                        if (!(fabs((double)yi[r] - yr[r]) <= 1e-5 * mag[r] + 1e-30))
+                            fail_msg("%s bf16_gemm rows %zu K %zu n %zu: x row %zu, row %zu: %g vs "
+                                     "%g (sum|wx| %g)",
+                                     vg_isa_name(lvl), rows, K, n, i, r, yi[r], yr[r], mag[r]);
+                    if (lvl == VG_ISA_SCALAR) {
+                        kv->bf16_prep(xr + i * K, K, xp1);
+                        kv->bf16_gemv((const uint16_t *)(const void *)p.bf, K, rows, 0, p.groups,
+                                      xp1, y1);
+                        assert_memory_equal(yi, y1, rows * sizeof(float));
+                    }
+                } else {
+                    vg_q8_quantize(x + i * K, K, xq1, xd1);
+                    assert_memory_equal(xd + i * nb, xd1, nb * sizeof(float));
+                    kv->q8_gemv((const int8_t *)p.q8, K, rows, 0, p.groups, xq1, xd1, y1);
+                    for (size_t r = 0; r < rows; r++)
+                        if (memcmp(&yi[r], &y1[r], sizeof(float)) != 0)
+                            fail_msg("%s q8_gemm rows %zu K %zu n %zu: x row %zu, row %zu: %.9g "
+                                     "vs q8_gemv %.9g",
+                                     vg_isa_name(lvl), rows, K, n, i, r, yi[r], y1[r]);
+                }
+                for (size_t r = rows; r < ldy; r++)
+                    assert_true(yi[r] == -12345.0f);
+            }
+        }
+    }
+    free(x);
+    free(xr);
+    free(xp);
+    free(xp1);
+    free(xd);
+    free(xd1);
+    free(xq);
+    free(xq1);
+    free(y);
+    free(y1);
+    free(yr);
+    free(mag);
+    unmake(&p);
+}
+
+static void test_gemm_levels(void **state)
+{
+    (void)state;
+    /* rows: whole and partial groups; K: odd and even numbers of Q8_0 blocks (the AVX-512 q8
+     * kernel alternates two accumulator sets); n: one, a partial block of x rows, several blocks */
+    const size_t shapes[][3] = {{1, 32, 1},    {5, 32, 3},    {7, 96, 4},    {13, 256, 5},
+                                {8, 160, 9},   {64, 1024, 2}, {37, 2048, 8}, {9, 6144, 6},
+                                {30, 512, 17}, {4, 64, 64}};
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        check_rows(shapes[i][0], shapes[i][1], shapes[i][2]);
+}
+
 static void test_read_xor(void **state)
 {
     (void)state;
@@ -408,11 +505,11 @@ static void test_pool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f16),       cmocka_unit_test(test_pack_roundtrip),
-        cmocka_unit_test(test_quantize),  cmocka_unit_test(test_gemv_levels),
-        cmocka_unit_test(test_isa_names), cmocka_unit_test(test_weight_types),
-        cmocka_unit_test(test_pool),      cmocka_unit_test(test_read_xor),
-        cmocka_unit_test(test_flash),
+        cmocka_unit_test(test_f16),          cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_quantize),     cmocka_unit_test(test_gemv_levels),
+        cmocka_unit_test(test_gemm_levels),  cmocka_unit_test(test_isa_names),
+        cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
