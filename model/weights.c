@@ -127,23 +127,33 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         return rc;
     const size_t K = (size_t)cols, R = (size_t)rows;
     const char *blocks = getenv("VG_GGUF_BLOCKS");
-    if (m->wtype == VG_WEIGHTS_Q8_0 && (t->dtype == VG_DT_Q4_K || t->dtype == VG_DT_Q6_K) &&
-        blocks && strcmp(blocks, "1") == 0) {
-        /* GGUF Q4_K / Q6_K kept as they are, multiplied by quant.c's kernels: 1.7x less memory
-         * than Q8_0 but, measured on the 2B shape (docs/gguf.md), half the decode speed of the
-         * packed VNNI Q8_0 kernel today, so only on request */
-        unsigned char *p = alloc_weights(m, t->nbytes);
+    const uint32_t gt = t->dtype == VG_DT_Q4_K   ? VG_GGML_Q4_K
+                        : t->dtype == VG_DT_Q5_K ? VG_GGML_Q5_K
+                        : t->dtype == VG_DT_Q6_K ? VG_GGML_Q6_K
+                                                 : UINT32_MAX;
+    if (m->wtype == VG_WEIGHTS_Q8_0 && vg_kq_supported(gt) && K % 256 == 0 &&
+        !(blocks && strcmp(blocks, "0") == 0)) {
+        /* GGUF Q4_K / Q5_K / Q6_K kept at their precision, repacked into interleaved row groups
+         * (quant.h) for the K-quant GEMV kernels; VG_GGUF_BLOCKS=0 requantizes to Q8_0 instead */
+        const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+        const size_t gb = vg_kq_group_bytes(gt, K), row_bytes = t->nbytes / R;
+        size_t bytes;
+        if (vg_mul_size(groups, gb, &bytes) < 0)
+            return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
+        unsigned char *p = alloc_weights(m, bytes);
         if (!p)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for tensor '%s' (%zu bytes)",
-                           name, t->nbytes);
-        memcpy(p, t->data, t->nbytes);
+                           name, bytes);
+        for (size_t g = 0; g < groups; g++)
+            vg_kq_pack_group(gt, (const unsigned char *)t->data + g * VG_PACK_ROWS * row_bytes,
+                             row_bytes, VG_MIN(VG_PACK_ROWS, R - g * VG_PACK_ROWS), K, p + g * gb);
         vg_model_drop_pages(t->data, t->nbytes);
         m->info.n_params += t->numel;
-        m->info.weight_bytes += t->nbytes;
+        m->info.weight_bytes += bytes;
         out->type = VG_MAT_GGUF;
-        out->gtype = t->dtype == VG_DT_Q4_K ? VG_GGML_Q4_K : VG_GGML_Q6_K;
+        out->gtype = gt;
         out->p = p;
-        out->group_bytes = t->nbytes / R;
+        out->group_bytes = gb;
         return 0;
     }
     const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
@@ -224,7 +234,9 @@ void vg_mat_row(const vg_mat *w, size_t r, float *dst)
         return;
     }
     if (w->type == VG_MAT_GGUF) {
-        vg_quant_dequant(w->gtype, (const unsigned char *)w->p + r * w->group_bytes, K, dst);
+        vg_kq_unpack_row(w->gtype,
+                         (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes, K,
+                         (int)(r % VG_PACK_ROWS), dst);
         return;
     }
     const unsigned char *grp = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
@@ -248,16 +260,26 @@ static size_t tile_rows(const vg_mat *w)
  * fast: both unpack the whole matrix once per call). */
 #define DNNL_MIN_ROWS 64
 
+/* Floats of workspace holding a GGUF K-quant matrix as kernels.h BF16 groups (several-rows path
+ * through oneDNN), 64-byte aligned. */
+static size_t gguf_bf16_floats(const vg_mat *w)
+{
+    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    return (groups * vg_pack_group_bytes_bf16(w->cols) + 128) / sizeof(float);
+}
+
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
         return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
-    if (w->dnnl_plain && w->type != VG_MAT_GGUF && n >= DNNL_MIN_ROWS)
+    if (w->dnnl_plain && w->type == VG_MAT_GGUF && n >= DNNL_MIN_ROWS)
+        return gguf_bf16_floats(w) + vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
+    if (w->dnnl_plain && n >= DNNL_MIN_ROWS)
         return vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
     if (w->type == VG_WEIGHTS_F32)
         return 0;
     if (w->type == VG_MAT_GGUF && n <= 1)
-        return vg_q8k_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
+        return vg_kq_act_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
     if (n <= 1)
         return w->cols + w->cols / VG_QK + 16; /* prepared x; or xq bytes + block scales */
     return tile_rows(w) * w->cols;
@@ -274,7 +296,7 @@ typedef struct gemv_job {
     const float *xp; /* BF16 */
     const int8_t *xq;
     const float *xd; /* Q8_0 */
-    vg_q8k x8k;      /* VG_MAT_GGUF */
+    vg_kq_act act;   /* VG_MAT_GGUF */
     int level;
 } gemv_job;
 
@@ -287,8 +309,7 @@ static void gemv_task(void *arg, size_t i)
     if (g0 == g1)
         return;
     if (w->type == VG_MAT_GGUF)
-        vg_quant_gemv(j->level, w->gtype, w->p, w->group_bytes, w->cols, g0 * VG_PACK_ROWS,
-                      VG_MIN(g1 * VG_PACK_ROWS, w->rows), &j->x8k, j->y[mi]);
+        vg_kq_gemv(j->level, w->gtype, w->p, w->cols, w->rows, g0, g1, &j->act, j->y[mi]);
     else if (w->type == VG_WEIGHTS_BF16)
         j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
     else
@@ -314,8 +335,8 @@ static void gemv_packed(vg_model *m, const float *x, const vg_mat *const *w, flo
     j.n_split = work >= ((size_t)1 << 18) && nt > 1 ? VG_POOL_SPLIT * nt : 1;
     if (w[0]->type == VG_MAT_GGUF) {
         j.level = vg_isa_level();
-        j.x8k = vg_q8k_view(ws, K);
-        vg_q8k_quantize(x, K, &j.x8k);
+        j.act = vg_kq_act_view(ws, K);
+        vg_kq_act_quantize(x, K, &j.act);
     } else if (w[0]->type == VG_WEIGHTS_BF16) {
         j.k->bf16_prep(x, K, ws);
         j.xp = ws;
@@ -343,6 +364,38 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
     gemv_packed(m, x, w, y, count, ws);
 }
 
+typedef struct bf16_job {
+    const vg_mat *w;
+    unsigned char *out;
+    size_t groups, parts;
+} bf16_job;
+
+static void bf16_task(void *arg, size_t i)
+{
+    const bf16_job *j = arg;
+    const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
+    for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
+        vg_kq_group_to_bf16(j->w->gtype, (const unsigned char *)j->w->p + g * j->w->group_bytes,
+                            j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
+}
+
+/* Several rows times a GGUF K-quant matrix through oneDNN: its groups are widened to kernels.h's
+ * BF16 groups in the workspace (split across the pool), which oneDNN's path for packed BF16 text
+ * matrices then multiplies (the rest of the workspace is its own). */
+static int gguf_dnnl(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+{
+    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    unsigned char *buf = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    const size_t nt = (size_t)vg_pool_threads(m->tpool);
+    bf16_job j = {.w = w, .out = buf, .groups = groups, .parts = nt > 1 ? VG_POOL_SPLIT * nt : 1};
+    vg_pool_run(m->tpool, j.parts, bf16_task, &j);
+    vg_mat t = *w;
+    t.type = VG_WEIGHTS_BF16;
+    t.p = buf;
+    t.group_bytes = vg_pack_group_bytes_bf16(w->cols);
+    return vg_dnnl_matmul(m, x, n, &t, y, ws + gguf_bf16_floats(w));
+}
+
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws)
 {
@@ -353,9 +406,9 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         vg_linear(x, n, K, w->f, b, N, y);
         return;
     }
-    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && n >= DNNL_MIN_ROWS &&
-                    vg_isa_level() >= VG_ISA_AVX512)) {
-        if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
+    if (w->dnnl || (w->dnnl_plain && n >= DNNL_MIN_ROWS && vg_isa_level() >= VG_ISA_AVX512)) {
+        if (w->type == VG_MAT_GGUF ? gguf_dnnl(m, x, n, w, y, ws) < 0
+                                   : vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
             for (size_t i = 0; i < n * N; i++)
