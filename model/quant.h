@@ -98,7 +98,13 @@ void vg_kq_act_quantize(const float *x, size_t K, vg_kq_act *a);
  * level: VG_ISA_* (kernels.h). */
 void vg_kq_gemv(int level, uint32_t ggml_type, const unsigned char *w, size_t K, size_t rows,
                 size_t g0, size_t g1, const vg_kq_act *x, float *y);
+/* vg_kq_group_to_bf16 at a level (VG_ISA_*): the AVX-512 widening when level allows, else the
+ * scalar one; the same bits either way. */
+void vg_kq_group_to_bf16_level(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                               uint16_t *dst);
 /* quant_x86.c: the AVX2 / AVX-512 kernels; 1 when handled at that level, 0 otherwise. */
+int vg_kq_group_to_bf16_x86(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                            uint16_t *dst);
 int vg_kq_gemv_x86(int level, uint32_t ggml_type, const unsigned char *w, size_t K, size_t rows,
                    size_t g0, size_t g1, const vg_kq_act *x, float *y);
 

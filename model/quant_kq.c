@@ -225,6 +225,13 @@ void vg_kq_group_to_bf16(uint32_t t, const unsigned char *group, size_t K, uint1
         }
 }
 
+void vg_kq_group_to_bf16_level(int level, uint32_t t, const unsigned char *group, size_t K,
+                               uint16_t *dst)
+{
+    if (!vg_kq_group_to_bf16_x86(level, t, group, K, dst))
+        vg_kq_group_to_bf16(t, group, K, dst);
+}
+
 /* ---- the activation ---- */
 
 size_t vg_kq_act_bytes(size_t K)

@@ -330,6 +330,95 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
     }
 }
 
+/* The chunk at c (sub-block of a record) as unsigned bytes: *lo the values 0-15 of each row (row
+ * r in 128-bit lane r), *hi the values 16-31. */
+T_AVX512 static inline void widen512(uint32_t t, const unsigned char *c, __m512i *lo, __m512i *hi)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i v = _mm512_loadu_si512((const void *)c);
+    *lo = _mm512_and_si512(v, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if (t == VG_GGML_Q5_K) {
+        const __m512i v16 = _mm512_set1_epi8(0x10);
+        uint64_t bl, bh;
+        memcpy(&bl, c + 64, 8);
+        memcpy(&bh, c + 72, 8);
+        *lo = _mm512_mask_add_epi8(*lo, (__mmask64)bl, *lo, v16);
+        *hi = _mm512_mask_add_epi8(*hi, (__mmask64)bh, *hi, v16);
+    } else if (t == VG_GGML_Q6_K) {
+        const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+        const __m512i h =
+            _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 4), 1);
+        *lo = _mm512_or_si512(*lo, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(3)), 4));
+        *hi = _mm512_or_si512(*hi, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(12)), 2));
+    }
+}
+
+/* 16 unsigned bytes -> (scale * q) - min (Q6_K: scale * (q - 32)), float32 as the scalar unpacking
+ * computes it (no fused multiply-add), rounded to bf16 (to nearest even; the values are finite). */
+T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale, __m512 min)
+{
+    __m512 q = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(q8), off));
+    __m512i u = _mm512_castps_si512(_mm512_sub_ps(_mm512_mul_ps(scale, q), min));
+    u = _mm512_add_epi32(
+        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16));
+}
+
+#define DEQ_ROW(r)                                                                                 \
+    do {                                                                                           \
+        float sl, sh, ml = 0.0f, mh = 0.0f;                                                        \
+        if (q6) {                                                                                  \
+            const int8_t *sc6 = (const int8_t *)(rec + 16 + 16 * (r));                             \
+            sl = d[r] * (float)sc6[2 * s];                                                         \
+            sh = d[r] * (float)sc6[2 * s + 1];                                                     \
+        } else {                                                                                   \
+            sl = sh = d[r] * (float)rec[32 + 8 * (r) + s];                                         \
+            ml = mh = dm[r] * (float)rec[64 + 8 * (r) + s];                                        \
+        }                                                                                          \
+        uint16_t *o = out + (r)*32;                                                                \
+        _mm256_storeu_si256((__m256i *)(void *)o,                                                  \
+                            deq16_bf16(_mm512_extracti32x4_epi32(lo, r), off, _mm512_set1_ps(sl),  \
+                                       _mm512_set1_ps(ml)));                                       \
+        _mm256_storeu_si256((__m256i *)(void *)(o + 16),                                           \
+                            deq16_bf16(_mm512_extracti32x4_epi32(hi, r), off, _mm512_set1_ps(sh),  \
+                                       _mm512_set1_ps(mh)));                                       \
+    } while (0)
+
+T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, size_t K,
+                                       uint16_t *dst)
+{
+    const int q6 = t == VG_GGML_Q6_K;
+    const size_t rb = t == VG_GGML_Q4_K ? 608 : t == VG_GGML_Q5_K ? 736 : 848;
+    const size_t hdr = q6 ? 80 : 96, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const __m512i off = _mm512_set1_epi32(q6 ? 32 : 0);
+    for (size_t b = 0; b < K / 256; b++) {
+        const unsigned char *rec = group + b * rb;
+        float d[4], dm[4];
+        memcpy(d, rec, 16);
+        memcpy(dm, rec + 16, 16); /* Q6_K: the scales, unused */
+        for (int s = 0; s < 8; s++) {
+            __m512i lo, hi;
+            widen512(t, rec + hdr + (size_t)s * cb, &lo, &hi);
+            uint16_t *out = dst + (8 * b + (size_t)s) * 4 * 32; /* [K / 32][4][32] */
+            DEQ_ROW(0);
+            DEQ_ROW(1);
+            DEQ_ROW(2);
+            DEQ_ROW(3);
+        }
+    }
+}
+
+int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, size_t K,
+                            uint16_t *dst)
+{
+    if ((t != VG_GGML_Q4_K && t != VG_GGML_Q5_K && t != VG_GGML_Q6_K) || level < VG_ISA_AVX512)
+        return 0;
+    group_bf16_avx512(t, group, K, dst);
+    return 1;
+}
+
 int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size_t rows, size_t g0,
                    size_t g1, const vg_kq_act *x, float *y)
 {
@@ -353,6 +442,12 @@ int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size
                    size_t g1, const vg_kq_act *x, float *y)
 {
     (void)level, (void)t, (void)w, (void)K, (void)rows, (void)g0, (void)g1, (void)x, (void)y;
+    return 0;
+}
+int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, size_t K,
+                            uint16_t *dst)
+{
+    (void)level, (void)t, (void)group, (void)K, (void)dst;
     return 0;
 }
 #endif

@@ -259,6 +259,9 @@ static size_t tile_rows(const vg_mat *w)
 /* Rows from which a packed text matrix goes through oneDNN (below, widening tiles + sgemm is as
  * fast: both unpack the whole matrix once per call). */
 #define DNNL_MIN_ROWS 64
+/* For a GGUF K-quant matrix the rows of x are not worth a threshold: every several-rows product
+ * widens the whole matrix once, and oneDNN's bf16 matmul is the fastest user of the result. */
+#define GGUF_DNNL_MIN_ROWS 2
 
 /* Floats of workspace holding a GGUF K-quant matrix as kernels.h BF16 groups (several-rows path
  * through oneDNN), 64-byte aligned. */
@@ -272,8 +275,9 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
         return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
-    if (w->dnnl_plain && w->type == VG_MAT_GGUF && n >= DNNL_MIN_ROWS)
-        return gguf_bf16_floats(w) + vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
+    if (w->dnnl_plain && w->type == VG_MAT_GGUF && n >= GGUF_DNNL_MIN_ROWS)
+        return VG_MAX(tile_rows(w) * w->cols, /* the sgemm path below the avx512 level */
+                      gguf_bf16_floats(w) + vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
     if (w->dnnl_plain && n >= DNNL_MIN_ROWS)
         return vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols);
     if (w->type == VG_WEIGHTS_F32)
@@ -368,6 +372,7 @@ typedef struct bf16_job {
     const vg_mat *w;
     unsigned char *out;
     size_t groups, parts;
+    int level;
 } bf16_job;
 
 static void bf16_task(void *arg, size_t i)
@@ -375,8 +380,9 @@ static void bf16_task(void *arg, size_t i)
     const bf16_job *j = arg;
     const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
     for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
-        vg_kq_group_to_bf16(j->w->gtype, (const unsigned char *)j->w->p + g * j->w->group_bytes,
-                            j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
+        vg_kq_group_to_bf16_level(j->level, j->w->gtype,
+                                  (const unsigned char *)j->w->p + g * j->w->group_bytes,
+                                  j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
 }
 
 /* Several rows times a GGUF K-quant matrix through oneDNN: its groups are widened to kernels.h's
@@ -387,7 +393,11 @@ static int gguf_dnnl(vg_model *m, const float *x, size_t n, const vg_mat *w, flo
     const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
     unsigned char *buf = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     const size_t nt = (size_t)vg_pool_threads(m->tpool);
-    bf16_job j = {.w = w, .out = buf, .groups = groups, .parts = nt > 1 ? VG_POOL_SPLIT * nt : 1};
+    bf16_job j = {.w = w,
+                  .out = buf,
+                  .groups = groups,
+                  .parts = nt > 1 ? VG_POOL_SPLIT * nt : 1,
+                  .level = vg_isa_level()};
     vg_pool_run(m->tpool, j.parts, bf16_task, &j);
     vg_mat t = *w;
     t.type = VG_WEIGHTS_BF16;
@@ -406,7 +416,9 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         vg_linear(x, n, K, w->f, b, N, y);
         return;
     }
-    if (w->dnnl || (w->dnnl_plain && n >= DNNL_MIN_ROWS && vg_isa_level() >= VG_ISA_AVX512)) {
+    if (w->dnnl ||
+        (w->dnnl_plain && n >= (w->type == VG_MAT_GGUF ? GGUF_DNNL_MIN_ROWS : DNNL_MIN_ROWS) &&
+         vg_isa_level() >= VG_ISA_AVX512)) {
         if (w->type == VG_MAT_GGUF ? gguf_dnnl(m, x, n, w, y, ws) < 0
                                    : vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */

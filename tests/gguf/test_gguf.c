@@ -436,7 +436,7 @@ static void test_kq_layout(void **state)
     float *x = malloc(K * sizeof *x), *row = malloc(K * sizeof *row),
           *got = malloc(K * sizeof *got);
     unsigned char *q = malloc(R * K), *xb = malloc(vg_kq_act_bytes(K) + 3);
-    uint16_t *bf = malloc(4 * K * sizeof *bf);
+    uint16_t *bf = malloc(8 * K * sizeof *bf);
     assert_true(x && row && got && q && xb && bf);
     uint64_t s = 14;
     for (size_t i = 0; i < K; i++)
@@ -473,8 +473,13 @@ static void test_kq_layout(void **state)
                 if (memcmp(&row[k], &got[k], 4) != 0)
                     fail_msg("%s row %zu value %zu: unpacked %.9g, dequantized %.9g",
                              vg_ggml_type_name(types[t]), r, k, (double)got[k], (double)row[k]);
-            if (r % 4 == 0)
+            if (r % 4 == 0) {
                 vg_kq_group_to_bf16(types[t], p + (r / 4) * gb, K, bf);
+                for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+                    vg_kq_group_to_bf16_level(lvl, types[t], p + (r / 4) * gb, K, bf + K * 4);
+                    assert_memory_equal(bf, bf + K * 4, K * 4 * sizeof *bf);
+                }
+            }
             for (size_t k = 0; k < K; k++)
                 assert_int_equal(bf[(k / 32 * 4 + r % 4) * 32 + k % 32], vg_f32_to_bf16(row[k]));
         }
