@@ -102,7 +102,13 @@ void vg_kq_gemv(int level, uint32_t ggml_type, const unsigned char *w, size_t K,
  * scalar one; the same bits either way. */
 void vg_kq_group_to_bf16_level(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
                                uint16_t *dst);
+/* The whole group as 4 rows of K float32 values (dst[r * K + k]), equal to vg_kq_unpack_row of
+ * each row; vectorized from the avx2 level on. */
+void vg_kq_group_to_f32_level(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                              float *dst);
 /* quant_x86.c: the AVX2 / AVX-512 kernels; 1 when handled at that level, 0 otherwise. */
+int vg_kq_group_to_f32_x86(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                           float *dst);
 int vg_kq_group_to_bf16_x86(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
                             uint16_t *dst);
 int vg_kq_gemv_x86(int level, uint32_t ggml_type, const unsigned char *w, size_t K, size_t rows,

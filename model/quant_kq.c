@@ -232,6 +232,14 @@ void vg_kq_group_to_bf16_level(int level, uint32_t t, const unsigned char *group
         vg_kq_group_to_bf16(t, group, K, dst);
 }
 
+void vg_kq_group_to_f32_level(int level, uint32_t t, const unsigned char *group, size_t K,
+                              float *dst)
+{
+    if (!vg_kq_group_to_f32_x86(level, t, group, K, dst))
+        for (int r = 0; r < KQ_R; r++)
+            vg_kq_unpack_row(t, group, K, r, dst + (size_t)r * K);
+}
+
 /* ---- the activation ---- */
 
 size_t vg_kq_act_bytes(size_t K)

@@ -204,6 +204,88 @@ T_AVX2 static void gemv_q6k_avx2(const unsigned char *w, size_t K, size_t rows, 
     }
 }
 
+/* The chunk at c as unsigned bytes, two rows a register: lo[h] the values 0-15 of rows 2h (low
+ * lane) and 2h + 1 (high lane), hi[h] the values 16-31. */
+T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i lo[2], __m256i hi[2])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+    for (int h = 0; h < 2; h++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32 * h));
+        lo[h] = _mm256_and_si256(v, m4);
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (t == VG_GGML_Q5_K) {
+            uint32_t bl, bh;
+            memcpy(&bl, c + 64 + 4 * h, 4);
+            memcpy(&bh, c + 72 + 4 * h, 4);
+            lo[h] = _mm256_or_si256(lo[h], bits_to_16(bl));
+            hi[h] = _mm256_or_si256(hi[h], bits_to_16(bh));
+        } else if (t == VG_GGML_Q6_K) {
+            const __m256i x = h ? _mm256_srli_epi16(hb, 4) : hb;
+            lo[h] = _mm256_or_si256(lo[h],
+                                    _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi8(3)), 4));
+            hi[h] = _mm256_or_si256(
+                hi[h], _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi8(12)), 2));
+        }
+    }
+}
+
+/* 8 unsigned bytes -> (scale * q) - min (Q6_K: scale * (q - 32)) as the scalar unpacking computes
+ * it (no fused multiply-add). */
+T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float min, float *o)
+{
+    __m256 q = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(q8), off));
+    _mm256_storeu_ps(o,
+                     _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(scale), q), _mm256_set1_ps(min)));
+}
+
+T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
+{
+    const int q6 = t == VG_GGML_Q6_K;
+    const size_t rb = t == VG_GGML_Q4_K ? 608 : t == VG_GGML_Q5_K ? 736 : 848;
+    const size_t hdr = q6 ? 80 : 96, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const __m256i off = _mm256_set1_epi32(q6 ? 32 : 0);
+    for (size_t b = 0; b < K / 256; b++) {
+        const unsigned char *rec = group + b * rb;
+        float d[4], dm[4];
+        memcpy(d, rec, 16);
+        memcpy(dm, rec + 16, 16); /* Q6_K: the scales, unused */
+        for (int s = 0; s < 8; s++) {
+            __m256i lo[2], hi[2];
+            widen256(t, rec + hdr + (size_t)s * cb, lo, hi);
+            for (int r = 0; r < 4; r++) {
+                float sl, sh, ml = 0.0f;
+                if (q6) {
+                    const int8_t *sc6 = (const int8_t *)(rec + 16 + 16 * r);
+                    sl = d[r] * (float)sc6[2 * s];
+                    sh = d[r] * (float)sc6[2 * s + 1];
+                } else {
+                    sl = sh = d[r] * (float)rec[32 + 8 * r + s];
+                    ml = dm[r] * (float)rec[64 + 8 * r + s];
+                }
+                /* row r: lane r % 2 of register r / 2 */
+                const __m128i l = (r & 1) ? _mm256_extracti128_si256(lo[r / 2], 1)
+                                          : _mm256_castsi256_si128(lo[r / 2]);
+                const __m128i h = (r & 1) ? _mm256_extracti128_si256(hi[r / 2], 1)
+                                          : _mm256_castsi256_si128(hi[r / 2]);
+                float *o = dst + (size_t)r * K + 256 * b + 32 * (size_t)s;
+                deq8_f32(l, off, sl, ml, o);
+                deq8_f32(_mm_srli_si128(l, 8), off, sl, ml, o + 8);
+                deq8_f32(h, off, sh, ml, o + 16);
+                deq8_f32(_mm_srli_si128(h, 8), off, sh, ml, o + 24);
+            }
+        }
+    }
+}
+
+int vg_kq_group_to_f32_x86(int level, uint32_t t, const unsigned char *group, size_t K, float *dst)
+{
+    if ((t != VG_GGML_Q4_K && t != VG_GGML_Q5_K && t != VG_GGML_Q6_K) || level < VG_ISA_AVX2)
+        return 0;
+    group_f32_avx2(t, group, K, dst);
+    return 1;
+}
+
 /* ================================ AVX-512 VNNI ================================ */
 
 /* Each row's float (at p, four of them) in its 128-bit lane, times dx. */
@@ -446,6 +528,11 @@ int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size
 }
 int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, size_t K,
                             uint16_t *dst)
+{
+    (void)level, (void)t, (void)group, (void)K, (void)dst;
+    return 0;
+}
+int vg_kq_group_to_f32_x86(int level, uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
     (void)level, (void)t, (void)group, (void)K, (void)dst;
     return 0;

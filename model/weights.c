@@ -443,8 +443,15 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
     const size_t T = tile_rows(w);
     for (size_t r0 = 0; r0 < N; r0 += T) {
         size_t t = VG_MIN(T, N - r0);
-        for (size_t r = 0; r < t; r++)
-            vg_mat_row(w, r0 + r, ws + r * K);
+        if (w->type == VG_MAT_GGUF) /* whole groups: T is a multiple of VG_PACK_ROWS */
+            for (size_t r = 0; r < t; r += VG_PACK_ROWS)
+                vg_kq_group_to_f32_level(vg_isa_level(), w->gtype,
+                                         (const unsigned char *)w->p +
+                                             (r0 + r) / VG_PACK_ROWS * w->group_bytes,
+                                         K, ws + r * K);
+        else
+            for (size_t r = 0; r < t; r++)
+                vg_mat_row(w, r0 + r, ws + r * K);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
                     (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
     }

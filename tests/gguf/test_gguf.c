@@ -437,6 +437,7 @@ static void test_kq_layout(void **state)
           *got = malloc(K * sizeof *got);
     unsigned char *q = malloc(R * K), *xb = malloc(vg_kq_act_bytes(K) + 3);
     uint16_t *bf = malloc(8 * K * sizeof *bf);
+    float *f4 = malloc(4 * K * sizeof *f4);
     assert_true(x && row && got && q && xb && bf);
     uint64_t s = 14;
     for (size_t i = 0; i < K; i++)
@@ -478,6 +479,11 @@ static void test_kq_layout(void **state)
                 for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
                     vg_kq_group_to_bf16_level(lvl, types[t], p + (r / 4) * gb, K, bf + K * 4);
                     assert_memory_equal(bf, bf + K * 4, K * 4 * sizeof *bf);
+                    vg_kq_group_to_f32_level(lvl, types[t], p + (r / 4) * gb, K, f4);
+                    for (size_t rr = 0; rr < 4 && r + rr < R; rr++) { /* vs unpack_row */
+                        vg_kq_unpack_row(types[t], p + (r / 4) * gb, K, (int)rr, got);
+                        assert_memory_equal(f4 + rr * K, got, K * sizeof *got);
+                    }
                 }
             }
             for (size_t k = 0; k < K; k++)
@@ -523,6 +529,7 @@ static void test_kq_layout(void **state)
     free(q);
     free(xb);
     free(bf);
+    free(f4);
 }
 
 static int setup(void **state)
