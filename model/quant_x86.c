@@ -209,7 +209,9 @@ T_AVX2 static void gemv_q6k_avx2(const unsigned char *w, size_t K, size_t rows, 
 T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i lo[2], __m256i hi[2])
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+    const __m256i hb = t == VG_GGML_Q6_K
+                           ? _mm256_loadu_si256((const __m256i *)(const void *)(c + 64))
+                           : _mm256_setzero_si256(); /* Q4_K's chunk ends at c + 64 */
     for (int h = 0; h < 2; h++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32 * h));
         lo[h] = _mm256_and_si256(v, m4);
