@@ -45,20 +45,20 @@ void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
 
 /* ---------------------------------------------------------------------------------------------------
  * The interleaved K-quant layout (quant_kq.c, quant_x86.c): GGUF Q4_K, Q5_K and Q6_K matrices
- * kept at their own precision (4.75, 5.75, 6.625 bits a value), repacked at load so that a GEMV
+ * kept at their own precision (4.625, 5.625, 6.5625 bits a value), repacked at load so that a GEMV
  * streams each thread's rows sequentially, as the packed Q8_0 groups of kernels.h do.
  *
  * A matrix W[rows][K] (K a multiple of 256) is cut into groups of VG_PACK_ROWS = 4 rows (the last
  * padded with zero rows); a group is K / 256 superblock records, one per 256 columns, each holding
  * the four rows' GGUF blocks for those columns with the scales unpacked:
- *  - Q4_K / Q5_K: float d[4], float dmin[4] (the blocks' fp16 values, exact), uint8 sc[4][8],
- *    uint8 m[4][8] (the six-bit sub-block scales and mins), then per sub-block s (32 columns) a
- *    chunk of 64 bytes: byte p = 16 r + j holds value j of row r's sub-block in its low nibble and
- *    value j + 16 in its high nibble; Q5_K adds 16 bytes: the fifth bits of the low values (bit p
- *    of a little-endian uint64), then of the high values. 608 / 736 bytes a record.
- *  - Q6_K: float d[4], int8 sc[4][16], then per sub-block 64 nibble bytes as above and 32 bytes
+ *  - Q4_K / Q5_K: fp16 d[4], fp16 dmin[4] (the blocks' own), uint8 sc[4][8], uint8 m[4][8] (the
+ *    six-bit sub-block scales and mins), then per sub-block s (32 columns) a chunk of 64 bytes:
+ *    byte p = 16 r + j holds value j of row r's sub-block in its low nibble and value j + 16 in
+ *    its high nibble; Q5_K adds 16 bytes: the fifth bits of the low values (bit p of a
+ *    little-endian uint64), then of the high values. 592 / 720 bytes a record.
+ *  - Q6_K: fp16 d[4], int8 sc[4][16], then per sub-block 64 nibble bytes as above and 32 bytes
  *    of the two high bits: byte k holds, for nibble byte k, the low value's in bits 0-1 and the
- *    high value's in bits 2-3, and for nibble byte k + 32 the same in bits 4-7. 848 bytes.
+ *    high value's in bits 2-3, and for nibble byte k + 32 the same in bits 4-7. 840 bytes.
  * Values: Q4_K / Q5_K (d * sc) * q - (dmin * m), Q6_K (d * sc) * (q - 32), float32 as gguf-py
  * computes them (vg_kq_unpack_row equals vg_quant_dequant of the original rows bit for bit).
  *

@@ -22,11 +22,11 @@ static size_t rec_bytes(uint32_t t)
 {
     switch (t) {
     case VG_GGML_Q4_K:
-        return 96 + 8 * 64;
+        return 80 + 8 * 64;
     case VG_GGML_Q5_K:
-        return 96 + 8 * 80;
+        return 80 + 8 * 80;
     case VG_GGML_Q6_K:
-        return 80 + 8 * 96;
+        return 72 + 8 * 96;
     default:
         return 0;
     }
@@ -49,11 +49,11 @@ static float f16(const unsigned char *p)
     return vg_f16_to_f32_k(h);
 }
 
-/* One GGUF superblock decoded: q[256] unsigned (4, 5 or 6 bits), the float32 d (and dmin), the
+/* One GGUF superblock decoded: q[256] unsigned (4, 5 or 6 bits), the fp16 d (and dmin), the
  * sub-block scales (8 unsigned, or 16 signed for Q6_K) and mins. */
 typedef struct sb {
     uint8_t q[256];
-    float d, dmin;
+    uint16_t dh, dminh; /* the fp16 d and dmin */
     int8_t sc6[16];
     uint8_t sc[8], m[8];
 } sb;
@@ -69,12 +69,12 @@ static void decode_block(uint32_t t, const unsigned char *b, sb *o)
             o->q[i] = (uint8_t)(lo | (hi << 4));
         }
         memcpy(o->sc6, b + 192, 16);
-        o->d = f16(b + 208);
-        o->dmin = 0.0f;
+        memcpy(&o->dh, b + 208, 2);
+        o->dminh = 0;
         return;
     }
-    o->d = f16(b);
-    o->dmin = f16(b + 2);
+    memcpy(&o->dh, b, 2);
+    memcpy(&o->dminh, b + 2, 2);
     const unsigned char *s = b + 4;
     for (int j = 0; j < 4; j++) {
         o->sc[j] = s[j] & 63;
@@ -114,18 +114,18 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
         unsigned char *chunks;
         if (t == VG_GGML_Q6_K) {
             for (int r = 0; r < KQ_R; r++) {
-                memcpy(rec + 4 * r, &blk[r].d, 4);
-                memcpy(rec + 16 + 16 * r, blk[r].sc6, 16);
+                memcpy(rec + 2 * r, &blk[r].dh, 2);
+                memcpy(rec + 8 + 16 * r, blk[r].sc6, 16);
             }
-            hdr_end = rec + 80;
+            hdr_end = rec + 72;
         } else {
             for (int r = 0; r < KQ_R; r++) {
-                memcpy(rec + 4 * r, &blk[r].d, 4);
-                memcpy(rec + 16 + 4 * r, &blk[r].dmin, 4);
-                memcpy(rec + 32 + 8 * r, blk[r].sc, 8);
-                memcpy(rec + 64 + 8 * r, blk[r].m, 8);
+                memcpy(rec + 2 * r, &blk[r].dh, 2);
+                memcpy(rec + 8 + 2 * r, &blk[r].dminh, 2);
+                memcpy(rec + 16 + 8 * r, blk[r].sc, 8);
+                memcpy(rec + 48 + 8 * r, blk[r].m, 8);
             }
-            hdr_end = rec + 96;
+            hdr_end = rec + 80;
         }
         chunks = (unsigned char *)hdr_end;
         const size_t cb = (rb - (size_t)(hdr_end - rec)) / 8;
@@ -157,7 +157,7 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
 /* Row r of superblock record rec back to its 256 unsigned quants. */
 static void record_quants(uint32_t t, const unsigned char *rec, int r, uint8_t q[256])
 {
-    const size_t hdr = t == VG_GGML_Q6_K ? 80 : 96, cb = (rec_bytes(t) - hdr) / 8;
+    const size_t hdr = t == VG_GGML_Q6_K ? 72 : 80, cb = (rec_bytes(t) - hdr) / 8;
     for (int s = 0; s < 8; s++) {
         const unsigned char *c = rec + hdr + (size_t)s * cb;
         for (int j = 0; j < 16; j++) {
@@ -182,19 +182,17 @@ static void unpack_sb(uint32_t t, const unsigned char *rec, int r, float *y)
 {
     uint8_t q[256];
     record_quants(t, rec, r, q);
-    float d;
-    memcpy(&d, rec + 4 * r, 4);
+    const float d = f16(rec + 2 * r);
     if (t == VG_GGML_Q6_K) {
-        const int8_t *sc = (const int8_t *)(rec + 16 + 16 * r);
+        const int8_t *sc = (const int8_t *)(rec + 8 + 16 * r);
         for (int i = 0; i < 256; i++) {
             float ds = d * (float)sc[i / 16];
             y[i] = ds * (float)((int)q[i] - 32);
         }
         return;
     }
-    float dmin;
-    memcpy(&dmin, rec + 16 + 4 * r, 4);
-    const uint8_t *sc = rec + 32 + 8 * r, *m = rec + 64 + 8 * r;
+    const float dmin = f16(rec + 8 + 2 * r);
+    const uint8_t *sc = rec + 16 + 8 * r, *m = rec + 48 + 8 * r;
     for (int s = 0; s < 8; s++) {
         float dl = d * (float)sc[s], ml = dmin * (float)m[s];
         for (int j = 0; j < 32; j++) {
@@ -297,10 +295,9 @@ static void gemv_group_scalar(uint32_t t, const unsigned char *grp, size_t K, co
         const float dx = x->d[b];
         for (int r = 0; r < KQ_R; r++) {
             record_quants(t, rec, r, q);
-            float d;
-            memcpy(&d, rec + 4 * r, 4);
+            const float d = f16(rec + 2 * r);
             if (t == VG_GGML_Q6_K) {
-                const int8_t *sc = (const int8_t *)(rec + 16 + 16 * r);
+                const int8_t *sc = (const int8_t *)(rec + 8 + 16 * r);
                 int32_t sumi = 0, off = 0;
                 for (int g = 0; g < 16; g++) {
                     int32_t si = 0;
@@ -311,9 +308,8 @@ static void gemv_group_scalar(uint32_t t, const unsigned char *grp, size_t K, co
                 }
                 acc[r] += dx * d * (float)(sumi - 32 * off);
             } else {
-                float dmin;
-                memcpy(&dmin, rec + 16 + 4 * r, 4);
-                const uint8_t *sc = rec + 32 + 8 * r, *m = rec + 64 + 8 * r;
+                const float dmin = f16(rec + 8 + 2 * r);
+                const uint8_t *sc = rec + 16 + 8 * r, *m = rec + 48 + 8 * r;
                 int32_t sumi = 0, summ = 0;
                 for (int s = 0; s < 8; s++) {
                     int32_t si = 0;

@@ -41,6 +41,12 @@ T_AVX2 static inline float hsum128(__m128 s)
     return _mm_cvtss_f32(s);
 }
 
+/* Four fp16 values at p as float32 (exact). */
+T_AVX2 static inline void half4(const unsigned char *p, float out[4])
+{
+    _mm_storeu_ps(out, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+
 /* 0x10 in byte p where bit p of m is set. */
 T_AVX2 static inline __m256i bits_to_16(uint32_t m)
 {
@@ -56,14 +62,15 @@ T_AVX2 static inline __m256i bits_to_16(uint32_t m)
 T_AVX2 static inline __m256 pair_scale(const unsigned char *p, int a, float dx)
 {
     const __m256i idx = _mm256_setr_epi32(a, a, a, a, a + 1, a + 1, a + 1, a + 1);
-    __m256 v = _mm256_castps128_ps256(_mm_loadu_ps((const float *)(const void *)p));
+    __m256 v =
+        _mm256_castps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)));
     return _mm256_mul_ps(_mm256_permutevar8x32_ps(v, idx), _mm256_set1_ps(dx));
 }
 
 T_AVX2 static void gemv_q45k_avx2(int q5, const unsigned char *w, size_t K, size_t rows, size_t g0,
                                   size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = q5 ? 736 : 608, cb = q5 ? 80 : 64;
+    const size_t nb = K / 256, rb = q5 ? 720 : 592, cb = q5 ? 80 : 64;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     /* byte s (row 0 / 2) in the low lane, 8 + s (row 1 / 3) in the high lane, zero-extended */
     const __m256i sbase = _mm256_setr_epi16(
@@ -77,12 +84,12 @@ T_AVX2 static void gemv_q45k_avx2(int q5, const unsigned char *w, size_t K, size
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
             const __m256i sc01 = _mm256_broadcastsi128_si256(
-                _mm_loadu_si128((const __m128i *)(const void *)(rec + 32)));
+                _mm_loadu_si128((const __m128i *)(const void *)(rec + 16)));
             const __m256i sc23 = _mm256_broadcastsi128_si256(
-                _mm_loadu_si128((const __m128i *)(const void *)(rec + 48)));
+                _mm_loadu_si128((const __m128i *)(const void *)(rec + 32)));
             __m256i a0 = _mm256_setzero_si256(), a1 = a0;
             for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + 96 + (size_t)s * cb;
+                const unsigned char *c = rec + 80 + (size_t)s * cb;
                 const __m256i sm = _mm256_add_epi16(sbase, _mm256_set1_epi16((short)s));
                 const __m256i xl = _mm256_broadcastsi128_si256(
                     _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
@@ -113,16 +120,16 @@ T_AVX2 static void gemv_q45k_avx2(int q5, const unsigned char *w, size_t K, size
             const __m256i bs = _mm256_broadcastsi128_si256(
                 _mm_loadu_si128((const __m128i *)(const void *)(x->bs32 + 8 * b)));
             const __m256i mm0 = _mm256_madd_epi16(
-                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(rec + 64))),
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(rec + 48))),
                 bs);
             const __m256i mm1 = _mm256_madd_epi16(
-                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(rec + 80))),
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(rec + 64))),
                 bs);
             const float dx = x->d[b];
             f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), pair_scale(rec, 0, dx), f0);
             f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), pair_scale(rec, 2, dx), f1);
-            f0 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mm0), pair_scale(rec + 16, 0, dx), f0);
-            f1 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mm1), pair_scale(rec + 16, 2, dx), f1);
+            f0 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mm0), pair_scale(rec + 8, 0, dx), f0);
+            f1 = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mm1), pair_scale(rec + 8, 2, dx), f1);
         }
         const float out[4] = {
             hsum128(_mm256_castps256_ps128(f0)), hsum128(_mm256_extractf128_ps(f0, 1)),
@@ -146,7 +153,7 @@ T_AVX2 static inline __m256i q6_offset(const unsigned char *sc, __m256i bs)
 T_AVX2 static void gemv_q6k_avx2(const unsigned char *w, size_t K, size_t rows, size_t g0,
                                  size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = 848;
+    const size_t nb = K / 256, rb = 840;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(0x03),
                   mc = _mm256_set1_epi8(0x0c);
     for (size_t g = g0; g < g1; g++) {
@@ -156,11 +163,11 @@ T_AVX2 static void gemv_q6k_avx2(const unsigned char *w, size_t K, size_t rows, 
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
             /* int8 scales: row 0 / 2 in the low lane, row 1 / 3 in the high lane */
-            const __m256i sc01 = _mm256_loadu_si256((const __m256i *)(const void *)(rec + 16));
-            const __m256i sc23 = _mm256_loadu_si256((const __m256i *)(const void *)(rec + 48));
+            const __m256i sc01 = _mm256_loadu_si256((const __m256i *)(const void *)(rec + 8));
+            const __m256i sc23 = _mm256_loadu_si256((const __m256i *)(const void *)(rec + 40));
             __m256i a0 = _mm256_setzero_si256(), a1 = a0;
             for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + 80 + (size_t)s * 96;
+                const unsigned char *c = rec + 72 + (size_t)s * 96;
                 const __m256i ml = _mm256_set1_epi16((short)(0x0101 * (2 * s)));
                 const __m256i mh = _mm256_set1_epi16((short)(0x0101 * (2 * s + 1)));
                 const __m256i xl = _mm256_broadcastsi128_si256(
@@ -191,8 +198,8 @@ T_AVX2 static void gemv_q6k_avx2(const unsigned char *w, size_t K, size_t rows, 
             }
             const __m256i bs =
                 _mm256_loadu_si256((const __m256i *)(const void *)(x->bs16 + 16 * b));
-            a0 = _mm256_sub_epi32(a0, _mm256_slli_epi32(q6_offset(rec + 16, bs), 5));
-            a1 = _mm256_sub_epi32(a1, _mm256_slli_epi32(q6_offset(rec + 48, bs), 5));
+            a0 = _mm256_sub_epi32(a0, _mm256_slli_epi32(q6_offset(rec + 8, bs), 5));
+            a1 = _mm256_sub_epi32(a1, _mm256_slli_epi32(q6_offset(rec + 40, bs), 5));
             const float dx = x->d[b];
             f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), pair_scale(rec, 0, dx), f0);
             f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), pair_scale(rec, 2, dx), f1);
@@ -244,26 +251,26 @@ T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float m
 T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
     const int q6 = t == VG_GGML_Q6_K;
-    const size_t rb = t == VG_GGML_Q4_K ? 608 : t == VG_GGML_Q5_K ? 736 : 848;
-    const size_t hdr = q6 ? 80 : 96, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t rb = t == VG_GGML_Q4_K ? 592 : t == VG_GGML_Q5_K ? 720 : 840;
+    const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
     const __m256i off = _mm256_set1_epi32(q6 ? 32 : 0);
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
-        memcpy(d, rec, 16);
-        memcpy(dm, rec + 16, 16); /* Q6_K: the scales, unused */
+        half4(rec, d);
+        half4(rec + 8, dm); /* Q6_K: the scales, unused */
         for (int s = 0; s < 8; s++) {
             __m256i lo[2], hi[2];
             widen256(t, rec + hdr + (size_t)s * cb, lo, hi);
             for (int r = 0; r < 4; r++) {
                 float sl, sh, ml = 0.0f;
                 if (q6) {
-                    const int8_t *sc6 = (const int8_t *)(rec + 16 + 16 * r);
+                    const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * r);
                     sl = d[r] * (float)sc6[2 * s];
                     sh = d[r] * (float)sc6[2 * s + 1];
                 } else {
-                    sl = sh = d[r] * (float)rec[32 + 8 * r + s];
-                    ml = dm[r] * (float)rec[64 + 8 * r + s];
+                    sl = sh = d[r] * (float)rec[16 + 8 * r + s];
+                    ml = dm[r] * (float)rec[48 + 8 * r + s];
                 }
                 /* row r: lane r % 2 of register r / 2 */
                 const __m128i l = (r & 1) ? _mm256_extracti128_si256(lo[r / 2], 1)
@@ -294,7 +301,8 @@ int vg_kq_group_to_f32_x86(int level, uint32_t t, const unsigned char *group, si
 T_AVX512 static inline __m512 row_scale(const unsigned char *p, float dx)
 {
     const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps((const float *)(const void *)p));
+    __m512 v =
+        _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)));
     return _mm512_mul_ps(_mm512_permutexvar_ps(idx, v), _mm512_set1_ps(dx));
 }
 
@@ -309,7 +317,7 @@ T_AVX512 static inline void rows_out(__m512 f, size_t g, size_t rows, float *y)
 T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, size_t rows,
                                       size_t g0, size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = q5 ? 736 : 608, cb = q5 ? 80 : 64;
+    const size_t nb = K / 256, rb = q5 ? 720 : 592, cb = q5 ? 80 : 64;
     const __m512i m4 = _mm512_set1_epi8(0x0f), v16 = _mm512_set1_epi8(0x10);
     /* int16 element e belongs to row e / 8: its scale is sc[e / 8][s], at 8 (e / 8) + s */
     const __m512i ibase = _mm512_set_epi16(24, 24, 24, 24, 24, 24, 24, 24, 16, 16, 16, 16, 16, 16,
@@ -321,10 +329,10 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
             const __m512i sc =
-                _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 32)));
+                _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 16)));
             __m512i acc = _mm512_setzero_si512();
             for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + 96 + (size_t)s * cb;
+                const unsigned char *c = rec + 80 + (size_t)s * cb;
                 const __m512i xl = _mm512_broadcast_i32x4(
                     _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
                 const __m512i xh = _mm512_broadcast_i32x4(
@@ -348,11 +356,11 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
             const __m512i bs = _mm512_broadcast_i32x4(
                 _mm_loadu_si128((const __m128i *)(const void *)(x->bs32 + 8 * b)));
             const __m512i mm = _mm512_madd_epi16(
-                _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 64))),
+                _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 48))),
                 bs);
             const float dx = x->d[b];
             f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), row_scale(rec, dx), f);
-            f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mm), row_scale(rec + 16, dx), f);
+            f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mm), row_scale(rec + 8, dx), f);
         }
         rows_out(f, g, rows, y);
     }
@@ -361,7 +369,7 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
 T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t rows, size_t g0,
                                      size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = 848;
+    const size_t nb = K / 256, rb = 840;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(0x03),
                   mc = _mm512_set1_epi8(0x0c);
     /* int16 element e belongs to row e / 8: its scale sc[e / 8][j] is at 16 (e / 8) + j of the
@@ -376,12 +384,12 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
             const __m512i sc01 =
-                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 16)));
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 8)));
             const __m512i sc23 =
-                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 48)));
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 40)));
             __m512i acc = _mm512_setzero_si512();
             for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + 80 + (size_t)s * 96;
+                const unsigned char *c = rec + 72 + (size_t)s * 96;
                 const __m512i xl = _mm512_broadcast_i32x4(
                     _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
                 const __m512i xh = _mm512_broadcast_i32x4(
@@ -454,12 +462,12 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
     do {                                                                                           \
         float sl, sh, ml = 0.0f, mh = 0.0f;                                                        \
         if (q6) {                                                                                  \
-            const int8_t *sc6 = (const int8_t *)(rec + 16 + 16 * (r));                             \
+            const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * (r));                              \
             sl = d[r] * (float)sc6[2 * s];                                                         \
             sh = d[r] * (float)sc6[2 * s + 1];                                                     \
         } else {                                                                                   \
-            sl = sh = d[r] * (float)rec[32 + 8 * (r) + s];                                         \
-            ml = mh = dm[r] * (float)rec[64 + 8 * (r) + s];                                        \
+            sl = sh = d[r] * (float)rec[16 + 8 * (r) + s];                                         \
+            ml = mh = dm[r] * (float)rec[48 + 8 * (r) + s];                                        \
         }                                                                                          \
         uint16_t *o = out + (r)*32;                                                                \
         _mm256_storeu_si256((__m256i *)(void *)o,                                                  \
@@ -474,14 +482,14 @@ T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, s
                                        uint16_t *dst)
 {
     const int q6 = t == VG_GGML_Q6_K;
-    const size_t rb = t == VG_GGML_Q4_K ? 608 : t == VG_GGML_Q5_K ? 736 : 848;
-    const size_t hdr = q6 ? 80 : 96, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t rb = t == VG_GGML_Q4_K ? 592 : t == VG_GGML_Q5_K ? 720 : 840;
+    const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
     const __m512i off = _mm512_set1_epi32(q6 ? 32 : 0);
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
-        memcpy(d, rec, 16);
-        memcpy(dm, rec + 16, 16); /* Q6_K: the scales, unused */
+        half4(rec, d);
+        half4(rec + 8, dm); /* Q6_K: the scales, unused */
         for (int s = 0; s < 8; s++) {
             __m512i lo, hi;
             widen512(t, rec + hdr + (size_t)s * cb, &lo, &hi);
