@@ -44,32 +44,74 @@ int vg_quant_quantize(uint32_t ggml_type, const float *x, size_t n, void *dst);
 void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
 
 /* ---------------------------------------------------------------------------------------------------
- * Products on the blocks themselves (Q4_K and Q6_K, the bulk of a Q4_K_M file), as llama.cpp
- * computes them: the activation is quantized once per call to Q8_K (per 256 values: a float
- * scale, 256 int8 and 16 sums of 16), and each row's dot product is exact integer arithmetic per
- * block, scaled in float32. Rows are the GGUF rows unchanged (row r at r * row_bytes), copied to
- * memory at load (weights.c). Levels: scalar (quant.c, the reference) and AVX2 (quant_x86.c, also
- * used at the AVX-512 level); each vectorized kernel computes the scalar kernel's function with
- * the same integer sums, so results agree to float rounding of the per-block accumulation.
+ * The interleaved K-quant layout (quant_kq.c, quant_x86.c): GGUF Q4_K, Q5_K and Q6_K matrices
+ * kept at their own precision (4.625, 5.625, 6.5625 bits a value), repacked at load so that a GEMV
+ * streams each thread's rows sequentially, as the packed Q8_0 groups of kernels.h do.
+ *
+ * A matrix W[rows][K] (K a multiple of 256) is cut into groups of VG_PACK_ROWS = 4 rows (the last
+ * padded with zero rows); a group is K / 256 superblock records, one per 256 columns, each holding
+ * the four rows' GGUF blocks for those columns with the scales unpacked:
+ *  - Q4_K / Q5_K: fp16 d[4], fp16 dmin[4] (the blocks' own), uint8 sc[4][8], uint8 m[4][8] (the
+ *    six-bit sub-block scales and mins), then per sub-block s (32 columns) a chunk of 64 bytes:
+ *    byte p = 16 r + j holds value j of row r's sub-block in its low nibble and value j + 16 in
+ *    its high nibble; Q5_K adds 16 bytes: the fifth bits of the low values (bit p of a
+ *    little-endian uint64), then of the high values. 592 / 720 bytes a record.
+ *  - Q6_K: fp16 d[4], int8 sc[4][16], then per sub-block 64 nibble bytes as above and 32 bytes
+ *    of the two high bits: byte k holds, for nibble byte k, the low value's in bits 0-1 and the
+ *    high value's in bits 2-3, and for nibble byte k + 32 the same in bits 4-7. 840 bytes.
+ * Values: Q4_K / Q5_K (d * sc) * q - (dmin * m), Q6_K (d * sc) * (q - 32), float32 as gguf-py
+ * computes them (vg_kq_unpack_row equals vg_quant_dequant of the original rows bit for bit).
+ *
+ * Products: the activation is quantized once per call to Q8_K (vg_kq_act: per 256 values a float
+ * scale, 256 int8 and the sums of every 16 and every 32), and each row's dot product is exact
+ * integer arithmetic per superblock (sub-block scale times the int dot of quants and activation,
+ * minus the mins -- or Q6_K's 32 offset -- times the activation sums), scaled in float32 once per
+ * superblock. Levels: scalar (quant_kq.c, the reference), AVX2 (VPMADDUBSW + VPMADDWD) and
+ * AVX-512 VNNI (VPMADDUBSW + VPDPWSSD on four rows at once); every level computes the same integer
+ * sums, so results differ only by the float rounding of the per-superblock accumulation.
  */
-typedef struct vg_q8k {
-    float *d;       /* [K / 256] */
-    int8_t *q;      /* [K] */
-    int16_t *bsums; /* [K / 16] */
-} vg_q8k;
-/* Bytes vg_q8k_quantize needs for K values (K a multiple of 256), laid out by vg_q8k_view. */
-size_t vg_q8k_bytes(size_t K);
-vg_q8k vg_q8k_view(void *buf, size_t K);
-/* x[K] -> Q8_K: d = max|x| / 127 per 256 (1 when all zero), q = round(x / d). */
-void vg_q8k_quantize(const float *x, size_t K, vg_q8k *out);
-/* 1 when vg_quant_gemv handles the type (Q4_K, Q6_K). */
-int vg_quant_gemv_supported(uint32_t ggml_type);
-/* y[r] = row r . x for rows r0..r1-1 of W (ggml_type blocks, row_bytes per row, K values per row),
- * x given as Q8_K. level: VG_ISA_* (kernels.h). */
-void vg_quant_gemv(int level, uint32_t ggml_type, const unsigned char *w, size_t row_bytes,
-                   size_t K, size_t r0, size_t r1, const vg_q8k *x, float *y);
-/* quant_x86.c: the AVX2 kernels; 1 when the type was handled, 0 otherwise (or not x86). */
-int vg_quant_gemv_avx2(uint32_t ggml_type, const unsigned char *w, size_t row_bytes, size_t K,
-                       size_t r0, size_t r1, const vg_q8k *x, float *y);
+/* 1 for Q4_K, Q5_K and Q6_K. */
+int vg_kq_supported(uint32_t ggml_type);
+/* Bytes of one group of 4 rows of K values. */
+size_t vg_kq_group_bytes(uint32_t ggml_type, size_t K);
+/* Packs nrows (1..4; the rest zero) GGUF rows (row r at rows + r * row_bytes, any alignment) of K
+ * values into one group (vg_kq_group_bytes bytes). */
+void vg_kq_pack_group(uint32_t ggml_type, const unsigned char *rows, size_t row_bytes, size_t nrows,
+                      size_t K, unsigned char *group);
+/* Row r (0..3) of a group as K float32 values. */
+void vg_kq_unpack_row(uint32_t ggml_type, const unsigned char *group, size_t K, int r, float *dst);
+/* The whole group as kernels.h's BF16 group ([K / 32][4][32] uint16, values rounded to bf16). */
+void vg_kq_group_to_bf16(uint32_t ggml_type, const unsigned char *group, size_t K, uint16_t *dst);
+
+typedef struct vg_kq_act {
+    int8_t *q;     /* [K] */
+    float *d;      /* [K / 256] */
+    int16_t *bs16; /* [K / 16]: sums of q over each 16 */
+    int16_t *bs32; /* [K / 32] */
+} vg_kq_act;
+/* Bytes vg_kq_act_quantize needs for K values, laid out by vg_kq_act_view (any alignment). */
+size_t vg_kq_act_bytes(size_t K);
+vg_kq_act vg_kq_act_view(void *buf, size_t K);
+/* x[K] -> Q8_K: d = max|x| / 127 per 256 (1 when all zero), q = round(x / d), and the sums. */
+void vg_kq_act_quantize(const float *x, size_t K, vg_kq_act *a);
+/* y[r] = row r . x for the rows of groups g0..g1-1 of W (padding rows >= rows not written).
+ * level: VG_ISA_* (kernels.h). */
+void vg_kq_gemv(int level, uint32_t ggml_type, const unsigned char *w, size_t K, size_t rows,
+                size_t g0, size_t g1, const vg_kq_act *x, float *y);
+/* vg_kq_group_to_bf16 at a level (VG_ISA_*): the AVX-512 widening when level allows, else the
+ * scalar one; the same bits either way. */
+void vg_kq_group_to_bf16_level(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                               uint16_t *dst);
+/* The whole group as 4 rows of K float32 values (dst[r * K + k]), equal to vg_kq_unpack_row of
+ * each row; vectorized from the avx2 level on. */
+void vg_kq_group_to_f32_level(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                              float *dst);
+/* quant_x86.c: the AVX2 / AVX-512 kernels; 1 when handled at that level, 0 otherwise. */
+int vg_kq_group_to_f32_x86(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                           float *dst);
+int vg_kq_group_to_bf16_x86(int level, uint32_t ggml_type, const unsigned char *group, size_t K,
+                            uint16_t *dst);
+int vg_kq_gemv_x86(int level, uint32_t ggml_type, const unsigned char *w, size_t K, size_t rows,
+                   size_t g0, size_t g1, const vg_kq_act *x, float *y);
 
 #endif

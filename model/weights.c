@@ -131,23 +131,33 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         return rc;
     const size_t K = (size_t)cols, R = (size_t)rows;
     const char *blocks = getenv("VG_GGUF_BLOCKS");
-    if (m->wtype == VG_WEIGHTS_Q8_0 && (t->dtype == VG_DT_Q4_K || t->dtype == VG_DT_Q6_K) &&
-        blocks && strcmp(blocks, "1") == 0) {
-        /* GGUF Q4_K / Q6_K kept as they are, multiplied by quant.c's kernels: 1.7x less memory
-         * than Q8_0 but, measured on the 2B shape (docs/gguf.md), half the decode speed of the
-         * packed VNNI Q8_0 kernel today, so only on request */
-        unsigned char *p = alloc_weights(m, t->nbytes);
+    const uint32_t gt = t->dtype == VG_DT_Q4_K   ? VG_GGML_Q4_K
+                        : t->dtype == VG_DT_Q5_K ? VG_GGML_Q5_K
+                        : t->dtype == VG_DT_Q6_K ? VG_GGML_Q6_K
+                                                 : UINT32_MAX;
+    if (m->wtype == VG_WEIGHTS_Q8_0 && vg_kq_supported(gt) && K % 256 == 0 &&
+        !(blocks && strcmp(blocks, "0") == 0)) {
+        /* GGUF Q4_K / Q5_K / Q6_K kept at their precision, repacked into interleaved row groups
+         * (quant.h) for the K-quant GEMV kernels; VG_GGUF_BLOCKS=0 requantizes to Q8_0 instead */
+        const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+        const size_t gb = vg_kq_group_bytes(gt, K), row_bytes = t->nbytes / R;
+        size_t bytes;
+        if (vg_mul_size(groups, gb, &bytes) < 0)
+            return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
+        unsigned char *p = alloc_weights(m, bytes);
         if (!p)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for tensor '%s' (%zu bytes)",
-                           name, t->nbytes);
-        memcpy(p, t->data, t->nbytes);
+                           name, bytes);
+        for (size_t g = 0; g < groups; g++)
+            vg_kq_pack_group(gt, (const unsigned char *)t->data + g * VG_PACK_ROWS * row_bytes,
+                             row_bytes, VG_MIN(VG_PACK_ROWS, R - g * VG_PACK_ROWS), K, p + g * gb);
         vg_model_drop_pages(t->data, t->nbytes);
         m->info.n_params += t->numel;
-        m->info.weight_bytes += t->nbytes;
+        m->info.weight_bytes += bytes;
         out->type = VG_MAT_GGUF;
-        out->gtype = t->dtype == VG_DT_Q4_K ? VG_GGML_Q4_K : VG_GGML_Q6_K;
+        out->gtype = gt;
         out->p = p;
-        out->group_bytes = t->nbytes / R;
+        out->group_bytes = gb;
         return 0;
     }
     const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
@@ -228,7 +238,9 @@ void vg_mat_row(const vg_mat *w, size_t r, float *dst)
         return;
     }
     if (w->type == VG_MAT_GGUF) {
-        vg_quant_dequant(w->gtype, (const unsigned char *)w->p + r * w->group_bytes, K, dst);
+        vg_kq_unpack_row(w->gtype,
+                         (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes, K,
+                         (int)(r % VG_PACK_ROWS), dst);
         return;
     }
     const unsigned char *grp = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
@@ -276,6 +288,18 @@ static size_t small_ws_floats(size_t n, size_t K)
     return n * K + n * (K / VG_QK) + 16;
 }
 
+/* For a GGUF K-quant matrix the rows of x are not worth a threshold: every several-rows product
+ * widens the whole matrix once, and oneDNN's bf16 matmul is the fastest user of the result. */
+#define GGUF_DNNL_MIN_ROWS 2
+
+/* Floats of workspace holding a GGUF K-quant matrix as kernels.h BF16 groups (several-rows path
+ * through oneDNN), 64-byte aligned. */
+static size_t gguf_bf16_floats(const vg_mat *w)
+{
+    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    return (groups * vg_pack_group_bytes_bf16(w->cols) + 128) / sizeof(float);
+}
+
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
@@ -284,8 +308,12 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
         return 0;
     if (w->type == VG_MAT_GGUF) {
         if (n <= 1)
-            return vg_q8k_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
-        return tile_rows(w) * w->cols;
+            return vg_kq_act_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
+        size_t ws = tile_rows(w) * w->cols; /* the sgemm path below the avx512 level */
+        if (w->dnnl_plain && n >= GGUF_DNNL_MIN_ROWS)
+            ws = VG_MAX(ws,
+                        gguf_bf16_floats(w) + vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
+        return ws;
     }
     /* never less for more rows: a caller sizes its workspace for its largest n */
     const size_t lim = small_limit(w);
@@ -310,7 +338,7 @@ typedef struct gemv_job {
     const float *xp; /* BF16 */
     const int8_t *xq;
     const float *xd; /* Q8_0 */
-    vg_q8k x8k;      /* VG_MAT_GGUF (one row) */
+    vg_kq_act act;   /* VG_MAT_GGUF */
     int level;
 } gemv_job;
 
@@ -323,8 +351,7 @@ static void gemv_task(void *arg, size_t i)
     if (g0 == g1)
         return;
     if (w->type == VG_MAT_GGUF)
-        vg_quant_gemv(j->level, w->gtype, w->p, w->group_bytes, w->cols, g0 * VG_PACK_ROWS,
-                      VG_MIN(g1 * VG_PACK_ROWS, w->rows), &j->x8k, j->y[mi]);
+        vg_kq_gemv(j->level, w->gtype, w->p, w->cols, w->rows, g0, g1, &j->act, j->y[mi]);
     else if (w->type == VG_WEIGHTS_BF16 && j->n == 1)
         j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
     else if (w->type == VG_WEIGHTS_BF16)
@@ -355,8 +382,8 @@ static void gemv_packed(vg_model *m, const float *x, size_t n, const vg_mat *con
     j.n_split = work >= ((size_t)1 << 18) && nt > 1 ? VG_POOL_SPLIT * nt : 1;
     if (w[0]->type == VG_MAT_GGUF) {
         j.level = vg_isa_level();
-        j.x8k = vg_q8k_view(ws, K);
-        vg_q8k_quantize(x, K, &j.x8k);
+        j.act = vg_kq_act_view(ws, K);
+        vg_kq_act_quantize(x, K, &j.act);
     } else if (w[0]->type == VG_WEIGHTS_BF16) {
         if (n == 1)
             j.k->bf16_prep(x, K, ws);
@@ -398,6 +425,44 @@ static void add_bias(float *y, size_t n, size_t N, const float *b)
                 y[i * N + c] += b[c];
 }
 
+typedef struct bf16_job {
+    const vg_mat *w;
+    unsigned char *out;
+    size_t groups, parts;
+    int level;
+} bf16_job;
+
+static void bf16_task(void *arg, size_t i)
+{
+    const bf16_job *j = arg;
+    const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
+    for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
+        vg_kq_group_to_bf16_level(j->level, j->w->gtype,
+                                  (const unsigned char *)j->w->p + g * j->w->group_bytes,
+                                  j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
+}
+
+/* Several rows times a GGUF K-quant matrix through oneDNN: its groups are widened to kernels.h's
+ * BF16 groups in the workspace (split across the pool), which oneDNN's path for packed BF16 text
+ * matrices then multiplies (the rest of the workspace is its own). */
+static int gguf_dnnl(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+{
+    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    unsigned char *buf = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+    const size_t nt = (size_t)vg_pool_threads(m->tpool);
+    bf16_job j = {.w = w,
+                  .out = buf,
+                  .groups = groups,
+                  .parts = nt > 1 ? VG_POOL_SPLIT * nt : 1,
+                  .level = vg_isa_level()};
+    vg_pool_run(m->tpool, j.parts, bf16_task, &j);
+    vg_mat t = *w;
+    t.type = VG_WEIGHTS_BF16;
+    t.p = buf;
+    t.group_bytes = vg_pack_group_bytes_bf16(w->cols);
+    return vg_dnnl_matmul(m, x, n, &t, y, ws + gguf_bf16_floats(w));
+}
+
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws)
 {
@@ -413,9 +478,12 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         add_bias(y, n, N, b);
         return;
     }
-    /* past the several-rows kernels: oneDNN where the matrix has a primitive */
-    if (w->dnnl || (w->dnnl_plain && w->type != VG_MAT_GGUF && vg_isa_level() >= VG_ISA_AVX512)) {
-        if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
+    /* past the several-rows kernels: oneDNN where the matrix has a primitive (a GGUF K-quant
+     * matrix widened to bf16 first) */
+    if (w->dnnl || (w->dnnl_plain && vg_isa_level() >= VG_ISA_AVX512 &&
+                    (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS))) {
+        if (w->type == VG_MAT_GGUF ? gguf_dnnl(m, x, n, w, y, ws) < 0
+                                   : vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
             for (size_t i = 0; i < n * N; i++)
@@ -428,8 +496,15 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
     const size_t T = tile_rows(w);
     for (size_t r0 = 0; r0 < N; r0 += T) {
         size_t t = VG_MIN(T, N - r0);
-        for (size_t r = 0; r < t; r++)
-            vg_mat_row(w, r0 + r, ws + r * K);
+        if (w->type == VG_MAT_GGUF) /* whole groups: T is a multiple of VG_PACK_ROWS */
+            for (size_t r = 0; r < t; r += VG_PACK_ROWS)
+                vg_kq_group_to_f32_level(vg_isa_level(), w->gtype,
+                                         (const unsigned char *)w->p +
+                                             (r0 + r) / VG_PACK_ROWS * w->group_bytes,
+                                         K, ws + r * K);
+        else
+            for (size_t r = 0; r < t; r++)
+                vg_mat_row(w, r0 + r, ws + r * K);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
                     (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
     }

@@ -9,7 +9,7 @@
 #   (default types q8_0 q4_k_m; THREADS default "1 2"; LLAMA_BIN default
 #   /work/cache/llama.cpp/build/bin; WORK default /tmp/vigil-gguf-bench).
 #   For the 2B shape: vigil-model random --preset 2b --out DIR, then this script on DIR.
-#   VG_GGUF_BLOCKS=1 in the environment benchmarks vigil with the Q4_K/Q6_K blocks kept.
+#   VG_GGUF_BLOCKS=0 in the environment benchmarks vigil with the K-quants requantized to Q8_0.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 MODEL=${1:?usage: gguf_bench.sh MODEL_DIR [BUILD_DIR] [TYPE...]}

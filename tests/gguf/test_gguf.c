@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "gguf.h"
+#include "internal.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -421,67 +422,114 @@ static void test_dequant_reference(void **state)
     assert_int_equal(vg_quant_dequant(VG_GGML_Q2_K, "", 0, x), -1);
 }
 
-/* The Q4_K / Q6_K products: every level against the scalar kernel (same integer sums: 1e-5 of
- * sum |w x|), and the scalar kernel against double arithmetic on the dequantized rows (the
- * activation's 8-bit rounding: 2e-2 of sum |w x|). */
-static void test_gemv_kernels(void **state)
+/* The interleaved K-quant layout (quant.h) on random blocks (every bit pattern of the quants and
+ * scales; the fp16 d / dmin kept finite): every unpacked row bit-identical to vg_quant_dequant of
+ * the original row, the BF16 groups their rounding; the scalar GEMV against double arithmetic on
+ * the dequantized rows (the activation's 8-bit rounding: 2e-2 of sum |w x|), and every
+ * vectorized level against the scalar kernel (same integer sums: 1e-5 of sum |w x|) on a range of
+ * groups, the rows outside it and the padding rows untouched. */
+static void test_kq_layout(void **state)
 {
     (void)state;
-    const size_t K = 1024, R = 13;
-    const uint32_t types[] = {VG_GGML_Q4_K, VG_GGML_Q6_K};
-    float *w = malloc(R * K * sizeof *w), *x = malloc(K * sizeof *x),
-          *row = malloc(K * sizeof *row);
-    unsigned char *q = malloc(R * K), *xb = malloc(vg_q8k_bytes(K));
+    const size_t K = 1024, R = 13, G = (R + 3) / 4;
+    const uint32_t types[] = {VG_GGML_Q4_K, VG_GGML_Q5_K, VG_GGML_Q6_K};
+    float *x = malloc(K * sizeof *x), *row = malloc(K * sizeof *row),
+          *got = malloc(K * sizeof *got);
+    unsigned char *q = malloc(R * K), *xb = malloc(vg_kq_act_bytes(K) + 3);
+    uint16_t *bf = malloc(8 * K * sizeof *bf);
+    float *f4 = malloc(4 * K * sizeof *f4);
+    assert_true(x && row && got && q && xb && bf);
     uint64_t s = 14;
-    for (size_t i = 0; i < R * K; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        w[i] = ((float)(s >> 40) / (float)(1 << 24) - 0.5f) * (i % 97 == 0 ? 8.0f : 1.0f);
-    }
     for (size_t i = 0; i < K; i++)
         x[i] = sinf((float)i * 0.173f) * (i % 50 == 0 ? 5.0f : 1.0f);
-    vg_q8k xq = vg_q8k_view(xb, K);
-    vg_q8k_quantize(x, K, &xq);
+    vg_kq_act xq = vg_kq_act_view(xb + 3, K); /* any alignment */
+    vg_kq_act_quantize(x, K, &xq);
     for (size_t t = 0; t < VG_ARRAY_LEN(types); t++) {
         size_t be, bb;
         assert_int_equal(vg_ggml_type_block(types[t], &be, &bb), 0);
-        const size_t rb = K / be * bb;
-        for (size_t r = 0; r < R; r++)
-            assert_int_equal(vg_quant_quantize(types[t], w + r * K, K, q + r * rb), 0);
-        float ys[13], yv[13];
-        vg_quant_gemv(VG_ISA_SCALAR, types[t], q, rb, K, 0, R, &xq, ys);
+        assert_true(vg_kq_supported(types[t]));
+        const size_t rb = K / be * bb, gb = vg_kq_group_bytes(types[t], K);
+        for (size_t i = 0; i < R * rb; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            q[i] = (unsigned char)(s >> 56);
+        }
+        for (size_t b = 0; b < R * K / 256; b++) { /* finite scales: 2^-9 .. 2^-8 */
+            unsigned char *blk = q + b * bb;
+            size_t at = types[t] == VG_GGML_Q6_K ? 208 : 0;
+            for (int k = 0; k < (types[t] == VG_GGML_Q6_K ? 1 : 2); k++) {
+                uint16_t h = (uint16_t)(0x1800 | (blk[at + 2 * k] & 0xff) |
+                                        ((blk[at + 2 * k + 1] & 3) << 8));
+                memcpy(blk + at + 2 * k, &h, 2);
+            }
+        }
+        unsigned char *p = malloc(G * gb);
+        assert_non_null(p);
+        for (size_t g = 0; g < G; g++)
+            vg_kq_pack_group(types[t], q + g * 4 * rb, rb, R - 4 * g < 4 ? R - 4 * g : 4, K,
+                             p + g * gb);
+        for (size_t r = 0; r < R; r++) {
+            assert_int_equal(vg_quant_dequant(types[t], q + r * rb, K, row), 0);
+            vg_kq_unpack_row(types[t], p + (r / 4) * gb, K, (int)(r % 4), got);
+            for (size_t k = 0; k < K; k++)
+                if (memcmp(&row[k], &got[k], 4) != 0)
+                    fail_msg("%s row %zu value %zu: unpacked %.9g, dequantized %.9g",
+                             vg_ggml_type_name(types[t]), r, k, (double)got[k], (double)row[k]);
+            if (r % 4 == 0) {
+                vg_kq_group_to_bf16(types[t], p + (r / 4) * gb, K, bf);
+                for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+                    vg_kq_group_to_bf16_level(lvl, types[t], p + (r / 4) * gb, K, bf + K * 4);
+                    assert_memory_equal(bf, bf + K * 4, K * 4 * sizeof *bf);
+                    vg_kq_group_to_f32_level(lvl, types[t], p + (r / 4) * gb, K, f4);
+                    for (size_t rr = 0; rr < 4 && r + rr < R; rr++) { /* vs unpack_row */
+                        vg_kq_unpack_row(types[t], p + (r / 4) * gb, K, (int)rr, got);
+                        assert_memory_equal(f4 + rr * K, got, K * sizeof *got);
+                    }
+                }
+            }
+            for (size_t k = 0; k < K; k++)
+                assert_int_equal(bf[(k / 32 * 4 + r % 4) * 32 + k % 32], vg_f32_to_bf16(row[k]));
+        }
+        float ys[16], yv[16];
+        for (int i = 0; i < 16; i++)
+            ys[i] = -7.0f;
+        vg_kq_gemv(VG_ISA_SCALAR, types[t], p, K, R, 0, G, &xq, ys);
+        assert_true(ys[13] == -7.0f && ys[14] == -7.0f && ys[15] == -7.0f);
+        double mag[13];
         for (size_t r = 0; r < R; r++) {
             vg_quant_dequant(types[t], q + r * rb, K, row);
-            double exact = 0, mag = 0;
+            double exact = 0;
+            mag[r] = 0;
             for (size_t k = 0; k < K; k++) {
                 exact += (double)row[k] * x[k];
-                mag += fabs((double)row[k] * x[k]);
+                mag[r] += fabs((double)row[k] * x[k]);
             }
-            if (fabs(ys[r] - exact) > 2e-2 * mag)
+            if (fabs(ys[r] - exact) > 2e-2 * mag[r])
                 fail_msg("%s row %zu: scalar %g, exact %g", vg_ggml_type_name(types[t]), r,
                          (double)ys[r], exact);
         }
         for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
-            memset(yv, 0, sizeof yv);
-            vg_quant_gemv(lvl, types[t], q, rb, K, 2, R, &xq, yv); /* a sub-range too */
-            for (size_t r = 2; r < R; r++) {
-                vg_quant_dequant(types[t], q + r * rb, K, row);
-                double mag = 0;
-                for (size_t k = 0; k < K; k++)
-                    mag += fabs((double)row[k] * x[k]);
-                if (fabs(yv[r] - ys[r]) > 1e-5 * mag)
+            for (int i = 0; i < 16; i++)
+                yv[i] = -7.0f;
+            vg_kq_gemv(lvl, types[t], p, K, R, 1, G, &xq, yv); /* groups 1.. only */
+            for (size_t r = 0; r < 4; r++)
+                assert_true(yv[r] == -7.0f);
+            assert_true(yv[13] == -7.0f && yv[14] == -7.0f && yv[15] == -7.0f);
+            for (size_t r = 4; r < R; r++)
+                if (fabs(yv[r] - ys[r]) > 1e-5 * mag[r])
                     fail_msg("%s row %zu level %s: %g, scalar %g", vg_ggml_type_name(types[t]), r,
                              vg_isa_name(lvl), (double)yv[r], (double)ys[r]);
-            }
-            assert_true(yv[0] == 0.0f && yv[1] == 0.0f);
         }
+        free(p);
     }
-    assert_int_equal(vg_quant_gemv_supported(VG_GGML_Q4_K), 1);
-    assert_int_equal(vg_quant_gemv_supported(VG_GGML_Q5_K), 0);
-    free(w);
+    assert_false(vg_kq_supported(VG_GGML_Q4_0));
+    assert_false(vg_kq_supported(VG_GGML_Q8_0));
     free(x);
     free(row);
+    free(got);
     free(q);
     free(xb);
+    free(bf);
+    free(f4);
 }
 
 static int setup(void **state)
@@ -506,7 +554,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_ok),           cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_hostile),           cmocka_unit_test(test_types),
-        cmocka_unit_test(test_dequant_reference), cmocka_unit_test(test_gemv_kernels),
+        cmocka_unit_test(test_dequant_reference), cmocka_unit_test(test_kq_layout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
