@@ -28,18 +28,34 @@
 #ifdef VG_HAVE_DNNL
 #include <dnnl.h>
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #define VG_DNNL_SLOTS                                                                              \
     64 /* block buffers per call: the most participants that use oneDNN at once                    \
         */
 
+#define VG_DNNL_ATTN 32 /* attention shapes (rows, keys, head size) kept; others use attn.c */
+
+/* The two products of one attention shape: S = Q K^T and O = P V, per head. */
+typedef struct attn_prim {
+    size_t n, ctx, dh;
+    dnnl_primitive_desc_t qk_pd, pv_pd;
+    dnnl_primitive_t qk, pv;
+    dnnl_memory_desc_t q_md, k_md, s_md, p_md, v_md, o_md, qk_scr_md, pv_scr_md;
+    size_t scr_bytes; /* the larger scratchpad of the two */
+} attn_prim;
+
 struct vg_dnnl {
     dnnl_engine_t eng;
     int threads;        /* the model's n_threads: pool participants that run blocks at once */
     vg_dnnl_mat **mats; /* every matrix packed with this engine, freed with it */
     size_t n_mats, cap_mats;
+    pthread_mutex_t mu; /* guards attn and n_attn (primitives made on first use) */
+    attn_prim *attn[VG_DNNL_ATTN];
+    size_t n_attn;
 };
 
 struct vg_dnnl_mat {
@@ -65,6 +81,7 @@ int vg_dnnl_create(vg_model *m)
         return 0; /* no oneDNN: the engine's own path */
     }
     d->threads = VG_MAX(1, VG_MIN(m->n_threads, VG_DNNL_SLOTS));
+    pthread_mutex_init(&d->mu, NULL);
     m->dnnl = d;
     return 0;
 }
@@ -80,10 +97,28 @@ static void mat_free(vg_dnnl_mat *dm)
     free(dm);
 }
 
+static void attn_free(attn_prim *ap)
+{
+    if (!ap)
+        return;
+    if (ap->qk)
+        dnnl_primitive_destroy(ap->qk);
+    if (ap->pv)
+        dnnl_primitive_destroy(ap->pv);
+    if (ap->qk_pd)
+        dnnl_primitive_desc_destroy(ap->qk_pd);
+    if (ap->pv_pd)
+        dnnl_primitive_desc_destroy(ap->pv_pd);
+    free(ap);
+}
+
 void vg_dnnl_destroy(vg_dnnl *d)
 {
     if (!d)
         return;
+    for (size_t i = 0; i < d->n_attn; i++)
+        attn_free(d->attn[i]);
+    pthread_mutex_destroy(&d->mu);
     for (size_t i = 0; i < d->n_mats; i++)
         mat_free(d->mats[i]);
     free(d->mats);
@@ -284,7 +319,7 @@ q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
     const uint16_t *sc = (const uint16_t *)(const void *)(g + (size_t)VG_PACK_ROWS * K);
     for (size_t b = 0; b < K / VG_QK; b++) {
         const int8_t *q = g + (b * VG_PACK_ROWS + (size_t)rr) * VG_QK;
-        const __m512 d = _mm512_set1_ps(vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)rr]));
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[b * VG_PACK_ROWS + (size_t)rr]));
         __m512 lo = _mm512_cvtepi32_ps(
             _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
         __m512 hi = _mm512_cvtepi32_ps(
@@ -413,6 +448,270 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
     if (j.parts > j.blocks)
         j.parts = j.blocks;
     vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, block_task, &j);
+    return atomic_load(&j.failed) ? VG_EIO : 0;
+}
+
+/* ---- attention through oneDNN: S = Q K^T and O = P V per head in bf16 (AMX where present) ---- */
+
+static int make_mm(vg_dnnl *d, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                   const dnnl_memory_desc_t *c, dnnl_primitive_desc_t *pd, dnnl_primitive_t *prim,
+                   dnnl_memory_desc_t *scr)
+{
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    const char *impl = NULL;
+    int ok =
+        dnnl_matmul_desc_init(&desc, a, b, NULL, c) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && strncmp(impl, "brg", 3) == 0 && dnnl_primitive_create(prim, *pd) == dnnl_success;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (ok)
+        *scr = *dnnl_primitive_desc_query_md(*pd, dnnl_query_scratchpad_md, 0);
+    return ok;
+}
+
+/* The primitives of shape (n rows, ctx keys, head size dh), made on first use; NULL when oneDNN
+ * has no brgemm kernel for it or VG_DNNL_ATTN shapes are taken. Any thread. */
+static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t dh)
+{
+    attn_prim *ap = NULL;
+    pthread_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->n_attn && !ap; i++)
+        if (d->attn[i]->n == n && d->attn[i]->ctx == ctx && d->attn[i]->dh == dh)
+            ap = d->attn[i];
+    if (!ap && d->n_attn < VG_DNNL_ATTN && (ap = calloc(1, sizeof(*ap))) != NULL) {
+        ap->n = n;
+        ap->ctx = ctx;
+        ap->dh = dh;
+        dnnl_dims_t qd = {(dnnl_dim_t)n, (dnnl_dim_t)dh}, kd = {(dnnl_dim_t)dh, (dnnl_dim_t)ctx};
+        dnnl_dims_t sd = {(dnnl_dim_t)n, (dnnl_dim_t)ctx}, vd = {(dnnl_dim_t)ctx, (dnnl_dim_t)dh};
+        int ok =
+            dnnl_memory_desc_init_by_tag(&ap->q_md, 2, qd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            /* K^T {dh, ctx} from K stored [ctx][dh] */
+            dnnl_memory_desc_init_by_tag(&ap->k_md, 2, kd, dnnl_bf16, dnnl_ba) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->s_md, 2, sd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->p_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->v_md, 2, vd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->o_md, 2, qd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            make_mm(d, &ap->q_md, &ap->k_md, &ap->s_md, &ap->qk_pd, &ap->qk, &ap->qk_scr_md) &&
+            make_mm(d, &ap->p_md, &ap->v_md, &ap->o_md, &ap->pv_pd, &ap->pv, &ap->pv_scr_md);
+        if (ok) {
+            ap->scr_bytes = VG_MAX(dnnl_memory_desc_get_size(&ap->qk_scr_md),
+                                   dnnl_memory_desc_get_size(&ap->pv_scr_md));
+            d->attn[d->n_attn++] = ap;
+        } else {
+            attn_free(ap);
+            ap = NULL;
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return ap;
+}
+
+/* e^x for 16 lanes, x <= 0 here (scores minus their maximum): the polynomial of ops.c's exp4, 2^n
+ * applied with VSCALEFPS; below -87 gives 0. */
+__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x)
+{
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p =
+        _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
+}
+
+/* p[0..ctx) = bf16(softmax(scale * s[0..vis))), zero from vis on; s is overwritten. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 16 <= vis; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
+    const __mmask16 tail = (__mmask16)((1u << (vis - i)) - 1u);
+    if (tail)
+        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + i));
+    const __m512 sc = _mm512_set1_ps(scale);
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale);
+    __m512 sum = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= vis; i += 16) {
+        __m512 e = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
+        _mm512_storeu_ps(s + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+        __m512 e = _mm512_maskz_mov_ps(
+            tail, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
+        _mm512_mask_storeu_ps(s + i, tail, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (i = 0; i + 16 <= vis; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
+                                                            _mm512_loadu_ps(s + i), inv)));
+    if (tail)
+        _mm256_mask_storeu_epi16(
+            p + i, tail,
+            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), inv)));
+    i = vis;
+    if (ctx > vis)
+        memset(p + vis, 0, (ctx - vis) * sizeof(uint16_t));
+}
+
+typedef struct attn_job {
+    const vg_attn_args *a;
+    const attn_prim *ap;
+    dnnl_engine_t eng;
+    size_t n, ctx; /* padded rows and keys of the primitives (zero rows beyond a->n, a->ctx) */
+    uint16_t *qb, *kb, *vb; /* bf16 [heads][n][dh], [kv_heads][ctx][dh] twice */
+    unsigned char *area;    /* per running task: per bytes each, claimed through busy[] */
+    size_t per, slots;
+    atomic_int busy[VG_DNNL_SLOTS];
+    atomic_int failed;
+} attn_job;
+
+/* Rows [r0, r1) of the bf16 copies: the query rows of every head, then the keys, then the values
+ * (padding rows zero). */
+static void attn_cvt_range(void *c, size_t r0, size_t r1)
+{
+    const attn_job *j = c;
+    const vg_attn_args *a = j->a;
+    const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kv_heads * j->ctx;
+    for (size_t u = r0; u < r1; u++) {
+        const float *src;
+        uint16_t *dst;
+        size_t h, i, lim;
+        if (u < nq) {
+            h = u / j->n, i = u % j->n, lim = a->n;
+            src = a->q + h * a->q_hs + i * a->ldq;
+            dst = j->qb + u * dh;
+        } else if (u < nq + nk) {
+            h = (u - nq) / j->ctx, i = (u - nq) % j->ctx, lim = a->ctx;
+            src = a->k + h * a->k_hs + i * a->ldk;
+            dst = j->kb + (u - nq) * dh;
+        } else {
+            h = (u - nq - nk) / j->ctx, i = (u - nq - nk) % j->ctx, lim = a->ctx;
+            src = a->v + h * a->v_hs + i * a->ldv;
+            dst = j->vb + (u - nq - nk) * dh;
+        }
+        if (i < lim)
+            to_bf16(src, dh, dst);
+        else
+            memset(dst, 0, dh * sizeof(uint16_t));
+    }
+}
+
+/* Head h: S = Q_h K_j^T, P = softmax rows (causal limit), O = P V_j into a->o. */
+static void attn_head_task(void *arg, size_t h)
+{
+    attn_job *j = arg;
+    const vg_attn_args *a = j->a;
+    const attn_prim *ap = j->ap;
+    const size_t n = j->n, ctx = j->ctx, dh = a->dh, kvh = h / (a->heads / a->kv_heads);
+    size_t slot = 0;
+    for (;; slot = (slot + 1) % j->slots) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
+            break;
+    }
+    unsigned char *ar = j->area + slot * j->per;
+    float *s = (float *)(void *)ar;
+    uint16_t *p = (uint16_t *)(void *)(ar + ((n * ctx * 4 + 63) & ~(size_t)63));
+    float *o = (float *)(void *)((unsigned char *)p + ((n * ctx * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)o + ((n * dh * 4 + 63) & ~(size_t)63);
+    dnnl_stream_t st = NULL;
+    dnnl_memory_t mq = NULL, mk = NULL, ms = NULL, mp = NULL, mv = NULL, mo = NULL, mscr = NULL,
+                  mscr2 = NULL;
+    omp_set_num_threads(1); /* the pool provides the parallelism */
+    int ok = dnnl_stream_create(&st, j->eng, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&mq, &ap->q_md, j->eng, j->qb + h * n * dh) == dnnl_success &&
+             dnnl_memory_create(&mk, &ap->k_md, j->eng, j->kb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&ms, &ap->s_md, j->eng, s) == dnnl_success &&
+             dnnl_memory_create(&mp, &ap->p_md, j->eng, p) == dnnl_success &&
+             dnnl_memory_create(&mv, &ap->v_md, j->eng, j->vb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&mo, &ap->o_md, j->eng, o) == dnnl_success &&
+             dnnl_memory_create(&mscr, &ap->qk_scr_md, j->eng, scr) == dnnl_success &&
+             dnnl_memory_create(&mscr2, &ap->pv_scr_md, j->eng, scr) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t qa[4] = {{DNNL_ARG_SRC, mq},
+                                 {DNNL_ARG_WEIGHTS, mk},
+                                 {DNNL_ARG_DST, ms},
+                                 {DNNL_ARG_SCRATCHPAD, mscr}};
+        ok = dnnl_primitive_execute(ap->qk, st, 4, qa) == dnnl_success &&
+             dnnl_stream_wait(st) == dnnl_success;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        size_t vis = i >= a->n ? 1 : a->p0 < 0 ? a->ctx : (size_t)a->p0 + i + 1;
+        softmax_bf16(s + i * ctx, vis, ctx, a->scale, p + i * ctx);
+    }
+    if (ok) {
+        dnnl_exec_arg_t pa[4] = {{DNNL_ARG_SRC, mp},
+                                 {DNNL_ARG_WEIGHTS, mv},
+                                 {DNNL_ARG_DST, mo},
+                                 {DNNL_ARG_SCRATCHPAD, mscr2}};
+        ok = dnnl_primitive_execute(ap->pv, st, 4, pa) == dnnl_success &&
+             dnnl_stream_wait(st) == dnnl_success;
+    }
+    for (size_t i = 0; ok && i < a->n; i++)
+        memcpy(a->o + i * a->ldo + h * a->o_hs, o + i * dh, dh * sizeof(float));
+    dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
+    for (int i = 0; i < 8; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    if (st)
+        dnnl_stream_destroy(st);
+    if (!ok)
+        atomic_store(&j->failed, 1);
+    atomic_store(&j->busy[slot], 0);
+}
+
+int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
+{
+    vg_dnnl *d = m->dnnl;
+    if (!d || m->wtype == VG_WEIGHTS_F32 || vg_isa_level() < VG_ISA_AVX512 || a->n == 0 ||
+        a->ctx == 0 || a->dh % 16 != 0 || a->kv_heads == 0 || a->heads % a->kv_heads != 0)
+        return 1;
+    /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
+     * shapes serve them */
+    const size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;
+    const size_t ctx = a->p0 < 0 ? a->ctx : (a->ctx + 63) & ~(size_t)63;
+    const attn_prim *ap = attn_prim_get(d, n, ctx, a->dh);
+    if (!ap)
+        return 1;
+    attn_job j = {.a = a, .ap = ap, .eng = d->eng, .n = n, .ctx = ctx};
+    j.slots = (size_t)VG_MIN(VG_MIN(d->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
+    j.per = ((n * ctx * 4 + 63) & ~(size_t)63) + ((n * ctx * 2 + 63) & ~(size_t)63) +
+            ((n * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
+    const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t kbytes = (a->kv_heads * ctx * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t bytes = 64 + qbytes + 2 * kbytes + j.slots * j.per;
+    void *buf = vg_scratch_take(m, bytes);
+    if (!buf)
+        return VG_ENOMEM;
+    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    j.qb = (uint16_t *)(void *)base;
+    j.kb = (uint16_t *)(void *)(base + qbytes);
+    j.vb = (uint16_t *)(void *)(base + qbytes + kbytes);
+    j.area = base + qbytes + 2 * kbytes;
+    atomic_init(&j.failed, 0);
+    for (int k = 0; k < VG_DNNL_SLOTS; k++)
+        atomic_init(&j.busy[k], 0);
+    vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
+    vg_pool_for(pool, a->heads * n + 2 * a->kv_heads * ctx, 64, attn_cvt_range, &j);
+    vg_pool_run(pool, a->heads, attn_head_task, &j);
+    vg_scratch_give(m, buf, bytes);
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 
@@ -550,6 +849,13 @@ size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
     (void)rows;
     (void)cols;
     return 0;
+}
+
+int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
+{
+    (void)m;
+    (void)a;
+    return 1;
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)

@@ -357,6 +357,30 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
                     &job);
         return 0;
     }
+    if (n >= VG_DNNL_ATTN_MIN) { /* bf16 products through oneDNN (lossy weight types) */
+        const size_t kv0 = (size_t)l * Hkv * s->max_tokens * hd;
+        vg_attn_args aa = {.q = s->q,
+                           .k = s->kc + kv0,
+                           .v = s->vc + kv0,
+                           .ldq = QD,
+                           .ldk = hd,
+                           .ldv = hd,
+                           .q_hs = hd,
+                           .k_hs = s->max_tokens * hd,
+                           .v_hs = s->max_tokens * hd,
+                           .n = n,
+                           .ctx = p0 + n,
+                           .heads = Hq,
+                           .kv_heads = Hkv,
+                           .dh = hd,
+                           .scale = scale,
+                           .p0 = (long)p0,
+                           .o = s->o,
+                           .ldo = QD,
+                           .o_hs = hd};
+        if (vg_dnnl_attn(s->m, &aa) == 0)
+            return 0;
+    }
     if (vg_flash_ok(hd)) { /* fused causal attention, the query heads split across the pool */
         prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};
         vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
