@@ -15,8 +15,15 @@
  * across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no OpenMP team
  * is left spinning between calls), the last block padded through the workspace. Every participant
  * has its own block buffers and user-managed scratchpad in the caller's workspace, so concurrent
- * calls on a shared model never share memory. Text matrices (dnnl_plain) are first unpacked to
- * plain bf16 in the workspace, also split across the pool.
+ * calls on a shared model never share memory. Text matrices (dnnl_plain, and q8_0 vision ones)
+ * are first unpacked in the workspace, split across the pool by column blocks: straight into
+ * oneDNN's blocked weight layout when it is the AMX/AVX512-BF16 one (BA16a<nb>b2a, checked at
+ * load), so that oneDNN does not copy the whole matrix again inside every block's call; else to
+ * plain bf16.
+ *
+ * Attention (vg_dnnl_attn): per head S = Q K^T and O = P V as bf16 oneDNN products (AMX here)
+ * with an AVX-512 softmax between them, the heads split across the pool; primitives per shape
+ * made on first use (causal shapes rounded up so that a few serve every prefill).
  *
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
@@ -59,8 +66,11 @@ struct vg_dnnl {
 };
 
 struct vg_dnnl_mat {
-    int plain;   /* weights in plain bf16 [rows][cols], supplied per call */
-    int threads; /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
+    int plain;     /* weights supplied per call: plain bf16 [rows][cols], or in oneDNN's blocked
+                    * layout when nblk is set */
+    int nblk;      /* blocked: 16@K, nblk@N, 2@K (K pairs of nblk columns, 16 of them per block) */
+    size_t wbytes; /* bytes of the weights a call supplies */
+    int threads;   /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
     size_t rows, cols;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
@@ -239,8 +249,28 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     return 0;
 }
 
-/* A primitive for M = VG_DNNL_M rows of x times plain bf16 weights [rows][cols] given per call
- * (shared by every matrix of that shape). NULL when oneDNN has no brgemm kernel for it. */
+/* The inner block of N columns when md is oneDNN's AMX/AVX512-BF16 weight layout for {K, N}
+ * (tag BA16a<nb>b2a: blocks of 32 K x nb N, [N / nb][K / 32][16][nb][2], dense): nb; else 0. */
+static int blocked_nb(const dnnl_memory_desc_t *md, size_t K, size_t N)
+{
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 2 || md->offset0 != 0 ||
+        md->extra.flags != 0 || b->inner_nblks != 3 || b->inner_blks[0] != 16 ||
+        b->inner_idxs[0] != 0 || b->inner_idxs[1] != 1 || b->inner_blks[2] != 2 ||
+        b->inner_idxs[2] != 0 || K % 32 != 0 || md->padded_dims[0] != (dnnl_dim_t)K)
+        return 0;
+    const dnnl_dim_t nb = b->inner_blks[1];
+    if ((nb != 16 && nb != 32 && nb != 64) ||
+        md->padded_dims[1] != (dnnl_dim_t)((N + (size_t)nb - 1) / (size_t)nb * (size_t)nb) ||
+        b->strides[0] != 32 * nb || b->strides[1] != (dnnl_dim_t)K * nb)
+        return 0;
+    return (int)nb;
+}
+
+/* A primitive for M = VG_DNNL_M rows of x times bf16 weights [rows][cols] supplied per call
+ * (shared by every matrix of that shape): in oneDNN's own blocked layout when it is one that
+ * unpack_task writes (no copy of the weights inside every oneDNN call), else plain. NULL when
+ * oneDNN has no brgemm kernel for it. */
 static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
 {
     for (size_t i = 0; i < d->n_mats; i++)
@@ -257,17 +287,31 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     const char *impl = NULL;
-    int ok =
-        dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&dm->wei_md, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &dm->src_md, &dm->wei_md, NULL, &dm->dst_md) == dnnl_success &&
-        dnnl_primitive_attr_create(&attr) == dnnl_success &&
-        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
-        dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl && strncmp(impl, "brg", 3) == 0 &&
-        dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
+    int ok = 0;
+    for (int blocked = 1; blocked >= 0 && !ok; blocked--) {
+        if (dm->pd)
+            dnnl_primitive_desc_destroy(dm->pd);
+        dm->pd = NULL;
+        ok =
+            dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&dm->wei_md, 2, wd, dnnl_bf16,
+                                         blocked ? dnnl_format_tag_any : dnnl_ba) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            dnnl_matmul_desc_init(&desc, &dm->src_md, &dm->wei_md, NULL, &dm->dst_md) ==
+                dnnl_success &&
+            (attr || dnnl_primitive_attr_create(&attr) == dnnl_success) &&
+            dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
+                dnnl_success &&
+            dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+            dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+            impl && strncmp(impl, "brg", 3) == 0;
+        if (ok && blocked) {
+            dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
+            dm->nblk = blocked_nb(&dm->wei_md, cols, rows);
+            ok = dm->nblk != 0;
+        }
+    }
+    ok = ok && dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (ok && d->n_mats == d->cap_mats) {
@@ -285,6 +329,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
         return NULL;
     }
     dm->threads = d->threads;
+    dm->wbytes = dm->nblk ? dnnl_memory_desc_get_size(&dm->wei_md) : rows * cols * 2;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
     d->mats[d->n_mats++] = dm;
@@ -307,7 +352,7 @@ static size_t per_thread_bytes(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
-    size_t plain = dm->plain ? (rows * cols * 2 + 63) & ~(size_t)63 : 0; /* unpacked weights */
+    size_t plain = dm->plain ? (dm->wbytes + 63) & ~(size_t)63 : 0; /* unpacked weights */
     size_t bytes = 64 + plain + (size_t)dm->threads * per_thread_bytes(dm, rows, cols);
     return bytes / 4 + 16;
 }
@@ -364,6 +409,78 @@ static void unpack_task(void *arg, size_t i)
             q8_row_to_bf16((const int8_t *)g, K, rr, out + r * K);
         }
     }
+}
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c")))
+
+/* r[p] = (r[0][p], ..., r[15][p]): a 16 x 16 transpose of 32-bit lanes. */
+AVX512BF16 static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int c = 0; c < 4; c++) {
+            t[8 * i + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0xdd);
+        }
+    for (int c = 0; c < 8; c++) {
+        r[c] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0x88);
+        r[c + 8] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0xdd);
+    }
+}
+
+/* Unpacks the column blocks [NB * i / parts, NB * (i + 1) / parts) of a packed text matrix
+ * straight into oneDNN's blocked layout (blocked_nb): for each block of 32 K x nb N, 16 rows at a
+ * time are widened to bf16 (Q8_0: scale * q rounded, as q8_row_to_bf16) and transposed so that
+ * each K pair of 16 rows is one 64-byte store. Rows beyond N are zero. */
+AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
+{
+    const dnnl_job *j = arg;
+    const vg_mat *w = j->w;
+    const size_t nb = (size_t)j->dm->nblk, K = w->cols, Kb = K / VG_QK, N = w->rows;
+    const size_t NB = (N + nb - 1) / nb, b0 = NB * i / j->parts, b1 = NB * (i + 1) / j->parts;
+    uint32_t *out = j->wei;
+    __m512i r[16];
+    for (size_t bn = b0; bn < b1; bn++)
+        for (size_t kb = 0; kb < Kb; kb++) {
+            uint32_t *blk = out + (bn * Kb + kb) * 16 * nb;
+            for (size_t n0 = 0; n0 < nb; n0 += 16) {
+                for (size_t t = 0; t < 16; t++) {
+                    const size_t row = bn * nb + n0 + t, rr = row % VG_PACK_ROWS;
+                    if (row >= N) {
+                        r[t] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    const unsigned char *g =
+                        (const unsigned char *)w->p + (row / VG_PACK_ROWS) * w->group_bytes;
+                    const size_t at = kb * VG_PACK_ROWS + rr;
+                    if (w->type == VG_WEIGHTS_BF16) {
+                        r[t] = _mm512_loadu_si512((const void *)(g + at * VG_QK * 2));
+                        continue;
+                    }
+                    const int8_t *q = (const int8_t *)g + at * VG_QK;
+                    const uint16_t *sc = (const uint16_t *)(const void *)(g + VG_PACK_ROWS * K);
+                    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[at]));
+                    __m512 lo = _mm512_cvtepi32_ps(
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
+                    __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(const void *)(q + 16))));
+                    r[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
+                }
+                transpose16(r);
+                for (size_t p = 0; p < 16; p++)
+                    _mm512_storeu_si512((void *)(blk + p * nb + n0), r[p]);
+            }
+        }
 }
 
 /* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
@@ -439,8 +556,9 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
         atomic_init(&j.busy[k], 0);
     if (dm->plain) {
         j.wei = base;
-        base += (w->rows * w->cols * 2 + 63) & ~(size_t)63;
-        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, unpack_task, &j);
+        base += (dm->wbytes + 63) & ~(size_t)63;
+        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts,
+                    dm->nblk ? unpack_blocked_task : unpack_task, &j);
     }
     j.area = base;
     j.per = per_thread_bytes(dm, w->rows, w->cols);
