@@ -65,6 +65,19 @@ struct vg_dnnl {
     size_t n_attn;
 };
 
+#define VG_DNNL_MAX_M                                                                              \
+    256 /* rows per block at most (larger blocks reread the weights less often)                    \
+         */
+
+/* A primitive for blocks of M rows (one of the sizes a call picks, made on first use). */
+typedef struct dnnl_var {
+    int state; /* 0 not tried, 1 usable, -1 refused */
+    size_t M;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t src_md, dst_md, scr_md;
+} dnnl_var;
+
 struct vg_dnnl_mat {
     int plain;     /* weights supplied per call: plain bf16 [rows][cols], or in oneDNN's blocked
                     * layout when nblk is set */
@@ -75,8 +88,9 @@ struct vg_dnnl_mat {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
-    void *wei; /* packed weights, owned by the model */
-    size_t scratch_bytes;
+    void *wei;            /* packed weights, owned by the model */
+    size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
+    dnnl_var var[VG_DNNL_MAX_M / 8]; /* M = 8 (i + 1); under vg_dnnl.mu */
 };
 
 int vg_dnnl_create(vg_model *m)
@@ -100,6 +114,12 @@ static void mat_free(vg_dnnl_mat *dm)
 {
     if (!dm)
         return;
+    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var); i++) {
+        if (dm->var[i].prim)
+            dnnl_primitive_destroy(dm->var[i].prim);
+        if (dm->var[i].pd)
+            dnnl_primitive_desc_destroy(dm->var[i].pd);
+    }
     if (dm->prim)
         dnnl_primitive_destroy(dm->prim);
     if (dm->pd)
@@ -149,6 +169,45 @@ to_bf16(const float *x, size_t n, uint16_t *out)
         out[i] = vg_f32_to_bf16(x[i]);
 }
 
+/* The primitive of dm for blocks of M rows (M a multiple of 8, <= VG_DNNL_MAX_M), made on first
+ * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
+ * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
+static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
+{
+    dnnl_var *v = &dm->var[M / 8 - 1];
+    if (v->state != 0)
+        return v->state > 0 ? v : NULL;
+    v->state = -1;
+    v->M = M;
+    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->cols},
+                dd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->rows};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    const char *impl = NULL;
+    int ok =
+        dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, NULL, &v->dst_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(&v->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && strncmp(impl, "brg", 3) == 0;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (ok) {
+        v->scr_md = *dnnl_primitive_desc_query_md(v->pd, dnnl_query_scratchpad_md, 0);
+        size_t sb = dnnl_memory_desc_get_size(&v->scr_md);
+        if (at_load)
+            dm->scratch_bytes = VG_MAX(dm->scratch_bytes, sb);
+        ok = sb <= dm->scratch_bytes && dnnl_primitive_create(&v->prim, v->pd) == dnnl_success;
+    }
+    if (!ok)
+        return NULL;
+    v->state = 1;
+    return v;
+}
+
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out)
 {
     vg_dnnl *d = m->dnnl;
@@ -187,6 +246,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
+    var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = NULL;
     if (posix_memalign(&wp, 64, wbytes ? wbytes : 64) != 0 || vg_model_own(m, wp) < 0) {
@@ -332,6 +392,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     dm->wbytes = dm->nblk ? dnnl_memory_desc_get_size(&dm->wei_md) : rows * cols * 2;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
+    var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
     d->mats[d->n_mats++] = dm;
     return dm;
 }
@@ -346,8 +407,9 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
  * scratchpad, each 64-byte aligned. */
 static size_t per_thread_bytes(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
-    return ((VG_DNNL_M * cols * 2 + 63) & ~(size_t)63) +
-           ((VG_DNNL_M * rows * 4 + 63) & ~(size_t)63) + ((dm->scratch_bytes + 63) & ~(size_t)63);
+    return ((VG_DNNL_MAX_M * cols * 2 + 63) & ~(size_t)63) +
+           ((VG_DNNL_MAX_M * rows * 4 + 63) & ~(size_t)63) +
+           ((dm->scratch_bytes + 63) & ~(size_t)63);
 }
 
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
@@ -383,6 +445,9 @@ typedef struct dnnl_job {
     void *wei;
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
+    size_t M; /* rows per block */
+    dnnl_primitive_t prim;
+    const dnnl_memory_desc_t *src_md, *dst_md, *scr_md;
     atomic_int busy[VG_DNNL_SLOTS];
     atomic_int failed;
 } dnnl_job;
@@ -502,29 +567,30 @@ static void block_task(void *arg, size_t i)
     }
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
-    float *tmp = (float *)(void *)(a + ((VG_DNNL_M * K * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)tmp + ((VG_DNNL_M * N * 4 + 63) & ~(size_t)63);
+    float *tmp = (float *)(void *)(a + ((VG_DNNL_MAX_M * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((VG_DNNL_MAX_M * N * 4 + 63) & ~(size_t)63);
+    const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL;
     omp_set_num_threads(1); /* the pool provides the parallelism: no OpenMP team to spin */
     int ok = dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success &&
-             dnnl_memory_create(&ms, &dm->src_md, eng, xb) == dnnl_success &&
+             dnnl_memory_create(&ms, j->src_md, eng, xb) == dnnl_success &&
              dnnl_memory_create(&mw, &dm->wei_md, eng, j->wei) == dnnl_success &&
-             dnnl_memory_create(&md, &dm->dst_md, eng, tmp) == dnnl_success &&
-             dnnl_memory_create(&mscr, &dm->scr_md, eng, scr) == dnnl_success;
+             dnnl_memory_create(&md, j->dst_md, eng, tmp) == dnnl_success &&
+             dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success;
     for (size_t b = b0; ok && b < b1; b++) {
-        const size_t i0 = b * VG_DNNL_M, r = VG_MIN((size_t)VG_DNNL_M, j->n - i0);
+        const size_t i0 = b * M, r = VG_MIN(M, j->n - i0);
         to_bf16(j->x + i0 * K, r * K, xb);
-        if (r < VG_DNNL_M)
-            memset(xb + r * K, 0, (VG_DNNL_M - r) * K * sizeof(uint16_t));
-        float *dst = r == VG_DNNL_M ? j->y + i0 * N : tmp;
+        if (r < M)
+            memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
+        float *dst = r == M ? j->y + i0 * N : tmp;
         ok = dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
                                    {DNNL_ARG_DST, md},
                                    {DNNL_ARG_SCRATCHPAD, mscr}};
-        ok = ok && dnnl_primitive_execute(dm->prim, st, 4, args) == dnnl_success &&
+        ok = ok && dnnl_primitive_execute(j->prim, st, 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
         if (ok && dst == tmp)
             memcpy(j->y + i0 * N, tmp, r * N * sizeof(float));
@@ -562,7 +628,31 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
     }
     j.area = base;
     j.per = per_thread_bytes(dm, w->rows, w->cols);
-    j.blocks = (n + VG_DNNL_M - 1) / VG_DNNL_M;
+    /* blocks as large as VG_DNNL_MAX_M (oneDNN streams the weights once per block), as many per
+     * participant, the rows split evenly (M a multiple of 8, so that few primitives serve every
+     * row count); below VG_DNNL_M rows a block the load-time primitive */
+    j.M = VG_DNNL_M;
+    j.prim = dm->prim;
+    j.src_md = &dm->src_md;
+    j.dst_md = &dm->dst_md;
+    j.scr_md = &dm->scr_md;
+    size_t nb = (n + VG_DNNL_MAX_M - 1) / VG_DNNL_MAX_M;
+    nb = (nb + j.slots - 1) / j.slots * j.slots;
+    const size_t M = ((n + nb - 1) / nb + 7) & ~(size_t)7;
+    if (M > VG_DNNL_M) {
+        pthread_mutex_lock(&m->dnnl->mu);
+        /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
+        const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0);
+        pthread_mutex_unlock(&m->dnnl->mu);
+        if (v) {
+            j.M = M;
+            j.prim = v->prim;
+            j.src_md = &v->src_md;
+            j.dst_md = &v->dst_md;
+            j.scr_md = &v->scr_md;
+        }
+    }
+    j.blocks = (n + j.M - 1) / j.M;
     if (j.parts > j.blocks)
         j.parts = j.blocks;
     vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, block_task, &j);
