@@ -542,10 +542,11 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                     r[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
                 }
                 transpose16(r);
-                for (size_t p = 0; p < 16; p++)
-                    _mm512_storeu_si512((void *)(blk + p * nb + n0), r[p]);
+                for (size_t p = 0; p < 16; p++) /* 64-byte aligned; read back from memory */
+                    _mm512_stream_si512((void *)(blk + p * nb + n0), r[p]);
             }
         }
+    _mm_sfence(); /* the streamed stores are visible before the pool's region ends */
 }
 
 /* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
