@@ -91,6 +91,8 @@ struct vg_dnnl_mat {
     void *wei;            /* packed weights, owned by the model */
     size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
     dnnl_var var[VG_DNNL_MAX_M / 8]; /* M = 8 (i + 1); under vg_dnnl.mu */
+    struct vg_dnnl_mat *shape; /* the first packed matrix of this shape and layout: its var[] serve
+                                * every matrix like it (NULL: this one's own) */
 };
 
 int vg_dnnl_create(vg_model *m)
@@ -174,6 +176,8 @@ to_bf16(const float *x, size_t n, uint16_t *out)
  * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
 static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
 {
+    if (dm->shape)
+        dm = dm->shape;
     dnnl_var *v = &dm->var[M / 8 - 1];
     if (v->state != 0)
         return v->state > 0 ? v : NULL;
@@ -246,7 +250,14 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
-    var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
+    for (size_t i = 0; i < d->n_mats && !dm->shape; i++) /* share the block-size primitives */
+        if (!d->mats[i]->plain && !d->mats[i]->shape && d->mats[i]->rows == rows &&
+            d->mats[i]->cols == cols && dnnl_memory_desc_equal(&d->mats[i]->wei_md, &dm->wei_md))
+            dm->shape = d->mats[i];
+    if (dm->shape)
+        dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
+    else
+        var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = NULL;
     if (posix_memalign(&wp, 64, wbytes ? wbytes : 64) != 0 || vg_model_own(m, wp) < 0) {
