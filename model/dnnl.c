@@ -15,8 +15,15 @@
  * across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no OpenMP team
  * is left spinning between calls), the last block padded through the workspace. Every participant
  * has its own block buffers and user-managed scratchpad in the caller's workspace, so concurrent
- * calls on a shared model never share memory. Text matrices (dnnl_plain) are first unpacked to
- * plain bf16 in the workspace, also split across the pool.
+ * calls on a shared model never share memory. Text matrices (dnnl_plain, and q8_0 vision ones)
+ * are first unpacked in the workspace, split across the pool by column blocks: straight into
+ * oneDNN's blocked weight layout when it is the AMX/AVX512-BF16 one (BA16a<nb>b2a, checked at
+ * load), so that oneDNN does not copy the whole matrix again inside every block's call; else to
+ * plain bf16.
+ *
+ * Attention (vg_dnnl_attn): per head S = Q K^T and O = P V as bf16 oneDNN products (AMX here)
+ * with an AVX-512 softmax between them, the heads split across the pool; primitives per shape
+ * made on first use (causal shapes rounded up so that a few serve every prefill).
  *
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
@@ -28,29 +35,64 @@
 #ifdef VG_HAVE_DNNL
 #include <dnnl.h>
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #define VG_DNNL_SLOTS                                                                              \
     64 /* block buffers per call: the most participants that use oneDNN at once                    \
         */
 
+#define VG_DNNL_ATTN 32 /* attention shapes (rows, keys, head size) kept; others use attn.c */
+
+/* The two products of one attention shape: S = Q K^T and O = P V, per head. */
+typedef struct attn_prim {
+    size_t n, ctx, dh;
+    dnnl_primitive_desc_t qk_pd, pv_pd;
+    dnnl_primitive_t qk, pv;
+    dnnl_memory_desc_t q_md, k_md, s_md, p_md, v_md, o_md, qk_scr_md, pv_scr_md;
+    size_t scr_bytes; /* the larger scratchpad of the two */
+} attn_prim;
+
 struct vg_dnnl {
     dnnl_engine_t eng;
     int threads;        /* the model's n_threads: pool participants that run blocks at once */
     vg_dnnl_mat **mats; /* every matrix packed with this engine, freed with it */
     size_t n_mats, cap_mats;
+    pthread_mutex_t mu; /* guards attn and n_attn (primitives made on first use) */
+    attn_prim *attn[VG_DNNL_ATTN];
+    size_t n_attn;
 };
 
+#define VG_DNNL_MAX_M                                                                              \
+    256 /* rows per block at most (larger blocks reread the weights less often)                    \
+         */
+
+/* A primitive for blocks of M rows (one of the sizes a call picks, made on first use). */
+typedef struct dnnl_var {
+    int state; /* 0 not tried, 1 usable, -1 refused */
+    size_t M;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t src_md, dst_md, scr_md;
+} dnnl_var;
+
 struct vg_dnnl_mat {
-    int plain;   /* weights in plain bf16 [rows][cols], supplied per call */
-    int threads; /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
+    int plain;     /* weights supplied per call: plain bf16 [rows][cols], or in oneDNN's blocked
+                    * layout when nblk is set */
+    int nblk;      /* blocked: 16@K, nblk@N, 2@K (K pairs of nblk columns, 16 of them per block) */
+    size_t wbytes; /* bytes of the weights a call supplies */
+    int threads;   /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
     size_t rows, cols;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
-    void *wei; /* packed weights, owned by the model */
-    size_t scratch_bytes;
+    void *wei;            /* packed weights, owned by the model */
+    size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
+    dnnl_var var[VG_DNNL_MAX_M / 8]; /* M = 8 (i + 1); under vg_dnnl.mu */
+    struct vg_dnnl_mat *shape; /* the first packed matrix of this shape and layout: its var[] serve
+                                * every matrix like it (NULL: this one's own) */
 };
 
 int vg_dnnl_create(vg_model *m)
@@ -65,6 +107,7 @@ int vg_dnnl_create(vg_model *m)
         return 0; /* no oneDNN: the engine's own path */
     }
     d->threads = VG_MAX(1, VG_MIN(m->n_threads, VG_DNNL_SLOTS));
+    pthread_mutex_init(&d->mu, NULL);
     m->dnnl = d;
     return 0;
 }
@@ -73,6 +116,12 @@ static void mat_free(vg_dnnl_mat *dm)
 {
     if (!dm)
         return;
+    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var); i++) {
+        if (dm->var[i].prim)
+            dnnl_primitive_destroy(dm->var[i].prim);
+        if (dm->var[i].pd)
+            dnnl_primitive_desc_destroy(dm->var[i].pd);
+    }
     if (dm->prim)
         dnnl_primitive_destroy(dm->prim);
     if (dm->pd)
@@ -80,10 +129,28 @@ static void mat_free(vg_dnnl_mat *dm)
     free(dm);
 }
 
+static void attn_free(attn_prim *ap)
+{
+    if (!ap)
+        return;
+    if (ap->qk)
+        dnnl_primitive_destroy(ap->qk);
+    if (ap->pv)
+        dnnl_primitive_destroy(ap->pv);
+    if (ap->qk_pd)
+        dnnl_primitive_desc_destroy(ap->qk_pd);
+    if (ap->pv_pd)
+        dnnl_primitive_desc_destroy(ap->pv_pd);
+    free(ap);
+}
+
 void vg_dnnl_destroy(vg_dnnl *d)
 {
     if (!d)
         return;
+    for (size_t i = 0; i < d->n_attn; i++)
+        attn_free(d->attn[i]);
+    pthread_mutex_destroy(&d->mu);
     for (size_t i = 0; i < d->n_mats; i++)
         mat_free(d->mats[i]);
     free(d->mats);
@@ -102,6 +169,47 @@ to_bf16(const float *x, size_t n, uint16_t *out)
     }
     for (; i < n; i++)
         out[i] = vg_f32_to_bf16(x[i]);
+}
+
+/* The primitive of dm for blocks of M rows (M a multiple of 8, <= VG_DNNL_MAX_M), made on first
+ * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
+ * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
+static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
+{
+    if (dm->shape)
+        dm = dm->shape;
+    dnnl_var *v = &dm->var[M / 8 - 1];
+    if (v->state != 0)
+        return v->state > 0 ? v : NULL;
+    v->state = -1;
+    v->M = M;
+    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->cols},
+                dd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->rows};
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    const char *impl = NULL;
+    int ok =
+        dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, NULL, &v->dst_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(&v->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && strncmp(impl, "brg", 3) == 0;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (ok) {
+        v->scr_md = *dnnl_primitive_desc_query_md(v->pd, dnnl_query_scratchpad_md, 0);
+        size_t sb = dnnl_memory_desc_get_size(&v->scr_md);
+        if (at_load)
+            dm->scratch_bytes = VG_MAX(dm->scratch_bytes, sb);
+        ok = sb <= dm->scratch_bytes && dnnl_primitive_create(&v->prim, v->pd) == dnnl_success;
+    }
+    if (!ok)
+        return NULL;
+    v->state = 1;
+    return v;
 }
 
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out)
@@ -142,6 +250,14 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
+    for (size_t i = 0; i < d->n_mats && !dm->shape; i++) /* share the block-size primitives */
+        if (!d->mats[i]->plain && !d->mats[i]->shape && d->mats[i]->rows == rows &&
+            d->mats[i]->cols == cols && dnnl_memory_desc_equal(&d->mats[i]->wei_md, &dm->wei_md))
+            dm->shape = d->mats[i];
+    if (dm->shape)
+        dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
+    else
+        var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = NULL;
     if (posix_memalign(&wp, 64, wbytes ? wbytes : 64) != 0 || vg_model_own(m, wp) < 0) {
@@ -204,8 +320,28 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     return 0;
 }
 
-/* A primitive for M = VG_DNNL_M rows of x times plain bf16 weights [rows][cols] given per call
- * (shared by every matrix of that shape). NULL when oneDNN has no brgemm kernel for it. */
+/* The inner block of N columns when md is oneDNN's AMX/AVX512-BF16 weight layout for {K, N}
+ * (tag BA16a<nb>b2a: blocks of 32 K x nb N, [N / nb][K / 32][16][nb][2], dense): nb; else 0. */
+static int blocked_nb(const dnnl_memory_desc_t *md, size_t K, size_t N)
+{
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 2 || md->offset0 != 0 ||
+        md->extra.flags != 0 || b->inner_nblks != 3 || b->inner_blks[0] != 16 ||
+        b->inner_idxs[0] != 0 || b->inner_idxs[1] != 1 || b->inner_blks[2] != 2 ||
+        b->inner_idxs[2] != 0 || K % 32 != 0 || md->padded_dims[0] != (dnnl_dim_t)K)
+        return 0;
+    const dnnl_dim_t nb = b->inner_blks[1];
+    if ((nb != 16 && nb != 32 && nb != 64) ||
+        md->padded_dims[1] != (dnnl_dim_t)((N + (size_t)nb - 1) / (size_t)nb * (size_t)nb) ||
+        b->strides[0] != 32 * nb || b->strides[1] != (dnnl_dim_t)K * nb)
+        return 0;
+    return (int)nb;
+}
+
+/* A primitive for M = VG_DNNL_M rows of x times bf16 weights [rows][cols] supplied per call
+ * (shared by every matrix of that shape): in oneDNN's own blocked layout when it is one that
+ * unpack_task writes (no copy of the weights inside every oneDNN call), else plain. NULL when
+ * oneDNN has no brgemm kernel for it. */
 static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
 {
     for (size_t i = 0; i < d->n_mats; i++)
@@ -222,17 +358,31 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     const char *impl = NULL;
-    int ok =
-        dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&dm->wei_md, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &dm->src_md, &dm->wei_md, NULL, &dm->dst_md) == dnnl_success &&
-        dnnl_primitive_attr_create(&attr) == dnnl_success &&
-        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
-        dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl && strncmp(impl, "brg", 3) == 0 &&
-        dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
+    int ok = 0;
+    for (int blocked = 1; blocked >= 0 && !ok; blocked--) {
+        if (dm->pd)
+            dnnl_primitive_desc_destroy(dm->pd);
+        dm->pd = NULL;
+        ok =
+            dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&dm->wei_md, 2, wd, dnnl_bf16,
+                                         blocked ? dnnl_format_tag_any : dnnl_ba) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            dnnl_matmul_desc_init(&desc, &dm->src_md, &dm->wei_md, NULL, &dm->dst_md) ==
+                dnnl_success &&
+            (attr || dnnl_primitive_attr_create(&attr) == dnnl_success) &&
+            dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
+                dnnl_success &&
+            dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+            dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+            impl && strncmp(impl, "brg", 3) == 0;
+        if (ok && blocked) {
+            dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
+            dm->nblk = blocked_nb(&dm->wei_md, cols, rows);
+            ok = dm->nblk != 0;
+        }
+    }
+    ok = ok && dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (ok && d->n_mats == d->cap_mats) {
@@ -250,8 +400,10 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
         return NULL;
     }
     dm->threads = d->threads;
+    dm->wbytes = dm->nblk ? dnnl_memory_desc_get_size(&dm->wei_md) : rows * cols * 2;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
+    var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
     d->mats[d->n_mats++] = dm;
     return dm;
 }
@@ -266,13 +418,14 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
  * scratchpad, each 64-byte aligned. */
 static size_t per_thread_bytes(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
-    return ((VG_DNNL_M * cols * 2 + 63) & ~(size_t)63) +
-           ((VG_DNNL_M * rows * 4 + 63) & ~(size_t)63) + ((dm->scratch_bytes + 63) & ~(size_t)63);
+    return ((VG_DNNL_MAX_M * cols * 2 + 63) & ~(size_t)63) +
+           ((VG_DNNL_MAX_M * rows * 4 + 63) & ~(size_t)63) +
+           ((dm->scratch_bytes + 63) & ~(size_t)63);
 }
 
 size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
 {
-    size_t plain = dm->plain ? (rows * cols * 2 + 63) & ~(size_t)63 : 0; /* unpacked weights */
+    size_t plain = dm->plain ? (dm->wbytes + 63) & ~(size_t)63 : 0; /* unpacked weights */
     size_t bytes = 64 + plain + (size_t)dm->threads * per_thread_bytes(dm, rows, cols);
     return bytes / 4 + 16;
 }
@@ -284,7 +437,7 @@ q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
     const uint16_t *sc = (const uint16_t *)(const void *)(g + (size_t)VG_PACK_ROWS * K);
     for (size_t b = 0; b < K / VG_QK; b++) {
         const int8_t *q = g + (b * VG_PACK_ROWS + (size_t)rr) * VG_QK;
-        const __m512 d = _mm512_set1_ps(vg_f16_to_f32_k(sc[b * VG_PACK_ROWS + (size_t)rr]));
+        const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[b * VG_PACK_ROWS + (size_t)rr]));
         __m512 lo = _mm512_cvtepi32_ps(
             _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
         __m512 hi = _mm512_cvtepi32_ps(
@@ -303,6 +456,9 @@ typedef struct dnnl_job {
     void *wei;
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
+    size_t M; /* rows per block */
+    dnnl_primitive_t prim;
+    const dnnl_memory_desc_t *src_md, *dst_md, *scr_md;
     atomic_int busy[VG_DNNL_SLOTS];
     atomic_int failed;
 } dnnl_job;
@@ -331,6 +487,79 @@ static void unpack_task(void *arg, size_t i)
     }
 }
 
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c")))
+
+/* r[p] = (r[0][p], ..., r[15][p]): a 16 x 16 transpose of 32-bit lanes. */
+AVX512BF16 static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int c = 0; c < 4; c++) {
+            t[8 * i + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_i32x4(u[8 * i + c], u[8 * i + 4 + c], 0xdd);
+        }
+    for (int c = 0; c < 8; c++) {
+        r[c] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0x88);
+        r[c + 8] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0xdd);
+    }
+}
+
+/* Unpacks the column blocks [NB * i / parts, NB * (i + 1) / parts) of a packed text matrix
+ * straight into oneDNN's blocked layout (blocked_nb): for each block of 32 K x nb N, 16 rows at a
+ * time are widened to bf16 (Q8_0: scale * q rounded, as q8_row_to_bf16) and transposed so that
+ * each K pair of 16 rows is one 64-byte store. Rows beyond N are zero. */
+AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
+{
+    const dnnl_job *j = arg;
+    const vg_mat *w = j->w;
+    const size_t nb = (size_t)j->dm->nblk, K = w->cols, Kb = K / VG_QK, N = w->rows;
+    const size_t NB = (N + nb - 1) / nb, b0 = NB * i / j->parts, b1 = NB * (i + 1) / j->parts;
+    uint32_t *out = j->wei;
+    __m512i r[16];
+    for (size_t bn = b0; bn < b1; bn++)
+        for (size_t kb = 0; kb < Kb; kb++) {
+            uint32_t *blk = out + (bn * Kb + kb) * 16 * nb;
+            for (size_t n0 = 0; n0 < nb; n0 += 16) {
+                for (size_t t = 0; t < 16; t++) {
+                    const size_t row = bn * nb + n0 + t, rr = row % VG_PACK_ROWS;
+                    if (row >= N) {
+                        r[t] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    const unsigned char *g =
+                        (const unsigned char *)w->p + (row / VG_PACK_ROWS) * w->group_bytes;
+                    const size_t at = kb * VG_PACK_ROWS + rr;
+                    if (w->type == VG_WEIGHTS_BF16) {
+                        r[t] = _mm512_loadu_si512((const void *)(g + at * VG_QK * 2));
+                        continue;
+                    }
+                    const int8_t *q = (const int8_t *)g + at * VG_QK;
+                    const uint16_t *sc = (const uint16_t *)(const void *)(g + VG_PACK_ROWS * K);
+                    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[at]));
+                    __m512 lo = _mm512_cvtepi32_ps(
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
+                    __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(const void *)(q + 16))));
+                    r[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
+                }
+                transpose16(r);
+                for (size_t p = 0; p < 16; p++) /* 64-byte aligned; read back from memory */
+                    _mm512_stream_si512((void *)(blk + p * nb + n0), r[p]);
+            }
+        }
+    _mm_sfence(); /* the streamed stores are visible before the pool's region ends */
+}
+
 /* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
  * it claims (at most `slots` tasks run at once, one per pool participant, so one is always free).
  */
@@ -350,29 +579,30 @@ static void block_task(void *arg, size_t i)
     }
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
-    float *tmp = (float *)(void *)(a + ((VG_DNNL_M * K * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)tmp + ((VG_DNNL_M * N * 4 + 63) & ~(size_t)63);
+    float *tmp = (float *)(void *)(a + ((VG_DNNL_MAX_M * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((VG_DNNL_MAX_M * N * 4 + 63) & ~(size_t)63);
+    const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL;
     omp_set_num_threads(1); /* the pool provides the parallelism: no OpenMP team to spin */
     int ok = dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success &&
-             dnnl_memory_create(&ms, &dm->src_md, eng, xb) == dnnl_success &&
+             dnnl_memory_create(&ms, j->src_md, eng, xb) == dnnl_success &&
              dnnl_memory_create(&mw, &dm->wei_md, eng, j->wei) == dnnl_success &&
-             dnnl_memory_create(&md, &dm->dst_md, eng, tmp) == dnnl_success &&
-             dnnl_memory_create(&mscr, &dm->scr_md, eng, scr) == dnnl_success;
+             dnnl_memory_create(&md, j->dst_md, eng, tmp) == dnnl_success &&
+             dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success;
     for (size_t b = b0; ok && b < b1; b++) {
-        const size_t i0 = b * VG_DNNL_M, r = VG_MIN((size_t)VG_DNNL_M, j->n - i0);
+        const size_t i0 = b * M, r = VG_MIN(M, j->n - i0);
         to_bf16(j->x + i0 * K, r * K, xb);
-        if (r < VG_DNNL_M)
-            memset(xb + r * K, 0, (VG_DNNL_M - r) * K * sizeof(uint16_t));
-        float *dst = r == VG_DNNL_M ? j->y + i0 * N : tmp;
+        if (r < M)
+            memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
+        float *dst = r == M ? j->y + i0 * N : tmp;
         ok = dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
                                    {DNNL_ARG_DST, md},
                                    {DNNL_ARG_SCRATCHPAD, mscr}};
-        ok = ok && dnnl_primitive_execute(dm->prim, st, 4, args) == dnnl_success &&
+        ok = ok && dnnl_primitive_execute(j->prim, st, 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
         if (ok && dst == tmp)
             memcpy(j->y + i0 * N, tmp, r * N * sizeof(float));
@@ -404,15 +634,304 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
         atomic_init(&j.busy[k], 0);
     if (dm->plain) {
         j.wei = base;
-        base += (w->rows * w->cols * 2 + 63) & ~(size_t)63;
-        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, unpack_task, &j);
+        base += (dm->wbytes + 63) & ~(size_t)63;
+        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts,
+                    dm->nblk ? unpack_blocked_task : unpack_task, &j);
     }
     j.area = base;
     j.per = per_thread_bytes(dm, w->rows, w->cols);
-    j.blocks = (n + VG_DNNL_M - 1) / VG_DNNL_M;
+    /* blocks as large as VG_DNNL_MAX_M (oneDNN streams the weights once per block), as many per
+     * participant, the rows split evenly (M a multiple of 8, so that few primitives serve every
+     * row count); below VG_DNNL_M rows a block the load-time primitive */
+    j.M = VG_DNNL_M;
+    j.prim = dm->prim;
+    j.src_md = &dm->src_md;
+    j.dst_md = &dm->dst_md;
+    j.scr_md = &dm->scr_md;
+    size_t nb = (n + VG_DNNL_MAX_M - 1) / VG_DNNL_MAX_M;
+    nb = (nb + j.slots - 1) / j.slots * j.slots;
+    const size_t M = ((n + nb - 1) / nb + 7) & ~(size_t)7;
+    if (M > VG_DNNL_M) {
+        pthread_mutex_lock(&m->dnnl->mu);
+        /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
+        const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0);
+        pthread_mutex_unlock(&m->dnnl->mu);
+        if (v) {
+            j.M = M;
+            j.prim = v->prim;
+            j.src_md = &v->src_md;
+            j.dst_md = &v->dst_md;
+            j.scr_md = &v->scr_md;
+        }
+    }
+    j.blocks = (n + j.M - 1) / j.M;
     if (j.parts > j.blocks)
         j.parts = j.blocks;
     vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, block_task, &j);
+    return atomic_load(&j.failed) ? VG_EIO : 0;
+}
+
+/* ---- attention through oneDNN: S = Q K^T and O = P V per head in bf16 (AMX where present) ---- */
+
+static int make_mm(vg_dnnl *d, const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b,
+                   const dnnl_memory_desc_t *c, dnnl_primitive_desc_t *pd, dnnl_primitive_t *prim,
+                   dnnl_memory_desc_t *scr)
+{
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_attr_t attr = NULL;
+    const char *impl = NULL;
+    int ok =
+        dnnl_matmul_desc_init(&desc, a, b, NULL, c) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && strncmp(impl, "brg", 3) == 0 && dnnl_primitive_create(prim, *pd) == dnnl_success;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (ok)
+        *scr = *dnnl_primitive_desc_query_md(*pd, dnnl_query_scratchpad_md, 0);
+    return ok;
+}
+
+/* The primitives of shape (n rows, ctx keys, head size dh), made on first use; NULL when oneDNN
+ * has no brgemm kernel for it or VG_DNNL_ATTN shapes are taken. Any thread. */
+static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t dh)
+{
+    attn_prim *ap = NULL;
+    pthread_mutex_lock(&d->mu);
+    for (size_t i = 0; i < d->n_attn && !ap; i++)
+        if (d->attn[i]->n == n && d->attn[i]->ctx == ctx && d->attn[i]->dh == dh)
+            ap = d->attn[i];
+    if (!ap && d->n_attn < VG_DNNL_ATTN && (ap = calloc(1, sizeof(*ap))) != NULL) {
+        ap->n = n;
+        ap->ctx = ctx;
+        ap->dh = dh;
+        dnnl_dims_t qd = {(dnnl_dim_t)n, (dnnl_dim_t)dh}, kd = {(dnnl_dim_t)dh, (dnnl_dim_t)ctx};
+        dnnl_dims_t sd = {(dnnl_dim_t)n, (dnnl_dim_t)ctx}, vd = {(dnnl_dim_t)ctx, (dnnl_dim_t)dh};
+        int ok =
+            dnnl_memory_desc_init_by_tag(&ap->q_md, 2, qd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            /* K^T {dh, ctx} from K stored [ctx][dh] */
+            dnnl_memory_desc_init_by_tag(&ap->k_md, 2, kd, dnnl_bf16, dnnl_ba) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->s_md, 2, sd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->p_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->v_md, 2, vd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+            dnnl_memory_desc_init_by_tag(&ap->o_md, 2, qd, dnnl_f32, dnnl_ab) == dnnl_success &&
+            make_mm(d, &ap->q_md, &ap->k_md, &ap->s_md, &ap->qk_pd, &ap->qk, &ap->qk_scr_md) &&
+            make_mm(d, &ap->p_md, &ap->v_md, &ap->o_md, &ap->pv_pd, &ap->pv, &ap->pv_scr_md);
+        if (ok) {
+            ap->scr_bytes = VG_MAX(dnnl_memory_desc_get_size(&ap->qk_scr_md),
+                                   dnnl_memory_desc_get_size(&ap->pv_scr_md));
+            d->attn[d->n_attn++] = ap;
+        } else {
+            attn_free(ap);
+            ap = NULL;
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return ap;
+}
+
+/* e^x for 16 lanes, x <= 0 here (scores minus their maximum): the polynomial of ops.c's exp4, 2^n
+ * applied with VSCALEFPS; below -87 gives 0. */
+__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x)
+{
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p =
+        _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
+}
+
+/* p[0..ctx) = bf16(softmax(scale * s[0..vis))), zero from vis on; s is overwritten. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 16 <= vis; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
+    const __mmask16 tail = (__mmask16)((1u << (vis - i)) - 1u);
+    if (tail)
+        mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + i));
+    const __m512 sc = _mm512_set1_ps(scale);
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale);
+    __m512 sum = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= vis; i += 16) {
+        __m512 e = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
+        _mm512_storeu_ps(s + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+        __m512 e = _mm512_maskz_mov_ps(
+            tail, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
+        _mm512_mask_storeu_ps(s + i, tail, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (i = 0; i + 16 <= vis; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
+                                                            _mm512_loadu_ps(s + i), inv)));
+    if (tail)
+        _mm256_mask_storeu_epi16(
+            p + i, tail,
+            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), inv)));
+    i = vis;
+    if (ctx > vis)
+        memset(p + vis, 0, (ctx - vis) * sizeof(uint16_t));
+}
+
+typedef struct attn_job {
+    const vg_attn_args *a;
+    const attn_prim *ap;
+    dnnl_engine_t eng;
+    size_t n, ctx; /* padded rows and keys of the primitives (zero rows beyond a->n, a->ctx) */
+    uint16_t *qb, *kb, *vb; /* bf16 [heads][n][dh], [kv_heads][ctx][dh] twice */
+    unsigned char *area;    /* per running task: per bytes each, claimed through busy[] */
+    size_t per, slots;
+    atomic_int busy[VG_DNNL_SLOTS];
+    atomic_int failed;
+} attn_job;
+
+/* Rows [r0, r1) of the bf16 copies: the query rows of every head, then the keys, then the values
+ * (padding rows zero). */
+static void attn_cvt_range(void *c, size_t r0, size_t r1)
+{
+    const attn_job *j = c;
+    const vg_attn_args *a = j->a;
+    const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kv_heads * j->ctx;
+    for (size_t u = r0; u < r1; u++) {
+        const float *src;
+        uint16_t *dst;
+        size_t h, i, lim;
+        if (u < nq) {
+            h = u / j->n, i = u % j->n, lim = a->n;
+            src = a->q + h * a->q_hs + i * a->ldq;
+            dst = j->qb + u * dh;
+        } else if (u < nq + nk) {
+            h = (u - nq) / j->ctx, i = (u - nq) % j->ctx, lim = a->ctx;
+            src = a->k + h * a->k_hs + i * a->ldk;
+            dst = j->kb + (u - nq) * dh;
+        } else {
+            h = (u - nq - nk) / j->ctx, i = (u - nq - nk) % j->ctx, lim = a->ctx;
+            src = a->v + h * a->v_hs + i * a->ldv;
+            dst = j->vb + (u - nq - nk) * dh;
+        }
+        if (i < lim)
+            to_bf16(src, dh, dst);
+        else
+            memset(dst, 0, dh * sizeof(uint16_t));
+    }
+}
+
+/* Head h: S = Q_h K_j^T, P = softmax rows (causal limit), O = P V_j into a->o. */
+static void attn_head_task(void *arg, size_t h)
+{
+    attn_job *j = arg;
+    const vg_attn_args *a = j->a;
+    const attn_prim *ap = j->ap;
+    const size_t n = j->n, ctx = j->ctx, dh = a->dh, kvh = h / (a->heads / a->kv_heads);
+    size_t slot = 0;
+    for (;; slot = (slot + 1) % j->slots) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
+            break;
+    }
+    unsigned char *ar = j->area + slot * j->per;
+    float *s = (float *)(void *)ar;
+    uint16_t *p = (uint16_t *)(void *)(ar + ((n * ctx * 4 + 63) & ~(size_t)63));
+    float *o = (float *)(void *)((unsigned char *)p + ((n * ctx * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)o + ((n * dh * 4 + 63) & ~(size_t)63);
+    dnnl_stream_t st = NULL;
+    dnnl_memory_t mq = NULL, mk = NULL, ms = NULL, mp = NULL, mv = NULL, mo = NULL, mscr = NULL,
+                  mscr2 = NULL;
+    omp_set_num_threads(1); /* the pool provides the parallelism */
+    int ok = dnnl_stream_create(&st, j->eng, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&mq, &ap->q_md, j->eng, j->qb + h * n * dh) == dnnl_success &&
+             dnnl_memory_create(&mk, &ap->k_md, j->eng, j->kb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&ms, &ap->s_md, j->eng, s) == dnnl_success &&
+             dnnl_memory_create(&mp, &ap->p_md, j->eng, p) == dnnl_success &&
+             dnnl_memory_create(&mv, &ap->v_md, j->eng, j->vb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&mo, &ap->o_md, j->eng, o) == dnnl_success &&
+             dnnl_memory_create(&mscr, &ap->qk_scr_md, j->eng, scr) == dnnl_success &&
+             dnnl_memory_create(&mscr2, &ap->pv_scr_md, j->eng, scr) == dnnl_success;
+    if (ok) {
+        dnnl_exec_arg_t qa[4] = {{DNNL_ARG_SRC, mq},
+                                 {DNNL_ARG_WEIGHTS, mk},
+                                 {DNNL_ARG_DST, ms},
+                                 {DNNL_ARG_SCRATCHPAD, mscr}};
+        ok = dnnl_primitive_execute(ap->qk, st, 4, qa) == dnnl_success &&
+             dnnl_stream_wait(st) == dnnl_success;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        size_t vis = i >= a->n ? 1 : a->p0 < 0 ? a->ctx : (size_t)a->p0 + i + 1;
+        softmax_bf16(s + i * ctx, vis, ctx, a->scale, p + i * ctx);
+    }
+    if (ok) {
+        dnnl_exec_arg_t pa[4] = {{DNNL_ARG_SRC, mp},
+                                 {DNNL_ARG_WEIGHTS, mv},
+                                 {DNNL_ARG_DST, mo},
+                                 {DNNL_ARG_SCRATCHPAD, mscr2}};
+        ok = dnnl_primitive_execute(ap->pv, st, 4, pa) == dnnl_success &&
+             dnnl_stream_wait(st) == dnnl_success;
+    }
+    for (size_t i = 0; ok && i < a->n; i++)
+        memcpy(a->o + i * a->ldo + h * a->o_hs, o + i * dh, dh * sizeof(float));
+    dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
+    for (int i = 0; i < 8; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    if (st)
+        dnnl_stream_destroy(st);
+    if (!ok)
+        atomic_store(&j->failed, 1);
+    atomic_store(&j->busy[slot], 0);
+}
+
+int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
+{
+    vg_dnnl *d = m->dnnl;
+    if (!d || m->wtype == VG_WEIGHTS_F32 || vg_isa_level() < VG_ISA_AVX512 || a->n == 0 ||
+        a->ctx == 0 || a->dh % 16 != 0 || a->kv_heads == 0 || a->heads % a->kv_heads != 0)
+        return 1;
+    /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
+     * shapes serve them */
+    const size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;
+    const size_t ctx = a->p0 < 0 ? a->ctx : (a->ctx + 63) & ~(size_t)63;
+    const attn_prim *ap = attn_prim_get(d, n, ctx, a->dh);
+    if (!ap)
+        return 1;
+    attn_job j = {.a = a, .ap = ap, .eng = d->eng, .n = n, .ctx = ctx};
+    j.slots = (size_t)VG_MIN(VG_MIN(d->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
+    j.per = ((n * ctx * 4 + 63) & ~(size_t)63) + ((n * ctx * 2 + 63) & ~(size_t)63) +
+            ((n * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
+    const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t kbytes = (a->kv_heads * ctx * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t bytes = 64 + qbytes + 2 * kbytes + j.slots * j.per;
+    void *buf = vg_scratch_take(m, bytes);
+    if (!buf)
+        return VG_ENOMEM;
+    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    j.qb = (uint16_t *)(void *)base;
+    j.kb = (uint16_t *)(void *)(base + qbytes);
+    j.vb = (uint16_t *)(void *)(base + qbytes + kbytes);
+    j.area = base + qbytes + 2 * kbytes;
+    atomic_init(&j.failed, 0);
+    for (int k = 0; k < VG_DNNL_SLOTS; k++)
+        atomic_init(&j.busy[k], 0);
+    vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
+    vg_pool_for(pool, a->heads * n + 2 * a->kv_heads * ctx, 64, attn_cvt_range, &j);
+    vg_pool_run(pool, a->heads, attn_head_task, &j);
+    vg_scratch_give(m, buf, bytes);
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 
@@ -550,6 +1069,13 @@ size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
     (void)rows;
     (void)cols;
     return 0;
+}
+
+int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
+{
+    (void)m;
+    (void)a;
+    return 1;
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)

@@ -140,6 +140,29 @@ size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols);
 /* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain. 0 or VG_EIO. */
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
 
+/* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
+ * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row
+ * strides ldk, ldv), its output rows o + h * o_hs (row stride ldo). p0 < 0: every row sees all ctx
+ * keys; else row i sees keys 0..p0 + i (causal after p0 cached positions). */
+typedef struct vg_attn_args {
+    const float *q, *k, *v;
+    size_t ldq, ldk, ldv, q_hs, k_hs, v_hs;
+    size_t n, ctx, heads, kv_heads, dh;
+    float scale;
+    long p0;
+    float *o;
+    size_t ldo, o_hs;
+} vg_attn_args;
+/* Attention with bf16 products through oneDNN (AMX on CPUs that have it): Q, K, V and the
+ * probabilities rounded to bf16 as in PyTorch's bf16 path, scores, softmax and outputs float32;
+ * heads split across m's pool. Only for lossy weight types (bf16, q8_0) at the AVX-512 level with
+ * head sizes that are multiples of 16. 0 done; 1 not available here (use vg_flash_attn); VG_ENOMEM
+ * or VG_EIO (nothing sensible written). Any thread. */
+int vg_dnnl_attn(vg_model *m, const vg_attn_args *a);
+/* Query rows from which the engine uses vg_dnnl_attn: below, the fused float32 kernel is as fast
+ * (the bf16 tiles are mostly padding) and exact. */
+#define VG_DNNL_ATTN_MIN 128
+
 /* Benchmarks only: GFLOP/s of a oneDNN matmul [M][K] x [K][N] -> float32 with prepacked weights,
  * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up;
  * 0 when oneDNN is absent or refuses the shape. */

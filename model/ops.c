@@ -7,8 +7,140 @@
 #include "engine.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
+
+/* The AVX-512 versions below do the same arithmetic per element as the portable code (the norms'
+ * sums in double, the same exp polynomial); only the order of the double sums and the FMA
+ * contractions of the polynomial differ (about an ulp). They run when the kernel level is AVX-512
+ * (VG_ISA can force the portable code, which test_golden_avx2/scalar then check). */
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* e^x for 16 lanes as exp4: 0 below -87, x clamped to 88 above; NaN stays NaN. */
+AVX512 static inline __m512 exp16(__m512 x)
+{
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_mask_blend_ps(under, x, _mm512_set1_ps(-87.0f));
+    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), x,
+                             _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p =
+        _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
+}
+
+/* g = SiLU(g) * u = g / (1 + e^-g) * u over n values. */
+AVX512 static void silu_mul_avx512(float *g, const float *u, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_loadu_ps(g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 y = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(y, _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(k, g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 y = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(y, _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
+AVX512 static void gelu_tanh_avx512(float *x, size_t n)
+{
+    const __m512 k2 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 u = _mm512_mul_ps(
+            _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(c, v), _mm512_mul_ps(v, v))), k2);
+        _mm512_mask_storeu_ps(x + i, k,
+                              _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u))));
+    }
+}
+
+/* Sum of the d values of r (squared when sq) in double, 16 per step. */
+AVX512 static double sum_pd(const float *r, size_t d, int sq, double sub)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    const __m512d m = _mm512_set1_pd(sub);
+    size_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        __m512 v = _mm512_loadu_ps(r + j);
+        __m512d lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), m);
+        __m512d hi = _mm512_sub_pd(
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), m);
+        a0 = sq ? _mm512_fmadd_pd(lo, lo, a0) : _mm512_add_pd(a0, lo);
+        a1 = sq ? _mm512_fmadd_pd(hi, hi, a1) : _mm512_add_pd(a1, hi);
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    for (; j < d; j++) {
+        double t = r[j] - sub;
+        s += sq ? t * t : t;
+    }
+    return s;
+}
+
+/* o[j] = (float)((r[j] - mean) * inv) * w[j] (+ b[j]), the conversions as in the portable code. */
+AVX512 static void norm_out(const float *r, float *o, size_t d, double mean, double inv,
+                            const float *w, const float *b)
+{
+    const __m512d m = _mm512_set1_pd(mean), s = _mm512_set1_pd(inv);
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        __m512d x = _mm512_cvtps_pd(_mm256_loadu_ps(r + j));
+        __m256 f = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_sub_pd(x, m), s));
+        f = _mm256_mul_ps(f, _mm256_loadu_ps(w + j));
+        if (b)
+            f = _mm256_add_ps(f, _mm256_loadu_ps(b + j));
+        _mm256_storeu_ps(o + j, f);
+    }
+    for (; j < d; j++) {
+        float f = (float)((r[j] - mean) * inv) * w[j];
+        o[j] = b ? f + b[j] : f;
+    }
+}
+
+AVX512 static void layernorm_avx512(const float *x, float *y, size_t n, size_t d, const float *w,
+                                    const float *b, float eps)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *r = x + i * d;
+        double mean = sum_pd(r, d, 0, 0.0) / (double)d;
+        double v = sum_pd(r, d, 1, mean);
+        norm_out(r, y + i * d, d, mean, 1.0 / sqrt(v / (double)d + eps), w, b);
+    }
+}
+
+/* RMSNorm's o[j] = w[j] * (float)(r[j] * inv). */
+AVX512 static void rmsnorm_avx512(const float *x, float *y, size_t n, size_t d, const float *w,
+                                  float eps)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *r = x + i * d;
+        float *o = y + i * d;
+        double inv = 1.0 / sqrt(sum_pd(r, d, 1, 0.0) / (double)d + eps);
+        const __m512d s = _mm512_set1_pd(inv);
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            __m256 f = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(r + j)), s));
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), f));
+        }
+        for (; j < d; j++)
+            o[j] = w[j] * (float)(r[j] * inv);
+    }
+}
 
 typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
@@ -60,6 +192,10 @@ static inline float exp1(float x)
 
 void vg_silu_mul(float *g, const float *u, size_t n)
 {
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        silu_mul_avx512(g, u, n);
+        return;
+    }
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
         v4f x = load4(g + i);
@@ -93,6 +229,10 @@ void vg_linear(const float *x, size_t n, size_t in, const float *w, const float 
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,
                   float eps)
 {
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        layernorm_avx512(x, y, n, d, w, b, eps);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const float *r = x + i * d;
         float *o = y + i * d;
@@ -113,6 +253,10 @@ void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, 
 
 void vg_rmsnorm(const float *x, float *y, size_t n, size_t d, const float *w, float eps)
 {
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        rmsnorm_avx512(x, y, n, d, w, eps);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const float *r = x + i * d;
         float *o = y + i * d;
@@ -129,6 +273,10 @@ void vg_gelu_tanh(float *x, size_t n)
 {
     /* 0.5 x (1 + tanh(u)) == x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
     const float k2 = 2.0f * 0.7978845608028654f;
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        gelu_tanh_avx512(x, n);
+        return;
+    }
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
         v4f v = load4(x + i);

@@ -7,12 +7,14 @@
  * to the largest chunk seen and are then reused (never returned between calls: glibc handing big
  * temporaries back to the kernel made other engines 2-5x slower here).
  *
- * Prefill runs the new tokens in chunks of up to VG_CHUNK rows: every projection is one sgemm over
- * the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's rows and the cached
- * context (query rows split into blocks so the score matrix stays within VG_SCORE_BUDGET floats),
- * causal mask, float32 softmax. Decode (one token) uses sgemv for the projections and, per KV head,
- * a streaming kernel for the query heads that share it (K and V are read once). DeepStack features
- * are added after layers 0..n_deepstack-1 at the rows whose id is a vision pad token, in order.
+ * Prefill runs the new tokens in chunks of up to VG_CHUNK rows (1024: with bf16/q8_0 weights every
+ * chunk unpacks each text matrix for oneDNN once, so a 1k prompt pays that once): every projection
+ * is one product over the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's
+ * rows and the cached context (query rows split into blocks so the score matrix stays within
+ * VG_SCORE_BUDGET floats), causal mask, float32 softmax. Decode (one token) uses sgemv for the
+ * projections and, per KV head, a streaming kernel for the query heads that share it (K and V are
+ * read once). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
+ * vision pad token, in order.
  *
  * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
  * call. A vg_seq is used by one thread at a time; the model it reads is shared read-only.
@@ -25,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VG_CHUNK 512
+#define VG_CHUNK 1024
 #ifndef VG_SCORE_BUDGET
 #define VG_SCORE_BUDGET ((size_t)8 << 20) /* floats of the attention score block */
 #endif
@@ -356,6 +358,30 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         vg_pool_run(job.ctx * QD >= ((size_t)1 << 16) ? s->m->tpool : NULL, Hkv, decode_attn_task,
                     &job);
         return 0;
+    }
+    if (n >= VG_DNNL_ATTN_MIN) { /* bf16 products through oneDNN (lossy weight types) */
+        const size_t kv0 = (size_t)l * Hkv * s->max_tokens * hd;
+        vg_attn_args aa = {.q = s->q,
+                           .k = s->kc + kv0,
+                           .v = s->vc + kv0,
+                           .ldq = QD,
+                           .ldk = hd,
+                           .ldv = hd,
+                           .q_hs = hd,
+                           .k_hs = s->max_tokens * hd,
+                           .v_hs = s->max_tokens * hd,
+                           .n = n,
+                           .ctx = p0 + n,
+                           .heads = Hq,
+                           .kv_heads = Hkv,
+                           .dh = hd,
+                           .scale = scale,
+                           .p0 = (long)p0,
+                           .o = s->o,
+                           .ldo = QD,
+                           .o_hs = hd};
+        if (vg_dnnl_attn(s->m, &aa) == 0)
+            return 0;
     }
     if (vg_flash_ok(hd)) { /* fused causal attention, the query heads split across the pool */
         prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};

@@ -386,21 +386,45 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &cq);
             vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &ck);
         }
-        if (flash) { /* fused attention, the heads split across the pool */
+        vg_attn_args aa = {.q = qkv,
+                           .k = qkv + D,
+                           .v = qkv + 2 * D,
+                           .ldq = 3 * D,
+                           .ldk = 3 * D,
+                           .ldv = 3 * D,
+                           .q_hs = dh,
+                           .k_hs = dh,
+                           .v_hs = dh,
+                           .n = N,
+                           .ctx = N,
+                           .heads = H,
+                           .kv_heads = H,
+                           .dh = dh,
+                           .scale = scale,
+                           .p0 = -1,
+                           .o = o,
+                           .ldo = D,
+                           .o_hs = dh};
+        if (N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn(m, &aa) == 0) {
+            /* bf16 products through oneDNN (lossy weight types) */
+        } else if (flash) { /* fused attention, the heads split across the pool */
             vis_attn_job job = {
                 .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
             vg_pool_run(m->tpool, H, vis_attn_task, &job);
-        }
-        for (size_t hd = 0; !flash && hd < H; hd++) {
-            const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
-            for (size_t i0 = 0; i0 < N; i0 += rb) {
-                size_t r = VG_MIN(rb, N - i0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)N, (int)dh, scale,
-                            q + i0 * 3 * D, (int)(3 * D), k, (int)(3 * D), 0.0f, sc, (int)N);
-                for (size_t i = 0; i < r; i++)
-                    vg_softmax(sc + i * N, N);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)dh, (int)N,
-                            1.0f, sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh, (int)D);
+        } else {
+            for (size_t hd = 0; hd < H; hd++) {
+                const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
+                for (size_t i0 = 0; i0 < N; i0 += rb) {
+                    size_t r = VG_MIN(rb, N - i0);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)N, (int)dh,
+                                scale, q + i0 * 3 * D, (int)(3 * D), k, (int)(3 * D), 0.0f, sc,
+                                (int)N);
+                    for (size_t i = 0; i < r; i++)
+                        vg_softmax(sc + i * N, N);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)dh, (int)N,
+                                1.0f, sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh,
+                                (int)D);
+                }
             }
         }
         vg_matmul(m, o, N, &b->proj_w, b->proj_b, h, ws);
