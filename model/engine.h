@@ -39,10 +39,10 @@ typedef struct vg_mat {
     size_t group_bytes;            /* bytes of one packed group */
     const vg_dnnl_mat *dnnl;       /* BF16 packed for oneDNN instead (vision only; p is NULL) */
     const vg_dnnl_mat *dnnl_plain; /* text: oneDNN primitive for many rows on unpacked p */
-    uint32_t gtype;                /* VG_MAT_GGUF: the ggml block type of p's rows (quant.h) */
+    uint32_t gtype;                /* VG_MAT_GGUF: the ggml block type of p's groups (quant.h) */
 } vg_mat;
-/* vg_mat.type of a matrix kept in its GGUF blocks (Q4_K, Q6_K): p holds the rows unchanged,
- * group_bytes bytes each (weights.c, quant.h). */
+/* vg_mat.type of a matrix kept at its GGUF K-quant precision (Q4_K, Q5_K, Q6_K): p holds groups
+ * of VG_PACK_ROWS rows repacked at load (quant.h, vg_kq_pack_group), group_bytes bytes each. */
 #define VG_MAT_GGUF 100
 
 typedef struct vg_vis_block {
