@@ -1482,6 +1482,17 @@ static void on_claim_fail(vg_cluster *c, inmsg *in)
         d->claiming = 0;
         c->claiming--;
         d->free_at = mono_ms(); /* held elsewhere: the wait starts again */
+        /* To the end of the list: the reconciler tries the others first (with one free slot, a
+         * node would otherwise retry the first streams held elsewhere every tick and never reach
+         * a free one further down). */
+        desired **p = &c->desired;
+        while (*p != d)
+            p = &(*p)->next;
+        *p = d->next;
+        d->next = NULL;
+        for (p = &c->desired; *p; p = &(*p)->next)
+            ;
+        *p = d;
     }
 }
 
