@@ -21,6 +21,10 @@
  *    records thread and `info`. The records thread publishes the records the loop queues (`recs`)
  *    to VIGIL_EVENTS while the lease is trusted. `events` from JetStream and `watch` creates run on
  *    the operations thread; their replies are built on the loop (ev_query).
+ *  - `cancel` of a job running elsewhere: the operations thread sends the request on
+ *    vigil.cancel.<id> (or writes `cancelled` to the bucket when nobody answers); libnats' own
+ *    thread delivers the requests of other nodes (subscription vigil.cancel.>) to the inbox, and
+ *    the loop cancels the job if it runs it and queues the answer for the operations thread.
  *  - Inbox messages wake the loop through `async`; the loop never calls libnats, and no thread but
  *    the loop calls the job manager or the bus.
  */
@@ -55,8 +59,30 @@
 #define LEASE_VALID 0.8   /* of the TTL: how long after a write was sent the lease is trusted */
 #define RETRY_MS    10000 /* a stream that failed to start here is not claimed again for this */
 
-enum cmd_type { CMD_PUBLISH, CMD_STATE, CMD_FINISH, CMD_NAK, CMD_DESIRE, CMD_UNDESIRE, CMD_EVENTS };
-enum in_type { IN_JOB, IN_ENTRY, IN_DESIRED, IN_CLAIMED, IN_CLAIM_FAIL, IN_LOST, IN_EVENTS };
+#define CANCEL_PFX  "vigil.cancel." /* + job id: a cancel of a job that runs on another node */
+#define CANCEL_WAIT 2000            /* ms the asking node waits for the running node's reply */
+
+enum cmd_type {
+    CMD_PUBLISH,
+    CMD_STATE,
+    CMD_FINISH,
+    CMD_NAK,
+    CMD_DESIRE,
+    CMD_UNDESIRE,
+    CMD_EVENTS,
+    CMD_CANCEL,
+    CMD_REPLY
+};
+enum in_type {
+    IN_JOB,
+    IN_ENTRY,
+    IN_DESIRED,
+    IN_CLAIMED,
+    IN_CLAIM_FAIL,
+    IN_LOST,
+    IN_EVENTS,
+    IN_CANCEL
+};
 enum lcmd_type { LC_CLAIM, LC_RELEASE };
 
 /* `events` answered from JetStream: filled by the operations thread, answered by the loop. */
@@ -68,7 +94,9 @@ typedef struct ev_query {
     char name[VG_ID_MAX + 1];
     unsigned long long since;
     int limit;
-    char *watch;  /* a `watch` to record (the request, JSON); NULL: `events` */
+    char *watch; /* a `watch` to record (the request, JSON); NULL: `events` or `cancel` */
+    int cancel;  /* a `cancel` of the job q->name (answer: what happened, JSON) */
+    char *answer;
     char *stored; /* watch: the bucket's value when the name was taken already */
     int answered; /* the loop answered already (shutdown) */
     /* Results (operations thread). */
@@ -118,7 +146,8 @@ typedef struct desired {
 typedef struct cmd {
     enum cmd_type type;
     char id[VG_ID_MAX + 1];
-    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); owned */
+    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); REPLY: the reply
+                    (JSON) to the subject in view; owned */
     char *view;  /* PUBLISH: the queued view */
     ev_query *q; /* EVENTS */
     struct cmd *next;
@@ -127,7 +156,8 @@ typedef struct cmd {
 typedef struct inmsg {
     enum in_type type;
     char id[VG_ID_MAX + 1];
-    char *data; /* JOB: the request; ENTRY: the bucket's value (NULL: deleted) */
+    char *data; /* JOB: the request; ENTRY: the bucket's value (NULL: deleted); CANCEL: the reply
+                   subject */
     size_t len;
     uint64_t delivered; /* JOB: deliveries; CLAIMED: the stream's first sequence number */
     ev_query *q;        /* EVENTS */
@@ -172,7 +202,7 @@ struct vg_cluster {
     jsCtx *js;
     kvStore *kv;
     kvStore *kv_watches, *kv_leases;
-    natsSubscription *sub;
+    natsSubscription *sub, *cancel_sub;
     kvWatcher *watcher, *dwatcher;
 
     pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th;
@@ -350,6 +380,22 @@ static void *pull_main(void *arg)
                 cJSON_Delete(o);
                 continue;
             }
+            kvEntry *ke = NULL;
+            if (kvStore_Get(&ke, c->kv, jid->valuestring) == NATS_OK &&
+                view_final(kvEntry_Value(ke), (size_t)kvEntry_ValueLen(ke))) {
+                /* Final in the cluster already (cancelled before it ran, or finished by a node
+                 * that died before its ack): acked, not run. */
+                vg_log(VG_LOG_INFO, MOD, "job %s: final in the cluster already; acked",
+                       jid->valuestring);
+                kvEntry_Destroy(ke);
+                natsMsg_AckSync(m, NULL, NULL);
+                natsMsg_Destroy(m);
+                free(in);
+                free(copy);
+                cJSON_Delete(o);
+                continue;
+            }
+            kvEntry_Destroy(ke);
             jsMsgMetaData *meta = NULL;
             if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
                 in->delivered = meta->NumDelivered;
@@ -890,6 +936,108 @@ static void watch_create(vg_cluster *c, ev_query *q)
     snprintf(q->err, sizeof q->err, "the cluster could not record the watch: %s", nats_err(s));
 }
 
+/* `cancel` of a job that does not run on this node (operations thread). The node running it
+ * answers a request on vigil.cancel.<id> and cancels it there; when none answers, the job is
+ * queued (or its node died): its bucket entry becomes `cancelled` with a revision-checked update
+ * that never replaces a final state, and the node that pulls it acks it without running it. What
+ * happened goes to q->answer (q NULL: nobody waits for it). */
+static void cancel_remote(vg_cluster *c, const char *id, ev_query *q)
+{
+    char subj[sizeof CANCEL_PFX + VG_ID_MAX], why[300] = "";
+    snprintf(subj, sizeof subj, CANCEL_PFX "%s", id);
+    cJSON *a = NULL;
+    for (int tries = 0; tries < 5 && !a && !atomic_load(&c->stop); tries++) {
+        natsMsg *rep = NULL;
+        natsStatus s = natsConnection_RequestString(&rep, c->nc, subj, c->node, CANCEL_WAIT);
+        if (s == NATS_OK) {
+            a = cJSON_ParseWithLength(natsMsg_GetData(rep), (size_t)natsMsg_GetDataLength(rep));
+            natsMsg_Destroy(rep);
+            if (a)
+                break;
+        }
+        if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS) {
+            snprintf(why, sizeof why, "%s", nats_err(s));
+            sleep_ms(250);
+            continue;
+        }
+        /* Nobody runs it: the bucket. */
+        kvEntry *e = NULL;
+        s = kvStore_Get(&e, c->kv, id);
+        if (s == NATS_NOT_FOUND) {
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "where", "none");
+            break;
+        }
+        if (s != NATS_OK) {
+            snprintf(why, sizeof why, "%s", nats_err(s));
+            sleep_ms(250);
+            continue;
+        }
+        cJSON *v = cJSON_ParseWithLength(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+        uint64_t last = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(v, "node");
+        if (!v || !cJSON_IsString(st)) {
+            cJSON_Delete(v);
+            snprintf(why, sizeof why, "the cluster's record of the job is not a job view");
+            break;
+        }
+        if (is_final_state(st->valuestring)) {
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "state", st->valuestring);
+            cJSON_AddStringToObject(a, "where", "final");
+            if (cJSON_IsString(nd))
+                cJSON_AddStringToObject(a, "node", nd->valuestring);
+            cJSON_Delete(v);
+            break;
+        }
+        cJSON_ReplaceItemInObject(v, "state", cJSON_CreateString("cancelled"));
+        cJSON_DeleteItemFromObject(v, "stage");
+        cJSON_DeleteItemFromObject(v, "percent");
+        cJSON *er = cJSON_CreateObject();
+        cJSON_AddStringToObject(er, "code", "cancelled");
+        cJSON_AddStringToObject(er, "message", "cancelled before a node ran it");
+        cJSON_ReplaceItemInObject(v, "error", er);
+        cJSON_DeleteItemFromObject(v, "cancelled_by");
+        cJSON_AddStringToObject(v, "cancelled_by", c->node);
+        cJSON_DeleteItemFromObject(v, "finished");
+        cJSON_AddNumberToObject(v, "finished", unix_now());
+        char *t = cJSON_PrintUnformatted(v);
+        cJSON_Delete(v);
+        uint64_t rev = 0;
+        s = t ? kvStore_Update(&rev, c->kv, id, t, (int)strlen(t), last) : NATS_NO_MEMORY;
+        free(t);
+        if (s == NATS_OK) {
+            vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled in the cluster before it ran", id);
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "state", "cancelled");
+            cJSON_AddStringToObject(a, "where", "queued");
+            break;
+        }
+        /* Another write came first (a node started it): ask again. */
+        snprintf(why, sizeof why, "%s", nats_err(s));
+    }
+    if (!q) {
+        if (!a)
+            vg_log(VG_LOG_WARNING, MOD, "job %s: cancel: %s", id, why[0] ? why : "no answer");
+        cJSON_Delete(a);
+        return;
+    }
+    if (!a) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "the cluster could not cancel job '%s': %s", id,
+                 why[0] ? why : "no answer");
+        return;
+    }
+    q->answer = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    if (!q->answer) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "out of memory");
+    }
+}
+
 static void run_cmd(vg_cluster *c, cmd *m)
 {
     switch (m->type) {
@@ -981,6 +1129,23 @@ static void run_cmd(vg_cluster *c, cmd *m)
         m->q = NULL;
         break;
     }
+    case CMD_CANCEL:
+        cancel_remote(c, m->id, m->q);
+        if (m->q) {
+            inmsg *in = calloc(1, sizeof *in);
+            if (in) {
+                in->type = IN_EVENTS;
+                in->q = m->q;
+                post_in(c, in);
+            } else {
+                vg_log(VG_LOG_ERR, MOD, "out of memory answering the cancel of %s", m->id);
+            }
+            m->q = NULL;
+        }
+        break;
+    case CMD_REPLY:
+        natsConnection_PublishString(c->nc, m->view, m->data);
+        break;
     case CMD_NAK: {
         natsMsg *nm = take_held(c, m->id);
         if (nm) {
@@ -1292,6 +1457,26 @@ static void on_entry(vg_cluster *c, inmsg *in)
     e = cache_set(c, in->id, view);
     if (!e || !e->final || was_final)
         return;
+    if (mine_find(c, in->id)) {
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        if (cJSON_IsString(st) && !strcmp(st->valuestring, "cancelled")) {
+            /* Cancelled in the cluster while it runs here (a cancel that found no node running
+             * it just before this node pulled it): stop running it; the record is kept. */
+            vg_request r;
+            memset(&r, 0, sizeof r);
+            r.op = VG_OP_CANCEL;
+            snprintf(r.job, sizeof r.job, "%s", in->id);
+            cJSON *o = cJSON_CreateObject();
+            const char *wire = NULL;
+            char err[256];
+            if (o)
+                vg_jobs_handle(c->jobs, &r, o, &wire, err, sizeof err);
+            cJSON_Delete(o);
+            vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled in the cluster; stopped here", in->id);
+        }
+        cJSON_Delete(v);
+    }
     /* The result, once per job id on every node, whatever node ran it (the job manager publishes
      * no `done` in cluster mode). */
     char topic[VG_ID_MAX + 16];
@@ -1558,6 +1743,7 @@ static void ev_query_free(ev_query *q)
     free(q->lines);
     free(q->watch);
     free(q->stored);
+    free(q->answer);
     cJSON_Delete(q->reply);
     free(q);
 }
@@ -1585,6 +1771,22 @@ static void on_events(vg_cluster *c, inmsg *in)
     size_t len = 0;
     if (q->failed) {
         out = vg_proto_error_reply(q->id_json, VG_WIRE_INTERNAL, q->err, &len);
+    } else if (q->cancel) {
+        cJSON *a = cJSON_Parse(q->answer);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(a, "state");
+        if (!cJSON_IsString(st)) {
+            char msg[VG_ID_MAX + 80];
+            snprintf(msg, sizeof msg, "no job '%s' (finished results are kept for result_ttl_s)",
+                     q->name);
+            out = vg_proto_error_reply(q->id_json, VG_WIRE_NOT_FOUND, msg, &len);
+        } else {
+            cJSON_AddStringToObject(q->reply, "job", q->name);
+            for (cJSON *it = a->child; it; it = it->next)
+                cJSON_AddItemToObject(q->reply, it->string, cJSON_Duplicate(it, 1));
+            out = cJSON_PrintUnformatted(q->reply);
+            len = out ? strlen(out) : 0;
+        }
+        cJSON_Delete(a);
     } else if (q->watch) {
         const char *have = q->stored ? q->stored : q->watch;
         if (q->stored && !watch_same(q->stored, q->watch)) {
@@ -1682,6 +1884,62 @@ static void hook_on_record(const char *name, unsigned long long seq, const char 
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A cancel from another node (vigil.cancel.<id>): the node running the job cancels it and
+ * answers; the others stay silent. */
+static void on_cancel(vg_cluster *c, inmsg *in)
+{
+    if (!in->data || !mine_find(c, in->id))
+        return;
+    vg_request r;
+    memset(&r, 0, sizeof r);
+    r.op = VG_OP_CANCEL;
+    snprintf(r.job, sizeof r.job, "%s", in->id);
+    cJSON *o = cJSON_CreateObject();
+    const char *wire = NULL;
+    char err[256];
+    if (!o || vg_jobs_handle(c->jobs, &r, o, &wire, err, sizeof err) != 0) {
+        cJSON_Delete(o);
+        return;
+    }
+    cJSON_DeleteItemFromObject(o, "job");
+    cJSON_AddStringToObject(o, "where", "running");
+    cJSON_AddStringToObject(o, "node", c->node);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled at the request of another node", in->id);
+    char *subj = in->data;
+    in->data = NULL;
+    if (s)
+        post_cmd(c, CMD_REPLY, in->id, s, subj);
+    else
+        free(subj);
+}
+
+/* libnats' thread: a message on vigil.cancel.> goes to the loop. */
+static void on_cancel_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    vg_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg), *reply = natsMsg_GetReply(msg);
+    const char *id = subj + strlen(CANCEL_PFX);
+    if (!atomic_load(&c->draining) && reply && reply[0] &&
+        !strncmp(subj, CANCEL_PFX, strlen(CANCEL_PFX)) && vg_proto_valid_job_id(id)) {
+        inmsg *in = calloc(1, sizeof *in);
+        char *r = strdup(reply);
+        if (in && r) {
+            in->type = IN_CANCEL;
+            snprintf(in->id, sizeof in->id, "%s", id);
+            in->data = r;
+            post_in(c, in);
+        } else {
+            free(in);
+            free(r);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
 static void on_async(uv_async_t *h)
 {
     vg_cluster *c = h->data;
@@ -1712,6 +1970,9 @@ static void on_async(uv_async_t *h)
             break;
         case IN_EVENTS:
             on_events(c, m);
+            break;
+        case IN_CANCEL:
+            on_cancel(c, m);
             break;
         }
         free(m->data);
@@ -1970,11 +2231,17 @@ static int handle_unwatch(vg_cluster *c, const vg_request *r, cJSON *reply, cons
 int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_t len, cJSON *reply,
                      void (*done)(char *out, size_t len, void *opaque), void *opaque)
 {
-    if (!c || atomic_load(&c->draining) || (r->op != VG_OP_EVENTS && r->op != VG_OP_WATCH))
+    if (!c || atomic_load(&c->draining) ||
+        (r->op != VG_OP_EVENTS && r->op != VG_OP_WATCH && r->op != VG_OP_CANCEL))
         return 0;
     char name[VG_ID_MAX + 1];
     char *json = NULL;
-    if (r->op == VG_OP_EVENTS) {
+    if (r->op == VG_OP_CANCEL) {
+        centry *e = cache_find(c, r->job);
+        if (!key_ok(r->job) || mine_find(c, r->job) || !e || e->final)
+            return 0; /* runs here, not in the cluster, or final: answered at once */
+        snprintf(name, sizeof name, "%s", r->job);
+    } else if (r->op == VG_OP_EVENTS) {
         if (!key_ok(r->name) ||
             vg_streams_events_covered(c->streams, r->name, (unsigned long long)r->since))
             return 0; /* a name the cluster cannot hold, or answered from memory */
@@ -2002,7 +2269,8 @@ int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_
     snprintf(q->name, sizeof q->name, "%s", name);
     q->since = (unsigned long long)r->since;
     q->limit = r->limit;
-    m->type = CMD_EVENTS;
+    q->cancel = r->op == VG_OP_CANCEL;
+    m->type = q->cancel ? CMD_CANCEL : CMD_EVENTS;
     m->q = q;
     snprintf(m->id, sizeof m->id, "%s", name);
     q->next = c->queries;
@@ -2026,6 +2294,31 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
     if (r->op == VG_OP_WATCH || r->op == VG_OP_UNWATCH) {
         *rc = r->op == VG_OP_WATCH ? handle_watch(c, r, data, len, reply, wire, err, errlen)
                                    : handle_unwatch(c, r, reply, wire, err, errlen);
+        return 1;
+    }
+    if (r->op == VG_OP_CANCEL) {
+        /* Runs here, or not in the cluster: the local job manager answers. */
+        centry *e = cache_find(c, r->job);
+        if (!key_ok(r->job) || mine_find(c, r->job) || !e)
+            return 0;
+        *rc = 0;
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(v, "node");
+        cJSON_AddStringToObject(reply, "job", r->job);
+        if (e->final) {
+            cJSON_AddStringToObject(reply, "state",
+                                    cJSON_IsString(st) ? st->valuestring : "cancelled");
+            cJSON_AddStringToObject(reply, "where", "final");
+            if (cJSON_IsString(nd))
+                cJSON_AddStringToObject(reply, "node", nd->valuestring);
+        } else {
+            /* A door that cannot wait: the operations thread cancels it in the cluster. */
+            post_cmd(c, CMD_CANCEL, r->job, NULL, NULL);
+            cJSON_AddStringToObject(reply, "state", "cancelling");
+            cJSON_AddStringToObject(reply, "where", "cluster");
+        }
+        cJSON_Delete(v);
         return 1;
     }
     if (r->op != VG_OP_ASK && r->op != VG_OP_JOB)
@@ -2422,6 +2715,10 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
     *out = c;
     if (c->threads < 6)
         return vg_fail(err, errlen, VG_ENOMEM, "cannot start the cluster's threads");
+    natsStatus cs =
+        natsConnection_Subscribe(&c->cancel_sub, c->nc, CANCEL_PFX ">", on_cancel_msg, c);
+    if (cs != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "subscribing to %s>: %s", CANCEL_PFX, nats_err(cs));
     vg_log(VG_LOG_NOTICE, MOD,
            "node %s in the cluster at %s (max %d jobs, ack wait %.1f s; max %d streams, lease TTL "
            "%.1f s)",
@@ -2452,7 +2749,7 @@ void vg_cluster_stop(vg_cluster *c)
 {
     if (!c)
         return;
-    atomic_store(&c->draining, 1);
+    atomic_store(&c->draining, 1); /* on_cancel_msg posts nothing more */
     if (c->sink >= 0)
         vg_bus_remove_sink(c->bus, c->sink);
     c->sink = -1;
@@ -2470,6 +2767,8 @@ void vg_cluster_free(vg_cluster *c)
 {
     if (!c)
         return;
+    if (c->cancel_sub)
+        natsSubscription_Unsubscribe(c->cancel_sub);
     /* The records first (published while the leases are held), then the rest (the lease thread
      * releases the leases as it ends). */
     atomic_store(&c->rec_stop, 1);
@@ -2509,6 +2808,7 @@ void vg_cluster_free(vg_cluster *c)
     kvStore_Destroy(c->kv_watches);
     kvStore_Destroy(c->kv_leases);
     natsSubscription_Destroy(c->sub);
+    natsSubscription_Destroy(c->cancel_sub);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 2000);
