@@ -61,6 +61,7 @@
 
 #define CANCEL_PFX  "vigil.cancel." /* + job id: a cancel of a job that runs on another node */
 #define CANCEL_WAIT 2000            /* ms the asking node waits for the running node's reply */
+#define FWD_PFX     "vigil.job." /* + job id + .state/.progress/.token: a job run on another node */
 
 enum cmd_type {
     CMD_PUBLISH,
@@ -81,7 +82,8 @@ enum in_type {
     IN_CLAIM_FAIL,
     IN_LOST,
     IN_EVENTS,
-    IN_CANCEL
+    IN_CANCEL,
+    IN_FORWARD
 };
 enum lcmd_type { LC_CLAIM, LC_RELEASE };
 
@@ -146,8 +148,8 @@ typedef struct desired {
 typedef struct cmd {
     enum cmd_type type;
     char id[VG_ID_MAX + 1];
-    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); REPLY: the reply
-                    (JSON) to the subject in view; owned */
+    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); REPLY: what is
+                    published (core NATS) on the subject in view; owned */
     char *view;  /* PUBLISH: the queued view */
     ev_query *q; /* EVENTS */
     struct cmd *next;
@@ -160,6 +162,7 @@ typedef struct inmsg {
                    subject */
     size_t len;
     uint64_t delivered; /* JOB: deliveries; CLAIMED: the stream's first sequence number */
+    char kind[16];      /* FORWARD: state, progress or token */
     ev_query *q;        /* EVENTS */
     struct inmsg *next;
 } inmsg;
@@ -173,7 +176,13 @@ typedef struct centry {
     char id[VG_ID_MAX + 1];
     char *view; /* JSON */
     int final;
-    double at_ms; /* when it arrived, for result_ttl_s */
+    int accepted_here; /* this node queued it: its node's state/progress/token reach our bus */
+    int fwd_seen;      /* messages of it came from the node running it */
+    int fwd_tokens;    /* tokens of it that came so far */
+    int done_held;     /* final, `done` held until its last tokens came (they travel apart) */
+    int want_tokens;
+    double done_by; /* monotonic ms: `done` goes then even if tokens are missing */
+    double at_ms;   /* when it arrived, for result_ttl_s */
     struct centry *next;
 } centry;
 
@@ -202,7 +211,7 @@ struct vg_cluster {
     jsCtx *js;
     kvStore *kv;
     kvStore *kv_watches, *kv_leases;
-    natsSubscription *sub, *cancel_sub;
+    natsSubscription *sub, *cancel_sub, *fwd_sub;
     kvWatcher *watcher, *dwatcher;
 
     pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th;
@@ -226,6 +235,7 @@ struct vg_cluster {
     /* Loop-owned. */
     centry *cache[CACHE_SLOTS];
     int n_cache;
+    int n_done_held;
     mine_job *mine;
     desired *desired;
     desired *releasing; /* unwatched while running here: released once the stream is gone */
@@ -1280,6 +1290,8 @@ static void cache_remove(vg_cluster *c, const char *id)
         if (!strcmp((*p)->id, id)) {
             centry *e = *p;
             *p = e->next;
+            if (e->done_held)
+                c->n_done_held--;
             free(e->view);
             free(e);
             c->n_cache--;
@@ -1441,6 +1453,29 @@ static void on_job(vg_cluster *c, inmsg *in)
         post_cmd(c, CMD_STATE, in->id, view, NULL);
 }
 
+/* The result, once per job id on every node, whatever node ran it (the job manager publishes no
+ * `done` in cluster mode). */
+static void publish_done(vg_cluster *c, centry *e)
+{
+    if (e->done_held) {
+        e->done_held = 0;
+        c->n_done_held--;
+    }
+    char topic[VG_ID_MAX + 16];
+    snprintf(topic, sizeof topic, "job/%s/done", e->id);
+    vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
+}
+
+/* Held `done`s whose tokens did not all come in time (a forwarded message lost). */
+static void flush_done(vg_cluster *c)
+{
+    double now = mono_ms();
+    for (int i = 0; i < CACHE_SLOTS && c->n_done_held > 0; i++)
+        for (centry *e = c->cache[i]; e; e = e->next)
+            if (e->done_held && now >= e->done_by)
+                publish_done(c, e);
+}
+
 /* An update of the bucket. */
 static void on_entry(vg_cluster *c, inmsg *in)
 {
@@ -1477,11 +1512,22 @@ static void on_entry(vg_cluster *c, inmsg *in)
         }
         cJSON_Delete(v);
     }
-    /* The result, once per job id on every node, whatever node ran it (the job manager publishes
-     * no `done` in cluster mode). */
-    char topic[VG_ID_MAX + 16];
-    snprintf(topic, sizeof topic, "job/%s/done", in->id);
-    vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
+    if (e->accepted_here && e->fwd_seen) {
+        /* Run on another node, its tokens forwarded here: the last ones may still be on their
+         * way (another subscription, another libnats thread); `done` comes after them. */
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(v, "n_tokens");
+        int want = cJSON_IsNumber(nt) ? nt->valueint : 0;
+        cJSON_Delete(v);
+        if (e->fwd_tokens < want) {
+            e->done_held = 1;
+            e->want_tokens = want;
+            e->done_by = mono_ms() + 1000;
+            c->n_done_held++;
+            return;
+        }
+    }
+    publish_done(c, e);
 }
 
 /* ===================================================================================================
@@ -1600,6 +1646,7 @@ static void on_reconcile(uv_timer_t *t)
 {
     check_leases(t->data);
     reconcile(t->data);
+    flush_done(t->data);
 }
 
 static void on_desired(vg_cluster *c, inmsg *in)
@@ -1940,6 +1987,59 @@ static void on_cancel_msg(natsConnection *nc, natsSubscription *sub, natsMsg *ms
     natsMsg_Destroy(msg);
 }
 
+/* libnats' thread: vigil.job.<id>.<kind> from the node running a job goes to the loop. */
+static void on_fwd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    vg_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t pl = strlen(FWD_PFX), n = strlen(subj);
+    const char *dot = strrchr(subj, '.');
+    if (!atomic_load(&c->draining) && n > pl && !strncmp(subj, FWD_PFX, pl) && dot &&
+        dot > subj + pl && (size_t)(dot - subj - pl) <= VG_ID_MAX &&
+        (!strcmp(dot + 1, "state") || !strcmp(dot + 1, "progress") || !strcmp(dot + 1, "token"))) {
+        inmsg *in = calloc(1, sizeof *in);
+        int dl = natsMsg_GetDataLength(msg);
+        char *d = malloc((size_t)dl + 1);
+        if (in && d) {
+            in->type = IN_FORWARD;
+            memcpy(in->id, subj + pl, (size_t)(dot - subj - pl));
+            in->id[dot - subj - pl] = '\0';
+            snprintf(in->kind, sizeof in->kind, "%s", dot + 1);
+            memcpy(d, natsMsg_GetData(msg), (size_t)dl);
+            d[dl] = '\0';
+            in->data = d;
+            in->len = (size_t)dl;
+            if (vg_proto_valid_job_id(in->id)) {
+                post_in(c, in);
+                in = NULL;
+                d = NULL;
+            }
+        }
+        free(in);
+        free(d);
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* A job's state/progress/token from the node that runs it: on this node's bus when this node
+ * accepted the job and it is not final (its `done` comes from the bucket). */
+static void on_forward(vg_cluster *c, inmsg *in)
+{
+    centry *e = cache_find(c, in->id);
+    if (!e || !e->accepted_here || (e->final && !e->done_held) || mine_find(c, in->id) || !in->data)
+        return;
+    e->fwd_seen = 1;
+    char topic[VG_ID_MAX + 32];
+    snprintf(topic, sizeof topic, "job/%s/%s", in->id, in->kind);
+    vg_bus_publish(c->bus, topic, in->data, in->len);
+    if (!strcmp(in->kind, "token"))
+        e->fwd_tokens++;
+    if (e->done_held && e->fwd_tokens >= e->want_tokens)
+        publish_done(c, e);
+}
+
 static void on_async(uv_async_t *h)
 {
     vg_cluster *c = h->data;
@@ -1974,6 +2074,9 @@ static void on_async(uv_async_t *h)
         case IN_CANCEL:
             on_cancel(c, m);
             break;
+        case IN_FORWARD:
+            on_forward(c, m);
+            break;
         }
         free(m->data);
         free(m);
@@ -1981,21 +2084,38 @@ static void on_async(uv_async_t *h)
     }
 }
 
-/* The bus sink: `state` records of the cluster jobs this node runs go to the bucket. */
+/* The bus sink: `state` records of the cluster jobs this node runs go to the bucket, and their
+ * state/progress/token messages to the node that accepted them (vigil.job.<id>.<kind>). */
 static void on_bus(const char *topic, const char *payload, size_t len, void *opaque)
 {
-    (void)payload;
-    (void)len;
     vg_cluster *c = opaque;
     if (strncmp(topic, "job/", 4))
         return;
     const char *id0 = topic + 4, *slash = strchr(id0, '/');
-    if (!slash || (size_t)(slash - id0) > VG_ID_MAX || strcmp(slash + 1, "state"))
+    if (!slash || (size_t)(slash - id0) > VG_ID_MAX)
         return;
     char id[VG_ID_MAX + 1];
     memcpy(id, id0, (size_t)(slash - id0));
     id[slash - id0] = '\0';
     if (!mine_find(c, id))
+        return;
+    const char *kind = slash + 1;
+    centry *e = cache_find(c, id);
+    if (!(e && e->accepted_here) &&
+        (!strcmp(kind, "state") || !strcmp(kind, "progress") || !strcmp(kind, "token"))) {
+        /* To the node that accepted it (its clients subscribed there): core NATS, best effort. */
+        char *subj = malloc(sizeof FWD_PFX + VG_ID_MAX + 16), *pl = malloc(len + 1);
+        if (subj && pl) {
+            snprintf(subj, sizeof FWD_PFX + VG_ID_MAX + 16, FWD_PFX "%s.%s", id, kind);
+            memcpy(pl, payload, len);
+            pl[len] = '\0';
+            post_cmd(c, CMD_REPLY, id, pl, subj);
+        } else {
+            free(subj);
+            free(pl);
+        }
+    }
+    if (strcmp(kind, "state"))
         return;
     int final = 0;
     char *view = local_view(c, id, &final);
@@ -2032,6 +2152,8 @@ static void on_prune(uv_timer_t *t)
         for (centry **p = &c->cache[i]; *p;) {
             centry *e = *p;
             if (e->final && now - e->at_ms > ttl_ms) {
+                if (e->done_held)
+                    publish_done(c, e);
                 *p = e->next;
                 free(e->view);
                 free(e);
@@ -2400,7 +2522,14 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
         char *vs2 = vs ? strdup(vs) : NULL;
         cJSON_Delete(req);
         cJSON_Delete(view);
-        if (!rs || !vs || !vs2 || !cache_set(c, id, vs2)) {
+        centry *ne = NULL;
+        if (rs && vs && vs2)
+            ne = cache_set(c, id, vs2); /* takes vs2 */
+        else
+            free(vs2);
+        if (ne)
+            ne->accepted_here = 1;
+        if (!ne) {
             free(rs);
             free(vs);
             *wire = VG_WIRE_INTERNAL;
@@ -2719,6 +2848,9 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
         natsConnection_Subscribe(&c->cancel_sub, c->nc, CANCEL_PFX ">", on_cancel_msg, c);
     if (cs != NATS_OK)
         return vg_fail(err, errlen, VG_EIO, "subscribing to %s>: %s", CANCEL_PFX, nats_err(cs));
+    cs = natsConnection_Subscribe(&c->fwd_sub, c->nc, FWD_PFX ">", on_fwd_msg, c);
+    if (cs != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "subscribing to %s>: %s", FWD_PFX, nats_err(cs));
     vg_log(VG_LOG_NOTICE, MOD,
            "node %s in the cluster at %s (max %d jobs, ack wait %.1f s; max %d streams, lease TTL "
            "%.1f s)",
@@ -2769,6 +2901,8 @@ void vg_cluster_free(vg_cluster *c)
         return;
     if (c->cancel_sub)
         natsSubscription_Unsubscribe(c->cancel_sub);
+    if (c->fwd_sub)
+        natsSubscription_Unsubscribe(c->fwd_sub);
     /* The records first (published while the leases are held), then the rest (the lease thread
      * releases the leases as it ends). */
     atomic_store(&c->rec_stop, 1);
@@ -2809,6 +2943,7 @@ void vg_cluster_free(vg_cluster *c)
     kvStore_Destroy(c->kv_leases);
     natsSubscription_Destroy(c->sub);
     natsSubscription_Destroy(c->cancel_sub);
+    natsSubscription_Destroy(c->fwd_sub);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 2000);

@@ -12,6 +12,8 @@
  *    a revision-checked update that never replaces a final state, so a client sees one result per
  *    job id whatever node it asks (`job ID` answers from a loop-side copy of the bucket, fed by a
  *    KV watcher) and the accepting node republishes the result as `job/ID/done` on its bus;
+ *  - the state/progress/token messages of a job go from the node running it to the node that
+ *    accepted it (core NATS vigil.job.<id>.<kind>), which puts them on its bus;
  *  - `cancel` on any node: a job running elsewhere is cancelled by its node (a core NATS request
  *    on vigil.cancel.<id>, which every node subscribes to); a job no node runs is recorded
  *    cancelled in the bucket (revision-checked, never over a final state) and a node that pulls

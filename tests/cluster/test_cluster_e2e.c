@@ -24,6 +24,8 @@
  *  - nats-server restarted (same file store) while a node runs a long job: the nodes reconnect,
  *    the job's one result is readable on every node, and a job asked afterwards runs;
  *  - SIGTERM of the node running a job: exit 0, the job handed back and completed by another node;
+ *  - tokens of jobs asked on node 1 and run on other nodes reach node 1's bus (state, every
+ *    token in order, done);
  *  - `cancel` from any node: a queued job (every node busy) cancelled on node 3 is recorded
  *    cancelled and never run (the node that pulls it later acks it), a running job cancelled on a
  *    node that does not run it is cancelled by its node; one final state `cancelled`, the same JSON
@@ -32,6 +34,7 @@
  */
 #define _XOPEN_SOURCE 700
 #include "common.h"
+#include "ipc.h"
 #include "../support/vg_testd.h"
 
 #include <arpa/inet.h>
@@ -552,6 +555,79 @@ static void test_sigterm_hands_back(void **state)
     assert_int_equal(start_node(k), 0);
 }
 
+/* Tokens of jobs run on other nodes reach the accepting node's bus: three 40-token jobs asked at
+ * once on node 1 spread over the nodes (one each: cluster_max_jobs = 1); for each that ran on
+ * another node, node 1's bus carried its `state`, every token (seq 0..n_tokens-1, in order) and
+ * `done`. */
+static void test_tokens_forwarded(void **state)
+{
+    (void)state;
+    char url[400], err[256];
+    snprintf(url, sizeof url, "ipc://%s/vigil.events", rt[0]);
+    vg_ipc_sub *sub = NULL;
+    assert_int_equal(vg_ipc_sub_open(url, "job/fw-", &sub, err, sizeof err), 0);
+    char *msg;
+    const char *topic, *payload;
+    size_t plen;
+    int live = 0;
+    for (int i = 0; i < 50 && !live; i++) {
+        cJSON_Delete(call(0, "{\"v\":1,\"op\":\"sync\",\"job\":\"fw-0\"}"));
+        while (!live && vg_ipc_sub_recv(sub, 100, &msg, &topic, &payload, &plen) == 0) {
+            live = !strcmp(topic, "job/fw-0/sync");
+            free(msg);
+        }
+    }
+    assert_true(live);
+    const char *ids[3] = {"fw-1", "fw-2", "fw-3"};
+    int next[3] = {0}, bad[3] = {0}, states[3] = {0}, done[3] = {0};
+    for (int i = 0; i < 3; i++)
+        ask(0, ids[i], 40);
+    double until = vg_now_ms() + 120000;
+    while (vg_now_ms() < until && !(done[0] && done[1] && done[2])) {
+        if (vg_ipc_sub_recv(sub, 200, &msg, &topic, &payload, &plen) != 0)
+            continue;
+        int k = -1;
+        for (int i = 0; i < 3; i++)
+            if (!strncmp(topic + 4, ids[i], 4) && topic[8] == '/')
+                k = i;
+        if (k >= 0) {
+            const char *kind = topic + 9;
+            cJSON *o = cJSON_ParseWithLength(payload, plen);
+            if (!strcmp(kind, "token")) {
+                if ((int)vg_testd_jnum(o, "seq") != next[k])
+                    bad[k]++;
+                next[k]++;
+            } else if (!strcmp(kind, "state")) {
+                states[k]++;
+            } else if (!strcmp(kind, "done")) {
+                done[k] = 1;
+            }
+            cJSON_Delete(o);
+        }
+        free(msg);
+    }
+    vg_ipc_sub_close(sub);
+    int elsewhere = 0;
+    for (int i = 0; i < 3; i++) {
+        cJSON *j = wait_final(0, ids[i], 60);
+        assert_non_null(j);
+        assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+        int n = (int)vg_testd_jnum(j, "n_tokens");
+        printf("%s ran on %s: node 1's bus had %d state, %d of %d tokens (%d out of order), %s\n",
+               ids[i], vg_testd_jstr(j, "node"), states[i], next[i], n, bad[i],
+               done[i] ? "done" : "no done");
+        assert_true(done[i]);
+        if (strcmp(vg_testd_jstr(j, "node"), "n1")) {
+            elsewhere++;
+            assert_true(states[i] > 0);
+            assert_int_equal(next[i], n);
+            assert_int_equal(bad[i], 0);
+        }
+        cJSON_Delete(j);
+    }
+    assert_true(elsewhere > 0);
+}
+
 /* info.cluster.running of node n (-1 when it does not answer). */
 static int running_on(int n)
 {
@@ -696,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_stalled_node_result_kept),
         cmocka_unit_test(test_broker_restart),
         cmocka_unit_test(test_sigterm_hands_back),
+        cmocka_unit_test(test_tokens_forwarded),
         cmocka_unit_test(test_cancel_anywhere),
         cmocka_unit_test(test_stop),
     };
