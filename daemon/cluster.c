@@ -12,7 +12,8 @@
  *    `cmds` under `mu`): publishing a job, writing a job's state to the bucket, acking; every
  *    ack_wait/3 it marks each held message in progress.
  *  - The watch thread follows every update of the bucket and posts it to the loop's inbox; a
- *    second one does the same for the bucket of desired watches (vigil_watches).
+ *    second one does the same for the bucket of desired watches (vigil_watches), a third for the
+ *    leases (vigil_leases: the owners `streams` shows).
  *  - Live streams: the loop owns the copy of the desired watches (`desired`), runs the reconciler
  *    (a timer every TTL/3) and starts and stops the streams. The lease thread runs the claims and
  *    releases the loop asks for (`lcmds`) and renews every lease every TTL/3; the lease table
@@ -83,7 +84,8 @@ enum in_type {
     IN_LOST,
     IN_EVENTS,
     IN_CANCEL,
-    IN_FORWARD
+    IN_FORWARD,
+    IN_LEASE
 };
 enum lcmd_type { LC_CLAIM, LC_RELEASE };
 
@@ -142,6 +144,8 @@ typedef struct desired {
     int claiming, owned;
     double retry_at; /* monotonic ms: no claim before (a failed start here, a lease lost) */
     double free_at; /* monotonic ms: since when this node has seen it unclaimed or held elsewhere */
+    char owner[128]; /* the node named by its lease key when it last changed (`streams`) */
+    double owner_at; /* monotonic ms: then (a key not renewed for the TTL is gone) */
     struct desired *next;
 } desired;
 
@@ -212,9 +216,9 @@ struct vg_cluster {
     kvStore *kv;
     kvStore *kv_watches, *kv_leases;
     natsSubscription *sub, *cancel_sub, *fwd_sub;
-    kvWatcher *watcher, *dwatcher;
+    kvWatcher *watcher, *dwatcher, *lwatcher;
 
-    pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th;
+    pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th, lwatch_th;
     int threads;
     pthread_mutex_t mu;
     pthread_cond_t cv, lcv, rcv;
@@ -1265,6 +1269,13 @@ static void *dwatch_main(void *arg)
     return NULL;
 }
 
+static void *lwatch_main(void *arg)
+{
+    vg_cluster *c = arg;
+    watch_loop(c, c->lwatcher, IN_LEASE);
+    return NULL;
+}
+
 /* ===================================================================================================
  * Loop side.
  */
@@ -2040,6 +2051,20 @@ static void on_forward(vg_cluster *c, inmsg *in)
         publish_done(c, e);
 }
 
+/* An update of the leases bucket: who runs the stream (for `streams`). */
+static void on_lease(vg_cluster *c, inmsg *in)
+{
+    desired *d = desired_find(c, in->id);
+    if (!d)
+        return;
+    if (in->data && in->len < sizeof d->owner) {
+        snprintf(d->owner, sizeof d->owner, "%s", in->data);
+        d->owner_at = mono_ms();
+    } else {
+        d->owner[0] = '\0';
+    }
+}
+
 static void on_async(uv_async_t *h)
 {
     vg_cluster *c = h->data;
@@ -2076,6 +2101,9 @@ static void on_async(uv_async_t *h)
             break;
         case IN_FORWARD:
             on_forward(c, m);
+            break;
+        case IN_LEASE:
+            on_lease(c, m);
             break;
         }
         free(m->data);
@@ -2416,6 +2444,38 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
     if (r->op == VG_OP_WATCH || r->op == VG_OP_UNWATCH) {
         *rc = r->op == VG_OP_WATCH ? handle_watch(c, r, data, len, reply, wire, err, errlen)
                                    : handle_unwatch(c, r, reply, wire, err, errlen);
+        return 1;
+    }
+    if (r->op == VG_OP_STREAMS) {
+        /* The streams this node runs (the stream manager's full view, `owner` this node), then
+         * the cluster's other desired watches with their owner (the leases bucket). */
+        *rc = vg_streams_handle(c->streams, r, reply, wire, err, errlen);
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(reply, "streams");
+        if (*rc < 0 || !cJSON_IsArray(arr))
+            return 1;
+        cJSON *it;
+        cJSON_ArrayForEach(it, arr) cJSON_AddStringToObject(it, "owner", c->node);
+        double now = mono_ms();
+        for (const desired *d = c->desired; d; d = d->next) {
+            if (vg_streams_has(c->streams, d->name) || !d->req)
+                continue;
+            cJSON *tmp = cJSON_CreateObject();
+            if (!tmp)
+                break;
+            watch_reply(c, d->name, d->req, 0, tmp);
+            cJSON *o = cJSON_DetachItemFromObject(tmp, "stream");
+            cJSON_Delete(tmp);
+            if (!o)
+                break;
+            int held = d->owner[0] && now - d->owner_at < c->ttl_ms;
+            cJSON_ReplaceItemInObject(o, "state",
+                                      cJSON_CreateString(held ? "running_elsewhere" : "unclaimed"));
+            if (held)
+                cJSON_AddStringToObject(o, "owner", d->owner);
+            else
+                cJSON_AddNullToObject(o, "owner");
+            cJSON_AddItemToArray(arr, o);
+        }
         return 1;
     }
     if (r->op == VG_OP_CANCEL) {
@@ -2773,6 +2833,8 @@ static int connect_all(vg_cluster *c, char *err, size_t errlen)
     }
     if ((s = kvStore_WatchAll(&c->dwatcher, c->kv_watches, &wo)) != NATS_OK)
         return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", WATCHES, nats_err(s));
+    if ((s = kvStore_WatchAll(&c->lwatcher, c->kv_leases, &wo)) != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", LEASES, nats_err(s));
     return 0;
 }
 
@@ -2834,15 +2896,18 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
                     c->threads = 4;
                     if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0) {
                         c->threads = 5;
-                        if (pthread_create(&c->rec_th, NULL, rec_main, c) == 0)
+                        if (pthread_create(&c->rec_th, NULL, rec_main, c) == 0) {
                             c->threads = 6;
+                            if (pthread_create(&c->lwatch_th, NULL, lwatch_main, c) == 0)
+                                c->threads = 7;
+                        }
                     }
                 }
             }
         }
     }
     *out = c;
-    if (c->threads < 6)
+    if (c->threads < 7)
         return vg_fail(err, errlen, VG_ENOMEM, "cannot start the cluster's threads");
     natsStatus cs =
         natsConnection_Subscribe(&c->cancel_sub, c->nc, CANCEL_PFX ">", on_cancel_msg, c);
@@ -2926,6 +2991,8 @@ void vg_cluster_free(vg_cluster *c)
         pthread_join(c->dwatch_th, NULL);
     if (c->threads >= 5)
         pthread_join(c->lease_th, NULL);
+    if (c->threads >= 7)
+        pthread_join(c->lwatch_th, NULL);
     for (int i = 0; i < c->n_held; i++) {
         natsMsg_Nak(c->held[i].m, NULL); /* not finished here: another node runs it */
         natsMsg_Destroy(c->held[i].m);
@@ -2937,6 +3004,10 @@ void vg_cluster_free(vg_cluster *c)
     if (c->dwatcher) {
         kvWatcher_Stop(c->dwatcher);
         kvWatcher_Destroy(c->dwatcher);
+    }
+    if (c->lwatcher) {
+        kvWatcher_Stop(c->lwatcher);
+        kvWatcher_Destroy(c->lwatcher);
     }
     kvStore_Destroy(c->kv);
     kvStore_Destroy(c->kv_watches);

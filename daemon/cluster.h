@@ -26,8 +26,8 @@
  *    owner continues their sequence numbers. Before each record the stream manager asks whether
  *    the lease is still valid by the monotonic clock (fencing).
  *
- * Threads: libnats runs its own threads; cluster.c adds six (pull, operations, results watch,
- * desired-watches watch, leases, records). None of
+ * Threads: libnats runs its own threads; cluster.c adds seven (pull, operations, results watch,
+ * desired-watches watch, leases, records, leases watch). None of
  * them touches daemon state: they talk to the loop through a mutex-protected inbox and a uv_async,
  * and the loop talks to them through a command queue. Every function here runs on the loop thread
  * (vg_cluster_start before the loop runs, vg_cluster_free after it stopped).
