@@ -12,7 +12,8 @@
  *    `cmds` under `mu`): publishing a job, writing a job's state to the bucket, acking; every
  *    ack_wait/3 it marks each held message in progress.
  *  - The watch thread follows every update of the bucket and posts it to the loop's inbox; a
- *    second one does the same for the bucket of desired watches (vigil_watches).
+ *    second one does the same for the bucket of desired watches (vigil_watches), a third for the
+ *    leases (vigil_leases: the owners `streams` shows).
  *  - Live streams: the loop owns the copy of the desired watches (`desired`), runs the reconciler
  *    (a timer every TTL/3) and starts and stops the streams. The lease thread runs the claims and
  *    releases the loop asks for (`lcmds`) and renews every lease every TTL/3; the lease table
@@ -21,6 +22,10 @@
  *    records thread and `info`. The records thread publishes the records the loop queues (`recs`)
  *    to VIGIL_EVENTS while the lease is trusted. `events` from JetStream and `watch` creates run on
  *    the operations thread; their replies are built on the loop (ev_query).
+ *  - `cancel` of a job running elsewhere: the operations thread sends the request on
+ *    vigil.cancel.<id> (or writes `cancelled` to the bucket when nobody answers); libnats' own
+ *    thread delivers the requests of other nodes (subscription vigil.cancel.>) to the inbox, and
+ *    the loop cancels the job if it runs it and queues the answer for the operations thread.
  *  - Inbox messages wake the loop through `async`; the loop never calls libnats, and no thread but
  *    the loop calls the job manager or the bus.
  */
@@ -55,8 +60,33 @@
 #define LEASE_VALID 0.8   /* of the TTL: how long after a write was sent the lease is trusted */
 #define RETRY_MS    10000 /* a stream that failed to start here is not claimed again for this */
 
-enum cmd_type { CMD_PUBLISH, CMD_STATE, CMD_FINISH, CMD_NAK, CMD_DESIRE, CMD_UNDESIRE, CMD_EVENTS };
-enum in_type { IN_JOB, IN_ENTRY, IN_DESIRED, IN_CLAIMED, IN_CLAIM_FAIL, IN_LOST, IN_EVENTS };
+#define CANCEL_PFX  "vigil.cancel." /* + job id: a cancel of a job that runs on another node */
+#define CANCEL_WAIT 2000            /* ms the asking node waits for the running node's reply */
+#define FWD_PFX     "vigil.job." /* + job id + .state/.progress/.token: a job run on another node */
+
+enum cmd_type {
+    CMD_PUBLISH,
+    CMD_STATE,
+    CMD_FINISH,
+    CMD_NAK,
+    CMD_DESIRE,
+    CMD_UNDESIRE,
+    CMD_EVENTS,
+    CMD_CANCEL,
+    CMD_REPLY
+};
+enum in_type {
+    IN_JOB,
+    IN_ENTRY,
+    IN_DESIRED,
+    IN_CLAIMED,
+    IN_CLAIM_FAIL,
+    IN_LOST,
+    IN_EVENTS,
+    IN_CANCEL,
+    IN_FORWARD,
+    IN_LEASE
+};
 enum lcmd_type { LC_CLAIM, LC_RELEASE };
 
 /* `events` answered from JetStream: filled by the operations thread, answered by the loop. */
@@ -68,7 +98,9 @@ typedef struct ev_query {
     char name[VG_ID_MAX + 1];
     unsigned long long since;
     int limit;
-    char *watch;  /* a `watch` to record (the request, JSON); NULL: `events` */
+    char *watch; /* a `watch` to record (the request, JSON); NULL: `events` or `cancel` */
+    int cancel;  /* a `cancel` of the job q->name (answer: what happened, JSON) */
+    char *answer;
     char *stored; /* watch: the bucket's value when the name was taken already */
     int answered; /* the loop answered already (shutdown) */
     /* Results (operations thread). */
@@ -112,13 +144,16 @@ typedef struct desired {
     int claiming, owned;
     double retry_at; /* monotonic ms: no claim before (a failed start here, a lease lost) */
     double free_at; /* monotonic ms: since when this node has seen it unclaimed or held elsewhere */
+    char owner[128]; /* the node named by its lease key when it last changed (`streams`) */
+    double owner_at; /* monotonic ms: then (a key not renewed for the TTL is gone) */
     struct desired *next;
 } desired;
 
 typedef struct cmd {
     enum cmd_type type;
     char id[VG_ID_MAX + 1];
-    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); owned */
+    char *data;  /* PUBLISH: the request; STATE, FINISH: the job view (JSON); REPLY: what is
+                    published (core NATS) on the subject in view; owned */
     char *view;  /* PUBLISH: the queued view */
     ev_query *q; /* EVENTS */
     struct cmd *next;
@@ -127,9 +162,11 @@ typedef struct cmd {
 typedef struct inmsg {
     enum in_type type;
     char id[VG_ID_MAX + 1];
-    char *data; /* JOB: the request; ENTRY: the bucket's value (NULL: deleted) */
+    char *data; /* JOB: the request; ENTRY: the bucket's value (NULL: deleted); CANCEL: the reply
+                   subject */
     size_t len;
     uint64_t delivered; /* JOB: deliveries; CLAIMED: the stream's first sequence number */
+    char kind[16];      /* FORWARD: state, progress or token */
     ev_query *q;        /* EVENTS */
     struct inmsg *next;
 } inmsg;
@@ -143,7 +180,13 @@ typedef struct centry {
     char id[VG_ID_MAX + 1];
     char *view; /* JSON */
     int final;
-    double at_ms; /* when it arrived, for result_ttl_s */
+    int accepted_here; /* this node queued it: its node's state/progress/token reach our bus */
+    int fwd_seen;      /* messages of it came from the node running it */
+    int fwd_tokens;    /* tokens of it that came so far */
+    int done_held;     /* final, `done` held until its last tokens came (they travel apart) */
+    int want_tokens;
+    double done_by; /* monotonic ms: `done` goes then even if tokens are missing */
+    double at_ms;   /* when it arrived, for result_ttl_s */
     struct centry *next;
 } centry;
 
@@ -172,10 +215,10 @@ struct vg_cluster {
     jsCtx *js;
     kvStore *kv;
     kvStore *kv_watches, *kv_leases;
-    natsSubscription *sub;
-    kvWatcher *watcher, *dwatcher;
+    natsSubscription *sub, *cancel_sub, *fwd_sub;
+    kvWatcher *watcher, *dwatcher, *lwatcher;
 
-    pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th;
+    pthread_t pull_th, ops_th, watch_th, dwatch_th, lease_th, rec_th, lwatch_th;
     int threads;
     pthread_mutex_t mu;
     pthread_cond_t cv, lcv, rcv;
@@ -196,6 +239,7 @@ struct vg_cluster {
     /* Loop-owned. */
     centry *cache[CACHE_SLOTS];
     int n_cache;
+    int n_done_held;
     mine_job *mine;
     desired *desired;
     desired *releasing; /* unwatched while running here: released once the stream is gone */
@@ -350,6 +394,22 @@ static void *pull_main(void *arg)
                 cJSON_Delete(o);
                 continue;
             }
+            kvEntry *ke = NULL;
+            if (kvStore_Get(&ke, c->kv, jid->valuestring) == NATS_OK &&
+                view_final(kvEntry_Value(ke), (size_t)kvEntry_ValueLen(ke))) {
+                /* Final in the cluster already (cancelled before it ran, or finished by a node
+                 * that died before its ack): acked, not run. */
+                vg_log(VG_LOG_INFO, MOD, "job %s: final in the cluster already; acked",
+                       jid->valuestring);
+                kvEntry_Destroy(ke);
+                natsMsg_AckSync(m, NULL, NULL);
+                natsMsg_Destroy(m);
+                free(in);
+                free(copy);
+                cJSON_Delete(o);
+                continue;
+            }
+            kvEntry_Destroy(ke);
             jsMsgMetaData *meta = NULL;
             if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
                 in->delivered = meta->NumDelivered;
@@ -890,6 +950,108 @@ static void watch_create(vg_cluster *c, ev_query *q)
     snprintf(q->err, sizeof q->err, "the cluster could not record the watch: %s", nats_err(s));
 }
 
+/* `cancel` of a job that does not run on this node (operations thread). The node running it
+ * answers a request on vigil.cancel.<id> and cancels it there; when none answers, the job is
+ * queued (or its node died): its bucket entry becomes `cancelled` with a revision-checked update
+ * that never replaces a final state, and the node that pulls it acks it without running it. What
+ * happened goes to q->answer (q NULL: nobody waits for it). */
+static void cancel_remote(vg_cluster *c, const char *id, ev_query *q)
+{
+    char subj[sizeof CANCEL_PFX + VG_ID_MAX], why[300] = "";
+    snprintf(subj, sizeof subj, CANCEL_PFX "%s", id);
+    cJSON *a = NULL;
+    for (int tries = 0; tries < 5 && !a && !atomic_load(&c->stop); tries++) {
+        natsMsg *rep = NULL;
+        natsStatus s = natsConnection_RequestString(&rep, c->nc, subj, c->node, CANCEL_WAIT);
+        if (s == NATS_OK) {
+            a = cJSON_ParseWithLength(natsMsg_GetData(rep), (size_t)natsMsg_GetDataLength(rep));
+            natsMsg_Destroy(rep);
+            if (a)
+                break;
+        }
+        if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS) {
+            snprintf(why, sizeof why, "%s", nats_err(s));
+            sleep_ms(250);
+            continue;
+        }
+        /* Nobody runs it: the bucket. */
+        kvEntry *e = NULL;
+        s = kvStore_Get(&e, c->kv, id);
+        if (s == NATS_NOT_FOUND) {
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "where", "none");
+            break;
+        }
+        if (s != NATS_OK) {
+            snprintf(why, sizeof why, "%s", nats_err(s));
+            sleep_ms(250);
+            continue;
+        }
+        cJSON *v = cJSON_ParseWithLength(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+        uint64_t last = kvEntry_Revision(e);
+        kvEntry_Destroy(e);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(v, "node");
+        if (!v || !cJSON_IsString(st)) {
+            cJSON_Delete(v);
+            snprintf(why, sizeof why, "the cluster's record of the job is not a job view");
+            break;
+        }
+        if (is_final_state(st->valuestring)) {
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "state", st->valuestring);
+            cJSON_AddStringToObject(a, "where", "final");
+            if (cJSON_IsString(nd))
+                cJSON_AddStringToObject(a, "node", nd->valuestring);
+            cJSON_Delete(v);
+            break;
+        }
+        cJSON_ReplaceItemInObject(v, "state", cJSON_CreateString("cancelled"));
+        cJSON_DeleteItemFromObject(v, "stage");
+        cJSON_DeleteItemFromObject(v, "percent");
+        cJSON *er = cJSON_CreateObject();
+        cJSON_AddStringToObject(er, "code", "cancelled");
+        cJSON_AddStringToObject(er, "message", "cancelled before a node ran it");
+        cJSON_ReplaceItemInObject(v, "error", er);
+        cJSON_DeleteItemFromObject(v, "cancelled_by");
+        cJSON_AddStringToObject(v, "cancelled_by", c->node);
+        cJSON_DeleteItemFromObject(v, "finished");
+        cJSON_AddNumberToObject(v, "finished", unix_now());
+        char *t = cJSON_PrintUnformatted(v);
+        cJSON_Delete(v);
+        uint64_t rev = 0;
+        s = t ? kvStore_Update(&rev, c->kv, id, t, (int)strlen(t), last) : NATS_NO_MEMORY;
+        free(t);
+        if (s == NATS_OK) {
+            vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled in the cluster before it ran", id);
+            a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "state", "cancelled");
+            cJSON_AddStringToObject(a, "where", "queued");
+            break;
+        }
+        /* Another write came first (a node started it): ask again. */
+        snprintf(why, sizeof why, "%s", nats_err(s));
+    }
+    if (!q) {
+        if (!a)
+            vg_log(VG_LOG_WARNING, MOD, "job %s: cancel: %s", id, why[0] ? why : "no answer");
+        cJSON_Delete(a);
+        return;
+    }
+    if (!a) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "the cluster could not cancel job '%s': %s", id,
+                 why[0] ? why : "no answer");
+        return;
+    }
+    q->answer = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    if (!q->answer) {
+        q->failed = 1;
+        snprintf(q->err, sizeof q->err, "out of memory");
+    }
+}
+
 static void run_cmd(vg_cluster *c, cmd *m)
 {
     switch (m->type) {
@@ -981,6 +1143,23 @@ static void run_cmd(vg_cluster *c, cmd *m)
         m->q = NULL;
         break;
     }
+    case CMD_CANCEL:
+        cancel_remote(c, m->id, m->q);
+        if (m->q) {
+            inmsg *in = calloc(1, sizeof *in);
+            if (in) {
+                in->type = IN_EVENTS;
+                in->q = m->q;
+                post_in(c, in);
+            } else {
+                vg_log(VG_LOG_ERR, MOD, "out of memory answering the cancel of %s", m->id);
+            }
+            m->q = NULL;
+        }
+        break;
+    case CMD_REPLY:
+        natsConnection_PublishString(c->nc, m->view, m->data);
+        break;
     case CMD_NAK: {
         natsMsg *nm = take_held(c, m->id);
         if (nm) {
@@ -1090,6 +1269,13 @@ static void *dwatch_main(void *arg)
     return NULL;
 }
 
+static void *lwatch_main(void *arg)
+{
+    vg_cluster *c = arg;
+    watch_loop(c, c->lwatcher, IN_LEASE);
+    return NULL;
+}
+
 /* ===================================================================================================
  * Loop side.
  */
@@ -1115,6 +1301,8 @@ static void cache_remove(vg_cluster *c, const char *id)
         if (!strcmp((*p)->id, id)) {
             centry *e = *p;
             *p = e->next;
+            if (e->done_held)
+                c->n_done_held--;
             free(e->view);
             free(e);
             c->n_cache--;
@@ -1276,6 +1464,29 @@ static void on_job(vg_cluster *c, inmsg *in)
         post_cmd(c, CMD_STATE, in->id, view, NULL);
 }
 
+/* The result, once per job id on every node, whatever node ran it (the job manager publishes no
+ * `done` in cluster mode). */
+static void publish_done(vg_cluster *c, centry *e)
+{
+    if (e->done_held) {
+        e->done_held = 0;
+        c->n_done_held--;
+    }
+    char topic[VG_ID_MAX + 16];
+    snprintf(topic, sizeof topic, "job/%s/done", e->id);
+    vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
+}
+
+/* Held `done`s whose tokens did not all come in time (a forwarded message lost). */
+static void flush_done(vg_cluster *c)
+{
+    double now = mono_ms();
+    for (int i = 0; i < CACHE_SLOTS && c->n_done_held > 0; i++)
+        for (centry *e = c->cache[i]; e; e = e->next)
+            if (e->done_held && now >= e->done_by)
+                publish_done(c, e);
+}
+
 /* An update of the bucket. */
 static void on_entry(vg_cluster *c, inmsg *in)
 {
@@ -1292,11 +1503,42 @@ static void on_entry(vg_cluster *c, inmsg *in)
     e = cache_set(c, in->id, view);
     if (!e || !e->final || was_final)
         return;
-    /* The result, once per job id on every node, whatever node ran it (the job manager publishes
-     * no `done` in cluster mode). */
-    char topic[VG_ID_MAX + 16];
-    snprintf(topic, sizeof topic, "job/%s/done", in->id);
-    vg_bus_publish(c->bus, topic, e->view, strlen(e->view));
+    if (mine_find(c, in->id)) {
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        if (cJSON_IsString(st) && !strcmp(st->valuestring, "cancelled")) {
+            /* Cancelled in the cluster while it runs here (a cancel that found no node running
+             * it just before this node pulled it): stop running it; the record is kept. */
+            vg_request r;
+            memset(&r, 0, sizeof r);
+            r.op = VG_OP_CANCEL;
+            snprintf(r.job, sizeof r.job, "%s", in->id);
+            cJSON *o = cJSON_CreateObject();
+            const char *wire = NULL;
+            char err[256];
+            if (o)
+                vg_jobs_handle(c->jobs, &r, o, &wire, err, sizeof err);
+            cJSON_Delete(o);
+            vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled in the cluster; stopped here", in->id);
+        }
+        cJSON_Delete(v);
+    }
+    if (e->accepted_here && e->fwd_seen) {
+        /* Run on another node, its tokens forwarded here: the last ones may still be on their
+         * way (another subscription, another libnats thread); `done` comes after them. */
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(v, "n_tokens");
+        int want = cJSON_IsNumber(nt) ? nt->valueint : 0;
+        cJSON_Delete(v);
+        if (e->fwd_tokens < want) {
+            e->done_held = 1;
+            e->want_tokens = want;
+            e->done_by = mono_ms() + 1000;
+            c->n_done_held++;
+            return;
+        }
+    }
+    publish_done(c, e);
 }
 
 /* ===================================================================================================
@@ -1415,6 +1657,7 @@ static void on_reconcile(uv_timer_t *t)
 {
     check_leases(t->data);
     reconcile(t->data);
+    flush_done(t->data);
 }
 
 static void on_desired(vg_cluster *c, inmsg *in)
@@ -1482,6 +1725,17 @@ static void on_claim_fail(vg_cluster *c, inmsg *in)
         d->claiming = 0;
         c->claiming--;
         d->free_at = mono_ms(); /* held elsewhere: the wait starts again */
+        /* To the end of the list: the reconciler tries the others first (with one free slot, a
+         * node would otherwise retry the first streams held elsewhere every tick and never reach
+         * a free one further down). */
+        desired **p = &c->desired;
+        while (*p != d)
+            p = &(*p)->next;
+        *p = d->next;
+        d->next = NULL;
+        for (p = &c->desired; *p; p = &(*p)->next)
+            ;
+        *p = d;
     }
 }
 
@@ -1547,6 +1801,7 @@ static void ev_query_free(ev_query *q)
     free(q->lines);
     free(q->watch);
     free(q->stored);
+    free(q->answer);
     cJSON_Delete(q->reply);
     free(q);
 }
@@ -1574,6 +1829,22 @@ static void on_events(vg_cluster *c, inmsg *in)
     size_t len = 0;
     if (q->failed) {
         out = vg_proto_error_reply(q->id_json, VG_WIRE_INTERNAL, q->err, &len);
+    } else if (q->cancel) {
+        cJSON *a = cJSON_Parse(q->answer);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(a, "state");
+        if (!cJSON_IsString(st)) {
+            char msg[VG_ID_MAX + 80];
+            snprintf(msg, sizeof msg, "no job '%s' (finished results are kept for result_ttl_s)",
+                     q->name);
+            out = vg_proto_error_reply(q->id_json, VG_WIRE_NOT_FOUND, msg, &len);
+        } else {
+            cJSON_AddStringToObject(q->reply, "job", q->name);
+            for (cJSON *it = a->child; it; it = it->next)
+                cJSON_AddItemToObject(q->reply, it->string, cJSON_Duplicate(it, 1));
+            out = cJSON_PrintUnformatted(q->reply);
+            len = out ? strlen(out) : 0;
+        }
+        cJSON_Delete(a);
     } else if (q->watch) {
         const char *have = q->stored ? q->stored : q->watch;
         if (q->stored && !watch_same(q->stored, q->watch)) {
@@ -1671,6 +1942,129 @@ static void hook_on_record(const char *name, unsigned long long seq, const char 
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A cancel from another node (vigil.cancel.<id>): the node running the job cancels it and
+ * answers; the others stay silent. */
+static void on_cancel(vg_cluster *c, inmsg *in)
+{
+    if (!in->data || !mine_find(c, in->id))
+        return;
+    vg_request r;
+    memset(&r, 0, sizeof r);
+    r.op = VG_OP_CANCEL;
+    snprintf(r.job, sizeof r.job, "%s", in->id);
+    cJSON *o = cJSON_CreateObject();
+    const char *wire = NULL;
+    char err[256];
+    if (!o || vg_jobs_handle(c->jobs, &r, o, &wire, err, sizeof err) != 0) {
+        cJSON_Delete(o);
+        return;
+    }
+    cJSON_DeleteItemFromObject(o, "job");
+    cJSON_AddStringToObject(o, "where", "running");
+    cJSON_AddStringToObject(o, "node", c->node);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    vg_log(VG_LOG_NOTICE, MOD, "job %s: cancelled at the request of another node", in->id);
+    char *subj = in->data;
+    in->data = NULL;
+    if (s)
+        post_cmd(c, CMD_REPLY, in->id, s, subj);
+    else
+        free(subj);
+}
+
+/* libnats' thread: a message on vigil.cancel.> goes to the loop. */
+static void on_cancel_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    vg_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg), *reply = natsMsg_GetReply(msg);
+    const char *id = subj + strlen(CANCEL_PFX);
+    if (!atomic_load(&c->draining) && reply && reply[0] &&
+        !strncmp(subj, CANCEL_PFX, strlen(CANCEL_PFX)) && vg_proto_valid_job_id(id)) {
+        inmsg *in = calloc(1, sizeof *in);
+        char *r = strdup(reply);
+        if (in && r) {
+            in->type = IN_CANCEL;
+            snprintf(in->id, sizeof in->id, "%s", id);
+            in->data = r;
+            post_in(c, in);
+        } else {
+            free(in);
+            free(r);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* libnats' thread: vigil.job.<id>.<kind> from the node running a job goes to the loop. */
+static void on_fwd_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    vg_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t pl = strlen(FWD_PFX), n = strlen(subj);
+    const char *dot = strrchr(subj, '.');
+    if (!atomic_load(&c->draining) && n > pl && !strncmp(subj, FWD_PFX, pl) && dot &&
+        dot > subj + pl && (size_t)(dot - subj - pl) <= VG_ID_MAX &&
+        (!strcmp(dot + 1, "state") || !strcmp(dot + 1, "progress") || !strcmp(dot + 1, "token"))) {
+        inmsg *in = calloc(1, sizeof *in);
+        int dl = natsMsg_GetDataLength(msg);
+        char *d = malloc((size_t)dl + 1);
+        if (in && d) {
+            in->type = IN_FORWARD;
+            memcpy(in->id, subj + pl, (size_t)(dot - subj - pl));
+            in->id[dot - subj - pl] = '\0';
+            snprintf(in->kind, sizeof in->kind, "%s", dot + 1);
+            memcpy(d, natsMsg_GetData(msg), (size_t)dl);
+            d[dl] = '\0';
+            in->data = d;
+            in->len = (size_t)dl;
+            if (vg_proto_valid_job_id(in->id)) {
+                post_in(c, in);
+                in = NULL;
+                d = NULL;
+            }
+        }
+        free(in);
+        free(d);
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* A job's state/progress/token from the node that runs it: on this node's bus when this node
+ * accepted the job and it is not final (its `done` comes from the bucket). */
+static void on_forward(vg_cluster *c, inmsg *in)
+{
+    centry *e = cache_find(c, in->id);
+    if (!e || !e->accepted_here || (e->final && !e->done_held) || mine_find(c, in->id) || !in->data)
+        return;
+    e->fwd_seen = 1;
+    char topic[VG_ID_MAX + 32];
+    snprintf(topic, sizeof topic, "job/%s/%s", in->id, in->kind);
+    vg_bus_publish(c->bus, topic, in->data, in->len);
+    if (!strcmp(in->kind, "token"))
+        e->fwd_tokens++;
+    if (e->done_held && e->fwd_tokens >= e->want_tokens)
+        publish_done(c, e);
+}
+
+/* An update of the leases bucket: who runs the stream (for `streams`). */
+static void on_lease(vg_cluster *c, inmsg *in)
+{
+    desired *d = desired_find(c, in->id);
+    if (!d)
+        return;
+    if (in->data && in->len < sizeof d->owner) {
+        snprintf(d->owner, sizeof d->owner, "%s", in->data);
+        d->owner_at = mono_ms();
+    } else {
+        d->owner[0] = '\0';
+    }
+}
+
 static void on_async(uv_async_t *h)
 {
     vg_cluster *c = h->data;
@@ -1702,6 +2096,15 @@ static void on_async(uv_async_t *h)
         case IN_EVENTS:
             on_events(c, m);
             break;
+        case IN_CANCEL:
+            on_cancel(c, m);
+            break;
+        case IN_FORWARD:
+            on_forward(c, m);
+            break;
+        case IN_LEASE:
+            on_lease(c, m);
+            break;
         }
         free(m->data);
         free(m);
@@ -1709,21 +2112,38 @@ static void on_async(uv_async_t *h)
     }
 }
 
-/* The bus sink: `state` records of the cluster jobs this node runs go to the bucket. */
+/* The bus sink: `state` records of the cluster jobs this node runs go to the bucket, and their
+ * state/progress/token messages to the node that accepted them (vigil.job.<id>.<kind>). */
 static void on_bus(const char *topic, const char *payload, size_t len, void *opaque)
 {
-    (void)payload;
-    (void)len;
     vg_cluster *c = opaque;
     if (strncmp(topic, "job/", 4))
         return;
     const char *id0 = topic + 4, *slash = strchr(id0, '/');
-    if (!slash || (size_t)(slash - id0) > VG_ID_MAX || strcmp(slash + 1, "state"))
+    if (!slash || (size_t)(slash - id0) > VG_ID_MAX)
         return;
     char id[VG_ID_MAX + 1];
     memcpy(id, id0, (size_t)(slash - id0));
     id[slash - id0] = '\0';
     if (!mine_find(c, id))
+        return;
+    const char *kind = slash + 1;
+    centry *e = cache_find(c, id);
+    if (!(e && e->accepted_here) &&
+        (!strcmp(kind, "state") || !strcmp(kind, "progress") || !strcmp(kind, "token"))) {
+        /* To the node that accepted it (its clients subscribed there): core NATS, best effort. */
+        char *subj = malloc(sizeof FWD_PFX + VG_ID_MAX + 16), *pl = malloc(len + 1);
+        if (subj && pl) {
+            snprintf(subj, sizeof FWD_PFX + VG_ID_MAX + 16, FWD_PFX "%s.%s", id, kind);
+            memcpy(pl, payload, len);
+            pl[len] = '\0';
+            post_cmd(c, CMD_REPLY, id, pl, subj);
+        } else {
+            free(subj);
+            free(pl);
+        }
+    }
+    if (strcmp(kind, "state"))
         return;
     int final = 0;
     char *view = local_view(c, id, &final);
@@ -1760,6 +2180,8 @@ static void on_prune(uv_timer_t *t)
         for (centry **p = &c->cache[i]; *p;) {
             centry *e = *p;
             if (e->final && now - e->at_ms > ttl_ms) {
+                if (e->done_held)
+                    publish_done(c, e);
                 *p = e->next;
                 free(e->view);
                 free(e);
@@ -1959,11 +2381,17 @@ static int handle_unwatch(vg_cluster *c, const vg_request *r, cJSON *reply, cons
 int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_t len, cJSON *reply,
                      void (*done)(char *out, size_t len, void *opaque), void *opaque)
 {
-    if (!c || atomic_load(&c->draining) || (r->op != VG_OP_EVENTS && r->op != VG_OP_WATCH))
+    if (!c || atomic_load(&c->draining) ||
+        (r->op != VG_OP_EVENTS && r->op != VG_OP_WATCH && r->op != VG_OP_CANCEL))
         return 0;
     char name[VG_ID_MAX + 1];
     char *json = NULL;
-    if (r->op == VG_OP_EVENTS) {
+    if (r->op == VG_OP_CANCEL) {
+        centry *e = cache_find(c, r->job);
+        if (!key_ok(r->job) || mine_find(c, r->job) || !e || e->final)
+            return 0; /* runs here, not in the cluster, or final: answered at once */
+        snprintf(name, sizeof name, "%s", r->job);
+    } else if (r->op == VG_OP_EVENTS) {
         if (!key_ok(r->name) ||
             vg_streams_events_covered(c->streams, r->name, (unsigned long long)r->since))
             return 0; /* a name the cluster cannot hold, or answered from memory */
@@ -1991,7 +2419,8 @@ int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_
     snprintf(q->name, sizeof q->name, "%s", name);
     q->since = (unsigned long long)r->since;
     q->limit = r->limit;
-    m->type = CMD_EVENTS;
+    q->cancel = r->op == VG_OP_CANCEL;
+    m->type = q->cancel ? CMD_CANCEL : CMD_EVENTS;
     m->q = q;
     snprintf(m->id, sizeof m->id, "%s", name);
     q->next = c->queries;
@@ -2015,6 +2444,63 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
     if (r->op == VG_OP_WATCH || r->op == VG_OP_UNWATCH) {
         *rc = r->op == VG_OP_WATCH ? handle_watch(c, r, data, len, reply, wire, err, errlen)
                                    : handle_unwatch(c, r, reply, wire, err, errlen);
+        return 1;
+    }
+    if (r->op == VG_OP_STREAMS) {
+        /* The streams this node runs (the stream manager's full view, `owner` this node), then
+         * the cluster's other desired watches with their owner (the leases bucket). */
+        *rc = vg_streams_handle(c->streams, r, reply, wire, err, errlen);
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(reply, "streams");
+        if (*rc < 0 || !cJSON_IsArray(arr))
+            return 1;
+        cJSON *it;
+        cJSON_ArrayForEach(it, arr) cJSON_AddStringToObject(it, "owner", c->node);
+        double now = mono_ms();
+        for (const desired *d = c->desired; d; d = d->next) {
+            if (vg_streams_has(c->streams, d->name) || !d->req)
+                continue;
+            cJSON *tmp = cJSON_CreateObject();
+            if (!tmp)
+                break;
+            watch_reply(c, d->name, d->req, 0, tmp);
+            cJSON *o = cJSON_DetachItemFromObject(tmp, "stream");
+            cJSON_Delete(tmp);
+            if (!o)
+                break;
+            int held = d->owner[0] && now - d->owner_at < c->ttl_ms;
+            cJSON_ReplaceItemInObject(o, "state",
+                                      cJSON_CreateString(held ? "running_elsewhere" : "unclaimed"));
+            if (held)
+                cJSON_AddStringToObject(o, "owner", d->owner);
+            else
+                cJSON_AddNullToObject(o, "owner");
+            cJSON_AddItemToArray(arr, o);
+        }
+        return 1;
+    }
+    if (r->op == VG_OP_CANCEL) {
+        /* Runs here, or not in the cluster: the local job manager answers. */
+        centry *e = cache_find(c, r->job);
+        if (!key_ok(r->job) || mine_find(c, r->job) || !e)
+            return 0;
+        *rc = 0;
+        cJSON *v = cJSON_Parse(e->view);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(v, "state");
+        const cJSON *nd = cJSON_GetObjectItemCaseSensitive(v, "node");
+        cJSON_AddStringToObject(reply, "job", r->job);
+        if (e->final) {
+            cJSON_AddStringToObject(reply, "state",
+                                    cJSON_IsString(st) ? st->valuestring : "cancelled");
+            cJSON_AddStringToObject(reply, "where", "final");
+            if (cJSON_IsString(nd))
+                cJSON_AddStringToObject(reply, "node", nd->valuestring);
+        } else {
+            /* A door that cannot wait: the operations thread cancels it in the cluster. */
+            post_cmd(c, CMD_CANCEL, r->job, NULL, NULL);
+            cJSON_AddStringToObject(reply, "state", "cancelling");
+            cJSON_AddStringToObject(reply, "where", "cluster");
+        }
+        cJSON_Delete(v);
         return 1;
     }
     if (r->op != VG_OP_ASK && r->op != VG_OP_JOB)
@@ -2096,7 +2582,14 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
         char *vs2 = vs ? strdup(vs) : NULL;
         cJSON_Delete(req);
         cJSON_Delete(view);
-        if (!rs || !vs || !vs2 || !cache_set(c, id, vs2)) {
+        centry *ne = NULL;
+        if (rs && vs && vs2)
+            ne = cache_set(c, id, vs2); /* takes vs2 */
+        else
+            free(vs2);
+        if (ne)
+            ne->accepted_here = 1;
+        if (!ne) {
             free(rs);
             free(vs);
             *wire = VG_WIRE_INTERNAL;
@@ -2340,6 +2833,8 @@ static int connect_all(vg_cluster *c, char *err, size_t errlen)
     }
     if ((s = kvStore_WatchAll(&c->dwatcher, c->kv_watches, &wo)) != NATS_OK)
         return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", WATCHES, nats_err(s));
+    if ((s = kvStore_WatchAll(&c->lwatcher, c->kv_leases, &wo)) != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "watching bucket %s: %s", LEASES, nats_err(s));
     return 0;
 }
 
@@ -2401,16 +2896,26 @@ int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, si
                     c->threads = 4;
                     if (pthread_create(&c->lease_th, NULL, lease_main, c) == 0) {
                         c->threads = 5;
-                        if (pthread_create(&c->rec_th, NULL, rec_main, c) == 0)
+                        if (pthread_create(&c->rec_th, NULL, rec_main, c) == 0) {
                             c->threads = 6;
+                            if (pthread_create(&c->lwatch_th, NULL, lwatch_main, c) == 0)
+                                c->threads = 7;
+                        }
                     }
                 }
             }
         }
     }
     *out = c;
-    if (c->threads < 6)
+    if (c->threads < 7)
         return vg_fail(err, errlen, VG_ENOMEM, "cannot start the cluster's threads");
+    natsStatus cs =
+        natsConnection_Subscribe(&c->cancel_sub, c->nc, CANCEL_PFX ">", on_cancel_msg, c);
+    if (cs != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "subscribing to %s>: %s", CANCEL_PFX, nats_err(cs));
+    cs = natsConnection_Subscribe(&c->fwd_sub, c->nc, FWD_PFX ">", on_fwd_msg, c);
+    if (cs != NATS_OK)
+        return vg_fail(err, errlen, VG_EIO, "subscribing to %s>: %s", FWD_PFX, nats_err(cs));
     vg_log(VG_LOG_NOTICE, MOD,
            "node %s in the cluster at %s (max %d jobs, ack wait %.1f s; max %d streams, lease TTL "
            "%.1f s)",
@@ -2441,7 +2946,7 @@ void vg_cluster_stop(vg_cluster *c)
 {
     if (!c)
         return;
-    atomic_store(&c->draining, 1);
+    atomic_store(&c->draining, 1); /* on_cancel_msg posts nothing more */
     if (c->sink >= 0)
         vg_bus_remove_sink(c->bus, c->sink);
     c->sink = -1;
@@ -2459,6 +2964,10 @@ void vg_cluster_free(vg_cluster *c)
 {
     if (!c)
         return;
+    if (c->cancel_sub)
+        natsSubscription_Unsubscribe(c->cancel_sub);
+    if (c->fwd_sub)
+        natsSubscription_Unsubscribe(c->fwd_sub);
     /* The records first (published while the leases are held), then the rest (the lease thread
      * releases the leases as it ends). */
     atomic_store(&c->rec_stop, 1);
@@ -2482,6 +2991,8 @@ void vg_cluster_free(vg_cluster *c)
         pthread_join(c->dwatch_th, NULL);
     if (c->threads >= 5)
         pthread_join(c->lease_th, NULL);
+    if (c->threads >= 7)
+        pthread_join(c->lwatch_th, NULL);
     for (int i = 0; i < c->n_held; i++) {
         natsMsg_Nak(c->held[i].m, NULL); /* not finished here: another node runs it */
         natsMsg_Destroy(c->held[i].m);
@@ -2494,10 +3005,16 @@ void vg_cluster_free(vg_cluster *c)
         kvWatcher_Stop(c->dwatcher);
         kvWatcher_Destroy(c->dwatcher);
     }
+    if (c->lwatcher) {
+        kvWatcher_Stop(c->lwatcher);
+        kvWatcher_Destroy(c->lwatcher);
+    }
     kvStore_Destroy(c->kv);
     kvStore_Destroy(c->kv_watches);
     kvStore_Destroy(c->kv_leases);
     natsSubscription_Destroy(c->sub);
+    natsSubscription_Destroy(c->cancel_sub);
+    natsSubscription_Destroy(c->fwd_sub);
     jsCtx_Destroy(c->js);
     if (c->nc) {
         natsConnection_FlushTimeout(c->nc, 2000);

@@ -12,6 +12,12 @@
  *    a revision-checked update that never replaces a final state, so a client sees one result per
  *    job id whatever node it asks (`job ID` answers from a loop-side copy of the bucket, fed by a
  *    KV watcher) and the accepting node republishes the result as `job/ID/done` on its bus;
+ *  - the state/progress/token messages of a job go from the node running it to the node that
+ *    accepted it (core NATS vigil.job.<id>.<kind>), which puts them on its bus;
+ *  - `cancel` on any node: a job running elsewhere is cancelled by its node (a core NATS request
+ *    on vigil.cancel.<id>, which every node subscribes to); a job no node runs is recorded
+ *    cancelled in the bucket (revision-checked, never over a final state) and a node that pulls
+ *    it acks it without running it;
  *  - `watch` on any node records the watch in the KV bucket vigil_watches; each node's reconciler
  *    (a loop timer every third of the lease TTL) claims desired streams that run nowhere, up to
  *    max_streams, with a key in the bucket vigil_leases (create; bucket TTL = the lease TTL),
@@ -20,8 +26,8 @@
  *    owner continues their sequence numbers. Before each record the stream manager asks whether
  *    the lease is still valid by the monotonic clock (fencing).
  *
- * Threads: libnats runs its own threads; cluster.c adds six (pull, operations, results watch,
- * desired-watches watch, leases, records). None of
+ * Threads: libnats runs its own threads; cluster.c adds seven (pull, operations, results watch,
+ * desired-watches watch, leases, records, leases watch). None of
  * them touches daemon state: they talk to the loop through a mutex-protected inbox and a uv_async,
  * and the loop talks to them through a command queue. Every function here runs on the loop thread
  * (vg_cluster_start before the loop runs, vg_cluster_free after it stopped).
@@ -57,7 +63,9 @@ int vg_cluster_check_config(const vg_daemon_config *cfg, char *err, size_t errle
 int vg_cluster_start(const vg_cluster_params *p, vg_cluster **out, char *err, size_t errlen);
 
 /* Handles what the cluster answers instead of the local managers: `ask` (queued in JetStream),
- * `job` (the bucket's view when it is final or the job is not in the local table), `watch` and
+ * `job` (the bucket's view when it is final or the job is not in the local table), `cancel` of a
+ * job that does not run here (its final state, or cancelled in the cluster behind the reply),
+ * `watch` and
  * `unwatch` (recorded in / removed from the bucket of desired watches; the node holding the
  * stream's lease runs it). Returns 1
  * when it handled r (reply filled, or a negative code in *rc with *wire and err), 0 when the local
@@ -69,7 +77,9 @@ int vg_cluster_handle(vg_cluster *c, const vg_request *r, const char *data, size
  * node does not know yet (recorded with a KV create, so that of two nodes watching one name at
  * once one records it and the other answers existing or conflict), and `events NAME` when this
  * node cannot answer from memory (it does not run the stream, or its recent records do not reach
- * back to `since`): read from JetStream (vigil.stream.NAME.event). Same contract as
+ * back to `since`): read from JetStream (vigil.stream.NAME.event), and `cancel` of a job the
+ * cluster knows that neither runs here nor is final (answered once its node or the bucket has
+ * cancelled it: docs/cluster.md). Same contract as
  * vg_streams_events_from_log: returns 1 when it took reply (done is called later on the loop,
  * once), 0 when the request goes the immediate way (c NULL, shutting down, another op, a request
  * answered at once). data[len] is the request as received. */

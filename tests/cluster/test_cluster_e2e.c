@@ -24,10 +24,17 @@
  *  - nats-server restarted (same file store) while a node runs a long job: the nodes reconnect,
  *    the job's one result is readable on every node, and a job asked afterwards runs;
  *  - SIGTERM of the node running a job: exit 0, the job handed back and completed by another node;
+ *  - tokens of jobs asked on node 1 and run on other nodes reach node 1's bus (state, every
+ *    token in order, done);
+ *  - `cancel` from any node: a queued job (every node busy) cancelled on node 3 is recorded
+ *    cancelled and never run (the node that pulls it later acks it), a running job cancelled on a
+ *    node that does not run it is cancelled by its node; one final state `cancelled`, the same JSON
+ *    on every node;
  *  - SIGTERM of the nodes: exit 0, no sanitizer report.
  */
 #define _XOPEN_SOURCE 700
 #include "common.h"
+#include "ipc.h"
 #include "../support/vg_testd.h"
 
 #include <arpa/inet.h>
@@ -548,6 +555,201 @@ static void test_sigterm_hands_back(void **state)
     assert_int_equal(start_node(k), 0);
 }
 
+/* Tokens of jobs run on other nodes reach the accepting node's bus: three 40-token jobs asked at
+ * once on node 1 spread over the nodes (one each: cluster_max_jobs = 1); for each that ran on
+ * another node, node 1's bus carried its `state`, every token (seq 0..n_tokens-1, in order) and
+ * `done`. */
+static void test_tokens_forwarded(void **state)
+{
+    (void)state;
+    char url[400], err[256];
+    snprintf(url, sizeof url, "ipc://%s/vigil.events", rt[0]);
+    vg_ipc_sub *sub = NULL;
+    assert_int_equal(vg_ipc_sub_open(url, "job/fw-", &sub, err, sizeof err), 0);
+    char *msg;
+    const char *topic, *payload;
+    size_t plen;
+    int live = 0;
+    for (int i = 0; i < 50 && !live; i++) {
+        cJSON_Delete(call(0, "{\"v\":1,\"op\":\"sync\",\"job\":\"fw-0\"}"));
+        while (!live && vg_ipc_sub_recv(sub, 100, &msg, &topic, &payload, &plen) == 0) {
+            live = !strcmp(topic, "job/fw-0/sync");
+            free(msg);
+        }
+    }
+    assert_true(live);
+    const char *ids[3] = {"fw-1", "fw-2", "fw-3"};
+    int next[3] = {0}, bad[3] = {0}, states[3] = {0}, done[3] = {0};
+    for (int i = 0; i < 3; i++)
+        ask(0, ids[i], 40);
+    double until = vg_now_ms() + 120000;
+    while (vg_now_ms() < until && !(done[0] && done[1] && done[2])) {
+        if (vg_ipc_sub_recv(sub, 200, &msg, &topic, &payload, &plen) != 0)
+            continue;
+        int k = -1;
+        for (int i = 0; i < 3; i++)
+            if (!strncmp(topic + 4, ids[i], 4) && topic[8] == '/')
+                k = i;
+        if (k >= 0) {
+            const char *kind = topic + 9;
+            cJSON *o = cJSON_ParseWithLength(payload, plen);
+            if (!strcmp(kind, "token")) {
+                if ((int)vg_testd_jnum(o, "seq") != next[k])
+                    bad[k]++;
+                next[k]++;
+            } else if (!strcmp(kind, "state")) {
+                states[k]++;
+            } else if (!strcmp(kind, "done")) {
+                done[k] = 1;
+            }
+            cJSON_Delete(o);
+        }
+        free(msg);
+    }
+    vg_ipc_sub_close(sub);
+    int elsewhere = 0;
+    for (int i = 0; i < 3; i++) {
+        cJSON *j = wait_final(0, ids[i], 60);
+        assert_non_null(j);
+        assert_string_equal(vg_testd_jstr(j, "state"), "completed");
+        int n = (int)vg_testd_jnum(j, "n_tokens");
+        printf("%s ran on %s: node 1's bus had %d state, %d of %d tokens (%d out of order), %s\n",
+               ids[i], vg_testd_jstr(j, "node"), states[i], next[i], n, bad[i],
+               done[i] ? "done" : "no done");
+        assert_true(done[i]);
+        if (strcmp(vg_testd_jstr(j, "node"), "n1")) {
+            elsewhere++;
+            assert_true(states[i] > 0);
+            assert_int_equal(next[i], n);
+            assert_int_equal(bad[i], 0);
+        }
+        cJSON_Delete(j);
+    }
+    assert_true(elsewhere > 0);
+}
+
+/* info.cluster.running of node n (-1 when it does not answer). */
+static int running_on(int n)
+{
+    cJSON *r = call(n, "{\"v\":1,\"op\":\"info\"}");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "cluster");
+    int v = c ? (int)vg_testd_jnum(c, "running") : -1;
+    cJSON_Delete(r);
+    return v;
+}
+
+/* `cancel ID` on node n: the reply (owned by the caller), asserted ok. */
+static cJSON *cancel_on(int n, const char *id)
+{
+    char req[200];
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"cancel\",\"job\":\"%s\"}", id);
+    cJSON *r = call(n, req);
+    char *s = r ? cJSON_PrintUnformatted(r) : NULL;
+    printf("cancel %s on node %d: %s\n", id, n + 1, s ? s : "(no reply)");
+    free(s);
+    assert_true(vg_testd_is_ok(r));
+    assert_string_equal(vg_testd_jstr(r, "job"), id);
+    return r;
+}
+
+/* `cancel` from any node: three long jobs asked on node 1 occupy the three nodes (one each), a
+ * fourth waits in the queue. The queued one cancelled on node 3 is recorded `cancelled` before any
+ * node runs it (and no node runs it once they are free); a running one cancelled on a node that
+ * does not run it is cancelled by its node. Each has one final state, `cancelled`, the same JSON on
+ * every node. */
+static void test_cancel_anywhere(void **state)
+{
+    (void)state;
+    const char *ids[3] = {"can-1", "can-2", "can-3"};
+    for (int i = 0; i < 3; i++)
+        ask(0, ids[i], LONG_TOKS);
+    int all = 0;
+    double until = vg_now_ms() + 60000;
+    while (vg_now_ms() < until && !all) {
+        all = 1;
+        for (int n = 0; n < NODES; n++)
+            all &= running_on(n) == 1;
+        if (!all)
+            vg_testd_sleep_ms(50);
+    }
+    assert_true(all);
+    ask(0, "can-q", LONG_TOKS); /* every node is full: it stays in the queue */
+    vg_testd_sleep_ms(500);
+    cJSON *r = cancel_on(2, "can-q");
+    assert_string_equal(vg_testd_jstr(r, "state"), "cancelled");
+    assert_string_equal(vg_testd_jstr(r, "where"), "queued");
+    cJSON_Delete(r);
+
+    /* can-1 runs on node k; cancelled on another node (not node 1 when k is not node 1). */
+    int k = -1; /* the cluster's view (on the nodes that do not run it) names the node */
+    for (int n = 0; n < NODES && k < 0; n++) {
+        cJSON *j = get_job(n, "can-1");
+        const char *nd = vg_testd_jstr(j, "node");
+        if (nd[0] == 'n' && nd[1] >= '1' && nd[1] < '1' + NODES && !nd[2] &&
+            !strcmp(vg_testd_jstr(j, "state"), "running"))
+            k = nd[1] - '1';
+        cJSON_Delete(j);
+    }
+    assert_true(k >= 0);
+    int other = k == 2 ? 1 : 2;
+    char runner_name[8];
+    snprintf(runner_name, sizeof runner_name, "n%d", k + 1);
+    r = cancel_on(other, "can-1");
+    assert_string_equal(vg_testd_jstr(r, "state"), "cancelling");
+    assert_string_equal(vg_testd_jstr(r, "where"), "running");
+    assert_string_equal(vg_testd_jstr(r, "node"), runner_name);
+    cJSON_Delete(r);
+    /* The others from node 1, wherever they run. */
+    cJSON_Delete(cancel_on(0, "can-2"));
+    cJSON_Delete(cancel_on(0, "can-3"));
+    const char *all_ids[4] = {"can-q", "can-1", "can-2", "can-3"};
+    for (int i = 0; i < 4; i++) {
+        cJSON *first = wait_final(0, all_ids[i], 120);
+        assert_non_null(first);
+        assert_string_equal(vg_testd_jstr(first, "state"), "cancelled");
+        if (i == 1)
+            assert_string_equal(vg_testd_jstr(first, "node"), runner_name);
+        char *sa = cJSON_PrintUnformatted(first);
+        for (int n = 1; n < NODES; n++) {
+            cJSON *j = wait_final(n, all_ids[i], 60);
+            char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+            if (!s || strcmp(s, sa))
+                fprintf(stderr, "%s on node %d: %s\nnode 1: %s\n", all_ids[i], n + 1,
+                        s ? s : "(none)", sa);
+            assert_non_null(s);
+            assert_string_equal(s, sa);
+            free(s);
+            cJSON_Delete(j);
+        }
+        free(sa);
+        cJSON_Delete(first);
+    }
+    /* The nodes are free again: one pulls can-q, finds it final and acks it without running it. */
+    int acked = 0;
+    for (int i = 0; i < 200 && !acked; i++) {
+        for (int n = 0; n < NODES; n++)
+            acked |= vg_testd_sh(NULL, 0,
+                                 "grep -q 'job can-q: final in the cluster already; acked' '%s'",
+                                 logpath[n]) == 0;
+        if (!acked)
+            vg_testd_sleep_ms(100);
+    }
+    assert_true(acked);
+    for (int n = 0; n < NODES; n++) {
+        assert_int_equal(wait_idle(n, 60), 0);
+        assert_int_not_equal(
+            vg_testd_sh(NULL, 0, "grep -q 'job can-q: running here' '%s'", logpath[n]), 0);
+        cJSON *j = get_job(n, "can-q");
+        assert_string_equal(vg_testd_jstr(j, "state"), "cancelled");
+        cJSON_Delete(j);
+    }
+    /* A cancel of a final job answers its state from any node. */
+    r = cancel_on(1, "can-q");
+    assert_string_equal(vg_testd_jstr(r, "state"), "cancelled");
+    assert_string_equal(vg_testd_jstr(r, "where"), "final");
+    cJSON_Delete(r);
+}
+
 static void test_stop(void **state)
 {
     (void)state;
@@ -570,6 +772,8 @@ int main(void)
         cmocka_unit_test(test_stalled_node_result_kept),
         cmocka_unit_test(test_broker_restart),
         cmocka_unit_test(test_sigterm_hands_back),
+        cmocka_unit_test(test_tokens_forwarded),
+        cmocka_unit_test(test_cancel_anywhere),
         cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -19,6 +19,8 @@
  *    every record in JetStream after the takeover is the new owner's, the sequence still has no
  *    gap or duplicate, and its `info` shows it holds no lease;
  *  - `unwatch` on any node stops the stream on its owner and releases the lease;
+ *  - three streams: each runs on one node, and `streams` on every node lists the three with their
+ *    owner;
  *  - SIGTERM of every node: exit 0, no sanitizer report.
  */
 #define _XOPEN_SOURCE 700
@@ -489,6 +491,26 @@ static void test_three_streams(void **state)
         sum += per[n] = owned_by(n);
     assert_int_equal(sum, 3);
     printf("three streams: %d / %d / %d on nodes 1 / 2 / 3\n", per[0], per[1], per[2]);
+    /* `streams` on every node lists the three with their owner: as many per owner as it runs. */
+    for (int n = 0; n < NODES; n++) {
+        cJSON *r = call(n, "{\"v\":1,\"op\":\"streams\"}");
+        assert_true(vg_testd_is_ok(r));
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(r, "streams"), *e;
+        int by[NODES] = {0}, total = 0;
+        cJSON_ArrayForEach(e, arr)
+        {
+            const char *ow = vg_testd_jstr(e, "owner");
+            assert_true(ow[0] == 'n' && ow[1] >= '1' && ow[1] < '1' + NODES && !ow[2]);
+            by[ow[1] - '1']++;
+            total++;
+            if (ow[1] - '1' != n)
+                assert_string_equal(vg_testd_jstr(e, "state"), "running_elsewhere");
+        }
+        assert_int_equal(total, 3);
+        for (int k = 0; k < NODES; k++)
+            assert_int_equal(by[k], per[k]);
+        cJSON_Delete(r);
+    }
 }
 
 /* `events NAME --since 0` on node n: the last seq when 1..N are contiguous, else -1. */
