@@ -19,6 +19,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include "simd_x86.h"
 #endif
 
 size_t vg_flash_scratch_floats(size_t n, size_t hd)
@@ -123,25 +124,6 @@ static size_t flash_rows(size_t i0, size_t n, long p0, size_t ctx, size_t kb, si
 #if defined(__x86_64__)
 #define T_FLASH __attribute__((target("avx2,fma,avx512f,avx512dq,avx512bw,avx512vl")))
 
-/* e^x, 16 lanes; lanes below -87 give 0 (the masked and underflowing scores). */
-T_FLASH static inline __m512 exp16(__m512 x)
-{
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 nn = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(nn, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, nn));
-}
-
 /* The scores of one query row against the transposed tile, masked past nb, turned into
  * probabilities against the row's new running maximum: p[0..64) stored, the row's m and l updated,
  * the factor its output must be rescaled by returned. */
@@ -161,10 +143,10 @@ T_FLASH static inline float row_probs(__m512 s0, __m512 s1, __m512 s2, __m512 s3
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(s0, s1), _mm512_max_ps(s2, s3)));
     mx = mx > *m ? mx : *m;
     const __m512 mv = _mm512_set1_ps(mx);
-    s0 = exp16(_mm512_sub_ps(s0, mv));
-    s1 = exp16(_mm512_sub_ps(s1, mv));
-    s2 = exp16(_mm512_sub_ps(s2, mv));
-    s3 = exp16(_mm512_sub_ps(s3, mv));
+    s0 = vg_exp16(_mm512_sub_ps(s0, mv));
+    s1 = vg_exp16(_mm512_sub_ps(s1, mv));
+    s2 = vg_exp16(_mm512_sub_ps(s2, mv));
+    s3 = vg_exp16(_mm512_sub_ps(s3, mv));
     const float sum =
         _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
     _mm512_storeu_ps(p, s0);

@@ -28,6 +28,7 @@
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
 #include "engine.h"
+#include "simd_x86.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -732,26 +733,6 @@ static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t d
     return ap;
 }
 
-/* e^x for 16 lanes, x <= 0 here (scores minus their maximum): the polynomial of ops.c's exp4, 2^n
- * applied with VSCALEFPS; below -87 gives 0. */
-__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x)
-{
-    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p =
-        _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
-}
-
 /* p[0..ctx) = bf16(softmax(scale * s[0..vis))), zero from vis on; s is overwritten. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
@@ -767,13 +748,13 @@ softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale);
     __m512 sum = _mm512_setzero_ps();
     for (i = 0; i + 16 <= vis; i += 16) {
-        __m512 e = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
+        __m512 e = vg_exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
         _mm512_storeu_ps(s + i, e);
         sum = _mm512_add_ps(sum, e);
     }
     if (tail) {
         __m512 e = _mm512_maskz_mov_ps(
-            tail, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
+            tail, vg_exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
         _mm512_mask_storeu_ps(s + i, tail, e);
         sum = _mm512_add_ps(sum, e);
     }

@@ -5,6 +5,7 @@
  * possible (the reference agrees with a float64 forward to ~5e-6). Stateless; any thread.
  */
 #include "engine.h"
+#include "simd_x86.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -17,41 +18,20 @@
  * (VG_ISA can force the portable code, which test_golden_avx2/scalar then check). */
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
-/* e^x for 16 lanes as exp4: 0 below -87, x clamped to 88 above; NaN stays NaN. */
-AVX512 static inline __m512 exp16(__m512 x)
-{
-    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm512_mask_blend_ps(under, x, _mm512_set1_ps(-87.0f));
-    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_GT_OQ), x,
-                             _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p =
-        _mm512_fmadd_ps(r, _mm512_set1_ps(1.9875691500e-4f), _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
-}
-
 /* g = SiLU(g) * u = g / (1 + e^-g) * u over n values. */
 AVX512 static void silu_mul_avx512(float *g, const float *u, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 x = _mm512_loadu_ps(g + i);
-        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 e = vg_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
         __m512 y = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_storeu_ps(g + i, _mm512_mul_ps(y, _mm512_loadu_ps(u + i)));
     }
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
         __m512 x = _mm512_maskz_loadu_ps(k, g + i);
-        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        __m512 e = vg_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
         __m512 y = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_mask_storeu_ps(g + i, k, _mm512_mul_ps(y, _mm512_maskz_loadu_ps(k, u + i)));
     }
@@ -66,7 +46,7 @@ AVX512 static void gelu_tanh_avx512(float *x, size_t n)
         __m512 u = _mm512_mul_ps(
             _mm512_add_ps(v, _mm512_mul_ps(_mm512_mul_ps(c, v), _mm512_mul_ps(v, v))), k2);
         _mm512_mask_storeu_ps(x + i, k,
-                              _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(u))));
+                              _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), vg_exp16(u))));
     }
 }
 
