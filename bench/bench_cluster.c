@@ -49,25 +49,17 @@ static int n_streams = 6, max_streams = 2, lease_ttl = 3;
 
 static int start_nats(int round)
 {
-    char ps[16], sd[400], log[400];
+    char sd[400], log[400];
     port = 12001 + (int)(getpid() % 4000) * 2;
-    snprintf(ps, sizeof ps, "%d", port);
     snprintf(sd, sizeof sd, "%s/js%d", dir, round);
     snprintf(log, sizeof log, "%s/nats.log", dir);
-    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = vg_testd_spawn(log, argv);
-    for (int i = 0; i < 200 && !vg_testd_port_open(port); i++)
-        vg_testd_sleep_ms(50);
-    return vg_testd_port_open(port) ? 0 : -1;
+    nats = vg_testd_nats_start(sd, port, log);
+    return nats > 0 ? 0 : -1;
 }
 
 static void stop_nats(void)
 {
-    if (nats > 0) {
-        kill(nats, SIGTERM);
-        waitpid(nats, NULL, 0);
-    }
-    nats = -1;
+    vg_testd_kill_wait(&nats, SIGTERM);
 }
 
 /* cluster: 0 = the single-node daemon, 1 = cluster jobs, 2 = cluster streams (tiny model, leases

@@ -68,31 +68,14 @@ static cJSON *call(int n, const char *req)
     return vg_testd_call(cmd_url[n], req, strlen(req), 10000);
 }
 
-static void kill_wait(pid_t *pid, int sig)
-{
-    if (*pid > 0) {
-        kill(*pid, sig);
-        waitpid(*pid, NULL, 0);
-    }
-    *pid = -1;
-}
-
 /* nats-server with JetStream and a file store under dir, on the test's loopback port. */
 static int start_nats(void)
 {
-    char ps[16], sd[400], log[400];
-    snprintf(ps, sizeof ps, "%d", port);
+    char sd[400], log[400];
     snprintf(sd, sizeof sd, "%s/jetstream", dir);
     snprintf(log, sizeof log, "%s/nats.log", dir);
-    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = vg_testd_spawn(log, argv);
-    for (int i = 0; i < 200 && !vg_testd_port_open(port); i++)
-        vg_testd_sleep_ms(50);
-    if (!vg_testd_port_open(port)) {
-        fprintf(stderr, "nats-server did not start (%s)\n", log);
-        return -1;
-    }
-    return 0;
+    nats = vg_testd_nats_start(sd, port, log);
+    return nats > 0 ? 0 : -1;
 }
 
 static int start_node(int n)
@@ -196,8 +179,8 @@ static int teardown(void **state)
 {
     (void)state;
     for (int n = 0; n < NODES; n++)
-        kill_wait(&node_pid[n], SIGKILL);
-    kill_wait(&nats, SIGTERM);
+        vg_testd_kill_wait(&node_pid[n], SIGKILL);
+    vg_testd_kill_wait(&nats, SIGTERM);
     if (getenv("VG_KEEP_TMP") == NULL && dir[0])
         vg_testd_sh(NULL, 0, "rm -rf %s", dir);
     return 0;
@@ -350,7 +333,7 @@ static void test_failover_exactly_once(void **state)
     }
     assert_true(k >= 0 && tokens >= 20);
     printf("killing node %d (SIGKILL) at %d generated tokens\n", k + 1, tokens);
-    kill_wait(&node_pid[k], SIGKILL);
+    vg_testd_kill_wait(&node_pid[k], SIGKILL);
     char killed[8];
     snprintf(killed, sizeof killed, "n%d", k + 1);
 
@@ -494,7 +477,7 @@ static void test_broker_restart(void **state)
     }
     assert_true(k >= 0 && tokens >= 20);
     printf("restarting nats-server while node %d runs br-long (%d tokens)\n", k + 1, tokens);
-    kill_wait(&nats, SIGTERM);
+    vg_testd_kill_wait(&nats, SIGTERM);
     assert_int_equal(start_nats(), 0);
     for (int round = 0; round < 2; round++) {
         const char *id = round ? "br-after" : "br-long";

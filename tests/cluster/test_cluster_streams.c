@@ -55,30 +55,14 @@ static cJSON *call(int n, const char *req)
     return vg_testd_call(cmd_url[n], req, strlen(req), 10000);
 }
 
-static void kill_wait(pid_t *pid, int sig)
-{
-    if (*pid > 0) {
-        kill(*pid, sig);
-        waitpid(*pid, NULL, 0);
-    }
-    *pid = -1;
-}
-
+/* nats-server with JetStream and a file store under dir, on the test's loopback port. */
 static int start_nats(void)
 {
-    char ps[16], sd[400], log[400];
-    snprintf(ps, sizeof ps, "%d", port);
+    char sd[400], log[400];
     snprintf(sd, sizeof sd, "%s/jetstream", dir);
     snprintf(log, sizeof log, "%s/nats.log", dir);
-    char *argv[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", ps, "-sd", sd, NULL};
-    nats = vg_testd_spawn(log, argv);
-    for (int i = 0; i < 200 && !vg_testd_port_open(port); i++)
-        vg_testd_sleep_ms(50);
-    if (!vg_testd_port_open(port)) {
-        fprintf(stderr, "nats-server did not start (%s)\n", log);
-        return -1;
-    }
-    return 0;
+    nats = vg_testd_nats_start(sd, port, log);
+    return nats > 0 ? 0 : -1;
 }
 
 static int start_node(int n)
@@ -153,9 +137,9 @@ static int teardown(void **state)
     for (int n = 0; n < NODES; n++) {
         if (node_pid[n] > 0)
             kill(node_pid[n], SIGCONT);
-        kill_wait(&node_pid[n], SIGKILL);
+        vg_testd_kill_wait(&node_pid[n], SIGKILL);
     }
-    kill_wait(&nats, SIGTERM);
+    vg_testd_kill_wait(&nats, SIGTERM);
     if (getenv("VG_KEEP_TMP") == NULL && dir[0])
         vg_testd_sh(NULL, 0, "rm -rf %s", dir);
     return 0;
@@ -306,7 +290,7 @@ static void test_failover(void **state)
     assert_true(wait_records_by(other, a, 6, 60) > 0); /* read from JetStream on another node */
     int killed = owner;
     double t0 = vg_now_ms();
-    kill_wait(&node_pid[killed], SIGKILL);
+    vg_testd_kill_wait(&node_pid[killed], SIGKILL);
     owner = wait_owner(7u & ~(1u << killed), 60);
     assert_true(owner >= 0);
     printf("failover: node %d killed, node %d owns the stream %.2f s later (lease TTL %d s, "
@@ -544,7 +528,7 @@ static void test_broker_restart(void **state)
         before[k] = contiguous_of(0, names[k]);
         assert_true(before[k] > 0);
     }
-    kill_wait(&nats, SIGTERM);
+    vg_testd_kill_wait(&nats, SIGTERM);
     vg_testd_sleep_ms(TTL_S * 1000 + 1500); /* past the leases' trust and a tick */
     int sum = 0;
     for (int n = 0; n < NODES; n++)

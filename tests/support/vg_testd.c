@@ -384,6 +384,31 @@ pid_t vg_testd_spawn(const char *log, char *const argv[])
     return pid < 0 ? -1 : pid;
 }
 
+pid_t vg_testd_nats_start(const char *store_dir, int port, const char *log)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    char *argv[] = {"nats-server",     "-js", "-a", "127.0.0.1", "-p", ps, "-sd",
+                    (char *)store_dir, NULL};
+    pid_t pid = vg_testd_spawn(log, argv);
+    for (int i = 0; pid > 0 && i < 200 && !vg_testd_port_open(port); i++)
+        vg_testd_sleep_ms(50);
+    if (pid > 0 && vg_testd_port_open(port))
+        return pid;
+    fprintf(stderr, "nats-server did not start on port %d (%s)\n", port, log);
+    vg_testd_kill_wait(&pid, SIGKILL);
+    return -1;
+}
+
+void vg_testd_kill_wait(pid_t *pid, int sig)
+{
+    if (*pid > 0) {
+        kill(*pid, sig);
+        waitpid(*pid, NULL, 0);
+    }
+    *pid = -1;
+}
+
 int vg_testd_port_open(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -106,6 +106,15 @@ pid_t vg_testd_spawn(const char *log, char *const argv[]);
 /* Whether something accepts TCP connections on 127.0.0.1:port. */
 int vg_testd_port_open(int port);
 
+/* Starts nats-server with JetStream, its file store in store_dir, on 127.0.0.1:port, logging to
+ * log, and waits (up to 10 s) until the port accepts connections. Returns the pid (the caller stops
+ * it with vg_testd_kill_wait), or -1 with a line on stderr when it did not come up (then killed).
+ */
+pid_t vg_testd_nats_start(const char *store_dir, int port, const char *log);
+
+/* Sends sig to *pid when it is > 0, reaps it, and sets *pid to -1. */
+void vg_testd_kill_wait(pid_t *pid, int sig);
+
 /* Whether dir/vigild.log holds a sanitizer report; if so prints it to stderr and returns -1. */
 int vg_testd_check_log(const char *dir);
 
