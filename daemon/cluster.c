@@ -270,6 +270,17 @@ static double unix_now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Waits on cv (mu held) for at most ms milliseconds of the realtime clock pthread uses. */
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, double ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)(ms * 1e6);
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static const char *nats_err(natsStatus s)
 {
     const char *t = nats_GetLastError(NULL);
@@ -313,6 +324,21 @@ static void post_in(vg_cluster *c, inmsg *m)
     uv_async_send(&c->async);
 }
 
+/* Appends m to the operations thread's queue and wakes it; the queue owns m from here. */
+static void cmd_push(vg_cluster *c, cmd *m)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->cmds_tail)
+        c->cmds_tail->next = m;
+    else
+        c->cmds = m;
+    c->cmds_tail = m;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Queues an operation for job id (data and view, owned by the queue from here; freed on failure).
+ */
 static void post_cmd(vg_cluster *c, enum cmd_type t, const char *id, char *data, char *view)
 {
     cmd *m = calloc(1, sizeof *m);
@@ -326,14 +352,7 @@ static void post_cmd(vg_cluster *c, enum cmd_type t, const char *id, char *data,
     snprintf(m->id, sizeof m->id, "%s", id);
     m->data = data;
     m->view = view;
-    pthread_mutex_lock(&c->mu);
-    if (c->cmds_tail)
-        c->cmds_tail->next = m;
-    else
-        c->cmds = m;
-    c->cmds_tail = m;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    cmd_push(c, m);
 }
 
 /* Removes and returns id's held message (NULL if none); the caller owns it. */
@@ -742,13 +761,7 @@ static void *lease_main(void *arg)
             pthread_mutex_lock(&c->mu);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double wait = VG_MIN(next - now, 200.0);
-        ts.tv_nsec += (long)(wait * 1e6);
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&c->lcv, &c->mu, &ts);
+        cond_wait_ms(&c->lcv, &c->mu, VG_MIN(next - now, 200.0));
     }
     /* Stopping: the leases still held go back at once (another node claims the streams without
      * waiting for the TTL). */
@@ -1202,13 +1215,7 @@ static void *ops_main(void *arg)
             next = now + every_ms;
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double wait = VG_MIN(next - now, 200.0);
-        ts.tv_nsec += (long)(wait * 1e6);
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        cond_wait_ms(&c->cv, &c->mu, VG_MIN(next - now, 200.0));
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -2425,14 +2432,7 @@ int vg_cluster_defer(vg_cluster *c, const vg_request *r, const char *data, size_
     snprintf(m->id, sizeof m->id, "%s", name);
     q->next = c->queries;
     c->queries = q;
-    pthread_mutex_lock(&c->mu);
-    if (c->cmds_tail)
-        c->cmds_tail->next = m;
-    else
-        c->cmds = m;
-    c->cmds_tail = m;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    cmd_push(c, m);
     return 1;
 }
 
