@@ -13,11 +13,12 @@
  *    all three nodes, more than one node ran them (pull only with capacity: cluster_max_jobs = 1),
  *    a repeated `ask` with a known job id on another node returns that job (existing: true), and
  *    `vigil ask` on node 3 prints the answer whatever node ran the job (`done` from the bucket);
- *  - a long job: the node running it is killed with SIGKILL after 20 generated tokens; the job is
- *    redelivered after the ack wait, completes on another node, is the same JSON on both survivors,
- *    stays the same after three more ack waits (no second result), and the killed node, restarted
- *    with its state directory (its journal says "interrupted"), answers `job ID` with the cluster's
- *    result;
+ *  - twelve jobs asked at once, one of them long: the node running the long one is killed with
+ *    SIGKILL after 20 generated tokens; the job is redelivered after the ack wait and completes on
+ *    another node; all twelve complete once, are the same JSON on both survivors, stay the same
+ *    after three more ack waits (no second result), and the killed node, restarted with its state
+ *    directory (its journal says "interrupted"), answers `job ID` with the cluster's result for
+ * each;
  *  - a node stopped with SIGSTOP mid-generation past the ack wait: the job completes on another
  *    node; after SIGCONT the stalled node finishes its own run, finds the result recorded and keeps
  *    it (its log says so), and every node still answers with the first result;
@@ -311,17 +312,34 @@ static int runner(void)
     return -1;
 }
 
+/* Issue #17's job failover: 12 clip jobs asked at once (one long, eleven short); the node running
+ * the long one is killed with SIGKILL mid-generation; every job completes exactly once, the long
+ * one on another node, and each reads the same on every node, the killed one after its restart. */
+#define FO_SHORT 11
 static void test_failover_exactly_once(void **state)
 {
     (void)state;
-    ask(1, "long-1", LONG_TOKS);
+    char ids[FO_SHORT + 1][16];
+    snprintf(ids[0], sizeof ids[0], "long-1");
+    ask(1, ids[0], LONG_TOKS); /* first in the queue: pulled at once */
+    for (int i = 1; i <= FO_SHORT; i++) {
+        snprintf(ids[i], sizeof ids[i], "fo-%d", i);
+        ask(1, ids[i], 120);
+    }
+    /* The node running long-1 (the bucket's view names it), once it generated 20 tokens. */
     int k = -1, tokens = 0;
     double until = vg_now_ms() + 60000;
     while (vg_now_ms() < until) {
-        if (k < 0)
-            k = runner();
+        if (k < 0) {
+            cJSON *j = get_job(0, ids[0]);
+            const char *node = j ? vg_testd_jstr(j, "node") : "";
+            if (j && !strcmp(vg_testd_jstr(j, "state"), "running") && node[0] == 'n' &&
+                node[1] >= '1' && node[1] <= '0' + NODES && !node[2])
+                k = node[1] - '1';
+            cJSON_Delete(j);
+        }
         if (k >= 0) {
-            cJSON *j = get_job(k, "long-1");
+            cJSON *j = get_job(k, ids[0]);
             tokens = j ? (int)vg_testd_jnum(j, "n_tokens") : 0;
             int fin = j && is_final(vg_testd_jstr(j, "state"));
             cJSON_Delete(j);
@@ -332,53 +350,66 @@ static void test_failover_exactly_once(void **state)
         vg_testd_sleep_ms(20);
     }
     assert_true(k >= 0 && tokens >= 20);
-    printf("killing node %d (SIGKILL) at %d generated tokens\n", k + 1, tokens);
+    printf("killing node %d (SIGKILL) at %d generated tokens of %s, %d jobs in flight\n", k + 1,
+           tokens, ids[0], FO_SHORT + 1);
     vg_testd_kill_wait(&node_pid[k], SIGKILL);
     char killed[8];
     snprintf(killed, sizeof killed, "n%d", k + 1);
 
+    /* Every job final and completed, the same JSON on both survivors. */
     int a = (k + 1) % NODES, b = (k + 2) % NODES;
-    cJSON *ja = wait_final(a, "long-1", 120), *jb = wait_final(b, "long-1", 30);
-    assert_non_null(ja);
-    assert_non_null(jb);
-    assert_string_equal(vg_testd_jstr(ja, "state"), "completed");
-    assert_string_not_equal(vg_testd_jstr(ja, "node"), killed);
-    assert_true(vg_testd_jnum(ja, "n_tokens") > tokens);
-    char *sa = cJSON_PrintUnformatted(ja), *sb = cJSON_PrintUnformatted(jb);
-    assert_string_equal(sa, sb);
-    printf("completed on %s after the failover: %d tokens\n", vg_testd_jstr(ja, "node"),
-           (int)vg_testd_jnum(ja, "n_tokens"));
+    char *views[FO_SHORT + 1];
+    for (int i = 0; i <= FO_SHORT; i++) {
+        cJSON *ja = wait_final(a, ids[i], 120), *jb = wait_final(b, ids[i], 30);
+        assert_non_null(ja);
+        assert_non_null(jb);
+        assert_string_equal(vg_testd_jstr(ja, "state"), "completed");
+        views[i] = cJSON_PrintUnformatted(ja);
+        char *sb = cJSON_PrintUnformatted(jb);
+        assert_string_equal(views[i], sb);
+        free(sb);
+        if (i == 0) {
+            assert_string_not_equal(vg_testd_jstr(ja, "node"), killed);
+            assert_true(vg_testd_jnum(ja, "n_tokens") > tokens);
+            printf("%s completed on %s after the failover: %d tokens\n", ids[0],
+                   vg_testd_jstr(ja, "node"), (int)vg_testd_jnum(ja, "n_tokens"));
+        }
+        cJSON_Delete(ja);
+        cJSON_Delete(jb);
+    }
     /* Three more ack waits: no redelivery writes a second result. */
     vg_testd_sleep_ms(6000);
-    cJSON *again = get_job(a, "long-1");
-    char *s2 = cJSON_PrintUnformatted(again);
-    assert_string_equal(sa, s2);
-    free(s2);
-    cJSON_Delete(again);
-
-    /* The killed node comes back with its journal (the job "interrupted" there): `job` answers
-     * with the cluster's one result. */
-    assert_int_equal(start_node(k), 0);
-    char *sk = NULL;
-    until = vg_now_ms() + 30000;
-    while (vg_now_ms() < until) {
-        cJSON *jk = get_job(k, "long-1");
-        free(sk);
-        sk = jk ? cJSON_PrintUnformatted(jk) : NULL;
-        cJSON_Delete(jk);
-        if (sk && !strcmp(sk, sa))
-            break;
-        vg_testd_sleep_ms(100);
+    for (int i = 0; i <= FO_SHORT; i++) {
+        cJSON *again = get_job(a, ids[i]);
+        char *s2 = cJSON_PrintUnformatted(again);
+        assert_string_equal(views[i], s2);
+        free(s2);
+        cJSON_Delete(again);
     }
-    if (!sk || strcmp(sk, sa))
-        fprintf(stderr, "restarted node: %s\nothers: %s\n", sk ? sk : "(none)", sa);
-    assert_non_null(sk);
-    assert_string_equal(sk, sa);
-    free(sk);
-    free(sa);
-    free(sb);
-    cJSON_Delete(ja);
-    cJSON_Delete(jb);
+
+    /* The killed node comes back with its journal (long-1 "interrupted" there): `job` answers
+     * with the cluster's one result for every job. */
+    assert_int_equal(start_node(k), 0);
+    for (int i = 0; i <= FO_SHORT; i++) {
+        char *sk = NULL;
+        until = vg_now_ms() + 30000;
+        while (vg_now_ms() < until) {
+            cJSON *jk = get_job(k, ids[i]);
+            free(sk);
+            sk = jk ? cJSON_PrintUnformatted(jk) : NULL;
+            cJSON_Delete(jk);
+            if (sk && !strcmp(sk, views[i]))
+                break;
+            vg_testd_sleep_ms(100);
+        }
+        if (!sk || strcmp(sk, views[i]))
+            fprintf(stderr, "restarted node, %s: %s\nothers: %s\n", ids[i], sk ? sk : "(none)",
+                    views[i]);
+        assert_non_null(sk);
+        assert_string_equal(sk, views[i]);
+        free(sk);
+        free(views[i]);
+    }
 }
 
 /* Waits until node n's `info` says it runs no cluster job (up to timeout_s). 0 or -1. */
