@@ -1890,17 +1890,8 @@ static void on_events(vg_cluster *c, inmsg *in)
         out = vg_proto_error_reply(q->id_json, VG_WIRE_NOT_FOUND, msg, &len);
     } else {
         cJSON *o = q->reply;
-        cJSON_AddStringToObject(o, "stream", q->name);
-        cJSON_AddBoolToObject(o, "watched", desired_find(c, q->name) != NULL);
-        cJSON *arr = cJSON_AddArrayToObject(o, "events");
-        for (size_t i = 0; i < q->n; i++) {
-            cJSON *e = cJSON_Parse(q->lines[i]);
-            if (e)
-                cJSON_AddItemToArray(arr, e);
-        }
-        cJSON_AddNumberToObject(o, "last_seq", (double)q->last);
-        cJSON_AddBoolToObject(o, "more", q->more);
-        cJSON_AddBoolToObject(o, "truncated", q->found && q->oldest > q->since + 1);
+        vg_streams_events_payload(o, q->name, desired_find(c, q->name) != NULL, q->lines, q->n,
+                                  q->last, q->more, q->found && q->oldest > q->since + 1);
         cJSON_AddStringToObject(o, "source", "cluster");
         out = cJSON_PrintUnformatted(o);
         len = out ? strlen(out) : 0;

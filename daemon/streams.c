@@ -802,6 +802,22 @@ int vg_streams_logs_failing(const vg_streams *ss)
 /* ===================================================================================================
  * `events` of a stream that is not watched: its log on disk, read on libuv's thread pool.
  */
+void vg_streams_events_payload(cJSON *o, const char *name, int watched, char *const *lines,
+                               size_t n, unsigned long long last, int more, int truncated)
+{
+    cJSON_AddStringToObject(o, "stream", name);
+    cJSON_AddBoolToObject(o, "watched", watched);
+    cJSON *arr = cJSON_AddArrayToObject(o, "events");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *e = cJSON_Parse(lines[i]);
+        if (e)
+            cJSON_AddItemToArray(arr, e);
+    }
+    cJSON_AddNumberToObject(o, "last_seq", (double)last);
+    cJSON_AddBoolToObject(o, "more", more);
+    cJSON_AddBoolToObject(o, "truncated", truncated);
+}
+
 typedef struct log_read {
     uv_work_t work;
     vg_streams *ss;
@@ -901,18 +917,9 @@ static void log_read_done(uv_work_t *w, int status)
         out = vg_proto_error_reply(lr->id_json, code, lr->err[0] ? lr->err : "cancelled", &len);
     } else {
         cJSON *o = lr->reply;
-        cJSON_AddStringToObject(o, "stream", lr->name);
-        cJSON_AddBoolToObject(o, "watched", 0);
-        cJSON *arr = cJSON_AddArrayToObject(o, "events");
-        for (size_t i = 0; i < lr->n; i++) {
-            cJSON *e = cJSON_Parse(lr->lines[i]);
-            if (e)
-                cJSON_AddItemToArray(arr, e);
-        }
-        cJSON_AddNumberToObject(o, "last_seq", (double)lr->last);
-        cJSON_AddBoolToObject(o, "more", lr->more);
         /* Records before the oldest one retained are gone. */
-        cJSON_AddBoolToObject(o, "truncated", lr->oldest > lr->since + 1);
+        vg_streams_events_payload(o, lr->name, 0, lr->lines, lr->n, lr->last, lr->more,
+                                  lr->oldest > lr->since + 1);
         out = cJSON_PrintUnformatted(o);
         len = out ? strlen(out) : 0;
     }

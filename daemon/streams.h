@@ -72,6 +72,12 @@ int vg_streams_logs_failing(const vg_streams *ss);
 int vg_streams_events_from_log(vg_streams *ss, const vg_request *r, cJSON *reply,
                                void (*done)(char *out, size_t len, void *opaque), void *opaque);
 
+/* Fills o (a reply object) with the `events` payload of stream name read from a log or from the
+ * cluster: stream, watched, events (lines[0..n): record JSON, oldest first; a line that does not
+ * parse is left out), last_seq, more and truncated. lines stay the caller's. */
+void vg_streams_events_payload(cJSON *o, const char *name, int watched, char *const *lines,
+                               size_t n, unsigned long long last, int more, int truncated);
+
 /* Cluster mode (cluster.c): what the stream manager asks before and tells after each record.
  * may_publish(name) runs before a record of stream name is published anywhere (bus, log,
  * JetStream): 0 means this node no longer holds the stream's lease, and the record is dropped and
