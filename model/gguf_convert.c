@@ -11,12 +11,16 @@
  * falls back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16). Norms stay F32. The quantizers
  * are llama.cpp's reference ones (quant.c), so the tensors are byte for byte llama-quantize's.
  *
- * Memory: one row of float32 and one quantized row at a time; the checkpoint is read through its
- * mapping and each tensor's pages are dropped after use. Runs on the calling thread.
+ * Threads and memory: a tensor's rows are quantized in chunks of up to 8 MiB of output, each chunk
+ * split across a pool of one thread per online CPU (the rows are independent, so the bytes do not
+ * depend on the thread count), then written in order. One float32 row of scratch per range, one
+ * chunk of output; the checkpoint is read through its mapping and each tensor's pages are dropped
+ * after use.
  */
 #include "common.h"
 #include "engine.h"
 #include "gguf.h"
+#include "pool.h"
 #include "quant.h"
 
 #include <cjson/cJSON.h>
@@ -27,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct qtype {
     const char *name; /* llama.cpp's */
@@ -130,8 +135,46 @@ static int job_ne(const job *j, int64_t *ne)
     return t->ndim ? t->ndim : 1;
 }
 
-static int write_jobs(vg_gguf_writer *w, const job *jobs, size_t n, const char *path, char *err,
-                      size_t errlen)
+/* One chunk of a tensor's rows quantized on the pool: rows r0.. of the source into out. */
+typedef struct qchunk {
+    const job *j;
+    const float *all; /* the widened patch embedding (j->half >= 0), else NULL */
+    size_t K, T, pp, r0, row_bytes;
+    unsigned char *out;
+    int failed; /* set (relaxed) by any range that could not allocate or quantize */
+} qchunk;
+
+static void qchunk_range(void *ctx, size_t a, size_t b)
+{
+    qchunk *c = ctx;
+    const job *j = c->j;
+    const vg_tensor *t = j->src;
+    float *row = malloc(c->K * sizeof *row + 1); /* this range's scratch, freed below */
+    if (!row) {
+        __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (size_t i = a; i < b; i++) {
+        size_t r = c->r0 + i;
+        if (j->half >= 0) { /* row r of half h: (o, c, y) = r / p / C ... */
+            size_t y = r % (c->pp / c->K), oc = r / (c->pp / c->K);
+            memcpy(row, c->all + (oc * c->T + (size_t)j->half) * c->pp + y * c->K,
+                   c->K * sizeof *row);
+        } else {
+            vg_tensor_rows_f32(t, r, r + 1, row);
+        }
+        if (vg_quant_quantize(j->type, row, c->K, c->out + i * c->row_bytes) != 0) {
+            __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    free(row);
+}
+
+#define CHUNK_BYTES ((size_t)8 << 20) /* quantized bytes per chunk written at once */
+
+static int write_jobs(vg_gguf_writer *w, const job *jobs, size_t n, const char *path, vg_pool *pool,
+                      char *err, size_t errlen)
 {
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -150,33 +193,32 @@ static int write_jobs(vg_gguf_writer *w, const job *jobs, size_t n, const char *
         job_ne(j, ne);
         size_t K = (size_t)ne[0], rows = t->numel / (K ? K : 1), be, bb;
         vg_ggml_type_block(j->type, &be, &bb);
-        float *row = malloc(K * sizeof *row + 1), *all = NULL;
-        unsigned char *q = malloc(K / be * bb + 1);
+        qchunk c = {.j = j, .K = K, .T = 1, .pp = K * (size_t)ne[1], .row_bytes = K / be * bb};
+        size_t per = c.row_bytes ? VG_MAX(CHUNK_BYTES / c.row_bytes, (size_t)1) : 1;
+        per = VG_MIN(per, rows ? rows : 1);
+        float *all = NULL;
         if (j->half >= 0) { /* the 5-D patch embedding is small: widen it whole */
             all = malloc(t->numel * sizeof *all + 1);
             if (all)
                 vg_tensor_dequant_all(t, all);
             rows /= (size_t)t->shape[2];
+            c.T = (size_t)t->shape[2];
         }
-        if (!row || !q || (j->half >= 0 && !all)) {
+        c.all = all;
+        c.out = malloc(per * c.row_bytes + 1);
+        if (!c.out || (j->half >= 0 && !all))
             rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory writing '%s'", j->name);
-        }
-        size_t T = j->half >= 0 ? (size_t)t->shape[2] : 1, pp = K * (size_t)ne[1];
-        for (size_t r = 0; r < rows && rc == 0; r++) {
-            if (j->half >= 0) { /* row r of half h: (o, c, y) = r / p / C ... */
-                size_t y = r % (size_t)ne[1], oc = r / (size_t)ne[1];
-                memcpy(row, all + (oc * T + (size_t)j->half) * pp + y * K, K * sizeof *row);
-            } else {
-                vg_tensor_rows_f32(t, r, r + 1, row);
-            }
-            if (vg_quant_quantize(j->type, row, K, q) != 0)
+        for (size_t r0 = 0; r0 < rows && rc == 0; r0 += per) {
+            size_t nr = VG_MIN(per, rows - r0);
+            c.r0 = r0;
+            vg_pool_for(pool, nr, 1, qchunk_range, &c);
+            if (c.failed)
                 rc = vg_fail(err, errlen, VG_EINVAL, "cannot quantize '%s' to %s", j->name,
                              vg_ggml_type_name(j->type));
             else
-                rc = vg_gguf_w_data(w, q, K / be * bb, err, errlen);
+                rc = vg_gguf_w_data(w, c.out, nr * c.row_bytes, err, errlen);
         }
-        free(row);
-        free(q);
+        free(c.out);
         free(all);
         if (rc == 0)
             rc = vg_gguf_w_end_tensor(w, err, errlen);
@@ -381,8 +423,12 @@ int vg_model_quantize(const char *hf_dir, const char *type, const char *out_dir,
     vg_st *st = NULL;
     vg_gguf_writer *w = NULL;
     job *jobs = NULL;
+    vg_pool *pool = NULL; /* one thread per online CPU; NULL (calling thread only) if it fails */
     if ((rc = vg_st_open_dir(hf_dir, &st, err, errlen)) < 0)
         return rc;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (vg_pool_create(ncpu > 1 ? (int)VG_MIN(ncpu, 256L) : 1, &pool) < 0)
+        pool = NULL;
     if ((rc = mkdir_p(out_dir)) < 0) {
         rc = vg_fail(err, errlen, rc, "%s: %s", out_dir, strerror(-rc));
         goto out;
@@ -467,7 +513,7 @@ int vg_model_quantize(const char *hf_dir, const char *type, const char *out_dir,
                       text_type(q, 2, D, 1, 0, in.n_layers), -1, err, errlen)) < 0)
         goto out;
     snprintf(path, sizeof path, "%s/%s-%s.gguf", out_dir, name, q->file);
-    if ((rc = write_jobs(w, jobs, n, path, err, errlen)) < 0)
+    if ((rc = write_jobs(w, jobs, n, path, pool, err, errlen)) < 0)
         goto out;
     if (out_text)
         snprintf(out_text, text_cap, "%s", path);
@@ -574,7 +620,7 @@ int vg_model_quantize(const char *hf_dir, const char *type, const char *out_dir,
             goto out;
         snprintf(path, sizeof path, "%s/mmproj-%s-%s.gguf", out_dir, name,
                  vt == VG_GGML_BF16 ? "BF16" : "F16");
-        if ((rc = write_jobs(w, jobs, n, path, err, errlen)) < 0)
+        if ((rc = write_jobs(w, jobs, n, path, pool, err, errlen)) < 0)
             goto out;
     }
     /* what vigil reads beside the pair */
@@ -582,6 +628,7 @@ int vg_model_quantize(const char *hf_dir, const char *type, const char *out_dir,
         (rc = copy_file(hf_dir, out_dir, "video_preprocessor_config.json", err, errlen)) < 0)
         goto out;
 out:
+    vg_pool_destroy(pool);
     vg_gguf_w_free(w);
     free(jobs);
     vg_st_close(st);
