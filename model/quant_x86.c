@@ -314,6 +314,11 @@ T_AVX512 static inline void rows_out(__m512 f, size_t g, size_t rows, float *y)
     store_rows(out, g, rows, y);
 }
 
+#define KQ_PF                                                                                      \
+    1024 /* prefetch distance of the GEMVs, bytes (as the q8_0 GEMV) */ /* prefetch distance of    \
+                                                                           the GEMVs, bytes (as    \
+                                                                           the q8_0 GEMV) */
+
 T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, size_t rows,
                                       size_t g0, size_t g1, const vg_kq_act *x, float *y)
 {
@@ -328,6 +333,8 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
+            for (size_t o = 0; o < rb; o += 64)
+                _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
             const __m512i sc =
                 _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 16)));
             __m512i acc = _mm512_setzero_si512();
@@ -383,6 +390,8 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
+            for (size_t o = 0; o < rb; o += 64)
+                _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
             const __m512i sc01 =
                 _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 8)));
             const __m512i sc23 =
