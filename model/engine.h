@@ -40,10 +40,18 @@ typedef struct vg_mat {
     const vg_dnnl_mat *dnnl;       /* BF16 packed for oneDNN instead (vision only; p is NULL) */
     const vg_dnnl_mat *dnnl_plain; /* text: oneDNN primitive for many rows on unpacked p */
     uint32_t gtype;                /* VG_MAT_GGUF: the ggml block type of p's groups (quant.h) */
+    int fd;                        /* VG_MAT_FILE: the checkpoint file (owned by the model) */
+    uint64_t off;                  /* VG_MAT_FILE: file offset of row 0 */
+    size_t row_bytes;              /* VG_MAT_FILE: bytes of one row in the file */
+    int sdtype;                    /* VG_MAT_FILE: the rows' vg_dtype in the file */
 } vg_mat;
 /* vg_mat.type of a matrix kept at its GGUF K-quant precision (Q4_K, Q5_K, Q6_K): p holds groups
  * of VG_PACK_ROWS rows repacked at load (quant.h, vg_kq_pack_group), group_bytes bytes each. */
 #define VG_MAT_GGUF 100
+/* vg_mat.type of a matrix only ever read one row at a time (the input embedding of a model whose
+ * lm_head is separate): its rows stay in the checkpoint file and vg_mat_row reads them with
+ * pread() from the descriptor of the file that was checked at load (vg_model_mat_file). */
+#define VG_MAT_FILE 101
 
 typedef struct vg_vis_block {
     const float *n1_w, *n1_b, *qkv_b, *proj_b;
@@ -105,8 +113,15 @@ struct vg_model {
  * of 32), tensor by tensor. Errors as vg_model_weight. */
 int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
                  size_t errlen);
-/* Row r of w as float32 (dst[cols]); the embedding lookup. */
-void vg_mat_row(const vg_mat *w, size_t r, float *dst);
+/* Loads the 2-D tensor name [rows][cols] as a VG_MAT_FILE matrix: checked (shape, finite values)
+ * and its pages dropped, its rows left in the file (weight_bytes unchanged). 0; 1 when the tensor
+ * is not in a file (the caller loads it with vg_model_mat); < 0 an error as vg_model_weight. The
+ * descriptor belongs to *out's owner, who closes out->fd. */
+int vg_model_mat_file(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
+                      char *err, size_t errlen);
+/* Row r of w as float32 (dst[cols]); the embedding lookup. 0, or VG_EIO when a VG_MAT_FILE row
+ * cannot be read (the file shrank or the disk failed). Any thread. */
+int vg_mat_row(const vg_mat *w, size_t r, float *dst);
 /* Floats of workspace vg_matmul needs for n rows of x with w (0 for float32). */
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n);
 /* y[n][rows] = x[n][cols] W^T (+ b[rows] when b != NULL). ws: vg_mat_ws_floats(w, n) floats owned

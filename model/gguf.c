@@ -44,6 +44,7 @@ struct vg_gguf {
     const char *base;
     void *map;
     size_t size;
+    int fd; /* the mapped file, kept open for vg_gguf_locate (-1: none) */
     uint32_t alignment;
     size_t data_off; /* start of the data section in the file */
     vg_gguf_kv *kv;
@@ -479,6 +480,8 @@ int vg_gguf_open(const char *path, vg_gguf **out, char *err, size_t errlen)
     if (!path || !out)
         return vg_fail(err, errlen, VG_EINVAL, "vg_gguf_open: NULL argument");
     vg_gguf *g = calloc(1, sizeof *g);
+    if (g)
+        g->fd = -1;
     if (!g || !(g->path = strdup(path)) || !(g->arena = vg_arena_create(0))) {
         vg_gguf_close(g);
         return vg_fail(err, errlen, VG_ENOMEM, "%s: out of memory", path);
@@ -509,7 +512,9 @@ int vg_gguf_open(const char *path, vg_gguf **out, char *err, size_t errlen)
             rc = vg_fail(err, errlen, -errno, "%s: mmap: %s", path, strerror(errno));
         }
     }
-    if (fd >= 0)
+    if (fd >= 0 && rc == 0)
+        g->fd = fd; /* vg_gguf_close() closes it */
+    else if (fd >= 0)
         close(fd);
     if (rc == 0)
         rc = parse(g, err, errlen);
@@ -521,12 +526,27 @@ int vg_gguf_open(const char *path, vg_gguf **out, char *err, size_t errlen)
     return 0;
 }
 
+int vg_gguf_locate(const vg_gguf *g, const void *data, size_t n, int *fd, uint64_t *off)
+{
+    const unsigned char *b = g ? g->map : NULL, *d = data;
+    if (!b || g->fd < 0 || d < b || (size_t)(d - b) > g->size || n > g->size - (size_t)(d - b))
+        return -1;
+    int c = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
+    if (c < 0)
+        return -1;
+    *fd = c;
+    *off = (uint64_t)(d - b);
+    return 0;
+}
+
 void vg_gguf_close(vg_gguf *g)
 {
     if (!g)
         return;
     if (g->map)
         munmap(g->map, g->size);
+    if (g->fd >= 0)
+        close(g->fd);
     free(g->kv);
     free(g->t);
     free(g->by_name);

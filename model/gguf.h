@@ -101,6 +101,9 @@ typedef struct vg_gguf_tensor {
 /* Maps and validates path (see the top of this file). Caller frees with vg_gguf_close(). */
 int vg_gguf_open(const char *path, vg_gguf **out, char *err, size_t errlen);
 void vg_gguf_close(vg_gguf *g);
+/* If data[0..n) lies in g's mapping: *fd a new close-on-exec descriptor of the mapped file (the
+ * caller closes it) and *off the offset of data in it; 0, else -1. */
+int vg_gguf_locate(const vg_gguf *g, const void *data, size_t n, int *fd, uint64_t *off);
 const char *vg_gguf_path(const vg_gguf *g);
 /* The base name of the path, for error messages. */
 const char *vg_gguf_base(const vg_gguf *g);

@@ -46,6 +46,13 @@ typedef struct keeper {
     vg_arena *names;
 } keeper;
 
+static int keeper_locate(void *arg, const void *data, size_t n, int *fd, uint64_t *off)
+{
+    const keeper *k = arg;
+    return vg_gguf_locate(k->text, data, n, fd, off) == 0 ? 0
+                                                          : vg_gguf_locate(k->mm, data, n, fd, off);
+}
+
 static void keeper_free(void *arg)
 {
     keeper *k = arg;
@@ -743,6 +750,7 @@ int vg_gguf_model_open(const char *text_path, const char *mmproj_path, const cha
         vg_tokenizer_free(tk);
         return rc;
     }
+    vg_st_set_locate(*st, keeper_locate);
     *info = in;
     if (gen)
         *gen = gp;

@@ -71,6 +71,13 @@ size_t vg_st_bytes(const vg_st *st);
  * vg_st_close() (and on failure), which frees whatever holds the names and data. */
 int vg_st_wrap(vg_tensor *tensors, size_t n, void (*release)(void *), void *arg, vg_st **out,
                char *err, size_t errlen);
+/* Where t's bytes lie on disk: *fd a new descriptor (close-on-exec; the caller closes it) of the
+ * very file that was opened, checked and mapped (never the path again), *off the offset of
+ * t->data in it. 0, or -1 when t is not in a file (rebuilt in memory) or dup() failed. */
+int vg_st_locate(const vg_st *st, const vg_tensor *t, int *fd, uint64_t *off);
+/* For a vg_st_wrap: locate(arg, data, n, fd, off) answers vg_st_locate (arg = the release arg). */
+void vg_st_set_locate(vg_st *st,
+                      int (*locate)(void *arg, const void *data, size_t n, int *fd, uint64_t *off));
 
 /* GGUF block types (quant.c). Rows of a tensor of any dtype as float32: rows r0..r1-1 of a tensor
  * whose last dimension is the row (shape[ndim-1] values; a 0-d/1-d tensor is one row). */

@@ -133,6 +133,8 @@ void vg_model_free(vg_model *m)
     free(m->text_inv_freq);
     free(m->mrope_axis);
     vg_tokenizer_free(m->tok);
+    if (m->embed.type == VG_MAT_FILE && m->embed.fd >= 0)
+        close(m->embed.fd);
     vg_st_close(m->st);
     vg_pool_destroy(m->tpool);
     vg_dnnl_destroy(m->dnnl);
@@ -265,6 +267,7 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     rc = vg_text_load(m, err, errlen);
     if (rc < 0)
         goto fail;
+    m->info.text_weight_bytes = m->info.weight_bytes;
     if (p.load_vision && m->info.has_vision) {
         rc = vg_vision_load(m, err, errlen);
         if (rc < 0)

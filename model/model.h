@@ -162,8 +162,10 @@ typedef struct vg_model_info {
     char name[256];  /* the directory's base name */
     size_t n_params; /* parameters loaded */
     size_t weight_bytes;
-    int weight_type; /* VG_WEIGHTS_F32, _BF16 or _Q8_0 as loaded (auto resolved) */
-    char isa[16];    /* kernel level in use: "avx512", "avx2" or "scalar" */
+    size_t text_weight_bytes; /* of weight_bytes, the text model's (what a decode step reads, with
+                                 the KV cache; an embedding kept in the file is not counted) */
+    int weight_type;          /* VG_WEIGHTS_F32, _BF16 or _Q8_0 as loaded (auto resolved) */
+    char isa[16];             /* kernel level in use: "avx512", "avx2" or "scalar" */
 } vg_model_info;
 
 /* Loads the checkpoint in dir. Every header, offset, dtype and shape is checked against the files

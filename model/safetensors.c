@@ -47,6 +47,7 @@ typedef struct st_file {
     char *path;
     void *map;
     size_t size;
+    int fd; /* the file that was checked and mapped, kept open for vg_st_locate (-1: none) */
     const unsigned char *data; /* start of the data section */
     size_t data_size;
 } st_file;
@@ -60,6 +61,8 @@ struct vg_st {
     vg_arena *arena;         /* names and paths */
     void (*release)(void *); /* vg_st_wrap: the keeper of the tensors' data, called at close */
     void *release_arg;
+    /* vg_st_wrap: where a tensor's bytes lie in the keeper's files (vg_st_set_locate) */
+    int (*locate)(void *arg, const void *data, size_t n, int *fd, uint64_t *off);
 };
 
 /* ---------------------------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ static int load_file(vg_st *st, size_t *cap, const char *path, char *err, size_t
     }
     st_file *f = &st->files[st->n_files];
     memset(f, 0, sizeof *f);
+    f->fd = -1;
     f->path = vg_arena_strdup(st->arena, path);
     if (!f->path)
         return vg_fail(err, errlen, VG_ENOMEM, "%s: out of memory", path);
@@ -323,12 +327,14 @@ static int load_file(vg_st *st, size_t *cap, const char *path, char *err, size_t
     size_t size = (size_t)sb.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED)
+    if (map == MAP_FAILED) {
+        close(fd);
         return vg_fail(err, errlen, -map_errno, "%s: mmap: %s", path, strerror(map_errno));
+    }
     f->map = map;
     f->size = size;
-    st->n_files++; /* from here on vg_st_close() unmaps it */
+    f->fd = fd;
+    st->n_files++; /* from here on vg_st_close() unmaps it and closes fd */
 
     const unsigned char *p = map;
     uint64_t hlen = 0;
@@ -538,15 +544,48 @@ void vg_st_close(vg_st *st)
 {
     if (!st)
         return;
-    for (size_t i = 0; i < st->n_files; i++)
+    for (size_t i = 0; i < st->n_files; i++) {
         if (st->files[i].map)
             munmap(st->files[i].map, st->files[i].size);
+        if (st->files[i].fd >= 0)
+            close(st->files[i].fd);
+    }
     free(st->files);
     free(st->tensors);
     vg_arena_destroy(st->arena);
     if (st->release)
         st->release(st->release_arg);
     free(st);
+}
+
+int vg_st_locate(const vg_st *st, const vg_tensor *t, int *fd, uint64_t *off)
+{
+    if (!st || !t || !fd || !off)
+        return -1;
+    const unsigned char *d = t->data;
+    if (st->locate)
+        return st->locate(st->release_arg, t->data, t->nbytes, fd, off);
+    for (size_t i = 0; i < st->n_files; i++) {
+        const st_file *f = &st->files[i];
+        const unsigned char *b = f->map;
+        if (f->fd < 0 || !b || d < b || (size_t)(d - b) > f->size ||
+            t->nbytes > f->size - (size_t)(d - b))
+            continue;
+        int c = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+        if (c < 0)
+            return -1;
+        *fd = c;
+        *off = (uint64_t)(d - b);
+        return 0;
+    }
+    return -1;
+}
+
+void vg_st_set_locate(vg_st *st,
+                      int (*locate)(void *arg, const void *data, size_t n, int *fd, uint64_t *off))
+{
+    if (st)
+        st->locate = locate;
 }
 
 int vg_st_wrap(vg_tensor *tensors, size_t n, void (*release)(void *), void *arg, vg_st **out,

@@ -67,8 +67,16 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
                        in->mrope_section[0], in->mrope_section[1], in->mrope_section[2],
                        (long long)hd);
     int64_t s_d[] = {D}, s_hd[] = {hd};
-    if ((rc = vg_model_mat(m, "model.language_model.embed_tokens.weight", V, D, &m->embed, err,
-                           errlen)) < 0)
+    /* An untied input embedding is only ever read a row at a time: its rows stay in the file
+     * (read with pread, VG_MAT_FILE) unless VG_EMBED_RESIDENT=1 asks for it in memory. */
+    const char *resident = getenv("VG_EMBED_RESIDENT");
+    rc = 1;
+    if (!in->tie_word_embeddings && !(resident && strcmp(resident, "1") == 0) &&
+        (rc = vg_model_mat_file(m, "model.language_model.embed_tokens.weight", V, D, &m->embed, err,
+                                errlen)) < 0)
+        return rc;
+    if (rc == 1 && (rc = vg_model_mat(m, "model.language_model.embed_tokens.weight", V, D,
+                                      &m->embed, err, errlen)) < 0)
         return rc;
     if ((rc = vg_model_weight(m, "model.language_model.norm.weight", 1, s_d, &m->final_norm, err,
                               errlen)) < 0)
@@ -601,8 +609,11 @@ int vg_seq_prefill(vg_seq *s, const vg_prefill_input *inp, float *logits, int al
             if (is_vis(in, ids[i])) {
                 memcpy(xr, inp->vis_embeds + vb * D, D * sizeof(float));
                 vb++;
-            } else {
-                vg_mat_row(&m->embed, (size_t)ids[i], xr);
+            } else if (vg_mat_row(&m->embed, (size_t)ids[i], xr) < 0) {
+                s->len = start;
+                return vg_fail(err, errlen, VG_EIO,
+                               "cannot read the embedding of token %d from the model file",
+                               (int)ids[i]);
             }
         }
         float *lg = NULL;
@@ -634,7 +645,9 @@ int vg_seq_decode(vg_seq *s, int32_t id, int32_t pos, float *logits, char *err, 
         return vg_fail(err, errlen, VG_ELIMIT, "the sequence is full (%zu tokens)", s->max_tokens);
     if (ensure_rows(s, 1) < 0)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory for decode scratch");
-    vg_mat_row(&s->m->embed, (size_t)id, s->x);
+    if (vg_mat_row(&s->m->embed, (size_t)id, s->x) < 0)
+        return vg_fail(err, errlen, VG_EIO,
+                       "cannot read the embedding of token %d from the model file", (int)id);
     int32_t p3[3] = {pos, pos, pos};
     int rc = forward(s, 1, p3, 1, &id, NULL, 0, 0, logits, 0, 1, NULL, err, errlen);
     if (rc < 0)

@@ -24,7 +24,8 @@
  *    it (below), else tiles of rows widened to float32 in the caller's workspace and multiplied
  *    with OpenBLAS sgemm;
  *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
- *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed.
+ *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed; with Q8_0
+ *    this holds only the matrices whose cols is not a multiple of 32 (else they would be float32).
  * The workspace (vg_mat_ws_floats) belongs to the caller (a sequence's or a vision call's scratch),
  * so concurrent calls on a shared model never share memory. Any thread.
  */
@@ -34,12 +35,14 @@
 #include "quant.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define TILE_FLOATS ((size_t)1 << 20) /* float32 panel of the several-rows path (4 MiB) */
 #define HUGE_MIN    ((size_t)4 << 20) /* buffers from this size are huge-page aligned */
@@ -204,7 +207,11 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
 int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
                        char *err, size_t errlen)
 {
-    if (m->wtype == VG_WEIGHTS_BF16 && m->dnnl && rows > 0 && cols > 0) {
+    /* bf16 for oneDNN: every vision matrix of a bf16 model, and with q8_0 the matrices whose
+     * cols is not a multiple of 32 (the 8B tower's fc2, 4304), which Q8_0 blocks cannot hold:
+     * half the memory of float32 and oneDNN's speed */
+    if (m->dnnl && rows > 0 && cols > 0 &&
+        (m->wtype == VG_WEIGHTS_BF16 || (m->wtype == VG_WEIGHTS_Q8_0 && cols % VG_QK != 0))) {
         const vg_tensor *t = NULL;
         int64_t shape[2] = {rows, cols};
         int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
@@ -230,24 +237,85 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
     return rc;
 }
 
-void vg_mat_row(const vg_mat *w, size_t r, float *dst)
+int vg_model_mat_file(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
+                      char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    const vg_tensor *t = NULL;
+    int64_t shape[2] = {rows, cols};
+    int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
+    if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+        return rc;
+    int fd = -1;
+    uint64_t off = 0;
+    if (rows <= 0 || t->nbytes % (size_t)rows != 0 || vg_st_locate(m->st, t, &fd, &off) != 0)
+        return 1;
+    vg_model_drop_pages(t->data, t->nbytes);
+    m->info.n_params += t->numel;
+    out->type = VG_MAT_FILE;
+    out->rows = (size_t)rows;
+    out->cols = (size_t)cols;
+    out->fd = fd;
+    out->off = off;
+    out->row_bytes = t->nbytes / (size_t)rows;
+    out->sdtype = (int)t->dtype;
+    return 0;
+}
+
+/* Row r of a VG_MAT_FILE matrix: pread() of its bytes, decoded as the tensor's dtype. */
+static int file_row(const vg_mat *w, size_t r, float *dst)
+{
+    unsigned char small[16384];
+    unsigned char *buf = w->row_bytes <= sizeof small ? small : malloc(w->row_bytes);
+    if (!buf)
+        return VG_ENOMEM;
+    size_t got = 0;
+    const uint64_t at = w->off + (uint64_t)r * w->row_bytes;
+    while (got < w->row_bytes) {
+        ssize_t n = pread(w->fd, buf + got, w->row_bytes - got, (off_t)(at + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got == w->row_bytes) {
+        vg_tensor t = {.name = "embedding row",
+                       .dtype = (vg_dtype)w->sdtype,
+                       .ndim = 1,
+                       .shape = {(int64_t)w->cols},
+                       .numel = w->cols,
+                       .data = buf,
+                       .nbytes = w->row_bytes,
+                       .file = ""};
+        vg_tensor_rows_f32(&t, 0, 1, dst);
+    }
+    if (buf != small)
+        free(buf);
+    return got == w->row_bytes ? 0 : VG_EIO;
+}
+
+int vg_mat_row(const vg_mat *w, size_t r, float *dst)
 {
     const size_t K = w->cols;
     if (w->type == VG_WEIGHTS_F32) {
         memcpy(dst, w->f + r * K, K * sizeof(float));
-        return;
+        return 0;
     }
+    if (w->type == VG_MAT_FILE)
+        return file_row(w, r, dst);
     if (w->type == VG_MAT_GGUF) {
         vg_kq_unpack_row(w->gtype,
                          (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes, K,
                          (int)(r % VG_PACK_ROWS), dst);
-        return;
+        return 0;
     }
     const unsigned char *grp = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
     if (w->type == VG_WEIGHTS_BF16)
         vg_unpack_row_bf16((const uint16_t *)(const void *)grp, K, (int)(r % VG_PACK_ROWS), dst);
     else
         vg_unpack_row_q8((const int8_t *)grp, K, (int)(r % VG_PACK_ROWS), dst);
+    return 0;
 }
 
 static size_t tile_rows(const vg_mat *w)
@@ -504,7 +572,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
                                          K, ws + r * K);
         else
             for (size_t r = 0; r < t; r++)
-                vg_mat_row(w, r0 + r, ws + r * K);
+                (void)vg_mat_row(w, r0 + r, ws + r * K); /* packed in memory: cannot fail */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
                     (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
     }

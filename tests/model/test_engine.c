@@ -848,6 +848,113 @@ static void test_mmap_f32(void **state)
     rmdir(dir);
 }
 
+/* An untied input embedding stays in the checkpoint file (VG_MAT_FILE, read with pread): the same
+ * logits as with it in memory (VG_EMBED_RESIDENT=1; float32 weights, so both are the file's bf16
+ * values exactly), fewer bytes in memory, and a named error instead of a crash once the file has
+ * been cut short under the running model. */
+static void untie(cJSON *o)
+{
+    cJSON_ReplaceItemInObject(o, "tie_word_embeddings", cJSON_CreateFalse());
+}
+
+static void test_embedding_in_file(void **state)
+{
+    (void)state;
+    char a[] = "/tmp/vg-test-untied-a-XXXXXX", b[] = "/tmp/vg-test-untied-b-XXXXXX";
+    assert_non_null(mkdtemp(a));
+    assert_non_null(mkdtemp(b));
+    char err[512], path[4200], cfg[4200];
+    vg_random_spec spec = {.preset = "tiny", .seed = 7};
+    assert_int_equal(vg_model_write_random(&spec, a, err, sizeof(err)), 0);
+    snprintf(path, sizeof(path), "%s/config.json", a);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *json = calloc(1, 1 << 20);
+    size_t got = fread(json, 1, (1 << 20) - 1, f);
+    fclose(f);
+    assert_true(got > 0);
+    cJSON *root = cJSON_Parse(json);
+    assert_non_null(root);
+    untie(root);
+    cJSON *tc = cJSON_GetObjectItem(root, "text_config");
+    if (tc)
+        untie(tc);
+    char *out = cJSON_Print(root);
+    snprintf(cfg, sizeof(cfg), "%s/untied.json", a);
+    f = fopen(cfg, "wb");
+    assert_non_null(f);
+    fputs(out, f);
+    fclose(f);
+    free(out);
+    cJSON_Delete(root);
+    free(json);
+    vg_random_spec spec2 = {.config_path = cfg, .seed = 7};
+    assert_int_equal(vg_model_write_random(&spec2, b, err, sizeof(err)), 0);
+
+    vg_model_params mp = vg_model_default_params();
+    mp.n_threads = 1;
+    mp.load_vision = 0;
+    mp.weight_type = VG_WEIGHTS_F32;
+    vg_model *mem = NULL, *file = NULL;
+    setenv("VG_EMBED_RESIDENT", "1", 1);
+    int rc = vg_model_load(b, &mp, &mem, err, sizeof(err));
+    unsetenv("VG_EMBED_RESIDENT");
+    if (rc < 0)
+        fail_msg("load: %s", err);
+    if (vg_model_load(b, &mp, &file, err, sizeof(err)) < 0)
+        fail_msg("load: %s", err);
+    const vg_model_info *im = vg_model_get_info(mem), *in = vg_model_get_info(file);
+    assert_false(in->tie_word_embeddings);
+    assert_int_equal(in->n_params, im->n_params);
+    const size_t V = (size_t)in->vocab_size, D = (size_t)in->hidden_size;
+    assert_int_equal(im->weight_bytes - in->weight_bytes, V * D * sizeof(float));
+
+    enum { N = 9 };
+    int32_t ids[N], pos[3 * N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = (int32_t)((37 * i + 11) % (int)V);
+        pos[i] = pos[N + i] = pos[2 * N + i] = i;
+    }
+    float *l1 = malloc(V * sizeof(float)), *l2 = malloc(V * sizeof(float));
+    vg_seq *s1 = NULL, *s2 = NULL;
+    assert_int_equal(vg_seq_create(mem, 16, &s1, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_create(file, 16, &s2, err, sizeof(err)), 0);
+    vg_prefill_input pin = {.ids = ids, .n = N, .pos = pos};
+    assert_int_equal(vg_seq_prefill(s1, &pin, l1, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_prefill(s2, &pin, l2, 0, NULL, err, sizeof(err)), 0);
+    assert_true(maxdiff(l1, l2, V) == 0.0);
+    assert_int_equal(vg_seq_decode(s1, 5, N, l1, err, sizeof(err)), 0);
+    assert_int_equal(vg_seq_decode(s2, 5, N, l2, err, sizeof(err)), 0);
+    assert_true(maxdiff(l1, l2, V) == 0.0);
+
+    /* the file cut short under the loaded model: the lookup fails with a named error */
+    snprintf(path, sizeof(path), "%s/model.safetensors", b);
+    assert_int_equal(truncate(path, 64), 0);
+    err[0] = '\0';
+    assert_true(vg_seq_decode(s2, 6, N + 1, l2, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "embedding"));
+    vg_seq_free(s1);
+    vg_seq_free(s2);
+    vg_model_free(mem);
+    vg_model_free(file);
+    free(l1);
+    free(l2);
+    const char *names[] = {"config.json",
+                           "tokenizer.json",
+                           "generation_config.json",
+                           "video_preprocessor_config.json",
+                           "model.safetensors",
+                           "untied.json"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", a, names[i]);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/%s", b, names[i]);
+        unlink(path);
+    }
+    rmdir(a);
+    rmdir(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -866,6 +973,7 @@ int main(void)
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_concurrent_slices),
         cmocka_unit_test(test_mmap_f32),
+        cmocka_unit_test(test_embedding_in_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
