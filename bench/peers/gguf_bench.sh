@@ -2,7 +2,8 @@
 # Decode and prefill on GGUF files, vigil beside llama.cpp, in one run on this machine (issue #14).
 # For each TYPE: `vigil-model quantize MODEL_DIR --type TYPE` writes the pair (once, into WORK),
 # then at each thread count vigil (`vigil-model bench DIR --quick --no-vision`: prefill of 1,024
-# tokens, decode after 1,024) and llama.cpp (`llama-bench -p 1024 -n 64` on the same text file)
+# tokens, decode after 1,024) and llama.cpp (`llama-bench -p 1024 -n 0`, then `-p 0 -n 32 -d 1024`:
+# decode at the same context, on the same text file)
 # run one after the other. A peer that fails prints its exit status instead of a number.
 #
 # Usage: sh bench/peers/gguf_bench.sh MODEL_DIR [BUILD_DIR] [TYPE...]
@@ -20,6 +21,11 @@ THREADS=${THREADS:-1 2}
 LLAMA_BIN=${LLAMA_BIN:-/work/cache/llama.cpp/build/bin}
 WORK=${WORK:-/tmp/vigil-gguf-bench}
 name=$(basename "$MODEL")
+# the avg_ts column of llama-bench's CSV (found by its header), first data row
+avg_ts() {
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i; next }
+             c && NR == 2 { gsub(/"/, "", $c); print $c }'
+}
 mkdir -p "$WORK"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cpus; $(date -u)"
 echo "| file | threads | vigil prefill tok/s | llama.cpp prefill tok/s | vigil decode tok/s | llama.cpp decode tok/s | vigil weights GiB |"
@@ -33,10 +39,13 @@ for t in $TYPES; do
         vp=$(echo "$v" | sed -n 's/^ *prefill 1024 tokens, tok\/s *\([0-9.]*\).*/\1/p' | head -1)
         vd=$(echo "$v" | sed -n 's/^ *decode after 1024, tok\/s (in memory) *\([0-9.]*\).*/\1/p' | head -1)
         vm=$(echo "$v" | sed -n "s/^model .*parameters, \([0-9.]*\) GiB of .*/\1/p" | head -1)
-        l=$("$LLAMA_BIN/llama-bench" -m "$dir/$name-$T.gguf" -p 1024 -n 64 -t "$n" -r 2 -o csv 2>/dev/null) && rc=0 || rc=$?
+        # prefill of 1,024 tokens; decode of 32 tokens after a 1,024-token context (-d), as vigil's
+        l=$("$LLAMA_BIN/llama-bench" -m "$dir/$name-$T.gguf" -p 1024 -n 0 -t "$n" -r 2 -o csv 2>/dev/null) &&
+            l2=$("$LLAMA_BIN/llama-bench" -m "$dir/$name-$T.gguf" -p 0 -n 32 -d 1024 -t "$n" -r 2 -o csv 2>/dev/null) &&
+            rc=0 || rc=$?
         if [ $rc -eq 0 ]; then
-            lp=$(echo "$l" | awk -F, 'NR>1 && $0 ~ /"1024","0"/ {print $(NF-1)}' | tr -d '"' | head -1)
-            ld=$(echo "$l" | awk -F, 'NR>1 && $0 ~ /"0","64"/ {print $(NF-1)}' | tr -d '"' | head -1)
+            lp=$(echo "$l" | avg_ts)
+            ld=$(echo "$l2" | avg_ts)
         else
             lp="exit $rc"
             ld="exit $rc"

@@ -245,6 +245,8 @@ static double decode_bytes(const vg_model_info *in, double ctx)
            FF = in->intermediate_size;
     double per_layer = wb * (D * QD + 2 * D * KD + QD * D + 3 * D * FF) + 4 * (2 * D + 2 * hd);
     double w = in->n_layers * per_layer + wb * D * in->vocab_size + 4 * D;
+    if (in->text_weight_bytes > 0) /* what was loaded (K-quant layouts, an embedding in the file) */
+        w = (double)in->text_weight_bytes + in->n_layers * 4 * (2 * D + 2 * hd) + 4 * D;
     double kv = in->n_layers * 2 * ctx * KD;
     return w + 4 * kv;
 }
@@ -650,7 +652,7 @@ int vg_cmd_bench(int argc, char **argv)
         size_t ctxs[2] = {1024, 8192};
         for (int k = 0; k < (o.quick ? 1 : 2); k++) {
             double ts = 0;
-            if (bench_decode(m, ctxs[k], o.quick ? 4 : 8, &ts, err, sizeof(err)) < 0) {
+            if (bench_decode(m, ctxs[k], o.quick ? 16 : 32, &ts, err, sizeof(err)) < 0) {
                 fprintf(stderr, "bench: decode: %s\n", err);
                 break;
             }
@@ -692,7 +694,7 @@ int vg_cmd_bench(int argc, char **argv)
         double ts = 0;
         /* one untimed pass pages the weights in */
         if (bench_decode(m, 1024, 1, &ts, err, sizeof(err)) == 0 &&
-            bench_decode(m, 1024, o.quick ? 4 : 8, &ts, err, sizeof(err)) == 0) {
+            bench_decode(m, 1024, o.quick ? 16 : 32, &ts, err, sizeof(err)) == 0) {
             remeasure(&tb);
             add_row(&tb, "decode after 1024, tok/s (mapped F32)", ts, "tok/s", 3,
                     1e9 / decode_bytes(in, 1024), "llama.cpp: mmap 2-4x slower here");
