@@ -15,7 +15,9 @@
 /* The AVX-512 versions below do the same arithmetic per element as the portable code (the norms'
  * sums in double, the same exp polynomial); only the order of the double sums and the FMA
  * contractions of the polynomial differ (about an ulp). They run when the kernel level is AVX-512
- * (VG_ISA can force the portable code, which test_golden_avx2/scalar then check). */
+ * (VG_ISA can force the portable code, which test_golden_avx2/scalar then check). The decode
+ * attention's dot products and weighted sums (vg_attn_scores, vg_attn_mix) sum in a different
+ * order than the portable code (float32 either way; test_ops holds both to a float64 reference). */
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 /* g = SiLU(g) * u = g / (1 + e^-g) * u over n values. */
@@ -318,9 +320,64 @@ void vg_softmax(float *x, size_t n)
         x[i] *= inv;
 }
 
+/* Decode attention, AVX-512 (hd a multiple of 16): each cached key row is read once for the grp
+ * query heads sharing it, two accumulators per head. */
+AVX512 static void attn_scores_avx512(const float *q, size_t grp, const float *k, size_t ctx,
+                                      size_t hd, float scale, float *scores)
+{
+    for (size_t t = 0; t < ctx; t++) {
+        const float *kr = k + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float *qr = q + g * hd;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            size_t j = 0;
+            for (; j + 32 <= hd; j += 32) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), _mm512_loadu_ps(kr + j), a0);
+                a1 =
+                    _mm512_fmadd_ps(_mm512_loadu_ps(qr + j + 16), _mm512_loadu_ps(kr + j + 16), a1);
+            }
+            if (j < hd)
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), _mm512_loadu_ps(kr + j), a0);
+            scores[g * ctx + t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+        }
+    }
+}
+
+/* out[g][:] = sum_t p[g][t] v[t][:] in column chunks of 64 held in registers (grp <= 4, hd a
+ * multiple of 64): each value row is read once. */
+AVX512 static void attn_mix_avx512(const float *p, size_t grp, const float *v, size_t ctx,
+                                   size_t hd, float *out)
+{
+    for (size_t c = 0; c < hd; c += 64) {
+        __m512 acc[4][4];
+        for (size_t g = 0; g < 4; g++)
+            for (int u = 0; u < 4; u++)
+                acc[g][u] = _mm512_setzero_ps();
+        for (size_t t = 0; t < ctx; t++) {
+            const float *vr = v + t * hd + c;
+            const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
+            const __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
+            for (size_t g = 0; g < grp; g++) {
+                const __m512 w = _mm512_set1_ps(p[g * ctx + t]);
+                acc[g][0] = _mm512_fmadd_ps(w, v0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(w, v1, acc[g][1]);
+                acc[g][2] = _mm512_fmadd_ps(w, v2, acc[g][2]);
+                acc[g][3] = _mm512_fmadd_ps(w, v3, acc[g][3]);
+            }
+        }
+        for (size_t g = 0; g < grp; g++)
+            for (int u = 0; u < 4; u++)
+                _mm512_storeu_ps(out + g * hd + c + 16 * (size_t)u, acc[g][u]);
+    }
+}
+
 void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
                     float *scores)
 {
+    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0) {
+        attn_scores_avx512(q, grp, k, ctx, hd, scale, scores);
+        return;
+    }
     for (size_t t = 0; t < ctx; t++) {
         const float *kr = k + t * hd;
         for (size_t g = 0; g < grp; g++) {
@@ -339,6 +396,10 @@ void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size
 
 void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out)
 {
+    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0) {
+        attn_mix_avx512(p, grp, v, ctx, hd, out);
+        return;
+    }
     memset(out, 0, grp * hd * sizeof(float));
     for (size_t t = 0; t < ctx; t++) {
         const float *vr = v + t * hd;

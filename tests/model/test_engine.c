@@ -241,6 +241,53 @@ static void test_ops(void **state)
     free(x);
     free(y);
     free(u);
+
+    /* decode attention (vg_attn_scores / vg_attn_mix) at the level in use (the suite runs this
+     * test at every level) against float64: head sizes with and without the vector paths'
+     * multiples, 1-5 query heads per KV head (5: the portable mix) */
+    const size_t hds[] = {128, 64, 72, 20}, ctxs[] = {1, 7, 300};
+    for (size_t a = 0; a < 4; a++)
+        for (size_t c = 0; c < 3; c++)
+            for (size_t grp = 1; grp <= 5; grp++) {
+                const size_t hd = hds[a], ctx = ctxs[c];
+                float *q = malloc(grp * hd * sizeof(float)), *k = malloc(ctx * hd * sizeof(float));
+                float *v = malloc(ctx * hd * sizeof(float)),
+                      *sc = malloc(grp * ctx * sizeof(float));
+                float *o = malloc(grp * hd * sizeof(float));
+                for (size_t i = 0; i < grp * hd; i++)
+                    q[i] = (float)((int)((i * 29) % 41) - 20) / 16.0f;
+                for (size_t i = 0; i < ctx * hd; i++) {
+                    k[i] = (float)((int)((i * 17) % 37) - 18) / 16.0f;
+                    v[i] = (float)((int)((i * 13) % 31) - 15) / 8.0f;
+                }
+                vg_attn_scores(q, grp, k, ctx, hd, 0.125f, sc);
+                for (size_t g = 0; g < grp; g++)
+                    for (size_t t = 0; t < ctx; t++) {
+                        double ref = 0, mag = 0;
+                        for (size_t j = 0; j < hd; j++) {
+                            ref += (double)q[g * hd + j] * k[t * hd + j];
+                            mag += fabs((double)q[g * hd + j] * k[t * hd + j]);
+                        }
+                        assert_true(fabs(sc[g * ctx + t] - 0.125 * ref) <= 1e-6 * 0.125 * mag);
+                    }
+                for (size_t i = 0; i < grp * ctx; i++) /* weights of any sign and size */
+                    sc[i] = (float)((int)((i * 7) % 11) - 5) / 5.0f;
+                vg_attn_mix(sc, grp, v, ctx, hd, o);
+                for (size_t g = 0; g < grp; g++)
+                    for (size_t j = 0; j < hd; j++) {
+                        double ref = 0, mag = 0;
+                        for (size_t t = 0; t < ctx; t++) {
+                            ref += (double)sc[g * ctx + t] * v[t * hd + j];
+                            mag += fabs((double)sc[g * ctx + t] * v[t * hd + j]);
+                        }
+                        assert_true(fabs(o[g * hd + j] - ref) <= 1e-6 * mag + 1e-30);
+                    }
+                free(q);
+                free(k);
+                free(v);
+                free(sc);
+                free(o);
+            }
 }
 
 /* ---- sampler ---- */
