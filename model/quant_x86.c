@@ -314,10 +314,8 @@ T_AVX512 static inline void rows_out(__m512 f, size_t g, size_t rows, float *y)
     store_rows(out, g, rows, y);
 }
 
-#define KQ_PF                                                                                      \
-    1024 /* prefetch distance of the GEMVs, bytes (as the q8_0 GEMV) */ /* prefetch distance of    \
-                                                                           the GEMVs, bytes (as    \
-                                                                           the q8_0 GEMV) */
+/* prefetch distance of the GEMVs, bytes (as the q8_0 GEMV) */
+#define KQ_PF 1024
 
 T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, size_t rows,
                                       size_t g0, size_t g1, const vg_kq_act *x, float *y)
