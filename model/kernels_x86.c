@@ -13,15 +13,14 @@
  *    the u8 x s8 form of VPDPBUSD (AVX-512 VNNI) or VPMADDUBSW + VPMADDWD (AVX2); |w| <= 127 and
  *    |x| <= 127 keep VPMADDUBSW's 16-bit pair sums from saturating. The AVX-512 GEMV instead flips
  *    w's sign bit (w + 128, unsigned) and starts each lane's sum at -128 * that lane's x sum
- *    (computed once per call): the same exact int32, in fewer operations. Each block's int32 dot
- *    becomes a float and is scaled by w_scale * x_scale with an FMA.
- * The several-rows kernels (bf16_gemm, q8_gemm) read each packed group once per call and apply it
- * to VG_GEMM_MR x rows per pass: AVX-512 bf16 with VDPBF16PS on x rounded to bf16 (16
- * accumulators: four weight rows by four x rows), q8_0 with VPDPBUSD on x biased to unsigned bytes
- * (q + 128; the accumulator starts at -128 * sum(w), so the int32 dot is the same exact value as
- * the sign trick's), the AVX2 ones with the 1-row kernel's operations per x row. q8_gemm returns
- * bit for bit what q8_gemv of the same level returns row by row.
- * Pure functions; any thread.
+ *    (tabled once per call up to K = 16384): the same exact int32, in fewer operations. Each
+ * block's int32 dot becomes a float and is scaled by w_scale * x_scale with an FMA. The
+ * several-rows kernels (bf16_gemm, q8_gemm) read each packed group once per call and apply it to
+ * VG_GEMM_MR x rows per pass: AVX-512 bf16 with VDPBF16PS on x rounded to bf16 (16 accumulators:
+ * four weight rows by four x rows), q8_0 with VPDPBUSD on x biased to unsigned bytes (q + 128; the
+ * accumulator starts at -128 * sum(w), so the int32 dot is the same exact value as the sign
+ * trick's), the AVX2 ones with the 1-row kernel's operations per x row. q8_gemm returns bit for bit
+ * what q8_gemv of the same level returns row by row. Pure functions; any thread.
  */
 #include "kernels.h"
 
@@ -350,36 +349,26 @@ T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, 
     }
 }
 
-/* One block b for the row pairs (0,1) and (2,3) of a group: 64 bytes hold two rows' 32 values. */
-T_AVX512 static inline void q8_block_avx512(const int8_t *q, const uint16_t *sc, const int8_t *xq,
-                                            float xd, __m512i i01, __m512i i23, __m512 *acc01,
-                                            __m512 *acc23)
+/* -128 * (the 32 values of x summed per 4-byte lane): where each lane of the block's unsigned-form
+ * dot starts (q8_block_avx512). */
+T_AVX512 static inline __m256i q8_corr(const int8_t *x)
 {
-    const __m512i xv =
-        _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)xq));
-    __m128 s4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)sc));
-    __m512 s = _mm512_castps128_ps512(_mm_mul_ps(s4, _mm_set1_ps(xd)));
-    const __m512i z = _mm512_setzero_si512();
-    __m512i w01 = _mm512_loadu_si512((const void *)q);
-    __m512i w23 = _mm512_loadu_si512((const void *)(q + 64));
-    __m512i x01 = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w01), z, xv);
-    __m512i x23 = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w23), z, xv);
-    __m512i d01 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w01), x01);
-    __m512i d23 = _mm512_dpbusd_epi32(z, _mm512_abs_epi8(w23), x23);
-    *acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d01), _mm512_permutexvar_ps(i01, s), *acc01);
-    *acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23), _mm512_permutexvar_ps(i23, s), *acc23);
+    const __m256i m128 = _mm256_set1_epi8((char)0x80); /* 128 as an unsigned byte */
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)x);
+    return _mm256_sub_epi32(_mm256_setzero_si256(),
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), m128, v));
 }
 
-/* One block as q8_block_avx512, with the weights made unsigned by flipping their sign bit (w + 128)
- * and the accumulator started at corr = -128 * (the block's x summed per 4-byte lane): each int32
- * lane ends at the same exact dot as the sign trick's, in 2 fewer operations per 64 bytes. */
-T_AVX512 static inline void q8_block_u_avx512(const int8_t *q, const uint16_t *sc, const int8_t *xq,
-                                              const __m256i *corr, float xd, __m512i i01,
-                                              __m512i i23, __m512 *acc01, __m512 *acc23)
+/* One block for the row pairs (0,1) and (2,3) of a group (64 bytes hold two rows' 32 values). The
+ * weights are made unsigned by flipping their sign bit (w + 128) and each lane starts at corr =
+ * q8_corr(x): every int32 lane ends at the exact signed dot, with no per-byte sign handling. */
+T_AVX512 static inline void q8_block_avx512(const int8_t *q, const uint16_t *sc, const int8_t *xq,
+                                            __m256i corr, float xd, __m512i i01, __m512i i23,
+                                            __m512 *acc01, __m512 *acc23)
 {
     const __m512i xv =
         _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)xq));
-    const __m512i c = _mm512_broadcast_i64x4(_mm256_load_si256(corr));
+    const __m512i c = _mm512_broadcast_i64x4(corr);
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m128 s4 = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)sc));
     __m512 s = _mm512_castps128_ps512(_mm_mul_ps(s4, _mm_set1_ps(xd)));
@@ -391,10 +380,10 @@ T_AVX512 static inline void q8_block_u_avx512(const int8_t *q, const uint16_t *s
     *acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23), _mm512_permutexvar_ps(i23, s), *acc23);
 }
 
-#define Q8_PF 1024 /* prefetch distance, bytes: measured 1024 > 2048 > none for decode (SPR) */
-#define Q8_CORR_BLOCKS                                                                             \
-    512 /* K up to 16384 uses the unsigned form (a 16 KiB table on the stack)                      \
-         */
+/* prefetch distance, bytes: measured 1024 > 2048 > none for decode (SPR) */
+#define Q8_PF 1024
+/* blocks whose q8_corr is tabled once per call (16 KiB on the stack); beyond, computed per use */
+#define Q8_CORR_BLOCKS 512
 
 T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,
                                     const int8_t *xq, const float *xd, float *y)
@@ -402,51 +391,28 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     const size_t gb = vg_pack_group_bytes_q8(K), nb = K / VG_QK;
     const __m512i i01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
-    __m256i corr[Q8_CORR_BLOCKS];
-    const int unsigned_form = nb <= Q8_CORR_BLOCKS;
-    if (unsigned_form) {
-        const __m256i m128 = _mm256_set1_epi8((char)0x80); /* 128 as an unsigned byte */
-        for (size_t b = 0; b < nb; b++) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * VG_QK));
-            corr[b] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                       _mm256_dpbusd_epi32(_mm256_setzero_si256(), m128, x));
-        }
-    }
+    __m256i table[Q8_CORR_BLOCKS];
+    const int tabled = nb <= Q8_CORR_BLOCKS;
+    for (size_t b = 0; tabled && b < nb; b++)
+        table[b] = q8_corr(xq + b * VG_QK);
+#define Q8_BLOCK(b, acc01, acc23)                                                                  \
+    q8_block_avx512(grp + (b)*VG_PACK_ROWS * VG_QK, sc + (b)*VG_PACK_ROWS, xq + (b)*VG_QK,         \
+                    tabled ? table[b] : q8_corr(xq + (b)*VG_QK), xd[b], i01, i23, &acc01, &acc23)
     for (size_t g = g0; g < g1; g++) {
         const int8_t *grp = w + g * gb;
         const uint16_t *sc = (const uint16_t *)(const void *)(grp + (size_t)VG_PACK_ROWS * K);
         __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
         __m512 b01 = _mm512_setzero_ps(), b23 = _mm512_setzero_ps();
         size_t b = 0;
-        if (unsigned_form) {
-            for (; b + 2 <= nb; b += 2) {
-                _mm_prefetch((const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF, _MM_HINT_T0);
-                _mm_prefetch((const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF + 64,
-                             _MM_HINT_T0);
-                _mm_prefetch((const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF + 128,
-                             _MM_HINT_T0);
-                _mm_prefetch((const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF + 192,
-                             _MM_HINT_T0);
-                q8_block_u_avx512(grp + b * VG_PACK_ROWS * VG_QK, sc + b * VG_PACK_ROWS,
-                                  xq + b * VG_QK, &corr[b], xd[b], i01, i23, &a01, &a23);
-                q8_block_u_avx512(grp + (b + 1) * VG_PACK_ROWS * VG_QK, sc + (b + 1) * VG_PACK_ROWS,
-                                  xq + (b + 1) * VG_QK, &corr[b + 1], xd[b + 1], i01, i23, &b01,
-                                  &b23);
-            }
-            if (b < nb)
-                q8_block_u_avx512(grp + b * VG_PACK_ROWS * VG_QK, sc + b * VG_PACK_ROWS,
-                                  xq + b * VG_QK, &corr[b], xd[b], i01, i23, &a01, &a23);
-        } else {
-            for (; b + 2 <= nb; b += 2) {
-                q8_block_avx512(grp + b * VG_PACK_ROWS * VG_QK, sc + b * VG_PACK_ROWS,
-                                xq + b * VG_QK, xd[b], i01, i23, &a01, &a23);
-                q8_block_avx512(grp + (b + 1) * VG_PACK_ROWS * VG_QK, sc + (b + 1) * VG_PACK_ROWS,
-                                xq + (b + 1) * VG_QK, xd[b + 1], i01, i23, &b01, &b23);
-            }
-            if (b < nb)
-                q8_block_avx512(grp + b * VG_PACK_ROWS * VG_QK, sc + b * VG_PACK_ROWS,
-                                xq + b * VG_QK, xd[b], i01, i23, &a01, &a23);
+        for (; b + 2 <= nb; b += 2) {
+            const char *ahead = (const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF;
+            for (int l = 0; l < 4; l++) /* the two blocks' 256 bytes */
+                _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+            Q8_BLOCK(b, a01, a23);
+            Q8_BLOCK(b + 1, b01, b23);
         }
+        if (b < nb)
+            Q8_BLOCK(b, a01, a23);
         a01 = _mm512_add_ps(a01, b01);
         a23 = _mm512_add_ps(a23, b23);
         float out[VG_PACK_ROWS] = {
@@ -461,6 +427,7 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
                 y[row] = out[r];
         }
     }
+#undef Q8_BLOCK
 }
 
 /* ---- AVX-512: several activation rows ---- */
@@ -550,7 +517,7 @@ T_AVX512 static void q8_prep_n_avx512(const float *x, size_t n, size_t K, int8_t
 
 /* One x row's block against the block's row pairs (0,1) and (2,3): with x biased by 128,
  * VPDPBUSD started from -128 * sum(w) gives the exact signed dot that q8_block_avx512 computes
- * with the sign trick; the scale (w_scale * x_scale, lane by lane) and the FMA are the same. */
+ * from flipped weights; the scale (w_scale * x_scale, lane by lane) and the FMA are the same. */
 #define Q8_X_AVX512(bb, xr, xdr, acc01, acc23)                                                     \
     do {                                                                                           \
         const __m512i xv = _mm512_broadcast_i64x4(                                                 \
