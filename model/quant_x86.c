@@ -239,6 +239,23 @@ T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i l
     }
 }
 
+/* Row r's scales for sub-block s of a record: *sl for its values 0-15, *sh for 16-31 (Q6_K's two
+ * int8 sub-scales; Q4_K/Q5_K one) times d[r], and *ml the min (dm[r] times its 6-bit min; 0 for
+ * Q6_K), as the scalar unpacking computes them. Shared by the widening kernels of both levels. */
+static inline void row_scales(int q6, const unsigned char *rec, const float d[4], const float dm[4],
+                              int r, int s, float *sl, float *sh, float *ml)
+{
+    if (q6) {
+        const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * r);
+        *sl = d[r] * (float)sc6[2 * s];
+        *sh = d[r] * (float)sc6[2 * s + 1];
+        *ml = 0.0f;
+    } else {
+        *sl = *sh = d[r] * (float)rec[16 + 8 * r + s];
+        *ml = dm[r] * (float)rec[48 + 8 * r + s];
+    }
+}
+
 /* 8 unsigned bytes -> (scale * q) - min (Q6_K: scale * (q - 32)) as the scalar unpacking computes
  * it (no fused multiply-add). */
 T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float min, float *o)
@@ -251,8 +268,8 @@ T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float m
 T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
     const int q6 = t == VG_GGML_Q6_K;
-    const size_t rb = t == VG_GGML_Q4_K ? 592 : t == VG_GGML_Q5_K ? 720 : 840;
     const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
     const __m256i off = _mm256_set1_epi32(q6 ? 32 : 0);
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
@@ -263,15 +280,8 @@ T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t
             __m256i lo[2], hi[2];
             widen256(t, rec + hdr + (size_t)s * cb, lo, hi);
             for (int r = 0; r < 4; r++) {
-                float sl, sh, ml = 0.0f;
-                if (q6) {
-                    const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * r);
-                    sl = d[r] * (float)sc6[2 * s];
-                    sh = d[r] * (float)sc6[2 * s + 1];
-                } else {
-                    sl = sh = d[r] * (float)rec[16 + 8 * r + s];
-                    ml = dm[r] * (float)rec[48 + 8 * r + s];
-                }
+                float sl, sh, ml;
+                row_scales(q6, rec, d, dm, r, s, &sl, &sh, &ml);
                 /* row r: lane r % 2 of register r / 2 */
                 const __m128i l = (r & 1) ? _mm256_extracti128_si256(lo[r / 2], 1)
                                           : _mm256_castsi256_si128(lo[r / 2]);
@@ -467,30 +477,23 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
 
 #define DEQ_ROW(r)                                                                                 \
     do {                                                                                           \
-        float sl, sh, ml = 0.0f, mh = 0.0f;                                                        \
-        if (q6) {                                                                                  \
-            const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * (r));                              \
-            sl = d[r] * (float)sc6[2 * s];                                                         \
-            sh = d[r] * (float)sc6[2 * s + 1];                                                     \
-        } else {                                                                                   \
-            sl = sh = d[r] * (float)rec[16 + 8 * (r) + s];                                         \
-            ml = mh = dm[r] * (float)rec[48 + 8 * (r) + s];                                        \
-        }                                                                                          \
+        float sl, sh, ml;                                                                          \
+        row_scales(q6, rec, d, dm, r, s, &sl, &sh, &ml);                                           \
         uint16_t *o = out + (r)*32;                                                                \
         _mm256_storeu_si256((__m256i *)(void *)o,                                                  \
                             deq16_bf16(_mm512_extracti32x4_epi32(lo, r), off, _mm512_set1_ps(sl),  \
                                        _mm512_set1_ps(ml)));                                       \
         _mm256_storeu_si256((__m256i *)(void *)(o + 16),                                           \
                             deq16_bf16(_mm512_extracti32x4_epi32(hi, r), off, _mm512_set1_ps(sh),  \
-                                       _mm512_set1_ps(mh)));                                       \
+                                       _mm512_set1_ps(ml)));                                       \
     } while (0)
 
 T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, size_t K,
                                        uint16_t *dst)
 {
     const int q6 = t == VG_GGML_Q6_K;
-    const size_t rb = t == VG_GGML_Q4_K ? 592 : t == VG_GGML_Q5_K ? 720 : 840;
     const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
     const __m512i off = _mm512_set1_epi32(q6 ? 32 : 0);
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
