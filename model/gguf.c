@@ -17,6 +17,7 @@
  * Threads: open on any thread; the result is immutable.
  */
 #include "gguf.h"
+#include "internal.h"
 
 #include "common.h"
 
@@ -528,15 +529,7 @@ int vg_gguf_open(const char *path, vg_gguf **out, char *err, size_t errlen)
 
 int vg_gguf_locate(const vg_gguf *g, const void *data, size_t n, int *fd, uint64_t *off)
 {
-    const unsigned char *b = g ? g->map : NULL, *d = data;
-    if (!b || g->fd < 0 || d < b || (size_t)(d - b) > g->size || n > g->size - (size_t)(d - b))
-        return -1;
-    int c = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
-    if (c < 0)
-        return -1;
-    *fd = c;
-    *off = (uint64_t)(d - b);
-    return 0;
+    return g ? vg_map_locate(g->map, g->size, g->fd, data, n, fd, off) : -1;
 }
 
 void vg_gguf_close(vg_gguf *g)

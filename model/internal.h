@@ -71,6 +71,11 @@ size_t vg_st_bytes(const vg_st *st);
  * vg_st_close() (and on failure), which frees whatever holds the names and data. */
 int vg_st_wrap(vg_tensor *tensors, size_t n, void (*release)(void *), void *arg, vg_st **out,
                char *err, size_t errlen);
+/* If data[0..n) lies within map[0..size) (a file mapped from descriptor map_fd): *fd a new
+ * close-on-exec descriptor of that file (the caller closes it), *off the offset of data in it.
+ * 0, else -1 (outside the mapping, no descriptor, or dup() failed). */
+int vg_map_locate(const void *map, size_t size, int map_fd, const void *data, size_t n, int *fd,
+                  uint64_t *off);
 /* Where t's bytes lie on disk: *fd a new descriptor (close-on-exec; the caller closes it) of the
  * very file that was opened, checked and mapped (never the path again), *off the offset of
  * t->data in it. 0, or -1 when t is not in a file (rebuilt in memory) or dup() failed. */

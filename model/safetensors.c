@@ -558,25 +558,31 @@ void vg_st_close(vg_st *st)
     free(st);
 }
 
+int vg_map_locate(const void *map, size_t size, int map_fd, const void *data, size_t n, int *fd,
+                  uint64_t *off)
+{
+    const unsigned char *b = map, *d = data;
+    if (!b || map_fd < 0 || d < b || (size_t)(d - b) > size || n > size - (size_t)(d - b))
+        return -1;
+    int c = fcntl(map_fd, F_DUPFD_CLOEXEC, 0);
+    if (c < 0)
+        return -1;
+    *fd = c;
+    *off = (uint64_t)(d - b);
+    return 0;
+}
+
 int vg_st_locate(const vg_st *st, const vg_tensor *t, int *fd, uint64_t *off)
 {
     if (!st || !t || !fd || !off)
         return -1;
-    const unsigned char *d = t->data;
     if (st->locate)
         return st->locate(st->release_arg, t->data, t->nbytes, fd, off);
     for (size_t i = 0; i < st->n_files; i++) {
         const st_file *f = &st->files[i];
-        const unsigned char *b = f->map;
-        if (f->fd < 0 || !b || d < b || (size_t)(d - b) > f->size ||
-            t->nbytes > f->size - (size_t)(d - b))
-            continue;
-        int c = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
-        if (c < 0)
-            return -1;
-        *fd = c;
-        *off = (uint64_t)(d - b);
-        return 0;
+        const unsigned char *b = f->map, *d = t->data;
+        if (b && d >= b && (size_t)(d - b) <= f->size) /* the file holding t */
+            return vg_map_locate(f->map, f->size, f->fd, t->data, t->nbytes, fd, off);
     }
     return -1;
 }

@@ -244,12 +244,17 @@ int vg_model_mat_file(vg_model *m, const char *name, int64_t rows, int64_t cols,
     const vg_tensor *t = NULL;
     int64_t shape[2] = {rows, cols};
     int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-    if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+    if (rc < 0)
         return rc;
     int fd = -1;
     uint64_t off = 0;
+    /* not in a file: 1 before the values are scanned, which vg_model_mat then does */
     if (rows <= 0 || t->nbytes % (size_t)rows != 0 || vg_st_locate(m->st, t, &fd, &off) != 0)
         return 1;
+    if ((rc = vg_tensor_check_finite(t, err, errlen)) < 0) {
+        close(fd);
+        return rc;
+    }
     vg_model_drop_pages(t->data, t->nbytes);
     m->info.n_params += t->numel;
     out->type = VG_MAT_FILE;
