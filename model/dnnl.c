@@ -789,7 +789,7 @@ static void attn_cvt_range(void *c, size_t r0, size_t r1)
 {
     const attn_job *j = c;
     const vg_attn_args *a = j->a;
-    const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kv_heads * j->ctx;
+    const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kb ? 0 : a->kv_heads * j->ctx;
     for (size_t u = r0; u < r1; u++) {
         const float *src;
         uint16_t *dst;
@@ -812,6 +812,16 @@ static void attn_cvt_range(void *c, size_t r0, size_t r1)
         else
             memset(dst, 0, dh * sizeof(uint16_t));
     }
+}
+
+/* The bf16 keys (v = 0) or values (v = 1) of KV head kvh: the caller's bf16 cache in place, or
+ * the job's copies. */
+static const uint16_t *kv_rows(const attn_job *j, int v, size_t kvh)
+{
+    const vg_attn_args *a = j->a;
+    if (a->kb)
+        return v ? a->vb + kvh * a->v_hs : a->kb + kvh * a->k_hs;
+    return (v ? j->vb : j->kb) + kvh * j->ctx * a->dh;
 }
 
 /* Head h: S = Q_h K_j^T, P = softmax rows (causal limit), O = P V_j into a->o. */
@@ -838,10 +848,12 @@ static void attn_head_task(void *arg, size_t h)
     omp_set_num_threads(1); /* the pool provides the parallelism */
     int ok = dnnl_stream_create(&st, j->eng, dnnl_stream_default_flags) == dnnl_success &&
              dnnl_memory_create(&mq, &ap->q_md, j->eng, j->qb + h * n * dh) == dnnl_success &&
-             dnnl_memory_create(&mk, &ap->k_md, j->eng, j->kb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&mk, &ap->k_md, j->eng, (void *)(uintptr_t)kv_rows(j, 0, kvh)) ==
+                 dnnl_success &&
              dnnl_memory_create(&ms, &ap->s_md, j->eng, s) == dnnl_success &&
              dnnl_memory_create(&mp, &ap->p_md, j->eng, p) == dnnl_success &&
-             dnnl_memory_create(&mv, &ap->v_md, j->eng, j->vb + kvh * ctx * dh) == dnnl_success &&
+             dnnl_memory_create(&mv, &ap->v_md, j->eng, (void *)(uintptr_t)kv_rows(j, 1, kvh)) ==
+                 dnnl_success &&
              dnnl_memory_create(&mo, &ap->o_md, j->eng, o) == dnnl_success &&
              dnnl_memory_create(&mscr, &ap->qk_scr_md, j->eng, scr) == dnnl_success &&
              dnnl_memory_create(&mscr2, &ap->pv_scr_md, j->eng, scr) == dnnl_success;
@@ -896,7 +908,9 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     j.per = ((n * ctx * 4 + 63) & ~(size_t)63) + ((n * ctx * 2 + 63) & ~(size_t)63) +
             ((n * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
     const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
-    const size_t kbytes = (a->kv_heads * ctx * a->dh * 2 + 63) & ~(size_t)63;
+    if (a->kb && (!a->vb || a->ldk != a->dh || a->ldv != a->dh))
+        return 1; /* a bf16 cache is read in place as plain [ctx][dh] rows */
+    const size_t kbytes = a->kb ? 0 : (a->kv_heads * ctx * a->dh * 2 + 63) & ~(size_t)63;
     const size_t bytes = 64 + qbytes + 2 * kbytes + j.slots * j.per;
     void *buf = vg_scratch_take(m, bytes);
     if (!buf)
@@ -910,7 +924,7 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     for (int k = 0; k < VG_DNNL_SLOTS; k++)
         atomic_init(&j.busy[k], 0);
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
-    vg_pool_for(pool, a->heads * n + 2 * a->kv_heads * ctx, 64, attn_cvt_range, &j);
+    vg_pool_for(pool, a->heads * n + (a->kb ? 0 : 2 * a->kv_heads * ctx), 64, attn_cvt_range, &j);
     vg_pool_run(pool, a->heads, attn_head_task, &j);
     vg_scratch_give(m, buf, bytes);
     return atomic_load(&j.failed) ? VG_EIO : 0;

@@ -161,6 +161,9 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
  * keys; else row i sees keys 0..p0 + i (causal after p0 cached positions). */
 typedef struct vg_attn_args {
     const float *q, *k, *v;
+    /* instead of k and v (when both set): bf16 keys and values (a bf16 KV cache), used in place;
+     * rows past ctx up to ctx rounded up to 64 must be readable and finite */
+    const uint16_t *kb, *vb;
     size_t ldq, ldk, ldv, q_hs, k_hs, v_hs;
     size_t n, ctx, heads, kv_heads, dh;
     float scale;
@@ -215,6 +218,15 @@ void vg_gelu_erf(float *x, size_t n);
 void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
                     float *scores);
 void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out);
+/* The same over a bf16 KV head (k, v widened exactly; q, p and the sums float32). */
+void vg_attn_scores_bf16(const float *q, size_t grp, const uint16_t *k, size_t ctx, size_t hd,
+                         float scale, float *scores);
+void vg_attn_mix_bf16(const float *p, size_t grp, const uint16_t *v, size_t ctx, size_t hd,
+                      float *out);
+/* out[i] = x[i] rounded to bf16 (nearest even; float32 subnormals may become zero at the AVX-512
+ * level), i < n; vg_from_bf16 widens: out[i] = float32 of x[i]. */
+void vg_to_bf16(const float *x, size_t n, uint16_t *out);
+void vg_from_bf16(const uint16_t *x, size_t n, float *out);
 /* In-place softmax of one row. */
 void vg_softmax(float *x, size_t n);
 
@@ -255,10 +267,11 @@ int vg_text_load(vg_model *m, char *err, size_t errlen);
 /* The model a sequence was created on. */
 vg_model *vg_seq_model(const vg_seq *s);
 /* The KV cache of a sequence for window.c (vg_seq_remove): K and V as
- * [n_layers][n_kv_heads][max_tokens][head_dim], and a pointer to the cached length. */
+ * [n_layers][n_kv_heads][cap][head_dim] elements of es bytes (4 float32, 2 bf16), and a pointer
+ * to the cached length. */
 typedef struct vg_seq_kv {
-    float *kc, *vc;
-    size_t max_tokens;
+    void *kc, *vc;
+    size_t cap, es;
     size_t *len;
 } vg_seq_kv;
 void vg_seq_kv_view(vg_seq *s, vg_seq_kv *out);

@@ -165,6 +165,9 @@ typedef struct vg_model_info {
     size_t text_weight_bytes; /* of weight_bytes, the text model's (what a decode step reads, with
                                  the KV cache; an embedding kept in the file is not counted) */
     int weight_type;          /* VG_WEIGHTS_F32, _BF16 or _Q8_0 as loaded (auto resolved) */
+    int kv_bytes; /* bytes per cached key or value element: 4 (float32) with float32 weights, 2
+                     (bf16) with the lossy types; the environment variable VG_KV_TYPE=f32 keeps
+                     float32 for them */
     char isa[16];             /* kernel level in use: "avx512", "avx2" or "scalar" */
 } vg_model_info;
 

@@ -414,3 +414,161 @@ void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t 
         }
     }
 }
+
+/* ---- decode attention over a bf16 KV head ---- */
+
+static inline float bf16_f32(uint16_t v)
+{
+    uint32_t x = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/* 16 bf16 values widened to float32 exactly. */
+AVX512 static inline __m512 load_bf16x16(const uint16_t *p)
+{
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+AVX512 static void attn_scores_bf16_avx512(const float *q, size_t grp, const uint16_t *k,
+                                           size_t ctx, size_t hd, float scale, float *scores)
+{
+    for (size_t t = 0; t < ctx; t++) {
+        const uint16_t *kr = k + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float *qr = q + g * hd;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            size_t j = 0;
+            for (; j + 32 <= hd; j += 32) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), load_bf16x16(kr + j), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j + 16), load_bf16x16(kr + j + 16), a1);
+            }
+            if (j < hd)
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), load_bf16x16(kr + j), a0);
+            scores[g * ctx + t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
+        }
+    }
+}
+
+AVX512 static void attn_mix_bf16_avx512(const float *p, size_t grp, const uint16_t *v, size_t ctx,
+                                        size_t hd, float *out)
+{
+    for (size_t c = 0; c < hd; c += 64) {
+        __m512 acc[4][4];
+        for (size_t g = 0; g < 4; g++)
+            for (int u = 0; u < 4; u++)
+                acc[g][u] = _mm512_setzero_ps();
+        for (size_t t = 0; t < ctx; t++) {
+            const uint16_t *vr = v + t * hd + c;
+            const __m512 v0 = load_bf16x16(vr), v1 = load_bf16x16(vr + 16);
+            const __m512 v2 = load_bf16x16(vr + 32), v3 = load_bf16x16(vr + 48);
+            for (size_t g = 0; g < grp; g++) {
+                const __m512 w = _mm512_set1_ps(p[g * ctx + t]);
+                acc[g][0] = _mm512_fmadd_ps(w, v0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(w, v1, acc[g][1]);
+                acc[g][2] = _mm512_fmadd_ps(w, v2, acc[g][2]);
+                acc[g][3] = _mm512_fmadd_ps(w, v3, acc[g][3]);
+            }
+        }
+        for (size_t g = 0; g < grp; g++)
+            for (int u = 0; u < 4; u++)
+                _mm512_storeu_ps(out + g * hd + c + 16 * (size_t)u, acc[g][u]);
+    }
+}
+
+/* The portable forms are vg_attn_scores' and vg_attn_mix's on the widened values, operation for
+ * operation, so that a bf16 cache gives at each level what a float32 cache holding the same values
+ * gives (test_ops checks this bit for bit). */
+void vg_attn_scores_bf16(const float *q, size_t grp, const uint16_t *k, size_t ctx, size_t hd,
+                         float scale, float *scores)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0) {
+        attn_scores_bf16_avx512(q, grp, k, ctx, hd, scale, scores);
+        return;
+    }
+    for (size_t t = 0; t < ctx; t++) {
+        const uint16_t *kr = k + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float *qr = q + g * hd;
+            v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
+            size_t j = 0;
+            for (; j + 4 <= hd; j += 4) {
+                v4f kv = {bf16_f32(kr[j]), bf16_f32(kr[j + 1]), bf16_f32(kr[j + 2]),
+                          bf16_f32(kr[j + 3])};
+                acc += load4(qr + j) * kv;
+            }
+            float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            for (; j < hd; j++)
+                sum += qr[j] * bf16_f32(kr[j]);
+            scores[g * ctx + t] = sum * scale;
+        }
+    }
+}
+
+void vg_attn_mix_bf16(const float *p, size_t grp, const uint16_t *v, size_t ctx, size_t hd,
+                      float *out)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0) {
+        attn_mix_bf16_avx512(p, grp, v, ctx, hd, out);
+        return;
+    }
+    memset(out, 0, grp * hd * sizeof(float));
+    for (size_t t = 0; t < ctx; t++) {
+        const uint16_t *vr = v + t * hd;
+        for (size_t g = 0; g < grp; g++) {
+            const float w = p[g * ctx + t];
+            float *o = out + g * hd;
+            size_t j = 0;
+            for (; j + 4 <= hd; j += 4) {
+                v4f vv = {bf16_f32(vr[j]), bf16_f32(vr[j + 1]), bf16_f32(vr[j + 2]),
+                          bf16_f32(vr[j + 3])};
+                store4(o + j, load4(o + j) + w * vv);
+            }
+            for (; j < hd; j++)
+                o[j] += w * bf16_f32(vr[j]);
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+to_bf16_avx512(const float *x, size_t n, uint16_t *out)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+        _mm512_storeu_si512((void *)(out + i), (__m512i)v);
+    }
+    for (; i < n; i++)
+        out[i] = vg_f32_to_bf16(x[i]);
+}
+
+void vg_to_bf16(const float *x, size_t n, uint16_t *out)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        to_bf16_avx512(x, n, out);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = vg_f32_to_bf16(x[i]);
+}
+
+AVX512 static void from_bf16_avx512(const uint16_t *x, size_t n, float *out)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, load_bf16x16(x + i));
+    for (; i < n; i++)
+        out[i] = bf16_f32(x[i]);
+}
+
+void vg_from_bf16(const uint16_t *x, size_t n, float *out)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        from_bf16_avx512(x, n, out);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = bf16_f32(x[i]);
+}

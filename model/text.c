@@ -2,8 +2,10 @@
  * text.c: the Qwen3 language model of Qwen3-VL (docs/qwen3vl.md §4-§5) over a per-sequence KV
  * cache.
  *
- * A vg_seq owns its float32 KV cache ([layer][kv head][position][head_dim] for K and for V, so
- * each head's rows are contiguous; allocated once at creation) and its scratch buffers, which grow
+ * A vg_seq owns its KV cache ([layer][kv head][position][head_dim] for K and for V, so each head's
+ * rows are contiguous; allocated once at creation, zero-filled, with room for the sequence rounded
+ * up to 64 rows so that oneDNN's padded tiles read inside it) in float32 with float32 weights and
+ * in bf16 with the lossy types (vg_model_info.kv_bytes), and its scratch buffers, which grow
  * to the largest chunk seen and are then reused (never returned between calls: glibc handing big
  * temporaries back to the kernel made other engines 2-5x slower here).
  *
@@ -11,9 +13,11 @@
  * chunk unpacks each text matrix for oneDNN once, so a 1k prompt pays that once): every projection
  * is one product over the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's
  * rows and the cached context (query rows split into blocks so the score matrix stays within
- * VG_SCORE_BUDGET floats), causal mask, float32 softmax. Decode (one token) uses sgemv for the
- * projections and, per KV head, a streaming kernel for the query heads that share it (K and V are
- * read once). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
+ * VG_SCORE_BUDGET floats), causal mask, float32 softmax; with a bf16 cache, prefills of at least
+ * VG_DNNL_ATTN_MIN rows read it in place through oneDNN and shorter ones widen each KV head to
+ * float32 first (so that a short prefill and decode see the same values). Decode (one token) uses
+ * sgemv for the projections and, per KV head, a streaming kernel for the query heads that share it
+ * (K and V are read once, widened from bf16 in registers). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
  * vision pad token, in order.
  *
  * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
@@ -35,7 +39,11 @@
 struct vg_seq {
     vg_model *m;
     size_t max_tokens, len;
-    float *kc, *vc; /* [n_layers][n_kv_heads][max_tokens][head_dim]: a head's rows contiguous */
+    size_t cap;     /* cache rows per head: max_tokens rounded up to 64 */
+    size_t es;      /* bytes per cached element: 4 float32, 2 bf16 */
+    void *kc, *vc;  /* [n_layers][n_kv_heads][cap][head_dim]: a head's rows contiguous */
+    float *wide;    /* short prefills over a bf16 cache: per slot, one KV head's K then V widened */
+    size_t wide_cap; /* floats */
     size_t rows;    /* scratch capacity in rows */
     float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
     float *sc;
@@ -135,21 +143,25 @@ int vg_seq_create(vg_model *m, size_t max_tokens, vg_seq **out, char *err, size_
                        "a sequence of %zu tokens exceeds max_position_embeddings %d", max_tokens,
                        in->max_position_embeddings);
     size_t kvd = (size_t)in->n_kv_heads * (size_t)in->head_dim, n;
-    if (vg_mul_size(kvd, max_tokens, &n) < 0 || vg_mul_size(n, (size_t)in->n_layers, &n) < 0 ||
-        vg_mul_size(n, sizeof(float), &n) < 0)
+    const size_t cap = (max_tokens + 63) & ~(size_t)63;
+    const size_t es = in->kv_bytes == 2 ? 2 : 4;
+    if (vg_mul_size(kvd, cap, &n) < 0 || vg_mul_size(n, (size_t)in->n_layers, &n) < 0)
         return vg_fail(err, errlen, VG_ELIMIT, "KV cache for %zu tokens is too large", max_tokens);
     vg_seq *s = calloc(1, sizeof(*s));
     if (!s)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory");
     s->m = m;
     s->max_tokens = max_tokens;
-    s->kc = malloc(n ? n : 1);
-    s->vc = malloc(n ? n : 1);
+    s->cap = cap;
+    s->es = es;
+    /* zero-filled (pages untouched until used): the padding rows oneDNN may read are finite */
+    s->kc = calloc(n ? n : 1, es);
+    s->vc = calloc(n ? n : 1, es);
     if (!s->kc || !s->vc) {
         vg_seq_free(s);
         return vg_fail(err, errlen, VG_ENOMEM,
                        "out of memory for a KV cache of %zu tokens (%zu MiB)", max_tokens,
-                       2 * n / 1048576);
+                       2 * n * es / 1048576);
     }
     *out = s;
     return 0;
@@ -161,6 +173,7 @@ void vg_seq_free(vg_seq *s)
         return;
     free(s->kc);
     free(s->vc);
+    free(s->wide);
     free(s->x);
     free(s->a);
     free(s->q);
@@ -185,7 +198,8 @@ void vg_seq_kv_view(vg_seq *s, vg_seq_kv *out)
 {
     out->kc = s->kc;
     out->vc = s->vc;
-    out->max_tokens = s->max_tokens;
+    out->cap = s->cap;
+    out->es = s->es;
     out->len = &s->len;
 }
 
@@ -199,15 +213,20 @@ int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
     for (int l = 0; l < in->n_layers; l++) {
         for (size_t i = 0; i < n * kvd; i++) {
             size_t j = i / (n * (size_t)in->head_dim), r = i % (n * (size_t)in->head_dim);
-            size_t at =
-                (((size_t)l * (size_t)in->n_kv_heads + j) * s->max_tokens) * (size_t)in->head_dim +
-                r;
-            float *k = s->kc + at, *v = s->vc + at;
+            size_t at = (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap) * (size_t)in->head_dim +
+                        r;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *k = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
-            *v = (float)((int64_t)(x & 0xffffff) - (1 << 23)) / (float)(1 << 23);
+            float k = (float)((int64_t)(x >> 40) - (1 << 23)) / (float)(1 << 23);
+            float v = (float)((int64_t)(x & 0xffffff) - (1 << 23)) / (float)(1 << 23);
+            if (s->es == 2) {
+                ((uint16_t *)s->kc)[at] = vg_f32_to_bf16(k);
+                ((uint16_t *)s->vc)[at] = vg_f32_to_bf16(v);
+            } else {
+                ((float *)s->kc)[at] = k;
+                ((float *)s->vc)[at] = v;
+            }
         }
     }
     s->len = n;
@@ -299,6 +318,13 @@ static int is_vis(const vg_model_info *in, int32_t id)
     return id == in->video_token_id || id == in->image_token_id;
 }
 
+/* Element index of cache row t of KV head j in layer l (K and V alike). */
+static inline size_t kv_at(const vg_seq *s, int l, size_t j, size_t t)
+{
+    const vg_model_info *in = &s->m->info;
+    return (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap + t) * (size_t)in->head_dim;
+}
+
 typedef struct decode_attn_job {
     vg_seq *s;
     int l;
@@ -314,33 +340,95 @@ static void decode_attn_task(void *arg, size_t j)
     const vg_model_info *in = &s->m->info;
     const size_t hd = (size_t)in->head_dim, Hkv = (size_t)in->n_kv_heads;
     const size_t grp = (size_t)in->n_heads / Hkv, ctx = a->ctx;
-    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
+    const size_t at = kv_at(s, a->l, j, 0);
     float *sc = s->sc + j * grp * ctx;
-    vg_attn_scores(s->q + j * grp * hd, grp, s->kc + base, ctx, hd, a->scale, sc);
+    if (s->es == 2)
+        vg_attn_scores_bf16(s->q + j * grp * hd, grp, (const uint16_t *)s->kc + at, ctx, hd,
+                            a->scale, sc);
+    else
+        vg_attn_scores(s->q + j * grp * hd, grp, (const float *)s->kc + at, ctx, hd, a->scale, sc);
     for (size_t i = 0; i < grp; i++)
         vg_softmax(sc + i * ctx, ctx);
-    vg_attn_mix(sc, grp, s->vc + base, ctx, hd, s->o + j * grp * hd);
+    if (s->es == 2)
+        vg_attn_mix_bf16(sc, grp, (const uint16_t *)s->vc + at, ctx, hd, s->o + j * grp * hd);
+    else
+        vg_attn_mix(sc, grp, (const float *)s->vc + at, ctx, hd, s->o + j * grp * hd);
 }
+
+#define WIDE_SLOTS 64 /* pool participants that may widen a bf16 KV head at once */
 
 typedef struct prefill_attn_job {
     vg_seq *s;
     int l;
     size_t p0, n;
     float scale;
+    size_t slots; /* bf16 cache: widening slots in s->wide (2 * ctx * hd floats each) */
+    atomic_int busy[WIDE_SLOTS];
 } prefill_attn_job;
 
-/* Causal attention of query head h for the n new rows (cache positions p0..) over the cache. */
+/* Causal flash attention of query head h for the n new rows (cache positions p0..) over float32
+ * keys and values of ctx = p0 + n rows. */
+static void prefill_flash(const prefill_attn_job *a, size_t h, const float *K, const float *V)
+{
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, QD = (size_t)in->n_heads * hd;
+    vg_flash_attn(-1, s->q + h * hd, QD, K, hd, V, hd, a->n, a->p0 + a->n, hd, a->scale,
+                  (long)a->p0, s->o + h * hd, QD, s->sc + h * vg_flash_scratch_floats(a->n, hd));
+}
+
+/* Float32 cache: query head h over its KV head in place. */
 static void prefill_attn_task(void *arg, size_t h)
 {
     const prefill_attn_job *a = arg;
     vg_seq *s = a->s;
     const vg_model_info *in = &s->m->info;
-    const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads;
-    const size_t Hkv = (size_t)in->n_kv_heads, QD = Hq * hd, j = h / (Hq / Hkv);
-    const size_t base = ((size_t)a->l * Hkv + j) * s->max_tokens * hd;
-    vg_flash_attn(-1, s->q + h * hd, QD, s->kc + base, hd, s->vc + base, hd, a->n, a->p0 + a->n, hd,
-                  a->scale, (long)a->p0, s->o + h * hd, QD,
-                  s->sc + h * vg_flash_scratch_floats(a->n, hd));
+    const size_t at = kv_at(s, a->l, h / (size_t)(in->n_heads / in->n_kv_heads), 0);
+    prefill_flash(a, h, (const float *)s->kc + at, (const float *)s->vc + at);
+}
+
+/* KV head j's ctx cached rows of K and V widened from bf16 into K and V. */
+static void widen_head(const vg_seq *s, int l, size_t j, size_t ctx, float *K, float *V)
+{
+    const size_t at = kv_at(s, l, j, 0), n = ctx * (size_t)s->m->info.head_dim;
+    vg_from_bf16((const uint16_t *)s->kc + at, n, K);
+    vg_from_bf16((const uint16_t *)s->vc + at, n, V);
+}
+
+/* bf16 cache: KV head j widened into a free slot, then its query heads. */
+static void prefill_attn_wide_task(void *arg, size_t j)
+{
+    prefill_attn_job *a = arg;
+    vg_seq *s = a->s;
+    const vg_model_info *in = &s->m->info;
+    const size_t grp = (size_t)(in->n_heads / in->n_kv_heads), ctx = a->p0 + a->n;
+    const size_t per = 2 * ctx * (size_t)in->head_dim;
+    size_t slot = 0;
+    for (;; slot = (slot + 1) % a->slots) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&a->busy[slot], &expect, 1))
+            break;
+    }
+    float *K = s->wide + slot * per, *V = K + per / 2;
+    widen_head(s, a->l, j, ctx, K, V);
+    for (size_t h = j * grp; h < (j + 1) * grp; h++)
+        prefill_flash(a, h, K, V);
+    atomic_store(&a->busy[slot], 0);
+}
+
+/* Room for slots widened KV heads of ctx rows. */
+static int ensure_wide(vg_seq *s, size_t slots, size_t ctx)
+{
+    size_t need = slots * 2 * ctx * (size_t)s->m->info.head_dim;
+    if (need <= s->wide_cap)
+        return 0;
+    float *p = malloc(need * sizeof(float));
+    if (!p)
+        return VG_ENOMEM;
+    free(s->wide);
+    s->wide = p;
+    s->wide_cap = need;
+    return 0;
 }
 
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
@@ -352,6 +440,7 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
     const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
     const size_t QD = Hq * hd, grp = Hq / Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
+    const int b16 = s->es == 2;
     size_t ctx_max = p0 + n;
     size_t rb = VG_SCORE_BUDGET / ctx_max;
     if (rb < 1)
@@ -368,16 +457,18 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         return 0;
     }
     if (n >= VG_DNNL_ATTN_MIN) { /* bf16 products through oneDNN (lossy weight types) */
-        const size_t kv0 = (size_t)l * Hkv * s->max_tokens * hd;
+        const size_t kv0 = kv_at(s, l, 0, 0);
         vg_attn_args aa = {.q = s->q,
-                           .k = s->kc + kv0,
-                           .v = s->vc + kv0,
+                           .k = b16 ? NULL : (const float *)s->kc + kv0,
+                           .v = b16 ? NULL : (const float *)s->vc + kv0,
+                           .kb = b16 ? (const uint16_t *)s->kc + kv0 : NULL,
+                           .vb = b16 ? (const uint16_t *)s->vc + kv0 : NULL,
                            .ldq = QD,
                            .ldk = hd,
                            .ldv = hd,
                            .q_hs = hd,
-                           .k_hs = s->max_tokens * hd,
-                           .v_hs = s->max_tokens * hd,
+                           .k_hs = s->cap * hd,
+                           .v_hs = s->cap * hd,
                            .n = n,
                            .ctx = p0 + n,
                            .heads = Hq,
@@ -391,14 +482,30 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         if (vg_dnnl_attn(s->m, &aa) == 0)
             return 0;
     }
-    if (vg_flash_ok(hd)) { /* fused causal attention, the query heads split across the pool */
+    if (vg_flash_ok(hd)) { /* fused causal attention, the heads split across the pool */
         prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};
-        vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
+        if (!b16) {
+            vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
+            return 0;
+        }
+        job.slots = (size_t)VG_MIN(vg_pool_threads(s->m->tpool), WIDE_SLOTS);
+        if (ensure_wide(s, job.slots, ctx_max) < 0)
+            return VG_ENOMEM;
+        for (size_t k = 0; k < WIDE_SLOTS; k++)
+            atomic_init(&job.busy[k], 0);
+        vg_pool_run(s->m->tpool, Hkv, prefill_attn_wide_task, &job);
         return 0;
     }
+    if (b16 && ensure_wide(s, 1, ctx_max) < 0)
+        return VG_ENOMEM;
     for (size_t j = 0; j < Hkv; j++) {
-        const size_t base = ((size_t)l * Hkv + j) * s->max_tokens * hd;
-        const float *Kh = s->kc + base, *Vh = s->vc + base;
+        const size_t at = kv_at(s, l, j, 0);
+        const float *Kh = (const float *)s->kc + at, *Vh = (const float *)s->vc + at;
+        if (b16) {
+            widen_head(s, l, j, ctx_max, s->wide, s->wide + ctx_max * hd);
+            Kh = s->wide;
+            Vh = s->wide + ctx_max * hd;
+        }
         for (size_t h = j * grp; h < (j + 1) * grp; h++) {
             for (size_t i0 = 0; i0 < n; i0 += rb) {
                 size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;
@@ -513,10 +620,16 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         }
         vg_pool_for(m->tpool, n, ROWS_GRAIN, qk_range, &tr);
         for (size_t j = 0; j < Hkv; j++) {
-            size_t off = (((size_t)l * Hkv + j) * s->max_tokens + p0) * hd;
+            const size_t off = kv_at(s, l, j, p0);
             for (size_t i = 0; i < n; i++) {
-                memcpy(s->kc + off + i * hd, s->kt + i * kvd + j * hd, hd * sizeof(float));
-                memcpy(s->vc + off + i * hd, s->vt + i * kvd + j * hd, hd * sizeof(float));
+                const float *kr = s->kt + i * kvd + j * hd, *vr = s->vt + i * kvd + j * hd;
+                if (s->es == 2) {
+                    vg_to_bf16(kr, hd, (uint16_t *)s->kc + off + i * hd);
+                    vg_to_bf16(vr, hd, (uint16_t *)s->vc + off + i * hd);
+                } else {
+                    memcpy((float *)s->kc + off + i * hd, kr, hd * sizeof(float));
+                    memcpy((float *)s->vc + off + i * hd, vr, hd * sizeof(float));
+                }
             }
         }
         if (attention(s, l, p0, n) < 0)

@@ -1,7 +1,8 @@
 /*
  * window.c: KV-cache window operations for live streams (vg_seq_remove).
  *
- * The cache of a sequence is [layer][kv head][position][head_dim] for K and for V (text.c), so one
+ * The cache of a sequence is [layer][kv head][position][head_dim] for K and for V (text.c; float32
+ * or bf16 elements), so one
  * head's rows are contiguous: removing a range of cached tokens is one memmove per layer, KV head
  * and tensor of the rows after the range. Keys are cached after the rotary embedding, so every
  * token keeps the position it was prefilled at; only the cache indices change.
@@ -26,13 +27,13 @@ int vg_seq_remove(vg_seq *s, size_t start, size_t count)
     const vg_model_info *in = vg_model_get_info(vg_seq_model(s));
     size_t hd = (size_t)in->head_dim, tail = len - start - count;
     size_t heads = (size_t)in->n_layers * (size_t)in->n_kv_heads;
+    const size_t row = hd * kv.es; /* bytes of one cached row */
     if (tail > 0)
         for (size_t h = 0; h < heads; h++) {
-            size_t base = h * kv.max_tokens * hd;
-            memmove(kv.kc + base + start * hd, kv.kc + base + (start + count) * hd,
-                    tail * hd * sizeof(float));
-            memmove(kv.vc + base + start * hd, kv.vc + base + (start + count) * hd,
-                    tail * hd * sizeof(float));
+            unsigned char *k = (unsigned char *)kv.kc + h * kv.cap * row;
+            unsigned char *v = (unsigned char *)kv.vc + h * kv.cap * row;
+            memmove(k + start * row, k + (start + count) * row, tail * row);
+            memmove(v + start * row, v + (start + count) * row, tail * row);
         }
     *kv.len = len - count;
     return 0;

@@ -382,24 +382,26 @@ static void test_seq_remove_moves_rows(void **state)
     vg_seq_kv kv;
     vg_seq_kv_view(s, &kv);
     size_t hd = (size_t)mi->head_dim, heads = (size_t)mi->n_layers * mi->n_kv_heads;
-    size_t rowb = hd * sizeof(float);
-    float *keepk = malloc(heads * 8 * rowb), *keepv = malloc(heads * 8 * rowb);
+    size_t rowb = hd * kv.es; /* float32 or bf16 rows */
+    unsigned char *keepk = malloc(heads * 8 * rowb), *keepv = malloc(heads * 8 * rowb);
     assert_non_null(keepk);
     assert_non_null(keepv);
     /* The rows of A (0..4) and C (9..11) per layer and head. */
     for (size_t h = 0; h < heads; h++) {
-        const float *K = kv.kc + h * kv.max_tokens * hd, *V = kv.vc + h * kv.max_tokens * hd;
-        memcpy(keepk + h * 8 * hd, K, 5 * rowb);
-        memcpy(keepk + h * 8 * hd + 5 * hd, K + 9 * hd, 3 * rowb);
-        memcpy(keepv + h * 8 * hd, V, 5 * rowb);
-        memcpy(keepv + h * 8 * hd + 5 * hd, V + 9 * hd, 3 * rowb);
+        const unsigned char *K = (const unsigned char *)kv.kc + h * kv.cap * rowb;
+        const unsigned char *V = (const unsigned char *)kv.vc + h * kv.cap * rowb;
+        memcpy(keepk + h * 8 * rowb, K, 5 * rowb);
+        memcpy(keepk + h * 8 * rowb + 5 * rowb, K + 9 * rowb, 3 * rowb);
+        memcpy(keepv + h * 8 * rowb, V, 5 * rowb);
+        memcpy(keepv + h * 8 * rowb + 5 * rowb, V + 9 * rowb, 3 * rowb);
     }
     assert_int_equal(vg_seq_remove(s, 5, 4), 0);
     assert_int_equal(vg_seq_len(s), 8);
     for (size_t h = 0; h < heads; h++) {
-        const float *K = kv.kc + h * kv.max_tokens * hd, *V = kv.vc + h * kv.max_tokens * hd;
-        assert_memory_equal(K, keepk + h * 8 * hd, 8 * rowb);
-        assert_memory_equal(V, keepv + h * 8 * hd, 8 * rowb);
+        const unsigned char *K = (const unsigned char *)kv.kc + h * kv.cap * rowb;
+        const unsigned char *V = (const unsigned char *)kv.vc + h * kv.cap * rowb;
+        assert_memory_equal(K, keepk + h * 8 * rowb, 8 * rowb);
+        assert_memory_equal(V, keepv + h * 8 * rowb, 8 * rowb);
     }
     /* Bad ranges change nothing. */
     assert_int_equal(vg_seq_remove(s, 9, 0), VG_EINVAL);

@@ -235,7 +235,7 @@ static double prefill_flops(const vg_model_info *in, double p0, double n)
 }
 
 /* bytes one decode step reads: every text weight (in the loaded weight type; norms float32) plus
- * the float32 KV cache of ctx tokens */
+ * the KV cache of ctx tokens (float32 or bf16, as loaded) */
 static double decode_bytes(const vg_model_info *in, double ctx)
 {
     const double wb = in->weight_type == VG_WEIGHTS_BF16   ? 2.0
@@ -248,7 +248,7 @@ static double decode_bytes(const vg_model_info *in, double ctx)
     if (in->text_weight_bytes > 0) /* what was loaded (K-quant layouts, an embedding in the file) */
         w = (double)in->text_weight_bytes + in->n_layers * 4 * (2 * D + 2 * hd) + 4 * D;
     double kv = in->n_layers * 2 * ctx * KD;
-    return w + 4 * kv;
+    return w + (in->kv_bytes > 0 ? in->kv_bytes : 4) * kv;
 }
 
 typedef struct row {
