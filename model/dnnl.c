@@ -19,7 +19,11 @@
  * are first unpacked in the workspace, split across the pool by column blocks: straight into
  * oneDNN's blocked weight layout when it is the AMX/AVX512-BF16 one (BA16a<nb>b2a, checked at
  * load), so that oneDNN does not copy the whole matrix again inside every block's call; else to
- * plain bf16.
+ * plain bf16. A GGUF K-quant matrix is first widened to BF16 groups. A matrix whose bf16 copy
+ * exceeds VG_DNNL_SLAB_BYTES (the 8B MLP) goes a slab of rows at a time: unpack the slab, multiply
+ * every block of x by it (x converted to bf16 once for all slabs; a slab's output block is dense
+ * in the block buffer, then copied into its columns), next slab; so the workspace holds one slab,
+ * not the whole matrix widened (twice for GGUF).
  *
  * Attention (vg_dnnl_attn): per head S = Q K^T and O = P V as bf16 oneDNN products (AMX here)
  * with an AVX-512 softmax between them, the heads split across the pool; primitives per shape
@@ -28,8 +32,10 @@
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
 #include "engine.h"
+#include "quant.h"
 #include "simd_x86.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,6 +254,8 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
         return 1; /* not a fast path here: the caller packs its own way */
     }
     dm->threads = d->threads;
+    dm->rows = rows;
+    dm->cols = cols;
     dm->wei_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_weights_md, 0);
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
@@ -409,25 +417,66 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     return dm;
 }
 
+/* Bytes of one unpacked slab at most: VG_DNNL_SLAB_BYTES, or the environment variable of that
+ * name (tests force small slabs with it). */
+static size_t slab_budget(void)
+{
+    const char *e = getenv("VG_DNNL_SLAB_BYTES");
+    char *end = NULL;
+    unsigned long long v = e ? strtoull(e, &end, 10) : 0;
+    return e && end != e && *end == '\0' && v > 0 ? (size_t)v : (size_t)VG_DNNL_SLAB_BYTES;
+}
+
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
 {
-    if (m->dnnl && w->p && w->cols % VG_QK == 0)
+    if (!m->dnnl || !w->p || w->cols % VG_QK != 0)
+        return;
+    /* the rows of a slab: all of them, or the largest multiple of 64 that divides them and whose
+     * bf16 copy fits the slab budget (so that a wide model's prefill does not hold a whole matrix
+     * widened: 96 MiB for the 8B MLP) */
+    const size_t budget = slab_budget();
+    size_t S = w->rows;
+    if (w->rows * w->cols * 2 > budget && w->rows % 64 == 0) {
+        size_t best = 0;
+        for (size_t c = 64; c < w->rows && c * w->cols * 2 <= budget; c += 64)
+            if (w->rows % c == 0)
+                best = c;
+        if (best)
+            S = best;
+    }
+    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, w->cols) : NULL;
+    if (!w->dnnl_plain) /* no slabs, or oneDNN has no kernel for the slab's shape */
         w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols);
 }
 
 /* Bytes of one participant's block buffers: bf16 source block, float32 destination block,
  * scratchpad, each 64-byte aligned. */
-static size_t per_thread_bytes(const vg_dnnl_mat *dm, size_t rows, size_t cols)
+static size_t per_thread_bytes(const vg_dnnl_mat *dm)
 {
-    return ((VG_DNNL_MAX_M * cols * 2 + 63) & ~(size_t)63) +
-           ((VG_DNNL_MAX_M * rows * 4 + 63) & ~(size_t)63) +
+    return ((VG_DNNL_MAX_M * dm->cols * 2 + 63) & ~(size_t)63) +
+           ((VG_DNNL_MAX_M * dm->rows * 4 + 63) & ~(size_t)63) +
            ((dm->scratch_bytes + 63) & ~(size_t)63);
 }
 
-size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
+#define ALIGN64(b) (((b) + 63) & ~(size_t)63)
+
+/* Bytes of a GGUF matrix's slab widened to kernels.h BF16 groups. */
+static size_t slab_groups_bytes(const vg_dnnl_mat *dm)
 {
-    size_t plain = dm->plain ? (dm->wbytes + 63) & ~(size_t)63 : 0; /* unpacked weights */
-    size_t bytes = 64 + plain + (size_t)dm->threads * per_thread_bytes(dm, rows, cols);
+    return (dm->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * vg_pack_group_bytes_bf16(dm->cols);
+}
+
+size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
+{
+    const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
+    size_t bytes = 64 + (size_t)dm->threads * per_thread_bytes(dm);
+    if (dm->plain) {
+        bytes += ALIGN64(dm->wbytes); /* one slab unpacked */
+        if (w->type == VG_MAT_GGUF)
+            bytes += ALIGN64(slab_groups_bytes(dm));
+        if (dm->rows < w->rows) /* slabs: x in bf16 once, blocks padded */
+            bytes += ALIGN64((n + VG_DNNL_MAX_M) * dm->cols * 2);
+    }
     return bytes / 4 + 16;
 }
 
@@ -453,8 +502,16 @@ typedef struct dnnl_job {
     const vg_mat *w;
     const vg_dnnl_mat *dm;
     const float *x;
-    float *y;
+    const uint16_t *xb; /* slabs: x in bf16, rows padded with zeros to whole blocks; else NULL */
+    float *y;           /* the slab's first output column */
+    size_t ldy;         /* y's row stride: the whole matrix's rows (a slab's output is dense
+                         * [M][slab rows] in the block buffer, then copied) */
     void *wei;
+    /* the slab being unpacked: its dm->rows rows are rows 0.. of the groups at src (group_bytes
+     * bytes each, type BF16 or Q8_0) */
+    const unsigned char *src;
+    size_t src_gb;
+    int src_type;
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
     size_t M; /* rows per block */
@@ -464,20 +521,19 @@ typedef struct dnnl_job {
     atomic_int failed;
 } dnnl_job;
 
-/* Unpacks rows [N * i / parts, N * (i + 1) / parts) of a packed text matrix to plain bf16. */
+/* Unpacks rows [N * i / parts, N * (i + 1) / parts) of the slab to plain bf16. */
 static void unpack_task(void *arg, size_t i)
 {
     const dnnl_job *j = arg;
-    const vg_mat *w = j->w;
-    const size_t K = w->cols;
+    const size_t K = j->dm->cols, N = j->dm->rows;
     /* whole groups per part, so that parts never share a group */
-    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+    const size_t groups = (N + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
     const size_t g0 = groups * i / j->parts, g1 = groups * (i + 1) / j->parts;
     uint16_t *out = j->wei;
-    for (size_t r = g0 * VG_PACK_ROWS; r < g1 * VG_PACK_ROWS && r < w->rows; r++) {
-        const unsigned char *g = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
+    for (size_t r = g0 * VG_PACK_ROWS; r < g1 * VG_PACK_ROWS && r < N; r++) {
+        const unsigned char *g = j->src + (r / VG_PACK_ROWS) * j->src_gb;
         const int rr = (int)(r % VG_PACK_ROWS);
-        if (w->type == VG_WEIGHTS_BF16) {
+        if (j->src_type == VG_WEIGHTS_BF16) {
             for (size_t c = 0; c < K / VG_QK; c++)
                 memcpy(out + r * K + c * VG_QK,
                        (const uint16_t *)(const void *)g + (c * VG_PACK_ROWS + (size_t)rr) * VG_QK,
@@ -522,8 +578,7 @@ AVX512BF16 static inline void transpose16(__m512i r[16])
 AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
 {
     const dnnl_job *j = arg;
-    const vg_mat *w = j->w;
-    const size_t nb = (size_t)j->dm->nblk, K = w->cols, Kb = K / VG_QK, N = w->rows;
+    const size_t nb = (size_t)j->dm->nblk, K = j->dm->cols, Kb = K / VG_QK, N = j->dm->rows;
     const size_t NB = (N + nb - 1) / nb, b0 = NB * i / j->parts, b1 = NB * (i + 1) / j->parts;
     uint32_t *out = j->wei;
     __m512i r[16];
@@ -537,10 +592,9 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                         r[t] = _mm512_setzero_si512();
                         continue;
                     }
-                    const unsigned char *g =
-                        (const unsigned char *)w->p + (row / VG_PACK_ROWS) * w->group_bytes;
+                    const unsigned char *g = j->src + (row / VG_PACK_ROWS) * j->src_gb;
                     const size_t at = kb * VG_PACK_ROWS + rr;
-                    if (w->type == VG_WEIGHTS_BF16) {
+                    if (j->src_type == VG_WEIGHTS_BF16) {
                         r[t] = _mm512_loadu_si512((const void *)(g + at * VG_QK * 2));
                         continue;
                     }
@@ -568,7 +622,7 @@ static void block_task(void *arg, size_t i)
 {
     dnnl_job *j = arg;
     const vg_dnnl_mat *dm = j->dm;
-    const size_t K = j->w->cols, N = j->w->rows;
+    const size_t K = dm->cols, S = dm->rows, ld = j->ldy;
     const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
     if (b0 == b1)
         return;
@@ -581,7 +635,7 @@ static void block_task(void *arg, size_t i)
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
     float *tmp = (float *)(void *)(a + ((VG_DNNL_MAX_M * K * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)tmp + ((VG_DNNL_MAX_M * N * 4 + 63) & ~(size_t)63);
+    void *scr = (unsigned char *)tmp + ((VG_DNNL_MAX_M * S * 4 + 63) & ~(size_t)63);
     const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
@@ -594,19 +648,24 @@ static void block_task(void *arg, size_t i)
              dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success;
     for (size_t b = b0; ok && b < b1; b++) {
         const size_t i0 = b * M, r = VG_MIN(M, j->n - i0);
-        to_bf16(j->x + i0 * K, r * K, xb);
-        if (r < M)
-            memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
-        float *dst = r == M ? j->y + i0 * N : tmp;
-        ok = dnnl_memory_set_data_handle(md, dst) == dnnl_success;
+        if (j->xb) {
+            ok = dnnl_memory_set_data_handle(ms, (void *)(uintptr_t)(j->xb + i0 * K)) ==
+                 dnnl_success;
+        } else {
+            to_bf16(j->x + i0 * K, r * K, xb);
+            if (r < M)
+                memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
+        }
+        float *dst = r == M && ld == S ? j->y + i0 * ld : tmp;
+        ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
                                    {DNNL_ARG_DST, md},
                                    {DNNL_ARG_SCRATCHPAD, mscr}};
         ok = ok && dnnl_primitive_execute(j->prim, st, 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
-        if (ok && dst == tmp)
-            memcpy(j->y + i0 * N, tmp, r * N * sizeof(float));
+        for (size_t t = 0; ok && dst == tmp && t < r; t++)
+            memcpy(j->y + (i0 + t) * ld, tmp + t * S, S * sizeof(float));
     }
     if (mscr)
         dnnl_memory_destroy(mscr);
@@ -623,24 +682,61 @@ static void block_task(void *arg, size_t i)
     atomic_store(&j->busy[slot], 0);
 }
 
+typedef struct widen_job {
+    const vg_mat *w;
+    size_t g_first, groups, parts;
+    unsigned char *out;
+} widen_job;
+
+/* GGUF: groups [groups * i / parts, ...) of the slab widened to kernels.h BF16 groups. */
+static void widen_task(void *arg, size_t i)
+{
+    const widen_job *j = arg;
+    const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
+    for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
+        vg_kq_group_to_bf16_level(
+            vg_isa_level(), j->w->gtype,
+            (const unsigned char *)j->w->p + (j->g_first + g) * j->w->group_bytes, j->w->cols,
+            (uint16_t *)(void *)(j->out + g * gb));
+}
+
+/* Rows [r0, r1) of x to bf16 in xb, zero rows up to `to`. */
+typedef struct xcvt_job {
+    const float *x;
+    uint16_t *xb;
+    size_t K, n;
+} xcvt_job;
+
+static void xcvt_range(void *c, size_t r0, size_t r1)
+{
+    const xcvt_job *j = c;
+    for (size_t r = r0; r < r1; r++)
+        if (r < j->n)
+            to_bf16(j->x + r * j->K, j->K, j->xb + r * j->K);
+        else
+            memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
+}
+
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    dnnl_job j = {.m = m, .w = w, .dm = dm, .x = x, .y = y, .n = n, .wei = dm->wei};
+    dnnl_job j = {.m = m, .w = w, .dm = dm, .x = x, .y = y, .ldy = w->rows, .n = n, .wei = dm->wei};
     j.slots = (size_t)VG_MIN(VG_MIN(dm->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
     j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
-    atomic_init(&j.failed, 0);
-    for (int k = 0; k < VG_DNNL_SLOTS; k++)
-        atomic_init(&j.busy[k], 0);
+    vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
+    const size_t n_parts = j.parts;
+    unsigned char *groups = NULL; /* GGUF: one slab widened to BF16 groups */
     if (dm->plain) {
         j.wei = base;
-        base += (dm->wbytes + 63) & ~(size_t)63;
-        vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts,
-                    dm->nblk ? unpack_blocked_task : unpack_task, &j);
+        base += ALIGN64(dm->wbytes);
+        if (w->type == VG_MAT_GGUF) {
+            groups = base;
+            base += ALIGN64(slab_groups_bytes(dm));
+        }
     }
     j.area = base;
-    j.per = per_thread_bytes(dm, w->rows, w->cols);
+    j.per = per_thread_bytes(dm);
     /* blocks as large as VG_DNNL_MAX_M (oneDNN streams the weights once per block), as many per
      * participant, the rows split evenly (M a multiple of 8, so that few primitives serve every
      * row count); below VG_DNNL_M rows a block the load-time primitive */
@@ -666,9 +762,40 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
         }
     }
     j.blocks = (n + j.M - 1) / j.M;
-    if (j.parts > j.blocks)
-        j.parts = j.blocks;
-    vg_pool_run(j.slots > 1 ? m->tpool : NULL, j.parts, block_task, &j);
+    const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
+    if (slabs > 1) { /* x in bf16 once for every slab (after the blocks' buffers) */
+        uint16_t *xb = (uint16_t *)(void *)(j.area + j.slots * j.per);
+        xcvt_job xc = {.x = x, .xb = xb, .K = w->cols, .n = n};
+        vg_pool_for(pool, j.blocks * j.M, 16, xcvt_range, &xc);
+        j.xb = xb;
+    }
+    atomic_init(&j.failed, 0);
+    for (size_t sl = 0; sl < slabs && !atomic_load(&j.failed); sl++) {
+        for (int k = 0; k < VG_DNNL_SLOTS; k++)
+            atomic_init(&j.busy[k], 0);
+        if (dm->plain) { /* this slab's rows, unpacked for oneDNN */
+            const size_t r0 = sl * dm->rows;
+            j.src = (const unsigned char *)w->p + r0 / VG_PACK_ROWS * w->group_bytes;
+            j.src_gb = w->group_bytes;
+            j.src_type = w->type;
+            if (groups) {
+                widen_job wj = {.w = w,
+                                .g_first = r0 / VG_PACK_ROWS,
+                                .groups = (dm->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS,
+                                .parts = n_parts,
+                                .out = groups};
+                vg_pool_run(pool, wj.parts, widen_task, &wj);
+                j.src = groups;
+                j.src_gb = vg_pack_group_bytes_bf16(w->cols);
+                j.src_type = VG_WEIGHTS_BF16;
+            }
+            j.parts = n_parts;
+            vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
+            j.y = y + r0;
+        }
+        j.parts = VG_MIN(n_parts, j.blocks);
+        vg_pool_run(pool, j.parts, block_task, &j);
+    }
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 
@@ -1058,11 +1185,10 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     return 1;
 }
 
-size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols)
+size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
 {
-    (void)dm;
-    (void)rows;
-    (void)cols;
+    (void)w;
+    (void)n;
     return 0;
 }
 

@@ -150,9 +150,14 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
  * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
  * copy is kept). Does nothing without oneDNN or a fast kernel. */
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w);
-/* Workspace floats of vg_dnnl_matmul for w. */
-size_t vg_dnnl_ws_floats(const vg_dnnl_mat *dm, size_t rows, size_t cols);
-/* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain. 0 or VG_EIO. */
+/* Workspace floats of vg_dnnl_matmul for w (w->dnnl or w->dnnl_plain set) and n rows of x. */
+size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
+/* Bytes of one slab of a text matrix unpacked for oneDNN at most: wider matrices (rows * cols * 2
+ * above it) are unpacked and multiplied a slab of rows at a time. 32 MiB: no 2B matrix is split,
+ * the 8B MLP in 3 and 4 slabs. */
+#define VG_DNNL_SLAB_BYTES ((size_t)32 << 20)
+/* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
+ * K-quant matrix, widened per slab). 0 or VG_EIO. */
 int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys

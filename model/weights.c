@@ -365,18 +365,10 @@ static size_t small_ws_floats(size_t n, size_t K)
  * widens the whole matrix once, and oneDNN's bf16 matmul is the fastest user of the result. */
 #define GGUF_DNNL_MIN_ROWS 2
 
-/* Floats of workspace holding a GGUF K-quant matrix as kernels.h BF16 groups (several-rows path
- * through oneDNN), 64-byte aligned. */
-static size_t gguf_bf16_floats(const vg_mat *w)
-{
-    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
-    return (groups * vg_pack_group_bytes_bf16(w->cols) + 128) / sizeof(float);
-}
-
 size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
 {
     if (w->dnnl)
-        return vg_dnnl_ws_floats(w->dnnl, w->rows, w->cols);
+        return vg_dnnl_ws_floats(w, n);
     if (w->type == VG_WEIGHTS_F32)
         return 0;
     if (w->type == VG_MAT_GGUF) {
@@ -384,8 +376,7 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
             return vg_kq_act_bytes(w->cols) / sizeof(float) + 16; /* the Q8_K activation */
         size_t ws = tile_rows(w) * w->cols; /* the sgemm path below the avx512 level */
         if (w->dnnl_plain && n >= GGUF_DNNL_MIN_ROWS)
-            ws = VG_MAX(ws,
-                        gguf_bf16_floats(w) + vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
+            ws = VG_MAX(ws, vg_dnnl_ws_floats(w, n));
         return ws;
     }
     /* never less for more rows: a caller sizes its workspace for its largest n */
@@ -394,7 +385,7 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n)
     if (n > lim) {
         ws = VG_MAX(ws, tile_rows(w) * w->cols);
         if (w->dnnl_plain)
-            ws = VG_MAX(ws, vg_dnnl_ws_floats(w->dnnl_plain, w->rows, w->cols));
+            ws = VG_MAX(ws, vg_dnnl_ws_floats(w, n));
     }
     return ws;
 }
@@ -498,44 +489,6 @@ static void add_bias(float *y, size_t n, size_t N, const float *b)
                 y[i * N + c] += b[c];
 }
 
-typedef struct bf16_job {
-    const vg_mat *w;
-    unsigned char *out;
-    size_t groups, parts;
-    int level;
-} bf16_job;
-
-static void bf16_task(void *arg, size_t i)
-{
-    const bf16_job *j = arg;
-    const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
-    for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
-        vg_kq_group_to_bf16_level(j->level, j->w->gtype,
-                                  (const unsigned char *)j->w->p + g * j->w->group_bytes,
-                                  j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
-}
-
-/* Several rows times a GGUF K-quant matrix through oneDNN: its groups are widened to kernels.h's
- * BF16 groups in the workspace (split across the pool), which oneDNN's path for packed BF16 text
- * matrices then multiplies (the rest of the workspace is its own). */
-static int gguf_dnnl(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
-{
-    const size_t groups = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
-    unsigned char *buf = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    const size_t nt = (size_t)vg_pool_threads(m->tpool);
-    bf16_job j = {.w = w,
-                  .out = buf,
-                  .groups = groups,
-                  .parts = nt > 1 ? VG_POOL_SPLIT * nt : 1,
-                  .level = vg_isa_level()};
-    vg_pool_run(m->tpool, j.parts, bf16_task, &j);
-    vg_mat t = *w;
-    t.type = VG_WEIGHTS_BF16;
-    t.p = buf;
-    t.group_bytes = vg_pack_group_bytes_bf16(w->cols);
-    return vg_dnnl_matmul(m, x, n, &t, y, ws + gguf_bf16_floats(w));
-}
-
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws)
 {
@@ -555,8 +508,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
      * matrix widened to bf16 first) */
     if (w->dnnl || (w->dnnl_plain && vg_isa_level() >= VG_ISA_AVX512 &&
                     (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS))) {
-        if (w->type == VG_MAT_GGUF ? gguf_dnnl(m, x, n, w, y, ws) < 0
-                                   : vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
+        if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
             for (size_t i = 0; i < n * N; i++)
