@@ -24,7 +24,39 @@
 
 size_t vg_flash_scratch_floats(size_t n, size_t hd)
 {
-    return hd * VG_FLASH_BC + 2 * n + 4 * VG_FLASH_BC + 16;
+    /* K tile, V tile (bf16 keys and values widened; the portable kernel's K tile), m, l, p */
+    return 2 * hd * VG_FLASH_BC + 2 * n + 4 * VG_FLASH_BC + 16;
+}
+
+static inline float bf16_f32(uint16_t v)
+{
+    uint32_t x = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/* Keys and values of one call: float32 rows, or bf16 rows (a bf16 KV cache) that each tile widens
+ * exactly into scratch before use, so both give the same arithmetic on the same values. */
+typedef struct flash_kv {
+    const float *k, *v;
+    const uint16_t *kb, *vb;
+    size_t ldk, ldv;
+} flash_kv;
+
+/* Rows kb..kb+bc-1 of the values as float32: in place (*ld = ldv) or widened into vt (*ld = hd). */
+static const float *flash_v_tile(const flash_kv *kv, size_t kb, size_t bc, size_t hd, float *vt,
+                                 size_t *ld)
+{
+    if (!kv->vb) {
+        *ld = kv->ldv;
+        return kv->v + kb * kv->ldv;
+    }
+    for (size_t j = 0; j < bc; j++)
+        for (size_t d = 0; d < hd; d++)
+            vt[j * hd + d] = bf16_f32(kv->vb[(kb + j) * kv->ldv + d]);
+    *ld = hd;
+    return vt;
 }
 
 /* The keys query row i may see: all, or 0..p0+i with a causal mask. */
@@ -36,11 +68,11 @@ static inline size_t visible(long p0, size_t i, size_t ctx)
     return v < ctx ? v : ctx;
 }
 
-static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                      size_t ldv, size_t n, size_t ctx, size_t hd, float scale, long p0, float *o,
-                      size_t ldo, float *scratch)
+static void flash_ref(const float *q, size_t ldq, const flash_kv *kv, size_t n, size_t ctx,
+                      size_t hd, float scale, long p0, float *o, size_t ldo, float *scratch)
 {
-    float *m = scratch, *l = m + n, *s = l + n;
+    float *kt = scratch, *vt = kt + hd * VG_FLASH_BC, *m = vt + hd * VG_FLASH_BC, *l = m + n;
+    float *s = l + n;
     for (size_t i = 0; i < n; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
@@ -48,6 +80,16 @@ static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, co
     }
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
+        size_t ldk = kv->ldk, ldv;
+        const float *k = kv->k + (kv->kb ? 0 : kb * ldk);
+        if (kv->kb) { /* the tile's keys widened, rows of hd */
+            for (size_t j = 0; j < bc; j++)
+                for (size_t d = 0; d < hd; d++)
+                    kt[j * hd + d] = bf16_f32(kv->kb[(kb + j) * ldk + d]);
+            k = kt;
+            ldk = hd;
+        }
+        const float *v = flash_v_tile(kv, kb, bc, hd, vt, &ldv);
         for (size_t i = 0; i < n; i++) {
             size_t vis = visible(p0, i, ctx);
             if (vis <= kb)
@@ -56,7 +98,7 @@ static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, co
             const float *qr = q + i * ldq;
             float mx = m[i];
             for (size_t j = 0; j < nb; j++) {
-                const float *kr = k + (kb + j) * ldk;
+                const float *kr = k + j * ldk;
                 float a = 0.0f;
                 for (size_t d = 0; d < hd; d++)
                     a += qr[d] * kr[d];
@@ -70,7 +112,7 @@ static void flash_ref(const float *q, size_t ldq, const float *k, size_t ldk, co
             for (size_t j = 0; j < nb; j++) {
                 float p = expf(s[j] - mx);
                 sum += p;
-                const float *vr = v + (kb + j) * ldv;
+                const float *vr = v + j * ldv;
                 for (size_t d = 0; d < hd; d++)
                     orow[d] += p * vr[d];
             }
@@ -98,12 +140,16 @@ static void flash_start(size_t n, size_t hd, float *m, float *l, float *o, size_
 }
 
 /* The K tile at key kb transposed and scaled: kt[d][j] = scale * K[kb + j][d], zero past bc. */
-static void flash_k_tile(const float *k, size_t ldk, size_t kb, size_t bc, size_t hd, float scale,
+static void flash_k_tile(const flash_kv *kv, size_t kb, size_t bc, size_t hd, float scale,
                          float *kt)
 {
+    const size_t ldk = kv->ldk;
     for (size_t d = 0; d < hd; d++)
         for (size_t j = 0; j < VG_FLASH_BC; j++)
-            kt[d * VG_FLASH_BC + j] = j < bc ? scale * k[(kb + j) * ldk + d] : 0.0f;
+            kt[d * VG_FLASH_BC + j] =
+                j >= bc  ? 0.0f
+                : kv->kb ? scale * bf16_f32(kv->kb[(kb + j) * ldk + d])
+                         : scale * kv->k[(kb + j) * ldk + d];
 }
 
 /* Query rows i0..i0+3 (a missing row repeats the last real one and is not written) in rr, the
@@ -161,17 +207,19 @@ T_FLASH static inline float row_probs(__m512 s0, __m512 s1, __m512 s2, __m512 s3
 
 /* BC = 64 keys: four 16-lane score vectors per query row; query rows in fours, so that every load
  * of the transposed K tile and of a V row feeds four rows' FMAs. hd a multiple of 16, <= 256. */
-T_FLASH static void flash_avx512(const float *q, size_t ldq, const float *k, size_t ldk,
-                                 const float *v, size_t ldv, size_t n, size_t ctx, size_t hd,
-                                 float scale, long p0, float *o, size_t ldo, float *scratch)
+T_FLASH static void flash_avx512(const float *q, size_t ldq, const flash_kv *kv, size_t n,
+                                 size_t ctx, size_t hd, float scale, long p0, float *o, size_t ldo,
+                                 float *scratch)
 {
-    float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
+    float *kt = scratch, *vt = kt + hd * VG_FLASH_BC, *m = vt + hd * VG_FLASH_BC, *l = m + n;
     float *pbuf = l + n; /* [4][64] */
     const size_t nv = hd / 16;
     flash_start(n, hd, m, l, o, ldo);
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
-        flash_k_tile(k, ldk, kb, bc, hd, scale, kt);
+        flash_k_tile(kv, kb, bc, hd, scale, kt);
+        size_t ldv;
+        const float *v = flash_v_tile(kv, kb, bc, hd, vt, &ldv);
         for (size_t i0 = 0; i0 < n; i0 += 4) {
             size_t rr[4], nb[4];
             const size_t nbmax = flash_rows(i0, n, p0, ctx, kb, bc, rr, nb);
@@ -235,7 +283,7 @@ T_FLASH static void flash_avx512(const float *q, size_t ldq, const float *k, siz
                 __m512 x1 = _mm512_mul_ps(_mm512_set1_ps(cr[1]), _mm512_loadu_ps(o1 + 16 * c));
                 __m512 x2 = _mm512_mul_ps(_mm512_set1_ps(cr[2]), _mm512_loadu_ps(o2 + 16 * c));
                 __m512 x3 = _mm512_mul_ps(_mm512_set1_ps(cr[3]), _mm512_loadu_ps(o3 + 16 * c));
-                const float *vc = v + kb * ldv + 16 * c;
+                const float *vc = v + 16 * c;
                 for (size_t j = 0; j < nbmax; j++) {
                     const __m512 vj = _mm512_loadu_ps(vc + j * ldv);
                     x0 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[j]), vj, x0);
@@ -311,17 +359,19 @@ T_FLASH2 static inline float hsum8(__m256 x)
  * scratch), query rows in fours; with 16 vector registers the scores of a tile are made 16 keys
  * at a time (4 rows x 2 vectors of accumulators) into the row's probability buffer, then turned
  * into probabilities in place. hd a multiple of 8, <= 256. */
-T_FLASH2 static void flash_avx2(const float *q, size_t ldq, const float *k, size_t ldk,
-                                const float *v, size_t ldv, size_t n, size_t ctx, size_t hd,
-                                float scale, long p0, float *o, size_t ldo, float *scratch)
+T_FLASH2 static void flash_avx2(const float *q, size_t ldq, const flash_kv *kv, size_t n,
+                                size_t ctx, size_t hd, float scale, long p0, float *o, size_t ldo,
+                                float *scratch)
 {
-    float *kt = scratch, *m = kt + hd * VG_FLASH_BC, *l = m + n;
+    float *kt = scratch, *vt = kt + hd * VG_FLASH_BC, *m = vt + hd * VG_FLASH_BC, *l = m + n;
     float *pbuf = l + n; /* [4][64] */
     const size_t nv = hd / 8;
     flash_start(n, hd, m, l, o, ldo);
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         const size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
-        flash_k_tile(k, ldk, kb, bc, hd, scale, kt);
+        flash_k_tile(kv, kb, bc, hd, scale, kt);
+        size_t ldv;
+        const float *v = flash_v_tile(kv, kb, bc, hd, vt, &ldv);
         for (size_t i0 = 0; i0 < n; i0 += 4) {
             size_t rr[4], nb[4];
             const size_t nbmax = flash_rows(i0, n, p0, ctx, kb, bc, rr, nb);
@@ -397,7 +447,7 @@ T_FLASH2 static void flash_avx2(const float *q, size_t ldq, const float *k, size
                 __m256 x1 = _mm256_mul_ps(_mm256_set1_ps(cr[1]), _mm256_loadu_ps(o1 + 8 * c));
                 __m256 x2 = _mm256_mul_ps(_mm256_set1_ps(cr[2]), _mm256_loadu_ps(o2 + 8 * c));
                 __m256 x3 = _mm256_mul_ps(_mm256_set1_ps(cr[3]), _mm256_loadu_ps(o3 + 8 * c));
-                const float *vc = v + kb * ldv + 8 * c;
+                const float *vc = v + 8 * c;
                 for (size_t j = 0; j < nbmax; j++) {
                     const __m256 vj = _mm256_loadu_ps(vc + j * ldv);
                     x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pbuf + j), vj, x0);
@@ -435,22 +485,38 @@ int vg_flash_ok(size_t hd)
 #endif
 }
 
-void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
-                   const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
-                   long p0, float *o, size_t ldo, float *scratch)
+static void flash_run(int level, const float *q, size_t ldq, const flash_kv *kv, size_t n,
+                      size_t ctx, size_t hd, float scale, long p0, float *o, size_t ldo,
+                      float *scratch)
 {
 #if defined(__x86_64__)
     if (level < 0)
         level = vg_isa_level();
     if (level >= VG_ISA_AVX512 && hd % 16 == 0 && hd > 0 && hd <= 256) {
-        flash_avx512(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+        flash_avx512(q, ldq, kv, n, ctx, hd, scale, p0, o, ldo, scratch);
         return;
     }
     if (level >= VG_ISA_AVX2 && hd % 8 == 0 && hd > 0 && hd <= 256) {
-        flash_avx2(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+        flash_avx2(q, ldq, kv, n, ctx, hd, scale, p0, o, ldo, scratch);
         return;
     }
 #endif
     (void)level;
-    flash_ref(q, ldq, k, ldk, v, ldv, n, ctx, hd, scale, p0, o, ldo, scratch);
+    flash_ref(q, ldq, kv, n, ctx, hd, scale, p0, o, ldo, scratch);
+}
+
+void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
+                   const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                   long p0, float *o, size_t ldo, float *scratch)
+{
+    const flash_kv kv = {.k = k, .v = v, .ldk = ldk, .ldv = ldv};
+    flash_run(level, q, ldq, &kv, n, ctx, hd, scale, p0, o, ldo, scratch);
+}
+
+void vg_flash_attn_bf16(int level, const float *q, size_t ldq, const uint16_t *k, size_t ldk,
+                        const uint16_t *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                        long p0, float *o, size_t ldo, float *scratch)
+{
+    const flash_kv kv = {.kb = k, .vb = v, .ldk = ldk, .ldv = ldv};
+    flash_run(level, q, ldq, &kv, n, ctx, hd, scale, p0, o, ldo, scratch);
 }

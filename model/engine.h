@@ -203,6 +203,11 @@ int vg_flash_ok(size_t hd);
 void vg_flash_attn(int level, const float *q, size_t ldq, const float *k, size_t ldk,
                    const float *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
                    long p0, float *o, size_t ldo, float *scratch);
+/* The same over bf16 keys and values (a bf16 KV cache), widened exactly a tile at a time: the
+ * result is vg_flash_attn's on the widened values, bit for bit. */
+void vg_flash_attn_bf16(int level, const float *q, size_t ldq, const uint16_t *k, size_t ldk,
+                        const uint16_t *v, size_t ldv, size_t n, size_t ctx, size_t hd, float scale,
+                        long p0, float *o, size_t ldo, float *scratch);
 
 /* ---- ops.c: dense kernels (float32). Any thread. ---- */
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */

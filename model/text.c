@@ -14,8 +14,9 @@
  * is one product over the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's
  * rows and the cached context (query rows split into blocks so the score matrix stays within
  * VG_SCORE_BUDGET floats), causal mask, float32 softmax; with a bf16 cache, prefills of at least
- * VG_DNNL_ATTN_MIN rows read it in place through oneDNN and shorter ones widen each KV head to
- * float32 first (so that a short prefill and decode see the same values). Decode (one token) uses
+ * VG_DNNL_ATTN_MIN rows read it in place through oneDNN and shorter ones run the flash kernel,
+ * which widens each tile of keys and values exactly (so that a short prefill and decode see the
+ * same values). Decode (one token) uses
  * sgemv for the projections and, per KV head, a streaming kernel for the query heads that share it
  * (K and V are read once, widened from bf16 in registers). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
  * vision pad token, in order.
@@ -42,8 +43,6 @@ struct vg_seq {
     size_t cap;     /* cache rows per head: max_tokens rounded up to 64 */
     size_t es;      /* bytes per cached element: 4 float32, 2 bf16 */
     void *kc, *vc;  /* [n_layers][n_kv_heads][cap][head_dim]: a head's rows contiguous */
-    float *wide;    /* short prefills over a bf16 cache: per slot, one KV head's K then V widened */
-    size_t wide_cap; /* floats */
     size_t rows;    /* scratch capacity in rows */
     float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
     float *sc;
@@ -173,7 +172,6 @@ void vg_seq_free(vg_seq *s)
         return;
     free(s->kc);
     free(s->vc);
-    free(s->wide);
     free(s->x);
     free(s->a);
     free(s->q);
@@ -355,80 +353,31 @@ static void decode_attn_task(void *arg, size_t j)
         vg_attn_mix(sc, grp, (const float *)s->vc + at, ctx, hd, s->o + j * grp * hd);
 }
 
-#define WIDE_SLOTS 64 /* pool participants that may widen a bf16 KV head at once */
-
 typedef struct prefill_attn_job {
     vg_seq *s;
     int l;
     size_t p0, n;
     float scale;
-    size_t slots; /* bf16 cache: widening slots in s->wide (2 * ctx * hd floats each) */
-    atomic_int busy[WIDE_SLOTS];
 } prefill_attn_job;
 
-/* Causal flash attention of query head h for the n new rows (cache positions p0..) over float32
- * keys and values of ctx = p0 + n rows. */
-static void prefill_flash(const prefill_attn_job *a, size_t h, const float *K, const float *V)
-{
-    vg_seq *s = a->s;
-    const vg_model_info *in = &s->m->info;
-    const size_t hd = (size_t)in->head_dim, QD = (size_t)in->n_heads * hd;
-    vg_flash_attn(-1, s->q + h * hd, QD, K, hd, V, hd, a->n, a->p0 + a->n, hd, a->scale,
-                  (long)a->p0, s->o + h * hd, QD, s->sc + h * vg_flash_scratch_floats(a->n, hd));
-}
-
-/* Float32 cache: query head h over its KV head in place. */
+/* Causal flash attention of query head h for the n new rows (cache positions p0..) over the
+ * ctx = p0 + n cached rows of its KV head, float32 or bf16 (widened a tile at a time). */
 static void prefill_attn_task(void *arg, size_t h)
 {
     const prefill_attn_job *a = arg;
     vg_seq *s = a->s;
     const vg_model_info *in = &s->m->info;
+    const size_t hd = (size_t)in->head_dim, QD = (size_t)in->n_heads * hd;
     const size_t at = kv_at(s, a->l, h / (size_t)(in->n_heads / in->n_kv_heads), 0);
-    prefill_flash(a, h, (const float *)s->kc + at, (const float *)s->vc + at);
-}
-
-/* KV head j's ctx cached rows of K and V widened from bf16 into K and V. */
-static void widen_head(const vg_seq *s, int l, size_t j, size_t ctx, float *K, float *V)
-{
-    const size_t at = kv_at(s, l, j, 0), n = ctx * (size_t)s->m->info.head_dim;
-    vg_from_bf16((const uint16_t *)s->kc + at, n, K);
-    vg_from_bf16((const uint16_t *)s->vc + at, n, V);
-}
-
-/* bf16 cache: KV head j widened into a free slot, then its query heads. */
-static void prefill_attn_wide_task(void *arg, size_t j)
-{
-    prefill_attn_job *a = arg;
-    vg_seq *s = a->s;
-    const vg_model_info *in = &s->m->info;
-    const size_t grp = (size_t)(in->n_heads / in->n_kv_heads), ctx = a->p0 + a->n;
-    const size_t per = 2 * ctx * (size_t)in->head_dim;
-    size_t slot = 0;
-    for (;; slot = (slot + 1) % a->slots) {
-        int expect = 0;
-        if (atomic_compare_exchange_strong(&a->busy[slot], &expect, 1))
-            break;
-    }
-    float *K = s->wide + slot * per, *V = K + per / 2;
-    widen_head(s, a->l, j, ctx, K, V);
-    for (size_t h = j * grp; h < (j + 1) * grp; h++)
-        prefill_flash(a, h, K, V);
-    atomic_store(&a->busy[slot], 0);
-}
-
-/* Room for slots widened KV heads of ctx rows. */
-static int ensure_wide(vg_seq *s, size_t slots, size_t ctx)
-{
-    size_t need = slots * 2 * ctx * (size_t)s->m->info.head_dim;
-    if (need <= s->wide_cap)
-        return 0;
-    float *p = malloc(need * sizeof(float));
-    if (!p)
-        return VG_ENOMEM;
-    free(s->wide);
-    s->wide = p;
-    s->wide_cap = need;
-    return 0;
+    float *scr = s->sc + h * vg_flash_scratch_floats(a->n, hd);
+    if (s->es == 2)
+        vg_flash_attn_bf16(-1, s->q + h * hd, QD, (const uint16_t *)s->kc + at, hd,
+                           (const uint16_t *)s->vc + at, hd, a->n, a->p0 + a->n, hd, a->scale,
+                           (long)a->p0, s->o + h * hd, QD, scr);
+    else
+        vg_flash_attn(-1, s->q + h * hd, QD, (const float *)s->kc + at, hd,
+                      (const float *)s->vc + at, hd, a->n, a->p0 + a->n, hd, a->scale,
+                      (long)a->p0, s->o + h * hd, QD, scr);
 }
 
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
@@ -482,30 +431,16 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
         if (vg_dnnl_attn(s->m, &aa) == 0)
             return 0;
     }
-    if (vg_flash_ok(hd)) { /* fused causal attention, the heads split across the pool */
+    /* fused causal attention, the query heads split across the pool (a bf16 cache at any level:
+     * the portable flash kernel where no vector one runs) */
+    if (vg_flash_ok(hd) || b16) {
         prefill_attn_job job = {.s = s, .l = l, .p0 = p0, .n = n, .scale = scale};
-        if (!b16) {
-            vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
-            return 0;
-        }
-        job.slots = (size_t)VG_MIN(vg_pool_threads(s->m->tpool), WIDE_SLOTS);
-        if (ensure_wide(s, job.slots, ctx_max) < 0)
-            return VG_ENOMEM;
-        for (size_t k = 0; k < WIDE_SLOTS; k++)
-            atomic_init(&job.busy[k], 0);
-        vg_pool_run(s->m->tpool, Hkv, prefill_attn_wide_task, &job);
+        vg_pool_run(s->m->tpool, Hq, prefill_attn_task, &job);
         return 0;
     }
-    if (b16 && ensure_wide(s, 1, ctx_max) < 0)
-        return VG_ENOMEM;
     for (size_t j = 0; j < Hkv; j++) {
         const size_t at = kv_at(s, l, j, 0);
         const float *Kh = (const float *)s->kc + at, *Vh = (const float *)s->vc + at;
-        if (b16) {
-            widen_head(s, l, j, ctx_max, s->wide, s->wide + ctx_max * hd);
-            Kh = s->wide;
-            Vh = s->wide + ctx_max * hd;
-        }
         for (size_t h = j * grp; h < (j + 1) * grp; h++) {
             for (size_t i0 = 0; i0 < n; i0 += rb) {
                 size_t r = VG_MIN(rb, n - i0), ctx = p0 + i0 + r;

@@ -454,6 +454,27 @@ static void check_flash(size_t n, size_t ctx, size_t hd, long p0, float amp)
             for (size_t d = hd; d < ld; d++) /* the gap between rows is not written */
                 assert_true(o[i * ld + d] == 777.0f);
         }
+        /* bf16 keys and values (a bf16 KV cache): exactly the float32 kernel on the widened
+         * values, at this level */
+        uint16_t *kb = malloc(ctx * ld * 2), *vb = malloc(ctx * ld * 2);
+        float *kw = malloc(ctx * ld * sizeof(float)), *vw = malloc(ctx * ld * sizeof(float));
+        float *o2 = malloc(n * ld * sizeof(float));
+        vg_to_bf16(k, ctx * ld, kb);
+        vg_to_bf16(v, ctx * ld, vb);
+        vg_from_bf16(kb, ctx * ld, kw);
+        vg_from_bf16(vb, ctx * ld, vw);
+        vg_flash_attn(lvl, q, ld, kw, ld, vw, ld, n, ctx, hd, scale, p0, o, ld, scr);
+        memcpy(o2, o, n * ld * sizeof(float));
+        vg_flash_attn_bf16(lvl, q, ld, kb, ld, vb, ld, n, ctx, hd, scale, p0, o2, ld, scr);
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(o + i * ld, o2 + i * ld, hd * sizeof(float)) != 0)
+                fail_msg("flash bf16 %s n %zu ctx %zu hd %zu p0 %ld: row %zu differs", vg_isa_name(lvl),
+                         n, ctx, hd, p0, i);
+        free(kb);
+        free(vb);
+        free(kw);
+        free(vw);
+        free(o2);
     }
     free(q);
     free(k);
