@@ -185,6 +185,10 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a);
 /* Query rows from which the engine uses vg_dnnl_attn: below, the fused float32 kernel is as fast
  * (the bf16 tiles are mostly padding) and exact. */
 #define VG_DNNL_ATTN_MIN 128
+/* The same over a bf16 KV cache, read in place: from 32 rows oneDNN is faster than the flash kernel
+ * (bench_stream, 2B q8_0, 2 threads: a 64-row pair's prefill after 2,270 cached tokens 1053 -> 732
+ * ms). */
+#define VG_DNNL_ATTN_MIN_KV16 32
 
 /* Benchmarks only: GFLOP/s of a oneDNN matmul [M][K] x [K][N] -> float32 with prepacked weights,
  * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up;

@@ -13,12 +13,12 @@
  * chunk unpacks each text matrix for oneDNN once, so a 1k prompt pays that once): every projection
  * is one product over the chunk; attention is per head, Q_h K^T and P V as sgemms over the chunk's
  * rows and the cached context (query rows split into blocks so the score matrix stays within
- * VG_SCORE_BUDGET floats), causal mask, float32 softmax; with a bf16 cache, prefills of at least
- * VG_DNNL_ATTN_MIN rows read it in place through oneDNN and shorter ones run the flash kernel,
- * which widens each tile of keys and values exactly (so that a short prefill and decode see the
- * same values). Decode (one token) uses
- * sgemv for the projections and, per KV head, a streaming kernel for the query heads that share it
- * (K and V are read once, widened from bf16 in registers). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
+ * VG_SCORE_BUDGET floats), causal mask, float32 softmax. With a bf16 cache, prefills of at least
+ * VG_DNNL_ATTN_MIN_KV16 rows read it in place through oneDNN, and shorter ones run the flash
+ * kernel, which widens each tile of keys and values exactly (so that a short prefill and decode see
+ * the same values). Decode (one token) uses sgemv for the projections and, per KV head, a
+ * streaming kernel for the query heads that share it (K and V are read once, widened from bf16 in
+ * registers). DeepStack features are added after layers 0..n_deepstack-1 at the rows whose id is a
  * vision pad token, in order.
  *
  * On any error (bad input, cancellation) the sequence keeps exactly the tokens it had before the
@@ -405,7 +405,9 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
                     &job);
         return 0;
     }
-    if (n >= VG_DNNL_ATTN_MIN) { /* bf16 products through oneDNN (lossy weight types) */
+    /* bf16 products through oneDNN (lossy weight types); over a bf16 cache from fewer rows, as
+     * no copy of K and V is made then */
+    if (n >= (b16 ? VG_DNNL_ATTN_MIN_KV16 : VG_DNNL_ATTN_MIN)) {
         const size_t kv0 = kv_at(s, l, 0, 0);
         vg_attn_args aa = {.q = s->q,
                            .k = b16 ? NULL : (const float *)s->kc + kv0,

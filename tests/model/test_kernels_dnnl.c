@@ -4,7 +4,8 @@
  * checkpoint loaded with bf16 weights and 2 threads (the pool splits the heads). Shapes: the
  * vision tower's full attention over interleaved q/k/v rows, and causal prefill chunks after a
  * cached prefix with grouped KV heads in the KV cache's layout (rows and keys not multiples of the
- * padding). Skipped without ../shared, without oneDNN or below the AVX-512 level.
+ * padding), and over a bf16 KV cache read in place (bit for bit the float32 path on the same
+ * values). Skipped without ../shared, without oneDNN or below the AVX-512 level.
  */
 #include "engine.h"
 
@@ -106,6 +107,38 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
     if (worst > 5e-3 || sum / (double)(n * QD) > 5e-4)
         fail_msg("attention n %zu p0 %ld heads %zu/%zu dh %zu: max %g, mean %g", n, p0, heads, kv,
                  dh, worst, sum / (double)(n * QD));
+    if (!full) {
+        /* a bf16 KV cache read in place (rows past ctx up to the 64-row padding zero): exactly the
+         * float32 path given the same (widened) keys and values, which it rounds to bf16 itself */
+        const size_t cap64 = (ctx + 63) & ~(size_t)63;
+        uint16_t *kb = calloc(kv * cap64 * dh, 2), *vb = calloc(kv * cap64 * dh, 2);
+        float *kw = calloc(kv * cap64 * dh, sizeof(float)), *vw = calloc(kv * cap64 * dh, 4);
+        float *o2 = malloc(n * QD * sizeof(float));
+        assert_non_null(kb && vb && kw && vw && o2);
+        for (size_t h = 0; h < kv; h++) {
+            vg_to_bf16(kc + h * cap * dh, ctx * dh, kb + h * cap64 * dh);
+            vg_to_bf16(vc + h * cap * dh, ctx * dh, vb + h * cap64 * dh);
+        }
+        vg_from_bf16(kb, kv * cap64 * dh, kw);
+        vg_from_bf16(vb, kv * cap64 * dh, vw);
+        vg_attn_args b = a;
+        b.k = kw;
+        b.v = vw;
+        b.k_hs = b.v_hs = cap64 * dh;
+        assert_int_equal(vg_dnnl_attn(m, &b), 0);
+        b.k = b.v = NULL;
+        b.kb = kb;
+        b.vb = vb;
+        b.o = o2;
+        memset(o2, 0xff, n * QD * sizeof(float));
+        assert_int_equal(vg_dnnl_attn(m, &b), 0);
+        assert_memory_equal(o, o2, n * QD * sizeof(float));
+        free(kb);
+        free(vb);
+        free(kw);
+        free(vw);
+        free(o2);
+    }
     free(qkv);
     free(kc);
     free(vc);
@@ -127,6 +160,7 @@ static void test_attention(void **state)
     check(m, 130, 70, 4, 2, 128); /* causal after a cached prefix, grouped KV heads */
     check(m, 64, 0, 2, 1, 128);   /* causal from the start */
     check(m, 1, 40, 2, 2, 32);    /* one row */
+    check(m, 40, 1000, 4, 2, 128); /* a stream's pair after a long cache (bf16 cache from 32 rows) */
     vg_model_free(m);
 }
 
