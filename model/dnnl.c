@@ -165,19 +165,6 @@ void vg_dnnl_destroy(vg_dnnl *d)
     free(d);
 }
 
-/* Round to nearest even, 32 values per step with AVX512-BF16 (the level oneDNN runs at). */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-to_bf16(const float *x, size_t n, uint16_t *out)
-{
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
-        _mm512_storeu_si512((void *)(out + i), (__m512i)v);
-    }
-    for (; i < n; i++)
-        out[i] = vg_f32_to_bf16(x[i]);
-}
-
 /* The primitive of dm for blocks of M rows (M a multiple of 8, <= VG_DNNL_MAX_M), made on first
  * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
  * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
@@ -652,7 +639,7 @@ static void block_task(void *arg, size_t i)
             ok = dnnl_memory_set_data_handle(ms, (void *)(uintptr_t)(j->xb + i0 * K)) ==
                  dnnl_success;
         } else {
-            to_bf16(j->x + i0 * K, r * K, xb);
+            vg_to_bf16(j->x + i0 * K, r * K, xb);
             if (r < M)
                 memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
         }
@@ -712,7 +699,7 @@ static void xcvt_range(void *c, size_t r0, size_t r1)
     const xcvt_job *j = c;
     for (size_t r = r0; r < r1; r++)
         if (r < j->n)
-            to_bf16(j->x + r * j->K, j->K, j->xb + r * j->K);
+            vg_to_bf16(j->x + r * j->K, j->K, j->xb + r * j->K);
         else
             memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
 }
@@ -935,7 +922,7 @@ static void attn_cvt_range(void *c, size_t r0, size_t r1)
             dst = j->vb + (u - nq - nk) * dh;
         }
         if (i < lim)
-            to_bf16(src, dh, dst);
+            vg_to_bf16(src, dh, dst);
         else
             memset(dst, 0, dh * sizeof(uint16_t));
     }

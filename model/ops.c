@@ -320,102 +320,7 @@ void vg_softmax(float *x, size_t n)
         x[i] *= inv;
 }
 
-/* Decode attention, AVX-512 (hd a multiple of 16): each cached key row is read once for the grp
- * query heads sharing it, two accumulators per head. */
-AVX512 static void attn_scores_avx512(const float *q, size_t grp, const float *k, size_t ctx,
-                                      size_t hd, float scale, float *scores)
-{
-    for (size_t t = 0; t < ctx; t++) {
-        const float *kr = k + t * hd;
-        for (size_t g = 0; g < grp; g++) {
-            const float *qr = q + g * hd;
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            size_t j = 0;
-            for (; j + 32 <= hd; j += 32) {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), _mm512_loadu_ps(kr + j), a0);
-                a1 =
-                    _mm512_fmadd_ps(_mm512_loadu_ps(qr + j + 16), _mm512_loadu_ps(kr + j + 16), a1);
-            }
-            if (j < hd)
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), _mm512_loadu_ps(kr + j), a0);
-            scores[g * ctx + t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
-        }
-    }
-}
-
-/* out[g][:] = sum_t p[g][t] v[t][:] in column chunks of 64 held in registers (grp <= 4, hd a
- * multiple of 64): each value row is read once. */
-AVX512 static void attn_mix_avx512(const float *p, size_t grp, const float *v, size_t ctx,
-                                   size_t hd, float *out)
-{
-    for (size_t c = 0; c < hd; c += 64) {
-        __m512 acc[4][4];
-        for (size_t g = 0; g < 4; g++)
-            for (int u = 0; u < 4; u++)
-                acc[g][u] = _mm512_setzero_ps();
-        for (size_t t = 0; t < ctx; t++) {
-            const float *vr = v + t * hd + c;
-            const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
-            const __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
-            for (size_t g = 0; g < grp; g++) {
-                const __m512 w = _mm512_set1_ps(p[g * ctx + t]);
-                acc[g][0] = _mm512_fmadd_ps(w, v0, acc[g][0]);
-                acc[g][1] = _mm512_fmadd_ps(w, v1, acc[g][1]);
-                acc[g][2] = _mm512_fmadd_ps(w, v2, acc[g][2]);
-                acc[g][3] = _mm512_fmadd_ps(w, v3, acc[g][3]);
-            }
-        }
-        for (size_t g = 0; g < grp; g++)
-            for (int u = 0; u < 4; u++)
-                _mm512_storeu_ps(out + g * hd + c + 16 * (size_t)u, acc[g][u]);
-    }
-}
-
-void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
-                    float *scores)
-{
-    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0) {
-        attn_scores_avx512(q, grp, k, ctx, hd, scale, scores);
-        return;
-    }
-    for (size_t t = 0; t < ctx; t++) {
-        const float *kr = k + t * hd;
-        for (size_t g = 0; g < grp; g++) {
-            const float *qr = q + g * hd;
-            v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
-            size_t j = 0;
-            for (; j + 4 <= hd; j += 4)
-                acc += load4(qr + j) * load4(kr + j);
-            float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-            for (; j < hd; j++)
-                sum += qr[j] * kr[j];
-            scores[g * ctx + t] = sum * scale;
-        }
-    }
-}
-
-void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out)
-{
-    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0) {
-        attn_mix_avx512(p, grp, v, ctx, hd, out);
-        return;
-    }
-    memset(out, 0, grp * hd * sizeof(float));
-    for (size_t t = 0; t < ctx; t++) {
-        const float *vr = v + t * hd;
-        for (size_t g = 0; g < grp; g++) {
-            const float w = p[g * ctx + t];
-            float *o = out + g * hd;
-            size_t j = 0;
-            for (; j + 4 <= hd; j += 4)
-                store4(o + j, load4(o + j) + w * load4(vr + j));
-            for (; j < hd; j++)
-                o[j] += w * vr[j];
-        }
-    }
-}
-
-/* ---- decode attention over a bf16 KV head ---- */
+/* ---- decode attention over one KV head, float32 or bf16 rows ---- */
 
 static inline float bf16_f32(uint16_t v)
 {
@@ -425,35 +330,56 @@ static inline float bf16_f32(uint16_t v)
     return f;
 }
 
-/* 16 bf16 values widened to float32 exactly. */
-AVX512 static inline __m512 load_bf16x16(const uint16_t *p)
+/* Element i of a cached row: float32, or bf16 (b16) widened exactly. The kernels below take b16 as
+ * a constant from their two wrappers, so each is compiled twice without a branch inside. */
+static inline float kv_elem(const void *row, size_t i, int b16)
 {
-    return _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    return b16 ? bf16_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
 }
 
-AVX512 static void attn_scores_bf16_avx512(const float *q, size_t grp, const uint16_t *k,
-                                           size_t ctx, size_t hd, float scale, float *scores)
+static inline const void *kv_row(const void *base, size_t t, size_t hd, int b16)
+{
+    return (const unsigned char *)base + t * hd * (b16 ? 2 : 4);
+}
+
+/* 16 elements of a cached row from element i. */
+AVX512 static inline __m512 kv_load16(const void *row, size_t i, int b16)
+{
+    if (b16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i))),
+            16));
+    return _mm512_loadu_ps((const float *)row + i);
+}
+
+/* AVX-512 (hd a multiple of 16): each cached key row is read once for the grp query heads sharing
+ * it, two accumulators per head. */
+AVX512 __attribute__((always_inline)) static inline void
+attn_scores_avx512(const float *q, size_t grp, const void *k, size_t ctx, size_t hd, float scale,
+                   float *scores, int b16)
 {
     for (size_t t = 0; t < ctx; t++) {
-        const uint16_t *kr = k + t * hd;
+        const void *kr = kv_row(k, t, hd, b16);
         for (size_t g = 0; g < grp; g++) {
             const float *qr = q + g * hd;
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
             size_t j = 0;
             for (; j + 32 <= hd; j += 32) {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), load_bf16x16(kr + j), a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j + 16), load_bf16x16(kr + j + 16), a1);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), kv_load16(kr, j, b16), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j + 16), kv_load16(kr, j + 16, b16), a1);
             }
             if (j < hd)
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), load_bf16x16(kr + j), a0);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr + j), kv_load16(kr, j, b16), a0);
             scores[g * ctx + t] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;
         }
     }
 }
 
-AVX512 static void attn_mix_bf16_avx512(const float *p, size_t grp, const uint16_t *v, size_t ctx,
-                                        size_t hd, float *out)
+/* out[g][:] = sum_t p[g][t] v[t][:] in column chunks of 64 held in registers (grp <= 4, hd a
+ * multiple of 64): each value row is read once. */
+AVX512 __attribute__((always_inline)) static inline void
+attn_mix_avx512(const float *p, size_t grp, const void *v, size_t ctx, size_t hd, float *out,
+                int b16)
 {
     for (size_t c = 0; c < hd; c += 64) {
         __m512 acc[4][4];
@@ -461,9 +387,9 @@ AVX512 static void attn_mix_bf16_avx512(const float *p, size_t grp, const uint16
             for (int u = 0; u < 4; u++)
                 acc[g][u] = _mm512_setzero_ps();
         for (size_t t = 0; t < ctx; t++) {
-            const uint16_t *vr = v + t * hd + c;
-            const __m512 v0 = load_bf16x16(vr), v1 = load_bf16x16(vr + 16);
-            const __m512 v2 = load_bf16x16(vr + 32), v3 = load_bf16x16(vr + 48);
+            const void *vr = kv_row(v, t, hd, b16);
+            const __m512 v0 = kv_load16(vr, c, b16), v1 = kv_load16(vr, c + 16, b16);
+            const __m512 v2 = kv_load16(vr, c + 32, b16), v3 = kv_load16(vr, c + 48, b16);
             for (size_t g = 0; g < grp; g++) {
                 const __m512 w = _mm512_set1_ps(p[g * ctx + t]);
                 acc[g][0] = _mm512_fmadd_ps(w, v0, acc[g][0]);
@@ -478,58 +404,113 @@ AVX512 static void attn_mix_bf16_avx512(const float *p, size_t grp, const uint16
     }
 }
 
-/* The portable forms are vg_attn_scores' and vg_attn_mix's on the widened values, operation for
- * operation, so that a bf16 cache gives at each level what a float32 cache holding the same values
- * gives (test_ops checks this bit for bit). */
-void vg_attn_scores_bf16(const float *q, size_t grp, const uint16_t *k, size_t ctx, size_t hd,
-                         float scale, float *scores)
+/* The portable forms: four lanes, the same for both element types. */
+__attribute__((always_inline)) static inline void attn_scores_port(const float *q, size_t grp,
+                                                                   const void *k, size_t ctx,
+                                                                   size_t hd, float scale,
+                                                                   float *scores, int b16)
 {
-    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0) {
-        attn_scores_bf16_avx512(q, grp, k, ctx, hd, scale, scores);
-        return;
-    }
     for (size_t t = 0; t < ctx; t++) {
-        const uint16_t *kr = k + t * hd;
+        const void *kr = kv_row(k, t, hd, b16);
         for (size_t g = 0; g < grp; g++) {
             const float *qr = q + g * hd;
             v4f acc = {0.0f, 0.0f, 0.0f, 0.0f};
             size_t j = 0;
             for (; j + 4 <= hd; j += 4) {
-                v4f kv = {bf16_f32(kr[j]), bf16_f32(kr[j + 1]), bf16_f32(kr[j + 2]),
-                          bf16_f32(kr[j + 3])};
+                v4f kv = {kv_elem(kr, j, b16), kv_elem(kr, j + 1, b16), kv_elem(kr, j + 2, b16),
+                          kv_elem(kr, j + 3, b16)};
                 acc += load4(qr + j) * kv;
             }
             float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
             for (; j < hd; j++)
-                sum += qr[j] * bf16_f32(kr[j]);
+                sum += qr[j] * kv_elem(kr, j, b16);
             scores[g * ctx + t] = sum * scale;
         }
     }
 }
 
-void vg_attn_mix_bf16(const float *p, size_t grp, const uint16_t *v, size_t ctx, size_t hd,
-                      float *out)
+__attribute__((always_inline)) static inline void attn_mix_port(const float *p, size_t grp,
+                                                                const void *v, size_t ctx,
+                                                                size_t hd, float *out, int b16)
 {
-    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0) {
-        attn_mix_bf16_avx512(p, grp, v, ctx, hd, out);
-        return;
-    }
     memset(out, 0, grp * hd * sizeof(float));
     for (size_t t = 0; t < ctx; t++) {
-        const uint16_t *vr = v + t * hd;
+        const void *vr = kv_row(v, t, hd, b16);
         for (size_t g = 0; g < grp; g++) {
             const float w = p[g * ctx + t];
             float *o = out + g * hd;
             size_t j = 0;
             for (; j + 4 <= hd; j += 4) {
-                v4f vv = {bf16_f32(vr[j]), bf16_f32(vr[j + 1]), bf16_f32(vr[j + 2]),
-                          bf16_f32(vr[j + 3])};
+                v4f vv = {kv_elem(vr, j, b16), kv_elem(vr, j + 1, b16), kv_elem(vr, j + 2, b16),
+                          kv_elem(vr, j + 3, b16)};
                 store4(o + j, load4(o + j) + w * vv);
             }
             for (; j < hd; j++)
-                o[j] += w * bf16_f32(vr[j]);
+                o[j] += w * kv_elem(vr, j, b16);
         }
     }
+}
+
+AVX512 static void attn_scores_f32_avx512(const float *q, size_t grp, const void *k, size_t ctx,
+                                          size_t hd, float scale, float *scores)
+{
+    attn_scores_avx512(q, grp, k, ctx, hd, scale, scores, 0);
+}
+
+AVX512 static void attn_scores_b16_avx512(const float *q, size_t grp, const void *k, size_t ctx,
+                                          size_t hd, float scale, float *scores)
+{
+    attn_scores_avx512(q, grp, k, ctx, hd, scale, scores, 1);
+}
+
+AVX512 static void attn_mix_f32_avx512(const float *p, size_t grp, const void *v, size_t ctx,
+                                       size_t hd, float *out)
+{
+    attn_mix_avx512(p, grp, v, ctx, hd, out, 0);
+}
+
+AVX512 static void attn_mix_b16_avx512(const float *p, size_t grp, const void *v, size_t ctx,
+                                       size_t hd, float *out)
+{
+    attn_mix_avx512(p, grp, v, ctx, hd, out, 1);
+}
+
+void vg_attn_scores(const float *q, size_t grp, const float *k, size_t ctx, size_t hd, float scale,
+                    float *scores)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0)
+        attn_scores_f32_avx512(q, grp, k, ctx, hd, scale, scores);
+    else
+        attn_scores_port(q, grp, k, ctx, hd, scale, scores, 0);
+}
+
+void vg_attn_mix(const float *p, size_t grp, const float *v, size_t ctx, size_t hd, float *out)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0)
+        attn_mix_f32_avx512(p, grp, v, ctx, hd, out);
+    else
+        attn_mix_port(p, grp, v, ctx, hd, out, 0);
+}
+
+/* The bf16 forms are the float32 ones on the widened values, operation for operation, so that a
+ * bf16 cache gives at each level what a float32 cache holding the same values gives (test_ops
+ * checks this bit for bit). */
+void vg_attn_scores_bf16(const float *q, size_t grp, const uint16_t *k, size_t ctx, size_t hd,
+                         float scale, float *scores)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && hd % 16 == 0)
+        attn_scores_b16_avx512(q, grp, k, ctx, hd, scale, scores);
+    else
+        attn_scores_port(q, grp, k, ctx, hd, scale, scores, 1);
+}
+
+void vg_attn_mix_bf16(const float *p, size_t grp, const uint16_t *v, size_t ctx, size_t hd,
+                      float *out)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512 && grp <= 4 && hd % 64 == 0)
+        attn_mix_b16_avx512(p, grp, v, ctx, hd, out);
+    else
+        attn_mix_port(p, grp, v, ctx, hd, out, 1);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
@@ -558,7 +539,7 @@ AVX512 static void from_bf16_avx512(const uint16_t *x, size_t n, float *out)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(out + i, load_bf16x16(x + i));
+        _mm512_storeu_ps(out + i, kv_load16(x, i, 1));
     for (; i < n; i++)
         out[i] = bf16_f32(x[i]);
 }

@@ -282,7 +282,8 @@ static void test_ops(void **state)
                         }
                         assert_true(fabs(o[g * hd + j] - ref) <= 1e-6 * mag + 1e-30);
                     }
-                /* the same over a bf16 KV head: against float64 of the widened values */
+                /* the same over a bf16 KV head: bit for bit what the float32 kernels (checked
+                 * above) give on the widened values */
                 uint16_t *kb = malloc(ctx * hd * 2), *vb = malloc(ctx * hd * 2);
                 vg_to_bf16(k, ctx * hd, kb);
                 vg_to_bf16(v, ctx * hd, vb);
@@ -292,35 +293,16 @@ static void test_ops(void **state)
                 vg_from_bf16(vb, ctx * hd, v);
                 for (size_t i = 0; i < ctx * hd; i++)
                     assert_int_equal(vg_f32_to_bf16(k[i]), kb[i]);
-                float *sc2 = malloc(grp * ctx * sizeof(float));
+                float *sc2 = malloc(grp * ctx * sizeof(float)), *sc3 = malloc(grp * ctx * 4);
+                float *o3 = malloc(grp * hd * sizeof(float));
                 vg_attn_scores_bf16(q, grp, kb, ctx, hd, 0.125f, sc2);
-                for (size_t g = 0; g < grp; g++)
-                    for (size_t t = 0; t < ctx; t++) {
-                        double ref = 0, mag = 0;
-                        for (size_t j = 0; j < hd; j++) {
-                            ref += (double)q[g * hd + j] * k[t * hd + j];
-                            mag += fabs((double)q[g * hd + j] * k[t * hd + j]);
-                        }
-                        assert_true(fabs(sc2[g * ctx + t] - 0.125 * ref) <= 1e-6 * 0.125 * mag);
-                    }
-                /* bit for bit what the float32 kernels give on the widened values */
-                float *sc3 = malloc(grp * ctx * sizeof(float)), *o3 = malloc(grp * hd * sizeof(float));
                 vg_attn_scores(q, grp, k, ctx, hd, 0.125f, sc3);
                 assert_memory_equal(sc2, sc3, grp * ctx * sizeof(float));
-                vg_attn_mix(sc, grp, v, ctx, hd, o3);
                 vg_attn_mix_bf16(sc, grp, vb, ctx, hd, o);
+                vg_attn_mix(sc, grp, v, ctx, hd, o3);
                 assert_memory_equal(o, o3, grp * hd * sizeof(float));
                 free(sc3);
                 free(o3);
-                for (size_t g = 0; g < grp; g++)
-                    for (size_t j = 0; j < hd; j++) {
-                        double ref = 0, mag = 0;
-                        for (size_t t = 0; t < ctx; t++) {
-                            ref += (double)sc[g * ctx + t] * v[t * hd + j];
-                            mag += fabs((double)sc[g * ctx + t] * v[t * hd + j]);
-                        }
-                        assert_true(fabs(o[g * hd + j] - ref) <= 1e-6 * mag + 1e-30);
-                    }
                 free(kb);
                 free(vb);
                 free(sc2);
