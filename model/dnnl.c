@@ -35,7 +35,6 @@
 #include "quant.h"
 #include "simd_x86.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -687,7 +686,8 @@ static void widen_task(void *arg, size_t i)
             (uint16_t *)(void *)(j->out + g * gb));
 }
 
-/* Rows [r0, r1) of x to bf16 in xb, zero rows up to `to`. */
+/* x converted to bf16 once for every slab: rows [r0, r1) of xb, zero past x's n rows (the last
+ * block's padding). */
 typedef struct xcvt_job {
     const float *x;
     uint16_t *xb;
