@@ -146,10 +146,9 @@ static void flash_k_tile(const flash_kv *kv, size_t kb, size_t bc, size_t hd, fl
     const size_t ldk = kv->ldk;
     for (size_t d = 0; d < hd; d++)
         for (size_t j = 0; j < VG_FLASH_BC; j++)
-            kt[d * VG_FLASH_BC + j] =
-                j >= bc  ? 0.0f
-                : kv->kb ? scale * bf16_f32(kv->kb[(kb + j) * ldk + d])
-                         : scale * kv->k[(kb + j) * ldk + d];
+            kt[d * VG_FLASH_BC + j] = j >= bc  ? 0.0f
+                                      : kv->kb ? scale * bf16_f32(kv->kb[(kb + j) * ldk + d])
+                                               : scale * kv->k[(kb + j) * ldk + d];
 }
 
 /* Query rows i0..i0+3 (a missing row repeats the last real one and is not written) in rr, the

@@ -680,10 +680,10 @@ static void widen_task(void *arg, size_t i)
     const widen_job *j = arg;
     const size_t gb = vg_pack_group_bytes_bf16(j->w->cols);
     for (size_t g = j->groups * i / j->parts; g < j->groups * (i + 1) / j->parts; g++)
-        vg_kq_group_to_bf16_level(
-            vg_isa_level(), j->w->gtype,
-            (const unsigned char *)j->w->p + (j->g_first + g) * j->w->group_bytes, j->w->cols,
-            (uint16_t *)(void *)(j->out + g * gb));
+        vg_kq_group_to_bf16_level(vg_isa_level(), j->w->gtype,
+                                  (const unsigned char *)j->w->p +
+                                      (j->g_first + g) * j->w->group_bytes,
+                                  j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
 }
 
 /* x converted to bf16 once for every slab: rows [r0, r1) of xb, zero past x's n rows (the last

@@ -257,7 +257,8 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     m->info.weight_type = m->wtype;
     {
         /* bf16 keys and values with the lossy weight types: half the cache memory and the bytes a
-         * decode step reads; their prefill attention through oneDNN rounds K and V to bf16 anyway */
+         * decode step reads; their prefill attention through oneDNN rounds K and V to bf16 anyway
+         */
         const char *kv = getenv("VG_KV_TYPE");
         m->info.kv_bytes = m->wtype != VG_WEIGHTS_F32 && !(kv && strcmp(kv, "f32") == 0) ? 2 : 4;
     }

@@ -168,7 +168,7 @@ typedef struct vg_model_info {
     int kv_bytes; /* bytes per cached key or value element: 4 (float32) with float32 weights, 2
                      (bf16) with the lossy types; the environment variable VG_KV_TYPE=f32 keeps
                      float32 for them */
-    char isa[16];             /* kernel level in use: "avx512", "avx2" or "scalar" */
+    char isa[16]; /* kernel level in use: "avx512", "avx2" or "scalar" */
 } vg_model_info;
 
 /* Loads the checkpoint in dir. Every header, offset, dtype and shape is checked against the files

@@ -377,9 +377,10 @@ attn_scores_avx512(const float *q, size_t grp, const void *k, size_t ctx, size_t
 
 /* out[g][:] = sum_t p[g][t] v[t][:] in column chunks of 64 held in registers (grp <= 4, hd a
  * multiple of 64): each value row is read once. */
-AVX512 __attribute__((always_inline)) static inline void
-attn_mix_avx512(const float *p, size_t grp, const void *v, size_t ctx, size_t hd, float *out,
-                int b16)
+AVX512 __attribute__((always_inline)) static inline void attn_mix_avx512(const float *p, size_t grp,
+                                                                         const void *v, size_t ctx,
+                                                                         size_t hd, float *out,
+                                                                         int b16)
 {
     for (size_t c = 0; c < hd; c += 64) {
         __m512 acc[4][4];
@@ -429,9 +430,8 @@ __attribute__((always_inline)) static inline void attn_scores_port(const float *
     }
 }
 
-__attribute__((always_inline)) static inline void attn_mix_port(const float *p, size_t grp,
-                                                                const void *v, size_t ctx,
-                                                                size_t hd, float *out, int b16)
+__attribute__((always_inline)) static inline void
+attn_mix_port(const float *p, size_t grp, const void *v, size_t ctx, size_t hd, float *out, int b16)
 {
     memset(out, 0, grp * hd * sizeof(float));
     for (size_t t = 0; t < ctx; t++) {

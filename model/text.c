@@ -40,10 +40,10 @@
 struct vg_seq {
     vg_model *m;
     size_t max_tokens, len;
-    size_t cap;     /* cache rows per head: max_tokens rounded up to 64 */
-    size_t es;      /* bytes per cached element: 4 float32, 2 bf16 */
-    void *kc, *vc;  /* [n_layers][n_kv_heads][cap][head_dim]: a head's rows contiguous */
-    size_t rows;    /* scratch capacity in rows */
+    size_t cap;    /* cache rows per head: max_tokens rounded up to 64 */
+    size_t es;     /* bytes per cached element: 4 float32, 2 bf16 */
+    void *kc, *vc; /* [n_layers][n_kv_heads][cap][head_dim]: a head's rows contiguous */
+    size_t rows;   /* scratch capacity in rows */
     float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
     float *sc;
     size_t sc_cap;
@@ -211,8 +211,8 @@ int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
     for (int l = 0; l < in->n_layers; l++) {
         for (size_t i = 0; i < n * kvd; i++) {
             size_t j = i / (n * (size_t)in->head_dim), r = i % (n * (size_t)in->head_dim);
-            size_t at = (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap) * (size_t)in->head_dim +
-                        r;
+            size_t at =
+                (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap) * (size_t)in->head_dim + r;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -376,8 +376,8 @@ static void prefill_attn_task(void *arg, size_t h)
                            (long)a->p0, s->o + h * hd, QD, scr);
     else
         vg_flash_attn(-1, s->q + h * hd, QD, (const float *)s->kc + at, hd,
-                      (const float *)s->vc + at, hd, a->n, a->p0 + a->n, hd, a->scale,
-                      (long)a->p0, s->o + h * hd, QD, scr);
+                      (const float *)s->vc + at, hd, a->n, a->p0 + a->n, hd, a->scale, (long)a->p0,
+                      s->o + h * hd, QD, scr);
 }
 
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token

@@ -314,9 +314,9 @@ static void test_ops(void **state)
             }
     /* bf16 rounding at the level in use: nearest even, ties, NaN and infinities, as the scalar
      * (float32 subnormals are left out: VCVTNE2PS2BF16 flushes them to zero) */
-    const float special[] = {1.0f,      1.00390625f, 1.01171875f, -1.17549435e-38f,
-                             3.4e38f,   INFINITY,    -INFINITY,   NAN,
-                             0.0f,      -0.0f,       65504.5f,    3.3895314e38f};
+    const float special[] = {1.0f,    1.00390625f, 1.01171875f, -1.17549435e-38f,
+                             3.4e38f, INFINITY,    -INFINITY,   NAN,
+                             0.0f,    -0.0f,       65504.5f,    3.3895314e38f};
     float row[67];
     uint16_t rb[67];
     for (size_t i = 0; i < 67; i++)

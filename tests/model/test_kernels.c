@@ -468,8 +468,8 @@ static void check_flash(size_t n, size_t ctx, size_t hd, long p0, float amp)
         vg_flash_attn_bf16(lvl, q, ld, kb, ld, vb, ld, n, ctx, hd, scale, p0, o2, ld, scr);
         for (size_t i = 0; i < n; i++)
             if (memcmp(o + i * ld, o2 + i * ld, hd * sizeof(float)) != 0)
-                fail_msg("flash bf16 %s n %zu ctx %zu hd %zu p0 %ld: row %zu differs", vg_isa_name(lvl),
-                         n, ctx, hd, p0, i);
+                fail_msg("flash bf16 %s n %zu ctx %zu hd %zu p0 %ld: row %zu differs",
+                         vg_isa_name(lvl), n, ctx, hd, p0, i);
         free(kb);
         free(vb);
         free(kw);

@@ -160,7 +160,8 @@ static void test_attention(void **state)
     check(m, 130, 70, 4, 2, 128); /* causal after a cached prefix, grouped KV heads */
     check(m, 64, 0, 2, 1, 128);   /* causal from the start */
     check(m, 1, 40, 2, 2, 32);    /* one row */
-    check(m, 40, 1000, 4, 2, 128); /* a stream's pair after a long cache (bf16 cache from 32 rows) */
+    check(m, 40, 1000, 4, 2,
+          128); /* a stream's pair after a long cache (bf16 cache from 32 rows) */
     vg_model_free(m);
 }
 
