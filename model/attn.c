@@ -28,14 +28,6 @@ size_t vg_flash_scratch_floats(size_t n, size_t hd)
     return 2 * hd * VG_FLASH_BC + 2 * n + 4 * VG_FLASH_BC + 16;
 }
 
-static inline float bf16_f32(uint16_t v)
-{
-    uint32_t x = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
 /* Keys and values of one call: float32 rows, or bf16 rows (a bf16 KV cache) that each tile widens
  * exactly into scratch before use, so both give the same arithmetic on the same values. */
 typedef struct flash_kv {
@@ -54,7 +46,7 @@ static const float *flash_v_tile(const flash_kv *kv, size_t kb, size_t bc, size_
     }
     for (size_t j = 0; j < bc; j++)
         for (size_t d = 0; d < hd; d++)
-            vt[j * hd + d] = bf16_f32(kv->vb[(kb + j) * kv->ldv + d]);
+            vt[j * hd + d] = vg_bf16_to_f32(kv->vb[(kb + j) * kv->ldv + d]);
     *ld = hd;
     return vt;
 }
@@ -85,7 +77,7 @@ static void flash_ref(const float *q, size_t ldq, const flash_kv *kv, size_t n, 
         if (kv->kb) { /* the tile's keys widened, rows of hd */
             for (size_t j = 0; j < bc; j++)
                 for (size_t d = 0; d < hd; d++)
-                    kt[j * hd + d] = bf16_f32(kv->kb[(kb + j) * ldk + d]);
+                    kt[j * hd + d] = vg_bf16_to_f32(kv->kb[(kb + j) * ldk + d]);
             k = kt;
             ldk = hd;
         }
@@ -147,7 +139,7 @@ static void flash_k_tile(const flash_kv *kv, size_t kb, size_t bc, size_t hd, fl
     for (size_t d = 0; d < hd; d++)
         for (size_t j = 0; j < VG_FLASH_BC; j++)
             kt[d * VG_FLASH_BC + j] = j >= bc  ? 0.0f
-                                      : kv->kb ? scale * bf16_f32(kv->kb[(kb + j) * ldk + d])
+                                      : kv->kb ? scale * vg_bf16_to_f32(kv->kb[(kb + j) * ldk + d])
                                                : scale * kv->k[(kb + j) * ldk + d];
 }
 

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------------------------------------------
  * safetensors (safetensors.c)
@@ -114,8 +115,15 @@ void vg_tensor_to_f32(const vg_tensor *t, float *dst);
 int vg_st_get_f32(const vg_st *st, const char *name, int ndim, const int64_t *shape, float **out,
                   char *err, size_t errlen);
 
-/* Scalar conversions. */
-float vg_bf16_to_f32(uint16_t v);
+/* Scalar conversions. bf16 widens exactly (inline: the portable kernels call it per element). */
+static inline float vg_bf16_to_f32(uint16_t v)
+{
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 uint16_t vg_f32_to_bf16(float v); /* round to nearest even */
 float vg_f16_to_f32(uint16_t v);
 

@@ -322,19 +322,11 @@ void vg_softmax(float *x, size_t n)
 
 /* ---- decode attention over one KV head, float32 or bf16 rows ---- */
 
-static inline float bf16_f32(uint16_t v)
-{
-    uint32_t x = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
 /* Element i of a cached row: float32, or bf16 (b16) widened exactly. The kernels below take b16 as
  * a constant from their two wrappers, so each is compiled twice without a branch inside. */
 static inline float kv_elem(const void *row, size_t i, int b16)
 {
-    return b16 ? bf16_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+    return b16 ? vg_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
 }
 
 static inline const void *kv_row(const void *base, size_t t, size_t hd, int b16)
@@ -541,7 +533,7 @@ AVX512 static void from_bf16_avx512(const uint16_t *x, size_t n, float *out)
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(out + i, kv_load16(x, i, 1));
     for (; i < n; i++)
-        out[i] = bf16_f32(x[i]);
+        out[i] = vg_bf16_to_f32(x[i]);
 }
 
 void vg_from_bf16(const uint16_t *x, size_t n, float *out)
@@ -551,5 +543,5 @@ void vg_from_bf16(const uint16_t *x, size_t n, float *out)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        out[i] = bf16_f32(x[i]);
+        out[i] = vg_bf16_to_f32(x[i]);
 }

@@ -68,14 +68,6 @@ struct vg_st {
 /* ---------------------------------------------------------------------------------------------------
  * Scalar conversions.
  */
-float vg_bf16_to_f32(uint16_t v)
-{
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 uint16_t vg_f32_to_bf16(float v)
 {
     uint32_t u;
