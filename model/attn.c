@@ -36,19 +36,26 @@ typedef struct flash_kv {
     size_t ldk, ldv;
 } flash_kv;
 
-/* Rows kb..kb+bc-1 of the values as float32: in place (*ld = ldv) or widened into vt (*ld = hd). */
+/* Rows kb..kb+bc-1 of keys or values as float32: the float32 rows f in place (*ld = ld), or the
+ * bf16 rows b widened into buf (*ld = hd). */
+static const float *flash_kv_rows(const float *f, const uint16_t *b, size_t ld, size_t kb,
+                                  size_t bc, size_t hd, float *buf, size_t *ldout)
+{
+    if (!b) {
+        *ldout = ld;
+        return f + kb * ld;
+    }
+    for (size_t j = 0; j < bc; j++)
+        vg_from_bf16(b + (kb + j) * ld, hd, buf + j * hd);
+    *ldout = hd;
+    return buf;
+}
+
+/* The tile's values (every kernel reads V rows in place or from the widened tile). */
 static const float *flash_v_tile(const flash_kv *kv, size_t kb, size_t bc, size_t hd, float *vt,
                                  size_t *ld)
 {
-    if (!kv->vb) {
-        *ld = kv->ldv;
-        return kv->v + kb * kv->ldv;
-    }
-    for (size_t j = 0; j < bc; j++)
-        for (size_t d = 0; d < hd; d++)
-            vt[j * hd + d] = vg_bf16_to_f32(kv->vb[(kb + j) * kv->ldv + d]);
-    *ld = hd;
-    return vt;
+    return flash_kv_rows(kv->v, kv->vb, kv->ldv, kb, bc, hd, vt, ld);
 }
 
 /* The keys query row i may see: all, or 0..p0+i with a causal mask. */
@@ -72,15 +79,8 @@ static void flash_ref(const float *q, size_t ldq, const flash_kv *kv, size_t n, 
     }
     for (size_t kb = 0; kb < ctx; kb += VG_FLASH_BC) {
         size_t bc = ctx - kb < VG_FLASH_BC ? ctx - kb : VG_FLASH_BC;
-        size_t ldk = kv->ldk, ldv;
-        const float *k = kv->k + (kv->kb ? 0 : kb * ldk);
-        if (kv->kb) { /* the tile's keys widened, rows of hd */
-            for (size_t j = 0; j < bc; j++)
-                for (size_t d = 0; d < hd; d++)
-                    kt[j * hd + d] = vg_bf16_to_f32(kv->kb[(kb + j) * ldk + d]);
-            k = kt;
-            ldk = hd;
-        }
+        size_t ldk, ldv; /* the portable kernel reads key rows untransposed */
+        const float *k = flash_kv_rows(kv->k, kv->kb, kv->ldk, kb, bc, hd, kt, &ldk);
         const float *v = flash_v_tile(kv, kb, bc, hd, vt, &ldv);
         for (size_t i = 0; i < n; i++) {
             size_t vis = visible(p0, i, ctx);
