@@ -201,6 +201,13 @@ void vg_seq_kv_view(vg_seq *s, vg_seq_kv *out)
     out->len = &s->len;
 }
 
+/* Element index of cache row t of KV head j in layer l (K and V alike). */
+static inline size_t kv_at(const vg_seq *s, int l, size_t j, size_t t)
+{
+    const vg_model_info *in = &s->m->info;
+    return (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap + t) * (size_t)in->head_dim;
+}
+
 int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
 {
     if (!s || n > s->max_tokens)
@@ -211,8 +218,7 @@ int vg_seq_fill_random(vg_seq *s, size_t n, uint64_t seed)
     for (int l = 0; l < in->n_layers; l++) {
         for (size_t i = 0; i < n * kvd; i++) {
             size_t j = i / (n * (size_t)in->head_dim), r = i % (n * (size_t)in->head_dim);
-            size_t at =
-                (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap) * (size_t)in->head_dim + r;
+            const size_t at = kv_at(s, l, j, 0) + r;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -314,13 +320,6 @@ static void trace(const vg_model *m, const char *name, int index, const float *d
 static int is_vis(const vg_model_info *in, int32_t id)
 {
     return id == in->video_token_id || id == in->image_token_id;
-}
-
-/* Element index of cache row t of KV head j in layer l (K and V alike). */
-static inline size_t kv_at(const vg_seq *s, int l, size_t j, size_t t)
-{
-    const vg_model_info *in = &s->m->info;
-    return (((size_t)l * (size_t)in->n_kv_heads + j) * s->cap + t) * (size_t)in->head_dim;
 }
 
 typedef struct decode_attn_job {

@@ -2,10 +2,10 @@
  * window.c: KV-cache window operations for live streams (vg_seq_remove).
  *
  * The cache of a sequence is [layer][kv head][position][head_dim] for K and for V (text.c; float32
- * or bf16 elements), so one
- * head's rows are contiguous: removing a range of cached tokens is one memmove per layer, KV head
- * and tensor of the rows after the range. Keys are cached after the rotary embedding, so every
- * token keeps the position it was prefilled at; only the cache indices change.
+ * or bf16 elements), so one head's rows are contiguous: removing a range of cached tokens is one
+ * memmove per layer, KV head and tensor of the rows after the range. Keys are cached after the
+ * rotary embedding, so every token keeps the position it was prefilled at; only the cache indices
+ * change.
  *
  * Thread: the caller's (a vg_seq belongs to one thread at a time). No allocation.
  */
