@@ -97,6 +97,8 @@ const char *vg_dtype_block_name(vg_dtype dt);
 /* The vg_dtype of a ggml type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K); -1
  * for others. */
 int vg_dtype_from_ggml(uint32_t ggml_type, vg_dtype *out);
+/* The ggml type of a vg_dtype; UINT32_MAX for a value outside the enum. */
+uint32_t vg_dtype_ggml(vg_dtype dt);
 /* Values per block and bytes per block of a dtype (1 and 4/2 for F32/BF16/F16). */
 void vg_dtype_block(vg_dtype dt, size_t *elems, size_t *bytes);
 

@@ -239,7 +239,7 @@ int vg_quant_dequant(uint32_t t, const void *src, size_t n, float *dst)
 /* ---------------------------------------------------------------------------------------------------
  * The engine's view of GGUF tensors (internal.h: vg_tensor with a block dtype).
  */
-static uint32_t dtype_ggml(vg_dtype dt)
+uint32_t vg_dtype_ggml(vg_dtype dt)
 {
     static const uint32_t map[] = {
         [VG_DT_F32] = VG_GGML_F32,   [VG_DT_BF16] = VG_GGML_BF16, [VG_DT_F16] = VG_GGML_F16,
@@ -253,7 +253,7 @@ static uint32_t dtype_ggml(vg_dtype dt)
 int vg_dtype_from_ggml(uint32_t ggml_type, vg_dtype *out)
 {
     for (int d = VG_DT_F32; d <= VG_DT_Q5_1; d++)
-        if (dtype_ggml((vg_dtype)d) == ggml_type) {
+        if (vg_dtype_ggml((vg_dtype)d) == ggml_type) {
             *out = (vg_dtype)d;
             return 0;
         }
@@ -262,7 +262,7 @@ int vg_dtype_from_ggml(uint32_t ggml_type, vg_dtype *out)
 
 void vg_dtype_block(vg_dtype dt, size_t *elems, size_t *bytes)
 {
-    if (vg_ggml_type_block(dtype_ggml(dt), elems, bytes) != 0) {
+    if (vg_ggml_type_block(vg_dtype_ggml(dt), elems, bytes) != 0) {
         *elems = 1;
         *bytes = 4;
     }
@@ -270,7 +270,7 @@ void vg_dtype_block(vg_dtype dt, size_t *elems, size_t *bytes)
 
 const char *vg_dtype_block_name(vg_dtype dt)
 {
-    return vg_ggml_type_name(dtype_ggml(dt));
+    return vg_ggml_type_name(vg_dtype_ggml(dt));
 }
 
 static size_t row_len(const vg_tensor *t)
@@ -283,12 +283,12 @@ void vg_tensor_rows_f32(const vg_tensor *t, size_t r0, size_t r1, float *dst)
     size_t K = row_len(t), be, bb;
     vg_dtype_block(t->dtype, &be, &bb);
     const unsigned char *p = (const unsigned char *)t->data + r0 * (K / be) * bb;
-    vg_quant_dequant(dtype_ggml(t->dtype), p, (r1 - r0) * K, dst);
+    vg_quant_dequant(vg_dtype_ggml(t->dtype), p, (r1 - r0) * K, dst);
 }
 
 void vg_tensor_dequant_all(const vg_tensor *t, float *dst)
 {
-    vg_quant_dequant(dtype_ggml(t->dtype), t->data, t->numel, dst);
+    vg_quant_dequant(vg_dtype_ggml(t->dtype), t->data, t->numel, dst);
 }
 
 float vg_tensor_elem_f32(const vg_tensor *t, size_t i)
@@ -296,7 +296,8 @@ float vg_tensor_elem_f32(const vg_tensor *t, size_t i)
     size_t be, bb;
     vg_dtype_block(t->dtype, &be, &bb);
     float blk[256];
-    vg_quant_dequant(dtype_ggml(t->dtype), (const unsigned char *)t->data + i / be * bb, be, blk);
+    vg_quant_dequant(vg_dtype_ggml(t->dtype), (const unsigned char *)t->data + i / be * bb, be,
+                     blk);
     return blk[i % be];
 }
 

@@ -44,9 +44,10 @@ int vg_quant_quantize(uint32_t ggml_type, const float *x, size_t n, void *dst);
 void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
 
 /* ---------------------------------------------------------------------------------------------------
- * The interleaved K-quant layout (quant_kq.c, quant_x86.c): GGUF Q4_K, Q5_K and Q6_K matrices
- * kept at their own precision (4.625, 5.625, 6.5625 bits a value), repacked at load so that a GEMV
- * streams each thread's rows sequentially, as the packed Q8_0 groups of kernels.h do.
+ * The interleaved block layout (quant_kq.c, quant_x86.c): GGUF Q4_K, Q5_K and Q6_K matrices
+ * kept at their own precision (4.625, 5.625, 6.5625 bits a value), and Q4_0, Q4_1, Q5_0, Q5_1
+ * (4.5, 5, 5.5, 6), repacked at load so that a GEMV streams each thread's rows sequentially, as
+ * the packed Q8_0 groups of kernels.h do.
  *
  * A matrix W[rows][K] (K a multiple of 256) is cut into groups of VG_PACK_ROWS = 4 rows (the last
  * padded with zero rows); a group is K / 256 superblock records, one per 256 columns, each holding
@@ -59,18 +60,25 @@ void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
  *  - Q6_K: fp16 d[4], int8 sc[4][16], then per sub-block 64 nibble bytes as above and 32 bytes
  *    of the two high bits: byte k holds, for nibble byte k, the low value's in bits 0-1 and the
  *    high value's in bits 2-3, and for nibble byte k + 32 the same in bits 4-7. 840 bytes.
- * Values: Q4_K / Q5_K (d * sc) * q - (dmin * m), Q6_K (d * sc) * (q - 32), float32 as gguf-py
- * computes them (vg_kq_unpack_row equals vg_quant_dequant of the original rows bit for bit).
+ *  - Q4_0 / Q5_0: fp16 d[8][4] (sub-block s of row r at 4 s + r: the blocks' own d), then the 8
+ *    chunks as Q4_K's (Q5_0: as Q5_K's, with the fifth bits). 576 / 704 bytes.
+ *  - Q4_1 / Q5_1: fp16 d[8][4], fp16 m[8][4], then the chunks as Q4_0 / Q5_0. 640 / 768 bytes.
+ * Values: Q4_K / Q5_K (d * sc) * q - (dmin * m), Q6_K (d * sc) * (q - 32), Q4_0 d * (q - 8),
+ * Q5_0 d * (q - 16), Q4_1 / Q5_1 (d * q) + m, float32 as gguf-py computes them
+ * (vg_kq_unpack_row equals vg_quant_dequant of the original rows bit for bit).
  *
  * Products: the activation is quantized once per call to Q8_K (vg_kq_act: per 256 values a float
  * scale, 256 int8 and the sums of every 16 and every 32), and each row's dot product is exact
  * integer arithmetic per superblock (sub-block scale times the int dot of quants and activation,
  * minus the mins -- or Q6_K's 32 offset -- times the activation sums), scaled in float32 once per
- * superblock. Levels: scalar (quant_kq.c, the reference), AVX2 (VPMADDUBSW + VPMADDWD) and
- * AVX-512 VNNI (VPMADDUBSW + VPDPWSSD on four rows at once); every level computes the same integer
- * sums, so results differ only by the float rounding of the per-superblock accumulation.
+ * superblock; the 32-value types scale each sub-block's integer sum (less Q4_0's 8 / Q5_0's 16
+ * times the activation's sum) by its own d in float32, and Q4_1 / Q5_1 add m times the
+ * activation's sum. Levels: scalar (quant_kq.c, the reference), AVX2 (VPMADDUBSW + VPMADDWD) and
+ * AVX-512 VNNI (VPMADDUBSW + VPDPWSSD, the 32-value types VPDPBUSD, on four rows at once); every
+ * level computes the same integer sums, so results differ only by the float rounding of the
+ * accumulation.
  */
-/* 1 for Q4_K, Q5_K and Q6_K. */
+/* 1 for Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0 and Q5_1. */
 int vg_kq_supported(uint32_t ggml_type);
 /* Bytes of one group of 4 rows of K values. */
 size_t vg_kq_group_bytes(uint32_t ggml_type, size_t K);

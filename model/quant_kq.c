@@ -1,7 +1,7 @@
 /*
- * quant_kq.c: the interleaved K-quant layout (quant.h): packing GGUF Q4_K / Q5_K / Q6_K rows into
- * row groups, unpacking (bit-identical to vg_quant_dequant), the Q8_K activation and the scalar
- * reference GEMV; quant_x86.c has the AVX2 and AVX-512 VNNI kernels.
+ * quant_kq.c: the interleaved block layout (quant.h): packing GGUF Q4_K / Q5_K / Q6_K and Q4_0 /
+ * Q4_1 / Q5_0 / Q5_1 rows into row groups, unpacking (bit-identical to vg_quant_dequant), the Q8_K
+ * activation and the scalar reference GEMV; quant_x86.c has the AVX2 and AVX-512 VNNI kernels.
  *
  * Compiled with -ffp-contract=off (model/CMakeLists.txt) like quant.c: the unpacked values are
  * gguf-py's float32 operations in gguf-py's order. Pure functions, any thread.
@@ -17,19 +17,53 @@
 
 #define KQ_R 4 /* rows per group: VG_PACK_ROWS */
 
-/* Bytes of one superblock record of a group (quant.h). */
-static size_t rec_bytes(uint32_t t)
+/* The 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1), kept in the same 256-column records. */
+static int is_b32(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 || t == VG_GGML_Q4_1 || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+/* Q4_1 / Q5_1: value = d * q + m. */
+static int has_min(uint32_t t)
+{
+    return t == VG_GGML_Q4_1 || t == VG_GGML_Q5_1;
+}
+
+/* Types whose quants have a fifth bit (a chunk of 80 bytes). */
+static int five_bits(uint32_t t)
+{
+    return t == VG_GGML_Q5_K || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+/* Bytes of a record's header (scales) and of one of its 8 sub-block chunks; 0 for another type. */
+static size_t hdr_bytes(uint32_t t)
 {
     switch (t) {
     case VG_GGML_Q4_K:
-        return 80 + 8 * 64;
     case VG_GGML_Q5_K:
-        return 80 + 8 * 80;
+        return 80;
     case VG_GGML_Q6_K:
-        return 72 + 8 * 96;
+        return 72;
+    case VG_GGML_Q4_0:
+    case VG_GGML_Q5_0:
+        return 64;
+    case VG_GGML_Q4_1:
+    case VG_GGML_Q5_1:
+        return 128;
     default:
         return 0;
     }
+}
+
+static size_t chunk_bytes(uint32_t t)
+{
+    return t == VG_GGML_Q6_K ? 96 : five_bits(t) ? 80 : 64;
+}
+
+/* Bytes of one superblock record of a group (quant.h). */
+static size_t rec_bytes(uint32_t t)
+{
+    return hdr_bytes(t) ? hdr_bytes(t) + 8 * chunk_bytes(t) : 0;
 }
 
 int vg_kq_supported(uint32_t t)
@@ -40,6 +74,12 @@ int vg_kq_supported(uint32_t t)
 size_t vg_kq_group_bytes(uint32_t t, size_t K)
 {
     return (K / 256) * rec_bytes(t);
+}
+
+/* What a 32-value block type subtracts from its unsigned quants (Q4_0 8, Q5_0 16), 0 otherwise. */
+static int b32_offset(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : 0;
 }
 
 static float f16(const unsigned char *p)
@@ -56,10 +96,39 @@ typedef struct sb {
     uint16_t dh, dminh; /* the fp16 d and dmin */
     int8_t sc6[16];
     uint8_t sc[8], m[8];
+    uint16_t d8[8], m8[8]; /* the 32-value types: each block's fp16 d (and m) */
 } sb;
+
+/* The 8 consecutive 32-value blocks of b (Q4_0 d qs[16]; Q4_1 d m qs; Q5_0 d qh qs; Q5_1 d m qh
+ * qs: ggml-common.h) into o. */
+static void decode_b32(uint32_t t, const unsigned char *b, sb *o)
+{
+    size_t be, bb;
+    vg_ggml_type_block(t, &be, &bb);
+    const size_t qs_at = bb - 16;
+    for (int k = 0; k < 8; k++) {
+        const unsigned char *blk = b + (size_t)k * bb;
+        memcpy(&o->d8[k], blk, 2);
+        o->m8[k] = 0;
+        if (has_min(t))
+            memcpy(&o->m8[k], blk + 2, 2);
+        uint32_t qh = 0;
+        if (five_bits(t))
+            memcpy(&qh, blk + qs_at - 4, 4);
+        for (int j = 0; j < 16; j++) {
+            const unsigned char q = blk[qs_at + (size_t)j];
+            o->q[32 * k + j] = (uint8_t)((q & 15) | (((qh >> j) & 1) << 4));
+            o->q[32 * k + 16 + j] = (uint8_t)((q >> 4) | (((qh >> (j + 16)) & 1) << 4));
+        }
+    }
+}
 
 static void decode_block(uint32_t t, const unsigned char *b, sb *o)
 {
+    if (is_b32(t)) {
+        decode_b32(t, b, o);
+        return;
+    }
     if (t == VG_GGML_Q6_K) {
         const unsigned char *ql = b, *qh = b + 128;
         for (int i = 0; i < 256; i++) {
@@ -100,43 +169,42 @@ static void decode_block(uint32_t t, const unsigned char *b, sb *o)
 void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, size_t nrows,
                       size_t K, unsigned char *group)
 {
-    const size_t nb = K / 256, rb = rec_bytes(t);
+    const size_t nb = K / 256, rb = rec_bytes(t), hdr = hdr_bytes(t), cb = chunk_bytes(t);
     size_t be, bb;
     vg_ggml_type_block(t, &be, &bb);
+    const size_t sb_bytes = bb * (256 / be); /* one superblock of a GGUF row */
     memset(group, 0, nb * rb);
     sb blk[KQ_R];
     for (size_t b = 0; b < nb; b++) {
         unsigned char *rec = group + b * rb;
         memset(blk, 0, sizeof blk); /* padding rows: all zero (d = 0) */
         for (size_t r = 0; r < nrows && r < KQ_R; r++)
-            decode_block(t, rows + r * row_bytes + b * bb, &blk[r]);
-        const unsigned char *hdr_end;
-        unsigned char *chunks;
-        if (t == VG_GGML_Q6_K) {
-            for (int r = 0; r < KQ_R; r++) {
+            decode_block(t, rows + r * row_bytes + b * sb_bytes, &blk[r]);
+        for (int r = 0; r < KQ_R; r++) {
+            if (is_b32(t)) { /* d[s][r], then m[s][r] */
+                for (int s = 0; s < 8; s++) {
+                    memcpy(rec + 2 * (4 * s + r), &blk[r].d8[s], 2);
+                    if (has_min(t))
+                        memcpy(rec + 64 + 2 * (4 * s + r), &blk[r].m8[s], 2);
+                }
+            } else if (t == VG_GGML_Q6_K) {
                 memcpy(rec + 2 * r, &blk[r].dh, 2);
                 memcpy(rec + 8 + 16 * r, blk[r].sc6, 16);
-            }
-            hdr_end = rec + 72;
-        } else {
-            for (int r = 0; r < KQ_R; r++) {
+            } else {
                 memcpy(rec + 2 * r, &blk[r].dh, 2);
                 memcpy(rec + 8 + 2 * r, &blk[r].dminh, 2);
                 memcpy(rec + 16 + 8 * r, blk[r].sc, 8);
                 memcpy(rec + 48 + 8 * r, blk[r].m, 8);
             }
-            hdr_end = rec + 80;
         }
-        chunks = (unsigned char *)hdr_end;
-        const size_t cb = (rb - (size_t)(hdr_end - rec)) / 8;
         for (int s = 0; s < 8; s++) {
-            unsigned char *c = chunks + (size_t)s * cb;
+            unsigned char *c = rec + hdr + (size_t)s * cb;
             uint64_t hl = 0, hh = 0;
             for (int p = 0; p < 64; p++) {
                 const int r = p / 16, j = p % 16;
                 const uint8_t lo = blk[r].q[32 * s + j], hi = blk[r].q[32 * s + 16 + j];
                 c[p] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
-                if (t == VG_GGML_Q5_K) {
+                if (five_bits(t)) {
                     hl |= (uint64_t)((lo >> 4) & 1) << p;
                     hh |= (uint64_t)((hi >> 4) & 1) << p;
                 } else if (t == VG_GGML_Q6_K) {
@@ -144,7 +212,7 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
                     c[64 + k] |= (uint8_t)((((lo >> 4) & 3) | (((hi >> 4) & 3) << 2)) << sh);
                 }
             }
-            if (t == VG_GGML_Q5_K) {
+            if (five_bits(t)) {
                 for (int i = 0; i < 8; i++) {
                     c[64 + i] = (uint8_t)(hl >> (8 * i));
                     c[72 + i] = (uint8_t)(hh >> (8 * i));
@@ -157,13 +225,13 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
 /* Row r of superblock record rec back to its 256 unsigned quants. */
 static void record_quants(uint32_t t, const unsigned char *rec, int r, uint8_t q[256])
 {
-    const size_t hdr = t == VG_GGML_Q6_K ? 72 : 80, cb = (rec_bytes(t) - hdr) / 8;
+    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
     for (int s = 0; s < 8; s++) {
         const unsigned char *c = rec + hdr + (size_t)s * cb;
         for (int j = 0; j < 16; j++) {
             const int p = 16 * r + j;
             int lo = c[p] & 15, hi = c[p] >> 4;
-            if (t == VG_GGML_Q5_K) {
+            if (five_bits(t)) {
                 lo |= ((c[64 + p / 8] >> (p % 8)) & 1) << 4;
                 hi |= ((c[72 + p / 8] >> (p % 8)) & 1) << 4;
             } else if (t == VG_GGML_Q6_K) {
@@ -177,11 +245,28 @@ static void record_quants(uint32_t t, const unsigned char *rec, int r, uint8_t q
     }
 }
 
-/* gguf-py's arithmetic (quant.c's deq_q4_k / deq_q6_k) on the record's fields. */
+/* gguf-py's arithmetic (quant.c's deq_q4_0 .. deq_q6_k) on the record's fields. */
 static void unpack_sb(uint32_t t, const unsigned char *rec, int r, float *y)
 {
     uint8_t q[256];
     record_quants(t, rec, r, q);
+    if (is_b32(t)) {
+        const int off = b32_offset(t);
+        for (int s = 0; s < 8; s++) {
+            const float d = f16(rec + 2 * (4 * s + r));
+            if (has_min(t)) {
+                const float m = f16(rec + 64 + 2 * (4 * s + r));
+                for (int j = 0; j < 32; j++) {
+                    float p = d * (float)q[32 * s + j];
+                    y[32 * s + j] = p + m;
+                }
+            } else {
+                for (int j = 0; j < 32; j++)
+                    y[32 * s + j] = d * (float)((int)q[32 * s + j] - off);
+            }
+        }
+        return;
+    }
     const float d = f16(rec + 2 * r);
     if (t == VG_GGML_Q6_K) {
         const int8_t *sc = (const int8_t *)(rec + 8 + 16 * r);
@@ -295,6 +380,20 @@ static void gemv_group_scalar(uint32_t t, const unsigned char *grp, size_t K, co
         const float dx = x->d[b];
         for (int r = 0; r < KQ_R; r++) {
             record_quants(t, rec, r, q);
+            if (is_b32(t)) { /* a float scale per 32: (dx d) * (q . x - offset * sum x) [+ m dx sum
+                                x] */
+                for (int s = 0; s < 8; s++) {
+                    int32_t si = 0;
+                    for (int j = 0; j < 32; j++)
+                        si += q[32 * s + j] * xq[32 * s + j];
+                    const int32_t bs = x->bs32[8 * b + (size_t)s];
+                    const float d = f16(rec + 2 * (4 * s + r));
+                    acc[r] += dx * d * (float)(si - b32_offset(t) * bs);
+                    if (has_min(t))
+                        acc[r] += dx * f16(rec + 64 + 2 * (4 * s + r)) * (float)bs;
+                }
+                continue;
+            }
             const float d = f16(rec + 2 * r);
             if (t == VG_GGML_Q6_K) {
                 const int8_t *sc = (const int8_t *)(rec + 8 + 16 * r);

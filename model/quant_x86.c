@@ -1,5 +1,5 @@
 /*
- * quant_x86.c: AVX2 and AVX-512 VNNI GEMV kernels on the interleaved K-quant layout (quant.h).
+ * quant_x86.c: AVX2 and AVX-512 VNNI GEMV kernels on the interleaved block layout (quant.h).
  *
  * Each sub-block chunk (64 bytes: four rows' 32 values as nibbles, plus Q5_K's fifth bits or
  * Q6_K's high bits) is widened to unsigned bytes (at most 63) and multiplied with the activation's
@@ -9,6 +9,8 @@
  * rows a register). The mins (Q4_K / Q5_K) and Q6_K's offset of 32 go through the activation's
  * sums of 32 / 16, and each superblock's int32 sums are scaled in float32 once. The integer sums
  * are those of the scalar kernel (quant_kq.c); only the float accumulation order differs.
+ * Q4_0 / Q4_1 / Q5_0 / Q5_1 have a float d per 32 values instead: their per-sub-block int32 sums
+ * (VPMADDUBSW + VPMADDWD by ones; AVX-512 VPDPBUSD) are scaled in float32 one sub-block at a time.
  * Each function carries its own target attribute (the file builds for baseline x86-64). Pure.
  */
 #include "quant.h"
@@ -30,6 +32,43 @@ static void store_rows(const float out[4], size_t g, size_t rows, float *y)
     for (int r = 0; r < 4; r++)
         if (g * 4 + (size_t)r < rows)
             y[g * 4 + (size_t)r] = out[r];
+}
+
+/* The layout facts of quant.h this file needs (quant_kq.c has the same). */
+static int is_b32(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 || t == VG_GGML_Q4_1 || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+static int has_min(uint32_t t)
+{
+    return t == VG_GGML_Q4_1 || t == VG_GGML_Q5_1;
+}
+
+static int five_bits(uint32_t t)
+{
+    return t == VG_GGML_Q5_K || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+static int handled(uint32_t t)
+{
+    return is_b32(t) || t == VG_GGML_Q4_K || t == VG_GGML_Q5_K || t == VG_GGML_Q6_K;
+}
+
+static size_t hdr_bytes(uint32_t t)
+{
+    return t == VG_GGML_Q6_K ? 72 : !is_b32(t) ? 80 : has_min(t) ? 128 : 64;
+}
+
+static size_t chunk_bytes(uint32_t t)
+{
+    return t == VG_GGML_Q6_K ? 96 : five_bits(t) ? 80 : 64;
+}
+
+/* What the type subtracts from its unsigned quants: Q4_0 8, Q5_0 16, Q6_K 32. */
+static int quant_offset(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : t == VG_GGML_Q6_K ? 32 : 0;
 }
 
 /* ================================ AVX2 ================================ */
@@ -138,6 +177,71 @@ T_AVX2 static void gemv_q45k_avx2(int q5, const unsigned char *w, size_t K, size
     }
 }
 
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1: per sub-block the int32 sums q . x (four per row, two rows a
+ * register), the offset times the activation's sum of 32 taken from the first of each row's
+ * four, then scaled by the row's own float d (times dx); Q4_1 / Q5_1 add m dx sum x. */
+T_AVX2 static void gemv_b32_avx2(uint32_t t, const unsigned char *w, size_t K, size_t rows,
+                                 size_t g0, size_t g1, const vg_kq_act *x, float *y)
+{
+    const int q5 = five_bits(t), mn = has_min(t), off = quant_offset(t);
+    const size_t nb = K / 256, hdr = hdr_bytes(t), cb = chunk_bytes(t), rb = hdr + 8 * cb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi16(1);
+    for (size_t g = g0; g < g1; g++) {
+        const unsigned char *grp = w + g * nb * rb;
+        __m256 f0 = _mm256_setzero_ps(), f1 = f0;
+        for (size_t b = 0; b < nb; b++) {
+            const unsigned char *rec = grp + b * rb;
+            const int8_t *xq = x->q + 256 * b;
+            const float dx = x->d[b];
+            for (int s = 0; s < 8; s++) {
+                const unsigned char *c = rec + hdr + (size_t)s * cb;
+                const __m256i xl = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
+                const __m256i xh = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s + 16)));
+                __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)c);
+                __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32));
+                __m256i l0 = _mm256_and_si256(v0, m4),
+                        h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+                __m256i l1 = _mm256_and_si256(v1, m4),
+                        h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+                if (q5) {
+                    uint32_t bl[2], bh[2];
+                    memcpy(bl, c + 64, 8);
+                    memcpy(bh, c + 72, 8);
+                    l0 = _mm256_or_si256(l0, bits_to_16(bl[0]));
+                    l1 = _mm256_or_si256(l1, bits_to_16(bl[1]));
+                    h0 = _mm256_or_si256(h0, bits_to_16(bh[0]));
+                    h1 = _mm256_or_si256(h1, bits_to_16(bh[1]));
+                }
+                __m256i a0 = _mm256_madd_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(l0, xl), _mm256_maddubs_epi16(h0, xh)),
+                    one);
+                __m256i a1 = _mm256_madd_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(l1, xl), _mm256_maddubs_epi16(h1, xh)),
+                    one);
+                const int bs = x->bs32[8 * b + (size_t)s];
+                if (off) {
+                    const __m256i o = _mm256_setr_epi32(off * bs, 0, 0, 0, off * bs, 0, 0, 0);
+                    a0 = _mm256_sub_epi32(a0, o);
+                    a1 = _mm256_sub_epi32(a1, o);
+                }
+                f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), pair_scale(rec + 8 * s, 0, dx), f0);
+                f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), pair_scale(rec + 8 * s, 2, dx), f1);
+                if (mn) {
+                    const __m256 sx = _mm256_setr_ps((float)bs, 0, 0, 0, (float)bs, 0, 0, 0);
+                    f0 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 0, dx), f0);
+                    f1 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 2, dx), f1);
+                }
+            }
+        }
+        const float out[4] = {
+            hsum128(_mm256_castps256_ps128(f0)), hsum128(_mm256_extractf128_ps(f0, 1)),
+            hsum128(_mm256_castps256_ps128(f1)), hsum128(_mm256_extractf128_ps(f1, 1))};
+        store_rows(out, g, rows, y);
+    }
+}
+
 /* Sum over the 16 scales of row a (low lane) and row a + 1 (high lane) times the activation's
  * sums of 16, as 8 int32 (four per row). */
 T_AVX2 static inline __m256i q6_offset(const unsigned char *sc, __m256i bs)
@@ -218,12 +322,12 @@ T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i l
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i hb = t == VG_GGML_Q6_K
                            ? _mm256_loadu_si256((const __m256i *)(const void *)(c + 64))
-                           : _mm256_setzero_si256(); /* Q4_K's chunk ends at c + 64 */
+                           : _mm256_setzero_si256(); /* a 4-bit chunk ends at c + 64 */
     for (int h = 0; h < 2; h++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32 * h));
         lo[h] = _mm256_and_si256(v, m4);
         hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if (t == VG_GGML_Q5_K) {
+        if (five_bits(t)) {
             uint32_t bl, bh;
             memcpy(&bl, c + 64 + 4 * h, 4);
             memcpy(&bh, c + 72 + 4 * h, 4);
@@ -240,12 +344,24 @@ T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i l
 }
 
 /* Row r's scales for sub-block s of a record: *sl for its values 0-15, *sh for 16-31 (Q6_K's two
- * int8 sub-scales; Q4_K/Q5_K one) times d[r], and *ml the min (dm[r] times its 6-bit min; 0 for
- * Q6_K), as the scalar unpacking computes them. Shared by the widening kernels of both levels. */
-static inline void row_scales(int q6, const unsigned char *rec, const float d[4], const float dm[4],
-                              int r, int s, float *sl, float *sh, float *ml)
+ * int8 sub-scales; one for the others) times d[r] (the 32-value types: their own d), and *ml what
+ * is subtracted after the product: the K-quant min (dm[r] times its 6-bit min), -m for Q4_1 /
+ * Q5_1, 0 otherwise; as the scalar unpacking computes them ((d q) - (-m) is (d q) + m exactly).
+ * Shared by the widening kernels of both levels. */
+T_AVX2 static inline void row_scales(uint32_t t, const unsigned char *rec, const float d[4],
+                                     const float dm[4], int r, int s, float *sl, float *sh,
+                                     float *ml)
 {
-    if (q6) {
+    if (is_b32(t)) {
+        uint16_t h;
+        memcpy(&h, rec + 2 * (4 * s + r), 2);
+        *sl = *sh = _cvtsh_ss(h);
+        *ml = 0.0f;
+        if (has_min(t)) {
+            memcpy(&h, rec + 64 + 2 * (4 * s + r), 2);
+            *ml = -_cvtsh_ss(h);
+        }
+    } else if (t == VG_GGML_Q6_K) {
         const int8_t *sc6 = (const int8_t *)(rec + 8 + 16 * r);
         *sl = d[r] * (float)sc6[2 * s];
         *sh = d[r] * (float)sc6[2 * s + 1];
@@ -256,8 +372,8 @@ static inline void row_scales(int q6, const unsigned char *rec, const float d[4]
     }
 }
 
-/* 8 unsigned bytes -> (scale * q) - min (Q6_K: scale * (q - 32)) as the scalar unpacking computes
- * it (no fused multiply-add). */
+/* 8 unsigned bytes -> (scale * (q - off)) - min (off: quant_offset) as the scalar unpacking
+ * computes it (no fused multiply-add). */
 T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float min, float *o)
 {
     __m256 q = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(q8), off));
@@ -267,21 +383,20 @@ T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float m
 
 T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
-    const int q6 = t == VG_GGML_Q6_K;
-    const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
     const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
-    const __m256i off = _mm256_set1_epi32(q6 ? 32 : 0);
+    const __m256i off = _mm256_set1_epi32(quant_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
         half4(rec, d);
-        half4(rec + 8, dm); /* Q6_K: the scales, unused */
+        half4(rec + 8, dm); /* unused but by Q4_K / Q5_K */
         for (int s = 0; s < 8; s++) {
             __m256i lo[2], hi[2];
             widen256(t, rec + hdr + (size_t)s * cb, lo, hi);
             for (int r = 0; r < 4; r++) {
                 float sl, sh, ml;
-                row_scales(q6, rec, d, dm, r, s, &sl, &sh, &ml);
+                row_scales(t, rec, d, dm, r, s, &sl, &sh, &ml);
                 /* row r: lane r % 2 of register r / 2 */
                 const __m128i l = (r & 1) ? _mm256_extracti128_si256(lo[r / 2], 1)
                                           : _mm256_castsi256_si128(lo[r / 2]);
@@ -299,7 +414,7 @@ T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t
 
 int vg_kq_group_to_f32_x86(int level, uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
-    if ((t != VG_GGML_Q4_K && t != VG_GGML_Q5_K && t != VG_GGML_Q6_K) || level < VG_ISA_AVX2)
+    if (!handled(t) || level < VG_ISA_AVX2)
         return 0;
     group_f32_avx2(t, group, K, dst);
     return 1;
@@ -439,6 +554,69 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
     }
 }
 
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 (the AVX2 kernel's arithmetic, four rows a register): VPDPBUSD sums
+ * four products of the unsigned quants and the int8 activation into int32 (four per row, row r
+ * in 128-bit lane r); the record's 32 fp16 d (and m), [s][r], are widened and times dx once, and
+ * sub-block s's four picked into the rows' lanes by one permute. */
+T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t K, size_t rows,
+                                     size_t g0, size_t g1, const vg_kq_act *x, float *y)
+{
+    const int q5 = five_bits(t), mn = has_min(t), off = quant_offset(t);
+    const size_t nb = K / 256, hdr = hdr_bytes(t), cb = chunk_bytes(t), rb = hdr + 8 * cb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), v16 = _mm512_set1_epi8(0x10);
+    const __m512i ibase = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (size_t g = g0; g < g1; g++) {
+        const unsigned char *grp = w + g * nb * rb;
+        __m512 f = _mm512_setzero_ps();
+        for (size_t b = 0; b < nb; b++) {
+            const unsigned char *rec = grp + b * rb;
+            const int8_t *xq = x->q + 256 * b;
+            for (size_t o = 0; o < rb; o += 64)
+                _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
+            const __m512 dx = _mm512_set1_ps(x->d[b]);
+            __m512 dv[2], mv[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int h = 0; h < 2; h++) {
+                dv[h] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(
+                                          (const __m256i *)(const void *)(rec + 32 * h))),
+                                      dx);
+                if (mn)
+                    mv[h] = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(
+                                              (const __m256i *)(const void *)(rec + 64 + 32 * h))),
+                                          dx);
+            }
+            for (int s = 0; s < 8; s++) {
+                const unsigned char *c = rec + hdr + (size_t)s * cb;
+                const __m512i xl = _mm512_broadcast_i32x4(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
+                const __m512i xh = _mm512_broadcast_i32x4(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s + 16)));
+                const __m512i v = _mm512_loadu_si512((const void *)c);
+                __m512i lo = _mm512_and_si512(v, m4),
+                        hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (q5) {
+                    uint64_t bl, bh;
+                    memcpy(&bl, c + 64, 8);
+                    memcpy(&bh, c + 72, 8);
+                    lo = _mm512_mask_add_epi8(lo, (__mmask64)bl, lo, v16);
+                    hi = _mm512_mask_add_epi8(hi, (__mmask64)bh, hi, v16);
+                }
+                __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xl);
+                acc = _mm512_dpbusd_epi32(acc, hi, xh);
+                const int bs = x->bs32[8 * b + (size_t)s];
+                if (off)
+                    acc = _mm512_sub_epi32(acc, _mm512_maskz_set1_epi32(0x1111, off * bs));
+                const __m512i idx = _mm512_add_epi32(ibase, _mm512_set1_epi32(4 * (s & 3)));
+                f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(idx, dv[s >> 2]),
+                                    f);
+                if (mn)
+                    f = _mm512_fmadd_ps(_mm512_maskz_mov_ps(0x1111, _mm512_set1_ps((float)bs)),
+                                        _mm512_permutexvar_ps(idx, mv[s >> 2]), f);
+            }
+        }
+        rows_out(f, g, rows, y);
+    }
+}
+
 /* The chunk at c (sub-block of a record) as unsigned bytes: *lo the values 0-15 of each row (row
  * r in 128-bit lane r), *hi the values 16-31. */
 T_AVX512 static inline void widen512(uint32_t t, const unsigned char *c, __m512i *lo, __m512i *hi)
@@ -447,7 +625,7 @@ T_AVX512 static inline void widen512(uint32_t t, const unsigned char *c, __m512i
     const __m512i v = _mm512_loadu_si512((const void *)c);
     *lo = _mm512_and_si512(v, m4);
     *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-    if (t == VG_GGML_Q5_K) {
+    if (five_bits(t)) {
         const __m512i v16 = _mm512_set1_epi8(0x10);
         uint64_t bl, bh;
         memcpy(&bl, c + 64, 8);
@@ -478,7 +656,7 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
 #define DEQ_ROW(r)                                                                                 \
     do {                                                                                           \
         float sl, sh, ml;                                                                          \
-        row_scales(q6, rec, d, dm, r, s, &sl, &sh, &ml);                                           \
+        row_scales(t, rec, d, dm, r, s, &sl, &sh, &ml);                                            \
         uint16_t *o = out + (r)*32;                                                                \
         _mm256_storeu_si256((__m256i *)(void *)o,                                                  \
                             deq16_bf16(_mm512_extracti32x4_epi32(lo, r), off, _mm512_set1_ps(sl),  \
@@ -491,15 +669,14 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
 T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, size_t K,
                                        uint16_t *dst)
 {
-    const int q6 = t == VG_GGML_Q6_K;
-    const size_t hdr = q6 ? 72 : 80, cb = q6 ? 96 : t == VG_GGML_Q5_K ? 80 : 64;
+    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
     const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
-    const __m512i off = _mm512_set1_epi32(q6 ? 32 : 0);
+    const __m512i off = _mm512_set1_epi32(quant_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
         half4(rec, d);
-        half4(rec + 8, dm); /* Q6_K: the scales, unused */
+        half4(rec + 8, dm); /* unused but by Q4_K / Q5_K */
         for (int s = 0; s < 8; s++) {
             __m512i lo, hi;
             widen512(t, rec + hdr + (size_t)s * cb, &lo, &hi);
@@ -515,7 +692,7 @@ T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, s
 int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, size_t K,
                             uint16_t *dst)
 {
-    if ((t != VG_GGML_Q4_K && t != VG_GGML_Q5_K && t != VG_GGML_Q6_K) || level < VG_ISA_AVX512)
+    if (!handled(t) || level < VG_ISA_AVX512)
         return 0;
     group_bf16_avx512(t, group, K, dst);
     return 1;
@@ -524,9 +701,14 @@ int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, s
 int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size_t rows, size_t g0,
                    size_t g1, const vg_kq_act *x, float *y)
 {
-    if ((t != VG_GGML_Q4_K && t != VG_GGML_Q5_K && t != VG_GGML_Q6_K) || level < VG_ISA_AVX2)
+    if (!handled(t) || level < VG_ISA_AVX2)
         return 0;
-    if (level >= VG_ISA_AVX512) {
+    if (is_b32(t)) {
+        if (level >= VG_ISA_AVX512)
+            gemv_b32_avx512(t, w, K, rows, g0, g1, x, y);
+        else
+            gemv_b32_avx2(t, w, K, rows, g0, g1, x, y);
+    } else if (level >= VG_ISA_AVX512) {
         if (t == VG_GGML_Q6_K)
             gemv_q6k_avx512(w, K, rows, g0, g1, x, y);
         else

@@ -134,14 +134,12 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         return rc;
     const size_t K = (size_t)cols, R = (size_t)rows;
     const char *blocks = getenv("VG_GGUF_BLOCKS");
-    const uint32_t gt = t->dtype == VG_DT_Q4_K   ? VG_GGML_Q4_K
-                        : t->dtype == VG_DT_Q5_K ? VG_GGML_Q5_K
-                        : t->dtype == VG_DT_Q6_K ? VG_GGML_Q6_K
-                                                 : UINT32_MAX;
+    const uint32_t gt = vg_dtype_ggml(t->dtype);
     if (m->wtype == VG_WEIGHTS_Q8_0 && vg_kq_supported(gt) && K % 256 == 0 &&
         !(blocks && strcmp(blocks, "0") == 0)) {
-        /* GGUF Q4_K / Q5_K / Q6_K kept at their precision, repacked into interleaved row groups
-         * (quant.h) for the K-quant GEMV kernels; VG_GGUF_BLOCKS=0 requantizes to Q8_0 instead */
+        /* GGUF Q4_K / Q5_K / Q6_K and Q4_0 / Q4_1 / Q5_0 / Q5_1 kept at their precision,
+         * repacked into interleaved row groups of 256-column records (quant.h) for the block GEMV
+         * kernels; VG_GGUF_BLOCKS=0 requantizes to Q8_0 instead */
         const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
         const size_t gb = vg_kq_group_bytes(gt, K), row_bytes = t->nbytes / R;
         size_t bytes;

@@ -422,17 +422,18 @@ static void test_dequant_reference(void **state)
     assert_int_equal(vg_quant_dequant(VG_GGML_Q2_K, "", 0, x), -1);
 }
 
-/* The interleaved K-quant layout (quant.h) on random blocks (every bit pattern of the quants and
- * scales; the fp16 d / dmin kept finite): every unpacked row bit-identical to vg_quant_dequant of
- * the original row, the BF16 groups their rounding; the scalar GEMV against double arithmetic on
- * the dequantized rows (the activation's 8-bit rounding: 2e-2 of sum |w x|), and every
- * vectorized level against the scalar kernel (same integer sums: 1e-5 of sum |w x|) on a range of
- * groups, the rows outside it and the padding rows untouched. */
+/* The interleaved block layout (quant.h: the K-quants and the 32-value types) on random blocks
+ * (every bit pattern of the quants and scales; the fp16 d / dmin kept finite): every unpacked row
+ * bit-identical to vg_quant_dequant of the original row, the BF16 groups their rounding; the scalar
+ * GEMV against double arithmetic on the dequantized rows (the activation's 8-bit rounding: 2e-2 of
+ * sum |w x|), and every vectorized level against the scalar kernel (same integer sums: 1e-5 of sum
+ * |w x|) on a range of groups, the rows outside it and the padding rows untouched. */
 static void test_kq_layout(void **state)
 {
     (void)state;
     const size_t K = 1024, R = 13, G = (R + 3) / 4;
-    const uint32_t types[] = {VG_GGML_Q4_K, VG_GGML_Q5_K, VG_GGML_Q6_K};
+    const uint32_t types[] = {VG_GGML_Q4_K, VG_GGML_Q5_K, VG_GGML_Q6_K, VG_GGML_Q4_0,
+                              VG_GGML_Q4_1, VG_GGML_Q5_0, VG_GGML_Q5_1};
     float *x = malloc(K * sizeof *x), *row = malloc(K * sizeof *row),
           *got = malloc(K * sizeof *got);
     unsigned char *q = malloc(R * K), *xb = malloc(vg_kq_act_bytes(K) + 3);
@@ -453,12 +454,17 @@ static void test_kq_layout(void **state)
             s = s * 6364136223846793005ull + 1442695040888963407ull;
             q[i] = (unsigned char)(s >> 56);
         }
-        for (size_t b = 0; b < R * K / 256; b++) { /* finite scales: 2^-9 .. 2^-8 */
+        /* finite scales (d, and dmin / m where the type has one): +-2^-9 .. 2^-8 */
+        const int n_sc =
+            types[t] == VG_GGML_Q6_K || types[t] == VG_GGML_Q4_0 || types[t] == VG_GGML_Q5_0 ? 1
+                                                                                             : 2;
+        for (size_t b = 0; b < R * K / be; b++) {
             unsigned char *blk = q + b * bb;
             size_t at = types[t] == VG_GGML_Q6_K ? 208 : 0;
-            for (int k = 0; k < (types[t] == VG_GGML_Q6_K ? 1 : 2); k++) {
+            for (int k = 0; k < n_sc; k++) {
                 uint16_t h = (uint16_t)(0x1800 | (blk[at + 2 * k] & 0xff) |
-                                        ((blk[at + 2 * k + 1] & 3) << 8));
+                                        ((blk[at + 2 * k + 1] & 3) << 8) |
+                                        ((blk[at + 2 * k + 1] & 0x80) << 8));
                 memcpy(blk + at + 2 * k, &h, 2);
             }
         }
@@ -521,8 +527,8 @@ static void test_kq_layout(void **state)
         }
         free(p);
     }
-    assert_false(vg_kq_supported(VG_GGML_Q4_0));
     assert_false(vg_kq_supported(VG_GGML_Q8_0));
+    assert_false(vg_kq_supported(VG_GGML_F16));
     free(x);
     free(row);
     free(got);
