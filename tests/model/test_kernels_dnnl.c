@@ -133,6 +133,28 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
         memset(o2, 0xff, n * QD * sizeof(float));
         assert_int_equal(vg_dnnl_attn(m, &b), 0);
         assert_memory_equal(o, o2, n * QD * sizeof(float));
+        /* the query rows in blocks, each over only the keys it can see (text.c's long prefill
+         * chunks): the same values as the whole */
+        float *o3 = malloc(n * QD * sizeof(float));
+        assert_non_null(o3);
+        memset(o3, 0xff, n * QD * sizeof(float));
+        const size_t per = (n + 2) / 3;
+        for (size_t i0 = 0; i0 < n; i0 += per) {
+            vg_attn_args c = b;
+            c.q = b.q + i0 * ld;
+            c.n = VG_MIN(per, n - i0);
+            c.ctx = (size_t)p0 + i0 + c.n;
+            c.p0 = p0 + (long)i0;
+            c.o = o3 + i0 * QD;
+            assert_int_equal(vg_dnnl_attn(m, &c), 0);
+        }
+        double bw = 0;
+        for (size_t i = 0; i < n * QD; i++)
+            bw = fmax(bw, isnan(o3[i]) ? INFINITY : fabs((double)o3[i] - o2[i]));
+        if (bw > 0)
+            fail_msg("attention n %zu p0 %ld in blocks of %zu rows: max difference %g", n, p0, per,
+                     bw);
+        free(o3);
         free(kb);
         free(vb);
         free(kw);
@@ -159,6 +181,7 @@ static void test_attention(void **state)
     check(m, 96, -1, 3, 3, 16);   /* small head size */
     check(m, 130, 70, 4, 2, 128); /* causal after a cached prefix, grouped KV heads */
     check(m, 64, 0, 2, 1, 128);   /* causal from the start */
+    check(m, 600, 0, 2, 1, 128);  /* a long prefill chunk (text.c: in query blocks) */
     check(m, 1, 40, 2, 2, 32);    /* one row */
     check(m, 40, 1000, 4, 2,
           128); /* a stream's pair after a long cache (bf16 cache from 32 rows) */
