@@ -1435,6 +1435,8 @@ static void route_metrics(conn *c)
          "Frame pairs dropped because inference fell behind."},
         {"answers", "vigil_stream_answers_total", "Standing-question answers."},
         {"reconnects", "vigil_stream_reconnects_total", "Reconnections of the stream."},
+        {"discontinuities", "vigil_stream_discontinuities_total",
+         "Jumps of the stream's own clock that stream time was rebased over."},
     };
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(streams, "streams"), *s;
     for (size_t i = 0; i < VG_ARRAY_LEN(sm); i++) {

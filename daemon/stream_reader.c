@@ -15,8 +15,14 @@
  * published with a state never carry the URL's credentials (post_state_clean).
  *
  * Stream time is the first session's presentation time minus its first frame's; after a reconnect
- * it continues from the last frame plus the wall-clock gap, so it never goes back. Files (not
- * live) are paced at their native rate times the stream's speed knob (replays, soak tests).
+ * it continues from the last frame plus the wall-clock gap, so it never goes back. The same rebase
+ * happens within a session when the stream's own clock jumps (PTS_BACK_S back, or PTS_JUMP_S
+ * further ahead than the wall clock moved): MPEG-TS's 33-bit PTS wraps every 26.5 hours and
+ * FFmpeg unwraps only the first wrap of a session (it shifts later timestamps by 2^33 ticks, a
+ * 26.5-hour leap), cameras restart their clocks, and concatenated recordings start again; without
+ * the rebase a live stream would drop every frame as "earlier than the last" for a day, or leap
+ * a day ahead. Counted in `discontinuities`. Files (not live) are paced at their native rate
+ * times the stream's speed knob (replays, soak tests).
  *
  * The thread reads only the stream's immutable fields (its copy of the configuration taken at
  * watch time, log path included), writes its counters, and reports through post_state,
@@ -33,6 +39,12 @@
 #define MOD           "streams"
 #define BACKOFF_MIN_S 0.5
 #define BACKOFF_MAX_S 30.0
+/* A discontinuity of the stream's clock: a frame this much earlier than the previous one (decoders
+ * return frames in presentation order, so only a reset goes back), or this much later than the
+ * previous one plus the wall-clock time between them (a paced file's wall clock barely moves
+ * between frames, so a gap of more than PTS_JUMP_S in a replayed file's timestamps is closed) */
+#define PTS_BACK_S 1.0
+#define PTS_JUMP_S 30.0
 
 /* post_state with a detail that may quote the URL (FFmpeg's and the media layer's sentences do):
  * its credentials never reach the event log, subscribers or `streams` (vg_url_redact). */
@@ -297,7 +309,7 @@ void *reader_main(void *arg)
         }
         const vg_media_info *in = vg_media_get_info(se.m);
         int paced = !in->is_live && !s->is_url;
-        double sess_first = NAN, sess_offset = 0, sess_mono0 = 0;
+        double sess_first = NAN, sess_offset = 0, sess_mono0 = 0, prev_pts = NAN;
         /* Live input: the wall time of stream time t is t + the smallest (arrival - t) seen this
          * session. Frames are never early, only late (the demuxer's probing buffers the first
          * seconds of a stream and hands them over at once), so the smallest offset is the one of
@@ -318,6 +330,22 @@ void *reader_main(void *arg)
                 if (!have_last)
                     next_tick = 0;
             }
+            if (have_last && !isnan(prev_pts)) {
+                const double dp = pts - prev_pts, wall = (mono - last_mono) / 1000.0;
+                if (dp < -PTS_BACK_S || dp > VG_MAX(wall, 0.0) + PTS_JUMP_S) {
+                    /* the stream's clock jumped: continue from the last frame plus the wall-clock
+                     * gap, as after a reconnect */
+                    sess_first = pts;
+                    sess_offset = last_t + VG_MAX(wall, 0.001);
+                    sess_mono0 = mono;
+                    atomic_fetch_add(&s->discontinuities, 1);
+                    vg_log(VG_LOG_WARNING, MOD,
+                           "stream %s: its presentation time jumped by %+.1f s; stream time "
+                           "continues at %.1f s",
+                           s->name, dp, sess_offset);
+                }
+            }
+            prev_pts = pts;
             double t = sess_offset + (pts - sess_first);
             if (have_last && t <= last_t)
                 continue; /* a repeated or reordered timestamp */

@@ -471,6 +471,7 @@ static cJSON *stream_json(const stream *s)
     cJSON_AddNumberToObject(o, "answers", (double)atomic_load(&s->answers));
     cJSON_AddNumberToObject(o, "reconnects", (double)atomic_load(&s->reconnects));
     cJSON_AddNumberToObject(o, "rebases", (double)atomic_load(&s->rebases));
+    cJSON_AddNumberToObject(o, "discontinuities", (double)atomic_load(&s->discontinuities));
     cJSON *ev = cJSON_AddObjectToObject(o, "events_checked");
     cJSON_AddNumberToObject(ev, "reversed", (double)atomic_load(&s->ev_reversed));
     cJSON_AddNumberToObject(ev, "out_of_window", (double)atomic_load(&s->ev_out_of_window));

@@ -122,7 +122,7 @@ struct stream {
     char log_path[VG_CFG_STR + 96]; /* <log_dir>/<name>.events */
 
     /* Counters (written by workers, read by the loop). */
-    atomic_long frames, n_pairs, dropped, answers, reconnects, rebases;
+    atomic_long frames, n_pairs, dropped, answers, reconnects, rebases, discontinuities;
     /* Answers' events the tracker refused (stream_track.c): stated end first, outside the window
      * by a pair or more, contradicted by the answer; clamped: overshoot of less than a pair;
      * suppressed: runs shorter than the minimum duration. */

@@ -680,6 +680,60 @@ static void test_replay_window_rebase(void **state)
     assert_true(wait_gone("replay", 10000));
 }
 
+/* A clip whose presentation times start again (two MPEG-TS recordings concatenated: 20 s from
+ * 1000 s, then 20 s from 10 s). FFmpeg's demuxer turns the reset into a leap of 2^33 ticks (it
+ * unwraps what it takes for a 33-bit wrap: +26.2 hours), the case of a live MPEG-TS stream's
+ * second wrap. Stream time must go on from where it was: the replay reaches the end of both parts
+ * (about 40 s of stream time, not a nap of 26 hours / speed), with one discontinuity counted and
+ * the windows' ends never going back. */
+static void test_replay_pts_reset(void **state)
+{
+    (void)state;
+    char a[400], b[400], f[400], req[1024];
+    snprintf(a, sizeof a, "%s/reset-a.ts", media);
+    snprintf(b, sizeof b, "%s/reset-b.ts", media);
+    snprintf(f, sizeof f, "%s/reset.ts", media);
+    assert_int_equal(
+        vg_testd_sh(NULL, 0,
+                    "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
+                    "testsrc2=size=160x120:rate=4 -t 20 -c:v mpeg2video -g 8 "
+                    "-output_ts_offset 1000 '%s' && ffmpeg -nostdin -loglevel error "
+                    "-y -f lavfi -i testsrc2=size=160x120:rate=4 -t 20 -c:v "
+                    "mpeg2video -g 8 -output_ts_offset 10 '%s' && cat '%s' '%s' > '%s'",
+                    a, b, a, b, f),
+        0);
+    int from = cJSON_GetArraySize(seen);
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"watch\",\"name\":\"reset\",\"url\":\"%s\",\"question\":"
+             "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
+             f);
+    cJSON *r = call(req);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_rec(from, "reset", "state", "ended", -1, 30000) >= 0);
+    cJSON *si = stream_info("reset");
+    assert_non_null(si);
+    printf("reset: %.0f frames, %.0f pairs, %.0f discontinuities\n", vg_testd_jnum(si, "frames"),
+           vg_testd_jnum(si, "pairs"), vg_testd_jnum(si, "discontinuities"));
+    assert_true(vg_testd_jnum(si, "discontinuities") == 1);
+    assert_true(vg_testd_jnum(si, "frames") >= 150); /* 160 frames in both parts */
+    cJSON_Delete(si);
+    double last_end = -1;
+    for (int i = find_rec(from, "reset", "answer", NULL, 0); i >= 0;
+         i = find_rec(i + 1, "reset", "answer", NULL, 0)) {
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(seen, i), "window");
+        double we = vg_testd_jnum(w, "end");
+        assert_true(we >= last_end);
+        last_end = we;
+    }
+    printf("reset: last window end %.1f s of stream time\n", last_end);
+    assert_true(last_end > 35 && last_end < 45);
+    r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"reset\"}");
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_gone("reset", 10000));
+}
+
 /* The client: `vigil watch` (no --name: the default name) prints the stream's records as JSON lines
  * for --for seconds; `vigil streams` lists it; `vigil unwatch` stops it. */
 static void test_cli_watch(void **state)
@@ -1014,6 +1068,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_cli_watch),
         cmocka_unit_test(test_replay_window_rebase),
+        cmocka_unit_test(test_replay_pts_reset),
         cmocka_unit_test(test_demo_box_events),
         cmocka_unit_test(test_demo_defaults_320x240),
         cmocka_unit_test(test_event_json_shape),
