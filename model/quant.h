@@ -23,6 +23,8 @@
 #ifndef VG_MODEL_QUANT_H
 #define VG_MODEL_QUANT_H
 
+#include "gguf.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +80,42 @@ void vg_pack_row_q8_raw(const void *blocks, size_t K, int r, int8_t *group);
  * level computes the same integer sums, so results differ only by the float rounding of the
  * accumulation.
  */
+/* The layout's facts per type, shared by the packing (quant_kq.c) and the kernels (quant_x86.c):
+ * the 32-value types (Q4_0, Q4_1, Q5_0, Q5_1), those with a min per block (Q4_1, Q5_1: d q + m),
+ * those with a fifth bit (80-byte chunks), a record's header bytes (0: not a layout type), a
+ * sub-block chunk's bytes, and what the type subtracts from its unsigned quants. */
+static inline int vg_kq_b32(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 || t == VG_GGML_Q4_1 || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+static inline int vg_kq_has_min(uint32_t t)
+{
+    return t == VG_GGML_Q4_1 || t == VG_GGML_Q5_1;
+}
+
+static inline int vg_kq_five_bits(uint32_t t)
+{
+    return t == VG_GGML_Q5_K || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
+}
+
+static inline size_t vg_kq_hdr_bytes(uint32_t t)
+{
+    if (vg_kq_b32(t))
+        return vg_kq_has_min(t) ? 128 : 64;
+    return t == VG_GGML_Q6_K ? 72 : t == VG_GGML_Q4_K || t == VG_GGML_Q5_K ? 80 : 0;
+}
+
+static inline size_t vg_kq_chunk_bytes(uint32_t t)
+{
+    return t == VG_GGML_Q6_K ? 96 : vg_kq_five_bits(t) ? 80 : 64;
+}
+
+static inline int vg_kq_offset(uint32_t t)
+{
+    return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : t == VG_GGML_Q6_K ? 32 : 0;
+}
+
 /* 1 for Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, Q5_0 and Q5_1. */
 int vg_kq_supported(uint32_t ggml_type);
 /* Bytes of one group of 4 rows of K values. */

@@ -17,53 +17,10 @@
 
 #define KQ_R 4 /* rows per group: VG_PACK_ROWS */
 
-/* The 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1), kept in the same 256-column records. */
-static int is_b32(uint32_t t)
-{
-    return t == VG_GGML_Q4_0 || t == VG_GGML_Q4_1 || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
-}
-
-/* Q4_1 / Q5_1: value = d * q + m. */
-static int has_min(uint32_t t)
-{
-    return t == VG_GGML_Q4_1 || t == VG_GGML_Q5_1;
-}
-
-/* Types whose quants have a fifth bit (a chunk of 80 bytes). */
-static int five_bits(uint32_t t)
-{
-    return t == VG_GGML_Q5_K || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
-}
-
-/* Bytes of a record's header (scales) and of one of its 8 sub-block chunks; 0 for another type. */
-static size_t hdr_bytes(uint32_t t)
-{
-    switch (t) {
-    case VG_GGML_Q4_K:
-    case VG_GGML_Q5_K:
-        return 80;
-    case VG_GGML_Q6_K:
-        return 72;
-    case VG_GGML_Q4_0:
-    case VG_GGML_Q5_0:
-        return 64;
-    case VG_GGML_Q4_1:
-    case VG_GGML_Q5_1:
-        return 128;
-    default:
-        return 0;
-    }
-}
-
-static size_t chunk_bytes(uint32_t t)
-{
-    return t == VG_GGML_Q6_K ? 96 : five_bits(t) ? 80 : 64;
-}
-
 /* Bytes of one superblock record of a group (quant.h). */
 static size_t rec_bytes(uint32_t t)
 {
-    return hdr_bytes(t) ? hdr_bytes(t) + 8 * chunk_bytes(t) : 0;
+    return vg_kq_hdr_bytes(t) ? vg_kq_hdr_bytes(t) + 8 * vg_kq_chunk_bytes(t) : 0;
 }
 
 int vg_kq_supported(uint32_t t)
@@ -74,12 +31,6 @@ int vg_kq_supported(uint32_t t)
 size_t vg_kq_group_bytes(uint32_t t, size_t K)
 {
     return (K / 256) * rec_bytes(t);
-}
-
-/* What a 32-value block type subtracts from its unsigned quants (Q4_0 8, Q5_0 16), 0 otherwise. */
-static int b32_offset(uint32_t t)
-{
-    return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : 0;
 }
 
 static float f16(const unsigned char *p)
@@ -110,10 +61,10 @@ static void decode_b32(uint32_t t, const unsigned char *b, sb *o)
         const unsigned char *blk = b + (size_t)k * bb;
         memcpy(&o->d8[k], blk, 2);
         o->m8[k] = 0;
-        if (has_min(t))
+        if (vg_kq_has_min(t))
             memcpy(&o->m8[k], blk + 2, 2);
         uint32_t qh = 0;
-        if (five_bits(t))
+        if (vg_kq_five_bits(t))
             memcpy(&qh, blk + qs_at - 4, 4);
         for (int j = 0; j < 16; j++) {
             const unsigned char q = blk[qs_at + (size_t)j];
@@ -125,7 +76,7 @@ static void decode_b32(uint32_t t, const unsigned char *b, sb *o)
 
 static void decode_block(uint32_t t, const unsigned char *b, sb *o)
 {
-    if (is_b32(t)) {
+    if (vg_kq_b32(t)) {
         decode_b32(t, b, o);
         return;
     }
@@ -169,7 +120,8 @@ static void decode_block(uint32_t t, const unsigned char *b, sb *o)
 void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, size_t nrows,
                       size_t K, unsigned char *group)
 {
-    const size_t nb = K / 256, rb = rec_bytes(t), hdr = hdr_bytes(t), cb = chunk_bytes(t);
+    const size_t nb = K / 256, rb = rec_bytes(t), hdr = vg_kq_hdr_bytes(t),
+                 cb = vg_kq_chunk_bytes(t);
     size_t be, bb;
     vg_ggml_type_block(t, &be, &bb);
     const size_t sb_bytes = bb * (256 / be); /* one superblock of a GGUF row */
@@ -181,10 +133,10 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
         for (size_t r = 0; r < nrows && r < KQ_R; r++)
             decode_block(t, rows + r * row_bytes + b * sb_bytes, &blk[r]);
         for (int r = 0; r < KQ_R; r++) {
-            if (is_b32(t)) { /* d[s][r], then m[s][r] */
+            if (vg_kq_b32(t)) { /* d[s][r], then m[s][r] */
                 for (int s = 0; s < 8; s++) {
                     memcpy(rec + 2 * (4 * s + r), &blk[r].d8[s], 2);
-                    if (has_min(t))
+                    if (vg_kq_has_min(t))
                         memcpy(rec + 64 + 2 * (4 * s + r), &blk[r].m8[s], 2);
                 }
             } else if (t == VG_GGML_Q6_K) {
@@ -204,7 +156,7 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
                 const int r = p / 16, j = p % 16;
                 const uint8_t lo = blk[r].q[32 * s + j], hi = blk[r].q[32 * s + 16 + j];
                 c[p] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
-                if (five_bits(t)) {
+                if (vg_kq_five_bits(t)) {
                     hl |= (uint64_t)((lo >> 4) & 1) << p;
                     hh |= (uint64_t)((hi >> 4) & 1) << p;
                 } else if (t == VG_GGML_Q6_K) {
@@ -212,7 +164,7 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
                     c[64 + k] |= (uint8_t)((((lo >> 4) & 3) | (((hi >> 4) & 3) << 2)) << sh);
                 }
             }
-            if (five_bits(t)) {
+            if (vg_kq_five_bits(t)) {
                 for (int i = 0; i < 8; i++) {
                     c[64 + i] = (uint8_t)(hl >> (8 * i));
                     c[72 + i] = (uint8_t)(hh >> (8 * i));
@@ -225,13 +177,13 @@ void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, s
 /* Row r of superblock record rec back to its 256 unsigned quants. */
 static void record_quants(uint32_t t, const unsigned char *rec, int r, uint8_t q[256])
 {
-    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
+    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t);
     for (int s = 0; s < 8; s++) {
         const unsigned char *c = rec + hdr + (size_t)s * cb;
         for (int j = 0; j < 16; j++) {
             const int p = 16 * r + j;
             int lo = c[p] & 15, hi = c[p] >> 4;
-            if (five_bits(t)) {
+            if (vg_kq_five_bits(t)) {
                 lo |= ((c[64 + p / 8] >> (p % 8)) & 1) << 4;
                 hi |= ((c[72 + p / 8] >> (p % 8)) & 1) << 4;
             } else if (t == VG_GGML_Q6_K) {
@@ -250,11 +202,11 @@ static void unpack_sb(uint32_t t, const unsigned char *rec, int r, float *y)
 {
     uint8_t q[256];
     record_quants(t, rec, r, q);
-    if (is_b32(t)) {
-        const int off = b32_offset(t);
+    if (vg_kq_b32(t)) {
+        const int off = vg_kq_offset(t);
         for (int s = 0; s < 8; s++) {
             const float d = f16(rec + 2 * (4 * s + r));
-            if (has_min(t)) {
+            if (vg_kq_has_min(t)) {
                 const float m = f16(rec + 64 + 2 * (4 * s + r));
                 for (int j = 0; j < 32; j++) {
                     float p = d * (float)q[32 * s + j];
@@ -380,16 +332,16 @@ static void gemv_group_scalar(uint32_t t, const unsigned char *grp, size_t K, co
         const float dx = x->d[b];
         for (int r = 0; r < KQ_R; r++) {
             record_quants(t, rec, r, q);
-            if (is_b32(t)) { /* a float scale per 32: (dx d) * (q . x - offset * sum x) [+ m dx sum
-                                x] */
+            if (vg_kq_b32(t)) { /* a float scale per 32: (dx d) * (q . x - offset * sum x) [+ m dx
+                                sum x] */
                 for (int s = 0; s < 8; s++) {
                     int32_t si = 0;
                     for (int j = 0; j < 32; j++)
                         si += q[32 * s + j] * xq[32 * s + j];
                     const int32_t bs = x->bs32[8 * b + (size_t)s];
                     const float d = f16(rec + 2 * (4 * s + r));
-                    acc[r] += dx * d * (float)(si - b32_offset(t) * bs);
-                    if (has_min(t))
+                    acc[r] += dx * d * (float)(si - vg_kq_offset(t) * bs);
+                    if (vg_kq_has_min(t))
                         acc[r] += dx * f16(rec + 64 + 2 * (4 * s + r)) * (float)bs;
                 }
                 continue;

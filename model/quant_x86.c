@@ -34,41 +34,9 @@ static void store_rows(const float out[4], size_t g, size_t rows, float *y)
             y[g * 4 + (size_t)r] = out[r];
 }
 
-/* The layout facts of quant.h this file needs (quant_kq.c has the same). */
-static int is_b32(uint32_t t)
-{
-    return t == VG_GGML_Q4_0 || t == VG_GGML_Q4_1 || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
-}
-
-static int has_min(uint32_t t)
-{
-    return t == VG_GGML_Q4_1 || t == VG_GGML_Q5_1;
-}
-
-static int five_bits(uint32_t t)
-{
-    return t == VG_GGML_Q5_K || t == VG_GGML_Q5_0 || t == VG_GGML_Q5_1;
-}
-
 static int handled(uint32_t t)
 {
-    return is_b32(t) || t == VG_GGML_Q4_K || t == VG_GGML_Q5_K || t == VG_GGML_Q6_K;
-}
-
-static size_t hdr_bytes(uint32_t t)
-{
-    return t == VG_GGML_Q6_K ? 72 : !is_b32(t) ? 80 : has_min(t) ? 128 : 64;
-}
-
-static size_t chunk_bytes(uint32_t t)
-{
-    return t == VG_GGML_Q6_K ? 96 : five_bits(t) ? 80 : 64;
-}
-
-/* What the type subtracts from its unsigned quants: Q4_0 8, Q5_0 16, Q6_K 32. */
-static int quant_offset(uint32_t t)
-{
-    return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : t == VG_GGML_Q6_K ? 32 : 0;
+    return vg_kq_hdr_bytes(t) != 0;
 }
 
 /* ================================ AVX2 ================================ */
@@ -177,71 +145,6 @@ T_AVX2 static void gemv_q45k_avx2(int q5, const unsigned char *w, size_t K, size
     }
 }
 
-/* Q4_0 / Q4_1 / Q5_0 / Q5_1: per sub-block the int32 sums q . x (four per row, two rows a
- * register), the offset times the activation's sum of 32 taken from the first of each row's
- * four, then scaled by the row's own float d (times dx); Q4_1 / Q5_1 add m dx sum x. */
-T_AVX2 static void gemv_b32_avx2(uint32_t t, const unsigned char *w, size_t K, size_t rows,
-                                 size_t g0, size_t g1, const vg_kq_act *x, float *y)
-{
-    const int q5 = five_bits(t), mn = has_min(t), off = quant_offset(t);
-    const size_t nb = K / 256, hdr = hdr_bytes(t), cb = chunk_bytes(t), rb = hdr + 8 * cb;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi16(1);
-    for (size_t g = g0; g < g1; g++) {
-        const unsigned char *grp = w + g * nb * rb;
-        __m256 f0 = _mm256_setzero_ps(), f1 = f0;
-        for (size_t b = 0; b < nb; b++) {
-            const unsigned char *rec = grp + b * rb;
-            const int8_t *xq = x->q + 256 * b;
-            const float dx = x->d[b];
-            for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + hdr + (size_t)s * cb;
-                const __m256i xl = _mm256_broadcastsi128_si256(
-                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
-                const __m256i xh = _mm256_broadcastsi128_si256(
-                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s + 16)));
-                __m256i v0 = _mm256_loadu_si256((const __m256i *)(const void *)c);
-                __m256i v1 = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32));
-                __m256i l0 = _mm256_and_si256(v0, m4),
-                        h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
-                __m256i l1 = _mm256_and_si256(v1, m4),
-                        h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
-                if (q5) {
-                    uint32_t bl[2], bh[2];
-                    memcpy(bl, c + 64, 8);
-                    memcpy(bh, c + 72, 8);
-                    l0 = _mm256_or_si256(l0, bits_to_16(bl[0]));
-                    l1 = _mm256_or_si256(l1, bits_to_16(bl[1]));
-                    h0 = _mm256_or_si256(h0, bits_to_16(bh[0]));
-                    h1 = _mm256_or_si256(h1, bits_to_16(bh[1]));
-                }
-                __m256i a0 = _mm256_madd_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(l0, xl), _mm256_maddubs_epi16(h0, xh)),
-                    one);
-                __m256i a1 = _mm256_madd_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(l1, xl), _mm256_maddubs_epi16(h1, xh)),
-                    one);
-                const int bs = x->bs32[8 * b + (size_t)s];
-                if (off) {
-                    const __m256i o = _mm256_setr_epi32(off * bs, 0, 0, 0, off * bs, 0, 0, 0);
-                    a0 = _mm256_sub_epi32(a0, o);
-                    a1 = _mm256_sub_epi32(a1, o);
-                }
-                f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), pair_scale(rec + 8 * s, 0, dx), f0);
-                f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), pair_scale(rec + 8 * s, 2, dx), f1);
-                if (mn) {
-                    const __m256 sx = _mm256_setr_ps((float)bs, 0, 0, 0, (float)bs, 0, 0, 0);
-                    f0 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 0, dx), f0);
-                    f1 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 2, dx), f1);
-                }
-            }
-        }
-        const float out[4] = {
-            hsum128(_mm256_castps256_ps128(f0)), hsum128(_mm256_extractf128_ps(f0, 1)),
-            hsum128(_mm256_castps256_ps128(f1)), hsum128(_mm256_extractf128_ps(f1, 1))};
-        store_rows(out, g, rows, y);
-    }
-}
-
 /* Sum over the 16 scales of row a (low lane) and row a + 1 (high lane) times the activation's
  * sums of 16, as 8 int32 (four per row). */
 T_AVX2 static inline __m256i q6_offset(const unsigned char *sc, __m256i bs)
@@ -327,7 +230,7 @@ T_AVX2 static inline void widen256(uint32_t t, const unsigned char *c, __m256i l
         const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(c + 32 * h));
         lo[h] = _mm256_and_si256(v, m4);
         hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if (five_bits(t)) {
+        if (vg_kq_five_bits(t)) {
             uint32_t bl, bh;
             memcpy(&bl, c + 64 + 4 * h, 4);
             memcpy(&bh, c + 72 + 4 * h, 4);
@@ -352,12 +255,12 @@ T_AVX2 static inline void row_scales(uint32_t t, const unsigned char *rec, const
                                      const float dm[4], int r, int s, float *sl, float *sh,
                                      float *ml)
 {
-    if (is_b32(t)) {
+    if (vg_kq_b32(t)) {
         uint16_t h;
         memcpy(&h, rec + 2 * (4 * s + r), 2);
         *sl = *sh = _cvtsh_ss(h);
         *ml = 0.0f;
-        if (has_min(t)) {
+        if (vg_kq_has_min(t)) {
             memcpy(&h, rec + 64 + 2 * (4 * s + r), 2);
             *ml = -_cvtsh_ss(h);
         }
@@ -372,7 +275,7 @@ T_AVX2 static inline void row_scales(uint32_t t, const unsigned char *rec, const
     }
 }
 
-/* 8 unsigned bytes -> (scale * (q - off)) - min (off: quant_offset) as the scalar unpacking
+/* 8 unsigned bytes -> (scale * (q - off)) - min (off: vg_kq_offset) as the scalar unpacking
  * computes it (no fused multiply-add). */
 T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float min, float *o)
 {
@@ -383,9 +286,9 @@ T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float m
 
 T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
-    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
+    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t);
     const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
-    const __m256i off = _mm256_set1_epi32(quant_offset(t));
+    const __m256i off = _mm256_set1_epi32(vg_kq_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
@@ -409,6 +312,58 @@ T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t
                 deq8_f32(_mm_srli_si128(h, 8), off, sh, ml, o + 24);
             }
         }
+    }
+}
+
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1: per sub-block the int32 sums q . x (four per row, two rows a
+ * register), the offset times the activation's sum of 32 taken from the first of each row's
+ * four, then scaled by the row's own float d (times dx); Q4_1 / Q5_1 add m dx sum x. */
+T_AVX2 static void gemv_b32_avx2(uint32_t t, const unsigned char *w, size_t K, size_t rows,
+                                 size_t g0, size_t g1, const vg_kq_act *x, float *y)
+{
+    const int mn = vg_kq_has_min(t), off = vg_kq_offset(t);
+    const size_t nb = K / 256, hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t),
+                 rb = hdr + 8 * cb;
+    const __m256i one = _mm256_set1_epi16(1);
+    for (size_t g = g0; g < g1; g++) {
+        const unsigned char *grp = w + g * nb * rb;
+        __m256 f0 = _mm256_setzero_ps(), f1 = f0;
+        for (size_t b = 0; b < nb; b++) {
+            const unsigned char *rec = grp + b * rb;
+            const int8_t *xq = x->q + 256 * b;
+            const float dx = x->d[b];
+            for (int s = 0; s < 8; s++) {
+                const __m256i xl = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
+                const __m256i xh = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s + 16)));
+                __m256i lo[2], hi[2];
+                widen256(t, rec + hdr + (size_t)s * cb, lo, hi);
+                __m256i a0 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[0], xl),
+                                                                _mm256_maddubs_epi16(hi[0], xh)),
+                                               one);
+                __m256i a1 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[1], xl),
+                                                                _mm256_maddubs_epi16(hi[1], xh)),
+                                               one);
+                const int bs = x->bs32[8 * b + (size_t)s];
+                if (off) {
+                    const __m256i o = _mm256_setr_epi32(off * bs, 0, 0, 0, off * bs, 0, 0, 0);
+                    a0 = _mm256_sub_epi32(a0, o);
+                    a1 = _mm256_sub_epi32(a1, o);
+                }
+                f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), pair_scale(rec + 8 * s, 0, dx), f0);
+                f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), pair_scale(rec + 8 * s, 2, dx), f1);
+                if (mn) {
+                    const __m256 sx = _mm256_setr_ps((float)bs, 0, 0, 0, (float)bs, 0, 0, 0);
+                    f0 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 0, dx), f0);
+                    f1 = _mm256_fmadd_ps(sx, pair_scale(rec + 64 + 8 * s, 2, dx), f1);
+                }
+            }
+        }
+        const float out[4] = {
+            hsum128(_mm256_castps256_ps128(f0)), hsum128(_mm256_extractf128_ps(f0, 1)),
+            hsum128(_mm256_castps256_ps128(f1)), hsum128(_mm256_extractf128_ps(f1, 1))};
+        store_rows(out, g, rows, y);
     }
 }
 
@@ -554,6 +509,30 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
     }
 }
 
+/* The chunk at c (sub-block of a record) as unsigned bytes: *lo the values 0-15 of each row (row
+ * r in 128-bit lane r), *hi the values 16-31. */
+T_AVX512 static inline void widen512(uint32_t t, const unsigned char *c, __m512i *lo, __m512i *hi)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i v = _mm512_loadu_si512((const void *)c);
+    *lo = _mm512_and_si512(v, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if (vg_kq_five_bits(t)) {
+        const __m512i v16 = _mm512_set1_epi8(0x10);
+        uint64_t bl, bh;
+        memcpy(&bl, c + 64, 8);
+        memcpy(&bh, c + 72, 8);
+        *lo = _mm512_mask_add_epi8(*lo, (__mmask64)bl, *lo, v16);
+        *hi = _mm512_mask_add_epi8(*hi, (__mmask64)bh, *hi, v16);
+    } else if (t == VG_GGML_Q6_K) {
+        const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+        const __m512i h =
+            _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 4), 1);
+        *lo = _mm512_or_si512(*lo, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(3)), 4));
+        *hi = _mm512_or_si512(*hi, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(12)), 2));
+    }
+}
+
 /* Q4_0 / Q4_1 / Q5_0 / Q5_1 (the AVX2 kernel's arithmetic, four rows a register): VPDPBUSD sums
  * four products of the unsigned quants and the int8 activation into int32 (four per row, row r
  * in 128-bit lane r); the record's 32 fp16 d (and m), [s][r], are widened and times dx once, and
@@ -561,9 +540,9 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
 T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t K, size_t rows,
                                      size_t g0, size_t g1, const vg_kq_act *x, float *y)
 {
-    const int q5 = five_bits(t), mn = has_min(t), off = quant_offset(t);
-    const size_t nb = K / 256, hdr = hdr_bytes(t), cb = chunk_bytes(t), rb = hdr + 8 * cb;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), v16 = _mm512_set1_epi8(0x10);
+    const int mn = vg_kq_has_min(t), off = vg_kq_offset(t);
+    const size_t nb = K / 256, hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t),
+                 rb = hdr + 8 * cb;
     const __m512i ibase = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     for (size_t g = g0; g < g1; g++) {
         const unsigned char *grp = w + g * nb * rb;
@@ -585,21 +564,12 @@ T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t 
                                           dx);
             }
             for (int s = 0; s < 8; s++) {
-                const unsigned char *c = rec + hdr + (size_t)s * cb;
                 const __m512i xl = _mm512_broadcast_i32x4(
                     _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s)));
                 const __m512i xh = _mm512_broadcast_i32x4(
                     _mm_loadu_si128((const __m128i *)(const void *)(xq + 32 * s + 16)));
-                const __m512i v = _mm512_loadu_si512((const void *)c);
-                __m512i lo = _mm512_and_si512(v, m4),
-                        hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                if (q5) {
-                    uint64_t bl, bh;
-                    memcpy(&bl, c + 64, 8);
-                    memcpy(&bh, c + 72, 8);
-                    lo = _mm512_mask_add_epi8(lo, (__mmask64)bl, lo, v16);
-                    hi = _mm512_mask_add_epi8(hi, (__mmask64)bh, hi, v16);
-                }
+                __m512i lo, hi;
+                widen512(t, rec + hdr + (size_t)s * cb, &lo, &hi);
                 __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xl);
                 acc = _mm512_dpbusd_epi32(acc, hi, xh);
                 const int bs = x->bs32[8 * b + (size_t)s];
@@ -614,30 +584,6 @@ T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t 
             }
         }
         rows_out(f, g, rows, y);
-    }
-}
-
-/* The chunk at c (sub-block of a record) as unsigned bytes: *lo the values 0-15 of each row (row
- * r in 128-bit lane r), *hi the values 16-31. */
-T_AVX512 static inline void widen512(uint32_t t, const unsigned char *c, __m512i *lo, __m512i *hi)
-{
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const __m512i v = _mm512_loadu_si512((const void *)c);
-    *lo = _mm512_and_si512(v, m4);
-    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-    if (five_bits(t)) {
-        const __m512i v16 = _mm512_set1_epi8(0x10);
-        uint64_t bl, bh;
-        memcpy(&bl, c + 64, 8);
-        memcpy(&bh, c + 72, 8);
-        *lo = _mm512_mask_add_epi8(*lo, (__mmask64)bl, *lo, v16);
-        *hi = _mm512_mask_add_epi8(*hi, (__mmask64)bh, *hi, v16);
-    } else if (t == VG_GGML_Q6_K) {
-        const __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
-        const __m512i h =
-            _mm512_inserti64x4(_mm512_castsi256_si512(hb), _mm256_srli_epi16(hb, 4), 1);
-        *lo = _mm512_or_si512(*lo, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(3)), 4));
-        *hi = _mm512_or_si512(*hi, _mm512_slli_epi16(_mm512_and_si512(h, _mm512_set1_epi8(12)), 2));
     }
 }
 
@@ -669,9 +615,9 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
 T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, size_t K,
                                        uint16_t *dst)
 {
-    const size_t hdr = hdr_bytes(t), cb = chunk_bytes(t);
+    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t);
     const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
-    const __m512i off = _mm512_set1_epi32(quant_offset(t));
+    const __m512i off = _mm512_set1_epi32(vg_kq_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
         float d[4], dm[4];
@@ -703,7 +649,7 @@ int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size
 {
     if (!handled(t) || level < VG_ISA_AVX2)
         return 0;
-    if (is_b32(t)) {
+    if (vg_kq_b32(t)) {
         if (level >= VG_ISA_AVX512)
             gemv_b32_avx512(t, w, K, rows, g0, g1, x, y);
         else

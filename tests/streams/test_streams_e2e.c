@@ -625,28 +625,48 @@ static void test_several_streams(void **state)
     kill_source(s2);
 }
 
+/* Watches file f as stream name replayed at 20x (fps 2, a 6 s window updated every 0.2 s of
+ * stream time) and waits for it to end; the index of the first record after the request. */
+static int replay_file(const char *name, const char *f)
+{
+    char req[1024];
+    int from = cJSON_GetArraySize(seen);
+    snprintf(req, sizeof req,
+             "{\"v\":1,\"op\":\"watch\",\"name\":\"%s\",\"url\":\"%s\",\"question\":"
+             "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
+             name, f);
+    cJSON *r = call(req);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_rec(from, name, "state", "ended", -1, 30000) >= 0);
+    return from;
+}
+
+/* Unwatches stream name and waits until it is gone. */
+static void unwatch_gone(const char *name)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"v\":1,\"op\":\"unwatch\",\"name\":\"%s\"}", name);
+    cJSON *r = call(req);
+    assert_true(vg_testd_is_ok(r));
+    cJSON_Delete(r);
+    assert_true(wait_gone(name, 10000));
+}
+
 /* A 100 s file replayed at 20x: the window slides (start and end advance, its length stays within
  * window_s) and is rebased from the cached vision outputs whenever the relative timestamps would
  * pass 40 s, so the base follows the stream and end - base stays within 40 s plus a pair. */
 static void test_replay_window_rebase(void **state)
 {
     (void)state;
-    char f[400], req[1024];
+    char f[400];
     snprintf(f, sizeof f, "%s/long.ts", media);
     assert_int_equal(vg_testd_sh(NULL, 0,
                                  "ffmpeg -nostdin -loglevel error -y -f lavfi -i "
                                  "testsrc2=size=160x120:rate=4 -t 100 -c:v mpeg2video -g 8 '%s'",
                                  f),
                      0);
-    int from = cJSON_GetArraySize(seen);
-    snprintf(req, sizeof req,
-             "{\"v\":1,\"op\":\"watch\",\"name\":\"replay\",\"url\":\"%s\",\"question\":"
-             "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
-             f);
-    cJSON *r = call(req);
-    assert_true(vg_testd_is_ok(r));
-    cJSON_Delete(r);
-    assert_true(wait_rec(from, "replay", "state", "ended", -1, 30000) >= 0);
+    int from = replay_file("replay", f);
     cJSON *si = stream_info("replay");
     assert_non_null(si);
     printf("replay: %.0f pairs, %.0f rebases\n", vg_testd_jnum(si, "pairs"),
@@ -674,10 +694,7 @@ static void test_replay_window_rebase(void **state)
     assert_true(n >= 10);
     assert_true(last_end > 90);
     assert_true(max_base > 50);
-    r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"replay\"}");
-    assert_true(vg_testd_is_ok(r));
-    cJSON_Delete(r);
-    assert_true(wait_gone("replay", 10000));
+    unwatch_gone("replay");
 }
 
 /* A clip whose presentation times start again (two MPEG-TS recordings concatenated: 20 s from
@@ -689,7 +706,7 @@ static void test_replay_window_rebase(void **state)
 static void test_replay_pts_reset(void **state)
 {
     (void)state;
-    char a[400], b[400], f[400], req[1024];
+    char a[400], b[400], f[400];
     snprintf(a, sizeof a, "%s/reset-a.ts", media);
     snprintf(b, sizeof b, "%s/reset-b.ts", media);
     snprintf(f, sizeof f, "%s/reset.ts", media);
@@ -702,15 +719,7 @@ static void test_replay_pts_reset(void **state)
                     "mpeg2video -g 8 -output_ts_offset 10 '%s' && cat '%s' '%s' > '%s'",
                     a, b, a, b, f),
         0);
-    int from = cJSON_GetArraySize(seen);
-    snprintf(req, sizeof req,
-             "{\"v\":1,\"op\":\"watch\",\"name\":\"reset\",\"url\":\"%s\",\"question\":"
-             "\"What happens?\",\"fps\":2,\"window_s\":6,\"update_s\":0.2,\"speed\":20}",
-             f);
-    cJSON *r = call(req);
-    assert_true(vg_testd_is_ok(r));
-    cJSON_Delete(r);
-    assert_true(wait_rec(from, "reset", "state", "ended", -1, 30000) >= 0);
+    int from = replay_file("reset", f);
     cJSON *si = stream_info("reset");
     assert_non_null(si);
     printf("reset: %.0f frames, %.0f pairs, %.0f discontinuities\n", vg_testd_jnum(si, "frames"),
@@ -728,10 +737,7 @@ static void test_replay_pts_reset(void **state)
     }
     printf("reset: last window end %.1f s of stream time\n", last_end);
     assert_true(last_end > 35 && last_end < 45);
-    r = call("{\"v\":1,\"op\":\"unwatch\",\"name\":\"reset\"}");
-    assert_true(vg_testd_is_ok(r));
-    cJSON_Delete(r);
-    assert_true(wait_gone("reset", 10000));
+    unwatch_gone("reset");
 }
 
 /* The client: `vigil watch` (no --name: the default name) prints the stream's records as JSON lines
