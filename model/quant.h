@@ -111,6 +111,13 @@ static inline size_t vg_kq_chunk_bytes(uint32_t t)
     return t == VG_GGML_Q6_K ? 96 : vg_kq_five_bits(t) ? 80 : 64;
 }
 
+/* Bytes of one record (4 rows x 256 values): header, then 8 sub-block chunks; 0 for another
+ * type. */
+static inline size_t vg_kq_rec_bytes(uint32_t t)
+{
+    return vg_kq_hdr_bytes(t) ? vg_kq_hdr_bytes(t) + 8 * vg_kq_chunk_bytes(t) : 0;
+}
+
 static inline int vg_kq_offset(uint32_t t)
 {
     return t == VG_GGML_Q4_0 ? 8 : t == VG_GGML_Q5_0 ? 16 : t == VG_GGML_Q6_K ? 32 : 0;

@@ -17,20 +17,14 @@
 
 #define KQ_R 4 /* rows per group: VG_PACK_ROWS */
 
-/* Bytes of one superblock record of a group (quant.h). */
-static size_t rec_bytes(uint32_t t)
-{
-    return vg_kq_hdr_bytes(t) ? vg_kq_hdr_bytes(t) + 8 * vg_kq_chunk_bytes(t) : 0;
-}
-
 int vg_kq_supported(uint32_t t)
 {
-    return rec_bytes(t) != 0;
+    return vg_kq_rec_bytes(t) != 0;
 }
 
 size_t vg_kq_group_bytes(uint32_t t, size_t K)
 {
-    return (K / 256) * rec_bytes(t);
+    return (K / 256) * vg_kq_rec_bytes(t);
 }
 
 static float f16(const unsigned char *p)
@@ -120,7 +114,7 @@ static void decode_block(uint32_t t, const unsigned char *b, sb *o)
 void vg_kq_pack_group(uint32_t t, const unsigned char *rows, size_t row_bytes, size_t nrows,
                       size_t K, unsigned char *group)
 {
-    const size_t nb = K / 256, rb = rec_bytes(t), hdr = vg_kq_hdr_bytes(t),
+    const size_t nb = K / 256, rb = vg_kq_rec_bytes(t), hdr = vg_kq_hdr_bytes(t),
                  cb = vg_kq_chunk_bytes(t);
     size_t be, bb;
     vg_ggml_type_block(t, &be, &bb);
@@ -241,14 +235,14 @@ static void unpack_sb(uint32_t t, const unsigned char *rec, int r, float *y)
 
 void vg_kq_unpack_row(uint32_t t, const unsigned char *group, size_t K, int r, float *dst)
 {
-    const size_t rb = rec_bytes(t);
+    const size_t rb = vg_kq_rec_bytes(t);
     for (size_t b = 0; b < K / 256; b++)
         unpack_sb(t, group + b * rb, r, dst + 256 * b);
 }
 
 void vg_kq_group_to_bf16(uint32_t t, const unsigned char *group, size_t K, uint16_t *dst)
 {
-    const size_t rb = rec_bytes(t);
+    const size_t rb = vg_kq_rec_bytes(t);
     float y[256];
     for (size_t b = 0; b < K / 256; b++)
         for (int r = 0; r < KQ_R; r++) {
@@ -323,7 +317,7 @@ void vg_kq_act_quantize(const float *x, size_t K, vg_kq_act *a)
 static void gemv_group_scalar(uint32_t t, const unsigned char *grp, size_t K, const vg_kq_act *x,
                               float out[KQ_R])
 {
-    const size_t rb = rec_bytes(t);
+    const size_t rb = vg_kq_rec_bytes(t);
     float acc[KQ_R] = {0};
     uint8_t q[256];
     for (size_t b = 0; b < K / 256; b++) {

@@ -34,11 +34,6 @@ static void store_rows(const float out[4], size_t g, size_t rows, float *y)
             y[g * 4 + (size_t)r] = out[r];
 }
 
-static int handled(uint32_t t)
-{
-    return vg_kq_hdr_bytes(t) != 0;
-}
-
 /* ================================ AVX2 ================================ */
 
 T_AVX2 static inline float hsum128(__m128 s)
@@ -286,8 +281,7 @@ T_AVX2 static inline void deq8_f32(__m128i q8, __m256i off, float scale, float m
 
 T_AVX2 static void group_f32_avx2(uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
-    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t);
-    const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
+    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t), rb = vg_kq_rec_bytes(t);
     const __m256i off = _mm256_set1_epi32(vg_kq_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
@@ -323,7 +317,7 @@ T_AVX2 static void gemv_b32_avx2(uint32_t t, const unsigned char *w, size_t K, s
 {
     const int mn = vg_kq_has_min(t), off = vg_kq_offset(t);
     const size_t nb = K / 256, hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t),
-                 rb = hdr + 8 * cb;
+                 rb = vg_kq_rec_bytes(t);
     const __m256i one = _mm256_set1_epi16(1);
     for (size_t g = g0; g < g1; g++) {
         const unsigned char *grp = w + g * nb * rb;
@@ -369,7 +363,7 @@ T_AVX2 static void gemv_b32_avx2(uint32_t t, const unsigned char *w, size_t K, s
 
 int vg_kq_group_to_f32_x86(int level, uint32_t t, const unsigned char *group, size_t K, float *dst)
 {
-    if (!handled(t) || level < VG_ISA_AVX2)
+    if (!vg_kq_rec_bytes(t) || level < VG_ISA_AVX2)
         return 0;
     group_f32_avx2(t, group, K, dst);
     return 1;
@@ -542,7 +536,7 @@ T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t 
 {
     const int mn = vg_kq_has_min(t), off = vg_kq_offset(t);
     const size_t nb = K / 256, hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t),
-                 rb = hdr + 8 * cb;
+                 rb = vg_kq_rec_bytes(t);
     const __m512i ibase = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     for (size_t g = g0; g < g1; g++) {
         const unsigned char *grp = w + g * nb * rb;
@@ -615,8 +609,7 @@ T_AVX512 static inline __m256i deq16_bf16(__m128i q8, __m512i off, __m512 scale,
 T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, size_t K,
                                        uint16_t *dst)
 {
-    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t);
-    const size_t rb = hdr + 8 * cb; /* a record: header, then 8 sub-block chunks */
+    const size_t hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t), rb = vg_kq_rec_bytes(t);
     const __m512i off = _mm512_set1_epi32(vg_kq_offset(t));
     for (size_t b = 0; b < K / 256; b++) {
         const unsigned char *rec = group + b * rb;
@@ -638,7 +631,7 @@ T_AVX512 static void group_bf16_avx512(uint32_t t, const unsigned char *group, s
 int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, size_t K,
                             uint16_t *dst)
 {
-    if (!handled(t) || level < VG_ISA_AVX512)
+    if (!vg_kq_rec_bytes(t) || level < VG_ISA_AVX512)
         return 0;
     group_bf16_avx512(t, group, K, dst);
     return 1;
@@ -647,7 +640,7 @@ int vg_kq_group_to_bf16_x86(int level, uint32_t t, const unsigned char *group, s
 int vg_kq_gemv_x86(int level, uint32_t t, const unsigned char *w, size_t K, size_t rows, size_t g0,
                    size_t g1, const vg_kq_act *x, float *y)
 {
-    if (!handled(t) || level < VG_ISA_AVX2)
+    if (!vg_kq_rec_bytes(t) || level < VG_ISA_AVX2)
         return 0;
     if (vg_kq_b32(t)) {
         if (level >= VG_ISA_AVX512)
