@@ -490,6 +490,7 @@ typedef struct dnnl_job {
     const float *x;
     const uint16_t *xb; /* slabs: x in bf16, rows padded with zeros to whole blocks; else NULL */
     float *y;           /* the slab's first output column */
+    const float *b;     /* the slab's first bias value, or NULL: no bias */
     size_t ldy;         /* y's row stride: the whole matrix's rows (a slab's output is dense
                          * [M][slab rows] in the block buffer, then copied) */
     void *wei;
@@ -652,6 +653,8 @@ static void block_task(void *arg, size_t i)
              dnnl_stream_wait(st) == dnnl_success;
         for (size_t t = 0; ok && dst == tmp && t < r; t++)
             memcpy(j->y + (i0 + t) * ld, tmp + t * S, S * sizeof(float));
+        for (size_t t = 0; ok && j->b && t < r; t++) /* the block's rows are still in cache */
+            vg_add(j->y + (i0 + t) * ld, j->b, S);
     }
     if (mscr)
         dnnl_memory_destroy(mscr);
@@ -704,11 +707,13 @@ static void xcvt_range(void *c, size_t r0, size_t r1)
             memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+                   float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    dnnl_job j = {.m = m, .w = w, .dm = dm, .x = x, .y = y, .ldy = w->rows, .n = n, .wei = dm->wei};
+    dnnl_job j = {
+        .m = m, .w = w, .dm = dm, .x = x, .y = y, .b = b, .ldy = w->rows, .n = n, .wei = dm->wei};
     j.slots = (size_t)VG_MIN(VG_MIN(dm->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
     j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
@@ -779,6 +784,7 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float
             j.parts = n_parts;
             vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
             j.y = y + r0;
+            j.b = b ? b + r0 : NULL;
         }
         j.parts = VG_MIN(n_parts, j.blocks);
         vg_pool_run(pool, j.parts, block_task, &j);
@@ -1186,8 +1192,10 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     return 1;
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws)
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+                   float *ws)
 {
+    (void)b;
     (void)m;
     (void)x;
     (void)n;

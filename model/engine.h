@@ -156,9 +156,11 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
  * above it) are unpacked and multiplied a slab of rows at a time. 32 MiB: no 2B matrix is split,
  * the 8B MLP in 3 and 4 slabs. */
 #define VG_DNNL_SLAB_BYTES ((size_t)32 << 20)
-/* y[n][rows] = bf16(x) W^T, no bias, through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
+/* y[n][rows] = bf16(x) W^T (+ b[rows] when b is not NULL, added to each block of rows while it is
+ * in cache, by the task that computed it), through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
  * K-quant matrix, widened per slab). 0 or VG_EIO. */
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, float *y, float *ws);
+int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
+                   float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
  * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row
@@ -226,6 +228,8 @@ void vg_gelu_tanh(float *x, size_t n);
 /* g[i] = silu(g[i]) * u[i] (the SwiGLU MLP). */
 void vg_silu_mul(float *g, const float *u, size_t n);
 void vg_gelu_erf(float *x, size_t n);
+/* y[i] += x[i] over n values (element-wise float additions: the same result at every level). */
+void vg_add(float *y, const float *x, size_t n);
 /* Decode attention of grp query heads (q [grp][hd]) sharing one KV head whose ctx rows of hd
  * floats are contiguous: scores[g][t] = scale * q[g].k[t], then out[g] = sum_t p[g][t] v[t]. Each
  * streams K or V once. */

@@ -52,6 +52,19 @@ AVX512 static void gelu_tanh_avx512(float *x, size_t n)
     }
 }
 
+AVX512 static void add_avx512(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(
+            y + i, k,
+            _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + i), _mm512_maskz_loadu_ps(k, x + i)));
+    }
+}
+
 /* Sum of the d values of r (squared when sq) in double, 16 per step. */
 AVX512 static double sum_pd(const float *r, size_t d, int sq, double sub)
 {
@@ -187,6 +200,19 @@ void vg_silu_mul(float *g, const float *u, size_t n)
         g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
 }
 
+void vg_add(float *y, const float *x, size_t n)
+{
+    if (vg_isa_level() >= VG_ISA_AVX512) {
+        add_avx512(y, x, n);
+        return;
+    }
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        store4(y + i, load4(y + i) + load4(x + i));
+    for (; i < n; i++)
+        y[i] += x[i];
+}
+
 void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
                float *y)
 {
@@ -199,13 +225,8 @@ void vg_linear(const float *x, size_t n, size_t in, const float *w, const float 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
                     (int)in, w, (int)in, 0.0f, y, (int)out);
     }
-    if (b) {
-        for (size_t i = 0; i < n; i++) {
-            float *r = y + i * out;
-            for (size_t j = 0; j < out; j++)
-                r[j] += b[j];
-        }
-    }
+    for (size_t i = 0; b && i < n; i++)
+        vg_add(y + i * out, b, out);
 }
 
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,

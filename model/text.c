@@ -513,8 +513,7 @@ static void add_norm_range(void *c, size_t r0, size_t r1)
 {
     const text_rows *t = c;
     const size_t D = (size_t)t->s->m->info.hidden_size;
-    for (size_t i = r0 * D; i < r1 * D; i++)
-        t->s->x[i] += t->s->a[i];
+    vg_add(t->s->x + r0 * D, t->s->a + r0 * D, (r1 - r0) * D);
     vg_rmsnorm(t->s->x + r0 * D, t->s->a + r0 * D, r1 - r0, D, t->L->post_norm, t->eps);
 }
 

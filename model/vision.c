@@ -165,17 +165,60 @@ static void trace(const vg_model *m, const char *name, int index, const float *d
         m->trace(name, index, d, rows, cols, m->trace_opaque);
 }
 
+/* Row-parallel element-wise work of a block (the pool splits rows; each range is the serial op). */
+typedef struct rows_ctx {
+    const float *x, *w, *b, *cs, *sn;
+    float *y;
+    size_t d, ld;
+    int heads, dh;
+} rows_ctx;
+
+static void ln_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_layernorm(a->x + r0 * a->d, a->y + r0 * a->d, r1 - r0, a->d, a->w, a->b, VIS_EPS);
+}
+
+static void gelu_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_gelu_tanh(a->y + r0 * a->d, (r1 - r0) * a->d);
+}
+
+static void gelu_erf_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_gelu_erf(a->y + r0 * a->d, (r1 - r0) * a->d);
+}
+
+static void add_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_add(a->y + r0 * a->d, a->x + r0 * a->d, (r1 - r0) * a->d);
+}
+
+static void rope_range(void *c, size_t r0, size_t r1)
+{
+    const rows_ctx *a = c;
+    vg_rope_apply(a->y + r0 * a->ld, r1 - r0, a->heads, a->dh, a->ld, a->cs + r0 * (size_t)a->dh,
+                  a->sn + r0 * (size_t)a->dh);
+}
+
+#define ROWS_GRAIN 16 /* rows per range at least (a region costs a few microseconds) */
+
 /* x: [nm][MD] (already LayerNorm'ed when the merger normalizes before the shuffle). */
 static void merger_run(vg_model *m, const vg_merger *mg, const float *x, size_t nm, size_t MD,
                        float *ln, float *t1, float *out, float *ws)
 {
     const float *in = x;
     if (mg->postshuffle) {
-        vg_layernorm(x, ln, nm, MD, mg->n_w, mg->n_b, VIS_EPS);
+        rows_ctx c = {.x = x, .y = ln, .w = mg->n_w, .b = mg->n_b, .d = MD};
+        vg_pool_for(m->tpool, nm, ROWS_GRAIN, ln_range, &c);
         in = ln;
     }
     vg_matmul(m, in, nm, &mg->fc1_w, mg->fc1_b, t1, ws);
-    vg_gelu_erf(t1, nm * MD);
+    rows_ctx g = {.y = t1, .d = MD};
+    vg_pool_for(m->tpool, nm, ROWS_GRAIN, gelu_erf_range, &g);
     vg_matmul(m, t1, nm, &mg->fc2_w, mg->fc2_b, out, ws);
 }
 
@@ -199,42 +242,6 @@ static size_t vision_ws(const vg_model *m, size_t n, size_t nm)
             ws, VG_MAX(vg_mat_ws_floats(&mg[k]->fc1_w, nm), vg_mat_ws_floats(&mg[k]->fc2_w, nm)));
     return ws;
 }
-
-/* Row-parallel element-wise work of a block (the pool splits rows; each range is the serial op). */
-typedef struct rows_ctx {
-    const float *x, *w, *b, *cs, *sn;
-    float *y;
-    size_t d, ld;
-    int heads, dh;
-} rows_ctx;
-
-static void ln_range(void *c, size_t r0, size_t r1)
-{
-    const rows_ctx *a = c;
-    vg_layernorm(a->x + r0 * a->d, a->y + r0 * a->d, r1 - r0, a->d, a->w, a->b, VIS_EPS);
-}
-
-static void gelu_range(void *c, size_t r0, size_t r1)
-{
-    const rows_ctx *a = c;
-    vg_gelu_tanh(a->y + r0 * a->d, (r1 - r0) * a->d);
-}
-
-static void add_range(void *c, size_t r0, size_t r1)
-{
-    const rows_ctx *a = c;
-    for (size_t i = r0 * a->d; i < r1 * a->d; i++)
-        a->y[i] += a->x[i];
-}
-
-static void rope_range(void *c, size_t r0, size_t r1)
-{
-    const rows_ctx *a = c;
-    vg_rope_apply(a->y + r0 * a->ld, r1 - r0, a->heads, a->dh, a->ld, a->cs + r0 * (size_t)a->dh,
-                  a->sn + r0 * (size_t)a->dh);
-}
-
-#define ROWS_GRAIN 16 /* rows per range at least (a region costs a few microseconds) */
 
 typedef struct vis_attn_job {
     const float *qkv;
@@ -453,7 +460,10 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             trace(m, "vision.deepstack", k, dst, nm, O);
         }
     }
-    vg_layernorm(x, h, N, D, m->merger.n_w, m->merger.n_b, VIS_EPS);
+    {
+        rows_ctx c = {.x = x, .y = h, .w = m->merger.n_w, .b = m->merger.n_b, .d = D};
+        vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &c);
+    }
     merger_run(m, &m->merger, h, nm, MD, ln, t1, vo->embeds, ws);
     trace(m, "vision.embeds", 0, vo->embeds, nm, O);
 done:

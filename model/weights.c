@@ -481,10 +481,8 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
 
 static void add_bias(float *y, size_t n, size_t N, const float *b)
 {
-    if (b)
-        for (size_t i = 0; i < n; i++)
-            for (size_t c = 0; c < N; c++)
-                y[i * N + c] += b[c];
+    for (size_t i = 0; b && i < n; i++)
+        vg_add(y + i * N, b, N);
 }
 
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
@@ -506,14 +504,12 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
      * matrix widened to bf16 first) */
     if (w->dnnl || (w->dnnl_plain && vg_isa_level() >= VG_ISA_AVX512 &&
                     (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS))) {
-        if (vg_dnnl_matmul(m, x, n, w, y, ws) < 0) {
+        if (vg_dnnl_matmul(m, x, n, w, b, y, ws) < 0) {
             /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
             vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
             for (size_t i = 0; i < n * N; i++)
                 y[i] = NAN;
-            return;
         }
-        add_bias(y, n, N, b);
         return;
     }
     const size_t T = tile_rows(w);

@@ -2,8 +2,8 @@
  * test_kernels.c: the engine's own kernels (model/kernels*.c) at every instruction-set level this
  * CPU supports, against the scalar kernels and against a double-precision reference; packing and
  * unpacking of the BF16 and Q8_0 layouts; the fp16 conversions; the ISA names and VG_ISA parsing;
- * the weight type names; the thread pool; and the fused attention (every level against a double
- * softmax).
+ * the weight type names; the thread pool; the fused attention (every level against a double
+ * softmax); and vg_add (every level bit for bit against the plain loop).
  *
  * Tolerances: a vectorized kernel computes the scalar kernel's function with another order of
  * float additions, so |y_level - y_scalar| <= 1e-5 * sum_k |w_k x_k| (float32 round-off over K up
@@ -525,6 +525,32 @@ static void test_pool(void **state)
     vg_pool_destroy(NULL);
 }
 
+/* vg_add at every level: element-wise float additions, so bit for bit the plain loop's sums, for
+ * every length around the vector widths (tails included) and into a buffer's last element. */
+static void test_add_levels(void **state)
+{
+    (void)state;
+    enum { N = 70 };
+    float x[N], y0[N], y[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = (float)((i * 37) % 23) * 0.37f - 3.1f;
+        y0[i] = (float)((i * 11) % 17) * 1.3e-3f + 0.5f;
+    }
+    const int best = vg_isa_level();
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        assert_int_equal(vg_isa_force(lvl), 0);
+        for (size_t n = 0; n <= N; n++) {
+            memcpy(y, y0, sizeof(y));
+            vg_add(y + (N - n), x, n);
+            for (size_t i = 0; i < N; i++) {
+                float want = i < N - n ? y0[i] : y0[i] + x[i - (N - n)];
+                assert_memory_equal(&y[i], &want, sizeof(float));
+            }
+        }
+    }
+    assert_int_equal(vg_isa_force(best), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_gemm_levels),  cmocka_unit_test(test_isa_names),
         cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
         cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
+        cmocka_unit_test(test_add_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
