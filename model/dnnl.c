@@ -51,6 +51,9 @@
         */
 
 #define VG_DNNL_ATTN 32 /* attention shapes (rows, keys, head size) kept; others use attn.c */
+/* query rows per product when every row sees every key: a 196-row block of 784 keys has 0.6 MB of
+ * float scores, which stay in L2 for the softmax and the second product */
+#define VG_DNNL_ATTN_QBLOCK 256
 
 /* The two products of one attention shape: S = Q K^T and O = P V, per head. */
 typedef struct attn_prim {
@@ -895,7 +898,8 @@ typedef struct attn_job {
     const vg_attn_args *a;
     const attn_prim *ap;
     dnnl_engine_t eng;
-    size_t n, ctx; /* padded rows and keys of the primitives (zero rows beyond a->n, a->ctx) */
+    size_t n, ctx;          /* padded rows per head and keys (zero rows beyond a->n, a->ctx) */
+    size_t qr, nb;          /* the primitives' rows: each head's n rows are nb blocks of qr */
     uint16_t *qb, *kb, *vb; /* bf16 [heads][n][dh], [kv_heads][ctx][dh] twice */
     unsigned char *area;    /* per running task: per bytes each, claimed through busy[] */
     size_t per, slots;
@@ -944,13 +948,15 @@ static const uint16_t *kv_rows(const attn_job *j, int v, size_t kvh)
     return (v ? j->vb : j->kb) + kvh * j->ctx * a->dh;
 }
 
-/* Head h: S = Q_h K_j^T, P = softmax rows (causal limit), O = P V_j into a->o. */
-static void attn_head_task(void *arg, size_t h)
+/* Task t: head h = t / nb, query block qb = t % nb: S = Q K_j^T over the block's qr rows, P =
+ * softmax rows (causal limit), O = P V_j into a->o. */
+static void attn_head_task(void *arg, size_t t)
 {
     attn_job *j = arg;
     const vg_attn_args *a = j->a;
     const attn_prim *ap = j->ap;
-    const size_t n = j->n, ctx = j->ctx, dh = a->dh, kvh = h / (a->heads / a->kv_heads);
+    const size_t h = t / j->nb, r0 = t % j->nb * j->qr;
+    const size_t n = j->qr, ctx = j->ctx, dh = a->dh, kvh = h / (a->heads / a->kv_heads);
     size_t slot = 0;
     for (;; slot = (slot + 1) % j->slots) {
         int expect = 0;
@@ -966,17 +972,18 @@ static void attn_head_task(void *arg, size_t h)
     dnnl_memory_t mq = NULL, mk = NULL, ms = NULL, mp = NULL, mv = NULL, mo = NULL, mscr = NULL,
                   mscr2 = NULL;
     omp_set_num_threads(1); /* the pool provides the parallelism */
-    int ok = dnnl_stream_create(&st, j->eng, dnnl_stream_default_flags) == dnnl_success &&
-             dnnl_memory_create(&mq, &ap->q_md, j->eng, j->qb + h * n * dh) == dnnl_success &&
-             dnnl_memory_create(&mk, &ap->k_md, j->eng, (void *)(uintptr_t)kv_rows(j, 0, kvh)) ==
-                 dnnl_success &&
-             dnnl_memory_create(&ms, &ap->s_md, j->eng, s) == dnnl_success &&
-             dnnl_memory_create(&mp, &ap->p_md, j->eng, p) == dnnl_success &&
-             dnnl_memory_create(&mv, &ap->v_md, j->eng, (void *)(uintptr_t)kv_rows(j, 1, kvh)) ==
-                 dnnl_success &&
-             dnnl_memory_create(&mo, &ap->o_md, j->eng, o) == dnnl_success &&
-             dnnl_memory_create(&mscr, &ap->qk_scr_md, j->eng, scr) == dnnl_success &&
-             dnnl_memory_create(&mscr2, &ap->pv_scr_md, j->eng, scr) == dnnl_success;
+    int ok =
+        dnnl_stream_create(&st, j->eng, dnnl_stream_default_flags) == dnnl_success &&
+        dnnl_memory_create(&mq, &ap->q_md, j->eng, j->qb + (h * j->n + r0) * dh) == dnnl_success &&
+        dnnl_memory_create(&mk, &ap->k_md, j->eng, (void *)(uintptr_t)kv_rows(j, 0, kvh)) ==
+            dnnl_success &&
+        dnnl_memory_create(&ms, &ap->s_md, j->eng, s) == dnnl_success &&
+        dnnl_memory_create(&mp, &ap->p_md, j->eng, p) == dnnl_success &&
+        dnnl_memory_create(&mv, &ap->v_md, j->eng, (void *)(uintptr_t)kv_rows(j, 1, kvh)) ==
+            dnnl_success &&
+        dnnl_memory_create(&mo, &ap->o_md, j->eng, o) == dnnl_success &&
+        dnnl_memory_create(&mscr, &ap->qk_scr_md, j->eng, scr) == dnnl_success &&
+        dnnl_memory_create(&mscr2, &ap->pv_scr_md, j->eng, scr) == dnnl_success;
     if (ok) {
         dnnl_exec_arg_t qa[4] = {{DNNL_ARG_SRC, mq},
                                  {DNNL_ARG_WEIGHTS, mk},
@@ -986,7 +993,8 @@ static void attn_head_task(void *arg, size_t h)
              dnnl_stream_wait(st) == dnnl_success;
     }
     for (size_t i = 0; ok && i < n; i++) {
-        size_t vis = i >= a->n ? 1 : a->p0 < 0 ? a->ctx : (size_t)a->p0 + i + 1;
+        const size_t gi = r0 + i;
+        size_t vis = gi >= a->n ? 1 : a->p0 < 0 ? a->ctx : (size_t)a->p0 + gi + 1;
         softmax_bf16(s + i * ctx, vis, ctx, a->scale, p + i * ctx);
     }
     if (ok) {
@@ -997,8 +1005,8 @@ static void attn_head_task(void *arg, size_t h)
         ok = dnnl_primitive_execute(ap->pv, st, 4, pa) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
     }
-    for (size_t i = 0; ok && i < a->n; i++)
-        memcpy(a->o + i * a->ldo + h * a->o_hs, o + i * dh, dh * sizeof(float));
+    for (size_t i = 0; ok && i < n && r0 + i < a->n; i++)
+        memcpy(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh * sizeof(float));
     dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
     for (int i = 0; i < 8; i++)
         if (mems[i])
@@ -1018,15 +1026,29 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
         return 1;
     /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
      * shapes serve them */
-    const size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;
+    size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;
     const size_t ctx = a->p0 < 0 ? a->ctx : (a->ctx + 63) & ~(size_t)63;
-    const attn_prim *ap = attn_prim_get(d, n, ctx, a->dh);
+    /* every row sees every key (vision): the rows in blocks of at most VG_DNNL_ATTN_QBLOCK, so
+     * that a block's scores stay in cache between the products and the softmax (causal
+     * prefills come in blocks from their caller) */
+    size_t nb = 1, qr = n;
+    if (a->p0 < 0 && n > VG_DNNL_ATTN_QBLOCK) {
+        nb = (n + VG_DNNL_ATTN_QBLOCK - 1) / VG_DNNL_ATTN_QBLOCK;
+        qr = (n + nb - 1) / nb;
+    }
+    const attn_prim *ap = attn_prim_get(d, qr, ctx, a->dh);
+    if (!ap && nb > 1) { /* no kernel for the block's shape: all rows at once */
+        nb = 1;
+        qr = n;
+        ap = attn_prim_get(d, qr, ctx, a->dh);
+    }
     if (!ap)
         return 1;
-    attn_job j = {.a = a, .ap = ap, .eng = d->eng, .n = n, .ctx = ctx};
+    n = nb * qr;
+    attn_job j = {.a = a, .ap = ap, .eng = d->eng, .n = n, .ctx = ctx, .qr = qr, .nb = nb};
     j.slots = (size_t)VG_MIN(VG_MIN(d->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
-    j.per = ((n * ctx * 4 + 63) & ~(size_t)63) + ((n * ctx * 2 + 63) & ~(size_t)63) +
-            ((n * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
+    j.per = ((qr * ctx * 4 + 63) & ~(size_t)63) + ((qr * ctx * 2 + 63) & ~(size_t)63) +
+            ((qr * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
     const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
     if (a->kb && (!a->vb || a->ldk != a->dh || a->ldv != a->dh))
         return 1; /* a bf16 cache is read in place as plain [ctx][dh] rows */
@@ -1045,7 +1067,7 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
         atomic_init(&j.busy[k], 0);
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
     vg_pool_for(pool, a->heads * n + (a->kb ? 0 : 2 * a->kv_heads * ctx), 64, attn_cvt_range, &j);
-    vg_pool_run(pool, a->heads, attn_head_task, &j);
+    vg_pool_run(pool, a->heads * nb, attn_head_task, &j);
     vg_scratch_give(m, buf, bytes);
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }

@@ -179,6 +179,8 @@ static void test_attention(void **state)
     }
     check(m, 200, -1, 4, 4, 64);  /* vision: full attention, q/k/v interleaved */
     check(m, 96, -1, 3, 3, 16);   /* small head size */
+    check(m, 784, -1, 2, 2, 64);  /* a 448x448 pair: 4 query blocks of 196 rows */
+    check(m, 521, -1, 2, 2, 64);  /* 3 blocks of 174 rows, the last one padded */
     check(m, 130, 70, 4, 2, 128); /* causal after a cached prefix, grouped KV heads */
     check(m, 64, 0, 2, 1, 128);   /* causal from the start */
     check(m, 600, 0, 2, 1, 128);  /* a long prefill chunk (text.c: in query blocks) */
