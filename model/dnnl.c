@@ -97,6 +97,11 @@ struct vg_dnnl_mat {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
+    /* packed at load (the vision tower's matrices, all with biases): the primitives add a bias
+     * {1, rows} in their epilogue, zero_bias[rows] (owned) when a call has none */
+    int has_bias;
+    dnnl_memory_desc_t bias_md;
+    float *zero_bias;
     void *wei;            /* packed weights, owned by the model */
     size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
     dnnl_var var[VG_DNNL_MAX_M / 8]; /* M = 8 (i + 1); under vg_dnnl.mu */
@@ -135,6 +140,7 @@ static void mat_free(vg_dnnl_mat *dm)
         dnnl_primitive_destroy(dm->prim);
     if (dm->pd)
         dnnl_primitive_desc_destroy(dm->pd);
+    free(dm->zero_bias);
     free(dm);
 }
 
@@ -187,7 +193,8 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     int ok =
         dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
         dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, NULL, &v->dst_md) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, dm->has_bias ? &dm->bias_md : NULL,
+                              &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
         dnnl_primitive_desc_create(&v->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
@@ -217,14 +224,19 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     if (!dm)
         return VG_ENOMEM;
     dnnl_dims_t sd = {VG_DNNL_M, (dnnl_dim_t)cols}, wd = {(dnnl_dim_t)cols, (dnnl_dim_t)rows};
-    dnnl_dims_t dd = {VG_DNNL_M, (dnnl_dim_t)rows};
+    dnnl_dims_t dd = {VG_DNNL_M, (dnnl_dim_t)rows}, bd = {1, (dnnl_dim_t)rows};
     dnnl_memory_desc_t wany;
     dnnl_matmul_desc_t desc;
-    int ok = dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-             dnnl_memory_desc_init_by_tag(&wany, 2, wd, dnnl_bf16, dnnl_format_tag_any) ==
-                 dnnl_success &&
-             dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-             dnnl_matmul_desc_init(&desc, &dm->src_md, &wany, NULL, &dm->dst_md) == dnnl_success;
+    dm->has_bias = 1;
+    dm->zero_bias = calloc(rows ? rows : 1, sizeof(float));
+    int ok =
+        dm->zero_bias &&
+        dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&wany, 2, wd, dnnl_bf16, dnnl_format_tag_any) ==
+            dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dm->bias_md, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &dm->src_md, &wany, &dm->bias_md, &dm->dst_md) == dnnl_success;
     dnnl_primitive_attr_t attr = NULL;
     if (ok)
         ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
@@ -629,13 +641,16 @@ static void block_task(void *arg, size_t i)
     const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
-    dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL;
+    dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL, mb = NULL;
     omp_set_num_threads(1); /* the pool provides the parallelism: no OpenMP team to spin */
     int ok = dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success &&
              dnnl_memory_create(&ms, j->src_md, eng, xb) == dnnl_success &&
              dnnl_memory_create(&mw, &dm->wei_md, eng, j->wei) == dnnl_success &&
              dnnl_memory_create(&md, j->dst_md, eng, tmp) == dnnl_success &&
-             dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success;
+             dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success &&
+             (!dm->has_bias ||
+              dnnl_memory_create(&mb, &dm->bias_md, eng,
+                                 (void *)(uintptr_t)(j->b ? j->b : dm->zero_bias)) == dnnl_success);
     for (size_t b = b0; ok && b < b1; b++) {
         const size_t i0 = b * M, r = VG_MIN(M, j->n - i0);
         if (j->xb) {
@@ -648,17 +663,21 @@ static void block_task(void *arg, size_t i)
         }
         float *dst = r == M && ld == S ? j->y + i0 * ld : tmp;
         ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;
-        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms},
+        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
                                    {DNNL_ARG_DST, md},
-                                   {DNNL_ARG_SCRATCHPAD, mscr}};
-        ok = ok && dnnl_primitive_execute(j->prim, st, 4, args) == dnnl_success &&
+                                   {DNNL_ARG_SCRATCHPAD, mscr},
+                                   {DNNL_ARG_BIAS, mb}};
+        ok = ok && dnnl_primitive_execute(j->prim, st, mb ? 5 : 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
         for (size_t t = 0; ok && dst == tmp && t < r; t++)
             memcpy(j->y + (i0 + t) * ld, tmp + t * S, S * sizeof(float));
-        for (size_t t = 0; ok && j->b && t < r; t++) /* the block's rows are still in cache */
+        /* no bias in the primitive (text matrices): added while the block's rows are in cache */
+        for (size_t t = 0; ok && !mb && j->b && t < r; t++)
             vg_add(j->y + (i0 + t) * ld, j->b, S);
     }
+    if (mb)
+        dnnl_memory_destroy(mb);
     if (mscr)
         dnnl_memory_destroy(mscr);
     if (md)
