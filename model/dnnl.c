@@ -104,7 +104,7 @@ struct vg_dnnl_mat {
     float *zero_bias;
     void *wei;            /* packed weights, owned by the model */
     size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
-    dnnl_var var[VG_DNNL_MAX_M / 8]; /* M = 8 (i + 1); under vg_dnnl.mu */
+    dnnl_var var[VG_DNNL_MAX_M / 4]; /* M = 4 (i + 1); under vg_dnnl.mu */
     struct vg_dnnl_mat *shape; /* the first packed matrix of this shape and layout: its var[] serve
                                 * every matrix like it (NULL: this one's own) */
 };
@@ -173,14 +173,14 @@ void vg_dnnl_destroy(vg_dnnl *d)
     free(d);
 }
 
-/* The primitive of dm for blocks of M rows (M a multiple of 8, <= VG_DNNL_MAX_M), made on first
+/* The primitive of dm for blocks of M rows (M a multiple of 4, <= VG_DNNL_MAX_M), made on first
  * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
  * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
 static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
 {
     if (dm->shape)
         dm = dm->shape;
-    dnnl_var *v = &dm->var[M / 8 - 1];
+    dnnl_var *v = &dm->var[M / 4 - 1];
     if (v->state != 0)
         return v->state > 0 ? v : NULL;
     v->state = -1;
@@ -752,8 +752,9 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const
     j.area = base;
     j.per = per_thread_bytes(dm);
     /* blocks as large as VG_DNNL_MAX_M (oneDNN streams the weights once per block), as many per
-     * participant, the rows split evenly (M a multiple of 8, so that few primitives serve every
-     * row count); below VG_DNNL_M rows a block the load-time primitive */
+     * participant, the rows split evenly (M a multiple of 4, so that few primitives serve every
+     * row count, and a 448x448 pair's 784 rows are 4 x 196 with no partial block to copy out);
+     * below VG_DNNL_M rows a block the load-time primitive */
     j.M = VG_DNNL_M;
     j.prim = dm->prim;
     j.src_md = &dm->src_md;
@@ -761,7 +762,7 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const
     j.scr_md = &dm->scr_md;
     size_t nb = (n + VG_DNNL_MAX_M - 1) / VG_DNNL_MAX_M;
     nb = (nb + j.slots - 1) / j.slots * j.slots;
-    const size_t M = ((n + nb - 1) / nb + 7) & ~(size_t)7;
+    const size_t M = ((n + nb - 1) / nb + 3) & ~(size_t)3;
     if (M > VG_DNNL_M) {
         pthread_mutex_lock(&m->dnnl->mu);
         /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
@@ -875,9 +876,11 @@ static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t d
     return ap;
 }
 
-/* p[0..ctx) = bf16(softmax(scale * s[0..vis))), zero from vis on; s is overwritten. */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
+/* p[0..vis) = bf16(e^(scale * s - max)), zero from vis on; returns 1 / their sum (the caller
+ * scales the row's output PV by it: the normalization costs dh multiplies instead of a third pass
+ * over the row, and bf16(e) keeps the same relative rounding as bf16(e / sum)). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float
+softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     size_t i = 0;
@@ -891,26 +894,27 @@ softmax_bf16(float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
     __m512 sum = _mm512_setzero_ps();
     for (i = 0; i + 16 <= vis; i += 16) {
         __m512 e = vg_exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
-        _mm512_storeu_ps(s + i, e);
+        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
         sum = _mm512_add_ps(sum, e);
     }
     if (tail) {
         __m512 e = _mm512_maskz_mov_ps(
             tail, vg_exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
-        _mm512_mask_storeu_ps(s + i, tail, e);
+        _mm256_mask_storeu_epi16(p + i, tail, (__m256i)_mm512_cvtneps_pbh(e));
         sum = _mm512_add_ps(sum, e);
     }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-    for (i = 0; i + 16 <= vis; i += 16)
-        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
-                                                            _mm512_loadu_ps(s + i), inv)));
-    if (tail)
-        _mm256_mask_storeu_epi16(
-            p + i, tail,
-            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), inv)));
-    i = vis;
     if (ctx > vis)
         memset(p + vis, 0, (ctx - vis) * sizeof(uint16_t));
+    return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+/* dst[0..n) = src[0..n) * k, n a multiple of 16. */
+__attribute__((target("avx512f"))) static void scale_row(float *dst, const float *src, size_t n,
+                                                         float k)
+{
+    const __m512 kv = _mm512_set1_ps(k);
+    for (size_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_loadu_ps(src + i), kv));
 }
 
 typedef struct attn_job {
@@ -986,7 +990,8 @@ static void attn_head_task(void *arg, size_t t)
     float *s = (float *)(void *)ar;
     uint16_t *p = (uint16_t *)(void *)(ar + ((n * ctx * 4 + 63) & ~(size_t)63));
     float *o = (float *)(void *)((unsigned char *)p + ((n * ctx * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)o + ((n * dh * 4 + 63) & ~(size_t)63);
+    float *inv = (float *)(void *)((unsigned char *)o + ((n * dh * 4 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)inv + ((n * 4 + 63) & ~(size_t)63);
     dnnl_stream_t st = NULL;
     dnnl_memory_t mq = NULL, mk = NULL, ms = NULL, mp = NULL, mv = NULL, mo = NULL, mscr = NULL,
                   mscr2 = NULL;
@@ -1014,7 +1019,7 @@ static void attn_head_task(void *arg, size_t t)
     for (size_t i = 0; ok && i < n; i++) {
         const size_t gi = r0 + i;
         size_t vis = gi >= a->n ? 1 : a->p0 < 0 ? a->ctx : (size_t)a->p0 + gi + 1;
-        softmax_bf16(s + i * ctx, vis, ctx, a->scale, p + i * ctx);
+        inv[i] = softmax_bf16(s + i * ctx, vis, ctx, a->scale, p + i * ctx);
     }
     if (ok) {
         dnnl_exec_arg_t pa[4] = {{DNNL_ARG_SRC, mp},
@@ -1025,7 +1030,7 @@ static void attn_head_task(void *arg, size_t t)
              dnnl_stream_wait(st) == dnnl_success;
     }
     for (size_t i = 0; ok && i < n && r0 + i < a->n; i++)
-        memcpy(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh * sizeof(float));
+        scale_row(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
     dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
     for (int i = 0; i < 8; i++)
         if (mems[i])
@@ -1067,7 +1072,8 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     attn_job j = {.a = a, .ap = ap, .eng = d->eng, .n = n, .ctx = ctx, .qr = qr, .nb = nb};
     j.slots = (size_t)VG_MIN(VG_MIN(d->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
     j.per = ((qr * ctx * 4 + 63) & ~(size_t)63) + ((qr * ctx * 2 + 63) & ~(size_t)63) +
-            ((qr * a->dh * 4 + 63) & ~(size_t)63) + ((ap->scr_bytes + 63) & ~(size_t)63);
+            ((qr * a->dh * 4 + 63) & ~(size_t)63) + ((qr * 4 + 63) & ~(size_t)63) +
+            ((ap->scr_bytes + 63) & ~(size_t)63);
     const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
     if (a->kb && (!a->vb || a->ldk != a->dh || a->ldv != a->dh))
         return 1; /* a bf16 cache is read in place as plain [ctx][dh] rows */
