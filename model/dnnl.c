@@ -100,6 +100,7 @@ struct vg_dnnl_mat {
     /* packed at load (the vision tower's matrices, all with biases): the primitives add a bias
      * {1, rows} in their epilogue, zero_bias[rows] (owned) when a call has none */
     int has_bias;
+    int act; /* VG_ACT_*: an eltwise post-op after the bias */
     dnnl_memory_desc_t bias_md;
     float *zero_bias;
     void *wei;            /* packed weights, owned by the model */
@@ -173,6 +174,22 @@ void vg_dnnl_destroy(vg_dnnl *d)
     free(d);
 }
 
+/* Adds the post-op of act (VG_ACT_*) to attr: 1, or 0 when oneDNN refuses it. */
+static int set_act(dnnl_primitive_attr_t attr, int act)
+{
+    if (act == VG_ACT_NONE)
+        return 1;
+    dnnl_post_ops_t po = NULL;
+    int ok = dnnl_post_ops_create(&po) == dnnl_success &&
+             dnnl_post_ops_append_eltwise(
+                 po, 1.0f, act == VG_ACT_GELU_TANH ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf,
+                 0.0f, 0.0f) == dnnl_success &&
+             dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    if (po)
+        dnnl_post_ops_destroy(po);
+    return ok;
+}
+
 /* The primitive of dm for blocks of M rows (M a multiple of 4, <= VG_DNNL_MAX_M), made on first
  * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
  * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
@@ -197,6 +214,7 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
                               &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        set_act(attr, dm->act) &&
         dnnl_primitive_desc_create(&v->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
         dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
         impl && strncmp(impl, "brg", 3) == 0;
@@ -215,7 +233,7 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     return v;
 }
 
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out)
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out)
 {
     vg_dnnl *d = m->dnnl;
     if (!d)
@@ -228,6 +246,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     dnnl_memory_desc_t wany;
     dnnl_matmul_desc_t desc;
     dm->has_bias = 1;
+    dm->act = act;
     dm->zero_bias = calloc(rows ? rows : 1, sizeof(float));
     int ok =
         dm->zero_bias &&
@@ -242,6 +261,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
         ok = dnnl_primitive_attr_create(&attr) == dnnl_success &&
              dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
                  dnnl_success &&
+             set_act(attr, act) &&
              dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
@@ -262,7 +282,8 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
     for (size_t i = 0; i < d->n_mats && !dm->shape; i++) /* share the block-size primitives */
         if (!d->mats[i]->plain && !d->mats[i]->shape && d->mats[i]->rows == rows &&
-            d->mats[i]->cols == cols && dnnl_memory_desc_equal(&d->mats[i]->wei_md, &dm->wei_md))
+            d->mats[i]->cols == cols && d->mats[i]->act == act &&
+            dnnl_memory_desc_equal(&d->mats[i]->wei_md, &dm->wei_md))
             dm->shape = d->mats[i];
     if (dm->shape)
         dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
@@ -326,6 +347,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *
     out->rows = rows;
     out->cols = cols;
     out->dnnl = dm;
+    out->act = act;
     m->info.weight_bytes += wbytes;
     return 0;
 }
@@ -1215,8 +1237,9 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
     (void)w;
 }
 
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out)
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out)
 {
+    (void)act;
     (void)m;
     (void)w;
     (void)rows;

@@ -44,7 +44,11 @@ typedef struct vg_mat {
     uint64_t off;                  /* VG_MAT_FILE: file offset of row 0 */
     size_t row_bytes;              /* VG_MAT_FILE: bytes of one row in the file */
     int sdtype;                    /* VG_MAT_FILE: the rows' vg_dtype in the file */
+    int act; /* VG_ACT_*: the activation every product with this matrix applies to its output
+              * (a vision fc1 packed for oneDNN: the primitive's epilogue); 0 none */
 } vg_mat;
+/* Activations a product can apply (vg_mat.act). */
+enum { VG_ACT_NONE = 0, VG_ACT_GELU_TANH = 1, VG_ACT_GELU_ERF = 2 };
 /* vg_mat.type of a matrix kept at its GGUF K-quant precision (Q4_K, Q5_K, Q6_K): p holds groups
  * of VG_PACK_ROWS rows repacked at load (quant.h, vg_kq_pack_group), group_bytes bytes each. */
 #define VG_MAT_GGUF 100
@@ -134,18 +138,21 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
                      size_t count, float *ws);
 
 /* Like vg_model_mat, for a matrix only ever multiplied with many rows (the vision tower): with
- * bf16 weights and oneDNN available it is packed for oneDNN's bf16 matmul instead. */
-int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
-                       char *err, size_t errlen);
+ * bf16 weights and oneDNN available it is packed for oneDNN's bf16 matmul instead, and then the
+ * products also apply act (VG_ACT_*) to their output, which out->act records (0 when they do
+ * not: the caller applies it). */
+int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
+                       vg_mat *out, char *err, size_t errlen);
 
 /* ---- dnnl.c: oneDNN bf16 products (stubs without VG_HAVE_DNNL) ---- */
 /* Sets m->dnnl when oneDNN is usable (AVX-512 level); 0 or VG_ENOMEM. */
 int vg_dnnl_create(vg_model *m);
 /* Frees the engine and every matrix packed with it; NULL does nothing. */
 void vg_dnnl_destroy(vg_dnnl *d);
-/* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set). 0; 1 when oneDNN has no fast
- * kernel for it here (out untouched: pack another way); VG_ENOMEM. */
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, vg_mat *out);
+/* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set); its products add a bias
+ * (vg_dnnl_matmul's b) and then apply act (VG_ACT_*; out->act = act). 0; 1 when oneDNN has no
+ * fast kernel for it here (out untouched: pack another way); VG_ENOMEM. */
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out);
 /* Gives a packed (BF16 / Q8_0) text matrix a oneDNN bf16 primitive for products with many rows
  * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
  * copy is kept). Does nothing without oneDNN or a fast kernel. */

@@ -56,10 +56,10 @@ static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merg
     W(fc2_b, "linear_fc2.bias", 1, O);
 #undef W
     snprintf(name, sizeof(name), "%s.linear_fc1.weight", prefix);
-    if ((rc = vg_model_mat_dense(m, name, MD, MD, &mg->fc1_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, MD, MD, VG_ACT_GELU_ERF, &mg->fc1_w, err, errlen)) < 0)
         return rc;
     snprintf(name, sizeof(name), "%s.linear_fc2.weight", prefix);
-    if ((rc = vg_model_mat_dense(m, name, O, MD, &mg->fc2_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, O, MD, VG_ACT_NONE, &mg->fc2_w, err, errlen)) < 0)
         return rc;
     return 0;
 }
@@ -122,16 +122,16 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
         W(fc1_b, "mlp.linear_fc1.bias", 1, FF);
         W(fc2_b, "mlp.linear_fc2.bias", 1, D);
 #undef W
-#define M(field, suffix, rows, cols)                                                               \
+#define M(field, suffix, rows, cols, act)                                                          \
     do {                                                                                           \
         snprintf(name, sizeof(name), "model.visual.blocks.%d.%s", i, suffix);                      \
-        if ((rc = vg_model_mat_dense(m, name, rows, cols, &b->field, err, errlen)) < 0)            \
+        if ((rc = vg_model_mat_dense(m, name, rows, cols, act, &b->field, err, errlen)) < 0)       \
             return rc;                                                                             \
     } while (0)
-        M(qkv_w, "attn.qkv.weight", 3 * D, D);
-        M(proj_w, "attn.proj.weight", D, D);
-        M(fc1_w, "mlp.linear_fc1.weight", FF, D);
-        M(fc2_w, "mlp.linear_fc2.weight", D, FF);
+        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE);
+        M(proj_w, "attn.proj.weight", D, D, VG_ACT_NONE);
+        M(fc1_w, "mlp.linear_fc1.weight", FF, D, VG_ACT_GELU_TANH);
+        M(fc2_w, "mlp.linear_fc2.weight", D, FF, VG_ACT_NONE);
 #undef M
     }
     if ((rc = load_merger(m, "model.visual.merger", 0, &m->merger, err, errlen)) < 0)
@@ -217,8 +217,10 @@ static void merger_run(vg_model *m, const vg_merger *mg, const float *x, size_t 
         in = ln;
     }
     vg_matmul(m, in, nm, &mg->fc1_w, mg->fc1_b, t1, ws);
-    rows_ctx g = {.y = t1, .d = MD};
-    vg_pool_for(m->tpool, nm, ROWS_GRAIN, gelu_erf_range, &g);
+    if (mg->fc1_w.act != VG_ACT_GELU_ERF) { /* else applied by the product */
+        rows_ctx g = {.y = t1, .d = MD};
+        vg_pool_for(m->tpool, nm, ROWS_GRAIN, gelu_erf_range, &g);
+    }
     vg_matmul(m, t1, nm, &mg->fc2_w, mg->fc2_b, out, ws);
 }
 
@@ -442,7 +444,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &l2);
         }
         vg_matmul(m, h, N, &b->fc1_w, b->fc1_b, mlp, ws);
-        {
+        if (b->fc1_w.act != VG_ACT_GELU_TANH) { /* else applied by the product */
             rows_ctx c = {.y = mlp, .d = FF};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, gelu_range, &c);
         }

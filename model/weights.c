@@ -202,8 +202,8 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     return 0;
 }
 
-int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out,
-                       char *err, size_t errlen)
+int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
+                       vg_mat *out, char *err, size_t errlen)
 {
     /* bf16 for oneDNN: every vision matrix of a bf16 model, and with q8_0 the matrices whose
      * cols is not a multiple of 32 (the 8B tower's fc2, 4304), which Q8_0 blocks cannot hold:
@@ -219,7 +219,7 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
         if (!f)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
         vg_tensor_to_f32(t, f);
-        rc = vg_dnnl_pack(m, f, (size_t)rows, (size_t)cols, out);
+        rc = vg_dnnl_pack(m, f, (size_t)rows, (size_t)cols, act, out);
         free(f);
         if (rc < 0)
             return vg_fail(err, errlen, rc, "out of memory packing tensor '%s' for oneDNN", name);
