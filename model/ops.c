@@ -365,13 +365,63 @@ AVX512 static inline __m512 kv_load16(const void *row, size_t i, int b16)
     return _mm512_loadu_ps((const float *)row + i);
 }
 
-/* AVX-512 (hd a multiple of 16): each cached key row is read once for the grp query heads sharing
- * it, two accumulators per head. */
+/* The sums of the 16 lanes of a0..a3, as 4 floats in that order: pairs of lanes, then the four
+ * vectors' 128-bit quarters side by side, then the quarters (one tree for all four, instead of
+ * four horizontal reductions). */
+AVX512 static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
+{
+    const __m512 b0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 b1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(b0, b1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 d = _mm512_add_ps(c, _mm512_shuffle_f32x4(c, c, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512 e = _mm512_add_ps(d, _mm512_shuffle_f32x4(d, d, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_castps512_ps128(e);
+}
+
+/* Scores of keys t..t+T for G query heads (G * T accumulators, one per head and key, in
+ * registers): each 16-value chunk of a key row is widened once for the G heads. */
+#define SCORES_TILE(G, T)                                                                          \
+    do {                                                                                           \
+        __m512 acc[(G) * (T)];                                                                     \
+        _Pragma("GCC unroll 16") for (int u = 0; u < (G) * (T); u++) acc[u] = _mm512_setzero_ps(); \
+        for (size_t j = 0; j < hd; j += 16) {                                                      \
+            __m512 qv[G];                                                                          \
+            _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++) qv[g] =                          \
+                _mm512_loadu_ps(q + (size_t)g * hd + j);                                           \
+            _Pragma("GCC unroll 16") for (int i = 0; i < (T); i++)                                 \
+            {                                                                                      \
+                const __m512 kv = kv_load16(kv_row(k, t + (size_t)i, hd, b16), j, b16);            \
+                _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++) acc[g * (T) + i] =           \
+                    _mm512_fmadd_ps(qv[g], kv, acc[g * (T) + i]);                                  \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++)                                      \
+            _Pragma("GCC unroll 4") for (int i = 0; i < (T); i += 4)                               \
+                _mm_storeu_ps(scores + (size_t)g * ctx + t + (size_t)i,                            \
+                              _mm_mul_ps(hsum4(acc[g * (T) + i], acc[g * (T) + i + 1],             \
+                                               acc[g * (T) + i + 2], acc[g * (T) + i + 3]),        \
+                                         _mm_set1_ps(scale)));                                     \
+    } while (0)
+
+/* AVX-512 (hd a multiple of 16): keys in tiles of 16 / grp (grp 1, 2 or 4: 16 accumulators),
+ * each cached key row read once for the grp query heads sharing it; the remaining keys (and
+ * other group sizes) one at a time, two accumulators per head. */
 AVX512 __attribute__((always_inline)) static inline void
 attn_scores_avx512(const float *q, size_t grp, const void *k, size_t ctx, size_t hd, float scale,
                    float *scores, int b16)
 {
-    for (size_t t = 0; t < ctx; t++) {
+    size_t t = 0;
+    if (grp == 1)
+        for (; t + 16 <= ctx; t += 16)
+            SCORES_TILE(1, 16);
+    else if (grp == 2)
+        for (; t + 8 <= ctx; t += 8)
+            SCORES_TILE(2, 8);
+    else if (grp == 4)
+        for (; t + 4 <= ctx; t += 4)
+            SCORES_TILE(4, 4);
+    for (; t < ctx; t++) {
         const void *kr = kv_row(k, t, hd, b16);
         for (size_t g = 0; g < grp; g++) {
             const float *qr = q + g * hd;
