@@ -10,8 +10,12 @@
  * row-group layout its decode GEMV streams (two copies would double the memory).
  *
  * Arithmetic: the activations are rounded to bf16 (as PyTorch's bf16 path does), products are
- * accumulated in float32 by oneDNN and written as float32; the bias is added afterwards in
- * float32. Each primitive is created for a fixed block of VG_DNNL_M rows; a call splits its blocks
+ * accumulated in float32 by oneDNN and written as float32. The vision tower's matrices (packed at
+ * load) have primitives that add the float32 bias in their epilogue and, for fc1, apply the GELU
+ * (tanh form in the blocks, erf in the mergers) as an eltwise post-op (vg_mat.act tells the
+ * caller); text matrices have no bias, and any bias passed for them is added by the task that
+ * computed each block, while it is in cache. Each primitive is created for a fixed block of
+ * VG_DNNL_M rows (others of 4k rows up to VG_DNNL_MAX_M made on first use); a call splits its blocks
  * across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no OpenMP team
  * is left spinning between calls), the last block padded through the workspace. Every participant
  * has its own block buffers and user-managed scratchpad in the caller's workspace, so concurrent
@@ -26,8 +30,11 @@
  * not the whole matrix widened (twice for GGUF).
  *
  * Attention (vg_dnnl_attn): per head S = Q K^T and O = P V as bf16 oneDNN products (AMX here)
- * with an AVX-512 softmax between them, the heads split across the pool; primitives per shape
- * made on first use (causal shapes rounded up so that a few serve every prefill).
+ * with an AVX-512 softmax between them (P = bf16(e^(s - max)) unnormalized; each output row is
+ * scaled by 1 / sum after PV), the heads split across the pool; primitives per shape made on
+ * first use (causal shapes rounded up so that a few serve every prefill). Full attention (vision)
+ * runs in query blocks of at most VG_DNNL_ATTN_QBLOCK rows, so that a block's scores stay in L2;
+ * causal prefills come in such blocks from text.c.
  *
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
