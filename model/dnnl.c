@@ -15,12 +15,12 @@
  * (tanh form in the blocks, erf in the mergers) as an eltwise post-op (vg_mat.act tells the
  * caller); text matrices have no bias, and any bias passed for them is added by the task that
  * computed each block, while it is in cache. Each primitive is created for a fixed block of
- * VG_DNNL_M rows (others of 4k rows up to VG_DNNL_MAX_M made on first use); a call splits its blocks
- * across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no OpenMP team
- * is left spinning between calls), the last block padded through the workspace. Every participant
- * has its own block buffers and user-managed scratchpad in the caller's workspace, so concurrent
- * calls on a shared model never share memory. Text matrices (dnnl_plain, and q8_0 vision ones)
- * are first unpacked in the workspace, split across the pool by column blocks: straight into
+ * VG_DNNL_M rows (others of 4k rows up to VG_DNNL_MAX_M made on first use); a call splits its
+ * blocks across the engine's pool (each participant runs oneDNN with one OpenMP thread, so no
+ * OpenMP team is left spinning between calls), the last block padded through the workspace. Every
+ * participant has its own block buffers and user-managed scratchpad in the caller's workspace, so
+ * concurrent calls on a shared model never share memory. Text matrices (dnnl_plain, and q8_0 vision
+ * ones) are first unpacked in the workspace, split across the pool by column blocks: straight into
  * oneDNN's blocked weight layout when it is the AMX/AVX512-BF16 one (BA16a<nb>b2a, checked at
  * load), so that oneDNN does not copy the whole matrix again inside every block's call; else to
  * plain bf16. A GGUF K-quant matrix is first widened to BF16 groups. A matrix whose bf16 copy
