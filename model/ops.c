@@ -438,33 +438,54 @@ attn_scores_avx512(const float *q, size_t grp, const void *k, size_t ctx, size_t
     }
 }
 
-/* out[g][:] = sum_t p[g][t] v[t][:] in column chunks of 64 held in registers (grp <= 4, hd a
- * multiple of 64): each value row is read once. */
+/* Columns c..c + 16 U of out[g] for G heads (G * U accumulators in registers), each value row's
+ * chunk read once for the G heads. */
+#define MIX_TILE(G, U)                                                                             \
+    do {                                                                                           \
+        __m512 acc[(G) * (U)];                                                                     \
+        _Pragma("GCC unroll 16") for (int a = 0; a < (G) * (U); a++) acc[a] = _mm512_setzero_ps(); \
+        for (size_t t = 0; t < ctx; t++) {                                                         \
+            const void *vr = kv_row(v, t, hd, b16);                                                \
+            __m512 w[G];                                                                           \
+            _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++) w[g] =                           \
+                _mm512_set1_ps(p[(size_t)g * ctx + t]);                                            \
+            _Pragma("GCC unroll 16") for (int u = 0; u < (U); u++)                                 \
+            {                                                                                      \
+                const __m512 vv = kv_load16(vr, c + 16 * (size_t)u, b16);                          \
+                _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++) acc[g * (U) + u] =           \
+                    _mm512_fmadd_ps(w[g], vv, acc[g * (U) + u]);                                   \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int g = 0; g < (G); g++)                                      \
+            _Pragma("GCC unroll 16") for (int u = 0; u < (U); u++)                                 \
+                _mm512_storeu_ps(out + (size_t)g * hd + c + 16 * (size_t)u, acc[g * (U) + u]);     \
+    } while (0)
+
+/* out[g][:] = sum_t p[g][t] v[t][:] (grp <= 4, hd a multiple of 64) in column chunks held in
+ * registers, as wide as 16 accumulators allow (one head: 256 columns, two: 128, else 64), so that
+ * a head size of 128 reads each value row once, in one pass, for grp <= 2. Every output sums over
+ * t in order, whatever the chunk width. */
 AVX512 __attribute__((always_inline)) static inline void attn_mix_avx512(const float *p, size_t grp,
                                                                          const void *v, size_t ctx,
                                                                          size_t hd, float *out,
                                                                          int b16)
 {
-    for (size_t c = 0; c < hd; c += 64) {
-        __m512 acc[4][4];
-        for (size_t g = 0; g < 4; g++)
-            for (int u = 0; u < 4; u++)
-                acc[g][u] = _mm512_setzero_ps();
-        for (size_t t = 0; t < ctx; t++) {
-            const void *vr = kv_row(v, t, hd, b16);
-            const __m512 v0 = kv_load16(vr, c, b16), v1 = kv_load16(vr, c + 16, b16);
-            const __m512 v2 = kv_load16(vr, c + 32, b16), v3 = kv_load16(vr, c + 48, b16);
-            for (size_t g = 0; g < grp; g++) {
-                const __m512 w = _mm512_set1_ps(p[g * ctx + t]);
-                acc[g][0] = _mm512_fmadd_ps(w, v0, acc[g][0]);
-                acc[g][1] = _mm512_fmadd_ps(w, v1, acc[g][1]);
-                acc[g][2] = _mm512_fmadd_ps(w, v2, acc[g][2]);
-                acc[g][3] = _mm512_fmadd_ps(w, v3, acc[g][3]);
-            }
-        }
-        for (size_t g = 0; g < grp; g++)
-            for (int u = 0; u < 4; u++)
-                _mm512_storeu_ps(out + g * hd + c + 16 * (size_t)u, acc[g][u]);
+    size_t c = 0;
+    if (grp == 1)
+        for (; c + 256 <= hd; c += 256)
+            MIX_TILE(1, 16);
+    else if (grp == 2)
+        for (; c + 128 <= hd; c += 128)
+            MIX_TILE(2, 8);
+    for (; c < hd; c += 64) {
+        if (grp == 1)
+            MIX_TILE(1, 4);
+        else if (grp == 2)
+            MIX_TILE(2, 4);
+        else if (grp == 3)
+            MIX_TILE(3, 4);
+        else
+            MIX_TILE(4, 4);
     }
 }
 

@@ -244,9 +244,10 @@ static void test_ops(void **state)
 
     /* decode attention (vg_attn_scores / vg_attn_mix) at the level in use (the suite runs this
      * test at every level) against float64: head sizes with and without the vector paths'
-     * multiples, 1-5 query heads per KV head (5: the portable mix) */
-    const size_t hds[] = {128, 64, 72, 20}, ctxs[] = {1, 7, 300};
-    for (size_t a = 0; a < 4; a++)
+     * multiples (256: one head's 256-column mix chunk), 1-5 query heads per KV head (5: the
+     * portable mix) */
+    const size_t hds[] = {128, 64, 72, 20, 256}, ctxs[] = {1, 7, 300};
+    for (size_t a = 0; a < VG_ARRAY_LEN(hds); a++)
         for (size_t c = 0; c < 3; c++)
             for (size_t grp = 1; grp <= 5; grp++) {
                 const size_t hd = hds[a], ctx = ctxs[c];
