@@ -104,9 +104,8 @@ struct vg_dnnl_mat {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
-    /* packed at load (the vision tower's matrices, all with biases): the primitives add a bias
-     * {1, rows} in their epilogue, zero_bias[rows] (owned) when a call has none */
-    int has_bias;
+    /* packed at load (!plain: the vision tower's matrices, all with biases): the primitives add a
+     * bias {1, rows} in their epilogue, zero_bias[rows] (owned) when a call has none */
     int act; /* VG_ACT_*: an eltwise post-op after the bias */
     dnnl_memory_desc_t bias_md;
     float *zero_bias;
@@ -217,7 +216,7 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     int ok =
         dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
         dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, dm->has_bias ? &dm->bias_md : NULL,
+        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, dm->plain ? NULL : &dm->bias_md,
                               &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
@@ -252,7 +251,6 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     dnnl_dims_t dd = {VG_DNNL_M, (dnnl_dim_t)rows}, bd = {1, (dnnl_dim_t)rows};
     dnnl_memory_desc_t wany;
     dnnl_matmul_desc_t desc;
-    dm->has_bias = 1;
     dm->act = act;
     dm->zero_bias = calloc(rows ? rows : 1, sizeof(float));
     int ok =
@@ -677,7 +675,7 @@ static void block_task(void *arg, size_t i)
              dnnl_memory_create(&mw, &dm->wei_md, eng, j->wei) == dnnl_success &&
              dnnl_memory_create(&md, j->dst_md, eng, tmp) == dnnl_success &&
              dnnl_memory_create(&mscr, j->scr_md, eng, scr) == dnnl_success &&
-             (!dm->has_bias ||
+             (dm->plain ||
               dnnl_memory_create(&mb, &dm->bias_md, eng,
                                  (void *)(uintptr_t)(j->b ? j->b : dm->zero_bias)) == dnnl_success);
     for (size_t b = b0; ok && b < b1; b++) {
@@ -702,8 +700,8 @@ static void block_task(void *arg, size_t i)
         for (size_t t = 0; ok && dst == tmp && t < r; t++)
             memcpy(j->y + (i0 + t) * ld, tmp + t * S, S * sizeof(float));
         /* no bias in the primitive (text matrices): added while the block's rows are in cache */
-        for (size_t t = 0; ok && !mb && j->b && t < r; t++)
-            vg_add(j->y + (i0 + t) * ld, j->b, S);
+        if (ok && !mb)
+            vg_add_rows(j->y + i0 * ld, r, ld, S, j->b);
     }
     if (mb)
         dnnl_memory_destroy(mb);

@@ -237,6 +237,8 @@ void vg_silu_mul(float *g, const float *u, size_t n);
 void vg_gelu_erf(float *x, size_t n);
 /* y[i] += x[i] over n values (element-wise float additions: the same result at every level). */
 void vg_add(float *y, const float *x, size_t n);
+/* Each of the n rows of y (N values, ld apart) += b[0..N); b NULL adds nothing (a bias). */
+void vg_add_rows(float *y, size_t n, size_t ld, size_t N, const float *b);
 /* Decode attention of grp query heads (q [grp][hd]) sharing one KV head whose ctx rows of hd
  * floats are contiguous: scores[g][t] = scale * q[g].k[t], then out[g] = sum_t p[g][t] v[t]. Each
  * streams K or V once. */

@@ -213,6 +213,12 @@ void vg_add(float *y, const float *x, size_t n)
         y[i] += x[i];
 }
 
+void vg_add_rows(float *y, size_t n, size_t ld, size_t N, const float *b)
+{
+    for (size_t i = 0; b && i < n; i++)
+        vg_add(y + i * ld, b, N);
+}
+
 void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
                float *y)
 {
@@ -225,8 +231,7 @@ void vg_linear(const float *x, size_t n, size_t in, const float *w, const float 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
                     (int)in, w, (int)in, 0.0f, y, (int)out);
     }
-    for (size_t i = 0; b && i < n; i++)
-        vg_add(y + i * out, b, out);
+    vg_add_rows(y, n, out, out, b);
 }
 
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,

@@ -479,12 +479,6 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
     gemv_packed(m, x, n, w, y, count, ws);
 }
 
-static void add_bias(float *y, size_t n, size_t N, const float *b)
-{
-    for (size_t i = 0; b && i < n; i++)
-        vg_add(y + i * N, b, N);
-}
-
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws)
 {
@@ -497,7 +491,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
     }
     if (small_rows(w, n) || (w->type == VG_MAT_GGUF && n == 1)) {
         gemv_packed(m, x, n, &w, &y, 1, ws);
-        add_bias(y, n, N, b);
+        vg_add_rows(y, n, N, N, b);
         return;
     }
     /* past the several-rows kernels: oneDNN where the matrix has a primitive (a GGUF K-quant
@@ -527,5 +521,5 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
                     (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
     }
-    add_bias(y, n, N, b);
+    vg_add_rows(y, n, N, N, b);
 }
