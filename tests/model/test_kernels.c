@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -525,6 +526,43 @@ static void test_pool(void **state)
     vg_pool_destroy(NULL);
 }
 
+static void slow_task(void *arg, size_t i)
+{
+    _Atomic long *sum = arg;
+    if (i == 1) /* past the caller's polling: it goes to sleep and the worker wakes it */
+        nanosleep(&(struct timespec){0, 300000}, NULL);
+    atomic_fetch_add(sum, (long)i + 1);
+}
+
+static double cpu_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Regions further apart than the workers poll (they sleep in between and are woken), a caller
+ * that sleeps until a slow task ends, and an idle pool that uses no CPU: its workers poll for a
+ * few microseconds after a region, never longer. */
+static void test_pool_sleeps(void **state)
+{
+    (void)state;
+    vg_pool *p = NULL;
+    assert_int_equal(vg_pool_create(3, &p), 0);
+    for (int rep = 0; rep < 40; rep++) {
+        _Atomic long sum = 0;
+        vg_pool_run(p, 6, rep % 2 ? slow_task : add_task, &sum);
+        assert_int_equal(atomic_load(&sum), 21);
+        nanosleep(&(struct timespec){0, 2000000}, NULL); /* 2 ms: the workers are asleep */
+    }
+    double c0 = cpu_ms();
+    nanosleep(&(struct timespec){0, 200000000}, NULL); /* idle for 200 ms */
+    double used = cpu_ms() - c0;
+    /* two workers polling would use 400 ms; asleep they use none */
+    assert_true(used < 40.0);
+    vg_pool_destroy(p);
+}
+
 /* vg_add at every level: element-wise float additions, so bit for bit the plain loop's sums, for
  * every length around the vector widths (tails included) and into a buffer's last element. */
 static void test_add_levels(void **state)
@@ -558,8 +596,8 @@ int main(void)
         cmocka_unit_test(test_quantize),     cmocka_unit_test(test_gemv_levels),
         cmocka_unit_test(test_gemm_levels),  cmocka_unit_test(test_isa_names),
         cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
-        cmocka_unit_test(test_add_levels),
+        cmocka_unit_test(test_pool_sleeps),  cmocka_unit_test(test_read_xor),
+        cmocka_unit_test(test_flash),        cmocka_unit_test(test_add_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
