@@ -12,10 +12,11 @@ typedef struct vg_pool vg_pool;
 /* Runs task index i (0 <= i < n_tasks) of a region; called on any pool thread. */
 typedef void (*vg_pool_fn)(void *arg, size_t i);
 
-/* A pool of n_threads participants (n_threads - 1 sleeping workers plus the caller of each
- * region). n_threads <= 1 makes a pool that runs everything on the caller. 0 or VG_POOL_ENOMEM;
- * the caller frees *out with vg_pool_destroy(). Fewer workers than asked start when thread
- * creation fails (the pool still works). */
+/* A pool of n_threads participants (n_threads - 1 workers plus the caller of each region; a worker
+ * polls for 50 microseconds after a region, then sleeps until the next). n_threads <= 1 makes a
+ * pool that runs everything on the caller. 0 or VG_POOL_ENOMEM; the caller frees *out with
+ * vg_pool_destroy(). Fewer workers than asked start when thread creation fails (the pool still
+ * works). */
 int vg_pool_create(int n_threads, vg_pool **out);
 /* Stops and joins the workers; NULL does nothing. No region may be running. */
 void vg_pool_destroy(vg_pool *p);
