@@ -530,7 +530,7 @@ typedef struct dnnl_job {
     const vg_mat *w;
     const vg_dnnl_mat *dm;
     const float *x;
-    const uint16_t *xb; /* slabs: x in bf16, rows padded with zeros to whole blocks; else NULL */
+    const uint16_t *xb; /* x in bf16 (n rows; slabs: padded with zeros to whole blocks), or NULL */
     float *y;           /* the slab's first output column */
     const float *b;     /* the slab's first bias value, or NULL: no bias */
     size_t ldy;         /* y's row stride: the whole matrix's rows (a slab's output is dense
@@ -680,9 +680,13 @@ static void block_task(void *arg, size_t i)
                                  (void *)(uintptr_t)(j->b ? j->b : dm->zero_bias)) == dnnl_success);
     for (size_t b = b0; ok && b < b1; b++) {
         const size_t i0 = b * M, r = VG_MIN(M, j->n - i0);
-        if (j->xb) {
+        if (j->xb && r == M) {
             ok = dnnl_memory_set_data_handle(ms, (void *)(uintptr_t)(j->xb + i0 * K)) ==
                  dnnl_success;
+        } else if (j->xb) { /* the last block, padded in the slot's buffer */
+            memcpy(xb, j->xb + i0 * K, r * K * sizeof(uint16_t));
+            memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
+            ok = dnnl_memory_set_data_handle(ms, xb) == dnnl_success;
         } else {
             vg_to_bf16(j->x + i0 * K, r * K, xb);
             if (r < M)
@@ -756,8 +760,8 @@ static void xcvt_range(void *c, size_t r0, size_t r1)
             memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
-                   float *ws)
+int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                   const float *b, float *y, float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
@@ -805,11 +809,12 @@ int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const
     }
     j.blocks = (n + j.M - 1) / j.M;
     const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
-    if (slabs > 1) { /* x in bf16 once for every slab (after the blocks' buffers) */
-        uint16_t *xb = (uint16_t *)(void *)(j.area + j.slots * j.per);
-        xcvt_job xc = {.x = x, .xb = xb, .K = w->cols, .n = n};
+    j.xb = xb;
+    if (slabs > 1 && !xb) { /* x in bf16 once for every slab (after the blocks' buffers) */
+        uint16_t *once = (uint16_t *)(void *)(j.area + j.slots * j.per);
+        xcvt_job xc = {.x = x, .xb = once, .K = w->cols, .n = n};
         vg_pool_for(pool, j.blocks * j.M, 16, xcvt_range, &xc);
-        j.xb = xb;
+        j.xb = once;
     }
     atomic_init(&j.failed, 0);
     for (size_t sl = 0; sl < slabs && !atomic_load(&j.failed); sl++) {
@@ -1267,12 +1272,13 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     return 1;
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
-                   float *ws)
+int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                   const float *b, float *y, float *ws)
 {
     (void)b;
     (void)m;
     (void)x;
+    (void)xb;
     (void)n;
     (void)w;
     (void)y;

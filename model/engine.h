@@ -132,6 +132,14 @@ size_t vg_mat_ws_floats(const vg_mat *w, size_t n);
  * by the caller. One row runs on m's pool; several rows through OpenBLAS. Any thread. */
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws);
+/* 1 when vg_matmul(m, x, n, w, ...) multiplies bf16(x) through oneDNN: then vg_matmul_b16 can take
+ * the rows already rounded (a producer that writes them while they are in cache saves the product
+ * a pass over x). Any thread. */
+int vg_matmul_b16_ok(const vg_mat *w, size_t n);
+/* vg_matmul with x given as xb[n][w->cols], vg_to_bf16 of x: bit for bit what vg_matmul returns for
+ * x. Only where vg_matmul_b16_ok(w, n). */
+void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
+                   float *y, float *ws);
 /* y[i] = x W[i]^T for count (<= 4) matrices sharing x (no bias); with one row and packed matrices
  * of one type and cols, a single pool region covers them all (fewer wake-ups per token). */
 void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
@@ -165,9 +173,10 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 #define VG_DNNL_SLAB_BYTES ((size_t)32 << 20)
 /* y[n][rows] = bf16(x) W^T (+ b[rows] when b is not NULL, added to each block of rows while it is
  * in cache, by the task that computed it), through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
- * K-quant matrix, widened per slab). 0 or VG_EIO. */
-int vg_dnnl_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
-                   float *ws);
+ * K-quant matrix, widened per slab). x is float32 rows, or NULL and xb the rows already in bf16
+ * (vg_to_bf16). 0 or VG_EIO. */
+int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                   const float *b, float *y, float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
  * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row

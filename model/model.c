@@ -93,7 +93,9 @@ void *vg_scratch_take(vg_model *m, size_t bytes)
             break;
         }
     pthread_mutex_unlock(&m->pool_mu);
-    return p ? p : malloc(bytes ? bytes : 1);
+    /* 64-byte aligned: oneDNN reads and writes these rows in place (misaligned rows cost a
+     * prefill 5 %) */
+    return p ? p : aligned_alloc(64, bytes ? (bytes + 63) & ~(size_t)63 : 64);
 }
 
 void vg_scratch_give(vg_model *m, void *p, size_t bytes)

@@ -314,8 +314,10 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[10] = nm * MD;   /* ln */
     parts[11] = 4 * N;     /* wt */
     parts[12] = vision_ws(m, N, nm);
-    for (int i = 0; i < 13; i++)
+    for (int i = 0; i < 13; i++) {
+        parts[i] = (parts[i] + 15) & ~(size_t)15; /* every buffer 64-byte aligned */
         nf += parts[i];
+    }
     const size_t scratch_bytes = nf * sizeof(float) + 6 * N * sizeof(int);
     float *buf = vg_scratch_take(m, scratch_bytes);
     int *ibuf = buf ? (int *)(buf + nf) : NULL;

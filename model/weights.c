@@ -479,6 +479,36 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
     gemv_packed(m, x, n, w, y, count, ws);
 }
 
+int vg_matmul_b16_ok(const vg_mat *w, size_t n)
+{
+    /* past the several-rows kernels: oneDNN where the matrix has a primitive (a GGUF K-quant
+     * matrix widened to bf16 first) */
+    if (n == 0 || w->type == VG_WEIGHTS_F32 || small_rows(w, n) ||
+        (w->type == VG_MAT_GGUF && n == 1))
+        return 0;
+    return w->dnnl || (w->dnnl_plain && vg_isa_level() >= VG_ISA_AVX512 &&
+                       (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS));
+}
+
+/* The oneDNN product of x (float) or xb (bf16). */
+static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                         const float *b, float *y, float *ws)
+{
+    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, ws) < 0) {
+        /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
+        vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
+        for (size_t i = 0; i < n * w->rows; i++)
+            y[i] = NAN;
+    }
+}
+
+void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
+                   float *y, float *ws)
+{
+    if (n > 0 && w->rows > 0)
+        dnnl_product(m, NULL, xb, n, w, b, y, ws);
+}
+
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,
                float *ws)
 {
@@ -494,16 +524,8 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         vg_add_rows(y, n, N, N, b);
         return;
     }
-    /* past the several-rows kernels: oneDNN where the matrix has a primitive (a GGUF K-quant
-     * matrix widened to bf16 first) */
-    if (w->dnnl || (w->dnnl_plain && vg_isa_level() >= VG_ISA_AVX512 &&
-                    (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS))) {
-        if (vg_dnnl_matmul(m, x, n, w, b, y, ws) < 0) {
-            /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
-            vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, K, N);
-            for (size_t i = 0; i < n * N; i++)
-                y[i] = NAN;
-        }
+    if (vg_matmul_b16_ok(w, n)) {
+        dnnl_product(m, x, NULL, n, w, b, y, ws);
         return;
     }
     const size_t T = tile_rows(w);

@@ -635,6 +635,66 @@ static void test_short_prefill_types(void **state)
     }
 }
 
+/* vg_matmul_b16 on rows already rounded to bf16 returns bit for bit what vg_matmul returns for the
+ * float rows, with and without a bias, for row counts that fill the oneDNN blocks exactly and that
+ * leave a partial last block (padded in the participant's buffer), on 2 threads. */
+static void test_matmul_b16(void **state)
+{
+    (void)state;
+    char dir[4096];
+    if (!shared_path("golden/tiny1/config.json", dir, sizeof(dir)))
+        skip();
+    *strrchr(dir, '/') = '\0';
+    const int types[2] = {VG_WEIGHTS_BF16, VG_WEIGHTS_Q8_0};
+    int ran = 0;
+    for (int t = 0; t < 2; t++) {
+        vg_model_params mp = vg_model_default_params();
+        mp.n_threads = 2;
+        mp.load_vision = 0;
+        mp.weight_type = types[t];
+        vg_model *m = NULL;
+        char err[256];
+        assert_int_equal(vg_model_load(dir, &mp, &m, err, sizeof(err)), 0);
+        const vg_mat *ws_[2] = {&m->layers[0].w_gate, &m->layers[0].w_down};
+        const size_t ns[4] = {56, 112, 301, 517};
+        for (int w = 0; w < 2; w++)
+            for (int k = 0; k < 4; k++) {
+                const vg_mat *mat = ws_[w];
+                const size_t n = ns[k], K = mat->cols, N = mat->rows;
+                if (!vg_matmul_b16_ok(mat, n))
+                    continue;
+                float *x = malloc(n * K * sizeof(float)), *b = malloc(N * sizeof(float));
+                float *y1 = malloc(n * N * sizeof(float)), *y2 = malloc(n * N * sizeof(float));
+                uint16_t *xb = malloc(n * K * sizeof(uint16_t));
+                float *wsp = malloc(vg_mat_ws_floats(mat, n) * sizeof(float));
+                uint64_t r = 777 + n;
+                for (size_t i = 0; i < n * K; i++) {
+                    r = r * 6364136223846793005ull + 1442695040888963407ull;
+                    x[i] = (float)((int)(r >> 40) % 2001 - 1000) * 1e-3f;
+                }
+                for (size_t i = 0; i < N; i++)
+                    b[i] = 0.01f * (float)i;
+                vg_to_bf16(x, n * K, xb);
+                for (int bias = 0; bias < 2; bias++) {
+                    vg_matmul(m, x, n, mat, bias ? b : NULL, y1, wsp);
+                    vg_matmul_b16(m, xb, n, mat, bias ? b : NULL, y2, wsp);
+                    assert_memory_equal(y1, y2, n * N * sizeof(float));
+                    ran++;
+                }
+                free(x);
+                free(b);
+                free(y1);
+                free(y2);
+                free(xb);
+                free(wsp);
+            }
+        vg_model_free(m);
+    }
+    printf("vg_matmul_b16: %d products compared\n", ran);
+    if (!ran)
+        skip(); /* no oneDNN bf16 products on this CPU (or build) */
+}
+
 /* More than one prefill chunk (512 rows): one call == two calls == the rows' logits. */
 static void test_chunked_prefill(void **state)
 {
@@ -1049,21 +1109,14 @@ static void test_embedding_in_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mrope_axes),
-        cmocka_unit_test(test_vision_positions),
-        cmocka_unit_test(test_linspace_long),
-        cmocka_unit_test(test_ops),
-        cmocka_unit_test(test_sampler_greedy),
-        cmocka_unit_test(test_sampler_top_p),
-        cmocka_unit_test(test_sampler_penalties),
-        cmocka_unit_test(test_sampler_seeded),
-        cmocka_unit_test(test_kv_consistency),
-        cmocka_unit_test(test_chunked_prefill),
-        cmocka_unit_test(test_short_prefill_types),
-        cmocka_unit_test(test_generate_and_cancel),
-        cmocka_unit_test(test_model_errors),
-        cmocka_unit_test(test_concurrent_slices),
-        cmocka_unit_test(test_mmap_f32),
+        cmocka_unit_test(test_mrope_axes),          cmocka_unit_test(test_vision_positions),
+        cmocka_unit_test(test_linspace_long),       cmocka_unit_test(test_ops),
+        cmocka_unit_test(test_sampler_greedy),      cmocka_unit_test(test_sampler_top_p),
+        cmocka_unit_test(test_sampler_penalties),   cmocka_unit_test(test_sampler_seeded),
+        cmocka_unit_test(test_kv_consistency),      cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_short_prefill_types), cmocka_unit_test(test_matmul_b16),
+        cmocka_unit_test(test_generate_and_cancel), cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_concurrent_slices),   cmocka_unit_test(test_mmap_f32),
         cmocka_unit_test(test_embedding_in_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
