@@ -106,7 +106,8 @@ struct vg_dnnl_mat {
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
     /* packed at load (!plain: the vision tower's matrices, all with biases): the primitives add a
      * bias {1, rows} in their epilogue, zero_bias[rows] (owned) when a call has none */
-    int act; /* VG_ACT_*: an eltwise post-op after the bias */
+    int act;     /* VG_ACT_*: an eltwise post-op after the bias */
+    int out_b16; /* packed: the primitives write bf16 (the next product's input), not float32 */
     dnnl_memory_desc_t bias_md;
     float *zero_bias;
     void *wei;            /* packed weights, owned by the model */
@@ -215,7 +216,8 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     const char *impl = NULL;
     int ok =
         dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dm->out_b16 ? dnnl_bf16 : dnnl_f32,
+                                     dnnl_ab) == dnnl_success &&
         dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, dm->plain ? NULL : &dm->bias_md,
                               &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
@@ -239,7 +241,8 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     return v;
 }
 
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out)
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,
+                 vg_mat *out)
 {
     vg_dnnl *d = m->dnnl;
     if (!d)
@@ -252,13 +255,15 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     dnnl_memory_desc_t wany;
     dnnl_matmul_desc_t desc;
     dm->act = act;
+    dm->out_b16 = out_b16 != 0;
     dm->zero_bias = calloc(rows ? rows : 1, sizeof(float));
     int ok =
         dm->zero_bias &&
         dnnl_memory_desc_init_by_tag(&dm->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
         dnnl_memory_desc_init_by_tag(&wany, 2, wd, dnnl_bf16, dnnl_format_tag_any) ==
             dnnl_success &&
-        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+        dnnl_memory_desc_init_by_tag(&dm->dst_md, 2, dd, dm->out_b16 ? dnnl_bf16 : dnnl_f32,
+                                     dnnl_ab) == dnnl_success &&
         dnnl_memory_desc_init_by_tag(&dm->bias_md, 2, bd, dnnl_f32, dnnl_ab) == dnnl_success &&
         dnnl_matmul_desc_init(&desc, &dm->src_md, &wany, &dm->bias_md, &dm->dst_md) == dnnl_success;
     dnnl_primitive_attr_t attr = NULL;
@@ -288,6 +293,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     for (size_t i = 0; i < d->n_mats && !dm->shape; i++) /* share the block-size primitives */
         if (!d->mats[i]->plain && !d->mats[i]->shape && d->mats[i]->rows == rows &&
             d->mats[i]->cols == cols && d->mats[i]->act == act &&
+            d->mats[i]->out_b16 == dm->out_b16 &&
             dnnl_memory_desc_equal(&d->mats[i]->wei_md, &dm->wei_md))
             dm->shape = d->mats[i];
     if (dm->shape)
@@ -353,6 +359,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     out->cols = cols;
     out->dnnl = dm;
     out->act = act;
+    out->out_b16 = dm->out_b16;
     m->info.weight_bytes += wbytes;
     return 0;
 }
@@ -531,7 +538,7 @@ typedef struct dnnl_job {
     const vg_dnnl_mat *dm;
     const float *x;
     const uint16_t *xb; /* x in bf16 (n rows; slabs: padded with zeros to whole blocks), or NULL */
-    float *y;           /* the slab's first output column */
+    void *y;            /* the slab's first output column: float32, or bf16 (dm->out_b16) */
     const float *b;     /* the slab's first bias value, or NULL: no bias */
     size_t ldy;         /* y's row stride: the whole matrix's rows (a slab's output is dense
                          * [M][slab rows] in the block buffer, then copied) */
@@ -692,7 +699,9 @@ static void block_task(void *arg, size_t i)
             if (r < M)
                 memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
         }
-        float *dst = r == M && ld == S ? j->y + i0 * ld : tmp;
+        const size_t es = dm->out_b16 ? 2 : 4; /* bytes per output element */
+        unsigned char *yr = (unsigned char *)j->y + i0 * ld * es;
+        void *dst = r == M && ld == S ? (void *)yr : (void *)tmp;
         ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
@@ -701,11 +710,12 @@ static void block_task(void *arg, size_t i)
                                    {DNNL_ARG_BIAS, mb}};
         ok = ok && dnnl_primitive_execute(j->prim, st, mb ? 5 : 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
-        for (size_t t = 0; ok && dst == tmp && t < r; t++)
-            memcpy(j->y + (i0 + t) * ld, tmp + t * S, S * sizeof(float));
-        /* no bias in the primitive (text matrices): added while the block's rows are in cache */
+        for (size_t t = 0; ok && dst == (void *)tmp && t < r; t++)
+            memcpy(yr + t * ld * es, (unsigned char *)tmp + t * S * es, S * es);
+        /* no bias in the primitive (text matrices, never bf16 output): added while the block's
+         * rows are in cache */
         if (ok && !mb)
-            vg_add_rows(j->y + i0 * ld, r, ld, S, j->b);
+            vg_add_rows((float *)(void *)yr, r, ld, S, j->b);
     }
     if (mb)
         dnnl_memory_destroy(mb);
@@ -761,7 +771,7 @@ static void xcvt_range(void *c, size_t r0, size_t r1)
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, float *y, float *ws)
+                   const float *b, void *y, float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
@@ -838,7 +848,7 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             }
             j.parts = n_parts;
             vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
-            j.y = y + r0;
+            j.y = (float *)y + r0; /* plain: float32 output */
             j.b = b ? b + r0 : NULL;
         }
         j.parts = VG_MIN(n_parts, j.blocks);
@@ -947,6 +957,16 @@ __attribute__((target("avx512f"))) static void scale_row(float *dst, const float
     const __m512 kv = _mm512_set1_ps(k);
     for (size_t i = 0; i < n; i += 16)
         _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_loadu_ps(src + i), kv));
+}
+
+/* scale_row rounded to bf16 (nearest even, as vg_to_bf16). */
+__attribute__((target("avx512f,avx512bf16,avx512vl"))) static void
+scale_row_b16(uint16_t *dst, const float *src, size_t n, float k)
+{
+    const __m512 kv = _mm512_set1_ps(k);
+    for (size_t i = 0; i < n; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(
+                                                              _mm512_loadu_ps(src + i), kv)));
 }
 
 typedef struct attn_job {
@@ -1062,7 +1082,10 @@ static void attn_head_task(void *arg, size_t t)
              dnnl_stream_wait(st) == dnnl_success;
     }
     for (size_t i = 0; ok && i < n && r0 + i < a->n; i++)
-        scale_row(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
+        if (a->ob)
+            scale_row_b16(a->ob + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
+        else
+            scale_row(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
     dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
     for (int i = 0; i < 8; i++)
         if (mems[i])
@@ -1247,8 +1270,10 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
     (void)w;
 }
 
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out)
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,
+                 vg_mat *out)
 {
+    (void)out_b16;
     (void)act;
     (void)m;
     (void)w;
@@ -1273,7 +1298,7 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, float *y, float *ws)
+                   const float *b, void *y, float *ws)
 {
     (void)b;
     (void)m;

@@ -44,8 +44,10 @@ typedef struct vg_mat {
     uint64_t off;                  /* VG_MAT_FILE: file offset of row 0 */
     size_t row_bytes;              /* VG_MAT_FILE: bytes of one row in the file */
     int sdtype;                    /* VG_MAT_FILE: the rows' vg_dtype in the file */
-    int act; /* VG_ACT_*: the activation every product with this matrix applies to its output
-              * (a vision fc1 packed for oneDNN: the primitive's epilogue); 0 none */
+    int act;     /* VG_ACT_*: the activation every product with this matrix applies to its output
+                  * (a vision fc1 packed for oneDNN: the primitive's epilogue); 0 none */
+    int out_b16; /* packed for oneDNN with bf16 output (a vision fc1, whose output only feeds the
+                  * next product): vg_matmul_to_b16 writes it; vg_matmul widens it */
 } vg_mat;
 /* Activations a product can apply (vg_mat.act). */
 enum { VG_ACT_NONE = 0, VG_ACT_GELU_TANH = 1, VG_ACT_GELU_ERF = 2 };
@@ -140,6 +142,10 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n);
  * x. Only where vg_matmul_b16_ok(w, n). */
 void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
                    float *y, float *ws);
+/* A product with a matrix packed with bf16 output (w->out_b16): yb[n][rows] = the float32 result
+ * rounded to bf16 (as vg_to_bf16 rounds it), from float rows x or, x NULL, bf16 rows xb. */
+void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                      const float *b, uint16_t *yb, float *ws);
 /* y[i] = x W[i]^T for count (<= 4) matrices sharing x (no bias); with one row and packed matrices
  * of one type and cols, a single pool region covers them all (fewer wake-ups per token). */
 void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const *w, float *const *y,
@@ -150,7 +156,7 @@ void vg_matmul_multi(vg_model *m, const float *x, size_t n, const vg_mat *const 
  * products also apply act (VG_ACT_*) to their output, which out->act records (0 when they do
  * not: the caller applies it). */
 int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
-                       vg_mat *out, char *err, size_t errlen);
+                       int out_b16, vg_mat *out, char *err, size_t errlen);
 
 /* ---- dnnl.c: oneDNN bf16 products (stubs without VG_HAVE_DNNL) ---- */
 /* Sets m->dnnl when oneDNN is usable (AVX-512 level); 0 or VG_ENOMEM. */
@@ -158,9 +164,11 @@ int vg_dnnl_create(vg_model *m);
 /* Frees the engine and every matrix packed with it; NULL does nothing. */
 void vg_dnnl_destroy(vg_dnnl *d);
 /* Packs float32 w[rows][cols] into *out (type BF16, out->dnnl set); its products add a bias
- * (vg_dnnl_matmul's b) and then apply act (VG_ACT_*; out->act = act). 0; 1 when oneDNN has no
- * fast kernel for it here (out untouched: pack another way); VG_ENOMEM. */
-int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, vg_mat *out);
+ * (vg_dnnl_matmul's b) and then apply act (VG_ACT_*; out->act = act), and write bf16 when out_b16
+ * (out->out_b16). 0; 1 when oneDNN has no fast kernel for it here (out untouched: pack another
+ * way); VG_ENOMEM. */
+int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,
+                 vg_mat *out);
 /* Gives a packed (BF16 / Q8_0) text matrix a oneDNN bf16 primitive for products with many rows
  * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
  * copy is kept). Does nothing without oneDNN or a fast kernel. */
@@ -174,9 +182,10 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 /* y[n][rows] = bf16(x) W^T (+ b[rows] when b is not NULL, added to each block of rows while it is
  * in cache, by the task that computed it), through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
  * K-quant matrix, widened per slab). x is float32 rows, or NULL and xb the rows already in bf16
- * (vg_to_bf16). 0 or VG_EIO. */
+ * (vg_to_bf16). y: float32 rows, bf16 ones (uint16) for a matrix packed with out_b16. 0 or
+ * VG_EIO. */
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, float *y, float *ws);
+                   const float *b, void *y, float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
  * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row
@@ -192,6 +201,8 @@ typedef struct vg_attn_args {
     float scale;
     long p0;
     float *o;
+    uint16_t *ob; /* vg_dnnl_attn only: when set, the output rows go here in bf16 (vg_to_bf16's
+                   * rounding) instead of o, at the same strides */
     size_t ldo, o_hs;
 } vg_attn_args;
 /* Attention with bf16 products through oneDNN (AMX on CPUs that have it): Q, K, V and the

@@ -56,10 +56,10 @@ static int load_merger(vg_model *m, const char *prefix, int postshuffle, vg_merg
     W(fc2_b, "linear_fc2.bias", 1, O);
 #undef W
     snprintf(name, sizeof(name), "%s.linear_fc1.weight", prefix);
-    if ((rc = vg_model_mat_dense(m, name, MD, MD, VG_ACT_GELU_ERF, &mg->fc1_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, MD, MD, VG_ACT_GELU_ERF, 1, &mg->fc1_w, err, errlen)) < 0)
         return rc;
     snprintf(name, sizeof(name), "%s.linear_fc2.weight", prefix);
-    if ((rc = vg_model_mat_dense(m, name, O, MD, VG_ACT_NONE, &mg->fc2_w, err, errlen)) < 0)
+    if ((rc = vg_model_mat_dense(m, name, O, MD, VG_ACT_NONE, 0, &mg->fc2_w, err, errlen)) < 0)
         return rc;
     return 0;
 }
@@ -122,16 +122,18 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
         W(fc1_b, "mlp.linear_fc1.bias", 1, FF);
         W(fc2_b, "mlp.linear_fc2.bias", 1, D);
 #undef W
-#define M(field, suffix, rows, cols, act)                                                          \
+#define M(field, suffix, rows, cols, act, out_b16)                                                 \
     do {                                                                                           \
         snprintf(name, sizeof(name), "model.visual.blocks.%d.%s", i, suffix);                      \
-        if ((rc = vg_model_mat_dense(m, name, rows, cols, act, &b->field, err, errlen)) < 0)       \
+        if ((rc = vg_model_mat_dense(m, name, rows, cols, act, out_b16, &b->field, err, errlen)) < \
+            0)                                                                                     \
             return rc;                                                                             \
     } while (0)
-        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE);
-        M(proj_w, "attn.proj.weight", D, D, VG_ACT_NONE);
-        M(fc1_w, "mlp.linear_fc1.weight", FF, D, VG_ACT_GELU_TANH);
-        M(fc2_w, "mlp.linear_fc2.weight", D, FF, VG_ACT_NONE);
+        /* fc1's output only feeds fc2: bf16 straight from oneDNN where it carries the products */
+        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE, 0);
+        M(proj_w, "attn.proj.weight", D, D, VG_ACT_NONE, 0);
+        M(fc1_w, "mlp.linear_fc1.weight", FF, D, VG_ACT_GELU_TANH, 1);
+        M(fc2_w, "mlp.linear_fc2.weight", D, FF, VG_ACT_NONE, 0);
 #undef M
     }
     if ((rc = load_merger(m, "model.visual.merger", 0, &m->merger, err, errlen)) < 0)
@@ -169,6 +171,7 @@ static void trace(const vg_model *m, const char *name, int index, const float *d
 typedef struct rows_ctx {
     const float *x, *w, *b, *cs, *sn;
     float *y;
+    uint16_t *yb; /* ln_range: also the rows in bf16 here (the next product's input) */
     size_t d, ld;
     int heads, dh;
 } rows_ctx;
@@ -177,6 +180,8 @@ static void ln_range(void *c, size_t r0, size_t r1)
 {
     const rows_ctx *a = c;
     vg_layernorm(a->x + r0 * a->d, a->y + r0 * a->d, r1 - r0, a->d, a->w, a->b, VIS_EPS);
+    if (a->yb)
+        vg_to_bf16(a->y + r0 * a->d, (r1 - r0) * a->d, a->yb + r0 * a->d);
 }
 
 static void gelu_range(void *c, size_t r0, size_t r1)
@@ -215,6 +220,11 @@ static void merger_run(vg_model *m, const vg_merger *mg, const float *x, size_t 
         rows_ctx c = {.x = x, .y = ln, .w = mg->n_w, .b = mg->n_b, .d = MD};
         vg_pool_for(m->tpool, nm, ROWS_GRAIN, ln_range, &c);
         in = ln;
+    }
+    if (mg->fc1_w.out_b16 && vg_matmul_b16_ok(&mg->fc2_w, nm)) { /* t1 holds fc1's bf16 output */
+        vg_matmul_to_b16(m, in, NULL, nm, &mg->fc1_w, mg->fc1_b, (uint16_t *)(void *)t1, ws);
+        vg_matmul_b16(m, (const uint16_t *)(const void *)t1, nm, &mg->fc2_w, mg->fc2_b, out, ws);
+        return;
     }
     vg_matmul(m, in, nm, &mg->fc1_w, mg->fc1_b, t1, ws);
     if (mg->fc1_w.act != VG_ACT_GELU_ERF) { /* else applied by the product */
@@ -299,7 +309,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [rb*N]; mlp [N*max(FF, D)];
      * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; ints: row, col [N], idx [4N];
      * wt [4N] */
-    size_t nf = 0, parts[13];
+    size_t nf = 0, parts[14];
     parts[0] = N * D;     /* x */
     parts[1] = N * D;     /* h */
     parts[2] = N * D;     /* o */
@@ -314,7 +324,8 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[10] = nm * MD;   /* ln */
     parts[11] = 4 * N;     /* wt */
     parts[12] = vision_ws(m, N, nm);
-    for (int i = 0; i < 13; i++) {
+    parts[13] = (N * D + 1) / 2; /* ab: a product's input rows in bf16 */
+    for (int i = 0; i < 14; i++) {
         parts[i] = (parts[i] + 15) & ~(size_t)15; /* every buffer 64-byte aligned */
         nf += parts[i];
     }
@@ -339,6 +350,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     float *sc = qkv + parts[3], *mlp = sc + parts[4], *cs = mlp + parts[5], *sn = cs + parts[6];
     float *fr = sn + parts[7], *t1 = fr + parts[8], *ln = t1 + parts[9], *wt = ln + parts[10];
     float *ws = wt + parts[11];
+    uint16_t *ab = (uint16_t *)(void *)(ws + parts[12]);
     int *row = ibuf, *col = row + N, *idx = col + N;
     int rc = 0;
 
@@ -384,11 +396,20 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             goto done;
         }
         const vg_vis_block *b = &m->blocks[bi];
+        /* where oneDNN carries a product, its input rows are written in bf16 by what makes them
+         * (the norms, the attention, fc1's epilogue), while in cache: bit for bit the same */
+        const int qkv16 = vg_matmul_b16_ok(&b->qkv_w, N), proj16 = vg_matmul_b16_ok(&b->proj_w, N);
+        const int fc1_16 = vg_matmul_b16_ok(&b->fc1_w, N);
+        const int mlp16 = b->fc1_w.out_b16 && vg_matmul_b16_ok(&b->fc2_w, N);
         {
-            rows_ctx c = {.x = x, .y = h, .w = b->n1_w, .b = b->n1_b, .d = D};
+            rows_ctx c = {
+                .x = x, .y = h, .yb = qkv16 ? ab : NULL, .w = b->n1_w, .b = b->n1_b, .d = D};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &c);
         }
-        vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
+        if (qkv16)
+            vg_matmul_b16(m, ab, N, &b->qkv_w, b->qkv_b, qkv, ws);
+        else
+            vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
         {
             rows_ctx cq = {
                 .y = qkv, .cs = cs, .sn = sn, .ld = 3 * D, .heads = (int)H, .dh = (int)dh};
@@ -414,10 +435,12 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                            .scale = scale,
                            .p0 = -1,
                            .o = o,
+                           .ob = proj16 ? ab : NULL,
                            .ldo = D,
                            .o_hs = dh};
+        int o16 = 0; /* the output in ab (bf16), not o */
         if (N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn(m, &aa) == 0) {
-            /* bf16 products through oneDNN (lossy weight types) */
+            o16 = proj16;   /* bf16 products through oneDNN (lossy weight types) */
         } else if (flash) { /* fused attention, the heads split across the pool */
             vis_attn_job job = {
                 .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
@@ -438,19 +461,33 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                 }
             }
         }
-        vg_matmul(m, o, N, &b->proj_w, b->proj_b, h, ws);
+        if (o16)
+            vg_matmul_b16(m, ab, N, &b->proj_w, b->proj_b, h, ws);
+        else
+            vg_matmul(m, o, N, &b->proj_w, b->proj_b, h, ws);
         {
             rows_ctx c = {.x = h, .y = x, .d = D};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, add_range, &c);
-            rows_ctx l2 = {.x = x, .y = h, .w = b->n2_w, .b = b->n2_b, .d = D};
+            rows_ctx l2 = {
+                .x = x, .y = h, .yb = fc1_16 ? ab : NULL, .w = b->n2_w, .b = b->n2_b, .d = D};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &l2);
         }
-        vg_matmul(m, h, N, &b->fc1_w, b->fc1_b, mlp, ws);
-        if (b->fc1_w.act != VG_ACT_GELU_TANH) { /* else applied by the product */
-            rows_ctx c = {.y = mlp, .d = FF};
-            vg_pool_for(m->tpool, N, ROWS_GRAIN, gelu_range, &c);
+        if (mlp16) { /* fc1 writes bf16 (GELU applied) into mlp's space, fc2 reads it */
+            uint16_t *mb = (uint16_t *)(void *)mlp;
+            vg_matmul_to_b16(m, fc1_16 ? NULL : h, fc1_16 ? ab : NULL, N, &b->fc1_w, b->fc1_b, mb,
+                             ws);
+            vg_matmul_b16(m, mb, N, &b->fc2_w, b->fc2_b, h, ws);
+        } else {
+            if (fc1_16)
+                vg_matmul_b16(m, ab, N, &b->fc1_w, b->fc1_b, mlp, ws);
+            else
+                vg_matmul(m, h, N, &b->fc1_w, b->fc1_b, mlp, ws);
+            if (b->fc1_w.act != VG_ACT_GELU_TANH) { /* else applied by the product */
+                rows_ctx c = {.y = mlp, .d = FF};
+                vg_pool_for(m->tpool, N, ROWS_GRAIN, gelu_range, &c);
+            }
+            vg_matmul(m, mlp, N, &b->fc2_w, b->fc2_b, h, ws);
         }
-        vg_matmul(m, mlp, N, &b->fc2_w, b->fc2_b, h, ws);
         {
             rows_ctx c = {.x = h, .y = x, .d = D};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, add_range, &c);

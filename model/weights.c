@@ -203,7 +203,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
 }
 
 int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
-                       vg_mat *out, char *err, size_t errlen)
+                       int out_b16, vg_mat *out, char *err, size_t errlen)
 {
     /* bf16 for oneDNN: every vision matrix of a bf16 model, and with q8_0 the matrices whose
      * cols is not a multiple of 32 (the 8B tower's fc2, 4304), which Q8_0 blocks cannot hold:
@@ -219,7 +219,7 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
         if (!f)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
         vg_tensor_to_f32(t, f);
-        rc = vg_dnnl_pack(m, f, (size_t)rows, (size_t)cols, act, out);
+        rc = vg_dnnl_pack(m, f, (size_t)rows, (size_t)cols, act, out_b16, out);
         free(f);
         if (rc < 0)
             return vg_fail(err, errlen, rc, "out of memory packing tensor '%s' for oneDNN", name);
@@ -490,7 +490,8 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n)
                        (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS));
 }
 
-/* The oneDNN product of x (float) or xb (bf16). */
+/* The oneDNN product of x (float) or xb (bf16) into float32 y, widened from bf16 in place when
+ * the matrix writes bf16. */
 static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
                          const float *b, float *y, float *ws)
 {
@@ -499,6 +500,26 @@ static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t
         vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
         for (size_t i = 0; i < n * w->rows; i++)
             y[i] = NAN;
+        return;
+    }
+    if (w->out_b16) { /* from the end: element i's float covers bf16 elements 2i and 2i + 1 */
+        const uint16_t *h = (const uint16_t *)(const void *)y;
+        for (size_t i = n * w->rows; i-- > 0;) {
+            uint32_t u = (uint32_t)h[i] << 16;
+            memcpy(&y[i], &u, sizeof(u));
+        }
+    }
+}
+
+void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                      const float *b, uint16_t *yb, float *ws)
+{
+    if (n == 0 || w->rows == 0)
+        return;
+    if (vg_dnnl_matmul(m, x, xb, n, w, b, yb, ws) < 0) {
+        vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
+        for (size_t i = 0; i < n * w->rows; i++)
+            yb[i] = 0x7fc0; /* NaN */
     }
 }
 

@@ -107,6 +107,23 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
     if (worst > 5e-3 || sum / (double)(n * QD) > 5e-4)
         fail_msg("attention n %zu p0 %ld heads %zu/%zu dh %zu: max %g, mean %g", n, p0, heads, kv,
                  dh, worst, sum / (double)(n * QD));
+    {
+        /* bf16 output rows (vg_attn_args.ob, the vision tower's input to proj): vg_to_bf16 of the
+         * float32 ones, and o left alone */
+        uint16_t *ob = malloc(n * QD * sizeof(uint16_t)), *want = malloc(n * QD * sizeof(uint16_t));
+        float *keep = malloc(n * QD * sizeof(float));
+        assert_non_null(ob && want && keep);
+        vg_to_bf16(o, n * QD, want);
+        memcpy(keep, o, n * QD * sizeof(float));
+        vg_attn_args a16 = a;
+        a16.ob = ob;
+        assert_int_equal(vg_dnnl_attn(m, &a16), 0);
+        assert_memory_equal(ob, want, n * QD * sizeof(uint16_t));
+        assert_memory_equal(o, keep, n * QD * sizeof(float));
+        free(ob);
+        free(want);
+        free(keep);
+    }
     if (!full) {
         /* a bf16 KV cache read in place (rows past ctx up to the 64-row padding zero): exactly the
          * float32 path given the same (widened) keys and values, which it rounds to bf16 itself */
@@ -190,8 +207,63 @@ static void test_attention(void **state)
     vg_model_free(m);
 }
 
+/* A matrix packed for bf16 output (a vision fc1: bias and GELU in the epilogue) gives, bit for bit,
+ * the float32-output packing's result rounded by vg_to_bf16, from float or bf16 input rows, for
+ * row counts with whole and partial blocks; vg_matmul on it returns those values widened. */
+static void test_out_b16(void **state)
+{
+    (void)state;
+    vg_model *m = load_bf16();
+    if (!m || !m->dnnl || vg_isa_level() < VG_ISA_AVX512) {
+        vg_model_free(m);
+        skip();
+    }
+    const size_t rows = 192, cols = 128, ns[3] = {56, 300, 784};
+    float *w = malloc(rows * cols * sizeof(float)), *b = malloc(rows * sizeof(float));
+    assert_non_null(w && b);
+    fill(w, rows * cols, 3);
+    fill(b, rows, 5);
+    vg_mat f32 = {0}, b16 = {0};
+    assert_int_equal(vg_dnnl_pack(m, w, rows, cols, VG_ACT_GELU_TANH, 0, &f32), 0);
+    assert_int_equal(vg_dnnl_pack(m, w, rows, cols, VG_ACT_GELU_TANH, 1, &b16), 0);
+    assert_true(b16.out_b16 && !f32.out_b16);
+    for (int k = 0; k < 3; k++) {
+        const size_t n = ns[k];
+        float *x = malloc(n * cols * sizeof(float)), *y = malloc(n * rows * sizeof(float));
+        float *yw = malloc(n * rows * sizeof(float));
+        uint16_t *xb = malloc(n * cols * 2), *want = malloc(n * rows * 2),
+                 *got = malloc(n * rows * 2);
+        float *ws = malloc(vg_mat_ws_floats(&b16, n) * sizeof(float));
+        assert_non_null(x && y && yw && xb && want && got && ws);
+        fill(x, n * cols, 17 + n);
+        vg_to_bf16(x, n * cols, xb);
+        vg_matmul(m, x, n, &f32, b, y, ws);
+        vg_to_bf16(y, n * rows, want);
+        memset(got, 0xff, n * rows * 2);
+        vg_matmul_to_b16(m, x, NULL, n, &b16, b, got, ws);
+        assert_memory_equal(got, want, n * rows * 2);
+        memset(got, 0xff, n * rows * 2);
+        vg_matmul_to_b16(m, NULL, xb, n, &b16, b, got, ws);
+        assert_memory_equal(got, want, n * rows * 2);
+        vg_matmul(m, x, n, &b16, b, yw, ws);
+        vg_from_bf16(want, n * rows, y);
+        assert_memory_equal(yw, y, n * rows * sizeof(float));
+        free(x);
+        free(y);
+        free(yw);
+        free(xb);
+        free(want);
+        free(got);
+        free(ws);
+    }
+    free(w);
+    free(b);
+    vg_model_free(m); /* frees both packings (the engine owns them) */
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_attention)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_attention),
+                                       cmocka_unit_test(test_out_b16)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
