@@ -52,8 +52,8 @@ struct vg_seq {
     size_t kv_map_len;
     size_t rows; /* scratch capacity in rows */
     float *x, *a, *q, *o, *g, *u, *cos_t, *sin_t, *kt, *vt;
-    uint16_t *ab; /* a product's input rows in bf16 ([rows][max(D, FF)]), written by the norm or
-                   * SwiGLU that makes them (vg_matmul_b16) */
+    uint16_t *ab; /* a product's input rows in bf16 ([rows][max(D, QD, FF)]), written by what
+                   * makes them: norms, attention, SwiGLU (vg_matmul_b16) */
     float *sc;
     size_t sc_cap;
     float *ws; /* vg_matmul workspace, ws_cap floats */
@@ -311,7 +311,8 @@ static int ensure_rows(vg_seq *s, size_t rows)
     }
     /* 64-byte aligned: oneDNN reads its rows in place (a misaligned source cost 12 % of a
      * prefill) */
-    uint16_t *ab = aligned_alloc(64, (rows * VG_MAX(D, FF) * sizeof(uint16_t) + 63) & ~(size_t)63);
+    const size_t abw = VG_MAX(VG_MAX(D, QD), FF);
+    uint16_t *ab = aligned_alloc(64, (rows * abw * sizeof(uint16_t) + 63) & ~(size_t)63);
     if (!ab) {
         for (int j = 0; j < 10; j++)
             free(p[j]);
@@ -428,8 +429,10 @@ static void prefill_attn_task(void *arg, size_t h)
 
 /* Attention of n new rows at cache positions p0.. for layer l: q [n][QD] -> o [n][QD]. One token
  * (decode) runs the query heads sharing a KV head together, so the cached K and V are streamed
- * once; several rows run per query head over blocks of rows. */
-static int attention(vg_seq *s, int l, size_t p0, size_t n)
+ * once; several rows run per query head over blocks of rows. With want16, the oneDNN path writes
+ * the rows in bf16 to s->ab instead (the output projection's input). 1: the output is in s->ab,
+ * 0: in s->o; VG_ENOMEM. */
+static int attention(vg_seq *s, int l, size_t p0, size_t n, int want16)
 {
     const vg_model_info *in = &s->m->info;
     const size_t hd = (size_t)in->head_dim, Hq = (size_t)in->n_heads, Hkv = (size_t)in->n_kv_heads;
@@ -482,12 +485,13 @@ static int attention(vg_seq *s, int l, size_t p0, size_t n)
                                .scale = scale,
                                .p0 = (long)(p0 + i0),
                                .o = s->o + i0 * QD,
+                               .ob = want16 ? s->ab + i0 * QD : NULL,
                                .ldo = QD,
                                .o_hs = hd};
             rc = vg_dnnl_attn(s->m, &aa);
         }
         if (rc == 0)
-            return 0;
+            return want16 ? 1 : 0;
     }
     /* fused causal attention, the query heads split across the pool (a bf16 cache at any level:
      * the portable flash kernel where no vector one runs) */
@@ -528,7 +532,9 @@ typedef struct text_rows {
     vg_seq *s;
     const vg_text_layer *L;
     float eps;
-    int b16; /* also write the output rows in bf16 to s->ab (for vg_matmul_b16) */
+    int b16;   /* also write the output rows in bf16 to s->ab (for vg_matmul_b16) */
+    int l;     /* qk_range: the layer, and */
+    size_t p0; /* the cache position of row 0 */
 } text_rows;
 
 static void in_norm_range(void *c, size_t r0, size_t r1)
@@ -553,6 +559,20 @@ static void qk_range(void *c, size_t r0, size_t r1)
     vg_rope_apply(s->q + r0 * QD, n, (int)Hq, (int)hd, QD, s->cos_t + r0 * hd, s->sin_t + r0 * hd);
     vg_rope_apply(s->kt + r0 * kvd, n, (int)Hkv, (int)hd, kvd, s->cos_t + r0 * hd,
                   s->sin_t + r0 * hd);
+    /* the rows' keys and values into the cache while in cache */
+    for (size_t j = 0; j < Hkv; j++) {
+        const size_t off = kv_at(s, t->l, j, t->p0);
+        for (size_t i = r0; i < r1; i++) {
+            const float *kr = s->kt + i * kvd + j * hd, *vr = s->vt + i * kvd + j * hd;
+            if (s->es == 2) {
+                vg_to_bf16(kr, hd, (uint16_t *)s->kc + off + i * hd);
+                vg_to_bf16(vr, hd, (uint16_t *)s->vc + off + i * hd);
+            } else {
+                memcpy((float *)s->kc + off + i * hd, kr, hd * sizeof(float));
+                memcpy((float *)s->vc + off + i * hd, vr, hd * sizeof(float));
+            }
+        }
+    }
 }
 
 /* x += attention output, then a = RMSNorm(x) (post-attention norm). */
@@ -570,9 +590,18 @@ static void silu_range(void *c, size_t r0, size_t r1)
 {
     const text_rows *t = c;
     const size_t FF = (size_t)t->s->m->info.intermediate_size;
-    vg_silu_mul(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF);
-    if (t->b16)
-        vg_to_bf16(t->s->g + r0 * FF, (r1 - r0) * FF, t->s->ab + r0 * FF);
+    if (!t->b16) {
+        vg_silu_mul(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF);
+        return;
+    }
+    /* only the bf16 rows are needed: computed through an L1 buffer, g itself left alone */
+    float tmp[1024];
+    for (size_t i = r0 * FF; i < r1 * FF; i += VG_ARRAY_LEN(tmp)) {
+        const size_t len = VG_MIN(VG_ARRAY_LEN(tmp), r1 * FF - i);
+        memcpy(tmp, t->s->g + i, len * sizeof(float));
+        vg_silu_mul(tmp, t->s->u + i, len);
+        vg_to_bf16(tmp, len, t->s->ab + i);
+    }
 }
 
 static void add_range(void *c, size_t r0, size_t r1)
@@ -594,8 +623,6 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
     vg_model *m = s->m;
     const vg_model_info *in = &m->info;
     const size_t D = (size_t)in->hidden_size, hd = (size_t)in->head_dim;
-    const size_t Hkv = (size_t)in->n_kv_heads;
-    const size_t kvd = Hkv * hd;
     const float eps = in->rms_norm_eps;
     const size_t p0 = s->len;
 
@@ -614,7 +641,7 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         const int b16 = vg_matmul_b16_ok(&L->wq, n) && vg_matmul_b16_ok(&L->wk, n) &&
                         vg_matmul_b16_ok(&L->wv, n) && vg_matmul_b16_ok(&L->w_gate, n) &&
                         vg_matmul_b16_ok(&L->w_up, n) && vg_matmul_b16_ok(&L->w_down, n);
-        text_rows tr = {.s = s, .L = L, .eps = eps, .b16 = b16};
+        text_rows tr = {.s = s, .L = L, .eps = eps, .b16 = b16, .l = l, .p0 = p0};
         vg_pool_for(m->tpool, n, ROWS_GRAIN, in_norm_range, &tr);
         {
             const vg_mat *w3[3] = {&L->wq, &L->wk, &L->wv};
@@ -625,23 +652,14 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
             else
                 vg_matmul_multi(m, s->a, n, w3, y3, 3, s->ws);
         }
-        vg_pool_for(m->tpool, n, ROWS_GRAIN, qk_range, &tr);
-        for (size_t j = 0; j < Hkv; j++) {
-            const size_t off = kv_at(s, l, j, p0);
-            for (size_t i = 0; i < n; i++) {
-                const float *kr = s->kt + i * kvd + j * hd, *vr = s->vt + i * kvd + j * hd;
-                if (s->es == 2) {
-                    vg_to_bf16(kr, hd, (uint16_t *)s->kc + off + i * hd);
-                    vg_to_bf16(vr, hd, (uint16_t *)s->vc + off + i * hd);
-                } else {
-                    memcpy((float *)s->kc + off + i * hd, kr, hd * sizeof(float));
-                    memcpy((float *)s->vc + off + i * hd, vr, hd * sizeof(float));
-                }
-            }
-        }
-        if (attention(s, l, p0, n) < 0)
+        vg_pool_for(m->tpool, n, ROWS_GRAIN, qk_range, &tr); /* also fills the cache */
+        const int o16 = attention(s, l, p0, n, b16 && vg_matmul_b16_ok(&L->wo, n));
+        if (o16 < 0)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for attention scores");
-        vg_matmul(m, s->o, n, &L->wo, NULL, s->a, s->ws);
+        if (o16)
+            vg_matmul_b16(m, s->ab, n, &L->wo, NULL, s->a, s->ws);
+        else
+            vg_matmul(m, s->o, n, &L->wo, NULL, s->a, s->ws);
         vg_pool_for(m->tpool, n, ROWS_GRAIN, add_norm_range, &tr);
         {
             const vg_mat *w2[2] = {&L->w_gate, &L->w_up};
