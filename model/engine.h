@@ -254,6 +254,9 @@ void vg_rmsnorm(const float *x, float *y, size_t n, size_t d, const float *w, fl
 void vg_gelu_tanh(float *x, size_t n);
 /* g[i] = silu(g[i]) * u[i] (the SwiGLU MLP). */
 void vg_silu_mul(float *g, const float *u, size_t n);
+/* out[i] = bf16 of what vg_silu_mul would leave in g[i] (vg_to_bf16's rounding), g unchanged: bit
+ * for bit vg_silu_mul then vg_to_bf16. */
+void vg_silu_mul_b16(const float *g, const float *u, size_t n, uint16_t *out);
 void vg_gelu_erf(float *x, size_t n);
 /* y[i] += x[i] over n values (element-wise float additions: the same result at every level). */
 void vg_add(float *y, const float *x, size_t n);

@@ -39,6 +39,25 @@ AVX512 static void silu_mul_avx512(float *g, const float *u, size_t n)
     }
 }
 
+/* silu_mul_avx512's values, 32 at a time, rounded to bf16 as to_bf16_avx512 rounds them (the same
+ * instructions per lane, so bit for bit silu_mul then vg_to_bf16). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static size_t
+silu_mul_b16_avx512(const float *g, const float *u, size_t n, uint16_t *out)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 y[2];
+        for (int h = 0; h < 2; h++) {
+            __m512 x = _mm512_loadu_ps(g + i + 16 * h);
+            __m512 e = vg_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+            __m512 s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+            y[h] = _mm512_mul_ps(s, _mm512_loadu_ps(u + i + 16 * h));
+        }
+        _mm512_storeu_si512((void *)(out + i), (__m512i)_mm512_cvtne2ps_pbh(y[1], y[0]));
+    }
+    return i;
+}
+
 AVX512 static void gelu_tanh_avx512(float *x, size_t n)
 {
     const __m512 k2 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c = _mm512_set1_ps(0.044715f);
@@ -183,6 +202,18 @@ static inline float exp1(float x)
 {
     v4f v = {x, 0.0f, 0.0f, 0.0f};
     return exp4(v)[0];
+}
+
+void vg_silu_mul_b16(const float *g, const float *u, size_t n, uint16_t *out)
+{
+    size_t i = vg_isa_level() >= VG_ISA_AVX512 ? silu_mul_b16_avx512(g, u, n, out) : 0;
+    float tmp[256]; /* the rest (or every level below AVX-512): the float path, then rounded */
+    for (; i < n; i += VG_ARRAY_LEN(tmp)) {
+        const size_t len = VG_MIN(VG_ARRAY_LEN(tmp), n - i);
+        memcpy(tmp, g + i, len * sizeof(float));
+        vg_silu_mul(tmp, u + i, len);
+        vg_to_bf16(tmp, len, out + i);
+    }
 }
 
 void vg_silu_mul(float *g, const float *u, size_t n)

@@ -594,14 +594,8 @@ static void silu_range(void *c, size_t r0, size_t r1)
         vg_silu_mul(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF);
         return;
     }
-    /* only the bf16 rows are needed: computed through an L1 buffer, g itself left alone */
-    float tmp[1024];
-    for (size_t i = r0 * FF; i < r1 * FF; i += VG_ARRAY_LEN(tmp)) {
-        const size_t len = VG_MIN(VG_ARRAY_LEN(tmp), r1 * FF - i);
-        memcpy(tmp, t->s->g + i, len * sizeof(float));
-        vg_silu_mul(tmp, t->s->u + i, len);
-        vg_to_bf16(tmp, len, t->s->ab + i);
-    }
+    /* only the bf16 rows are needed (g itself left alone) */
+    vg_silu_mul_b16(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF, t->s->ab + r0 * FF);
 }
 
 static void add_range(void *c, size_t r0, size_t r1)

@@ -589,6 +589,34 @@ static void test_add_levels(void **state)
     assert_int_equal(vg_isa_force(best), 0);
 }
 
+/* vg_silu_mul_b16 at every level: bit for bit vg_silu_mul then vg_to_bf16, for lengths around the
+ * 32-value vector step (tails included), g left unchanged. */
+static void test_silu_b16_levels(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    float g[N], g0[N], u[N], ref[N];
+    uint16_t want[N], got[N];
+    for (int i = 0; i < N; i++) {
+        g0[i] = (float)((i * 37) % 41) * 0.31f - 6.2f;
+        u[i] = (float)((i * 13) % 19) * 0.17f - 1.5f;
+    }
+    const int best = vg_isa_level();
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        assert_int_equal(vg_isa_force(lvl), 0);
+        for (size_t n = 0; n <= N; n++) {
+            memcpy(ref, g0, sizeof(ref));
+            vg_silu_mul(ref, u, n);
+            vg_to_bf16(ref, n, want);
+            memcpy(g, g0, sizeof(g));
+            vg_silu_mul_b16(g, u, n, got);
+            assert_memory_equal(got, want, n * sizeof(uint16_t));
+            assert_memory_equal(g, g0, sizeof(g));
+        }
+    }
+    assert_int_equal(vg_isa_force(best), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,8 +624,9 @@ int main(void)
         cmocka_unit_test(test_quantize),     cmocka_unit_test(test_gemv_levels),
         cmocka_unit_test(test_gemm_levels),  cmocka_unit_test(test_isa_names),
         cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_pool_sleeps),  cmocka_unit_test(test_read_xor),
-        cmocka_unit_test(test_flash),        cmocka_unit_test(test_add_levels),
+        cmocka_unit_test(test_pool_sleeps),  cmocka_unit_test(test_silu_b16_levels),
+        cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
+        cmocka_unit_test(test_add_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
