@@ -659,6 +659,7 @@ static void block_task(void *arg, size_t i)
     dnnl_job *j = arg;
     const vg_dnnl_mat *dm = j->dm;
     const size_t K = dm->cols, S = dm->rows, ld = j->ldy;
+    const size_t es = dm->out_b16 ? 2 : 4; /* bytes per output element */
     const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
     if (b0 == b1)
         return;
@@ -699,7 +700,6 @@ static void block_task(void *arg, size_t i)
             if (r < M)
                 memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
         }
-        const size_t es = dm->out_b16 ? 2 : 4; /* bytes per output element */
         unsigned char *yr = (unsigned char *)j->y + i0 * ld * es;
         void *dst = r == M && ld == S ? (void *)yr : (void *)tmp;
         ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;

@@ -307,8 +307,8 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     /* attention rows run in blocks of rb so that the score block stays within the budget */
     size_t rb = VG_MAX((size_t)1, VG_MIN(N, VIS_SCORE_BUDGET / N));
     /* one scratch block: x, h, o [N*D]; qkv [N*3D]; scores [rb*N]; mlp [N*max(FF, D)];
-     * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; ints: row, col [N], idx [4N];
-     * wt [4N] */
+     * cos, sin [N*dh]; freqs [N*dh/2]; t1 [nm*MD]; ln [nm*MD]; wt [4N]; the matmul workspace;
+     * ab [N*D] bf16; each rounded up to 16 floats; then ints: row, col [N], idx [4N] */
     size_t nf = 0, parts[14];
     parts[0] = N * D;     /* x */
     parts[1] = N * D;     /* h */

@@ -490,18 +490,28 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n)
                        (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS));
 }
 
-/* The oneDNN product of x (float) or xb (bf16) into float32 y, widened from bf16 in place when
- * the matrix writes bf16. */
+/* The oneDNN product of x (float) or xb (bf16) into y, in the matrix's output type (bf16 when
+ * w->out_b16); 0, or -1 with y all NaN when oneDNN failed on a primitive it accepted at load
+ * (nothing sensible to return). */
+static int dnnl_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                     const float *b, void *y, float *ws)
+{
+    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, ws) == 0)
+        return 0;
+    vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
+    for (size_t i = 0; i < n * w->rows; i++)
+        if (w->out_b16)
+            ((uint16_t *)y)[i] = 0x7fc0; /* NaN */
+        else
+            ((float *)y)[i] = NAN;
+    return -1;
+}
+
+/* dnnl_call into float32 y: a bf16 output is widened in place. */
 static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
                          const float *b, float *y, float *ws)
 {
-    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, ws) < 0) {
-        /* oneDNN failed on a primitive it accepted at load: nothing sensible to return */
-        vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
-        for (size_t i = 0; i < n * w->rows; i++)
-            y[i] = NAN;
-        return;
-    }
+    dnnl_call(m, x, xb, n, w, b, y, ws);
     if (w->out_b16) { /* from the end: element i's float covers bf16 elements 2i and 2i + 1 */
         const uint16_t *h = (const uint16_t *)(const void *)y;
         for (size_t i = n * w->rows; i-- > 0;) {
@@ -514,13 +524,8 @@ static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t
 void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
                       const float *b, uint16_t *yb, float *ws)
 {
-    if (n == 0 || w->rows == 0)
-        return;
-    if (vg_dnnl_matmul(m, x, xb, n, w, b, yb, ws) < 0) {
-        vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
-        for (size_t i = 0; i < n * w->rows; i++)
-            yb[i] = 0x7fc0; /* NaN */
-    }
+    if (n > 0 && w->rows > 0)
+        dnnl_call(m, x, xb, n, w, b, yb, ws);
 }
 
 void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
