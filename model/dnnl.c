@@ -1170,6 +1170,16 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
 
+/* Zeroed, 64-byte aligned bytes for the ceiling (free with free). */
+static void *ceil_buf(size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
 double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
 {
     dnnl_engine_t eng = NULL;
@@ -1197,10 +1207,12 @@ double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
         ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
     if (ok) {
         size_t es = int8 ? 1 : 2;
-        bs = calloc((size_t)M * (size_t)K, es);
-        bwp = calloc((size_t)K * (size_t)N, es);
-        bw = calloc(1, dnnl_memory_desc_get_size(wmd) + 64);
-        bd = calloc((size_t)M * (size_t)N, sizeof(float));
+        /* 64-byte aligned, as the engine's are: from calloc (16 bytes past a page for large
+         * blocks) the AMX tile loads straddle cache lines and run at half speed */
+        bs = ceil_buf((size_t)M * (size_t)K * es);
+        bwp = ceil_buf((size_t)K * (size_t)N * es);
+        bw = ceil_buf(dnnl_memory_desc_get_size(wmd));
+        bd = ceil_buf((size_t)M * (size_t)N * sizeof(float));
         ok = bs && bw && bd && bwp;
         /* small non-zero values, so that no kernel takes a zero shortcut */
         for (size_t i = 0; ok && i < (size_t)M * (size_t)K; i++)

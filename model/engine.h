@@ -220,8 +220,9 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a);
 #define VG_DNNL_ATTN_MIN_KV16 32
 
 /* Benchmarks only: GFLOP/s of a oneDNN matmul [M][K] x [K][N] -> float32 with prepacked weights,
- * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up;
- * 0 when oneDNN is absent or refuses the shape. */
+ * bf16 (int8 = 0) or u8 x s8 (int8 = 1), on threads OpenMP threads, best of reps after a warm-up,
+ * every buffer 64-byte aligned as the engine's are; 0 when oneDNN is absent or refuses the shape.
+ */
 double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps);
 
 /* ---- attn.c: fused (flash) attention of one head ---- */

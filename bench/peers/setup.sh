@@ -51,7 +51,7 @@ if [ -n "${LLAMA_GIT_DIR:-}" ] && [ -n "${LLAMA_SRC:-}" ] && [ ! -f "$LLAMA_SRC/
         git --git-dir="$LLAMA_GIT_DIR" cat-file -e "$obj" 2>/dev/null || continue
         mkdir -p "$LLAMA_SRC/$(dirname "$path")"
         git --git-dir="$LLAMA_GIT_DIR" cat-file blob "$obj" >"$LLAMA_SRC/$path"
-        [ "$mode" = 100755 ] && chmod +x "$LLAMA_SRC/$path"
+        if [ "$mode" = 100755 ]; then chmod +x "$LLAMA_SRC/$path"; fi
     done
 fi
 LLAMA_BUILD=${LLAMA_BUILD:-${LLAMA_SRC:+$LLAMA_SRC/build}}
