@@ -84,6 +84,11 @@ struct vg_dnnl {
 #define VG_DNNL_MAX_M                                                                              \
     256 /* rows per block at most (larger blocks reread the weights less often)                    \
          */
+/* The same for matrices packed at load (the vision tower's): a 448x448 pair's 784 rows in one
+ * block on one thread (0.89 instead of 0.95-1.02 s per pair at 1 thread on the Xeon of
+ * 2026-12-07, the same at 2 threads); text matrices keep 256 (prefill 4 % slower with 1024). */
+#define VG_DNNL_MAX_M_PACKED 1024
+#define VG_DNNL_BIG          6 /* primitives kept per shape for blocks above VG_DNNL_MAX_M rows */
 
 /* A primitive for blocks of M rows (one of the sizes a call picks, made on first use). */
 typedef struct dnnl_var {
@@ -113,6 +118,7 @@ struct vg_dnnl_mat {
     void *wei;            /* packed weights, owned by the model */
     size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
     dnnl_var var[VG_DNNL_MAX_M / 4]; /* M = 4 (i + 1); under vg_dnnl.mu */
+    dnnl_var big[VG_DNNL_BIG];       /* larger M (packed only), first come; under vg_dnnl.mu */
     struct vg_dnnl_mat *shape; /* the first packed matrix of this shape and layout: its var[] serve
                                 * every matrix like it (NULL: this one's own) */
 };
@@ -138,11 +144,12 @@ static void mat_free(vg_dnnl_mat *dm)
 {
     if (!dm)
         return;
-    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var); i++) {
-        if (dm->var[i].prim)
-            dnnl_primitive_destroy(dm->var[i].prim);
-        if (dm->var[i].pd)
-            dnnl_primitive_desc_destroy(dm->var[i].pd);
+    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var) + VG_DNNL_BIG; i++) {
+        dnnl_var *v = i < VG_ARRAY_LEN(dm->var) ? &dm->var[i] : &dm->big[i - VG_ARRAY_LEN(dm->var)];
+        if (v->prim)
+            dnnl_primitive_destroy(v->prim);
+        if (v->pd)
+            dnnl_primitive_desc_destroy(v->pd);
     }
     if (dm->prim)
         dnnl_primitive_destroy(dm->prim);
@@ -197,14 +204,33 @@ static int set_act(dnnl_primitive_attr_t attr, int act)
     return ok;
 }
 
-/* The primitive of dm for blocks of M rows (M a multiple of 4, <= VG_DNNL_MAX_M), made on first
- * use; NULL when oneDNN has no brgemm kernel for it or it would need more scratchpad than the
- * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead). Under d->mu. */
+/* Rows per block at most for dm's calls (its workspace holds blocks this large). */
+static size_t mat_max_m(const vg_dnnl_mat *dm)
+{
+    return dm->plain ? VG_DNNL_MAX_M : VG_DNNL_MAX_M_PACKED;
+}
+
+/* The primitive of dm for blocks of M rows (M a multiple of 4, <= mat_max_m(dm)), made on first
+ * use; NULL when oneDNN has no brgemm kernel for it, it would need more scratchpad than the
+ * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead) or, above
+ * VG_DNNL_MAX_M rows, VG_DNNL_BIG other sizes are in use. Under d->mu. */
 static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
 {
     if (dm->shape)
         dm = dm->shape;
-    dnnl_var *v = &dm->var[M / 4 - 1];
+    dnnl_var *v = NULL;
+    if (M <= VG_DNNL_MAX_M) {
+        v = &dm->var[M / 4 - 1];
+    } else {
+        for (size_t i = 0; i < VG_DNNL_BIG && !v; i++)
+            if (dm->big[i].state != 0 && dm->big[i].M == M)
+                v = &dm->big[i];
+        for (size_t i = 0; i < VG_DNNL_BIG && !v; i++)
+            if (dm->big[i].state == 0)
+                v = &dm->big[i];
+        if (!v)
+            return NULL;
+    }
     if (v->state != 0)
         return v->state > 0 ? v : NULL;
     v->state = -1;
@@ -299,7 +325,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     if (dm->shape)
         dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
     else
-        var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
+        var_get(d, dm, mat_max_m(dm), 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = NULL;
     if (posix_memalign(&wp, 64, wbytes ? wbytes : 64) != 0 || vg_model_own(m, wp) < 0) {
@@ -488,8 +514,8 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
  * scratchpad, each 64-byte aligned. */
 static size_t per_thread_bytes(const vg_dnnl_mat *dm)
 {
-    return ((VG_DNNL_MAX_M * dm->cols * 2 + 63) & ~(size_t)63) +
-           ((VG_DNNL_MAX_M * dm->rows * 4 + 63) & ~(size_t)63) +
+    return ((mat_max_m(dm) * dm->cols * 2 + 63) & ~(size_t)63) +
+           ((mat_max_m(dm) * dm->rows * 4 + 63) & ~(size_t)63) +
            ((dm->scratch_bytes + 63) & ~(size_t)63);
 }
 
@@ -671,8 +697,8 @@ static void block_task(void *arg, size_t i)
     }
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
-    float *tmp = (float *)(void *)(a + ((VG_DNNL_MAX_M * K * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)tmp + ((VG_DNNL_MAX_M * S * 4 + 63) & ~(size_t)63);
+    float *tmp = (float *)(void *)(a + ((mat_max_m(dm) * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((mat_max_m(dm) * S * 4 + 63) & ~(size_t)63);
     const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
@@ -752,6 +778,16 @@ static void widen_task(void *arg, size_t i)
                                   j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
 }
 
+/* Rows per block for n rows: blocks of at most max_m rows, as many per participant (slots), the
+ * rows split evenly and rounded up to a multiple of 4 (so that few primitives serve every row
+ * count). */
+static size_t block_rows(size_t n, size_t max_m, size_t slots)
+{
+    size_t nb = (n + max_m - 1) / max_m;
+    nb = (nb + slots - 1) / slots * slots;
+    return ((n + nb - 1) / nb + 3) & ~(size_t)3;
+}
+
 /* x converted to bf16 once for every slab: rows [r0, r1) of xb, zero past x's n rows (the last
  * block's padding). */
 typedef struct xcvt_job {
@@ -801,13 +837,14 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
     j.src_md = &dm->src_md;
     j.dst_md = &dm->dst_md;
     j.scr_md = &dm->scr_md;
-    size_t nb = (n + VG_DNNL_MAX_M - 1) / VG_DNNL_MAX_M;
-    nb = (nb + j.slots - 1) / j.slots * j.slots;
-    const size_t M = ((n + nb - 1) / nb + 3) & ~(size_t)3;
+    size_t M = block_rows(n, mat_max_m(dm), j.slots);
     if (M > VG_DNNL_M) {
         pthread_mutex_lock(&m->dnnl->mu);
         /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
         const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0);
+        if (!v && M > VG_DNNL_MAX_M) /* every large size taken: blocks of at most 256 rows */
+            v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm,
+                        M = block_rows(n, VG_DNNL_MAX_M, j.slots), 0);
         pthread_mutex_unlock(&m->dnnl->mu);
         if (v) {
             j.M = M;
