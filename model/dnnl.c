@@ -57,7 +57,8 @@
     64 /* block buffers per call: the most participants that use oneDNN at once                    \
         */
 
-#define VG_DNNL_ATTN 32 /* attention shapes (rows, keys, head size) kept; others use attn.c */
+#define VG_DNNL_ATTN     32  /* attention shapes (rows, keys, head size) kept; others use attn.c */
+#define VG_DNNL_ROPE_MAX 512 /* head size at most for rotating rows on their way to bf16 */
 /* query rows per product when every row sees every key: a 196-row block of 784 keys has 0.6 MB of
  * float scores, which stay in L2 for the softmax and the second product */
 #define VG_DNNL_ATTN_QBLOCK 256
@@ -1037,13 +1038,31 @@ typedef struct attn_job {
     atomic_int failed;
 } attn_job;
 
+/* out[0, dh) = x rotated by table rows c, s: vg_rope_apply's products and sums (no fused
+ * multiply-add), so bit for bit its result; dh a multiple of 32. */
+__attribute__((target("avx512f"))) static void rope_row(const float *x, const float *c,
+                                                        const float *s, size_t dh, float *out)
+{
+    const size_t half = dh / 2;
+    for (size_t j = 0; j < half; j += 16) {
+        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + half + j);
+        const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(a, _mm512_loadu_ps(c + j)),
+                                        _mm512_mul_ps(b, _mm512_loadu_ps(s + j)));
+        const __m512 hi = _mm512_add_ps(_mm512_mul_ps(b, _mm512_loadu_ps(c + half + j)),
+                                        _mm512_mul_ps(a, _mm512_loadu_ps(s + half + j)));
+        _mm512_storeu_ps(out + j, lo);
+        _mm512_storeu_ps(out + half + j, hi);
+    }
+}
+
 /* Rows [r0, r1) of the bf16 copies: the query rows of every head, then the keys, then the values
- * (padding rows zero). */
+ * (padding rows zero); queries and keys rotated first when a->rope_cs is set. */
 static void attn_cvt_range(void *c, size_t r0, size_t r1)
 {
     const attn_job *j = c;
     const vg_attn_args *a = j->a;
     const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kb ? 0 : a->kv_heads * j->ctx;
+    float rot[VG_DNNL_ROPE_MAX] __attribute__((aligned(64)));
     for (size_t u = r0; u < r1; u++) {
         const float *src;
         uint16_t *dst;
@@ -1061,10 +1080,14 @@ static void attn_cvt_range(void *c, size_t r0, size_t r1)
             src = a->v + h * a->v_hs + i * a->ldv;
             dst = j->vb + (u - nq - nk) * dh;
         }
-        if (i < lim)
+        if (i < lim && a->rope_cs && u < nq + nk) {
+            rope_row(src, a->rope_cs + i * dh, a->rope_sn + i * dh, dh, rot);
+            vg_to_bf16(rot, dh, dst);
+        } else if (i < lim) {
             vg_to_bf16(src, dh, dst);
-        else
+        } else {
             memset(dst, 0, dh * sizeof(uint16_t));
+        }
     }
 }
 
@@ -1158,6 +1181,8 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     if (!d || m->wtype == VG_WEIGHTS_F32 || vg_isa_level() < VG_ISA_AVX512 || a->n == 0 ||
         a->ctx == 0 || a->dh % 16 != 0 || a->kv_heads == 0 || a->heads % a->kv_heads != 0)
         return 1;
+    if (a->rope_cs && (a->kb || !a->rope_sn || a->dh % 32 != 0 || a->dh > VG_DNNL_ROPE_MAX))
+        return 1; /* rotation on the way: float keys, whole vectors per half row */
     /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
      * shapes serve them */
     size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;

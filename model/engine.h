@@ -204,6 +204,10 @@ typedef struct vg_attn_args {
     uint16_t *ob; /* vg_dnnl_attn only: when set, the output rows go here in bf16 (vg_to_bf16's
                    * rounding) instead of o, at the same strides */
     size_t ldo, o_hs;
+    /* vg_dnnl_attn only, with float keys: when set, query row i and key row i are rotated by
+     * table rows cs + i dh, sn + i dh (vg_rope_apply's arithmetic, bit for bit) on their way to
+     * bf16; q and k themselves are left as they are (the vision tower's rotary embedding) */
+    const float *rope_cs, *rope_sn;
 } vg_attn_args;
 /* Attention with bf16 products through oneDNN (AMX on CPUs that have it): Q, K, V and the
  * probabilities rounded to bf16 as in PyTorch's bf16 path, scores, softmax and outputs float32;

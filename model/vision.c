@@ -272,6 +272,32 @@ static void vis_attn_task(void *arg, size_t h)
                   a->o + h * a->dh, a->D, a->scratch + h * vg_flash_scratch_floats(a->n, a->dh));
 }
 
+/* Full attention of every head over the slice's N rows (q, k, v interleaved in qkv rows of 3D,
+ * already rotated) into o [N][D], in float32: the fused kernel with the heads split across the
+ * pool (flash), else per head through sgemm in blocks of rb query rows (scores in sc). */
+static void vis_attn(vg_model *m, const float *qkv, float *o, float *sc, size_t N, size_t D,
+                     size_t H, size_t dh, size_t rb, int flash, float scale)
+{
+    if (flash) {
+        vis_attn_job job = {
+            .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
+        vg_pool_run(m->tpool, H, vis_attn_task, &job);
+        return;
+    }
+    for (size_t hd = 0; hd < H; hd++) {
+        const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
+        for (size_t i0 = 0; i0 < N; i0 += rb) {
+            size_t r = VG_MIN(rb, N - i0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)N, (int)dh, scale,
+                        q + i0 * 3 * D, (int)(3 * D), k, (int)(3 * D), 0.0f, sc, (int)N);
+            for (size_t i = 0; i < r; i++)
+                vg_softmax(sc + i * N, N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)dh, (int)N, 1.0f,
+                        sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh, (int)D);
+        }
+    }
+}
+
 static int cancelled(const atomic_int *c)
 {
     return c && atomic_load(c) != 0;
@@ -410,14 +436,6 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
             vg_matmul_b16(m, ab, N, &b->qkv_w, b->qkv_b, qkv, ws);
         else
             vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
-        {
-            rows_ctx cq = {
-                .y = qkv, .cs = cs, .sn = sn, .ld = 3 * D, .heads = (int)H, .dh = (int)dh};
-            rows_ctx ck = cq;
-            ck.y = qkv + D;
-            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &cq);
-            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &ck);
-        }
         vg_attn_args aa = {.q = qkv,
                            .k = qkv + D,
                            .v = qkv + 2 * D,
@@ -437,29 +455,21 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                            .o = o,
                            .ob = proj16 ? ab : NULL,
                            .ldo = D,
-                           .o_hs = dh};
+                           .o_hs = dh,
+                           .rope_cs = cs,
+                           .rope_sn = sn};
         int o16 = 0; /* the output in ab (bf16), not o */
-        if (N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn(m, &aa) == 0) {
-            o16 = proj16;   /* bf16 products through oneDNN (lossy weight types) */
-        } else if (flash) { /* fused attention, the heads split across the pool */
-            vis_attn_job job = {
-                .qkv = qkv, .o = o, .scratch = sc, .n = N, .D = D, .dh = dh, .scale = scale};
-            vg_pool_run(m->tpool, H, vis_attn_task, &job);
+        if (N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn(m, &aa) == 0) { /* q, k rotated on the way */
+            o16 = proj16; /* bf16 products through oneDNN (lossy weight types) */
         } else {
-            for (size_t hd = 0; hd < H; hd++) {
-                const float *q = qkv + hd * dh, *k = qkv + D + hd * dh, *v = qkv + 2 * D + hd * dh;
-                for (size_t i0 = 0; i0 < N; i0 += rb) {
-                    size_t r = VG_MIN(rb, N - i0);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)N, (int)dh,
-                                scale, q + i0 * 3 * D, (int)(3 * D), k, (int)(3 * D), 0.0f, sc,
-                                (int)N);
-                    for (size_t i = 0; i < r; i++)
-                        vg_softmax(sc + i * N, N);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)r, (int)dh, (int)N,
-                                1.0f, sc, (int)N, v, (int)(3 * D), 0.0f, o + i0 * D + hd * dh,
-                                (int)D);
-                }
-            }
+            /* the rotary embedding in place, for the float32 kernels */
+            rows_ctx cq = {
+                .y = qkv, .cs = cs, .sn = sn, .ld = 3 * D, .heads = (int)H, .dh = (int)dh};
+            rows_ctx ck = cq;
+            ck.y = qkv + D;
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &cq);
+            vg_pool_for(m->tpool, N, ROWS_GRAIN, rope_range, &ck);
+            vis_attn(m, qkv, o, sc, N, D, H, dh, rb, flash, scale);
         }
         if (o16)
             vg_matmul_b16(m, ab, N, &b->proj_w, b->proj_b, h, ws);

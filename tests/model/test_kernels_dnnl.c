@@ -107,6 +107,40 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
     if (worst > 5e-3 || sum / (double)(n * QD) > 5e-4)
         fail_msg("attention n %zu p0 %ld heads %zu/%zu dh %zu: max %g, mean %g", n, p0, heads, kv,
                  dh, worst, sum / (double)(n * QD));
+    if (full && dh % 32 == 0) {
+        /* the rotary embedding on the way to bf16 (vg_attn_args.rope_cs): bit for bit the
+         * attention of rows rotated in place by vg_rope_apply beforehand, qkv itself untouched */
+        float *cs = malloc(n * dh * sizeof(float)), *sn = malloc(n * dh * sizeof(float));
+        float *rot = malloc(n * 3 * QD * sizeof(float)), *keep = malloc(n * 3 * QD * sizeof(float));
+        float *o2 = malloc(n * QD * sizeof(float));
+        assert_non_null(cs && sn && rot && keep && o2);
+        for (size_t i = 0; i < n * dh; i++) {
+            cs[i] = cosf(0.37f * (float)i);
+            sn[i] = sinf(0.37f * (float)i);
+        }
+        memcpy(rot, qkv, n * 3 * QD * sizeof(float));
+        memcpy(keep, qkv, n * 3 * QD * sizeof(float));
+        vg_rope_apply(rot, n, (int)heads, (int)dh, ld, cs, sn);      /* queries */
+        vg_rope_apply(rot + QD, n, (int)heads, (int)dh, ld, cs, sn); /* keys */
+        vg_attn_args ar = a, aw = a;
+        ar.q = rot;
+        ar.k = rot + QD;
+        ar.v = rot + 2 * QD;
+        ar.o = ref; /* the float32 reference is checked; o is the next check's */
+        assert_int_equal(vg_dnnl_attn(m, &ar), 0);
+        aw.o = o2;
+        aw.rope_cs = cs;
+        aw.rope_sn = sn;
+        memset(o2, 0xff, n * QD * sizeof(float));
+        assert_int_equal(vg_dnnl_attn(m, &aw), 0);
+        assert_memory_equal(o2, ref, n * QD * sizeof(float));
+        assert_memory_equal(qkv, keep, n * 3 * QD * sizeof(float));
+        free(cs);
+        free(sn);
+        free(rot);
+        free(keep);
+        free(o2);
+    }
     {
         /* bf16 output rows (vg_attn_args.ob, the vision tower's input to proj): vg_to_bf16 of the
          * float32 ones, and o left alone */
