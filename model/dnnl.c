@@ -328,8 +328,8 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     else
         var_get(d, dm, mat_max_m(dm), 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
-    void *wp = NULL;
-    if (posix_memalign(&wp, 64, wbytes ? wbytes : 64) != 0 || vg_model_own(m, wp) < 0) {
+    void *wp = vg_model_alloc_weights(m, wbytes);
+    if (!wp) {
         mat_free(dm);
         return VG_ENOMEM;
     }

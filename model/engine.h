@@ -343,6 +343,11 @@ void *vg_scratch_take(vg_model *m, size_t bytes);
 void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
+/* bytes for weights, owned (and freed) by the model: 64-byte aligned, and from 4 MiB on 2 MiB
+ * aligned and advised to huge pages before anything is written (streamed weights then cross no
+ * 4 KiB page boundary, where the hardware prefetchers stop, and miss the TLB 512 times less).
+ * NULL when out of memory. */
+void *vg_model_alloc_weights(vg_model *m, size_t bytes);
 /* Drops the whole pages of [p, p + n) of the mapping from the resident set once converted. */
 void vg_model_drop_pages(const void *p, size_t n);
 

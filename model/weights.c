@@ -100,8 +100,7 @@ static void tensor_row_f32(const vg_tensor *t, size_t row, size_t cols, float *d
     }
 }
 
-/* malloc'd (64-byte aligned, huge-page aligned and advised when large) block owned by the model. */
-static void *alloc_weights(vg_model *m, size_t bytes)
+void *vg_model_alloc_weights(vg_model *m, size_t bytes)
 {
     void *p = NULL;
     size_t align = bytes >= HUGE_MIN ? ((size_t)2 << 20) : 64;
@@ -145,7 +144,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         size_t bytes;
         if (vg_mul_size(groups, gb, &bytes) < 0)
             return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
-        unsigned char *p = alloc_weights(m, bytes);
+        unsigned char *p = vg_model_alloc_weights(m, bytes);
         if (!p)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for tensor '%s' (%zu bytes)",
                            name, bytes);
@@ -167,7 +166,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     size_t bytes;
     if (vg_mul_size(groups, gb, &bytes) < 0)
         return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
-    unsigned char *p = alloc_weights(m, bytes);
+    unsigned char *p = vg_model_alloc_weights(m, bytes);
     float *row = malloc(K * sizeof(float));
     if (!p || !row) {
         free(row);
