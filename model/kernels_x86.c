@@ -326,6 +326,7 @@ T_AVX512 static void bf16_prep_avx512(const float *x, size_t K, float *xp)
         o = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, o);                  \
     } while (0)
 
+#define BF16_PF 1024 /* prefetch distance, bytes: 1024 > 512 > 2048 (Xeon of 2026-12-07) */
 T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, size_t g0,
                                       size_t g1, const float *xp, float *y)
 {
@@ -338,6 +339,8 @@ T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, 
             const __m512 xe = _mm512_loadu_ps(xp + c * VG_QK);
             const __m512 xo = _mm512_loadu_ps(xp + c * VG_QK + 16);
             const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
+            for (int l = 0; l < 4; l++) /* the chunk's 256 bytes, BF16_PF ahead */
+                _mm_prefetch((const char *)s + BF16_PF + 64 * l, _MM_HINT_T0);
             BF16_ROW_AVX512(0, e0, o0);
             BF16_ROW_AVX512(1, e1, o1);
             BF16_ROW_AVX512(2, e2, o2);
