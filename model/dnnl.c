@@ -980,8 +980,15 @@ __attribute__((target("avx512f"))) static inline __m512 exp16_le0(__m512 x)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float
 softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
 {
-    __m512 mx = _mm512_set1_ps(-INFINITY);
+    __m512 mx = _mm512_set1_ps(-INFINITY), m1 = mx, m2 = mx, m3 = mx;
     size_t i = 0;
+    for (; i + 64 <= vis; i += 64) { /* four chains: the max's latency, not the loads, bound one */
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + i + 16));
+        m2 = _mm512_max_ps(m2, _mm512_loadu_ps(s + i + 32));
+        m3 = _mm512_max_ps(m3, _mm512_loadu_ps(s + i + 48));
+    }
+    mx = _mm512_max_ps(_mm512_max_ps(mx, m1), _mm512_max_ps(m2, m3));
     for (; i + 16 <= vis; i += 16)
         mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + i));
     const __mmask16 tail = (__mmask16)((1u << (vis - i)) - 1u);
