@@ -52,6 +52,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #define VG_DNNL_SLOTS                                                                              \
     64 /* block buffers per call: the most participants that use oneDNN at once                    \
@@ -75,6 +76,7 @@ typedef struct attn_prim {
 struct vg_dnnl {
     dnnl_engine_t eng;
     int threads;        /* the model's n_threads: pool participants that run blocks at once */
+    size_t llc;         /* bytes of the last-level cache (0: unknown) */
     vg_dnnl_mat **mats; /* every matrix packed with this engine, freed with it */
     size_t n_mats, cap_mats;
     pthread_mutex_t mu; /* guards attn and n_attn (primitives made on first use) */
@@ -136,6 +138,13 @@ int vg_dnnl_create(vg_model *m)
         return 0; /* no oneDNN: the engine's own path */
     }
     d->threads = VG_MAX(1, VG_MIN(m->n_threads, VG_DNNL_SLOTS));
+    /* the last-level cache's size: the environment variable VG_DNNL_LLC_BYTES overrides it
+     * (tests force the streaming unpack with 1) */
+    const char *e = getenv("VG_DNNL_LLC_BYTES");
+    char *end = NULL;
+    unsigned long long ev = e ? strtoull(e, &end, 10) : 0;
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    d->llc = e && end != e && *end == '\0' ? (size_t)ev : l3 > 0 ? (size_t)l3 : 0;
     pthread_mutex_init(&d->mu, NULL);
     m->dnnl = d;
     return 0;
@@ -575,6 +584,7 @@ typedef struct dnnl_job {
     const unsigned char *src;
     size_t src_gb;
     int src_type;
+    int stream; /* unpack with streaming stores: the slab would not stay in the last-level cache */
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
     size_t M; /* rows per block */
@@ -671,11 +681,15 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                     r[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
                 }
                 transpose16(r);
-                for (size_t p = 0; p < 16; p++) /* 64-byte aligned; read back from memory */
-                    _mm512_stream_si512((void *)(blk + p * nb + n0), r[p]);
+                if (j->stream) /* 64-byte aligned; read back from memory */
+                    for (size_t p = 0; p < 16; p++)
+                        _mm512_stream_si512((void *)(blk + p * nb + n0), r[p]);
+                else /* read back from the cache */
+                    for (size_t p = 0; p < 16; p++)
+                        _mm512_store_si512((void *)(blk + p * nb + n0), r[p]);
             }
         }
-    _mm_sfence(); /* the streamed stores are visible before the pool's region ends */
+    _mm_sfence(); /* streamed stores are visible before the pool's region ends */
 }
 
 /* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
@@ -873,6 +887,11 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             j.src = (const unsigned char *)w->p + r0 / VG_PACK_ROWS * w->group_bytes;
             j.src_gb = w->group_bytes;
             j.src_type = w->type;
+            /* the slab stays in the cache for the products that read it right after, where it
+             * fits in half of it (on the Xeon of 2026-12-07, 504 MiB of L3: 1-thread prefill
+             * 235-239 -> 249-256 tok/s bf16, 248 -> 266 q8_0); else streaming stores keep it
+             * from evicting the activations */
+            j.stream = !(m->dnnl->llc && dm->wbytes <= m->dnnl->llc / 2);
             if (groups) {
                 widen_job wj = {.w = w,
                                 .g_first = r0 / VG_PACK_ROWS,

@@ -284,10 +284,14 @@ static void test_types_against_f32(void **state)
         vg_model_free(m);
         /* oneDNN prefill a slab of rows at a time (as the 8B MLP is): the same logits and ids
          * (VG_DNNL_SLAB_BYTES small enough to split gate/up and down in two; the K-quant down
-         * projection goes through oneDNN at this prompt length, widened slab by slab) */
+         * projection goes through oneDNN at this prompt length, widened slab by slab), the
+         * slabs unpacked with streaming stores as on a host with a small last-level cache
+         * (VG_DNNL_LLC_BYTES; the run above kept them in this host's cache where it could) */
         setenv("VG_DNNL_SLAB_BYTES", "32768", 1);
+        setenv("VG_DNNL_LLC_BYTES", "1", 1);
         m = load(dir, VG_WEIGHTS_AUTO);
         unsetenv("VG_DNNL_SLAB_BYTES");
+        unsetenv("VG_DNNL_LLC_BYTES");
         float *ls = malloc(V * sizeof *ls);
         int32_t gs[NGEN];
         run(m, ls, gs);
