@@ -326,7 +326,7 @@ T_AVX512 static void bf16_prep_avx512(const float *x, size_t K, float *xp)
         o = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, o);                  \
     } while (0)
 
-#define BF16_PF 1024 /* prefetch distance, bytes: 1024 > 512 > 2048 (Xeon of 2026-12-07) */
+#define BF16_PF 1024 /* prefetch distance, bytes: 1024 >= 2048 > 512 (Xeon of 2026-12-07) */
 T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, size_t g0,
                                       size_t g1, const float *xp, float *y)
 {
@@ -389,8 +389,11 @@ T_AVX512 static inline void q8_block_avx512(const int8_t *q, const uint16_t *sc,
     *acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23), _mm512_permutexvar_ps(i23, s), *acc23);
 }
 
-/* prefetch distance, bytes: measured 1024 > 2048 > none for decode (SPR) */
-#define Q8_PF 1024
+/* prefetch distance, bytes: 1024 > 2048 > none for decode on the Sapphire Rapids host of
+ * 2026-12-06; 2048 > 3072 > 1024 > 512 on the Xeon of 2026-12-07 (504 MiB L3; GEMV 15.3-16.0 ->
+ * 16.6-16.8 GB/s at 1 thread, 29.9 -> 32.2-34.1 at 2; q8_0 decode +3.5 % / +7.5 %): further ahead
+ * covers a longer memory latency, and 2 KiB is what one thread's 16 GB/s needs at 120 ns */
+#define Q8_PF 2048
 /* blocks whose q8_corr is tabled once per call (16 KiB on the stack); beyond, computed per use */
 #define Q8_CORR_BLOCKS 512
 

@@ -388,7 +388,7 @@ T_AVX512 static inline void rows_out(__m512 f, size_t g, size_t rows, float *y)
     store_rows(out, g, rows, y);
 }
 
-/* prefetch distance of the GEMVs, bytes (as the q8_0 GEMV) */
+/* prefetch distance of the GEMVs, bytes (the q8_0 GEMV's before 2026-12-07; not re-measured) */
 #define KQ_PF 1024
 
 T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, size_t rows,
