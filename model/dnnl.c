@@ -87,9 +87,10 @@ struct vg_dnnl {
 #define VG_DNNL_MAX_M                                                                              \
     256 /* rows per block at most (larger blocks reread the weights less often)                    \
          */
-/* The same for matrices packed at load (the vision tower's): a 448x448 pair's 784 rows in one
- * block on one thread (0.89 instead of 0.95-1.02 s per pair at 1 thread on the Xeon of
- * 2026-12-07, the same at 2 threads); text matrices keep 256 (prefill 4 % slower with 1024). */
+/* The same for the vision tower's matrices (packed at load, or q8_0 ones unpacked per call): a
+ * 448x448 pair's 784 rows in one block on one thread (bf16 0.92-0.93 -> 0.87-0.88 s per pair at 1
+ * thread, q8_0 1.04-1.09 -> 0.98-1.00 s, 0.57-0.60 -> 0.54-0.55 s at 2, on the Xeon of
+ * 2026-12-07); text matrices keep 256 (a 1k prefill 8 % slower with 1024 blocks). */
 #define VG_DNNL_MAX_M_PACKED 1024
 #define VG_DNNL_BIG          6 /* primitives kept per shape for blocks above VG_DNNL_MAX_M rows */
 
@@ -109,6 +110,7 @@ struct vg_dnnl_mat {
     size_t wbytes; /* bytes of the weights a call supplies */
     int threads;   /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
     size_t rows, cols;
+    size_t max_m; /* rows per block at most (the workspace holds blocks this large) */
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, scr_md;
@@ -217,7 +219,7 @@ static int set_act(dnnl_primitive_attr_t attr, int act)
 /* Rows per block at most for dm's calls (its workspace holds blocks this large). */
 static size_t mat_max_m(const vg_dnnl_mat *dm)
 {
-    return dm->plain ? VG_DNNL_MAX_M : VG_DNNL_MAX_M_PACKED;
+    return dm->max_m;
 }
 
 /* The primitive of dm for blocks of M rows (M a multiple of 4, <= mat_max_m(dm)), made on first
@@ -292,6 +294,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     dnnl_matmul_desc_t desc;
     dm->act = act;
     dm->out_b16 = out_b16 != 0;
+    dm->max_m = VG_DNNL_MAX_M_PACKED;
     dm->zero_bias = calloc(rows ? rows : 1, sizeof(float));
     int ok =
         dm->zero_bias &&
@@ -422,10 +425,11 @@ static int blocked_nb(const dnnl_memory_desc_t *md, size_t K, size_t N)
  * (shared by every matrix of that shape): in oneDNN's own blocked layout when it is one that
  * unpack_task writes (no copy of the weights inside every oneDNN call), else plain. NULL when
  * oneDNN has no brgemm kernel for it. */
-static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
+static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_m)
 {
     for (size_t i = 0; i < d->n_mats; i++)
-        if (d->mats[i]->plain && d->mats[i]->rows == rows && d->mats[i]->cols == cols)
+        if (d->mats[i]->plain && d->mats[i]->rows == rows && d->mats[i]->cols == cols &&
+            d->mats[i]->max_m == max_m)
             return d->mats[i];
     vg_dnnl_mat *dm = calloc(1, sizeof(*dm));
     if (!dm)
@@ -433,6 +437,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     dm->plain = 1;
     dm->rows = rows;
     dm->cols = cols;
+    dm->max_m = max_m;
     dnnl_dims_t sd = {VG_DNNL_M, (dnnl_dim_t)cols}, wd = {(dnnl_dim_t)cols, (dnnl_dim_t)rows};
     dnnl_dims_t dd = {VG_DNNL_M, (dnnl_dim_t)rows};
     dnnl_matmul_desc_t desc;
@@ -483,7 +488,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols)
     dm->wbytes = dm->nblk ? dnnl_memory_desc_get_size(&dm->wei_md) : rows * cols * 2;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
-    var_get(d, dm, VG_DNNL_MAX_M, 1); /* sizes the workspace for the largest blocks */
+    var_get(d, dm, dm->max_m, 1); /* sizes the workspace for the largest blocks */
     d->mats[d->n_mats++] = dm;
     return dm;
 }
@@ -498,10 +503,11 @@ static size_t slab_budget(void)
     return e && end != e && *end == '\0' && v > 0 ? (size_t)v : (size_t)VG_DNNL_SLAB_BYTES;
 }
 
-void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
 {
     if (!m->dnnl || !w->p || w->cols % VG_QK != 0)
         return;
+    const size_t max_m = vision ? VG_DNNL_MAX_M_PACKED : VG_DNNL_MAX_M;
     /* the rows of a slab: all of them, or the largest multiple of 64 that divides them and whose
      * bf16 copy fits the slab budget (so that a wide model's prefill does not hold a whole matrix
      * widened: 96 MiB for the 8B MLP) */
@@ -515,9 +521,9 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
         if (best)
             S = best;
     }
-    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, w->cols) : NULL;
+    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, w->cols, max_m) : NULL;
     if (!w->dnnl_plain) /* no slabs, or oneDNN has no kernel for the slab's shape */
-        w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols);
+        w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols, max_m);
 }
 
 /* Bytes of one participant's block buffers: bf16 source block, float32 destination block,
@@ -546,7 +552,7 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
         if (w->type == VG_MAT_GGUF)
             bytes += ALIGN64(slab_groups_bytes(dm));
         if (dm->rows < w->rows) /* slabs: x in bf16 once, blocks padded */
-            bytes += ALIGN64((n + VG_DNNL_MAX_M) * dm->cols * 2);
+            bytes += ALIGN64((n + mat_max_m(dm)) * dm->cols * 2);
     }
     return bytes / 4 + 16;
 }
@@ -1382,10 +1388,11 @@ void vg_dnnl_destroy(vg_dnnl *d)
     (void)d;
 }
 
-void vg_dnnl_attach_plain(vg_model *m, vg_mat *w)
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
 {
     (void)m;
     (void)w;
+    (void)vision;
 }
 
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,

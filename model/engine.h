@@ -171,8 +171,9 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
                  vg_mat *out);
 /* Gives a packed (BF16 / Q8_0) text matrix a oneDNN bf16 primitive for products with many rows
  * (prefill): its weights are unpacked to plain bf16 in the caller's workspace per call (no second
- * copy is kept). Does nothing without oneDNN or a fast kernel. */
-void vg_dnnl_attach_plain(vg_model *m, vg_mat *w);
+ * copy is kept). vision: a vision tower's matrix (blocks of up to VG_DNNL_MAX_M_PACKED rows, not
+ * 256). Does nothing without oneDNN or a fast kernel. */
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision);
 /* Workspace floats of vg_dnnl_matmul for w (w->dnnl or w->dnnl_plain set) and n rows of x. */
 size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 /* Bytes of one slab of a text matrix unpacked for oneDNN at most: wider matrices (rows * cols * 2

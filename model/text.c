@@ -119,7 +119,7 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
         snprintf(name, sizeof(name), "model.language_model.layers.%d.%s", i, suffix);              \
         if ((rc = vg_model_mat(m, name, rows, cols, &L->field, err, errlen)) < 0)                  \
             return rc;                                                                             \
-        vg_dnnl_attach_plain(m, &L->field);                                                        \
+        vg_dnnl_attach_plain(m, &L->field, 0);                                                     \
     } while (0)
         W(in_norm, "input_layernorm.weight", 1, s_d);
         W(post_norm, "post_attention_layernorm.weight", 1, s_d);

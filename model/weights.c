@@ -230,7 +230,7 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
     }
     int rc = vg_model_mat(m, name, rows, cols, out, err, errlen);
     if (rc == 0)
-        vg_dnnl_attach_plain(m, out); /* q8_0: oneDNN bf16 on the dequantized weights */
+        vg_dnnl_attach_plain(m, out, 1); /* q8_0: oneDNN bf16 on the dequantized weights */
     return rc;
 }
 

@@ -656,9 +656,9 @@ static void test_matmul_b16(void **state)
         char err[256];
         assert_int_equal(vg_model_load(dir, &mp, &m, err, sizeof(err)), 0);
         const vg_mat *ws_[2] = {&m->layers[0].w_gate, &m->layers[0].w_down};
-        const size_t ns[4] = {56, 112, 301, 517};
+        const size_t ns[5] = {56, 112, 301, 517, 1100};
         for (int w = 0; w < 2; w++)
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < 5; k++) {
                 const vg_mat *mat = ws_[w];
                 const size_t n = ns[k], K = mat->cols, N = mat->rows;
                 if (!vg_matmul_b16_ok(mat, n))
@@ -680,6 +680,21 @@ static void test_matmul_b16(void **state)
                     vg_matmul_b16(m, xb, n, mat, bias ? b : NULL, y2, wsp);
                     assert_memory_equal(y1, y2, n * N * sizeof(float));
                     ran++;
+                }
+                {
+                    /* the same matrix given the vision tower's block sizes (up to 1024 rows per
+                     * block, as a q8_0 vision matrix has): the same products, row for row */
+                    vg_mat vm = *mat;
+                    vm.dnnl_plain = NULL;
+                    vg_dnnl_attach_plain(m, &vm, 1);
+                    assert_non_null(vm.dnnl_plain);
+                    float *wsv = malloc(vg_mat_ws_floats(&vm, n) * sizeof(float));
+                    assert_non_null(wsv);
+                    memset(y2, 0xff, n * N * sizeof(float));
+                    vg_matmul(m, x, n, &vm, b, y2, wsv);
+                    vg_matmul(m, x, n, mat, b, y1, wsp);
+                    assert_memory_equal(y1, y2, n * N * sizeof(float));
+                    free(wsv);
                 }
                 free(x);
                 free(b);
