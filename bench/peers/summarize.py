@@ -263,7 +263,10 @@ def main():
             p(f"| {crit} | {who} | n/a | {target} | |")
             return
         ok = val >= target if higher else val <= target
-        p(f"| {crit} | {who} | {val:.2f} | {target} | {'yes' if ok else '**no**'} |")
+        # three decimals where two would round across the target (0.797 shown as "0.80 no")
+        r2 = float(f"{val:.2f}")
+        shown = f"{val:.2f}" if (r2 >= target if higher else r2 <= target) == ok else f"{val:.3f}"
+        p(f"| {crit} | {who} | {shown} | {target} | {'yes' if ok else '**no**'} |")
 
     t1 = 1 if 1 in threads else None
     if t1:
