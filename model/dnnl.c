@@ -128,6 +128,19 @@ struct vg_dnnl_mat {
                                 * every matrix like it (NULL: this one's own) */
 };
 
+/* 1 and *v = the environment variable name's value when it is set to a decimal number of bytes;
+ * else 0 (*v untouched). Tests set such variables to force paths. */
+static int env_bytes(const char *name, size_t *v)
+{
+    const char *e = getenv(name);
+    char *end = NULL;
+    unsigned long long x = e ? strtoull(e, &end, 10) : 0;
+    if (!e || end == e || *end != '\0')
+        return 0;
+    *v = (size_t)x;
+    return 1;
+}
+
 int vg_dnnl_create(vg_model *m)
 {
     if (vg_isa_level() < VG_ISA_AVX512)
@@ -142,27 +155,30 @@ int vg_dnnl_create(vg_model *m)
     d->threads = VG_MAX(1, VG_MIN(m->n_threads, VG_DNNL_SLOTS));
     /* the last-level cache's size: the environment variable VG_DNNL_LLC_BYTES overrides it
      * (tests force the streaming unpack with 1) */
-    const char *e = getenv("VG_DNNL_LLC_BYTES");
-    char *end = NULL;
-    unsigned long long ev = e ? strtoull(e, &end, 10) : 0;
     long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    d->llc = e && end != e && *end == '\0' ? (size_t)ev : l3 > 0 ? (size_t)l3 : 0;
+    if (!env_bytes("VG_DNNL_LLC_BYTES", &d->llc))
+        d->llc = l3 > 0 ? (size_t)l3 : 0;
     pthread_mutex_init(&d->mu, NULL);
     m->dnnl = d;
     return 0;
+}
+
+static void var_free(dnnl_var *v)
+{
+    if (v->prim)
+        dnnl_primitive_destroy(v->prim);
+    if (v->pd)
+        dnnl_primitive_desc_destroy(v->pd);
 }
 
 static void mat_free(vg_dnnl_mat *dm)
 {
     if (!dm)
         return;
-    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var) + VG_DNNL_BIG; i++) {
-        dnnl_var *v = i < VG_ARRAY_LEN(dm->var) ? &dm->var[i] : &dm->big[i - VG_ARRAY_LEN(dm->var)];
-        if (v->prim)
-            dnnl_primitive_destroy(v->prim);
-        if (v->pd)
-            dnnl_primitive_desc_destroy(v->pd);
-    }
+    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var); i++)
+        var_free(&dm->var[i]);
+    for (size_t i = 0; i < VG_DNNL_BIG; i++)
+        var_free(&dm->big[i]);
     if (dm->prim)
         dnnl_primitive_destroy(dm->prim);
     if (dm->pd)
@@ -216,13 +232,7 @@ static int set_act(dnnl_primitive_attr_t attr, int act)
     return ok;
 }
 
-/* Rows per block at most for dm's calls (its workspace holds blocks this large). */
-static size_t mat_max_m(const vg_dnnl_mat *dm)
-{
-    return dm->max_m;
-}
-
-/* The primitive of dm for blocks of M rows (M a multiple of 4, <= mat_max_m(dm)), made on first
+/* The primitive of dm for blocks of M rows (M a multiple of 4, <= dm->max_m), made on first
  * use; NULL when oneDNN has no brgemm kernel for it, it would need more scratchpad than the
  * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead) or, above
  * VG_DNNL_MAX_M rows, VG_DNNL_BIG other sizes are in use. Under d->mu. */
@@ -338,7 +348,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     if (dm->shape)
         dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
     else
-        var_get(d, dm, mat_max_m(dm), 1); /* sizes the workspace for the largest blocks */
+        var_get(d, dm, dm->max_m, 1); /* sizes the workspace for the largest blocks */
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = vg_model_alloc_weights(m, wbytes);
     if (!wp) {
@@ -497,10 +507,8 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
  * name (tests force small slabs with it). */
 static size_t slab_budget(void)
 {
-    const char *e = getenv("VG_DNNL_SLAB_BYTES");
-    char *end = NULL;
-    unsigned long long v = e ? strtoull(e, &end, 10) : 0;
-    return e && end != e && *end == '\0' && v > 0 ? (size_t)v : (size_t)VG_DNNL_SLAB_BYTES;
+    size_t v;
+    return env_bytes("VG_DNNL_SLAB_BYTES", &v) && v > 0 ? v : (size_t)VG_DNNL_SLAB_BYTES;
 }
 
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
@@ -530,8 +538,8 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
  * scratchpad, each 64-byte aligned. */
 static size_t per_thread_bytes(const vg_dnnl_mat *dm)
 {
-    return ((mat_max_m(dm) * dm->cols * 2 + 63) & ~(size_t)63) +
-           ((mat_max_m(dm) * dm->rows * 4 + 63) & ~(size_t)63) +
+    return ((dm->max_m * dm->cols * 2 + 63) & ~(size_t)63) +
+           ((dm->max_m * dm->rows * 4 + 63) & ~(size_t)63) +
            ((dm->scratch_bytes + 63) & ~(size_t)63);
 }
 
@@ -552,7 +560,7 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
         if (w->type == VG_MAT_GGUF)
             bytes += ALIGN64(slab_groups_bytes(dm));
         if (dm->rows < w->rows) /* slabs: x in bf16 once, blocks padded */
-            bytes += ALIGN64((n + mat_max_m(dm)) * dm->cols * 2);
+            bytes += ALIGN64((n + dm->max_m) * dm->cols * 2);
     }
     return bytes / 4 + 16;
 }
@@ -718,8 +726,8 @@ static void block_task(void *arg, size_t i)
     }
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
-    float *tmp = (float *)(void *)(a + ((mat_max_m(dm) * K * 2 + 63) & ~(size_t)63));
-    void *scr = (unsigned char *)tmp + ((mat_max_m(dm) * S * 4 + 63) & ~(size_t)63);
+    float *tmp = (float *)(void *)(a + ((dm->max_m * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((dm->max_m * S * 4 + 63) & ~(size_t)63);
     const size_t M = j->M;
     dnnl_engine_t eng = j->m->dnnl->eng;
     dnnl_stream_t st = NULL;
@@ -858,7 +866,7 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
     j.src_md = &dm->src_md;
     j.dst_md = &dm->dst_md;
     j.scr_md = &dm->scr_md;
-    size_t M = block_rows(n, mat_max_m(dm), j.slots);
+    size_t M = block_rows(n, dm->max_m, j.slots);
     if (M > VG_DNNL_M) {
         pthread_mutex_lock(&m->dnnl->mu);
         /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
@@ -877,6 +885,11 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
     }
     j.blocks = (n + j.M - 1) / j.M;
     const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
+    /* an unpacked slab stays in the cache for the products that read it right after, where it
+     * fits in half of it (on the Xeon of 2026-12-07, 504 MiB of L3: 1-thread prefill 235-239 ->
+     * 249-256 tok/s bf16, 248 -> 266 q8_0); else streaming stores keep it from evicting the
+     * activations */
+    j.stream = !(m->dnnl->llc && dm->wbytes <= m->dnnl->llc / 2);
     j.xb = xb;
     if (slabs > 1 && !xb) { /* x in bf16 once for every slab (after the blocks' buffers) */
         uint16_t *once = (uint16_t *)(void *)(j.area + j.slots * j.per);
@@ -893,11 +906,6 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             j.src = (const unsigned char *)w->p + r0 / VG_PACK_ROWS * w->group_bytes;
             j.src_gb = w->group_bytes;
             j.src_type = w->type;
-            /* the slab stays in the cache for the products that read it right after, where it
-             * fits in half of it (on the Xeon of 2026-12-07, 504 MiB of L3: 1-thread prefill
-             * 235-239 -> 249-256 tok/s bf16, 248 -> 266 q8_0); else streaming stores keep it
-             * from evicting the activations */
-            j.stream = !(m->dnnl->llc && dm->wbytes <= m->dnnl->llc / 2);
             if (groups) {
                 widen_job wj = {.w = w,
                                 .g_first = r0 / VG_PACK_ROWS,
