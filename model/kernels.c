@@ -106,6 +106,11 @@ static inline uint16_t *q8_scales(int8_t *group, size_t K)
 
 void vg_pack_row_q8(const float *src, size_t K, int r, int8_t *group)
 {
+    vg_kernels_get(-1)->pack_row_q8(src, K, r, group);
+}
+
+void vg_pack_row_q8_scalar(const float *src, size_t K, int r, int8_t *group)
+{
     uint16_t *sc = q8_scales(group, K);
     for (size_t b = 0; b < K / VG_QK; b++) {
         const float *x = src + b * VG_QK;
@@ -119,7 +124,7 @@ void vg_pack_row_q8(const float *src, size_t K, int r, int8_t *group)
         int8_t *q = group + (b * VG_PACK_ROWS + (size_t)r) * VG_QK;
         for (int j = 0; j < VG_QK; j++) {
             float v = nearbyintf(x[j] * id);
-            q[j] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+            q[j] = (int8_t)(v != v ? 0 : v > 127.0f ? 127 : v < -127.0f ? -127 : v);
         }
         sc[b * VG_PACK_ROWS + (size_t)r] = h;
     }
@@ -292,6 +297,7 @@ static const vg_kernels k_scalar = {
     .q8_prep_n = q8_prep_n_scalar,
     .q8_gemm = q8_gemm_scalar,
     .read_xor = read_xor_scalar,
+    .pack_row_q8 = vg_pack_row_q8_scalar,
 };
 
 #if defined(__x86_64__)

@@ -79,6 +79,8 @@ typedef struct vg_kernels {
                     const float *xd, size_t n, float *y, size_t ldy);
     /* XOR of every 64-bit word of p[n words] (the streaming-read ceiling of vigil-model bench). */
     uint64_t (*read_xor)(const uint64_t *p, size_t n);
+    /* vg_pack_row_q8 at this level: every level writes the same bytes (vg_pack_row_q8_scalar's). */
+    void (*pack_row_q8)(const float *src, size_t K, int r, int8_t *group);
 } vg_kernels;
 
 /* The table of a level (VG_ISA_*), or of vg_isa_level() for -1. */
@@ -104,7 +106,13 @@ void vg_bf16_round(const float *x, size_t n, float *out);
 /* Packing (used by weights.c and the tests). src is one row of K float32 values; r is the row's
  * index within its group. */
 void vg_pack_row_bf16(const float *src, size_t K, int r, uint16_t *group);
+/* Q8_0 as llama.cpp quantizes it (quantize_row_q8_0_ref): per block of 32, the scale max|x| / 127
+ * rounded to fp16, q = round-to-nearest-even(x / that scale) within -127..127 (a NaN value becomes
+ * 0; the loader refuses non-finite weights before this). Through the level in use (the loader's
+ * hot loop: the AVX-512 form is several times faster); _scalar is the reference every level
+ * matches byte for byte. */
 void vg_pack_row_q8(const float *src, size_t K, int r, int8_t *group);
+void vg_pack_row_q8_scalar(const float *src, size_t K, int r, int8_t *group);
 /* Unpacks row r of a group back to K float32 values. */
 void vg_unpack_row_bf16(const uint16_t *group, size_t K, int r, float *dst);
 void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst);

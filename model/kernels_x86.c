@@ -295,6 +295,7 @@ const vg_kernels vg_kernels_avx2 = {
     .q8_prep_n = q8_prep_n_avx2,
     .q8_gemm = q8_gemm_avx2,
     .read_xor = read_xor_avx2,
+    .pack_row_q8 = vg_pack_row_q8_scalar,
 };
 
 /* ================================ AVX-512 ================================ */
@@ -635,6 +636,37 @@ T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
     return x;
 }
 
+/* vg_pack_row_q8_scalar's bytes, 32 values per step: the block's max |x| (NaN lanes as 0, as
+ * fmaxf ignores them) and its fp16 scale from the same scalar helpers, then x * (1 / scale)
+ * rounded to nearest even (nearbyintf in the default rounding mode), clamped, NaN to 0. */
+T_AVX512 static void pack_row_q8_avx512(const float *src, size_t K, int r, int8_t *group)
+{
+    uint16_t *sc = (uint16_t *)(void *)(group + (size_t)VG_PACK_ROWS * K);
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (size_t b = 0; b < K / VG_QK; b++) {
+        const __m512 x0 = _mm512_loadu_ps(src + b * VG_QK);
+        const __m512 x1 = _mm512_loadu_ps(src + b * VG_QK + 16);
+        const __mmask16 n0 = _mm512_cmp_ps_mask(x0, x0, _CMP_ORD_Q);
+        const __mmask16 n1 = _mm512_cmp_ps_mask(x1, x1, _CMP_ORD_Q);
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_maskz_mov_ps(n0, _mm512_abs_ps(x0)),
+                                               _mm512_maskz_mov_ps(n1, _mm512_abs_ps(x1))));
+        const uint16_t h = vg_f32_to_f16(amax / 127.0f);
+        const float d = vg_f16_to_f32_k(h);
+        const __m512 id = _mm512_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
+        int8_t *q = group + (b * VG_PACK_ROWS + (size_t)r) * VG_QK;
+        for (int half = 0; half < 2; half++) {
+            __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(half ? x1 : x0, id),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const __mmask16 ok = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+            v = _mm512_maskz_mov_ps(ok, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+            _mm_storeu_si128((__m128i *)(void *)(q + 16 * half),
+                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+        }
+        sc[b * VG_PACK_ROWS + (size_t)r] = h;
+    }
+}
+
 const vg_kernels vg_kernels_avx512 = {
     .bf16_prep = bf16_prep_avx512,
     .bf16_gemv = bf16_gemv_avx512,
@@ -644,5 +676,6 @@ const vg_kernels vg_kernels_avx512 = {
     .q8_prep_n = q8_prep_n_avx512,
     .q8_gemm = q8_gemm_avx512,
     .read_xor = read_xor_avx512,
+    .pack_row_q8 = pack_row_q8_avx512,
 };
 #endif

@@ -373,6 +373,73 @@ static void test_quantize(void **state)
     }
 }
 
+/* The loader's Q8_0 packing at every level writes the scalar reference's bytes: values and fp16
+ * scales, on blocks of every magnitude, all-zero and subnormal blocks, exact rounding ties (x /
+ * scale = k + 1/2, both signs), values at the clamp and NaN / infinity lanes. */
+static void test_pack_q8_levels(void **state)
+{
+    (void)state;
+    enum { K = 32 * 40 };
+    static float row[K];
+    const size_t gb = vg_pack_group_bytes_q8(K);
+    unsigned char *want = malloc(gb), *got = malloc(gb);
+    assert_non_null(want);
+    assert_non_null(got);
+    const float mags[] = {1e-30f, 1e-8f, 1e-3f, 0.02f, 1.0f, 3e4f, 6e4f};
+    for (int trial = 0; trial < 200; trial++) {
+        for (size_t b = 0; b < K / 32; b++) {
+            float *x = row + b * 32;
+            const float m = mags[(b + (size_t)trial) % (sizeof mags / sizeof mags[0])];
+            for (int j = 0; j < 32; j++)
+                x[j] = frand() * m;
+            switch ((b + (size_t)trial) % 8) {
+            case 0: /* all zero */
+                for (int j = 0; j < 32; j++)
+                    x[j] = 0.0f;
+                break;
+            case 1: /* scale 0.5 exactly (max 63.5): x / scale = k + 1/2 for x = (k + 1/2) / 2 */
+                x[0] = 63.5f;
+                for (int j = 1; j < 32; j++)
+                    x[j] = ((float)((j * 7) % 127 - 63) + 0.5f) * 0.5f * (j % 2 ? 1.0f : -1.0f);
+                break;
+            case 2: /* a NaN and an infinity lane */
+                x[trial % 32] = NAN;
+                if (trial % 3 == 0)
+                    x[(trial + 5) % 32] = -INFINITY;
+                break;
+            case 3: /* subnormals */
+                for (int j = 0; j < 32; j++)
+                    x[j] = frand() * 1e-39f;
+                break;
+            default:
+                break;
+            }
+        }
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            memset(want, 0x5a, gb);
+            vg_pack_row_q8_scalar(row, K, r, (int8_t *)want);
+            for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+                memset(got, 0x5a, gb);
+                vg_kernels_get(lvl)->pack_row_q8(row, K, r, (int8_t *)got);
+                if (memcmp(got, want, gb) != 0) {
+                    size_t i = 0;
+                    while (got[i] == want[i])
+                        i++;
+                    fail_msg(
+                        "%s pack_row_q8, trial %d row %d: byte %zu is %d, the scalar form's %d",
+                        vg_isa_name(lvl), trial, r, i, (int)(int8_t)got[i], (int)(int8_t)want[i]);
+                }
+            }
+        }
+    }
+    /* the ties went to even and the clamp held */
+    vg_pack_row_q8_scalar(row, K, 0, (int8_t *)want);
+    for (size_t i = 0; i < (size_t)VG_PACK_ROWS * K; i++)
+        assert_true((int8_t)want[i] >= -127);
+    free(want);
+    free(got);
+}
+
 static void test_isa_names(void **state)
 {
     (void)state;
@@ -626,7 +693,7 @@ int main(void)
         cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_sleeps),  cmocka_unit_test(test_silu_b16_levels),
         cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
-        cmocka_unit_test(test_add_levels),
+        cmocka_unit_test(test_add_levels),   cmocka_unit_test(test_pack_q8_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
