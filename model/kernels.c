@@ -90,6 +90,14 @@ void vg_pack_row_bf16(const float *src, size_t K, int r, uint16_t *group)
     }
 }
 
+void vg_pack_row_bf16_raw(const void *src, size_t K, int r, uint16_t *group)
+{
+    const unsigned char *s = src;
+    for (size_t c = 0; c < K / VG_QK; c++)
+        memcpy(group + (c * VG_PACK_ROWS + (size_t)r) * VG_QK, s + c * VG_QK * 2,
+               VG_QK * sizeof(uint16_t));
+}
+
 void vg_unpack_row_bf16(const uint16_t *group, size_t K, int r, float *dst)
 {
     for (size_t c = 0; c < K / VG_QK; c++) {

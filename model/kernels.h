@@ -106,6 +106,9 @@ void vg_bf16_round(const float *x, size_t n, float *out);
 /* Packing (used by weights.c and the tests). src is one row of K float32 values; r is the row's
  * index within its group. */
 void vg_pack_row_bf16(const float *src, size_t K, int r, uint16_t *group);
+/* The same from a row already in bf16 (K values at src, any alignment), copied as they are: what
+ * vg_pack_row_bf16 writes for their float32 widening, NaN payloads aside. */
+void vg_pack_row_bf16_raw(const void *src, size_t K, int r, uint16_t *group);
 /* Q8_0 as llama.cpp quantizes it (quantize_row_q8_0_ref): per block of 32, the scale max|x| / 127
  * rounded to fp16, q = round-to-nearest-even(x / that scale) within -127..127 (a NaN value becomes
  * 0; the loader refuses non-finite weights before this). Through the level in use (the loader's

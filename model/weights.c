@@ -37,6 +37,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,68 @@ static void tensor_row_f32(const vg_tensor *t, size_t row, size_t cols, float *d
     }
 }
 
+/* Packing a tensor's rows into groups, a range of groups per pool task (the first touch of the
+ * new pages, which the kernel zeroes, and the conversion both split over the threads). */
+typedef struct pack_job {
+    const vg_tensor *t;
+    size_t K, R, gb;
+    unsigned char *p;
+    int wtype;
+    int kq;      /* GGUF K-quant / legacy blocks kept (vg_kq_pack_group) */
+    uint32_t gt; /* their type */
+    atomic_int oom;
+} pack_job;
+
+#define PACK_GRAIN 16 /* groups per range at least */
+
+static void pack_range(void *ctx, size_t g0, size_t g1)
+{
+    pack_job *j = ctx;
+    const vg_tensor *t = j->t;
+    const size_t K = j->K, R = j->R;
+    if (j->kq) {
+        const size_t row_bytes = t->nbytes / R;
+        for (size_t g = g0; g < g1; g++)
+            vg_kq_pack_group(j->gt, (const unsigned char *)t->data + g * VG_PACK_ROWS * row_bytes,
+                             row_bytes, VG_MIN(VG_PACK_ROWS, R - g * VG_PACK_ROWS), K,
+                             j->p + g * j->gb);
+        return;
+    }
+    /* a GGUF Q8_0 tensor loaded as Q8_0: its blocks are copied unchanged (no requantization); a
+     * BF16 tensor loaded as bf16: its rows copied (what widening and rounding back gives for the
+     * finite values vg_tensor_check_finite let through) */
+    const int raw_q8 = t->dtype == VG_DT_Q8_0 && j->wtype == VG_WEIGHTS_Q8_0;
+    const int raw_bf16 = t->dtype == VG_DT_BF16 && j->wtype == VG_WEIGHTS_BF16;
+    float *row = NULL; /* one row widened to float32, where a row is converted */
+    for (size_t r = g0 * VG_PACK_ROWS; r < g1 * VG_PACK_ROWS; r++) {
+        unsigned char *grp = j->p + (r / VG_PACK_ROWS) * j->gb;
+        const int rr = (int)(r % VG_PACK_ROWS);
+        if (raw_q8 && r < R) {
+            vg_pack_row_q8_raw((const unsigned char *)t->data + r * (K / VG_QK) * 34, K, rr,
+                               (int8_t *)grp);
+            continue;
+        }
+        if (raw_bf16 && r < R) {
+            vg_pack_row_bf16_raw((const unsigned char *)t->data + r * K * 2, K, rr,
+                                 (uint16_t *)(void *)grp);
+            continue;
+        }
+        if (!row && !(row = malloc(K * sizeof(float)))) {
+            atomic_store(&j->oom, 1);
+            return;
+        }
+        if (r < R)
+            tensor_row_f32(t, r, K, row);
+        else
+            memset(row, 0, K * sizeof(float)); /* padding rows of the last group */
+        if (j->wtype == VG_WEIGHTS_BF16)
+            vg_pack_row_bf16(row, K, rr, (uint16_t *)(void *)grp);
+        else
+            vg_pack_row_q8(row, K, rr, (int8_t *)grp);
+    }
+    free(row);
+}
+
 void *vg_model_alloc_weights(vg_model *m, size_t bytes)
 {
     void *p = NULL;
@@ -140,7 +203,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
          * repacked into interleaved row groups of 256-column records (quant.h) for the block GEMV
          * kernels; VG_GGUF_BLOCKS=0 requantizes to Q8_0 instead */
         const size_t groups = (R + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
-        const size_t gb = vg_kq_group_bytes(gt, K), row_bytes = t->nbytes / R;
+        const size_t gb = vg_kq_group_bytes(gt, K);
         size_t bytes;
         if (vg_mul_size(groups, gb, &bytes) < 0)
             return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
@@ -148,9 +211,8 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         if (!p)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for tensor '%s' (%zu bytes)",
                            name, bytes);
-        for (size_t g = 0; g < groups; g++)
-            vg_kq_pack_group(gt, (const unsigned char *)t->data + g * VG_PACK_ROWS * row_bytes,
-                             row_bytes, VG_MIN(VG_PACK_ROWS, R - g * VG_PACK_ROWS), K, p + g * gb);
+        pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .gt = gt, .kq = 1};
+        vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_range, &pj);
         vg_model_drop_pages(t->data, t->nbytes);
         m->info.n_params += t->numel;
         m->info.weight_bytes += bytes;
@@ -167,31 +229,14 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     if (vg_mul_size(groups, gb, &bytes) < 0)
         return vg_fail(err, errlen, VG_EMODEL, "%s: tensor '%s' is too large", t->file, name);
     unsigned char *p = vg_model_alloc_weights(m, bytes);
-    float *row = malloc(K * sizeof(float));
-    if (!p || !row) {
-        free(row);
+    if (!p)
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s' (%zu bytes)",
                        name, bytes);
-    }
-    /* a GGUF Q8_0 tensor loaded as Q8_0: its blocks are copied unchanged (no requantization) */
-    const int raw_q8 = t->dtype == VG_DT_Q8_0 && m->wtype == VG_WEIGHTS_Q8_0;
-    for (size_t r = 0; r < groups * VG_PACK_ROWS; r++) {
-        unsigned char *grp = p + (r / VG_PACK_ROWS) * gb;
-        if (raw_q8 && r < R) {
-            vg_pack_row_q8_raw((const unsigned char *)t->data + r * (K / VG_QK) * 34, K,
-                               (int)(r % VG_PACK_ROWS), (int8_t *)grp);
-            continue;
-        }
-        if (r < R)
-            tensor_row_f32(t, r, K, row);
-        else
-            memset(row, 0, K * sizeof(float)); /* padding rows of the last group */
-        if (m->wtype == VG_WEIGHTS_BF16)
-            vg_pack_row_bf16(row, K, (int)(r % VG_PACK_ROWS), (uint16_t *)(void *)grp);
-        else
-            vg_pack_row_q8(row, K, (int)(r % VG_PACK_ROWS), (int8_t *)grp);
-    }
-    free(row);
+    pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .wtype = m->wtype};
+    atomic_init(&pj.oom, 0);
+    vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_range, &pj);
+    if (atomic_load(&pj.oom))
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
     vg_model_drop_pages(t->data, t->nbytes);
     m->info.n_params += t->numel;
     m->info.weight_bytes += bytes;

@@ -927,7 +927,8 @@ static void test_concurrent_slices(void **state)
 }
 
 /* use_mmap = 1 on an F32 copy of tiny1: every weight is used in place from the mapping (nothing
- * copied) and the logits equal those of the converted BF16 checkpoint. */
+ * copied) and the logits equal those of the converted BF16 checkpoint; loaded as bf16 or q8_0, the
+ * copy and the BF16 checkpoint give the same logits. */
 static void copy_file(const char *from, const char *to)
 {
     char *d = NULL;
@@ -1003,6 +1004,29 @@ static void test_mmap_f32(void **state)
     vg_seq_free(s2);
     vg_model_free(mm);
     vg_model_free(ref);
+    /* bf16 and q8_0 packing on two threads: the BF16 checkpoint (bf16: its rows copied as they
+     * are) and its F32 copy (every row widened and rounded) give the same weights, so the same
+     * logits bit for bit */
+    const int wts[2] = {VG_WEIGHTS_BF16, VG_WEIGHTS_Q8_0};
+    for (int w = 0; w < 2; w++) {
+        vg_model_params wp = vg_model_default_params();
+        wp.n_threads = 2;
+        wp.weight_type = wts[w];
+        vg_model *m16 = NULL, *m32 = NULL;
+        assert_int_equal(vg_model_load(srcdir, &wp, &m16, err, sizeof(err)), 0);
+        assert_int_equal(vg_model_load(dir, &wp, &m32, err, sizeof(err)), 0);
+        assert_int_equal(vg_model_get_info(m16)->weight_bytes,
+                         vg_model_get_info(m32)->weight_bytes);
+        assert_int_equal(vg_seq_create(m16, 16, &s1, err, sizeof(err)), 0);
+        assert_int_equal(vg_seq_create(m32, 16, &s2, err, sizeof(err)), 0);
+        assert_int_equal(vg_seq_prefill(s1, &pin, l1, 0, NULL, err, sizeof(err)), 0);
+        assert_int_equal(vg_seq_prefill(s2, &pin, l2, 0, NULL, err, sizeof(err)), 0);
+        assert_true(maxdiff(l1, l2, V) == 0.0);
+        vg_seq_free(s1);
+        vg_seq_free(s2);
+        vg_model_free(m16);
+        vg_model_free(m32);
+    }
     free(l1);
     free(l2);
     for (int i = 0; i < 3; i++) {
