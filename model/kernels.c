@@ -83,6 +83,11 @@ static inline uint16_t f32_to_bf16(float f)
 
 void vg_pack_row_bf16(const float *src, size_t K, int r, uint16_t *group)
 {
+    vg_kernels_get(-1)->pack_row_bf16(src, K, r, group);
+}
+
+void vg_pack_row_bf16_scalar(const float *src, size_t K, int r, uint16_t *group)
+{
     for (size_t c = 0; c < K / VG_QK; c++) {
         uint16_t *d = group + (c * VG_PACK_ROWS + (size_t)r) * VG_QK;
         for (int j = 0; j < VG_QK; j++)
@@ -296,6 +301,16 @@ static uint64_t read_xor_scalar(const uint64_t *p, size_t n)
     return a ^ b ^ c ^ d;
 }
 
+void vg_widen_f16_scalar(const void *src, size_t n, float *dst)
+{
+    const unsigned char *s = src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        dst[i] = vg_f16_to_f32_k(h);
+    }
+}
+
 static const vg_kernels k_scalar = {
     .bf16_prep = bf16_prep_scalar,
     .bf16_gemv = bf16_gemv_scalar,
@@ -306,6 +321,8 @@ static const vg_kernels k_scalar = {
     .q8_gemm = q8_gemm_scalar,
     .read_xor = read_xor_scalar,
     .pack_row_q8 = vg_pack_row_q8_scalar,
+    .pack_row_bf16 = vg_pack_row_bf16_scalar,
+    .widen_f16 = vg_widen_f16_scalar,
 };
 
 #if defined(__x86_64__)

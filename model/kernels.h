@@ -81,6 +81,11 @@ typedef struct vg_kernels {
     uint64_t (*read_xor)(const uint64_t *p, size_t n);
     /* vg_pack_row_q8 at this level: every level writes the same bytes (vg_pack_row_q8_scalar's). */
     void (*pack_row_q8)(const float *src, size_t K, int r, int8_t *group);
+    /* vg_pack_row_bf16 at this level: the same bytes as vg_pack_row_bf16_scalar. */
+    void (*pack_row_bf16)(const float *src, size_t K, int r, uint16_t *group);
+    /* dst[i] = the fp16 value src[i] as float32 (exact), i < n; src any alignment. Every level
+     * gives vg_f16_to_f32_k's bits, except that a signalling NaN may come back quiet. */
+    void (*widen_f16)(const void *src, size_t n, float *dst);
 } vg_kernels;
 
 /* The table of a level (VG_ISA_*), or of vg_isa_level() for -1. */
@@ -105,7 +110,10 @@ void vg_bf16_round(const float *x, size_t n, float *out);
 
 /* Packing (used by weights.c and the tests). src is one row of K float32 values; r is the row's
  * index within its group. */
+/* vg_pack_row_bf16: round to nearest even (a NaN stays a quiet NaN, subnormals kept), through the
+ * level in use; _scalar is the reference. */
 void vg_pack_row_bf16(const float *src, size_t K, int r, uint16_t *group);
+void vg_pack_row_bf16_scalar(const float *src, size_t K, int r, uint16_t *group);
 /* The same from a row already in bf16 (K values at src, any alignment), copied as they are: what
  * vg_pack_row_bf16 writes for their float32 widening, NaN payloads aside. */
 void vg_pack_row_bf16_raw(const void *src, size_t K, int r, uint16_t *group);
@@ -119,6 +127,9 @@ void vg_pack_row_q8_scalar(const float *src, size_t K, int r, int8_t *group);
 /* Unpacks row r of a group back to K float32 values. */
 void vg_unpack_row_bf16(const uint16_t *group, size_t K, int r, float *dst);
 void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst);
+
+/* The portable widen_f16 (every level's reference). */
+void vg_widen_f16_scalar(const void *src, size_t n, float *dst);
 
 /* fp16 <-> float32 (round to nearest even; used for the Q8_0 scales). */
 uint16_t vg_f32_to_f16(float f);

@@ -286,6 +286,17 @@ T_AVX2 static uint64_t read_xor_avx2(const uint64_t *p, size_t n)
     return x;
 }
 
+/* F16C: 8 values per conversion (exact), the tail through the scalar form. */
+T_AVX2 static void widen_f16_avx2(const void *src, size_t n, float *dst)
+{
+    const unsigned char *s = src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(
+            dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i))));
+    vg_widen_f16_scalar(s + 2 * i, n - i, dst + i);
+}
+
 const vg_kernels vg_kernels_avx2 = {
     .bf16_prep = bf16_prep_avx2,
     .bf16_gemv = bf16_gemv_avx2,
@@ -296,6 +307,8 @@ const vg_kernels vg_kernels_avx2 = {
     .q8_gemm = q8_gemm_avx2,
     .read_xor = read_xor_avx2,
     .pack_row_q8 = vg_pack_row_q8_scalar,
+    .pack_row_bf16 = vg_pack_row_bf16_scalar,
+    .widen_f16 = widen_f16_avx2,
 };
 
 /* ================================ AVX-512 ================================ */
@@ -667,6 +680,42 @@ T_AVX512 static void pack_row_q8_avx512(const float *src, size_t K, int r, int8_
     }
 }
 
+/* 16 float32 to bf16 as the scalar f32_to_bf16 rounds, in integer arithmetic (VCVTNEPS2BF16 would
+ * flush subnormals): + 0x7fff + the kept lowest bit, then the top half; a NaN keeps its top half
+ * with the quiet bit set. */
+T_AVX512 static inline __m256i bf16_round16(__m512i x)
+{
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
+    r = _mm512_mask_mov_epi32(r, nan,
+                              _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+T_AVX512 static void pack_row_bf16_avx512(const float *src, size_t K, int r, uint16_t *group)
+{
+    for (size_t c = 0; c < K / VG_QK; c++) {
+        uint16_t *d = group + (c * VG_PACK_ROWS + (size_t)r) * VG_QK;
+        _mm256_storeu_si256((__m256i *)(void *)d,
+                            bf16_round16(_mm512_loadu_si512((const void *)(src + c * VG_QK))));
+        _mm256_storeu_si256((__m256i *)(void *)(d + 16),
+                            bf16_round16(_mm512_loadu_si512((const void *)(src + c * VG_QK + 16))));
+    }
+}
+
+T_AVX512 static void widen_f16_avx512(const void *src, size_t n, float *dst)
+{
+    const unsigned char *s = src;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                      (const __m256i *)(const void *)(s + 2 * i))));
+    vg_widen_f16_scalar(s + 2 * i, n - i, dst + i);
+}
+
 const vg_kernels vg_kernels_avx512 = {
     .bf16_prep = bf16_prep_avx512,
     .bf16_gemv = bf16_gemv_avx512,
@@ -677,5 +726,7 @@ const vg_kernels vg_kernels_avx512 = {
     .q8_gemm = q8_gemm_avx512,
     .read_xor = read_xor_avx512,
     .pack_row_q8 = pack_row_q8_avx512,
+    .pack_row_bf16 = pack_row_bf16_avx512,
+    .widen_f16 = widen_f16_avx512,
 };
 #endif

@@ -90,6 +90,10 @@ static void tensor_row_f32(const vg_tensor *t, size_t row, size_t cols, float *d
     }
     const unsigned char *src =
         (const unsigned char *)t->data + row * cols * vg_dtype_size(t->dtype);
+    if (t->dtype == VG_DT_F16) {
+        vg_kernels_get(-1)->widen_f16(src, cols, dst);
+        return;
+    }
     for (size_t j = 0; j < cols; j++) {
         if (t->dtype == VG_DT_F32) {
             memcpy(&dst[j], src + 4 * j, 4);

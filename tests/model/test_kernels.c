@@ -440,6 +440,110 @@ static void test_pack_q8_levels(void **state)
     free(got);
 }
 
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* bf16 packing at every level: the scalar reference's bytes on random values of every exponent,
+ * exact ties (low half 0x8000, both parities of the kept bit), values rounding up to infinity,
+ * subnormals (kept, not flushed), zeros of both signs, infinities and NaNs (quieted). */
+static void test_pack_bf16_levels(void **state)
+{
+    (void)state;
+    enum { K = 32 * 24 };
+    static float row[K];
+    const size_t gb = vg_pack_group_bytes_bf16(K);
+    unsigned char *want = malloc(gb), *got = malloc(gb);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (int trial = 0; trial < 100; trial++) {
+        for (size_t i = 0; i < K; i++) {
+            uint32_t u = (uint32_t)(rng >> 7);
+            frand();
+            switch ((i + (size_t)trial) % 9) {
+            case 0: /* a tie: low half exactly 0x8000 */
+                u = (u & 0xffff0000u) | 0x8000u;
+                break;
+            case 1: /* subnormal */
+                u &= 0x807fffffu;
+                break;
+            case 2: /* the largest floats: some round to infinity */
+                u = (u & 0x8000ffffu) | 0x7f7f0000u;
+                break;
+            case 3: /* infinity or NaN (signalling or quiet) */
+                u = (u & 0x8000ffffu) | (trial % 2 ? 0x7f800000u : 0x7fc00000u);
+                if (trial % 4 == 1)
+                    u |= 0x10000u; /* a NaN whose payload is in the top half */
+                break;
+            case 4:
+                u &= 0x80000000u; /* +0 / -0 */
+                break;
+            default:
+                break;
+            }
+            row[i] = from_bits(u);
+        }
+        for (int r = 0; r < VG_PACK_ROWS; r++) {
+            memset(want, 0x5a, gb);
+            vg_pack_row_bf16_scalar(row, K, r, (uint16_t *)(void *)want);
+            for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+                memset(got, 0x5a, gb);
+                vg_kernels_get(lvl)->pack_row_bf16(row, K, r, (uint16_t *)(void *)got);
+                if (memcmp(got, want, gb) != 0) {
+                    size_t i = 0;
+                    while (got[i] == want[i])
+                        i++;
+                    fail_msg("%s pack_row_bf16, trial %d row %d: byte %zu differs",
+                             vg_isa_name(lvl), trial, r, i);
+                }
+            }
+        }
+    }
+    free(want);
+    free(got);
+}
+
+/* fp16 widening at every level: all 65536 values against vg_f16_to_f32_k and the reader's
+ * vg_f16_to_f32 (NaNs: still NaN with the same sign), at an odd byte offset and with a ragged
+ * tail. */
+static void test_widen_f16_levels(void **state)
+{
+    (void)state;
+    const size_t n = 65536;
+    unsigned char *src = malloc(2 * n + 1);
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    assert_non_null(src);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = (uint16_t)i;
+        memcpy(src + 1 + 2 * i, &h, 2);
+        want[i] = vg_f16_to_f32_k(h);
+        /* the safetensors reader's own widening (vg_tensor_to_f32) agrees */
+        const float o = vg_f16_to_f32(h);
+        assert_true(isnan(want[i]) ? isnan(o) : memcmp(&o, &want[i], 4) == 0);
+    }
+    for (int lvl = VG_ISA_SCALAR; lvl <= vg_isa_detect(); lvl++) {
+        for (size_t len = n - 5; len <= n; len += 5) {
+            vg_kernels_get(lvl)->widen_f16(src + 1, len, got);
+            for (size_t i = 0; i < len; i++) {
+                uint32_t a, b;
+                memcpy(&a, &got[i], 4);
+                memcpy(&b, &want[i], 4);
+                if (isnan(want[i]) ? !(isnan(got[i]) && (a >> 31) == (b >> 31)) : a != b)
+                    fail_msg("%s widen_f16: 0x%04zx gave 0x%08x, want 0x%08x", vg_isa_name(lvl), i,
+                             a, b);
+            }
+        }
+    }
+    free(src);
+    free(want);
+    free(got);
+}
+
 static void test_isa_names(void **state)
 {
     (void)state;
@@ -687,13 +791,22 @@ static void test_silu_b16_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f16),          cmocka_unit_test(test_pack_roundtrip),
-        cmocka_unit_test(test_quantize),     cmocka_unit_test(test_gemv_levels),
-        cmocka_unit_test(test_gemm_levels),  cmocka_unit_test(test_isa_names),
-        cmocka_unit_test(test_weight_types), cmocka_unit_test(test_pool),
-        cmocka_unit_test(test_pool_sleeps),  cmocka_unit_test(test_silu_b16_levels),
-        cmocka_unit_test(test_read_xor),     cmocka_unit_test(test_flash),
-        cmocka_unit_test(test_add_levels),   cmocka_unit_test(test_pack_q8_levels),
+        cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_gemv_levels),
+        cmocka_unit_test(test_gemm_levels),
+        cmocka_unit_test(test_isa_names),
+        cmocka_unit_test(test_weight_types),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_sleeps),
+        cmocka_unit_test(test_silu_b16_levels),
+        cmocka_unit_test(test_read_xor),
+        cmocka_unit_test(test_flash),
+        cmocka_unit_test(test_add_levels),
+        cmocka_unit_test(test_pack_q8_levels),
+        cmocka_unit_test(test_pack_bf16_levels),
+        cmocka_unit_test(test_widen_f16_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
