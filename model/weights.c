@@ -111,27 +111,30 @@ typedef struct pack_job {
     const vg_tensor *t;
     size_t K, R, gb;
     unsigned char *p;
-    int wtype;
-    int kq;      /* GGUF K-quant / legacy blocks kept (vg_kq_pack_group) */
-    uint32_t gt; /* their type */
-    atomic_int oom;
+    int wtype;      /* pack_rows_range: VG_WEIGHTS_BF16 or VG_WEIGHTS_Q8_0 */
+    uint32_t gt;    /* pack_kq_range: the GGUF block type kept */
+    atomic_int oom; /* pack_rows_range: a row buffer could not be allocated */
 } pack_job;
 
 #define PACK_GRAIN 16 /* groups per range at least */
 
-static void pack_range(void *ctx, size_t g0, size_t g1)
+/* GGUF K-quant / legacy blocks kept at their precision (vg_kq_pack_group). */
+static void pack_kq_range(void *ctx, size_t g0, size_t g1)
+{
+    const pack_job *j = ctx;
+    const size_t row_bytes = j->t->nbytes / j->R;
+    for (size_t g = g0; g < g1; g++)
+        vg_kq_pack_group(j->gt, (const unsigned char *)j->t->data + g * VG_PACK_ROWS * row_bytes,
+                         row_bytes, VG_MIN(VG_PACK_ROWS, j->R - g * VG_PACK_ROWS), j->K,
+                         j->p + g * j->gb);
+}
+
+/* Rows into BF16 or Q8_0 groups. */
+static void pack_rows_range(void *ctx, size_t g0, size_t g1)
 {
     pack_job *j = ctx;
     const vg_tensor *t = j->t;
     const size_t K = j->K, R = j->R;
-    if (j->kq) {
-        const size_t row_bytes = t->nbytes / R;
-        for (size_t g = g0; g < g1; g++)
-            vg_kq_pack_group(j->gt, (const unsigned char *)t->data + g * VG_PACK_ROWS * row_bytes,
-                             row_bytes, VG_MIN(VG_PACK_ROWS, R - g * VG_PACK_ROWS), K,
-                             j->p + g * j->gb);
-        return;
-    }
     /* a GGUF Q8_0 tensor loaded as Q8_0: its blocks are copied unchanged (no requantization); a
      * BF16 tensor loaded as bf16: its rows copied (what widening and rounding back gives for the
      * finite values vg_tensor_check_finite let through) */
@@ -215,8 +218,8 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
         if (!p)
             return vg_fail(err, errlen, VG_ENOMEM, "out of memory for tensor '%s' (%zu bytes)",
                            name, bytes);
-        pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .gt = gt, .kq = 1};
-        vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_range, &pj);
+        pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .gt = gt};
+        vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_kq_range, &pj);
         vg_model_drop_pages(t->data, t->nbytes);
         m->info.n_params += t->numel;
         m->info.weight_bytes += bytes;
@@ -238,7 +241,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
                        name, bytes);
     pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .wtype = m->wtype};
     atomic_init(&pj.oom, 0);
-    vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_range, &pj);
+    vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_rows_range, &pj);
     if (atomic_load(&pj.oom))
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
     vg_model_drop_pages(t->data, t->nbytes);
