@@ -93,6 +93,15 @@ struct vg_dnnl {
  * 2026-12-07); text matrices keep 256 (a 1k prefill 8 % slower with 1024 blocks). */
 #define VG_DNNL_MAX_M_PACKED 1024
 #define VG_DNNL_BIG          6 /* primitives kept per shape for blocks above VG_DNNL_MAX_M rows */
+/* Output columns per product when a call goes by panels (panel_task): oneDNN 2.6's brgemm walks
+ * all of N for every chunk of rows, so a matrix larger than L2 is read from memory once per chunk;
+ * a panel's weights (K x 128 bf16: 256 KiB at K = 1024, 1 MiB at 4096) stay in L2 across every
+ * row. 1 thread, weights from memory (as in a forward pass), on the Xeon of 2026-12-07: 784 x 4096
+ * -> 1024 8.2 -> 6.7 ms, 196 x 4096 -> 4096 12.0 -> 8.6 ms; 64 and 128 alike, 256 and wider
+ * lose most of it. */
+#define VG_DNNL_PANEL 128
+/* Rows from which a call goes by panels (below, oneDNN reads the weights about once anyway). */
+#define VG_DNNL_PANEL_MIN_ROWS 64
 
 /* A primitive for blocks of M rows (one of the sizes a call picks, made on first use). */
 typedef struct dnnl_var {
@@ -101,12 +110,16 @@ typedef struct dnnl_var {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, scr_md;
+    dnnl_memory_desc_t wei_md, bias_md; /* panels: {cols, VG_DNNL_PANEL}, {1, VG_DNNL_PANEL} */
 } dnnl_var;
 
 struct vg_dnnl_mat {
-    int plain;     /* weights supplied per call: plain bf16 [rows][cols], or in oneDNN's blocked
-                    * layout when nblk is set */
-    int nblk;      /* blocked: 16@K, nblk@N, 2@K (K pairs of nblk columns, 16 of them per block) */
+    int plain; /* weights supplied per call: plain bf16 [rows][cols], or in oneDNN's blocked
+                * layout when nblk is set */
+    int nblk;  /* blocked: 16@K, nblk@N, 2@K (K pairs of nblk columns, 16 of them per block) */
+    int pnb;   /* the weights (packed, or plain blocked) are BA16a<pnb>b2a, so that the columns of
+                * panel p are the contiguous K x VG_DNNL_PANEL block at element p * PANEL * cols;
+                * 0: no panels */
     size_t wbytes; /* bytes of the weights a call supplies */
     int threads;   /* participants of a call (each needs its own block buffers), <= VG_DNNL_SLOTS */
     size_t rows, cols;
@@ -122,8 +135,9 @@ struct vg_dnnl_mat {
     float *zero_bias;
     void *wei;            /* packed weights, owned by the model */
     size_t scratch_bytes; /* the largest scratchpad of prim and var[] (the workspace's) */
-    dnnl_var var[VG_DNNL_MAX_M / 4]; /* M = 4 (i + 1); under vg_dnnl.mu */
-    dnnl_var big[VG_DNNL_BIG];       /* larger M (packed only), first come; under vg_dnnl.mu */
+    /* [0]: whole products, [1]: panels of VG_DNNL_PANEL columns; under vg_dnnl.mu */
+    dnnl_var var[2][VG_DNNL_MAX_M / 4]; /* M = 4 (i + 1) */
+    dnnl_var big[2][VG_DNNL_BIG];       /* larger M, first come */
     struct vg_dnnl_mat *shape; /* the first packed matrix of this shape and layout: its var[] serve
                                 * every matrix like it (NULL: this one's own) */
 };
@@ -175,10 +189,12 @@ static void mat_free(vg_dnnl_mat *dm)
 {
     if (!dm)
         return;
-    for (size_t i = 0; i < VG_ARRAY_LEN(dm->var); i++)
-        var_free(&dm->var[i]);
-    for (size_t i = 0; i < VG_DNNL_BIG; i++)
-        var_free(&dm->big[i]);
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < VG_ARRAY_LEN(dm->var[k]); i++)
+            var_free(&dm->var[k][i]);
+        for (size_t i = 0; i < VG_DNNL_BIG; i++)
+            var_free(&dm->big[k][i]);
+    }
     if (dm->prim)
         dnnl_primitive_destroy(dm->prim);
     if (dm->pd)
@@ -232,24 +248,29 @@ static int set_act(dnnl_primitive_attr_t attr, int act)
     return ok;
 }
 
+static int blocked_nb(const dnnl_memory_desc_t *md, size_t K, size_t N);
+
 /* The primitive of dm for blocks of M rows (M a multiple of 4, <= dm->max_m), made on first
- * use; NULL when oneDNN has no brgemm kernel for it, it would need more scratchpad than the
- * workspace has (budget: 0 at load, where it sets dm->scratch_bytes instead) or, above
- * VG_DNNL_MAX_M rows, VG_DNNL_BIG other sizes are in use. Under d->mu. */
-static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load)
+ * use; panel: for VG_DNNL_PANEL of its columns (dm->pnb set), weights in the same layout as the
+ * whole matrix's. NULL when oneDNN has no brgemm kernel for it (or, for a panel, another weight
+ * layout), it would need more scratchpad than the workspace has (budget: 0 at load, where it sets
+ * dm->scratch_bytes instead) or, above VG_DNNL_MAX_M rows, VG_DNNL_BIG other sizes are in use.
+ * Under d->mu. */
+static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_load, int panel)
 {
     if (dm->shape)
         dm = dm->shape;
     dnnl_var *v = NULL;
     if (M <= VG_DNNL_MAX_M) {
-        v = &dm->var[M / 4 - 1];
+        v = &dm->var[panel][M / 4 - 1];
     } else {
+        dnnl_var *big = dm->big[panel];
         for (size_t i = 0; i < VG_DNNL_BIG && !v; i++)
-            if (dm->big[i].state != 0 && dm->big[i].M == M)
-                v = &dm->big[i];
+            if (big[i].state != 0 && big[i].M == M)
+                v = &big[i];
         for (size_t i = 0; i < VG_DNNL_BIG && !v; i++)
-            if (dm->big[i].state == 0)
-                v = &dm->big[i];
+            if (big[i].state == 0)
+                v = &big[i];
         if (!v)
             return NULL;
     }
@@ -257,16 +278,26 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
         return v->state > 0 ? v : NULL;
     v->state = -1;
     v->M = M;
-    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->cols},
-                dd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->rows};
+    const size_t N = panel ? VG_DNNL_PANEL : dm->rows;
+    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->cols}, dd = {(dnnl_dim_t)M, (dnnl_dim_t)N};
+    dnnl_dims_t wd = {(dnnl_dim_t)dm->cols, (dnnl_dim_t)N}, bd = {1, (dnnl_dim_t)N};
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     const char *impl = NULL;
+    if (panel &&
+        (!dm->pnb ||
+         dnnl_memory_desc_init_by_tag(&v->wei_md, 2, wd, dnnl_bf16, dnnl_format_tag_any) !=
+             dnnl_success ||
+         dnnl_memory_desc_init_by_tag(&v->bias_md, 2, bd, dnnl_f32, dnnl_ab) != dnnl_success))
+        return NULL;
     int ok =
         dnnl_memory_desc_init_by_tag(&v->src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
         dnnl_memory_desc_init_by_tag(&v->dst_md, 2, dd, dm->out_b16 ? dnnl_bf16 : dnnl_f32,
                                      dnnl_ab) == dnnl_success &&
-        dnnl_matmul_desc_init(&desc, &v->src_md, &dm->wei_md, dm->plain ? NULL : &dm->bias_md,
+        dnnl_matmul_desc_init(&desc, &v->src_md, panel ? &v->wei_md : &dm->wei_md,
+                              dm->plain ? NULL
+                              : panel   ? &v->bias_md
+                                        : &dm->bias_md,
                               &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
@@ -276,6 +307,10 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
         impl && strncmp(impl, "brg", 3) == 0;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
+    if (ok && panel) { /* the panel's weights must be a slice of the whole matrix's */
+        v->wei_md = *dnnl_primitive_desc_query_md(v->pd, dnnl_query_weights_md, 0);
+        ok = blocked_nb(&v->wei_md, dm->cols, N) == dm->pnb;
+    }
     if (ok) {
         v->scr_md = *dnnl_primitive_desc_query_md(v->pd, dnnl_query_scratchpad_md, 0);
         size_t sb = dnnl_memory_desc_get_size(&v->scr_md);
@@ -348,7 +383,13 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     if (dm->shape)
         dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
     else
-        var_get(d, dm, dm->max_m, 1); /* sizes the workspace for the largest blocks */
+        var_get(d, dm, dm->max_m, 1, 0); /* sizes the workspace for the largest blocks */
+    dm->pnb = blocked_nb(&dm->wei_md, cols, rows);
+    if (dm->pnb &&
+        (VG_DNNL_PANEL % dm->pnb != 0 || rows % VG_DNNL_PANEL != 0 || rows <= VG_DNNL_PANEL))
+        dm->pnb = 0;
+    if (dm->pnb && !dm->shape)
+        var_get(d, dm, dm->max_m, 1, 1);
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = vg_model_alloc_weights(m, wbytes);
     if (!wp) {
@@ -498,7 +539,12 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
     dm->wbytes = dm->nblk ? dnnl_memory_desc_get_size(&dm->wei_md) : rows * cols * 2;
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
-    var_get(d, dm, dm->max_m, 1); /* sizes the workspace for the largest blocks */
+    var_get(d, dm, dm->max_m, 1, 0); /* sizes the workspace for the largest blocks */
+    if (dm->nblk && VG_DNNL_PANEL % dm->nblk == 0 && rows % VG_DNNL_PANEL == 0 &&
+        rows > VG_DNNL_PANEL) {
+        dm->pnb = dm->nblk;
+        var_get(d, dm, dm->max_m, 1, 1);
+    }
     d->mats[d->n_mats++] = dm;
     return dm;
 }
@@ -545,6 +591,16 @@ static size_t per_thread_bytes(const vg_dnnl_mat *dm)
 
 #define ALIGN64(b) (((b) + 63) & ~(size_t)63)
 
+/* Rows per block for n rows: blocks of at most max_m rows, as many per participant (slots), the
+ * rows split evenly and rounded up to a multiple of 4 (so that few primitives serve every row
+ * count). */
+static size_t block_rows(size_t n, size_t max_m, size_t slots)
+{
+    size_t nb = (n + max_m - 1) / max_m;
+    nb = (nb + slots - 1) / slots * slots;
+    return ((n + nb - 1) / nb + 3) & ~(size_t)3;
+}
+
 /* Bytes of a GGUF matrix's slab widened to kernels.h BF16 groups. */
 static size_t slab_groups_bytes(const vg_dnnl_mat *dm)
 {
@@ -559,8 +615,13 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
         bytes += ALIGN64(dm->wbytes); /* one slab unpacked */
         if (w->type == VG_MAT_GGUF)
             bytes += ALIGN64(slab_groups_bytes(dm));
-        if (dm->rows < w->rows) /* slabs: x in bf16 once, blocks padded */
-            bytes += ALIGN64((n + dm->max_m) * dm->cols * 2);
+    }
+    if ((dm->plain && dm->rows < w->rows) || dm->pnb) { /* x in bf16 once, blocks padded */
+        /* whole blocks of n' <= n rows: of VG_DNNL_M rows (at most VG_DNNL_M - 1 added), or of
+         * block_rows(n', max_m, slots), each of at most n' / max_m + slots blocks 3 rows larger;
+         * so never less for more rows, as vg_mat_ws_floats promises */
+        const size_t rows = n + VG_DNNL_M + 4 * (n / dm->max_m + 1 + (size_t)dm->threads);
+        bytes += ALIGN64(rows * dm->cols * 2);
     }
     return bytes / 4 + 16;
 }
@@ -604,9 +665,36 @@ typedef struct dnnl_job {
     size_t M; /* rows per block */
     dnnl_primitive_t prim;
     const dnnl_memory_desc_t *src_md, *dst_md, *scr_md;
+    const dnnl_var *pv; /* by panels (panel_task): the panel primitive; units = blocks x panels */
+    size_t units;
+    int acc; /* y += the product (float32 y) instead of y = */
     atomic_int busy[VG_DNNL_SLOTS];
     atomic_int failed;
 } dnnl_job;
+
+/* Claims a free slot of the job's block buffers (at most `slots` tasks run at once, one per pool
+ * participant, so one is always free); give it back with atomic_store(&j->busy[slot], 0). */
+static size_t claim_slot(dnnl_job *j)
+{
+    for (size_t slot = 0;; slot = (slot + 1) % j->slots) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
+            return slot;
+    }
+}
+
+/* Rows [0, r) of the dense block t[r][N] (float32, or bf16 when es is 2) into y at row stride ld:
+ * copied, or added (acc, float32). */
+static void copy_out(unsigned char *y, size_t ld, const unsigned char *t, size_t r, size_t N,
+                     size_t es, int acc)
+{
+    for (size_t i = 0; i < r; i++)
+        if (acc)
+            vg_add((float *)(void *)(y + i * ld * es),
+                   (const float *)(const void *)(t + i * N * es), N);
+        else
+            memcpy(y + i * ld * es, t + i * N * es, N * es);
+}
 
 /* Unpacks rows [N * i / parts, N * (i + 1) / parts) of the slab to plain bf16. */
 static void unpack_task(void *arg, size_t i)
@@ -718,12 +806,7 @@ static void block_task(void *arg, size_t i)
     const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
     if (b0 == b1)
         return;
-    size_t slot = 0;
-    for (;; slot = (slot + 1) % j->slots) {
-        int expect = 0;
-        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
-            break;
-    }
+    const size_t slot = claim_slot(j);
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
     float *tmp = (float *)(void *)(a + ((dm->max_m * K * 2 + 63) & ~(size_t)63));
@@ -756,7 +839,7 @@ static void block_task(void *arg, size_t i)
                 memset(xb + r * K, 0, (M - r) * K * sizeof(uint16_t));
         }
         unsigned char *yr = (unsigned char *)j->y + i0 * ld * es;
-        void *dst = r == M && ld == S ? (void *)yr : (void *)tmp;
+        void *dst = r == M && ld == S && !j->acc ? (void *)yr : (void *)tmp;
         ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
                                    {DNNL_ARG_WEIGHTS, mw},
@@ -765,11 +848,13 @@ static void block_task(void *arg, size_t i)
                                    {DNNL_ARG_BIAS, mb}};
         ok = ok && dnnl_primitive_execute(j->prim, st, mb ? 5 : 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
-        for (size_t t = 0; ok && dst == (void *)tmp && t < r; t++)
-            memcpy(yr + t * ld * es, (unsigned char *)tmp + t * S * es, S * es);
         /* no bias in the primitive (text matrices, never bf16 output): added while the block's
          * rows are in cache */
-        if (ok && !mb)
+        if (ok && !mb && dst == (void *)tmp)
+            vg_add_rows(tmp, r, S, S, j->b);
+        if (ok && dst == (void *)tmp)
+            copy_out(yr, ld, (const unsigned char *)tmp, r, S, es, j->acc);
+        else if (ok && !mb)
             vg_add_rows((float *)(void *)yr, r, ld, S, j->b);
     }
     if (mb)
@@ -782,6 +867,67 @@ static void block_task(void *arg, size_t i)
         dnnl_memory_destroy(mw);
     if (ms)
         dnnl_memory_destroy(ms);
+    if (st)
+        dnnl_stream_destroy(st);
+    if (!ok)
+        atomic_store(&j->failed, 1);
+    atomic_store(&j->busy[slot], 0);
+}
+
+/* Task i runs its share of the job's units: unit u is panel u % panels (VG_DNNL_PANEL columns)
+ * of row block u / panels, through the panel primitive into the slot's block buffer, then copied
+ * (or added) into its columns of y while in cache. x is j->xb, padded to whole blocks. */
+static void panel_task(void *arg, size_t i)
+{
+    dnnl_job *j = arg;
+    const vg_dnnl_mat *dm = j->dm;
+    const dnnl_var *v = j->pv;
+    const size_t K = dm->cols, P = VG_DNNL_PANEL, np = dm->rows / P, ld = j->ldy, M = j->M;
+    const size_t es = dm->out_b16 ? 2 : 4;
+    const size_t u0 = j->units * i / j->parts, u1 = j->units * (i + 1) / j->parts;
+    if (u0 == u1)
+        return;
+    const size_t slot = claim_slot(j);
+    unsigned char *a = j->area + slot * j->per;
+    float *tmp = (float *)(void *)(a + ((dm->max_m * K * 2 + 63) & ~(size_t)63));
+    void *scr = (unsigned char *)tmp + ((dm->max_m * dm->rows * 4 + 63) & ~(size_t)63);
+    const uint16_t *wei = j->wei;
+    const float *bias = j->b ? j->b : dm->zero_bias;
+    dnnl_engine_t eng = j->m->dnnl->eng;
+    dnnl_stream_t st = NULL;
+    dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mscr = NULL, mb = NULL;
+    omp_set_num_threads(1); /* the pool provides the parallelism: no OpenMP team to spin */
+    int ok = dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success &&
+             dnnl_memory_create(&ms, &v->src_md, eng, (void *)(uintptr_t)j->xb) == dnnl_success &&
+             dnnl_memory_create(&mw, &v->wei_md, eng, (void *)(uintptr_t)wei) == dnnl_success &&
+             dnnl_memory_create(&md, &v->dst_md, eng, tmp) == dnnl_success &&
+             dnnl_memory_create(&mscr, &v->scr_md, eng, scr) == dnnl_success &&
+             (dm->plain ||
+              dnnl_memory_create(&mb, &v->bias_md, eng, (void *)(uintptr_t)bias) == dnnl_success);
+    for (size_t u = u0; ok && u < u1; u++) {
+        const size_t b = u / np, p = u % np, i0 = b * M, r = VG_MIN(M, j->n - i0);
+        ok =
+            dnnl_memory_set_data_handle(ms, (void *)(uintptr_t)(j->xb + i0 * K)) == dnnl_success &&
+            dnnl_memory_set_data_handle(mw, (void *)(uintptr_t)(wei + p * P * K)) == dnnl_success &&
+            (!mb ||
+             dnnl_memory_set_data_handle(mb, (void *)(uintptr_t)(bias + p * P)) == dnnl_success);
+        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
+                                   {DNNL_ARG_WEIGHTS, mw},
+                                   {DNNL_ARG_DST, md},
+                                   {DNNL_ARG_SCRATCHPAD, mscr},
+                                   {DNNL_ARG_BIAS, mb}};
+        ok = ok && dnnl_primitive_execute(v->prim, st, mb ? 5 : 4, args) == dnnl_success &&
+             dnnl_stream_wait(st) == dnnl_success;
+        if (ok && !mb && j->b) /* plain: the bias added to the panel's block while in cache */
+            vg_add_rows(tmp, r, P, P, j->b + p * P);
+        if (ok)
+            copy_out((unsigned char *)j->y + (i0 * ld + p * P) * es, ld, (const unsigned char *)tmp,
+                     r, P, es, j->acc);
+    }
+    dnnl_memory_t mems[5] = {mb, mscr, md, mw, ms};
+    for (int k = 0; k < 5; k++)
+        if (mems[k])
+            dnnl_memory_destroy(mems[k]);
     if (st)
         dnnl_stream_destroy(st);
     if (!ok)
@@ -807,20 +953,11 @@ static void widen_task(void *arg, size_t i)
                                   j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
 }
 
-/* Rows per block for n rows: blocks of at most max_m rows, as many per participant (slots), the
- * rows split evenly and rounded up to a multiple of 4 (so that few primitives serve every row
- * count). */
-static size_t block_rows(size_t n, size_t max_m, size_t slots)
-{
-    size_t nb = (n + max_m - 1) / max_m;
-    nb = (nb + slots - 1) / slots * slots;
-    return ((n + nb - 1) / nb + 3) & ~(size_t)3;
-}
-
 /* x converted to bf16 once for every slab: rows [r0, r1) of xb, zero past x's n rows (the last
  * block's padding). */
 typedef struct xcvt_job {
     const float *x;
+    const uint16_t *xb_in; /* instead of x: rows already in bf16, copied */
     uint16_t *xb;
     size_t K, n;
 } xcvt_job;
@@ -829,19 +966,49 @@ static void xcvt_range(void *c, size_t r0, size_t r1)
 {
     const xcvt_job *j = c;
     for (size_t r = r0; r < r1; r++)
-        if (r < j->n)
+        if (r < j->n && j->xb_in)
+            memcpy(j->xb + r * j->K, j->xb_in + r * j->K, j->K * sizeof(uint16_t));
+        else if (r < j->n)
             vg_to_bf16(j->x + r * j->K, j->K, j->xb + r * j->K);
         else
             memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
 }
 
+/* 1 when a call of n rows goes by panels: where the weights allow (dm->pnb) and, from
+ * VG_DNNL_PANEL_MIN_ROWS rows, when the panels' outputs (copied out of the block buffers: n x rows
+ * x es bytes) are at most a quarter of the weights' bytes or added to y anyway (acc). Measured on
+ * the Xeon of 2026-12-07 (1 thread, weights from memory): a 784-row product with K = 1024 gains
+ * 10-12 % from panels but loses it to the copy of its output; with K = 4096, or 196 rows, the
+ * gain is 20-40 %. The environment variable VG_DNNL_PANELS=0 or 1 turns panels off, or on wherever
+ * the weights allow (tests force both paths with it). */
+static int use_panels(const vg_dnnl_mat *dm, size_t n, int acc)
+{
+    if (!dm->pnb)
+        return 0;
+    size_t force;
+    if (env_bytes("VG_DNNL_PANELS", &force))
+        return force != 0;
+    const size_t es = dm->out_b16 ? 2 : 4;
+    return n >= VG_DNNL_PANEL_MIN_ROWS && (acc || n * es * 4 <= dm->cols * 2);
+}
+
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, void *y, float *ws)
+                   const float *b, void *y, int acc, float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
+    if (acc && dm->out_b16)
+        return VG_EINVAL;
     unsigned char *base = (unsigned char *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
-    dnnl_job j = {
-        .m = m, .w = w, .dm = dm, .x = x, .y = y, .b = b, .ldy = w->rows, .n = n, .wei = dm->wei};
+    dnnl_job j = {.m = m,
+                  .w = w,
+                  .dm = dm,
+                  .x = x,
+                  .y = y,
+                  .b = b,
+                  .ldy = w->rows,
+                  .n = n,
+                  .wei = dm->wei,
+                  .acc = acc};
     j.slots = (size_t)VG_MIN(VG_MIN(dm->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
     j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
@@ -870,10 +1037,10 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
     if (M > VG_DNNL_M) {
         pthread_mutex_lock(&m->dnnl->mu);
         /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
-        const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0);
+        const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0, 0);
         if (!v && M > VG_DNNL_MAX_M) /* every large size taken: blocks of at most 256 rows */
             v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm,
-                        M = block_rows(n, VG_DNNL_MAX_M, j.slots), 0);
+                        M = block_rows(n, VG_DNNL_MAX_M, j.slots), 0, 0);
         pthread_mutex_unlock(&m->dnnl->mu);
         if (v) {
             j.M = M;
@@ -883,7 +1050,16 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             j.scr_md = &v->scr_md;
         }
     }
+    if (use_panels(dm, n, acc)) { /* one block per max_m rows: the panels split across the pool */
+        const size_t PM = block_rows(n, dm->max_m, 1);
+        pthread_mutex_lock(&m->dnnl->mu);
+        j.pv = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, PM, 0, 1);
+        pthread_mutex_unlock(&m->dnnl->mu);
+        if (j.pv)
+            j.M = PM;
+    }
     j.blocks = (n + j.M - 1) / j.M;
+    j.units = j.pv ? j.blocks * (dm->rows / VG_DNNL_PANEL) : 0;
     const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
     /* an unpacked slab stays in the cache for the products that read it right after, where it
      * fits in half of it (on the Xeon of 2026-12-07, 504 MiB of L3: 1-thread prefill 235-239 ->
@@ -891,9 +1067,11 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
      * activations */
     j.stream = !(m->dnnl->llc && dm->wbytes <= m->dnnl->llc / 2);
     j.xb = xb;
-    if (slabs > 1 && !xb) { /* x in bf16 once for every slab (after the blocks' buffers) */
+    /* x in bf16 once for every slab, or every panel (padded to whole blocks), after the blocks'
+     * buffers */
+    if ((slabs > 1 && !xb) || (j.pv && (!xb || n % j.M != 0))) {
         uint16_t *once = (uint16_t *)(void *)(j.area + j.slots * j.per);
-        xcvt_job xc = {.x = x, .xb = once, .K = w->cols, .n = n};
+        xcvt_job xc = {.x = x, .xb_in = xb, .xb = once, .K = w->cols, .n = n};
         vg_pool_for(pool, j.blocks * j.M, 16, xcvt_range, &xc);
         j.xb = once;
     }
@@ -922,8 +1100,8 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             j.y = (float *)y + r0; /* plain: float32 output */
             j.b = b ? b + r0 : NULL;
         }
-        j.parts = VG_MIN(n_parts, j.blocks);
-        vg_pool_run(pool, j.parts, block_task, &j);
+        j.parts = VG_MIN(n_parts, j.pv ? j.units : j.blocks);
+        vg_pool_run(pool, j.parts, j.pv ? panel_task : block_task, &j);
     }
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
@@ -1431,8 +1609,9 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, void *y, float *ws)
+                   const float *b, void *y, int acc, float *ws)
 {
+    (void)acc;
     (void)b;
     (void)m;
     (void)x;

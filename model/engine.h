@@ -90,6 +90,9 @@ struct vg_model {
 
     /* vision */
     const float *patch_w, *patch_b, *pos_embed;
+    /* the patch embedding packed for oneDNN (bf16) when the weights are bf16 or q8_0 and oneDNN is
+     * in use (patch_mat.dnnl set), else unused: patch_w through OpenBLAS */
+    vg_mat patch_mat;
     vg_vis_block *blocks;
     vg_merger merger;
     vg_merger ds[VG_MAX_DEEPSTACK];
@@ -142,6 +145,11 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n);
  * x. Only where vg_matmul_b16_ok(w, n). */
 void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
                    float *y, float *ws);
+/* y[n][rows] += what vg_matmul_b16 writes (a residual added while each block is in cache: the
+ * same float32 sums as the product into a buffer and vg_add). Only where vg_matmul_b16_ok(w, n)
+ * and w->out_b16 is 0. */
+void vg_matmul_b16_acc(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
+                       float *y, float *ws);
 /* A product with a matrix packed with bf16 output (w->out_b16): yb[n][rows] = the float32 result
  * rounded to bf16 (as vg_to_bf16 rounds it), from float rows x or, x NULL, bf16 rows xb. */
 void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
@@ -183,10 +191,11 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 /* y[n][rows] = bf16(x) W^T (+ b[rows] when b is not NULL, added to each block of rows while it is
  * in cache, by the task that computed it), through w->dnnl or w->dnnl_plain (BF16, Q8_0 or a GGUF
  * K-quant matrix, widened per slab). x is float32 rows, or NULL and xb the rows already in bf16
- * (vg_to_bf16). y: float32 rows, bf16 ones (uint16) for a matrix packed with out_b16. 0 or
- * VG_EIO. */
+ * (vg_to_bf16). y: float32 rows, bf16 ones (uint16) for a matrix packed with out_b16. acc: y +=
+ * that result instead (float32 y only: a residual added while the block is in cache). 0, VG_EIO,
+ * or VG_EINVAL (acc with bf16 output). */
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, void *y, float *ws);
+                   const float *b, void *y, int acc, float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
  * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row

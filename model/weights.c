@@ -541,13 +541,13 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n)
                        (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS));
 }
 
-/* The oneDNN product of x (float) or xb (bf16) into y, in the matrix's output type (bf16 when
- * w->out_b16); 0, or -1 with y all NaN when oneDNN failed on a primitive it accepted at load
- * (nothing sensible to return). */
+/* The oneDNN product of x (float) or xb (bf16) into y (or added to y: acc), in the matrix's
+ * output type (bf16 when w->out_b16); 0, or -1 with y all NaN when oneDNN failed on a primitive it
+ * accepted at load (nothing sensible to return). */
 static int dnnl_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                     const float *b, void *y, float *ws)
+                     const float *b, void *y, int acc, float *ws)
 {
-    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, ws) == 0)
+    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, acc, ws) == 0)
         return 0;
     vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
     for (size_t i = 0; i < n * w->rows; i++)
@@ -562,7 +562,7 @@ static int dnnl_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, 
 static void dnnl_product(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
                          const float *b, float *y, float *ws)
 {
-    dnnl_call(m, x, xb, n, w, b, y, ws);
+    dnnl_call(m, x, xb, n, w, b, y, 0, ws);
     if (w->out_b16) { /* from the end: element i's float covers bf16 elements 2i and 2i + 1 */
         const uint16_t *h = (const uint16_t *)(const void *)y;
         for (size_t i = n * w->rows; i-- > 0;) {
@@ -576,7 +576,7 @@ void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n,
                       const float *b, uint16_t *yb, float *ws)
 {
     if (n > 0 && w->rows > 0)
-        dnnl_call(m, x, xb, n, w, b, yb, ws);
+        dnnl_call(m, x, xb, n, w, b, yb, 0, ws);
 }
 
 void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
@@ -584,6 +584,13 @@ void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, c
 {
     if (n > 0 && w->rows > 0)
         dnnl_product(m, NULL, xb, n, w, b, y, ws);
+}
+
+void vg_matmul_b16_acc(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
+                       float *y, float *ws)
+{
+    if (n > 0 && w->rows > 0)
+        dnnl_call(m, NULL, xb, n, w, b, y, 1, ws);
 }
 
 void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const float *b, float *y,

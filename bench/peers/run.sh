@@ -4,7 +4,7 @@
 # the acceptance ratios of issue #11 (bench/peers/summarize.py). See docs/benchmarks.md, "Peers".
 #
 #   short  one pass, 1 and 2 threads, one repetition per measurement (about 20 min on 2 cores)
-#   full   two passes in opposite orders (medians), 3 repetitions, vigil's full bench (vision x2,
+#   full   two passes in opposite orders (medians), 3 repetitions, vigil's full bench (vision x3,
 #          prefill 1k and 4k, decode after 1k and 8k) (about 60 min on 2 cores)
 #
 # Run it on a quiet machine: every step logs the 1-minute load average before and after, and the

@@ -246,12 +246,11 @@ static void test_attention(void **state)
 
 /* A matrix packed for bf16 output (a vision fc1: bias and GELU in the epilogue) gives, bit for bit,
  * the float32-output packing's result rounded by vg_to_bf16, from float or bf16 input rows, for
- * row counts with whole and partial blocks; vg_matmul on it returns those values widened. */
-static void test_out_b16(void **state)
+ * row counts with whole and partial blocks; vg_matmul on it returns those values widened. Its 256
+ * rows are two panels: with panels off and forced on (VG_DNNL_PANELS). */
+static void check_out_b16(vg_model *m)
 {
-    (void)state;
-    vg_model *m = load_bf16();
-    const size_t rows = 192, cols = 128, ns[3] = {56, 300, 784};
+    const size_t rows = 256, cols = 128, ns[3] = {56, 300, 784};
     float *w = malloc(rows * cols * sizeof(float)), *b = malloc(rows * sizeof(float));
     assert_non_null(w && b);
     fill(w, rows * cols, 3);
@@ -291,7 +290,18 @@ static void test_out_b16(void **state)
     }
     free(w);
     free(b);
-    vg_model_free(m); /* frees both packings (the engine owns them) */
+}
+
+static void test_out_b16(void **state)
+{
+    (void)state;
+    vg_model *m = load_bf16();
+    setenv("VG_DNNL_PANELS", "0", 1);
+    check_out_b16(m);
+    setenv("VG_DNNL_PANELS", "1", 1);
+    check_out_b16(m);
+    unsetenv("VG_DNNL_PANELS");
+    vg_model_free(m); /* frees every packing (the engine owns them) */
 }
 
 static float bf16_round(float v)
@@ -307,12 +317,12 @@ static float bf16_round(float v)
  * reference on the bf16-rounded rows and weights, for row counts in one block, in blocks of up to
  * 1024 rows split between the 2 threads, and in more large block sizes than the engine keeps
  * primitives for (the calls after that fall back to blocks of at most 256 rows): every result
- * within 1e-5 of the sum of |products| plus GELU's own error. */
-static void test_packed_blocks(void **state)
+ * within 1e-5 of the sum of |products| plus GELU's own error. With panels (VG_DNNL_PANELS: 384
+ * rows are 3 panels of 128 columns) off, on and as the engine chooses; in each, the product added
+ * to y (vg_matmul_b16_acc) is bit for bit y plus the product. */
+static void check_packed_blocks(vg_model *m)
 {
-    (void)state;
-    vg_model *m = load_bf16();
-    const size_t rows = 96, cols = 64,
+    const size_t rows = 384, cols = 64,
                  ns[] = {40, 300, 784, 1100, 2400, 520, 608, 700, 812, 900, 996, 1004, 1020, 784};
     float *w = malloc(rows * cols * sizeof(float)), *b = malloc(rows * sizeof(float));
     float *wr = malloc(rows * cols * sizeof(float));
@@ -346,7 +356,20 @@ static void test_packed_blocks(void **state)
                 worst = e > worst ? e : worst;
             }
         if (!(worst <= 1.0))
-            fail_msg("packed product, %zu rows: error %g of the bound", n, worst);
+            fail_msg("packed product, %zu rows (VG_DNNL_PANELS %s): error %g of the bound", n,
+                     getenv("VG_DNNL_PANELS") ? getenv("VG_DNNL_PANELS") : "unset", worst);
+        uint16_t *xb = malloc(n * cols * 2);
+        float *ya = malloc(n * rows * sizeof(float)), *want = malloc(n * rows * sizeof(float));
+        assert_non_null(xb && ya && want);
+        vg_to_bf16(x, n * cols, xb);
+        fill(ya, n * rows, 31 + n);
+        for (size_t i = 0; i < n * rows; i++)
+            want[i] = ya[i] + y[i];
+        vg_matmul_b16_acc(m, xb, n, &pk, b, ya, ws);
+        assert_memory_equal(ya, want, n * rows * sizeof(float));
+        free(xb);
+        free(ya);
+        free(want);
         free(x);
         free(y);
         free(ws);
@@ -354,6 +377,21 @@ static void test_packed_blocks(void **state)
     free(w);
     free(b);
     free(wr);
+}
+
+static void test_packed_blocks(void **state)
+{
+    (void)state;
+    vg_model *m = load_bf16();
+    const char *modes[3] = {"0", "1", NULL};
+    for (int k = 0; k < 3; k++) {
+        if (modes[k])
+            setenv("VG_DNNL_PANELS", modes[k], 1);
+        else
+            unsetenv("VG_DNNL_PANELS");
+        check_packed_blocks(m);
+    }
+    unsetenv("VG_DNNL_PANELS");
     vg_model_free(m);
 }
 
