@@ -1167,27 +1167,29 @@ static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t d
     return ap;
 }
 
-/* e^x for x <= 0 to 4e-6 relative (a degree-5 polynomial after the reduction by ln 2; exactly 1 at
- * 0), 0 below -87: the probabilities are rounded to bf16 (2^-9 relative), where vg_exp16's float32
- * accuracy cost 17 operations to this one's 11 (softmax 7.4 -> 6.1 % of a bf16 vision pair). The
- * golden bf16 logits move within their tolerance (rounding flips: 6.4e-3 -> 7.2e-3 of 1e-2). */
-__attribute__((target("avx512f"))) static inline __m512 exp16_le0(__m512 x)
+/* 2^t for t <= 0 (up to rounding), to 2.7e-6 relative: t = n + f with f in [-1/2, 1/2], 2^f by
+ * a degree-4 minimax polynomial, scaled by 2^n; 0 below -126 and for NaN. The probabilities are
+ * rounded to bf16 (2^-9 relative): 8 operations per 16 values (the scale by log2(e) folded into
+ * the caller's multiply-subtract) where e^x to float32 accuracy took 11; the softmax of a 1-thread
+ * bf16 vision pair 50 -> 45 ms. Degree 3 (7.5e-5, one operation less) moved the golden bf16
+ * logits' error 2.80e-2 -> 3.06e-2, degree 4 to 2.86e-2. */
+__attribute__((target("avx512f"))) static inline __m512 exp2_16_le0(__m512 t)
 {
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.69314718055994531f), x);
-    __m512 p = _mm512_fmadd_ps(r, _mm512_set1_ps(1.0f / 120), _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __mmask16 keep = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(0.009570100344717503f),
+                               _mm512_set1_ps(0.05591786280274391f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
     return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
 /* p[0..vis) = bf16(e^(scale * s - max)), zero from vis on; returns 1 / their sum (the caller
  * scales the row's output PV by it: the normalization costs dh multiplies instead of a third pass
- * over the row, and bf16(e) keeps the same relative rounding as bf16(e / sum)). */
+ * over the row, and bf16(e) keeps the same relative rounding as bf16(e / sum)). The exponent is
+ * taken in base 2: scale * log2(e) * s - scale * log2(e) * max in one fused multiply-subtract. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float
 softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
 {
@@ -1205,17 +1207,18 @@ softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
     const __mmask16 tail = (__mmask16)((1u << (vis - i)) - 1u);
     if (tail)
         mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, s + i));
-    const __m512 sc = _mm512_set1_ps(scale);
-    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale);
+    const float k = scale * 1.44269504088896341f;
+    const __m512 sc = _mm512_set1_ps(k);
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * k);
     __m512 sum = _mm512_setzero_ps();
     for (i = 0; i + 16 <= vis; i += 16) {
-        __m512 e = exp16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
+        __m512 e = exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
         _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
         sum = _mm512_add_ps(sum, e);
     }
     if (tail) {
         __m512 e = _mm512_maskz_mov_ps(
-            tail, exp16_le0(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
+            tail, exp2_16_le0(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
         _mm256_mask_storeu_epi16(p + i, tail, (__m256i)_mm512_cvtneps_pbh(e));
         sum = _mm512_add_ps(sum, e);
     }
@@ -1282,29 +1285,42 @@ static void attn_cvt_range(void *c, size_t r0, size_t r1)
     const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kb ? 0 : a->kv_heads * j->ctx;
     float rot[VG_DNNL_ROPE_MAX] __attribute__((aligned(64)));
     for (size_t u = r0; u < r1; u++) {
-        const float *src;
         uint16_t *dst;
         size_t h, i, lim;
+        size_t off; /* of the source row, in elements of its type */
         if (u < nq) {
             h = u / j->n, i = u % j->n, lim = a->n;
-            src = a->q + h * a->q_hs + i * a->ldq;
+            off = h * a->q_hs + i * a->ldq;
             dst = j->qb + u * dh;
         } else if (u < nq + nk) {
             h = (u - nq) / j->ctx, i = (u - nq) % j->ctx, lim = a->ctx;
-            src = a->k + h * a->k_hs + i * a->ldk;
+            off = h * a->k_hs + i * a->ldk;
             dst = j->kb + (u - nq) * dh;
         } else {
             h = (u - nq - nk) / j->ctx, i = (u - nq - nk) % j->ctx, lim = a->ctx;
-            src = a->v + h * a->v_hs + i * a->ldv;
+            off = h * a->v_hs + i * a->ldv;
             dst = j->vb + (u - nq - nk) * dh;
         }
-        if (i < lim && a->rope_cs && u < nq + nk) {
-            rope_row(src, a->rope_cs + i * dh, a->rope_sn + i * dh, dh, rot);
-            vg_to_bf16(rot, dh, dst);
-        } else if (i < lim) {
-            vg_to_bf16(src, dh, dst);
-        } else {
+        if (i >= lim) {
             memset(dst, 0, dh * sizeof(uint16_t));
+            continue;
+        }
+        if (a->q16) { /* bf16 rows: widened and rotated, or copied */
+            const uint16_t *s16 = (u < nq ? a->q16 : u < nq + nk ? a->k16 : a->v16) + off;
+            if (a->rope_cs && u < nq + nk) {
+                float wide[VG_DNNL_ROPE_MAX] __attribute__((aligned(64)));
+                vg_from_bf16(s16, dh, wide);
+                rope_row(wide, a->rope_cs + i * dh, a->rope_sn + i * dh, dh, rot);
+                vg_to_bf16(rot, dh, dst);
+            } else {
+                memcpy(dst, s16, dh * sizeof(uint16_t));
+            }
+        } else if (a->rope_cs && u < nq + nk) {
+            rope_row((u < nq ? a->q : a->k) + off, a->rope_cs + i * dh, a->rope_sn + i * dh, dh,
+                     rot);
+            vg_to_bf16(rot, dh, dst);
+        } else {
+            vg_to_bf16((u < nq ? a->q : u < nq + nk ? a->k : a->v) + off, dh, dst);
         }
     }
 }
@@ -1401,6 +1417,8 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
         return 1;
     if (a->rope_cs && (a->kb || !a->rope_sn || a->dh % 32 != 0 || a->dh > VG_DNNL_ROPE_MAX))
         return 1; /* rotation on the way: float keys, whole vectors per half row */
+    if (a->q16 && (a->kb || !a->k16 || !a->v16 || a->dh > VG_DNNL_ROPE_MAX))
+        return 1; /* bf16 rows: converted here, at most VG_DNNL_ROPE_MAX per row */
     /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
      * shapes serve them */
     size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;

@@ -203,6 +203,10 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
  * keys; else row i sees keys 0..p0 + i (causal after p0 cached positions). */
 typedef struct vg_attn_args {
     const float *q, *k, *v;
+    /* vg_dnnl_attn only, instead of q, k and v (when set): the same rows in bf16 at the same
+     * strides (q16 + h * q_hs + i * ldq, ...), rotated on the way like float ones; k16 and v16 are
+     * required with it (the vision tower's qkv product written in bf16) */
+    const uint16_t *q16, *k16, *v16;
     /* instead of k and v (when both set): bf16 keys and values (a bf16 KV cache), used in place;
      * rows past ctx up to ctx rounded up to 64 must be readable and finite */
     const uint16_t *kb, *vb;

@@ -137,7 +137,9 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
             return rc;                                                                             \
     } while (0)
         /* fc1's output only feeds fc2: bf16 straight from oneDNN where it carries the products */
-        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE, 0);
+        /* qkv's output only feeds the attention, which takes it in bf16 through oneDNN (as
+         * PyTorch's bf16 path rounds it before the rotary embedding) */
+        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE, 1);
         M(proj_w, "attn.proj.weight", D, D, VG_ACT_NONE, 0);
         M(fc1_w, "mlp.linear_fc1.weight", FF, D, VG_ACT_GELU_TANH, 1);
         M(fc2_w, "mlp.linear_fc2.weight", D, FF, VG_ACT_NONE, 0);
@@ -377,13 +379,13 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     parts[3] = N * 3 * D; /* qkv */
     const int flash = vg_flash_ok(dh);
     parts[4] = flash ? H * vg_flash_scratch_floats(N, dh) : rb * N; /* scores */
-    parts[5] = N * VG_MAX(FF, D);
-    parts[6] = N * dh;     /* cos */
-    parts[7] = N * dh;     /* sin */
-    parts[8] = N * dh / 2; /* freqs */
-    parts[9] = nm * MD;    /* t1 */
-    parts[10] = nm * MD;   /* ln */
-    parts[11] = 4 * N;     /* wt */
+    parts[5] = N * VG_MAX(VG_MAX(FF, D), (3 * D + 1) / 2);          /* mlp; also qkv in bf16 */
+    parts[6] = N * dh;                                              /* cos */
+    parts[7] = N * dh;                                              /* sin */
+    parts[8] = N * dh / 2;                                          /* freqs */
+    parts[9] = nm * MD;                                             /* t1 */
+    parts[10] = nm * MD;                                            /* ln */
+    parts[11] = 4 * N;                                              /* wt */
     parts[12] = vision_ws(m, N, nm);
     parts[13] = (N * D + 1) / 2; /* ab: a product's input rows in bf16 */
     for (int i = 0; i < 14; i++) {
@@ -462,10 +464,16 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                 .x = x, .y = h, .yb = qkv16 ? ab : NULL, .w = b->n1_w, .b = b->n1_b, .d = D};
             vg_pool_for(m->tpool, N, ROWS_GRAIN, ln_range, &c);
         }
-        if (qkv16)
+        /* q, k, v in bf16 (in mlp's space) where oneDNN's attention takes them */
+        uint16_t *q16 = NULL;
+        if (qkv16 && b->qkv_w.out_b16 && N >= VG_DNNL_ATTN_MIN) {
+            q16 = (uint16_t *)(void *)mlp;
+            vg_matmul_to_b16(m, NULL, ab, N, &b->qkv_w, b->qkv_b, q16, ws);
+        } else if (qkv16) {
             vg_matmul_b16(m, ab, N, &b->qkv_w, b->qkv_b, qkv, ws);
-        else
+        } else {
             vg_matmul(m, h, N, &b->qkv_w, b->qkv_b, qkv, ws);
+        }
         vg_attn_args aa = {.q = qkv,
                            .k = qkv + D,
                            .v = qkv + 2 * D,
@@ -487,11 +495,16 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
                            .ldo = D,
                            .o_hs = dh,
                            .rope_cs = cs,
-                           .rope_sn = sn};
+                           .rope_sn = sn,
+                           .q16 = q16,
+                           .k16 = q16 ? q16 + D : NULL,
+                           .v16 = q16 ? q16 + 2 * D : NULL};
         int o16 = 0; /* the output in ab (bf16), not o */
         if (N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn(m, &aa) == 0) { /* q, k rotated on the way */
             o16 = proj16; /* bf16 products through oneDNN (lossy weight types) */
         } else {
+            if (q16) /* oneDNN declined: the float32 kernels on the widened rows */
+                vg_from_bf16(q16, N * 3 * D, qkv);
             /* the rotary embedding in place, for the float32 kernels */
             rows_ctx cq = {
                 .y = qkv, .cs = cs, .sn = sn, .ld = 3 * D, .heads = (int)H, .dh = (int)dh};

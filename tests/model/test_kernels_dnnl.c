@@ -5,7 +5,8 @@
  * vision tower's full attention over interleaved q/k/v rows, and causal prefill chunks after a
  * cached prefix with grouped KV heads in the KV cache's layout (rows and keys not multiples of the
  * padding), and over a bf16 KV cache read in place (bit for bit the float32 path on the same
- * values). Skipped without ../shared, without oneDNN or below the AVX-512 level.
+ * values); vision rows given in bf16, bit for bit the float rows they widen to. Skipped without
+ * ../shared, without oneDNN or below the AVX-512 level.
  */
 #include "engine.h"
 
@@ -142,6 +143,26 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
         assert_int_equal(vg_dnnl_attn(m, &aw), 0);
         assert_memory_equal(o2, ref, n * QD * sizeof(float));
         assert_memory_equal(qkv, keep, n * 3 * QD * sizeof(float));
+        /* the rows given in bf16 (vg_attn_args.q16: the vision tower's qkv product written in
+         * bf16): bit for bit the float rows they widen to */
+        uint16_t *q16 = malloc(n * 3 * QD * sizeof(uint16_t));
+        assert_non_null(q16);
+        vg_to_bf16(qkv, n * 3 * QD, q16);
+        vg_from_bf16(q16, n * 3 * QD, rot);
+        vg_attn_args af = aw, ah = aw;
+        af.q = rot;
+        af.k = rot + QD;
+        af.v = rot + 2 * QD;
+        af.o = ref;
+        assert_int_equal(vg_dnnl_attn(m, &af), 0);
+        ah.q = ah.k = ah.v = NULL;
+        ah.q16 = q16;
+        ah.k16 = q16 + QD;
+        ah.v16 = q16 + 2 * QD;
+        memset(o2, 0xff, n * QD * sizeof(float));
+        assert_int_equal(vg_dnnl_attn(m, &ah), 0);
+        assert_memory_equal(o2, ref, n * QD * sizeof(float));
+        free(q16);
         free(cs);
         free(sn);
         free(rot);
