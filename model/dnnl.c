@@ -29,6 +29,11 @@
  * in the block buffer, then copied into its columns), next slab; so the workspace holds one slab,
  * not the whole matrix widened (twice for GGUF).
  *
+ * Where the weights are in the blocked layout (packed, or a plain slab unpacked blocked), a call
+ * of many rows can instead run as panels of VG_DNNL_PANEL output columns (panel_task, chosen by
+ * use_panels): a panel's weights stay in L2 across every row, its dense result is copied or added
+ * (acc) into y's columns; the participants split the panels, not the rows.
+ *
  * Attention (vg_dnnl_attn): per head S = Q K^T and O = P V as bf16 oneDNN products (AMX here)
  * with an AVX-512 softmax between them (P = bf16(e^(s - max)) unnormalized; each output row is
  * scaled by 1 / sum after PV), the heads split across the pool; primitives per shape made on

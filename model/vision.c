@@ -180,14 +180,24 @@ static void trace(const vg_model *m, const char *name, int index, const float *d
 typedef struct rows_ctx {
     const float *x, *w, *b, *cs, *sn;
     float *y;
-    uint16_t *yb; /* ln_range: also the rows in bf16 here (the next product's input) */
+    uint16_t *yb; /* ln_range: the rows in bf16 here (the next product's input) instead of y */
     size_t d, ld;
     int heads, dh;
 } rows_ctx;
 
+#define LN_ROW_MAX 2048 /* widest row normalized through a stack buffer (vision hidden sizes) */
+
 static void ln_range(void *c, size_t r0, size_t r1)
 {
     const rows_ctx *a = c;
+    if (a->yb && a->d <= LN_ROW_MAX) { /* only the bf16 rows are read: the float ones stay in L1 */
+        float row[LN_ROW_MAX] __attribute__((aligned(64)));
+        for (size_t r = r0; r < r1; r++) {
+            vg_layernorm(a->x + r * a->d, row, 1, a->d, a->w, a->b, VIS_EPS);
+            vg_to_bf16(row, a->d, a->yb + r * a->d);
+        }
+        return;
+    }
     vg_layernorm(a->x + r0 * a->d, a->y + r0 * a->d, r1 - r0, a->d, a->w, a->b, VIS_EPS);
     if (a->yb)
         vg_to_bf16(a->y + r0 * a->d, (r1 - r0) * a->d, a->yb + r0 * a->d);
