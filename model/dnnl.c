@@ -1414,6 +1414,12 @@ static void attn_head_task(void *arg, size_t t)
     atomic_store(&j->busy[slot], 0);
 }
 
+int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
+{
+    return m->dnnl && m->wtype != VG_WEIGHTS_F32 && vg_isa_level() >= VG_ISA_AVX512 &&
+           dh % 32 == 0 && dh <= VG_DNNL_ROPE_MAX;
+}
+
 int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
 {
     vg_dnnl *d = m->dnnl;
@@ -1629,6 +1635,13 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     (void)m;
     (void)a;
     return 1;
+}
+
+int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
+{
+    (void)m;
+    (void)dh;
+    return 0;
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,

@@ -229,6 +229,10 @@ typedef struct vg_attn_args {
  * head sizes that are multiples of 16. 0 done; 1 not available here (use vg_flash_attn); VG_ENOMEM
  * or VG_EIO (nothing sensible written). Any thread. */
 int vg_dnnl_attn(vg_model *m, const vg_attn_args *a);
+/* 1 when vg_dnnl_attn takes the vision tower's rows in bf16, rotated on the way (q16, rope_cs), for
+ * head size dh with m's weights on this CPU (it may still decline a shape oneDNN has no kernel
+ * for); 0 otherwise. Any thread. */
+int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh);
 /* Query rows from which the engine uses vg_dnnl_attn: below, the fused float32 kernel is as fast
  * (the bf16 tiles are mostly padding) and exact. */
 #define VG_DNNL_ATTN_MIN 128

@@ -137,9 +137,10 @@ int vg_vision_load(vg_model *m, char *err, size_t errlen)
             return rc;                                                                             \
     } while (0)
         /* fc1's output only feeds fc2: bf16 straight from oneDNN where it carries the products */
-        /* qkv's output only feeds the attention, which takes it in bf16 through oneDNN (as
+        /* qkv's output only feeds the attention: in bf16 where oneDNN's attention takes it (as
          * PyTorch's bf16 path rounds it before the rotary embedding) */
-        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE, 1);
+        M(qkv_w, "attn.qkv.weight", 3 * D, D, VG_ACT_NONE,
+          vg_dnnl_attn_rope16_ok(m, (size_t)(D / in->vision_heads)));
         M(proj_w, "attn.proj.weight", D, D, VG_ACT_NONE, 0);
         M(fc1_w, "mlp.linear_fc1.weight", FF, D, VG_ACT_GELU_TANH, 1);
         M(fc2_w, "mlp.linear_fc2.weight", D, FF, VG_ACT_NONE, 0);
@@ -476,7 +477,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
         }
         /* q, k, v in bf16 (in mlp's space) where oneDNN's attention takes them */
         uint16_t *q16 = NULL;
-        if (qkv16 && b->qkv_w.out_b16 && N >= VG_DNNL_ATTN_MIN) {
+        if (qkv16 && b->qkv_w.out_b16 && N >= VG_DNNL_ATTN_MIN && vg_dnnl_attn_rope16_ok(m, dh)) {
             q16 = (uint16_t *)(void *)mlp;
             vg_matmul_to_b16(m, NULL, ab, N, &b->qkv_w, b->qkv_b, q16, ws);
         } else if (qkv16) {
