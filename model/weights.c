@@ -256,11 +256,12 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
 int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
                        int out_b16, vg_mat *out, char *err, size_t errlen)
 {
-    /* bf16 for oneDNN: every vision matrix of a bf16 model, and with q8_0 the matrices whose
-     * cols is not a multiple of 32 (the 8B tower's fc2, 4304), which Q8_0 blocks cannot hold:
-     * half the memory of float32 and oneDNN's speed */
+    /* bf16 for oneDNN: every vision matrix of a bf16 or q8_0 model (a q8_0 matrix would be
+     * widened to bf16 for oneDNN on every call anyway: 18 % of a 1-thread q8_0 pair; llama.cpp
+     * likewise keeps the vision tower in f16 beside 8-bit text weights): half the memory of
+     * float32 and oneDNN's speed */
     if (m->dnnl && rows > 0 && cols > 0 &&
-        (m->wtype == VG_WEIGHTS_BF16 || (m->wtype == VG_WEIGHTS_Q8_0 && cols % VG_QK != 0))) {
+        (m->wtype == VG_WEIGHTS_BF16 || m->wtype == VG_WEIGHTS_Q8_0)) {
         const vg_tensor *t = NULL;
         int64_t shape[2] = {rows, cols};
         int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
