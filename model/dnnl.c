@@ -673,6 +673,7 @@ typedef struct dnnl_job {
     const dnnl_var *pv; /* by panels (panel_task): the panel primitive; units = blocks x panels */
     size_t units;
     int acc; /* y += the product (float32 y) instead of y = */
+    int pm;  /* panels written panel-major: panel p's rows dense at y + p * n * PANEL */
     atomic_int busy[VG_DNNL_SLOTS];
     atomic_int failed;
 } dnnl_job;
@@ -911,7 +912,11 @@ static void panel_task(void *arg, size_t i)
               dnnl_memory_create(&mb, &v->bias_md, eng, (void *)(uintptr_t)bias) == dnnl_success);
     for (size_t u = u0; ok && u < u1; u++) {
         const size_t b = u / np, p = u % np, i0 = b * M, r = VG_MIN(M, j->n - i0);
+        /* panel-major whole blocks straight into place (a panel's rows are dense there) */
+        unsigned char *pmd = j->pm ? (unsigned char *)j->y + (p * j->n + i0) * P * es : NULL;
+        void *dst = pmd && r == M && !(dm->plain && j->b) ? (void *)pmd : (void *)tmp;
         ok =
+            dnnl_memory_set_data_handle(md, dst) == dnnl_success &&
             dnnl_memory_set_data_handle(ms, (void *)(uintptr_t)(j->xb + i0 * K)) == dnnl_success &&
             dnnl_memory_set_data_handle(mw, (void *)(uintptr_t)(wei + p * P * K)) == dnnl_success &&
             (!mb ||
@@ -923,9 +928,11 @@ static void panel_task(void *arg, size_t i)
                                    {DNNL_ARG_BIAS, mb}};
         ok = ok && dnnl_primitive_execute(v->prim, st, mb ? 5 : 4, args) == dnnl_success &&
              dnnl_stream_wait(st) == dnnl_success;
-        if (ok && !mb && j->b) /* plain: the bias added to the panel's block while in cache */
+        if (ok && dst == (void *)tmp && !mb && j->b) /* plain: the bias, while in cache */
             vg_add_rows(tmp, r, P, P, j->b + p * P);
-        if (ok)
+        if (ok && pmd && dst == (void *)tmp)
+            copy_out(pmd, P, (const unsigned char *)tmp, r, P, es, 0);
+        else if (ok && !pmd)
             copy_out((unsigned char *)j->y + (i0 * ld + p * P) * es, ld, (const unsigned char *)tmp,
                      r, P, es, j->acc);
     }
@@ -997,8 +1004,10 @@ static int use_panels(const vg_dnnl_mat *dm, size_t n, int acc)
     return n >= VG_DNNL_PANEL_MIN_ROWS && (acc || n * es * 4 <= dm->cols * 2);
 }
 
-int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                   const float *b, void *y, int acc, float *ws)
+/* vg_dnnl_matmul, vg_dnnl_matmul_panels: pm writes y panel-major (panels required: 1 when the
+ * call cannot go by panels, nothing written). */
+static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                       const float *b, void *y, int acc, int pm, float *ws)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     if (acc && dm->out_b16)
@@ -1013,7 +1022,8 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
                   .ldy = w->rows,
                   .n = n,
                   .wei = dm->wei,
-                  .acc = acc};
+                  .acc = acc,
+                  .pm = pm};
     j.slots = (size_t)VG_MIN(VG_MIN(dm->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
     j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
@@ -1055,7 +1065,8 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
             j.scr_md = &v->scr_md;
         }
     }
-    if (use_panels(dm, n, acc)) { /* one block per max_m rows: the panels split across the pool */
+    if (pm ||
+        use_panels(dm, n, acc)) { /* one block per max_m rows: the panels split across the pool */
         const size_t PM = block_rows(n, dm->max_m, 1);
         pthread_mutex_lock(&m->dnnl->mu);
         j.pv = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, PM, 0, 1);
@@ -1063,6 +1074,8 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
         if (j.pv)
             j.M = PM;
     }
+    if (pm && (!j.pv || dm->rows < w->rows)) /* panel-major: by panels, one slab */
+        return 1;
     j.blocks = (n + j.M - 1) / j.M;
     j.units = j.pv ? j.blocks * (dm->rows / VG_DNNL_PANEL) : 0;
     const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
@@ -1109,6 +1122,32 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
         vg_pool_run(pool, j.parts, j.pv ? panel_task : block_task, &j);
     }
     return atomic_load(&j.failed) ? VG_EIO : 0;
+}
+
+int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                   const float *b, void *y, int acc, float *ws)
+{
+    return matmul_call(m, x, xb, n, w, b, y, acc, 0, ws);
+}
+
+int vg_dnnl_panels_ok(vg_model *m, const vg_mat *w, size_t n)
+{
+    const vg_dnnl_mat *dm = w->dnnl_plain;
+    if (!m->dnnl || !dm || w->dnnl || !dm->pnb || dm->rows < w->rows || n == 0 ||
+        vg_isa_level() < VG_ISA_AVX512)
+        return 0;
+    pthread_mutex_lock(&m->dnnl->mu);
+    const dnnl_var *v =
+        var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, block_rows(n, dm->max_m, 1), 0, 1);
+    pthread_mutex_unlock(&m->dnnl->mu);
+    return v != NULL;
+}
+
+int vg_dnnl_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
+                          float *ws)
+{
+    const int rc = matmul_call(m, NULL, xb, n, w, NULL, y, 0, 1, ws);
+    return rc == 1 ? VG_EIO : rc; /* vg_dnnl_panels_ok said it would go */
 }
 
 /* ---- attention through oneDNN: S = Q K^T and O = P V per head in bf16 (AMX where present) ---- */
@@ -1642,6 +1681,26 @@ int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
     (void)m;
     (void)dh;
     return 0;
+}
+
+int vg_dnnl_panels_ok(vg_model *m, const vg_mat *w, size_t n)
+{
+    (void)m;
+    (void)w;
+    (void)n;
+    return 0;
+}
+
+int vg_dnnl_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
+                          float *ws)
+{
+    (void)m;
+    (void)xb;
+    (void)n;
+    (void)w;
+    (void)y;
+    (void)ws;
+    return VG_ENOTSUP;
 }
 
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,

@@ -150,6 +150,10 @@ void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, c
  * and w->out_b16 is 0. */
 void vg_matmul_b16_acc(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
                        float *y, float *ws);
+/* vg_matmul_b16 without bias, y written panel-major as vg_dnnl_matmul_panels describes (the same
+ * values in another order); all NaN when oneDNN failed. Only where vg_dnnl_panels_ok(m, w, n). */
+void vg_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
+                      float *ws);
 /* A product with a matrix packed with bf16 output (w->out_b16): yb[n][rows] = the float32 result
  * rounded to bf16 (as vg_to_bf16 rounds it), from float rows x or, x NULL, bf16 rows xb. */
 void vg_matmul_to_b16(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
@@ -196,6 +200,16 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
  * or VG_EINVAL (acc with bf16 output). */
 int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
                    const float *b, void *y, int acc, float *ws);
+/* Output columns per panel of a product written panel-major (vg_dnnl_matmul_panels). */
+#define VG_PANEL_COLS 128
+/* 1 when vg_dnnl_matmul_panels takes w (plain, no bias) with n rows here. */
+int vg_dnnl_panels_ok(vg_model *m, const vg_mat *w, size_t n);
+/* y = bf16 rows xb[n][cols] W^T written panel-major: panel p (columns p * VG_PANEL_COLS ..) is the
+ * dense float32 block y + p * n * VG_PANEL_COLS of n rows, so no panel is copied out (the consumer
+ * reads it in that layout: the text MLP's SwiGLU). Only where vg_dnnl_panels_ok(m, w, n). 0, or
+ * VG_EIO. */
+int vg_dnnl_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
+                          float *ws);
 
 /* One attention call over heads: head h's query rows are q + h * q_hs (row stride ldq), its keys
  * and values those of KV head h / (heads / kv_heads) at k + kvh * k_hs and v + kvh * v_hs (row

@@ -532,7 +532,9 @@ typedef struct text_rows {
     vg_seq *s;
     const vg_text_layer *L;
     float eps;
-    int b16;   /* also write the output rows in bf16 to s->ab (for vg_matmul_b16) */
+    int b16; /* also write the output rows in bf16 to s->ab (for vg_matmul_b16) */
+    int pm;  /* silu_range: g and u are panel-major (vg_dnnl_matmul_panels) over n rows */
+    size_t n;
     int l;     /* qk_range: the layer, and */
     size_t p0; /* the cache position of row 0 */
 } text_rows;
@@ -592,6 +594,16 @@ static void silu_range(void *c, size_t r0, size_t r1)
     const size_t FF = (size_t)t->s->m->info.intermediate_size;
     if (!t->b16) {
         vg_silu_mul(t->s->g + r0 * FF, t->s->u + r0 * FF, (r1 - r0) * FF);
+        return;
+    }
+    if (t->pm) { /* panel p of row i at (p n + i) VG_PANEL_COLS */
+        for (size_t p = 0; p < FF / VG_PANEL_COLS; p++) {
+            const size_t o = (p * t->n + r0) * VG_PANEL_COLS;
+            for (size_t i = r0; i < r1; i++)
+                vg_silu_mul_b16(t->s->g + o + (i - r0) * VG_PANEL_COLS,
+                                t->s->u + o + (i - r0) * VG_PANEL_COLS, VG_PANEL_COLS,
+                                t->s->ab + i * FF + p * VG_PANEL_COLS);
+        }
         return;
     }
     /* only the bf16 rows are needed (g itself left alone) */
@@ -658,7 +670,14 @@ static int forward(vg_seq *s, size_t n, const int32_t *pos, size_t pos_stride, c
         {
             const vg_mat *w2[2] = {&L->w_gate, &L->w_up};
             float *y2[2] = {s->g, s->u};
-            if (b16)
+            /* gate and up by panels of output columns, left panel-major for SwiGLU (no copy
+             * out of the panels), where oneDNN can */
+            tr.pm = b16 && vg_dnnl_panels_ok(m, w2[0], n) && vg_dnnl_panels_ok(m, w2[1], n);
+            tr.n = n;
+            if (tr.pm)
+                for (int k = 0; k < 2; k++)
+                    vg_matmul_panels(m, s->ab, n, w2[k], y2[k], s->ws);
+            else if (b16)
                 for (int k = 0; k < 2; k++)
                     vg_matmul_b16(m, s->ab, n, w2[k], NULL, y2[k], s->ws);
             else

@@ -587,6 +587,16 @@ void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, c
         dnnl_product(m, NULL, xb, n, w, b, y, ws);
 }
 
+void vg_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
+                      float *ws)
+{
+    if (n == 0 || w->rows == 0 || vg_dnnl_matmul_panels(m, xb, n, w, y, ws) == 0)
+        return;
+    vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu by panels failed", n, w->cols, w->rows);
+    for (size_t i = 0; i < n * w->rows; i++)
+        y[i] = NAN;
+}
+
 void vg_matmul_b16_acc(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
                        float *y, float *ws)
 {

@@ -416,10 +416,50 @@ static void test_packed_blocks(void **state)
     vg_model_free(m);
 }
 
+/* A text matrix unpacked per call (tiny1's first gate_proj: 256 rows, two panels) written
+ * panel-major (vg_matmul_panels, the prefill's gate and up for SwiGLU) holds, bit for bit, the
+ * row-major product by the same panels (VG_DNNL_PANELS=1), for row counts in whole and partial
+ * blocks. */
+static void test_panel_major(void **state)
+{
+    (void)state;
+    vg_model *m = load_bf16();
+    const vg_mat *w = &m->layers[0].w_gate;
+    const size_t rows = w->rows, cols = w->cols, P = VG_PANEL_COLS, ns[3] = {64, 300, 1024};
+    assert_true(rows % P == 0);
+    setenv("VG_DNNL_PANELS", "1", 1);
+    for (int k = 0; k < 3; k++) {
+        const size_t n = ns[k];
+        float *x = malloc(n * cols * sizeof(float)), *y = malloc(n * rows * sizeof(float));
+        float *pm = malloc(n * rows * sizeof(float));
+        uint16_t *xb = malloc(n * cols * 2);
+        float *ws = malloc(vg_mat_ws_floats(w, n) * sizeof(float));
+        assert_non_null(x && y && pm && xb && ws);
+        fill(x, n * cols, 41 + n);
+        vg_to_bf16(x, n * cols, xb);
+        assert_true(vg_matmul_b16_ok(w, n));
+        assert_true(vg_dnnl_panels_ok(m, w, n));
+        vg_matmul_b16(m, xb, n, w, NULL, y, ws);
+        memset(pm, 0xff, n * rows * sizeof(float));
+        vg_matmul_panels(m, xb, n, w, pm, ws);
+        for (size_t p = 0; p < rows / P; p++)
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(pm + (p * n + i) * P, y + i * rows + p * P, P * sizeof(float)) != 0)
+                    fail_msg("panel-major product, %zu rows: panel %zu row %zu differs", n, p, i);
+        free(x);
+        free(y);
+        free(pm);
+        free(xb);
+        free(ws);
+    }
+    unsetenv("VG_DNNL_PANELS");
+    vg_model_free(m);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_attention),
-                                       cmocka_unit_test(test_out_b16),
-                                       cmocka_unit_test(test_packed_blocks)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_out_b16),
+        cmocka_unit_test(test_packed_blocks), cmocka_unit_test(test_panel_major)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
