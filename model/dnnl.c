@@ -678,13 +678,28 @@ typedef struct dnnl_job {
     atomic_int failed;
 } dnnl_job;
 
-/* Claims a free slot of the job's block buffers (at most `slots` tasks run at once, one per pool
- * participant, so one is always free); give it back with atomic_store(&j->busy[slot], 0). */
-static size_t claim_slot(dnnl_job *j)
+/* The end of a task that ran oneDNN: its memory objects (NULL ones skipped) and stream destroyed,
+ * the call marked failed unless ok, and its slot of block buffers given back. */
+static void task_end(dnnl_memory_t *mems, int n, dnnl_stream_t st, int ok, atomic_int *failed,
+                     atomic_int *slot)
 {
-    for (size_t slot = 0;; slot = (slot + 1) % j->slots) {
+    for (int i = 0; i < n; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    if (st)
+        dnnl_stream_destroy(st);
+    if (!ok)
+        atomic_store(failed, 1);
+    atomic_store(slot, 0);
+}
+
+/* Claims a free one of a call's `slots` buffer slots (at most that many tasks run at once, one per
+ * pool participant, so one is always free); task_end gives it back. */
+static size_t claim_slot(atomic_int *busy, size_t slots)
+{
+    for (size_t slot = 0;; slot = (slot + 1) % slots) {
         int expect = 0;
-        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
+        if (atomic_compare_exchange_strong(&busy[slot], &expect, 1))
             return slot;
     }
 }
@@ -812,7 +827,7 @@ static void block_task(void *arg, size_t i)
     const size_t b0 = j->blocks * i / j->parts, b1 = j->blocks * (i + 1) / j->parts;
     if (b0 == b1)
         return;
-    const size_t slot = claim_slot(j);
+    const size_t slot = claim_slot(j->busy, j->slots);
     unsigned char *a = j->area + slot * j->per;
     uint16_t *xb = (uint16_t *)(void *)a;
     float *tmp = (float *)(void *)(a + ((dm->max_m * K * 2 + 63) & ~(size_t)63));
@@ -863,21 +878,8 @@ static void block_task(void *arg, size_t i)
         else if (ok && !mb)
             vg_add_rows((float *)(void *)yr, r, ld, S, j->b);
     }
-    if (mb)
-        dnnl_memory_destroy(mb);
-    if (mscr)
-        dnnl_memory_destroy(mscr);
-    if (md)
-        dnnl_memory_destroy(md);
-    if (mw)
-        dnnl_memory_destroy(mw);
-    if (ms)
-        dnnl_memory_destroy(ms);
-    if (st)
-        dnnl_stream_destroy(st);
-    if (!ok)
-        atomic_store(&j->failed, 1);
-    atomic_store(&j->busy[slot], 0);
+    dnnl_memory_t mems[5] = {mb, mscr, md, mw, ms};
+    task_end(mems, 5, st, ok, &j->failed, &j->busy[slot]);
 }
 
 /* Task i runs its share of the job's units: unit u is panel u % panels (VG_DNNL_PANEL columns)
@@ -893,7 +895,7 @@ static void panel_task(void *arg, size_t i)
     const size_t u0 = j->units * i / j->parts, u1 = j->units * (i + 1) / j->parts;
     if (u0 == u1)
         return;
-    const size_t slot = claim_slot(j);
+    const size_t slot = claim_slot(j->busy, j->slots);
     unsigned char *a = j->area + slot * j->per;
     float *tmp = (float *)(void *)(a + ((dm->max_m * K * 2 + 63) & ~(size_t)63));
     void *scr = (unsigned char *)tmp + ((dm->max_m * dm->rows * 4 + 63) & ~(size_t)63);
@@ -937,14 +939,7 @@ static void panel_task(void *arg, size_t i)
                      r, P, es, j->acc);
     }
     dnnl_memory_t mems[5] = {mb, mscr, md, mw, ms};
-    for (int k = 0; k < 5; k++)
-        if (mems[k])
-            dnnl_memory_destroy(mems[k]);
-    if (st)
-        dnnl_stream_destroy(st);
-    if (!ok)
-        atomic_store(&j->failed, 1);
-    atomic_store(&j->busy[slot], 0);
+    task_end(mems, 5, st, ok, &j->failed, &j->busy[slot]);
 }
 
 typedef struct widen_job {
@@ -1388,12 +1383,7 @@ static void attn_head_task(void *arg, size_t t)
     const attn_prim *ap = j->ap;
     const size_t h = t / j->nb, r0 = t % j->nb * j->qr;
     const size_t n = j->qr, ctx = j->ctx, dh = a->dh, kvh = h / (a->heads / a->kv_heads);
-    size_t slot = 0;
-    for (;; slot = (slot + 1) % j->slots) {
-        int expect = 0;
-        if (atomic_compare_exchange_strong(&j->busy[slot], &expect, 1))
-            break;
-    }
+    const size_t slot = claim_slot(j->busy, j->slots);
     unsigned char *ar = j->area + slot * j->per;
     float *s = (float *)(void *)ar;
     uint16_t *p = (uint16_t *)(void *)(ar + ((n * ctx * 4 + 63) & ~(size_t)63));
@@ -1443,14 +1433,7 @@ static void attn_head_task(void *arg, size_t t)
         else
             scale_row(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
     dnnl_memory_t mems[8] = {mq, mk, ms, mp, mv, mo, mscr, mscr2};
-    for (int i = 0; i < 8; i++)
-        if (mems[i])
-            dnnl_memory_destroy(mems[i]);
-    if (st)
-        dnnl_stream_destroy(st);
-    if (!ok)
-        atomic_store(&j->failed, 1);
-    atomic_store(&j->busy[slot], 0);
+    task_end(mems, 8, st, ok, &j->failed, &j->busy[slot]);
 }
 
 int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
