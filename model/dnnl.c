@@ -693,6 +693,19 @@ static void task_end(dnnl_memory_t *mems, int n, dnnl_stream_t st, int ok, atomi
     atomic_store(slot, 0);
 }
 
+/* Runs a product primitive on st and waits: 1 done, 0 failed. mb: the bias, or NULL (none). */
+static int exec_product(dnnl_primitive_t prim, dnnl_stream_t st, dnnl_memory_t ms, dnnl_memory_t mw,
+                        dnnl_memory_t md, dnnl_memory_t mscr, dnnl_memory_t mb)
+{
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
+                               {DNNL_ARG_WEIGHTS, mw},
+                               {DNNL_ARG_DST, md},
+                               {DNNL_ARG_SCRATCHPAD, mscr},
+                               {DNNL_ARG_BIAS, mb}};
+    return dnnl_primitive_execute(prim, st, mb ? 5 : 4, args) == dnnl_success &&
+           dnnl_stream_wait(st) == dnnl_success;
+}
+
 /* Claims a free one of a call's `slots` buffer slots (at most that many tasks run at once, one per
  * pool participant, so one is always free); task_end gives it back. */
 static size_t claim_slot(atomic_int *busy, size_t slots)
@@ -862,13 +875,7 @@ static void block_task(void *arg, size_t i)
         unsigned char *yr = (unsigned char *)j->y + i0 * ld * es;
         void *dst = r == M && ld == S && !j->acc ? (void *)yr : (void *)tmp;
         ok = ok && dnnl_memory_set_data_handle(md, dst) == dnnl_success;
-        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
-                                   {DNNL_ARG_WEIGHTS, mw},
-                                   {DNNL_ARG_DST, md},
-                                   {DNNL_ARG_SCRATCHPAD, mscr},
-                                   {DNNL_ARG_BIAS, mb}};
-        ok = ok && dnnl_primitive_execute(j->prim, st, mb ? 5 : 4, args) == dnnl_success &&
-             dnnl_stream_wait(st) == dnnl_success;
+        ok = ok && exec_product(j->prim, st, ms, mw, md, mscr, mb);
         /* no bias in the primitive (text matrices, never bf16 output): added while the block's
          * rows are in cache */
         if (ok && !mb && dst == (void *)tmp)
@@ -923,13 +930,7 @@ static void panel_task(void *arg, size_t i)
             dnnl_memory_set_data_handle(mw, (void *)(uintptr_t)(wei + p * P * K)) == dnnl_success &&
             (!mb ||
              dnnl_memory_set_data_handle(mb, (void *)(uintptr_t)(bias + p * P)) == dnnl_success);
-        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms},
-                                   {DNNL_ARG_WEIGHTS, mw},
-                                   {DNNL_ARG_DST, md},
-                                   {DNNL_ARG_SCRATCHPAD, mscr},
-                                   {DNNL_ARG_BIAS, mb}};
-        ok = ok && dnnl_primitive_execute(v->prim, st, mb ? 5 : 4, args) == dnnl_success &&
-             dnnl_stream_wait(st) == dnnl_success;
+        ok = ok && exec_product(v->prim, st, ms, mw, md, mscr, mb);
         if (ok && dst == (void *)tmp && !mb && j->b) /* plain: the bias, while in cache */
             vg_add_rows(tmp, r, P, P, j->b + p * P);
         if (ok && pmd && dst == (void *)tmp)
