@@ -329,6 +329,18 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     return v;
 }
 
+/* Panels for dm (dm->pnb) when its weights are BA16a<nb>b2a (nb: blocked_nb's, 0 none) and its
+ * rows are two or more whole panels of whole blocks; then sizes the workspace for the largest
+ * panel blocks (a matrix sharing its shape's primitives finds them made). Load time. */
+static void panels_init(vg_dnnl *d, vg_dnnl_mat *dm, int nb)
+{
+    if (!nb || VG_DNNL_PANEL % nb != 0 || dm->rows % VG_DNNL_PANEL != 0 ||
+        dm->rows <= VG_DNNL_PANEL)
+        return;
+    dm->pnb = nb;
+    var_get(d, dm, dm->max_m, 1, 1);
+}
+
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,
                  vg_mat *out)
 {
@@ -389,12 +401,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
         dm->scratch_bytes = VG_MAX(dm->scratch_bytes, dm->shape->scratch_bytes);
     else
         var_get(d, dm, dm->max_m, 1, 0); /* sizes the workspace for the largest blocks */
-    dm->pnb = blocked_nb(&dm->wei_md, cols, rows);
-    if (dm->pnb &&
-        (VG_DNNL_PANEL % dm->pnb != 0 || rows % VG_DNNL_PANEL != 0 || rows <= VG_DNNL_PANEL))
-        dm->pnb = 0;
-    if (dm->pnb && !dm->shape)
-        var_get(d, dm, dm->max_m, 1, 1);
+    panels_init(d, dm, blocked_nb(&dm->wei_md, cols, rows));
     size_t wbytes = dnnl_memory_desc_get_size(&dm->wei_md);
     void *wp = vg_model_alloc_weights(m, wbytes);
     if (!wp) {
@@ -545,11 +552,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
     dm->scr_md = *dnnl_primitive_desc_query_md(dm->pd, dnnl_query_scratchpad_md, 0);
     dm->scratch_bytes = dnnl_memory_desc_get_size(&dm->scr_md);
     var_get(d, dm, dm->max_m, 1, 0); /* sizes the workspace for the largest blocks */
-    if (dm->nblk && VG_DNNL_PANEL % dm->nblk == 0 && rows % VG_DNNL_PANEL == 0 &&
-        rows > VG_DNNL_PANEL) {
-        dm->pnb = dm->nblk;
-        var_get(d, dm, dm->max_m, 1, 1);
-    }
+    panels_init(d, dm, dm->nblk);
     d->mats[d->n_mats++] = dm;
     return dm;
 }
@@ -1044,8 +1047,19 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
     j.src_md = &dm->src_md;
     j.dst_md = &dm->dst_md;
     j.scr_md = &dm->scr_md;
+    if (pm ||
+        use_panels(dm, n, acc)) { /* one block per max_m rows: the panels split across the pool */
+        const size_t PM = block_rows(n, dm->max_m, 1);
+        pthread_mutex_lock(&m->dnnl->mu);
+        j.pv = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, PM, 0, 1);
+        pthread_mutex_unlock(&m->dnnl->mu);
+        if (j.pv)
+            j.M = PM;
+    }
+    if (pm && (!j.pv || dm->rows < w->rows)) /* panel-major: by panels, one slab */
+        return 1;
     size_t M = block_rows(n, dm->max_m, j.slots);
-    if (M > VG_DNNL_M) {
+    if (!j.pv && M > VG_DNNL_M) { /* whole products: the primitive for blocks of M rows */
         pthread_mutex_lock(&m->dnnl->mu);
         /* dm is the engine's (vg_dnnl.mats), shared read-only by calls except for var[] */
         const dnnl_var *v = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, M, 0, 0);
@@ -1061,17 +1075,6 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
             j.scr_md = &v->scr_md;
         }
     }
-    if (pm ||
-        use_panels(dm, n, acc)) { /* one block per max_m rows: the panels split across the pool */
-        const size_t PM = block_rows(n, dm->max_m, 1);
-        pthread_mutex_lock(&m->dnnl->mu);
-        j.pv = var_get(m->dnnl, (vg_dnnl_mat *)(uintptr_t)dm, PM, 0, 1);
-        pthread_mutex_unlock(&m->dnnl->mu);
-        if (j.pv)
-            j.M = PM;
-    }
-    if (pm && (!j.pv || dm->rows < w->rows)) /* panel-major: by panels, one slab */
-        return 1;
     j.blocks = (n + j.M - 1) / j.M;
     j.units = j.pv ? j.blocks * (dm->rows / VG_DNNL_PANEL) : 0;
     const size_t slabs = dm->plain ? w->rows / dm->rows : 1;
@@ -1449,7 +1452,7 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     if (!d || m->wtype == VG_WEIGHTS_F32 || vg_isa_level() < VG_ISA_AVX512 || a->n == 0 ||
         a->ctx == 0 || a->dh % 16 != 0 || a->kv_heads == 0 || a->heads % a->kv_heads != 0)
         return 1;
-    if (a->rope_cs && (a->kb || !a->rope_sn || a->dh % 32 != 0 || a->dh > VG_DNNL_ROPE_MAX))
+    if (a->rope_cs && (a->kb || !a->rope_sn || !vg_dnnl_attn_rope16_ok(m, a->dh)))
         return 1; /* rotation on the way: float keys, whole vectors per half row */
     if (a->q16 && (a->kb || !a->k16 || !a->v16 || a->dh > VG_DNNL_ROPE_MAX))
         return 1; /* bf16 rows: converted here, at most VG_DNNL_ROPE_MAX per row */

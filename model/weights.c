@@ -542,20 +542,27 @@ int vg_matmul_b16_ok(const vg_mat *w, size_t n)
                        (w->type != VG_MAT_GGUF || n >= GGUF_DNNL_MIN_ROWS));
 }
 
-/* The oneDNN product of x (float) or xb (bf16) into y (or added to y: acc), in the matrix's
- * output type (bf16 when w->out_b16); 0, or -1 with y all NaN when oneDNN failed on a primitive it
- * accepted at load (nothing sensible to return). */
-static int dnnl_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
-                     const float *b, void *y, int acc, float *ws)
+/* A oneDNN product failed on a primitive it accepted at load (nothing sensible to return): logged
+ * (how: "" or what kind of call) and its n x w->rows outputs, in the matrix's output type, all NaN.
+ */
+static void dnnl_failed(size_t n, const vg_mat *w, void *y, const char *how)
 {
-    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, acc, ws) == 0)
-        return 0;
-    vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu failed", n, w->cols, w->rows);
+    vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu%s failed", n, w->cols, w->rows, how);
     for (size_t i = 0; i < n * w->rows; i++)
         if (w->out_b16)
             ((uint16_t *)y)[i] = 0x7fc0; /* NaN */
         else
             ((float *)y)[i] = NAN;
+}
+
+/* The oneDNN product of x (float) or xb (bf16) into y (or added to y: acc), in the matrix's
+ * output type (bf16 when w->out_b16); 0, or -1 with y all NaN (dnnl_failed). */
+static int dnnl_call(vg_model *m, const float *x, const uint16_t *xb, size_t n, const vg_mat *w,
+                     const float *b, void *y, int acc, float *ws)
+{
+    if (vg_dnnl_matmul(m, x, xb, n, w, b, y, acc, ws) == 0)
+        return 0;
+    dnnl_failed(n, w, y, "");
     return -1;
 }
 
@@ -590,11 +597,8 @@ void vg_matmul_b16(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, c
 void vg_matmul_panels(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, float *y,
                       float *ws)
 {
-    if (n == 0 || w->rows == 0 || vg_dnnl_matmul_panels(m, xb, n, w, y, ws) == 0)
-        return;
-    vg_log(VG_LOG_ERR, "model", "oneDNN matmul %zux%zux%zu by panels failed", n, w->cols, w->rows);
-    for (size_t i = 0; i < n * w->rows; i++)
-        y[i] = NAN;
+    if (n > 0 && w->rows > 0 && vg_dnnl_matmul_panels(m, xb, n, w, y, ws) != 0)
+        dnnl_failed(n, w, y, " by panels");
 }
 
 void vg_matmul_b16_acc(vg_model *m, const uint16_t *xb, size_t n, const vg_mat *w, const float *b,
