@@ -108,6 +108,42 @@ struct vg_dnnl {
 /* Rows from which a call goes by panels (below, oneDNN reads the weights about once anyway). */
 #define VG_DNNL_PANEL_MIN_ROWS 64
 
+/* Threads oneDNN is told about while a primitive is created. Its brgemm matmul picks its blocking
+ * for the thread count current at creation (omp_get_max_threads) and keeps it whatever the count
+ * at execution, where the pool gives each call one thread. Text products (dnnl_plain) run faster
+ * created for 2: a 1-thread 1024 x 2048 -> 6144 product at 930 GFLOP/s created for 1 thread, 1130
+ * created for 2 (K = 6144 alike either way); the vision tower's products the other way round (a
+ * 1-thread bf16 pair 0.74 s created for 2, 0.72 for 1; for 4, 0.77-0.79); the attention's either
+ * way. On the Xeon of 2026-12-07. Without this the count came from whichever thread created the
+ * primitive: the process's default (the CPU count, or OMP_NUM_THREADS) at load, 1 on a thread
+ * that had run pool tasks (1-thread prefill 267-270 tok/s created for 1, 278-281 for 2). */
+#define VG_DNNL_NTHR_TEXT   2
+#define VG_DNNL_NTHR_VISION 1
+#define VG_DNNL_NTHR_ATTN   1
+
+/* dnnl_primitive_desc_create and dnnl_primitive_create with oneDNN's thread count at nthr for
+ * the call (the caller's own count restored after). Both at the same count: a primitive created at
+ * another count than its descriptor can fail inside oneDNN (a 128 x 64 product threw
+ * bad_array_new_length from brgemm_kernel_create). */
+static dnnl_status_t pd_create(dnnl_primitive_desc_t *pd, const void *desc,
+                               const_dnnl_primitive_attr_t attr, dnnl_engine_t eng, int nthr)
+{
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(nthr);
+    const dnnl_status_t st = dnnl_primitive_desc_create(pd, desc, attr, eng, NULL);
+    omp_set_num_threads(saved);
+    return st;
+}
+
+static dnnl_status_t prim_create(dnnl_primitive_t *prim, const_dnnl_primitive_desc_t pd, int nthr)
+{
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(nthr);
+    const dnnl_status_t st = dnnl_primitive_create(prim, pd);
+    omp_set_num_threads(saved);
+    return st;
+}
+
 /* A primitive for blocks of M rows (one of the sizes a call picks, made on first use). */
 typedef struct dnnl_var {
     int state; /* 0 not tried, 1 usable, -1 refused */
@@ -307,7 +343,8 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
         set_act(attr, dm->act) &&
-        dnnl_primitive_desc_create(&v->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        pd_create(&v->pd, &desc, attr, d->eng,
+                  dm->plain ? VG_DNNL_NTHR_TEXT : VG_DNNL_NTHR_VISION) == dnnl_success &&
         dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
         impl && strncmp(impl, "brg", 3) == 0;
     if (attr)
@@ -321,7 +358,9 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
         size_t sb = dnnl_memory_desc_get_size(&v->scr_md);
         if (at_load)
             dm->scratch_bytes = VG_MAX(dm->scratch_bytes, sb);
-        ok = sb <= dm->scratch_bytes && dnnl_primitive_create(&v->prim, v->pd) == dnnl_success;
+        ok = sb <= dm->scratch_bytes &&
+             prim_create(&v->prim, v->pd, dm->plain ? VG_DNNL_NTHR_TEXT : VG_DNNL_NTHR_VISION) ==
+                 dnnl_success;
     }
     if (!ok)
         return NULL;
@@ -373,7 +412,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
              dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
                  dnnl_success &&
              set_act(attr, act) &&
-             dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success;
+             pd_create(&dm->pd, &desc, attr, d->eng, VG_DNNL_NTHR_VISION) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     const char *impl = NULL;
@@ -439,7 +478,7 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
     if (mdst)
         dnnl_memory_destroy(mdst);
     if (ok)
-        ok = dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
+        ok = prim_create(&dm->prim, dm->pd, VG_DNNL_NTHR_VISION) == dnnl_success;
     if (!ok) {
         mat_free(dm);
         return 1;
@@ -521,7 +560,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
             (attr || dnnl_primitive_attr_create(&attr) == dnnl_success) &&
             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
                 dnnl_success &&
-            dnnl_primitive_desc_create(&dm->pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+            pd_create(&dm->pd, &desc, attr, d->eng, VG_DNNL_NTHR_TEXT) == dnnl_success &&
             dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
             impl && strncmp(impl, "brg", 3) == 0;
         if (ok && blocked) {
@@ -530,7 +569,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
             ok = dm->nblk != 0;
         }
     }
-    ok = ok && dnnl_primitive_create(&dm->prim, dm->pd) == dnnl_success;
+    ok = ok && prim_create(&dm->prim, dm->pd, VG_DNNL_NTHR_TEXT) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (ok && d->n_mats == d->cap_mats) {
@@ -1162,9 +1201,10 @@ static int make_mm(vg_dnnl *d, const dnnl_memory_desc_t *a, const dnnl_memory_de
         dnnl_matmul_desc_init(&desc, a, b, NULL, c) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        dnnl_primitive_desc_create(pd, &desc, attr, d->eng, NULL) == dnnl_success &&
+        pd_create(pd, &desc, attr, d->eng, VG_DNNL_NTHR_ATTN) == dnnl_success &&
         dnnl_primitive_desc_query(*pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl && strncmp(impl, "brg", 3) == 0 && dnnl_primitive_create(prim, *pd) == dnnl_success;
+        impl && strncmp(impl, "brg", 3) == 0 &&
+        prim_create(prim, *pd, VG_DNNL_NTHR_ATTN) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (ok)
@@ -1515,7 +1555,8 @@ static void *ceil_buf(size_t bytes)
     return p;
 }
 
-double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
+/* vg_dnnl_ceiling with the primitive created for cnthr threads. */
+static double ceiling_at(int int8, int M, int K, int N, int threads, int reps, int cnthr)
 {
     dnnl_engine_t eng = NULL;
     if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success)
@@ -1535,8 +1576,8 @@ double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
              dnnl_memory_desc_init_by_tag(&wmd_plain, 2, wd, wt, dnnl_ba) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
              dnnl_matmul_desc_init(&desc, &smd, &wany, NULL, &dmd) == dnnl_success &&
-             dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL) == dnnl_success &&
-             dnnl_primitive_create(&prim, pd) == dnnl_success &&
+             pd_create(&pd, &desc, NULL, eng, cnthr) == dnnl_success &&
+             prim_create(&prim, pd, cnthr) == dnnl_success &&
              dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) == dnnl_success;
     const dnnl_memory_desc_t *wmd =
         ok ? dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) : NULL;
@@ -1603,6 +1644,17 @@ double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
     free(bd);
     free(bwp);
     return ok && best < 1e30 ? 2.0 * M * N * (double)K / (best * 1e6) : 0;
+}
+
+double vg_dnnl_ceiling(int int8, int M, int K, int N, int threads, int reps)
+{
+    /* the better of the primitive created for the threads that run it and for at least
+     * VG_DNNL_NTHR_TEXT (the engine creates both kinds: 1-thread text shapes run faster
+     * created for 2) */
+    double g = ceiling_at(int8, M, K, N, threads, reps, threads);
+    if (threads < VG_DNNL_NTHR_TEXT)
+        g = VG_MAX(g, ceiling_at(int8, M, K, N, threads, reps, VG_DNNL_NTHR_TEXT));
+    return g;
 }
 
 #else /* no oneDNN in this build */
