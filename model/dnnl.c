@@ -107,6 +107,15 @@ struct vg_dnnl {
 #define VG_DNNL_PANEL 128
 /* Rows from which a call goes by panels (below, oneDNN reads the weights about once anyway). */
 #define VG_DNNL_PANEL_MIN_ROWS 64
+/* Columns (K) per product at most for a text matrix: a wider one (the MLP's down projection, K =
+ * 6144 at the 2B shape) goes as products over parts of its K, each written over or added to y.
+ * oneDNN 2.6's brgemm slows down past K = 3072 (its blocks of K no longer fit L2 beside the
+ * weights'): 1 thread, 256 x 6144 -> 2048 at 735 GFLOP/s whole, 870-900 in 2 parts, 985 in 3;
+ * 1024 rows 745 whole, 970 in 2 (on the Xeon of 2026-12-07); in the engine, 1k prefill 267-273 ->
+ * 281-285 tok/s at 1 thread, 543-547 -> 559-560 at 2. Splitting K = 2048 loses (1536: 250 tok/s at
+ * 1 thread). The environment variable VG_DNNL_KPART sets another limit (0: no parts; tests force
+ * parts on small models with it). */
+#define VG_DNNL_KPART 2048
 
 /* Threads oneDNN is told about while a primitive is created. Its brgemm matmul picks its blocking
  * for the thread count current at creation (omp_get_max_threads) and keeps it whatever the count
@@ -604,26 +613,45 @@ static size_t slab_budget(void)
     return env_bytes("VG_DNNL_SLAB_BYTES", &v) && v > 0 ? v : (size_t)VG_DNNL_SLAB_BYTES;
 }
 
+/* Columns (K) of one part of a text matrix's product, where K is larger than VG_DNNL_KPART (or
+ * the environment's VG_DNNL_KPART):
+ * the largest divisor of K that is a multiple of 32 and at most VG_DNNL_KPART (K itself
+ * otherwise). */
+static size_t k_part(size_t K)
+{
+    size_t lim = VG_DNNL_KPART;
+    env_bytes("VG_DNNL_KPART", &lim);
+    if (lim == 0 || K <= lim)
+        return K;
+    for (size_t c = lim / VG_QK * VG_QK; c >= VG_QK; c -= VG_QK)
+        if (K % c == 0)
+            return c;
+    return K;
+}
+
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
 {
     if (!m->dnnl || !w->p || w->cols % VG_QK != 0)
         return;
     const size_t max_m = vision ? VG_DNNL_MAX_M_PACKED : VG_DNNL_MAX_M;
+    const size_t Kc = vision ? w->cols : k_part(w->cols);
     /* the rows of a slab: all of them, or the largest multiple of 64 that divides them and whose
      * bf16 copy fits the slab budget (so that a wide model's prefill does not hold a whole matrix
      * widened: 96 MiB for the 8B MLP) */
     const size_t budget = slab_budget();
     size_t S = w->rows;
-    if (w->rows * w->cols * 2 > budget && w->rows % 64 == 0) {
+    if (w->rows * Kc * 2 > budget && w->rows % 64 == 0) {
         size_t best = 0;
-        for (size_t c = 64; c < w->rows && c * w->cols * 2 <= budget; c += 64)
+        for (size_t c = 64; c < w->rows && c * Kc * 2 <= budget; c += 64)
             if (w->rows % c == 0)
                 best = c;
         if (best)
             S = best;
     }
-    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, w->cols, max_m) : NULL;
+    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, Kc, max_m) : NULL;
     if (!w->dnnl_plain) /* no slabs, or oneDNN has no kernel for the slab's shape */
+        w->dnnl_plain = plain_prim(m->dnnl, w->rows, Kc, max_m);
+    if (!w->dnnl_plain && Kc < w->cols) /* nor for the parts: whole products */
         w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols, max_m);
 }
 
@@ -648,10 +676,10 @@ static size_t block_rows(size_t n, size_t max_m, size_t slots)
     return ((n + nb - 1) / nb + 3) & ~(size_t)3;
 }
 
-/* Bytes of a GGUF matrix's slab widened to kernels.h BF16 groups. */
-static size_t slab_groups_bytes(const vg_dnnl_mat *dm)
+/* Bytes of a GGUF matrix's slab (all of w's columns) widened to kernels.h BF16 groups. */
+static size_t slab_groups_bytes(const vg_dnnl_mat *dm, const vg_mat *w)
 {
-    return (dm->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * vg_pack_group_bytes_bf16(dm->cols);
+    return (dm->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * vg_pack_group_bytes_bf16(w->cols);
 }
 
 size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
@@ -661,24 +689,26 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
     if (dm->plain) {
         bytes += ALIGN64(dm->wbytes); /* one slab unpacked */
         if (w->type == VG_MAT_GGUF)
-            bytes += ALIGN64(slab_groups_bytes(dm));
+            bytes += ALIGN64(slab_groups_bytes(dm, w));
     }
-    if ((dm->plain && dm->rows < w->rows) || dm->pnb) { /* x in bf16 once, blocks padded */
+    if ((dm->plain && (dm->rows < w->rows || dm->cols < w->cols)) ||
+        dm->pnb) { /* x in bf16 once (all of K, by parts), blocks padded */
         /* whole blocks of n' <= n rows: of VG_DNNL_M rows (at most VG_DNNL_M - 1 added), or of
          * block_rows(n', max_m, slots), each of at most n' / max_m + slots blocks 3 rows larger;
          * so never less for more rows, as vg_mat_ws_floats promises */
         const size_t rows = n + VG_DNNL_M + 4 * (n / dm->max_m + 1 + (size_t)dm->threads);
-        bytes += ALIGN64(rows * dm->cols * 2);
+        bytes += ALIGN64(rows * w->cols * 2);
     }
     return bytes / 4 + 16;
 }
 
-/* Row rr of a packed Q8_0 group as bf16 (scale * q rounded to bf16), 32 values per step. */
+/* Column blocks [kb0, kb0 + nkb) of row rr of a packed Q8_0 group of K columns as bf16 (scale * q
+ * rounded to bf16), 32 values per step. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c"))) static void
-q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
+q8_row_to_bf16(const int8_t *g, size_t K, int rr, size_t kb0, size_t nkb, uint16_t *out)
 {
     const uint16_t *sc = (const uint16_t *)(const void *)(g + (size_t)VG_PACK_ROWS * K);
-    for (size_t b = 0; b < K / VG_QK; b++) {
+    for (size_t b = kb0; b < kb0 + nkb; b++) {
         const int8_t *q = g + (b * VG_PACK_ROWS + (size_t)rr) * VG_QK;
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[b * VG_PACK_ROWS + (size_t)rr]));
         __m512 lo = _mm512_cvtepi32_ps(
@@ -686,7 +716,7 @@ q8_row_to_bf16(const int8_t *g, size_t K, int rr, uint16_t *out)
         __m512 hi = _mm512_cvtepi32_ps(
             _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(q + 16))));
         __m512bh v = _mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, d), _mm512_mul_ps(lo, d));
-        _mm512_storeu_si512((void *)(out + b * VG_QK), (__m512i)v);
+        _mm512_storeu_si512((void *)(out + (b - kb0) * VG_QK), (__m512i)v);
     }
 }
 
@@ -706,6 +736,8 @@ typedef struct dnnl_job {
     const unsigned char *src;
     size_t src_gb;
     int src_type;
+    size_t src_k; /* columns of the source groups (the matrix's K) */
+    size_t kb0;   /* the part being unpacked: its dm->cols columns start at column block kb0 */
     int stream; /* unpack with streaming stores: the slab would not stay in the last-level cache */
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
@@ -787,10 +819,11 @@ static void unpack_task(void *arg, size_t i)
         if (j->src_type == VG_WEIGHTS_BF16) {
             for (size_t c = 0; c < K / VG_QK; c++)
                 memcpy(out + r * K + c * VG_QK,
-                       (const uint16_t *)(const void *)g + (c * VG_PACK_ROWS + (size_t)rr) * VG_QK,
+                       (const uint16_t *)(const void *)g +
+                           ((j->kb0 + c) * VG_PACK_ROWS + (size_t)rr) * VG_QK,
                        VG_QK * sizeof(uint16_t));
         } else {
-            q8_row_to_bf16((const int8_t *)g, K, rr, out + r * K);
+            q8_row_to_bf16((const int8_t *)g, j->src_k, rr, j->kb0, K / VG_QK, out + r * K);
         }
     }
 }
@@ -844,13 +877,14 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                         continue;
                     }
                     const unsigned char *g = j->src + (row / VG_PACK_ROWS) * j->src_gb;
-                    const size_t at = kb * VG_PACK_ROWS + rr;
+                    const size_t at = (j->kb0 + kb) * VG_PACK_ROWS + rr;
                     if (j->src_type == VG_WEIGHTS_BF16) {
                         r[t] = _mm512_loadu_si512((const void *)(g + at * VG_QK * 2));
                         continue;
                     }
                     const int8_t *q = (const int8_t *)g + at * VG_QK;
-                    const uint16_t *sc = (const uint16_t *)(const void *)(g + VG_PACK_ROWS * K);
+                    const uint16_t *sc =
+                        (const uint16_t *)(const void *)(g + VG_PACK_ROWS * j->src_k);
                     const __m512 d = _mm512_set1_ps(_cvtsh_ss(sc[at]));
                     __m512 lo = _mm512_cvtepi32_ps(
                         _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q)));
@@ -1003,25 +1037,30 @@ static void widen_task(void *arg, size_t i)
                                   j->w->cols, (uint16_t *)(void *)(j->out + g * gb));
 }
 
-/* x converted to bf16 once for every slab: rows [r0, r1) of xb, zero past x's n rows (the last
- * block's padding). */
+/* x converted to bf16 once for every slab (and part): rows [r0, r1) of xb, zero past x's n rows
+ * (the last block's padding). By parts of Kc columns: part c of row r at xb + (c * rows + r) * Kc,
+ * each part a dense rows x Kc matrix (oneDNN's brgemm takes no strided source). */
 typedef struct xcvt_job {
     const float *x;
     const uint16_t *xb_in; /* instead of x: rows already in bf16, copied */
     uint16_t *xb;
     size_t K, n;
+    size_t Kc, rows; /* columns per part (K: one part), rows of xb (whole blocks) */
 } xcvt_job;
 
 static void xcvt_range(void *c, size_t r0, size_t r1)
 {
     const xcvt_job *j = c;
     for (size_t r = r0; r < r1; r++)
-        if (r < j->n && j->xb_in)
-            memcpy(j->xb + r * j->K, j->xb_in + r * j->K, j->K * sizeof(uint16_t));
-        else if (r < j->n)
-            vg_to_bf16(j->x + r * j->K, j->K, j->xb + r * j->K);
-        else
-            memset(j->xb + r * j->K, 0, j->K * sizeof(uint16_t));
+        for (size_t k0 = 0; k0 < j->K; k0 += j->Kc) {
+            uint16_t *d = j->xb + ((k0 / j->Kc) * j->rows + r) * j->Kc;
+            if (r < j->n && j->xb_in)
+                memcpy(d, j->xb_in + r * j->K + k0, j->Kc * sizeof(uint16_t));
+            else if (r < j->n)
+                vg_to_bf16(j->x + r * j->K + k0, j->Kc, d);
+            else
+                memset(d, 0, j->Kc * sizeof(uint16_t));
+        }
 }
 
 /* 1 when a call of n rows goes by panels: where the weights allow (dm->pnb) and, from
@@ -1072,7 +1111,7 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
         base += ALIGN64(dm->wbytes);
         if (w->type == VG_MAT_GGUF) {
             groups = base;
-            base += ALIGN64(slab_groups_bytes(dm));
+            base += ALIGN64(slab_groups_bytes(dm, w));
         }
     }
     j.area = base;
@@ -1095,7 +1134,8 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
         if (j.pv)
             j.M = PM;
     }
-    if (pm && (!j.pv || dm->rows < w->rows)) /* panel-major: by panels, one slab */
+    const size_t Kc = dm->cols, kparts = w->cols / Kc;     /* parts of K (text matrices) */
+    if (pm && (!j.pv || dm->rows < w->rows || kparts > 1)) /* panel-major: by panels, one slab */
         return 1;
     size_t M = block_rows(n, dm->max_m, j.slots);
     if (!j.pv && M > VG_DNNL_M) { /* whole products: the primitive for blocks of M rows */
@@ -1123,23 +1163,25 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
      * activations */
     j.stream = !(m->dnnl->llc && dm->wbytes <= m->dnnl->llc / 2);
     j.xb = xb;
-    /* x in bf16 once for every slab, or every panel (padded to whole blocks), after the blocks'
+    /* x in bf16 once for every slab, part or panel (padded to whole blocks), after the blocks'
      * buffers */
-    if ((slabs > 1 && !xb) || (j.pv && (!xb || n % j.M != 0))) {
+    const size_t xrows = j.blocks * j.M;
+    if ((slabs > 1 && !xb) || kparts > 1 || (j.pv && (!xb || n % j.M != 0))) {
         uint16_t *once = (uint16_t *)(void *)(j.area + j.slots * j.per);
-        xcvt_job xc = {.x = x, .xb_in = xb, .xb = once, .K = w->cols, .n = n};
-        vg_pool_for(pool, j.blocks * j.M, 16, xcvt_range, &xc);
+        xcvt_job xc = {
+            .x = x, .xb_in = xb, .xb = once, .K = w->cols, .n = n, .Kc = Kc, .rows = xrows};
+        vg_pool_for(pool, xrows, 16, xcvt_range, &xc);
         j.xb = once;
     }
+    const uint16_t *xparts = j.xb;
     atomic_init(&j.failed, 0);
     for (size_t sl = 0; sl < slabs && !atomic_load(&j.failed); sl++) {
-        for (int k = 0; k < VG_DNNL_SLOTS; k++)
-            atomic_init(&j.busy[k], 0);
-        if (dm->plain) { /* this slab's rows, unpacked for oneDNN */
-            const size_t r0 = sl * dm->rows;
+        const size_t r0 = sl * dm->rows;
+        if (dm->plain) { /* this slab's rows */
             j.src = (const unsigned char *)w->p + r0 / VG_PACK_ROWS * w->group_bytes;
             j.src_gb = w->group_bytes;
             j.src_type = w->type;
+            j.src_k = w->cols;
             if (groups) {
                 widen_job wj = {.w = w,
                                 .g_first = r0 / VG_PACK_ROWS,
@@ -1151,13 +1193,25 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
                 j.src_gb = vg_pack_group_bytes_bf16(w->cols);
                 j.src_type = VG_WEIGHTS_BF16;
             }
-            j.parts = n_parts;
-            vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
-            j.y = (float *)y + r0; /* plain: float32 output */
-            j.b = b ? b + r0 : NULL;
         }
-        j.parts = VG_MIN(n_parts, j.pv ? j.units : j.blocks);
-        vg_pool_run(pool, j.parts, j.pv ? panel_task : block_task, &j);
+        /* by parts of K (text matrices wider than VG_DNNL_KPART): the first part's product
+         * written (or added, acc) into y, the others added */
+        for (size_t c = 0; c < kparts && !atomic_load(&j.failed); c++) {
+            for (int k = 0; k < VG_DNNL_SLOTS; k++)
+                atomic_init(&j.busy[k], 0);
+            if (dm->plain) { /* this slab's rows, this part's columns, unpacked for oneDNN */
+                j.kb0 = c * Kc / VG_QK;
+                j.parts = n_parts;
+                vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
+                j.y = (float *)y + r0; /* plain: float32 output */
+                j.b = b && c == 0 ? b + r0 : NULL;
+                j.acc = c == 0 ? acc : 1;
+                if (kparts > 1)
+                    j.xb = xparts + c * xrows * Kc;
+            }
+            j.parts = VG_MIN(n_parts, j.pv ? j.units : j.blocks);
+            vg_pool_run(pool, j.parts, j.pv ? panel_task : block_task, &j);
+        }
     }
     return atomic_load(&j.failed) ? VG_EIO : 0;
 }
@@ -1171,8 +1225,8 @@ int vg_dnnl_matmul(vg_model *m, const float *x, const uint16_t *xb, size_t n, co
 int vg_dnnl_panels_ok(vg_model *m, const vg_mat *w, size_t n)
 {
     const vg_dnnl_mat *dm = w->dnnl_plain;
-    if (!m->dnnl || !dm || w->dnnl || !dm->pnb || dm->rows < w->rows || n == 0 ||
-        vg_isa_level() < VG_ISA_AVX512)
+    if (!m->dnnl || !dm || w->dnnl || !dm->pnb || dm->rows < w->rows || dm->cols < w->cols ||
+        n == 0 || vg_isa_level() < VG_ISA_AVX512)
         return 0;
     pthread_mutex_lock(&m->dnnl->mu);
     const dnnl_var *v =
