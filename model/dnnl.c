@@ -29,6 +29,11 @@
  * in the block buffer, then copied into its columns), next slab; so the workspace holds one slab,
  * not the whole matrix widened (twice for GGUF).
  *
+ * A text matrix wider than VG_DNNL_KPART columns goes as products over parts of its K (each part
+ * unpacked on its own, x in bf16 part-major, the parts after the first added to y): oneDNN's
+ * brgemm slows down for large K. Primitives are created for a fixed OpenMP thread count
+ * (VG_DNNL_NTHR_*), which sets oneDNN's blocking.
+ *
  * Where the weights are in the blocked layout (packed, or a plain slab unpacked blocked), a call
  * of many rows can instead run as panels of VG_DNNL_PANEL output columns (panel_task, chosen by
  * use_panels): a panel's weights stay in L2 across every row, its dense result is copied or added
