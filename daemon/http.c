@@ -10,6 +10,7 @@
  */
 #define _DEFAULT_SOURCE /* strncasecmp, getrandom */
 #include "http.h"
+#include "http_chat.h"
 
 #include "common.h"
 #include "pipeline.h"
@@ -492,80 +493,13 @@ static void conn_closed(conn *c)
 /* ===================================================================================================
  * Chat completions (OpenAI-compatible).
  */
-static int b64_val(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+' || ch == '-')
-        return 62;
-    if (ch == '/' || ch == '_')
-        return 63;
-    return -1;
-}
-
-/* Decodes base64 (standard or URL alphabet, padding optional, whitespace skipped) into out
- * (capacity at least 3 * len / 4 + 3). Returns the bytes written, or -1 on a bad character. */
-static long b64_decode(const char *s, size_t len, unsigned char *out)
-{
-    unsigned acc = 0;
-    int bits = 0;
-    long n = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '=')
-            break;
-        if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t')
-            continue;
-        int v = b64_val(ch);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return n;
-}
-
-/* Whether the first bytes look like a container or stream libavformat reads as video: ISO BMFF
- * (ftyp), Matroska/WebM (EBML), AVI/RIFF, MPEG-TS (0x47 sync), MPEG-PS, Ogg, FLV, QuickTime. */
-static int looks_like_video(const unsigned char *d, size_t n)
-{
-    if (n >= 12 && !memcmp(d + 4, "ftyp", 4))
-        return 1;
-    if (n >= 8 && (!memcmp(d + 4, "moov", 4) || !memcmp(d + 4, "mdat", 4) ||
-                   !memcmp(d + 4, "free", 4) || !memcmp(d + 4, "wide", 4)))
-        return 1;
-    if (n >= 4 && !memcmp(d, "\x1a\x45\xdf\xa3", 4))
-        return 1;
-    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "AVI ", 4))
-        return 1;
-    if (n >= 189 && d[0] == 0x47 && d[188] == 0x47)
-        return 1;
-    if (n >= 4 && !memcmp(d, "\x00\x00\x01\xba", 4))
-        return 1;
-    if (n >= 4 && (!memcmp(d, "OggS", 4) || !memcmp(d, "FLV\x01", 4)))
-        return 1;
-    return 0;
-}
-
-typedef struct b64_ref {
-    const char *p; /* inside c->pending_req (kept alive while work_pending) */
-    size_t len;
-} b64_ref;
-
 typedef struct spool_work {
     uv_work_t w;
     conn *c;
     char *b64; /* points into c->pending_req (kept alive while work_pending) */
     size_t b64_len;
-    b64_ref *frames; /* or: JPEG frames written as one video (pipeline.h vg_frames_to_video) */
+    vg_chat_frame *frames; /* or: JPEG frames written as one video (pipeline.h vg_frames_to_video);
+                            * their base64 inside c->pending_req */
     int n_frames;
     double frames_fps;
     size_t max;
@@ -587,7 +521,7 @@ static void spool_frames(spool_work *sw)
     }
     for (; i < sw->n_frames; i++) {
         unsigned char *d = malloc(sw->frames[i].len / 4 * 3 + 4);
-        long n = d ? b64_decode(sw->frames[i].p, sw->frames[i].len, d) : -2;
+        long n = d ? vg_b64_decode(sw->frames[i].p, sw->frames[i].len, d) : -2;
         blobs[i].data = d;
         blobs[i].len = n > 0 ? (size_t)n : 0;
         if (n < 0) {
@@ -630,7 +564,7 @@ static void spool_run(uv_work_t *w)
         snprintf(sw->err, sizeof sw->err, "out of memory decoding the video");
         return;
     }
-    long n = b64_decode(sw->b64, sw->b64_len, d);
+    long n = vg_b64_decode(sw->b64, sw->b64_len, d);
     if (n < 0) {
         sw->rc = VG_EINVAL;
         snprintf(sw->err, sizeof sw->err, "the video's base64 has a character outside base64");
@@ -638,7 +572,7 @@ static void spool_run(uv_work_t *w)
         sw->rc = VG_ERANGE;
         snprintf(sw->err, sizeof sw->err, "the decoded video has %ld bytes; the limit is %zu", n,
                  sw->max);
-    } else if (!looks_like_video(d, (size_t)n)) {
+    } else if (!vg_looks_like_video(d, (size_t)n)) {
         sw->rc = VG_EINVAL;
         snprintf(sw->err, sizeof sw->err,
                  "the base64 data is not a video (no MP4, Matroska/WebM, AVI, MPEG-TS/PS, Ogg or "
@@ -705,311 +639,38 @@ static void spool_done(uv_work_t *w, int status)
     free(sw);
 }
 
-/* Text of a content value: a string, or the text parts of an array. */
-static int content_text(const cJSON *content, buf *out)
-{
-    if (cJSON_IsString(content)) {
-        if (out->len)
-            buf_add(out, "\n", 1);
-        return buf_add(out, content->valuestring, strlen(content->valuestring));
-    }
-    const cJSON *part;
-    cJSON_ArrayForEach(part, content)
-    {
-        const char *type = jstr(part, "type");
-        const char *t = jstr(part, "text");
-        if (type && !strcmp(type, "text") && t) {
-            if (out->len)
-                buf_add(out, "\n", 1);
-            if (buf_add(out, t, strlen(t)) < 0)
-                return VG_ENOMEM;
-        }
-    }
-    return 0;
-}
-
-/* The video of a content part: *url (borrowed) for a URL or path, or *b64 (borrowed) with its mime
- * type for inline data. Returns 1 when the part carries a video, 0 when not, -1 when it is an
- * image (frames). */
-static int part_video(const cJSON *part, const char **url, const char **b64, size_t *b64_len,
-                      char *mime, size_t mimelen)
-{
-    const char *type = jstr(part, "type");
-    if (!type)
-        return 0;
-    const char *u = NULL;
-    if (!strcmp(type, "video_url") || !strcmp(type, "video")) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(part, type);
-        u = cJSON_IsString(v) ? v->valuestring : jstr(v, "url");
-    } else if (!strcmp(type, "input_video")) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(part, "input_video");
-        const char *data = jstr(v, "data");
-        if (data) {
-            *b64 = data;
-            *b64_len = strlen(data);
-            const char *fmt = jstr(v, "format");
-            snprintf(mime, mimelen, "video/%s", fmt ? fmt : "mp4");
-            return 1;
-        }
-        u = jstr(v, "url");
-    } else if (!strcmp(type, "image_url")) {
-        return -1;
-    } else {
-        return 0;
-    }
-    if (!u)
-        return 0;
-    if (!strncmp(u, "data:", 5)) {
-        const char *comma = strchr(u, ',');
-        const char *semi = strstr(u, ";base64,");
-        if (!comma || !semi || semi + 7 != comma) {
-            snprintf(mime, mimelen, "!");
-            return 1;
-        }
-        snprintf(mime, mimelen, "%.*s", (int)VG_MIN((size_t)(semi - u - 5), mimelen - 1), u + 5);
-        *b64 = comma + 1;
-        *b64_len = strlen(comma + 1);
-        return 1;
-    }
-    *url = u;
-    return 1;
-}
-
-/* Copies the numeric knob `from` of src into dst as `to` (integers where asked). */
-static void copy_num(cJSON *dst, const cJSON *src, const char *from, const char *to)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(src, from);
-    if (cJSON_IsNumber(v) && !cJSON_GetObjectItemCaseSensitive(dst, to))
-        cJSON_AddNumberToObject(dst, to, v->valuedouble);
-}
-
-/* What a chat request's messages hold for vigil. */
-typedef struct chat_in {
-    buf system, question;
-    const char *url, *b64; /* borrowed from the parsed request */
-    size_t b64_len;
-    char mime[64];
-    b64_ref *frames; /* image_url frames (or Qwen's frame list), malloc'd */
-    int n_frames, bad_image, oom;
-} chat_in;
-
-static void chat_in_free(chat_in *in)
-{
-    buf_free(&in->system);
-    buf_free(&in->question);
-    free(in->frames);
-}
-
-static void add_frame(chat_in *in, const char *p, size_t len)
-{
-    b64_ref *nf = realloc(in->frames, (size_t)(in->n_frames + 1) * sizeof *in->frames);
-    if (!nf) {
-        in->oom = 1;
-        return;
-    }
-    in->frames = nf;
-    in->frames[in->n_frames++] = (b64_ref){p, len};
-}
-
-/* One content part of the last user message that is an image: a data:image/...;base64 frame. */
-static void add_image_part(vg_http *h, const cJSON *part, chat_in *in)
-{
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-    const char *u = cJSON_IsString(iu) ? iu->valuestring : jstr(iu, "url");
-    const char *comma = u ? strchr(u, ',') : NULL;
-    if (!u || strncmp(u, "data:image/", 11) || !comma || comma - u < 8 ||
-        strncmp(comma - 7, ";base64", 7))
-        in->bad_image = 1;
-    else if (in->n_frames < h->cfg->max_frames_limit)
-        add_frame(in, comma + 1, strlen(comma + 1));
-    else
-        in->n_frames++; /* counted for the error, not kept */
-}
-
-/* Collects the system text, the question (the last user message's text), the first video and the
- * last user message's image frames. */
-static void chat_collect(vg_http *h, const cJSON *msgs, chat_in *in)
-{
-    const cJSON *m, *last_user = NULL;
-    cJSON_ArrayForEach(m, msgs)
-    {
-        const char *role = jstr(m, "role");
-        if (role && !strcmp(role, "user"))
-            last_user = m;
-    }
-    cJSON_ArrayForEach(m, msgs)
-    {
-        const char *role = jstr(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content"), *part;
-        if (role && (!strcmp(role, "system") || !strcmp(role, "developer")))
-            content_text(content, &in->system);
-        if (!role || strcmp(role, "user"))
-            continue;
-        if (m == last_user)
-            content_text(content, &in->question);
-        if (!cJSON_IsArray(content))
-            continue;
-        cJSON_ArrayForEach(part, content)
-        {
-            const char *u = NULL, *b = NULL;
-            size_t l = 0;
-            char mi[64] = "";
-            int v = part_video(part, &u, &b, &l, mi, sizeof mi);
-            if (v < 0 && m == last_user) {
-                add_image_part(h, part, in);
-            } else if (v > 0 && !in->url && !in->b64) {
-                in->url = u;
-                in->b64 = b;
-                in->b64_len = l;
-                snprintf(in->mime, sizeof in->mime, "%s", mi);
-            }
-        }
-    }
-    /* Qwen's client-side form: data:video/jpeg;base64,<frame>,<frame>,... */
-    if (in->b64 && !strcmp(in->mime, "video/jpeg") && !in->n_frames) {
-        const char *q = in->b64, *e = in->b64 + in->b64_len;
-        while (q < e && in->n_frames <= h->cfg->max_frames_limit && !in->oom) {
-            const char *k = memchr(q, ',', (size_t)(e - q));
-            size_t l = k ? (size_t)(k - q) : (size_t)(e - q);
-            add_frame(in, q, l);
-            q += l + 1;
-        }
-        in->b64 = NULL;
-    }
-}
-
-/* Refuses what cannot become a job (a 4xx response); returns 0 when the request is usable. */
-static int chat_check(conn *c, const chat_in *in)
-{
-    int limit = c->h->cfg->max_frames_limit;
-    if (in->oom)
-        respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
-    else if (!in->url && !in->b64 && in->n_frames && in->bad_image)
-        respond_error(c, 400, "bad_image",
-                      "frames must be data:image/jpeg;base64, URLs (image URLs are not fetched)");
-    else if (!in->url && !in->b64 && in->n_frames > limit)
-        respond_error(c, 400, VG_WIRE_LIMIT, "%d frames; the limit is max_frames_limit = %d",
-                      in->n_frames, limit);
-    else if (!in->url && !in->b64 && !in->n_frames)
-        respond_error(c, 400, VG_WIRE_BAD_REQUEST,
-                      "the request has no video (a video_url or input_video content part)");
-    else if (in->b64 && strncmp(in->mime, "video/", 6) &&
-             strcmp(in->mime, "application/octet-stream"))
-        respond_error(c, 400, "bad_video",
-                      "inline data must be a data:video/...;base64, URL (got '%s')", in->mime);
-    else if (!in->question.len)
-        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "the last user message has no text");
-    else
-        return 0;
-    return -1;
-}
-
-/* The native ask of a chat request (without its video), and the conn's response settings. */
-static cJSON *chat_ask(conn *c, const cJSON *req, const chat_in *in)
-{
-    vg_http *h = c->h;
-    cJSON *ask = native_op(h, "ask");
-    if (!ask)
-        return NULL;
-    cJSON_AddStringToObject(ask, "question", in->question.p);
-    if (in->system.len)
-        cJSON_AddStringToObject(ask, "system", in->system.p);
-    cJSON *gen = cJSON_AddObjectToObject(ask, "generation");
-    cJSON *smp = cJSON_AddObjectToObject(ask, "sampling");
-    copy_num(gen, req, "max_completion_tokens", "max_new_tokens");
-    copy_num(gen, req, "max_tokens", "max_new_tokens");
-    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(req, "temperature");
-    if (cJSON_IsNumber(temp) && temp->valuedouble <= 0)
-        cJSON_AddTrueToObject(gen, "greedy");
-    else
-        copy_num(gen, req, "temperature", "temperature");
-    static const char *const gknobs[] = {"top_p", "top_k", "seed", "repetition_penalty",
-                                         "presence_penalty"};
-    for (size_t i = 0; i < VG_ARRAY_LEN(gknobs); i++)
-        copy_num(gen, req, gknobs[i], gknobs[i]);
-    /* vLLM's mm_processor_kwargs, then the vigil extension's sampling, deadline and job id. */
-    const cJSON *mm = cJSON_GetObjectItemCaseSensitive(req, "mm_processor_kwargs");
-    const cJSON *vx = cJSON_GetObjectItemCaseSensitive(req, "vigil");
-    const cJSON *vs = cJSON_GetObjectItemCaseSensitive(vx, "sampling");
-    static const char *const knobs[] = {
-        "fps",          "nframes", "min_frames", "max_frames",     "min_pixels",   "max_pixels",
-        "total_pixels", "start",   "end",        "resized_height", "resized_width"};
-    for (size_t i = 0; i < VG_ARRAY_LEN(knobs); i++) {
-        copy_num(smp, mm, knobs[i], knobs[i]);
-        copy_num(smp, vs, knobs[i], knobs[i]);
-    }
-    copy_num(ask, vx, "deadline_s", "deadline_s");
-    if (jstr(vx, "job"))
-        cJSON_AddStringToObject(ask, "job", jstr(vx, "job"));
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(gen, "max_new_tokens");
-    c->max_tokens = cJSON_IsNumber(mt) ? mt->valueint : h->cfg->default_max_new_tokens;
-    c->chat_stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "stream"));
-    c->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(req, "stream_options"), "include_usage"));
-    const char *model = jstr(req, "model");
-    if (model && *model) {
-        snprintf(c->model, sizeof c->model, "%s", model);
-    } else {
-        cJSON *q = native_op(h, "info"), *info = native(h, q);
-        const char *name = jstr(cJSON_GetObjectItemCaseSensitive(info, "model"), "name");
-        snprintf(c->model, sizeof c->model, "%s", name ? name : "vigil");
-        cJSON_Delete(q);
-        cJSON_Delete(info);
-    }
-    c->created = (double)time(NULL);
-    return ask;
-}
-
-/* The spool file's extension from the data URL's type (libavformat probes the content anyway). */
-static void spool_ext(const chat_in *in, char *ext, size_t extlen)
-{
-    snprintf(ext, extlen, "%s", in->frames ? "mkv" : "mp4");
-    const char *sub = in->mime + 6;
-    if (in->frames || strncmp(in->mime, "video/", 6) || !*sub)
-        return;
-    size_t k = 0;
-    for (; sub[k] && k < extlen - 1 &&
-           ((sub[k] >= 'a' && sub[k] <= 'z') || (sub[k] >= '0' && sub[k] <= '9'));
-         k++)
-        ext[k] = sub[k];
-    ext[k] = 0;
-    if (!strcmp(ext, "quicktime"))
-        snprintf(ext, extlen, "mov");
-    else if (!strcmp(ext, "x") || !ext[0])
-        snprintf(ext, extlen, "mp4");
-}
-
 /* Inline video or frames: decoded and spooled on the thread pool, then the job starts
- * (spool_done). Takes req, ask and in->frames. */
-static void chat_spool(conn *c, cJSON *req, cJSON *ask, chat_in *in, double frames_fps)
+ * (spool_done). Takes req, and ch's ask and frames. */
+static void chat_spool(conn *c, cJSON *req, vg_chat_req *ch)
 {
     vg_http *h = c->h;
     spool_work *sw = calloc(1, sizeof *sw);
     unsigned char rnd[12];
     if (!sw || getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
         free(sw);
-        free(in->frames);
+        vg_chat_free(ch);
         cJSON_Delete(req);
-        cJSON_Delete(ask);
         respond_error(c, 500, VG_WIRE_INTERNAL, "cannot prepare the upload");
         return;
     }
     char ext[16];
-    spool_ext(in, ext, sizeof ext);
+    vg_chat_spool_ext(ch, ext, sizeof ext);
     int o = snprintf(sw->path, sizeof sw->path, "%s/up-", h->spool_dir);
     for (size_t i = 0; i < sizeof rnd; i++)
         o += snprintf(sw->path + o, sizeof sw->path - (size_t)o, "%02x", rnd[i]);
     snprintf(sw->path + o, sizeof sw->path - (size_t)o, ".%s", ext);
-    sw->frames = in->frames;
-    sw->n_frames = in->frames ? in->n_frames : 0;
-    sw->frames_fps = frames_fps;
+    sw->frames = ch->frames; /* taken */
+    sw->n_frames = ch->frames ? ch->n_frames : 0;
+    sw->frames_fps = ch->frames_fps;
     sw->c = c;
-    sw->b64 = (char *)in->b64;
-    sw->b64_len = in->b64_len;
+    sw->b64 = (char *)ch->b64;
+    sw->b64_len = ch->b64_len;
     sw->max = h->cfg->http_max_upload;
     sw->w.data = sw;
     c->pending_req = req; /* holds the base64 strings the work reads */
-    c->pending_ask = ask;
+    c->pending_ask = ch->ask;
+    ch->ask = NULL;
+    ch->frames = NULL;
     c->work_pending = 1;
     if (uv_queue_work(h->loop, &sw->w, spool_run, spool_done) < 0) {
         c->work_pending = 0;
@@ -1019,59 +680,45 @@ static void chat_spool(conn *c, cJSON *req, cJSON *ask, chat_in *in, double fram
     }
 }
 
-/* POST /v1/chat/completions: the request becomes a native ask (its video a path or URL as given,
- * or a spooled file), answered from the job's records (chat_record). */
+/* POST /v1/chat/completions: the request becomes a native ask (http_chat.c; its video a path or
+ * URL as given, or a spooled file), answered from the job's records (chat_record). */
 static void chat_request(conn *c)
 {
+    vg_http *h = c->h;
     cJSON *req = cJSON_ParseWithLength(c->body.p ? c->body.p : "", c->body.len);
-    if (!cJSON_IsObject(req)) {
+    vg_chat_req ch;
+    const char *code = NULL;
+    char err[256];
+    int st = vg_chat_translate(req, h->cfg->max_frames_limit, h->cfg->default_max_new_tokens, &ch,
+                               &code, err, sizeof err);
+    if (st) {
         cJSON_Delete(req);
-        respond_error(c, 400, VG_WIRE_BAD_JSON, "the body is not one JSON object");
+        respond_error(c, st, code, "%s", err);
         return;
     }
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        cJSON_Delete(req);
-        respond_error(c, 400, VG_WIRE_BAD_REQUEST, "`messages` must be a non-empty array");
-        return;
+    c->max_tokens = ch.max_tokens;
+    c->chat_stream = ch.stream;
+    c->include_usage = ch.include_usage;
+    if (ch.model[0]) {
+        snprintf(c->model, sizeof c->model, "%s", ch.model);
+    } else {
+        cJSON *q = native_op(h, "info"), *info = native(h, q);
+        const char *name = jstr(cJSON_GetObjectItemCaseSensitive(info, "model"), "name");
+        snprintf(c->model, sizeof c->model, "%s", name ? name : "vigil");
+        cJSON_Delete(q);
+        cJSON_Delete(info);
     }
-    chat_in in;
-    memset(&in, 0, sizeof in);
-    chat_collect(c->h, msgs, &in);
-    cJSON *ask = chat_check(c, &in) == 0 ? chat_ask(c, req, &in) : NULL;
-    double frames_fps = 0;
-    if (ask && !in.url && !in.b64) {
-        /* Frames: one per 1/fps seconds (vigil.frames_fps, else mm_processor_kwargs.fps, else
-         * 1), every frame sampled. */
-        const cJSON *mm = cJSON_GetObjectItemCaseSensitive(req, "mm_processor_kwargs");
-        frames_fps = jnum(cJSON_GetObjectItemCaseSensitive(req, "vigil"), "frames_fps",
-                          jnum(mm, "fps", 1.0));
-        cJSON *smp = cJSON_GetObjectItemCaseSensitive(ask, "sampling");
-        cJSON_DeleteItemFromObjectCaseSensitive(smp, "fps");
-        cJSON_AddNumberToObject(smp, "fps", frames_fps);
-        if (!(frames_fps >= 0.01 && frames_fps <= 240)) {
-            respond_error(c, 400, VG_WIRE_BAD_REQUEST, "frames_fps must be 0.01-240");
-            cJSON_Delete(ask);
-            ask = NULL;
-        }
-    }
-    if (!ask) {
-        if (!c->responded)
-            respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");
-        chat_in_free(&in);
-        cJSON_Delete(req);
-        return;
-    }
-    if (in.url) {
-        cJSON_AddStringToObject(ask, "video", in.url);
-        chat_in_free(&in);
+    c->created = (double)time(NULL);
+    if (ch.url) {
+        cJSON *ask = ch.ask;
+        ch.ask = NULL;
+        cJSON_AddStringToObject(ask, "video", ch.url);
+        vg_chat_free(&ch);
         cJSON_Delete(req);
         chat_start_job(c, ask);
         return;
     }
-    buf_free(&in.system);
-    buf_free(&in.question);
-    chat_spool(c, req, ask, &in, frames_fps); /* takes in.frames */
+    chat_spool(c, req, &ch); /* takes req, ch's ask and frames */
 }
 
 /* Sends the native ask and subscribes to the job's records. Takes ask. */

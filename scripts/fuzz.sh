@@ -13,7 +13,8 @@ set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-all="fuzz_proto fuzz_config fuzz_journal fuzz_checkpoint fuzz_tokenizer fuzz_answer fuzz_media"
+all="fuzz_proto fuzz_config fuzz_journal fuzz_checkpoint fuzz_tokenizer fuzz_answer fuzz_media fuzz_gguf
+     fuzz_http_chat"
 harnesses=${*:-$all}
 jobs=${VG_JOBS:-$(nproc)}
 

@@ -242,6 +242,54 @@ def gguf():
     put("fuzz_gguf", "dup_tensor", gguf_file([], [tensors[0], ("token_embd.weight", [8], 0, f32)]))
 
 
+def http_chat():
+    import base64
+    mp4 = base64.b64encode(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2").decode()
+    jpg = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01").decode()
+    q = {"type": "text", "text": "When does the red car enter the lot?"}
+    bodies = {
+        "url": {"model": "vigil", "messages": [
+            {"role": "system", "content": "Answer with times."},
+            {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "/media/a.mp4"}}, q]}],
+            "max_tokens": 32, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "mm_processor_kwargs": {"fps": 2, "max_pixels": 65536},
+            "vigil": {"sampling": {"nframes": 4}, "deadline_s": 30, "job": "j1"}},
+        "data_url": {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": "data:video/mp4;base64," + mp4}, q]}]},
+        "input_video": {"messages": [{"role": "user", "content": [
+            {"type": "input_video", "input_video": {"data": mp4, "format": "quicktime"}}, q]}]},
+        "frames": {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + jpg}},
+            {"type": "image_url", "image_url": "data:image/jpeg;base64," + jpg}, q]}],
+            "vigil": {"frames_fps": 2}},
+        "qwen_frames": {"messages": [{"role": "user", "content": [
+            {"type": "video", "video": "data:video/jpeg;base64," + jpg + "," + jpg + "," + jpg}, q]}]},
+        "too_many_frames": {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + jpg}}] * 12 + [q]}]},
+        "bad_image": {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}, q]}]},
+        "bad_mime": {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "data:text/plain;base64,aGVsbG8="}}, q]}]},
+        "no_text": {"messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "rtsp://cam/1"}}]}]},
+        "bad_fps": {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + jpg}}, q]}],
+            "vigil": {"frames_fps": 1000}},
+        "history": {"messages": [
+            {"role": "user", "content": "earlier"}, {"role": "assistant", "content": "ok"},
+            {"role": "developer", "content": [{"type": "text", "text": "dev"}]},
+            {"role": "user", "content": [{"type": "video", "video": {"url": "/m/b.mkv"}}, q]}],
+            "top_p": 0.9, "top_k": 5, "seed": 3, "max_completion_tokens": 7},
+    }
+    for name, body in bodies.items():
+        put("fuzz_http_chat", name, json.dumps(body))
+    put("fuzz_http_chat", "not_object", "[1,2,3]")
+    put("fuzz_http_chat", "no_messages", '{"messages":[]}')
+    put("fuzz_http_chat", "mime_utf8_cut", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": "data:" + "\u00e9" * 40 + ";base64,AAAA"}}, q]}]},
+        ensure_ascii=False))
+
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:]:  # only the named seed sets, e.g. `make_seeds.py gguf`
@@ -251,4 +299,4 @@ if __name__ == "__main__":
         sys.exit(0)
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
-    proto(); config(); checkpoint(); tokenizer(); answer(); journal(); media(); gguf()
+    proto(); config(); checkpoint(); tokenizer(); answer(); journal(); media(); gguf(); http_chat()
