@@ -10,6 +10,7 @@
  */
 #define _DEFAULT_SOURCE /* strncasecmp, getrandom */
 #include "http.h"
+#include "jsonget.h"
 #include "http_chat.h"
 
 #include "common.h"
@@ -169,18 +170,6 @@ static void buf_free(buf *b)
 {
     free(b->p);
     memset(b, 0, sizeof *b);
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k, double def)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
 /* Runs a native request (the one request path) and returns the parsed reply, or NULL (memory). */
@@ -347,7 +336,7 @@ static void respond_native(conn *c, cJSON *r, int ok_status)
         return;
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
-    int status = status_of(jstr(e, "code"));
+    int status = status_of(vg_jstr(e, "code"));
     cJSON_AddStringToObject((cJSON *)e, "type", error_type(status));
     respond_json(c, status, r);
 }
@@ -703,7 +692,7 @@ static void chat_request(conn *c)
         snprintf(c->model, sizeof c->model, "%s", ch.model);
     } else {
         cJSON *q = native_op(h, "info"), *info = native(h, q);
-        const char *name = jstr(cJSON_GetObjectItemCaseSensitive(info, "model"), "name");
+        const char *name = vg_jstr(cJSON_GetObjectItemCaseSensitive(info, "model"), "name");
         snprintf(c->model, sizeof c->model, "%s", name ? name : "vigil");
         cJSON_Delete(q);
         cJSON_Delete(info);
@@ -732,7 +721,7 @@ static void chat_start_job(conn *c, cJSON *ask)
         respond_native(c, r, 200);
         return;
     }
-    snprintf(c->job, sizeof c->job, "%s", jstr(r, "job") ? jstr(r, "job") : "");
+    snprintf(c->job, sizeof c->job, "%s", vg_jstr(r, "job") ? vg_jstr(r, "job") : "");
     int existing = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "existing"));
     cJSON_Delete(r);
     c->sub = S_CHAT;
@@ -744,7 +733,7 @@ static void chat_start_job(conn *c, cJSON *ask)
         cJSON *jr = native(h, q);
         cJSON_Delete(q);
         const cJSON *j = cJSON_GetObjectItemCaseSensitive(jr, "job");
-        const char *st = jstr(j, "state");
+        const char *st = vg_jstr(j, "state");
         if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
             char *s = cJSON_PrintUnformatted(j);
             if (s) {
@@ -781,7 +770,7 @@ static void sse_json(conn *c, cJSON *o)
 static cJSON *usage_of(const cJSON *job)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(job, "timings");
-    double pt = jnum(t, "prompt_tokens", 0), ct = jnum(job, "n_tokens", 0);
+    double pt = vg_jnum(t, "prompt_tokens", 0), ct = vg_jnum(job, "n_tokens", 0);
     cJSON *u = cJSON_CreateObject();
     cJSON_AddNumberToObject(u, "prompt_tokens", pt);
     cJSON_AddNumberToObject(u, "completion_tokens", ct);
@@ -792,8 +781,8 @@ static cJSON *usage_of(const cJSON *job)
 static cJSON *vigil_ext(const cJSON *job)
 {
     cJSON *v = cJSON_CreateObject();
-    cJSON_AddStringToObject(v, "job", jstr(job, "job") ? jstr(job, "job") : "");
-    cJSON_AddStringToObject(v, "state", jstr(job, "state") ? jstr(job, "state") : "");
+    cJSON_AddStringToObject(v, "job", vg_jstr(job, "job") ? vg_jstr(job, "job") : "");
+    cJSON_AddStringToObject(v, "state", vg_jstr(job, "state") ? vg_jstr(job, "state") : "");
     const char *keys[] = {"events", "timings", "error"};
     for (size_t i = 0; i < VG_ARRAY_LEN(keys); i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(job, keys[i]);
@@ -812,7 +801,7 @@ static void chat_record(conn *c, const char *kind, const char *payload, size_t l
         if (!c->chat_stream)
             return;
         cJSON *p = cJSON_ParseWithLength(payload, len);
-        const char *t = jstr(p, "text");
+        const char *t = vg_jstr(p, "text");
         if (!t || (!*t && c->n_tokens > 1)) { /* a stop token's empty text */
             cJSON_Delete(p);
             return;
@@ -837,26 +826,26 @@ static void chat_record(conn *c, const char *kind, const char *payload, size_t l
     c->sub = S_NONE;
     conn_unlink_spool(c);
     cJSON *job = cJSON_ParseWithLength(payload, len);
-    const char *state = jstr(job, "state");
+    const char *state = vg_jstr(job, "state");
     int ok = state && !strcmp(state, "completed");
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(job, "error");
-    double nt = jnum(job, "n_tokens", 0);
+    double nt = vg_jnum(job, "n_tokens", 0);
     const char *finish = nt >= c->max_tokens ? "length" : "stop";
     if (!ok && !c->responded) {
         /* Nothing was streamed yet: a proper HTTP error. */
-        const char *code = jstr(err, "code");
+        const char *code = vg_jstr(err, "code");
         cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
         int st = status_of(code ? code : "failed");
         cJSON_AddStringToObject(e, "code", code ? code : "failed");
-        cJSON_AddStringToObject(e, "message",
-                                jstr(err, "message") ? jstr(err, "message") : "the job failed");
+        cJSON_AddStringToObject(
+            e, "message", vg_jstr(err, "message") ? vg_jstr(err, "message") : "the job failed");
         cJSON_AddStringToObject(e, "type", error_type(st));
         cJSON_AddItemToObject(o, "vigil", vigil_ext(job));
         cJSON_Delete(job);
         respond_json(c, st, o);
         return;
     }
-    const char *text = jstr(job, "text");
+    const char *text = vg_jstr(job, "text");
     if (!c->chat_stream) {
         cJSON *o = chunk_base(c, "chat.completion");
         cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c0 = cJSON_CreateObject();
@@ -876,10 +865,10 @@ static void chat_record(conn *c, const char *kind, const char *payload, size_t l
         sse_begin(c);
     if (!ok) {
         cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
-        const char *code = jstr(err, "code");
+        const char *code = vg_jstr(err, "code");
         cJSON_AddStringToObject(e, "code", code ? code : "failed");
-        cJSON_AddStringToObject(e, "message",
-                                jstr(err, "message") ? jstr(err, "message") : "the job failed");
+        cJSON_AddStringToObject(
+            e, "message", vg_jstr(err, "message") ? vg_jstr(err, "message") : "the job failed");
         cJSON_AddStringToObject(e, "type", "server_error");
         cJSON_AddItemToObject(o, "vigil", vigil_ext(job));
         sse_json(c, o);
@@ -931,7 +920,7 @@ static void observe(vg_http *h, const char *topic, const char *payload, size_t l
     kind++;
     if (!strncmp(topic, "job/", 4) && !strcmp(kind, "done")) {
         cJSON *j = cJSON_ParseWithLength(payload, len);
-        const char *st = jstr(j, "state");
+        const char *st = vg_jstr(j, "state");
         int k = !st                        ? 3
                 : !strcmp(st, "completed") ? 0
                 : !strcmp(st, "failed")    ? 1
@@ -941,10 +930,10 @@ static void observe(vg_http *h, const char *topic, const char *payload, size_t l
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "timings");
         static const char *const stages[] = {"decode_ms", "encode_ms", "prefill_ms", "generate_ms"};
         for (int i = 0; i < 4; i++)
-            h->stage_s[i] += jnum(t, stages[i], 0) / 1000.0;
-        h->tokens += (unsigned long long)jnum(j, "n_tokens", 0);
-        h->prompt_tokens += (unsigned long long)jnum(t, "prompt_tokens", 0);
-        h->video_tokens += (unsigned long long)jnum(t, "video_tokens", 0);
+            h->stage_s[i] += vg_jnum(t, stages[i], 0) / 1000.0;
+        h->tokens += (unsigned long long)vg_jnum(j, "n_tokens", 0);
+        h->prompt_tokens += (unsigned long long)vg_jnum(t, "prompt_tokens", 0);
+        h->video_tokens += (unsigned long long)vg_jnum(t, "video_tokens", 0);
         cJSON_Delete(j);
     } else if (!strncmp(topic, "stream/", 7)) {
         const char *name = topic + 7, *slash = strchr(name, '/');
@@ -956,11 +945,11 @@ static void observe(vg_http *h, const char *topic, const char *payload, size_t l
         if (!strcmp(kind, "answer")) {
             cJSON *a = cJSON_ParseWithLength(payload, len);
             s->answers++;
-            s->answer_s += (jnum(a, "prefill_ms", 0) + jnum(a, "generate_ms", 0)) / 1000.0;
+            s->answer_s += (vg_jnum(a, "prefill_ms", 0) + vg_jnum(a, "generate_ms", 0)) / 1000.0;
             cJSON_Delete(a);
         } else if (!strcmp(kind, "event")) {
             cJSON *e = cJSON_ParseWithLength(payload, len);
-            const char *ev = jstr(e, "event");
+            const char *ev = vg_jstr(e, "event");
             if (ev && !strcmp(ev, "started"))
                 s->started++;
             else if (ev && !strcmp(ev, "ended"))
@@ -978,7 +967,7 @@ static void feed_record(conn *c, const char *topic, const char *kind, const char
     char id[32] = "";
     if (!strncmp(topic, "stream/", 7)) {
         cJSON *p = cJSON_ParseWithLength(payload, len);
-        double seq = jnum(p, "seq", -1);
+        double seq = vg_jnum(p, "seq", -1);
         if (seq >= 0)
             snprintf(id, sizeof id, "%.0f", seq);
         cJSON_Delete(p);
@@ -1028,7 +1017,7 @@ static void info_metrics(buf *b, const cJSON *o, const info_metric *rows, size_t
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, rows[i].field);
         metric(b, rows[i].name, rows[i].type, rows[i].help);
         buf_addf(b, "%s %.0f\n", rows[i].name,
-                 cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : jnum(o, rows[i].field, 0));
+                 cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : vg_jnum(o, rows[i].field, 0));
     }
 }
 
@@ -1045,13 +1034,13 @@ static void route_metrics(conn *c)
     metric(&b, "vigil_up", "gauge", "1 while vigild answers.");
     buf_addf(&b, "vigil_up 1\n");
     metric(&b, "vigil_uptime_seconds", "gauge", "Seconds since vigild started.");
-    buf_addf(&b, "vigil_uptime_seconds %.3f\n", jnum(info, "uptime_s", 0));
+    buf_addf(&b, "vigil_uptime_seconds %.3f\n", vg_jnum(info, "uptime_s", 0));
     metric(&b, "vigil_jobs_queued", "gauge", "Clip jobs waiting for a worker.");
-    buf_addf(&b, "vigil_jobs_queued %.0f\n", jnum(info, "queue_depth", 0));
+    buf_addf(&b, "vigil_jobs_queued %.0f\n", vg_jnum(info, "queue_depth", 0));
     metric(&b, "vigil_jobs_running", "gauge", "Clip jobs being worked on.");
-    buf_addf(&b, "vigil_jobs_running %.0f\n", jnum(info, "jobs_running", 0));
+    buf_addf(&b, "vigil_jobs_running %.0f\n", vg_jnum(info, "jobs_running", 0));
     metric(&b, "vigil_jobs_retained", "gauge", "Jobs whose results are kept (result_ttl_s).");
-    buf_addf(&b, "vigil_jobs_retained %.0f\n", jnum(info, "jobs_retained", 0));
+    buf_addf(&b, "vigil_jobs_retained %.0f\n", vg_jnum(info, "jobs_retained", 0));
     metric(&b, "vigil_jobs_finished_total", "counter", "Clip jobs finished since start, by state.");
     static const char *const states[] = {"completed", "failed", "cancelled", "other"};
     for (int i = 0; i < 4; i++)
@@ -1072,7 +1061,7 @@ static void route_metrics(conn *c)
            "Video tokens of finished clip jobs since start.");
     buf_addf(&b, "vigil_video_tokens_total %llu\n", h->video_tokens);
     metric(&b, "vigil_streams", "gauge", "Live streams in the table.");
-    buf_addf(&b, "vigil_streams %.0f\n", jnum(info, "streams", 0));
+    buf_addf(&b, "vigil_streams %.0f\n", vg_jnum(info, "streams", 0));
     static const struct {
         const char *field, *name, *help;
     } sm[] = {
@@ -1091,7 +1080,7 @@ static void route_metrics(conn *c)
         cJSON_ArrayForEach(s, list)
         {
             buf_addf(&b, "%s{stream=\"%s\"} %.0f\n", sm[i].name,
-                     jstr(s, "name") ? jstr(s, "name") : "", jnum(s, sm[i].field, 0));
+                     vg_jstr(s, "name") ? vg_jstr(s, "name") : "", vg_jnum(s, sm[i].field, 0));
         }
     }
     metric(&b, "vigil_stream_events_total", "counter",
@@ -1126,7 +1115,7 @@ static void route_metrics(conn *c)
     const cJSON *sd = cJSON_GetObjectItemCaseSensitive(info, "state");
     metric(&b, "vigil_journal_failing", "gauge",
            "1 while the job journal cannot be written (results are not durable), else 0.");
-    const char *jstate = jstr(sd, "journal");
+    const char *jstate = vg_jstr(sd, "journal");
     buf_addf(&b, "vigil_journal_failing %d\n", jstate && strcmp(jstate, "ok") != 0);
     static const info_metric dm[] = {
         {"undurable_jobs", "vigil_jobs_undurable", "gauge",
@@ -1228,22 +1217,23 @@ static void route_models(conn *c)
     cJSON *info = native(c->h, q);
     cJSON_Delete(q);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(info, "model");
-    const char *name = jstr(m, "name") ? jstr(m, "name") : "vigil";
-    double ctx = jnum(m, "max_position_embeddings", 0);
+    const char *name = vg_jstr(m, "name") ? vg_jstr(m, "name") : "vigil";
+    double ctx = vg_jnum(m, "max_position_embeddings", 0);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(o, "data"), *e = cJSON_CreateObject();
     cJSON_AddItemToArray(data, e);
     cJSON_AddStringToObject(e, "id", name);
     cJSON_AddStringToObject(e, "object", "model");
-    cJSON_AddNumberToObject(e, "created", (double)(time(NULL) - (time_t)jnum(info, "uptime_s", 0)));
+    cJSON_AddNumberToObject(e, "created",
+                            (double)(time(NULL) - (time_t)vg_jnum(info, "uptime_s", 0)));
     cJSON_AddStringToObject(e, "owned_by", "vigil");
     cJSON_AddNumberToObject(e, "max_model_len", ctx); /* vLLM */
     cJSON *meta = cJSON_AddObjectToObject(e, "meta"); /* llama.cpp */
     cJSON_AddNumberToObject(meta, "n_ctx", ctx);
     cJSON_AddNumberToObject(meta, "n_ctx_train", ctx);
-    cJSON_AddNumberToObject(meta, "n_params", jnum(m, "params", 0));
-    cJSON_AddNumberToObject(meta, "n_vocab", jnum(m, "vocab_size", 0));
+    cJSON_AddNumberToObject(meta, "n_params", vg_jnum(m, "params", 0));
+    cJSON_AddNumberToObject(meta, "n_vocab", vg_jnum(m, "vocab_size", 0));
     cJSON_Delete(info);
     respond_json(c, 200, o);
 }
@@ -1259,7 +1249,7 @@ static void route_health(conn *c)
     cJSON_AddStringToObject(o, "status", up ? "ok" : "unavailable");
     cJSON_AddBoolToObject(o, "loop", 1);
     cJSON_AddBoolToObject(o, "model_loaded", m != NULL);
-    cJSON_AddNumberToObject(o, "uptime_s", jnum(info, "uptime_s", 0));
+    cJSON_AddNumberToObject(o, "uptime_s", vg_jnum(info, "uptime_s", 0));
     cJSON_Delete(info);
     respond_json(c, up ? 200 : 503, o);
 }
@@ -1384,9 +1374,10 @@ static void stream_events_reply(conn *c, const char *name, cJSON *r)
     {
         char *p = cJSON_PrintUnformatted(ev);
         char t[VG_ID_MAX + 32];
-        snprintf(t, sizeof t, "stream/%s/%s", name, jstr(ev, "kind") ? jstr(ev, "kind") : "x");
+        snprintf(t, sizeof t, "stream/%s/%s", name,
+                 vg_jstr(ev, "kind") ? vg_jstr(ev, "kind") : "x");
         if (p)
-            feed_record(c, t, jstr(ev, "kind") ? jstr(ev, "kind") : "record", p, strlen(p));
+            feed_record(c, t, vg_jstr(ev, "kind") ? vg_jstr(ev, "kind") : "record", p, strlen(p));
         free(p);
     }
     cJSON_Delete(r);
@@ -1506,7 +1497,7 @@ static void route_job_snapshot(conn *c, const char *id, int index)
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
     const cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "events"), index);
     const cJSON *start = cJSON_GetObjectItemCaseSensitive(ev, "start");
-    const char *video = jstr(j, "video");
+    const char *video = vg_jstr(j, "video");
     char resolved[VG_CFG_STR + 64], err[512];
     int is_url = 0;
     if (!cJSON_IsNumber(start) || !video) {
@@ -1605,7 +1596,7 @@ static void route_job_events(conn *c, const char *id)
     snprintf(topic, sizeof topic, "job/%s/", id);
     feed(c, topic, 1);
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "job");
-    const char *st = jstr(j, "state");
+    const char *st = vg_jstr(j, "state");
     if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
         char *s = cJSON_PrintUnformatted(j);
         char t[VG_ID_MAX + 16];

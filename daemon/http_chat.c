@@ -6,6 +6,7 @@
  * native ask; what cannot become a job is refused with a status, a wire code and a sentence.
  */
 #include "http_chat.h"
+#include "jsonget.h"
 
 #include "common.h"
 #include "daemon.h"
@@ -42,18 +43,6 @@ static void text_add(text *t, const char *s, size_t n)
     t->p[t->len] = 0;
 }
 
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k, double def)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
-}
-
 /* Text of a content value, appended to out (a newline between pieces): a string, or the text
  * parts of an array. */
 static void content_text(const cJSON *content, text *out)
@@ -69,8 +58,8 @@ static void content_text(const cJSON *content, text *out)
     const cJSON *part;
     cJSON_ArrayForEach(part, content)
     {
-        const char *type = jstr(part, "type");
-        const char *t = jstr(part, "text");
+        const char *type = vg_jstr(part, "type");
+        const char *t = vg_jstr(part, "text");
         if (type && !strcmp(type, "text") && t) {
             if (out->len)
                 text_add(out, "\n", 1);
@@ -85,24 +74,24 @@ static void content_text(const cJSON *content, text *out)
 static int part_video(const cJSON *part, const char **url, const char **b64, size_t *b64_len,
                       char *mime, size_t mimelen)
 {
-    const char *type = jstr(part, "type");
+    const char *type = vg_jstr(part, "type");
     if (!type)
         return 0;
     const char *u = NULL;
     if (!strcmp(type, "video_url") || !strcmp(type, "video")) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(part, type);
-        u = cJSON_IsString(v) ? v->valuestring : jstr(v, "url");
+        u = cJSON_IsString(v) ? v->valuestring : vg_jstr(v, "url");
     } else if (!strcmp(type, "input_video")) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(part, "input_video");
-        const char *data = jstr(v, "data");
+        const char *data = vg_jstr(v, "data");
         if (data) {
             *b64 = data;
             *b64_len = strlen(data);
-            const char *fmt = jstr(v, "format");
+            const char *fmt = vg_jstr(v, "format");
             snprintf(mime, mimelen, "video/%.40s", fmt ? fmt : "mp4");
             return 1;
         }
-        u = jstr(v, "url");
+        u = vg_jstr(v, "url");
     } else if (!strcmp(type, "image_url")) {
         return -1;
     } else {
@@ -155,7 +144,7 @@ static void add_frame(vg_chat_req *c, chat_in *in, const char *p, size_t len)
 static void add_image_part(const cJSON *part, int limit, vg_chat_req *c, chat_in *in)
 {
     const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
-    const char *u = cJSON_IsString(iu) ? iu->valuestring : jstr(iu, "url");
+    const char *u = cJSON_IsString(iu) ? iu->valuestring : vg_jstr(iu, "url");
     const char *comma = u ? strchr(u, ',') : NULL;
     if (!u || strncmp(u, "data:image/", 11) || !comma || comma - u < 8 ||
         strncmp(comma - 7, ";base64", 7))
@@ -171,13 +160,13 @@ static void chat_collect(const cJSON *msgs, int limit, vg_chat_req *c, chat_in *
     const cJSON *m, *last_user = NULL;
     cJSON_ArrayForEach(m, msgs)
     {
-        const char *role = jstr(m, "role");
+        const char *role = vg_jstr(m, "role");
         if (role && !strcmp(role, "user"))
             last_user = m;
     }
     cJSON_ArrayForEach(m, msgs)
     {
-        const char *role = jstr(m, "role");
+        const char *role = vg_jstr(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content"), *part;
         if (role && (!strcmp(role, "system") || !strcmp(role, "developer")))
             content_text(content, &in->system);
@@ -299,19 +288,19 @@ static cJSON *chat_ask(const cJSON *req, const chat_in *in, int default_max_new_
         copy_num(smp, vs, knobs[i], knobs[i]);
     }
     copy_num(ask, vx, "deadline_s", "deadline_s");
-    if (jstr(vx, "job"))
-        cJSON_AddStringToObject(ask, "job", jstr(vx, "job"));
+    if (vg_jstr(vx, "job"))
+        cJSON_AddStringToObject(ask, "job", vg_jstr(vx, "job"));
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(gen, "max_new_tokens");
     c->max_tokens = cJSON_IsNumber(mt) ? mt->valueint : default_max_new_tokens;
     c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "stream"));
     c->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(req, "stream_options"), "include_usage"));
-    const char *model = jstr(req, "model");
+    const char *model = vg_jstr(req, "model");
     snprintf(c->model, sizeof c->model, "%s", model ? model : "");
     if (!c->url && !c->b64) {
         /* Frames: one per 1/fps seconds (vigil.frames_fps, else mm_processor_kwargs.fps, else
          * 1), every frame sampled. */
-        c->frames_fps = jnum(vx, "frames_fps", jnum(mm, "fps", 1.0));
+        c->frames_fps = vg_jnum(vx, "frames_fps", vg_jnum(mm, "fps", 1.0));
         cJSON_DeleteItemFromObjectCaseSensitive(smp, "fps");
         cJSON_AddNumberToObject(smp, "fps", c->frames_fps);
     }

@@ -22,9 +22,9 @@ typedef struct vg_chat_frame {
 /* A translated chat request. Strings and frames point into the parsed request, which must outlive
  * this (url, b64, frames[i].p); ask and the frames array are owned (vg_chat_free). */
 typedef struct vg_chat_req {
-    cJSON *ask;        /* the native ask ({"v", "op": "ask", question, ...}) without its video */
-    const char *url;   /* the video as a URL or path, or NULL */
-    const char *b64;   /* or inline video as base64 (b64_len bytes) of type mime, or NULL */
+    cJSON *ask;      /* the native ask ({"v", "op": "ask", question, ...}) without its video */
+    const char *url; /* the video as a URL or path, or NULL */
+    const char *b64; /* or inline video as base64 (b64_len bytes) of type mime, or NULL */
     size_t b64_len;
     char mime[64];
     vg_chat_frame *frames; /* or image frames (n_frames of them), played at frames_fps */

@@ -20,6 +20,7 @@
  */
 #define _DEFAULT_SOURCE /* timegm, gethostname */
 #include "mqtt.h"
+#include "jsonget.h"
 
 #include "common.h"
 
@@ -211,18 +212,6 @@ static double iso_to_unix(const char *s)
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     return (double)timegm(&tm) + ms / 1000.0;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k, double def)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
 }
 
 static const char *mosq_err(int rc)
@@ -904,7 +893,7 @@ static void fetch_questions(vg_mqtt *b, mstream *s)
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(r, "streams"), *it;
     cJSON_ArrayForEach(it, arr)
     {
-        const char *name = jstr(it, "name");
+        const char *name = vg_jstr(it, "name");
         if (!name || strcmp(name, s->name))
             continue;
         const cJSON *qs = cJSON_GetObjectItemCaseSensitive(it, "questions"), *q;
@@ -1060,13 +1049,13 @@ static void publish_stream_all(vg_mqtt *b, mstream *s)
  * retained snapshot. */
 static void take_snapshot(vg_mqtt *b, mstream *s, int qi, const cJSON *rec)
 {
-    const char *what = jstr(rec, "event");
+    const char *what = vg_jstr(rec, "event");
     if (qi < 0 || qi >= MAX_QUESTIONS || !what || strcmp(what, "started") != 0 ||
         !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "snapshot")))
         return;
     const uint8_t *jpeg = NULL;
     size_t len = 0;
-    unsigned long long seq = (unsigned long long)jnum(rec, "seq", 0);
+    unsigned long long seq = (unsigned long long)vg_jnum(rec, "seq", 0);
     if (vg_streams_snapshot(b->dispatch->streams, s->name, seq, &jpeg, &len) < 0 || !len)
         return;
     uint8_t *copy = malloc(len);
@@ -1095,10 +1084,10 @@ static int translate_event(vg_mqtt *b, const char *stream, xlate *x, const cJSON
                            int *active, int *qi)
 {
     *active = -1;
-    int i = (int)jnum(rec, "question", -1);
+    int i = (int)vg_jnum(rec, "question", -1);
     *qi = i;
-    const char *what = jstr(rec, "event"), *qtext = jstr(rec, "question_text");
-    unsigned long long seq = (unsigned long long)jnum(rec, "seq", 0);
+    const char *what = vg_jstr(rec, "event"), *qtext = vg_jstr(rec, "question_text");
+    unsigned long long seq = (unsigned long long)vg_jnum(rec, "seq", 0);
     if (i < 0 || i >= MAX_QUESTIONS || !what || !seq)
         return 0;
     mquestion *q = &x->q[i];
@@ -1127,17 +1116,17 @@ static int translate_event(vg_mqtt *b, const char *stream, xlate *x, const cJSON
         "end_seq"};
     for (size_t k = 0; k < VG_ARRAY_LEN(keys); k++)
         cJSON_DeleteItemFromObjectCaseSensitive(after, keys[k]);
-    const char *sw = jstr(rec, "start_wall"), *ew = jstr(rec, "end_wall");
+    const char *sw = vg_jstr(rec, "start_wall"), *ew = vg_jstr(rec, "end_wall");
     cJSON_AddStringToObject(after, "stream", stream);
     cJSON_AddStringToObject(after, "question", q->slug);
     cJSON_AddNumberToObject(after, "question_index", i);
     cJSON_AddStringToObject(after, "question_text", q->text);
-    cJSON_AddStringToObject(after, "label", jstr(rec, "label") ? jstr(rec, "label") : "");
-    cJSON_AddNumberToObject(after, "start", jnum(rec, "start", 0));
+    cJSON_AddStringToObject(after, "label", vg_jstr(rec, "label") ? vg_jstr(rec, "label") : "");
+    cJSON_AddNumberToObject(after, "start", vg_jnum(rec, "start", 0));
     double st = iso_to_unix(sw), et = iso_to_unix(ew);
     int ended = !strcmp(type, "end");
     if (ended)
-        cJSON_AddNumberToObject(after, "end", jnum(rec, "end", 0));
+        cJSON_AddNumberToObject(after, "end", vg_jnum(rec, "end", 0));
     else
         cJSON_AddNullToObject(after, "end");
     if (st >= 0)
@@ -1219,8 +1208,8 @@ static int translate_event(vg_mqtt *b, const char *stream, xlate *x, const cJSON
 
 static void translate_answer(xlate *x, const cJSON *rec)
 {
-    int i = (int)jnum(rec, "question", -1);
-    const char *t = jstr(rec, "text");
+    int i = (int)vg_jnum(rec, "question", -1);
+    const char *t = vg_jstr(rec, "text");
     if (i < 0 || i >= MAX_QUESTIONS || !t)
         return;
     free(x->q[i].answer_text);
@@ -1238,7 +1227,7 @@ static void on_stream_record(vg_mqtt *b, const char *name, const char *kind, con
         free(s->state_json);
         s->state_json = dup_n(payload, len);
         cJSON *rec = cJSON_ParseWithLength(payload, len);
-        const char *st = jstr(rec, "state");
+        const char *st = vg_jstr(rec, "state");
         if (st && strcmp(st, "ended") != 0 && s->ended) {
             s->ended = 0; /* watched again */
             s->fetched = 0;
@@ -1275,7 +1264,7 @@ static void on_stream_record(vg_mqtt *b, const char *name, const char *kind, con
         xmsg out[2];
         int active, qi;
         int n = translate_event(b, s->name, &s->x, rec, out, &active, &qi);
-        unsigned long long seq = (unsigned long long)jnum(rec, "seq", 0);
+        unsigned long long seq = (unsigned long long)vg_jnum(rec, "seq", 0);
         if (qi >= 0 && qi < MAX_QUESTIONS && s->x.q[qi].known) {
             publish_discovery(b, s, qi);
             if (active >= 0) {
@@ -1328,7 +1317,7 @@ static void replay_stream(vg_mqtt *b, mstream *s)
                cJSON_GetArraySize(evs) > 0;
         cJSON_ArrayForEach(it, evs)
         {
-            unsigned long long seq = (unsigned long long)jnum(it, "seq", 0);
+            unsigned long long seq = (unsigned long long)vg_jnum(it, "seq", 0);
             if (!oldest)
                 oldest = seq;
             if (seq <= since)
@@ -1338,7 +1327,7 @@ static void replay_stream(vg_mqtt *b, mstream *s)
                 more = 0;
                 break;
             }
-            const char *kind = jstr(it, "kind");
+            const char *kind = vg_jstr(it, "kind");
             if (kind && !strcmp(kind, "answer"))
                 translate_answer(x, it);
             if (!kind || strcmp(kind, "event") != 0)
@@ -1506,8 +1495,8 @@ static void on_command(vg_mqtt *b, const char *op, const struct mosquitto_messag
             b->command_errors++;
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
             vg_log(VG_LOG_WARNING, MOD, "command on %s refused: %s: %s", msg->topic,
-                   jstr(e, "code") ? jstr(e, "code") : "?",
-                   jstr(e, "message") ? jstr(e, "message") : "");
+                   vg_jstr(e, "code") ? vg_jstr(e, "code") : "?",
+                   vg_jstr(e, "message") ? vg_jstr(e, "message") : "");
         }
         cJSON_Delete(r);
         reply(b, rtopic, corr, corr_len, rep, n);
@@ -1537,7 +1526,7 @@ static void on_frigate(vg_mqtt *b, const struct mosquitto_message *msg)
         return;
     }
     cJSON *o = parse_payload(msg);
-    const char *type = jstr(o, "type");
+    const char *type = vg_jstr(o, "type");
     if (!o || !type) {
         vg_log(VG_LOG_WARNING, MOD, "a message on %s is not a Frigate review: ignored", msg->topic);
         cJSON_Delete(o);
@@ -1548,8 +1537,8 @@ static void on_frigate(vg_mqtt *b, const struct mosquitto_message *msg)
         return;
     }
     const cJSON *after = cJSON_GetObjectItemCaseSensitive(o, "after");
-    const char *id = jstr(after, "id"), *camera = jstr(after, "camera");
-    double t0 = jnum(after, "start_time", -1), t1 = jnum(after, "end_time", -1);
+    const char *id = vg_jstr(after, "id"), *camera = vg_jstr(after, "camera");
+    double t0 = vg_jnum(after, "start_time", -1), t1 = vg_jnum(after, "end_time", -1);
     if (!id || !camera || !safe_token(id, 48) || !safe_token(camera, 48) || !(t0 > 0) ||
         !(t1 >= t0) || t1 - t0 > 86400) {
         vg_log(VG_LOG_WARNING, MOD,
@@ -1593,8 +1582,8 @@ static void on_frigate(vg_mqtt *b, const struct mosquitto_message *msg)
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"))) {
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
             vg_log(VG_LOG_WARNING, MOD, "Frigate review %s: cannot ask about %s: %s: %s", id, url,
-                   jstr(e, "code") ? jstr(e, "code") : "internal",
-                   jstr(e, "message") ? jstr(e, "message") : "out of memory");
+                   vg_jstr(e, "code") ? vg_jstr(e, "code") : "internal",
+                   vg_jstr(e, "message") ? vg_jstr(e, "message") : "out of memory");
             free(fj);
         } else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "existing"))) {
             free(fj); /* the same review again: its job runs (or ran) already */
@@ -1610,7 +1599,7 @@ static void on_frigate(vg_mqtt *b, const struct mosquitto_message *msg)
 
 static void publish_job_result_frigate(vg_mqtt *b, frigate_job *fj, const cJSON *job)
 {
-    const char *state = jstr(job, "state");
+    const char *state = vg_jstr(job, "state");
     cJSON *feed = cJSON_CreateObject();
     if (!feed)
         return;
@@ -1626,19 +1615,19 @@ static void publish_job_result_frigate(vg_mqtt *b, frigate_job *fj, const cJSON 
     cJSON_AddStringToObject(a, "question_text", b->frigate_q[fj->qi]);
     const cJSON *evs = cJSON_GetObjectItemCaseSensitive(job, "events");
     const cJSON *e0 = cJSON_GetArrayItem(evs, 0);
-    cJSON_AddStringToObject(a, "label", e0 && jstr(e0, "label") ? jstr(e0, "label") : "");
+    cJSON_AddStringToObject(a, "label", e0 && vg_jstr(e0, "label") ? vg_jstr(e0, "label") : "");
     if (e0) {
-        cJSON_AddNumberToObject(a, "start", jnum(e0, "start", 0));
-        cJSON_AddNumberToObject(a, "end", jnum(e0, "end", 0));
-        cJSON_AddNumberToObject(a, "start_time", fj->start_time + jnum(e0, "start", 0));
-        cJSON_AddNumberToObject(a, "end_time", fj->start_time + jnum(e0, "end", 0));
+        cJSON_AddNumberToObject(a, "start", vg_jnum(e0, "start", 0));
+        cJSON_AddNumberToObject(a, "end", vg_jnum(e0, "end", 0));
+        cJSON_AddNumberToObject(a, "start_time", fj->start_time + vg_jnum(e0, "start", 0));
+        cJSON_AddNumberToObject(a, "end_time", fj->start_time + vg_jnum(e0, "end", 0));
     } else {
         cJSON_AddNullToObject(a, "start");
         cJSON_AddNullToObject(a, "end");
         cJSON_AddNumberToObject(a, "start_time", fj->start_time);
         cJSON_AddNumberToObject(a, "end_time", fj->end_time);
     }
-    cJSON_AddStringToObject(a, "text", jstr(job, "text") ? jstr(job, "text") : "");
+    cJSON_AddStringToObject(a, "text", vg_jstr(job, "text") ? vg_jstr(job, "text") : "");
     cJSON_AddFalseToObject(a, "has_snapshot");
     cJSON_AddStringToObject(a, "origin", "frigate");
     cJSON_AddStringToObject(a, "frigate_review_id", fj->review);
