@@ -124,16 +124,21 @@ struct vg_dnnl {
 
 /* Threads oneDNN is told about while a primitive is created. Its brgemm matmul picks its blocking
  * for the thread count current at creation (omp_get_max_threads) and keeps it whatever the count
- * at execution, where the pool gives each call one thread. Text products (dnnl_plain) run faster
- * created for 2: a 1-thread 1024 x 2048 -> 6144 product at 930 GFLOP/s created for 1 thread, 1130
- * created for 2 (K = 6144 alike either way); the vision tower's products the other way round (a
- * 1-thread bf16 pair 0.74 s created for 2, 0.72 for 1; for 4, 0.77-0.79); the attention's either
- * way. On the Xeon of 2026-12-07. Without this the count came from whichever thread created the
- * primitive: the process's default (the CPU count, or OMP_NUM_THREADS) at load, 1 on a thread
- * that had run pool tasks (1-thread prefill 267-270 tok/s created for 1, 278-281 for 2). */
-#define VG_DNNL_NTHR_TEXT   2
-#define VG_DNNL_NTHR_VISION 1
-#define VG_DNNL_NTHR_ATTN   1
+ * at execution, where the pool gives each call one thread. Text products (dnnl_plain) in blocks of
+ * at least VG_DNNL_NTHR_TEXT_MIN_M rows (a long prompt's) run faster created for 2: a 1-thread
+ * 1024 x 2048 -> 6144 product at 930 GFLOP/s created for 1 thread, 1130 created for 2 (K = 6144
+ * alike either way; 1k prefill 267-270 -> 278-281 tok/s); smaller blocks (a live stream's pair
+ * and question prefills, 72 rows by panels or blocks of VG_DNNL_M) the other way round (a pair's
+ * prefill in bench_stream, q8_0, 2 threads, alternating: 349-351 ms created for 2, 315-317 for 1);
+ * so do the vision tower's products (a 1-thread bf16 pair 0.74 s created for 2, 0.72 for 1; for
+ * 4, 0.77-0.79); the attention's either way. On the Xeon of 2026-12-07. Without this the count
+ * came from whichever thread created the primitive: the process's default (the CPU count, or
+ * OMP_NUM_THREADS) at load, 1 on a thread that had run pool tasks. */
+#define VG_DNNL_NTHR_TEXT       2 /* text blocks of VG_DNNL_NTHR_TEXT_MIN_M rows or more */
+#define VG_DNNL_NTHR_TEXT_MIN_M 128
+#define VG_DNNL_NTHR_SMALL      1 /* smaller text blocks */
+#define VG_DNNL_NTHR_VISION     1
+#define VG_DNNL_NTHR_ATTN       1
 
 /* dnnl_primitive_desc_create and dnnl_primitive_create with oneDNN's thread count at nthr for
  * the call (the caller's own count restored after). Both at the same count: a primitive created at
@@ -334,6 +339,9 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
     v->state = -1;
     v->M = M;
     const size_t N = panel ? VG_DNNL_PANEL : dm->rows;
+    const int nthr = !dm->plain                     ? VG_DNNL_NTHR_VISION
+                     : M >= VG_DNNL_NTHR_TEXT_MIN_M ? VG_DNNL_NTHR_TEXT
+                                                    : VG_DNNL_NTHR_SMALL;
     dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)dm->cols}, dd = {(dnnl_dim_t)M, (dnnl_dim_t)N};
     dnnl_dims_t wd = {(dnnl_dim_t)dm->cols, (dnnl_dim_t)N}, bd = {1, (dnnl_dim_t)N};
     dnnl_matmul_desc_t desc;
@@ -356,9 +364,7 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
                               &v->dst_md) == dnnl_success &&
         dnnl_primitive_attr_create(&attr) == dnnl_success &&
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
-        set_act(attr, dm->act) &&
-        pd_create(&v->pd, &desc, attr, d->eng,
-                  dm->plain ? VG_DNNL_NTHR_TEXT : VG_DNNL_NTHR_VISION) == dnnl_success &&
+        set_act(attr, dm->act) && pd_create(&v->pd, &desc, attr, d->eng, nthr) == dnnl_success &&
         dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
         impl && strncmp(impl, "brg", 3) == 0;
     if (attr)
@@ -372,9 +378,7 @@ static const dnnl_var *var_get(vg_dnnl *d, vg_dnnl_mat *dm, size_t M, int at_loa
         size_t sb = dnnl_memory_desc_get_size(&v->scr_md);
         if (at_load)
             dm->scratch_bytes = VG_MAX(dm->scratch_bytes, sb);
-        ok = sb <= dm->scratch_bytes &&
-             prim_create(&v->prim, v->pd, dm->plain ? VG_DNNL_NTHR_TEXT : VG_DNNL_NTHR_VISION) ==
-                 dnnl_success;
+        ok = sb <= dm->scratch_bytes && prim_create(&v->prim, v->pd, nthr) == dnnl_success;
     }
     if (!ok)
         return NULL;
@@ -574,7 +578,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
             (attr || dnnl_primitive_attr_create(&attr) == dnnl_success) &&
             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
                 dnnl_success &&
-            pd_create(&dm->pd, &desc, attr, d->eng, VG_DNNL_NTHR_TEXT) == dnnl_success &&
+            pd_create(&dm->pd, &desc, attr, d->eng, VG_DNNL_NTHR_SMALL) == dnnl_success &&
             dnnl_primitive_desc_query(dm->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
             impl && strncmp(impl, "brg", 3) == 0;
         if (ok && blocked) {
@@ -583,7 +587,7 @@ static vg_dnnl_mat *plain_prim(vg_dnnl *d, size_t rows, size_t cols, size_t max_
             ok = dm->nblk != 0;
         }
     }
-    ok = ok && prim_create(&dm->prim, dm->pd, VG_DNNL_NTHR_TEXT) == dnnl_success;
+    ok = ok && prim_create(&dm->prim, dm->pd, VG_DNNL_NTHR_SMALL) == dnnl_success;
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (ok && d->n_mats == d->cap_mats) {
