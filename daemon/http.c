@@ -11,6 +11,7 @@
 #define _DEFAULT_SOURCE /* strncasecmp, getrandom */
 #include "http.h"
 #include "jsonget.h"
+#include "strbuf.h"
 #include "http_chat.h"
 
 #include "common.h"
@@ -39,11 +40,6 @@ enum method { M_GET = 1, M_POST, M_DELETE, M_OTHER };
 enum body_kind { B_NONE, B_CHAT, B_ASK, B_WATCH, B_CANCEL };
 enum sub_kind { S_NONE, S_CHAT, S_FEED };
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf;
-
 typedef struct conn conn;
 struct conn {
     struct lws *wsi; /* NULL once the connection closed (an orphan waiting for its spool work) */
@@ -52,7 +48,7 @@ struct conn {
     int method;
     enum body_kind body_kind;
     char path[PATH_MAX_LEN];
-    buf body;
+    vg_buf body;
     size_t body_max;
     int body_refused; /* the response is out; the rest of the body is ignored */
     double deadline_ms;
@@ -60,7 +56,7 @@ struct conn {
     unsigned char *hdr;
     size_t hdr_len;
     int hdr_sent, responded, final, streaming, close_after;
-    buf out;
+    vg_buf out;
     size_t out_off;
     /* subscription */
     enum sub_kind sub;
@@ -122,56 +118,6 @@ struct vg_http {
 /* ===================================================================================================
  * Small helpers.
  */
-static int buf_reserve(buf *b, size_t more)
-{
-    if (b->len + more + 1 <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + more + 1) {
-        if (cap > ((size_t)1 << 40))
-            return VG_ENOMEM;
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p)
-        return VG_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(buf *b, const void *d, size_t n)
-{
-    if (buf_reserve(b, n) < 0)
-        return VG_ENOMEM;
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-static int buf_addf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int buf_addf(buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
-        return VG_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
-
-static void buf_free(buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /* Runs a native request (the one request path) and returns the parsed reply, or NULL (memory). */
 static cJSON *native(vg_http *h, cJSON *req)
 {
@@ -286,7 +232,7 @@ static void respond(conn *c, int status, const char *type, const char *body, siz
         status >= 400)
         c->close_after = 1; /* an unread body would be taken for the next request */
     if (make_headers(c, status, type, len ? (lws_filepos_t)len : 0, 0) < 0 ||
-        (len && buf_add(&c->out, body, len) < 0)) {
+        (len && vg_buf_add(&c->out, body, len) < 0)) {
         c->close_after = 1;
     }
     c->final = 1;
@@ -367,12 +313,12 @@ static void sse_send(conn *c, const char *event, const char *id, const char *dat
     }
     int rc = 0;
     if (event)
-        rc |= buf_addf(&c->out, "event: %s\n", event);
+        rc |= vg_buf_addf(&c->out, "event: %s\n", event);
     if (id)
-        rc |= buf_addf(&c->out, "id: %s\n", id);
-    rc |= buf_add(&c->out, "data: ", 6);
-    rc |= buf_add(&c->out, data, len); /* JSON without raw newlines */
-    rc |= buf_add(&c->out, "\n\n", 2);
+        rc |= vg_buf_addf(&c->out, "id: %s\n", id);
+    rc |= vg_buf_add(&c->out, "data: ", 6);
+    rc |= vg_buf_add(&c->out, data, len); /* JSON without raw newlines */
+    rc |= vg_buf_add(&c->out, "\n\n", 2);
     if (rc)
         c->final = c->close_after = 1;
     conn_writable(c);
@@ -386,7 +332,7 @@ static void on_heartbeat(uv_timer_t *t)
     for (conn *c = h->conns; c; c = c->next) {
         if (!c->wsi || !c->streaming || c->final)
             continue;
-        if (buf_add(&c->out, ": keep-alive\n\n", 14) == 0)
+        if (vg_buf_add(&c->out, ": keep-alive\n\n", 14) == 0)
             conn_writable(c);
     }
 }
@@ -412,8 +358,8 @@ static void conn_unlink_spool(conn *c)
 static void conn_reset(conn *c)
 {
     conn_unlink_spool(c);
-    buf_free(&c->body);
-    buf_free(&c->out);
+    vg_buf_free(&c->body);
+    vg_buf_free(&c->out);
     free(c->hdr);
     cJSON_Delete(c->pending_ask);
     cJSON_Delete(c->pending_req);
@@ -606,7 +552,7 @@ static void spool_done(uv_work_t *w, int status)
         free(sw);
         return;
     }
-    buf_free(&c->body); /* the base64 is no longer needed */
+    vg_buf_free(&c->body); /* the base64 is no longer needed */
     cJSON_Delete(c->pending_req);
     c->pending_req = NULL;
     cJSON *ask = c->pending_ask;
@@ -1001,9 +947,9 @@ static void http_sink(const char *topic, const char *payload, size_t len, void *
 /* ===================================================================================================
  * Metrics (Prometheus text format 0.0.4).
  */
-static void metric(buf *b, const char *name, const char *type, const char *help)
+static void metric(vg_buf *b, const char *name, const char *type, const char *help)
 {
-    buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    vg_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* One unlabelled metric per row, read from a field of an `info` object (a boolean as 0/1). */
@@ -1011,20 +957,20 @@ typedef struct info_metric {
     const char *field, *name, *type, *help;
 } info_metric;
 
-static void info_metrics(buf *b, const cJSON *o, const info_metric *rows, size_t n)
+static void info_metrics(vg_buf *b, const cJSON *o, const info_metric *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, rows[i].field);
         metric(b, rows[i].name, rows[i].type, rows[i].help);
-        buf_addf(b, "%s %.0f\n", rows[i].name,
-                 cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : vg_jnum(o, rows[i].field, 0));
+        vg_buf_addf(b, "%s %.0f\n", rows[i].name,
+                    cJSON_IsBool(v) ? (double)cJSON_IsTrue(v) : vg_jnum(o, rows[i].field, 0));
     }
 }
 
 static void route_metrics(conn *c)
 {
     vg_http *h = c->h;
-    buf b = {0};
+    vg_buf b = {0};
     cJSON *q = native_op(h, "info");
     cJSON *info = native(h, q);
     cJSON_Delete(q);
@@ -1032,36 +978,37 @@ static void route_metrics(conn *c)
     cJSON *streams = native(h, q);
     cJSON_Delete(q);
     metric(&b, "vigil_up", "gauge", "1 while vigild answers.");
-    buf_addf(&b, "vigil_up 1\n");
+    vg_buf_addf(&b, "vigil_up 1\n");
     metric(&b, "vigil_uptime_seconds", "gauge", "Seconds since vigild started.");
-    buf_addf(&b, "vigil_uptime_seconds %.3f\n", vg_jnum(info, "uptime_s", 0));
+    vg_buf_addf(&b, "vigil_uptime_seconds %.3f\n", vg_jnum(info, "uptime_s", 0));
     metric(&b, "vigil_jobs_queued", "gauge", "Clip jobs waiting for a worker.");
-    buf_addf(&b, "vigil_jobs_queued %.0f\n", vg_jnum(info, "queue_depth", 0));
+    vg_buf_addf(&b, "vigil_jobs_queued %.0f\n", vg_jnum(info, "queue_depth", 0));
     metric(&b, "vigil_jobs_running", "gauge", "Clip jobs being worked on.");
-    buf_addf(&b, "vigil_jobs_running %.0f\n", vg_jnum(info, "jobs_running", 0));
+    vg_buf_addf(&b, "vigil_jobs_running %.0f\n", vg_jnum(info, "jobs_running", 0));
     metric(&b, "vigil_jobs_retained", "gauge", "Jobs whose results are kept (result_ttl_s).");
-    buf_addf(&b, "vigil_jobs_retained %.0f\n", vg_jnum(info, "jobs_retained", 0));
+    vg_buf_addf(&b, "vigil_jobs_retained %.0f\n", vg_jnum(info, "jobs_retained", 0));
     metric(&b, "vigil_jobs_finished_total", "counter", "Clip jobs finished since start, by state.");
     static const char *const states[] = {"completed", "failed", "cancelled", "other"};
     for (int i = 0; i < 4; i++)
-        buf_addf(&b, "vigil_jobs_finished_total{state=\"%s\"} %llu\n", states[i], h->jobs_done[i]);
+        vg_buf_addf(&b, "vigil_jobs_finished_total{state=\"%s\"} %llu\n", states[i],
+                    h->jobs_done[i]);
     metric(&b, "vigil_job_stage_seconds_total", "counter",
            "Seconds finished clip jobs spent in each stage since start.");
     static const char *const stages[] = {"decode", "encode", "prefill", "generate"};
     for (int i = 0; i < 4; i++)
-        buf_addf(&b, "vigil_job_stage_seconds_total{stage=\"%s\"} %.6f\n", stages[i],
-                 h->stage_s[i]);
+        vg_buf_addf(&b, "vigil_job_stage_seconds_total{stage=\"%s\"} %.6f\n", stages[i],
+                    h->stage_s[i]);
     metric(&b, "vigil_tokens_generated_total", "counter",
            "Tokens generated by finished clip jobs since start.");
-    buf_addf(&b, "vigil_tokens_generated_total %llu\n", h->tokens);
+    vg_buf_addf(&b, "vigil_tokens_generated_total %llu\n", h->tokens);
     metric(&b, "vigil_prompt_tokens_total", "counter",
            "Prompt tokens (video included) of finished clip jobs since start.");
-    buf_addf(&b, "vigil_prompt_tokens_total %llu\n", h->prompt_tokens);
+    vg_buf_addf(&b, "vigil_prompt_tokens_total %llu\n", h->prompt_tokens);
     metric(&b, "vigil_video_tokens_total", "counter",
            "Video tokens of finished clip jobs since start.");
-    buf_addf(&b, "vigil_video_tokens_total %llu\n", h->video_tokens);
+    vg_buf_addf(&b, "vigil_video_tokens_total %llu\n", h->video_tokens);
     metric(&b, "vigil_streams", "gauge", "Live streams in the table.");
-    buf_addf(&b, "vigil_streams %.0f\n", vg_jnum(info, "streams", 0));
+    vg_buf_addf(&b, "vigil_streams %.0f\n", vg_jnum(info, "streams", 0));
     static const struct {
         const char *field, *name, *help;
     } sm[] = {
@@ -1079,25 +1026,25 @@ static void route_metrics(conn *c)
         metric(&b, sm[i].name, "counter", sm[i].help);
         cJSON_ArrayForEach(s, list)
         {
-            buf_addf(&b, "%s{stream=\"%s\"} %.0f\n", sm[i].name,
-                     vg_jstr(s, "name") ? vg_jstr(s, "name") : "", vg_jnum(s, sm[i].field, 0));
+            vg_buf_addf(&b, "%s{stream=\"%s\"} %.0f\n", sm[i].name,
+                        vg_jstr(s, "name") ? vg_jstr(s, "name") : "", vg_jnum(s, sm[i].field, 0));
         }
     }
     metric(&b, "vigil_stream_events_total", "counter",
            "Event transitions published since start, by stream and kind.");
     for (stream_stat *st = h->streams; st; st = st->next) {
-        buf_addf(&b, "vigil_stream_events_total{stream=\"%s\",kind=\"started\"} %llu\n", st->name,
-                 st->started);
-        buf_addf(&b, "vigil_stream_events_total{stream=\"%s\",kind=\"ended\"} %llu\n", st->name,
-                 st->ended);
+        vg_buf_addf(&b, "vigil_stream_events_total{stream=\"%s\",kind=\"started\"} %llu\n",
+                    st->name, st->started);
+        vg_buf_addf(&b, "vigil_stream_events_total{stream=\"%s\",kind=\"ended\"} %llu\n", st->name,
+                    st->ended);
     }
     metric(&b, "vigil_stream_answer_latency_seconds", "summary",
            "Seconds from a round's prefill to its answer (prefill + generate) since start.");
     for (stream_stat *st = h->streams; st; st = st->next) {
-        buf_addf(&b, "vigil_stream_answer_latency_seconds_sum{stream=\"%s\"} %.6f\n", st->name,
-                 st->answer_s);
-        buf_addf(&b, "vigil_stream_answer_latency_seconds_count{stream=\"%s\"} %llu\n", st->name,
-                 st->answers);
+        vg_buf_addf(&b, "vigil_stream_answer_latency_seconds_sum{stream=\"%s\"} %.6f\n", st->name,
+                    st->answer_s);
+        vg_buf_addf(&b, "vigil_stream_answer_latency_seconds_count{stream=\"%s\"} %llu\n", st->name,
+                    st->answers);
     }
     const cJSON *ipc = cJSON_GetObjectItemCaseSensitive(info, "ipc");
     static const info_metric im[] = {
@@ -1116,7 +1063,7 @@ static void route_metrics(conn *c)
     metric(&b, "vigil_journal_failing", "gauge",
            "1 while the job journal cannot be written (results are not durable), else 0.");
     const char *jstate = vg_jstr(sd, "journal");
-    buf_addf(&b, "vigil_journal_failing %d\n", jstate && strcmp(jstate, "ok") != 0);
+    vg_buf_addf(&b, "vigil_journal_failing %d\n", jstate && strcmp(jstate, "ok") != 0);
     static const info_metric dm[] = {
         {"undurable_jobs", "vigil_jobs_undurable", "gauge",
          "Finished jobs whose result is not on disk yet."},
@@ -1150,14 +1097,14 @@ static void route_metrics(conn *c)
         info_metrics(&b, mq, mm, VG_ARRAY_LEN(mm));
     }
     metric(&b, "vigil_http_requests_total", "counter", "HTTP requests received.");
-    buf_addf(&b, "vigil_http_requests_total %llu\n", h->requests);
+    vg_buf_addf(&b, "vigil_http_requests_total %llu\n", h->requests);
     metric(&b, "vigil_http_responses_total", "counter", "HTTP responses, by status class.");
     for (int i = 1; i <= 5; i++)
-        buf_addf(&b, "vigil_http_responses_total{class=\"%dxx\"} %llu\n", i, h->responses[i]);
+        vg_buf_addf(&b, "vigil_http_responses_total{class=\"%dxx\"} %llu\n", i, h->responses[i]);
     metric(&b, "vigil_http_connections", "gauge", "Open HTTP connections.");
-    buf_addf(&b, "vigil_http_connections %d\n", h->n_wsi - 1);
+    vg_buf_addf(&b, "vigil_http_connections %d\n", h->n_wsi - 1);
     metric(&b, "vigil_http_requests_in_progress", "gauge", "HTTP requests in progress.");
-    buf_addf(&b, "vigil_http_requests_in_progress %d\n", h->n_conns);
+    vg_buf_addf(&b, "vigil_http_requests_in_progress %d\n", h->n_conns);
     cJSON_Delete(info);
     cJSON_Delete(streams);
     if (!b.p) {
@@ -1165,7 +1112,7 @@ static void route_metrics(conn *c)
         return;
     }
     respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
-    buf_free(&b);
+    vg_buf_free(&b);
 }
 
 /* ===================================================================================================
@@ -1836,7 +1783,7 @@ static int on_body(conn *c, const void *in, size_t len)
                       c->body_max);
         return 0;
     }
-    if (buf_add(&c->body, in, len) < 0) {
+    if (vg_buf_add(&c->body, in, len) < 0) {
         c->body_refused = 1;
         c->close_after = 1;
         respond_error(c, 500, VG_WIRE_INTERNAL, "out of memory");

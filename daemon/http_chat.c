@@ -7,6 +7,7 @@
  */
 #include "http_chat.h"
 #include "jsonget.h"
+#include "strbuf.h"
 
 #include "common.h"
 #include "daemon.h"
@@ -15,57 +16,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A growable NUL-terminated string (oom set when an append failed). */
-typedef struct text {
-    char *p;
-    size_t len, cap;
-    int oom;
-} text;
-
-static void text_add(text *t, const char *s, size_t n)
-{
-    if (t->oom)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 64;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *p = realloc(t->p, cap);
-        if (!p) {
-            t->oom = 1;
-            return;
-        }
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = 0;
-}
-
 /* Text of a content value, appended to out (a newline between pieces): a string, or the text
- * parts of an array. */
-static void content_text(const cJSON *content, text *out)
+ * parts of an array. 0, or VG_ENOMEM. */
+static int content_text(const cJSON *content, vg_buf *out)
 {
     if (cJSON_IsString(content)) {
-        if (out->len)
-            text_add(out, "\n", 1);
-        text_add(out, content->valuestring, strlen(content->valuestring));
-        return;
+        if (out->len && vg_buf_add(out, "\n", 1) < 0)
+            return VG_ENOMEM;
+        return vg_buf_add(out, content->valuestring, strlen(content->valuestring));
     }
     if (!cJSON_IsArray(content))
-        return;
+        return 0;
     const cJSON *part;
     cJSON_ArrayForEach(part, content)
     {
         const char *type = vg_jstr(part, "type");
         const char *t = vg_jstr(part, "text");
-        if (type && !strcmp(type, "text") && t) {
-            if (out->len)
-                text_add(out, "\n", 1);
-            text_add(out, t, strlen(t));
-        }
+        if (type && !strcmp(type, "text") && t &&
+            ((out->len && vg_buf_add(out, "\n", 1) < 0) || vg_buf_add(out, t, strlen(t)) < 0))
+            return VG_ENOMEM;
     }
+    return 0;
 }
 
 /* The video of a content part: *url (borrowed) for a URL or path, or *b64 (borrowed) with its mime
@@ -125,7 +96,7 @@ static void copy_num(cJSON *dst, const cJSON *src, const char *from, const char 
 
 /* What a chat request's messages hold for vigil. */
 typedef struct chat_in {
-    text system, question;
+    vg_buf system, question;
     int bad_image, oom, frames_seen; /* frames_seen: image frames counted, kept or not */
 } chat_in;
 
@@ -168,12 +139,13 @@ static void chat_collect(const cJSON *msgs, int limit, vg_chat_req *c, chat_in *
     {
         const char *role = vg_jstr(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content"), *part;
-        if (role && (!strcmp(role, "system") || !strcmp(role, "developer")))
-            content_text(content, &in->system);
+        if (role && (!strcmp(role, "system") || !strcmp(role, "developer")) &&
+            content_text(content, &in->system) < 0)
+            in->oom = 1;
         if (!role || strcmp(role, "user"))
             continue;
-        if (m == last_user)
-            content_text(content, &in->question);
+        if (m == last_user && content_text(content, &in->question) < 0)
+            in->oom = 1;
         if (!cJSON_IsArray(content))
             continue;
         cJSON_ArrayForEach(part, content)
@@ -212,7 +184,7 @@ static int chat_check(const vg_chat_req *c, const chat_in *in, int limit, const 
                       char *err, size_t errlen)
 {
     const int video = c->url || c->b64;
-    if (in->oom || in->system.oom || in->question.oom) {
+    if (in->oom) {
         *code = VG_WIRE_INTERNAL;
         snprintf(err, errlen, "out of memory");
         return 500;
@@ -341,8 +313,8 @@ int vg_chat_translate(const cJSON *req, int max_frames_limit, int default_max_ne
         snprintf(err, errlen, "frames_fps must be 0.01-240");
         st = 400;
     }
-    free(in.system.p);
-    free(in.question.p);
+    vg_buf_free(&in.system);
+    vg_buf_free(&in.question);
     if (st)
         vg_chat_free(out);
     return st;
