@@ -48,7 +48,8 @@ static inline int vg_buf_add(vg_buf *b, const void *d, size_t n)
     return 0;
 }
 
-static inline int vg_buf_addf(vg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int vg_buf_addf(vg_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline int vg_buf_addf(vg_buf *b, const char *fmt, ...)
 {
     va_list ap;

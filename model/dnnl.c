@@ -1215,8 +1215,7 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
                 j.y = (float *)y + r0; /* plain: float32 output */
                 j.b = b && c == 0 ? b + r0 : NULL;
                 j.acc = c == 0 ? acc : 1;
-                if (kparts > 1)
-                    j.xb = xparts + c * xrows * Kc;
+                j.xb = xparts + c * xrows * Kc; /* part c of x (one part: x itself) */
             }
             j.parts = VG_MIN(n_parts, j.pv ? j.units : j.blocks);
             vg_pool_run(pool, j.parts, j.pv ? panel_task : block_task, &j);
