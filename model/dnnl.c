@@ -695,7 +695,7 @@ size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n)
 {
     const vg_dnnl_mat *dm = w->dnnl ? w->dnnl : w->dnnl_plain;
     size_t bytes = 64 + (size_t)dm->threads * per_thread_bytes(dm);
-    if (dm->plain) {
+    if (dm->plain && w->type != VG_MAT_BLK) {
         bytes += ALIGN64(dm->wbytes); /* one slab unpacked */
         if (w->type == VG_MAT_GGUF)
             bytes += ALIGN64(slab_groups_bytes(dm, w));
@@ -913,6 +913,44 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
     _mm_sfence(); /* streamed stores are visible before the pool's region ends */
 }
 
+int vg_dnnl_preblock(vg_model *m, vg_mat *w)
+{
+    const vg_dnnl_mat *dm = w->dnnl_plain;
+    if (!dm || w->type != VG_WEIGHTS_BF16 || !w->p || dm->nblk != VG_BLK_N || !vg_amx_ok() ||
+        w->rows % dm->rows != 0 || w->cols % dm->cols != 0)
+        return 0;
+    const size_t slabs = w->rows / dm->rows, kparts = w->cols / dm->cols;
+    vg_mat b = *w;
+    b.type = VG_MAT_BLK;
+    b.slab_rows = dm->rows;
+    b.part_cols = dm->cols;
+    b.group_bytes = 0;
+    const size_t each = vg_blk_bytes(&b);
+    if (each != dm->wbytes) /* not the layout the primitive reads */
+        return 0;
+    unsigned char *p = vg_model_alloc_weights(m, slabs * kparts * each);
+    if (!p)
+        return VG_ENOMEM;
+    dnnl_job j = {.m = m, .w = w, .dm = dm, .src_gb = w->group_bytes, .src_k = w->cols};
+    j.src_type = VG_WEIGHTS_BF16;
+    j.stream = 1;
+    j.parts = (size_t)VG_POOL_SPLIT * (size_t)vg_pool_threads(m->tpool);
+    for (size_t sl = 0; sl < slabs; sl++)
+        for (size_t c = 0; c < kparts; c++) {
+            j.src = (const unsigned char *)w->p + sl * dm->rows / VG_PACK_ROWS * w->group_bytes;
+            j.kb0 = c * dm->cols / VG_QK;
+            j.wei = p + (sl * kparts + c) * each;
+            vg_pool_run(m->tpool, j.parts, unpack_blocked_task, &j);
+        }
+    const size_t old = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * w->group_bytes;
+    vg_model_release(m, (void *)(uintptr_t)w->p);
+    m->info.weight_bytes = m->info.weight_bytes - old + slabs * kparts * each;
+    b.p = p;
+    *w = b;
+    m->n_blk++;
+    return 0;
+}
+
 /* Task i runs its share of the VG_DNNL_M-row blocks, oneDNN on this thread only, in a buffer slot
  * it claims (at most `slots` tasks run at once, one per pool participant, so one is always free).
  */
@@ -1114,8 +1152,9 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
     j.parts = j.slots > 1 ? VG_POOL_SPLIT * j.slots : 1;
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
     const size_t n_parts = j.parts;
-    unsigned char *groups = NULL; /* GGUF: one slab widened to BF16 groups */
-    if (dm->plain) {
+    unsigned char *groups = NULL;          /* GGUF: one slab widened to BF16 groups */
+    const int blk = w->type == VG_MAT_BLK; /* kept blocked: read in place, nothing unpacked */
+    if (dm->plain && !blk) {
         j.wei = base;
         base += ALIGN64(dm->wbytes);
         if (w->type == VG_MAT_GGUF) {
@@ -1186,7 +1225,7 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
     atomic_init(&j.failed, 0);
     for (size_t sl = 0; sl < slabs && !atomic_load(&j.failed); sl++) {
         const size_t r0 = sl * dm->rows;
-        if (dm->plain) { /* this slab's rows */
+        if (dm->plain && !blk) { /* this slab's rows */
             j.src = (const unsigned char *)w->p + r0 / VG_PACK_ROWS * w->group_bytes;
             j.src_gb = w->group_bytes;
             j.src_type = w->type;
@@ -1208,10 +1247,14 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
         for (size_t c = 0; c < kparts && !atomic_load(&j.failed); c++) {
             for (int k = 0; k < VG_DNNL_SLOTS; k++)
                 atomic_init(&j.busy[k], 0);
-            if (dm->plain) { /* this slab's rows, this part's columns, unpacked for oneDNN */
+            if (blk) { /* this slab's part, in place */
+                j.wei = (unsigned char *)(uintptr_t)w->p + (sl * kparts + c) * vg_blk_bytes(w);
+            } else if (dm->plain) { /* this slab's rows, this part's columns, unpacked */
                 j.kb0 = c * Kc / VG_QK;
                 j.parts = n_parts;
                 vg_pool_run(pool, j.parts, dm->nblk ? unpack_blocked_task : unpack_task, &j);
+            }
+            if (dm->plain) {
                 j.y = (float *)y + r0; /* plain: float32 output */
                 j.b = b && c == 0 ? b + r0 : NULL;
                 j.acc = c == 0 ? acc : 1;
@@ -1748,6 +1791,13 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
     (void)m;
     (void)w;
     (void)vision;
+}
+
+int vg_dnnl_preblock(vg_model *m, vg_mat *w)
+{
+    (void)m;
+    (void)w;
+    return 0;
 }
 
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,

@@ -48,6 +48,9 @@ typedef struct vg_mat {
                   * (a vision fc1 packed for oneDNN: the primitive's epilogue); 0 none */
     int out_b16; /* packed for oneDNN with bf16 output (a vision fc1, whose output only feeds the
                   * next product): vg_matmul_to_b16 writes it; vg_matmul widens it */
+    size_t slab_rows; /* VG_MAT_BLK: rows per slab (all of them, or a divisor that is a multiple of
+                       * VG_BLK_N) */
+    size_t part_cols; /* VG_MAT_BLK: columns per part of K (all of them, or a divisor) */
 } vg_mat;
 /* Activations a product can apply (vg_mat.act). */
 enum { VG_ACT_NONE = 0, VG_ACT_GELU_TANH = 1, VG_ACT_GELU_ERF = 2 };
@@ -58,6 +61,16 @@ enum { VG_ACT_NONE = 0, VG_ACT_GELU_TANH = 1, VG_ACT_GELU_ERF = 2 };
  * lm_head is separate): its rows stay in the checkpoint file and vg_mat_row reads them with
  * pread() from the descriptor of the file that was checked at load (vg_model_mat_file). */
 #define VG_MAT_FILE 101
+/* vg_mat.type of a BF16 text matrix kept in oneDNN's blocked layout (kernels.h, "the blocked
+ * layout") on a CPU with AMX (vg_dnnl_preblock): p holds, for each slab of slab_rows rows and each
+ * part of part_cols columns (slab-major), that slab's part as a blocked matrix of slab_rows rows
+ * (padded to whole blocks of VG_BLK_N) by part_cols columns, vg_blk_bytes(w) bytes each. oneDNN
+ * reads each as it is (no unpacking per call); one to a few rows go through AMX tiles. */
+#define VG_MAT_BLK 102
+static inline size_t vg_blk_bytes(const vg_mat *w)
+{
+    return (w->slab_rows + VG_BLK_N - 1) / VG_BLK_N * VG_BLK_N * w->part_cols * 2;
+}
 
 typedef struct vg_vis_block {
     const float *n1_w, *n1_b, *qkv_b, *proj_b;
@@ -87,6 +100,7 @@ struct vg_model {
     int wtype;      /* VG_WEIGHTS_F32, _BF16 or _Q8_0 (auto resolved at load) */
     vg_pool *tpool; /* the engine's threads (n_threads participants) */
     vg_dnnl *dnnl;  /* oneDNN engine when built with it and the CPU has AVX512-BF16, else NULL */
+    int n_blk;      /* text matrices kept blocked (VG_MAT_BLK: AMX tiles, oneDNN in place) */
 
     /* vision */
     const float *patch_w, *patch_b, *pos_embed;
@@ -186,6 +200,11 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
  * copy is kept). vision: a vision tower's matrix (blocks of up to VG_DNNL_MAX_M_PACKED rows, not
  * 256). Does nothing without oneDNN or a fast kernel. */
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision);
+/* Where w (BF16 row groups, attached by vg_dnnl_attach_plain) can be multiplied by AMX tiles
+ * (vg_amx_ok) and its oneDNN primitive reads the VG_BLK_N-row blocked layout: converts it to
+ * VG_MAT_BLK (its groups released, so a prefill needs no unpacking and decode goes through the
+ * tiles). 0 (converted or left as it is); VG_ENOMEM (w unchanged). Load time. */
+int vg_dnnl_preblock(vg_model *m, vg_mat *w);
 /* Workspace floats of vg_dnnl_matmul for w (w->dnnl or w->dnnl_plain set) and n rows of x. */
 size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 /* Bytes of one slab of a text matrix unpacked for oneDNN at most: wider matrices (rows * cols * 2
@@ -375,6 +394,8 @@ void *vg_scratch_take(vg_model *m, size_t bytes);
 void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
+/* Frees a block recorded by vg_model_own before the model is freed (nothing if p is not one). */
+void vg_model_release(vg_model *m, void *p);
 /* bytes for weights, owned (and freed) by the model: 64-byte aligned, and from 4 MiB on 2 MiB
  * aligned and advised to huge pages before anything is written (streamed weights then cross no
  * 4 KiB page boundary, where the hardware prefetchers stop, and miss the TLB 512 times less).

@@ -128,6 +128,31 @@ void vg_pack_row_q8_scalar(const float *src, size_t K, int r, int8_t *group);
 void vg_unpack_row_bf16(const uint16_t *group, size_t K, int r, float *dst);
 void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst);
 
+/* ---- amx.c: the blocked layout (oneDNN's BA16a64b2a) ----
+ * A bf16 matrix W[N][K] (K a multiple of 32) as blocks of VG_BLK_N output rows (the last padded
+ * with zero rows), block b at element b * VG_BLK_N * K; within a block, for each 32 columns of K
+ * (4 KiB), the 16 column pairs in turn, each holding the 64 rows' two values: element
+ * vg_blk_index(k, r) is W[b * VG_BLK_N + r][k]. This is the weight layout oneDNN's bf16 matmul
+ * uses on AMX/AVX512-BF16 CPUs (weights {K, N}, tag BA16a64b2a), and the B-tile layout of AMX's
+ * TDPBF16PS (a 32 x 16 tile is 16 rows of 64 bytes at a stride of 256 bytes). */
+#define VG_BLK_N 64
+static inline size_t vg_blk_index(size_t k, size_t r)
+{
+    return (k / 32) * (32 * VG_BLK_N) + (k % 32) / 2 * (2 * VG_BLK_N) + r * 2 + (k & 1);
+}
+/* 1 when the AMX tiles can run vg_blk_gemm here: the CPU has AMX-BF16 and AMX-TILE, the OS saves
+ * the tile state and granted this process the tile data (asked once), the kernel level in use is
+ * avx512 and the environment variable VG_AMX is not 0. Any thread. */
+int vg_amx_ok(void);
+/* y[i * ldy + r] = (or += with acc) sum_k bf16(W[r][k]) * bf16(x[i * ldx + k]) for the rows r of
+ * blocks [b0, b1) below N and i < n, summed in float32 (x already bf16: n rows of K values at a
+ * stride of ldx). Through AMX tiles when vg_amx_ok(), else the scalar loop (_scalar, the
+ * reference: the same function up to the order of float additions). */
+void vg_blk_gemm(const uint16_t *w, size_t K, size_t N, size_t b0, size_t b1, const uint16_t *x,
+                 size_t n, size_t ldx, float *y, size_t ldy, int acc);
+void vg_blk_gemm_scalar(const uint16_t *w, size_t K, size_t N, size_t b0, size_t b1,
+                        const uint16_t *x, size_t n, size_t ldx, float *y, size_t ldy, int acc);
+
 /* The portable widen_f16 (every level's reference). */
 void vg_widen_f16_scalar(const void *src, size_t n, float *dst);
 

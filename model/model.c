@@ -38,6 +38,16 @@ int vg_model_own(vg_model *m, void *p)
     return 0;
 }
 
+void vg_model_release(vg_model *m, void *p)
+{
+    for (size_t i = m->n_owned; p && i-- > 0;)
+        if (m->owned[i] == p) {
+            free(p);
+            m->owned[i] = m->owned[--m->n_owned];
+            return;
+        }
+}
+
 /* The converted tensor's source pages are no longer needed: drop them from this process's resident
  * set (the file stays in the page cache), so that loading does not briefly hold both the mapping
  * and the float32 copy (the peak RSS would be 1.5x the model). */
@@ -289,11 +299,11 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         m->st = NULL;
     }
     vg_log(VG_LOG_INFO, "model",
-           "loaded %s: %zu parameters, %.1f MiB in memory, %s weights, %s kernels, %d "
+           "loaded %s: %zu parameters, %.1f MiB in memory, %s weights, %s kernels%s, %d "
            "thread%s%s",
            m->info.name, m->info.n_params, (double)m->info.weight_bytes / 1048576.0,
-           vg_weight_type_name(m->wtype), m->info.isa, m->n_threads, m->n_threads == 1 ? "" : "s",
-           p.use_mmap ? " (F32 tensors mapped)" : "");
+           vg_weight_type_name(m->wtype), m->info.isa, m->n_blk ? " (AMX tiles)" : "", m->n_threads,
+           m->n_threads == 1 ? "" : "s", p.use_mmap ? " (F32 tensors mapped)" : "");
     *out = m;
     return 0;
 fail:

@@ -120,6 +120,8 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
         if ((rc = vg_model_mat(m, name, rows, cols, &L->field, err, errlen)) < 0)                  \
             return rc;                                                                             \
         vg_dnnl_attach_plain(m, &L->field, 0);                                                     \
+        if (vg_dnnl_preblock(m, &L->field) < 0)                                                    \
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking tensor '%s'", name);    \
     } while (0)
         W(in_norm, "input_layernorm.weight", 1, s_d);
         W(post_norm, "post_attention_layernorm.weight", 1, s_d);

@@ -365,6 +365,17 @@ int vg_mat_row(const vg_mat *w, size_t r, float *dst)
                          (int)(r % VG_PACK_ROWS), dst);
         return 0;
     }
+    if (w->type == VG_MAT_BLK) { /* the row's values in each part of its slab */
+        const size_t S = w->slab_rows, Kc = w->part_cols, sl = r / S, rs = r % S;
+        for (size_t c = 0; c < K / Kc; c++) {
+            const uint16_t *blk =
+                (const uint16_t *)w->p +
+                ((sl * (K / Kc) + c) * vg_blk_bytes(w) + rs / VG_BLK_N * VG_BLK_N * Kc * 2) / 2;
+            for (size_t k = 0; k < Kc; k++)
+                dst[c * Kc + k] = vg_bf16_to_f32(blk[vg_blk_index(k, rs % VG_BLK_N)]);
+        }
+        return 0;
+    }
     const unsigned char *grp = (const unsigned char *)w->p + (r / VG_PACK_ROWS) * w->group_bytes;
     if (w->type == VG_WEIGHTS_BF16)
         vg_unpack_row_bf16((const uint16_t *)(const void *)grp, K, (int)(r % VG_PACK_ROWS), dst);
@@ -392,20 +403,25 @@ static size_t tile_rows(const vg_mat *w)
  * speed) up to 16-32. */
 #define SMALL_ROWS_Q8   40
 #define SMALL_ROWS_BF16 24
+/* A blocked matrix (VG_MAT_BLK): AMX tiles take 16 rows per pass over the weights. */
+#define SMALL_ROWS_BLK 32
 
 static size_t small_limit(const vg_mat *w)
 {
-    return w->type == VG_WEIGHTS_Q8_0 ? SMALL_ROWS_Q8 : SMALL_ROWS_BF16;
+    return w->type == VG_WEIGHTS_Q8_0 ? SMALL_ROWS_Q8
+           : w->type == VG_MAT_BLK    ? SMALL_ROWS_BLK
+                                      : SMALL_ROWS_BF16;
 }
 
 static int small_rows(const vg_mat *w, size_t n)
 {
-    return n >= 1 && w->p && (w->type == VG_WEIGHTS_BF16 || w->type == VG_WEIGHTS_Q8_0) &&
+    return n >= 1 && w->p &&
+           (w->type == VG_WEIGHTS_BF16 || w->type == VG_WEIGHTS_Q8_0 || w->type == VG_MAT_BLK) &&
            n <= small_limit(w);
 }
 
 /* Prepared x of n rows: bf16_prep(_n) takes n * K floats, the Q8_0 form n * K / 32 scales, 8
- * floats of gap and n * K bytes. */
+ * floats of gap and n * K bytes (the blocked form's n * K bf16 values, less). */
 static size_t small_ws_floats(size_t n, size_t K)
 {
     return n * K + n * (K / VG_QK) + 16;
@@ -451,10 +467,34 @@ typedef struct gemv_job {
     const vg_kernels *k;
     const float *xp; /* BF16 */
     const int8_t *xq;
-    const float *xd; /* Q8_0 */
-    vg_kq_act act;   /* VG_MAT_GGUF */
+    const float *xd;    /* Q8_0 */
+    const uint16_t *xb; /* VG_MAT_BLK: x in bf16 */
+    vg_kq_act act;      /* VG_MAT_GGUF */
     int level;
 } gemv_job;
+
+/* Blocks [u0, u1) of a VG_MAT_BLK matrix (numbered across its slabs), every part of K in turn
+ * (the first written, the others added). */
+static void blk_range(const gemv_job *j, const vg_mat *w, float *y, size_t u0, size_t u1)
+{
+    const size_t K = w->cols, S = w->slab_rows, Kc = w->part_cols, kparts = K / Kc;
+    const size_t per = (S + VG_BLK_N - 1) / VG_BLK_N; /* blocks per slab */
+    while (u0 < u1) {
+        const size_t sl = u0 / per, b0 = u0 % per, b1 = VG_MIN(per, b0 + (u1 - u0));
+        for (size_t c = 0; c < kparts; c++)
+            vg_blk_gemm((const uint16_t *)w->p + (sl * kparts + c) * vg_blk_bytes(w) / 2, Kc, S, b0,
+                        b1, j->xb + c * Kc, j->n, K, y + sl * S, w->rows, c > 0);
+        u0 += b1 - b0;
+    }
+}
+
+/* Row groups (blocks of VG_BLK_N rows for VG_MAT_BLK) of a matrix, the units gemv_task splits. */
+static size_t gemv_units(const vg_mat *w)
+{
+    if (w->type == VG_MAT_BLK)
+        return w->rows / w->slab_rows * ((w->slab_rows + VG_BLK_N - 1) / VG_BLK_N);
+    return (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+}
 
 static void gemv_task(void *arg, size_t i)
 {
@@ -464,7 +504,9 @@ static void gemv_task(void *arg, size_t i)
     size_t g0 = j->groups[mi] * part / j->n_split, g1 = j->groups[mi] * (part + 1) / j->n_split;
     if (g0 == g1)
         return;
-    if (w->type == VG_MAT_GGUF)
+    if (w->type == VG_MAT_BLK)
+        blk_range(j, w, j->y[mi], g0, g1);
+    else if (w->type == VG_MAT_GGUF)
         vg_kq_gemv(j->level, w->gtype, w->p, w->cols, w->rows, g0, g1, &j->act, j->y[mi]);
     else if (w->type == VG_WEIGHTS_BF16 && j->n == 1)
         j->k->bf16_gemv(w->p, w->cols, w->rows, g0, g1, j->xp, j->y[mi]);
@@ -488,7 +530,7 @@ static void gemv_packed(vg_model *m, const float *x, size_t n, const vg_mat *con
     for (size_t i = 0; i < count; i++) {
         j.w[i] = w[i];
         j.y[i] = y[i];
-        j.groups[i] = (w[i]->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS;
+        j.groups[i] = gemv_units(w[i]);
         work += w[i]->rows * K * n;
     }
     /* small products are not worth waking a worker (a few microseconds) */
@@ -498,6 +540,9 @@ static void gemv_packed(vg_model *m, const float *x, size_t n, const vg_mat *con
         j.level = vg_isa_level();
         j.act = vg_kq_act_view(ws, K);
         vg_kq_act_quantize(x, K, &j.act);
+    } else if (w[0]->type == VG_MAT_BLK) {
+        vg_to_bf16(x, n * K, (uint16_t *)(void *)ws);
+        j.xb = (const uint16_t *)(const void *)ws;
     } else if (w[0]->type == VG_WEIGHTS_BF16) {
         if (n == 1)
             j.k->bf16_prep(x, K, ws);

@@ -791,6 +791,65 @@ static void test_silu_b16_levels(void **state)
     assert_int_equal(vg_isa_force(best), 0);
 }
 
+/* The blocked layout (amx.c): the scalar loop against double arithmetic on the same bf16 values,
+ * and vg_blk_gemm (AMX tiles where vg_amx_ok) against the scalar loop, for 1, 3, 16 and 19 rows
+ * (two passes of tiles), a matrix whose last block is padded, a range of blocks, a stride of x
+ * wider than K (one part of a wider matrix) and the accumulating form. Tolerance as for the GEMV
+ * kernels: 1e-5 * sum_k |w_k x_k|. */
+static void test_blk_gemm(void **state)
+{
+    (void)state;
+    const size_t K = 96, ldx = 160, N = 150, NB = (N + VG_BLK_N - 1) / VG_BLK_N;
+    const size_t ns[] = {1, 3, 16, 19};
+    uint16_t *w = calloc(NB * VG_BLK_N * K, sizeof(uint16_t));
+    uint16_t *x = malloc(19 * ldx * sizeof(uint16_t));
+    float *y0 = malloc(19 * N * sizeof(float)), *y1 = malloc(19 * N * sizeof(float));
+    assert_non_null(w);
+    assert_non_null(x);
+    assert_non_null(y0);
+    assert_non_null(y1);
+    for (size_t r = 0; r < N; r++)
+        for (size_t k = 0; k < K; k++)
+            w[(r / VG_BLK_N) * VG_BLK_N * K + vg_blk_index(k, r % VG_BLK_N)] =
+                vg_f32_to_bf16(frand());
+    for (size_t i = 0; i < 19 * ldx; i++)
+        x[i] = vg_f32_to_bf16(frand());
+    print_message("blocked products through %s\n", vg_amx_ok() ? "AMX tiles" : "the scalar loop");
+    for (size_t t = 0; t < VG_ARRAY_LEN(ns); t++) {
+        const size_t n = ns[t];
+        for (int acc = 0; acc < 2; acc++) {
+            for (size_t i = 0; i < n * N; i++)
+                y0[i] = y1[i] = (float)i * 0.25f;
+            vg_blk_gemm_scalar(w, K, N, 0, NB, x, n, ldx, y0, N, acc);
+            vg_blk_gemm(w, K, N, 1, NB, x, n, ldx, y1, N, acc); /* blocks 1.. then block 0 */
+            vg_blk_gemm(w, K, N, 0, 1, x, n, ldx, y1, N, acc);
+            for (size_t i = 0; i < n; i++)
+                for (size_t r = 0; r < N; r++) {
+                    double ref = acc ? (double)(i * N + r) * 0.25 : 0.0, mag = 0.0;
+                    for (size_t k = 0; k < K; k++) {
+                        const double p =
+                            (double)vg_bf16_to_f32(
+                                w[(r / VG_BLK_N) * VG_BLK_N * K + vg_blk_index(k, r % VG_BLK_N)]) *
+                            (double)vg_bf16_to_f32(x[i * ldx + k]);
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    const double tol = 1e-5 * (mag + fabs(ref)) + 1e-6;
+                    if (fabs(y0[i * N + r] - ref) > tol ||
+                        fabs(y1[i * N + r] - y0[i * N + r]) > tol)
+                        fail_msg("n %zu acc %d row %zu out %zu: scalar %g, vg_blk_gemm %g, double "
+                                 "%g (AMX %d)",
+                                 n, acc, i, r, (double)y0[i * N + r], (double)y1[i * N + r], ref,
+                                 vg_amx_ok());
+                }
+        }
+    }
+    free(w);
+    free(x);
+    free(y0);
+    free(y1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -799,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_gemv_levels),
         cmocka_unit_test(test_gemm_levels),
+        cmocka_unit_test(test_blk_gemm),
         cmocka_unit_test(test_isa_names),
         cmocka_unit_test(test_weight_types),
         cmocka_unit_test(test_pool),
