@@ -178,8 +178,7 @@ void vg_blk_gemm(const uint16_t *w, size_t K, size_t N, size_t b0, size_t b1, co
         return;
     }
     for (size_t i0 = 0; i0 < n; i0 += 16)
-        blk_pass(w, K, N, b0, b1, x + i0 * ldx, VG_MIN(16, n - i0), ldx, y + i0 * ldy, ldy,
-                 acc);
+        blk_pass(w, K, N, b0, b1, x + i0 * ldx, VG_MIN(16, n - i0), ldx, y + i0 * ldy, ldy, acc);
 }
 #else
 void vg_blk_gemm(const uint16_t *w, size_t K, size_t N, size_t b0, size_t b1, const uint16_t *x,

@@ -915,8 +915,11 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
 
 int vg_dnnl_preblock(vg_model *m, vg_mat *w)
 {
-    const vg_dnnl_mat *dm = w->dnnl_plain;
-    if (!dm || w->type != VG_WEIGHTS_BF16 || !w->p || dm->nblk != VG_BLK_N || !vg_amx_ok() ||
+    /* without a primitive (lm_head, only ever multiplied by a row or a few): one slab, one part */
+    vg_dnnl_mat whole = {.rows = w->rows, .cols = w->cols, .nblk = VG_BLK_N, .plain = 1};
+    whole.wbytes = (w->rows + VG_BLK_N - 1) / VG_BLK_N * VG_BLK_N * w->cols * 2;
+    const vg_dnnl_mat *dm = w->dnnl_plain ? w->dnnl_plain : &whole;
+    if (!m->dnnl || w->type != VG_WEIGHTS_BF16 || !w->p || dm->nblk != VG_BLK_N || !vg_amx_ok() ||
         w->rows % dm->rows != 0 || w->cols % dm->cols != 0)
         return 0;
     const size_t slabs = w->rows / dm->rows, kparts = w->cols / dm->cols;

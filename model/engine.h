@@ -5,7 +5,8 @@
  * Layout of the weights: the Linear weights, the embedding and lm_head are vg_mat matrices
  * [out][in] as in the checkpoint (a PyTorch Linear), held in the weight type chosen at load
  * (weights.c): float32 row-major (y = x W^T + b is one cblas_sgemm with the second operand
- * transposed), or BF16 / Q8_0 packed in row groups for the engine's own kernels (kernels.h). Norms,
+ * transposed), or BF16 / Q8_0 packed in row groups for the engine's own kernels (kernels.h; BF16
+ * text matrices in oneDNN's blocked layout instead on a CPU with AMX: VG_MAT_BLK). Norms,
  * biases, the patch embedding and the position table are float32 views. Float32 weights either
  * live in malloc'd memory owned by the model (use_mmap = 0, or a dtype that needs conversion) or
  * point into the read-only safetensors mapping (use_mmap = 1 and F32 data).

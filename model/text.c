@@ -97,10 +97,15 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
     if ((rc = vg_model_weight(m, "model.language_model.norm.weight", 1, s_d, &m->final_norm, err,
                               errlen)) < 0)
         return rc;
+    /* lm_head (the embedding, when tied) blocked for AMX tiles where they are available */
     if (in->tie_word_embeddings) {
+        if (vg_dnnl_preblock(m, &m->embed) < 0)
+            return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking the embedding");
         m->lm_head = m->embed;
     } else if ((rc = vg_model_mat(m, "lm_head.weight", V, D, &m->lm_head, err, errlen)) < 0) {
         return rc;
+    } else if (vg_dnnl_preblock(m, &m->lm_head) < 0) {
+        return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking lm_head");
     }
     m->layers = calloc((size_t)in->n_layers, sizeof(*m->layers));
     if (!m->layers)

@@ -23,6 +23,9 @@
  *  - more rows (long prefills, vision) in BF16 / Q8_0: oneDNN when the matrix has a primitive for
  *    it (below), else tiles of rows widened to float32 in the caller's workspace and multiplied
  *    with OpenBLAS sgemm;
+ *  - on a CPU with AMX, BF16 text matrices are converted at load to oneDNN's blocked layout
+ *    (VG_MAT_BLK, vg_dnnl_preblock): up to SMALL_ROWS_BLK rows through AMX tiles (amx.c), more
+ *    through oneDNN reading them in place;
  *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
  *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed; with Q8_0
  *    this holds only the matrices whose cols is not a multiple of 32 (else they would be float32).

@@ -136,9 +136,10 @@ static void bandwidth(int reps, double *gemv_gbs, double *read_gbs)
 typedef struct gemv_bench_job {
     const void *w;
     size_t K, rows, groups, parts;
-    int q8;
+    int q8; /* 0 bf16 row groups, 1 q8_0 row groups, 2 bf16 blocked (vg_blk_gemm: AMX tiles) */
     const float *xp, *xd;
     const int8_t *xq;
+    const uint16_t *xb;
     float *y;
 } gemv_bench_job;
 
@@ -147,19 +148,24 @@ static void gemv_bench_task(void *arg, size_t i)
     const gemv_bench_job *j = arg;
     size_t g0 = j->groups * i / j->parts, g1 = j->groups * (i + 1) / j->parts;
     const vg_kernels *k = vg_kernels_get(-1);
-    if (j->q8)
+    if (j->q8 == 2)
+        vg_blk_gemm(j->w, j->K, j->rows, g0, g1, j->xb, 1, j->K, j->y, j->rows, 0);
+    else if (j->q8)
         k->q8_gemv(j->w, j->K, j->rows, g0, g1, j->xq, j->xd, j->y);
     else
         k->bf16_gemv(j->w, j->K, j->rows, g0, g1, j->xp, j->y);
 }
 
-/* GB/s of the engine's own GEMV kernel (bf16 or q8_0, the level in use) over 512 MiB of packed
- * weights of K = k columns (a stack of decode matrices: streamed from memory, not cache), on the
- * pool's threads. */
+/* GB/s of the engine's own GEMV kernel (q8: 0 bf16, 1 q8_0, the level in use; 2 bf16 in the
+ * blocked layout, AMX tiles) over 512 MiB of packed weights of K = k columns (a stack of decode
+ * matrices: streamed from memory, not cache), on the pool's threads. */
 static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
 {
-    const size_t gb = q8 ? vg_pack_group_bytes_q8(K) : vg_pack_group_bytes_bf16(K);
-    const size_t groups = ((size_t)512 << 20) / gb, rows = groups * VG_PACK_ROWS;
+    const size_t gb = q8 == 2 ? (size_t)VG_BLK_N * K * 2
+                      : q8    ? vg_pack_group_bytes_q8(K)
+                              : vg_pack_group_bytes_bf16(K);
+    const size_t groups = ((size_t)512 << 20) / gb;
+    const size_t rows = groups * (q8 == 2 ? VG_BLK_N : VG_PACK_ROWS);
     unsigned char *w = NULL;
     if (posix_memalign((void **)&w, (size_t)2 << 20, groups * gb) != 0)
         return 0;
@@ -169,13 +175,19 @@ static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
     float *row = malloc(K * sizeof(float)), *x = malloc(K * sizeof(float));
     float *xp = malloc(K * sizeof(float)), *xd = malloc(K / VG_QK * sizeof(float));
     int8_t *xq = malloc(K);
+    uint16_t *xb = malloc(K * sizeof(uint16_t));
     float *y = malloc(rows * sizeof(float));
     double best = 1e30;
-    if (row && x && xp && xd && xq && y) {
+    if (row && x && xp && xd && xq && xb && y) {
         fill(x, K, 9);
-        for (int r = 0; r < VG_PACK_ROWS; r++) { /* one real group, copied everywhere */
+        vg_to_bf16(x, K, xb);
+        for (int r = 0; r < (q8 == 2 ? VG_BLK_N : VG_PACK_ROWS); r++) { /* one real group, copied
+                                                                         * everywhere */
             fill(row, K, 10 + (uint64_t)r);
-            if (q8)
+            if (q8 == 2)
+                for (size_t k = 0; k < K; k++)
+                    ((uint16_t *)(void *)w)[vg_blk_index(k, (size_t)r)] = vg_f32_to_bf16(row[k]);
+            else if (q8)
                 vg_pack_row_q8(row, K, r, (int8_t *)w);
             else
                 vg_pack_row_bf16(row, K, r, (uint16_t *)(void *)w);
@@ -193,6 +205,7 @@ static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
                             .xp = xp,
                             .xd = xd,
                             .xq = xq,
+                            .xb = xb,
                             .y = y};
         for (int r = 0; r < reps + 1; r++) {
             double t0 = vg_now_ms();
@@ -207,6 +220,7 @@ static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
     free(xp);
     free(xd);
     free(xq);
+    free(xb);
     free(y);
     free(w);
     return best < 1e30 ? (double)(groups * gb) / (best * 1e6) : 0;
@@ -604,6 +618,11 @@ int vg_cmd_bench(int argc, char **argv)
         g = gemv_gbs(tb.pool, 1, (size_t)tb.txt_k, reps);
         remeasure(&tb);
         add_row(&tb, "own GEMV q8_0 K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
+        if (vg_amx_ok()) { /* what bf16 text matrices use on this CPU (VG_MAT_BLK) */
+            g = gemv_gbs(tb.pool, 2, (size_t)tb.txt_k, reps);
+            remeasure(&tb);
+            add_row(&tb, "own GEMV bf16 AMX K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
+        }
     }
     if (!o.skip_vision && in->has_vision) {
         const int gh = 28, gw = 28;
