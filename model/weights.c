@@ -406,8 +406,11 @@ static size_t tile_rows(const vg_mat *w)
  * speed) up to 16-32. */
 #define SMALL_ROWS_Q8   40
 #define SMALL_ROWS_BF16 24
-/* A blocked matrix (VG_MAT_BLK): AMX tiles take 16 rows per pass over the weights. */
-#define SMALL_ROWS_BLK 32
+/* A blocked matrix (VG_MAT_BLK): AMX tiles take 16 rows per pass over the weights; a live stream's
+ * 72-row pair prefill runs faster through oneDNN (230-233 ms against 296-299 through 5 passes of
+ * tiles, bench_stream bf16, 2 threads, Xeon of 2026-12-07), its questions (up to 16 rows) alike
+ * with a limit of 16 or 32. */
+#define SMALL_ROWS_BLK 16
 
 static size_t small_limit(const vg_mat *w)
 {
