@@ -141,6 +141,7 @@ T_AMX static void blk_pass(const uint16_t *w, size_t K, size_t N, size_t b0, siz
     _tile_loadconfig(&cfg);
     float t[16 * VG_BLK_N] __attribute__((aligned(64)));
     const size_t sx = ldx * sizeof(uint16_t);
+    const size_t line = vg_pf_stride; /* kernels.h */
     for (size_t b = b0; b < b1; b++) {
         const unsigned char *blk = (const unsigned char *)(w + b * VG_BLK_N * K);
         _tile_zero(0);
@@ -149,8 +150,8 @@ T_AMX static void blk_pass(const uint16_t *w, size_t K, size_t N, size_t b0, siz
         _tile_zero(3);
         for (size_t k = 0; k < K; k += 32) {
             const unsigned char *s = blk + k * VG_BLK_N * 2; /* 32 K x 64 N: 4 KiB */
-            for (int l = 0; l < 64; l++)
-                _mm_prefetch((const char *)s + AMX_PF + 64 * l, _MM_HINT_T0);
+            for (size_t o = 0; o < 4096; o += line)
+                _mm_prefetch((const char *)s + AMX_PF + o, _MM_HINT_T0);
             _tile_loadd(4, x + k, sx);
             _tile_loadd(5, s, 256);
             _tile_dpbf16ps(0, 4, 5);

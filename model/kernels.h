@@ -128,6 +128,15 @@ void vg_pack_row_q8_scalar(const float *src, size_t K, int r, int8_t *group);
 void vg_unpack_row_bf16(const uint16_t *group, size_t K, int r, float *dst);
 void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst);
 
+/* The stride of the kernels' software-prefetch loops: one cache line (64), read at run time so
+ * that the compiler keeps each loop a loop over a stride it cannot see. With a constant stride GCC
+ * 12 emits a chunk's prefetches back to back (unrolled, or as a tight loop), and on the Xeon of
+ * 2026-12-07 that cost single-thread streaming: one thread over 512 MiB, alternating in one
+ * session, the AMX GEMV 81-85 % -> 92-96 % of the read ceiling, the AVX-512 bf16 GEMV 16.9-17.7
+ * -> 18.3-19.0 GB/s, the plain read 19.0-20.3 -> 21.0-21.9 GB/s (the same distances, hints and
+ * counts either way). Defined in kernels.c; never written. */
+extern volatile size_t vg_pf_stride;
+
 /* ---- amx.c: the blocked layout (oneDNN's BA16a64b2a) ----
  * A bf16 matrix W[N][K] (K a multiple of 32) as blocks of VG_BLK_N output rows (the last padded
  * with zero rows), block b at element b * VG_BLK_N * K; within a block, for each 32 columns of K

@@ -345,6 +345,7 @@ T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, 
                                       size_t g1, const float *xp, float *y)
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    const size_t line = vg_pf_stride;
     for (size_t g = g0; g < g1; g++) {
         const uint16_t *grp = w + g * VG_PACK_ROWS * K;
         __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
@@ -353,8 +354,8 @@ T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, 
             const __m512 xe = _mm512_loadu_ps(xp + c * VG_QK);
             const __m512 xo = _mm512_loadu_ps(xp + c * VG_QK + 16);
             const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
-            for (int l = 0; l < 4; l++) /* the chunk's 256 bytes, BF16_PF ahead */
-                _mm_prefetch((const char *)s + BF16_PF + 64 * l, _MM_HINT_T0);
+            for (size_t o = 0; o < 256; o += line) /* the chunk's 256 bytes, BF16_PF ahead */
+                _mm_prefetch((const char *)s + BF16_PF + o, _MM_HINT_T0);
             BF16_ROW_AVX512(0, e0, o0);
             BF16_ROW_AVX512(1, e1, o1);
             BF16_ROW_AVX512(2, e2, o2);
@@ -419,6 +420,7 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
     __m256i table[Q8_CORR_BLOCKS];
     const int tabled = nb <= Q8_CORR_BLOCKS;
+    const size_t line = vg_pf_stride;
     for (size_t b = 0; tabled && b < nb; b++)
         table[b] = q8_corr(xq + b * VG_QK);
 #define Q8_BLOCK(b, acc01, acc23)                                                                  \
@@ -432,8 +434,8 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
         size_t b = 0;
         for (; b + 2 <= nb; b += 2) {
             const char *ahead = (const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF;
-            for (int l = 0; l < 4; l++) /* the two blocks' 256 bytes */
-                _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+            for (size_t o = 0; o < 256; o += line) /* the two blocks' 256 bytes */
+                _mm_prefetch(ahead + o, _MM_HINT_T0);
             Q8_BLOCK(b, a01, a23);
             Q8_BLOCK(b + 1, b01, b23);
         }
@@ -629,10 +631,11 @@ T_AVX512 static void q8_gemm_avx512(const int8_t *w, size_t K, size_t rows, size
 T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
 {
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
+    const size_t line = vg_pf_stride;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        for (int l = 0; l < 4; l++)
-            _mm_prefetch((const char *)(p + i + READ_PF + 8 * l), _MM_HINT_T0);
+        for (size_t o = 0; o < 256; o += line)
+            _mm_prefetch((const char *)(p + i + READ_PF) + o, _MM_HINT_T0);
         a = _mm512_xor_si512(a, _mm512_loadu_si512((const void *)(p + i)));
         b = _mm512_xor_si512(b, _mm512_loadu_si512((const void *)(p + i + 8)));
         c = _mm512_xor_si512(c, _mm512_loadu_si512((const void *)(p + i + 16)));
