@@ -15,8 +15,6 @@
 #include <math.h>
 #include <string.h>
 
-volatile size_t vg_pf_stride = 64;
-
 /* ---- fp16 / bf16 conversions ---- */
 
 uint16_t vg_f32_to_f16(float f)

@@ -134,8 +134,8 @@ void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst);
  * 2026-12-07 that cost single-thread streaming: one thread over 512 MiB, alternating in one
  * session, the AMX GEMV 81-85 % -> 92-96 % of the read ceiling, the AVX-512 bf16 GEMV 16.9-17.7
  * -> 18.3-19.0 GB/s, the plain read 19.0-20.3 -> 21.0-21.9 GB/s (the same distances, hints and
- * counts either way). Defined in kernels.c; never written. */
-extern volatile size_t vg_pf_stride;
+ * counts either way). One per file that includes this header; never written. */
+static volatile size_t vg_pf_stride __attribute__((unused)) = 64;
 
 /* ---- amx.c: the blocked layout (oneDNN's BA16a64b2a) ----
  * A bf16 matrix W[N][K] (K a multiple of 32) as blocks of VG_BLK_N output rows (the last padded

@@ -396,7 +396,7 @@ T_AVX512 static inline void rows_out(__m512 f, size_t g, size_t rows, float *y)
 T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, size_t rows,
                                       size_t g0, size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = q5 ? 720 : 592, cb = q5 ? 80 : 64;
+    const size_t nb = K / 256, rb = q5 ? 720 : 592, cb = q5 ? 80 : 64, line = vg_pf_stride;
     const __m512i m4 = _mm512_set1_epi8(0x0f), v16 = _mm512_set1_epi8(0x10);
     /* int16 element e belongs to row e / 8: its scale is sc[e / 8][s], at 8 (e / 8) + s */
     const __m512i ibase = _mm512_set_epi16(24, 24, 24, 24, 24, 24, 24, 24, 16, 16, 16, 16, 16, 16,
@@ -407,7 +407,7 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
-            for (size_t o = 0; o < rb; o += 64)
+            for (size_t o = 0; o < rb; o += line) /* kernels.h: vg_pf_stride */
                 _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
             const __m512i sc =
                 _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 16)));
@@ -450,7 +450,7 @@ T_AVX512 static void gemv_q45k_avx512(int q5, const unsigned char *w, size_t K, 
 T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t rows, size_t g0,
                                      size_t g1, const vg_kq_act *x, float *y)
 {
-    const size_t nb = K / 256, rb = 840;
+    const size_t nb = K / 256, rb = 840, line = vg_pf_stride;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(0x03),
                   mc = _mm512_set1_epi8(0x0c);
     /* int16 element e belongs to row e / 8: its scale sc[e / 8][j] is at 16 (e / 8) + j of the
@@ -464,7 +464,7 @@ T_AVX512 static void gemv_q6k_avx512(const unsigned char *w, size_t K, size_t ro
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
-            for (size_t o = 0; o < rb; o += 64)
+            for (size_t o = 0; o < rb; o += line) /* kernels.h: vg_pf_stride */
                 _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
             const __m512i sc01 =
                 _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(rec + 8)));
@@ -538,7 +538,7 @@ T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t 
 {
     const int mn = vg_kq_has_min(t), off = vg_kq_offset(t);
     const size_t nb = K / 256, hdr = vg_kq_hdr_bytes(t), cb = vg_kq_chunk_bytes(t),
-                 rb = vg_kq_rec_bytes(t);
+                 rb = vg_kq_rec_bytes(t), line = vg_pf_stride;
     const __m512i ibase = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     for (size_t g = g0; g < g1; g++) {
         const unsigned char *grp = w + g * nb * rb;
@@ -546,7 +546,7 @@ T_AVX512 static void gemv_b32_avx512(uint32_t t, const unsigned char *w, size_t 
         for (size_t b = 0; b < nb; b++) {
             const unsigned char *rec = grp + b * rb;
             const int8_t *xq = x->q + 256 * b;
-            for (size_t o = 0; o < rb; o += 64)
+            for (size_t o = 0; o < rb; o += line) /* kernels.h: vg_pf_stride */
                 _mm_prefetch((const char *)rec + KQ_PF + o, _MM_HINT_T0);
             const __m512 dx = _mm512_set1_ps(x->d[b]);
             __m512 dv[2], mv[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
