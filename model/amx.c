@@ -3,13 +3,13 @@
  * layout"), by AMX tiles where the CPU and the OS allow them, else by a portable scalar loop.
  *
  * The blocked layout is the one oneDNN's bf16 matmul reads on AMX/AVX512-BF16 CPUs, so a matrix
- * kept in it (weights.c, dnnl.c: vg_dnnl_preblock) serves a long prefill through oneDNN with no
- * unpacking per call, and decode and short prefills through the tiles here: one TILELOADD brings
- * 1 KiB of weights (32 K x 16 outputs) and one TDPBF16PS applies it to up to 16 rows of x. On the
- * Xeon of 2026-12-07 (one thread, 512 MiB of weights from memory) that streams the weights at
- * 85-90 % of the machine's streaming-read ceiling where the AVX-512 GEMV on the row groups reaches
- * 80-83 %: the GEMV's two widening operations and two FMAs per 64 bytes of weights leave fewer
- * bytes in flight than the loads alone would (docs/weights.md, "AMX tiles for decode").
+ * kept in it (weights.c, dnnl.c: vg_model_mat_text, vg_dnnl_mat_blocked) serves a long prefill
+ * through oneDNN with no unpacking per call, and decode and short prefills through the tiles here:
+ * one TILELOADD brings 1 KiB of weights (32 K x 16 outputs) and one TDPBF16PS applies it to up to
+ * 16 rows of x. On the Xeon of 2026-12-07 (one thread, 512 MiB of weights from memory) that streams
+ * the weights at 85-90 % of the machine's streaming-read ceiling where the AVX-512 GEMV on the row
+ * groups reaches 80-83 %: the GEMV's two widening operations and two FMAs per 64 bytes of weights
+ * leave fewer bytes in flight than the loads alone would (docs/weights.md, "AMX tiles for decode").
  *
  * Permission: Linux gives a process AMX tile data only after arch_prctl(ARCH_REQ_XCOMP_PERM,
  * XFEATURE_XTILEDATA); vg_amx_ok asks once (oneDNN asks the same for its own kernels).

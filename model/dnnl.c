@@ -638,10 +638,11 @@ static size_t k_part(size_t K)
     return K;
 }
 
-void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
+/* The plain primitive a matrix of rows x cols gets (vg_dnnl_attach_plain), or NULL. */
+static vg_dnnl_mat *choose_plain(vg_model *m, size_t rows, size_t cols, int vision)
 {
-    if (!m->dnnl || !w->p || w->cols % VG_QK != 0)
-        return;
+    vg_mat dims = {.rows = rows, .cols = cols};
+    vg_mat *w = &dims;
     const size_t max_m = vision ? VG_DNNL_MAX_M_PACKED : VG_DNNL_MAX_M;
     const size_t Kc = vision ? w->cols : k_part(w->cols);
     /* the rows of a slab: all of them, or the largest multiple of 64 that divides them and whose
@@ -657,11 +658,18 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
         if (best)
             S = best;
     }
-    w->dnnl_plain = S < w->rows ? plain_prim(m->dnnl, S, Kc, max_m) : NULL;
-    if (!w->dnnl_plain) /* no slabs, or oneDNN has no kernel for the slab's shape */
-        w->dnnl_plain = plain_prim(m->dnnl, w->rows, Kc, max_m);
-    if (!w->dnnl_plain && Kc < w->cols) /* nor for the parts: whole products */
-        w->dnnl_plain = plain_prim(m->dnnl, w->rows, w->cols, max_m);
+    vg_dnnl_mat *dm = S < w->rows ? plain_prim(m->dnnl, S, Kc, max_m) : NULL;
+    if (!dm) /* no slabs, or oneDNN has no kernel for the slab's shape */
+        dm = plain_prim(m->dnnl, w->rows, Kc, max_m);
+    if (!dm && Kc < w->cols) /* nor for the parts: whole products */
+        dm = plain_prim(m->dnnl, w->rows, w->cols, max_m);
+    return dm;
+}
+
+void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
+{
+    if (m->dnnl && w->p && w->cols % VG_QK == 0)
+        w->dnnl_plain = choose_plain(m, w->rows, w->cols, vision);
 }
 
 /* Bytes of one participant's block buffers: bf16 source block, float32 destination block,
@@ -747,6 +755,9 @@ typedef struct dnnl_job {
     int src_type;
     size_t src_k; /* columns of the source groups (the matrix's K) */
     size_t kb0;   /* the part being unpacked: its dm->cols columns start at column block kb0 */
+    const vg_tensor *tsrc; /* instead of groups: the checkpoint tensor, its rows from row r0 on
+                            * (vg_dnnl_mat_blocked at load) */
+    size_t r0;
     int stream; /* unpack with streaming stores: the slab would not stay in the last-level cache */
     unsigned char *area; /* per running task: per_thread_bytes each, claimed through busy[] */
     size_t n, blocks, parts, per, slots;
@@ -875,7 +886,32 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
     const size_t NB = (N + nb - 1) / nb, b0 = NB * i / j->parts, b1 = NB * (i + 1) / j->parts;
     uint32_t *out = j->wei;
     __m512i r[16];
-    for (size_t bn = b0; bn < b1; bn++)
+    /* a tensor source: a block's rows in bf16, straight from a BF16 tensor or converted into rows
+     * (nb rows of the tensor's K values, float32 scratch then bf16) */
+    const size_t TK = j->src_k;
+    const int raw = j->tsrc && j->tsrc->dtype == VG_DT_BF16;
+    float *fbuf = NULL;
+    uint16_t *rows16 = NULL;
+    if (j->tsrc && !raw) {
+        fbuf = malloc(nb * TK * sizeof(float));
+        rows16 = malloc(nb * TK * sizeof(uint16_t));
+        if (!fbuf || !rows16) {
+            free(fbuf);
+            free(rows16);
+            atomic_store(&((dnnl_job *)arg)->failed, 1);
+            return;
+        }
+    }
+    for (size_t bn = b0; bn < b1; bn++) {
+        const uint16_t *trows = NULL; /* tensor source: row bn * nb of this slab, K values each */
+        if (raw)
+            trows = (const uint16_t *)j->tsrc->data + (j->r0 + bn * nb) * TK;
+        else if (j->tsrc) {
+            const size_t r1 = VG_MIN(N, (bn + 1) * nb);
+            vg_tensor_rows_f32(j->tsrc, j->r0 + bn * nb, j->r0 + r1, fbuf);
+            vg_to_bf16(fbuf, (r1 - bn * nb) * TK, rows16);
+            trows = rows16;
+        }
         for (size_t kb = 0; kb < Kb; kb++) {
             uint32_t *blk = out + (bn * Kb + kb) * 16 * nb;
             for (size_t n0 = 0; n0 < nb; n0 += 16) {
@@ -883,6 +919,11 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                     const size_t row = bn * nb + n0 + t, rr = row % VG_PACK_ROWS;
                     if (row >= N) {
                         r[t] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    if (trows) {
+                        r[t] = _mm512_loadu_si512(
+                            (const void *)(trows + (n0 + t) * TK + (j->kb0 + kb) * VG_QK));
                         continue;
                     }
                     const unsigned char *g = j->src + (row / VG_PACK_ROWS) * j->src_gb;
@@ -910,46 +951,53 @@ AVX512BF16 static void unpack_blocked_task(void *arg, size_t i)
                         _mm512_store_si512((void *)(blk + p * nb + n0), r[p]);
             }
         }
+    }
+    free(fbuf);
+    free(rows16);
     _mm_sfence(); /* streamed stores are visible before the pool's region ends */
 }
 
-int vg_dnnl_preblock(vg_model *m, vg_mat *w)
+int vg_dnnl_mat_blocked(vg_model *m, const vg_tensor *t, size_t rows, size_t cols, int prim,
+                        vg_mat *out)
 {
+    if (!m->dnnl || !vg_amx_ok() || cols % VG_QK != 0 || rows == 0)
+        return 1;
     /* without a primitive (lm_head, only ever multiplied by a row or a few): one slab, one part */
-    vg_dnnl_mat whole = {.rows = w->rows, .cols = w->cols, .nblk = VG_BLK_N, .plain = 1};
-    whole.wbytes = (w->rows + VG_BLK_N - 1) / VG_BLK_N * VG_BLK_N * w->cols * 2;
-    const vg_dnnl_mat *dm = w->dnnl_plain ? w->dnnl_plain : &whole;
-    if (!m->dnnl || w->type != VG_WEIGHTS_BF16 || !w->p || dm->nblk != VG_BLK_N || !vg_amx_ok() ||
-        w->rows % dm->rows != 0 || w->cols % dm->cols != 0)
-        return 0;
-    const size_t slabs = w->rows / dm->rows, kparts = w->cols / dm->cols;
-    vg_mat b = *w;
-    b.type = VG_MAT_BLK;
-    b.slab_rows = dm->rows;
-    b.part_cols = dm->cols;
-    b.group_bytes = 0;
+    vg_dnnl_mat whole = {.rows = rows, .cols = cols, .nblk = VG_BLK_N, .plain = 1};
+    whole.wbytes = (rows + VG_BLK_N - 1) / VG_BLK_N * VG_BLK_N * cols * 2;
+    const vg_dnnl_mat *dm = prim ? choose_plain(m, rows, cols, 0) : &whole;
+    if (!dm || dm->nblk != VG_BLK_N || rows % dm->rows != 0 || cols % dm->cols != 0)
+        return 1; /* not the layout the tiles read: row groups */
+    const size_t slabs = rows / dm->rows, kparts = cols / dm->cols;
+    vg_mat b = {.type = VG_MAT_BLK,
+                .rows = rows,
+                .cols = cols,
+                .slab_rows = dm->rows,
+                .part_cols = dm->cols,
+                .dnnl_plain = prim ? dm : NULL};
     const size_t each = vg_blk_bytes(&b);
-    if (each != dm->wbytes) /* not the layout the primitive reads */
-        return 0;
+    if (each != dm->wbytes)
+        return 1;
     unsigned char *p = vg_model_alloc_weights(m, slabs * kparts * each);
     if (!p)
         return VG_ENOMEM;
-    dnnl_job j = {.m = m, .w = w, .dm = dm, .src_gb = w->group_bytes, .src_k = w->cols};
-    j.src_type = VG_WEIGHTS_BF16;
-    j.stream = 1;
+    dnnl_job j = {.m = m, .dm = dm, .tsrc = t, .src_k = cols, .stream = 1};
+    atomic_init(&j.failed, 0);
     j.parts = (size_t)VG_POOL_SPLIT * (size_t)vg_pool_threads(m->tpool);
     for (size_t sl = 0; sl < slabs; sl++)
         for (size_t c = 0; c < kparts; c++) {
-            j.src = (const unsigned char *)w->p + sl * dm->rows / VG_PACK_ROWS * w->group_bytes;
+            j.r0 = sl * dm->rows;
             j.kb0 = c * dm->cols / VG_QK;
             j.wei = p + (sl * kparts + c) * each;
             vg_pool_run(m->tpool, j.parts, unpack_blocked_task, &j);
         }
-    const size_t old = (w->rows + VG_PACK_ROWS - 1) / VG_PACK_ROWS * w->group_bytes;
-    vg_model_release(m, (void *)(uintptr_t)w->p);
-    m->info.weight_bytes = m->info.weight_bytes - old + slabs * kparts * each;
+    if (atomic_load(&j.failed)) {
+        vg_model_release(m, p);
+        return VG_ENOMEM;
+    }
+    m->info.weight_bytes += slabs * kparts * each;
     b.p = p;
-    *w = b;
+    *out = b;
     m->n_blk++;
     return 0;
 }
@@ -1796,11 +1844,16 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision)
     (void)vision;
 }
 
-int vg_dnnl_preblock(vg_model *m, vg_mat *w)
+int vg_dnnl_mat_blocked(vg_model *m, const vg_tensor *t, size_t rows, size_t cols, int prim,
+                        vg_mat *out)
 {
     (void)m;
-    (void)w;
-    return 0;
+    (void)t;
+    (void)rows;
+    (void)cols;
+    (void)prim;
+    (void)out;
+    return 1;
 }
 
 int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act, int out_b16,

@@ -63,10 +63,10 @@ enum { VG_ACT_NONE = 0, VG_ACT_GELU_TANH = 1, VG_ACT_GELU_ERF = 2 };
  * pread() from the descriptor of the file that was checked at load (vg_model_mat_file). */
 #define VG_MAT_FILE 101
 /* vg_mat.type of a BF16 text matrix kept in oneDNN's blocked layout (kernels.h, "the blocked
- * layout") on a CPU with AMX (vg_dnnl_preblock): p holds, for each slab of slab_rows rows and each
- * part of part_cols columns (slab-major), that slab's part as a blocked matrix of slab_rows rows
- * (padded to whole blocks of VG_BLK_N) by part_cols columns, vg_blk_bytes(w) bytes each. oneDNN
- * reads each as it is (no unpacking per call); one to a few rows go through AMX tiles. */
+ * layout") on a CPU with AMX (vg_dnnl_mat_blocked): p holds, for each slab of slab_rows rows and
+ * each part of part_cols columns (slab-major), that slab's part as a blocked matrix of slab_rows
+ * rows (padded to whole blocks of VG_BLK_N) by part_cols columns, vg_blk_bytes(w) bytes each.
+ * oneDNN reads each as it is (no unpacking per call); one to a few rows go through AMX tiles. */
 #define VG_MAT_BLK 102
 static inline size_t vg_blk_bytes(const vg_mat *w)
 {
@@ -137,6 +137,12 @@ struct vg_model {
  * of 32), tensor by tensor. Errors as vg_model_weight. */
 int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
                  size_t errlen);
+/* A text matrix (prim: a layer's, given a oneDNN primitive for long prefills; 0: lm_head or the
+ * tied embedding): on a CPU with AMX in bf16, straight into oneDNN's blocked layout (VG_MAT_BLK,
+ * vg_dnnl_mat_blocked), else vg_model_mat (then vg_dnnl_attach_plain when prim). Errors as
+ * vg_model_weight. */
+int vg_model_mat_text(vg_model *m, const char *name, int64_t rows, int64_t cols, int prim,
+                      vg_mat *out, char *err, size_t errlen);
 /* Loads the 2-D tensor name [rows][cols] as a VG_MAT_FILE matrix: checked (shape, finite values)
  * and its pages dropped, its rows left in the file (weight_bytes unchanged). 0; 1 when the tensor
  * is not in a file (the caller loads it with vg_model_mat); < 0 an error as vg_model_weight. The
@@ -201,11 +207,13 @@ int vg_dnnl_pack(vg_model *m, const float *w, size_t rows, size_t cols, int act,
  * copy is kept). vision: a vision tower's matrix (blocks of up to VG_DNNL_MAX_M_PACKED rows, not
  * 256). Does nothing without oneDNN or a fast kernel. */
 void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision);
-/* Where w (BF16 row groups, attached by vg_dnnl_attach_plain) can be multiplied by AMX tiles
- * (vg_amx_ok) and its oneDNN primitive reads the VG_BLK_N-row blocked layout: converts it to
- * VG_MAT_BLK (its groups released, so a prefill needs no unpacking and decode goes through the
- * tiles). 0 (converted or left as it is); VG_ENOMEM (w unchanged). Load time. */
-int vg_dnnl_preblock(vg_model *m, vg_mat *w);
+/* The 2-D tensor t [rows][cols] (checked by the caller) as a VG_MAT_BLK matrix in *out, converted
+ * straight from the checkpoint into oneDNN's blocked layout, where AMX tiles can multiply it
+ * (vg_amx_ok) and oneDNN's primitive for it reads that layout (prim: a text layer's matrix, which
+ * gets the primitive vg_dnnl_attach_plain would give it; 0: lm_head, no primitive). 0; 1 when not
+ * here (*out untouched: pack row groups); VG_ENOMEM. Load time. */
+int vg_dnnl_mat_blocked(vg_model *m, const vg_tensor *t, size_t rows, size_t cols, int prim,
+                        vg_mat *out);
 /* Workspace floats of vg_dnnl_matmul for w (w->dnnl or w->dnnl_plain set) and n rows of x. */
 size_t vg_dnnl_ws_floats(const vg_mat *w, size_t n);
 /* Bytes of one slab of a text matrix unpacked for oneDNN at most: wider matrices (rows * cols * 2

@@ -91,21 +91,21 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
         (rc = vg_model_mat_file(m, "model.language_model.embed_tokens.weight", V, D, &m->embed, err,
                                 errlen)) < 0)
         return rc;
-    if (rc == 1 && (rc = vg_model_mat(m, "model.language_model.embed_tokens.weight", V, D,
-                                      &m->embed, err, errlen)) < 0)
+    /* tied: the embedding is lm_head too, blocked for AMX tiles where they are available */
+    if (rc == 1 && (rc = in->tie_word_embeddings
+                             ? vg_model_mat_text(m, "model.language_model.embed_tokens.weight", V,
+                                                 D, 0, &m->embed, err, errlen)
+                             : vg_model_mat(m, "model.language_model.embed_tokens.weight", V, D,
+                                            &m->embed, err, errlen)) < 0)
         return rc;
     if ((rc = vg_model_weight(m, "model.language_model.norm.weight", 1, s_d, &m->final_norm, err,
                               errlen)) < 0)
         return rc;
-    /* lm_head (the embedding, when tied) blocked for AMX tiles where they are available */
     if (in->tie_word_embeddings) {
-        if (vg_dnnl_preblock(m, &m->embed) < 0)
-            return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking the embedding");
         m->lm_head = m->embed;
-    } else if ((rc = vg_model_mat(m, "lm_head.weight", V, D, &m->lm_head, err, errlen)) < 0) {
+    } else if ((rc = vg_model_mat_text(m, "lm_head.weight", V, D, 0, &m->lm_head, err, errlen)) <
+               0) {
         return rc;
-    } else if (vg_dnnl_preblock(m, &m->lm_head) < 0) {
-        return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking lm_head");
     }
     m->layers = calloc((size_t)in->n_layers, sizeof(*m->layers));
     if (!m->layers)
@@ -122,11 +122,8 @@ int vg_text_load(vg_model *m, char *err, size_t errlen)
 #define M(field, suffix, rows, cols)                                                               \
     do {                                                                                           \
         snprintf(name, sizeof(name), "model.language_model.layers.%d.%s", i, suffix);              \
-        if ((rc = vg_model_mat(m, name, rows, cols, &L->field, err, errlen)) < 0)                  \
+        if ((rc = vg_model_mat_text(m, name, rows, cols, 1, &L->field, err, errlen)) < 0)          \
             return rc;                                                                             \
-        vg_dnnl_attach_plain(m, &L->field, 0);                                                     \
-        if (vg_dnnl_preblock(m, &L->field) < 0)                                                    \
-            return vg_fail(err, errlen, VG_ENOMEM, "out of memory blocking tensor '%s'", name);    \
     } while (0)
         W(in_norm, "input_layernorm.weight", 1, s_d);
         W(post_norm, "post_attention_layernorm.weight", 1, s_d);

@@ -24,7 +24,7 @@
  *    it (below), else tiles of rows widened to float32 in the caller's workspace and multiplied
  *    with OpenBLAS sgemm;
  *  - on a CPU with AMX, BF16 text matrices are converted at load to oneDNN's blocked layout
- *    (VG_MAT_BLK, vg_dnnl_preblock): up to SMALL_ROWS_BLK rows through AMX tiles (amx.c), more
+ *    (VG_MAT_BLK, vg_model_mat_text): up to SMALL_ROWS_BLK rows through AMX tiles (amx.c), more
  *    through oneDNN reading them in place;
  *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
  *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed; with Q8_0
@@ -254,6 +254,32 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     out->p = p;
     out->group_bytes = gb;
     return 0;
+}
+
+int vg_model_mat_text(vg_model *m, const char *name, int64_t rows, int64_t cols, int prim,
+                      vg_mat *out, char *err, size_t errlen)
+{
+    if (m->wtype == VG_WEIGHTS_BF16 && m->dnnl && rows > 0 && cols > 0 && cols % VG_QK == 0 &&
+        vg_amx_ok()) { /* AMX tiles: oneDNN's blocked layout, straight from the checkpoint */
+        const vg_tensor *t = NULL;
+        int64_t shape[2] = {rows, cols};
+        int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
+        if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+            return rc;
+        memset(out, 0, sizeof(*out));
+        rc = vg_dnnl_mat_blocked(m, t, (size_t)rows, (size_t)cols, prim, out);
+        if (rc < 0)
+            return vg_fail(err, errlen, rc, "out of memory converting tensor '%s'", name);
+        if (rc == 0) {
+            vg_model_drop_pages(t->data, t->nbytes);
+            m->info.n_params += t->numel;
+            return 0;
+        }
+    }
+    int rc = vg_model_mat(m, name, rows, cols, out, err, errlen);
+    if (rc == 0 && prim)
+        vg_dnnl_attach_plain(m, out, 0);
+    return rc;
 }
 
 int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols, int act,
