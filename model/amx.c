@@ -11,75 +11,20 @@
  * groups reaches 80-83 %: the GEMV's two widening operations and two FMAs per 64 bytes of weights
  * leave fewer bytes in flight than the loads alone would (docs/weights.md, "AMX tiles for decode").
  *
- * Permission: Linux gives a process AMX tile data only after arch_prctl(ARCH_REQ_XCOMP_PERM,
- * XFEATURE_XTILEDATA); vg_amx_ok asks once (oneDNN asks the same for its own kernels).
+ * Whether the tiles can run here is vg_amx_ok's (cpu.c, beside the other run-time checks).
  *
  * Threads: every function is thread-safe; vg_blk_gemm configures the calling thread's tiles and
  * releases them before it returns.
  */
-#define _GNU_SOURCE /* syscall */
 #include "common.h"
+#include "internal.h"
 #include "kernels.h"
 
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA  18
-
-static int amx_detect(void)
-{
-    unsigned int a, b, c, d;
-    if (__get_cpuid_max(0, NULL) < 7)
-        return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    const int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
-    (void)a;
-    (void)b;
-    (void)c;
-    if (!amx_bf16 || !amx_tile)
-        return 0;
-    unsigned int lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & (3u << 17)) != (3u << 17)) /* XTILECFG and XTILEDATA state saved by the OS */
-        return 0;
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-#else
-static int amx_detect(void)
-{
-    return 0;
-}
 #endif
-
-static atomic_int g_amx = -1;
-
-int vg_amx_ok(void)
-{
-    int v = atomic_load(&g_amx);
-    if (v < 0) {
-        const char *e = getenv("VG_AMX");
-        v = (e && strcmp(e, "0") == 0) ? 0 : amx_detect();
-        atomic_store(&g_amx, v);
-    }
-    return v && vg_isa_level() >= VG_ISA_AVX512;
-}
-
-static inline float bf16f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* Stores rows [0, n) x columns [0, cols) of the block's results t[n][64] into y (or adds). */
 static void put_block(float *y, size_t ldy, const float *t, size_t n, size_t cols, int acc)
@@ -100,7 +45,7 @@ void vg_blk_gemm_scalar(const uint16_t *w, size_t K, size_t N, size_t b0, size_t
             for (size_t c = 0; c < cols; c++) {
                 float s = 0.0f;
                 for (size_t k = 0; k < K; k++)
-                    s += bf16f(blk[vg_blk_index(k, c)]) * bf16f(x[i * ldx + k]);
+                    s += vg_bf16_to_f32(blk[vg_blk_index(k, c)]) * vg_bf16_to_f32(x[i * ldx + k]);
                 t[c] = s;
             }
             put_block(y + i * ldy + b * VG_BLK_N, ldy, t, 1, cols, acc);

@@ -7,6 +7,8 @@
  *    ZMM state (XCR0 bits 1, 2, 5, 6, 7);
  *  - VG_ISA_AVX2: AVX2, FMA and F16C with the OS saving YMM state (XCR0 bits 1, 2);
  *  - VG_ISA_SCALAR: portable C, always available.
+ * Beside the levels, vg_amx_ok says whether AMX tiles can run the blocked bf16 products (amx.c);
+ * VG_AMX=0 in the environment says no.
  * The environment variable VG_ISA (scalar, avx2, avx512) forces a lower level, which is how the
  * tests run every vectorized kernel against the scalar one; asking for a level the CPU lacks gives
  * the best supported level below it (with a warning). The choice is made once, on first use, and
@@ -15,6 +17,7 @@
  * Threads: vg_isa_level() is safe from any thread (an atomic, set once); vg_isa_force() must not
  * race with running kernels.
  */
+#define _GNU_SOURCE /* syscall */
 #include "kernels.h"
 
 #include "common.h"
@@ -26,6 +29,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static unsigned long long xgetbv0(void)
 {
@@ -65,12 +70,50 @@ int vg_isa_detect(void)
         level = VG_ISA_AVX512;
     return level;
 }
+
+/* AMX-BF16 and AMX-TILE, the OS saving the tile state (XCR0 bits 17 and 18), and this process
+ * granted the tile data: Linux gives it only after arch_prctl(ARCH_REQ_XCOMP_PERM,
+ * XFEATURE_XTILEDATA), which oneDNN also asks for its own kernels. */
+static int amx_detect(void)
+{
+    unsigned int a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    (void)a;
+    (void)b;
+    (void)c;
+    if (!((d >> 22) & 1) || !((d >> 24) & 1))
+        return 0;
+    if ((xgetbv0() & (3ull << 17)) != (3ull << 17))
+        return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) ==
+           0;
+}
 #else
 int vg_isa_detect(void)
 {
     return VG_ISA_SCALAR;
 }
+
+static int amx_detect(void)
+{
+    return 0;
+}
 #endif
+
+static atomic_int g_amx = -1;
+
+int vg_amx_ok(void)
+{
+    int v = atomic_load(&g_amx);
+    if (v < 0) {
+        const char *e = getenv("VG_AMX");
+        v = (e && strcmp(e, "0") == 0) ? 0 : amx_detect();
+        atomic_store(&g_amx, v);
+    }
+    return v && vg_isa_level() >= VG_ISA_AVX512;
+}
 
 static atomic_int g_level = -1;
 

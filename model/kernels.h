@@ -149,9 +149,9 @@ static inline size_t vg_blk_index(size_t k, size_t r)
 {
     return (k / 32) * (32 * VG_BLK_N) + (k % 32) / 2 * (2 * VG_BLK_N) + r * 2 + (k & 1);
 }
-/* 1 when the AMX tiles can run vg_blk_gemm here: the CPU has AMX-BF16 and AMX-TILE, the OS saves
- * the tile state and granted this process the tile data (asked once), the kernel level in use is
- * avx512 and the environment variable VG_AMX is not 0. Any thread. */
+/* (cpu.c) 1 when the AMX tiles can run vg_blk_gemm here: the CPU has AMX-BF16 and AMX-TILE, the
+ * OS saves the tile state and granted this process the tile data (asked once), the kernel level in
+ * use is avx512 and the environment variable VG_AMX is not 0. Any thread. */
 int vg_amx_ok(void);
 /* y[i * ldy + r] = (or += with acc) sum_k bf16(W[r][k]) * bf16(x[i * ldx + k]) for the rows r of
  * blocks [b0, b1) below N and i < n, summed in float32 (x already bf16: n rows of K values at a
