@@ -641,28 +641,26 @@ static size_t k_part(size_t K)
 /* The plain primitive a matrix of rows x cols gets (vg_dnnl_attach_plain), or NULL. */
 static vg_dnnl_mat *choose_plain(vg_model *m, size_t rows, size_t cols, int vision)
 {
-    vg_mat dims = {.rows = rows, .cols = cols};
-    vg_mat *w = &dims;
     const size_t max_m = vision ? VG_DNNL_MAX_M_PACKED : VG_DNNL_MAX_M;
-    const size_t Kc = vision ? w->cols : k_part(w->cols);
+    const size_t Kc = vision ? cols : k_part(cols);
     /* the rows of a slab: all of them, or the largest multiple of 64 that divides them and whose
      * bf16 copy fits the slab budget (so that a wide model's prefill does not hold a whole matrix
      * widened: 96 MiB for the 8B MLP) */
     const size_t budget = slab_budget();
-    size_t S = w->rows;
-    if (w->rows * Kc * 2 > budget && w->rows % 64 == 0) {
+    size_t S = rows;
+    if (rows * Kc * 2 > budget && rows % 64 == 0) {
         size_t best = 0;
-        for (size_t c = 64; c < w->rows && c * Kc * 2 <= budget; c += 64)
-            if (w->rows % c == 0)
+        for (size_t c = 64; c < rows && c * Kc * 2 <= budget; c += 64)
+            if (rows % c == 0)
                 best = c;
         if (best)
             S = best;
     }
-    vg_dnnl_mat *dm = S < w->rows ? plain_prim(m->dnnl, S, Kc, max_m) : NULL;
+    vg_dnnl_mat *dm = S < rows ? plain_prim(m->dnnl, S, Kc, max_m) : NULL;
     if (!dm) /* no slabs, or oneDNN has no kernel for the slab's shape */
-        dm = plain_prim(m->dnnl, w->rows, Kc, max_m);
-    if (!dm && Kc < w->cols) /* nor for the parts: whole products */
-        dm = plain_prim(m->dnnl, w->rows, w->cols, max_m);
+        dm = plain_prim(m->dnnl, rows, Kc, max_m);
+    if (!dm && Kc < cols) /* nor for the parts: whole products */
+        dm = plain_prim(m->dnnl, rows, cols, max_m);
     return dm;
 }
 
@@ -991,10 +989,8 @@ int vg_dnnl_mat_blocked(vg_model *m, const vg_tensor *t, size_t rows, size_t col
             j.wei = p + (sl * kparts + c) * each;
             vg_pool_run(m->tpool, j.parts, unpack_blocked_task, &j);
         }
-    if (atomic_load(&j.failed)) {
-        vg_model_release(m, p);
+    if (atomic_load(&j.failed)) /* p stays the model's: the load fails, and frees it */
         return VG_ENOMEM;
-    }
     m->info.weight_bytes += slabs * kparts * each;
     b.p = p;
     *out = b;
@@ -1299,7 +1295,7 @@ static int matmul_call(vg_model *m, const float *x, const uint16_t *xb, size_t n
             for (int k = 0; k < VG_DNNL_SLOTS; k++)
                 atomic_init(&j.busy[k], 0);
             if (blk) { /* this slab's part, in place */
-                j.wei = (unsigned char *)(uintptr_t)w->p + (sl * kparts + c) * vg_blk_bytes(w);
+                j.wei = (void *)(uintptr_t)vg_blk_part(w, sl, c);
             } else if (dm->plain) { /* this slab's rows, this part's columns, unpacked */
                 j.kb0 = c * Kc / VG_QK;
                 j.parts = n_parts;

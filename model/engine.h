@@ -72,6 +72,11 @@ static inline size_t vg_blk_bytes(const vg_mat *w)
 {
     return (w->slab_rows + VG_BLK_N - 1) / VG_BLK_N * VG_BLK_N * w->part_cols * 2;
 }
+/* The blocked matrix of slab sl's part c of a VG_MAT_BLK matrix. */
+static inline const uint16_t *vg_blk_part(const vg_mat *w, size_t sl, size_t c)
+{
+    return (const uint16_t *)w->p + (sl * (w->cols / w->part_cols) + c) * (vg_blk_bytes(w) / 2);
+}
 
 typedef struct vg_vis_block {
     const float *n1_w, *n1_b, *qkv_b, *proj_b;
@@ -211,7 +216,7 @@ void vg_dnnl_attach_plain(vg_model *m, vg_mat *w, int vision);
  * straight from the checkpoint into oneDNN's blocked layout, where AMX tiles can multiply it
  * (vg_amx_ok) and oneDNN's primitive for it reads that layout (prim: a text layer's matrix, which
  * gets the primitive vg_dnnl_attach_plain would give it; 0: lm_head, no primitive). 0; 1 when not
- * here (*out untouched: pack row groups); VG_ENOMEM. Load time. */
+ * here (*out untouched: pack row groups); VG_ENOMEM (the model's load fails). Load time. */
 int vg_dnnl_mat_blocked(vg_model *m, const vg_tensor *t, size_t rows, size_t cols, int prim,
                         vg_mat *out);
 /* Workspace floats of vg_dnnl_matmul for w (w->dnnl or w->dnnl_plain set) and n rows of x. */
@@ -403,8 +408,6 @@ void *vg_scratch_take(vg_model *m, size_t bytes);
 void vg_scratch_give(vg_model *m, void *p, size_t bytes);
 /* Records a malloc'd block the model frees. 0 or VG_ENOMEM (p is freed then). */
 int vg_model_own(vg_model *m, void *p);
-/* Frees a block recorded by vg_model_own before the model is freed (nothing if p is not one). */
-void vg_model_release(vg_model *m, void *p);
 /* bytes for weights, owned (and freed) by the model: 64-byte aligned, and from 4 MiB on 2 MiB
  * aligned and advised to huge pages before anything is written (streamed weights then cross no
  * 4 KiB page boundary, where the hardware prefetchers stop, and miss the TLB 512 times less).

@@ -38,16 +38,6 @@ int vg_model_own(vg_model *m, void *p)
     return 0;
 }
 
-void vg_model_release(vg_model *m, void *p)
-{
-    for (size_t i = m->n_owned; p && i-- > 0;)
-        if (m->owned[i] == p) {
-            free(p);
-            m->owned[i] = m->owned[--m->n_owned];
-            return;
-        }
-}
-
 /* The converted tensor's source pages are no longer needed: drop them from this process's resident
  * set (the file stays in the page cache), so that loading does not briefly hold both the mapping
  * and the float32 copy (the peak RSS would be 1.5x the model). */

@@ -23,9 +23,9 @@
  *  - more rows (long prefills, vision) in BF16 / Q8_0: oneDNN when the matrix has a primitive for
  *    it (below), else tiles of rows widened to float32 in the caller's workspace and multiplied
  *    with OpenBLAS sgemm;
- *  - on a CPU with AMX, BF16 text matrices are converted at load to oneDNN's blocked layout
- *    (VG_MAT_BLK, vg_model_mat_text): up to SMALL_ROWS_BLK rows through AMX tiles (amx.c), more
- *    through oneDNN reading them in place;
+ *  - on a CPU with AMX, BF16 text matrices are written at load straight into oneDNN's blocked
+ *    layout (VG_MAT_BLK, vg_model_mat_text): up to SMALL_ROWS_BLK rows through AMX tiles (amx.c),
+ * more through oneDNN reading them in place;
  *  - the vision tower's matrices in BF16 when oneDNN is usable (vg_model_mat_dense): oneDNN's
  *    bf16 matmul on weights packed for it at load (dnnl.c), about twice sgemm's speed; with Q8_0
  *    this holds only the matrices whose cols is not a multiple of 32 (else they would be float32).
@@ -188,23 +188,34 @@ void *vg_model_alloc_weights(vg_model *m, size_t bytes)
     return p;
 }
 
-int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
-                 size_t errlen)
+/* The 2-D tensor name [rows][cols] of the checkpoint in *t, its values checked finite. 0, or an
+ * error as vg_model_weight. */
+static int checked_tensor(vg_model *m, const char *name, int64_t rows, int64_t cols,
+                          const vg_tensor **t, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof(*out));
-    out->rows = (size_t)rows;
-    out->cols = (size_t)cols;
-    if (m->wtype == VG_WEIGHTS_F32 || cols % VG_QK != 0 || rows <= 0) {
-        int64_t shape[2] = {rows, cols};
-        out->type = VG_WEIGHTS_F32;
-        return vg_model_weight(m, name, 2, shape, &out->f, err, errlen);
-    }
-    const vg_tensor *t = NULL;
     int64_t shape[2] = {rows, cols};
-    int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-    if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+    int rc = vg_st_expect(m->st, name, 2, shape, t, err, errlen);
+    if (rc < 0 || (rc = vg_tensor_check_finite(*t, err, errlen)) < 0)
         return rc;
-    const size_t K = (size_t)cols, R = (size_t)rows;
+    return 0;
+}
+
+/* Tensor t is now held converted by the model: its source pages dropped, its values counted. */
+static void tensor_taken(vg_model *m, const vg_tensor *t)
+{
+    vg_model_drop_pages(t->data, t->nbytes);
+    m->info.n_params += t->numel;
+}
+
+/* The checked tensor t [R][K] (K a multiple of 32) packed in m->wtype's row groups (or kept in
+ * its GGUF blocks) into *out. Errors as vg_model_weight. */
+static int pack_tensor(vg_model *m, const char *name, const vg_tensor *t, vg_mat *out, char *err,
+                       size_t errlen)
+{
+    const size_t K = (size_t)t->shape[1], R = (size_t)t->shape[0];
+    memset(out, 0, sizeof(*out));
+    out->rows = R;
+    out->cols = K;
     const char *blocks = getenv("VG_GGUF_BLOCKS");
     const uint32_t gt = vg_dtype_ggml(t->dtype);
     if (m->wtype == VG_WEIGHTS_Q8_0 && vg_kq_supported(gt) && K % 256 == 0 &&
@@ -223,8 +234,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
                            name, bytes);
         pack_job pj = {.t = t, .K = K, .R = R, .gb = gb, .p = p, .gt = gt};
         vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_kq_range, &pj);
-        vg_model_drop_pages(t->data, t->nbytes);
-        m->info.n_params += t->numel;
+        tensor_taken(m, t);
         m->info.weight_bytes += bytes;
         out->type = VG_MAT_GGUF;
         out->gtype = gt;
@@ -247,8 +257,7 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     vg_pool_for(m->tpool, groups, PACK_GRAIN, pack_rows_range, &pj);
     if (atomic_load(&pj.oom))
         return vg_fail(err, errlen, VG_ENOMEM, "out of memory packing tensor '%s'", name);
-    vg_model_drop_pages(t->data, t->nbytes);
-    m->info.n_params += t->numel;
+    tensor_taken(m, t);
     m->info.weight_bytes += bytes;
     out->type = m->wtype;
     out->p = p;
@@ -256,27 +265,43 @@ int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_m
     return 0;
 }
 
+int vg_model_mat(vg_model *m, const char *name, int64_t rows, int64_t cols, vg_mat *out, char *err,
+                 size_t errlen)
+{
+    if (m->wtype == VG_WEIGHTS_F32 || cols % VG_QK != 0 || rows <= 0) {
+        int64_t shape[2] = {rows, cols};
+        memset(out, 0, sizeof(*out));
+        out->rows = (size_t)rows;
+        out->cols = (size_t)cols;
+        out->type = VG_WEIGHTS_F32;
+        return vg_model_weight(m, name, 2, shape, &out->f, err, errlen);
+    }
+    const vg_tensor *t = NULL;
+    int rc = checked_tensor(m, name, rows, cols, &t, err, errlen);
+    return rc < 0 ? rc : pack_tensor(m, name, t, out, err, errlen);
+}
+
 int vg_model_mat_text(vg_model *m, const char *name, int64_t rows, int64_t cols, int prim,
                       vg_mat *out, char *err, size_t errlen)
 {
+    int rc;
     if (m->wtype == VG_WEIGHTS_BF16 && m->dnnl && rows > 0 && cols > 0 && cols % VG_QK == 0 &&
         vg_amx_ok()) { /* AMX tiles: oneDNN's blocked layout, straight from the checkpoint */
         const vg_tensor *t = NULL;
-        int64_t shape[2] = {rows, cols};
-        int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-        if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+        if ((rc = checked_tensor(m, name, rows, cols, &t, err, errlen)) < 0)
             return rc;
         memset(out, 0, sizeof(*out));
         rc = vg_dnnl_mat_blocked(m, t, (size_t)rows, (size_t)cols, prim, out);
         if (rc < 0)
             return vg_fail(err, errlen, rc, "out of memory converting tensor '%s'", name);
         if (rc == 0) {
-            vg_model_drop_pages(t->data, t->nbytes);
-            m->info.n_params += t->numel;
+            tensor_taken(m, t);
             return 0;
         }
+        rc = pack_tensor(m, name, t, out, err, errlen); /* not that layout here: row groups */
+    } else {
+        rc = vg_model_mat(m, name, rows, cols, out, err, errlen);
     }
-    int rc = vg_model_mat(m, name, rows, cols, out, err, errlen);
     if (rc == 0 && prim)
         vg_dnnl_attach_plain(m, out, 0);
     return rc;
@@ -292,9 +317,8 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
     if (m->dnnl && rows > 0 && cols > 0 &&
         (m->wtype == VG_WEIGHTS_BF16 || m->wtype == VG_WEIGHTS_Q8_0)) {
         const vg_tensor *t = NULL;
-        int64_t shape[2] = {rows, cols};
-        int rc = vg_st_expect(m->st, name, 2, shape, &t, err, errlen);
-        if (rc < 0 || (rc = vg_tensor_check_finite(t, err, errlen)) < 0)
+        int rc = checked_tensor(m, name, rows, cols, &t, err, errlen);
+        if (rc < 0)
             return rc;
         float *f = malloc(t->numel * sizeof(float)); /* this tensor only, freed below */
         if (!f)
@@ -305,8 +329,7 @@ int vg_model_mat_dense(vg_model *m, const char *name, int64_t rows, int64_t cols
         if (rc < 0)
             return vg_fail(err, errlen, rc, "out of memory packing tensor '%s' for oneDNN", name);
         if (rc == 0) {
-            vg_model_drop_pages(t->data, t->nbytes);
-            m->info.n_params += t->numel;
+            tensor_taken(m, t);
             return 0;
         }
     }
@@ -334,8 +357,7 @@ int vg_model_mat_file(vg_model *m, const char *name, int64_t rows, int64_t cols,
         close(fd);
         return rc;
     }
-    vg_model_drop_pages(t->data, t->nbytes);
-    m->info.n_params += t->numel;
+    tensor_taken(m, t);
     out->type = VG_MAT_FILE;
     out->rows = (size_t)rows;
     out->cols = (size_t)cols;
@@ -397,9 +419,7 @@ int vg_mat_row(const vg_mat *w, size_t r, float *dst)
     if (w->type == VG_MAT_BLK) { /* the row's values in each part of its slab */
         const size_t S = w->slab_rows, Kc = w->part_cols, sl = r / S, rs = r % S;
         for (size_t c = 0; c < K / Kc; c++) {
-            const uint16_t *blk =
-                (const uint16_t *)w->p +
-                ((sl * (K / Kc) + c) * vg_blk_bytes(w) + rs / VG_BLK_N * VG_BLK_N * Kc * 2) / 2;
+            const uint16_t *blk = vg_blk_part(w, sl, c) + rs / VG_BLK_N * VG_BLK_N * Kc;
             for (size_t k = 0; k < Kc; k++)
                 dst[c * Kc + k] = vg_bf16_to_f32(blk[vg_blk_index(k, rs % VG_BLK_N)]);
         }
@@ -514,8 +534,8 @@ static void blk_range(const gemv_job *j, const vg_mat *w, float *y, size_t u0, s
     while (u0 < u1) {
         const size_t sl = u0 / per, b0 = u0 % per, b1 = VG_MIN(per, b0 + (u1 - u0));
         for (size_t c = 0; c < kparts; c++)
-            vg_blk_gemm((const uint16_t *)w->p + (sl * kparts + c) * vg_blk_bytes(w) / 2, Kc, S, b0,
-                        b1, j->xb + c * Kc, j->n, K, y + sl * S, w->rows, c > 0);
+            vg_blk_gemm(vg_blk_part(w, sl, c), Kc, S, b0, b1, j->xb + c * Kc, j->n, K, y + sl * S,
+                        w->rows, c > 0);
         u0 += b1 - b0;
     }
 }
