@@ -133,10 +133,12 @@ static void bandwidth(int reps, double *gemv_gbs, double *read_gbs)
     free(y);
 }
 
+enum { GEMV_BF16, GEMV_Q8, GEMV_BLK };
+
 typedef struct gemv_bench_job {
     const void *w;
     size_t K, rows, groups, parts;
-    int q8; /* 0 bf16 row groups, 1 q8_0 row groups, 2 bf16 blocked (vg_blk_gemm: AMX tiles) */
+    int kind; /* GEMV_BF16, GEMV_Q8 (row groups) or GEMV_BLK (blocked: vg_blk_gemm, AMX tiles) */
     const float *xp, *xd;
     const int8_t *xq;
     const uint16_t *xb;
@@ -148,24 +150,24 @@ static void gemv_bench_task(void *arg, size_t i)
     const gemv_bench_job *j = arg;
     size_t g0 = j->groups * i / j->parts, g1 = j->groups * (i + 1) / j->parts;
     const vg_kernels *k = vg_kernels_get(-1);
-    if (j->q8 == 2)
+    if (j->kind == GEMV_BLK)
         vg_blk_gemm(j->w, j->K, j->rows, g0, g1, j->xb, 1, j->K, j->y, j->rows, 0);
-    else if (j->q8)
+    else if (j->kind == GEMV_Q8)
         k->q8_gemv(j->w, j->K, j->rows, g0, g1, j->xq, j->xd, j->y);
     else
         k->bf16_gemv(j->w, j->K, j->rows, g0, g1, j->xp, j->y);
 }
 
-/* GB/s of the engine's own GEMV kernel (q8: 0 bf16, 1 q8_0, the level in use; 2 bf16 in the
- * blocked layout, AMX tiles) over 512 MiB of packed weights of K = k columns (a stack of decode
- * matrices: streamed from memory, not cache), on the pool's threads. */
-static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
+/* GB/s of the engine's own GEMV kernel (kind: GEMV_BF16 or GEMV_Q8, the level in use; GEMV_BLK,
+ * bf16 in the blocked layout, AMX tiles) over 512 MiB of packed weights of K = k columns (a stack
+ * of decode matrices: streamed from memory, not cache), on the pool's threads. */
+static double gemv_gbs(vg_pool *pool, int kind, size_t K, int reps)
 {
-    const size_t gb = q8 == 2 ? (size_t)VG_BLK_N * K * 2
-                      : q8    ? vg_pack_group_bytes_q8(K)
-                              : vg_pack_group_bytes_bf16(K);
+    const size_t gb = kind == GEMV_BLK  ? (size_t)VG_BLK_N * K * 2
+                      : kind == GEMV_Q8 ? vg_pack_group_bytes_q8(K)
+                                        : vg_pack_group_bytes_bf16(K);
     const size_t groups = ((size_t)512 << 20) / gb;
-    const size_t rows = groups * (q8 == 2 ? VG_BLK_N : VG_PACK_ROWS);
+    const size_t rows = groups * (kind == GEMV_BLK ? VG_BLK_N : VG_PACK_ROWS);
     unsigned char *w = NULL;
     if (posix_memalign((void **)&w, (size_t)2 << 20, groups * gb) != 0)
         return 0;
@@ -181,13 +183,14 @@ static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
     if (row && x && xp && xd && xq && xb && y) {
         fill(x, K, 9);
         vg_to_bf16(x, K, xb);
-        for (int r = 0; r < (q8 == 2 ? VG_BLK_N : VG_PACK_ROWS); r++) { /* one real group, copied
-                                                                         * everywhere */
+        for (int r = 0; r < (kind == GEMV_BLK ? VG_BLK_N : VG_PACK_ROWS);
+             r++) { /* one real group, copied
+                     * everywhere */
             fill(row, K, 10 + (uint64_t)r);
-            if (q8 == 2)
+            if (kind == GEMV_BLK)
                 for (size_t k = 0; k < K; k++)
                     ((uint16_t *)(void *)w)[vg_blk_index(k, (size_t)r)] = vg_f32_to_bf16(row[k]);
-            else if (q8)
+            else if (kind == GEMV_Q8)
                 vg_pack_row_q8(row, K, r, (int8_t *)w);
             else
                 vg_pack_row_bf16(row, K, r, (uint16_t *)(void *)w);
@@ -201,7 +204,7 @@ static double gemv_gbs(vg_pool *pool, int q8, size_t K, int reps)
                             .rows = rows,
                             .groups = groups,
                             .parts = (size_t)vg_pool_threads(pool),
-                            .q8 = q8,
+                            .kind = kind,
                             .xp = xp,
                             .xd = xd,
                             .xq = xq,
@@ -612,14 +615,14 @@ int vg_cmd_bench(int argc, char **argv)
     printf("engine:\n");
     const int lossy = in->weight_type != VG_WEIGHTS_F32;
     if (!o.skip_decode) { /* the decode kernels alone, against the same bandwidth ceiling */
-        double g = gemv_gbs(tb.pool, 0, (size_t)tb.txt_k, reps);
+        double g = gemv_gbs(tb.pool, GEMV_BF16, (size_t)tb.txt_k, reps);
         remeasure(&tb);
         add_row(&tb, "own GEMV bf16 K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
-        g = gemv_gbs(tb.pool, 1, (size_t)tb.txt_k, reps);
+        g = gemv_gbs(tb.pool, GEMV_Q8, (size_t)tb.txt_k, reps);
         remeasure(&tb);
         add_row(&tb, "own GEMV q8_0 K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
         if (vg_amx_ok()) { /* what bf16 text matrices use on this CPU (VG_MAT_BLK) */
-            g = gemv_gbs(tb.pool, 2, (size_t)tb.txt_k, reps);
+            g = gemv_gbs(tb.pool, GEMV_BLK, (size_t)tb.txt_k, reps);
             remeasure(&tb);
             add_row(&tb, "own GEMV bf16 AMX K=hidden, 512 MiB, GB/s", g, "GB/s", 3, 1.0, "");
         }
