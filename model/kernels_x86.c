@@ -340,7 +340,12 @@ T_AVX512 static void bf16_prep_avx512(const float *x, size_t K, float *xp)
         o = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, o);                  \
     } while (0)
 
-#define BF16_PF 1024 /* prefetch distance, bytes: 1024 >= 2048 > 512 (Xeon of 2026-12-07) */
+/* Prefetch distance, bytes, into L2 (PREFETCHT1): the streaming AVX-512 GEMVs keep more of the
+ * stream in flight when the software prefetches run far ahead into L2 and the loads find the lines
+ * there than when they prefetch near into L1 (Xeon of 2026-12-07, one thread over 512 MiB,
+ * alternating: bf16 17.7-18.0 GB/s with T0 at 1024 bytes -> 18.9-19.2 with T1 at 4096-16384; T1
+ * at 2048-3072 no better than T0). */
+#define BF16_PF 8192
 T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, size_t g0,
                                       size_t g1, const float *xp, float *y)
 {
@@ -355,7 +360,7 @@ T_AVX512 static void bf16_gemv_avx512(const uint16_t *w, size_t K, size_t rows, 
             const __m512 xo = _mm512_loadu_ps(xp + c * VG_QK + 16);
             const uint16_t *s = grp + c * VG_PACK_ROWS * VG_QK;
             for (size_t o = 0; o < 256; o += line) /* the chunk's 256 bytes, BF16_PF ahead */
-                _mm_prefetch((const char *)s + BF16_PF + o, _MM_HINT_T0);
+                _mm_prefetch((const char *)s + BF16_PF + o, _MM_HINT_T1);
             BF16_ROW_AVX512(0, e0, o0);
             BF16_ROW_AVX512(1, e1, o1);
             BF16_ROW_AVX512(2, e2, o2);
@@ -404,11 +409,15 @@ T_AVX512 static inline void q8_block_avx512(const int8_t *q, const uint16_t *sc,
     *acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23), _mm512_permutexvar_ps(i23, s), *acc23);
 }
 
-/* prefetch distance, bytes: 1024 > 2048 > none for decode on the Sapphire Rapids host of
- * 2026-12-06; 2048 > 3072 > 1024 > 512 on the Xeon of 2026-12-07 (504 MiB L3; GEMV 15.3-16.0 ->
- * 16.6-16.8 GB/s at 1 thread, 29.9 -> 32.2-34.1 at 2; q8_0 decode +3.5 % / +7.5 %): further ahead
- * covers a longer memory latency, and 2 KiB is what one thread's 16 GB/s needs at 120 ns */
-#define Q8_PF 2048
+/* Prefetch distance, bytes, into L2 (PREFETCHT1), as BF16_PF: at least Q8_PF, and far enough
+ * that a group's scales (4 K bytes past its values' start, read from its first block on) are on
+ * their way when the group starts. One thread over 512 MiB (Xeon of 2026-12-07, alternating), K =
+ * 2048: 17.3-17.7 GB/s with T0 at 2048 bytes (the best T0 distance: 2048 > 3072 > 1024 > 512) ->
+ * 18.9-20.1 with T1 at 8192-16384 (T1 at 2048-3072: 16.7-18.6; T2 alike); 2 threads 34.1-34.4 ->
+ * 37.1-39.9. K = 6144: T1 at 12288 76-78 % of the read ceiling, at 4 K + 4096 = 28672 80-81 %
+ * (prefetching each next group's scales explicitly instead: no better, decode a little worse). */
+#define Q8_PF 12288
+
 /* blocks whose q8_corr is tabled once per call (16 KiB on the stack); beyond, computed per use */
 #define Q8_CORR_BLOCKS 512
 
@@ -421,8 +430,13 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     __m256i table[Q8_CORR_BLOCKS];
     const int tabled = nb <= Q8_CORR_BLOCKS;
     const size_t line = vg_pf_stride;
+    const size_t pf =
+        (size_t)VG_PACK_ROWS * K + 4096 > Q8_PF ? (size_t)VG_PACK_ROWS * K + 4096 : Q8_PF;
     for (size_t b = 0; tabled && b < nb; b++)
         table[b] = q8_corr(xq + b * VG_QK);
+    /* the first pf bytes, which the loop's prefetches (pf ahead) never ask for */
+    for (size_t o = 0; g0 < g1 && o < pf; o += line)
+        _mm_prefetch((const char *)(w + g0 * gb) + o, _MM_HINT_T1);
 #define Q8_BLOCK(b, acc01, acc23)                                                                  \
     q8_block_avx512(grp + (b)*VG_PACK_ROWS * VG_QK, sc + (b)*VG_PACK_ROWS, xq + (b)*VG_QK,         \
                     tabled ? table[b] : q8_corr(xq + (b)*VG_QK), xd[b], i01, i23, &acc01, &acc23)
@@ -433,9 +447,9 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
         __m512 b01 = _mm512_setzero_ps(), b23 = _mm512_setzero_ps();
         size_t b = 0;
         for (; b + 2 <= nb; b += 2) {
-            const char *ahead = (const char *)(grp + b * VG_PACK_ROWS * VG_QK) + Q8_PF;
+            const char *ahead = (const char *)(grp + b * VG_PACK_ROWS * VG_QK) + pf;
             for (size_t o = 0; o < 256; o += line) /* the two blocks' 256 bytes */
-                _mm_prefetch(ahead + o, _MM_HINT_T0);
+                _mm_prefetch(ahead + o, _MM_HINT_T1);
             Q8_BLOCK(b, a01, a23);
             Q8_BLOCK(b + 1, b01, b23);
         }
@@ -628,6 +642,10 @@ T_AVX512 static void q8_gemm_avx512(const int8_t *w, size_t K, size_t rows, size
     }
 }
 
+/* The AVX-512 read prefetches into L2, 4 KiB ahead, as the AVX-512 GEMVs do (BF16_PF): 1 thread
+ * 21.9-22.5 GB/s with T0 at 512 bytes -> 22.6-23.0 (4096-16384 alike), 2 threads 41.2-41.8 ->
+ * 44.0-46.0 (Xeon of 2026-12-07), so the GEMVs are held to the better read. */
+#define READ_PF_AVX512 4096
 T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
 {
     __m512i a = _mm512_setzero_si512(), b = a, c = a, d = a;
@@ -635,7 +653,7 @@ T_AVX512 static uint64_t read_xor_avx512(const uint64_t *p, size_t n)
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         for (size_t o = 0; o < 256; o += line)
-            _mm_prefetch((const char *)(p + i + READ_PF) + o, _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + i) + READ_PF_AVX512 + o, _MM_HINT_T1);
         a = _mm512_xor_si512(a, _mm512_loadu_si512((const void *)(p + i)));
         b = _mm512_xor_si512(b, _mm512_loadu_si512((const void *)(p + i + 8)));
         c = _mm512_xor_si512(c, _mm512_loadu_si512((const void *)(p + i + 16)));
