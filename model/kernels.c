@@ -156,6 +156,11 @@ void vg_unpack_row_q8(const int8_t *group, size_t K, int r, float *dst)
 
 void vg_q8_quantize(const float *x, size_t K, int8_t *xq, float *xd)
 {
+    vg_kernels_get(-1)->q8_quantize(x, K, xq, xd);
+}
+
+void vg_q8_quantize_scalar(const float *x, size_t K, int8_t *xq, float *xd)
+{
     for (size_t b = 0; b < K / VG_QK; b++) {
         const float *s = x + b * VG_QK;
         float amax = 0.0f;
@@ -164,7 +169,10 @@ void vg_q8_quantize(const float *x, size_t K, int8_t *xq, float *xd)
         float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         for (int j = 0; j < VG_QK; j++) {
             float v = nearbyintf(s[j] * id);
-            xq[b * VG_QK + (size_t)j] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+            xq[b * VG_QK + (size_t)j] = (int8_t)(isnan(v)      ? 0
+                                                 : v > 127.0f  ? 127
+                                                 : v < -127.0f ? -127
+                                                               : v);
         }
         xd[b] = d;
     }
@@ -323,6 +331,7 @@ static const vg_kernels k_scalar = {
     .pack_row_q8 = vg_pack_row_q8_scalar,
     .pack_row_bf16 = vg_pack_row_bf16_scalar,
     .widen_f16 = vg_widen_f16_scalar,
+    .q8_quantize = vg_q8_quantize_scalar,
 };
 
 #if defined(__x86_64__)

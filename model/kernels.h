@@ -86,6 +86,8 @@ typedef struct vg_kernels {
     /* dst[i] = the fp16 value src[i] as float32 (exact), i < n; src any alignment. Every level
      * gives vg_f16_to_f32_k's bits, except that a signalling NaN may come back quiet. */
     void (*widen_f16)(const void *src, size_t n, float *dst);
+    /* vg_q8_quantize at this level: every level writes vg_q8_quantize_scalar's bytes and scales. */
+    void (*q8_quantize)(const float *x, size_t K, int8_t *xq, float *xd);
 } vg_kernels;
 
 /* The table of a level (VG_ISA_*), or of vg_isa_level() for -1. */
@@ -101,9 +103,12 @@ static inline size_t vg_pack_group_bytes_q8(size_t K)
     return (size_t)VG_PACK_ROWS * K + (size_t)VG_PACK_ROWS * (K / VG_QK) * 2;
 }
 
-/* Quantizes x[K] to Q8_0 blocks: xd[b] = max|x| / 127 over block b (float32), xq = round(x / xd).
- * Shared by every level, so all levels see the same integers. */
+/* Quantizes x[K] to Q8_0 blocks: xd[b] = max|x| / 127 over block b (float32, NaN values ignored),
+ * xq = round-to-nearest-even(x * (1 / xd)) within -127..127, 0 for a NaN (and for every value of a
+ * block whose max is infinite or zero). Through the level in use (the per-token decode path); every
+ * level gives _scalar's bytes and scales, so all levels see the same integers. */
 void vg_q8_quantize(const float *x, size_t K, int8_t *xq, float *xd);
+void vg_q8_quantize_scalar(const float *x, size_t K, int8_t *xq, float *xd);
 
 /* out[i] = x[i] rounded to bf16 (nearest even) and widened back to float32, i < n. */
 void vg_bf16_round(const float *x, size_t n, float *out);

@@ -309,6 +309,7 @@ const vg_kernels vg_kernels_avx2 = {
     .pack_row_q8 = vg_pack_row_q8_scalar,
     .pack_row_bf16 = vg_pack_row_bf16_scalar,
     .widen_f16 = widen_f16_avx2,
+    .q8_quantize = vg_q8_quantize_scalar,
 };
 
 /* ================================ AVX-512 ================================ */
@@ -542,6 +543,32 @@ T_AVX512 static void bf16_gemm_avx512(const uint16_t *w, size_t K, size_t rows, 
     }
 }
 
+/* vg_q8_quantize_scalar's operations on 16 lanes: the same max (fmaxf ignores a NaN value; so
+ * does VMAXPS with the running max as its second operand), the same division, reciprocal and
+ * product, VRNDSCALEPS to nearest even as nearbyintf in the default rounding mode, NaN to 0. */
+T_AVX512 static void q8_quantize_avx512(const float *x, size_t K, int8_t *xq, float *xd)
+{
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (size_t b = 0; b < K / VG_QK; b++) {
+        const float *s = x + b * VG_QK;
+        const __m512 v0 = _mm512_loadu_ps(s), v1 = _mm512_loadu_ps(s + 16);
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps());
+        m = _mm512_max_ps(_mm512_abs_ps(v1), m);
+        const float amax = _mm512_reduce_max_ps(m);
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        __m512 q[2] = {_mm512_mul_ps(v0, vid), _mm512_mul_ps(v1, vid)};
+        for (int h = 0; h < 2; h++) {
+            __m512 r = _mm512_roundscale_ps(q[h], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+            r = _mm512_min_ps(_mm512_max_ps(r, nlim), lim);
+            _mm_storeu_si128((__m128i *)(void *)(xq + b * VG_QK + 16 * (size_t)h),
+                             _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)));
+        }
+        xd[b] = d;
+    }
+}
+
 /* Quantized as vg_q8_quantize, then biased to unsigned bytes (q + 128) for VPDPBUSD. */
 T_AVX512 static void q8_prep_n_avx512(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
 {
@@ -749,5 +776,6 @@ const vg_kernels vg_kernels_avx512 = {
     .pack_row_q8 = pack_row_q8_avx512,
     .pack_row_bf16 = pack_row_bf16_avx512,
     .widen_f16 = widen_f16_avx512,
+    .q8_quantize = q8_quantize_avx512,
 };
 #endif

@@ -382,6 +382,73 @@ static size_t first_diff(const unsigned char *a, const unsigned char *b)
     return i;
 }
 
+/* A row of K values (K a multiple of 32) for the level checks, by trial: blocks of every magnitude,
+ * all-zero and subnormal blocks, exact rounding ties (x / scale = k + 1/2, both signs, for the
+ * scale 0.5 of a max of 63.5), NaN and infinity lanes. */
+static void fill_special(float *row, size_t K, int trial)
+{
+    const float mags[] = {1e-30f, 1e-8f, 1e-3f, 0.02f, 1.0f, 3e4f, 6e4f};
+    for (size_t b = 0; b < K / 32; b++) {
+        float *x = row + b * 32;
+        const float m = mags[(b + (size_t)trial) % (sizeof mags / sizeof mags[0])];
+        for (int j = 0; j < 32; j++)
+            x[j] = frand() * m;
+        switch ((b + (size_t)trial) % 8) {
+        case 0: /* all zero */
+            for (int j = 0; j < 32; j++)
+                x[j] = 0.0f;
+            break;
+        case 1: /* scale 0.5 exactly (max 63.5): x / scale = k + 1/2 for x = (k + 1/2) / 2 */
+            x[0] = 63.5f;
+            for (int j = 1; j < 32; j++)
+                x[j] = ((float)((j * 7) % 127 - 63) + 0.5f) * 0.5f * (j % 2 ? 1.0f : -1.0f);
+            break;
+        case 2: /* a NaN and an infinity lane */
+            x[trial % 32] = NAN;
+            if (trial % 3 == 0)
+                x[(trial + 5) % 32] = -INFINITY;
+            break;
+        case 3: /* subnormals */
+            for (int j = 0; j < 32; j++)
+                x[j] = frand() * 1e-39f;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* The activation's Q8_0 quantization (the decode path's, per token) at every level: the scalar
+ * form's bytes and scales bit for bit, on the rows of fill_special. */
+static void test_quantize_levels(void **state)
+{
+    (void)state;
+    enum { K = 32 * 40 };
+    static float row[K];
+    static int8_t q0[K], q1[K];
+    static float d0[K / 32], d1[K / 32];
+    for (int trial = 0; trial < 200; trial++) {
+        fill_special(row, K, trial);
+        vg_q8_quantize_scalar(row, K, q0, d0);
+        for (size_t i = 0; i < K; i++)
+            assert_true(q0[i] >= -127 && q0[i] <= 127);
+        for (int lvl = VG_ISA_AVX2; lvl <= vg_isa_detect(); lvl++) {
+            memset(q1, 0x5a, sizeof q1);
+            vg_kernels_get(lvl)->q8_quantize(row, K, q1, d1);
+            for (size_t b = 0; b < K / 32; b++)
+                if (memcmp(&d1[b], &d0[b], sizeof(float)) != 0)
+                    fail_msg(
+                        "%s q8_quantize, trial %d block %zu: scale %.9g, the scalar form's %.9g",
+                        vg_isa_name(lvl), trial, b, d1[b], d0[b]);
+            if (memcmp(q1, q0, K) != 0) {
+                const size_t i = first_diff((const unsigned char *)q1, (const unsigned char *)q0);
+                fail_msg("%s q8_quantize, trial %d: value %zu (%.9g) is %d, the scalar form's %d",
+                         vg_isa_name(lvl), trial, i, row[i], q1[i], q0[i]);
+            }
+        }
+    }
+}
+
 /* The loader's Q8_0 packing at every level writes the scalar reference's bytes: values and fp16
  * scales, on blocks of every magnitude, all-zero and subnormal blocks, exact rounding ties (x /
  * scale = k + 1/2, both signs), values at the clamp and NaN / infinity lanes. */
@@ -394,36 +461,8 @@ static void test_pack_q8_levels(void **state)
     unsigned char *want = malloc(gb), *got = malloc(gb);
     assert_non_null(want);
     assert_non_null(got);
-    const float mags[] = {1e-30f, 1e-8f, 1e-3f, 0.02f, 1.0f, 3e4f, 6e4f};
     for (int trial = 0; trial < 200; trial++) {
-        for (size_t b = 0; b < K / 32; b++) {
-            float *x = row + b * 32;
-            const float m = mags[(b + (size_t)trial) % (sizeof mags / sizeof mags[0])];
-            for (int j = 0; j < 32; j++)
-                x[j] = frand() * m;
-            switch ((b + (size_t)trial) % 8) {
-            case 0: /* all zero */
-                for (int j = 0; j < 32; j++)
-                    x[j] = 0.0f;
-                break;
-            case 1: /* scale 0.5 exactly (max 63.5): x / scale = k + 1/2 for x = (k + 1/2) / 2 */
-                x[0] = 63.5f;
-                for (int j = 1; j < 32; j++)
-                    x[j] = ((float)((j * 7) % 127 - 63) + 0.5f) * 0.5f * (j % 2 ? 1.0f : -1.0f);
-                break;
-            case 2: /* a NaN and an infinity lane */
-                x[trial % 32] = NAN;
-                if (trial % 3 == 0)
-                    x[(trial + 5) % 32] = -INFINITY;
-                break;
-            case 3: /* subnormals */
-                for (int j = 0; j < 32; j++)
-                    x[j] = frand() * 1e-39f;
-                break;
-            default:
-                break;
-            }
-        }
+        fill_special(row, K, trial);
         for (int r = 0; r < VG_PACK_ROWS; r++) {
             memset(want, 0x5a, gb);
             vg_pack_row_q8_scalar(row, K, r, (int8_t *)want);
@@ -868,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_flash),
         cmocka_unit_test(test_add_levels),
         cmocka_unit_test(test_pack_q8_levels),
+        cmocka_unit_test(test_quantize_levels),
         cmocka_unit_test(test_pack_bf16_levels),
         cmocka_unit_test(test_widen_f16_levels),
     };
