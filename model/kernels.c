@@ -276,7 +276,7 @@ static void q8_gemv_scalar(const int8_t *w, size_t K, size_t rows, size_t g0, si
 static void q8_prep_n_scalar(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
 {
     for (size_t i = 0; i < n; i++)
-        vg_q8_quantize(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
+        vg_q8_quantize_scalar(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
 }
 
 static void q8_gemm_scalar(const int8_t *w, size_t K, size_t rows, size_t g0, size_t g1,

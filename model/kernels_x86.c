@@ -258,7 +258,7 @@ T_AVX2 static void q8_gemm_avx2(const int8_t *w, size_t K, size_t rows, size_t g
 static void q8_prep_n_avx2(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
 {
     for (size_t i = 0; i < n; i++)
-        vg_q8_quantize(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
+        vg_q8_quantize_scalar(x + i * K, K, xq + i * K, xd + i * (K / VG_QK));
 }
 
 /* The streaming-read ceiling reads with software prefetches 512 bytes (64 words) ahead: on the
@@ -431,8 +431,9 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
     __m256i table[Q8_CORR_BLOCKS];
     const int tabled = nb <= Q8_CORR_BLOCKS;
     const size_t line = vg_pf_stride;
-    const size_t pf =
-        (size_t)VG_PACK_ROWS * K + 4096 > Q8_PF ? (size_t)VG_PACK_ROWS * K + 4096 : Q8_PF;
+    size_t pf = (size_t)VG_PACK_ROWS * K + 4096; /* see Q8_PF */
+    if (pf < Q8_PF)
+        pf = Q8_PF;
     for (size_t b = 0; tabled && b < nb; b++)
         table[b] = q8_corr(xq + b * VG_QK);
     /* the first pf bytes, which the loop's prefetches (pf ahead) never ask for */
@@ -569,13 +570,14 @@ T_AVX512 static void q8_quantize_avx512(const float *x, size_t K, int8_t *xq, fl
     }
 }
 
-/* Quantized as vg_q8_quantize, then biased to unsigned bytes (q + 128) for VPDPBUSD. */
+/* Quantized as vg_q8_quantize (this level's form), then biased to unsigned bytes (q + 128) for
+ * VPDPBUSD. */
 T_AVX512 static void q8_prep_n_avx512(const float *x, size_t n, size_t K, int8_t *xq, float *xd)
 {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (size_t i = 0; i < n; i++) {
         int8_t *q = xq + i * K;
-        vg_q8_quantize(x + i * K, K, q, xd + i * (K / VG_QK));
+        q8_quantize_avx512(x + i * K, K, q, xd + i * (K / VG_QK));
         for (size_t c = 0; c < K; c += 32) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(q + c));
             v = _mm256_xor_si256(v, _mm512_castsi512_si256(bias));
