@@ -316,6 +316,11 @@ void vg_flash_attn_bf16(int level, const float *q, size_t ldq, const uint16_t *k
 /* y[n][out] = x[n][in] * W[out][in]^T (+ b[out] when b != NULL). */
 void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
                float *y);
+/* vg_linear into rows of y ldy floats apart, the output columns split across the pool p (or
+ * NULL), each part one single-threaded OpenBLAS call: the engine keeps OpenBLAS at one thread
+ * (model.c), so that no OpenBLAS worker spins beside the pool between products. Any thread. */
+void vg_linear_pool(vg_pool *p, const float *x, size_t n, size_t in, const float *w, const float *b,
+                    size_t out, float *y, size_t ldy);
 /* LayerNorm over d with weight and bias, rows in place or out of place. */
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,
                   float eps);

@@ -268,10 +268,12 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
         rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory");
         goto fail;
     }
-    /* With oneDNN the products run on the engine's pool (oneDNN single-threaded per participant)
-     * and OpenBLAS is left with small side jobs: one OpenBLAS thread, so that no idle OpenBLAS
-     * worker spins beside the pool. */
-    openblas_set_num_threads(m->dnnl ? 1 : p.n_threads);
+    /* The products run on the engine's pool: oneDNN single-threaded per participant, float32
+     * ones as one single-threaded OpenBLAS call per participant (vg_linear_pool). One OpenBLAS
+     * thread, so that no idle OpenBLAS worker spins (sched_yield) beside the pool between
+     * products: with OpenBLAS threaded, its worker took 10-20 % of a core from the pool's during
+     * a 2-thread float32 vision pair's attention and element-wise work. */
+    openblas_set_num_threads(1);
     snprintf(m->info.isa, sizeof(m->info.isa), "%s", vg_isa_name(vg_isa_level()));
     rc = vg_text_load(m, err, errlen);
     if (rc < 0)

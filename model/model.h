@@ -16,9 +16,9 @@
  * attention) and the oneDNN products (one OpenMP thread per participant); a call that finds the
  * pool busy with another thread's call runs its share alone, so the cores are never
  * oversubscribed. OpenBLAS's thread count is process-wide (openblas_set_num_threads):
- * vg_model_load() sets it to params.n_threads when OpenBLAS carries the products (f32 weights, or
- * no oneDNN) and to 1 otherwise, so with several models in one process the last load decides.
- * Norms, activations and softmax run on the calling thread.
+ * vg_model_load() sets it to 1, as the float32 products too run on the pool (one single-threaded
+ * OpenBLAS call per participant). Norms, activations and softmax of many rows are split across
+ * the pool as well.
  *  - Cancellation: the `cancel` flags passed in are read between layers and between tokens; setting
  * one from any thread makes the call return VG_ECANCELED soon after.
  *

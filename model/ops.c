@@ -266,6 +266,49 @@ void vg_linear(const float *x, size_t n, size_t in, const float *w, const float 
     vg_add_rows(y, n, out, out, b);
 }
 
+typedef struct linear_job {
+    const float *x, *w, *b;
+    float *y;
+    size_t n, in, out, ldy, parts;
+} linear_job;
+
+/* Part i of the output columns, whole multiples of 16 (the last part takes the rest). */
+static void linear_task(void *arg, size_t i)
+{
+    const linear_job *j = arg;
+    const size_t units = (j->out + 15) / 16;
+    const size_t c0 = units * i / j->parts * 16;
+    const size_t c1 = VG_MIN(units * (i + 1) / j->parts * 16, j->out);
+    if (c0 >= c1)
+        return;
+    const float *w = j->w + c0 * j->in;
+    if (j->n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(c1 - c0), (int)j->in, 1.0f, w, (int)j->in,
+                    j->x, 1, 0.0f, j->y + c0, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)(c1 - c0), (int)j->in,
+                    1.0f, j->x, (int)j->in, w, (int)j->in, 0.0f, j->y + c0, (int)j->ldy);
+    for (size_t r = 0; j->b && r < j->n; r++)
+        vg_add(j->y + r * j->ldy + c0, j->b + c0, c1 - c0);
+}
+
+void vg_linear_pool(vg_pool *p, const float *x, size_t n, size_t in, const float *w, const float *b,
+                    size_t out, float *y, size_t ldy)
+{
+    const size_t nt = (size_t)vg_pool_threads(p);
+    linear_job j = {.x = x, .w = w, .b = b, .y = y, .n = n, .in = in, .out = out, .ldy = ldy};
+    /* under about a million multiply-adds a region costs more than it saves */
+    if (nt <= 1 || n * in * out < ((size_t)1 << 20) || out < 32 * nt) {
+        j.parts = 1;
+        linear_task(&j, 0);
+        return;
+    }
+    /* sgemm: one part per thread (each part packs all of x again); sgemv: a few per thread, so
+     * that a descheduled thread holds up little */
+    j.parts = n == 1 ? VG_POOL_SPLIT * nt : nt;
+    vg_pool_run(p, j.parts, linear_task, &j);
+}
+
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,
                   float eps)
 {

@@ -432,7 +432,7 @@ int vg_model_encode_slice(vg_model *m, const float *patches, int grid_h, int gri
     if (m->patch_mat.dnnl)
         vg_matmul(m, patches, N, &m->patch_mat, m->patch_b, x, ws);
     else
-        vg_linear(patches, N, K, m->patch_w, m->patch_b, D, x);
+        vg_linear_pool(m->tpool, patches, N, K, m->patch_w, m->patch_b, D, x, D);
     trace(m, "vision.patch_embed", 0, x, N, D);
 
     /* learned position embedding, bilinear from the side x side grid */

@@ -712,7 +712,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
     if (n == 0 || N == 0)
         return;
     if (w->type == VG_WEIGHTS_F32) {
-        vg_linear(x, n, K, w->f, b, N, y);
+        vg_linear_pool(m->tpool, x, n, K, w->f, b, N, y, N);
         return;
     }
     if (small_rows(w, n) || (w->type == VG_MAT_GGUF && n == 1)) {
@@ -736,8 +736,7 @@ void vg_matmul(vg_model *m, const float *x, size_t n, const vg_mat *w, const flo
         else
             for (size_t r = 0; r < t; r++)
                 (void)vg_mat_row(w, r0 + r, ws + r * K); /* packed in memory: cannot fail */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)t, (int)K, 1.0f, x,
-                    (int)K, ws, (int)K, 0.0f, y + r0, (int)N);
+        vg_linear_pool(m->tpool, x, n, K, ws, NULL, t, y + r0, N);
     }
     vg_add_rows(y, n, N, N, b);
 }

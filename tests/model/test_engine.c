@@ -344,6 +344,49 @@ static vg_gen_params sample_params(void)
     return p;
 }
 
+/* vg_linear_pool: the output columns split across 1-3 participants give vg_linear's values bit
+ * for bit (every element is one OpenBLAS dot over the whole of K either way), with and without
+ * bias, one row (sgemv) and several, column counts that split unevenly, rows of y wider than the
+ * output (ldy). */
+static void test_linear_pool(void **state)
+{
+    (void)state;
+    const size_t ns[] = {1, 7, 64}, outs[] = {40, 333, 1024}, in = 1100;
+    for (int t = 1; t <= 3; t++) {
+        vg_pool *p = NULL;
+        assert_int_equal(vg_pool_create(t, &p), 0);
+        for (size_t a = 0; a < VG_ARRAY_LEN(ns); a++)
+            for (size_t c = 0; c < VG_ARRAY_LEN(outs); c++)
+                for (int bias = 0; bias < 2; bias++) {
+                    const size_t n = ns[a], out = outs[c], ldy = out + 5;
+                    float *x = malloc(n * in * sizeof(float)), *w = malloc(out * in * 4);
+                    float *b = malloc(out * sizeof(float)), *ref = malloc(n * out * 4);
+                    float *got = malloc(n * ldy * sizeof(float));
+                    for (size_t i = 0; i < n * in; i++)
+                        x[i] = (float)((int)((i * 29) % 41) - 20) / 16.0f;
+                    for (size_t i = 0; i < out * in; i++)
+                        w[i] = (float)((int)((i * 17) % 37) - 18) / 64.0f;
+                    for (size_t i = 0; i < out; i++)
+                        b[i] = (float)i / 8.0f;
+                    for (size_t i = 0; i < n * ldy; i++)
+                        got[i] = -7.0f; /* the gaps between rows stay as they were */
+                    vg_linear(x, n, in, w, bias ? b : NULL, out, ref);
+                    vg_linear_pool(p, x, n, in, w, bias ? b : NULL, out, got, ldy);
+                    for (size_t i = 0; i < n; i++) {
+                        assert_memory_equal(got + i * ldy, ref + i * out, out * sizeof(float));
+                        for (size_t j = out; j < ldy && i + 1 < n; j++)
+                            assert_true(got[i * ldy + j] == -7.0f);
+                    }
+                    free(x);
+                    free(w);
+                    free(b);
+                    free(ref);
+                    free(got);
+                }
+        vg_pool_destroy(p);
+    }
+}
+
 static void test_sampler_greedy(void **state)
 {
     (void)state;
@@ -1156,7 +1199,7 @@ int main(void)
         cmocka_unit_test(test_short_prefill_types), cmocka_unit_test(test_matmul_b16),
         cmocka_unit_test(test_generate_and_cancel), cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_concurrent_slices),   cmocka_unit_test(test_mmap_f32),
-        cmocka_unit_test(test_embedding_in_file),
+        cmocka_unit_test(test_embedding_in_file),   cmocka_unit_test(test_linear_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
