@@ -461,7 +461,7 @@ T_AVX512 static void q8_gemv_avx512(const int8_t *w, size_t K, size_t rows, size
          * stream by 136: without this, 512 bytes of a later group (K = 2048) were never asked
          * for, 6 % of the stream left to the demand loads. 2B q8_0 decode, alternating (Xeon of
          * 2026-12-07): 1 thread 8.69-9.21 -> 9.13-9.65 tok/s, 2 threads 16.5-17.6 -> 17.8-18.5;
-         * the GEMV alone 85-88 -> 90-92 % of the read. Distances rechecked with it: 4 K + 2048 /
+         * the GEMV alone 85-88 -> 89-92 % of the read. Distances rechecked with it: 4 K + 2048 /
          * + 4096 / + 8192 alike, 8192 and 16384 flat worse. */
         for (size_t o = (size_t)VG_PACK_ROWS * K; o < gb; o += line)
             _mm_prefetch((const char *)grp + pf + o, _MM_HINT_T1);
