@@ -215,7 +215,6 @@ int vg_model_load(const char *dir, const vg_model_params *params, vg_model **out
     if (p.n_threads <= 0)
         p.n_threads = vg_model_default_params().n_threads;
     m->n_threads = p.n_threads;
-    openblas_set_num_threads(p.n_threads);
     if (vg_pool_create(p.n_threads, &m->tpool) < 0) {
         rc = vg_fail(err, errlen, VG_ENOMEM, "out of memory for the thread pool");
         goto fail;
