@@ -251,21 +251,6 @@ void vg_add_rows(float *y, size_t n, size_t ld, size_t N, const float *b)
         vg_add(y + i * ld, b, N);
 }
 
-void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
-               float *y)
-{
-    if (n == 0 || out == 0)
-        return;
-    if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)out, (int)in, 1.0f, w, (int)in, x, 1, 0.0f, y,
-                    1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
-                    (int)in, w, (int)in, 0.0f, y, (int)out);
-    }
-    vg_add_rows(y, n, out, out, b);
-}
-
 typedef struct linear_job {
     const float *x, *w, *b;
     float *y;
@@ -295,6 +280,8 @@ static void linear_task(void *arg, size_t i)
 void vg_linear_pool(vg_pool *p, const float *x, size_t n, size_t in, const float *w, const float *b,
                     size_t out, float *y, size_t ldy)
 {
+    if (n == 0 || out == 0)
+        return;
     const size_t nt = (size_t)vg_pool_threads(p);
     linear_job j = {.x = x, .w = w, .b = b, .y = y, .n = n, .in = in, .out = out, .ldy = ldy};
     /* under about a million multiply-adds a region costs more than it saves */
@@ -307,6 +294,12 @@ void vg_linear_pool(vg_pool *p, const float *x, size_t n, size_t in, const float
      * that a descheduled thread holds up little */
     j.parts = n == 1 ? VG_POOL_SPLIT * nt : nt;
     vg_pool_run(p, j.parts, linear_task, &j);
+}
+
+void vg_linear(const float *x, size_t n, size_t in, const float *w, const float *b, size_t out,
+               float *y)
+{
+    vg_linear_pool(NULL, x, n, in, w, b, out, y, out); /* one call on this thread */
 }
 
 void vg_layernorm(const float *x, float *y, size_t n, size_t d, const float *w, const float *b,

@@ -347,7 +347,9 @@ static vg_gen_params sample_params(void)
 /* vg_linear_pool: the output columns split across 1-3 participants give vg_linear's values bit
  * for bit (every element is one OpenBLAS dot over the whole of K either way), with and without
  * bias, one row (sgemv) and several, column counts that split unevenly, rows of y wider than the
- * output (ldy). */
+ * output (ldy). vg_linear itself (vg_linear_pool on the calling thread) against float64: the
+ * inputs are multiples of 1/16 and 1/64 whose sums stay within 20 bits, so every order of
+ * summation gives the exact value. */
 static void test_linear_pool(void **state)
 {
     (void)state;
@@ -371,6 +373,13 @@ static void test_linear_pool(void **state)
                     for (size_t i = 0; i < n * ldy; i++)
                         got[i] = -7.0f; /* the gaps between rows stay as they were */
                     vg_linear(x, n, in, w, bias ? b : NULL, out, ref);
+                    for (size_t i = 0; t == 1 && i < n; i++)
+                        for (size_t o = 0; o < out; o++) {
+                            double e = bias ? b[o] : 0.0;
+                            for (size_t k = 0; k < in; k++)
+                                e += (double)x[i * in + k] * w[o * in + k];
+                            assert_true(ref[i * out + o] == (float)e);
+                        }
                     vg_linear_pool(p, x, n, in, w, bias ? b : NULL, out, got, ldy);
                     for (size_t i = 0; i < n; i++) {
                         assert_memory_equal(got + i * ldy, ref + i * out, out * sizeof(float));
