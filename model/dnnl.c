@@ -68,8 +68,7 @@
     64 /* block buffers per call: the most participants that use oneDNN at once                    \
         */
 
-#define VG_DNNL_ATTN     32  /* attention shapes (rows, keys, head size) kept; others use attn.c */
-#define VG_DNNL_ROPE_MAX 512 /* head size at most for rotating rows on their way to bf16 */
+#define VG_DNNL_ATTN 32 /* attention shapes (rows, keys, head size) kept; others use attn.c */
 /* query rows per product when every row sees every key: a 196-row block of 784 keys has 0.6 MB of
  * float scores, which stay in L2 for the softmax and the second product */
 #define VG_DNNL_ATTN_QBLOCK 256
@@ -1402,30 +1401,32 @@ static const attn_prim *attn_prim_get(vg_dnnl *d, size_t n, size_t ctx, size_t d
     return ap;
 }
 
-/* 2^t for t <= 0 (up to rounding), to 2.7e-6 relative: t = n + f with f in [-1/2, 1/2], 2^f by
- * a degree-4 minimax polynomial, scaled by 2^n; 0 below -126 and for NaN. The probabilities are
- * rounded to bf16 (2^-9 relative): 8 operations per 16 values (the scale by log2(e) folded into
- * the caller's multiply-subtract) where e^x to float32 accuracy took 11; the softmax of a 1-thread
- * bf16 vision pair 50 -> 45 ms. Degree 3 (7.5e-5, one operation less) moved the golden bf16
- * logits' error 2.80e-2 -> 3.06e-2, degree 4 to 2.86e-2. */
-__attribute__((target("avx512f"))) static inline __m512 exp2_16_le0(__m512 t)
+/* 2^t for t <= 0 (up to rounding), to 2.7e-6 relative: t clamped to -126 (below, 2^t is under
+ * float's normal range and counts as 2^-126), f = t - floor(t) in [0, 1) in one VREDUCEPS, 2^f by a
+ * degree-4 minimax polynomial (the one of 2^g on [-1/2, 1/2] shifted by 1/2 and scaled by the
+ * square root of 2), then VSCALEFPS multiplies by 2^floor(t) itself. The probabilities are rounded
+ * to bf16 (2^-9 relative). 7 vector operations per 16 values where rounding to the nearest integer,
+ * subtracting it and masking the underflow took 9 (and e^x to float32 accuracy 11). Degree 3
+ * (7.5e-5) was tried: it moved the golden bf16 logits' error 2.80e-2 -> 3.06e-2. */
+__attribute__((target("avx512f,avx512dq"))) static inline __m512 exp2_16_le0(__m512 t)
 {
-    const __mmask16 keep = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
-    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(0.009570100344717503f),
-                               _mm512_set1_ps(0.05591786280274391f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240247443318367f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931217908859253f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999992847442627f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
+    t = _mm512_max_ps(t, _mm512_set1_ps(-126.0f));
+    const __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(0.013534165918827057f),
+                               _mm512_set1_ps(0.05201146751642227f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2414427399635315f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6930038332939148f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000026226043701f));
+    return _mm512_scalef_ps(p, t);
 }
 
-/* p[0..vis) = bf16(e^(scale * s - max)), zero from vis on; returns 1 / their sum (the caller
- * scales the row's output PV by it: the normalization costs dh multiplies instead of a third pass
- * over the row, and bf16(e) keeps the same relative rounding as bf16(e / sum)). The exponent is
- * taken in base 2: scale * log2(e) * s - scale * log2(e) * max in one fused multiply-subtract. */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static float
+/* p[0..vis) = bf16(e^(scale * s - max)), zero from vis on; returns 1 / the sum of those bf16
+ * values (the caller scales the row's output PV by it: the normalization costs dh multiplies
+ * instead of a third pass over the row, and the weights PV applied then sum to 1 up to float
+ * rounding). The exponent is taken in base 2: scale * log2(e) * s - scale * log2(e) * max in one
+ * fused multiply-subtract. 32 values per step: one conversion of two vectors to bf16, and the sum
+ * as their dot product with ones (VDPBF16PS: exact products, float32 sums). */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16"))) static float
 softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY), m1 = mx, m2 = mx, m3 = mx;
@@ -1445,21 +1446,38 @@ softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
     const float k = scale * 1.44269504088896341f;
     const __m512 sc = _mm512_set1_ps(k);
     const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * k);
-    __m512 sum = _mm512_setzero_ps();
-    for (i = 0; i + 16 <= vis; i += 16) {
-        __m512 e = exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m));
-        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)_mm512_cvtneps_pbh(e));
-        sum = _mm512_add_ps(sum, e);
+    const __m512bh one = (__m512bh)_mm512_set1_epi16(0x3f80); /* bf16 1.0 */
+    __m512 sum = _mm512_setzero_ps(), sum1 = sum;
+    for (i = 0; i + 64 <= vis; i += 64) { /* two sums: VDPBF16PS's latency */
+        __m512bh e0 =
+            _mm512_cvtne2ps_pbh(exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i + 16), sc, m)),
+                                exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m)));
+        __m512bh e1 =
+            _mm512_cvtne2ps_pbh(exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i + 48), sc, m)),
+                                exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i + 32), sc, m)));
+        _mm512_storeu_si512((void *)(p + i), (__m512i)e0);
+        _mm512_storeu_si512((void *)(p + i + 32), (__m512i)e1);
+        sum = _mm512_dpbf16_ps(sum, e0, one);
+        sum1 = _mm512_dpbf16_ps(sum1, e1, one);
+    }
+    for (; i + 16 <= vis; i += 16) {
+        __m256bh e =
+            _mm512_cvtneps_pbh(exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m)));
+        _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)e);
+        sum = _mm512_add_ps(
+            sum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)e), 16)));
     }
     if (tail) {
-        __m512 e = _mm512_maskz_mov_ps(
-            tail, exp2_16_le0(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
-        _mm256_mask_storeu_epi16(p + i, tail, (__m256i)_mm512_cvtneps_pbh(e));
-        sum = _mm512_add_ps(sum, e);
+        __m256bh e = _mm512_cvtneps_pbh(
+            exp2_16_le0(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
+        _mm256_mask_storeu_epi16(p + i, tail, (__m256i)e);
+        sum = _mm512_add_ps(sum,
+                            _mm512_maskz_mov_ps(tail, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                                          _mm512_cvtepu16_epi32((__m256i)e), 16))));
     }
     if (ctx > vis)
         memset(p + vis, 0, (ctx - vis) * sizeof(uint16_t));
-    return 1.0f / _mm512_reduce_add_ps(sum);
+    return 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(sum, sum1));
 }
 
 /* dst[0..n) = src[0..n) * k, n a multiple of 16. */
@@ -1494,68 +1512,78 @@ typedef struct attn_job {
     atomic_int failed;
 } attn_job;
 
-/* out[0, dh) = x rotated by table rows c, s: vg_rope_apply's products and sums (no fused
- * multiply-add), so bit for bit its result; dh a multiple of 32. */
-__attribute__((target("avx512f"))) static void rope_row(const float *x, const float *c,
-                                                        const float *s, size_t dh, float *out)
+/* 16 bf16 values widened to float. */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512 wide16(const uint16_t *p)
+{
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+/* out[0, dh) = bf16 of the row (float f, or bf16 b when set) rotated by table rows c, s as
+ * rope_row does (so bit for bit vg_rope_apply's result, rounded as vg_to_bf16); dh a multiple of
+ * 32. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+rope_row_b16(const float *f, const uint16_t *b, const float *c, const float *s, size_t dh,
+             uint16_t *out)
 {
     const size_t half = dh / 2;
     for (size_t j = 0; j < half; j += 16) {
-        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + half + j);
-        const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(a, _mm512_loadu_ps(c + j)),
-                                        _mm512_mul_ps(b, _mm512_loadu_ps(s + j)));
-        const __m512 hi = _mm512_add_ps(_mm512_mul_ps(b, _mm512_loadu_ps(c + half + j)),
-                                        _mm512_mul_ps(a, _mm512_loadu_ps(s + half + j)));
-        _mm512_storeu_ps(out + j, lo);
-        _mm512_storeu_ps(out + half + j, hi);
+        const __m512 x0 = b ? wide16(b + j) : _mm512_loadu_ps(f + j);
+        const __m512 x1 = b ? wide16(b + half + j) : _mm512_loadu_ps(f + half + j);
+        const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(x0, _mm512_loadu_ps(c + j)),
+                                        _mm512_mul_ps(x1, _mm512_loadu_ps(s + j)));
+        const __m512 hi = _mm512_add_ps(_mm512_mul_ps(x1, _mm512_loadu_ps(c + half + j)),
+                                        _mm512_mul_ps(x0, _mm512_loadu_ps(s + half + j)));
+        _mm256_storeu_si256((__m256i *)(void *)(out + j), (__m256i)_mm512_cvtneps_pbh(lo));
+        _mm256_storeu_si256((__m256i *)(void *)(out + half + j), (__m256i)_mm512_cvtneps_pbh(hi));
     }
 }
 
+/* out[0, dh) = bf16 of float row f (vg_to_bf16's rounding); dh a multiple of 16. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+row_b16(const float *f, size_t dh, uint16_t *out)
+{
+    for (size_t j = 0; j < dh; j += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(out + j),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(f + j)));
+}
+
 /* Rows [r0, r1) of the bf16 copies: the query rows of every head, then the keys, then the values
- * (padding rows zero); queries and keys rotated first when a->rope_cs is set. */
+ * (padding rows zero); queries and keys rotated first when a->rope_cs is set. Each section is
+ * walked head by head, row by row (one division where the range starts). */
 static void attn_cvt_range(void *c, size_t r0, size_t r1)
 {
     const attn_job *j = c;
     const vg_attn_args *a = j->a;
     const size_t dh = a->dh, nq = a->heads * j->n, nk = a->kb ? 0 : a->kv_heads * j->ctx;
-    float rot[VG_DNNL_ROPE_MAX] __attribute__((aligned(64)));
-    for (size_t u = r0; u < r1; u++) {
-        uint16_t *dst;
-        size_t h, i, lim;
-        size_t off; /* of the source row, in elements of its type */
-        if (u < nq) {
-            h = u / j->n, i = u % j->n, lim = a->n;
-            off = h * a->q_hs + i * a->ldq;
-            dst = j->qb + u * dh;
-        } else if (u < nq + nk) {
-            h = (u - nq) / j->ctx, i = (u - nq) % j->ctx, lim = a->ctx;
-            off = h * a->k_hs + i * a->ldk;
-            dst = j->kb + (u - nq) * dh;
-        } else {
-            h = (u - nq - nk) / j->ctx, i = (u - nq - nk) % j->ctx, lim = a->ctx;
-            off = h * a->v_hs + i * a->ldv;
-            dst = j->vb + (u - nq - nk) * dh;
-        }
-        if (i >= lim) {
-            memset(dst, 0, dh * sizeof(uint16_t));
-            continue;
-        }
-        if (a->q16) { /* bf16 rows: widened and rotated, or copied */
-            const uint16_t *s16 = (u < nq ? a->q16 : u < nq + nk ? a->k16 : a->v16) + off;
-            if (a->rope_cs && u < nq + nk) {
-                float wide[VG_DNNL_ROPE_MAX] __attribute__((aligned(64)));
-                vg_from_bf16(s16, dh, wide);
-                rope_row(wide, a->rope_cs + i * dh, a->rope_sn + i * dh, dh, rot);
-                vg_to_bf16(rot, dh, dst);
-            } else {
-                memcpy(dst, s16, dh * sizeof(uint16_t));
+    for (size_t u = r0; u < r1;) {
+        /* the section u is in: 0 queries, 1 keys, 2 values */
+        const int sec = u < nq ? 0 : u < nq + nk ? 1 : 2;
+        const size_t first = sec == 0 ? 0 : sec == 1 ? nq : nq + nk;
+        const size_t per = sec == 0 ? j->n : j->ctx, lim = sec == 0 ? a->n : a->ctx;
+        const size_t end = VG_MIN(r1, sec == 0 ? nq : sec == 1 ? nq + nk : nq + 2 * nk);
+        const size_t hs = sec == 0 ? a->q_hs : sec == 1 ? a->k_hs : a->v_hs;
+        const size_t ld = sec == 0 ? a->ldq : sec == 1 ? a->ldk : a->ldv;
+        const float *src = sec == 0 ? a->q : sec == 1 ? a->k : a->v;
+        const uint16_t *src16 = sec == 0 ? a->q16 : sec == 1 ? a->k16 : a->v16;
+        uint16_t *dst = (sec == 0 ? j->qb : sec == 1 ? j->kb : j->vb) + (u - first) * dh;
+        const int rot = a->rope_cs && sec < 2;
+        size_t h = (u - first) / per, i = (u - first) % per;
+        for (; u < end; u++, dst += dh) {
+            const size_t off = h * hs + i * ld; /* of the source row, in elements of its type */
+            if (i >= lim)
+                memset(dst, 0, dh * sizeof(uint16_t));
+            else if (rot)
+                rope_row_b16(a->q16 ? NULL : src + off, a->q16 ? src16 + off : NULL,
+                             a->rope_cs + i * dh, a->rope_sn + i * dh, dh, dst);
+            else if (a->q16)
+                memcpy(dst, src16 + off, dh * sizeof(uint16_t));
+            else
+                row_b16(src + off, dh, dst);
+            if (++i == per) {
+                i = 0;
+                h++;
             }
-        } else if (a->rope_cs && u < nq + nk) {
-            rope_row((u < nq ? a->q : a->k) + off, a->rope_cs + i * dh, a->rope_sn + i * dh, dh,
-                     rot);
-            vg_to_bf16(rot, dh, dst);
-        } else {
-            vg_to_bf16((u < nq ? a->q : u < nq + nk ? a->k : a->v) + off, dh, dst);
         }
     }
 }
@@ -1634,8 +1662,7 @@ static void attn_head_task(void *arg, size_t t)
 
 int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
 {
-    return m->dnnl && m->wtype != VG_WEIGHTS_F32 && vg_isa_level() >= VG_ISA_AVX512 &&
-           dh % 32 == 0 && dh <= VG_DNNL_ROPE_MAX;
+    return m->dnnl && m->wtype != VG_WEIGHTS_F32 && vg_isa_level() >= VG_ISA_AVX512 && dh % 32 == 0;
 }
 
 int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
@@ -1646,8 +1673,8 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
         return 1;
     if (a->rope_cs && (a->kb || !a->rope_sn || !vg_dnnl_attn_rope16_ok(m, a->dh)))
         return 1; /* rotation on the way: float keys, whole vectors per half row */
-    if (a->q16 && (a->kb || !a->k16 || !a->v16 || a->dh > VG_DNNL_ROPE_MAX))
-        return 1; /* bf16 rows: converted here, at most VG_DNNL_ROPE_MAX per row */
+    if (a->q16 && (a->kb || !a->k16 || !a->v16))
+        return 1; /* bf16 rows: all three, converted here */
     /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
      * shapes serve them */
     size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;
