@@ -44,7 +44,10 @@
  * scaled by 1 / sum after PV), the heads split across the pool; primitives per shape made on
  * first use (causal shapes rounded up so that a few serve every prefill). Full attention (vision)
  * runs in query blocks of at most VG_DNNL_ATTN_QBLOCK rows, so that a block's scores stay in L2;
- * causal prefills come in such blocks from text.c.
+ * causal prefills come in such blocks from text.c. Where the CPU has AMX, full attention of head
+ * size 32 or 64 (the vision tower's) instead runs fused in AMX tiles (amx_attn: the same bf16
+ * operands and softmax, keys and values put into the tiles' layouts once per head, the tiles'
+ * products overlapped with the vector units' softmax).
  *
  * Threads: vg_dnnl_pack at load (one thread); vg_dnnl_matmul from any thread.
  */
@@ -1506,6 +1509,7 @@ typedef struct attn_job {
     size_t n, ctx;          /* padded rows per head and keys (zero rows beyond a->n, a->ctx) */
     size_t qr, nb;          /* the primitives' rows: each head's n rows are nb blocks of qr */
     uint16_t *qb, *kb, *vb; /* bf16 [heads][n][dh], [kv_heads][ctx][dh] twice */
+    uint16_t *kp, *vp;      /* the fused AMX kernel's: kb and vb in its tiles' layouts */
     unsigned char *area;    /* per running task: per bytes each, claimed through busy[] */
     size_t per, slots;
     atomic_int busy[VG_DNNL_SLOTS];
@@ -1660,6 +1664,251 @@ static void attn_head_task(void *arg, size_t t)
     task_end(mems, 8, st, ok, &j->failed, &j->busy[slot]);
 }
 
+/* ---- the same attention fused in AMX tiles (full attention: every query row sees every key) ----
+ *
+ * oneDNN's two products per (head, query block) each repack their right-hand side (K^T, V) and
+ * write or read the whole block's scores through L2; a bf16 1-thread vision pair spent 144 ms of
+ * 720 in the attention, its products at 650 (QK^T, K = dh = 64) and 900 GFLOP/s (PV). Here the
+ * keys and values of each KV head are put into the tiles' layouts once (amx_pack_range), and each
+ * 16-row query tile runs S = Q K^T into a 16-row score buffer, the same softmax_bf16, and O = P V
+ * in accumulator tiles, the rows then scaled by 1 / sum as before: the same bf16 operands, float32
+ * sums and softmax, so the same numbers up to the order of the sums inside the tiles. Head sizes
+ * 32 and 64 (at most four 16-column output tiles beside the operand tiles). */
+
+#define AMX_ATTN_QB 8 /* 32-row query blocks per task at most */
+
+typedef struct amx_tilecfg {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed)) amx_tilecfg;
+
+/* 1 when vg_dnnl_attn runs a's attention in the fused AMX kernel. VG_AMX_ATTN=0 turns it off
+ * (oneDNN's products then), as VG_AMX=0 turns off every AMX kernel. */
+static int amx_attn_ok(const vg_attn_args *a)
+{
+    const char *e = getenv("VG_AMX_ATTN");
+    return a->p0 < 0 && !a->kb && (a->dh == 32 || a->dh == 64) && a->heads == a->kv_heads &&
+           vg_amx_ok() && !(e && strcmp(e, "0") == 0);
+}
+
+/* Units [u0, u1) of the packing: unit u is keys [32 c, 32 c + 32) of KV head h = u / (ctx / 32),
+ * c = u % (ctx / 32). Keys: for each 16-key block, [dh / 2 pairs of dims][16 keys][2] (a tile's
+ * rows are pairs of dims, its 64 bytes 16 keys: the right-hand side of Q K^T for 32 dims). Values:
+ * for each 16-dim group, [16 pairs of keys][16 dims][2] (the right-hand side of P V for 32 keys).
+ */
+__attribute__((target("avx512f,avx512bw"))) static void amx_pack_range(void *c, size_t u0,
+                                                                       size_t u1)
+{
+    const attn_job *j = c;
+    const size_t dh = j->a->dh, chunks = j->ctx / 32, half = dh / 2;
+    const __m512i rows =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)half));
+    /* 16-bit lanes a0 b0 a1 b1 ... of a (lanes 0-15) and b (16-31) */
+    const __m512i inter =
+        _mm512_setr_epi32(0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004, 0x00150005,
+                          0x00160006, 0x00170007, 0x00180008, 0x00190009, 0x001a000a, 0x001b000b,
+                          0x001c000c, 0x001d000d, 0x001e000e, 0x001f000f);
+    for (size_t u = u0; u < u1; u++) {
+        const size_t h = u / chunks, ch = u % chunks, off = h * j->ctx * dh;
+        for (size_t kb = 2 * ch; kb < 2 * ch + 2; kb++) { /* keys: 16 at a time, pair by pair */
+            const int *src = (const int *)(const void *)(j->kb + off + kb * 16 * dh);
+            int *dst = (int *)(void *)(j->kp + off + kb * 16 * dh);
+            for (size_t t = 0; t < half; t++)
+                _mm512_storeu_si512(dst + t * 16, _mm512_i32gather_epi32(rows, src + t, 4));
+        }
+        const uint16_t *v = j->vb + off + ch * 32 * dh;
+        uint16_t *vd = j->vp + off + ch * 32 * dh;
+        for (size_t pr = 0; pr < 16; pr++) /* values: two keys' rows interleaved */
+            for (size_t g = 0; g < dh / 16; g++) {
+                const __m256i lo =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(v + 2 * pr * dh + g * 16));
+                const __m256i hi = _mm256_loadu_si256(
+                    (const __m256i *)(const void *)(v + (2 * pr + 1) * dh + g * 16));
+                const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                _mm512_storeu_si512((void *)(vd + (g * 16 + pr) * 32),
+                                    _mm512_permutexvar_epi16(inter, ab));
+            }
+    }
+}
+
+/* Q K^T for key blocks [k0, k1) (16 keys each) of the 32 query rows in tiles 0-3 (16 rows x 32
+ * dims each) into scores s [32][ctx]: keys in tiles 4 and 7, scores in 5 and 6. */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void
+amx_qk(const uint16_t *kp, size_t dh, size_t k0, size_t k1, float *s, size_t ctx)
+{
+    const long ss = (long)(ctx * 4);
+    for (size_t kb = k0; kb < k1; kb++) {
+        const uint16_t *k = kp + kb * 16 * dh;
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_loadd(4, k, 64);
+        _tile_dpbf16ps(5, 0, 4);
+        _tile_dpbf16ps(6, 2, 4);
+        if (dh == 64) {
+            _tile_loadd(7, k + 512, 64);
+            _tile_dpbf16ps(5, 1, 7);
+            _tile_dpbf16ps(6, 3, 7);
+        }
+        _tile_stored(5, s + kb * 16, ss);
+        _tile_stored(6, s + 16 * ctx + kb * 16, ss);
+    }
+}
+
+/* The 32 query rows at q ([32][dh] bf16) into tiles 0-3. */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void amx_q(const uint16_t *q, size_t dh)
+{
+    const long sq = (long)(dh * 2);
+    _tile_loadd(0, q, sq);
+    _tile_loadd(2, q + 16 * dh, sq);
+    if (dh == 64) {
+        _tile_loadd(1, q + 32, sq);
+        _tile_loadd(3, q + 16 * dh + 32, sq);
+    }
+}
+
+/* Units [u0, u1) of P V for 32 query rows: unit u is keys [32 kc, 32 kc + 32) (kc = u % (ctx /
+ * 32)) of output dims [32 d, 32 d + 32) (d = u / (ctx / 32)); P [32][ctx] bf16 in tiles 0-1,
+ * values in 2-3, O in 4-7 (zeroed where a pass over the keys starts, stored into o [32][dh] where
+ * it ends). */
+__attribute__((target("amx-tile,amx-bf16"))) static inline void
+amx_pv(const uint16_t *p, const uint16_t *vp, size_t dh, size_t ctx, size_t u0, size_t u1, float *o)
+{
+    const size_t nkc = ctx / 32;
+    const long sp = (long)(ctx * 2), so = (long)(dh * 4);
+    for (size_t u = u0; u < u1; u++) {
+        const size_t d = u / nkc * 32, kc = u % nkc;
+        if (kc == 0) {
+            _tile_zero(4);
+            _tile_zero(5);
+            _tile_zero(6);
+            _tile_zero(7);
+        }
+        const uint16_t *v = vp + (kc * 32 * dh + d * 32);
+        _tile_loadd(0, p + kc * 32, sp);
+        _tile_loadd(1, p + 16 * ctx + kc * 32, sp);
+        _tile_loadd(2, v, 64);
+        _tile_dpbf16ps(4, 0, 2);
+        _tile_dpbf16ps(6, 1, 2);
+        _tile_loadd(3, v + 512, 64);
+        _tile_dpbf16ps(5, 0, 3);
+        _tile_dpbf16ps(7, 1, 3);
+        if (kc == nkc - 1) {
+            _tile_stored(4, o + d, so);
+            _tile_stored(5, o + d + 16, so);
+            _tile_stored(6, o + 16 * dh + d, so);
+            _tile_stored(7, o + 16 * dh + d + 16, so);
+        }
+    }
+}
+
+/* Rows [r0, r0 + 32) of head h's output from o [32][dh] scaled by inv (those below a->n). */
+static void amx_out(const vg_attn_args *a, size_t h, size_t r0, const float *o, const float *inv)
+{
+    const size_t dh = a->dh;
+    for (size_t i = 0; i < 32 && r0 + i < a->n; i++)
+        if (a->ob)
+            scale_row_b16(a->ob + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
+        else
+            scale_row(a->o + (r0 + i) * a->ldo + h * a->o_hs, o + i * dh, dh, inv[i]);
+}
+
+/* Task t: head h = t / per_h, part t % per_h of its query rows in 32-row blocks (each tile of
+ * keys or values loaded once for two 16-row tiles of queries). Software-pipelined so that the
+ * vector units and the tiles overlap: while the vector units run block b's softmax row by row,
+ * the tiles compute, a share after each row, block b - 1's P V (first 16 rows) and block b + 1's
+ * scores (last 16), each block's scores and probabilities in buffers of their own (two each). */
+__attribute__((
+    target("amx-tile,amx-bf16,avx512f,avx512dq,avx512bw,avx512vl,avx512bf16"))) static void
+amx_attn_task(void *arg, size_t t)
+{
+    attn_job *j = arg;
+    const vg_attn_args *a = j->a;
+    const size_t dh = a->dh, ctx = j->ctx, nkb = ctx / 16, npv = ctx / 32 * (dh / 32);
+    const size_t blocks = j->n / 32;
+    const size_t per_h = (blocks + AMX_ATTN_QB - 1) / AMX_ATTN_QB, h = t / per_h, q = t % per_h;
+    const size_t b0 = blocks * q / per_h, b1 = blocks * (q + 1) / per_h;
+    if (b0 == b1)
+        return;
+    const size_t slot = claim_slot(j->busy, j->slots);
+    unsigned char *ar = j->area + slot * j->per;
+    float *sb[2] = {(float *)(void *)ar, (float *)(void *)(ar + 32 * ctx * 4)}; /* [32][ctx] */
+    uint16_t *pb[2] = {(uint16_t *)(void *)(ar + 64 * ctx * 4),
+                       (uint16_t *)(void *)(ar + 64 * ctx * 4 + 32 * ctx * 2)}; /* [32][ctx] */
+    float *o = (float *)(void *)(ar + 64 * ctx * 4 + 64 * ctx * 2);             /* [32][dh] */
+    float inv[2][32];
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int k = 0; k < 8; k++) {
+        cfg.rows[k] = 16;
+        cfg.colsb[k] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const uint16_t *kp = j->kp + h * ctx * dh, *vp = j->vp + h * ctx * dh;
+    const uint16_t *qh = j->qb + h * j->n * dh;
+    amx_q(qh + b0 * 32 * dh, dh);
+    amx_qk(kp, dh, 0, nkb, sb[b0 & 1], ctx);
+    for (size_t b = b0; b < b1; b++) {
+        const size_t r0 = b * 32, c = b & 1;
+        const int prev = b > b0, next = b + 1 < b1;
+        size_t u = 0, kb = 0;
+        for (size_t i = 0; i < 32; i++) { /* padding rows (past a->n) see one key: unused */
+            inv[c][i] = softmax_bf16(sb[c] + i * ctx, r0 + i < a->n ? a->ctx : 1, ctx, a->scale,
+                                     pb[c] + i * ctx);
+            if (i < 16 && prev) {
+                const size_t u1 = npv * (i + 1) / 16;
+                amx_pv(pb[c ^ 1], vp, dh, ctx, u, u1, o);
+                u = u1;
+            } else if (i >= 16 && next) {
+                if (i == 16)
+                    amx_q(qh + (b + 1) * 32 * dh, dh);
+                const size_t k1 = nkb * (i - 15) / 16;
+                amx_qk(kp, dh, kb, k1, sb[c ^ 1], ctx);
+                kb = k1;
+            }
+        }
+        if (prev)
+            amx_out(a, h, r0 - 32, o, inv[c ^ 1]);
+    }
+    amx_pv(pb[(b1 - 1) & 1], vp, dh, ctx, 0, npv, o); /* the last block's */
+    amx_out(a, h, (b1 - 1) * 32, o, inv[(b1 - 1) & 1]);
+    _tile_release();
+    atomic_store(&j->busy[slot], 0);
+}
+
+/* vg_dnnl_attn through the fused kernel (amx_attn_ok(a)): 0 done, VG_ENOMEM. */
+static int amx_attn(vg_model *m, const vg_attn_args *a)
+{
+    attn_job j = {.a = a, .n = (a->n + 31) & ~(size_t)31, .ctx = (a->ctx + 31) & ~(size_t)31};
+    j.slots = (size_t)VG_MIN(VG_MIN(m->dnnl->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
+    j.per = (32 * j.ctx * 12 + 32 * a->dh * 4 + 63) & ~(size_t)63;
+    const size_t qbytes = (a->heads * j.n * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t kbytes = (a->kv_heads * j.ctx * a->dh * 2 + 63) & ~(size_t)63;
+    const size_t bytes = 64 + qbytes + 4 * kbytes + j.slots * j.per;
+    void *buf = vg_scratch_take(m, bytes);
+    if (!buf)
+        return VG_ENOMEM;
+    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    j.qb = (uint16_t *)(void *)base;
+    j.kb = (uint16_t *)(void *)(base + qbytes);
+    j.vb = (uint16_t *)(void *)(base + qbytes + kbytes);
+    j.kp = (uint16_t *)(void *)(base + qbytes + 2 * kbytes);
+    j.vp = (uint16_t *)(void *)(base + qbytes + 3 * kbytes);
+    j.area = base + qbytes + 4 * kbytes;
+    atomic_init(&j.failed, 0);
+    for (int k = 0; k < VG_DNNL_SLOTS; k++)
+        atomic_init(&j.busy[k], 0);
+    vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
+    vg_pool_for(pool, a->heads * j.n + 2 * a->kv_heads * j.ctx, 64, attn_cvt_range, &j);
+    vg_pool_for(pool, a->kv_heads * (j.ctx / 32), 4, amx_pack_range, &j);
+    vg_pool_run(pool, a->heads * ((j.n / 32 + AMX_ATTN_QB - 1) / AMX_ATTN_QB), amx_attn_task, &j);
+    vg_scratch_give(m, buf, bytes);
+    return 0;
+}
+
 int vg_dnnl_attn_rope16_ok(const vg_model *m, size_t dh)
 {
     return m->dnnl && m->wtype != VG_WEIGHTS_F32 && vg_isa_level() >= VG_ISA_AVX512 && dh % 32 == 0;
@@ -1675,6 +1924,8 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
         return 1; /* rotation on the way: float keys, whole vectors per half row */
     if (a->q16 && (a->kb || !a->k16 || !a->v16))
         return 1; /* bf16 rows: all three, converted here */
+    if (amx_attn_ok(a))
+        return amx_attn(m, a);
     /* causal prefills come in many sizes: rows and keys rounded up (zero rows), so that a few
      * shapes serve them */
     size_t n = a->p0 < 0 ? a->n : (a->n + 31) & ~(size_t)31;

@@ -115,6 +115,26 @@ static void check(vg_model *m, size_t n, long p0, size_t heads, size_t kv, size_
     if (worst > 5e-3 || sum / (double)(n * QD) > 5e-4)
         fail_msg("attention n %zu p0 %ld heads %zu/%zu dh %zu: max %g, mean %g", n, p0, heads, kv,
                  dh, worst, sum / (double)(n * QD));
+    if (full) {
+        /* full attention of head size 32 or 64 runs in the fused AMX kernel where the CPU has
+         * AMX, else (and with VG_AMX_ATTN=0) through oneDNN's two products: the same bf16
+         * operands and softmax, so the two agree up to the order of the float32 sums (a rounding
+         * of a probability to bf16 may differ by one unit) */
+        float *o2 = malloc(n * QD * sizeof(float));
+        assert_non_null(o2);
+        memset(o2, 0xff, n * QD * sizeof(float));
+        vg_attn_args a2 = a;
+        a2.o = o2;
+        setenv("VG_AMX_ATTN", "0", 1);
+        assert_int_equal(vg_dnnl_attn(m, &a2), 0);
+        unsetenv("VG_AMX_ATTN");
+        double dw = 0;
+        for (size_t i = 0; i < n * QD; i++)
+            dw = fmax(dw, isnan(o[i]) || isnan(o2[i]) ? INFINITY : fabs((double)o[i] - o2[i]));
+        if (dw > 1e-3)
+            fail_msg("attention n %zu dh %zu: fused and oneDNN paths differ by %g", n, dh, dw);
+        free(o2);
+    }
     if (full && dh % 32 == 0) {
         /* the rotary embedding on the way to bf16 (vg_attn_args.rope_cs): bit for bit the
          * attention of rows rotated in place by vg_rope_apply beforehand, qkv itself untouched */
@@ -254,6 +274,7 @@ static void test_attention(void **state)
     vg_model *m = load_bf16();
     check(m, 200, -1, 4, 4, 64);  /* vision: full attention, q/k/v interleaved */
     check(m, 96, -1, 3, 3, 16);   /* small head size */
+    check(m, 150, -1, 3, 3, 32);  /* head size 32 (the fused AMX kernel's other size) */
     check(m, 784, -1, 2, 2, 64);  /* a 448x448 pair: 4 query blocks of 196 rows */
     check(m, 521, -1, 2, 2, 64);  /* 3 blocks of 174 rows, the last one padded */
     check(m, 130, 70, 4, 2, 128); /* causal after a cached prefix, grouped KV heads */
