@@ -1879,28 +1879,46 @@ amx_attn_task(void *arg, size_t t)
     atomic_store(&j->busy[slot], 0);
 }
 
+/* The attention job's buffers in one scratch block of m: the bf16 queries (heads x j->n rows),
+ * `copies` buffers of [kv_heads][j->ctx][dh] bf16 (0: a bf16 cache read in place; 2: kb and vb;
+ * 4: also kp and vp), then j->slots areas of j->per bytes; j->failed and the slots cleared.
+ * Returns the block, which the caller gives back with vg_scratch_give(m, block, *bytes); NULL
+ * when out of memory. */
+static void *attn_buffers(vg_model *m, attn_job *j, size_t copies, size_t *bytes)
+{
+    const vg_attn_args *a = j->a;
+    const size_t qbytes = ALIGN64(a->heads * j->n * a->dh * 2);
+    const size_t kbytes = ALIGN64(a->kv_heads * j->ctx * a->dh * 2);
+    *bytes = 64 + qbytes + copies * kbytes + j->slots * j->per;
+    void *buf = vg_scratch_take(m, *bytes);
+    if (!buf)
+        return NULL;
+    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    uint16_t *cp[4] = {NULL, NULL, NULL, NULL};
+    for (size_t c = 0; c < copies && c < 4; c++)
+        cp[c] = (uint16_t *)(void *)(base + qbytes + c * kbytes);
+    j->qb = (uint16_t *)(void *)base;
+    j->kb = cp[0];
+    j->vb = cp[1];
+    j->kp = cp[2];
+    j->vp = cp[3];
+    j->area = base + qbytes + copies * kbytes;
+    atomic_init(&j->failed, 0);
+    for (int k = 0; k < VG_DNNL_SLOTS; k++)
+        atomic_init(&j->busy[k], 0);
+    return buf;
+}
+
 /* vg_dnnl_attn through the fused kernel (amx_attn_ok(a)): 0 done, VG_ENOMEM. */
 static int amx_attn(vg_model *m, const vg_attn_args *a)
 {
     attn_job j = {.a = a, .n = (a->n + 31) & ~(size_t)31, .ctx = (a->ctx + 31) & ~(size_t)31};
     j.slots = (size_t)VG_MIN(VG_MIN(m->dnnl->threads, vg_pool_threads(m->tpool)), VG_DNNL_SLOTS);
-    j.per = (32 * j.ctx * 12 + 32 * a->dh * 4 + 63) & ~(size_t)63;
-    const size_t qbytes = (a->heads * j.n * a->dh * 2 + 63) & ~(size_t)63;
-    const size_t kbytes = (a->kv_heads * j.ctx * a->dh * 2 + 63) & ~(size_t)63;
-    const size_t bytes = 64 + qbytes + 4 * kbytes + j.slots * j.per;
-    void *buf = vg_scratch_take(m, bytes);
+    j.per = ALIGN64(32 * j.ctx * 12 + 32 * a->dh * 4);
+    size_t bytes;
+    void *buf = attn_buffers(m, &j, 4, &bytes);
     if (!buf)
         return VG_ENOMEM;
-    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
-    j.qb = (uint16_t *)(void *)base;
-    j.kb = (uint16_t *)(void *)(base + qbytes);
-    j.vb = (uint16_t *)(void *)(base + qbytes + kbytes);
-    j.kp = (uint16_t *)(void *)(base + qbytes + 2 * kbytes);
-    j.vp = (uint16_t *)(void *)(base + qbytes + 3 * kbytes);
-    j.area = base + qbytes + 4 * kbytes;
-    atomic_init(&j.failed, 0);
-    for (int k = 0; k < VG_DNNL_SLOTS; k++)
-        atomic_init(&j.busy[k], 0);
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
     vg_pool_for(pool, a->heads * j.n + 2 * a->kv_heads * j.ctx, 64, attn_cvt_range, &j);
     vg_pool_for(pool, a->kv_heads * (j.ctx / 32), 4, amx_pack_range, &j);
@@ -1952,22 +1970,12 @@ int vg_dnnl_attn(vg_model *m, const vg_attn_args *a)
     j.per = ((qr * ctx * 4 + 63) & ~(size_t)63) + ((qr * ctx * 2 + 63) & ~(size_t)63) +
             ((qr * a->dh * 4 + 63) & ~(size_t)63) + ((qr * 4 + 63) & ~(size_t)63) +
             ((ap->scr_bytes + 63) & ~(size_t)63);
-    const size_t qbytes = (a->heads * n * a->dh * 2 + 63) & ~(size_t)63;
     if (a->kb && (!a->vb || a->ldk != a->dh || a->ldv != a->dh))
         return 1; /* a bf16 cache is read in place as plain [ctx][dh] rows */
-    const size_t kbytes = a->kb ? 0 : (a->kv_heads * ctx * a->dh * 2 + 63) & ~(size_t)63;
-    const size_t bytes = 64 + qbytes + 2 * kbytes + j.slots * j.per;
-    void *buf = vg_scratch_take(m, bytes);
+    size_t bytes;
+    void *buf = attn_buffers(m, &j, a->kb ? 0 : 2, &bytes);
     if (!buf)
         return VG_ENOMEM;
-    unsigned char *base = (unsigned char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
-    j.qb = (uint16_t *)(void *)base;
-    j.kb = (uint16_t *)(void *)(base + qbytes);
-    j.vb = (uint16_t *)(void *)(base + qbytes + kbytes);
-    j.area = base + qbytes + 2 * kbytes;
-    atomic_init(&j.failed, 0);
-    for (int k = 0; k < VG_DNNL_SLOTS; k++)
-        atomic_init(&j.busy[k], 0);
     vg_pool *pool = j.slots > 1 ? m->tpool : NULL;
     vg_pool_for(pool, a->heads * n + (a->kb ? 0 : 2 * a->kv_heads * ctx), 64, attn_cvt_range, &j);
     vg_pool_run(pool, a->heads * nb, attn_head_task, &j);
