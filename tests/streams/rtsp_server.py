@@ -9,26 +9,87 @@ keyframe every second) at rtsp://127.0.0.1:PORT/PATH.
 --transport limits the lower transports the server accepts (a client asking for another one gets
 461 Unsupported Transport); --user/--password require HTTP Basic authentication (RTSPAuth).
 Prints "ready" on stdout once it listens; runs until killed. Exits 77 when GStreamer's RTSP server
-or the elements it needs are missing (the test then skips)."""
+or the elements it needs are missing (the test then skips).
+
+GStreamer's RTSP server 1.22 (Debian 12) can abort on its own assertion
+(gst_rtsp_media_get_rates: "assertion failed: (FALSE)") when a client's PLAY races the first data of
+the shared live media, which a loaded machine (the sanitizer runs) makes likely. The server therefore
+runs in a child process that is started again on the same port when it dies that way, as a camera
+comes back after a crash (the test's client reconnects as it would to the camera); each restart is
+logged on stderr. The child dies with this process (PR_SET_PDEATHSIG), and a new server retries
+its port for a few seconds while the previous one's socket closes."""
 import argparse
+import os
+import signal
+import subprocess
 import sys
+import time
 
-try:
-    import gi
+CHILD = "--serve"  # first argument of the child process that runs the server itself
+RESTARTS = 10  # aborts survived at most
+PORT_WAIT_S = 5.0  # how long a new server retries a port still held by a previous one
 
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstRtsp", "1.0")
-    gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
-except (ImportError, ValueError) as e:
-    print(f"GStreamer's RTSP server is not installed: {e}", file=sys.stderr)
-    sys.exit(77)
+
+def load_gst():
+    """GStreamer's modules (the child and --check only), or exit 77 when they are missing."""
+    global GLib, Gst, GstRtsp, GstRtspServer
+    try:
+        import gi
+
+        gi.require_version("Gst", "1.0")
+        gi.require_version("GstRtsp", "1.0")
+        gi.require_version("GstRtspServer", "1.0")
+        from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
+    except (ImportError, ValueError) as e:
+        print(f"GStreamer's RTSP server is not installed: {e}", file=sys.stderr)
+        sys.exit(77)
 
 
 ELEMENTS = ("videotestsrc", "x264enc", "rtph264pay")
 
 
+def die_with_parent():
+    """In the child, before exec: SIGKILL when the parent goes (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def supervise(args):
+    """Runs the server in a child, again after each abort (SIGABRT), up to RESTARTS times; returns
+    the child's exit status otherwise. SIGTERM or SIGINT end the child and this process."""
+    child = None
+
+    def stop(signum, frame):
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for attempt in range(RESTARTS + 1):
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), CHILD] + args,
+            preexec_fn=die_with_parent,
+        )
+        rc = child.wait()
+        if rc != -signal.SIGABRT:
+            return rc if rc >= 0 else 128 - rc
+        print(
+            f"rtsp_server.py: GStreamer's RTSP server aborted; restarting it ({attempt + 1})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 1
+
+
 def main():
+    if sys.argv[1:2] != [CHILD] and sys.argv[1:] != ["--check"]:
+        sys.exit(supervise(sys.argv[1:]))
+    if sys.argv[1:2] == [CHILD]:
+        del sys.argv[1]
+    load_gst()
     if sys.argv[1:] == ["--check"]:  # is everything there? (0, else 77 above or below)
         Gst.init(None)
         missing = [e for e in ELEMENTS if Gst.ElementFactory.find(e) is None]
@@ -79,9 +140,12 @@ def main():
         )
         factory.set_permissions(perms)
     server.get_mount_points().add_factory("/" + a.path.lstrip("/"), factory)
-    if server.attach(None) == 0:
-        print(f"cannot listen on 127.0.0.1:{a.port}", file=sys.stderr)
-        sys.exit(1)
+    deadline = time.monotonic() + PORT_WAIT_S
+    while server.attach(None) == 0:  # the previous server's socket may not be closed yet
+        if time.monotonic() > deadline:
+            print(f"cannot listen on 127.0.0.1:{a.port}", file=sys.stderr)
+            sys.exit(1)
+        time.sleep(0.1)
     print("ready", flush=True)
     GLib.MainLoop().run()
 
