@@ -19,6 +19,7 @@
 #include "common.h"
 #include "internal.h"
 #include "kernels.h"
+#include "simd_x86.h"
 
 #include <string.h>
 
@@ -54,13 +55,6 @@ void vg_blk_gemm_scalar(const uint16_t *w, size_t K, size_t N, size_t b0, size_t
 }
 
 #if defined(__x86_64__)
-typedef struct tilecfg {
-    uint8_t palette, start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((packed)) tilecfg;
-
 /* Prefetch distance in bytes along the block stream: 2048 and 4096 alike, 512-1024 a little
  * slower, none 83 % of the read ceiling instead of 86-90 % (the Xeon of 2026-12-07). */
 #define AMX_PF 2048
@@ -72,18 +66,9 @@ typedef struct tilecfg {
 T_AMX static void blk_pass(const uint16_t *w, size_t K, size_t N, size_t b0, size_t b1,
                            const uint16_t *x, size_t r, size_t ldx, float *y, size_t ldy, int acc)
 {
-    tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 5; t++) {
-        cfg.rows[t] = (uint8_t)r;
-        cfg.colsb[t] = 64;
-    }
-    for (int t = 5; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    const uint8_t rows[8] = {(uint8_t)r, (uint8_t)r, (uint8_t)r, (uint8_t)r,
+                             (uint8_t)r, 16,         16,         16};
+    vg_tiles_config(rows);
     float t[16 * VG_BLK_N] __attribute__((aligned(64)));
     const size_t sx = ldx * sizeof(uint16_t);
     const size_t line = vg_pf_stride; /* kernels.h */

@@ -1467,16 +1467,13 @@ softmax_bf16(const float *s, size_t vis, size_t ctx, float scale, uint16_t *p)
         __m256bh e =
             _mm512_cvtneps_pbh(exp2_16_le0(_mm512_fmsub_ps(_mm512_loadu_ps(s + i), sc, m)));
         _mm256_storeu_si256((__m256i *)(void *)(p + i), (__m256i)e);
-        sum = _mm512_add_ps(
-            sum, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)e), 16)));
+        sum = _mm512_add_ps(sum, vg_bf16x16_ps((__m256i)e));
     }
     if (tail) {
         __m256bh e = _mm512_cvtneps_pbh(
             exp2_16_le0(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, s + i), sc, m)));
         _mm256_mask_storeu_epi16(p + i, tail, (__m256i)e);
-        sum = _mm512_add_ps(sum,
-                            _mm512_maskz_mov_ps(tail, _mm512_castsi512_ps(_mm512_slli_epi32(
-                                                          _mm512_cvtepu16_epi32((__m256i)e), 16))));
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, vg_bf16x16_ps((__m256i)e)));
     }
     if (ctx > vis)
         memset(p + vis, 0, (ctx - vis) * sizeof(uint16_t));
@@ -1516,24 +1513,17 @@ typedef struct attn_job {
     atomic_int failed;
 } attn_job;
 
-/* 16 bf16 values widened to float. */
-__attribute__((target("avx512f,avx512bw"))) static inline __m512 wide16(const uint16_t *p)
-{
-    return _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
-
-/* out[0, dh) = bf16 of the row (float f, or bf16 b when set) rotated by table rows c, s as
- * rope_row does (so bit for bit vg_rope_apply's result, rounded as vg_to_bf16); dh a multiple of
- * 32. */
+/* out[0, dh) = bf16 of the row (float f, or bf16 b when set) rotated by table rows c, s with
+ * vg_rope_apply's products and sums (no fused multiply-add, so bit for bit its result), rounded as
+ * vg_to_bf16; dh a multiple of 32. */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 rope_row_b16(const float *f, const uint16_t *b, const float *c, const float *s, size_t dh,
              uint16_t *out)
 {
     const size_t half = dh / 2;
     for (size_t j = 0; j < half; j += 16) {
-        const __m512 x0 = b ? wide16(b + j) : _mm512_loadu_ps(f + j);
-        const __m512 x1 = b ? wide16(b + half + j) : _mm512_loadu_ps(f + half + j);
+        const __m512 x0 = b ? vg_load_bf16x16(b + j) : _mm512_loadu_ps(f + j);
+        const __m512 x1 = b ? vg_load_bf16x16(b + half + j) : _mm512_loadu_ps(f + half + j);
         const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(x0, _mm512_loadu_ps(c + j)),
                                         _mm512_mul_ps(x1, _mm512_loadu_ps(s + j)));
         const __m512 hi = _mm512_add_ps(_mm512_mul_ps(x1, _mm512_loadu_ps(c + half + j)),
@@ -1667,22 +1657,16 @@ static void attn_head_task(void *arg, size_t t)
 /* ---- the same attention fused in AMX tiles (full attention: every query row sees every key) ----
  *
  * oneDNN's two products per (head, query block) each repack their right-hand side (K^T, V) and
- * write or read the whole block's scores through L2; a bf16 1-thread vision pair spent 144 ms of
+ * write or read the whole block's scores through L2; a bf16 1-thread vision pair spent 147 ms of
  * 720 in the attention, its products at 650 (QK^T, K = dh = 64) and 900 GFLOP/s (PV). Here the
  * keys and values of each KV head are put into the tiles' layouts once (amx_pack_range), and each
- * 16-row query tile runs S = Q K^T into a 16-row score buffer, the same softmax_bf16, and O = P V
- * in accumulator tiles, the rows then scaled by 1 / sum as before: the same bf16 operands, float32
- * sums and softmax, so the same numbers up to the order of the sums inside the tiles. Head sizes
- * 32 and 64 (at most four 16-column output tiles beside the operand tiles). */
+ * 32-row query block runs S = Q K^T into a score buffer, the same softmax_bf16, and O = P V in
+ * accumulator tiles, the rows then scaled by 1 / sum as before: the same bf16 operands, float32
+ * sums and softmax, so the same numbers up to the order of the sums inside the tiles. The blocks
+ * are software-pipelined (amx_attn_task). Head sizes 32 and 64 (at most four 16-column output
+ * tiles beside the operand tiles). */
 
 #define AMX_ATTN_QB 8 /* 32-row query blocks per task at most */
-
-typedef struct amx_tilecfg {
-    uint8_t palette, start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((packed)) amx_tilecfg;
 
 /* 1 when vg_dnnl_attn runs a's attention in the fused AMX kernel. VG_AMX_ATTN=0 turns it off
  * (oneDNN's products then), as VG_AMX=0 turns off every AMX kernel. */
@@ -1839,14 +1823,8 @@ amx_attn_task(void *arg, size_t t)
                        (uint16_t *)(void *)(ar + 64 * ctx * 4 + 32 * ctx * 2)}; /* [32][ctx] */
     float *o = (float *)(void *)(ar + 64 * ctx * 4 + 64 * ctx * 2);             /* [32][dh] */
     float inv[2][32];
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int k = 0; k < 8; k++) {
-        cfg.rows[k] = 16;
-        cfg.colsb[k] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    static const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
+    vg_tiles_config(rows);
     const uint16_t *kp = j->kp + h * ctx * dh, *vp = j->vp + h * ctx * dh;
     const uint16_t *qh = j->qb + h * j->n * dh;
     amx_q(qh + b0 * 32 * dh, dh);

@@ -445,9 +445,7 @@ AVX512 static inline void kv_prefetch(const void *p, size_t n)
 AVX512 static inline __m512 kv_load16(const void *row, size_t i, int b16)
 {
     if (b16)
-        return _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i))),
-            16));
+        return vg_load_bf16x16((const uint16_t *)row + i);
     return _mm512_loadu_ps((const float *)row + i);
 }
 

@@ -7,6 +7,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <stdint.h>
 
 /* e^x for 16 lanes with the polynomial of ops.c's portable exp4 (1 ulp), 2^n applied with
  * VSCALEFPS: 0 below -87 (masked and underflowing scores), x clamped to 88 above, NaN stays NaN.
@@ -29,6 +30,40 @@ __attribute__((target("avx512f"))) static inline __m512 vg_exp16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
+}
+
+/* 16 bf16 values (h) widened to float32 (exact: the bits moved up by 16). AVX-512F at least. */
+__attribute__((target("avx512f"))) static inline __m512 vg_bf16x16_ps(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* The same, loaded from p (unaligned). */
+__attribute__((target("avx512f"))) static inline __m512 vg_load_bf16x16(const uint16_t *p)
+{
+    return vg_bf16x16_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+/* AMX tile configuration (palette 1): tile t gets rows[t] rows of 64 bytes for t < 8, the others
+ * none; loaded for the calling thread (release with _tile_release). Callers need AMX-TILE (their
+ * own target attribute). */
+typedef struct vg_tilecfg {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed)) vg_tilecfg;
+
+__attribute__((target("amx-tile"))) static inline void vg_tiles_config(const uint8_t rows[8])
+{
+    vg_tilecfg cfg;
+    __builtin_memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = rows[t];
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
 }
 #endif
 
